@@ -1,0 +1,315 @@
+//! The DNS-relevant part of each Kubernetes object kind, and the conversion from the API types.
+//!
+//! Sources (file or API) turn every object into one of these right away, so nothing downstream
+//! holds full API objects. A conversion error names the object; the source logs it and skips
+//! the object, and everything else keeps working.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+
+use crate::error::ObjectError;
+
+/// Transport protocol of a port, as the spec names it in SRV owners (`_tcp`, `_udp`, `_sctp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Protocol {
+    Tcp,
+    Udp,
+    Sctp,
+}
+
+impl Protocol {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "TCP" => Some(Protocol::Tcp),
+            "UDP" => Some(Protocol::Udp),
+            "SCTP" => Some(Protocol::Sctp),
+            _ => None,
+        }
+    }
+    /// The SRV label without its underscore.
+    pub fn label(self) -> &'static str {
+        match self {
+            Protocol::Tcp => "tcp",
+            Protocol::Udp => "udp",
+            Protocol::Sctp => "sctp",
+        }
+    }
+}
+
+/// A named (or unnamed) port.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Port {
+    /// Lowercase port name; empty for an unnamed port (no SRV owner of its own).
+    pub name: Box<str>,
+    pub protocol: Protocol,
+    pub port: u16,
+}
+
+/// What kind of records a service gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServiceKind {
+    /// A/AAAA with the cluster IPs (one per family in dual-stack).
+    ClusterIp(Vec<IpAddr>),
+    /// `clusterIP: None`: records from the endpoints.
+    Headless,
+    /// CNAME to this name (lowercase, no trailing dot).
+    ExternalName(Box<str>),
+}
+
+/// A Service, trimmed to what DNS needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceInfo {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    pub kind: ServiceKind,
+    pub ports: Vec<Port>,
+    pub publish_not_ready: bool,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// One endpoint of an EndpointSlice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointInfo {
+    pub addresses: Vec<IpAddr>,
+    /// `conditions.ready`; an absent condition counts as ready (as the API documents).
+    pub ready: bool,
+    pub hostname: Option<Box<str>>,
+    /// `targetRef.name` when the target is a Pod (for `endpoint_pod_names`).
+    pub pod_name: Option<Box<str>>,
+}
+
+/// An EndpointSlice, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceInfo {
+    pub namespace: Arc<str>,
+    /// The slice's own name.
+    pub name: Arc<str>,
+    /// The `kubernetes.io/service-name` label: the service these endpoints belong to.
+    pub service: Option<Arc<str>>,
+    pub endpoints: Vec<EndpointInfo>,
+    pub ports: Vec<Port>,
+}
+
+/// A Pod, trimmed: where it is and its IPs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodInfo {
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+    pub ips: Vec<IpAddr>,
+}
+
+/// A Namespace, trimmed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamespaceInfo {
+    pub name: Arc<str>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Any of the object kinds clusterdns watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Object {
+    Service(ServiceInfo),
+    Slice(SliceInfo),
+    Pod(PodInfo),
+    Namespace(NamespaceInfo),
+}
+
+/// The kinds, for sync tracking and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Kind {
+    Namespace,
+    Service,
+    EndpointSlice,
+    Pod,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Namespace => "Namespace",
+            Kind::Service => "Service",
+            Kind::EndpointSlice => "EndpointSlice",
+            Kind::Pod => "Pod",
+        }
+    }
+}
+
+/// Identity of an object: kind, namespace (empty for namespaces) and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub kind: Kind,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
+}
+
+impl Object {
+    pub fn key(&self) -> ObjectKey {
+        match self {
+            Object::Service(s) => ObjectKey { kind: Kind::Service, namespace: s.namespace.clone(), name: s.name.clone() },
+            Object::Slice(s) => ObjectKey { kind: Kind::EndpointSlice, namespace: s.namespace.clone(), name: s.name.clone() },
+            Object::Pod(p) => ObjectKey { kind: Kind::Pod, namespace: p.namespace.clone(), name: p.name.clone() },
+            Object::Namespace(n) => ObjectKey { kind: Kind::Namespace, namespace: "".into(), name: n.name.clone() },
+        }
+    }
+}
+
+fn err(kind: &'static str, ns: &str, name: &str, message: impl Into<String>) -> ObjectError {
+    ObjectError { kind, namespace: ns.to_string(), name: name.to_string(), message: message.into() }
+}
+
+fn meta_names(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, kind: &'static str) -> Result<(Arc<str>, Arc<str>), ObjectError> {
+    let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let name = meta.name.clone().ok_or_else(|| err(kind, &ns, "<unnamed>", "metadata.name is missing"))?;
+    if name.is_empty() {
+        return Err(err(kind, &ns, "<unnamed>", "metadata.name is empty"));
+    }
+    Ok((ns.to_ascii_lowercase().into(), name.to_ascii_lowercase().into()))
+}
+
+fn parse_ip(kind: &'static str, ns: &str, name: &str, field: &str, s: &str) -> Result<IpAddr, ObjectError> {
+    s.trim().parse::<IpAddr>().map_err(|_| err(kind, ns, name, format!("{field}: {s:?} is not an IP address")))
+}
+
+/// Accepts a DNS name as an ExternalName: labels of letters, digits, `-` and `_`.
+fn external_name(kind: &'static str, ns: &str, name: &str, s: &str) -> Result<Box<str>, ObjectError> {
+    let t = s.trim().trim_end_matches('.').to_ascii_lowercase();
+    if t.is_empty() || t.len() > 253 || t.split('.').any(|l| l.is_empty() || l.len() > 63) {
+        return Err(err(kind, ns, name, format!("spec.externalName: {s:?} is not a DNS name")));
+    }
+    Ok(t.into())
+}
+
+impl TryFrom<&Service> for ServiceInfo {
+    type Error = ObjectError;
+    fn try_from(svc: &Service) -> Result<Self, ObjectError> {
+        const K: &str = "Service";
+        let (namespace, name) = meta_names(&svc.metadata, K)?;
+        let spec = svc.spec.clone().unwrap_or_default();
+        let mut ports = Vec::new();
+        for (i, p) in spec.ports.unwrap_or_default().iter().enumerate() {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            let protocol = Protocol::parse(proto)
+                .ok_or_else(|| err(K, &namespace, &name, format!("spec.ports[{i}].protocol: unknown protocol {proto:?}")))?;
+            let port = u16::try_from(p.port)
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| err(K, &namespace, &name, format!("spec.ports[{i}].port: {} is out of range", p.port)))?;
+            ports.push(Port { name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(), protocol, port });
+        }
+        let typ = spec.type_.as_deref().unwrap_or("ClusterIP");
+        let kind = if typ == "ExternalName" {
+            let ext = spec
+                .external_name
+                .as_deref()
+                .ok_or_else(|| err(K, &namespace, &name, "spec.externalName is missing for type ExternalName"))?;
+            ServiceKind::ExternalName(external_name(K, &namespace, &name, ext)?)
+        } else {
+            let mut ips: Vec<String> = spec.cluster_ips.clone().unwrap_or_default();
+            if ips.is_empty()
+                && let Some(ip) = &spec.cluster_ip
+            {
+                ips.push(ip.clone());
+            }
+            if ips.is_empty() || ips.iter().any(|ip| ip.eq_ignore_ascii_case("none")) {
+                ServiceKind::Headless
+            } else {
+                let mut parsed = Vec::with_capacity(ips.len());
+                for ip in ips.iter().filter(|ip| !ip.is_empty()) {
+                    parsed.push(parse_ip(K, &namespace, &name, "spec.clusterIPs", ip)?);
+                }
+                if parsed.is_empty() { ServiceKind::Headless } else { ServiceKind::ClusterIp(parsed) }
+            }
+        };
+        Ok(ServiceInfo {
+            namespace,
+            name,
+            kind,
+            ports,
+            publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
+            labels: svc.metadata.labels.clone().unwrap_or_default(),
+        })
+    }
+}
+
+impl TryFrom<&EndpointSlice> for SliceInfo {
+    type Error = ObjectError;
+    fn try_from(es: &EndpointSlice) -> Result<Self, ObjectError> {
+        const K: &str = "EndpointSlice";
+        let (namespace, name) = meta_names(&es.metadata, K)?;
+        let service = es
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("kubernetes.io/service-name"))
+            .map(|s| Arc::from(s.to_ascii_lowercase()));
+        let fqdn = es.address_type.eq_ignore_ascii_case("FQDN");
+        let mut ports = Vec::new();
+        for (i, p) in es.ports.clone().unwrap_or_default().iter().enumerate() {
+            let proto = p.protocol.as_deref().unwrap_or("TCP");
+            let protocol = Protocol::parse(proto)
+                .ok_or_else(|| err(K, &namespace, &name, format!("ports[{i}].protocol: unknown protocol {proto:?}")))?;
+            // A slice port without a number (allowed by the API) serves no SRV record.
+            let Some(port) = p.port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0) else { continue };
+            ports.push(Port { name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(), protocol, port });
+        }
+        let mut endpoints = Vec::new();
+        if !fqdn {
+            for (i, ep) in es.endpoints.iter().enumerate() {
+                let mut addresses = Vec::with_capacity(ep.addresses.len());
+                for a in &ep.addresses {
+                    addresses.push(parse_ip(K, &namespace, &name, &format!("endpoints[{i}].addresses"), a)?);
+                }
+                let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                let pod_name = ep
+                    .target_ref
+                    .as_ref()
+                    .filter(|t| t.kind.as_deref().is_none_or(|k| k == "Pod"))
+                    .and_then(|t| t.name.as_deref())
+                    .map(|n| n.to_ascii_lowercase().into());
+                endpoints.push(EndpointInfo {
+                    addresses,
+                    ready,
+                    hostname: ep.hostname.as_deref().filter(|h| !h.is_empty()).map(|h| h.to_ascii_lowercase().into()),
+                    pod_name,
+                });
+            }
+        }
+        Ok(SliceInfo { namespace, name, service, endpoints, ports })
+    }
+}
+
+impl TryFrom<&Pod> for PodInfo {
+    type Error = ObjectError;
+    fn try_from(pod: &Pod) -> Result<Self, ObjectError> {
+        const K: &str = "Pod";
+        let (namespace, name) = meta_names(&pod.metadata, K)?;
+        let status = pod.status.clone().unwrap_or_default();
+        let mut ips = Vec::new();
+        for p in status.pod_ips.unwrap_or_default() {
+            ips.push(parse_ip(K, &namespace, &name, "status.podIPs", &p.ip)?);
+        }
+        if ips.is_empty()
+            && let Some(ip) = status.pod_ip.as_deref().filter(|s| !s.is_empty())
+        {
+            ips.push(parse_ip(K, &namespace, &name, "status.podIP", ip)?);
+        }
+        Ok(PodInfo { namespace, name, ips })
+    }
+}
+
+impl TryFrom<&Namespace> for NamespaceInfo {
+    type Error = ObjectError;
+    fn try_from(ns: &Namespace) -> Result<Self, ObjectError> {
+        let name = ns
+            .metadata
+            .name
+            .clone()
+            .filter(|n| !n.is_empty())
+            .ok_or_else(|| err("Namespace", "", "<unnamed>", "metadata.name is missing"))?;
+        Ok(NamespaceInfo { name: name.to_ascii_lowercase().into(), labels: ns.metadata.labels.clone().unwrap_or_default() })
+    }
+}

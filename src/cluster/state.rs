@@ -1,0 +1,1 @@
+//! Compact per-kind indexes of the cluster, updated by [`super::ClusterEvent`]s.

@@ -1,0 +1,599 @@
+//! The YAML configuration: types, defaults, and validation.
+//!
+//! Every section denies unknown keys, so a typo is an error that names the key and its line
+//! (serde-saphyr reports the position). Validation beyond types (addresses, domain names,
+//! durations) happens in [`Config::validate`], whose errors name the offending key path.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer};
+
+use crate::error::ConfigError;
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Addresses the DNS server listens on, UDP and TCP each.
+    pub listen: Vec<SocketAddr>,
+    /// What the cluster zone serves and how.
+    pub cluster: ClusterConfig,
+    /// Where the cluster objects come from.
+    pub source: SourceConfig,
+    /// Names outside the cluster zones: upstream resolvers.
+    pub forward: ForwardConfig,
+    /// The cache in front of forwarding.
+    pub cache: CacheConfig,
+    /// A hosts file consulted before forwarding.
+    pub hosts: Option<HostsConfig>,
+    /// Prometheus metrics endpoint.
+    pub metrics: MetricsConfig,
+    /// Liveness endpoint and shutdown behaviour.
+    pub health: HealthConfig,
+    /// Readiness endpoint.
+    pub ready: ReadyConfig,
+    /// Sampled structured query log.
+    pub querylog: QueryLogConfig,
+    /// Server tuning: UDP fast path, socket counts, TCP limits.
+    pub server: ServerConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: vec!["127.0.0.1:5353".parse().expect("static address")],
+            cluster: ClusterConfig::default(),
+            source: SourceConfig::default(),
+            forward: ForwardConfig::default(),
+            cache: CacheConfig::default(),
+            hosts: None,
+            metrics: MetricsConfig::default(),
+            health: HealthConfig::default(),
+            ready: ReadyConfig::default(),
+            querylog: QueryLogConfig::default(),
+            server: ServerConfig::default(),
+        }
+    }
+}
+
+/// How pod records (`a-b-c-d.<ns>.pod.<zone>`) are answered, as CoreDNS's `pods` option.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum PodsMode {
+    /// No pod records.
+    Disabled,
+    /// Any well-formed name answers with the IP it spells (kube-dns compatible).
+    #[default]
+    Insecure,
+    /// Only names of pods that exist in that namespace with that IP.
+    Verified,
+}
+
+/// The cluster zone: what CoreDNS's `kubernetes` plugin block holds.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// The cluster domain, e.g. `cluster.local`.
+    pub zone: String,
+    /// Reverse zones answered with PTR records for the cluster's IPs.
+    pub reverse_zones: Vec<String>,
+    /// Names in these zones that the cluster does not hold go on to forwarding
+    /// (CoreDNS's `fallthrough in-addr.arpa ip6.arpa`).
+    pub fallthrough: Vec<String>,
+    /// TTL of every cluster record, seconds (also the SOA minimum).
+    pub ttl: u32,
+    /// Pod records mode.
+    pub pods: PodsMode,
+    /// Name headless endpoints without a hostname after their pod (`targetRef.name`).
+    pub endpoint_pod_names: bool,
+    /// Serve only these namespaces (empty: all).
+    pub namespaces: Vec<String>,
+    /// Serve only services matching this label selector (`k=v,k2!=v,k3 in (a,b),k4,!k5`).
+    pub labels: Option<String>,
+    /// Serve only namespaces matching this label selector.
+    pub namespace_labels: Option<String>,
+    /// Serve no endpoint records (headless services answer nothing), as CoreDNS's `noendpoints`.
+    pub noendpoints: bool,
+    /// Services with no ready endpoints answer NXDOMAIN, as CoreDNS's `ignore empty_service`.
+    pub ignore_empty_service: bool,
+    /// Addresses of `ns.dns.<zone>`; empty: the `kube-system/kube-dns` ClusterIPs, else 127.0.0.1.
+    pub nameserver_ips: Vec<std::net::IpAddr>,
+    /// Rotate the order of A/AAAA records from query to query (CoreDNS's `loadbalance`).
+    pub loadbalance: bool,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            zone: "cluster.local".into(),
+            reverse_zones: vec!["in-addr.arpa".into(), "ip6.arpa".into()],
+            fallthrough: vec!["in-addr.arpa".into(), "ip6.arpa".into()],
+            ttl: 30,
+            pods: PodsMode::Insecure,
+            endpoint_pod_names: false,
+            namespaces: vec![],
+            labels: None,
+            namespace_labels: None,
+            noendpoints: false,
+            ignore_empty_service: false,
+            nameserver_ips: vec![],
+            loadbalance: true,
+        }
+    }
+}
+
+/// Where cluster objects come from: a file, or the Kubernetes API.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// A file of Kubernetes objects (`kubectl get -o yaml`), watched for changes.
+    pub file: Option<PathBuf>,
+    /// The Kubernetes API.
+    pub kubernetes: Option<KubernetesSourceConfig>,
+}
+
+/// Connecting to the Kubernetes API.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KubernetesSourceConfig {
+    /// A kubeconfig file; absent: `KUBECONFIG`, `~/.kube/config`, then in-cluster.
+    pub kubeconfig: Option<PathBuf>,
+    /// How long to wait for the first sync before serving what there is.
+    #[serde(deserialize_with = "de_duration")]
+    pub startup_timeout: Duration,
+}
+
+impl Default for KubernetesSourceConfig {
+    fn default() -> Self {
+        Self { kubeconfig: None, startup_timeout: Duration::from_secs(5) }
+    }
+}
+
+/// Upstream selection policy, as CoreDNS's `forward` `policy`.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ForwardPolicy {
+    #[default]
+    Random,
+    RoundRobin,
+    Sequential,
+}
+
+/// Forwarding of names outside the cluster zones.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ForwardConfig {
+    /// Forward at all (false: names outside the cluster zones get REFUSED).
+    pub enabled: bool,
+    /// Upstreams as `IP` or `IP:PORT`; empty: the nameservers of `resolv_conf`.
+    pub upstreams: Vec<String>,
+    /// The resolv.conf whose nameservers are the default upstreams.
+    pub resolv_conf: PathBuf,
+    /// Per-domain upstreams (kube-dns `stubDomains`): domain -> upstreams.
+    pub stub_domains: std::collections::BTreeMap<String, Vec<String>>,
+    pub policy: ForwardPolicy,
+    /// Consecutive failures before an upstream is marked down.
+    pub max_fails: u32,
+    #[serde(deserialize_with = "de_duration")]
+    pub health_check: Duration,
+    /// Timeout of one try.
+    #[serde(deserialize_with = "de_duration")]
+    pub timeout: Duration,
+    pub force_tcp: bool,
+    pub prefer_udp: bool,
+    /// Bound on concurrent forwarded queries; past it, a quick REFUSED.
+    pub max_concurrent: usize,
+    /// Also export the pre-1.11 `coredns_forward_*` names that the CoreDNS mixin's alerts query.
+    pub legacy_metrics: bool,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            upstreams: vec![],
+            resolv_conf: "/etc/resolv.conf".into(),
+            stub_domains: Default::default(),
+            policy: ForwardPolicy::Random,
+            max_fails: 2,
+            health_check: Duration::from_millis(500),
+            timeout: Duration::from_secs(2),
+            force_tcp: false,
+            prefer_udp: false,
+            max_concurrent: 1000,
+            legacy_metrics: true,
+        }
+    }
+}
+
+/// The cache in front of forwarding.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub enabled: bool,
+    /// Maximum entries (positive and negative together).
+    pub max_entries: usize,
+    /// Caps and floors on positive TTLs, seconds.
+    pub max_ttl: u32,
+    pub min_ttl: u32,
+    /// Cap and floor on negative TTLs (RFC 2308, from the SOA minimum), seconds.
+    pub max_negative_ttl: u32,
+    pub min_negative_ttl: u32,
+    /// Entries asked this many times within their TTL are refreshed before they expire (0: off).
+    pub prefetch: u32,
+    /// Serve expired entries for up to this long when every upstream fails (RFC 8767; 0: off).
+    #[serde(deserialize_with = "de_duration")]
+    pub serve_stale: Duration,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_entries: 10_000,
+            max_ttl: 3600,
+            min_ttl: 5,
+            max_negative_ttl: 1800,
+            min_negative_ttl: 5,
+            prefetch: 10,
+            serve_stale: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// A hosts file, consulted before forwarding.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostsConfig {
+    /// The file, in /etc/hosts format.
+    pub file: Option<PathBuf>,
+    /// Names the file does not hold go on to forwarding.
+    pub fallthrough: bool,
+    /// TTL of answers from the file, seconds.
+    pub ttl: u32,
+    /// How often the file is checked for changes.
+    #[serde(deserialize_with = "de_duration")]
+    pub reload: Duration,
+    /// Names clusterdns resolves itself, keeps fresh by their TTLs, and keeps serving from the
+    /// last good answer when upstreams fail.
+    pub critical_names: Vec<String>,
+    /// Where the last good answers of critical names are kept across restarts.
+    pub state_file: Option<PathBuf>,
+}
+
+impl Default for HostsConfig {
+    fn default() -> Self {
+        Self {
+            file: None,
+            fallthrough: true,
+            ttl: 3600,
+            reload: Duration::from_secs(5),
+            critical_names: vec![],
+            state_file: None,
+        }
+    }
+}
+
+/// Prometheus endpoint.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// `host:port`, or `:port` for every address; null to turn it off.
+    pub listen: Option<String>,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { listen: Some(":9153".into()) }
+    }
+}
+
+/// Liveness endpoint and graceful shutdown.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    pub listen: Option<String>,
+    /// After SIGTERM, keep serving DNS this long with readiness failing.
+    #[serde(deserialize_with = "de_duration")]
+    pub lameduck: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self { listen: Some(":8080".into()), lameduck: Duration::from_secs(5) }
+    }
+}
+
+/// Readiness endpoint.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReadyConfig {
+    pub listen: Option<String>,
+}
+
+impl Default for ReadyConfig {
+    fn default() -> Self {
+        Self { listen: Some(":8181".into()) }
+    }
+}
+
+/// Sampled, structured query log.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryLogConfig {
+    pub enabled: bool,
+    /// Fraction of queries logged, 0.0 to 1.0.
+    pub sample: f64,
+}
+
+impl Default for QueryLogConfig {
+    fn default() -> Self {
+        Self { enabled: false, sample: 1.0 }
+    }
+}
+
+/// Server tuning.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Answer UDP on clusterdns's own per-core sockets (false: through hickory's `Server`).
+    pub udp_fast_path: bool,
+    /// UDP sockets (and threads) per listen address; 0: one per CPU.
+    pub udp_workers: usize,
+    /// Largest UDP answer to EDNS clients (RFC 9715 / DNS flag day 2020: 1232).
+    pub max_udp_size: u16,
+    /// TCP connections idle longer than this are closed.
+    #[serde(deserialize_with = "de_duration")]
+    pub tcp_idle_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            udp_fast_path: true,
+            udp_workers: 0,
+            max_udp_size: 1232,
+            tcp_idle_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Parse `500ms`, `5s`, `1m`, `2h`, or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s:?} (e.g. 500ms, 5s, 1m)"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(format!("unknown unit in duration {s:?} (use ms, s, m or h)")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("not a duration: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        Num(u64),
+        Str(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::Num(n) => Ok(Duration::from_secs(n)),
+        Raw::Str(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+    }
+}
+
+impl Config {
+    /// Parse YAML text; errors carry the line and column of the offending key.
+    pub fn from_yaml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
+        if text.trim().is_empty() {
+            return Ok(Config::default());
+        }
+        let cfg: Config = serde_saphyr::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: origin.to_path_buf(), message: e.to_string() })?;
+        Ok(cfg)
+    }
+
+    /// Read and parse a config file, then resolve relative paths against its folder.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Io { path: path.to_path_buf(), source: e })?;
+        let mut cfg = Self::from_yaml(&text, path)?;
+        if let Some(base) = path.parent() {
+            cfg.resolve_paths(base);
+        }
+        Ok(cfg)
+    }
+
+    /// Make relative file paths relative to the config file's folder, as an operator expects.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(f) = self.source.file.as_mut() {
+            fix(f);
+        }
+        if let Some(k) = self.source.kubernetes.as_mut()
+            && let Some(f) = k.kubeconfig.as_mut()
+        {
+            fix(f);
+        }
+        if let Some(h) = self.hosts.as_mut() {
+            if let Some(f) = h.file.as_mut() {
+                fix(f);
+            }
+            if let Some(f) = h.state_file.as_mut() {
+                fix(f);
+            }
+        }
+    }
+
+    /// Checks that types alone cannot express. Errors name the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        if self.listen.is_empty() {
+            return Err(invalid("listen", "at least one address is needed".into()));
+        }
+        crate::zone::names::parse_domain(&self.cluster.zone)
+            .map_err(|e| invalid("cluster.zone", e))?;
+        for (i, z) in self.cluster.reverse_zones.iter().enumerate() {
+            crate::zone::names::parse_domain(z)
+                .map_err(|e| invalid(&format!("cluster.reverse_zones[{i}]"), e))?;
+        }
+        for (i, z) in self.cluster.fallthrough.iter().enumerate() {
+            crate::zone::names::parse_domain(z)
+                .map_err(|e| invalid(&format!("cluster.fallthrough[{i}]"), e))?;
+        }
+        if self.cluster.ttl > 3600 {
+            return Err(invalid("cluster.ttl", format!("{} is above 3600 seconds", self.cluster.ttl)));
+        }
+        if let Some(sel) = &self.cluster.labels {
+            crate::cluster::selector::Selector::parse(sel)
+                .map_err(|e| invalid("cluster.labels", e))?;
+        }
+        if let Some(sel) = &self.cluster.namespace_labels {
+            crate::cluster::selector::Selector::parse(sel)
+                .map_err(|e| invalid("cluster.namespace_labels", e))?;
+        }
+        if self.source.file.is_some() && self.source.kubernetes.is_some() {
+            return Err(invalid("source", "give either `file` or `kubernetes`, not both".into()));
+        }
+        for (i, u) in self.forward.upstreams.iter().enumerate() {
+            parse_upstream(u).map_err(|e| invalid(&format!("forward.upstreams[{i}]"), e))?;
+        }
+        for (domain, ups) in &self.forward.stub_domains {
+            crate::zone::names::parse_domain(domain)
+                .map_err(|e| invalid(&format!("forward.stub_domains.{domain}"), e))?;
+            if ups.is_empty() {
+                return Err(invalid(&format!("forward.stub_domains.{domain}"), "no upstreams".into()));
+            }
+            for (i, u) in ups.iter().enumerate() {
+                parse_upstream(u)
+                    .map_err(|e| invalid(&format!("forward.stub_domains.{domain}[{i}]"), e))?;
+            }
+        }
+        if self.forward.max_concurrent == 0 {
+            return Err(invalid("forward.max_concurrent", "must be at least 1".into()));
+        }
+        if self.forward.timeout.is_zero() {
+            return Err(invalid("forward.timeout", "must be above zero".into()));
+        }
+        if let Some(h) = &self.hosts {
+            for (i, n) in h.critical_names.iter().enumerate() {
+                crate::zone::names::parse_domain(n)
+                    .map_err(|e| invalid(&format!("hosts.critical_names[{i}]"), e))?;
+            }
+        }
+        for (key, l) in [
+            ("metrics.listen", &self.metrics.listen),
+            ("health.listen", &self.health.listen),
+            ("ready.listen", &self.ready.listen),
+        ] {
+            if let Some(l) = l {
+                parse_http_listen(l).map_err(|e| invalid(key, e))?;
+            }
+        }
+        if !(0.0..=1.0).contains(&self.querylog.sample) {
+            return Err(invalid("querylog.sample", "must be between 0.0 and 1.0".into()));
+        }
+        if self.server.max_udp_size < 512 {
+            return Err(invalid("server.max_udp_size", "must be at least 512".into()));
+        }
+        Ok(())
+    }
+}
+
+/// `IP` or `IP:PORT` or `[v6]:PORT` (port 53 by default).
+pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    let s = s.strip_prefix("dns://").unwrap_or(s);
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(SocketAddr::new(ip, 53));
+    }
+    Err(format!("{s:?} is not an address (IP or IP:PORT)"))
+}
+
+/// `host:port` or `:port` (every address).
+pub fn parse_http_listen(s: &str) -> Result<SocketAddr, String> {
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
+        return Ok(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port));
+    }
+    if let Ok(sa) = s.parse::<SocketAddr>() {
+        return Ok(sa);
+    }
+    if let Some((host, port)) = s.rsplit_once(':')
+        && host == "localhost"
+    {
+        let port: u16 = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
+        return Ok(SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), port));
+    }
+    Err(format!("{s:?} is not an address (HOST:PORT or :PORT)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_defaults() {
+        let c = Config::from_yaml("", Path::new("x.yaml")).unwrap();
+        assert_eq!(c, Config::default());
+        assert_eq!(c.cluster.ttl, 30);
+        assert_eq!(c.cluster.zone, "cluster.local");
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_line() {
+        let err = Config::from_yaml("listen: [\"127.0.0.1:53\"]\ncluster:\n  zoen: x\n", Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("zoen"), "{err}");
+        assert!(err.contains("line 3") || err.contains("3:"), "{err}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn validation_names_key() {
+        let mut c = Config::default();
+        c.forward.upstreams = vec!["not-an-ip".into()];
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("forward.upstreams[0]"), "{e}");
+        let mut c = Config::default();
+        c.forward.stub_domains.insert("corp..example".into(), vec!["10.0.0.5".into()]);
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.contains("forward.stub_domains"), "{e}");
+    }
+
+    #[test]
+    fn upstream_forms() {
+        assert_eq!(parse_upstream("10.0.0.5").unwrap(), "10.0.0.5:53".parse().unwrap());
+        assert_eq!(parse_upstream("127.0.0.1:5300").unwrap(), "127.0.0.1:5300".parse().unwrap());
+        assert_eq!(parse_upstream("::1").unwrap(), "[::1]:53".parse().unwrap());
+        assert_eq!(parse_http_listen(":9153").unwrap(), "0.0.0.0:9153".parse().unwrap());
+    }
+}

@@ -1,0 +1,1 @@
+//! Converting a CoreDNS Corefile into a clusterdns config (`clusterdns convert-corefile`).

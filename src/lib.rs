@@ -1,0 +1,36 @@
+//! clusterdns: a cluster DNS server for Kubernetes that replaces CoreDNS as `kube-dns`.
+//!
+//! # Layout
+//!
+//! The folders follow the data flow, left to right:
+//!
+//! ```text
+//! cluster objects ──> cluster state ──> zone snapshot ──(arc-swap)──> query path ──> answer
+//!  source/            cluster/          zone/                         server/
+//!  (file | API)       (compact indexes) (records, wire answers)       (UDP/TCP)
+//!                                                                       │ not in the zone
+//!                                                                       v
+//!                                                         resolve/: hosts ──> cache ──> upstreams
+//! ops/: metrics, health, readiness, query log — off the query path, reading counters it bumps.
+//! ```
+//!
+//! - [`config`]: the YAML configuration, defaults and validation.
+//! - [`source`]: where cluster objects come from (a watched file, or kube-rs watchers).
+//! - [`cluster`]: the DNS-relevant part of each object, and the per-kind indexes.
+//! - [`zone`]: the Kubernetes DNS specification: names, the immutable snapshot, answers.
+//! - [`server`]: sockets and the DNS protocol (EDNS, truncation, rcodes); no Kubernetes types.
+//! - [`resolve`]: names outside the cluster: hosts file, cache, forwarding.
+//! - [`ops`]: metrics, health and readiness endpoints, query log, lifecycle.
+//! - [`corefile`]: converting a CoreDNS Corefile into a clusterdns config.
+
+pub mod cluster;
+pub mod config;
+pub mod corefile;
+pub mod error;
+pub mod ops;
+pub mod resolve;
+pub mod server;
+pub mod source;
+pub mod zone;
+
+pub use error::Error;

@@ -1,0 +1,1 @@
+//! Names outside the cluster zones: hosts file, cache, forwarding to upstreams.

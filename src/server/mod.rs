@@ -1,0 +1,1 @@
+//! The DNS server: sockets and protocol.

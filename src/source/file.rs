@@ -1,0 +1,1 @@
+//! A file of Kubernetes objects as a source.

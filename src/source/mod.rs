@@ -1,0 +1,4 @@
+//! Where cluster objects come from. Every source emits [`crate::cluster::ClusterEvent`]s on one
+//! channel; the zone builder turns them into snapshots.
+
+pub mod file;
