@@ -75,6 +75,9 @@ pub enum PodsMode {
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
+    /// Serve the cluster zone at all (false: a pure caching forwarder, e.g. the node-local
+    /// variant that forwards `cluster.local` to the kube-dns Service as a stub domain).
+    pub enabled: bool,
     /// The cluster domain, e.g. `cluster.local`.
     pub zone: String,
     /// Reverse zones answered with PTR records for the cluster's IPs.
@@ -107,6 +110,7 @@ pub struct ClusterConfig {
 impl Default for ClusterConfig {
     fn default() -> Self {
         Self {
+            enabled: true,
             zone: "cluster.local".into(),
             reverse_zones: vec!["in-addr.arpa".into(), "ip6.arpa".into()],
             fallthrough: vec!["in-addr.arpa".into(), "ip6.arpa".into()],
@@ -298,11 +302,14 @@ pub struct HealthConfig {
     /// After SIGTERM, keep serving DNS this long with readiness failing.
     #[serde(deserialize_with = "de_duration")]
     pub lameduck: Duration,
+    /// After the lameduck period, how long in-flight queries may take to finish.
+    #[serde(deserialize_with = "de_duration")]
+    pub drain_timeout: Duration,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        Self { listen: Some(":8080".into()), lameduck: Duration::from_secs(5) }
+        Self { listen: Some(":8080".into()), lameduck: Duration::from_secs(5), drain_timeout: Duration::from_secs(5) }
     }
 }
 

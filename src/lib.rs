@@ -23,6 +23,8 @@
 //! - [`ops`]: metrics, health and readiness endpoints, query log, lifecycle.
 //! - [`corefile`]: converting a CoreDNS Corefile into a clusterdns config.
 
+pub mod app;
+pub mod app_ops;
 pub mod cluster;
 pub mod config;
 pub mod corefile;
@@ -31,6 +33,7 @@ pub mod ops;
 pub mod resolve;
 pub mod server;
 pub mod source;
+pub mod wire;
 pub mod zone;
 
 pub use error::Error;

@@ -1,1 +1,239 @@
-fn main() {}
+//! The `clusterdns` command: `serve`, `check`, `convert-corefile`. Parsing flags and starting
+//! things only; the work is in the library.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+use clusterdns::config::Config;
+
+#[derive(Parser)]
+#[command(name = "clusterdns", version, about = "A cluster DNS server for Kubernetes (a drop-in kube-dns)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve DNS: the cluster zone from a file or the Kubernetes API, everything else forwarded.
+    Serve(ServeArgs),
+    /// Validate a config (and its objects file) and print what would be served.
+    Check(CheckArgs),
+    /// Convert a CoreDNS Corefile into a clusterdns config (printed on stdout).
+    ConvertCorefile(ConvertArgs),
+}
+
+/// Flags shared by `serve` and `check`: they override the config file.
+#[derive(Args, Clone, Default)]
+struct Overrides {
+    /// Config file (YAML). Without it: built-in defaults plus these flags.
+    #[arg(long, short = 'c', env = "CLUSTERDNS_CONFIG")]
+    config: Option<PathBuf>,
+    /// DNS listen address, UDP and TCP (repeatable), e.g. 127.0.0.1:5353.
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    listen: Vec<SocketAddr>,
+    /// A file of Kubernetes objects (kubectl get -o yaml) to serve instead of an API server.
+    #[arg(long, value_name = "FILE")]
+    objects: Option<PathBuf>,
+    /// A kubeconfig for the Kubernetes API (default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long, value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// The cluster domain.
+    #[arg(long, value_name = "DOMAIN")]
+    zone: Option<String>,
+    /// Upstream resolver (repeatable), overriding resolv.conf.
+    #[arg(long = "upstream", value_name = "ADDR[:PORT]")]
+    upstream: Vec<String>,
+    /// Prometheus endpoint address (e.g. :9153 or 127.0.0.1:0).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<String>,
+    /// Liveness endpoint address (e.g. :8080).
+    #[arg(long, value_name = "ADDR")]
+    health_listen: Option<String>,
+    /// Readiness endpoint address (e.g. :8181).
+    #[arg(long, value_name = "ADDR")]
+    ready_listen: Option<String>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    o: Overrides,
+    /// Log format: text or json.
+    #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+}
+
+#[derive(Args)]
+struct CheckArgs {
+    #[command(flatten)]
+    o: Overrides,
+}
+
+#[derive(Args)]
+struct ConvertArgs {
+    /// The Corefile.
+    file: PathBuf,
+    /// Folder that `import` globs are resolved against (default: the Corefile's folder).
+    #[arg(long, value_name = "DIR")]
+    base_dir: Option<PathBuf>,
+}
+
+/// The config: file (or defaults) with flags applied, validated.
+fn load_config(o: &Overrides) -> Result<Config, clusterdns::Error> {
+    let mut cfg = match &o.config {
+        Some(p) => Config::load(p)?,
+        None => Config::default(),
+    };
+    if !o.listen.is_empty() {
+        cfg.listen = o.listen.clone();
+    }
+    if let Some(f) = &o.objects {
+        cfg.source.file = Some(f.clone());
+        cfg.source.kubernetes = None;
+    }
+    if let Some(k) = &o.kubeconfig {
+        cfg.source.file = None;
+        let mut kc = cfg.source.kubernetes.clone().unwrap_or_default();
+        kc.kubeconfig = Some(k.clone());
+        cfg.source.kubernetes = Some(kc);
+    }
+    if let Some(z) = &o.zone {
+        cfg.cluster.zone = z.clone();
+    }
+    if !o.upstream.is_empty() {
+        cfg.forward.upstreams = o.upstream.clone();
+    }
+    if let Some(m) = &o.metrics_listen {
+        cfg.metrics.listen = Some(m.clone());
+    }
+    if let Some(h) = &o.health_listen {
+        cfg.health.listen = Some(h.clone());
+    }
+    if let Some(r) = &o.ready_listen {
+        cfg.ready.listen = Some(r.clone());
+    }
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+fn init_logging(json: bool) {
+    use tracing_subscriber::EnvFilter;
+    // hickory logs a line per query at INFO: keep it at warn unless asked.
+    let filter = EnvFilter::try_from_env("CLUSTERDNS_LOG")
+        .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,kube_client=warn,kube_runtime=warn"));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(a) => {
+            init_logging(a.log_format == "json");
+            let cfg = match load_config(&a.o) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("clusterdns: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("clusterdns: cannot start runtime: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match rt.block_on(clusterdns::app::serve(cfg, a.o.config.clone())) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("clusterdns: {e}");
+                    ExitCode::from(match e {
+                        clusterdns::Error::Loop(_) => 3,
+                        _ => 1,
+                    })
+                }
+            }
+        }
+        Command::Check(a) => match check(&a.o) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("clusterdns: {e}");
+                ExitCode::from(2)
+            }
+        },
+        Command::ConvertCorefile(a) => {
+            let text = match std::fs::read_to_string(&a.file) {
+                Ok(t) => t,
+                Err(e) => {
+                    eprintln!("clusterdns: cannot read {}: {e}", a.file.display());
+                    return ExitCode::from(2);
+                }
+            };
+            let base = a.base_dir.clone().unwrap_or_else(|| a.file.parent().map(Path::to_path_buf).unwrap_or_default());
+            match clusterdns::corefile::convert(&text, &base) {
+                Ok(c) => {
+                    for n in &c.notes {
+                        eprintln!("note: {n}");
+                    }
+                    print!("{}", c.config_yaml);
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("clusterdns: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
+    }
+}
+
+/// `check`: validate, load the objects, build the snapshot, print counts.
+fn check(o: &Overrides) -> Result<(), clusterdns::Error> {
+    let cfg = load_config(o)?;
+    println!("config: ok");
+    println!("listen: {}", cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
+    println!("zone: {} (reverse: {})", cfg.cluster.zone, cfg.cluster.reverse_zones.join(", "));
+    match clusterdns::app::choose_source(&cfg) {
+        clusterdns::app::SourceChoice::Kubernetes(k) => {
+            println!(
+                "source: kubernetes ({})",
+                k.kubeconfig.map(|p| p.display().to_string()).unwrap_or_else(|| "KUBECONFIG, ~/.kube/config or in-cluster".into())
+            );
+        }
+        clusterdns::app::SourceChoice::None => println!("source: none (cluster zone disabled)"),
+        choice => {
+            let (loaded, name) = match &choice {
+                clusterdns::app::SourceChoice::File(p) => (clusterdns::source::file::load(p)?, p.display().to_string()),
+                _ => (
+                    clusterdns::source::file::parse_objects(clusterdns::source::file::EMBEDDED_SAMPLE, Path::new("<embedded sample>"))?,
+                    "<embedded sample>".to_string(),
+                ),
+            };
+            for e in &loaded.skipped {
+                println!("skipped: {e}");
+            }
+            let counts = clusterdns::app::snapshot_counts(&cfg, loaded.objects);
+            println!("source: file {name}");
+            println!(
+                "would serve: {} services, {} endpoints, {} pods, {} namespaces, {} records",
+                counts.services, counts.endpoints, counts.pods, counts.namespaces, counts.records
+            );
+        }
+    }
+    let fwd = if cfg.forward.upstreams.is_empty() {
+        format!("nameservers of {}", cfg.forward.resolv_conf.display())
+    } else {
+        cfg.forward.upstreams.join(", ")
+    };
+    println!("forward: {}", if cfg.forward.enabled { fwd } else { "off".into() });
+    Ok(())
+}

@@ -1,16 +1,71 @@
 //! CoreDNS-compatible Prometheus metrics, with label handles resolved once.
 //!
-//! SKELETON: the API below is the contract the query path, the resolver and the sources call.
-//! The ops owner fills in the bodies (prometheus crate, text format 0.0.4).
+//! The exposition is what a stock CoreDNS 1.12 `kube-dns` shows (Prometheus text format 0.0.4,
+//! written by the `prometheus` crate from a private [`Registry`]), so the CoreDNS mixin's alerts,
+//! the kube-prometheus-stack and dotdc dashboards work unchanged. The names, label names, label
+//! value spellings and bucket boundaries follow `coredns-observability.md`:
+//!
+//! | family | from |
+//! |---|---|
+//! | `coredns_dns_*` | [`Metrics::observe_query`] (one call per answered or rejected query) |
+//! | `coredns_cache_*` | `cache_*` methods |
+//! | `coredns_proxy_*`, `coredns_forward_*` | [`UpstreamMetrics`], `forward_*` methods |
+//! | `coredns_kubernetes_dns_programming_duration_seconds` | [`Metrics::dns_programming`] |
+//! | `coredns_build_info`, `_panics_total`, `_plugin_enabled`, `_reload_failed_total`, `_hosts_entries`, `coredns_health_*` | startup, [`Metrics::configure`], lifecycle, http |
+//! | `process_*`, `go_goroutines` | read from `/proc/self` at each scrape |
+//! | `clusterdns_*` | clusterdns's own: snapshot, watches, upstream health, drops |
+//!
+//! Beyond CoreDNS 1.12, the pre-1.11 names `coredns_forward_requests_total{to}`,
+//! `coredns_forward_responses_total{rcode,to}`, `coredns_forward_request_duration_seconds{rcode,to}`
+//! and `coredns_forward_healthcheck_failures_total{to}` are exported too (config
+//! `forward.legacy_metrics`, default on), because four of the mixin's alerts still query them.
+//!
+//! # Hot path
+//!
+//! [`Metrics::observe_query`] runs for every query on several threads. Every label combination
+//! it can touch is an index into fixed arrays (`[zone][proto][family][qtype]` for requests,
+//! `[rcode][source]` for responses, ...) of `OnceLock` slots holding the resolved handle. The
+//! first query of a combination resolves the handle through the labelled vector (which is when
+//! the series appears in the exposition, as in CoreDNS, instead of hundreds of zero series);
+//! every later one is an atomic load of the slot plus the handle's own atomic increments: no
+//! hash lookup, no allocation, no formatting. Only extended rcodes above 23 (which nothing sends
+//! in practice) take a labelled lookup.
+//!
+//! # Server label
+//!
+//! Handles carry the `server` label (`dns://:<port>`), so the registry is built once, on
+//! [`Metrics::configure`] (call it at startup, before the first query) or on first use with the
+//! default `dns://:53`.
 
+use std::fmt;
+use std::io::Write as _;
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
+};
 
 /// Transport a query came in on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Proto {
     Udp,
     Tcp,
+}
+
+impl Proto {
+    /// The `proto` label value: `udp` or `tcp`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Udp => "udp",
+            Proto::Tcp => "tcp",
+        }
+    }
 }
 
 /// Who wrote the answer (CoreDNS's `plugin` label, and the query log's `source`).
@@ -26,6 +81,24 @@ pub enum AnswerSource {
     Forward,
     /// The server itself (FORMERR, NOTIMP, REFUSED, ...): no plugin.
     Server,
+}
+
+impl AnswerSource {
+    /// The `plugin` label value of `coredns_dns_responses_total`: `kubernetes`, `hosts`,
+    /// `cache`, `forward`, or empty for answers the server wrote itself.
+    pub fn plugin_label(self) -> &'static str {
+        PLUGIN_LABELS[self as usize]
+    }
+    /// The query log's `source` value: `zone`, `hosts`, `cache`, `forward` or `server`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AnswerSource::Zone => "zone",
+            AnswerSource::Hosts => "hosts",
+            AnswerSource::Cache => "cache",
+            AnswerSource::Forward => "forward",
+            AnswerSource::Server => "server",
+        }
+    }
 }
 
 /// Kind of cache entry, CoreDNS's `type` label on cache metrics.
@@ -70,48 +143,925 @@ pub struct QueryObservation {
     pub do_bit: bool,
 }
 
+// ---------------------------------------------------------------------------------------------
+// Label spellings and buckets (the contract).
+
+/// `coredns_dns_request_duration_seconds`, `coredns_proxy_request_duration_seconds`:
+/// CoreDNS's `plugin.TimeBuckets` = ExponentialBuckets(0.00025, 2, 16).
+pub const TIME_BUCKETS: [f64; 16] = [
+    0.00025, 0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.024,
+    2.048, 4.096, 8.192,
+];
+
+/// `coredns_dns_request_size_bytes` and `coredns_dns_response_size_bytes`.
+pub const SIZE_BUCKETS: [f64; 14] = [
+    0.0, 100.0, 200.0, 300.0, 400.0, 511.0, 1023.0, 2047.0, 4095.0, 8291.0, 16000.0, 32000.0,
+    48000.0, 64000.0,
+];
+
+/// The `server` label of a DNS server block listening on `port`: `dns://:<port>`.
+pub fn server_label(port: u16) -> String {
+    format!("dns://:{port}")
+}
+
+/// The default `server` label (the stock `.:53` block).
+pub const DEFAULT_SERVER_LABEL: &str = "dns://:53";
+
+const ZONES: [&str; 2] = [".", "dropped"];
+const ZONE_ROOT: usize = 0;
+const ZONE_DROPPED: usize = 1;
+const PROTOS: [&str; 2] = ["udp", "tcp"];
+const FAMILIES: [&str; 2] = ["1", "2"];
+const PLUGIN_LABELS: [&str; 5] = ["kubernetes", "hosts", "cache", "forward", ""];
+const NSOURCES: usize = 5;
+const CACHE_KINDS: [&str; 2] = ["success", "denial"];
+const SERVICE_KINDS: [&str; 3] = ["cluster_ip", "headless_with_selector", "headless_without_selector"];
+const DROP_REASONS: [&str; 3] = ["malformed", "max_concurrent", "tcp_conn_limit"];
+const CONN_PROTOS: [&str; 3] = ["udp", "tcp", "tcp-tls"];
+
+/// The `type` label values CoreDNS monitors (`plugin/metrics/vars/monitor.go`); anything else
+/// is `other` (the last entry).
+pub const QTYPE_LABELS: [&str; 19] = [
+    "A", "AAAA", "CNAME", "DNSKEY", "DS", "MX", "NSEC3", "NSEC", "NS", "PTR", "RRSIG", "SOA",
+    "SRV", "TXT", "HTTPS", "IXFR", "AXFR", "ANY", "other",
+];
+const NTYPES: usize = QTYPE_LABELS.len();
+
+/// Index of `qtype` into [`QTYPE_LABELS`].
+#[inline]
+pub fn qtype_index(qtype: u16) -> usize {
+    match qtype {
+        1 => 0,
+        28 => 1,
+        5 => 2,
+        48 => 3,
+        43 => 4,
+        15 => 5,
+        50 => 6,
+        47 => 7,
+        2 => 8,
+        12 => 9,
+        46 => 10,
+        6 => 11,
+        33 => 12,
+        16 => 13,
+        65 => 14,
+        251 => 15,
+        252 => 16,
+        255 => 17,
+        _ => 18,
+    }
+}
+
+/// miekg/dns's `RcodeToString` (v1.1.68, the version CoreDNS 1.12.4 builds with) for 0..=23;
+/// numbers without a name are `RCODE<n>` (CoreDNS's `rcode.ToString`).
+const RCODE_NAMES: [&str; 24] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
+    "NXRRSET", "NOTAUTH", "NOTZONE", "DSOTYPENI", "RCODE12", "RCODE13", "RCODE14", "RCODE15",
+    "BADSIG", "BADKEY", "BADTIME", "BADMODE", "BADNAME", "BADALG", "BADTRUNC", "BADCOOKIE",
+];
+const NRCODES: usize = RCODE_NAMES.len();
+
+/// The proxy and legacy forward metrics spell an unnamed rcode as its number.
+const PROXY_RCODE_NAMES: [&str; 24] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
+    "NXRRSET", "NOTAUTH", "NOTZONE", "DSOTYPENI", "12", "13", "14", "15", "BADSIG", "BADKEY",
+    "BADTIME", "BADMODE", "BADNAME", "BADALG", "BADTRUNC", "BADCOOKIE",
+];
+
+/// The `rcode` label of `coredns_dns_responses_total`: the name, else `RCODE<n>`.
+pub fn rcode_label(rcode: u16) -> std::borrow::Cow<'static, str> {
+    match RCODE_NAMES.get(rcode as usize) {
+        Some(s) => (*s).into(),
+        None => format!("RCODE{rcode}").into(),
+    }
+}
+
+fn proxy_rcode_label(rcode: u16) -> std::borrow::Cow<'static, str> {
+    match PROXY_RCODE_NAMES.get(rcode as usize) {
+        Some(s) => (*s).into(),
+        None => rcode.to_string().into(),
+    }
+}
+
+/// The `coredns_plugin_enabled` names a clusterdns configuration amounts to, in the order of a
+/// kubeadm Corefile (`errors`, `log`, `prometheus`, `loadbalance`, `cache`, `kubernetes`,
+/// `hosts`, `forward`). Only what clusterdns really does is listed (no `loop`).
+pub fn plugins_for(cfg: &crate::config::Config) -> Vec<&'static str> {
+    let mut p = vec!["errors"];
+    if cfg.querylog.enabled {
+        p.push("log");
+    }
+    if cfg.metrics.listen.is_some() {
+        p.push("prometheus");
+    }
+    if cfg.cluster.loadbalance {
+        p.push("loadbalance");
+    }
+    if cfg.cache.enabled {
+        p.push("cache");
+    }
+    p.push("kubernetes");
+    if cfg.hosts.is_some() {
+        p.push("hosts");
+    }
+    if cfg.forward.enabled {
+        p.push("forward");
+    }
+    p
+}
+
+// ---------------------------------------------------------------------------------------------
+// Registration helpers.
+
+fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
+    r.register(Box::new(c.clone())).expect("metric names are unique");
+    c
+}
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    reg(r, IntCounter::with_opts(Opts::new(name, help)).expect("valid metric"))
+}
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    reg(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    reg(r, IntGauge::with_opts(Opts::new(name, help)).expect("valid metric"))
+}
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    reg(r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+}
+fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    reg(r, Histogram::with_opts(opts).expect("valid metric"))
+}
+fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+    let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
+    reg(r, HistogramVec::new(opts, labels).expect("valid metric"))
+}
+
+fn slots<T, const N: usize>() -> [OnceLock<T>; N] {
+    std::array::from_fn(|_| OnceLock::new())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Upstreams.
+
 /// Per-upstream handles, created once per configured upstream.
 #[derive(Debug, Clone)]
 pub struct UpstreamMetrics {
     pub addr: SocketAddr,
+    h: Arc<UpstreamHandles>,
+}
+
+struct UpstreamHandles {
+    to: String,
+    proxy_duration_vec: HistogramVec,
+    proxy_duration: [OnceLock<Histogram>; NRCODES],
+    proxy_hc_failures: IntCounter,
+    conn_cache_vec: (IntCounterVec, IntCounterVec),
+    conn_cache: [[OnceLock<IntCounter>; 3]; 2],
+    healthy: IntGauge,
+    legacy: Option<LegacyUpstream>,
+}
+
+struct LegacyUpstream {
+    requests: IntCounter,
+    responses_vec: IntCounterVec,
+    responses: [OnceLock<IntCounter>; NRCODES],
+    duration_vec: HistogramVec,
+    duration: [OnceLock<Histogram>; NRCODES],
+    hc_failures: IntCounter,
+}
+
+impl fmt::Debug for UpstreamHandles {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UpstreamHandles").field("to", &self.to).finish_non_exhaustive()
+    }
 }
 
 impl UpstreamMetrics {
     /// A completed exchange with this upstream (`coredns_proxy_request_duration_seconds` and the
     /// legacy `coredns_forward_*` names).
-    pub fn request(&self, _rcode: u16, _duration: Duration) {}
+    pub fn request(&self, rcode: u16, duration: Duration) {
+        let h = &*self.h;
+        let secs = duration.as_secs_f64();
+        let i = rcode as usize;
+        if i < NRCODES {
+            h.proxy_duration[i]
+                .get_or_init(|| {
+                    h.proxy_duration_vec.with_label_values(&["forward", &h.to, PROXY_RCODE_NAMES[i]])
+                })
+                .observe(secs);
+        } else {
+            h.proxy_duration_vec
+                .with_label_values(&["forward", &h.to, &proxy_rcode_label(rcode)])
+                .observe(secs);
+        }
+        if let Some(l) = &h.legacy {
+            l.requests.inc();
+            if i < NRCODES {
+                l.responses[i]
+                    .get_or_init(|| l.responses_vec.with_label_values(&[PROXY_RCODE_NAMES[i], &h.to]))
+                    .inc();
+                l.duration[i]
+                    .get_or_init(|| l.duration_vec.with_label_values(&[&h.to, PROXY_RCODE_NAMES[i]]))
+                    .observe(secs);
+            } else {
+                let rc = proxy_rcode_label(rcode);
+                l.responses_vec.with_label_values(&[&*rc, h.to.as_str()]).inc();
+                l.duration_vec.with_label_values(&[h.to.as_str(), &*rc]).observe(secs);
+            }
+        }
+    }
     /// A failed health check or failed try (`coredns_proxy_healthcheck_failures_total`).
-    pub fn healthcheck_failure(&self) {}
+    pub fn healthcheck_failure(&self) {
+        self.h.proxy_hc_failures.inc();
+        if let Some(l) = &self.h.legacy {
+            l.hc_failures.inc();
+        }
+    }
     /// Upstream up (true) or down (false), for `clusterdns_upstream_healthy`.
-    pub fn set_healthy(&self, _healthy: bool) {}
+    pub fn set_healthy(&self, healthy: bool) {
+        self.h.healthy.set(healthy as i64);
+    }
+    /// A query reused a cached connection (`coredns_proxy_conn_cache_hits_total{proto}`).
+    pub fn conn_cache_hit(&self, proto: ConnProto) {
+        self.conn_cache(0, proto).inc();
+    }
+    /// A query needed a new connection (`coredns_proxy_conn_cache_misses_total{proto}`).
+    pub fn conn_cache_miss(&self, proto: ConnProto) {
+        self.conn_cache(1, proto).inc();
+    }
+    fn conn_cache(&self, which: usize, proto: ConnProto) -> &IntCounter {
+        let h = &*self.h;
+        let p = proto as usize;
+        h.conn_cache[which][p].get_or_init(|| {
+            let v = if which == 0 { &h.conn_cache_vec.0 } else { &h.conn_cache_vec.1 };
+            v.with_label_values(&["forward", &h.to, CONN_PROTOS[p]])
+        })
+    }
+}
+
+/// Transport of a connection to an upstream (`proto` of `coredns_proxy_conn_cache_*`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnProto {
+    Udp,
+    Tcp,
+    TcpTls,
+}
+
+// ---------------------------------------------------------------------------------------------
+// The registry and its handles.
+
+struct Inner {
+    registry: Registry,
+    server: String,
+    legacy_forward: bool,
+
+    // coredns_dns_*: vectors for first use, slots for every later one.
+    requests_vec: IntCounterVec,
+    requests: [[[[OnceLock<IntCounter>; NTYPES]; 2]; 2]; 2], // zone, proto, family, type
+    responses_vec: IntCounterVec,
+    responses: [[OnceLock<IntCounter>; NSOURCES]; NRCODES], // rcode, source
+    duration_vec: HistogramVec,
+    duration: [OnceLock<Histogram>; 2], // zone
+    req_size_vec: HistogramVec,
+    req_size: [[OnceLock<Histogram>; 2]; 2], // zone, proto
+    resp_size_vec: HistogramVec,
+    resp_size: [[OnceLock<Histogram>; 2]; 2],
+    do_vec: IntCounterVec,
+    do_requests: [OnceLock<IntCounter>; 2],
+
+    panics: IntCounter,
+    plugin_enabled: IntGaugeVec,
+    reload_failed: IntCounter,
+    hosts_entries: IntGaugeVec,
+    health_duration: Histogram,
+    health_failures: IntCounter,
+
+    cache_entries: [IntGauge; 2],
+    cache_requests: IntCounter,
+    cache_hits: [IntCounter; 2],
+    cache_misses: IntCounter,
+    cache_prefetch: IntCounter,
+    cache_drops: IntCounter,
+    cache_served_stale: IntCounter,
+    cache_evictions: [IntCounter; 2],
+
+    proxy_duration: HistogramVec,
+    proxy_hc_failures: IntCounterVec,
+    proxy_conn_hits: IntCounterVec,
+    proxy_conn_misses: IntCounterVec,
+    forward_broken: IntCounter,
+    forward_max_concurrent: IntCounter,
+    legacy: Option<LegacyVecs>,
+
+    programming_vec: HistogramVec,
+    programming: [OnceLock<Histogram>; 3],
+
+    snapshot_objects: [IntGauge; 3],
+    snapshot_records: IntGauge,
+    snapshot_published: IntCounter,
+    snapshot_timestamp: prometheus::Gauge,
+    watch_restarts: IntCounterVec,
+    relists: IntCounterVec,
+    upstream_healthy: IntGaugeVec,
+    dropped: [IntCounter; 3],
+
+    scrape: Arc<ScrapeState>,
+}
+
+struct LegacyVecs {
+    requests: IntCounterVec,
+    responses: IntCounterVec,
+    duration: HistogramVec,
+    hc_failures: IntCounterVec,
+}
+
+/// What the scrape-time collector reads.
+struct ScrapeState {
+    /// Unix time of the last snapshot publication, in microseconds (0: none yet).
+    snapshot_published_us: AtomicU64,
+}
+
+impl Inner {
+    fn new(server: &str, legacy_forward: bool) -> Inner {
+        let r = Registry::new();
+        let s = server.to_string();
+
+        let requests_vec = counter_vec(
+            &r,
+            "coredns_dns_requests_total",
+            "Counter of DNS requests made per zone, protocol and family.",
+            &["server", "zone", "view", "proto", "family", "type"],
+        );
+        let duration_vec = histogram_vec(
+            &r,
+            "coredns_dns_request_duration_seconds",
+            "Histogram of the time (in seconds) each request took per zone.",
+            &["server", "zone", "view"],
+            &TIME_BUCKETS,
+        );
+        let req_size_vec = histogram_vec(
+            &r,
+            "coredns_dns_request_size_bytes",
+            "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
+            &["server", "zone", "view", "proto"],
+            &SIZE_BUCKETS,
+        );
+        let do_vec = counter_vec(
+            &r,
+            "coredns_dns_do_requests_total",
+            "Counter of DNS requests with DO bit set per zone.",
+            &["server", "zone", "view"],
+        );
+        let resp_size_vec = histogram_vec(
+            &r,
+            "coredns_dns_response_size_bytes",
+            "Size of the returned response in bytes.",
+            &["server", "zone", "view", "proto"],
+            &SIZE_BUCKETS,
+        );
+        let responses_vec = counter_vec(
+            &r,
+            "coredns_dns_responses_total",
+            "Counter of response status codes.",
+            &["server", "zone", "view", "rcode", "plugin"],
+        );
+        let panics = counter(&r, "coredns_panics_total", "A metrics that counts the number of panics.");
+        let plugin_enabled = gauge_vec(
+            &r,
+            "coredns_plugin_enabled",
+            "A metric that indicates whether a plugin is enabled on per server and zone basis.",
+            &["server", "zone", "view", "name"],
+        );
+        let build_info = gauge_vec(
+            &r,
+            "coredns_build_info",
+            "A metric with a constant '1' value labeled by version, revision, and goversion from which CoreDNS was built.",
+            &["version", "revision", "goversion"],
+        );
+        build_info
+            .with_label_values(&[
+                env!("CARGO_PKG_VERSION"),
+                option_env!("CLUSTERDNS_REVISION").unwrap_or(""),
+                option_env!("CLUSTERDNS_RUSTC").unwrap_or("rust"),
+            ])
+            .set(1);
+        let reload_failed =
+            counter(&r, "coredns_reload_failed_total", "Counter of the number of failed reload attempts.");
+        let hosts_entries = gauge_vec(
+            &r,
+            "coredns_hosts_entries",
+            "The combined number of entries in hosts and Corefile.",
+            &["hostsfile"],
+        );
+        let slim = prometheus::exponential_buckets(0.00025, 10.0, 5).expect("valid buckets");
+        let health_duration = histogram(
+            &r,
+            "coredns_health_request_duration_seconds",
+            "Histogram of the time (in seconds) each request took.",
+            &slim,
+        );
+        let health_failures = counter(
+            &r,
+            "coredns_health_request_failures_total",
+            "The number of times the health check failed.",
+        );
+
+        // Cache.
+        let cache_entries_vec = gauge_vec(
+            &r,
+            "coredns_cache_entries",
+            "The number of elements in the cache.",
+            &["server", "type", "zones", "view"],
+        );
+        let cache_requests_vec = counter_vec(
+            &r,
+            "coredns_cache_requests_total",
+            "The count of cache requests.",
+            &["server", "zones", "view"],
+        );
+        let cache_hits_vec = counter_vec(
+            &r,
+            "coredns_cache_hits_total",
+            "The count of cache hits.",
+            &["server", "type", "zones", "view"],
+        );
+        let cache_misses_vec = counter_vec(
+            &r,
+            "coredns_cache_misses_total",
+            "The count of cache misses. Deprecated, derive misses from cache hits/requests counters.",
+            &["server", "zones", "view"],
+        );
+        let cache_prefetch_vec = counter_vec(
+            &r,
+            "coredns_cache_prefetch_total",
+            "The number of times the cache has prefetched a cached item.",
+            &["server", "zones", "view"],
+        );
+        let cache_drops_vec = counter_vec(
+            &r,
+            "coredns_cache_drops_total",
+            "The number responses that are not cached, because the reply is malformed.",
+            &["server", "zones", "view"],
+        );
+        let cache_stale_vec = counter_vec(
+            &r,
+            "coredns_cache_served_stale_total",
+            "The number of requests served from stale cache entries.",
+            &["server", "zones", "view"],
+        );
+        let cache_evictions_vec = counter_vec(
+            &r,
+            "coredns_cache_evictions_total",
+            "The count of cache evictions.",
+            &["server", "type", "zones", "view"],
+        );
+        let by_kind = |v: &IntCounterVec| CACHE_KINDS.map(|k| v.with_label_values(&[&s, k, ".", ""]));
+        let plain = |v: &IntCounterVec| v.with_label_values(&[&s, ".", ""]);
+        let cache_entries = CACHE_KINDS.map(|k| cache_entries_vec.with_label_values(&[&s, k, ".", ""]));
+        let cache_requests = plain(&cache_requests_vec);
+        let cache_hits = by_kind(&cache_hits_vec);
+        let cache_misses = plain(&cache_misses_vec);
+        let cache_prefetch = plain(&cache_prefetch_vec);
+        let cache_drops = plain(&cache_drops_vec);
+        let cache_served_stale = plain(&cache_stale_vec);
+        let cache_evictions = by_kind(&cache_evictions_vec);
+
+        // Forwarding.
+        let proxy_duration = histogram_vec(
+            &r,
+            "coredns_proxy_request_duration_seconds",
+            "Histogram of the time each request took.",
+            &["proxy_name", "to", "rcode"],
+            &TIME_BUCKETS,
+        );
+        let proxy_hc_failures = counter_vec(
+            &r,
+            "coredns_proxy_healthcheck_failures_total",
+            "Counter of the number of failed healthchecks.",
+            &["proxy_name", "to"],
+        );
+        let proxy_conn_hits = counter_vec(
+            &r,
+            "coredns_proxy_conn_cache_hits_total",
+            "Counter of connection cache hits per upstream and protocol.",
+            &["proxy_name", "to", "proto"],
+        );
+        let proxy_conn_misses = counter_vec(
+            &r,
+            "coredns_proxy_conn_cache_misses_total",
+            "Counter of connection cache misses per upstream and protocol.",
+            &["proxy_name", "to", "proto"],
+        );
+        let forward_broken = counter(
+            &r,
+            "coredns_forward_healthcheck_broken_total",
+            "Counter of the number of complete failures of the healthchecks.",
+        );
+        let forward_max_concurrent = counter(
+            &r,
+            "coredns_forward_max_concurrent_rejects_total",
+            "Counter of the number of queries rejected because the concurrent queries were at maximum.",
+        );
+        let legacy = legacy_forward.then(|| LegacyVecs {
+            requests: counter_vec(
+                &r,
+                "coredns_forward_requests_total",
+                "Counter of requests made per upstream.",
+                &["to"],
+            ),
+            responses: counter_vec(
+                &r,
+                "coredns_forward_responses_total",
+                "Counter of responses received per upstream.",
+                &["rcode", "to"],
+            ),
+            duration: histogram_vec(
+                &r,
+                "coredns_forward_request_duration_seconds",
+                "Histogram of the time each request took.",
+                &["to", "rcode"],
+                &TIME_BUCKETS,
+            ),
+            hc_failures: counter_vec(
+                &r,
+                "coredns_forward_healthcheck_failures_total",
+                "Counter of the number of failed healthchecks.",
+                &["to"],
+            ),
+        });
+
+        let programming_vec = histogram_vec(
+            &r,
+            "coredns_kubernetes_dns_programming_duration_seconds",
+            "Histogram of the time (in seconds) it took to program a dns instance.",
+            &["service_kind"],
+            &prometheus::exponential_buckets(0.001, 2.0, 20).expect("valid buckets"),
+        );
+
+        // clusterdns's own.
+        let objects = gauge_vec(
+            &r,
+            "clusterdns_snapshot_objects",
+            "Objects in the published zone snapshot, by kind.",
+            &["kind"],
+        );
+        let snapshot_objects = ["services", "endpoints", "pods"].map(|k| objects.with_label_values(&[k]));
+        let snapshot_records =
+            gauge(&r, "clusterdns_snapshot_records", "Records in the published zone snapshot.");
+        let snapshot_published = counter(
+            &r,
+            "clusterdns_snapshots_published_total",
+            "Zone snapshots published to the query path.",
+        );
+        let snapshot_timestamp = reg(
+            &r,
+            prometheus::Gauge::with_opts(Opts::new(
+                "clusterdns_snapshot_published_timestamp_seconds",
+                "Unix time the current zone snapshot was published.",
+            ))
+            .expect("valid metric"),
+        );
+        let watch_restarts = counter_vec(
+            &r,
+            "clusterdns_watch_restarts_total",
+            "Kubernetes API watches restarted, by kind.",
+            &["kind"],
+        );
+        let relists = counter_vec(
+            &r,
+            "clusterdns_relists_total",
+            "Full relists of a kind from the Kubernetes API (first list included).",
+            &["kind"],
+        );
+        let upstream_healthy = gauge_vec(
+            &r,
+            "clusterdns_upstream_healthy",
+            "Whether an upstream is considered healthy (1) or down (0).",
+            &["to"],
+        );
+        let dropped_vec = counter_vec(
+            &r,
+            "clusterdns_dropped_total",
+            "Queries dropped or shed without a normal answer, by reason.",
+            &["reason"],
+        );
+        let dropped = DROP_REASONS.map(|k| dropped_vec.with_label_values(&[k]));
+
+        let scrape = Arc::new(ScrapeState { snapshot_published_us: AtomicU64::new(0) });
+        r.register(Box::new(ScrapeCollector::new(scrape.clone()))).expect("metric names are unique");
+
+        Inner {
+            registry: r,
+            server: s,
+            legacy_forward,
+            requests_vec,
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| std::array::from_fn(|_| slots()))),
+            responses_vec,
+            responses: std::array::from_fn(|_| slots()),
+            duration_vec,
+            duration: slots(),
+            req_size_vec,
+            req_size: std::array::from_fn(|_| slots()),
+            resp_size_vec,
+            resp_size: std::array::from_fn(|_| slots()),
+            do_vec,
+            do_requests: slots(),
+            panics,
+            plugin_enabled,
+            reload_failed,
+            hosts_entries,
+            health_duration,
+            health_failures,
+            cache_entries,
+            cache_requests,
+            cache_hits,
+            cache_misses,
+            cache_prefetch,
+            cache_drops,
+            cache_served_stale,
+            cache_evictions,
+            proxy_duration,
+            proxy_hc_failures,
+            proxy_conn_hits,
+            proxy_conn_misses,
+            forward_broken,
+            forward_max_concurrent,
+            legacy,
+            programming_vec,
+            programming: slots(),
+            snapshot_objects,
+            snapshot_records,
+            snapshot_published,
+            snapshot_timestamp,
+            watch_restarts,
+            relists,
+            upstream_healthy,
+            dropped,
+            scrape,
+        }
+    }
 }
 
 /// The process-wide metrics.
-#[derive(Debug, Default)]
-pub struct Metrics {}
+pub struct Metrics {
+    inner: OnceLock<Inner>,
+    renders: AtomicU64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics { inner: OnceLock::new(), renders: AtomicU64::new(0) }
+    }
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Metrics");
+        if let Some(i) = self.inner.get() {
+            d.field("server", &i.server).field("legacy_forward", &i.legacy_forward);
+        }
+        d.finish_non_exhaustive()
+    }
+}
+
+/// Content type of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 impl Metrics {
-    pub fn observe_query(&self, _o: &QueryObservation) {}
-    pub fn dropped(&self, _reason: DropReason) {}
-    pub fn upstream(&self, addr: SocketAddr) -> UpstreamMetrics {
-        UpstreamMetrics { addr }
+    /// A separate, configured registry (tests, or embedding); the server uses [`global`].
+    pub fn new(server_label: &str, legacy_forward: bool, plugins: &[&str]) -> Metrics {
+        let m = Metrics::default();
+        m.configure(server_label, legacy_forward, plugins);
+        m
     }
-    pub fn forward_broken(&self) {}
-    pub fn forward_max_concurrent_reject(&self) {}
-    pub fn cache_hit(&self, _kind: CacheKind) {}
-    pub fn cache_miss(&self) {}
-    pub fn cache_prefetch(&self) {}
-    pub fn cache_served_stale(&self) {}
-    pub fn cache_eviction(&self, _kind: CacheKind) {}
-    pub fn set_cache_entries(&self, _kind: CacheKind, _n: usize) {}
-    pub fn set_hosts_entries(&self, _file: &str, _n: usize) {}
-    pub fn dns_programming(&self, _kind: ServiceKind, _duration: Duration) {}
-    pub fn watch_restart(&self, _kind: &'static str) {}
-    pub fn relist(&self, _kind: &'static str) {}
+
+    /// Set the `server` label (`dns://:<port>`, see [`server_label`]), whether the pre-1.11
+    /// `coredns_forward_*` names are exported, and the `coredns_plugin_enabled` names (see
+    /// [`plugins_for`]). Call once at startup, before the first query: the label is baked into
+    /// the handles, so a later call only adds plugin names (and logs a warning if the label or
+    /// the legacy switch differ).
+    pub fn configure(&self, server_label: &str, legacy_forward: bool, plugins: &[&str]) {
+        let mut fresh = false;
+        let inner = self.inner.get_or_init(|| {
+            fresh = true;
+            Inner::new(server_label, legacy_forward)
+        });
+        if !fresh && (inner.server != server_label || inner.legacy_forward != legacy_forward) {
+            tracing::warn!(
+                server = %inner.server,
+                legacy_forward = inner.legacy_forward,
+                "metrics were used before Metrics::configure; keeping the first settings"
+            );
+        }
+        for p in plugins {
+            inner.plugin_enabled.with_label_values(&[&inner.server, ".", "", p]).set(1);
+        }
+    }
+
+    #[inline]
+    fn inner(&self) -> &Inner {
+        self.inner.get_or_init(|| Inner::new(DEFAULT_SERVER_LABEL, true))
+    }
+
+    /// The `server` label in use.
+    pub fn server(&self) -> &str {
+        &self.inner().server
+    }
+
+    /// Record one query: requests, responses, duration, sizes and DO counters. Queries the server
+    /// rejected itself ([`AnswerSource::Server`]) are counted under `zone="dropped"`, as CoreDNS
+    /// does; everything else under the root block's `zone="."`.
+    #[inline]
+    pub fn observe_query(&self, o: &QueryObservation) {
+        let i = self.inner();
+        let s = i.server.as_str();
+        let src = o.source as usize;
+        let z = if matches!(o.source, AnswerSource::Server) { ZONE_DROPPED } else { ZONE_ROOT };
+        let p = o.proto as usize;
+        let f = o.ipv6 as usize;
+        let t = qtype_index(o.qtype);
+
+        if o.do_bit {
+            i.do_requests[z].get_or_init(|| i.do_vec.with_label_values(&[s, ZONES[z], ""])).inc();
+        }
+        i.requests[z][p][f][t]
+            .get_or_init(|| {
+                i.requests_vec.with_label_values(&[s, ZONES[z], "", PROTOS[p], FAMILIES[f], QTYPE_LABELS[t]])
+            })
+            .inc();
+        i.duration[z]
+            .get_or_init(|| i.duration_vec.with_label_values(&[s, ZONES[z], ""]))
+            .observe(o.duration.as_secs_f64());
+        i.resp_size[z][p]
+            .get_or_init(|| i.resp_size_vec.with_label_values(&[s, ZONES[z], "", PROTOS[p]]))
+            .observe(o.response_size as f64);
+        i.req_size[z][p]
+            .get_or_init(|| i.req_size_vec.with_label_values(&[s, ZONES[z], "", PROTOS[p]]))
+            .observe(o.request_size as f64);
+        let rc = o.rcode as usize;
+        if rc < NRCODES {
+            i.responses[rc][src]
+                .get_or_init(|| {
+                    i.responses_vec.with_label_values(&[s, ZONES[z], "", RCODE_NAMES[rc], PLUGIN_LABELS[src]])
+                })
+                .inc();
+        } else {
+            i.responses_vec
+                .with_label_values(&[s, ZONES[z], "", &rcode_label(o.rcode), PLUGIN_LABELS[src]])
+                .inc();
+        }
+    }
+
+    /// A query dropped or shed (`clusterdns_dropped_total{reason}`). Only that counter: a query
+    /// that still gets an answer (REFUSED, SERVFAIL) is also passed to [`Self::observe_query`].
+    pub fn dropped(&self, reason: DropReason) {
+        self.inner().dropped[reason as usize].inc();
+    }
+
+    /// Handles for one upstream (`to` = `host:port`). Calling it again for the same address
+    /// returns handles to the same series.
+    pub fn upstream(&self, addr: SocketAddr) -> UpstreamMetrics {
+        let i = self.inner();
+        let to = addr.to_string();
+        let legacy = i.legacy.as_ref().map(|l| LegacyUpstream {
+            requests: l.requests.with_label_values(&[&to]),
+            responses_vec: l.responses.clone(),
+            responses: slots(),
+            duration_vec: l.duration.clone(),
+            duration: slots(),
+            hc_failures: l.hc_failures.with_label_values(&[&to]),
+        });
+        let healthy = i.upstream_healthy.with_label_values(&[&to]);
+        healthy.set(1);
+        let h = UpstreamHandles {
+            proxy_duration_vec: i.proxy_duration.clone(),
+            proxy_duration: slots(),
+            proxy_hc_failures: i.proxy_hc_failures.with_label_values(&["forward", &to]),
+            conn_cache_vec: (i.proxy_conn_hits.clone(), i.proxy_conn_misses.clone()),
+            conn_cache: std::array::from_fn(|_| slots()),
+            healthy,
+            legacy,
+            to,
+        };
+        UpstreamMetrics { addr, h: Arc::new(h) }
+    }
+
+    /// Every upstream is down (`coredns_forward_healthcheck_broken_total`).
+    pub fn forward_broken(&self) {
+        self.inner().forward_broken.inc();
+    }
+    /// A query refused because `forward.max_concurrent` was reached
+    /// (`coredns_forward_max_concurrent_rejects_total`).
+    pub fn forward_max_concurrent_reject(&self) {
+        self.inner().forward_max_concurrent.inc();
+    }
+    /// A cache hit; also counts `coredns_cache_requests_total`.
+    pub fn cache_hit(&self, kind: CacheKind) {
+        let i = self.inner();
+        i.cache_hits[kind as usize].inc();
+        i.cache_requests.inc();
+    }
+    /// A cache miss; also counts `coredns_cache_requests_total`.
+    pub fn cache_miss(&self) {
+        let i = self.inner();
+        i.cache_misses.inc();
+        i.cache_requests.inc();
+    }
+    pub fn cache_prefetch(&self) {
+        self.inner().cache_prefetch.inc();
+    }
+    /// A response not cached because it is malformed (`coredns_cache_drops_total`).
+    pub fn cache_drop(&self) {
+        self.inner().cache_drops.inc();
+    }
+    pub fn cache_served_stale(&self) {
+        self.inner().cache_served_stale.inc();
+    }
+    pub fn cache_eviction(&self, kind: CacheKind) {
+        self.inner().cache_evictions[kind as usize].inc();
+    }
+    pub fn set_cache_entries(&self, kind: CacheKind, n: usize) {
+        self.inner().cache_entries[kind as usize].set(n as i64);
+    }
+    /// `coredns_hosts_entries{hostsfile}` (the file's path).
+    pub fn set_hosts_entries(&self, file: &str, n: usize) {
+        self.inner().hosts_entries.with_label_values(&[file]).set(n as i64);
+    }
+    /// Time from an endpoint change (its trigger time) to its records being served.
+    pub fn dns_programming(&self, kind: ServiceKind, duration: Duration) {
+        let i = self.inner();
+        let k = kind as usize;
+        i.programming[k]
+            .get_or_init(|| i.programming_vec.with_label_values(&[SERVICE_KINDS[k]]))
+            .observe(duration.as_secs_f64());
+    }
+    /// A watch of `kind` (`services`, `endpointslices`, `pods`, `namespaces`) restarted.
+    pub fn watch_restart(&self, kind: &'static str) {
+        self.inner().watch_restarts.with_label_values(&[kind]).inc();
+    }
+    /// A full list of `kind` (the first one included).
+    pub fn relist(&self, kind: &'static str) {
+        self.inner().relists.with_label_values(&[kind]).inc();
+    }
     /// Snapshot contents: `clusterdns_snapshot_objects{kind}`, `clusterdns_snapshot_records`,
     /// and the time it was published (for `clusterdns_snapshot_age_seconds`).
-    pub fn snapshot_published(&self, _services: usize, _endpoints: usize, _pods: usize, _records: usize) {}
-    pub fn reload_failed(&self) {}
+    pub fn snapshot_published(&self, services: usize, endpoints: usize, pods: usize, records: usize) {
+        let i = self.inner();
+        for (g, n) in i.snapshot_objects.iter().zip([services, endpoints, pods]) {
+            g.set(n as i64);
+        }
+        i.snapshot_records.set(records as i64);
+        i.snapshot_published.inc();
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        i.snapshot_timestamp.set(now.as_secs_f64());
+        i.scrape.snapshot_published_us.store(now.as_micros().max(1) as u64, Ordering::Relaxed);
+    }
+    pub fn reload_failed(&self) {
+        self.inner().reload_failed.inc();
+    }
+    /// A panic was caught (`coredns_panics_total`); see [`install_panic_hook`].
+    pub fn panicked(&self) {
+        self.inner().panics.inc();
+    }
+    /// One self-check of `/health` (`coredns_health_request_duration_seconds`, and
+    /// `coredns_health_request_failures_total` when it failed).
+    pub fn health_check(&self, duration: Duration, ok: bool) {
+        let i = self.inner();
+        i.health_duration.observe(duration.as_secs_f64());
+        if !ok {
+            i.health_failures.inc();
+        }
+    }
+
+    /// The whole exposition, Prometheus text format 0.0.4 ([`CONTENT_TYPE`]).
+    pub fn render(&self) -> String {
+        let families = self.inner().registry.gather();
+        let mut out = String::with_capacity(32 * 1024);
+        if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
+            tracing::error!(error = %e, "encoding metrics");
+        }
+        self.renders.fetch_add(1, Ordering::Release);
+        out
+    }
+
+    /// [`Self::render`], gzip-compressed (for `Accept-Encoding: gzip`).
+    pub fn render_gzip(&self) -> Vec<u8> {
+        gzip(self.render().as_bytes())
+    }
+
+    /// How many times the exposition was rendered (scrapes served), for tests and diagnostics.
+    pub fn renders(&self) -> u64 {
+        self.renders.load(Ordering::Acquire)
+    }
+}
+
+pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), flate2::Compression::fast());
+    enc.write_all(data).expect("writing to a Vec");
+    enc.finish().expect("writing to a Vec")
 }
 
 /// The one registry of this process.
@@ -119,3 +1069,148 @@ pub fn global() -> &'static Metrics {
     static M: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
     M.get_or_init(Metrics::default)
 }
+
+/// Count panics in `coredns_panics_total` (of [`global`]), then run the previous hook.
+pub fn install_panic_hook() {
+    let prev = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        global().panicked();
+        prev(info);
+    }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Values read at scrape time: /proc/self, and the snapshot's age.
+
+struct ScrapeCollector {
+    descs: Vec<Desc>,
+    state: Arc<ScrapeState>,
+    start_time: f64,
+}
+
+const SCRAPE_FAMILIES: [(&str, &str, MetricType); 8] = [
+    ("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", MetricType::COUNTER),
+    ("process_open_fds", "Number of open file descriptors.", MetricType::GAUGE),
+    ("process_max_fds", "Maximum number of open file descriptors.", MetricType::GAUGE),
+    ("process_virtual_memory_bytes", "Virtual memory size in bytes.", MetricType::GAUGE),
+    ("process_resident_memory_bytes", "Resident memory size in bytes.", MetricType::GAUGE),
+    ("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", MetricType::GAUGE),
+    (
+        "go_goroutines",
+        "Number of goroutines that currently exist. clusterdns: the number of threads of the process.",
+        MetricType::GAUGE,
+    ),
+    (
+        "clusterdns_snapshot_age_seconds",
+        "Seconds since the current zone snapshot was published.",
+        MetricType::GAUGE,
+    ),
+];
+
+impl ScrapeCollector {
+    fn new(state: Arc<ScrapeState>) -> Self {
+        let descs = SCRAPE_FAMILIES
+            .iter()
+            .map(|(n, h, _)| Desc::new(n.to_string(), h.to_string(), vec![], Default::default()).expect("valid desc"))
+            .collect();
+        let start_time = proc_stat().map(|s| s.start_time).unwrap_or_else(|| {
+            SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+        });
+        ScrapeCollector { descs, state, start_time }
+    }
+}
+
+impl Collector for ScrapeCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let stat = proc_stat();
+        let published = self.state.snapshot_published_us.load(Ordering::Relaxed);
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+        let values: [Option<f64>; 8] = [
+            stat.as_ref().map(|s| s.cpu_seconds),
+            open_fds(),
+            max_fds(),
+            stat.as_ref().map(|s| s.vsize),
+            stat.as_ref().map(|s| s.rss_bytes),
+            Some(self.start_time),
+            threads(),
+            (published != 0).then(|| now.saturating_sub(published) as f64 / 1e6),
+        ];
+        SCRAPE_FAMILIES
+            .iter()
+            .zip(values)
+            .filter_map(|((name, help, ty), v)| {
+                let v = v?;
+                let mut m = proto::Metric::default();
+                if *ty == MetricType::COUNTER {
+                    let mut c = proto::Counter::default();
+                    c.set_value(v);
+                    m.set_counter(c);
+                } else {
+                    let mut g = proto::Gauge::default();
+                    g.set_value(v);
+                    m.set_gauge(g);
+                }
+                let mut mf = MetricFamily::default();
+                mf.set_name(name.to_string());
+                mf.set_help(help.to_string());
+                mf.set_field_type(*ty);
+                mf.set_metric(vec![m]);
+                Some(mf)
+            })
+            .collect()
+    }
+}
+
+struct ProcStat {
+    cpu_seconds: f64,
+    vsize: f64,
+    rss_bytes: f64,
+    start_time: f64,
+}
+
+fn proc_stat() -> Option<ProcStat> {
+    let text = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces and parentheses): field 3 is index 0.
+    let rest = &text[text.rfind(')')? + 1..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let num = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok());
+    // SAFETY: sysconf has no preconditions.
+    let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
+    let page = if page > 0 { page as f64 } else { 4096.0 };
+    let btime = std::fs::read_to_string("/proc/stat")
+        .ok()
+        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<f64>().ok())))
+        .unwrap_or(0.0);
+    Some(ProcStat {
+        cpu_seconds: (num(11)? + num(12)?) / ticks,
+        vsize: num(20)?,
+        rss_bytes: num(21)? * page,
+        start_time: btime + num(19)? / ticks,
+    })
+}
+
+fn open_fds() -> Option<f64> {
+    Some(std::fs::read_dir("/proc/self/fd").ok()?.count() as f64)
+}
+
+fn max_fds() -> Option<f64> {
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
+        return None;
+    }
+    Some(rl.rlim_cur as f64)
+}
+
+fn threads() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    s.lines().find_map(|l| l.strip_prefix("Threads:").and_then(|v| v.trim().parse().ok()))
+}
+
+#[cfg(test)]
+mod tests;

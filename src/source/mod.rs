@@ -2,3 +2,4 @@
 //! channel; the zone builder turns them into snapshots.
 
 pub mod file;
+pub mod kube;

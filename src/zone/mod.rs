@@ -2,3 +2,10 @@
 //! zone snapshot built from cluster state, and answers written as DNS wire bytes.
 
 pub mod names;
+pub mod build;
+pub mod snapshot;
+pub mod answer;
+pub mod feed;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,247 @@
+//! Wiring of `clusterdns serve`: source → builder → snapshot → sockets, with the resolver and
+//! the operator endpoints beside them, and the shutdown sequence.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch};
+
+use crate::cluster::Kind;
+use crate::config::Config;
+use crate::server::{udp, Engine};
+use crate::zone::build::{required_kinds, ZoneBuilder};
+use crate::zone::snapshot::Snapshot;
+use crate::Error;
+
+/// Where the cluster objects come from, after flags and config are merged.
+#[derive(Debug, Clone)]
+pub enum SourceChoice {
+    File(std::path::PathBuf),
+    Embedded,
+    Kubernetes(crate::config::KubernetesSourceConfig),
+    None,
+}
+
+/// Decide the source: the config's, else in-cluster when running in a pod, else the embedded
+/// sample (with a warning: fine for trying clusterdns out, never what a cluster wants).
+pub fn choose_source(cfg: &Config) -> SourceChoice {
+    if !cfg.cluster.enabled {
+        return SourceChoice::None;
+    }
+    if let Some(f) = &cfg.source.file {
+        return SourceChoice::File(f.clone());
+    }
+    if let Some(k) = &cfg.source.kubernetes {
+        return SourceChoice::Kubernetes(k.clone());
+    }
+    if std::env::var_os("KUBERNETES_SERVICE_HOST").is_some() {
+        return SourceChoice::Kubernetes(Default::default());
+    }
+    SourceChoice::Embedded
+}
+
+/// The addresses a running server bound (port 0 in the config becomes a real port here).
+#[derive(Debug, Clone, Default)]
+pub struct Bound {
+    pub dns: Vec<SocketAddr>,
+}
+
+/// Start the zone: builder task and source task. Returns the snapshot handle.
+pub fn start_zone(cfg: &Config, shutdown: watch::Receiver<bool>, on_synced: Box<dyn Fn() + Send>) -> Arc<ArcSwap<Snapshot>> {
+    let swap = Arc::new(ArcSwap::from_pointee(Snapshot::empty(&cfg.cluster)));
+    let source = choose_source(cfg);
+    let required: Vec<Kind> = match source {
+        SourceChoice::None => vec![],
+        _ => required_kinds(&cfg.cluster),
+    };
+    let builder = ZoneBuilder::new(&cfg.cluster, &required);
+    let (tx, rx) = mpsc::unbounded_channel();
+    if matches!(source, SourceChoice::None) {
+        on_synced();
+        return swap;
+    }
+    tokio::spawn(crate::zone::feed::run(builder, rx, swap.clone(), on_synced));
+    match source {
+        SourceChoice::File(p) => {
+            tokio::spawn(crate::source::file::run(Some(p), tx, shutdown, Duration::from_millis(500)));
+        }
+        SourceChoice::Embedded => {
+            tracing::warn!("no source configured: serving the embedded sample cluster (set source.file or source.kubernetes)");
+            tokio::spawn(crate::source::file::run(None, tx, shutdown, Duration::from_secs(3600)));
+        }
+        SourceChoice::Kubernetes(k) => {
+            start_kube(cfg, k, tx, shutdown);
+        }
+        SourceChoice::None => {}
+    }
+    swap
+}
+
+fn start_kube(cfg: &Config, k: crate::config::KubernetesSourceConfig, tx: mpsc::UnboundedSender<crate::cluster::ClusterEvent>, shutdown: watch::Receiver<bool>) {
+    let opts = crate::source::kube::KubeSourceOptions {
+        kubeconfig: k.kubeconfig.clone(),
+        watch_pods: cfg.cluster.pods == crate::config::PodsMode::Verified,
+        service_label_selector: cfg.cluster.labels.clone(),
+        watch_endpoints: !cfg.cluster.noendpoints,
+    };
+    // The watchers get a thread and runtime of their own: decoding a relist of a large cluster
+    // is CPU work that must not delay the query path's workers.
+    let spawned = std::thread::Builder::new().name("kube-source".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                tracing::error!(error = %e, "kubernetes source runtime");
+                return;
+            }
+        };
+        if let Err(e) = rt.block_on(crate::source::kube::run(opts, tx, shutdown)) {
+            tracing::error!(error = %e, "kubernetes source stopped; the last snapshot keeps serving");
+        }
+    });
+    if let Err(e) = spawned {
+        tracing::error!(error = %e, "cannot start the kubernetes source thread");
+    }
+}
+
+/// Bind the DNS sockets: per listen address, `workers` UDP sockets and one TCP listener on
+/// the same port.
+pub fn bind_dns(cfg: &Config) -> Result<(Vec<(SocketAddr, Vec<std::net::UdpSocket>, tokio::net::TcpListener)>, Bound), Error> {
+    let workers = if cfg.server.udp_workers == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        cfg.server.udp_workers
+    };
+    let mut out = Vec::new();
+    let mut bound = Bound::default();
+    for addr in &cfg.listen {
+        let listen_err = |e: std::io::Error| Error::Listen { addr: addr.to_string(), source: e };
+        // With port 0, the UDP port is picked first and TCP must get the same number; retry a
+        // few times if TCP finds it taken.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let socks = udp::bind_workers(*addr, workers).map_err(listen_err)?;
+            let actual = socks[0].local_addr().map_err(listen_err)?;
+            let tcp = match std::net::TcpListener::bind(actual) {
+                Ok(t) => t,
+                Err(e) if addr.port() == 0 && tries < 10 => {
+                    tracing::debug!(error = %e, "tcp port taken, retrying");
+                    continue;
+                }
+                Err(e) => return Err(listen_err(e)),
+            };
+            tcp.set_nonblocking(true).map_err(listen_err)?;
+            let tcp = tokio::net::TcpListener::from_std(tcp).map_err(listen_err)?;
+            bound.dns.push(actual);
+            out.push((actual, socks, tcp));
+            break;
+        }
+    }
+    Ok((out, bound))
+}
+
+/// Run the DNS server until `stop` turns true, then stop accepting and wait (bounded) for
+/// in-flight queries.
+pub async fn run_dns(cfg: &Config, engine: Arc<Engine>, sockets: Vec<(SocketAddr, Vec<std::net::UdpSocket>, tokio::net::TcpListener)>, stop: watch::Receiver<bool>) -> Result<(), Error> {
+    let handler = crate::server::tcp::HickoryHandler { engine: engine.clone() };
+    let mut server = hickory_server::Server::new(handler);
+    let inflight = Arc::new(udp::InFlight::default());
+    let mut workers = Vec::new();
+    for (_, socks, tcp) in sockets {
+        for s in socks {
+            if cfg.server.udp_fast_path {
+                workers.push(tokio::spawn(udp::worker(s, engine.clone(), stop.clone(), inflight.clone())));
+            } else {
+                let s = tokio::net::UdpSocket::from_std(s).map_err(|e| Error::Other(e.to_string()))?;
+                server.register_socket(s);
+            }
+        }
+        server.register_listener(tcp, cfg.server.tcp_idle_timeout, 65535);
+    }
+    let mut stop2 = stop.clone();
+    while !*stop2.borrow() {
+        if stop2.changed().await.is_err() {
+            break;
+        }
+    }
+    for w in workers {
+        let _ = w.await;
+    }
+    // In-flight forwarded UDP queries get their answers (bounded by the forward timeout).
+    let deadline = tokio::time::Instant::now() + cfg.forward.timeout * 2;
+    while inflight.count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // hickory finishes the TCP requests it has in hand.
+    let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown_gracefully()).await;
+    Ok(())
+}
+
+/// Counts of the snapshot a set of objects makes under `cfg` (for `check`).
+pub fn snapshot_counts(cfg: &Config, objects: Vec<crate::cluster::Object>) -> crate::zone::snapshot::SnapshotCounts {
+    let mut b = ZoneBuilder::new(&cfg.cluster, &required_kinds(&cfg.cluster));
+    b.apply(crate::cluster::ClusterEvent::ReplaceAll { objects });
+    b.publish().0.counts()
+}
+
+/// `clusterdns serve`: run until SIGTERM/SIGINT, then drain through the lameduck period.
+pub async fn serve(cfg: Config, _config_path: Option<std::path::PathBuf>) -> Result<(), Error> {
+    let (src_stop_tx, src_stop_rx) = watch::channel(false);
+    let (dns_stop_tx, dns_stop_rx) = watch::channel(false);
+    let hooks = crate::app_ops::OpsHooks::new(&cfg);
+    let zone = start_zone(&cfg, src_stop_rx, hooks.on_synced());
+    let resolver = crate::app_ops::resolver(&cfg)?;
+    let engine = Arc::new(Engine {
+        zone: zone.clone(),
+        cluster_enabled: cfg.cluster.enabled,
+        resolver,
+        max_udp: cfg.server.max_udp_size,
+        querylog: hooks.querylog(&cfg),
+    });
+    let (sockets, bound) = bind_dns(&cfg)?;
+    for a in &bound.dns {
+        eprintln!("clusterdns: listening dns={a}");
+    }
+    hooks.start_http(&cfg).await?;
+    crate::app_ops::after_listen(&engine).await;
+    let startup_timeout = cfg.source.kubernetes.as_ref().map(|k| k.startup_timeout).unwrap_or(Duration::from_secs(5));
+    {
+        let zone = zone.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(startup_timeout).await;
+            if !zone.load().synced {
+                tracing::warn!(?startup_timeout, "cluster not synced within the startup timeout: serving what there is (SERVFAIL for names not yet known)");
+            }
+        });
+    }
+    let lameduck = cfg.health.lameduck;
+    let hooks2 = hooks.clone();
+    tokio::spawn(async move {
+        wait_for_termination().await;
+        tracing::info!(?lameduck, "shutting down: readiness off, serving through the lameduck period");
+        hooks2.shutting_down();
+        tokio::time::sleep(lameduck).await;
+        let _ = dns_stop_tx.send(true);
+        let _ = src_stop_tx.send(true);
+    });
+    run_dns(&cfg, engine, sockets, dns_stop_rx).await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_termination() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

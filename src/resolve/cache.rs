@@ -1,0 +1,564 @@
+//! The answer cache in front of forwarding.
+//!
+//! Entries are the upstream's reply as wire bytes plus the offset of every TTL field, so a hit
+//! is a copy, an ID patch, a copy of the client's question bytes (same length, maybe other case)
+//! and a TTL countdown — no parse. Positive and negative (RFC 2308) entries share one bounded
+//! store, split into shards, each evicting with the CLOCK algorithm (an approximation of LRU:
+//! entries hit since the hand last passed get a second chance; entries past their serve-stale
+//! window go first).
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use crate::config::CacheConfig;
+use crate::ops::metrics::{self, CacheKind};
+
+use super::wire::{self, Section};
+
+/// TTL of answers served stale (RFC 8767 section 4 recommends 30 seconds).
+pub const STALE_TTL: u32 = 30;
+
+/// One cached reply.
+#[derive(Debug)]
+pub struct Entry {
+    /// The upstream's reply, TTLs already capped and floored.
+    wire: Box<[u8]>,
+    /// Offsets of every TTL field (not the OPT record's).
+    ttl_offs: Box<[u16]>,
+    /// End of the question in `wire`.
+    question_end: u16,
+    inserted: Instant,
+    /// Lifetime in seconds (the smallest TTL after caps and floors).
+    ttl: u32,
+    pub kind: CacheKind,
+    /// Hits since insertion (for prefetch).
+    hits: AtomicU32,
+    /// A prefetch of this entry is under way.
+    prefetching: AtomicBool,
+    /// The query that fetched it (sent again by prefetch).
+    pub query: Box<[u8]>,
+}
+
+impl Entry {
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.inserted)
+    }
+
+    pub fn is_fresh(&self, now: Instant) -> bool {
+        self.age(now) < Duration::from_secs(u64::from(self.ttl))
+    }
+
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
+    /// Write the reply for a client: the stored bytes with the client's ID and question, TTLs
+    /// counted down (or set to [`STALE_TTL`] when serving stale). Does not truncate.
+    pub fn write_reply(&self, q: &wire::Query<'_>, now: Instant, stale: bool, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(&self.wire);
+        out[0..2].copy_from_slice(&q.id.to_be_bytes());
+        let qe = self.question_end as usize;
+        if qe == q.question_end {
+            out[wire::HDR..qe].copy_from_slice(q.question());
+        }
+        let age = self.age(now).as_secs().min(u64::from(u32::MAX)) as u32;
+        for &off in self.ttl_offs.iter() {
+            let off = off as usize;
+            let t = wire::u32_at(out, off);
+            let nt = if stale { t.min(STALE_TTL) } else { t.saturating_sub(age) };
+            wire::put_u32(out, off, nt);
+        }
+    }
+
+    /// Count a hit; true when the entry should be prefetched now (popular and about to expire)
+    /// and no prefetch of it is under way yet.
+    pub fn hit_wants_prefetch(&self, now: Instant, threshold: u32) -> bool {
+        let hits = self.hits.fetch_add(1, Ordering::Relaxed) + 1;
+        if threshold == 0 || hits < threshold {
+            return false;
+        }
+        let life = Duration::from_secs(u64::from(self.ttl));
+        let remaining = life.saturating_sub(self.age(now));
+        let window = (life / 10).max(Duration::from_secs(1));
+        remaining <= window && !self.prefetching.swap(true, Ordering::AcqRel)
+    }
+
+    /// A prefetch failed: let a later hit try again.
+    pub fn prefetch_done(&self) {
+        self.prefetching.store(false, Ordering::Release);
+    }
+}
+
+/// What the cache decides about an upstream reply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Store(CacheKind, u32),
+    Skip,
+}
+
+/// TTL settings (from [`CacheConfig`]).
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub min_ttl: u32,
+    pub max_ttl: u32,
+    pub min_negative_ttl: u32,
+    pub max_negative_ttl: u32,
+}
+
+impl Policy {
+    pub fn from_config(c: &CacheConfig) -> Self {
+        Policy {
+            min_ttl: c.min_ttl.min(c.max_ttl),
+            max_ttl: c.max_ttl,
+            min_negative_ttl: c.min_negative_ttl.min(c.max_negative_ttl),
+            max_negative_ttl: c.max_negative_ttl,
+        }
+    }
+}
+
+/// Prepare an upstream reply for storage: decide whether and how long to cache it, and rewrite
+/// its TTL fields to the capped/floored values. Returns the TTL offsets and verdict.
+///
+/// - TC set, or an rcode other than NOERROR/NXDOMAIN (SERVFAIL, REFUSED, ...): not cached.
+/// - NXDOMAIN, or NOERROR without answers: negative, TTL = min(SOA TTL, SOA MINIMUM) of the
+///   authority SOA (RFC 2308 section 5), within the negative caps; without SOA, the negative
+///   floor. Every TTL in the entry is capped at that value.
+/// - Otherwise positive: each TTL within [min_ttl, max_ttl]; the entry lives as long as the
+///   smallest.
+pub fn prepare(msg: &mut [u8], p: &Policy) -> (Verdict, Vec<u16>, usize) {
+    if msg.len() < wire::HDR || msg[2] & wire::F_TC != 0 {
+        return (Verdict::Skip, vec![], 0);
+    }
+    let rcode = wire::rcode(msg);
+    if rcode != wire::RCODE_NOERROR && rcode != wire::RCODE_NXDOMAIN {
+        return (Verdict::Skip, vec![], 0);
+    }
+    let Ok(lay) = wire::layout(msg) else {
+        return (Verdict::Skip, vec![], 0);
+    };
+    if lay.qdcount != 1 || msg.len() > usize::from(u16::MAX) {
+        return (Verdict::Skip, vec![], 0);
+    }
+    let answers = lay.records.iter().filter(|r| r.section == Section::Answer).count();
+    let negative = rcode == wire::RCODE_NXDOMAIN || answers == 0;
+    let ttl_offs: Vec<u16> = lay
+        .records
+        .iter()
+        .filter(|r| r.rtype != wire::T_OPT)
+        .map(|r| r.ttl_off as u16)
+        .collect();
+    if negative {
+        let soa = lay
+            .records
+            .iter()
+            .find(|r| r.section == Section::Authority && r.rtype == wire::T_SOA && r.end >= r.rdata + 20);
+        let ttl = match soa {
+            Some(r) => {
+                let minimum = wire::u32_at(msg, r.end - 4);
+                wire::u32_at(msg, r.ttl_off).min(minimum)
+            }
+            None => p.min_negative_ttl,
+        }
+        .clamp(p.min_negative_ttl, p.max_negative_ttl);
+        for &off in &ttl_offs {
+            let off = off as usize;
+            let t = wire::u32_at(msg, off).min(ttl);
+            // The SOA carries the negative TTL itself (RFC 2308 section 3).
+            let t = if soa.is_some_and(|r| r.ttl_off == off) { ttl } else { t };
+            wire::put_u32(msg, off, t);
+        }
+        if ttl == 0 {
+            return (Verdict::Skip, vec![], 0);
+        }
+        (Verdict::Store(CacheKind::Denial, ttl), ttl_offs, lay.question_end)
+    } else {
+        let mut min = u32::MAX;
+        for &off in &ttl_offs {
+            let off = off as usize;
+            let t = wire::u32_at(msg, off).clamp(p.min_ttl, p.max_ttl);
+            wire::put_u32(msg, off, t);
+            min = min.min(t);
+        }
+        if min == 0 || min == u32::MAX {
+            return (Verdict::Skip, vec![], 0);
+        }
+        (Verdict::Store(CacheKind::Success, min), ttl_offs, lay.question_end)
+    }
+}
+
+struct Slot {
+    key: Box<[u8]>,
+    entry: std::sync::Arc<Entry>,
+    referenced: bool,
+}
+
+struct Shard {
+    map: HashMap<Box<[u8]>, usize>,
+    slots: Vec<Slot>,
+    hand: usize,
+    cap: usize,
+}
+
+/// What a lookup found.
+pub enum Found {
+    Fresh(std::sync::Arc<Entry>),
+    /// Expired, but within the serve-stale window.
+    Stale(std::sync::Arc<Entry>),
+    Miss,
+}
+
+/// The bounded, sharded cache.
+pub struct Cache {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+    pub policy: Policy,
+    /// How long after expiry an entry may still be served when upstreams fail.
+    pub serve_stale: Duration,
+    /// Hits within an entry's TTL that make it worth a prefetch (0: off).
+    pub prefetch: u32,
+    success: AtomicUsize,
+    denial: AtomicUsize,
+}
+
+impl Cache {
+    pub fn new(c: &CacheConfig) -> Self {
+        let max = c.max_entries.max(1);
+        let n = if max >= 1024 { 16 } else { 1 };
+        let cap = max.div_ceil(n);
+        let shards = (0..n)
+            .map(|_| {
+                Mutex::new(Shard {
+                    map: HashMap::with_capacity(cap.min(4096)),
+                    slots: Vec::with_capacity(cap.min(4096)),
+                    hand: 0,
+                    cap,
+                })
+            })
+            .collect();
+        Cache {
+            shards,
+            hasher: RandomState::new(),
+            policy: Policy::from_config(c),
+            serve_stale: c.serve_stale,
+            prefetch: c.prefetch,
+            success: AtomicUsize::new(0),
+            denial: AtomicUsize::new(0),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> &Mutex<Shard> {
+        let h = self.hasher.hash_one(key);
+        &self.shards[(h as usize) % self.shards.len()]
+    }
+
+    fn lock<'a>(m: &'a Mutex<Shard>) -> std::sync::MutexGuard<'a, Shard> {
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Look a key up; stale entries are only returned when `allow_stale`.
+    pub fn get(&self, key: &[u8], now: Instant, allow_stale: bool) -> Found {
+        let mut s = Self::lock(self.shard(key));
+        let Some(&i) = s.map.get(key) else { return Found::Miss };
+        let slot = &mut s.slots[i];
+        let e = &slot.entry;
+        if e.is_fresh(now) {
+            slot.referenced = true;
+            return Found::Fresh(e.clone());
+        }
+        if allow_stale && self.within_stale(e, now) {
+            return Found::Stale(e.clone());
+        }
+        Found::Miss
+    }
+
+    fn within_stale(&self, e: &Entry, now: Instant) -> bool {
+        e.age(now) < Duration::from_secs(u64::from(e.ttl)) + self.serve_stale
+    }
+
+    fn counter(&self, kind: CacheKind) -> &AtomicUsize {
+        match kind {
+            CacheKind::Success => &self.success,
+            CacheKind::Denial => &self.denial,
+        }
+    }
+
+    fn count(&self, kind: CacheKind, add: bool) {
+        let c = self.counter(kind);
+        let n = if add { c.fetch_add(1, Ordering::Relaxed) + 1 } else { c.fetch_sub(1, Ordering::Relaxed) - 1 };
+        metrics::global().set_cache_entries(kind, n);
+    }
+
+    /// Store an upstream reply under `key` if it is cacheable. `msg` is the reply as received;
+    /// `query` the query to send again for a prefetch.
+    pub fn insert(&self, key: &[u8], reply: &[u8], query: &[u8], now: Instant) -> Option<CacheKind> {
+        let mut msg = reply.to_vec();
+        let (verdict, ttl_offs, question_end) = prepare(&mut msg, &self.policy);
+        let Verdict::Store(kind, ttl) = verdict else { return None };
+        let entry = std::sync::Arc::new(Entry {
+            wire: msg.into_boxed_slice(),
+            ttl_offs: ttl_offs.into_boxed_slice(),
+            question_end: question_end as u16,
+            inserted: now,
+            ttl,
+            kind,
+            hits: AtomicU32::new(0),
+            prefetching: AtomicBool::new(false),
+            query: query.into(),
+        });
+        let mut guard = Self::lock(self.shard(key));
+        let s = &mut *guard;
+        if let Some(&i) = s.map.get(key) {
+            let old = std::mem::replace(&mut s.slots[i].entry, entry);
+            s.slots[i].referenced = true;
+            drop(guard);
+            if old.kind != kind {
+                self.count(old.kind, false);
+                self.count(kind, true);
+            }
+            return Some(kind);
+        }
+        let mut evicted = None;
+        if s.slots.len() < s.cap {
+            let i = s.slots.len();
+            s.slots.push(Slot { key: key.into(), entry, referenced: false });
+            s.map.insert(key.into(), i);
+        } else {
+            // CLOCK: entries beyond their stale window go at once; others get a second chance
+            // if referenced since the hand last passed.
+            let n = s.slots.len();
+            let mut victim = None;
+            for _ in 0..2 * n {
+                let i = s.hand;
+                s.hand = (s.hand + 1) % n;
+                let slot = &mut s.slots[i];
+                if !self.within_stale(&slot.entry, now) || !slot.referenced {
+                    victim = Some(i);
+                    break;
+                }
+                slot.referenced = false;
+            }
+            let i = victim.unwrap_or(s.hand);
+            let old = std::mem::replace(&mut s.slots[i], Slot { key: key.into(), entry, referenced: false });
+            s.map.remove(&old.key);
+            s.map.insert(key.into(), i);
+            evicted = Some(old.entry.kind);
+        }
+        drop(guard);
+        if let Some(k) = evicted {
+            metrics::global().cache_eviction(k);
+            self.count(k, false);
+        }
+        self.count(kind, true);
+        Some(kind)
+    }
+
+    /// Entries held now (positive, negative).
+    pub fn len(&self) -> (usize, usize) {
+        (self.success.load(Ordering::Relaxed), self.denial.load(Ordering::Relaxed))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == (0, 0)
+    }
+}
+
+/// Build the cache key of a query into `buf`: the lowercase question name, type, class, and a
+/// flags byte (RD, CD, AD, EDNS present, DO) — answers differ by each of these. Returns its
+/// length.
+pub fn key_into(q: &wire::Query<'_>, buf: &mut [u8; 264]) -> usize {
+    let name = q.qname();
+    let n = name.len();
+    wire::lower_into(name, &mut buf[..n]);
+    buf[n..n + 2].copy_from_slice(&q.qtype.to_be_bytes());
+    buf[n + 2..n + 4].copy_from_slice(&q.qclass.to_be_bytes());
+    let mut f = 0u8;
+    if q.rd {
+        f |= 1;
+    }
+    if q.cd {
+        f |= 2;
+    }
+    if q.ad {
+        f |= 4;
+    }
+    if let Some(e) = q.edns {
+        f |= 8;
+        if e.do_bit {
+            f |= 16;
+        }
+    }
+    buf[n + 4] = f;
+    n + 5
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::Ipv4Addr;
+    use wire::{ReplyWriter, build_query, dotted_to_wire, parse_query};
+
+    fn cfg(max: usize) -> CacheConfig {
+        CacheConfig { max_entries: max, ..CacheConfig::default() }
+    }
+
+    fn query(name: &str) -> Vec<u8> {
+        build_query(7, &dotted_to_wire(name).unwrap(), wire::T_A, true, false)
+    }
+
+    fn positive(qm: &[u8], ttls: &[u32]) -> Vec<u8> {
+        let q = parse_query(qm).unwrap();
+        let mut out = Vec::new();
+        let mut w = ReplyWriter::new(&mut out, &q, 0, false, true);
+        for (i, &t) in ttls.iter().enumerate() {
+            w.a(t, Ipv4Addr::new(192, 0, 2, i as u8));
+        }
+        w.finish();
+        out
+    }
+
+    fn key(qm: &[u8]) -> Vec<u8> {
+        let q = parse_query(qm).unwrap();
+        let mut b = [0u8; 264];
+        let n = key_into(&q, &mut b);
+        b[..n].to_vec()
+    }
+
+    /// NXDOMAIN with an SOA of the given TTL and MINIMUM.
+    fn negative(qm: &[u8], soa_ttl: u32, minimum: u32) -> Vec<u8> {
+        let mut out = positive(qm, &[]);
+        out[3] = (out[3] & 0xF0) | wire::RCODE_NXDOMAIN;
+        wire::put_u16(&mut out, 8, 1);
+        out.extend_from_slice(&[0xC0, 0x0C]);
+        out.extend_from_slice(&wire::T_SOA.to_be_bytes());
+        out.extend_from_slice(&1u16.to_be_bytes());
+        out.extend_from_slice(&soa_ttl.to_be_bytes());
+        let mut rd = vec![0u8, 0u8]; // mname ".", rname "."
+        for v in [1u32, 3600, 600, 86400, minimum] {
+            rd.extend_from_slice(&v.to_be_bytes());
+        }
+        out.extend_from_slice(&(rd.len() as u16).to_be_bytes());
+        out.extend_from_slice(&rd);
+        out
+    }
+
+    #[test]
+    fn key_is_case_insensitive_and_flag_sensitive() {
+        let a = query("Example.COM");
+        let b = query("example.com");
+        assert_eq!(key(&a), key(&b));
+        let mut c = b.clone();
+        c[2] &= !wire::F_RD;
+        assert_ne!(key(&b), key(&c));
+    }
+
+    #[test]
+    fn positive_ttls_clamped_and_counted_down() {
+        let c = Cache::new(&CacheConfig { min_ttl: 10, max_ttl: 100, ..cfg(10) });
+        let qm = query("a.example");
+        let r = positive(&qm, &[5, 50, 500]);
+        let t0 = Instant::now();
+        assert_eq!(c.insert(&key(&qm), &r, &qm, t0), Some(CacheKind::Success));
+        let Found::Fresh(e) = c.get(&key(&qm), t0, false) else { panic!("miss") };
+        assert_eq!(e.ttl(), 10);
+        let q2 = query("A.EXAMPLE");
+        let mut q2 = q2.clone();
+        q2[0] = 0xAB;
+        q2[1] = 0xCD;
+        let pq = parse_query(&q2).unwrap();
+        let mut out = Vec::new();
+        e.write_reply(&pq, t0 + Duration::from_millis(3500), false, &mut out);
+        assert_eq!(&out[0..2], &[0xAB, 0xCD]);
+        assert_eq!(&out[12..pq.question_end], pq.question());
+        let lay = wire::layout(&out).unwrap();
+        let ttls: Vec<u32> = lay.records.iter().map(|r| wire::u32_at(&out, r.ttl_off)).collect();
+        assert_eq!(ttls, vec![7, 47, 97]);
+        assert!(matches!(c.get(&key(&qm), t0 + Duration::from_secs(10), false), Found::Miss));
+        // Stale within the window.
+        assert!(matches!(c.get(&key(&qm), t0 + Duration::from_secs(10), true), Found::Stale(_)));
+        assert!(matches!(c.get(&key(&qm), t0 + Duration::from_secs(10 + 3600), true), Found::Miss));
+    }
+
+    #[test]
+    fn negative_uses_soa_minimum() {
+        let c = Cache::new(&CacheConfig { min_negative_ttl: 1, max_negative_ttl: 600, ..cfg(10) });
+        let qm = query("nx.example");
+        let r = negative(&qm, 300, 7);
+        let t0 = Instant::now();
+        assert_eq!(c.insert(&key(&qm), &r, &qm, t0), Some(CacheKind::Denial));
+        let Found::Fresh(e) = c.get(&key(&qm), t0, false) else { panic!() };
+        assert_eq!(e.ttl(), 7);
+        let mut out = Vec::new();
+        e.write_reply(&parse_query(&qm).unwrap(), t0 + Duration::from_secs(2), false, &mut out);
+        let lay = wire::layout(&out).unwrap();
+        assert_eq!(wire::u32_at(&out, lay.records[0].ttl_off), 5);
+        // Cap.
+        let c = Cache::new(&CacheConfig { min_negative_ttl: 1, max_negative_ttl: 60, ..cfg(10) });
+        c.insert(&key(&qm), &negative(&qm, 3000, 900), &qm, t0);
+        let Found::Fresh(e) = c.get(&key(&qm), t0, false) else { panic!() };
+        assert_eq!(e.ttl(), 60);
+    }
+
+    #[test]
+    fn servfail_and_truncated_not_cached() {
+        let c = Cache::new(&cfg(10));
+        let qm = query("sf.example");
+        let mut r = positive(&qm, &[60]);
+        r[3] = (r[3] & 0xF0) | wire::RCODE_SERVFAIL;
+        assert_eq!(c.insert(&key(&qm), &r, &qm, Instant::now()), None);
+        let mut r = positive(&qm, &[60]);
+        r[2] |= wire::F_TC;
+        assert_eq!(c.insert(&key(&qm), &r, &qm, Instant::now()), None);
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn bounded_with_clock_eviction() {
+        let c = Cache::new(&cfg(4));
+        let t0 = Instant::now();
+        let names: Vec<Vec<u8>> = (0..4).map(|i| query(&format!("n{i}.example"))).collect();
+        for qm in &names {
+            c.insert(&key(qm), &positive(qm, &[60]), qm, t0);
+        }
+        // Reference n0 and n2: they survive the next two inserts.
+        assert!(matches!(c.get(&key(&names[0]), t0, false), Found::Fresh(_)));
+        assert!(matches!(c.get(&key(&names[2]), t0, false), Found::Fresh(_)));
+        for i in 4..6 {
+            let qm = query(&format!("n{i}.example"));
+            c.insert(&key(&qm), &positive(&qm, &[60]), &qm, t0);
+        }
+        assert_eq!(c.len(), (4, 0));
+        assert!(matches!(c.get(&key(&names[0]), t0, false), Found::Fresh(_)));
+        assert!(matches!(c.get(&key(&names[2]), t0, false), Found::Fresh(_)));
+        assert!(matches!(c.get(&key(&names[1]), t0, false), Found::Miss));
+        assert!(matches!(c.get(&key(&names[3]), t0, false), Found::Miss));
+        // Many more inserts never grow past the bound.
+        for i in 0..1000 {
+            let qm = query(&format!("m{i}.example"));
+            c.insert(&key(&qm), &positive(&qm, &[60]), &qm, t0);
+        }
+        assert_eq!(c.len(), (4, 0));
+    }
+
+    #[test]
+    fn prefetch_trigger() {
+        let c = Cache::new(&CacheConfig { min_ttl: 1, ..cfg(10) });
+        let qm = query("p.example");
+        let t0 = Instant::now();
+        c.insert(&key(&qm), &positive(&qm, &[20]), &qm, t0);
+        let Found::Fresh(e) = c.get(&key(&qm), t0, false) else { panic!() };
+        // Popular but not near expiry.
+        for _ in 0..5 {
+            assert!(!e.hit_wants_prefetch(t0, 3));
+        }
+        // Near expiry: once, then not again while under way.
+        let late = t0 + Duration::from_millis(18_500);
+        assert!(e.hit_wants_prefetch(late, 3));
+        assert!(!e.hit_wants_prefetch(late, 3));
+        e.prefetch_done();
+        assert!(e.hit_wants_prefetch(late, 3));
+    }
+}

@@ -1,0 +1,312 @@
+//! Upstream servers: exchanges over UDP and TCP, health, and the selection policy.
+//!
+//! UDP: a new socket on a random port per try, connected to the upstream (so the kernel drops
+//! datagrams from anyone else), and a random message ID; replies must echo the ID and the
+//! question. TCP: connections are kept and reused one exchange at a time (a small idle pool per
+//! upstream), as CoreDNS's `forward` does.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpStream, UdpSocket};
+
+use crate::config::ForwardPolicy;
+use crate::ops::metrics::{self, UpstreamMetrics};
+
+use super::wire;
+
+/// Idle TCP connections kept per upstream.
+const TCP_IDLE_MAX: usize = 8;
+/// Idle TCP connections older than this are closed rather than reused.
+const TCP_IDLE_EXPIRE: Duration = Duration::from_secs(10);
+
+/// One upstream server.
+#[derive(Debug)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    /// Consecutive failures.
+    fails: AtomicU32,
+    down: AtomicBool,
+    pub metrics: UpstreamMetrics,
+    idle_tcp: Mutex<Vec<(TcpStream, Instant)>>,
+}
+
+/// Why an exchange failed.
+#[derive(Debug)]
+pub enum ExchangeError {
+    Timeout,
+    Io(io::Error),
+}
+
+impl std::fmt::Display for ExchangeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExchangeError::Timeout => f.write_str("timeout"),
+            ExchangeError::Io(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<io::Error> for ExchangeError {
+    fn from(e: io::Error) -> Self {
+        ExchangeError::Io(e)
+    }
+}
+
+/// Is `r` a reply to `query` (same ID, QR set, the same question ignoring case)?
+pub fn is_reply_to(r: &[u8], query: &[u8], question_end: usize) -> bool {
+    if r.len() < wire::HDR || r[0..2] != query[0..2] || r[2] & wire::F_QR == 0 {
+        return false;
+    }
+    let qd = wire::u16_at(r, 4);
+    if qd == 0 {
+        // Some servers drop the question from FORMERR/REFUSED/NOTIMP replies.
+        return wire::rcode(r) != wire::RCODE_NOERROR;
+    }
+    qd == 1
+        && r.len() >= question_end
+        && wire::uncompressed_name_end(r, wire::HDR).is_ok_and(|e| e + 4 == question_end)
+        && wire::eq_ignore_case(&r[wire::HDR..question_end], &query[wire::HDR..question_end])
+}
+
+impl Upstream {
+    pub fn new(addr: SocketAddr) -> Self {
+        let m = metrics::global().upstream(addr);
+        m.set_healthy(true);
+        Upstream {
+            addr,
+            fails: AtomicU32::new(0),
+            down: AtomicBool::new(false),
+            metrics: m,
+            idle_tcp: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    pub fn fails(&self) -> u32 {
+        self.fails.load(Ordering::Relaxed)
+    }
+
+    /// An exchange or health check succeeded.
+    pub fn succeeded(&self) {
+        if self.fails.swap(0, Ordering::Relaxed) != 0 && self.down.swap(false, Ordering::Relaxed) {
+            tracing::info!(upstream = %self.addr, "upstream is up again");
+            self.metrics.set_healthy(true);
+        }
+    }
+
+    /// An exchange or health check failed; after `max_fails` in a row the upstream is down
+    /// (0: never).
+    pub fn failed(&self, max_fails: u32) {
+        self.metrics.healthcheck_failure();
+        let n = self.fails.fetch_add(1, Ordering::Relaxed).saturating_add(1);
+        if max_fails > 0 && n >= max_fails && !self.down.swap(true, Ordering::Relaxed) {
+            tracing::warn!(upstream = %self.addr, fails = n, "upstream marked down");
+            self.metrics.set_healthy(false);
+        }
+    }
+
+    /// One UDP exchange: `query` (its ID already set) to the upstream, waiting until `deadline`.
+    pub async fn udp(&self, query: &[u8], question_end: usize, deadline: Instant) -> Result<Vec<u8>, ExchangeError> {
+        let bind: SocketAddr = if self.addr.is_ipv4() {
+            (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+        };
+        let sock = UdpSocket::bind(bind).await?;
+        sock.connect(self.addr).await?;
+        sock.send(query).await?;
+        let fut = async {
+            let mut buf = Vec::with_capacity(65535);
+            loop {
+                buf.clear();
+                sock.recv_buf(&mut buf).await?;
+                if is_reply_to(&buf, query, question_end) {
+                    return Ok::<_, ExchangeError>(buf);
+                }
+            }
+        };
+        match tokio::time::timeout_at(deadline.into(), fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ExchangeError::Timeout),
+        }
+    }
+
+    fn take_idle(&self) -> Option<TcpStream> {
+        let mut idle = self.idle_tcp.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some((s, at)) = idle.pop() {
+            if at.elapsed() < TCP_IDLE_EXPIRE {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put_idle(&self, s: TcpStream) {
+        let mut idle = self.idle_tcp.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < TCP_IDLE_MAX {
+            idle.push((s, Instant::now()));
+        }
+    }
+
+    /// One TCP exchange, on an idle connection if there is one (a fresh one if that fails).
+    pub async fn tcp(&self, query: &[u8], question_end: usize, deadline: Instant) -> Result<Vec<u8>, ExchangeError> {
+        let mut framed = Vec::with_capacity(query.len() + 2);
+        framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
+        framed.extend_from_slice(query);
+        let fut = async {
+            if let Some(mut s) = self.take_idle() {
+                // The server may have closed it; on any error, retry on a fresh connection.
+                if let Ok(r) = tcp_roundtrip(&mut s, &framed, query, question_end).await {
+                    self.put_idle(s);
+                    return Ok(r);
+                }
+            }
+            let mut s = TcpStream::connect(self.addr).await?;
+            let _ = s.set_nodelay(true);
+            let r = tcp_roundtrip(&mut s, &framed, query, question_end).await?;
+            self.put_idle(s);
+            Ok(r)
+        };
+        match tokio::time::timeout_at(deadline.into(), fut).await {
+            Ok(r) => r,
+            Err(_) => Err(ExchangeError::Timeout),
+        }
+    }
+}
+
+async fn tcp_roundtrip(
+    s: &mut TcpStream,
+    framed: &[u8],
+    query: &[u8],
+    question_end: usize,
+) -> Result<Vec<u8>, ExchangeError> {
+    s.write_all(framed).await?;
+    loop {
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len).await?;
+        let len = u16::from_be_bytes(len) as usize;
+        let mut buf = vec![0u8; len];
+        s.read_exact(&mut buf).await?;
+        if is_reply_to(&buf, query, question_end) {
+            return Ok(buf);
+        }
+    }
+}
+
+/// A set of upstreams with a selection policy (the default upstreams, or a stub domain's).
+#[derive(Debug)]
+pub struct Pool {
+    pub upstreams: Vec<std::sync::Arc<Upstream>>,
+    pub policy: ForwardPolicy,
+    next: AtomicUsize,
+}
+
+impl Pool {
+    pub fn new(addrs: &[SocketAddr], policy: ForwardPolicy) -> Self {
+        Pool {
+            upstreams: addrs.iter().map(|a| std::sync::Arc::new(Upstream::new(*a))).collect(),
+            policy,
+            next: AtomicUsize::new(0),
+        }
+    }
+
+    /// The order to try upstreams in for one query: the policy's order, healthy ones first.
+    /// The second value is true when every upstream is down.
+    pub fn order(&self) -> (Vec<&Upstream>, bool) {
+        let n = self.upstreams.len();
+        let mut v: Vec<&Upstream> = Vec::with_capacity(n);
+        match self.policy {
+            ForwardPolicy::Sequential => v.extend(self.upstreams.iter().map(|u| &**u)),
+            ForwardPolicy::RoundRobin => {
+                let start = self.next.fetch_add(1, Ordering::Relaxed);
+                v.extend((0..n).map(|i| &*self.upstreams[(start + i) % n]));
+            }
+            ForwardPolicy::Random => {
+                v.extend(self.upstreams.iter().map(|u| &**u));
+                fastrand::shuffle(&mut v);
+            }
+        }
+        let all_down = v.iter().all(|u| u.is_down());
+        // Stable: keeps the policy's order within healthy and within down upstreams.
+        v.sort_by_key(|u| u.is_down());
+        (v, all_down)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(n: u16) -> Vec<SocketAddr> {
+        (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 40000 + i))).collect()
+    }
+
+    #[test]
+    fn sequential_puts_down_upstreams_last() {
+        let p = Pool::new(&addrs(3), ForwardPolicy::Sequential);
+        let order: Vec<u16> = p.order().0.iter().map(|u| u.addr.port()).collect();
+        assert_eq!(order, vec![40000, 40001, 40002]);
+        p.upstreams[0].failed(2);
+        assert!(!p.upstreams[0].is_down());
+        p.upstreams[0].failed(2);
+        assert!(p.upstreams[0].is_down());
+        let (o, all_down) = p.order();
+        let order: Vec<u16> = o.iter().map(|u| u.addr.port()).collect();
+        assert_eq!(order, vec![40001, 40002, 40000]);
+        assert!(!all_down);
+        p.upstreams[0].succeeded();
+        assert!(!p.upstreams[0].is_down());
+        assert_eq!(p.upstreams[0].fails(), 0);
+    }
+
+    #[test]
+    fn round_robin_rotates_and_random_covers() {
+        let p = Pool::new(&addrs(3), ForwardPolicy::RoundRobin);
+        let firsts: Vec<u16> = (0..6).map(|_| p.order().0[0].addr.port()).collect();
+        assert_eq!(firsts, vec![40000, 40001, 40002, 40000, 40001, 40002]);
+        let p = Pool::new(&addrs(3), ForwardPolicy::Random);
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let o = p.order().0;
+            assert_eq!(o.len(), 3);
+            seen.insert(o[0].addr.port());
+        }
+        assert_eq!(seen.len(), 3);
+    }
+
+    #[test]
+    fn all_down_reported() {
+        let p = Pool::new(&addrs(2), ForwardPolicy::Sequential);
+        for u in &p.upstreams {
+            u.failed(1);
+        }
+        assert!(p.order().1);
+    }
+
+    #[test]
+    fn reply_matching() {
+        let q = wire::build_query(0x4242, &wire::dotted_to_wire("a.example").unwrap(), wire::T_A, true, false);
+        let qe = wire::parse_query(&q).unwrap().question_end;
+        let mut r = q.clone();
+        r[2] |= wire::F_QR;
+        assert!(is_reply_to(&r, &q, qe));
+        let mut upper = r.clone();
+        upper[13] = b'A';
+        assert!(is_reply_to(&upper, &q, qe));
+        let mut other_id = r.clone();
+        other_id[1] ^= 1;
+        assert!(!is_reply_to(&other_id, &q, qe));
+        let mut other_name = r.clone();
+        other_name[13] = b'b';
+        assert!(!is_reply_to(&other_name, &q, qe));
+        assert!(!is_reply_to(&q, &q, qe), "a query is not a reply");
+    }
+}

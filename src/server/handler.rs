@@ -1,0 +1,204 @@
+//! Routing one request: parse, then the cluster zone, the resolver (hosts, cache, upstreams),
+//! or an error code. Knows no Kubernetes type and no socket: the UDP loop and the TCP handler
+//! both call [`Engine`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+
+use crate::ops::metrics::{self, AnswerSource, Proto, QueryObservation};
+use crate::wire::{self, rcode, rtype, ParseError, Query, Writer};
+use crate::zone::answer::{self, Outcome};
+use crate::zone::snapshot::Snapshot;
+
+/// Largest TCP message (RFC 1035 §4.2.2: two-byte length prefix).
+pub const TCP_MAX: usize = 65535;
+
+/// What the synchronous part of answering produced.
+pub enum Local {
+    /// A complete reply is in the buffer.
+    Reply(AnswerSource),
+    /// Nothing to send (not a query).
+    Drop,
+    /// The query must wait for an upstream: call [`Engine::forward`].
+    Forward(Box<Query>),
+}
+
+/// Names outside the zone: the resolver (hosts, cache, upstreams) as the server sees it.
+/// A trait keeps `server/` independent of how `resolve/` is built.
+pub trait Upstream: Send + Sync + 'static {
+    /// Answer from hosts/cache without waiting, or None.
+    fn answer_local(&self, query: &[u8], max_size: usize, out: &mut Vec<u8>) -> Option<AnswerSource>;
+    /// Ask upstream; always produces a reply.
+    fn resolve<'a>(
+        &'a self,
+        query: &'a [u8],
+        max_size: usize,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<u8>, AnswerSource)> + Send + 'a>>;
+    /// Our own loop-detection probe came back.
+    fn is_loop_probe(&self, qname_lower: &[u8]) -> bool;
+}
+
+/// Something that logs sampled queries.
+pub trait QueryLogger: Send + Sync + 'static {
+    fn log(&self, src: SocketAddr, query: &Query, o: &QueryObservation);
+    fn enabled(&self) -> bool;
+}
+
+/// The request router, shared by every socket.
+pub struct Engine {
+    pub zone: Arc<ArcSwap<Snapshot>>,
+    /// Serve the cluster zone at all.
+    pub cluster_enabled: bool,
+    pub resolver: Option<Arc<dyn Upstream>>,
+    pub max_udp: u16,
+    pub querylog: Option<Arc<dyn QueryLogger>>,
+}
+
+impl Engine {
+    /// Answer what can be answered without waiting: the zone, errors, hosts and cache hits.
+    /// `out` receives the reply. `max` is the largest reply the transport allows the client.
+    pub fn answer_local(&self, msg: &[u8], proto: Proto, out: &mut Vec<u8>) -> Local {
+        let q = match Query::parse(msg) {
+            Ok(q) => q,
+            Err(ParseError::Drop) => {
+                metrics::global().dropped(metrics::DropReason::Malformed);
+                return Local::Drop;
+            }
+            Err(ParseError::Reply { id, flags, rcode }) => {
+                wire::error_reply(out, id, flags, rcode);
+                return Local::Reply(AnswerSource::Server);
+            }
+        };
+        let max = match proto {
+            Proto::Udp => wire::udp_limit(&q, self.max_udp),
+            Proto::Tcp => TCP_MAX,
+        };
+        // RFC 6891 §6.1.3: a version we do not implement gets BADVERS, with our OPT.
+        if q.edns.is_some_and(|e| e.version > 0) {
+            let w = Writer::new(out, &q, max);
+            w.finish(&q, rcode::BADVERS, false, false, self.max_udp);
+            return Local::Reply(AnswerSource::Server);
+        }
+        if q.qclass != wire::CLASS_IN && q.qclass != wire::CLASS_ANY {
+            let w = Writer::new(out, &q, max);
+            w.finish(&q, rcode::REFUSED, false, false, self.max_udp);
+            return Local::Reply(AnswerSource::Server);
+        }
+        if self.cluster_enabled {
+            let snap = self.zone.load();
+            let mut w = Writer::new(out, &q, max);
+            match answer::answer(&snap, &q, &mut w) {
+                Outcome::Answered { rcode } => {
+                    // Zone transfers are not offered (yet): RFC 5936 §2.2.1 REFUSED is the
+                    // answer an operator expects from a server that does not do them.
+                    if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
+                        let w = Writer::new(out, &q, max);
+                        w.finish(&q, rcode::REFUSED, false, false, self.max_udp);
+                        return Local::Reply(AnswerSource::Server);
+                    }
+                    w.finish(&q, rcode, true, false, self.max_udp);
+                    return Local::Reply(AnswerSource::Zone);
+                }
+                Outcome::Cname { .. } => {
+                    w.finish(&q, rcode::NOERROR, true, false, self.max_udp);
+                    return Local::Reply(AnswerSource::Zone);
+                }
+                Outcome::NotOurs | Outcome::Fallthrough => {}
+            }
+        }
+        match &self.resolver {
+            Some(r) => {
+                if let Some(src) = r.answer_local(msg, max, out) {
+                    return Local::Reply(src);
+                }
+                if r.is_loop_probe(q.qname_lower()) {
+                    tracing::error!(
+                        qname = %wire::display_name(q.qname_raw()),
+                        "forwarding loop detected: our own probe query came back to us; check forward.upstreams / resolv.conf"
+                    );
+                    std::process::exit(2);
+                }
+                Local::Forward(Box::new(q))
+            }
+            None => {
+                // Not ours and nowhere to forward: REFUSED (RFC 1035 §4.1.1).
+                let w = Writer::new(out, &q, max);
+                w.finish(&q, rcode::REFUSED, false, false, self.max_udp);
+                Local::Reply(AnswerSource::Server)
+            }
+        }
+    }
+
+    /// The waiting part: ask the resolver.
+    pub async fn forward(&self, msg: &[u8], q: &Query, proto: Proto) -> (Vec<u8>, AnswerSource) {
+        let max = match proto {
+            Proto::Udp => wire::udp_limit(q, self.max_udp),
+            Proto::Tcp => TCP_MAX,
+        };
+        match &self.resolver {
+            Some(r) => r.resolve(msg, max).await,
+            None => {
+                let mut out = Vec::new();
+                let w = Writer::new(&mut out, q, max);
+                w.finish(q, rcode::REFUSED, false, false, self.max_udp);
+                (out, AnswerSource::Server)
+            }
+        }
+    }
+
+    /// Both parts: the whole answer for one message, for the TCP path and tests.
+    pub async fn answer(&self, msg: &[u8], proto: Proto, src: SocketAddr) -> Option<Vec<u8>> {
+        let start = Instant::now();
+        let mut out = Vec::with_capacity(512);
+        let source = match self.answer_local(msg, proto, &mut out) {
+            Local::Reply(s) => s,
+            Local::Drop => return None,
+            Local::Forward(q) => {
+                let (r, s) = self.forward(msg, &q, proto).await;
+                out = r;
+                s
+            }
+        };
+        self.observe(msg, &out, proto, src, source, start);
+        Some(out)
+    }
+
+    /// Count one answered query (and log it when the sampled query log is on).
+    pub fn observe(&self, msg: &[u8], reply: &[u8], proto: Proto, src: SocketAddr, source: AnswerSource, start: Instant) {
+        if reply.len() < wire::HEADER_LEN || msg.len() < wire::HEADER_LEN {
+            return;
+        }
+        let parsed = Query::parse(msg).ok();
+        let (qtype, do_bit) = parsed.as_ref().map(|q| (q.qtype, q.edns.is_some_and(|e| e.dnssec_ok))).unwrap_or((0, false));
+        let mut rc = (reply[3] & 0x0F) as u16;
+        if rc == 0 && source == AnswerSource::Server && has_badvers(reply) {
+            rc = rcode::BADVERS;
+        }
+        let o = QueryObservation {
+            proto,
+            ipv6: src.is_ipv6(),
+            qtype,
+            rcode: rc,
+            source,
+            request_size: msg.len(),
+            response_size: reply.len(),
+            duration: start.elapsed(),
+            do_bit,
+        };
+        metrics::global().observe_query(&o);
+        if let Some(ql) = &self.querylog
+            && ql.enabled()
+            && let Some(q) = &parsed
+        {
+            ql.log(src, q, &o);
+        }
+    }
+}
+
+fn has_badvers(reply: &[u8]) -> bool {
+    // The OPT is the last record we write: its TTL's first byte is the extended rcode.
+    reply.len() >= 11 && reply[reply.len() - 11..reply.len() - 8] == [0, 0, 41] && reply[reply.len() - 6] == 1
+}

@@ -1,0 +1,623 @@
+//! One question → the answer, authority and additional sections, written as wire bytes.
+//!
+//! The names, per the Kubernetes DNS specification (schema 1.1.0) and CoreDNS's behaviour
+//! where the specification is silent:
+//!
+//! ```text
+//! <zone>                                   SOA, NS (apex)
+//! dns-version.<zone>                       TXT "1.1.0"                            (spec §2.2)
+//! ns.dns.<zone>                            A/AAAA of this server
+//! <svc>.<ns>.svc.<zone>                    A/AAAA ClusterIPs, or ready endpoints   (§2.3.1, §2.4.1)
+//!                                          CNAME for ExternalName                  (§2.5)
+//!                                          SRV for every port (CoreDNS)
+//! <host>.<svc>.<ns>.svc.<zone>             A/AAAA of that endpoint                  (§2.4.1)
+//! _<port>._<proto>.<svc>.<ns>.svc.<zone>   SRV                                      (§2.3.2, §2.4.2)
+//! <a-b-c-d>.<ns>.pod.<zone>                A/AAAA (pods insecure | verified)
+//! <reverse IP>.in-addr.arpa / ip6.arpa     PTR                                      (§2.3.3, §2.4.3)
+//! ```
+//!
+//! Negative answers carry the zone's SOA in the authority section, NXDOMAIN when the name does
+//! not exist, NODATA (NOERROR, empty answer) when it exists with other types — including empty
+//! non-terminals such as `svc.<zone>` and `<ns>.svc.<zone>` (RFC 2308 §2.1, §2.2; RFC 8020).
+
+use std::cell::Cell;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use crate::config::PodsMode;
+use crate::wire::{rcode, rtype, Query, Writer, ADDITIONAL, ANSWER, AUTHORITY};
+
+use super::build::pod_lookup_key;
+use super::snapshot::{undash_ip, Endpoint, RecordsKind, ServiceRecords, Snapshot};
+
+/// The TTL CoreDNS gives `dns-version` (its default for the schema record).
+const DNS_VERSION_TTL: u32 = 28800;
+/// SOA timers, as CoreDNS writes them.
+const SOA_REFRESH: u32 = 7200;
+const SOA_RETRY: u32 = 1800;
+const SOA_EXPIRE: u32 = 86400;
+
+/// What the zone made of a question.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Written: finish the message with this rcode, AA set.
+    Answered { rcode: u16 },
+    /// Not in any zone served here: forward it (or REFUSED).
+    NotOurs,
+    /// In a zone served here, not found, and the zone falls through (reverse names of
+    /// addresses outside the cluster): forward it.
+    Fallthrough,
+    /// Written: a CNAME to a name outside the cluster zone. The target (absolute wire name) is
+    /// at `target_at` in the message; a resolver may append the target's records.
+    Cname { target_at: usize },
+}
+
+thread_local! {
+    /// Rotation counter for `loadbalance`: per thread, so no cache line is shared between cores.
+    static ROTATE: Cell<usize> = const { Cell::new(0) };
+}
+
+fn rotation(n: usize, enabled: bool) -> usize {
+    if !enabled || n < 2 {
+        return 0;
+    }
+    ROTATE.with(|c| {
+        let v = c.get().wrapping_add(1);
+        c.set(v);
+        v % n
+    })
+}
+
+/// Where the question name ends relative to a zone: the relative labels, left to right.
+struct Rel<'a> {
+    labels: [&'a [u8]; 8],
+    n: usize,
+}
+
+/// If `qname` (lowercase wire) is `zone` or below it, its labels left of the zone (at most 8;
+/// deeper names cannot exist in the cluster zone and get `None` for the labels, but still match).
+fn relative<'a>(qname: &'a [u8], zone: &[u8]) -> Option<Option<Rel<'a>>> {
+    if qname.len() < zone.len() || &qname[qname.len() - zone.len()..] != zone {
+        return None;
+    }
+    let end = qname.len() - zone.len();
+    let mut rel = Rel { labels: [&[]; 8], n: 0 };
+    let mut p = 0;
+    while p < end {
+        let len = qname[p] as usize;
+        if rel.n == 8 {
+            return Some(None);
+        }
+        rel.labels[rel.n] = &qname[p..p + 1 + len];
+        rel.n += 1;
+        p += 1 + len;
+    }
+    // The zone must start at a label boundary.
+    if p != end {
+        return None;
+    }
+    Some(Some(rel))
+}
+
+fn label_is(l: &[u8], s: &str) -> bool {
+    l.len() == s.len() + 1 && &l[1..] == s.as_bytes()
+}
+
+/// Answer `q` from `snap`, writing records into `w` (its header and question are written).
+pub fn answer(snap: &Snapshot, q: &Query, w: &mut Writer<'_>) -> Outcome {
+    let qname = q.qname_lower();
+    if let Some(rel) = relative(qname, &snap.zone) {
+        w.set_zone_suffix(snap.zone.len());
+        let out = match rel {
+            Some(rel) => cluster(snap, q, &rel, w),
+            None => Res::NxDomain,
+        };
+        return finish(snap, q, w, out, &snap.zone, false);
+    }
+    for (i, z) in snap.reverse_zones.iter().enumerate() {
+        if relative(qname, z).is_some() {
+            w.set_zone_suffix(z.len());
+            let out = reverse(snap, q, w);
+            let falls = snap.fallthrough.iter().any(|f| relative(qname, f).is_some());
+            return finish(snap, q, w, out, &snap.reverse_zones[i], falls);
+        }
+    }
+    Outcome::NotOurs
+}
+
+/// The result before negative answers are written.
+enum Res {
+    /// Records were written to the answer section.
+    Answer,
+    /// The name exists, no records of the type (NODATA).
+    NoData,
+    NxDomain,
+    /// A CNAME out of the zone was written.
+    Cname(usize),
+}
+
+fn finish(snap: &Snapshot, q: &Query, w: &mut Writer<'_>, res: Res, zone: &[u8], fallthrough: bool) -> Outcome {
+    match res {
+        Res::Answer => Outcome::Answered { rcode: rcode::NOERROR },
+        Res::Cname(at) => Outcome::Cname { target_at: at },
+        Res::NoData => {
+            soa_authority(snap, w, zone);
+            Outcome::Answered { rcode: rcode::NOERROR }
+        }
+        Res::NxDomain if fallthrough => Outcome::Fallthrough,
+        Res::NxDomain => {
+            let _ = q;
+            soa_authority(snap, w, zone);
+            // Before the first sync an absent name may just not be listed yet: SERVFAIL, so
+            // that nobody caches a false NXDOMAIN (CoreDNS does the same).
+            let code = if snap.synced { rcode::NXDOMAIN } else { rcode::SERVFAIL };
+            Outcome::Answered { rcode: code }
+        }
+    }
+}
+
+fn soa_authority(snap: &Snapshot, w: &mut Writer<'_>, _zone: &[u8]) {
+    w.section(AUTHORITY);
+    w.record(|w| soa_record(snap, w));
+}
+
+/// `<zone> SOA ns.dns.<zone> hostmaster.<zone> serial 7200 1800 86400 <ttl>`; the zone keeps
+/// the query's case through a pointer into the question.
+fn soa_record(snap: &Snapshot, w: &mut Writer<'_>) {
+    w.zone_ptr();
+    let at = w.rr_head(rtype::SOA, snap.ttl);
+    w.bytes(b"\x02ns\x03dns");
+    w.zone_ptr();
+    w.bytes(b"\x0ahostmaster");
+    w.zone_ptr();
+    for v in [snap.serial, SOA_REFRESH, SOA_RETRY, SOA_EXPIRE, snap.ttl] {
+        w.bytes(&v.to_be_bytes());
+    }
+    w.end_rdata(at);
+}
+
+fn wants(qtype: u16, t: u16) -> bool {
+    qtype == t || qtype == rtype::ANY
+}
+
+fn cluster(snap: &Snapshot, q: &Query, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
+    let l = &rel.labels[..rel.n];
+    let qt = q.qtype;
+    match l {
+        [] => apex(snap, qt, w),
+        [v] if label_is(v, "dns-version") => {
+            if !wants(qt, rtype::TXT) {
+                return Res::NoData;
+            }
+            w.record(|w| {
+                w.owner_qname();
+                let at = w.rr_head(rtype::TXT, DNS_VERSION_TTL);
+                w.bytes(b"\x051.1.0");
+                w.end_rdata(at);
+            });
+            Res::Answer
+        }
+        [d] if label_is(d, "dns") => Res::NoData,
+        [n, d] if label_is(n, "ns") && label_is(d, "dns") => {
+            if write_addrs(snap, qt, w, snap.ns_addrs.iter().copied()) { Res::Answer } else { Res::NoData }
+        }
+        [s] if label_is(s, "svc") || label_is(s, "pod") => Res::NoData,
+        [ns, s] if label_is(s, "svc") => {
+            if snap.namespaces.contains_key(*ns) { Res::NoData } else { Res::NxDomain }
+        }
+        [ns, p] if label_is(p, "pod") => match snap.pods_mode {
+            PodsMode::Disabled => Res::NxDomain,
+            _ if snap.namespaces.contains_key(*ns) => Res::NoData,
+            _ => Res::NxDomain,
+        },
+        [ip, ns, p] if label_is(p, "pod") => pod(snap, qt, ip, ns, w),
+        [svc, ns, s] if label_is(s, "svc") => match service(snap, svc, ns) {
+            Some(r) => service_name(snap, qt, r, w),
+            None => Res::NxDomain,
+        },
+        [host, svc, ns, s] if label_is(s, "svc") => {
+            let Some(r) = service(snap, svc, ns) else { return Res::NxDomain };
+            if host.get(1) == Some(&b'_') {
+                // `_tcp.<svc>...`: an empty non-terminal above its SRV names.
+                let proto = &host[2..];
+                let has = ports_of(r).any(|p| !p.name.is_empty() && p.protocol.label().as_bytes() == proto);
+                return if has { Res::NoData } else { Res::NxDomain };
+            }
+            if matches!(r.kind, RecordsKind::External { .. }) {
+                return Res::NxDomain;
+            }
+            if r.endpoints.by_host(host).next().is_none() {
+                return Res::NxDomain;
+            }
+            let ips = r.endpoints.by_host(host).map(|e| e.ip);
+            if write_addrs(snap, qt, w, ips) { Res::Answer } else { Res::NoData }
+        }
+        [port, proto, svc, ns, s] if label_is(s, "svc") => {
+            let Some(r) = service(snap, svc, ns) else { return Res::NxDomain };
+            let port = strip_underscore(port);
+            let proto = strip_underscore(proto);
+            let matches = |p: &crate::cluster::objects::Port| {
+                !p.name.is_empty() && p.name.as_bytes() == port && p.protocol.label().as_bytes() == proto
+            };
+            if !ports_of(r).any(matches) {
+                return Res::NxDomain;
+            }
+            if matches!(r.kind, RecordsKind::Headless) && r.endpoints.endpoints.is_empty() {
+                return Res::NxDomain;
+            }
+            if !wants(qt, rtype::SRV) {
+                return Res::NoData;
+            }
+            srv(snap, r, w, &matches);
+            Res::Answer
+        }
+        _ => Res::NxDomain,
+    }
+}
+
+fn strip_underscore(l: &[u8]) -> &[u8] {
+    let b = &l[1..];
+    b.strip_prefix(b"_").unwrap_or(b)
+}
+
+fn service<'s>(snap: &'s Snapshot, svc: &[u8], ns: &[u8]) -> Option<&'s ServiceRecords> {
+    let mut key = [0u8; 128];
+    let n = svc.len() + ns.len();
+    if n > key.len() {
+        return None;
+    }
+    key[..svc.len()].copy_from_slice(svc);
+    key[svc.len()..n].copy_from_slice(ns);
+    snap.services.get(&key[..n]).map(|a| &**a)
+}
+
+/// Ports that SRV records are made of: the service's own for ClusterIP and ExternalName
+/// services, the EndpointSlices' for headless ones.
+fn ports_of(r: &ServiceRecords) -> Box<dyn Iterator<Item = &crate::cluster::objects::Port> + '_> {
+    match &r.kind {
+        RecordsKind::ClusterIp { ports, .. } | RecordsKind::External { ports, .. } => Box::new(ports.iter()),
+        RecordsKind::Headless => Box::new(r.endpoints.port_sets.iter().flat_map(|s| s.iter())),
+    }
+}
+
+fn apex(snap: &Snapshot, qt: u16, w: &mut Writer<'_>) -> Res {
+    let mut any = false;
+    if wants(qt, rtype::SOA) {
+        any |= w.record(|w| soa_record(snap, w));
+    }
+    if wants(qt, rtype::NS) {
+        let mut target = 0;
+        any |= w.record(|w| {
+            w.zone_ptr();
+            let at = w.rr_head(rtype::NS, snap.ttl);
+            target = w.pos();
+            w.bytes(b"\x02ns\x03dns");
+            w.zone_ptr();
+            w.end_rdata(at);
+        });
+        if qt == rtype::NS {
+            w.section(ADDITIONAL);
+            for ip in snap.ns_addrs.iter() {
+                w.record(|w| {
+                    w.ptr(target);
+                    addr_record(w, snap.ttl, *ip);
+                });
+            }
+        }
+    }
+    if any { Res::Answer } else { Res::NoData }
+}
+
+fn addr_record(w: &mut Writer<'_>, ttl: u32, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(a) => w.a(ttl, a),
+        IpAddr::V6(a) => w.aaaa(ttl, a),
+    }
+}
+
+/// A/AAAA records owned by the question name, rotated when `loadbalance` is on. Returns
+/// whether any record of the asked type exists.
+fn write_addrs(snap: &Snapshot, qt: u16, w: &mut Writer<'_>, ips: impl Iterator<Item = IpAddr> + Clone) -> bool {
+    let want4 = wants(qt, rtype::A);
+    let want6 = wants(qt, rtype::AAAA);
+    let mut any = false;
+    if want4 {
+        let v4 = ips.clone().filter_map(|i| if let IpAddr::V4(a) = i { Some(a) } else { None });
+        any |= write_rotated_v4(snap, w, v4);
+    }
+    if want6 {
+        let v6 = ips.filter_map(|i| if let IpAddr::V6(a) = i { Some(a) } else { None });
+        any |= write_rotated_v6(snap, w, v6);
+    }
+    any
+}
+
+fn write_rotated_v4(snap: &Snapshot, w: &mut Writer<'_>, ips: impl Iterator<Item = Ipv4Addr> + Clone) -> bool {
+    let n = ips.clone().count();
+    let start = rotation(n, snap.loadbalance);
+    for ip in ips.clone().skip(start).chain(ips.take(start)) {
+        w.record(|w| {
+            w.owner_qname();
+            w.a(snap.ttl, ip);
+        });
+    }
+    n > 0
+}
+
+fn write_rotated_v6(snap: &Snapshot, w: &mut Writer<'_>, ips: impl Iterator<Item = Ipv6Addr> + Clone) -> bool {
+    let n = ips.clone().count();
+    let start = rotation(n, snap.loadbalance);
+    for ip in ips.clone().skip(start).chain(ips.take(start)) {
+        w.record(|w| {
+            w.owner_qname();
+            w.aaaa(snap.ttl, ip);
+        });
+    }
+    n > 0
+}
+
+fn service_name(snap: &Snapshot, qt: u16, r: &ServiceRecords, w: &mut Writer<'_>) -> Res {
+    match &r.kind {
+        RecordsKind::External { target, .. } => {
+            // RFC 1034 §3.6.2: a CNAME answers every type at its owner. The target is not
+            // chased here; the server may chase it through the cluster zone or a resolver.
+            let mut target_at = 0;
+            w.record(|w| {
+                w.owner_qname();
+                let at = w.rr_head(rtype::CNAME, snap.ttl);
+                target_at = w.pos();
+                w.bytes(target);
+                w.end_rdata(at);
+            });
+            if qt == rtype::CNAME {
+                return Res::Answer;
+            }
+            Res::Cname(target_at)
+        }
+        RecordsKind::ClusterIp { v4, v6, .. } => {
+            if qt == rtype::SRV {
+                srv(snap, r, w, &|_| true);
+                return if ports_of(r).next().is_some() { Res::Answer } else { Res::NoData };
+            }
+            let ips = v4.iter().map(|a| IpAddr::V4(*a)).chain(v6.iter().map(|a| IpAddr::V6(*a)));
+            write_addrs(snap, qt, w, ips);
+            if w.count(ANSWER) > 0 { Res::Answer } else { Res::NoData }
+        }
+        RecordsKind::Headless => {
+            // A headless service with no endpoints has no records at all: the name does not
+            // exist (CoreDNS answers NXDOMAIN too).
+            if r.endpoints.endpoints.is_empty() {
+                return Res::NxDomain;
+            }
+            if qt == rtype::SRV {
+                srv(snap, r, w, &|_| true);
+                return if w.count(ANSWER) > 0 { Res::Answer } else { Res::NoData };
+            }
+            let ips = r.endpoints.endpoints.iter().map(|e| e.ip);
+            write_addrs(snap, qt, w, ips);
+            if w.count(ANSWER) > 0 { Res::Answer } else { Res::NoData }
+        }
+    }
+}
+
+/// SRV records for the ports `matches` selects, with the targets' addresses in the additional
+/// section. Weights as CoreDNS computes them: 100 divided by the number of (address, port)
+/// pairs, at least 1; identical records are written once.
+fn srv(snap: &Snapshot, r: &ServiceRecords, w: &mut Writer<'_>, matches: &dyn Fn(&crate::cluster::objects::Port) -> bool) {
+    let ttl = snap.ttl;
+    match &r.kind {
+        RecordsKind::ClusterIp { v4, v6, ports } => {
+            let nips = (v4.len() + v6.len()).max(1);
+            let sel: usize = ports.iter().filter(|p| matches(p)).count();
+            if sel == 0 {
+                return;
+            }
+            let weight = (100 / (nips * sel)).max(1) as u16;
+            let mut svc_at: Option<usize> = None;
+            let mut written: [u16; 64] = [0; 64];
+            let mut nw = 0;
+            for p in ports.iter().filter(|p| matches(p)) {
+                if written[..nw].contains(&p.port) {
+                    continue;
+                }
+                if nw < written.len() {
+                    written[nw] = p.port;
+                    nw += 1;
+                }
+                w.record(|w| {
+                    w.owner_qname();
+                    let at = w.rr_head(rtype::SRV, ttl);
+                    w.bytes(&[0, 0]);
+                    w.bytes(&weight.to_be_bytes());
+                    w.bytes(&p.port.to_be_bytes());
+                    match svc_at {
+                        Some(o) => w.ptr(o),
+                        None => {
+                            svc_at = Some(w.pos());
+                            w.name_in_zone(&r.labels);
+                        }
+                    }
+                    w.end_rdata(at);
+                });
+            }
+            if let Some(o) = svc_at {
+                w.section(ADDITIONAL);
+                for ip in v4.iter().map(|a| IpAddr::V4(*a)).chain(v6.iter().map(|a| IpAddr::V6(*a))) {
+                    w.record(|w| {
+                        w.ptr(o);
+                        addr_record(w, ttl, ip);
+                    });
+                }
+            }
+        }
+        RecordsKind::Headless => {
+            let eps = &r.endpoints;
+            let pairs: usize = eps
+                .endpoints
+                .iter()
+                .map(|e| eps.port_sets[e.port_set as usize].iter().filter(|p| matches(p)).count())
+                .sum();
+            if pairs == 0 {
+                return;
+            }
+            let weight = (100 / pairs).max(1) as u16;
+            // Offsets of the targets written, per endpoint host, for the additional section.
+            let mut svc_at: Option<usize> = None;
+            let mut targets: Vec<(usize, &Endpoint)> = Vec::new();
+            let mut prev: Option<(&[u8], u16)>;
+            // endpoints are sorted by host: equal (host, port) pairs are adjacent per port
+            let mut seen_ports: Vec<(u16, crate::cluster::objects::Protocol)> = Vec::new();
+            for e in eps.endpoints.iter() {
+                for p in eps.port_sets[e.port_set as usize].iter().filter(|p| matches(p)) {
+                    if !seen_ports.contains(&(p.port, p.protocol)) {
+                        seen_ports.push((p.port, p.protocol));
+                    }
+                }
+            }
+            for (port, proto) in seen_ports {
+                prev = None;
+                for e in eps.endpoints.iter() {
+                    let has = eps.port_sets[e.port_set as usize].iter().any(|p| p.port == port && p.protocol == proto && matches(p));
+                    if !has || prev == Some((&e.host, port)) {
+                        continue;
+                    }
+                    prev = Some((&e.host, port));
+                    let known = targets.iter().find(|(_, t)| t.host == e.host).map(|(o, _)| *o);
+                    let mut at_target = 0;
+                    let kept = w.record(|w| {
+                        w.owner_qname();
+                        let at = w.rr_head(rtype::SRV, ttl);
+                        w.bytes(&[0, 0]);
+                        w.bytes(&weight.to_be_bytes());
+                        w.bytes(&port.to_be_bytes());
+                        match known {
+                            Some(o) => w.ptr(o),
+                            None => {
+                                at_target = w.pos();
+                                w.bytes(&e.host);
+                                match svc_at {
+                                    Some(o) => w.ptr(o),
+                                    None => {
+                                        svc_at = Some(w.pos());
+                                        w.name_in_zone(&r.labels);
+                                    }
+                                }
+                            }
+                        }
+                        w.end_rdata(at);
+                    });
+                    if kept && known.is_none() {
+                        targets.push((at_target, e));
+                    }
+                }
+            }
+            w.section(ADDITIONAL);
+            for (at, t) in &targets {
+                for e in eps.by_host(&t.host) {
+                    w.record(|w| {
+                        w.ptr(*at);
+                        addr_record(w, ttl, e.ip);
+                    });
+                }
+            }
+        }
+        RecordsKind::External { target, ports } => {
+            let sel = ports.iter().filter(|p| matches(p)).count();
+            if sel == 0 {
+                return;
+            }
+            let weight = (100 / sel).max(1) as u16;
+            for p in ports.iter().filter(|p| matches(p)) {
+                w.record(|w| {
+                    w.owner_qname();
+                    let at = w.rr_head(rtype::SRV, ttl);
+                    w.bytes(&[0, 0]);
+                    w.bytes(&weight.to_be_bytes());
+                    w.bytes(&p.port.to_be_bytes());
+                    w.bytes(target);
+                    w.end_rdata(at);
+                });
+            }
+        }
+    }
+}
+
+fn pod(snap: &Snapshot, qt: u16, ip_label: &[u8], ns: &[u8], w: &mut Writer<'_>) -> Res {
+    let Some(ip) = undash_ip(&ip_label[1..]) else { return Res::NxDomain };
+    let exists = match snap.pods_mode {
+        PodsMode::Disabled => false,
+        PodsMode::Insecure => snap.namespaces.contains_key(ns),
+        PodsMode::Verified => {
+            let mut key = [0u8; 96];
+            let n = pod_lookup_key(ns, &ip, &mut key);
+            snap.pods.contains_key(&key[..n])
+        }
+    };
+    if !exists {
+        return Res::NxDomain;
+    }
+    if write_addrs(snap, qt, w, std::iter::once(ip)) { Res::Answer } else { Res::NoData }
+}
+
+/// Parse a reverse name into an address: 4 decimal labels under `in-addr.arpa`, or 32 hex
+/// nibbles under `ip6.arpa` (RFC 1035 §3.5, RFC 3596 §2.5).
+pub fn reverse_ip(qname: &[u8]) -> Option<IpAddr> {
+    let labels: Vec<&[u8]> = crate::wire::labels(qname).collect();
+    let n = labels.len();
+    if n == 6 && labels[4] == b"in-addr" && labels[5] == b"arpa" {
+        let mut o = [0u8; 4];
+        for i in 0..4 {
+            let s = std::str::from_utf8(labels[3 - i]).ok()?;
+            if s.is_empty() || s.len() > 3 || (s.len() > 1 && s.starts_with('0')) {
+                return None;
+            }
+            o[i] = s.parse().ok()?;
+        }
+        return Some(IpAddr::V4(Ipv4Addr::from(o)));
+    }
+    if n == 34 && labels[32] == b"ip6" && labels[33] == b"arpa" {
+        let mut o = [0u8; 16];
+        for i in 0..32 {
+            let l = labels[31 - i];
+            if l.len() != 1 {
+                return None;
+            }
+            let v = (l[0] as char).to_digit(16)? as u8;
+            o[i / 2] |= if i % 2 == 0 { v << 4 } else { v };
+        }
+        return Some(IpAddr::V6(Ipv6Addr::from(o)));
+    }
+    None
+}
+
+fn reverse(snap: &Snapshot, q: &Query, w: &mut Writer<'_>) -> Res {
+    let qname = q.qname_lower();
+    if snap.reverse_zones.iter().any(|z| &**z == qname) {
+        return apex(snap, q.qtype, w);
+    }
+    let Some(ip) = reverse_ip(qname) else { return Res::NxDomain };
+    let Some(targets) = snap.reverse.get(&ip) else { return Res::NxDomain };
+    if !wants(q.qtype, rtype::PTR) {
+        return Res::NoData;
+    }
+    // A ClusterIP answers with its service alone; otherwise every endpoint with that address.
+    let service_only = targets.first().is_some_and(|t| t.endpoint.is_none());
+    for t in targets.iter() {
+        if service_only && t.endpoint.is_some() {
+            break;
+        }
+        w.record(|w| {
+            w.owner_qname();
+            let at = w.rr_head(rtype::PTR, snap.ttl);
+            if let Some(i) = t.endpoint {
+                w.bytes(&t.service.endpoints.endpoints[i as usize].host);
+            }
+            w.bytes(&t.service.labels);
+            w.bytes(&snap.zone);
+            w.end_rdata(at);
+        });
+        if service_only {
+            break;
+        }
+    }
+    Res::Answer
+}

@@ -1,0 +1,4 @@
+//! The one integration-test binary: the real `clusterdns` binary on loopback, real clients.
+
+mod support;
+mod zone_dig;
