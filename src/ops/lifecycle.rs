@@ -373,6 +373,14 @@ impl Lifecycle {
         self.shutdown_sequence(again).await;
     }
 
+    /// Run the shutdown sequence now, without a signal (a fatal error, tests); completes at
+    /// [`Phase::Stopped`]. A [`request_shutdown`](Self::request_shutdown) during the lameduck
+    /// period cuts it short.
+    pub async fn shutdown_now(&self) {
+        self.shared.requested_flag.store(false, Ordering::Release);
+        self.shutdown_sequence(self.requested()).await
+    }
+
     async fn requested(&self) {
         loop {
             let n = self.shared.requested.notified();
@@ -452,48 +460,51 @@ mod tests {
         assert!(Readiness::new(Vec::<String>::new()).is_ready());
     }
 
-    #[tokio::test(start_paused = true)]
+    const MS: Duration = Duration::from_millis(1);
+
+    #[tokio::test]
     async fn sequence_lameduck_then_drain_then_stop() {
         let r = Readiness::new(Vec::<String>::new());
-        let lc = Lifecycle::with_timings(r.clone(), Duration::from_secs(5), Duration::from_secs(10));
+        let lc = Lifecycle::with_timings(r.clone(), 300 * MS, Duration::from_secs(10));
         let mut sig = lc.signal();
         let guard = lc.drain_guard();
         let g2 = guard.clone();
+        let t0 = tokio::time::Instant::now();
         let done = {
             let lc = lc.clone();
             tokio::spawn(async move { lc.shutdown_sequence(std::future::pending()).await })
         };
-        tokio::task::yield_now().await;
+        sig.lameduck().await;
         assert!(!r.is_ready());
+        assert_eq!(r.status(), Err("shutting down".into()));
         assert_eq!(lc.phase(), Phase::LameDuck);
-        let t0 = tokio::time::Instant::now();
         sig.draining().await;
-        assert!(t0.elapsed() >= Duration::from_secs(5) - Duration::from_millis(1));
+        assert!(t0.elapsed() >= 300 * MS, "{:?}", t0.elapsed());
         assert!(sig.is_draining());
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(100 * MS).await;
         assert_eq!(lc.phase(), Phase::Draining, "waits for the guards");
         drop(guard);
-        tokio::task::yield_now().await;
-        assert_eq!(lc.phase(), Phase::Draining);
+        tokio::time::sleep(20 * MS).await;
+        assert_eq!(lc.phase(), Phase::Draining, "one guard left");
         drop(g2);
         let t1 = tokio::time::Instant::now();
         sig.stopped().await;
         done.await.unwrap();
-        assert!(t1.elapsed() < Duration::from_millis(100), "{:?}", t1.elapsed());
+        assert!(t1.elapsed() < 200 * MS, "{:?}", t1.elapsed());
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn drain_is_bounded() {
-        let lc = Lifecycle::with_timings(Readiness::new(["x"]), Duration::from_secs(1), Duration::from_secs(3));
+        let lc = Lifecycle::with_timings(Readiness::new(["x"]), 100 * MS, 300 * MS);
         let _stuck = lc.drain_guard();
         let t0 = tokio::time::Instant::now();
         lc.shutdown_sequence(std::future::pending()).await;
         assert_eq!(lc.phase(), Phase::Stopped);
         let e = t0.elapsed();
-        assert!(e >= Duration::from_secs(4) && e < Duration::from_secs(5), "{e:?}");
+        assert!(e >= 400 * MS && e < 2000 * MS, "{e:?}");
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn second_request_cuts_lameduck_short() {
         let lc = Lifecycle::with_timings(Readiness::new(["x"]), Duration::from_secs(30), Duration::from_secs(1));
         let lc2 = lc.clone();
@@ -502,11 +513,11 @@ mod tests {
             let again = async { lc2.requested().await };
             lc2.shutdown_sequence(again).await
         });
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(100 * MS).await;
         assert_eq!(lc.phase(), Phase::LameDuck);
         lc.request_shutdown();
         run.await.unwrap();
-        assert!(t0.elapsed() < Duration::from_secs(3));
+        assert!(t0.elapsed() < Duration::from_secs(5));
         assert_eq!(lc.phase(), Phase::Stopped);
     }
 

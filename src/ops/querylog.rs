@@ -15,7 +15,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tracing::field::display;
 
 use crate::config::QueryLogConfig;
 use crate::ops::metrics::{AnswerSource, Proto, rcode_label};

@@ -2,3 +2,6 @@
 
 mod support;
 mod zone_dig;
+mod corefile;
+mod apiserver;
+mod kube;

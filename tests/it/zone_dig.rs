@@ -5,6 +5,11 @@ use std::time::Duration;
 
 use crate::support::*;
 
+/// dig output with runs of blanks folded to one space (dig aligns columns with tabs).
+fn squash(s: &str) -> String {
+    s.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n")
+}
+
 fn sample_server() -> Server {
     let dir = tempfile::tempdir().unwrap();
     let objects = dir.path().join("cluster.yaml");
@@ -34,7 +39,7 @@ fn dig_service_a_and_aaaa() {
     let full = s.dig(&["kubernetes.default.svc.cluster.local"]);
     assert!(full.contains("status: NOERROR"), "{full}");
     assert!(full.contains("flags: qr aa rd;"), "authoritative, no RA: {full}");
-    assert!(full.contains("kubernetes.default.svc.cluster.local. 30 IN\tA\t10.96.0.1"), "{full}");
+    assert!(squash(&full).contains("kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"), "{full}");
 }
 
 #[test]
@@ -83,11 +88,11 @@ fn nxdomain_and_nodata_carry_the_soa() {
     let nx = s.dig(&["nope.demo.svc.cluster.local", "A"]);
     assert!(nx.contains("status: NXDOMAIN"), "{nx}");
     assert!(nx.contains("AUTHORITY: 1"), "{nx}");
-    assert!(nx.contains("cluster.local.\t\t30\tIN\tSOA\tns.dns.cluster.local. hostmaster.cluster.local."), "{nx}");
+    assert!(squash(&nx).contains("cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local."), "{nx}");
     let nodata = s.dig(&["kubernetes.default.svc.cluster.local", "AAAA"]);
     assert!(nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0") && nodata.contains("AUTHORITY: 1"), "{nodata}");
     let ent = s.dig(&["demo.svc.cluster.local", "A"]);
-    assert!(ent.contains("status: NOERROR") && ent.contains("ANSWER: 0") && ent.contains("IN\tSOA"), "{ent}");
+    assert!(ent.contains("status: NOERROR") && ent.contains("ANSWER: 0") && squash(&ent).contains("IN SOA"), "{ent}");
     let ent = s.dig(&["svc.cluster.local", "A"]);
     assert!(ent.contains("status: NOERROR") && ent.contains("ANSWER: 0"), "{ent}");
     let nons = s.dig(&["nonexistent-ns.svc.cluster.local", "A"]);
@@ -98,8 +103,8 @@ fn nxdomain_and_nodata_carry_the_soa() {
 fn mixed_case_question_is_echoed() {
     let s = sample_server();
     let out = s.dig(&["KuBeRnEtEs.DeFaUlT.sVc.ClUsTeR.lOcAl", "A"]);
-    assert!(out.contains(";KuBeRnEtEs.DeFaUlT.sVc.ClUsTeR.lOcAl.\tIN\tA"), "{out}");
-    assert!(out.contains("KuBeRnEtEs.DeFaUlT.sVc.ClUsTeR.lOcAl. 30 IN\tA\t10.96.0.1"), "{out}");
+    assert!(squash(&out).contains(";KuBeRnEtEs.DeFaUlT.sVc.ClUsTeR.lOcAl. IN A"), "{out}");
+    assert!(squash(&out).contains("KuBeRnEtEs.DeFaUlT.sVc.ClUsTeR.lOcAl. 30 IN A 10.96.0.1"), "{out}");
     // dig's own 0x20 check
     let out = s.dig(&["+short", "KUBERNETES.default.SVC.cluster.LOCAL"]);
     assert_eq!(out.trim(), "10.96.0.1");
@@ -113,7 +118,7 @@ fn srv_headless_and_external() {
     lines.sort();
     assert_eq!(lines, vec!["0 50 5432 db-0.db.demo.svc.cluster.local.", "0 50 5432 db-1.db.demo.svc.cluster.local."], "{srv}");
     let full = s.dig(&["_postgres._tcp.db.demo.svc.cluster.local", "SRV"]);
-    assert!(full.contains("db-0.db.demo.svc.cluster.local. 30 IN A\t10.244.1.20"), "additional A: {full}");
+    assert!(squash(&full).contains("db-0.db.demo.svc.cluster.local. 30 IN A 10.244.1.20"), "additional A: {full}");
     assert_eq!(s.dig(&["+short", "db-1.db.demo.svc.cluster.local"]).trim(), "10.244.2.21");
     assert_eq!(s.dig(&["+short", "10-244-1-30.workers.demo.svc.cluster.local"]).trim(), "10.244.1.30");
     assert_eq!(s.dig(&["+short", "search.demo.svc.cluster.local", "CNAME"]).trim(), "search.example.com.");
@@ -186,7 +191,9 @@ fn protocol_errors() {
     m[n - 5] = 1; // version byte of the OPT TTL
     let r = s.ask_raw(&m);
     let d = decode(&r);
-    assert_eq!(d.metadata.response_code, hickory_proto::op::ResponseCode::BADVERS);
+    // hickory decodes extended rcode 16 as BADSIG (it shares the number with BADVERS)
+    assert_eq!(u16::from(d.metadata.response_code), 16, "BADVERS");
+    assert_eq!(d.edns.as_ref().map(|e| e.version()), Some(0));
     // a response (QR=1) gets no answer at all
     let mut m = query("kubernetes.default.svc.cluster.local", 1, 12, None);
     m[2] |= 0x80;

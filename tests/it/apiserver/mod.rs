@@ -626,7 +626,8 @@ impl ApiServer {
     /// resourceVersion.
     pub fn drop_all_watches(&self) {
         let mut st = self.state();
-        let all: Vec<Watcher> = st.watchers.drain(..).chain(st.partitioned.drain(..)).collect();
+        let mut all: Vec<Watcher> = st.watchers.drain(..).collect();
+        all.append(&mut st.partitioned);
         for w in all {
             let _ = w.tx.send(WatchMsg::Abort);
         }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Install what the tests use, from Debian's packages, only where missing: dig/nslookup
+# (dnsutils), kdig (knot-dnsutils), knotd and unbound (real upstreams and peers), dnsperf
+# (load), prometheus and promtool (metrics tests), jq. Idempotent; quiet when all is there.
+set -euo pipefail
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have dig       || need+=(dnsutils)
+have nslookup  || need+=(dnsutils)
+have kdig      || need+=(knot-dnsutils)
+have knotd     || need+=(knot)
+have unbound   || need+=(unbound)
+have dnsperf   || need+=(dnsperf)
+have prometheus || need+=(prometheus)
+have promtool  || need+=(prometheus)
+have jq        || need+=(jq)
+if [ ${#need[@]} -gt 0 ]; then
+  sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "installing: ${need[*]}" >&2
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+fi
+# Debian starts these daemons on install; the tests start their own on loopback ports.
+for svc in knot unbound prometheus; do
+  (command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null) || true
+done

@@ -1,0 +1,687 @@
+//! The Kubernetes API source (`clusterdns::source::kube::run`) against the test API server:
+//! initial sync, watch events, relists after 410 Gone, outages, bad objects, label selectors,
+//! pagination; and the test API server's own protocol, through kube-rs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use clusterdns::cluster::objects::ServiceKind;
+use clusterdns::cluster::{ClusterEvent, Kind, Object, ObjectKey};
+use clusterdns::error::SourceError;
+use clusterdns::source::kube::{KubeSourceOptions, run};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+use crate::apiserver::*;
+
+/// A running `source::kube::run` and everything it emitted.
+struct Source {
+    rx: mpsc::UnboundedReceiver<ClusterEvent>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<Result<(), SourceError>>,
+    _dir: tempfile::TempDir,
+    /// Every event received so far, in order.
+    seen: Vec<ClusterEvent>,
+    /// The cluster as the events describe it.
+    model: BTreeMap<ObjectKey, Object>,
+}
+
+fn opts_all() -> KubeSourceOptions {
+    KubeSourceOptions { kubeconfig: None, watch_pods: true, service_label_selector: None, watch_endpoints: true }
+}
+
+impl Source {
+    async fn start(api: &ApiServer, mut opts: KubeSourceOptions) -> Source {
+        let dir = tempfile::tempdir().unwrap();
+        opts.kubeconfig = Some(api.write_kubeconfig(dir.path()));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let task = tokio::spawn(run(opts, tx, shutdown_rx));
+        Source { rx, shutdown, task, _dir: dir, seen: Vec::new(), model: BTreeMap::new() }
+    }
+
+    fn record(&mut self, ev: &ClusterEvent) {
+        match ev {
+            ClusterEvent::Relist { kind, objects } => {
+                self.model.retain(|k, _| k.kind != *kind);
+                for o in objects {
+                    self.model.insert(o.key(), o.clone());
+                }
+            }
+            ClusterEvent::Apply { object, .. } => {
+                self.model.insert(object.key(), object.clone());
+            }
+            ClusterEvent::Delete { key } => {
+                self.model.remove(key);
+            }
+            ClusterEvent::ReplaceAll { .. } => panic!("the API source never sends ReplaceAll"),
+            ClusterEvent::WatchRestart { .. } => {}
+        }
+        self.seen.push(ev.clone());
+    }
+
+    /// The next event, if one comes within `within`.
+    async fn next(&mut self, within: Duration) -> Option<ClusterEvent> {
+        match tokio::time::timeout(within, self.rx.recv()).await {
+            Ok(Some(ev)) => {
+                self.record(&ev);
+                Some(ev)
+            }
+            Ok(None) => panic!("the source closed its channel; run returned {:?}", self.task.is_finished()),
+            Err(_) => None,
+        }
+    }
+
+    /// Waits for an event matching `pred` (others are recorded and skipped).
+    async fn expect(&mut self, what: &str, within: Duration, mut pred: impl FnMut(&ClusterEvent) -> bool) -> ClusterEvent {
+        let deadline = Instant::now() + within;
+        let from = self.seen.len();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.next(left).await {
+                Some(ev) if pred(&ev) => return ev,
+                Some(_) => {}
+                None => panic!("no {what} within {within:?}; got {:#?}", &self.seen[from..]),
+            }
+        }
+    }
+
+    async fn expect_relist(&mut self, kind: Kind, within: Duration) -> Vec<Object> {
+        match self.expect(&format!("Relist of {kind:?}"), within, |e| matches!(e, ClusterEvent::Relist { kind: k, .. } if *k == kind)).await {
+            ClusterEvent::Relist { objects, .. } => objects,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Waits for the first Relist of each kind.
+    async fn synced(&mut self, kinds: &[Kind]) {
+        let mut want: BTreeSet<Kind> = kinds.iter().copied().collect();
+        while !want.is_empty() {
+            let ev = self
+                .expect(&format!("Relists of {want:?}"), Duration::from_secs(5), |e| matches!(e, ClusterEvent::Relist { .. }))
+                .await;
+            if let ClusterEvent::Relist { kind, .. } = ev {
+                want.remove(&kind);
+            }
+        }
+    }
+
+    /// Everything that arrives within `d`.
+    async fn quiet(&mut self, d: Duration) -> Vec<ClusterEvent> {
+        let deadline = Instant::now() + d;
+        let mut out = Vec::new();
+        while let Some(ev) = self.next(deadline.saturating_duration_since(Instant::now())).await {
+            out.push(ev);
+        }
+        out
+    }
+
+    /// Waits until the model satisfies `pred`.
+    async fn converge(&mut self, what: &str, within: Duration, pred: impl Fn(&BTreeMap<ObjectKey, Object>) -> bool) {
+        let deadline = Instant::now() + within;
+        let from = self.seen.len();
+        while !pred(&self.model) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if self.next(left).await.is_none() {
+                panic!("not converged to {what} within {within:?}; events: {:#?}\nmodel: {:#?}", &self.seen[from..], self.model);
+            }
+        }
+    }
+
+    fn names(&self, kind: Kind) -> BTreeSet<String> {
+        self.model.keys().filter(|k| k.kind == kind).map(|k| format!("{}/{}", k.namespace, k.name)).collect()
+    }
+
+    /// Shuts the source down; `run` must return Ok promptly.
+    async fn stop(self) {
+        self.shutdown.send(true).unwrap();
+        let r = tokio::time::timeout(Duration::from_secs(2), self.task).await.expect("run did not return after shutdown");
+        r.expect("run panicked").expect("run returned an error");
+    }
+}
+
+fn key(kind: Kind, ns: &str, name: &str) -> ObjectKey {
+    ObjectKey { kind, namespace: ns.into(), name: name.into() }
+}
+
+fn names(objects: &[Object]) -> BTreeSet<String> {
+    objects
+        .iter()
+        .map(|o| {
+            let k = o.key();
+            format!("{}/{}", k.namespace, k.name)
+        })
+        .collect()
+}
+
+fn set(items: &[&str]) -> BTreeSet<String> {
+    items.iter().map(|s| s.to_string()).collect()
+}
+
+fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+fn service<'a>(objects: &'a [Object], ns: &str, name: &str) -> &'a clusterdns::cluster::objects::ServiceInfo {
+    objects
+        .iter()
+        .find_map(|o| match o {
+            Object::Service(s) if &*s.namespace == ns && &*s.name == name => Some(s),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no service {ns}/{name} in {objects:#?}"))
+}
+
+fn is_apply_of(e: &ClusterEvent, kind: Kind, ns: &str, name: &str) -> bool {
+    matches!(e, ClusterEvent::Apply { object, .. } if object.key() == key(kind, ns, name))
+}
+
+fn is_delete_of(e: &ClusterEvent, kind: Kind, ns: &str, name: &str) -> bool {
+    matches!(e, ClusterEvent::Delete { key: k } if *k == key(kind, ns, name))
+}
+
+const ALL: [Kind; 4] = [Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod];
+const FAST: Duration = Duration::from_millis(500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_initial_sync_emits_one_relist_per_kind() {
+    let (api, _url) = ApiServer::start().await;
+    api.create(namespace("prod").label("team", "dns"));
+    api.create(namespace("default"));
+    api.create(svc("prod", "web").cluster_ip("10.0.0.10").cluster_ip("fd00::10").port("http", 80, "TCP").label("app", "web"));
+    api.create(svc("prod", "db").headless().port("pg", 5432, "TCP"));
+    api.create(svc("prod", "ext").external_name("Example.COM."));
+    api.create(
+        slice("prod", "db-abc12", "db")
+            .port("pg", 5432, "TCP")
+            .endpoint(ep(&["10.1.0.5"]).hostname("db-0").pod("db-0"))
+            .endpoint(ep(&["10.1.0.6"]).ready(false).pod("db-1")),
+    );
+    api.create(slice("prod", "web-xyz", "web")); // "endpoints": null
+    api.create(pod("prod", "db-0").ip("10.1.0.5"));
+    api.create(pod("prod", "job-done").ip("10.1.0.9").phase("Succeeded"));
+
+    let mut src = Source::start(&api, opts_all()).await;
+    let mut lists: BTreeMap<Kind, Vec<Object>> = BTreeMap::new();
+    while lists.len() < 4 {
+        if let ClusterEvent::Relist { kind, objects } =
+            src.expect("Relist", Duration::from_secs(5), |e| matches!(e, ClusterEvent::Relist { .. })).await
+        {
+            assert!(lists.insert(kind, objects).is_none(), "two Relists of {kind:?}");
+        }
+    }
+    assert_eq!(names(&lists[&Kind::Namespace]), set(&["/default", "/prod"]));
+    let Some(Object::Namespace(prod)) = lists[&Kind::Namespace].iter().find(|o| &*o.key().name == "prod") else { panic!() };
+    assert_eq!(prod.labels.get("team").map(String::as_str), Some("dns"));
+
+    let svcs = &lists[&Kind::Service];
+    assert_eq!(names(svcs), set(&["prod/db", "prod/ext", "prod/web"]));
+    let web = service(svcs, "prod", "web");
+    assert_eq!(web.kind, ServiceKind::ClusterIp(vec![ip("10.0.0.10"), ip("fd00::10")]));
+    assert_eq!((&*web.ports[0].name, web.ports[0].port), ("http", 80));
+    assert_eq!(web.labels.get("app").map(String::as_str), Some("web"));
+    assert_eq!(service(svcs, "prod", "db").kind, ServiceKind::Headless);
+    assert_eq!(service(svcs, "prod", "ext").kind, ServiceKind::ExternalName("example.com".into()));
+
+    let slices = &lists[&Kind::EndpointSlice];
+    assert_eq!(names(slices), set(&["prod/db-abc12", "prod/web-xyz"]));
+    let Some(Object::Slice(db)) = slices.iter().find(|o| &*o.key().name == "db-abc12") else { panic!() };
+    assert_eq!(db.service.as_deref(), Some("db"));
+    assert_eq!(db.endpoints.len(), 2);
+    assert_eq!(db.endpoints[0].hostname.as_deref(), Some("db-0"));
+    assert_eq!(db.endpoints[0].pod_name.as_deref(), Some("db-0"));
+    assert!(db.endpoints[0].ready && !db.endpoints[1].ready);
+
+    // Finished pods are not listed (field selector on status.phase, as CoreDNS does).
+    assert_eq!(names(&lists[&Kind::Pod]), set(&["prod/db-0"]));
+
+    // Nothing else happens on a healthy connection (bookmarks are not events).
+    let extra = src.quiet(Duration::from_millis(1200)).await;
+    assert!(extra.is_empty(), "unexpected events: {extra:#?}");
+
+    // What kube-rs asked for.
+    let reqs = api.requests();
+    let ns_list = reqs.iter().find(|r| r.path == "/api/v1/namespaces" && !r.is_watch()).expect("namespace list");
+    assert!(ns_list.accept.as_deref().unwrap_or("").contains("as=PartialObjectMetadataList"), "{ns_list:?}");
+    assert_eq!(ns_list.param("limit"), Some("500"));
+    let ns_watch = reqs.iter().find(|r| r.path == "/api/v1/namespaces" && r.is_watch()).expect("namespace watch");
+    assert!(ns_watch.accept.as_deref().unwrap_or("").contains("as=PartialObjectMetadata;"), "{ns_watch:?}");
+    let svc_watch = reqs.iter().find(|r| r.path == "/api/v1/services" && r.is_watch()).expect("service watch");
+    assert_eq!(svc_watch.param("allowWatchBookmarks"), Some("true"));
+    assert!(svc_watch.param("resourceVersion").is_some_and(|rv| rv != "0" && !rv.is_empty()));
+    assert!(reqs.iter().any(|r| r.path == "/apis/discovery.k8s.io/v1/endpointslices" && r.is_watch()));
+    let pod_list = reqs.iter().find(|r| r.path == "/api/v1/pods" && !r.is_watch()).expect("pod list");
+    assert_eq!(pod_list.param("fieldSelector"), Some("status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown"));
+    assert!(reqs.iter().all(|r| r.authorization.as_deref() == Some("Bearer test-token")), "token from the kubeconfig");
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_watch_events_apply_and_delete_every_kind() {
+    let (api, _url) = ApiServer::start().await;
+    let mut src = Source::start(&api, opts_all()).await;
+    src.synced(&ALL).await;
+
+    // Namespace: metadata only, labels follow.
+    let t = Instant::now();
+    api.create(namespace("team-a"));
+    src.expect("namespace Apply", FAST, |e| is_apply_of(e, Kind::Namespace, "", "team-a")).await;
+    let latency = t.elapsed();
+    api.update(namespace("team-a").label("env", "prod"));
+    let ev = src.expect("namespace relabel", FAST, |e| is_apply_of(e, Kind::Namespace, "", "team-a")).await;
+    let ClusterEvent::Apply { object: Object::Namespace(ns), .. } = ev else { panic!() };
+    assert_eq!(ns.labels.get("env").map(String::as_str), Some("prod"));
+
+    // Service: creation carries creationTimestamp, an update does not.
+    let before = SystemTime::now() - Duration::from_secs(2);
+    api.create(svc("team-a", "web").cluster_ip("10.0.0.20").port("http", 80, "TCP"));
+    let ev = src.expect("service Apply", FAST, |e| is_apply_of(e, Kind::Service, "team-a", "web")).await;
+    let ClusterEvent::Apply { changed_at, .. } = ev else { panic!() };
+    let created = changed_at.expect("a new service carries its creationTimestamp");
+    assert!(created >= before && created <= SystemTime::now(), "{created:?}");
+    api.update(svc("team-a", "web").cluster_ip("10.0.0.20").port("http", 80, "TCP").port("dns", 53, "UDP"));
+    let ev = src.expect("service update", FAST, |e| is_apply_of(e, Kind::Service, "team-a", "web")).await;
+    let ClusterEvent::Apply { object: Object::Service(s), changed_at } = ev else { panic!() };
+    assert_eq!(s.ports.len(), 2);
+    assert_eq!(changed_at, None, "an update is not a creation");
+
+    // EndpointSlice: changed_at from last-change-trigger-time.
+    api.create(
+        slice("team-a", "web-1", "web").port("http", 80, "TCP").endpoint(ep(&["10.1.0.20"])).trigger_time("2024-05-06T07:08:09.250Z"),
+    );
+    let ev = src.expect("slice Apply", FAST, |e| is_apply_of(e, Kind::EndpointSlice, "team-a", "web-1")).await;
+    let ClusterEvent::Apply { object: Object::Slice(sl), changed_at } = ev else { panic!() };
+    assert_eq!(sl.endpoints[0].addresses, vec![ip("10.1.0.20")]);
+    let want = k8s_openapi::jiff::Timestamp::from_millisecond(1_714_979_289_250).unwrap();
+    assert_eq!(changed_at, Some(SystemTime::from(want)));
+    api.update(slice("team-a", "web-1", "web").port("http", 80, "TCP").endpoint(ep(&["10.1.0.20"])).endpoint(ep(&["10.1.0.21"])));
+    let ev = src.expect("slice update", FAST, |e| is_apply_of(e, Kind::EndpointSlice, "team-a", "web-1")).await;
+    let ClusterEvent::Apply { object: Object::Slice(sl), changed_at } = ev else { panic!() };
+    assert_eq!(sl.endpoints.len(), 2);
+    assert_eq!(changed_at, None);
+
+    // Pod: IPs; leaving the Running phases removes it (the API server sends DELETED through
+    // the field selector).
+    api.create(pod("team-a", "web-0").ip("10.1.0.20"));
+    let ev = src.expect("pod Apply", FAST, |e| is_apply_of(e, Kind::Pod, "team-a", "web-0")).await;
+    let ClusterEvent::Apply { object: Object::Pod(p), .. } = ev else { panic!() };
+    assert_eq!(p.ips, vec![ip("10.1.0.20")]);
+    api.update(pod("team-a", "web-0").ip("10.1.0.20").phase("Succeeded"));
+    src.expect("pod Delete on Succeeded", FAST, |e| is_delete_of(e, Kind::Pod, "team-a", "web-0")).await;
+
+    // Deletions.
+    api.delete(slice("team-a", "web-1", "web"));
+    src.expect("slice Delete", FAST, |e| is_delete_of(e, Kind::EndpointSlice, "team-a", "web-1")).await;
+    api.delete(svc("team-a", "web"));
+    src.expect("service Delete", FAST, |e| is_delete_of(e, Kind::Service, "team-a", "web")).await;
+    api.delete_named("Namespace", "", "team-a");
+    src.expect("namespace Delete", FAST, |e| is_delete_of(e, Kind::Namespace, "", "team-a")).await;
+
+    assert!(src.model.is_empty(), "{:#?}", src.model);
+    assert!(!src.seen.iter().any(|e| matches!(e, ClusterEvent::WatchRestart { .. })), "{:#?}", src.seen);
+    assert!(latency < Duration::from_millis(200), "a change took {latency:?} to arrive");
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_expired_history_relists_and_drops_gap_deletions() {
+    let (api, _url) = ApiServer::start().await;
+    api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
+    api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
+    api.create(slice("prod", "a-1", "a").endpoint(ep(&["10.1.0.1"])));
+    let mut src = Source::start(&api, KubeSourceOptions { watch_pods: false, ..opts_all() }).await;
+    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice]).await;
+    let restarts_before = src.seen.iter().filter(|e| matches!(e, ClusterEvent::WatchRestart { .. })).count();
+
+    // The source stops hearing anything; meanwhile things change and the history is compacted.
+    api.partition_watches();
+    api.delete(svc("prod", "a"));
+    api.delete(slice("prod", "a-1", "a"));
+    api.create(svc("prod", "c").cluster_ip("10.0.0.3"));
+    api.update(svc("prod", "b").cluster_ip("10.0.0.22"));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(src.quiet(Duration::from_millis(200)).await.is_empty(), "the partition leaked events");
+    api.expire_history();
+    let t = Instant::now();
+    api.drop_all_watches();
+
+    // kube-rs resumes from its old resourceVersion, gets 410 Gone, and relists.
+    src.expect("WatchRestart of Service", Duration::from_secs(3), |e| matches!(e, ClusterEvent::WatchRestart { kind: Kind::Service })).await;
+    let svcs = src.expect_relist(Kind::Service, Duration::from_secs(3)).await;
+    let relist_after = t.elapsed();
+    assert_eq!(names(&svcs), set(&["prod/b", "prod/c"]), "the relist drops the service deleted during the gap");
+    assert_eq!(service(&svcs, "prod", "b").kind, ServiceKind::ClusterIp(vec![ip("10.0.0.22")]));
+    let slices = src.expect_relist(Kind::EndpointSlice, Duration::from_secs(3)).await;
+    assert!(slices.is_empty(), "{slices:#?}");
+    assert!(relist_after < Duration::from_millis(700), "relist took {relist_after:?}: the first retry after 410 should be immediate");
+    assert!(src.seen.iter().filter(|e| matches!(e, ClusterEvent::WatchRestart { .. })).count() > restarts_before);
+
+    // The new watch works.
+    api.create(svc("prod", "d").cluster_ip("10.0.0.4"));
+    src.expect("Apply after the relist", FAST, |e| is_apply_of(e, Kind::Service, "prod", "d")).await;
+    assert_eq!(src.names(Kind::Service), set(&["prod/b", "prod/c", "prod/d"]));
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_dropped_watch_resumes_without_relist() {
+    let (api, _url) = ApiServer::start().await;
+    api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
+    let mut src = Source::start(&api, KubeSourceOptions { watch_pods: false, ..opts_all() }).await;
+    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice]).await;
+
+    for i in 0..3 {
+        api.drop_all_watches();
+        let name = format!("n{i}");
+        api.create(svc("prod", &name).cluster_ip(&format!("10.0.1.{i}")));
+        src.expect("Apply after a dropped watch", Duration::from_secs(2), |e| is_apply_of(e, Kind::Service, "prod", &name)).await;
+    }
+    api.delete(svc("prod", "a"));
+    src.expect("Delete", FAST, |e| is_delete_of(e, Kind::Service, "prod", "a")).await;
+    let extra = src.quiet(Duration::from_millis(300)).await;
+    assert!(extra.is_empty(), "{extra:#?}");
+    let relists = src.seen.iter().filter(|e| matches!(e, ClusterEvent::Relist { .. })).count();
+    assert_eq!(relists, 3, "a dropped watch resumes from its resourceVersion, no relist: {:#?}", src.seen);
+    assert_eq!(src.names(Kind::Service), set(&["prod/n0", "prod/n1", "prod/n2"]));
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_watch_timeouts_resume_cleanly() {
+    let (api, _url) = ApiServer::start().await;
+    api.set_max_watch_duration(Some(Duration::from_millis(200)));
+    api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
+    let mut src = Source::start(&api, KubeSourceOptions { watch_pods: false, watch_endpoints: false, ..opts_all() }).await;
+    src.synced(&[Kind::Namespace, Kind::Service]).await;
+    let extra = src.quiet(Duration::from_millis(900)).await;
+    assert!(extra.is_empty(), "a watch that ends at its timeout resumes silently: {extra:#?}");
+    api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
+    src.expect("Apply", FAST, |e| is_apply_of(e, Kind::Service, "prod", "b")).await;
+    let watches: Vec<_> = api.requests().into_iter().filter(|r| r.path == "/api/v1/services" && r.is_watch()).collect();
+    assert!(watches.len() >= 3, "{watches:#?}");
+    assert!(watches.iter().all(|w| w.param("resourceVersion").is_some_and(|rv| rv.parse::<u64>().is_ok())));
+    let lists = api.requests().into_iter().filter(|r| r.path == "/api/v1/services" && !r.is_watch()).count();
+    assert_eq!(lists, 1);
+    src.stop().await;
+}
+
+/// The API server goes away: nothing but WatchRestart is emitted (the last snapshot keeps
+/// serving); changes made meanwhile arrive once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_api_outage_keeps_state_and_converges() {
+    let (api, _url) = ApiServer::start().await;
+    api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
+    api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
+    api.create(slice("prod", "a-1", "a").endpoint(ep(&["10.1.0.1"])));
+    let mut src = Source::start(&api, KubeSourceOptions { watch_pods: false, ..opts_all() }).await;
+    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice]).await;
+
+    api.stop().await;
+    api.delete(svc("prod", "a"));
+    api.create(svc("prod", "c").cluster_ip("10.0.0.3"));
+    api.update(svc("prod", "b").cluster_ip("10.0.0.22"));
+    let during = src.quiet(Duration::from_millis(1000)).await;
+    assert!(during.iter().all(|e| matches!(e, ClusterEvent::WatchRestart { .. })), "only WatchRestart while the API is away: {during:#?}");
+    assert!(!during.is_empty(), "the outage is reported as WatchRestart");
+    assert_eq!(src.names(Kind::Service), set(&["prod/a", "prod/b"]));
+
+    api.restart().await;
+    let t = Instant::now();
+    src.converge("the changes made during the outage", Duration::from_secs(7), |m| {
+        let svcs: BTreeSet<&str> = m.keys().filter(|k| k.kind == Kind::Service).map(|k| &*k.name).collect();
+        let b_updated = matches!(m.get(&key(Kind::Service, "prod", "b")), Some(Object::Service(s)) if s.kind == ServiceKind::ClusterIp(vec![ip("10.0.0.22")]));
+        svcs == BTreeSet::from(["b", "c"]) && b_updated
+    })
+    .await;
+    eprintln!("converged {:?} after the restart", t.elapsed());
+    assert!(src.model.contains_key(&key(Kind::EndpointSlice, "prod", "a-1")));
+
+    api.create(svc("prod", "d").cluster_ip("10.0.0.4"));
+    src.expect("Apply after the outage", FAST, |e| is_apply_of(e, Kind::Service, "prod", "d")).await;
+    src.stop().await;
+}
+
+/// An outage long enough for the history to be compacted: the source relists when the API is
+/// back, and deletions made meanwhile disappear.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_api_outage_with_compaction_relists() {
+    let (api, _url) = ApiServer::start().await;
+    api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
+    api.create(slice("prod", "a-1", "a").endpoint(ep(&["10.1.0.1"])));
+    let mut src = Source::start(&api, KubeSourceOptions { watch_pods: false, ..opts_all() }).await;
+    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice]).await;
+    let relists_before = src.seen.iter().filter(|e| matches!(e, ClusterEvent::Relist { .. })).count();
+
+    api.stop().await;
+    api.delete(svc("prod", "a"));
+    api.delete(slice("prod", "a-1", "a"));
+    api.create(svc("prod", "z").cluster_ip("10.0.0.26"));
+    api.expire_history();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    api.restart().await;
+
+    src.converge("the relisted cluster", Duration::from_secs(7), |m| {
+        let svcs: BTreeSet<&str> = m.keys().filter(|k| k.kind == Kind::Service).map(|k| &*k.name).collect();
+        svcs == BTreeSet::from(["z"]) && !m.keys().any(|k| k.kind == Kind::EndpointSlice)
+    })
+    .await;
+    let relists = src.seen.iter().filter(|e| matches!(e, ClusterEvent::Relist { .. })).count();
+    assert!(relists > relists_before, "deletions during a compacted gap come from a relist");
+    assert!(
+        !src.seen.iter().any(|e| matches!(e, ClusterEvent::Delete { .. })),
+        "no watch event could have told about the deletions: {:#?}",
+        src.seen
+    );
+    src.stop().await;
+}
+
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
+    type Writer = LogBuf;
+    fn make_writer(&'a self) -> LogBuf {
+        self.clone()
+    }
+}
+
+impl LogBuf {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+/// Bad objects are skipped with a warning naming them; everything else keeps flowing. (A
+/// current-thread runtime, so the thread-local log capture sees the source's tasks.)
+#[tokio::test]
+async fn kube_bad_objects_are_skipped_and_logged() {
+    let logs = LogBuf::default();
+    let subscriber = tracing_subscriber::fmt().with_writer(logs.clone()).with_ansi(false).with_max_level(tracing::Level::WARN).finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let (api, _url) = ApiServer::start().await;
+    api.create(svc("prod", "good").cluster_ip("10.0.0.1"));
+    api.create(svc("prod", "bad-ip").cluster_ip("not-an-ip"));
+    api.create(svc("prod", "bad-proto").cluster_ip("10.0.0.2").port("x", 80, "QUIC"));
+    api.create(slice("prod", "bad-ep", "good").endpoint(ep(&["10.1.0.300"])));
+    api.create(slice("prod", "good-ep", "good").endpoint(ep(&["10.1.0.3"])));
+    api.create(pod("prod", "bad-pod").ip("10.1.0.1.1"));
+    api.create(pod("prod", "good-pod").ip("10.1.0.4"));
+
+    let mut src = Source::start(&api, opts_all()).await;
+    src.synced(&ALL).await;
+    assert_eq!(src.names(Kind::Service), set(&["prod/good"]));
+    assert_eq!(src.names(Kind::EndpointSlice), set(&["prod/good-ep"]));
+    assert_eq!(src.names(Kind::Pod), set(&["prod/good-pod"]));
+    let text = logs.text();
+    for needle in ["Service prod/bad-ip", "not-an-ip", "Service prod/bad-proto", "QUIC", "EndpointSlice prod/bad-ep", "Pod prod/bad-pod"] {
+        assert!(text.contains(needle), "no {needle:?} in the log:\n{text}");
+    }
+
+    // On the watch: a bad new object is skipped, the next good one arrives.
+    api.create(svc("prod", "bad-2").external_name("bad..name"));
+    api.create(svc("prod", "good-2").cluster_ip("10.0.0.5"));
+    src.expect("the good service after a bad one", FAST, |e| is_apply_of(e, Kind::Service, "prod", "good-2")).await;
+    assert!(!src.seen.iter().any(|e| is_apply_of(e, Kind::Service, "prod", "bad-2")));
+    assert!(logs.text().contains("Service prod/bad-2"), "{}", logs.text());
+
+    // A good object turned bad is removed (as a relist would), and comes back when fixed.
+    api.update(svc("prod", "good").cluster_ip("10.0.0.999"));
+    src.expect("Delete of the object turned bad", FAST, |e| is_delete_of(e, Kind::Service, "prod", "good")).await;
+    api.update(svc("prod", "good").cluster_ip("10.0.0.9"));
+    src.expect("Apply of the fixed object", FAST, |e| is_apply_of(e, Kind::Service, "prod", "good")).await;
+    assert_eq!(src.names(Kind::Service), set(&["prod/good", "prod/good-2"]));
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_service_label_selector_is_honored() {
+    let (api, _url) = ApiServer::start().await;
+    api.create(svc("prod", "in").cluster_ip("10.0.0.1").label("expose", "yes"));
+    api.create(svc("prod", "out").cluster_ip("10.0.0.2"));
+    api.create(svc("prod", "other").cluster_ip("10.0.0.3").label("expose", "no"));
+    let opts = KubeSourceOptions { service_label_selector: Some("expose in (yes, true)".into()), watch_pods: false, ..opts_all() };
+    let mut src = Source::start(&api, opts).await;
+    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice]).await;
+    assert_eq!(src.names(Kind::Service), set(&["prod/in"]));
+
+    let reqs = api.requests();
+    for r in reqs.iter().filter(|r| r.path == "/api/v1/services") {
+        assert_eq!(r.param("labelSelector"), Some("expose in (yes, true)"), "{r:?}");
+    }
+    assert!(reqs.iter().filter(|r| r.path != "/api/v1/services").all(|r| r.param("labelSelector").is_none()));
+
+    api.create(svc("prod", "out-2").cluster_ip("10.0.0.4"));
+    api.create(svc("prod", "in-2").cluster_ip("10.0.0.5").label("expose", "true"));
+    src.expect("Apply of a matching service", FAST, |e| is_apply_of(e, Kind::Service, "prod", "in-2")).await;
+    // Leaving the selector is a deletion, entering it an addition.
+    api.update(svc("prod", "in").cluster_ip("10.0.0.1").label("expose", "no"));
+    src.expect("Delete of a service leaving the selector", FAST, |e| is_delete_of(e, Kind::Service, "prod", "in")).await;
+    api.update(svc("prod", "out").cluster_ip("10.0.0.2").label("expose", "yes"));
+    src.expect("Apply of a service entering the selector", FAST, |e| is_apply_of(e, Kind::Service, "prod", "out")).await;
+    src.quiet(Duration::from_millis(200)).await;
+    assert_eq!(src.names(Kind::Service), set(&["prod/in-2", "prod/out"]));
+    assert!(!src.seen.iter().any(|e| is_apply_of(e, Kind::Service, "prod", "out-2")));
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_paginated_list_is_complete() {
+    let (api, _url) = ApiServer::start().await;
+    for i in 0..1203 {
+        api.create(svc(&format!("ns{}", i % 7), &format!("svc-{i:04}")).cluster_ip(&format!("10.0.{}.{}", i / 250, i % 250)));
+    }
+    let mut src = Source::start(&api, KubeSourceOptions { watch_pods: false, watch_endpoints: false, ..opts_all() }).await;
+    let svcs = src.expect_relist(Kind::Service, Duration::from_secs(8)).await;
+    assert_eq!(svcs.len(), 1203);
+    let lists: Vec<_> = api.requests().into_iter().filter(|r| r.path == "/api/v1/services" && !r.is_watch()).collect();
+    assert_eq!(lists.len(), 3, "{lists:#?}");
+    assert_eq!(lists.iter().filter(|r| r.param("continue").is_some()).count(), 2);
+    src.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_missing_kubeconfig_is_an_error() {
+    let (tx, _rx) = mpsc::unbounded_channel();
+    let (_stop, stop_rx) = watch::channel(false);
+    let opts = KubeSourceOptions { kubeconfig: Some("/nonexistent/kubeconfig".into()), ..opts_all() };
+    let err = run(opts, tx, stop_rx).await.expect_err("no kubeconfig");
+    assert!(matches!(err, SourceError::Kube(ref m) if m.contains("/nonexistent/kubeconfig")), "{err}");
+}
+
+/// The test API server itself, through kube-rs with the full k8s-openapi types: pagination from
+/// a consistent snapshot, exact resourceVersion lists, 410 for compacted history, metadata lists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kube_apiserver_speaks_the_list_watch_protocol() {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::{Namespace, Service};
+    use kube::api::{Api, ListParams, VersionMatch, WatchEvent, WatchParams};
+    use kube::core::PartialObjectMeta;
+
+    let (api, _url) = ApiServer::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let kc = kube::config::Kubeconfig::read_from(api.write_kubeconfig(dir.path())).unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let client = kube::Client::try_from(cfg).unwrap();
+    let svcs: Api<Service> = Api::all(client.clone());
+
+    for n in ["a", "b", "c", "d", "e"] {
+        api.create(svc("prod", n).cluster_ip("10.0.0.1"));
+    }
+    let rv_after_create = api.resource_version();
+
+    // Pages come from one snapshot: a change between pages is not in the list.
+    let page1 = svcs.list(&ListParams::default().limit(2)).await.unwrap();
+    assert_eq!(page1.items.len(), 2);
+    let token = page1.metadata.continue_.clone().expect("continue token");
+    assert_eq!(page1.metadata.remaining_item_count, Some(3));
+    api.delete(svc("prod", "e"));
+    api.create(svc("prod", "f").cluster_ip("10.0.0.1"));
+    let page2 = svcs.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
+    let page3 = svcs.list(&ListParams::default().limit(2).continue_token(page2.metadata.continue_.as_deref().unwrap())).await.unwrap();
+    let all: Vec<String> = page1.items.iter().chain(&page2.items).chain(&page3.items).map(|s| s.metadata.name.clone().unwrap()).collect();
+    assert_eq!(all, ["a", "b", "c", "d", "e"]);
+    assert!(page3.metadata.continue_.is_none());
+    assert_eq!(page3.metadata.resource_version, Some(rv_after_create.to_string()));
+
+    // Exact resourceVersion: the state then; a plain list: the state now.
+    let exact = ListParams::default().at(&rv_after_create.to_string()).matching(VersionMatch::Exact);
+    assert_eq!(svcs.list(&exact).await.unwrap().items.len(), 5);
+    let now: Vec<String> = svcs.list(&ListParams::default()).await.unwrap().items.into_iter().map(|s| s.metadata.name.unwrap()).collect();
+    assert_eq!(now, ["a", "b", "c", "d", "f"]);
+
+    // A watch from an old resourceVersion replays history.
+    let mut w = svcs.watch(&WatchParams::default(), &rv_after_create.to_string()).await.unwrap().boxed();
+    match w.next().await {
+        Some(Ok(WatchEvent::Deleted(s))) => assert_eq!(s.metadata.name.as_deref(), Some("e")),
+        other => panic!("{other:?}"),
+    }
+    match w.next().await {
+        Some(Ok(WatchEvent::Added(s))) => assert_eq!(s.metadata.name.as_deref(), Some("f")),
+        other => panic!("{other:?}"),
+    }
+    api.bookmark_now();
+    match w.next().await {
+        Some(Ok(WatchEvent::Bookmark(b))) => assert_eq!(b.metadata.resource_version, api.resource_version().to_string()),
+        other => panic!("{other:?}"),
+    }
+
+    // Compaction: old watches and continue tokens get 410 Expired.
+    api.expire_history();
+    let mut w = svcs.watch(&WatchParams::default(), &rv_after_create.to_string()).await.unwrap().boxed();
+    match w.next().await {
+        Some(Ok(WatchEvent::Error(status))) => assert_eq!((status.code, status.reason.as_str()), (410, "Expired")),
+        other => panic!("{other:?}"),
+    }
+    assert!(w.next().await.is_none(), "the stream ends after the error");
+    match svcs.list(&ListParams::default().limit(2).continue_token(&token)).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 410),
+        other => panic!("{other:?}"),
+    }
+
+    // Metadata-only lists and label selectors.
+    api.create(namespace("prod").label("team", "dns"));
+    api.create(namespace("dev"));
+    let nss: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
+    let list = nss.list(&ListParams::default().labels("team=dns")).await.unwrap();
+    assert_eq!(list.items.len(), 1);
+    assert_eq!(list.items[0].metadata.name.as_deref(), Some("prod"));
+    assert_eq!(list.types.kind, "PartialObjectMetadataList");
+
+    // Single objects.
+    let one = Api::<Service>::namespaced(client.clone(), "prod").get("a").await.unwrap();
+    assert_eq!(one.spec.unwrap().cluster_ip.as_deref(), Some("10.0.0.1"));
+    assert!(Api::<Service>::namespaced(client, "prod").get_opt("zzz").await.unwrap().is_none());
+}
