@@ -17,8 +17,18 @@ have jq        || need+=(jq)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "installing: ${need[*]}" >&2
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null
+  # Never let the packages start their system services (knot/unbound would take port 53,
+  # prometheus 9090): the tests start their own on loopback ports.
+  guard=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' | $sudo tee /usr/sbin/policy-rc.d >/dev/null
+    $sudo chmod +x /usr/sbin/policy-rc.d; guard=1
+  fi
+  rc=0
+  { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq \
+      --no-install-recommends $(printf '%s\n' "${need[@]}" | sort -u) >/dev/null; } || rc=$?
+  [ "$guard" = 1 ] && $sudo rm -f /usr/sbin/policy-rc.d
+  [ "$rc" = 0 ] || { echo "install-test-deps: apt-get failed" >&2; exit 1; }
 fi
 # Debian starts these daemons on install; the tests start their own on loopback ports.
 for svc in knot unbound prometheus; do

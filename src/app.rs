@@ -148,11 +148,17 @@ pub async fn run_dns(cfg: &Config, engine: Arc<Engine>, sockets: Vec<(SocketAddr
     let handler = crate::server::tcp::HickoryHandler { engine: engine.clone() };
     let mut server = hickory_server::Server::new(handler);
     let inflight = Arc::new(udp::InFlight::default());
+    let udp_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
-    for (_, socks, tcp) in sockets {
-        for s in socks {
+    for (addr, socks, tcp) in sockets {
+        for (i, s) in socks.into_iter().enumerate() {
             if cfg.server.udp_fast_path {
-                workers.push(tokio::spawn(udp::worker(s, engine.clone(), stop.clone(), inflight.clone())));
+                let (engine, stop, inflight, rt) = (engine.clone(), udp_stop.clone(), inflight.clone(), tokio::runtime::Handle::current());
+                let t = std::thread::Builder::new()
+                    .name(format!("udp-{}-{i}", addr.port()))
+                    .spawn(move || udp::worker(s, engine, stop, inflight, rt))
+                    .map_err(|e| Error::Other(format!("cannot start a UDP worker: {e}")))?;
+                workers.push(t);
             } else {
                 let s = tokio::net::UdpSocket::from_std(s).map_err(|e| Error::Other(e.to_string()))?;
                 server.register_socket(s);
@@ -166,9 +172,13 @@ pub async fn run_dns(cfg: &Config, engine: Arc<Engine>, sockets: Vec<(SocketAddr
             break;
         }
     }
-    for w in workers {
-        let _ = w.await;
-    }
+    udp_stop.store(true, std::sync::atomic::Ordering::Release);
+    let _ = tokio::task::spawn_blocking(move || {
+        for w in workers {
+            let _ = w.join();
+        }
+    })
+    .await;
     // In-flight forwarded UDP queries get their answers (bounded by the forward timeout).
     let deadline = tokio::time::Instant::now() + cfg.forward.timeout * 2;
     while inflight.count() > 0 && tokio::time::Instant::now() < deadline {

@@ -33,6 +33,8 @@ pub mod ops;
 pub mod resolve;
 pub mod server;
 pub mod source;
+#[doc(hidden)]
+pub mod testkit;
 pub mod wire;
 pub mod zone;
 

@@ -127,6 +127,20 @@ impl Query {
         Some(q)
     }
 
+    /// The question of a message (query or reply), ignoring the QR bit and everything after
+    /// the question: for the query log, which reads names off replies.
+    pub fn parse_question_only(msg: &[u8]) -> Result<Query, ParseError> {
+        if msg.len() < HEADER_LEN {
+            return Err(ParseError::Drop);
+        }
+        let mut m = msg[..].to_vec();
+        m[2] &= 0x7F;
+        m[4] = 0;
+        m[5] = 1;
+        m[6..12].fill(0);
+        Query::parse(&m)
+    }
+
     /// Parse a query message. Handles compression pointers in the question (legal, if odd),
     /// and a single OPT in the additional section; anything else after the question is
     /// skipped over without interpretation.
@@ -356,6 +370,9 @@ pub struct Writer<'a> {
     /// Offset in the message where the zone suffix of the question name starts, when the
     /// question is inside a served zone: records point there so the zone keeps the query's case.
     zone_off: Option<u16>,
+    /// Offset of the owner name of the records being written: the question (12), or the
+    /// target of a CNAME being chased.
+    owner_at: u16,
 }
 
 /// Sections, in order.
@@ -383,6 +400,7 @@ impl<'a> Writer<'a> {
             truncated: false,
             qname_len: q.qname_len as usize,
             zone_off: None,
+            owner_at: HEADER_LEN as u16,
         }
     }
 
@@ -432,10 +450,21 @@ impl<'a> Writer<'a> {
         true
     }
 
-    /// Owner = the question name (compression pointer to offset 12).
+    /// Owner = the question name (compression pointer to offset 12), or the name set by
+    /// [`Writer::set_owner`].
     #[inline]
     pub fn owner_qname(&mut self) {
-        self.buf.extend_from_slice(&[0xC0, 0x0C]);
+        self.buf.extend_from_slice(&(0xC000 | self.owner_at).to_be_bytes());
+    }
+
+    /// Make records owned by the name at `at` (a CNAME target written earlier).
+    pub fn set_owner(&mut self, at: usize) {
+        self.owner_at = at as u16;
+    }
+
+    /// The bytes written so far.
+    pub fn written(&self) -> &[u8] {
+        self.buf
     }
 
     /// A name made of `labels` (wire, no root) followed by the zone (pointer to the question's

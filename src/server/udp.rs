@@ -1,23 +1,34 @@
-//! clusterdns's own UDP loop: one `SO_REUSEPORT` socket per worker, so the kernel spreads
-//! clients across workers and a reply leaves from the worker that received the query — no
-//! cross-thread hop. Answers from the snapshot (and cache hits) are written into one reused
-//! buffer and sent at once: no task, no allocation per query. Only queries that wait for an
-//! upstream become tasks.
+//! clusterdns's own UDP loop: one `SO_REUSEPORT` socket per worker thread, so the kernel
+//! spreads clients across workers and a reply leaves from the thread that received the query —
+//! no cross-thread hop, no async runtime in between. Each wake-up takes a batch of datagrams
+//! with one `recvmmsg` and sends the batch's replies with one `sendmmsg`. Answers from the
+//! snapshot (and hosts/cache hits) are written into per-slot buffers that live as long as the
+//! worker: no task and no allocation per query. Only queries that wait for an upstream become
+//! tasks on the tokio runtime; their replies are sent from there.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::io;
+use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
-use tokio::net::UdpSocket;
-use tokio::sync::watch;
 
+use super::handler::forwarded_facts;
 use super::{Engine, Local};
 use crate::ops::metrics::Proto;
 
+/// Datagrams taken per `recvmmsg`.
+const BATCH: usize = 32;
+/// Largest datagram read (a DNS query over UDP with EDNS is far smaller; anything longer is
+/// truncated by the kernel and then fails to parse).
+const DGRAM: usize = 4096;
+/// How often a blocked worker wakes to look at the stop flag.
+const STOP_POLL: Duration = Duration::from_millis(100);
+
 /// Create a UDP socket bound to `addr` with `SO_REUSEPORT`, so several can share the port.
-pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
     s.set_reuse_port(true)?;
     s.set_reuse_address(true)?;
@@ -26,13 +37,13 @@ pub fn bind_reuseport(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> 
     }
     // A deeper receive queue absorbs bursts (the kernel caps it at rmem_max).
     let _ = s.set_recv_buffer_size(4 << 20);
-    s.set_nonblocking(true)?;
+    let _ = s.set_send_buffer_size(4 << 20);
     s.bind(&addr.into())?;
     Ok(s.into())
 }
 
 /// Bind `workers` sockets on `addr` (port 0 picks one port for all of them).
-pub fn bind_workers(addr: SocketAddr, workers: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+pub fn bind_workers(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::UdpSocket>> {
     let first = bind_reuseport(addr)?;
     let actual = first.local_addr()?;
     let mut v = vec![first];
@@ -52,62 +63,170 @@ impl InFlight {
     }
 }
 
-/// Run one worker until `stop` turns true; then return (forwarded queries still in flight
-/// finish in their own tasks and are counted in `inflight`).
-pub async fn worker(sock: std::net::UdpSocket, engine: Arc<Engine>, mut stop: watch::Receiver<bool>, inflight: Arc<InFlight>) {
-    let sock = match UdpSocket::from_std(sock) {
-        Ok(s) => Arc::new(s),
-        Err(e) => {
-            tracing::error!(error = %e, "udp socket");
-            return;
-        }
-    };
-    let mut buf = vec![0u8; 65535];
-    let mut out = Vec::with_capacity(4096);
-    loop {
-        let (len, src) = tokio::select! {
-            biased;
-            r = sock.recv_from(&mut buf) => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    // ICMP port-unreachable from an earlier reply surfaces here on Linux:
-                    // nothing to do but go on.
-                    tracing::debug!(error = %e, "udp recv");
-                    continue;
-                }
-            },
-            _ = stop.changed() => {
-                if *stop.borrow() { return; }
+/// Run one worker on the calling thread until `stop` is set. Queries received before the stop
+/// are answered; forwarded ones finish on the runtime (counted in `inflight`).
+pub fn worker(sock: std::net::UdpSocket, engine: Arc<Engine>, stop: Arc<AtomicBool>, inflight: Arc<InFlight>, rt: tokio::runtime::Handle) {
+    if let Err(e) = sock.set_nonblocking(false).and_then(|_| sock.set_read_timeout(Some(STOP_POLL))) {
+        tracing::error!(error = %e, "udp socket setup");
+        return;
+    }
+    let sock = Arc::new(sock);
+    let mut batch = Batch::new();
+    while !stop.load(Ordering::Acquire) {
+        let n = match batch.recv(&sock) {
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+            Err(e) => {
+                // ICMP errors from earlier replies surface here on Linux: go on.
+                tracing::debug!(error = %e, "udp recv");
                 continue;
             }
         };
         let start = Instant::now();
-        let msg = &buf[..len];
-        match engine.answer_local(msg, Proto::Udp, &mut out) {
-            Local::Reply(source) => {
-                if let Err(e) = sock.try_send_to(&out, src) {
-                    if e.kind() == std::io::ErrorKind::WouldBlock {
-                        let _ = sock.send_to(&out, src).await;
-                    } else {
-                        tracing::debug!(error = %e, "udp send");
-                    }
+        let mut replies = 0;
+        for i in 0..n {
+            let (msg, src, out) = batch.slot(i);
+            match engine.answer_local(msg, Proto::Udp, out) {
+                Local::Reply(f) => {
+                    engine.observe(&f, msg.len(), out, Proto::Udp, src, start);
+                    batch.mark_reply(i);
+                    replies += 1;
                 }
-                engine.observe(msg, &out, Proto::Udp, src, source, start);
-            }
-            Local::Drop => {}
-            Local::Forward(q) => {
-                let msg = msg.to_vec();
-                let engine = engine.clone();
-                let sock = sock.clone();
-                let inflight = inflight.clone();
-                inflight.0.fetch_add(1, Ordering::AcqRel);
-                tokio::spawn(async move {
-                    let (reply, source) = engine.forward(&msg, &q, Proto::Udp).await;
-                    let _ = sock.send_to(&reply, src).await;
-                    engine.observe(&msg, &reply, Proto::Udp, src, source, start);
-                    inflight.0.fetch_sub(1, Ordering::AcqRel);
-                });
+                Local::Drop => {}
+                Local::Forward(q) => {
+                    let msg = msg.to_vec();
+                    let engine = engine.clone();
+                    let sock = sock.clone();
+                    let inflight = inflight.clone();
+                    inflight.0.fetch_add(1, Ordering::AcqRel);
+                    rt.spawn(async move {
+                        let (reply, source) = engine.forward(&msg, &q, Proto::Udp).await;
+                        if let Err(e) = sock.send_to(&reply, src) {
+                            tracing::debug!(error = %e, "udp send");
+                        }
+                        let f = forwarded_facts(&q, source, &reply);
+                        engine.observe(&f, msg.len(), &reply, Proto::Udp, src, start);
+                        inflight.0.fetch_sub(1, Ordering::AcqRel);
+                    });
+                }
             }
         }
+        if replies > 0 {
+            batch.send(&sock, n);
+        }
+    }
+}
+
+/// The buffers of one worker: `BATCH` receive slots with their source addresses, and a reply
+/// buffer per slot.
+struct Batch {
+    bufs: Vec<[u8; DGRAM]>,
+    lens: [usize; BATCH],
+    addrs: Vec<libc::sockaddr_storage>,
+    addr_lens: [libc::socklen_t; BATCH],
+    outs: Vec<Vec<u8>>,
+    reply: [bool; BATCH],
+}
+
+impl Batch {
+    fn new() -> Self {
+        Batch {
+            bufs: vec![[0u8; DGRAM]; BATCH],
+            lens: [0; BATCH],
+            // SAFETY: an all-zero sockaddr_storage is a valid (unspecified) address.
+            addrs: vec![unsafe { std::mem::zeroed() }; BATCH],
+            addr_lens: [0; BATCH],
+            outs: (0..BATCH).map(|_| Vec::with_capacity(1232)).collect(),
+            reply: [false; BATCH],
+        }
+    }
+
+    /// One `recvmmsg`: blocks for the first datagram (up to the socket's read timeout), then
+    /// takes whatever else is already queued (MSG_WAITFORONE).
+    fn recv(&mut self, sock: &std::net::UdpSocket) -> io::Result<usize> {
+        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        for i in 0..BATCH {
+            iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: DGRAM };
+            hdrs[i].msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: every header points at live buffers of the stated sizes owned by `self`
+        // and the local `iovs`, which outlive the call.
+        let n = unsafe {
+            libc::recvmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let n = n as usize;
+        for i in 0..n {
+            self.lens[i] = hdrs[i].msg_len as usize;
+            self.addr_lens[i] = hdrs[i].msg_hdr.msg_namelen;
+            self.reply[i] = false;
+        }
+        Ok(n)
+    }
+
+    fn slot(&mut self, i: usize) -> (&[u8], SocketAddr, &mut Vec<u8>) {
+        let src = sockaddr_to_std(&self.addrs[i]).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        (&self.bufs[i][..self.lens[i]], src, &mut self.outs[i])
+    }
+
+    fn mark_reply(&mut self, i: usize) {
+        self.reply[i] = true;
+    }
+
+    /// One `sendmmsg` for the replies of slots `0..n`; what the kernel does not take at once
+    /// is sent one by one.
+    fn send(&mut self, sock: &std::net::UdpSocket, n: usize) {
+        let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
+        let mut m = 0;
+        for i in 0..n {
+            if !self.reply[i] {
+                continue;
+            }
+            iovs[m] = libc::iovec { iov_base: self.outs[i].as_mut_ptr().cast(), iov_len: self.outs[i].len() };
+            hdrs[m].msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
+            hdrs[m].msg_hdr.msg_namelen = self.addr_lens[i];
+            hdrs[m].msg_hdr.msg_iov = &mut iovs[m];
+            hdrs[m].msg_hdr.msg_iovlen = 1;
+            m += 1;
+        }
+        let mut sent = 0usize;
+        while sent < m {
+            // SAFETY: headers point at live reply buffers and addresses owned by `self`.
+            let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs[sent..].as_mut_ptr(), (m - sent) as libc::c_uint, 0) };
+            if r <= 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                // Skip the datagram that failed (e.g. an unreachable client) and go on.
+                tracing::debug!(error = %e, "udp sendmmsg");
+                sent += 1;
+                continue;
+            }
+            sent += r as usize;
+        }
+    }
+}
+
+fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
+    match ss.ss_family as libc::c_int {
+        libc::AF_INET => {
+            // SAFETY: the family says this storage holds a sockaddr_in.
+            let a: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
+            Some(SocketAddr::V4(SocketAddrV4::new(u32::from_be(a.sin_addr.s_addr).into(), u16::from_be(a.sin_port))))
+        }
+        libc::AF_INET6 => {
+            // SAFETY: the family says this storage holds a sockaddr_in6.
+            let a: &libc::sockaddr_in6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
+            Some(SocketAddr::V6(SocketAddrV6::new(a.sin6_addr.s6_addr.into(), u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
+        }
+        _ => None,
     }
 }

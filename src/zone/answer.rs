@@ -103,13 +103,19 @@ fn label_is(l: &[u8], s: &str) -> bool {
 }
 
 /// Answer `q` from `snap`, writing records into `w` (its header and question are written).
-pub fn answer(snap: &Snapshot, q: &Query, w: &mut Writer<'_>) -> Outcome {
+/// `can_fall_through`: names of fallthrough zones that are not found may go elsewhere (there is
+/// a resolver); otherwise they get NXDOMAIN here.
+pub fn answer(snap: &Snapshot, q: &Query, w: &mut Writer<'_>, can_fall_through: bool) -> Outcome {
     let qname = q.qname_lower();
     if let Some(rel) = relative(qname, &snap.zone) {
         w.set_zone_suffix(snap.zone.len());
         let out = match rel {
-            Some(rel) => cluster(snap, q, &rel, w),
+            Some(rel) => cluster(snap, q.qtype, &rel, w),
             None => Res::NxDomain,
+        };
+        let out = match out {
+            Res::Cname(at) => chase(snap, q.qtype, w, at),
+            o => o,
         };
         return finish(snap, q, w, out, &snap.zone, false);
     }
@@ -117,11 +123,37 @@ pub fn answer(snap: &Snapshot, q: &Query, w: &mut Writer<'_>) -> Outcome {
         if relative(qname, z).is_some() {
             w.set_zone_suffix(z.len());
             let out = reverse(snap, q, w);
-            let falls = snap.fallthrough.iter().any(|f| relative(qname, f).is_some());
+            let falls = can_fall_through && snap.fallthrough.iter().any(|f| relative(qname, f).is_some());
             return finish(snap, q, w, out, &snap.reverse_zones[i], falls);
         }
     }
     Outcome::NotOurs
+}
+
+/// Follow an ExternalName's CNAME while its target stays in the cluster zone (CoreDNS does, so
+/// a stub resolver gets the addresses in one answer), at most 8 links. A target outside the
+/// zone is left for the server to resolve.
+fn chase(snap: &Snapshot, qtype: u16, w: &mut Writer<'_>, mut target_at: usize) -> Res {
+    for _ in 0..8 {
+        let mut name = [0u8; 255];
+        let n = {
+            let bytes = &w.written()[target_at..];
+            let Some(len) = bytes.iter().position(|&b| b == 0).map(|p| p + 1) else { return Res::Answer };
+            if len > 255 {
+                return Res::Answer;
+            }
+            name[..len].copy_from_slice(&bytes[..len]);
+            len
+        };
+        let Some(Some(rel)) = relative(&name[..n], &snap.zone) else { return Res::Cname(target_at) };
+        w.set_owner(target_at);
+        match cluster(snap, qtype, &rel, w) {
+            Res::Cname(next) => target_at = next,
+            // The CNAME itself is the answer; a missing target does not make it NXDOMAIN.
+            _ => return Res::Answer,
+        }
+    }
+    Res::Answer
 }
 
 /// The result before negative answers are written.
@@ -179,9 +211,8 @@ fn wants(qtype: u16, t: u16) -> bool {
     qtype == t || qtype == rtype::ANY
 }
 
-fn cluster(snap: &Snapshot, q: &Query, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
+fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
     let l = &rel.labels[..rel.n];
-    let qt = q.qtype;
     match l {
         [] => apex(snap, qt, w),
         [v] if label_is(v, "dns-version") => {

@@ -130,7 +130,7 @@ fn ask_sized(snap: &Snapshot, name: &str, qtype: u16, max: usize) -> (Message, u
     let q = Query::new(name, qtype).unwrap();
     let mut buf = Vec::new();
     let mut w = Writer::new(&mut buf, &q, max);
-    let rcode = match answer(snap, &q, &mut w) {
+    let rcode = match answer(snap, &q, &mut w, true) {
         Outcome::Answered { rcode } => rcode,
         Outcome::Cname { .. } => 0,
         o => panic!("{name}: not answered: {o:?}"),
@@ -430,7 +430,7 @@ fn reverse_names() {
     let q = Query::new("9.9.9.9.in-addr.arpa.", rtype::PTR).unwrap();
     let mut buf = Vec::new();
     let mut w = Writer::new(&mut buf, &q, 512);
-    assert_eq!(answer(&snap, &q, &mut w), Outcome::Fallthrough);
+    assert_eq!(answer(&snap, &q, &mut w, true), Outcome::Fallthrough);
     // without fallthrough: NXDOMAIN with the reverse zone's SOA
     let mut c = cfg();
     c.fallthrough.clear();
@@ -450,7 +450,7 @@ fn outside_the_zone_is_not_ours() {
         let q = Query::new(name, rtype::A).unwrap();
         let mut buf = Vec::new();
         let mut w = Writer::new(&mut buf, &q, 512);
-        assert_eq!(answer(&snap, &q, &mut w), Outcome::NotOurs, "{name}");
+        assert_eq!(answer(&snap, &q, &mut w, true), Outcome::NotOurs, "{name}");
     }
 }
 
@@ -581,4 +581,15 @@ fn external_name_answers_cname_for_every_type() {
         let m = ask(&snap, "external.testns.svc.cluster.local.", t);
         assert_eq!(strs(&m.answers), norm(&["external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test."]), "{t}");
     }
+}
+
+#[test]
+fn external_name_to_a_cluster_service_is_chased() {
+    let snap = snapshot_with(&cfg(), coredns_objects());
+    let m = ask(&snap, "external-to-service.testns.svc.cluster.local", rtype::A);
+    assert_eq!(m.metadata.response_code, OK);
+    // CNAME first, then the target's address (CoreDNS's CNAME order)
+    assert_eq!(m.answers[0].to_string(), "external-to-service.testns.svc.cluster.local. 5 IN CNAME svc1.testns.svc.cluster.local.");
+    assert_eq!(m.answers[1].to_string(), "svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1");
+    assert_eq!(m.answers.len(), 2);
 }

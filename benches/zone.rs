@@ -1,0 +1,123 @@
+//! In-process costs: building the snapshot of a large cluster, applying one change to it, and
+//! answering queries from it (parse + lookup + write, no sockets).
+//!
+//! `cargo bench --bench zone` also prints the snapshot's memory per service, endpoint and pod,
+//! measured with a counting allocator.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use clusterdns::cluster::{ClusterEvent, Object};
+use clusterdns::config::{ClusterConfig, PodsMode};
+use clusterdns::server::{Engine, Local};
+use clusterdns::ops::metrics::Proto;
+use clusterdns::zone::build::{required_kinds, ZoneBuilder};
+use criterion::{criterion_group, criterion_main, Criterion};
+
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        unsafe { System.dealloc(p, l) }
+    }
+}
+#[global_allocator]
+static A: Counting = Counting;
+
+fn cfg(pods: PodsMode) -> ClusterConfig {
+    ClusterConfig { pods, ..Default::default() }
+}
+
+fn big() -> Vec<Object> {
+    // 10,000 services (1 in 10 headless) x 10 endpoints = 100,000 endpoints, 200 namespaces
+    clusterdns::testkit::synthetic_cluster(10_000, 200, 10, 10, 0)
+}
+
+fn build(c: &ClusterConfig, objects: Vec<Object>) -> (ZoneBuilder, std::sync::Arc<clusterdns::zone::snapshot::Snapshot>) {
+    let mut b = ZoneBuilder::new(c, &required_kinds(c));
+    b.apply(ClusterEvent::ReplaceAll { objects });
+    let (s, _) = b.publish();
+    (b, s)
+}
+
+fn report_memory() {
+    // The snapshot alone: build, then drop the builder's own state.
+    let objects = clusterdns::testkit::synthetic_cluster(10_000, 200, 10, 10, 150_000);
+    let c = cfg(PodsMode::Verified);
+    let before = LIVE.load(Ordering::Relaxed);
+    let (b, snap) = build(&c, objects);
+    let with_state = LIVE.load(Ordering::Relaxed) - before;
+    drop(b);
+    let snap_only = LIVE.load(Ordering::Relaxed) - before;
+    let n = snap.counts();
+    eprintln!(
+        "memory: 10,000 services, {} endpoints, {} pods: snapshot {:.1} MB ({} B/service+endpoint+pod, {} B/record over {} records); with builder state {:.1} MB",
+        n.endpoints,
+        n.pods,
+        snap_only as f64 / 1e6,
+        snap_only as usize / (n.services + n.endpoints + n.pods),
+        snap_only as usize / n.records.max(1),
+        n.records,
+        with_state as f64 / 1e6
+    );
+    drop(snap);
+}
+
+fn benches(cr: &mut Criterion) {
+    report_memory();
+    let c = cfg(PodsMode::Insecure);
+    cr.bench_function("build_snapshot_10k_services_100k_endpoints", |bch| {
+        bch.iter_batched(big, |objs| black_box(build(&c, objs)), criterion::BatchSize::LargeInput)
+    });
+    let (mut b, snap) = build(&c, big());
+    let mut flip = 0u32;
+    cr.bench_function("apply_one_service_change_10k_cluster", |bch| {
+        bch.iter(|| {
+            flip = flip.wrapping_add(1);
+            let objs = clusterdns::testkit::synthetic_cluster(1, 1, 1 + (flip % 3) as usize, 0, 0);
+            for o in objs {
+                b.apply(ClusterEvent::Apply { object: o, changed_at: None });
+            }
+            black_box(b.publish())
+        })
+    });
+    let swap = std::sync::Arc::new(arc_swap::ArcSwap::new(snap));
+    let engine = Engine { zone: swap, cluster_enabled: true, resolver: None, max_udp: 1232, querylog: None };
+    let mut out = Vec::with_capacity(4096);
+    for (name, qname, qtype) in [
+        ("answer_a_hit", "svc-4321.team-121.svc.cluster.local", 1u16),
+        ("answer_nxdomain_search_path", "www.example.com.team-7.svc.cluster.local", 1),
+        ("answer_srv_headless_10", "_http._tcp.svc-4320.team-120.svc.cluster.local", 33),
+        ("answer_ptr", "11.0.96.10.in-addr.arpa", 12),
+    ] {
+        let q = query(qname, qtype);
+        cr.bench_function(name, |bch| {
+            bch.iter(|| {
+                let r = engine.answer_local(black_box(&q), Proto::Udp, &mut out);
+                assert!(matches!(r, Local::Reply(_)));
+                black_box(out.len())
+            })
+        });
+    }
+}
+
+fn query(name: &str, qtype: u16) -> Vec<u8> {
+    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for l in name.split('.') {
+        m.push(l.len() as u8);
+        m.extend_from_slice(l.as_bytes());
+    }
+    m.push(0);
+    m.extend_from_slice(&qtype.to_be_bytes());
+    m.extend_from_slice(&1u16.to_be_bytes());
+    m
+}
+
+criterion_group!(name = g; config = Criterion::default().sample_size(10).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2)); targets = benches);
+criterion_main!(g);
