@@ -160,6 +160,7 @@ pub async fn run_dns(cfg: &Config, engine: Arc<Engine>, sockets: Vec<(SocketAddr
                     .map_err(|e| Error::Other(format!("cannot start a UDP worker: {e}")))?;
                 workers.push(t);
             } else {
+                s.set_nonblocking(true).map_err(|e| Error::Other(e.to_string()))?;
                 let s = tokio::net::UdpSocket::from_std(s).map_err(|e| Error::Other(e.to_string()))?;
                 server.register_socket(s);
             }

@@ -44,7 +44,13 @@ impl RequestHandler for HickoryHandler {
                 return fail();
             }
         };
-        let mut builder = MessageResponseBuilder::new(&request.queries, None);
+        // Error replies to unparsable questions carry no question (as CoreDNS's): keep that.
+        let empty = hickory_server::zone_handler::Queries::read(&mut hickory_proto::serialize::binary::BinDecoder::new(&[]), 0);
+        let queries = match (&empty, msg.queries.is_empty()) {
+            (Ok(e), true) => e,
+            _ => &request.queries,
+        };
+        let mut builder = MessageResponseBuilder::new(queries, None);
         if let Some(e) = &msg.edns {
             builder.edns(e);
         }

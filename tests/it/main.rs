@@ -1,7 +1,12 @@
 //! The one integration-test binary: the real `clusterdns` binary on loopback, real clients.
 
 mod support;
+mod differential;
 mod zone_dig;
 mod corefile;
 mod apiserver;
 mod kube;
+mod ops;
+mod prom;
+mod forward;
+mod manifests;
