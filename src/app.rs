@@ -48,8 +48,14 @@ pub struct Bound {
     pub dns: Vec<SocketAddr>,
 }
 
-/// Start the zone: builder task and source task. Returns the snapshot handle.
-pub fn start_zone(cfg: &Config, shutdown: watch::Receiver<bool>, on_synced: Box<dyn Fn() + Send>) -> Arc<ArcSwap<Snapshot>> {
+/// Start the zone: builder task and source task. Returns the snapshot handle. Cluster
+/// settings sent on `settings` later are applied without a restart.
+pub fn start_zone(
+    cfg: &Config,
+    shutdown: watch::Receiver<bool>,
+    on_synced: Box<dyn Fn() + Send>,
+    settings: watch::Receiver<crate::config::ClusterConfig>,
+) -> Arc<ArcSwap<Snapshot>> {
     let swap = Arc::new(ArcSwap::from_pointee(Snapshot::empty(&cfg.cluster)));
     let source = choose_source(cfg);
     let required: Vec<Kind> = match source {
@@ -62,7 +68,7 @@ pub fn start_zone(cfg: &Config, shutdown: watch::Receiver<bool>, on_synced: Box<
         on_synced();
         return swap;
     }
-    tokio::spawn(crate::zone::feed::run(builder, rx, swap.clone(), on_synced));
+    tokio::spawn(crate::zone::feed::run(builder, rx, swap.clone(), on_synced, settings));
     match source {
         SourceChoice::File(p) => {
             tokio::spawn(crate::source::file::run(Some(p), tx, shutdown, Duration::from_millis(500)));
@@ -144,7 +150,7 @@ pub fn bind_dns(cfg: &Config) -> Result<(Vec<(SocketAddr, Vec<std::net::UdpSocke
 
 /// Run the DNS server until `stop` turns true, then stop accepting and wait (bounded) for
 /// in-flight queries.
-pub async fn run_dns(cfg: &Config, engine: Arc<Engine>, sockets: Vec<(SocketAddr, Vec<std::net::UdpSocket>, tokio::net::TcpListener)>, stop: watch::Receiver<bool>) -> Result<(), Error> {
+pub async fn run_dns(cfg: &Config, engine: crate::server::SharedEngine, sockets: Vec<(SocketAddr, Vec<std::net::UdpSocket>, tokio::net::TcpListener)>, stop: watch::Receiver<bool>) -> Result<(), Error> {
     let handler = crate::server::tcp::HickoryHandler { engine: engine.clone() };
     let mut server = hickory_server::Server::new(handler);
     let inflight = Arc::new(udp::InFlight::default());
@@ -202,21 +208,23 @@ pub async fn serve(cfg: Config, _config_path: Option<std::path::PathBuf>) -> Res
     let (src_stop_tx, src_stop_rx) = watch::channel(false);
     let (dns_stop_tx, dns_stop_rx) = watch::channel(false);
     let hooks = crate::app_ops::OpsHooks::new(&cfg);
-    let zone = start_zone(&cfg, src_stop_rx, hooks.on_synced());
+    let (settings_tx, settings_rx) = watch::channel(cfg.cluster.clone());
+    let zone = start_zone(&cfg, src_stop_rx, hooks.on_synced(), settings_rx);
     let resolver = crate::app_ops::resolver(&cfg)?;
     let engine = Arc::new(Engine {
         zone: zone.clone(),
         cluster_enabled: cfg.cluster.enabled,
-        resolver,
+        resolver: crate::app_ops::as_upstream(&resolver),
         max_udp: cfg.server.max_udp_size,
         querylog: hooks.querylog(&cfg),
     });
+    let shared: crate::server::SharedEngine = Arc::new(arc_swap::ArcSwap::new(engine.clone()));
     let (sockets, bound) = bind_dns(&cfg)?;
     for a in &bound.dns {
         eprintln!("clusterdns: listening dns={a}");
     }
     hooks.start_http(&cfg).await?;
-    crate::app_ops::after_listen(&engine).await;
+    crate::app_ops::after_listen(&resolver).await;
     let startup_timeout = cfg.source.kubernetes.as_ref().map(|k| k.startup_timeout).unwrap_or(Duration::from_secs(5));
     {
         let zone = zone.clone();
@@ -237,7 +245,7 @@ pub async fn serve(cfg: Config, _config_path: Option<std::path::PathBuf>) -> Res
         let _ = dns_stop_tx.send(true);
         let _ = src_stop_tx.send(true);
     });
-    run_dns(&cfg, engine, sockets, dns_stop_rx).await?;
+    run_dns(&cfg, shared, sockets, dns_stop_rx).await?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -31,10 +31,26 @@ impl OpsHooks {
     }
 }
 
-/// The resolver for names outside the zone, when forwarding is on.
-pub fn resolver(_cfg: &Config) -> Result<Option<Arc<dyn Upstream>>, Error> {
-    Ok(None)
+/// The resolver for names outside the zone, when forwarding is on. Its background work
+/// (health checks, hosts reload, critical names, prefetch) starts on the current runtime.
+pub fn resolver(cfg: &Config) -> Result<Option<Arc<crate::resolve::Resolver>>, Error> {
+    if !cfg.forward.enabled {
+        return Ok(None);
+    }
+    let r = crate::resolve::Resolver::new(cfg)?;
+    r.start();
+    Ok(Some(r))
 }
 
-/// Work that needs the DNS sockets open (the loop probe).
-pub async fn after_listen(_engine: &Arc<crate::server::Engine>) {}
+/// The resolver as the server sees it.
+pub fn as_upstream(r: &Option<Arc<crate::resolve::Resolver>>) -> Option<Arc<dyn Upstream>> {
+    r.clone().map(|r| r as Arc<dyn Upstream>)
+}
+
+/// Work that needs the DNS sockets open: the loop probe (CoreDNS's `loop` plugin). If our
+/// upstreams send our own probe back to us, the server sees it arrive and exits.
+pub async fn after_listen(r: &Option<Arc<crate::resolve::Resolver>>) {
+    if let Some(r) = r.clone() {
+        tokio::spawn(async move { r.send_loop_probe().await });
+    }
+}

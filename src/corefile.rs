@@ -847,7 +847,7 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
 /// Directives dropped with a note: they only concern operation, not answers.
 fn dropped_note(name: &str) -> Option<&'static str> {
     Some(match name {
-        "reload" => "CoreDNS re-reads its Corefile when the ConfigMap changes; for clusterdns, restart the pods after changing its ConfigMap (`kubectl -n kube-system rollout restart deployment clusterdns`) unless the server reloads its config itself",
+        "reload" => "CoreDNS re-reads its Corefile when the ConfigMap changes; clusterdns reloads on SIGHUP, which nothing sends when a ConfigMap changes: after changing its ConfigMap, run `kubectl -n kube-system rollout restart deployment clusterdns`",
         "debug" => "debug mode (panics not recovered) has no clusterdns equivalent; set RUST_LOG=debug for more logging",
         "pprof" => "Go profiling endpoints have no clusterdns equivalent",
         "trace" => "OpenTracing/Zipkin spans have no clusterdns equivalent",
@@ -1250,9 +1250,6 @@ impl Converter {
                 }
                 _ => return Err(ctx.unknown_option(o)),
             }
-        }
-        if k.endpoint_pod_names {
-            self.note(&d.at, ctx.block, "kubernetes endpoint_pod_names", "check that the ClusterRole grants what the server reads for pod names (list/watch pods if it watches Pods)");
         }
         self.kube = Some(k);
         Ok(())

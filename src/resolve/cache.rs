@@ -69,7 +69,11 @@ impl Entry {
         for &off in self.ttl_offs.iter() {
             let off = off as usize;
             let t = wire::u32_at(out, off);
-            let nt = if stale { t.min(STALE_TTL) } else { t.saturating_sub(age) };
+            let nt = if stale {
+                t.min(STALE_TTL)
+            } else {
+                t.saturating_sub(age)
+            };
             wire::put_u32(out, off, nt);
         }
     }
@@ -143,7 +147,11 @@ pub fn prepare(msg: &mut [u8], p: &Policy) -> (Verdict, Vec<u16>, usize) {
     if lay.qdcount != 1 || msg.len() > usize::from(u16::MAX) {
         return (Verdict::Skip, vec![], 0);
     }
-    let answers = lay.records.iter().filter(|r| r.section == Section::Answer).count();
+    let answers = lay
+        .records
+        .iter()
+        .filter(|r| r.section == Section::Answer)
+        .count();
     let negative = rcode == wire::RCODE_NXDOMAIN || answers == 0;
     let ttl_offs: Vec<u16> = lay
         .records
@@ -152,10 +160,9 @@ pub fn prepare(msg: &mut [u8], p: &Policy) -> (Verdict, Vec<u16>, usize) {
         .map(|r| r.ttl_off as u16)
         .collect();
     if negative {
-        let soa = lay
-            .records
-            .iter()
-            .find(|r| r.section == Section::Authority && r.rtype == wire::T_SOA && r.end >= r.rdata + 20);
+        let soa = lay.records.iter().find(|r| {
+            r.section == Section::Authority && r.rtype == wire::T_SOA && r.end >= r.rdata + 20
+        });
         let ttl = match soa {
             Some(r) => {
                 let minimum = wire::u32_at(msg, r.end - 4);
@@ -168,13 +175,21 @@ pub fn prepare(msg: &mut [u8], p: &Policy) -> (Verdict, Vec<u16>, usize) {
             let off = off as usize;
             let t = wire::u32_at(msg, off).min(ttl);
             // The SOA carries the negative TTL itself (RFC 2308 section 3).
-            let t = if soa.is_some_and(|r| r.ttl_off == off) { ttl } else { t };
+            let t = if soa.is_some_and(|r| r.ttl_off == off) {
+                ttl
+            } else {
+                t
+            };
             wire::put_u32(msg, off, t);
         }
         if ttl == 0 {
             return (Verdict::Skip, vec![], 0);
         }
-        (Verdict::Store(CacheKind::Denial, ttl), ttl_offs, lay.question_end)
+        (
+            Verdict::Store(CacheKind::Denial, ttl),
+            ttl_offs,
+            lay.question_end,
+        )
     } else {
         let mut min = u32::MAX;
         for &off in &ttl_offs {
@@ -186,7 +201,11 @@ pub fn prepare(msg: &mut [u8], p: &Policy) -> (Verdict, Vec<u16>, usize) {
         if min == 0 || min == u32::MAX {
             return (Verdict::Skip, vec![], 0);
         }
-        (Verdict::Store(CacheKind::Success, min), ttl_offs, lay.question_end)
+        (
+            Verdict::Store(CacheKind::Success, min),
+            ttl_offs,
+            lay.question_end,
+        )
     }
 }
 
@@ -262,7 +281,9 @@ impl Cache {
     /// Look a key up; stale entries are only returned when `allow_stale`.
     pub fn get(&self, key: &[u8], now: Instant, allow_stale: bool) -> Found {
         let mut s = Self::lock(self.shard(key));
-        let Some(&i) = s.map.get(key) else { return Found::Miss };
+        let Some(&i) = s.map.get(key) else {
+            return Found::Miss;
+        };
         let slot = &mut s.slots[i];
         let e = &slot.entry;
         if e.is_fresh(now) {
@@ -288,16 +309,28 @@ impl Cache {
 
     fn count(&self, kind: CacheKind, add: bool) {
         let c = self.counter(kind);
-        let n = if add { c.fetch_add(1, Ordering::Relaxed) + 1 } else { c.fetch_sub(1, Ordering::Relaxed) - 1 };
+        let n = if add {
+            c.fetch_add(1, Ordering::Relaxed) + 1
+        } else {
+            c.fetch_sub(1, Ordering::Relaxed) - 1
+        };
         metrics::global().set_cache_entries(kind, n);
     }
 
     /// Store an upstream reply under `key` if it is cacheable. `msg` is the reply as received;
     /// `query` the query to send again for a prefetch.
-    pub fn insert(&self, key: &[u8], reply: &[u8], query: &[u8], now: Instant) -> Option<CacheKind> {
+    pub fn insert(
+        &self,
+        key: &[u8],
+        reply: &[u8],
+        query: &[u8],
+        now: Instant,
+    ) -> Option<CacheKind> {
         let mut msg = reply.to_vec();
         let (verdict, ttl_offs, question_end) = prepare(&mut msg, &self.policy);
-        let Verdict::Store(kind, ttl) = verdict else { return None };
+        let Verdict::Store(kind, ttl) = verdict else {
+            return None;
+        };
         let entry = std::sync::Arc::new(Entry {
             wire: msg.into_boxed_slice(),
             ttl_offs: ttl_offs.into_boxed_slice(),
@@ -324,7 +357,11 @@ impl Cache {
         let mut evicted = None;
         if s.slots.len() < s.cap {
             let i = s.slots.len();
-            s.slots.push(Slot { key: key.into(), entry, referenced: false });
+            s.slots.push(Slot {
+                key: key.into(),
+                entry,
+                referenced: false,
+            });
             s.map.insert(key.into(), i);
         } else {
             // CLOCK: entries beyond their stale window go at once; others get a second chance
@@ -342,7 +379,14 @@ impl Cache {
                 slot.referenced = false;
             }
             let i = victim.unwrap_or(s.hand);
-            let old = std::mem::replace(&mut s.slots[i], Slot { key: key.into(), entry, referenced: false });
+            let old = std::mem::replace(
+                &mut s.slots[i],
+                Slot {
+                    key: key.into(),
+                    entry,
+                    referenced: false,
+                },
+            );
             s.map.remove(&old.key);
             s.map.insert(key.into(), i);
             evicted = Some(old.entry.kind);
@@ -358,7 +402,10 @@ impl Cache {
 
     /// Entries held now (positive, negative).
     pub fn len(&self) -> (usize, usize) {
-        (self.success.load(Ordering::Relaxed), self.denial.load(Ordering::Relaxed))
+        (
+            self.success.load(Ordering::Relaxed),
+            self.denial.load(Ordering::Relaxed),
+        )
     }
 
     pub fn is_empty(&self) -> bool {
@@ -402,7 +449,10 @@ mod tests {
     use wire::{ReplyWriter, build_query, dotted_to_wire, parse_query};
 
     fn cfg(max: usize) -> CacheConfig {
-        CacheConfig { max_entries: max, ..CacheConfig::default() }
+        CacheConfig {
+            max_entries: max,
+            ..CacheConfig::default()
+        }
     }
 
     fn query(name: &str) -> Vec<u8> {
@@ -457,12 +507,18 @@ mod tests {
 
     #[test]
     fn positive_ttls_clamped_and_counted_down() {
-        let c = Cache::new(&CacheConfig { min_ttl: 10, max_ttl: 100, ..cfg(10) });
+        let c = Cache::new(&CacheConfig {
+            min_ttl: 10,
+            max_ttl: 100,
+            ..cfg(10)
+        });
         let qm = query("a.example");
         let r = positive(&qm, &[5, 50, 500]);
         let t0 = Instant::now();
         assert_eq!(c.insert(&key(&qm), &r, &qm, t0), Some(CacheKind::Success));
-        let Found::Fresh(e) = c.get(&key(&qm), t0, false) else { panic!("miss") };
+        let Found::Fresh(e) = c.get(&key(&qm), t0, false) else {
+            panic!("miss")
+        };
         assert_eq!(e.ttl(), 10);
         let q2 = query("A.EXAMPLE");
         let mut q2 = q2.clone();
@@ -474,31 +530,61 @@ mod tests {
         assert_eq!(&out[0..2], &[0xAB, 0xCD]);
         assert_eq!(&out[12..pq.question_end], pq.question());
         let lay = wire::layout(&out).unwrap();
-        let ttls: Vec<u32> = lay.records.iter().map(|r| wire::u32_at(&out, r.ttl_off)).collect();
+        let ttls: Vec<u32> = lay
+            .records
+            .iter()
+            .map(|r| wire::u32_at(&out, r.ttl_off))
+            .collect();
         assert_eq!(ttls, vec![7, 47, 97]);
-        assert!(matches!(c.get(&key(&qm), t0 + Duration::from_secs(10), false), Found::Miss));
+        assert!(matches!(
+            c.get(&key(&qm), t0 + Duration::from_secs(10), false),
+            Found::Miss
+        ));
         // Stale within the window.
-        assert!(matches!(c.get(&key(&qm), t0 + Duration::from_secs(10), true), Found::Stale(_)));
-        assert!(matches!(c.get(&key(&qm), t0 + Duration::from_secs(10 + 3600), true), Found::Miss));
+        assert!(matches!(
+            c.get(&key(&qm), t0 + Duration::from_secs(10), true),
+            Found::Stale(_)
+        ));
+        assert!(matches!(
+            c.get(&key(&qm), t0 + Duration::from_secs(10 + 3600), true),
+            Found::Miss
+        ));
     }
 
     #[test]
     fn negative_uses_soa_minimum() {
-        let c = Cache::new(&CacheConfig { min_negative_ttl: 1, max_negative_ttl: 600, ..cfg(10) });
+        let c = Cache::new(&CacheConfig {
+            min_negative_ttl: 1,
+            max_negative_ttl: 600,
+            ..cfg(10)
+        });
         let qm = query("nx.example");
         let r = negative(&qm, 300, 7);
         let t0 = Instant::now();
         assert_eq!(c.insert(&key(&qm), &r, &qm, t0), Some(CacheKind::Denial));
-        let Found::Fresh(e) = c.get(&key(&qm), t0, false) else { panic!() };
+        let Found::Fresh(e) = c.get(&key(&qm), t0, false) else {
+            panic!()
+        };
         assert_eq!(e.ttl(), 7);
         let mut out = Vec::new();
-        e.write_reply(&parse_query(&qm).unwrap(), t0 + Duration::from_secs(2), false, &mut out);
+        e.write_reply(
+            &parse_query(&qm).unwrap(),
+            t0 + Duration::from_secs(2),
+            false,
+            &mut out,
+        );
         let lay = wire::layout(&out).unwrap();
         assert_eq!(wire::u32_at(&out, lay.records[0].ttl_off), 5);
         // Cap.
-        let c = Cache::new(&CacheConfig { min_negative_ttl: 1, max_negative_ttl: 60, ..cfg(10) });
+        let c = Cache::new(&CacheConfig {
+            min_negative_ttl: 1,
+            max_negative_ttl: 60,
+            ..cfg(10)
+        });
         c.insert(&key(&qm), &negative(&qm, 3000, 900), &qm, t0);
-        let Found::Fresh(e) = c.get(&key(&qm), t0, false) else { panic!() };
+        let Found::Fresh(e) = c.get(&key(&qm), t0, false) else {
+            panic!()
+        };
         assert_eq!(e.ttl(), 60);
     }
 
@@ -545,11 +631,16 @@ mod tests {
 
     #[test]
     fn prefetch_trigger() {
-        let c = Cache::new(&CacheConfig { min_ttl: 1, ..cfg(10) });
+        let c = Cache::new(&CacheConfig {
+            min_ttl: 1,
+            ..cfg(10)
+        });
         let qm = query("p.example");
         let t0 = Instant::now();
         c.insert(&key(&qm), &positive(&qm, &[20]), &qm, t0);
-        let Found::Fresh(e) = c.get(&key(&qm), t0, false) else { panic!() };
+        let Found::Fresh(e) = c.get(&key(&qm), t0, false) else {
+            panic!()
+        };
         // Popular but not near expiry.
         for _ in 0..5 {
             assert!(!e.hit_wants_prefetch(t0, 3));

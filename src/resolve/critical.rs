@@ -55,7 +55,10 @@ pub struct StateFile {
 }
 
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// The two types kept per name.
@@ -108,18 +111,31 @@ impl Critical {
         let mut list = Vec::new();
         let mut index = HashMap::new();
         for n in names {
-            let Ok(name) = crate::zone::names::parse_domain(n) else { continue };
+            let Ok(name) = crate::zone::names::parse_domain(n) else {
+                continue;
+            };
             if index.contains_key(&name) {
                 continue;
             }
-            let Ok(w) = wire::dotted_to_wire(&name) else { continue };
+            let Ok(w) = wire::dotted_to_wire(&name) else {
+                continue;
+            };
             index.insert(name.clone(), list.len());
-            list.push(Name { name, wire: w, sets: [ArcSwapOption::empty(), ArcSwapOption::empty()] });
+            list.push(Name {
+                name,
+                wire: w,
+                sets: [ArcSwapOption::empty(), ArcSwapOption::empty()],
+            });
         }
         let now = Instant::now();
         let sched = list
             .iter()
-            .map(|_| std::array::from_fn(|_| Sched { next: now, backoff: Duration::from_secs(1) }))
+            .map(|_| {
+                std::array::from_fn(|_| Sched {
+                    next: now,
+                    backoff: Duration::from_secs(1),
+                })
+            })
             .collect();
         let c = Critical {
             names: list,
@@ -153,7 +169,9 @@ impl Critical {
         };
         let mut loaded = 0;
         for (name, sets) in &state.names {
-            let Some(&i) = self.index.get(name.trim_end_matches('.')) else { continue };
+            let Some(&i) = self.index.get(name.trim_end_matches('.')) else {
+                continue;
+            };
             for (ti, &t) in TYPES.iter().enumerate() {
                 if let Some(s) = sets.get(type_name(t)) {
                     self.names[i].sets[ti].store(Some(std::sync::Arc::new(s.clone())));
@@ -177,10 +195,16 @@ impl Critical {
         if q.qclass != wire::C_IN {
             return false;
         }
-        let Some(ti) = type_index(q.qtype) else { return false };
-        let Some(&i) = self.index.get(name) else { return false };
+        let Some(ti) = type_index(q.qtype) else {
+            return false;
+        };
+        let Some(&i) = self.index.get(name) else {
+            return false;
+        };
         let guard = self.names[i].sets[ti].load();
-        let Some(set) = guard.as_ref() else { return false };
+        let Some(set) = guard.as_ref() else {
+            return false;
+        };
         let ttl = set.ttl_at(now_ms());
         let mut w = wire::ReplyWriter::new(out, q, wire::RCODE_NOERROR, false, true);
         for ip in &set.ips {
@@ -215,7 +239,9 @@ impl Critical {
     /// answer; after a failure, with a backoff doubling from 1 s to 30 s (the last good answer
     /// stays in use meanwhile). Returns true if the set changed.
     pub fn update(&self, i: usize, qtype: u16, fetch: Fetch, now: Instant) -> bool {
-        let Some(ti) = type_index(qtype) else { return false };
+        let Some(ti) = type_index(qtype) else {
+            return false;
+        };
         let mut sched = self.sched.lock().unwrap_or_else(|e| e.into_inner());
         let st = &mut sched[i][ti];
         match fetch {
@@ -223,9 +249,14 @@ impl Critical {
                 let ttl = ttl.clamp(self.min_ttl, self.max_ttl);
                 ips.sort();
                 ips.dedup();
-                let set = RecordSet { ips, ttl, fetched_ms: now_ms() };
+                let set = RecordSet {
+                    ips,
+                    ttl,
+                    fetched_ms: now_ms(),
+                };
                 let old = self.names[i].sets[ti].swap(Some(std::sync::Arc::new(set.clone())));
-                let refresh = Duration::from_millis(u64::from(ttl) * 900).max(Duration::from_secs(1));
+                let refresh =
+                    Duration::from_millis(u64::from(ttl) * 900).max(Duration::from_secs(1));
                 st.next = now + refresh;
                 st.backoff = Duration::from_secs(1);
                 let changed = old.as_deref().map(|o| &o.ips) != Some(&set.ips);
@@ -246,7 +277,10 @@ impl Critical {
 
     /// The current contents as a state file.
     pub fn snapshot(&self) -> StateFile {
-        let mut s = StateFile { version: 1, names: BTreeMap::new() };
+        let mut s = StateFile {
+            version: 1,
+            names: BTreeMap::new(),
+        };
         for n in &self.names {
             let mut sets = BTreeMap::new();
             for (ti, &t) in TYPES.iter().enumerate() {
@@ -269,14 +303,23 @@ impl Critical {
         let mut last = self.last_saved.lock().unwrap_or_else(|e| e.into_inner());
         let stale = |old: &StateFile| {
             let newest = |s: &StateFile| {
-                s.names.values().flat_map(|m| m.values()).map(|r| r.fetched_ms).max().unwrap_or(0)
+                s.names
+                    .values()
+                    .flat_map(|m| m.values())
+                    .map(|r| r.fetched_ms)
+                    .max()
+                    .unwrap_or(0)
             };
             newest(&snap).saturating_sub(newest(old)) >= max_age.as_millis() as u64
         };
         let same_ips = |old: &StateFile| {
             old.names.len() == snap.names.len()
                 && old.names.iter().zip(&snap.names).all(|((ka, a), (kb, b))| {
-                    ka == kb && a.len() == b.len() && a.iter().zip(b).all(|((ta, x), (tb, y))| ta == tb && x.ips == y.ips)
+                    ka == kb
+                        && a.len() == b.len()
+                        && a.iter()
+                            .zip(b)
+                            .all(|((ta, x), (tb, y))| ta == tb && x.ips == y.ips)
                 })
         };
         if let Some(old) = last.as_ref()
@@ -287,7 +330,9 @@ impl Critical {
         }
         match write_atomic(path, &serde_json::to_vec_pretty(&snap).unwrap_or_default()) {
             Ok(()) => *last = Some(snap),
-            Err(e) => tracing::warn!(file = %path.display(), error = %e, "cannot write critical-names state"),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot write critical-names state")
+            }
         }
     }
 }
@@ -296,8 +341,14 @@ impl Critical {
 /// fsync the folder.
 pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let file_name = path.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{file_name}.tmp.{}", std::process::id()));
     let res = (|| {
         let mut f = std::fs::File::create(&tmp)?;
@@ -327,10 +378,17 @@ pub fn extract(reply: &[u8], qtype: u16) -> Fetch {
     if reply[2] & wire::F_TC != 0 {
         return Fetch::Failed("truncated".into());
     }
-    let Ok(lay) = wire::layout(reply) else { return Fetch::Failed("malformed reply".into()) };
+    let Ok(lay) = wire::layout(reply) else {
+        return Fetch::Failed("malformed reply".into());
+    };
     let mut ips = Vec::new();
     let mut ttl = u32::MAX;
-    for r in lay.records.iter().filter(|r| r.section == wire::Section::Answer) {
+    let mut cname = false;
+    for r in lay
+        .records
+        .iter()
+        .filter(|r| r.section == wire::Section::Answer)
+    {
         let rd = &reply[r.rdata..r.end];
         match (r.rtype, rd.len()) {
             (wire::T_A, 4) if qtype == wire::T_A => {
@@ -339,13 +397,20 @@ pub fn extract(reply: &[u8], qtype: u16) -> Fetch {
             (wire::T_AAAA, 16) if qtype == wire::T_AAAA => {
                 ips.push(IpAddr::from(<[u8; 16]>::try_from(rd).unwrap_or_default()));
             }
-            (wire::T_CNAME, _) => {}
+            (wire::T_CNAME, _) => cname = true,
             _ => continue,
         }
         ttl = ttl.min(wire::u32_at(reply, r.ttl_off));
     }
+    if ips.is_empty() && cname {
+        // An alias whose target the upstream did not resolve: not an answer to keep.
+        return Fetch::Failed("CNAME without addresses".into());
+    }
     if ips.is_empty() {
-        let soa = lay.records.iter().find(|r| r.section == wire::Section::Authority && r.rtype == wire::T_SOA);
+        let soa = lay
+            .records
+            .iter()
+            .find(|r| r.section == wire::Section::Authority && r.rtype == wire::T_SOA);
         ttl = soa
             .filter(|r| r.end >= r.rdata + 20)
             .map(|r| wire::u32_at(reply, r.ttl_off).min(wire::u32_at(reply, r.end - 4)))
@@ -360,11 +425,19 @@ mod tests {
 
     #[test]
     fn ttl_countdown_and_stale() {
-        let s = RecordSet { ips: vec![], ttl: 60, fetched_ms: 1_000_000 };
+        let s = RecordSet {
+            ips: vec![],
+            ttl: 60,
+            fetched_ms: 1_000_000,
+        };
         assert_eq!(s.ttl_at(1_000_000), 60);
         assert_eq!(s.ttl_at(1_010_500), 50);
         assert_eq!(s.ttl_at(1_060_000), 30);
-        let s = RecordSet { ips: vec![], ttl: 5, fetched_ms: 0 };
+        let s = RecordSet {
+            ips: vec![],
+            ttl: 5,
+            fetched_ms: 0,
+        };
         assert_eq!(s.ttl_at(10_000_000), 5);
     }
 
@@ -379,13 +452,29 @@ mod tests {
         assert_eq!(c.due(t0).0.len(), 4);
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         assert!(c.update(0, wire::T_A, Fetch::Good(vec![ip], 100), t0));
-        assert!(!c.update(0, wire::T_A, Fetch::Good(vec![ip], 100), t0), "same addresses");
+        assert!(
+            !c.update(0, wire::T_A, Fetch::Good(vec![ip], 100), t0),
+            "same addresses"
+        );
         c.update(0, wire::T_AAAA, Fetch::Failed("timeout".into()), t0);
         let (due, next) = c.due(t0);
         assert_eq!(due.len(), 2, "other.example A and AAAA");
-        assert_eq!(next, Some(t0 + Duration::from_secs(1)), "failed AAAA retried after 1 s");
-        assert!(c.due(t0 + Duration::from_secs(89)).0.iter().all(|&(i, t)| !(i == 0 && t == wire::T_A)));
-        assert!(c.due(t0 + Duration::from_secs(90)).0.contains(&(0, wire::T_A)));
+        assert_eq!(
+            next,
+            Some(t0 + Duration::from_secs(1)),
+            "failed AAAA retried after 1 s"
+        );
+        assert!(
+            c.due(t0 + Duration::from_secs(89))
+                .0
+                .iter()
+                .all(|&(i, t)| !(i == 0 && t == wire::T_A))
+        );
+        assert!(
+            c.due(t0 + Duration::from_secs(90))
+                .0
+                .contains(&(0, wire::T_A))
+        );
         c.save(Duration::from_secs(60));
         assert!(state.exists());
         // A restart reads it back.
@@ -401,16 +490,75 @@ mod tests {
     #[test]
     fn answers_from_last_good() {
         let c = Critical::new(&["crit.example".into()], None, 1, 3600);
-        let q = wire::build_query(9, &wire::dotted_to_wire("CRIT.example").unwrap(), wire::T_A, true, true);
+        let q = wire::build_query(
+            9,
+            &wire::dotted_to_wire("CRIT.example").unwrap(),
+            wire::T_A,
+            true,
+            true,
+        );
         let pq = wire::parse_query(&q).unwrap();
         let mut out = Vec::new();
-        assert!(!c.answer(&pq, "crit.example", &mut out), "nothing known yet");
-        c.update(0, wire::T_A, Fetch::Good(vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()], 300), Instant::now());
+        assert!(
+            !c.answer(&pq, "crit.example", &mut out),
+            "nothing known yet"
+        );
+        c.update(
+            0,
+            wire::T_A,
+            Fetch::Good(
+                vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()],
+                300,
+            ),
+            Instant::now(),
+        );
         assert!(c.answer(&pq, "crit.example", &mut out));
         let lay = wire::layout(&out).unwrap();
         assert_eq!(wire::u16_at(&out, 6), 2);
         assert!(lay.opt.is_some());
         assert_eq!(&out[12..pq.question_end], pq.question());
+    }
+
+    #[test]
+    fn extract_follows_cnames() {
+        let q = wire::build_query(
+            1,
+            &wire::dotted_to_wire("alias.example").unwrap(),
+            wire::T_A,
+            true,
+            false,
+        );
+        let pq = wire::parse_query(&q).unwrap();
+        let mut out = Vec::new();
+        let mut w = wire::ReplyWriter::new(&mut out, &pq, 0, false, true);
+        w.answer(
+            wire::T_CNAME,
+            300,
+            &wire::dotted_to_wire("target.example").unwrap(),
+        );
+        w.a(60, "192.0.2.1".parse().unwrap());
+        w.finish();
+        match extract(&out, wire::T_A) {
+            Fetch::Good(ips, ttl) => {
+                assert_eq!((ips, ttl), (vec!["192.0.2.1".parse().unwrap()], 60))
+            }
+            Fetch::Failed(e) => panic!("{e}"),
+        }
+        let mut w = wire::ReplyWriter::new(&mut out, &pq, 0, false, true);
+        w.answer(
+            wire::T_CNAME,
+            300,
+            &wire::dotted_to_wire("target.example").unwrap(),
+        );
+        w.finish();
+        assert!(
+            matches!(extract(&out, wire::T_A), Fetch::Failed(_)),
+            "dangling alias"
+        );
+        wire::ReplyWriter::new(&mut out, &pq, wire::RCODE_NXDOMAIN, false, true).finish();
+        assert!(matches!(extract(&out, wire::T_A), Fetch::Failed(_)));
+        wire::ReplyWriter::new(&mut out, &pq, 0, false, true).finish();
+        assert!(matches!(extract(&out, wire::T_A), Fetch::Good(ips, 30) if ips.is_empty()));
     }
 
     #[test]
@@ -420,6 +568,10 @@ mod tests {
         write_atomic(&p, b"one").unwrap();
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "no temp file left");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temp file left"
+        );
     }
 }

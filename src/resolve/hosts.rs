@@ -91,7 +91,11 @@ struct Stamp {
 fn stamp(path: &Path) -> Option<Stamp> {
     use std::os::unix::fs::MetadataExt;
     let m = std::fs::metadata(path).ok()?;
-    Some(Stamp { mtime: m.modified().ok(), len: m.len(), ino: m.ino() })
+    Some(Stamp {
+        mtime: m.modified().ok(),
+        len: m.len(),
+        ino: m.ino(),
+    })
 }
 
 /// The hosts file and its current table.
@@ -121,6 +125,11 @@ impl Hosts {
             table: ArcSwap::from_pointee(Table::default()),
             stamp: Mutex::new(None),
         };
+        if let Some(p) = &h.file
+            && !p.exists()
+        {
+            tracing::warn!(file = %p.display(), "hosts file does not exist (yet); it is read once it does");
+        }
         h.reload_if_changed();
         h
     }
@@ -167,7 +176,13 @@ impl Hosts {
     /// Look the question up. `name` is the lowercase dotted question name without trailing dot.
     /// Writes the reply into `out` when answered. With `decide_missing` false, names the file
     /// does not hold always pass (used before critical names are consulted).
-    pub fn answer(&self, q: &wire::Query<'_>, name: &str, out: &mut Vec<u8>, decide_missing: bool) -> Outcome {
+    pub fn answer(
+        &self,
+        q: &wire::Query<'_>,
+        name: &str,
+        out: &mut Vec<u8>,
+        decide_missing: bool,
+    ) -> Outcome {
         if q.qclass != wire::C_IN {
             return Outcome::Pass;
         }
@@ -176,7 +191,9 @@ impl Hosts {
             && let Some(ip) = wire::parse_reverse(name)
         {
             // Addresses not in the file always go on, as in CoreDNS.
-            let Some(names) = t.rev.get(&ip) else { return Outcome::Pass };
+            let Some(names) = t.rev.get(&ip) else {
+                return Outcome::Pass;
+            };
             let mut w = wire::ReplyWriter::new(out, q, wire::RCODE_NOERROR, true, true);
             for n in names {
                 if let Ok(target) = wire::dotted_to_wire(n) {
@@ -236,14 +253,20 @@ not-an-ip   bad.example.test
         let m = q(name, qtype);
         let p = wire::parse_query(&m).unwrap();
         let mut buf = [0u8; 256];
-        let dotted = wire::wire_to_dotted(p.qname(), &mut buf).unwrap().to_string();
+        let dotted = wire::wire_to_dotted(p.qname(), &mut buf)
+            .unwrap()
+            .to_string();
         let mut out = Vec::new();
         match h.answer(&p, &dotted, &mut out, true) {
             Outcome::Pass => None,
             Outcome::Answered => {
                 let lay = wire::layout(&out).unwrap();
                 assert!(out[2] & wire::F_AA != 0);
-                let rdatas = lay.records.iter().map(|r| out[r.rdata..r.end].to_vec()).collect();
+                let rdatas = lay
+                    .records
+                    .iter()
+                    .map(|r| out[r.rdata..r.end].to_vec())
+                    .collect();
                 Some((wire::rcode(&out), rdatas))
             }
         }
@@ -255,9 +278,18 @@ not-an-ip   bad.example.test
         assert_eq!(bad, 2);
         assert_eq!(t.v4["www.example.test"], vec![Ipv4Addr::new(192, 0, 2, 10)]);
         assert_eq!(t.v4["www"], vec![Ipv4Addr::new(192, 0, 2, 10)]);
-        assert_eq!(t.v6["www.example.test"], vec!["2001:db8::10".parse::<Ipv6Addr>().unwrap()]);
-        assert_eq!(t.v4["mapped.example.test"], vec![Ipv4Addr::new(192, 0, 2, 12)]);
-        assert_eq!(t.rev[&"192.0.2.10".parse::<IpAddr>().unwrap()], vec!["www.example.test", "www"]);
+        assert_eq!(
+            t.v6["www.example.test"],
+            vec!["2001:db8::10".parse::<Ipv6Addr>().unwrap()]
+        );
+        assert_eq!(
+            t.v4["mapped.example.test"],
+            vec![Ipv4Addr::new(192, 0, 2, 12)]
+        );
+        assert_eq!(
+            t.rev[&"192.0.2.10".parse::<IpAddr>().unwrap()],
+            vec!["www.example.test", "www"]
+        );
         assert_eq!(t.entries, 6);
     }
 
@@ -286,7 +318,10 @@ not-an-ip   bad.example.test
         // Fallthrough.
         assert!(ask(&h, "elsewhere.example", wire::T_A).is_none());
         let strict = Hosts::new(Some(f), false, 3600);
-        assert_eq!(ask(&strict, "elsewhere.example", wire::T_A).unwrap().0, wire::RCODE_NXDOMAIN);
+        assert_eq!(
+            ask(&strict, "elsewhere.example", wire::T_A).unwrap().0,
+            wire::RCODE_NXDOMAIN
+        );
         // Unknown PTR passes even without fallthrough.
         assert!(ask(&strict, "99.2.0.192.in-addr.arpa", wire::T_PTR).is_none());
     }

@@ -6,7 +6,10 @@ use std::net::{IpAddr, SocketAddr};
 
 /// Addresses of this machine's interfaces (getifaddrs), plus loopback.
 pub fn local_addrs() -> Vec<IpAddr> {
-    let mut out = vec![IpAddr::from([127, 0, 0, 1]), IpAddr::from(std::net::Ipv6Addr::LOCALHOST)];
+    let mut out = vec![
+        IpAddr::from([127, 0, 0, 1]),
+        IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+    ];
     // SAFETY: getifaddrs fills a linked list we only read and then free with freeifaddrs.
     unsafe {
         let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -20,7 +23,9 @@ pub fn local_addrs() -> Vec<IpAddr> {
                 match i32::from((*sa).sa_family) {
                     libc::AF_INET => {
                         let sin = &*(sa as *const libc::sockaddr_in);
-                        out.push(IpAddr::from(u32::from_be(sin.sin_addr.s_addr).to_be_bytes()));
+                        out.push(IpAddr::from(
+                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                        ));
                     }
                     libc::AF_INET6 => {
                         let sin6 = &*(sa as *const libc::sockaddr_in6);
@@ -108,8 +113,17 @@ mod tests {
 
     #[test]
     fn message_names_key_and_address() {
-        let e = check(&[sa("0.0.0.0:1053")], &[("forward.upstreams[1]".into(), sa("127.0.0.1:1053"))]).unwrap_err();
-        assert!(e.contains("forward.upstreams[1]") && e.contains("127.0.0.1:1053") && e.contains("0.0.0.0:1053"), "{e}");
+        let e = check(
+            &[sa("0.0.0.0:1053")],
+            &[("forward.upstreams[1]".into(), sa("127.0.0.1:1053"))],
+        )
+        .unwrap_err();
+        assert!(
+            e.contains("forward.upstreams[1]")
+                && e.contains("127.0.0.1:1053")
+                && e.contains("0.0.0.0:1053"),
+            "{e}"
+        );
         assert!(check(&[sa("127.0.0.1:1053")], &[("k".into(), sa("127.0.0.1:53"))]).is_ok());
     }
 }

@@ -56,6 +56,9 @@ const PREFETCH_QUEUE: usize = 256;
 /// restart knows how fresh it is).
 const STATE_MAX_AGE: Duration = Duration::from_secs(300);
 
+/// Keys being fetched, with the clients waiting for the same answer.
+type Waiting = Mutex<HashMap<Box<[u8]>, Vec<oneshot::Sender<Fetched>>>>;
+
 /// The result of a forwarded query, shared by coalesced clients.
 #[derive(Clone)]
 enum Fetched {
@@ -101,8 +104,7 @@ pub struct Resolver {
     hosts: Option<Hosts>,
     critical: Option<Critical>,
     in_flight: AtomicUsize,
-    /// Keys being fetched, with the clients waiting for the same answer.
-    waiting: Mutex<HashMap<Box<[u8]>, Vec<oneshot::Sender<Fetched>>>>,
+    waiting: Waiting,
     prefetch_tx: mpsc::Sender<Arc<cache::Entry>>,
     prefetch_rx: Mutex<Option<mpsc::Receiver<Arc<cache::Entry>>>>,
     probe_active: AtomicBool,
@@ -114,14 +116,20 @@ impl std::fmt::Debug for Resolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Resolver")
             .field("upstreams", &self.upstreams())
-            .field("stub_domains", &self.stubs.iter().map(|s| &s.domain).collect::<Vec<_>>())
+            .field(
+                "stub_domains",
+                &self.stubs.iter().map(|s| &s.domain).collect::<Vec<_>>(),
+            )
             .field("cache", &self.cache.as_ref().map(|c| c.len()))
             .finish()
     }
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> Error {
-    Error::Config(ConfigError::Invalid { key: key.into(), message: message.into() })
+    Error::Config(ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    })
 }
 
 /// The nameservers of a resolv.conf file (port 53).
@@ -170,7 +178,7 @@ impl Drop for SlotGuard<'_> {
 /// Removes a coalescing entry when the leading query ends (or is dropped mid-way: the waiters
 /// then see their channel closed and go on their own).
 struct LeaderGuard<'a> {
-    waiting: &'a Mutex<HashMap<Box<[u8]>, Vec<oneshot::Sender<Fetched>>>>,
+    waiting: &'a Waiting,
     key: &'a [u8],
     done: bool,
 }
@@ -178,14 +186,21 @@ struct LeaderGuard<'a> {
 impl LeaderGuard<'_> {
     fn finish(mut self) -> Vec<oneshot::Sender<Fetched>> {
         self.done = true;
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(self.key).unwrap_or_default()
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(self.key)
+            .unwrap_or_default()
     }
 }
 
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
         if !self.done {
-            self.waiting.lock().unwrap_or_else(|e| e.into_inner()).remove(self.key);
+            self.waiting
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(self.key);
         }
     }
 }
@@ -209,17 +224,27 @@ impl Resolver {
             let mut addrs = Vec::new();
             if f.upstreams.is_empty() {
                 let path = &f.resolv_conf;
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| invalid("forward.resolv_conf", format!("cannot read {}: {e}", path.display())))?;
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(
+                        "forward.resolv_conf",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
                 addrs = resolv_conf_nameservers(&text);
                 if addrs.is_empty() {
                     return Err(invalid(
                         "forward.resolv_conf",
-                        format!("{} names no usable nameserver (or give forward.upstreams)", path.display()),
+                        format!(
+                            "{} names no usable nameserver (or give forward.upstreams)",
+                            path.display()
+                        ),
                     ));
                 }
                 for a in &addrs {
-                    keyed.push((format!("forward.resolv_conf ({}) nameserver", path.display()), *a));
+                    keyed.push((
+                        format!("forward.resolv_conf ({}) nameserver", path.display()),
+                        *a,
+                    ));
                 }
             } else {
                 for (i, u) in f.upstreams.iter().enumerate() {
@@ -246,9 +271,13 @@ impl Resolver {
                 addrs.push(a);
             }
             let wire = wire::dotted_to_wire(&d).map_err(|e| invalid(&key, e.to_string()))?;
-            stubs.push(Stub { domain: d, wire, pool: Pool::new(&addrs, f.policy) });
+            stubs.push(Stub {
+                domain: d,
+                wire,
+                pool: Pool::new(&addrs, f.policy),
+            });
         }
-        stubs.sort_by(|a, b| b.wire.len().cmp(&a.wire.len()));
+        stubs.sort_by_key(|s| std::cmp::Reverse(s.wire.len()));
         looping::check(&cfg.listen, &keyed).map_err(Error::Loop)?;
 
         let (hosts, critical) = match &cfg.hosts {
@@ -258,9 +287,17 @@ impl Resolver {
                     crate::zone::names::parse_domain(n)
                         .map_err(|e| invalid(format!("hosts.critical_names[{i}]"), e))?;
                 }
-                let hosts = h.file.as_ref().map(|p| Hosts::new(Some(p.clone()), h.fallthrough, h.ttl));
+                let hosts = h
+                    .file
+                    .as_ref()
+                    .map(|p| Hosts::new(Some(p.clone()), h.fallthrough, h.ttl));
                 let critical = (!h.critical_names.is_empty()).then(|| {
-                    Critical::new(&h.critical_names, h.state_file.clone(), cfg.cache.min_ttl, cfg.cache.max_ttl)
+                    Critical::new(
+                        &h.critical_names,
+                        h.state_file.clone(),
+                        cfg.cache.min_ttl,
+                        cfg.cache.max_ttl,
+                    )
                 });
                 (hosts, critical)
             }
@@ -306,10 +343,15 @@ impl Resolver {
         if self.hosts.as_ref().is_some_and(|h| h.file.is_some()) && !self.s.hosts_reload.is_zero() {
             tokio::spawn(hosts_loop(weak.clone(), self.s.hosts_reload));
         }
-        if self.critical.is_some() && self.default_pool.is_some() {
+        if self.critical.is_some() && self.pools().next().is_some() {
             tokio::spawn(critical_loop(weak.clone()));
         }
-        if let Some(rx) = self.prefetch_rx.lock().unwrap_or_else(|e| e.into_inner()).take() {
+        if let Some(rx) = self
+            .prefetch_rx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
             tokio::spawn(prefetch_loop(weak, rx));
         }
     }
@@ -317,7 +359,12 @@ impl Resolver {
     /// Synchronous fast path: answer from the hosts file, critical names or a fresh cache
     /// entry, writing the complete reply into `out` (cleared first). None: the query has to go
     /// upstream (or is not one this path handles).
-    pub fn answer_local(&self, query: &[u8], max_size: usize, out: &mut Vec<u8>) -> Option<AnswerSource> {
+    pub fn answer_local(
+        &self,
+        query: &[u8],
+        max_size: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<AnswerSource> {
         out.clear();
         let q = wire::parse_query(query).ok()?;
         if q.opcode != 0 {
@@ -365,7 +412,9 @@ impl Resolver {
             }
         }
         let c = self.cache.as_ref()?;
-        let Found::Fresh(e) = c.get(key, now, false) else { return None };
+        let Found::Fresh(e) = c.get(key, now, false) else {
+            return None;
+        };
         e.write_reply(q, now, false, out);
         wire::fit(out, max_size);
         metrics::global().cache_hit(e.kind);
@@ -411,7 +460,9 @@ impl Resolver {
             return (out, AnswerSource::Server);
         };
         if self.is_loop_probe(&key[..q.qname_end - wire::HDR]) {
-            tracing::error!("forwarding loop: our own loop probe came back; not forwarding it again");
+            tracing::error!(
+                "forwarding loop: our own loop probe came back; not forwarding it again"
+            );
             wire::error_reply(&q, wire::RCODE_SERVFAIL, &mut out);
             return (out, AnswerSource::Server);
         }
@@ -424,7 +475,9 @@ impl Resolver {
             return (out, AnswerSource::Server);
         };
         let client_tcp = max_size >= TCP_MAX_SIZE;
-        let fetched = self.fetch(pool, key, query, q.question_end, client_tcp).await;
+        let fetched = self
+            .fetch(pool, key, query, q.question_end, client_tcp)
+            .await;
         if let Fetched::Reply(r) = &fetched
             && wire::rcode(r) != wire::RCODE_SERVFAIL
         {
@@ -476,11 +529,18 @@ impl Resolver {
     /// Send the loop probe (a random `<n>.<n>.` HINFO query) through the default upstreams.
     /// If it ever reaches us again, [`Resolver::is_loop_probe`] says so.
     pub async fn send_loop_probe(&self) {
-        let Some(pool) = &self.default_pool else { return };
+        let Some(pool) = &self.default_pool else {
+            return;
+        };
         let dotted = format!("{}.{}.", fastrand::u64(..), fastrand::u64(..));
-        let Ok(w) = wire::dotted_to_wire(&dotted) else { return };
+        let Ok(w) = wire::dotted_to_wire(&dotted) else {
+            return;
+        };
         let msg = wire::build_query(fastrand::u16(..), &w, wire::T_HINFO, true, false);
-        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(Probe { wire: w.clone(), dotted: dotted.clone() });
+        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(Probe {
+            wire: w.clone(),
+            dotted: dotted.clone(),
+        });
         self.probe_active.store(true, Ordering::Release);
         tracing::debug!(probe = %dotted, "sending loop probe");
         let qe = wire::HDR + w.len() + 4;
@@ -497,7 +557,9 @@ impl Resolver {
 
     /// Every upstream (default, then stub domains) and whether it is considered healthy.
     pub fn upstreams(&self) -> Vec<(SocketAddr, bool)> {
-        self.pools().flat_map(|p| p.upstreams.iter().map(|u| (u.addr, !u.is_down()))).collect()
+        self.pools()
+            .flat_map(|p| p.upstreams.iter().map(|u| (u.addr, !u.is_down())))
+            .collect()
     }
 
     /// Cache entries held (positive, negative).
@@ -506,7 +568,9 @@ impl Resolver {
     }
 
     fn pools(&self) -> impl Iterator<Item = &Pool> {
-        self.default_pool.iter().chain(self.stubs.iter().map(|s| &s.pool))
+        self.default_pool
+            .iter()
+            .chain(self.stubs.iter().map(|s| &s.pool))
     }
 
     /// The pool for a name (`key` starts with the lowercase wire name of length `name_len`):
@@ -532,7 +596,14 @@ impl Resolver {
 
     /// Forward with coalescing: the first client asking for a key queries upstream; clients
     /// asking for the same key meanwhile wait for its answer.
-    async fn fetch(&self, pool: &Pool, key: &[u8], query: &[u8], question_end: usize, client_tcp: bool) -> Fetched {
+    async fn fetch(
+        &self,
+        pool: &Pool,
+        key: &[u8],
+        query: &[u8],
+        question_end: usize,
+        client_tcp: bool,
+    ) -> Fetched {
         loop {
             let rx = {
                 let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
@@ -555,7 +626,11 @@ impl Resolver {
                     Err(_) => continue,
                 }
             }
-            let guard = LeaderGuard { waiting: &self.waiting, key, done: false };
+            let guard = LeaderGuard {
+                waiting: &self.waiting,
+                key,
+                done: false,
+            };
             let f = self.forward(pool, query, question_end, client_tcp).await;
             if let (Fetched::Reply(r), Some(c)) = (&f, &self.cache) {
                 c.insert(key, r, query, Instant::now());
@@ -567,25 +642,45 @@ impl Resolver {
         }
     }
 
-    /// Send `query` to the pool's upstreams in policy order, healthy ones first, each once,
-    /// with a timeout per try. A truncated UDP answer is retried over TCP. A SERVFAIL moves on
+    /// Send `query` to the pool's upstreams in policy order, healthy ones first, each once (a
+    /// lone upstream twice), with a timeout per try. A truncated UDP answer is retried over TCP. A SERVFAIL moves on
     /// to the next upstream, and is returned only if no upstream did better.
-    async fn forward(&self, pool: &Pool, query: &[u8], question_end: usize, client_tcp: bool) -> Fetched {
+    async fn forward(
+        &self,
+        pool: &Pool,
+        query: &[u8],
+        question_end: usize,
+        client_tcp: bool,
+    ) -> Fetched {
         let (order, all_down) = pool.order();
+        if order.is_empty() {
+            return Fetched::Failed;
+        }
         if all_down {
             metrics::global().forward_broken();
         }
         let mut msg = query.to_vec();
-        // Advertise at most EDNS_SIZE upstream: larger answers come over TCP, unfragmented.
         if let Ok(pq) = wire::parse_query(query)
             && let Some(e) = pq.edns
-            && e.udp_size > wire::EDNS_SIZE
         {
-            wire::put_u16(&mut msg, e.size_off, wire::EDNS_SIZE);
+            // Advertise at most EDNS_SIZE upstream: larger answers come over TCP, unfragmented.
+            if e.udp_size > wire::EDNS_SIZE {
+                wire::put_u16(&mut msg, e.size_off, wire::EDNS_SIZE);
+            }
+            // The client's DNS cookie is between it and us: sent upstream, the server cookie in
+            // the reply would be cached and handed to other clients.
+            wire::strip_edns_option(&mut msg, &e, wire::OPT_COOKIE);
         }
         let tcp_first = self.s.force_tcp || (client_tcp && !self.s.prefer_udp);
         let mut servfail = None;
-        for up in order {
+        // Each upstream once; a lone upstream gets a second try (a lost datagram is not an
+        // outage), but not after a SERVFAIL.
+        let tries = order.len().max(2);
+        for i in 0..tries {
+            let up = order[i % order.len()];
+            if i >= order.len() && servfail.is_some() {
+                break;
+            }
             msg[0..2].copy_from_slice(&fastrand::u16(..).to_be_bytes());
             let start = Instant::now();
             let res = self.try_upstream(up, &msg, question_end, tcp_first).await;
@@ -620,15 +715,22 @@ impl Resolver {
         tcp: bool,
     ) -> Result<Vec<u8>, upstream::ExchangeError> {
         if tcp {
-            return up.tcp(msg, question_end, Instant::now() + self.s.timeout).await;
+            return up
+                .tcp(msg, question_end, Instant::now() + self.s.timeout)
+                .await;
         }
-        let r = up.udp(msg, question_end, Instant::now() + self.s.timeout).await?;
+        let r = up
+            .udp(msg, question_end, Instant::now() + self.s.timeout)
+            .await?;
         if r[2] & wire::F_TC == 0 {
             return Ok(r);
         }
         // Truncated: the whole answer over TCP (a new try with its own timeout); if that
         // fails, the truncated answer is still an answer (the client may retry over TCP).
-        match up.tcp(msg, question_end, Instant::now() + self.s.timeout).await {
+        match up
+            .tcp(msg, question_end, Instant::now() + self.s.timeout)
+            .await
+        {
             Ok(full) => Ok(full),
             Err(e) => {
                 tracing::debug!(upstream = %up.addr, error = %e, "TCP retry after TC failed");
@@ -642,7 +744,11 @@ impl Resolver {
         let msg = wire::build_query(fastrand::u16(..), &[0], wire::T_NS, true, false);
         let qe = wire::HDR + 1 + 4;
         let deadline = Instant::now() + self.s.timeout;
-        let r = if self.s.force_tcp { up.tcp(&msg, qe, deadline).await } else { up.udp(&msg, qe, deadline).await };
+        let r = if self.s.force_tcp {
+            up.tcp(&msg, qe, deadline).await
+        } else {
+            up.udp(&msg, qe, deadline).await
+        };
         match r {
             Ok(_) => up.succeeded(),
             Err(e) => {
@@ -653,11 +759,15 @@ impl Resolver {
     }
 
     async fn prefetch(&self, e: Arc<cache::Entry>) {
-        let Ok(q) = wire::parse_query(&e.query) else { return };
+        let Ok(q) = wire::parse_query(&e.query) else {
+            return;
+        };
         let mut kbuf = [0u8; 264];
         let klen = cache::key_into(&q, &mut kbuf);
         let key = &kbuf[..klen];
-        let Some(pool) = self.pool_for(q.qname_end - wire::HDR, key) else { return };
+        let Some(pool) = self.pool_for(q.qname_end - wire::HDR, key) else {
+            return;
+        };
         if let Some(_slot) = self.try_slot() {
             metrics::global().cache_prefetch();
             self.fetch(pool, key, &e.query, q.question_end, false).await;
@@ -696,7 +806,12 @@ impl Resolver {
 
 /// The server's view of the resolver (`crate::server::Upstream`).
 impl crate::server::Upstream for Resolver {
-    fn answer_local(&self, query: &[u8], max_size: usize, out: &mut Vec<u8>) -> Option<AnswerSource> {
+    fn answer_local(
+        &self,
+        query: &[u8],
+        max_size: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<AnswerSource> {
         Resolver::answer_local(self, query, max_size, out)
     }
 
@@ -704,7 +819,8 @@ impl crate::server::Upstream for Resolver {
         &'a self,
         query: &'a [u8],
         max_size: usize,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<u8>, AnswerSource)> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<u8>, AnswerSource)> + Send + 'a>>
+    {
         Box::pin(Resolver::resolve(self, query, max_size))
     }
 
@@ -733,7 +849,11 @@ async fn health_loop(weak: Weak<Resolver>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let Some(r) = weak.upgrade() else { return };
-        let suspects: Vec<&Upstream> = r.pools().flat_map(|p| p.upstreams.iter().map(|u| &**u)).filter(|u| u.fails() > 0).collect();
+        let suspects: Vec<&Upstream> = r
+            .pools()
+            .flat_map(|p| p.upstreams.iter().map(|u| &**u))
+            .filter(|u| u.fails() > 0)
+            .collect();
         futures::future::join_all(suspects.into_iter().map(|u| r.probe_upstream(u))).await;
     }
 }
@@ -742,7 +862,9 @@ async fn hosts_loop(weak: Weak<Resolver>, every: Duration) {
     loop {
         tokio::time::sleep(every).await;
         let Some(r) = weak.upgrade() else { return };
-        let _ = tokio::task::spawn_blocking(move || r.hosts.as_ref().map(|h| h.reload_if_changed())).await;
+        let _ =
+            tokio::task::spawn_blocking(move || r.hosts.as_ref().map(|h| h.reload_if_changed()))
+                .await;
     }
 }
 
@@ -753,7 +875,10 @@ async fn critical_loop(weak: Weak<Resolver>) {
             r.refresh_critical().await
         };
         let now = Instant::now();
-        let wake = next.unwrap_or(now + Duration::from_secs(30)).clamp(now + Duration::from_millis(50), now + Duration::from_secs(30));
+        let wake = next.unwrap_or(now + Duration::from_secs(30)).clamp(
+            now + Duration::from_millis(50),
+            now + Duration::from_secs(30),
+        );
         tokio::time::sleep_until(wake.into()).await;
     }
 }
@@ -773,7 +898,10 @@ mod tests {
     fn resolv_conf_parsing() {
         let text = "# x\nsearch svc.cluster.local\nnameserver 10.0.0.10\nnameserver ::1 # v6\nnameserver fe80::1%eth0\noptions ndots:5\n";
         let ns = resolv_conf_nameservers(text);
-        assert_eq!(ns, vec!["10.0.0.10:53".parse().unwrap(), "[::1]:53".parse().unwrap()]);
+        assert_eq!(
+            ns,
+            vec!["10.0.0.10:53".parse().unwrap(), "[::1]:53".parse().unwrap()]
+        );
     }
 
     #[test]
@@ -786,22 +914,30 @@ mod tests {
     }
 
     fn cfg_with(upstreams: Vec<String>) -> Config {
-        let mut c = Config::default();
-        c.listen = vec!["127.0.0.1:1053".parse().unwrap()];
+        let mut c = Config {
+            listen: vec!["127.0.0.1:1053".parse().unwrap()],
+            ..Config::default()
+        };
         c.forward.upstreams = upstreams;
         c
     }
 
     #[test]
     fn config_errors_name_the_key() {
-        let e = Resolver::new(&cfg_with(vec!["127.0.0.1:9".into(), "nope".into()])).unwrap_err().to_string();
+        let e = Resolver::new(&cfg_with(vec!["127.0.0.1:9".into(), "nope".into()]))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("forward.upstreams[1]"), "{e}");
         let mut c = cfg_with(vec!["127.0.0.1:9".into()]);
-        c.forward.stub_domains.insert("bad..name".into(), vec!["127.0.0.1:9".into()]);
+        c.forward
+            .stub_domains
+            .insert("bad..name".into(), vec!["127.0.0.1:9".into()]);
         let e = Resolver::new(&c).unwrap_err().to_string();
         assert!(e.contains("forward.stub_domains.bad..name"), "{e}");
         let mut c = cfg_with(vec!["127.0.0.1:9".into()]);
-        c.forward.stub_domains.insert("corp.example".into(), vec!["x.y".into()]);
+        c.forward
+            .stub_domains
+            .insert("corp.example".into(), vec!["x.y".into()]);
         let e = Resolver::new(&c).unwrap_err().to_string();
         assert!(e.contains("forward.stub_domains.corp.example[0]"), "{e}");
         let mut c = cfg_with(vec![]);
@@ -811,7 +947,10 @@ mod tests {
         let e = Resolver::new(&c).unwrap_err().to_string();
         assert!(e.contains("forward.resolv_conf"), "{e}");
         let mut c = cfg_with(vec!["127.0.0.1:9".into()]);
-        c.hosts = Some(crate::config::HostsConfig { critical_names: vec!["a..b".into()], ..Default::default() });
+        c.hosts = Some(crate::config::HostsConfig {
+            critical_names: vec!["a..b".into()],
+            ..Default::default()
+        });
         let e = Resolver::new(&c).unwrap_err().to_string();
         assert!(e.contains("hosts.critical_names[0]"), "{e}");
     }
@@ -821,11 +960,19 @@ mod tests {
         let e = Resolver::new(&cfg_with(vec!["127.0.0.1:1053".into()])).unwrap_err();
         assert!(matches!(e, Error::Loop(_)), "{e}");
         let msg = e.to_string();
-        assert!(msg.contains("forward.upstreams[0]") && msg.contains("127.0.0.1:1053"), "{msg}");
+        assert!(
+            msg.contains("forward.upstreams[0]") && msg.contains("127.0.0.1:1053"),
+            "{msg}"
+        );
         let mut c = cfg_with(vec!["127.0.0.1:9".into()]);
-        c.forward.stub_domains.insert("corp.example".into(), vec!["127.0.0.1:1053".into()]);
+        c.forward
+            .stub_domains
+            .insert("corp.example".into(), vec!["127.0.0.1:1053".into()]);
         let msg = Resolver::new(&c).unwrap_err().to_string();
-        assert!(msg.contains("forward.stub_domains.corp.example[0]"), "{msg}");
+        assert!(
+            msg.contains("forward.stub_domains.corp.example[0]"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -833,23 +980,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut c = cfg_with(vec![]);
         c.forward.resolv_conf = dir.path().join("resolv.conf");
-        std::fs::write(&c.forward.resolv_conf, "nameserver 127.0.0.9\nnameserver 127.0.0.10\n").unwrap();
+        std::fs::write(
+            &c.forward.resolv_conf,
+            "nameserver 127.0.0.9\nnameserver 127.0.0.10\n",
+        )
+        .unwrap();
         let r = Resolver::new(&c).unwrap();
         assert_eq!(
             r.upstreams(),
-            vec![("127.0.0.9:53".parse().unwrap(), true), ("127.0.0.10:53".parse().unwrap(), true)]
+            vec![
+                ("127.0.0.9:53".parse().unwrap(), true),
+                ("127.0.0.10:53".parse().unwrap(), true)
+            ]
         );
         // A resolv.conf naming our own address (listening on every address, port 53) loops.
         c.listen = vec!["0.0.0.0:53".parse().unwrap()];
         let msg = Resolver::new(&c).unwrap_err().to_string();
-        assert!(msg.contains("forward.resolv_conf") && msg.contains("127.0.0.9:53"), "{msg}");
+        assert!(
+            msg.contains("forward.resolv_conf") && msg.contains("127.0.0.9:53"),
+            "{msg}"
+        );
     }
 
     #[test]
     fn probe_matching_forms() {
         let r = Resolver::new(&cfg_with(vec!["127.0.0.1:9".into()])).unwrap();
         assert!(!r.is_loop_probe(b"1.2."));
-        *r.probe.lock().unwrap() = Some(Probe { wire: wire::dotted_to_wire("12.34.").unwrap(), dotted: "12.34.".into() });
+        *r.probe.lock().unwrap() = Some(Probe {
+            wire: wire::dotted_to_wire("12.34.").unwrap(),
+            dotted: "12.34.".into(),
+        });
         r.probe_active.store(true, Ordering::Release);
         assert!(r.is_loop_probe(b"12.34."));
         assert!(r.is_loop_probe(b"12.34"));

@@ -19,6 +19,8 @@ use crate::ops::metrics::{self, UpstreamMetrics};
 
 use super::wire;
 
+/// Receive buffer of one UDP exchange.
+const UDP_BUF: usize = 4096;
 /// Idle TCP connections kept per upstream.
 const TCP_IDLE_MAX: usize = 8;
 /// Idle TCP connections older than this are closed rather than reused.
@@ -114,7 +116,12 @@ impl Upstream {
     }
 
     /// One UDP exchange: `query` (its ID already set) to the upstream, waiting until `deadline`.
-    pub async fn udp(&self, query: &[u8], question_end: usize, deadline: Instant) -> Result<Vec<u8>, ExchangeError> {
+    pub async fn udp(
+        &self,
+        query: &[u8],
+        question_end: usize,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, ExchangeError> {
         let bind: SocketAddr = if self.addr.is_ipv4() {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
@@ -124,12 +131,18 @@ impl Upstream {
         sock.connect(self.addr).await?;
         sock.send(query).await?;
         let fut = async {
-            let mut buf = Vec::with_capacity(65535);
+            // We advertise at most 1232 bytes (512 without EDNS); a datagram that fills this
+            // buffer may have been cut by the kernel, and is treated as truncated (TC), so the
+            // answer is fetched again over TCP.
+            let mut buf = [0u8; UDP_BUF];
             loop {
-                buf.clear();
-                sock.recv_buf(&mut buf).await?;
-                if is_reply_to(&buf, query, question_end) {
-                    return Ok::<_, ExchangeError>(buf);
+                let n = sock.recv(&mut buf).await?;
+                if is_reply_to(&buf[..n], query, question_end) {
+                    let mut r = buf[..n].to_vec();
+                    if n == UDP_BUF {
+                        r[2] |= wire::F_TC;
+                    }
+                    return Ok::<_, ExchangeError>(r);
                 }
             }
         };
@@ -157,7 +170,12 @@ impl Upstream {
     }
 
     /// One TCP exchange, on an idle connection if there is one (a fresh one if that fails).
-    pub async fn tcp(&self, query: &[u8], question_end: usize, deadline: Instant) -> Result<Vec<u8>, ExchangeError> {
+    pub async fn tcp(
+        &self,
+        query: &[u8],
+        question_end: usize,
+        deadline: Instant,
+    ) -> Result<Vec<u8>, ExchangeError> {
         let mut framed = Vec::with_capacity(query.len() + 2);
         framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
         framed.extend_from_slice(query);
@@ -212,7 +230,10 @@ pub struct Pool {
 impl Pool {
     pub fn new(addrs: &[SocketAddr], policy: ForwardPolicy) -> Self {
         Pool {
-            upstreams: addrs.iter().map(|a| std::sync::Arc::new(Upstream::new(*a))).collect(),
+            upstreams: addrs
+                .iter()
+                .map(|a| std::sync::Arc::new(Upstream::new(*a)))
+                .collect(),
             policy,
             next: AtomicUsize::new(0),
         }
@@ -246,7 +267,9 @@ mod tests {
     use super::*;
 
     fn addrs(n: u16) -> Vec<SocketAddr> {
-        (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 40000 + i))).collect()
+        (0..n)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], 40000 + i)))
+            .collect()
     }
 
     #[test]
@@ -293,7 +316,13 @@ mod tests {
 
     #[test]
     fn reply_matching() {
-        let q = wire::build_query(0x4242, &wire::dotted_to_wire("a.example").unwrap(), wire::T_A, true, false);
+        let q = wire::build_query(
+            0x4242,
+            &wire::dotted_to_wire("a.example").unwrap(),
+            wire::T_A,
+            true,
+            false,
+        );
         let qe = wire::parse_query(&q).unwrap().question_end;
         let mut r = q.clone();
         r[2] |= wire::F_QR;

@@ -370,10 +370,22 @@ pub fn layout(m: &[u8]) -> Result<Layout, WireError> {
         if rtype == T_OPT && section == Section::Additional && opt.is_none() {
             opt = Some(records.len());
         }
-        records.push(Rec { start: pos, end, rtype, ttl_off, rdata, section });
+        records.push(Rec {
+            start: pos,
+            end,
+            rtype,
+            ttl_off,
+            rdata,
+            section,
+        });
         pos = end;
     }
-    Ok(Layout { question_end, qdcount: qd, records, opt })
+    Ok(Layout {
+        question_end,
+        qdcount: qd,
+        records,
+        opt,
+    })
 }
 
 /// Lowercase `src` (a wire-format name) into `dst`.
@@ -443,6 +455,45 @@ pub fn dotted_to_wire(name: &str) -> Result<Vec<u8>, WireError> {
     Ok(out)
 }
 
+/// EDNS option code of DNS cookies (RFC 7873).
+pub const OPT_COOKIE: u16 = 10;
+
+/// Remove every EDNS option `code` from the OPT record, when that record is the message's last
+/// (as it is in all but signed messages). Returns true if something was removed.
+pub fn strip_edns_option(msg: &mut Vec<u8>, edns: &Edns, code: u16) -> bool {
+    if edns.end != msg.len() {
+        return false;
+    }
+    let rdlen_off = edns.size_off + 6;
+    let rdata = rdlen_off + 2;
+    if rdata > msg.len() || u16_at(msg, rdlen_off) == 0 {
+        return false;
+    }
+    let mut kept = Vec::new();
+    let mut removed = false;
+    let mut pos = rdata;
+    while pos + 4 <= msg.len() {
+        let c = u16_at(msg, pos);
+        let end = pos + 4 + u16_at(msg, pos + 2) as usize;
+        if end > msg.len() {
+            return false;
+        }
+        if c == code {
+            removed = true;
+        } else {
+            kept.extend_from_slice(&msg[pos..end]);
+        }
+        pos = end;
+    }
+    if !removed {
+        return false;
+    }
+    msg.truncate(rdata);
+    msg.extend_from_slice(&kept);
+    put_u16(msg, rdlen_off, kept.len() as u16);
+    true
+}
+
 /// Build a query message: header with `id` and RD, one question, and an OPT record.
 pub fn build_query(id: u16, qname_wire: &[u8], qtype: u16, rd: bool, edns: bool) -> Vec<u8> {
     let mut m = Vec::with_capacity(HDR + qname_wire.len() + 4 + 11);
@@ -498,7 +549,11 @@ impl<'o> ReplyWriter<'o> {
         out.push(b3);
         out.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
         out.extend_from_slice(q.question());
-        ReplyWriter { out, answers: 0, edns: q.edns.map(|e| e.do_bit) }
+        ReplyWriter {
+            out,
+            answers: 0,
+            edns: q.edns.map(|e| e.do_bit),
+        }
     }
 
     /// Add an answer record owned by the question name.
@@ -507,7 +562,8 @@ impl<'o> ReplyWriter<'o> {
         self.out.extend_from_slice(&rtype.to_be_bytes());
         self.out.extend_from_slice(&C_IN.to_be_bytes());
         self.out.extend_from_slice(&ttl.to_be_bytes());
-        self.out.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+        self.out
+            .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
         self.out.extend_from_slice(rdata);
         self.answers += 1;
     }
@@ -620,9 +676,7 @@ pub fn fit(out: &mut Vec<u8>, max: usize) {
         out.extend_from_slice(&full[..HDR.min(full.len())]);
         if out.len() == HDR {
             out[2] |= F_TC;
-            for i in 4..HDR {
-                out[i] = 0;
-            }
+            out[4..HDR].fill(0);
         }
     }
 }
@@ -712,7 +766,10 @@ mod tests {
         let w = dotted_to_wire("Foo.Bar.").unwrap();
         let mut buf = [0u8; 256];
         assert_eq!(wire_to_dotted(&w, &mut buf), Some("foo.bar"));
-        assert_eq!(parse_reverse("4.3.2.1.in-addr.arpa"), Some("1.2.3.4".parse().unwrap()));
+        assert_eq!(
+            parse_reverse("4.3.2.1.in-addr.arpa"),
+            Some("1.2.3.4".parse().unwrap())
+        );
         assert_eq!(parse_reverse("4.3.2.in-addr.arpa"), None);
         let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa";
         assert_eq!(parse_reverse(v6), Some("2001:db8::1".parse().unwrap()));
@@ -757,6 +814,22 @@ mod tests {
     }
 
     #[test]
+    fn strips_cookie_option() {
+        let mut m = q("c.example", T_A, true);
+        // OPT rdata: COOKIE (8-byte client cookie) and NSID (empty).
+        let opt = parse_query(&m).unwrap().edns.unwrap();
+        let rdlen_off = opt.size_off + 6;
+        let mut rd = vec![0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8, 0, 3, 0, 0];
+        put_u16(&mut m, rdlen_off, rd.len() as u16);
+        m.append(&mut rd);
+        let e = parse_query(&m).unwrap().edns.unwrap();
+        assert!(strip_edns_option(&mut m, &e, OPT_COOKIE));
+        let e = parse_query(&m).unwrap().edns.unwrap();
+        assert_eq!(&m[e.size_off + 6..], &[0, 4, 0, 3, 0, 0]);
+        assert!(!strip_edns_option(&mut m, &e, OPT_COOKIE));
+    }
+
+    #[test]
     fn layout_finds_ttls_and_opt() {
         let full = reply_with_n_a(3, true);
         let lay = layout(&full).unwrap();
@@ -766,6 +839,9 @@ mod tests {
             assert_eq!(u32_at(&full, r.ttl_off), 60);
             assert_eq!(r.section, Section::Answer);
         }
-        assert_eq!(read_name_lower(&full, lay.records[0].start).unwrap(), "many.example.");
+        assert_eq!(
+            read_name_lower(&full, lay.records[0].start).unwrap(),
+            "many.example."
+        );
     }
 }

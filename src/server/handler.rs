@@ -33,7 +33,7 @@ pub enum Local {
     /// Nothing to send (not a query).
     Drop,
     /// The query must wait for an upstream: call [`Engine::forward`].
-    Forward(Box<Query>),
+    Forward(Box<Pending>),
 }
 
 /// Names outside the zone: the resolver (hosts, cache, upstreams) as the server sees it.
@@ -55,6 +55,14 @@ pub trait Upstream: Send + Sync + 'static {
 pub trait QueryLogger: Send + Sync + 'static {
     fn log(&self, src: SocketAddr, query: &Query, o: &QueryObservation);
     fn enabled(&self) -> bool;
+}
+
+/// A query that waits for an upstream.
+pub struct Pending {
+    pub query: Query,
+    /// An ExternalName's CNAME out of the cluster: our reply so far and the target (absolute
+    /// wire name) whose records the resolver adds, as CoreDNS's `kubernetes` plugin does.
+    pub chase: Option<(Vec<u8>, Vec<u8>)>,
 }
 
 /// The request router, shared by every socket.
@@ -118,8 +126,14 @@ impl Engine {
                     w.finish(&q, rcode, true, false, self.max_udp);
                     return Local::Reply(facts(AnswerSource::Zone, rcode));
                 }
-                Outcome::Cname { .. } => {
+                Outcome::Cname { target_at } => {
                     w.finish(&q, rcode::NOERROR, true, false, self.max_udp);
+                    if self.resolver.is_some() && q.qtype != rtype::CNAME {
+                        let target = out[target_at..].iter().position(|&b| b == 0).map(|e| out[target_at..target_at + e + 1].to_vec());
+                        if let Some(target) = target {
+                            return Local::Forward(Box::new(Pending { query: q, chase: Some((out.clone(), target)) }));
+                        }
+                    }
                     return Local::Reply(facts(AnswerSource::Zone, rcode::NOERROR));
                 }
                 Outcome::NotOurs | Outcome::Fallthrough => {}
@@ -138,7 +152,7 @@ impl Engine {
                     );
                     std::process::exit(2);
                 }
-                Local::Forward(Box::new(q))
+                Local::Forward(Box::new(Pending { query: q, chase: None }))
             }
             None => {
                 // Not ours and nowhere to forward: REFUSED (RFC 1035 §4.1.1).
@@ -150,13 +164,17 @@ impl Engine {
     }
 
     /// The waiting part: ask the resolver.
-    pub async fn forward(&self, msg: &[u8], q: &Query, proto: Proto) -> (Vec<u8>, AnswerSource) {
+    pub async fn forward(&self, msg: &[u8], p: &Pending, proto: Proto) -> (Vec<u8>, AnswerSource) {
+        let q = &p.query;
         let max = match proto {
             Proto::Udp => wire::udp_limit(q, self.max_udp),
             Proto::Tcp => TCP_MAX,
         };
         match &self.resolver {
-            Some(r) => r.resolve(msg, max).await,
+            Some(r) => match &p.chase {
+                None => r.resolve(msg, max).await,
+                Some((ours, target)) => (chase_external(r.as_ref(), q, ours, target, max).await, AnswerSource::Zone),
+            },
             None => {
                 let mut out = Vec::new();
                 let w = Writer::new(&mut out, q, max);
@@ -173,10 +191,10 @@ impl Engine {
         let facts = match self.answer_local(msg, proto, &mut out) {
             Local::Reply(f) => f,
             Local::Drop => return None,
-            Local::Forward(q) => {
-                let (r, s) = self.forward(msg, &q, proto).await;
+            Local::Forward(p) => {
+                let (r, s) = self.forward(msg, &p, proto).await;
                 out = r;
-                forwarded_facts(&q, s, &out)
+                forwarded_facts(&p.query, s, &out)
             }
         };
         self.observe(&facts, msg.len(), &out, proto, src, start);
@@ -204,6 +222,35 @@ impl Engine {
             && let Ok(q) = Query::parse_question_only(reply)
         {
             ql.log(src, &q, &o);
+        }
+    }
+}
+
+/// Append the records of an ExternalName's target (resolved upstream) to our CNAME reply.
+/// hickory does the re-encoding: this is the rare path. A reply that would not fit the
+/// client's size goes out as the CNAME alone with TC set, so the client retries over TCP.
+async fn chase_external(r: &dyn Upstream, q: &Query, ours: &[u8], target: &[u8], max: usize) -> Vec<u8> {
+    use hickory_proto::op::{Message, ResponseCode};
+    let mut tq = vec![0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    tq.extend_from_slice(target);
+    tq.extend_from_slice(&q.qtype.to_be_bytes());
+    tq.extend_from_slice(&wire::CLASS_IN.to_be_bytes());
+    let (reply, _) = r.resolve(&tq, TCP_MAX).await;
+    let (Ok(mut m), Ok(up)) = (Message::from_vec(ours), Message::from_vec(&reply)) else { return ours.to_vec() };
+    m.answers.extend(up.answers);
+    if up.metadata.response_code == ResponseCode::NXDomain {
+        // RFC 6604 §3: the rcode describes the last name in the chain.
+        m.metadata.response_code = ResponseCode::NXDomain;
+        m.authorities = up.authorities;
+    }
+    match m.to_vec() {
+        Ok(v) if v.len() <= max => v,
+        _ => {
+            let mut v = ours.to_vec();
+            if v.len() > 2 {
+                v[2] |= 0x02;
+            }
+            v
         }
     }
 }

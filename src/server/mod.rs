@@ -10,4 +10,8 @@ pub mod handler;
 pub mod tcp;
 pub mod udp;
 
-pub use handler::{Engine, Local, QueryLogger, Upstream};
+pub use handler::{Engine, Facts, Local, Pending, QueryLogger, Upstream};
+
+/// The engine in force: replaced as a whole on a config reload, so a query sees either the old
+/// settings or the new ones, never a mix, and none is lost in between.
+pub type SharedEngine = std::sync::Arc<arc_swap::ArcSwap<Engine>>;

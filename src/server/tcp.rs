@@ -2,20 +2,18 @@
 //! `RequestHandler`: hickory owns connections, framing, pipelining and idle timeouts; the
 //! answer comes from the same [`Engine`] as the UDP fast path, so both transports answer alike.
 
-use std::sync::Arc;
-
 use hickory_proto::op::Message;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
-use super::Engine;
+use super::SharedEngine;
 use crate::ops::metrics::Proto;
 
 /// The hickory `RequestHandler` that hands each request to the [`Engine`].
 pub struct HickoryHandler {
-    pub engine: Arc<Engine>,
+    pub engine: SharedEngine,
 }
 
 #[async_trait::async_trait]
@@ -31,7 +29,8 @@ impl RequestHandler for HickoryHandler {
             metadata.response_code = hickory_proto::op::ResponseCode::ServFail;
             ResponseInfo::from(hickory_proto::op::Header { metadata, counts: Default::default() })
         };
-        let Some(bytes) = self.engine.answer(request.as_slice(), proto, request.src()).await else {
+        let engine = self.engine.load_full();
+        let Some(bytes) = engine.answer(request.as_slice(), proto, request.src()).await else {
             return fail();
         };
         // Our reply is already a complete message; hickory's response API takes records, so

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Socket, Type};
 
 use super::handler::forwarded_facts;
-use super::{Engine, Local};
+use super::{Local, SharedEngine};
 use crate::ops::metrics::Proto;
 
 /// Datagrams taken per `recvmmsg`.
@@ -65,7 +65,7 @@ impl InFlight {
 
 /// Run one worker on the calling thread until `stop` is set. Queries received before the stop
 /// are answered; forwarded ones finish on the runtime (counted in `inflight`).
-pub fn worker(sock: std::net::UdpSocket, engine: Arc<Engine>, stop: Arc<AtomicBool>, inflight: Arc<InFlight>, rt: tokio::runtime::Handle) {
+pub fn worker(sock: std::net::UdpSocket, shared: SharedEngine, stop: Arc<AtomicBool>, inflight: Arc<InFlight>, rt: tokio::runtime::Handle) {
     if let Err(e) = sock.set_nonblocking(false).and_then(|_| sock.set_read_timeout(Some(STOP_POLL))) {
         tracing::error!(error = %e, "udp socket setup");
         return;
@@ -83,6 +83,8 @@ pub fn worker(sock: std::net::UdpSocket, engine: Arc<Engine>, stop: Arc<AtomicBo
             }
         };
         let start = Instant::now();
+        // One load per batch: a reload takes effect at the next batch.
+        let engine = shared.load();
         let mut replies = 0;
         for i in 0..n {
             let (msg, src, out) = batch.slot(i);
@@ -93,18 +95,18 @@ pub fn worker(sock: std::net::UdpSocket, engine: Arc<Engine>, stop: Arc<AtomicBo
                     replies += 1;
                 }
                 Local::Drop => {}
-                Local::Forward(q) => {
+                Local::Forward(p) => {
                     let msg = msg.to_vec();
-                    let engine = engine.clone();
+                    let engine = arc_swap::Guard::into_inner(shared.load());
                     let sock = sock.clone();
                     let inflight = inflight.clone();
                     inflight.0.fetch_add(1, Ordering::AcqRel);
                     rt.spawn(async move {
-                        let (reply, source) = engine.forward(&msg, &q, Proto::Udp).await;
+                        let (reply, source) = engine.forward(&msg, &p, Proto::Udp).await;
                         if let Err(e) = sock.send_to(&reply, src) {
                             tracing::debug!(error = %e, "udp send");
                         }
-                        let f = forwarded_facts(&q, source, &reply);
+                        let f = forwarded_facts(&p.query, source, &reply);
                         engine.observe(&f, msg.len(), &reply, Proto::Udp, src, start);
                         inflight.0.fetch_sub(1, Ordering::AcqRel);
                     });

@@ -35,6 +35,16 @@
 //!   and only when that timestamp is less than [`FRESH_CREATION`] old (a service that starts
 //!   matching the label selector long after its creation is not a creation).
 //! - Pod, Namespace, and every object in a `Relist`: none.
+//!
+//! Retries use kube-rs's default watcher backoff (800 ms doubling to 30 s, jittered: client-go's
+//! parameters), except that the first error after 10 quiet seconds is retried at once
+//! ([`QuickRetry`]): a `410 Gone` relists in milliseconds, not after 0.8-1.6 s. Lists are
+//! consistent reads (kube-rs's default `MostRecent`, no `resourceVersion=0`): a relist after a 410
+//! must not go back in time, which a lagging watch cache could make it do. Pods are watched with
+//! [`POD_FIELD_SELECTOR`], as CoreDNS does; the label selector applies to Services only.
+//!
+//! Metrics: `watch_restart(kind)` for every `WatchRestart`; `relist(kind)` for every complete
+//! list after the first one of the kind (the initial sync is not a relist).
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
@@ -42,17 +52,19 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{Namespace, ObjectReference, Pod, PodIP, PodStatus, Service, ServicePort, ServiceSpec};
+use k8s_openapi::api::core::v1::{
+    Namespace, ObjectReference, Pod, PodIP, PodStatus, Service, ServicePort, ServiceSpec,
+};
 use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::Api;
 use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, DefaultBackoff, Event};
-use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource};
-use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::task::JoinSet;
 
@@ -118,7 +130,13 @@ pub async fn run(
     if let Some(sel) = opts.service_label_selector.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
         svc_cfg = svc_cfg.labels(sel);
     }
-    tasks.spawn(watch_kind(Api::<TrimService>::all(client.clone()), svc_cfg, Kind::Service, tx.clone(), convert_service));
+    tasks.spawn(watch_kind(
+        Api::<TrimService>::all(client.clone()),
+        svc_cfg,
+        Kind::Service,
+        tx.clone(),
+        convert_service,
+    ));
     if opts.watch_endpoints {
         tasks.spawn(watch_kind(
             Api::<TrimSlice>::all(client.clone()),
@@ -137,18 +155,17 @@ pub async fn run(
             convert_pod,
         ));
     }
-    drop(tx);
-
     tokio::select! {
         // Err: the sender is gone, nobody can ask any more; stop as well.
         _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
             tracing::debug!("kubernetes source: shutting down");
-            tasks.shutdown().await;
         }
-        _ = async { while tasks.join_next().await.is_some() {} } => {
+        _ = tx.closed() => {
             tracing::debug!("kubernetes source: event channel closed");
         }
+        _ = async { while tasks.join_next().await.is_some() {} } => {}
     }
+    tasks.shutdown().await;
     Ok(())
 }
 
@@ -190,95 +207,110 @@ async fn watch_kind<K>(
 {
     let kind_str = kind.as_str();
     let metrics = crate::ops::metrics::global();
-    let stream = watcher::watcher(api, config).backoff(QuickRetry::default());
-    let mut stream = std::pin::pin!(stream);
-
     // The objects of the list in progress (Init..InitDone).
     let mut listing: Option<Vec<Object>> = None;
     let mut skipped = 0usize;
     let mut lists = 0u64;
     // Services only: keys seen, to tell a creation from an update (for `changed_at`).
     let mut known: Option<HashSet<ObjectKey>> = (kind == Kind::Service).then(HashSet::new);
+    // Paces the (rare) restarts of the whole watcher, below.
+    let mut restart_backoff = QuickRetry::default();
 
-    while let Some(item) = stream.next().await {
-        let event = match item {
-            Ok(Event::Init) => {
-                listing = Some(Vec::new());
-                skipped = 0;
-                continue;
-            }
-            Ok(Event::InitApply(obj)) => {
-                match (convert(obj).object, listing.as_mut()) {
-                    (Ok(object), Some(list)) => list.push(object),
-                    (Ok(_), None) => {} // cannot happen: kube-rs sends Init first
-                    (Err(e), _) => {
-                        skipped += 1;
-                        tracing::warn!(kind = kind_str, error = %e, "skipping bad object");
-                    }
-                }
-                continue;
-            }
-            Ok(Event::InitDone) => {
-                let objects = listing.take().unwrap_or_default();
-                lists += 1;
-                if lists > 1 {
-                    metrics.relist(kind_str);
-                }
-                tracing::info!(kind = kind_str, objects = objects.len(), skipped, relist = lists > 1, "listed");
-                if let Some(known) = known.as_mut() {
-                    *known = objects.iter().map(Object::key).collect();
-                }
-                ClusterEvent::Relist { kind, objects }
-            }
-            Ok(Event::Apply(obj)) => {
-                let key = key_of(kind, obj.meta());
-                let c = convert(obj);
-                match c.object {
-                    Ok(object) => {
-                        let changed_at = match kind {
-                            Kind::EndpointSlice => c.triggered,
-                            Kind::Service => {
-                                let new = known.as_mut().is_some_and(|k| k.insert(object.key()));
-                                c.created.filter(|t| new && t.elapsed().map_or(true, |age| age < FRESH_CREATION))
-                            }
-                            _ => None,
-                        };
-                        ClusterEvent::Apply { object, changed_at }
-                    }
-                    Err(e) => {
-                        tracing::warn!(kind = kind_str, error = %e, "skipping bad object");
-                        // Whatever version was good before is not the object any more.
-                        let Some(key) = key else { continue };
-                        if let Some(known) = known.as_mut() {
-                            known.remove(&key);
-                        }
-                        ClusterEvent::Delete { key }
-                    }
-                }
-            }
-            Ok(Event::Delete(obj)) => {
-                let Some(key) = key_of(kind, obj.meta()) else {
-                    tracing::warn!(kind = kind_str, "ignoring the deletion of an object without a name");
+    'restart: loop {
+        let stream = watcher::watcher(api.clone(), config.clone()).backoff(QuickRetry::default());
+        let mut stream = std::pin::pin!(stream);
+
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(Event::Init) => {
+                    listing = Some(Vec::new());
+                    skipped = 0;
                     continue;
-                };
-                if let Some(known) = known.as_mut() {
-                    known.remove(&key);
                 }
-                ClusterEvent::Delete { key }
-            }
-            Err(e) => {
-                if is_gone(&e) {
-                    tracing::info!(kind = kind_str, error = %e, "watch expired; relisting");
-                } else {
-                    tracing::warn!(kind = kind_str, error = %e, "watch failed; retrying");
+                Ok(Event::InitApply(obj)) => {
+                    match (convert(obj).object, listing.as_mut()) {
+                        (Ok(object), Some(list)) => list.push(object),
+                        (Ok(_), None) => {} // cannot happen: kube-rs sends Init first
+                        (Err(e), _) => {
+                            skipped += 1;
+                            tracing::warn!(kind = kind_str, error = %e, "skipping bad object");
+                        }
+                    }
+                    continue;
                 }
-                metrics.watch_restart(kind_str);
-                ClusterEvent::WatchRestart { kind }
+                Ok(Event::InitDone) => {
+                    let objects = listing.take().unwrap_or_default();
+                    lists += 1;
+                    if lists > 1 {
+                        metrics.relist(kind_str);
+                    }
+                    tracing::info!(kind = kind_str, objects = objects.len(), skipped, relist = lists > 1, "listed");
+                    if let Some(known) = known.as_mut() {
+                        *known = objects.iter().map(Object::key).collect();
+                    }
+                    ClusterEvent::Relist { kind, objects }
+                }
+                Ok(Event::Apply(obj)) => {
+                    let key = key_of(kind, obj.meta());
+                    let c = convert(obj);
+                    match c.object {
+                        Ok(object) => {
+                            let changed_at = match kind {
+                                Kind::EndpointSlice => c.triggered,
+                                Kind::Service => {
+                                    let new = known.as_mut().is_some_and(|k| k.insert(object.key()));
+                                    c.created.filter(|t| new && t.elapsed().map_or(true, |age| age < FRESH_CREATION))
+                                }
+                                _ => None,
+                            };
+                            ClusterEvent::Apply { object, changed_at }
+                        }
+                        Err(e) => {
+                            tracing::warn!(kind = kind_str, error = %e, "skipping bad object");
+                            // Whatever version was good before is not the object any more.
+                            let Some(key) = key else { continue };
+                            if let Some(known) = known.as_mut() {
+                                known.remove(&key);
+                            }
+                            ClusterEvent::Delete { key }
+                        }
+                    }
+                }
+                Ok(Event::Delete(obj)) => {
+                    let Some(key) = key_of(kind, obj.meta()) else {
+                        tracing::warn!(kind = kind_str, "ignoring the deletion of an object without a name");
+                        continue;
+                    };
+                    if let Some(known) = known.as_mut() {
+                        known.remove(&key);
+                    }
+                    ClusterEvent::Delete { key }
+                }
+                Err(e) => {
+                    if is_gone(&e) {
+                        tracing::info!(kind = kind_str, error = %e, "watch expired; relisting");
+                    } else {
+                        tracing::warn!(kind = kind_str, error = %e, "watch failed; retrying");
+                    }
+                    metrics.watch_restart(kind_str);
+                    if tx.send(ClusterEvent::WatchRestart { kind }).is_err() {
+                        return;
+                    }
+                    // A watch refused with an HTTP 410 (rather than the usual ERROR event in the
+                    // stream) leaves kube-rs 5 retrying the same expired resourceVersion forever:
+                    // start a new watcher, which lists again.
+                    if matches!(&e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410) {
+                        tokio::time::sleep(restart_backoff.next().unwrap_or(Duration::from_secs(30))).await;
+                        continue 'restart;
+                    }
+                    continue;
+                }
+            };
+            if tx.send(event).is_err() {
+                return;
             }
-        };
-        if tx.send(event).is_err() {
-            return;
         }
+        return; // a watcher stream never ends
     }
 }
 
@@ -308,6 +340,7 @@ fn key_of(kind: Kind, meta: &ObjectMeta) -> Option<ObjectKey> {
 /// except that the first error after a quiet period is retried at once: a `410 Gone` relists in
 /// milliseconds instead of after 0.8-1.6 s. At most one immediate retry per [`Self::QUIET`], so
 /// a server that keeps failing is never hammered.
+#[derive(Default)]
 struct QuickRetry {
     inner: DefaultBackoff,
     last_immediate: Option<Instant>,
@@ -315,12 +348,6 @@ struct QuickRetry {
 
 impl QuickRetry {
     const QUIET: Duration = Duration::from_secs(10);
-}
-
-impl Default for QuickRetry {
-    fn default() -> Self {
-        Self { inner: DefaultBackoff::default(), last_immediate: None }
-    }
 }
 
 impl Iterator for QuickRetry {
@@ -376,7 +403,10 @@ fn trimmed_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error>
         namespace: m.namespace,
         resource_version: m.resource_version,
         labels: m.labels,
-        annotations: m.annotations.and_then(|a| a.0).map(|v| BTreeMap::from([(LAST_CHANGE_TRIGGER_TIME.to_string(), v)])),
+        annotations: m
+            .annotations
+            .and_then(|a| a.0)
+            .map(|v| BTreeMap::from([(LAST_CHANGE_TRIGGER_TIME.to_string(), v)])),
         creation_timestamp: m.creation_timestamp,
         ..ObjectMeta::default()
     })
@@ -396,7 +426,12 @@ struct NameFields {
 
 fn names_only_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
     let m = NameFields::deserialize(d)?;
-    Ok(ObjectMeta { name: m.name, namespace: m.namespace, resource_version: m.resource_version, ..ObjectMeta::default() })
+    Ok(ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        resource_version: m.resource_version,
+        ..ObjectMeta::default()
+    })
 }
 
 /// An annotations map of which only [`LAST_CHANGE_TRIGGER_TIME`] is kept; other values (such
@@ -560,18 +595,19 @@ struct TrimSlicePort {
 }
 
 fn convert_slice(t: TrimSlice) -> Converted {
-    let triggered = t.metadata.annotations.as_ref().and_then(|a| a.get(LAST_CHANGE_TRIGGER_TIME)).and_then(|s| {
-        match s.trim().parse::<k8s_openapi::jiff::Timestamp>() {
-            Ok(ts) => Some(SystemTime::from(ts)),
-            Err(_) => {
-                tracing::debug!(
-                    namespace = t.metadata.namespace.as_deref().unwrap_or(""),
-                    name = t.metadata.name.as_deref().unwrap_or(""),
-                    value = s.as_str(),
-                    "invalid {LAST_CHANGE_TRIGGER_TIME} annotation"
-                );
-                None
-            }
+    let triggered = t.metadata.annotations.as_ref().and_then(|a| a.get(LAST_CHANGE_TRIGGER_TIME)).and_then(|s| match s
+        .trim()
+        .parse::<k8s_openapi::jiff::Timestamp>()
+    {
+        Ok(ts) => Some(SystemTime::from(ts)),
+        Err(_) => {
+            tracing::debug!(
+                namespace = t.metadata.namespace.as_deref().unwrap_or(""),
+                name = t.metadata.name.as_deref().unwrap_or(""),
+                value = s.as_str(),
+                "invalid {LAST_CHANGE_TRIGGER_TIME} annotation"
+            );
+            None
         }
     });
     let created = t.metadata.creation_timestamp.as_ref().map(time_to_system);
@@ -584,9 +620,15 @@ fn convert_slice(t: TrimSlice) -> Converted {
             .into_iter()
             .map(|e| Endpoint {
                 addresses: e.addresses.unwrap_or_default(),
-                conditions: e.conditions.map(|c| EndpointConditions { ready: c.ready, ..EndpointConditions::default() }),
+                conditions: e
+                    .conditions
+                    .map(|c| EndpointConditions { ready: c.ready, ..EndpointConditions::default() }),
                 hostname: e.hostname,
-                target_ref: e.target_ref.map(|r| ObjectReference { kind: r.kind, name: r.name, ..ObjectReference::default() }),
+                target_ref: e.target_ref.map(|r| ObjectReference {
+                    kind: r.kind,
+                    name: r.name,
+                    ..ObjectReference::default()
+                }),
                 ..Endpoint::default()
             })
             .collect(),
@@ -632,7 +674,6 @@ fn convert_pod(t: TrimPod) -> Converted {
             pod_ips: s.pod_ips.map(|ips| ips.into_iter().map(|p| PodIP { ip: p.ip }).collect()),
             ..PodStatus::default()
         }),
-        ..Pod::default()
     };
     Converted { object: PodInfo::try_from(&pod).map(Object::Pod), created: None, triggered: None }
 }
@@ -665,7 +706,10 @@ mod tests {
         assert_eq!(&*s.namespace, "prod");
         assert_eq!(
             s.kind,
-            crate::cluster::objects::ServiceKind::ClusterIp(vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()])
+            crate::cluster::objects::ServiceKind::ClusterIp(vec![
+                "10.0.0.1".parse().unwrap(),
+                "fd00::1".parse().unwrap()
+            ])
         );
         assert_eq!(&*s.ports[0].name, "http");
         assert_eq!(s.labels.get("app").map(String::as_str), Some("web"));

@@ -52,6 +52,27 @@ impl ZoneBuilder {
         }
     }
 
+    /// Take new cluster settings (a config reload): the next publish rebuilds every record from
+    /// the state already held, without asking the sources again.
+    pub fn reconfigure(&mut self, cfg: &ClusterConfig, required: &[Kind]) {
+        let serial = self.snap.serial;
+        let state = std::mem::take(&mut self.state);
+        let mut fresh = ZoneBuilder::new(cfg, required);
+        fresh.snap.serial = serial;
+        for (k, s) in &state.services {
+            fresh.pending.services.insert(k.clone());
+            fresh.pending.ns_touched.insert(s.namespace.clone());
+        }
+        for n in state.namespaces.keys() {
+            fresh.pending.namespaces.insert(n.clone());
+        }
+        for p in state.pods.values() {
+            fresh.pending.pods.push((None, Some(p.clone())));
+        }
+        fresh.state = state;
+        *self = fresh;
+    }
+
     /// Apply one event; nothing is published until [`ZoneBuilder::publish`].
     pub fn apply(&mut self, event: ClusterEvent) {
         self.state.apply(event, &mut self.pending);
@@ -68,7 +89,7 @@ impl ZoneBuilder {
 
     /// Whether applied events changed anything since the last publish (or sync state changed).
     pub fn has_changes(&self) -> bool {
-        !self.pending.is_empty() || self.snap.synced != self.synced()
+        !self.pending.is_empty() || self.snap.synced != self.synced() || self.snap.serial == 0
     }
 
     /// Recompute what changed and return the new snapshot (with a new serial) plus the

@@ -18,10 +18,28 @@ pub async fn run(
     mut rx: mpsc::UnboundedReceiver<ClusterEvent>,
     swap: Arc<ArcSwap<Snapshot>>,
     on_synced: Box<dyn Fn() + Send>,
+    mut settings: tokio::sync::watch::Receiver<crate::config::ClusterConfig>,
 ) {
     let mut announced = false;
-    while let Some(ev) = rx.recv().await {
-        apply(&mut builder, ev);
+    let mut settings_alive = true;
+    loop {
+        tokio::select! {
+            ev = rx.recv() => match ev {
+                Some(ev) => apply(&mut builder, ev),
+                None => return,
+            },
+            changed = settings.changed(), if settings_alive => {
+                if changed.is_err() {
+                    // nobody reloads settings any more: keep serving with what we have
+                    settings_alive = false;
+                    continue;
+                }
+                let cfg = settings.borrow_and_update().clone();
+                let required = crate::zone::build::required_kinds(&cfg);
+                builder.reconfigure(&cfg, &required);
+                tracing::info!("cluster settings reloaded");
+            }
+        }
         // A burst of changes becomes one swap: drain what is already queued.
         while let Ok(ev) = rx.try_recv() {
             apply(&mut builder, ev);

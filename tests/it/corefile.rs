@@ -77,7 +77,7 @@ fn kubeadm_default_corefile_converts() {
     assert!(c.files.is_empty());
     // `disable success|denial cluster.local` is what clusterdns does anyway: no note.
     assert!(!has_note(&c, &["cache disable"]), "{:#?}", c.notes);
-    assert!(has_note(&c, &["Corefile:20", "reload"]), "{:#?}", c.notes);
+    assert!(has_note(&c, &["Corefile:21", "reload"]), "{:#?}", c.notes);
     assert!(has_note(&c, &["[::]:53"]), "{:#?}", c.notes);
 }
 

@@ -2,6 +2,7 @@
 
 mod support;
 mod differential;
+mod serve_forward;
 mod zone_dig;
 mod corefile;
 mod apiserver;

@@ -32,7 +32,9 @@ impl From<&Fixture> for Value {
 
 /// A Namespace.
 pub fn namespace(name: &str) -> Fixture {
-    Fixture(json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name }, "status": { "phase": "Active" } }))
+    Fixture(
+        json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name }, "status": { "phase": "Active" } }),
+    )
 }
 
 /// A Service of type ClusterIP without an IP yet (give one with [`Fixture::cluster_ip`], or

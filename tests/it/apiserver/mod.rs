@@ -30,7 +30,12 @@
 //! `end_all_watches` (clean end, as at `timeoutSeconds`), `partition_watches` (open watches stop
 //! receiving anything, as over a dead network path), `expire_history` (compaction: a watch or
 //! continue token from an older resourceVersion gets 410), `stop` / `restart` (an outage; the
-//! cluster state and history survive, the port stays the same). Objects are stored as given:
+//! cluster state and history survive, the port stays the same), `set_max_watch_duration`,
+//! `set_bookmark_interval`, `set_expired_watch_as_http_410`. `wait_watching` waits until a
+//! client's watches are open (a watch starts only after its list is consumed); `requests()`
+//! records every request (path, decoded query, Accept, Authorization). `start_blocking` runs the
+//! server on a runtime of its own, for tests that drive the `clusterdns` binary without tokio.
+//! Objects are stored as given:
 //! nothing is validated, so a test can store an object no real API server would accept (a
 //! clusterIP of "not-an-ip").
 
@@ -265,8 +270,11 @@ impl Watcher {
     }
 
     fn bookmark(&self, rv: u64, initial_events_end: bool) -> Bytes {
-        let (kind, api_version) =
-            if self.meta_only { ("PartialObjectMetadata", "meta.k8s.io/v1") } else { (self.res.kind(), self.res.api_version()) };
+        let (kind, api_version) = if self.meta_only {
+            ("PartialObjectMetadata", "meta.k8s.io/v1")
+        } else {
+            (self.res.kind(), self.res.api_version())
+        };
         let mut metadata = json!({ "resourceVersion": rv.to_string() });
         if initial_events_end {
             metadata["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
@@ -301,6 +309,8 @@ struct State {
     requests: Vec<RecordedRequest>,
     bookmark_interval: Option<Duration>,
     max_watch: Option<Duration>,
+    /// Refuse a watch from a compacted resourceVersion with an HTTP 410 instead of the ERROR event.
+    expired_watch_as_http_410: bool,
 }
 
 impl State {
@@ -353,7 +363,11 @@ impl State {
 }
 
 fn key_of(r: Res, obj: &Value) -> Key {
-    let ns = if r.namespaced() { obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default") } else { "" };
+    let ns = if r.namespaced() {
+        obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default")
+    } else {
+        ""
+    };
     let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
     (ns.to_string(), name.to_string())
 }
@@ -362,6 +376,8 @@ struct Inner {
     state: Mutex<State>,
     addr: SocketAddr,
     running: Mutex<Option<Running>>,
+    /// Where the server's tasks run.
+    rt: tokio::runtime::Handle,
 }
 
 struct Running {
@@ -381,12 +397,17 @@ impl Running {
 /// A running test API server. Dropping it stops it.
 pub struct ApiServer {
     inner: Arc<Inner>,
+    /// The runtime of a server made by [`ApiServer::start_blocking`].
+    own_rt: Option<tokio::runtime::Runtime>,
 }
 
 impl Drop for ApiServer {
     fn drop(&mut self) {
         if let Some(r) = self.inner.running.lock().unwrap().take() {
             r.abort();
+        }
+        if let Some(rt) = self.own_rt.take() {
+            rt.shutdown_background();
         }
     }
 }
@@ -407,14 +428,41 @@ impl ApiServer {
                 requests: Vec::new(),
                 bookmark_interval: Some(Duration::from_millis(500)),
                 max_watch: None,
+                expired_watch_as_http_410: false,
             }),
             addr,
             running: Mutex::new(None),
+            rt: tokio::runtime::Handle::current(),
         });
-        let server = ApiServer { inner };
+        let server = ApiServer { inner, own_rt: None };
         server.serve(listener);
         let url = server.url();
         (server, url)
+    }
+
+    /// [`Self::start`] for tests without a tokio runtime (e.g. ones that run the `clusterdns`
+    /// binary): the server gets a runtime thread of its own. Use [`Self::stop_blocking`] and
+    /// [`Self::restart_blocking`]; everything else is synchronous anyway.
+    pub fn start_blocking() -> (ApiServer, String) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("test-apiserver")
+            .enable_all()
+            .build()
+            .expect("test API server runtime");
+        let (mut server, url) = rt.block_on(ApiServer::start());
+        server.own_rt = Some(rt);
+        (server, url)
+    }
+
+    /// [`Self::stop`] from outside a runtime.
+    pub fn stop_blocking(&self) {
+        self.inner.rt.clone().block_on(self.stop())
+    }
+
+    /// [`Self::restart`] from outside a runtime.
+    pub fn restart_blocking(&self) {
+        self.inner.rt.clone().block_on(self.restart())
     }
 
     pub fn url(&self) -> String {
@@ -431,7 +479,7 @@ impl ApiServer {
 
     fn serve(&self, listener: TcpListener) {
         let inner = self.inner.clone();
-        let accept = tokio::spawn(async move {
+        let accept = self.inner.rt.spawn(async move {
             let mut conns = JoinSet::new();
             loop {
                 tokio::select! {
@@ -450,7 +498,7 @@ impl ApiServer {
             }
         });
         let inner = self.inner.clone();
-        let ticker = tokio::spawn(async move {
+        let ticker = self.inner.rt.spawn(async move {
             loop {
                 let interval = inner.state.lock().unwrap().bookmark_interval;
                 match interval {
@@ -490,9 +538,8 @@ impl ApiServer {
         let listener = loop {
             match bind(self.inner.addr).await {
                 Ok(l) => break l,
-                Err(e) if tries < 50 => {
+                Err(_) if tries < 50 => {
                     tries += 1;
-                    let _ = e;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Err(e) => panic!("cannot bind {} again: {e}", self.inner.addr),
@@ -594,11 +641,8 @@ impl ApiServer {
         let r = Res::from_kind(kind).unwrap_or_else(|| panic!("unknown kind {kind}"));
         let key = (if r.namespaced() { namespace.to_string() } else { String::new() }, name.to_string());
         let mut st = self.state();
-        let prev = st
-            .store(r)
-            .objects
-            .remove(&key)
-            .unwrap_or_else(|| panic!("{kind} {namespace}/{name} does not exist"));
+        let prev =
+            st.store(r).objects.remove(&key).unwrap_or_else(|| panic!("{kind} {namespace}/{name} does not exist"));
         st.rv += 1;
         let mut last = (*prev).clone();
         last["metadata"]["resourceVersion"] = json!(st.rv.to_string());
@@ -674,6 +718,23 @@ impl ApiServer {
         self.state().max_watch = max;
     }
 
+    /// Waits until each of `res` has an open (not partitioned) watch; panics after `within`.
+    /// A client's watch starts only after its list is consumed, so wait for this before
+    /// partitioning or dropping watches.
+    pub async fn wait_watching(&self, res: &[Res], within: Duration) {
+        let deadline = tokio::time::Instant::now() + within;
+        while !res.iter().all(|r| self.open_watches(*r) > 0) {
+            assert!(tokio::time::Instant::now() < deadline, "no open watch on all of {res:?} within {within:?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Refuse a watch from a compacted resourceVersion with an HTTP `410` response instead of the
+    /// `200` stream with one ERROR event that the API server's watch cache sends.
+    pub fn set_expired_watch_as_http_410(&self, on: bool) {
+        self.state().expired_watch_as_http_410 = on;
+    }
+
     /// Every request served so far.
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state().requests.clone()
@@ -706,7 +767,10 @@ fn normalize(r: Res, obj: &mut Value) {
         obj["metadata"] = json!({});
     }
     let meta = obj["metadata"].as_object_mut().unwrap();
-    assert!(meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty()), "object without metadata.name: {obj}");
+    assert!(
+        meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty()),
+        "object without metadata.name: {obj}"
+    );
     if r.namespaced() {
         meta.entry("namespace").or_insert(json!("default"));
     } else {
@@ -928,10 +992,11 @@ fn encode_continue(rv: u64, key: &Key) -> String {
 }
 
 fn decode_continue(s: &str) -> Option<(u64, Key)> {
-    if s.len() % 2 != 0 {
+    if !s.len().is_multiple_of(2) {
         return None;
     }
-    let bytes: Option<Vec<u8>> = (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
+    let bytes: Option<Vec<u8>> =
+        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
     let text = String::from_utf8(bytes?).ok()?;
     let mut parts = text.splitn(3, '/');
     let rv = parts.next()?.parse().ok()?;
@@ -995,7 +1060,8 @@ fn list(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, meta: bool
     let mut items = Vec::new();
     let mut last_key = None;
     let mut remaining = 0usize;
-    let range = objects.iter().filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a)).filter(|(_, o)| filter.matches(o));
+    let range =
+        objects.iter().filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a)).filter(|(_, o)| filter.matches(o));
     for (k, o) in range {
         if limit.is_some_and(|l| items.len() >= l) {
             remaining += 1;
@@ -1030,7 +1096,8 @@ fn start_watch(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, met
     let flag = |k: &str| matches!(params.get(k).map(String::as_str), Some("true" | "1"));
     let bookmarks = flag("allowWatchBookmarks");
     let initial_events = flag("sendInitialEvents");
-    let timeout = params.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).filter(|s| *s > 0).map(Duration::from_secs);
+    let timeout =
+        params.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).filter(|s| *s > 0).map(Duration::from_secs);
 
     let (tx, rx) = mpsc::unbounded_channel();
     let w = Watcher { res: t.res, filter, meta_only: meta, bookmarks, tx };
@@ -1051,7 +1118,9 @@ fn start_watch(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, met
         let Ok(from) = rv_param.parse::<u64>() else {
             return error(400, "BadRequest", &format!("invalid resourceVersion {rv_param:?}"));
         };
-        if from < st.compacted {
+        if from < st.compacted && st.expired_watch_as_http_410 {
+            return error(410, "Expired", &format!("too old resource version: {from} ({})", st.compacted));
+        } else if from < st.compacted {
             let status = status_obj(410, "Expired", &format!("too old resource version: {from} ({})", st.compacted));
             w.send_line(event_line("ERROR", &status));
             register = false; // the stream ends after the error, as the API server's does
@@ -1064,14 +1133,10 @@ fn start_watch(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, met
             }
         }
     }
-    let tx_keepalive = if register {
+    if register {
         st.watchers.push(w);
-        None
-    } else {
-        Some(w) // dropped below, after the buffered ERROR line: the body then ends
-    };
+    } // else `w` (the sender) is dropped here: the body ends after the buffered ERROR line
     drop(st);
-    drop(tx_keepalive);
 
     let limit = match (timeout, max) {
         (Some(a), Some(b)) => a.min(b),

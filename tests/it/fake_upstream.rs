@@ -1,0 +1,326 @@
+//! Small in-test DNS upstreams on 127.0.0.1 (UDP and TCP on one port) whose behaviour a test
+//! chooses per query: answer, answer late, truncate over UDP, SERVFAIL, or never answer.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
+use hickory_proto::rr::rdata::{A, NS, SOA};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What the upstream does with one query.
+pub enum Action {
+    Reply(Message),
+    /// Answer after a while (the UDP side keeps serving others meanwhile).
+    Delay(Duration, Message),
+}
+
+pub type Handler = Arc<dyn Fn(&Message, Transport) -> Action + Send + Sync>;
+
+/// A running fake upstream; stopped (sockets closed) on `stop` or drop.
+pub struct Fake {
+    pub addr: SocketAddr,
+    pub udp: Arc<AtomicUsize>,
+    pub tcp: Arc<AtomicUsize>,
+    pub seen: Arc<Mutex<Vec<(Transport, Message)>>>,
+    tasks: Arc<Mutex<Vec<JoinHandle<()>>>>,
+}
+
+impl Drop for Fake {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Fake {
+    pub async fn start(
+        handler: impl Fn(&Message, Transport) -> Action + Send + Sync + 'static,
+    ) -> Fake {
+        let (udp, tcp) = bind_pair().await;
+        Self::serve(udp, tcp, Arc::new(handler))
+    }
+
+    /// Start on a given address (e.g. one a stopped fake used).
+    pub async fn start_on(
+        addr: SocketAddr,
+        handler: impl Fn(&Message, Transport) -> Action + Send + Sync + 'static,
+    ) -> Fake {
+        for _ in 0..50 {
+            if let Ok(udp) = UdpSocket::bind(addr).await
+                && let Ok(tcp) = TcpListener::bind(addr).await
+            {
+                return Self::serve(udp, tcp, Arc::new(handler));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("cannot bind {addr} again");
+    }
+
+    fn serve(udp: UdpSocket, tcp: TcpListener, handler: Handler) -> Fake {
+        let addr = udp.local_addr().unwrap();
+        let f = Fake {
+            addr,
+            udp: Arc::new(AtomicUsize::new(0)),
+            tcp: Arc::new(AtomicUsize::new(0)),
+            seen: Arc::new(Mutex::new(Vec::new())),
+            tasks: Arc::new(Mutex::new(Vec::new())),
+        };
+        let udp = Arc::new(udp);
+        {
+            let (h, count, seen, tasks) = (
+                handler.clone(),
+                f.udp.clone(),
+                f.seen.clone(),
+                f.tasks.clone(),
+            );
+            let t = tokio::spawn(async move {
+                let mut buf = vec![0u8; 65535];
+                loop {
+                    let Ok((n, src)) = udp.recv_from(&mut buf).await else {
+                        return;
+                    };
+                    let Ok(q) = Message::from_vec(&buf[..n]) else {
+                        continue;
+                    };
+                    count.fetch_add(1, Ordering::SeqCst);
+                    seen.lock().unwrap().push((Transport::Udp, q.clone()));
+                    let action = h(&q, Transport::Udp);
+                    let udp = udp.clone();
+                    let t = tokio::spawn(async move {
+                        let m = match action {
+                            Action::Reply(m) => m,
+                            Action::Delay(d, m) => {
+                                tokio::time::sleep(d).await;
+                                m
+                            }
+                        };
+                        let _ = udp.send_to(&m.to_vec().unwrap(), src).await;
+                    });
+                    tasks.lock().unwrap().push(t);
+                }
+            });
+            f.tasks.lock().unwrap().push(t);
+        }
+        {
+            let (h, count, seen, tasks) = (handler, f.tcp.clone(), f.seen.clone(), f.tasks.clone());
+            let tasks2 = tasks.clone();
+            let t = tokio::spawn(async move {
+                loop {
+                    let Ok((mut s, _)) = tcp.accept().await else {
+                        return;
+                    };
+                    let (h, count, seen) = (h.clone(), count.clone(), seen.clone());
+                    let t = tokio::spawn(async move {
+                        loop {
+                            let mut len = [0u8; 2];
+                            if s.read_exact(&mut len).await.is_err() {
+                                return;
+                            }
+                            let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+                            if s.read_exact(&mut buf).await.is_err() {
+                                return;
+                            }
+                            let Ok(q) = Message::from_vec(&buf) else {
+                                return;
+                            };
+                            count.fetch_add(1, Ordering::SeqCst);
+                            seen.lock().unwrap().push((Transport::Tcp, q.clone()));
+                            let m = match h(&q, Transport::Tcp) {
+                                Action::Reply(m) => m,
+                                Action::Delay(d, m) => {
+                                    tokio::time::sleep(d).await;
+                                    m
+                                }
+                            };
+                            let b = m.to_vec().unwrap();
+                            let mut framed = (b.len() as u16).to_be_bytes().to_vec();
+                            framed.extend_from_slice(&b);
+                            if s.write_all(&framed).await.is_err() {
+                                return;
+                            }
+                        }
+                    });
+                    tasks2.lock().unwrap().push(t);
+                }
+            });
+            tasks.lock().unwrap().push(t);
+        }
+        f
+    }
+
+    /// Close the sockets: later queries are refused by the kernel.
+    pub fn stop(&self) {
+        for t in self.tasks.lock().unwrap().drain(..) {
+            t.abort();
+        }
+    }
+
+    pub fn queries(&self) -> usize {
+        self.udp.load(Ordering::SeqCst) + self.tcp.load(Ordering::SeqCst)
+    }
+}
+
+/// UDP and TCP sockets on the same free loopback port.
+async fn bind_pair() -> (UdpSocket, TcpListener) {
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)).await {
+            return (udp, tcp);
+        }
+    }
+    panic!("no free port pair on 127.0.0.1");
+}
+
+/// An upstream that holds a port (UDP bound, TCP listening) but never answers.
+pub struct Dead {
+    pub addr: SocketAddr,
+    _udp: std::net::UdpSocket,
+    _tcp: std::net::TcpListener,
+}
+
+impl Dead {
+    pub fn new() -> Dead {
+        for _ in 0..50 {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+            let addr = udp.local_addr().unwrap();
+            if let Ok(tcp) = std::net::TcpListener::bind(addr) {
+                return Dead {
+                    addr,
+                    _udp: udp,
+                    _tcp: tcp,
+                };
+            }
+        }
+        panic!("no free port pair on 127.0.0.1");
+    }
+}
+
+/// A reply skeleton for `q`: same ID and question, RD and CD copied, RA set, OPT if the query
+/// had one.
+pub fn reply(q: &Message) -> Message {
+    let mut m = Message::response(q.metadata.id, OpCode::Query);
+    m.metadata.recursion_desired = q.metadata.recursion_desired;
+    m.metadata.checking_disabled = q.metadata.checking_disabled;
+    m.metadata.recursion_available = true;
+    m.add_queries(q.queries.clone());
+    if let Some(e) = &q.edns {
+        let mut o = Edns::new();
+        o.set_max_payload(1232);
+        o.set_dnssec_ok(e.flags().dnssec_ok);
+        m.set_edns(o);
+    }
+    m
+}
+
+pub fn qname(q: &Message) -> Name {
+    q.queries[0].name().clone()
+}
+
+pub fn qtype(q: &Message) -> RecordType {
+    q.queries[0].query_type()
+}
+
+/// A records for the question name.
+pub fn a_reply(q: &Message, ips: &[Ipv4Addr], ttl: u32) -> Message {
+    let mut m = reply(q);
+    for ip in ips {
+        m.add_answer(Record::from_rdata(qname(q), ttl, RData::A(A(*ip))));
+    }
+    m
+}
+
+/// An SOA for the negative answers of `zone`.
+pub fn soa(zone: &str, ttl: u32, minimum: u32) -> Record {
+    let z = Name::from_ascii(zone).unwrap();
+    let soa = SOA::new(
+        Name::from_ascii(format!("ns.{zone}")).unwrap(),
+        Name::from_ascii(format!("admin.{zone}")).unwrap(),
+        1,
+        3600,
+        600,
+        86400,
+        minimum,
+    );
+    Record::from_rdata(z, ttl, RData::SOA(soa))
+}
+
+/// NXDOMAIN with an SOA (TTL `soa_ttl`, MINIMUM `minimum`).
+pub fn nx_reply(q: &Message, zone: &str, soa_ttl: u32, minimum: u32) -> Message {
+    let mut m = reply(q);
+    m.metadata.response_code = ResponseCode::NXDomain;
+    m.add_authority(soa(zone, soa_ttl, minimum));
+    m
+}
+
+/// NOERROR without answers (NODATA) with an SOA.
+pub fn nodata_reply(q: &Message, zone: &str, soa_ttl: u32, minimum: u32) -> Message {
+    let mut m = reply(q);
+    m.add_authority(soa(zone, soa_ttl, minimum));
+    m
+}
+
+pub fn servfail(q: &Message) -> Message {
+    let mut m = reply(q);
+    m.metadata.response_code = ResponseCode::ServFail;
+    m
+}
+
+/// A reply with authority and additional sections and AA/AD set.
+pub fn rich_reply(q: &Message) -> Message {
+    let mut m = a_reply(
+        q,
+        &[Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)],
+        120,
+    );
+    m.metadata.authoritative = true;
+    m.metadata.authentic_data = true;
+    let zone = Name::from_ascii("example.test.").unwrap();
+    let ns = Name::from_ascii("ns1.example.test.").unwrap();
+    m.add_authority(Record::from_rdata(zone, 300, RData::NS(NS(ns.clone()))));
+    m.add_additional(Record::from_rdata(
+        ns,
+        300,
+        RData::A(A(Ipv4Addr::new(192, 0, 2, 53))),
+    ));
+    m
+}
+
+/// A client query.
+pub fn query(name: &str, rtype: RecordType, id: u16, rd: bool, edns: bool) -> Vec<u8> {
+    let mut m = Message::new(id, hickory_proto::op::MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = rd;
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    if edns {
+        let mut o = Edns::new();
+        o.set_max_payload(1232);
+        m.set_edns(o);
+    }
+    m.to_vec().unwrap()
+}
+
+pub fn parse(b: &[u8]) -> Message {
+    Message::from_vec(b).unwrap_or_else(|e| panic!("unparseable reply {e}: {b:02x?}"))
+}
+
+/// The A addresses in a reply's answer section.
+pub fn a_addrs(m: &Message) -> Vec<Ipv4Addr> {
+    m.answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::A(a) => Some(a.0),
+            _ => None,
+        })
+        .collect()
+}
