@@ -3,6 +3,7 @@
 mod support;
 mod differential;
 mod serve_forward;
+mod kube_dns;
 mod zone_dig;
 mod corefile;
 mod apiserver;
