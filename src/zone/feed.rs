@@ -22,10 +22,14 @@ pub async fn run(
 ) {
     let mut announced = false;
     let mut settings_alive = true;
+    let mut relisted = false;
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Some(ev) => apply(&mut builder, ev),
+                Some(ev) => {
+                    relisted |= matches!(ev, ClusterEvent::Relist { .. } | ClusterEvent::ReplaceAll { .. });
+                    apply(&mut builder, ev)
+                }
                 None => return,
             },
             changed = settings.changed(), if settings_alive => {
@@ -42,6 +46,7 @@ pub async fn run(
         }
         // A burst of changes becomes one swap: drain what is already queued.
         while let Ok(ev) = rx.try_recv() {
+            relisted |= matches!(ev, ClusterEvent::Relist { .. } | ClusterEvent::ReplaceAll { .. });
             apply(&mut builder, ev);
         }
         if !builder.has_changes() {
@@ -59,6 +64,11 @@ pub async fn run(
             }
         }
         tracing::debug!(services = counts.services, endpoints = counts.endpoints, records = counts.records, "snapshot published");
+        if std::mem::take(&mut relisted) {
+            // A full list decodes the whole cluster once and frees most of it again: hand the
+            // freed pages back, so resident memory reflects what is held, not the peak.
+            release_free_memory();
+        }
         if !announced && builder.synced() {
             announced = true;
             tracing::info!(services = counts.services, endpoints = counts.endpoints, "cluster zone synced");
@@ -66,6 +76,17 @@ pub async fn run(
         }
     }
 }
+
+#[cfg(target_env = "gnu")]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn release_free_memory() {}
 
 fn apply(b: &mut ZoneBuilder, ev: ClusterEvent) {
     if let ClusterEvent::WatchRestart { kind } = &ev {
