@@ -204,7 +204,7 @@ pub fn snapshot_counts(cfg: &Config, objects: Vec<crate::cluster::Object>) -> cr
 }
 
 /// `clusterdns serve`: run until SIGTERM/SIGINT, then drain through the lameduck period.
-pub async fn serve(cfg: Config, _config_path: Option<std::path::PathBuf>) -> Result<(), Error> {
+pub async fn serve(cfg: Config, config_path: Option<std::path::PathBuf>, loader: Option<crate::reload::Loader>) -> Result<(), Error> {
     let (src_stop_tx, src_stop_rx) = watch::channel(false);
     let (dns_stop_tx, dns_stop_rx) = watch::channel(false);
     let hooks = crate::app_ops::OpsHooks::new(&cfg);
@@ -219,6 +219,19 @@ pub async fn serve(cfg: Config, _config_path: Option<std::path::PathBuf>) -> Res
         querylog: hooks.querylog(&cfg),
     });
     let shared: crate::server::SharedEngine = Arc::new(arc_swap::ArcSwap::new(engine.clone()));
+    if let Some(loader) = loader {
+        let hooks_q = hooks.clone();
+        let reloader = crate::reload::Reloader {
+            current: cfg.clone(),
+            loader,
+            path: config_path.clone(),
+            shared: shared.clone(),
+            settings: settings_tx,
+            querylog: Box::new(move |c| hooks_q.querylog(c)),
+            resolver: resolver.clone(),
+        };
+        tokio::spawn(reloader.run(dns_stop_rx.clone()));
+    }
     let (sockets, bound) = bind_dns(&cfg)?;
     for a in &bound.dns {
         eprintln!("clusterdns: listening dns={a}");

@@ -26,6 +26,10 @@
 //! | `import custom/*.override` in the `.` block | its directives, as if written there |
 //! | `health`, `ready`, `prometheus` in any block | process-wide listeners, as in CoreDNS |
 
+// Errors carry the position, block, directive and reason as owned strings; they are built once,
+// on the cold path of a one-shot command, so their size does not matter.
+#![allow(clippy::result_large_err)]
+
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -603,6 +607,29 @@ fn looks_like_key(k: &str) -> bool {
     k.contains(':') || k.contains('.')
 }
 
+/// The addresses of one `bind` line.
+fn bind_addresses(ctx: &Ctx<'_>) -> Result<Vec<IpAddr>, CorefileError> {
+    let d = ctx.d;
+    if d.args.is_empty() {
+        return Err(ctx.invalid("needs at least one address".into()));
+    }
+    if d.block.is_some() {
+        return Err(ctx.unsupported(
+            "`bind { except ... }` excludes addresses of an interface; clusterdns listens on the addresses it is given: list them".into(),
+        ));
+    }
+    d.args
+        .iter()
+        .map(|a| {
+            a.parse::<IpAddr>().map_err(|_| {
+                ctx.unsupported(format!(
+                    "{a:?} is not an IP address: clusterdns listens on addresses, not interface names; write the interface's address"
+                ))
+            })
+        })
+        .collect()
+}
+
 fn set_at<T>(value: T, o: &Directive, block: &str) -> Option<Set<T>> {
     Some(Set { value, at: o.at.clone(), block: block.to_string() })
 }
@@ -699,7 +726,7 @@ fn cidr_to_reverse_zone(s: &str) -> Option<String> {
     let (ip, bits) = s.split_once('/')?;
     let ip: std::net::Ipv4Addr = ip.parse().ok()?;
     let bits: u8 = bits.parse().ok()?;
-    if bits % 8 != 0 || bits == 0 || bits > 32 {
+    if !bits.is_multiple_of(8) || bits == 0 || bits > 32 {
         return None;
     }
     let octets = ip.octets();
@@ -963,9 +990,12 @@ impl Converter {
         let label = b.label();
         let mut forwards = 0usize;
         let mut seen_names: BTreeMap<&str, &Pos> = BTreeMap::new();
+        let mut block_binds: Option<(Vec<IpAddr>, Pos)> = None;
         for d in &b.directives {
+            // CoreDNS takes several `forward` (different FROM), `bind` (addresses add up),
+            // `log` and `errors` lines in one block; every other plugin once.
             if let Some(prev) = seen_names.insert(d.name.as_str(), &d.at)
-                && d.name != "forward"
+                && !matches!(d.name.as_str(), "forward" | "bind" | "log" | "errors")
             {
                 return Err(CorefileError::Invalid {
                     at: d.at.clone(),
@@ -1041,7 +1071,10 @@ impl Converter {
                         self.note(&d.at, &label, "loadbalance", "applies to this zone only in CoreDNS; clusterdns rotates cluster records only (cluster.loadbalance follows the `.` block)");
                     }
                 }
-                "bind" => self.bind(&ctx)?,
+                "bind" => {
+                    let (ips, _) = block_binds.get_or_insert_with(|| (Vec::new(), d.at.clone()));
+                    ips.extend(bind_addresses(&ctx)?);
+                }
                 "bufsize" => {
                     let v = ctx.one_arg(d)?;
                     let n: u16 = v.parse().ok().filter(|n| (512..=4096).contains(n)).ok_or_else(|| ctx.invalid(format!("{v:?} is not a size between 512 and 4096")))?;
@@ -1060,6 +1093,11 @@ impl Converter {
                     ));
                 }
             }
+        }
+        if let Some((mut ips, at)) = block_binds {
+            ips.sort();
+            ips.dedup();
+            self.set_once(|c| &mut c.binds, ips, &at, &label, "bind", None, "clusterdns listens on the same addresses for every zone")?;
         }
         if role == Role::Zone && forwards == 0 {
             return Err(CorefileError::Unsupported {
@@ -1086,26 +1124,6 @@ impl Converter {
             None => *slot(self) = Some(Set { value: addr, at: d.at.clone(), block: ctx.block.to_string() }),
         }
         Ok(())
-    }
-
-    fn bind(&mut self, ctx: &Ctx<'_>) -> Result<(), CorefileError> {
-        let d = ctx.d;
-        if d.args.is_empty() {
-            return Err(ctx.invalid("needs at least one address".into()));
-        }
-        if d.block.is_some() {
-            return Err(ctx.unsupported("`bind { except ... }` excludes addresses of an interface; clusterdns listens on the addresses it is given: list them".into()));
-        }
-        let mut ips = Vec::new();
-        for a in &d.args {
-            let ip: IpAddr = a.parse().map_err(|_| {
-                ctx.unsupported(format!("{a:?} is not an IP address: clusterdns listens on addresses, not interface names; write the interface's address"))
-            })?;
-            ips.push(ip);
-        }
-        ips.sort();
-        ips.dedup();
-        self.set_once(|c| &mut c.binds, ips, &d.at, ctx.block, "bind", None, "clusterdns listens on the same addresses for every zone")
     }
 
     fn kubernetes(&mut self, ctx: &Ctx<'_>) -> Result<(), CorefileError> {
@@ -1476,7 +1494,7 @@ impl Converter {
         }
 
         // Stub blocks' transport options: clusterdns has them once, for all forwarding.
-        for (opts, at, block) in std::mem::take(&mut self.stub_forward_opts) {
+        for (opts, _at, block) in std::mem::take(&mut self.stub_forward_opts) {
             macro_rules! lift {
                 ($field:ident, $name:literal) => {
                     if let Some(v) = opts.$field {
@@ -1510,10 +1528,10 @@ impl Converter {
             lift!(policy, "policy");
             lift!(max_fails, "max_fails");
             lift!(health_check, "health_check");
-            let _ = at;
         }
-        if self.forward_opts.force_tcp.is_some() && self.forward_opts.prefer_udp.is_some() {
-            let f = self.forward_opts.force_tcp.as_ref().expect("set");
+        if let Some(f) = &self.forward_opts.force_tcp
+            && self.forward_opts.prefer_udp.is_some()
+        {
             return Err(CorefileError::Unsupported {
                 at: f.at.clone(),
                 block: f.block.clone(),
@@ -1720,7 +1738,7 @@ impl Converter {
             self.files.insert("hosts".into(), content);
             h.file = format!("{CONFIG_DIR}/hosts");
             self.note(&d.at, ctx.block, "hosts", &format!(
-                "the inline entries become the file {CONFIG_DIR}/hosts: add it to the clusterdns ConfigMap as key `hosts` (content below){}",
+                "the inline entries become the file {CONFIG_DIR}/hosts: add it to the clusterdns ConfigMap as key `hosts` (its content is at the end of the converted config){}",
                 if file_arg.is_none() { "; the CoreDNS pod's own /etc/hosts (localhost, its pod name) is no longer consulted" } else { "" }
             ));
         } else if h.file == "/etc/hosts" {
@@ -1915,6 +1933,12 @@ impl Converter {
             }
         }
         out.push_str(&y);
+        for (key, content) in &self.files {
+            out.push_str(&format!("\n# ConfigMap key `{key}` (read from {CONFIG_DIR}/{key}):\n"));
+            for l in content.lines() {
+                out.push_str(&format!("#   {l}\n"));
+            }
+        }
 
         let config = Config::from_yaml(&out, Path::new("converted config")).map_err(|e| CorefileError::Config(e.to_string()))?;
         config.validate().map_err(|e| CorefileError::Config(e.to_string()))?;
@@ -2025,7 +2049,7 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
 fn dur(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         format!("{}s", d.as_secs())
-    } else if d.subsec_nanos() % 1_000_000 == 0 {
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", d.as_millis())
     } else {
         format!("{}ms", d.as_secs_f64() * 1000.0)
@@ -2218,6 +2242,19 @@ mod tests {
         assert_eq!(h.file.as_deref(), Some(Path::new("/etc/clusterdns/hosts")));
         assert!(h.fallthrough);
         assert!(c.files["hosts"].contains("10.0.0.2 example2.org www.example2.org\n"));
+    }
+
+    #[test]
+    fn bind_lines_add_up_and_must_agree_across_blocks() {
+        let c = conv(".:53 {\n bind 10.0.0.1\n bind 127.0.0.1 10.0.0.1\n forward . 8.8.8.8\n}\n").unwrap();
+        assert_eq!(c.config.listen, vec!["10.0.0.1:53".parse().unwrap(), "127.0.0.1:53".parse().unwrap()]);
+        let e = conv(".:53 {\n bind 10.0.0.1\n forward . 8.8.8.8\n}\ncorp.example:53 {\n bind 10.0.0.2\n forward . 10.0.0.5\n}\n").unwrap_err();
+        assert_eq!(e.directive(), Some("bind"));
+        assert_eq!(e.block(), Some("corp.example:53"));
+        let e = conv(".:53 {\n bind eth0\n}\n").unwrap_err();
+        assert!(e.to_string().contains("not interface names"), "{e}");
+        let e = conv(".:53 {\n cache 30\n cache 60\n}\n").unwrap_err();
+        assert!(e.to_string().contains("appears twice"), "{e}");
     }
 
     #[test]

@@ -30,6 +30,7 @@ pub mod config;
 pub mod corefile;
 pub mod error;
 pub mod ops;
+pub mod reload;
 pub mod resolve;
 pub mod server;
 pub mod source;

@@ -152,7 +152,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match rt.block_on(clusterdns::app::serve(cfg, a.o.config.clone())) {
+            let overrides = a.o.clone();
+            let loader: clusterdns::reload::Loader = Box::new(move || load_config(&overrides));
+            match rt.block_on(clusterdns::app::serve(cfg, a.o.config.clone(), Some(loader))) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("clusterdns: {e}");

@@ -18,6 +18,7 @@ fn read(rel: &str) -> String {
 }
 
 /// Convert a fixture with imports resolved against its own folder, as the CLI does.
+#[allow(clippy::result_large_err)]
 fn convert_fixture(rel: &str) -> Result<Conversion, CorefileError> {
     let path = fixtures().join(rel);
     corefile::convert(&read(rel), path.parent().unwrap())

@@ -4,6 +4,7 @@ mod support;
 mod differential;
 mod serve_forward;
 mod kube_dns;
+mod reload;
 mod zone_dig;
 mod corefile;
 mod apiserver;

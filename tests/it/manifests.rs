@@ -364,14 +364,14 @@ fn check_dns_workload(v: &Variant, w: &Workload<'_>) -> PodConfig {
     assert_eq!(sc.run_as_user.map(|u| u.to_string()), Some(dockerfile().user.split(':').next().unwrap().to_string()), "{}: the image's USER", w.what);
     assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", w.what);
     assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", w.what);
-    assert_eq!(sc.privileged.unwrap_or(false), false, "{}", w.what);
+    assert!(!sc.privileged.unwrap_or(false), "{}", w.what);
     let caps = sc.capabilities.as_ref().expect("capabilities");
     assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]), "{}", w.what);
     assert_eq!(caps.add.as_deref(), Some(&["NET_BIND_SERVICE".to_string()][..]), "{}", w.what);
     for ic in spec.init_containers.iter().flatten() {
         let sc = ic.security_context.as_ref().unwrap_or_else(|| panic!("{}: init container {} has no securityContext", w.what, ic.name));
         assert_eq!(sc.allow_privilege_escalation, Some(false), "{}: {}", w.what, ic.name);
-        assert_eq!(sc.privileged.unwrap_or(false), false, "{}: {}", w.what, ic.name);
+        assert!(!sc.privileged.unwrap_or(false), "{}: {}", w.what, ic.name);
         let caps = sc.capabilities.as_ref().expect("capabilities");
         assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]), "{}: {}", w.what, ic.name);
         assert!(caps.add.iter().flatten().all(|c| c == "NET_ADMIN"), "{}: {} adds only NET_ADMIN", w.what, ic.name);
