@@ -874,7 +874,7 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
 /// Directives dropped with a note: they only concern operation, not answers.
 fn dropped_note(name: &str) -> Option<&'static str> {
     Some(match name {
-        "reload" => "CoreDNS re-reads its Corefile when the ConfigMap changes; clusterdns reloads on SIGHUP, which nothing sends when a ConfigMap changes: after changing its ConfigMap, run `kubectl -n kube-system rollout restart deployment clusterdns`",
+        "reload" => "not needed: clusterdns re-reads its config file when it changes (a ConfigMap update included) and on SIGHUP; an invalid new config is rejected and the running one stays",
         "debug" => "debug mode (panics not recovered) has no clusterdns equivalent; set RUST_LOG=debug for more logging",
         "pprof" => "Go profiling endpoints have no clusterdns equivalent",
         "trace" => "OpenTracing/Zipkin spans have no clusterdns equivalent",

@@ -80,6 +80,14 @@ struct ConvertArgs {
     /// Folder that `import` globs are resolved against (default: the Corefile's folder).
     #[arg(long, value_name = "DIR")]
     base_dir: Option<PathBuf>,
+    /// Folder holding the coredns-custom ConfigMap's files (`*.server`, `*.override`), read for
+    /// `import custom/...`.
+    #[arg(long, value_name = "DIR")]
+    custom_dir: Option<PathBuf>,
+    /// Also write the files the config refers to (e.g. a hosts file from inline `hosts`
+    /// entries) into this folder.
+    #[arg(long, value_name = "DIR")]
+    files_dir: Option<PathBuf>,
 }
 
 /// The config: file (or defaults) with flags applied, validated.
@@ -181,10 +189,25 @@ fn main() -> ExitCode {
                 }
             };
             let base = a.base_dir.clone().unwrap_or_else(|| a.file.parent().map(Path::to_path_buf).unwrap_or_default());
-            match clusterdns::corefile::convert(&text, &base) {
+            let opts = clusterdns::corefile::Options {
+                base_dir: base,
+                custom_dir: a.custom_dir.clone(),
+                file_name: a.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+            };
+            match clusterdns::corefile::convert_with(&text, &opts) {
                 Ok(c) => {
                     for n in &c.notes {
                         eprintln!("note: {n}");
+                    }
+                    if let Some(dir) = &a.files_dir {
+                        for (name, content) in &c.files {
+                            let p = dir.join(name);
+                            if let Err(e) = std::fs::write(&p, content) {
+                                eprintln!("clusterdns: cannot write {}: {e}", p.display());
+                                return ExitCode::from(2);
+                            }
+                            eprintln!("wrote {}", p.display());
+                        }
                     }
                     print!("{}", c.config_yaml);
                     ExitCode::SUCCESS
