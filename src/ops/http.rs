@@ -80,14 +80,23 @@ pub async fn start(
     signal: ShutdownSignal,
 ) -> Result<OpsHttp, BindError> {
     let state = Arc::new(State { metrics, readiness });
-    let mut out = OpsHttp { metrics: None, health: None, ready: None, tasks: Vec::new() };
+    let mut out = OpsHttp {
+        metrics: None,
+        health: None,
+        ready: None,
+        tasks: Vec::new(),
+    };
     for (key, listen, ep) in [
         ("metrics.listen", &cfg.metrics.listen, Endpoint::Metrics),
         ("health.listen", &cfg.health.listen, Endpoint::Health),
         ("ready.listen", &cfg.ready.listen, Endpoint::Ready),
     ] {
         let Some(listen) = listen else { continue };
-        let bind_err = |source| BindError { key, addr: listen.clone(), source };
+        let bind_err = |source| BindError {
+            key,
+            addr: listen.clone(),
+            source,
+        };
         let addr = parse_http_listen(listen)
             .map_err(|m| bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
         let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
@@ -98,9 +107,18 @@ pub async fn start(
             Endpoint::Health => out.health = Some(local),
             Endpoint::Ready => out.ready = Some(local),
         }
-        out.tasks.push(tokio::spawn(serve(listener, ep, state.clone(), signal.clone())));
+        out.tasks.push(tokio::spawn(serve(
+            listener,
+            ep,
+            state.clone(),
+            signal.clone(),
+        )));
         if ep == Endpoint::Health {
-            out.tasks.push(tokio::spawn(health_self_check(local, metrics, signal.clone())));
+            out.tasks.push(tokio::spawn(health_self_check(
+                local,
+                metrics,
+                signal.clone(),
+            )));
         }
     }
     Ok(out)
@@ -158,7 +176,10 @@ async fn serve(listener: TcpListener, ep: Endpoint, state: Arc<State>, mut signa
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut r = Response::new(Full::new(body.into()));
     *r.status_mut() = status;
-    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     r
 }
 
@@ -172,11 +193,17 @@ fn handle(ep: Endpoint, state: &State, req: &Request<Incoming>) -> Response<Full
         },
         (Endpoint::Metrics, "/metrics") => {
             let gzip = accepts_gzip(req.headers().get_all(header::ACCEPT_ENCODING).iter());
-            let body = if gzip { Bytes::from(state.metrics.render_gzip()) } else { Bytes::from(state.metrics.render()) };
+            let body = if gzip {
+                Bytes::from(state.metrics.render_gzip())
+            } else {
+                Bytes::from(state.metrics.render())
+            };
             let mut r = Response::new(Full::new(body));
-            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
             if gzip {
-                r.headers_mut().insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+                r.headers_mut()
+                    .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             }
             r
         }
@@ -186,27 +213,38 @@ fn handle(ep: Endpoint, state: &State, req: &Request<Incoming>) -> Response<Full
 
 /// `Accept-Encoding` lists `gzip` (or `*`) with a non-zero q-value.
 fn accepts_gzip<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> bool {
-    values.filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).any(|item| {
-        let mut parts = item.split(';');
-        let coding = parts.next().unwrap_or("").trim();
-        if !(coding.eq_ignore_ascii_case("gzip") || coding == "*") {
-            return false;
-        }
-        parts.all(|p| {
-            let p = p.trim();
-            match p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")) {
-                Some(q) => q.trim().parse::<f32>().map(|q| q > 0.0).unwrap_or(true),
-                None => true,
+    values
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|item| {
+            let mut parts = item.split(';');
+            let coding = parts.next().unwrap_or("").trim();
+            if !(coding.eq_ignore_ascii_case("gzip") || coding == "*") {
+                return false;
             }
+            parts.all(|p| {
+                let p = p.trim();
+                match p.strip_prefix("q=").or_else(|| p.strip_prefix("Q=")) {
+                    Some(q) => q.trim().parse::<f32>().map(|q| q > 0.0).unwrap_or(true),
+                    None => true,
+                }
+            })
         })
-    })
 }
 
 /// Request our own `/health` once a second, as CoreDNS's health plugin does.
-async fn health_self_check(addr: SocketAddr, metrics: &'static Metrics, mut signal: ShutdownSignal) {
+async fn health_self_check(
+    addr: SocketAddr,
+    metrics: &'static Metrics,
+    mut signal: ShutdownSignal,
+) {
     let target = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port()),
-        IpAddr::V6(ip) if ip.is_unspecified() => SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port()),
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
         _ => addr,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
@@ -218,7 +256,9 @@ async fn health_self_check(addr: SocketAddr, metrics: &'static Metrics, mut sign
             _ = tick.tick() => {}
         }
         let start = Instant::now();
-        let ok = tokio::time::timeout(Duration::from_secs(3), get_ok(target, "/health")).await.unwrap_or(false);
+        let ok = tokio::time::timeout(Duration::from_secs(3), get_ok(target, "/health"))
+            .await
+            .unwrap_or(false);
         let took = start.elapsed();
         metrics.health_check(took, ok);
         if !ok {
@@ -230,7 +270,9 @@ async fn health_self_check(addr: SocketAddr, metrics: &'static Metrics, mut sign
 }
 
 async fn get_ok(addr: SocketAddr, path: &str) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return false };
+    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
+        return false;
+    };
     let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     if s.write_all(req.as_bytes()).await.is_err() {
         return false;

@@ -115,7 +115,11 @@ impl Readiness {
 
     /// Names not ready yet.
     pub fn pending(&self) -> Vec<String> {
-        self.inner.pending.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.inner
+            .pending
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Ready and not shutting down.
@@ -234,7 +238,9 @@ pub struct DrainGuard {
 impl Clone for DrainGuard {
     fn clone(&self) -> Self {
         self.inner.guards.fetch_add(1, Ordering::AcqRel);
-        DrainGuard { inner: self.inner.clone() }
+        DrainGuard {
+            inner: self.inner.clone(),
+        }
     }
 }
 
@@ -271,7 +277,11 @@ impl Lifecycle {
         Self::with_timings(readiness, health.lameduck, health.drain_timeout)
     }
 
-    pub fn with_timings(readiness: Readiness, lameduck: Duration, drain_timeout: Duration) -> Lifecycle {
+    pub fn with_timings(
+        readiness: Readiness,
+        lameduck: Duration,
+        drain_timeout: Duration,
+    ) -> Lifecycle {
         let (phase, _) = watch::channel(Phase::Running);
         Lifecycle {
             readiness,
@@ -300,7 +310,9 @@ impl Lifecycle {
 
     /// For a server: when to stop accepting, when to close.
     pub fn signal(&self) -> ShutdownSignal {
-        ShutdownSignal { rx: self.shared.phase.subscribe() }
+        ShutdownSignal {
+            rx: self.shared.phase.subscribe(),
+        }
     }
 
     pub fn phase(&self) -> Phase {
@@ -310,7 +322,9 @@ impl Lifecycle {
     /// Work the drain waits for: hold it until the work is done.
     pub fn drain_guard(&self) -> DrainGuard {
         self.shared.guards.fetch_add(1, Ordering::AcqRel);
-        DrainGuard { inner: self.shared.clone() }
+        DrainGuard {
+            inner: self.shared.clone(),
+        }
     }
 
     /// Start the shutdown sequence as if SIGTERM had arrived (a fatal error, tests). A second
@@ -326,7 +340,10 @@ impl Lifecycle {
     /// first SIGTERM/SIGINT or [`request_shutdown`](Self::request_shutdown) runs the shutdown
     /// sequence, and the future completes when it is done. Must be called inside a tokio
     /// runtime.
-    pub fn run<F, Fut, E>(&self, reload: F) -> std::io::Result<impl Future<Output = ()> + Send + 'static>
+    pub fn run<F, Fut, E>(
+        &self,
+        reload: F,
+    ) -> std::io::Result<impl Future<Output = ()> + Send + 'static>
     where
         F: FnMut() -> Fut + Send + 'static,
         Fut: Future<Output = Result<(), E>> + Send,
@@ -416,7 +433,10 @@ impl Lifecycle {
                 n.await;
             }
         };
-        if tokio::time::timeout(self.drain_timeout, drained).await.is_err() {
+        if tokio::time::timeout(self.drain_timeout, drained)
+            .await
+            .is_err()
+        {
             tracing::warn!(
                 left = self.shared.guards.load(Ordering::Acquire),
                 timeout = ?self.drain_timeout,
@@ -506,7 +526,11 @@ mod tests {
 
     #[tokio::test]
     async fn second_request_cuts_lameduck_short() {
-        let lc = Lifecycle::with_timings(Readiness::new(["x"]), Duration::from_secs(30), Duration::from_secs(1));
+        let lc = Lifecycle::with_timings(
+            Readiness::new(["x"]),
+            Duration::from_secs(30),
+            Duration::from_secs(1),
+        );
         let lc2 = lc.clone();
         let t0 = tokio::time::Instant::now();
         let run = tokio::spawn(async move {
@@ -523,7 +547,11 @@ mod tests {
 
     #[tokio::test]
     async fn as_bool_follows_the_phase() {
-        let lc = Lifecycle::with_timings(Readiness::new(["x"]), Duration::ZERO, Duration::from_secs(1));
+        let lc = Lifecycle::with_timings(
+            Readiness::new(["x"]),
+            Duration::ZERO,
+            Duration::from_secs(1),
+        );
         let mut b = lc.signal().as_bool(Phase::Draining);
         assert!(!*b.borrow());
         lc.shutdown_sequence(std::future::pending()).await;

@@ -22,14 +22,18 @@
 //!
 //! # Hot path
 //!
-//! [`Metrics::observe_query`] runs for every query on several threads. Every label combination
-//! it can touch is an index into fixed arrays (`[zone][proto][family][qtype]` for requests,
-//! `[rcode][source]` for responses, ...) of `OnceLock` slots holding the resolved handle. The
-//! first query of a combination resolves the handle through the labelled vector (which is when
-//! the series appears in the exposition, as in CoreDNS, instead of hundreds of zero series);
-//! every later one is an atomic load of the slot plus the handle's own atomic increments: no
-//! hash lookup, no allocation, no formatting. Only extended rcodes above 23 (which nothing sends
-//! in practice) take a labelled lookup.
+//! [`Metrics::observe_query`] runs for every query on several threads. The per-query families
+//! (`coredns_dns_requests_total`, `_responses_total`, `_do_requests_total`, the duration and
+//! size histograms) and the cache hit/miss counters live in `hot`: per-thread shards of plain
+//! atomic counters indexed by label position (`[zone][proto][family][qtype]`,
+//! `[rcode][source]`, bucket), summed at scrape time. A query does about ten uncontended
+//! `fetch_add`s: no hash lookup, no allocation, no formatting, no lock, no CAS loop, and no
+//! cache line shared with another worker (release build on this machine: 23 ns per query on
+//! one thread, 22 ns on each of two threads at once; a single shared set of prometheus-crate
+//! handles measured 37 ns and 310 ns). Series appear in the exposition once seen, as in
+//! CoreDNS. Everything else uses prometheus-crate handles resolved once (per upstream and rcode
+//! in `OnceLock` slots); only extended rcodes above 23, which nothing sends in practice, take a
+//! lock.
 //!
 //! # Server label
 //!
@@ -47,8 +51,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::{
-    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 /// Transport a query came in on.
@@ -175,7 +179,11 @@ const FAMILIES: [&str; 2] = ["1", "2"];
 const PLUGIN_LABELS: [&str; 5] = ["kubernetes", "hosts", "cache", "forward", ""];
 const NSOURCES: usize = 5;
 const CACHE_KINDS: [&str; 2] = ["success", "denial"];
-const SERVICE_KINDS: [&str; 3] = ["cluster_ip", "headless_with_selector", "headless_without_selector"];
+const SERVICE_KINDS: [&str; 3] = [
+    "cluster_ip",
+    "headless_with_selector",
+    "headless_without_selector",
+];
 const DROP_REASONS: [&str; 3] = ["malformed", "max_concurrent", "tcp_conn_limit"];
 const CONN_PROTOS: [&str; 3] = ["udp", "tcp", "tcp-tls"];
 
@@ -216,17 +224,59 @@ pub fn qtype_index(qtype: u16) -> usize {
 /// miekg/dns's `RcodeToString` (v1.1.68, the version CoreDNS 1.12.4 builds with) for 0..=23;
 /// numbers without a name are `RCODE<n>` (CoreDNS's `rcode.ToString`).
 const RCODE_NAMES: [&str; 24] = [
-    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
-    "NXRRSET", "NOTAUTH", "NOTZONE", "DSOTYPENI", "RCODE12", "RCODE13", "RCODE14", "RCODE15",
-    "BADSIG", "BADKEY", "BADTIME", "BADMODE", "BADNAME", "BADALG", "BADTRUNC", "BADCOOKIE",
+    "NOERROR",
+    "FORMERR",
+    "SERVFAIL",
+    "NXDOMAIN",
+    "NOTIMP",
+    "REFUSED",
+    "YXDOMAIN",
+    "YXRRSET",
+    "NXRRSET",
+    "NOTAUTH",
+    "NOTZONE",
+    "DSOTYPENI",
+    "RCODE12",
+    "RCODE13",
+    "RCODE14",
+    "RCODE15",
+    "BADSIG",
+    "BADKEY",
+    "BADTIME",
+    "BADMODE",
+    "BADNAME",
+    "BADALG",
+    "BADTRUNC",
+    "BADCOOKIE",
 ];
 const NRCODES: usize = RCODE_NAMES.len();
 
 /// The proxy and legacy forward metrics spell an unnamed rcode as its number.
 const PROXY_RCODE_NAMES: [&str; 24] = [
-    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED", "YXDOMAIN", "YXRRSET",
-    "NXRRSET", "NOTAUTH", "NOTZONE", "DSOTYPENI", "12", "13", "14", "15", "BADSIG", "BADKEY",
-    "BADTIME", "BADMODE", "BADNAME", "BADALG", "BADTRUNC", "BADCOOKIE",
+    "NOERROR",
+    "FORMERR",
+    "SERVFAIL",
+    "NXDOMAIN",
+    "NOTIMP",
+    "REFUSED",
+    "YXDOMAIN",
+    "YXRRSET",
+    "NXRRSET",
+    "NOTAUTH",
+    "NOTZONE",
+    "DSOTYPENI",
+    "12",
+    "13",
+    "14",
+    "15",
+    "BADSIG",
+    "BADKEY",
+    "BADTIME",
+    "BADMODE",
+    "BADNAME",
+    "BADALG",
+    "BADTRUNC",
+    "BADCOOKIE",
 ];
 
 /// The `rcode` label of `coredns_dns_responses_total`: the name, else `RCODE<n>`.
@@ -275,26 +325,45 @@ pub fn plugins_for(cfg: &crate::config::Config) -> Vec<&'static str> {
 // Registration helpers.
 
 fn reg<C: Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-    r.register(Box::new(c.clone())).expect("metric names are unique");
+    r.register(Box::new(c.clone()))
+        .expect("metric names are unique");
     c
 }
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
-    reg(r, IntCounter::with_opts(Opts::new(name, help)).expect("valid metric"))
+    reg(
+        r,
+        IntCounter::with_opts(Opts::new(name, help)).expect("valid metric"),
+    )
 }
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    reg(r, IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    reg(
+        r,
+        IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
-    reg(r, IntGauge::with_opts(Opts::new(name, help)).expect("valid metric"))
+    reg(
+        r,
+        IntGauge::with_opts(Opts::new(name, help)).expect("valid metric"),
+    )
 }
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    reg(r, IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    reg(
+        r,
+        IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"),
+    )
 }
 fn histogram(r: &Registry, name: &str, help: &str, buckets: &[f64]) -> Histogram {
     let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
     reg(r, Histogram::with_opts(opts).expect("valid metric"))
 }
-fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: &[f64]) -> HistogramVec {
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: &[f64],
+) -> HistogramVec {
     let opts = HistogramOpts::new(name, help).buckets(buckets.to_vec());
     reg(r, HistogramVec::new(opts, labels).expect("valid metric"))
 }
@@ -335,7 +404,9 @@ struct LegacyUpstream {
 
 impl fmt::Debug for UpstreamHandles {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("UpstreamHandles").field("to", &self.to).finish_non_exhaustive()
+        f.debug_struct("UpstreamHandles")
+            .field("to", &self.to)
+            .finish_non_exhaustive()
     }
 }
 
@@ -349,7 +420,11 @@ impl UpstreamMetrics {
         if i < NRCODES {
             h.proxy_duration[i]
                 .get_or_init(|| {
-                    h.proxy_duration_vec.with_label_values(&["forward", &h.to, PROXY_RCODE_NAMES[i]])
+                    h.proxy_duration_vec.with_label_values(&[
+                        "forward",
+                        &h.to,
+                        PROXY_RCODE_NAMES[i],
+                    ])
                 })
                 .observe(secs);
         } else {
@@ -361,15 +436,25 @@ impl UpstreamMetrics {
             l.requests.inc();
             if i < NRCODES {
                 l.responses[i]
-                    .get_or_init(|| l.responses_vec.with_label_values(&[PROXY_RCODE_NAMES[i], &h.to]))
+                    .get_or_init(|| {
+                        l.responses_vec
+                            .with_label_values(&[PROXY_RCODE_NAMES[i], &h.to])
+                    })
                     .inc();
                 l.duration[i]
-                    .get_or_init(|| l.duration_vec.with_label_values(&[&h.to, PROXY_RCODE_NAMES[i]]))
+                    .get_or_init(|| {
+                        l.duration_vec
+                            .with_label_values(&[&h.to, PROXY_RCODE_NAMES[i]])
+                    })
                     .observe(secs);
             } else {
                 let rc = proxy_rcode_label(rcode);
-                l.responses_vec.with_label_values(&[&*rc, h.to.as_str()]).inc();
-                l.duration_vec.with_label_values(&[h.to.as_str(), &*rc]).observe(secs);
+                l.responses_vec
+                    .with_label_values(&[&*rc, h.to.as_str()])
+                    .inc();
+                l.duration_vec
+                    .with_label_values(&[h.to.as_str(), &*rc])
+                    .observe(secs);
             }
         }
     }
@@ -396,7 +481,11 @@ impl UpstreamMetrics {
         let h = &*self.h;
         let p = proto as usize;
         h.conn_cache[which][p].get_or_init(|| {
-            let v = if which == 0 { &h.conn_cache_vec.0 } else { &h.conn_cache_vec.1 };
+            let v = if which == 0 {
+                &h.conn_cache_vec.0
+            } else {
+                &h.conn_cache_vec.1
+            };
             v.with_label_values(&["forward", &h.to, CONN_PROTOS[p]])
         })
     }
@@ -418,19 +507,8 @@ struct Inner {
     server: String,
     legacy_forward: bool,
 
-    // coredns_dns_*: vectors for first use, slots for every later one.
-    requests_vec: IntCounterVec,
-    requests: [[[[OnceLock<IntCounter>; NTYPES]; 2]; 2]; 2], // zone, proto, family, type
-    responses_vec: IntCounterVec,
-    responses: [[OnceLock<IntCounter>; NSOURCES]; NRCODES], // rcode, source
-    duration_vec: HistogramVec,
-    duration: [OnceLock<Histogram>; 2], // zone
-    req_size_vec: HistogramVec,
-    req_size: [[OnceLock<Histogram>; 2]; 2], // zone, proto
-    resp_size_vec: HistogramVec,
-    resp_size: [[OnceLock<Histogram>; 2]; 2],
-    do_vec: IntCounterVec,
-    do_requests: [OnceLock<IntCounter>; 2],
+    /// The per-query families and the cache counters, sharded per thread.
+    hot: Arc<hot::Hot>,
 
     panics: IntCounter,
     plugin_enabled: IntGaugeVec,
@@ -440,9 +518,6 @@ struct Inner {
     health_failures: IntCounter,
 
     cache_entries: [IntGauge; 2],
-    cache_requests: IntCounter,
-    cache_hits: [IntCounter; 2],
-    cache_misses: IntCounter,
     cache_prefetch: IntCounter,
     cache_drops: IntCounter,
     cache_served_stale: IntCounter,
@@ -489,46 +564,14 @@ impl Inner {
         let r = Registry::new();
         let s = server.to_string();
 
-        let requests_vec = counter_vec(
+        let hot = Arc::new(hot::Hot::new(server));
+        r.register(Box::new(hot::HotCollector(hot.clone())))
+            .expect("metric names are unique");
+        let panics = counter(
             &r,
-            "coredns_dns_requests_total",
-            "Counter of DNS requests made per zone, protocol and family.",
-            &["server", "zone", "view", "proto", "family", "type"],
+            "coredns_panics_total",
+            "A metrics that counts the number of panics.",
         );
-        let duration_vec = histogram_vec(
-            &r,
-            "coredns_dns_request_duration_seconds",
-            "Histogram of the time (in seconds) each request took per zone.",
-            &["server", "zone", "view"],
-            &TIME_BUCKETS,
-        );
-        let req_size_vec = histogram_vec(
-            &r,
-            "coredns_dns_request_size_bytes",
-            "Size of the EDNS0 UDP buffer in bytes (64K for TCP) per zone and protocol.",
-            &["server", "zone", "view", "proto"],
-            &SIZE_BUCKETS,
-        );
-        let do_vec = counter_vec(
-            &r,
-            "coredns_dns_do_requests_total",
-            "Counter of DNS requests with DO bit set per zone.",
-            &["server", "zone", "view"],
-        );
-        let resp_size_vec = histogram_vec(
-            &r,
-            "coredns_dns_response_size_bytes",
-            "Size of the returned response in bytes.",
-            &["server", "zone", "view", "proto"],
-            &SIZE_BUCKETS,
-        );
-        let responses_vec = counter_vec(
-            &r,
-            "coredns_dns_responses_total",
-            "Counter of response status codes.",
-            &["server", "zone", "view", "rcode", "plugin"],
-        );
-        let panics = counter(&r, "coredns_panics_total", "A metrics that counts the number of panics.");
         let plugin_enabled = gauge_vec(
             &r,
             "coredns_plugin_enabled",
@@ -548,8 +591,11 @@ impl Inner {
                 option_env!("CLUSTERDNS_RUSTC").unwrap_or("rust"),
             ])
             .set(1);
-        let reload_failed =
-            counter(&r, "coredns_reload_failed_total", "Counter of the number of failed reload attempts.");
+        let reload_failed = counter(
+            &r,
+            "coredns_reload_failed_total",
+            "Counter of the number of failed reload attempts.",
+        );
         let hosts_entries = gauge_vec(
             &r,
             "coredns_hosts_entries",
@@ -576,24 +622,6 @@ impl Inner {
             "The number of elements in the cache.",
             &["server", "type", "zones", "view"],
         );
-        let cache_requests_vec = counter_vec(
-            &r,
-            "coredns_cache_requests_total",
-            "The count of cache requests.",
-            &["server", "zones", "view"],
-        );
-        let cache_hits_vec = counter_vec(
-            &r,
-            "coredns_cache_hits_total",
-            "The count of cache hits.",
-            &["server", "type", "zones", "view"],
-        );
-        let cache_misses_vec = counter_vec(
-            &r,
-            "coredns_cache_misses_total",
-            "The count of cache misses. Deprecated, derive misses from cache hits/requests counters.",
-            &["server", "zones", "view"],
-        );
         let cache_prefetch_vec = counter_vec(
             &r,
             "coredns_cache_prefetch_total",
@@ -618,12 +646,11 @@ impl Inner {
             "The count of cache evictions.",
             &["server", "type", "zones", "view"],
         );
-        let by_kind = |v: &IntCounterVec| CACHE_KINDS.map(|k| v.with_label_values(&[&s, k, ".", ""]));
+        let by_kind =
+            |v: &IntCounterVec| CACHE_KINDS.map(|k| v.with_label_values(&[&s, k, ".", ""]));
         let plain = |v: &IntCounterVec| v.with_label_values(&[&s, ".", ""]);
-        let cache_entries = CACHE_KINDS.map(|k| cache_entries_vec.with_label_values(&[&s, k, ".", ""]));
-        let cache_requests = plain(&cache_requests_vec);
-        let cache_hits = by_kind(&cache_hits_vec);
-        let cache_misses = plain(&cache_misses_vec);
+        let cache_entries =
+            CACHE_KINDS.map(|k| cache_entries_vec.with_label_values(&[&s, k, ".", ""]));
         let cache_prefetch = plain(&cache_prefetch_vec);
         let cache_drops = plain(&cache_drops_vec);
         let cache_served_stale = plain(&cache_stale_vec);
@@ -708,9 +735,13 @@ impl Inner {
             "Objects in the published zone snapshot, by kind.",
             &["kind"],
         );
-        let snapshot_objects = ["services", "endpoints", "pods"].map(|k| objects.with_label_values(&[k]));
-        let snapshot_records =
-            gauge(&r, "clusterdns_snapshot_records", "Records in the published zone snapshot.");
+        let snapshot_objects =
+            ["services", "endpoints", "pods"].map(|k| objects.with_label_values(&[k]));
+        let snapshot_records = gauge(
+            &r,
+            "clusterdns_snapshot_records",
+            "Records in the published zone snapshot.",
+        );
         let snapshot_published = counter(
             &r,
             "clusterdns_snapshots_published_total",
@@ -750,25 +781,17 @@ impl Inner {
         );
         let dropped = DROP_REASONS.map(|k| dropped_vec.with_label_values(&[k]));
 
-        let scrape = Arc::new(ScrapeState { snapshot_published_us: AtomicU64::new(0) });
-        r.register(Box::new(ScrapeCollector::new(scrape.clone()))).expect("metric names are unique");
+        let scrape = Arc::new(ScrapeState {
+            snapshot_published_us: AtomicU64::new(0),
+        });
+        r.register(Box::new(ScrapeCollector::new(scrape.clone())))
+            .expect("metric names are unique");
 
         Inner {
             registry: r,
             server: s,
             legacy_forward,
-            requests_vec,
-            requests: std::array::from_fn(|_| std::array::from_fn(|_| std::array::from_fn(|_| slots()))),
-            responses_vec,
-            responses: std::array::from_fn(|_| slots()),
-            duration_vec,
-            duration: slots(),
-            req_size_vec,
-            req_size: std::array::from_fn(|_| slots()),
-            resp_size_vec,
-            resp_size: std::array::from_fn(|_| slots()),
-            do_vec,
-            do_requests: slots(),
+            hot,
             panics,
             plugin_enabled,
             reload_failed,
@@ -776,9 +799,6 @@ impl Inner {
             health_duration,
             health_failures,
             cache_entries,
-            cache_requests,
-            cache_hits,
-            cache_misses,
             cache_prefetch,
             cache_drops,
             cache_served_stale,
@@ -813,7 +833,10 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Self {
-        Metrics { inner: OnceLock::new(), renders: AtomicU64::new(0) }
+        Metrics {
+            inner: OnceLock::new(),
+            renders: AtomicU64::new(0),
+        }
     }
 }
 
@@ -821,7 +844,8 @@ impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let mut d = f.debug_struct("Metrics");
         if let Some(i) = self.inner.get() {
-            d.field("server", &i.server).field("legacy_forward", &i.legacy_forward);
+            d.field("server", &i.server)
+                .field("legacy_forward", &i.legacy_forward);
         }
         d.finish_non_exhaustive()
     }
@@ -857,13 +881,17 @@ impl Metrics {
             );
         }
         for p in plugins {
-            inner.plugin_enabled.with_label_values(&[&inner.server, ".", "", p]).set(1);
+            inner
+                .plugin_enabled
+                .with_label_values(&[&inner.server, ".", "", p])
+                .set(1);
         }
     }
 
     #[inline]
     fn inner(&self) -> &Inner {
-        self.inner.get_or_init(|| Inner::new(DEFAULT_SERVER_LABEL, true))
+        self.inner
+            .get_or_init(|| Inner::new(DEFAULT_SERVER_LABEL, true))
     }
 
     /// The `server` label in use.
@@ -876,43 +904,23 @@ impl Metrics {
     /// does; everything else under the root block's `zone="."`.
     #[inline]
     pub fn observe_query(&self, o: &QueryObservation) {
-        let i = self.inner();
-        let s = i.server.as_str();
-        let src = o.source as usize;
-        let z = if matches!(o.source, AnswerSource::Server) { ZONE_DROPPED } else { ZONE_ROOT };
-        let p = o.proto as usize;
-        let f = o.ipv6 as usize;
-        let t = qtype_index(o.qtype);
-
-        if o.do_bit {
-            i.do_requests[z].get_or_init(|| i.do_vec.with_label_values(&[s, ZONES[z], ""])).inc();
-        }
-        i.requests[z][p][f][t]
-            .get_or_init(|| {
-                i.requests_vec.with_label_values(&[s, ZONES[z], "", PROTOS[p], FAMILIES[f], QTYPE_LABELS[t]])
-            })
-            .inc();
-        i.duration[z]
-            .get_or_init(|| i.duration_vec.with_label_values(&[s, ZONES[z], ""]))
-            .observe(o.duration.as_secs_f64());
-        i.resp_size[z][p]
-            .get_or_init(|| i.resp_size_vec.with_label_values(&[s, ZONES[z], "", PROTOS[p]]))
-            .observe(o.response_size as f64);
-        i.req_size[z][p]
-            .get_or_init(|| i.req_size_vec.with_label_values(&[s, ZONES[z], "", PROTOS[p]]))
-            .observe(o.request_size as f64);
-        let rc = o.rcode as usize;
-        if rc < NRCODES {
-            i.responses[rc][src]
-                .get_or_init(|| {
-                    i.responses_vec.with_label_values(&[s, ZONES[z], "", RCODE_NAMES[rc], PLUGIN_LABELS[src]])
-                })
-                .inc();
+        let z = if matches!(o.source, AnswerSource::Server) {
+            ZONE_DROPPED
         } else {
-            i.responses_vec
-                .with_label_values(&[s, ZONES[z], "", &rcode_label(o.rcode), PLUGIN_LABELS[src]])
-                .inc();
-        }
+            ZONE_ROOT
+        };
+        self.inner().hot.observe(
+            z,
+            o.proto as usize,
+            o.ipv6 as usize,
+            qtype_index(o.qtype),
+            o.rcode,
+            o.source as usize,
+            u64::try_from(o.duration.as_nanos()).unwrap_or(u64::MAX),
+            o.request_size as u64,
+            o.response_size as u64,
+            o.do_bit,
+        );
     }
 
     /// A query dropped or shed (`clusterdns_dropped_total{reason}`). Only that counter: a query
@@ -946,7 +954,10 @@ impl Metrics {
             legacy,
             to,
         };
-        UpstreamMetrics { addr, h: Arc::new(h) }
+        UpstreamMetrics {
+            addr,
+            h: Arc::new(h),
+        }
     }
 
     /// Every upstream is down (`coredns_forward_healthcheck_broken_total`).
@@ -960,15 +971,11 @@ impl Metrics {
     }
     /// A cache hit; also counts `coredns_cache_requests_total`.
     pub fn cache_hit(&self, kind: CacheKind) {
-        let i = self.inner();
-        i.cache_hits[kind as usize].inc();
-        i.cache_requests.inc();
+        self.inner().hot.cache_hit(kind as usize);
     }
     /// A cache miss; also counts `coredns_cache_requests_total`.
     pub fn cache_miss(&self) {
-        let i = self.inner();
-        i.cache_misses.inc();
-        i.cache_requests.inc();
+        self.inner().hot.cache_miss();
     }
     pub fn cache_prefetch(&self) {
         self.inner().cache_prefetch.inc();
@@ -988,7 +995,10 @@ impl Metrics {
     }
     /// `coredns_hosts_entries{hostsfile}` (the file's path).
     pub fn set_hosts_entries(&self, file: &str, n: usize) {
-        self.inner().hosts_entries.with_label_values(&[file]).set(n as i64);
+        self.inner()
+            .hosts_entries
+            .with_label_values(&[file])
+            .set(n as i64);
     }
     /// Time from an endpoint change (its trigger time) to its records being served.
     pub fn dns_programming(&self, kind: ServiceKind, duration: Duration) {
@@ -1008,16 +1018,26 @@ impl Metrics {
     }
     /// Snapshot contents: `clusterdns_snapshot_objects{kind}`, `clusterdns_snapshot_records`,
     /// and the time it was published (for `clusterdns_snapshot_age_seconds`).
-    pub fn snapshot_published(&self, services: usize, endpoints: usize, pods: usize, records: usize) {
+    pub fn snapshot_published(
+        &self,
+        services: usize,
+        endpoints: usize,
+        pods: usize,
+        records: usize,
+    ) {
         let i = self.inner();
         for (g, n) in i.snapshot_objects.iter().zip([services, endpoints, pods]) {
             g.set(n as i64);
         }
         i.snapshot_records.set(records as i64);
         i.snapshot_published.inc();
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         i.snapshot_timestamp.set(now.as_secs_f64());
-        i.scrape.snapshot_published_us.store(now.as_micros().max(1) as u64, Ordering::Relaxed);
+        i.scrape
+            .snapshot_published_us
+            .store(now.as_micros().max(1) as u64, Ordering::Relaxed);
     }
     pub fn reload_failed(&self) {
         self.inner().reload_failed.inc();
@@ -1059,7 +1079,10 @@ impl Metrics {
 }
 
 pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = flate2::write::GzEncoder::new(Vec::with_capacity(data.len() / 4 + 64), flate2::Compression::fast());
+    let mut enc = flate2::write::GzEncoder::new(
+        Vec::with_capacity(data.len() / 4 + 64),
+        flate2::Compression::fast(),
+    );
     enc.write_all(data).expect("writing to a Vec");
     enc.finish().expect("writing to a Vec")
 }
@@ -1089,12 +1112,36 @@ struct ScrapeCollector {
 }
 
 const SCRAPE_FAMILIES: [(&str, &str, MetricType); 8] = [
-    ("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.", MetricType::COUNTER),
-    ("process_open_fds", "Number of open file descriptors.", MetricType::GAUGE),
-    ("process_max_fds", "Maximum number of open file descriptors.", MetricType::GAUGE),
-    ("process_virtual_memory_bytes", "Virtual memory size in bytes.", MetricType::GAUGE),
-    ("process_resident_memory_bytes", "Resident memory size in bytes.", MetricType::GAUGE),
-    ("process_start_time_seconds", "Start time of the process since unix epoch in seconds.", MetricType::GAUGE),
+    (
+        "process_cpu_seconds_total",
+        "Total user and system CPU time spent in seconds.",
+        MetricType::COUNTER,
+    ),
+    (
+        "process_open_fds",
+        "Number of open file descriptors.",
+        MetricType::GAUGE,
+    ),
+    (
+        "process_max_fds",
+        "Maximum number of open file descriptors.",
+        MetricType::GAUGE,
+    ),
+    (
+        "process_virtual_memory_bytes",
+        "Virtual memory size in bytes.",
+        MetricType::GAUGE,
+    ),
+    (
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes.",
+        MetricType::GAUGE,
+    ),
+    (
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds.",
+        MetricType::GAUGE,
+    ),
     (
         "go_goroutines",
         "Number of goroutines that currently exist. clusterdns: the number of threads of the process.",
@@ -1111,12 +1158,22 @@ impl ScrapeCollector {
     fn new(state: Arc<ScrapeState>) -> Self {
         let descs = SCRAPE_FAMILIES
             .iter()
-            .map(|(n, h, _)| Desc::new(n.to_string(), h.to_string(), vec![], Default::default()).expect("valid desc"))
+            .map(|(n, h, _)| {
+                Desc::new(n.to_string(), h.to_string(), vec![], Default::default())
+                    .expect("valid desc")
+            })
             .collect();
         let start_time = proc_stat().map(|s| s.start_time).unwrap_or_else(|| {
-            SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs_f64()
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs_f64()
         });
-        ScrapeCollector { descs, state, start_time }
+        ScrapeCollector {
+            descs,
+            state,
+            start_time,
+        }
     }
 }
 
@@ -1128,7 +1185,10 @@ impl Collector for ScrapeCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let stat = proc_stat();
         let published = self.state.snapshot_published_us.load(Ordering::Relaxed);
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_micros() as u64;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_micros() as u64;
         let values: [Option<f64>; 8] = [
             stat.as_ref().map(|s| s.cpu_seconds),
             open_fds(),
@@ -1179,12 +1239,22 @@ fn proc_stat() -> Option<ProcStat> {
     let f: Vec<&str> = rest.split_whitespace().collect();
     let num = |i: usize| f.get(i).and_then(|s| s.parse::<f64>().ok());
     // SAFETY: sysconf has no preconditions.
-    let (ticks, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+    let (ticks, page) = unsafe {
+        (
+            libc::sysconf(libc::_SC_CLK_TCK),
+            libc::sysconf(libc::_SC_PAGESIZE),
+        )
+    };
     let ticks = if ticks > 0 { ticks as f64 } else { 100.0 };
     let page = if page > 0 { page as f64 } else { 4096.0 };
     let btime = std::fs::read_to_string("/proc/stat")
         .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("btime ").and_then(|v| v.trim().parse::<f64>().ok())))
+        .and_then(|s| {
+            s.lines().find_map(|l| {
+                l.strip_prefix("btime ")
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+            })
+        })
         .unwrap_or(0.0);
     Some(ProcStat {
         cpu_seconds: (num(11)? + num(12)?) / ticks,
@@ -1199,7 +1269,10 @@ fn open_fds() -> Option<f64> {
 }
 
 fn max_fds() -> Option<f64> {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we pass.
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut rl) } != 0 {
         return None;
@@ -1209,8 +1282,13 @@ fn max_fds() -> Option<f64> {
 
 fn threads() -> Option<f64> {
     let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    s.lines().find_map(|l| l.strip_prefix("Threads:").and_then(|v| v.trim().parse().ok()))
+    s.lines().find_map(|l| {
+        l.strip_prefix("Threads:")
+            .and_then(|v| v.trim().parse().ok())
+    })
 }
+
+mod hot;
 
 #[cfg(test)]
 mod tests;

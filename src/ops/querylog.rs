@@ -15,7 +15,6 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-
 use crate::config::QueryLogConfig;
 use crate::ops::metrics::{AnswerSource, Proto, rcode_label};
 
@@ -49,7 +48,11 @@ pub struct QueryLog {
 
 impl QueryLog {
     pub fn new(cfg: &QueryLogConfig) -> QueryLog {
-        let sample = if cfg.sample.is_finite() { cfg.sample.clamp(0.0, 1.0) } else { 0.0 };
+        let sample = if cfg.sample.is_finite() {
+            cfg.sample.clamp(0.0, 1.0)
+        } else {
+            0.0
+        };
         QueryLog {
             enabled: cfg.enabled && sample > 0.0,
             threshold: (sample * u64::MAX as f64) as u64,
@@ -58,7 +61,11 @@ impl QueryLog {
     }
 
     pub fn disabled() -> QueryLog {
-        QueryLog { enabled: false, threshold: 0, always: false }
+        QueryLog {
+            enabled: false,
+            threshold: 0,
+            always: false,
+        }
     }
 
     /// Whether any query can be logged.
@@ -139,13 +146,20 @@ where
         .with_span_list(false)
         .with_target(false)
         .with_writer(make_writer)
-        .with_filter(tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO))
+        .with_filter(
+            tracing_subscriber::filter::Targets::new().with_target(TARGET, tracing::Level::INFO),
+        )
 }
 
 /// The server's query-log seam: every observed query goes through the sampling decision; the
 /// qname string is built only for sampled ones. (The server does not pass the upstream address.)
 impl crate::server::QueryLogger for QueryLog {
-    fn log(&self, src: SocketAddr, query: &crate::wire::Query, o: &crate::ops::metrics::QueryObservation) {
+    fn log(
+        &self,
+        src: SocketAddr,
+        query: &crate::wire::Query,
+        o: &crate::ops::metrics::QueryObservation,
+    ) {
         if !self.sampled() {
             return;
         }
@@ -219,7 +233,10 @@ mod tests {
         let buf = Buf::default();
         let sub = tracing_subscriber::registry().with(layer_to(buf.clone()));
         tracing::subscriber::with_default(sub, || {
-            let ql = QueryLog::new(&QueryLogConfig { enabled: true, sample: 1.0 });
+            let ql = QueryLog::new(&QueryLogConfig {
+                enabled: true,
+                sample: 1.0,
+            });
             assert!(ql.enabled() && ql.sampled());
             ql.maybe_log(&entry("example.com."));
             let mut e = entry("kubernetes.default.svc.cluster.local.");
@@ -254,15 +271,36 @@ mod tests {
 
     #[test]
     fn sampling() {
-        assert!(!QueryLog::new(&QueryLogConfig::default()).enabled(), "off by default");
-        assert!(!QueryLog::new(&QueryLogConfig { enabled: true, sample: 0.0 }).enabled());
-        assert!(!QueryLog::new(&QueryLogConfig { enabled: false, sample: 1.0 }).sampled());
+        assert!(
+            !QueryLog::new(&QueryLogConfig::default()).enabled(),
+            "off by default"
+        );
+        assert!(
+            !QueryLog::new(&QueryLogConfig {
+                enabled: true,
+                sample: 0.0
+            })
+            .enabled()
+        );
+        assert!(
+            !QueryLog::new(&QueryLogConfig {
+                enabled: false,
+                sample: 1.0
+            })
+            .sampled()
+        );
         assert!(!QueryLog::disabled().sampled());
-        let ql = QueryLog::new(&QueryLogConfig { enabled: true, sample: 0.25 });
+        let ql = QueryLog::new(&QueryLogConfig {
+            enabled: true,
+            sample: 0.25,
+        });
         let n = 40_000;
         let hits = (0..n).filter(|_| ql.sampled()).count();
         assert!((8_000..12_000).contains(&hits), "{hits} of {n}");
-        let all = QueryLog::new(&QueryLogConfig { enabled: true, sample: 1.0 });
+        let all = QueryLog::new(&QueryLogConfig {
+            enabled: true,
+            sample: 1.0,
+        });
         assert!((0..1000).all(|_| all.sampled()));
     }
 

