@@ -203,77 +203,81 @@ pub fn snapshot_counts(cfg: &Config, objects: Vec<crate::cluster::Object>) -> cr
     b.publish().0.counts()
 }
 
-/// `clusterdns serve`: run until SIGTERM/SIGINT, then drain through the lameduck period.
+/// `clusterdns serve`: run until SIGTERM/SIGINT, then readiness off at once, DNS through the
+/// lameduck period, drain in-flight queries, and return (exit 0).
 pub async fn serve(cfg: Config, config_path: Option<std::path::PathBuf>, loader: Option<crate::reload::Loader>) -> Result<(), Error> {
-    let (src_stop_tx, src_stop_rx) = watch::channel(false);
-    let (dns_stop_tx, dns_stop_rx) = watch::channel(false);
-    let hooks = crate::app_ops::OpsHooks::new(&cfg);
+    use crate::ops::lifecycle::{Lifecycle, Phase, Readiness};
+    use crate::ops::metrics;
+    metrics::install_panic_hook();
+    metrics::global().configure(
+        &metrics::server_label(cfg.listen.first().map(|a| a.port()).unwrap_or(53)),
+        cfg.forward.legacy_metrics,
+        &metrics::plugins_for(&cfg),
+    );
+    let readiness = Readiness::new(if cfg.cluster.enabled { vec!["kubernetes"] } else { Vec::<&str>::new() });
+    let lc = Lifecycle::new(readiness.clone(), &cfg.health).with_metrics(metrics::global());
+    // Signals are caught from here on: a SIGTERM during start-up still drains properly.
+    let life = lc.run(|| async { Ok::<(), String>(()) }).map_err(|e| Error::Other(format!("signal handlers: {e}")))?;
     let (settings_tx, settings_rx) = watch::channel(cfg.cluster.clone());
-    let zone = start_zone(&cfg, src_stop_rx, hooks.on_synced(), settings_rx);
+    let on_synced = readiness.setter("kubernetes");
+    let zone = start_zone(&cfg, lc.signal().as_bool(Phase::Stopped), Box::new(move || on_synced()), settings_rx);
     let resolver = crate::app_ops::resolver(&cfg)?;
     let engine = Arc::new(Engine {
         zone: zone.clone(),
         cluster_enabled: cfg.cluster.enabled,
         resolver: crate::app_ops::as_upstream(&resolver),
         max_udp: cfg.server.max_udp_size,
-        querylog: hooks.querylog(&cfg),
+        querylog: crate::app_ops::querylog(&cfg),
     });
-    let shared: crate::server::SharedEngine = Arc::new(arc_swap::ArcSwap::new(engine.clone()));
+    let shared: crate::server::SharedEngine = Arc::new(arc_swap::ArcSwap::new(engine));
     if let Some(loader) = loader {
-        let hooks_q = hooks.clone();
         let reloader = crate::reload::Reloader {
             current: cfg.clone(),
             loader,
             path: config_path.clone(),
             shared: shared.clone(),
             settings: settings_tx,
-            querylog: Box::new(move |c| hooks_q.querylog(c)),
+            querylog: Box::new(crate::app_ops::querylog),
             resolver: resolver.clone(),
         };
-        tokio::spawn(reloader.run(dns_stop_rx.clone()));
+        tokio::spawn(reloader.run(lc.signal().as_bool(Phase::Draining)));
     }
     let (sockets, bound) = bind_dns(&cfg)?;
+    let ep = crate::ops::http::start(&cfg, metrics::global(), readiness.clone(), lc.signal())
+        .await
+        .map_err(|e| Error::Other(e.to_string()))?;
     for a in &bound.dns {
         eprintln!("clusterdns: listening dns={a}");
     }
-    hooks.start_http(&cfg).await?;
+    for (what, a) in [("metrics", ep.metrics), ("health", ep.health), ("ready", ep.ready)] {
+        if let Some(a) = a {
+            eprintln!("clusterdns: listening {what}={a}");
+        }
+    }
     crate::app_ops::after_listen(&resolver).await;
     let startup_timeout = cfg.source.kubernetes.as_ref().map(|k| k.startup_timeout).unwrap_or(Duration::from_secs(5));
     {
-        let zone = zone.clone();
+        let readiness = readiness.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(startup_timeout).await;
-            if !zone.load().synced {
+            if !readiness.wait_ready(startup_timeout).await {
                 tracing::warn!(?startup_timeout, "cluster not synced within the startup timeout: serving what there is (SERVFAIL for names not yet known)");
             }
         });
     }
-    let lameduck = cfg.health.lameduck;
-    let hooks2 = hooks.clone();
-    tokio::spawn(async move {
-        wait_for_termination().await;
-        tracing::info!(?lameduck, "shutting down: readiness off, serving through the lameduck period");
-        hooks2.shutting_down();
-        tokio::time::sleep(lameduck).await;
-        let _ = dns_stop_tx.send(true);
-        let _ = src_stop_tx.send(true);
+    let guard = lc.drain_guard();
+    let dns_stop = lc.signal().as_bool(Phase::Draining);
+    let cfg2 = cfg.clone();
+    let dns = tokio::spawn(async move {
+        let r = run_dns(&cfg2, shared, sockets, dns_stop).await;
+        drop(guard);
+        r
     });
-    run_dns(&cfg, shared, sockets, dns_stop_rx).await?;
+    life.await;
+    ep.join().await;
+    match dns.await {
+        Ok(r) => r?,
+        Err(e) => return Err(Error::Other(format!("dns server task: {e}"))),
+    }
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn wait_for_termination() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = match signal(SignalKind::terminate()) {
-        Ok(s) => s,
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-            return;
-        }
-    };
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }

@@ -129,15 +129,22 @@ fn load_config(o: &Overrides) -> Result<Config, clusterdns::Error> {
 }
 
 fn init_logging(json: bool) {
-    use tracing_subscriber::EnvFilter;
+    use tracing_subscriber::filter::filter_fn;
+    use tracing_subscriber::prelude::*;
+    use tracing_subscriber::{fmt, EnvFilter};
     // hickory logs a line per query at INFO: keep it at warn unless asked.
-    let filter = EnvFilter::try_from_env("CLUSTERDNS_LOG")
-        .unwrap_or_else(|_| EnvFilter::new("info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,kube_client=warn,kube_runtime=warn"));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter = || {
+        EnvFilter::try_from_env("CLUSTERDNS_LOG").unwrap_or_else(|_| {
+            EnvFilter::new("info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,kube_client=warn,kube_runtime=warn")
+        })
+    };
+    let not_querylog = filter_fn(|m| !clusterdns::ops::querylog::is_querylog(m));
+    let logs = fmt::layer().with_writer(std::io::stderr);
+    let registry = tracing_subscriber::registry().with(clusterdns::ops::querylog::layer());
     if json {
-        b.json().init();
+        registry.with(logs.json().with_filter(not_querylog).with_filter(filter())).init();
     } else {
-        b.init();
+        registry.with(logs.with_filter(not_querylog).with_filter(filter())).init();
     }
 }
 
