@@ -72,8 +72,17 @@ pub fn worker(sock: std::net::UdpSocket, shared: SharedEngine, stop: Arc<AtomicB
     }
     let sock = Arc::new(sock);
     let mut batch = Batch::new();
-    while !stop.load(Ordering::Acquire) {
+    let mut draining = false;
+    loop {
+        if !draining && stop.load(Ordering::Acquire) {
+            // Stopping: answer what the kernel already queued for us, then close. A query that
+            // reached the socket is answered, not dropped with it.
+            draining = true;
+            let _ = sock.set_nonblocking(true);
+        }
         let n = match batch.recv(&sock) {
+            Ok(0) if draining => return,
+            Err(e) if draining && e.kind() == io::ErrorKind::WouldBlock => return,
             Ok(n) => n,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
             Err(e) => {

@@ -5,6 +5,7 @@ mod differential;
 mod serve_forward;
 mod kube_dns;
 mod reload;
+mod ops_e2e;
 mod zone_dig;
 mod corefile;
 mod apiserver;
