@@ -4,7 +4,7 @@
 //! domains, the hosts file, critical names, loop detection and the concurrency bound.
 
 #[path = "fake_upstream.rs"]
-mod fake_upstream;
+pub(crate) mod fake_upstream;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;

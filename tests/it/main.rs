@@ -6,6 +6,7 @@ mod serve_forward;
 mod kube_dns;
 mod reload;
 mod ops_e2e;
+mod alerts_e2e;
 mod zone_dig;
 mod corefile;
 mod apiserver;
