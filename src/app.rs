@@ -223,6 +223,7 @@ pub async fn serve(cfg: Config, config_path: Option<std::path::PathBuf>, loader:
         resolver: crate::app_ops::as_upstream(&resolver),
         max_udp: cfg.server.max_udp_size,
         querylog: crate::app_ops::querylog(&cfg),
+        count: cfg.metrics.listen.is_some(),
     });
     let shared: crate::server::SharedEngine = Arc::new(arc_swap::ArcSwap::new(engine));
     if let Some(loader) = loader {

@@ -85,6 +85,7 @@ impl Reloader {
             resolver: resolver.clone().map(|r| r as Arc<dyn crate::server::Upstream>),
             max_udp: self.current.server.max_udp_size,
             querylog: (self.querylog)(&new),
+            count: old.count,
         };
         self.shared.store(Arc::new(engine));
         if new.cluster != self.current.cluster {

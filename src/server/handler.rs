@@ -73,6 +73,9 @@ pub struct Engine {
     pub resolver: Option<Arc<dyn Upstream>>,
     pub max_udp: u16,
     pub querylog: Option<Arc<dyn QueryLogger>>,
+    /// Count queries in the metrics (off when no metrics endpoint is configured: nobody could
+    /// read them).
+    pub count: bool,
 }
 
 impl Engine {
@@ -205,6 +208,9 @@ impl Engine {
     /// atomic increments: the label handles were resolved when the metrics were built.
     #[inline]
     pub fn observe(&self, f: &Facts, request_size: usize, reply: &[u8], proto: Proto, src: SocketAddr, start: Instant) {
+        if !self.count && self.querylog.is_none() {
+            return;
+        }
         let o = QueryObservation {
             proto,
             ipv6: src.is_ipv6(),
@@ -216,7 +222,9 @@ impl Engine {
             duration: start.elapsed(),
             do_bit: f.do_bit,
         };
-        metrics::global().observe_query(&o);
+        if self.count {
+            metrics::global().observe_query(&o);
+        }
         if let Some(ql) = &self.querylog
             && ql.enabled()
             && let Ok(q) = Query::parse_question_only(reply)
