@@ -7,7 +7,7 @@
 //! header, the question echoed, and a handful of fixed-shape records; writing those directly
 //! costs a few hundred bytes of copying.
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Record types clusterdns answers or names.
 pub mod rtype {
@@ -45,6 +45,10 @@ pub const HEADER_LEN: usize = 12;
 pub const OPT_LEN: usize = 11;
 
 /// EDNS(0) facts from a query's OPT record (RFC 6891).
+///
+/// The resolver has its own `resolve::wire::Edns`: it also records where the OPT record sits in
+/// the message (to rewrite the payload size and strip options before forwarding), which the
+/// server, writing its replies from scratch, never needs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Edns {
     /// The requestor's UDP payload size. "Values lower than 512 MUST be treated as equal to 512."
@@ -55,6 +59,13 @@ pub struct Edns {
 }
 
 /// A parsed query: header facts, the one question, and EDNS.
+///
+/// Owned on purpose: the question name is copied out (raw and lowercased) so the query outlives
+/// the receive buffer and lookups need no lowercasing. Compressed question names are followed,
+/// a second OPT is a FORMERR and a non-zero opcode NOTIMP, as an authoritative server must.
+/// The resolver's `resolve::wire::Query<'a>` is deliberately different: it borrows the message
+/// and records offsets (question end, OPT position) that the cache key, forwarding and reply
+/// rewriting work with, and it rejects compressed question names.
 #[derive(Clone)]
 pub struct Query {
     pub id: u16,
@@ -121,9 +132,7 @@ impl Query {
             size: 0,
         };
         q.qname_raw[..wire.len()].copy_from_slice(&wire);
-        for (i, b) in wire.iter().enumerate() {
-            q.qname_lower[i] = b.to_ascii_lowercase();
-        }
+        lower_into(&wire, &mut q.qname_lower);
         Some(q)
     }
 
@@ -158,11 +167,19 @@ impl Query {
         let ancount = u16::from_be_bytes([msg[6], msg[7]]);
         let nscount = u16::from_be_bytes([msg[8], msg[9]]);
         let arcount = u16::from_be_bytes([msg[10], msg[11]]);
-        let formerr = ParseError::Reply { id, flags, rcode: rcode::FORMERR };
+        let formerr = ParseError::Reply {
+            id,
+            flags,
+            rcode: rcode::FORMERR,
+        };
         if opcode != 0 {
             // RFC 1035 §4.1.1: 4 = "Not Implemented - The name server does not support the
             // requested kind of query." NOTIFY, UPDATE, IQUERY, STATUS all land here.
-            return Err(ParseError::Reply { id, flags, rcode: rcode::NOTIMP });
+            return Err(ParseError::Reply {
+                id,
+                flags,
+                rcode: rcode::NOTIMP,
+            });
         }
         if qdcount != 1 {
             return Err(formerr);
@@ -183,9 +200,7 @@ impl Query {
         let mut pos = HEADER_LEN;
         let len = read_name(msg, &mut pos, &mut q.qname_raw).ok_or(formerr)?;
         q.qname_len = len as u8;
-        for i in 0..len {
-            q.qname_lower[i] = q.qname_raw[i].to_ascii_lowercase();
-        }
+        lower_into(&q.qname_raw[..len], &mut q.qname_lower);
         if pos + 4 > msg.len() {
             return Err(formerr);
         }
@@ -212,7 +227,11 @@ impl Query {
                 }
                 let class = u16::from_be_bytes([msg[pos + 2], msg[pos + 3]]);
                 let ttl = [msg[pos + 4], msg[pos + 5], msg[pos + 6], msg[pos + 7]];
-                q.edns = Some(Edns { payload: class.max(512), version: ttl[1], dnssec_ok: ttl[2] & 0x80 != 0 });
+                q.edns = Some(Edns {
+                    payload: class.max(512),
+                    version: ttl[1],
+                    dnssec_ok: ttl[2] & 0x80 != 0,
+                });
             }
             pos = skip_record(msg, start).ok_or(formerr)?;
         }
@@ -222,6 +241,9 @@ impl Query {
 
 /// Read a (possibly compressed) name at `*pos` into `out` in uncompressed wire form; returns
 /// its length. `*pos` ends after the name's bytes at its original place.
+///
+/// Pointers are followed and must point backwards. The resolver's `skip_name` only steps over
+/// a pointer without following it: it just needs record boundaries in upstream replies.
 fn read_name(msg: &[u8], pos: &mut usize, out: &mut [u8; 255]) -> Option<usize> {
     let mut p = *pos;
     let mut n = 0usize;
@@ -279,7 +301,8 @@ fn skip_record(msg: &[u8], mut pos: usize) -> Option<usize> {
     Some(end)
 }
 
-/// Encode a dotted name (`a.b.c` or `a.b.c.`) in wire form, appending to `out`.
+/// Encode a dotted name (`a.b.c` or `a.b.c.`) in wire form, appending to `out`; case is kept
+/// (the resolver's `dotted_to_wire` is this, lowercased).
 pub fn encode_name(name: &str, out: &mut Vec<u8>) -> Result<(), String> {
     let t = name.trim_end_matches('.');
     let start = out.len();
@@ -309,7 +332,19 @@ pub fn encode_labels(labels: &[&str]) -> Box<[u8]> {
     out.into_boxed_slice()
 }
 
+/// Lowercase `src` (a wire-format name) into `dst`. Length bytes (at most 63) are below `b'A'`,
+/// so the whole name can be lowercased byte by byte.
+#[inline]
+pub fn lower_into(src: &[u8], dst: &mut [u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = s.to_ascii_lowercase();
+    }
+}
+
 /// Human-readable form of a wire name, for logs: `svc1.testns.svc.cluster.local.`
+///
+/// Case kept, odd bytes escaped, trailing dot. Not the resolver's `wire_to_dotted`, which
+/// lowercases, refuses names with such bytes (hosts-file lookups) and drops the trailing dot.
 pub fn display_name(wire: &[u8]) -> String {
     let mut s = String::new();
     let mut p = 0;
@@ -352,6 +387,45 @@ pub fn labels(wire: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> + Clone {
         p += 1 + len;
     }
     (0..n).map(move |i| &wire[v[i].0 as usize..v[i].0 as usize + v[i].1 as usize])
+}
+
+/// The address a reverse name stands for: `4.3.2.1.in-addr.arpa.` → 1.2.3.4, the 32-nibble
+/// `ip6.arpa.` form → an IPv6 address. `qname` is a wire name; the `in-addr`/`ip6`/`arpa` labels
+/// and hex digits match in any case. IPv4 octets are decimal without leading zeros, at most 255.
+/// None for anything else, including partial names (`2.1.in-addr.arpa.`).
+pub fn reverse_ip(qname: &[u8]) -> Option<IpAddr> {
+    // Labels from the root down: `arpa`, `in-addr`/`ip6`, then the address from its first byte.
+    let mut rev = labels(qname).rev();
+    if !rev.next()?.eq_ignore_ascii_case(b"arpa") {
+        return None;
+    }
+    let kind = rev.next()?;
+    let ip = if kind.eq_ignore_ascii_case(b"in-addr") {
+        let mut o = [0u8; 4];
+        for octet in &mut o {
+            let s = std::str::from_utf8(rev.next()?).ok()?;
+            if s.is_empty() || s.len() > 3 || (s.len() > 1 && s.starts_with('0')) {
+                return None;
+            }
+            *octet = s.parse().ok()?;
+        }
+        IpAddr::V4(Ipv4Addr::from(o))
+    } else if kind.eq_ignore_ascii_case(b"ip6") {
+        let mut o = [0u8; 16];
+        for i in 0..32 {
+            let l = rev.next()?;
+            if l.len() != 1 {
+                return None;
+            }
+            let v = (l[0] as char).to_digit(16)? as u8;
+            o[i / 2] |= if i % 2 == 0 { v << 4 } else { v };
+        }
+        IpAddr::V6(Ipv6Addr::from(o))
+    } else {
+        return None;
+    };
+    // Nothing may come before the address labels.
+    rev.next().is_none().then_some(ip)
 }
 
 /// The writer of one reply: header, question, then records section by section, with a size
@@ -454,7 +528,8 @@ impl<'a> Writer<'a> {
     /// [`Writer::set_owner`].
     #[inline]
     pub fn owner_qname(&mut self) {
-        self.buf.extend_from_slice(&(0xC000 | self.owner_at).to_be_bytes());
+        self.buf
+            .extend_from_slice(&(0xC000 | self.owner_at).to_be_bytes());
     }
 
     /// Make records owned by the name at `at` (a CNAME target written earlier).
@@ -487,7 +562,8 @@ impl<'a> Writer<'a> {
     /// A compression pointer to an earlier offset of this message.
     #[inline]
     pub fn ptr(&mut self, off: usize) {
-        self.buf.extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
+        self.buf
+            .extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
     }
 
     /// Raw bytes (an absolute wire name, rdata parts).
@@ -553,14 +629,7 @@ impl<'a> Writer<'a> {
         buf[3] = f3;
         let mut ar = self.counts[ADDITIONAL];
         if let Some(e) = q.edns {
-            // RFC 6891 §6.1.3: the upper 8 bits of the extended 12-bit RCODE go in the TTL's
-            // first byte; version 0; DO copied from the query (RFC 3225 §3).
-            buf.extend_from_slice(&[0, 0, 41]);
-            buf.extend_from_slice(&max_udp.to_be_bytes());
-            buf.push((rcode >> 4) as u8);
-            buf.push(0);
-            buf.push(if e.dnssec_ok { 0x80 } else { 0 });
-            buf.extend_from_slice(&[0, 0, 0]);
+            push_opt(buf, max_udp, rcode, e.dnssec_ok);
             ar += 1;
         }
         buf[6..8].copy_from_slice(&self.counts[ANSWER].to_be_bytes());
@@ -569,7 +638,23 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// A bare error reply when the question could not be parsed: header only, QDCOUNT 0.
+/// Append an OPT record without options ([`OPT_LEN`] bytes): root owner, TYPE 41, CLASS = the
+/// UDP payload size, then the TTL: RFC 6891 §6.1.3, the upper 8 bits of the extended 12-bit
+/// `rcode`, version 0, DO (RFC 3225 §3); RDLENGTH 0.
+#[inline]
+pub fn push_opt(buf: &mut Vec<u8>, payload: u16, rcode: u16, dnssec_ok: bool) {
+    buf.push(0);
+    buf.extend_from_slice(&rtype::OPT.to_be_bytes());
+    buf.extend_from_slice(&payload.to_be_bytes());
+    buf.push((rcode >> 4) as u8);
+    buf.push(0);
+    buf.push(if dnssec_ok { 0x80 } else { 0 });
+    buf.extend_from_slice(&[0, 0, 0]);
+}
+
+/// A bare error reply when the question could not be parsed: header only, QDCOUNT 0. ID, opcode
+/// and RD are the query's. (The resolver's `error_reply` is another thing: a reply to a parsed
+/// query, question echoed.)
 pub fn error_reply(buf: &mut Vec<u8>, id: u16, query_flags: u16, rcode: u16) {
     buf.clear();
     buf.extend_from_slice(&id.to_be_bytes());
@@ -594,7 +679,20 @@ mod tests {
     use super::*;
 
     fn query_bytes(name: &str, qtype: u16, edns: Option<u16>) -> Vec<u8> {
-        let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, edns.is_some() as u8];
+        let mut m = vec![
+            0x12,
+            0x34,
+            0x01,
+            0x00,
+            0,
+            1,
+            0,
+            0,
+            0,
+            0,
+            0,
+            edns.is_some() as u8,
+        ];
         encode_name(name, &mut m).unwrap();
         m.extend_from_slice(&qtype.to_be_bytes());
         m.extend_from_slice(&1u16.to_be_bytes());
@@ -612,9 +710,22 @@ mod tests {
         let q = Query::parse(&m).unwrap();
         assert_eq!(q.id, 0x1234);
         assert!(q.rd);
-        assert_eq!(display_name(q.qname_raw()), "SvC1.TeStNs.svc.cluster.local.");
-        assert_eq!(display_name(q.qname_lower()), "svc1.testns.svc.cluster.local.");
-        assert_eq!(q.edns, Some(Edns { payload: 4096, version: 0, dnssec_ok: true }));
+        assert_eq!(
+            display_name(q.qname_raw()),
+            "SvC1.TeStNs.svc.cluster.local."
+        );
+        assert_eq!(
+            display_name(q.qname_lower()),
+            "svc1.testns.svc.cluster.local."
+        );
+        assert_eq!(
+            q.edns,
+            Some(Edns {
+                payload: 4096,
+                version: 0,
+                dnssec_ok: true
+            })
+        );
         assert_eq!(udp_limit(&q, 1232), 1232);
     }
 
@@ -626,7 +737,13 @@ mod tests {
         let mut m = vec![0, 1, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
         m.extend_from_slice(&[1, b'x', 0xC0, 12]);
         m.extend_from_slice(&[0, 1, 0, 1]);
-        assert!(matches!(Query::parse(&m), Err(ParseError::Reply { rcode: rcode::FORMERR, .. })));
+        assert!(matches!(
+            Query::parse(&m),
+            Err(ParseError::Reply {
+                rcode: rcode::FORMERR,
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -637,9 +754,77 @@ mod tests {
         assert_eq!(Query::parse(&m).unwrap_err(), ParseError::Drop);
         let mut m = query_bytes("a.", 1, None);
         m[5] = 2; // QDCOUNT 2
-        assert!(matches!(Query::parse(&m), Err(ParseError::Reply { rcode: rcode::FORMERR, .. })));
+        assert!(matches!(
+            Query::parse(&m),
+            Err(ParseError::Reply {
+                rcode: rcode::FORMERR,
+                ..
+            })
+        ));
         let mut m = query_bytes("a.", 1, None);
         m[2] |= 5 << 3; // UPDATE
-        assert!(matches!(Query::parse(&m), Err(ParseError::Reply { rcode: rcode::NOTIMP, .. })));
+        assert!(matches!(
+            Query::parse(&m),
+            Err(ParseError::Reply {
+                rcode: rcode::NOTIMP,
+                ..
+            })
+        ));
+    }
+
+    fn rev(name: &str) -> Option<IpAddr> {
+        let mut w = Vec::new();
+        encode_name(name, &mut w).unwrap();
+        reverse_ip(&w)
+    }
+
+    #[test]
+    fn reverse_names() {
+        assert_eq!(
+            rev("4.3.2.1.in-addr.arpa."),
+            Some("1.2.3.4".parse().unwrap())
+        );
+        assert_eq!(
+            rev("1.0.0.10.IN-ADDR.Arpa"),
+            Some("10.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            rev("255.0.0.0.in-addr.arpa"),
+            Some("0.0.0.255".parse().unwrap())
+        );
+        for bad in [
+            "4.3.2.in-addr.arpa",
+            "5.4.3.2.1.in-addr.arpa",
+            "in-addr.arpa",
+            "arpa",
+            ".",
+            "4.3.2.01.in-addr.arpa",
+            "4.3.2.256.in-addr.arpa",
+            "4.3.2.1000.in-addr.arpa",
+            "4.3.x.1.in-addr.arpa",
+            "4.3.2.1.in-addr.arpa.example",
+            "4.3.2.1.ip6.arpa",
+        ] {
+            assert_eq!(rev(bad), None, "{bad}");
+        }
+        let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa";
+        assert_eq!(rev(v6), Some("2001:db8::1".parse().unwrap()));
+        assert_eq!(
+            rev(&v6.to_uppercase()),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(rev(&v6[2..]), None, "31 nibbles");
+        assert_eq!(rev(&format!("0.{v6}")), None, "33 nibbles");
+        assert_eq!(rev(&v6.replace("8.b.d", "8.bd")), None);
+        assert_eq!(rev(&v6.replace("8.b.d", "8.g.d")), None);
+        assert_eq!(rev(&v6.replace("ip6", "in-addr")), None);
+    }
+
+    #[test]
+    fn opt_record() {
+        let mut b = Vec::new();
+        push_opt(&mut b, 1232, rcode::BADVERS, true);
+        assert_eq!(b, [0, 0, 41, 0x04, 0xD0, 1, 0, 0x80, 0, 0, 0]);
+        assert_eq!(b.len(), OPT_LEN);
     }
 }

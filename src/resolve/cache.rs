@@ -17,6 +17,7 @@ use crate::config::CacheConfig;
 use crate::ops::metrics::{self, CacheKind};
 
 use super::wire::{self, Section};
+use crate::wire::{HEADER_LEN, rcode, rtype};
 
 /// TTL of answers served stale (RFC 8767 section 4 recommends 30 seconds).
 pub const STALE_TTL: u32 = 30;
@@ -63,7 +64,7 @@ impl Entry {
         out[0..2].copy_from_slice(&q.id.to_be_bytes());
         let qe = self.question_end as usize;
         if qe == q.question_end {
-            out[wire::HDR..qe].copy_from_slice(q.question());
+            out[HEADER_LEN..qe].copy_from_slice(q.question());
         }
         let age = self.age(now).as_secs().min(u64::from(u32::MAX)) as u32;
         for &off in self.ttl_offs.iter() {
@@ -134,11 +135,11 @@ impl Policy {
 /// - Otherwise positive: each TTL within [min_ttl, max_ttl]; the entry lives as long as the
 ///   smallest.
 pub fn prepare(msg: &mut [u8], p: &Policy) -> (Verdict, Vec<u16>, usize) {
-    if msg.len() < wire::HDR || msg[2] & wire::F_TC != 0 {
+    if msg.len() < HEADER_LEN || msg[2] & wire::F_TC != 0 {
         return (Verdict::Skip, vec![], 0);
     }
-    let rcode = wire::rcode(msg);
-    if rcode != wire::RCODE_NOERROR && rcode != wire::RCODE_NXDOMAIN {
+    let rc = wire::rcode_of(msg);
+    if rc != rcode::NOERROR && rc != rcode::NXDOMAIN {
         return (Verdict::Skip, vec![], 0);
     }
     let Ok(lay) = wire::layout(msg) else {
@@ -152,16 +153,16 @@ pub fn prepare(msg: &mut [u8], p: &Policy) -> (Verdict, Vec<u16>, usize) {
         .iter()
         .filter(|r| r.section == Section::Answer)
         .count();
-    let negative = rcode == wire::RCODE_NXDOMAIN || answers == 0;
+    let negative = rc == rcode::NXDOMAIN || answers == 0;
     let ttl_offs: Vec<u16> = lay
         .records
         .iter()
-        .filter(|r| r.rtype != wire::T_OPT)
+        .filter(|r| r.rtype != rtype::OPT)
         .map(|r| r.ttl_off as u16)
         .collect();
     if negative {
         let soa = lay.records.iter().find(|r| {
-            r.section == Section::Authority && r.rtype == wire::T_SOA && r.end >= r.rdata + 20
+            r.section == Section::Authority && r.rtype == rtype::SOA && r.end >= r.rdata + 20
         });
         let ttl = match soa {
             Some(r) => {
@@ -419,7 +420,7 @@ impl Cache {
 pub fn key_into(q: &wire::Query<'_>, buf: &mut [u8; 264]) -> usize {
     let name = q.qname();
     let n = name.len();
-    wire::lower_into(name, &mut buf[..n]);
+    crate::wire::lower_into(name, &mut buf[..n]);
     buf[n..n + 2].copy_from_slice(&q.qtype.to_be_bytes());
     buf[n + 2..n + 4].copy_from_slice(&q.qclass.to_be_bytes());
     let mut f = 0u8;
@@ -456,7 +457,7 @@ mod tests {
     }
 
     fn query(name: &str) -> Vec<u8> {
-        build_query(7, &dotted_to_wire(name).unwrap(), wire::T_A, true, false)
+        build_query(7, &dotted_to_wire(name).unwrap(), rtype::A, true, false)
     }
 
     fn positive(qm: &[u8], ttls: &[u32]) -> Vec<u8> {
@@ -480,10 +481,10 @@ mod tests {
     /// NXDOMAIN with an SOA of the given TTL and MINIMUM.
     fn negative(qm: &[u8], soa_ttl: u32, minimum: u32) -> Vec<u8> {
         let mut out = positive(qm, &[]);
-        out[3] = (out[3] & 0xF0) | wire::RCODE_NXDOMAIN;
+        out[3] = (out[3] & 0xF0) | rcode::NXDOMAIN as u8;
         wire::put_u16(&mut out, 8, 1);
         out.extend_from_slice(&[0xC0, 0x0C]);
-        out.extend_from_slice(&wire::T_SOA.to_be_bytes());
+        out.extend_from_slice(&rtype::SOA.to_be_bytes());
         out.extend_from_slice(&1u16.to_be_bytes());
         out.extend_from_slice(&soa_ttl.to_be_bytes());
         let mut rd = vec![0u8, 0u8]; // mname ".", rname "."
@@ -593,7 +594,7 @@ mod tests {
         let c = Cache::new(&cfg(10));
         let qm = query("sf.example");
         let mut r = positive(&qm, &[60]);
-        r[3] = (r[3] & 0xF0) | wire::RCODE_SERVFAIL;
+        r[3] = (r[3] & 0xF0) | rcode::SERVFAIL as u8;
         assert_eq!(c.insert(&key(&qm), &r, &qm, Instant::now()), None);
         let mut r = positive(&qm, &[60]);
         r[2] |= wire::F_TC;

@@ -16,6 +16,7 @@ use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 
 use super::wire;
+use crate::wire::{CLASS_IN, rcode, rtype};
 
 /// TTL cap of answers served from a set past its TTL (refreshes are failing).
 pub const STALE_TTL: u32 = 30;
@@ -62,14 +63,14 @@ pub fn now_ms() -> u64 {
 }
 
 /// The two types kept per name.
-pub const TYPES: [u16; 2] = [wire::T_A, wire::T_AAAA];
+pub const TYPES: [u16; 2] = [rtype::A, rtype::AAAA];
 
 fn type_index(qtype: u16) -> Option<usize> {
     TYPES.iter().position(|&t| t == qtype)
 }
 
 fn type_name(qtype: u16) -> &'static str {
-    if qtype == wire::T_A { "A" } else { "AAAA" }
+    if qtype == rtype::A { "A" } else { "AAAA" }
 }
 
 struct Sched {
@@ -192,7 +193,7 @@ impl Critical {
     /// Answer an A/AAAA question for a critical name from its last good answer. `name` is the
     /// lowercase dotted question name without the trailing dot.
     pub fn answer(&self, q: &wire::Query<'_>, name: &str, out: &mut Vec<u8>) -> bool {
-        if q.qclass != wire::C_IN {
+        if q.qclass != CLASS_IN {
             return false;
         }
         let Some(ti) = type_index(q.qtype) else {
@@ -206,11 +207,11 @@ impl Critical {
             return false;
         };
         let ttl = set.ttl_at(now_ms());
-        let mut w = wire::ReplyWriter::new(out, q, wire::RCODE_NOERROR, false, true);
+        let mut w = wire::ReplyWriter::new(out, q, rcode::NOERROR, false, true);
         for ip in &set.ips {
             match ip {
-                IpAddr::V4(v4) if q.qtype == wire::T_A => w.a(ttl, *v4),
-                IpAddr::V6(v6) if q.qtype == wire::T_AAAA => w.aaaa(ttl, *v6),
+                IpAddr::V4(v4) if q.qtype == rtype::A => w.a(ttl, *v4),
+                IpAddr::V6(v6) if q.qtype == rtype::AAAA => w.aaaa(ttl, *v6),
                 _ => {}
             }
         }
@@ -371,8 +372,8 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// of `qtype` anywhere in the answer section (following the CNAME chain implicitly) and the
 /// smallest answer TTL (for NODATA: the SOA-derived negative TTL, else 30 s).
 pub fn extract(reply: &[u8], qtype: u16) -> Fetch {
-    let rc = wire::rcode(reply);
-    if rc != wire::RCODE_NOERROR {
+    let rc = wire::rcode_of(reply);
+    if rc != rcode::NOERROR {
         return Fetch::Failed(format!("rcode {rc}"));
     }
     if reply[2] & wire::F_TC != 0 {
@@ -391,13 +392,13 @@ pub fn extract(reply: &[u8], qtype: u16) -> Fetch {
     {
         let rd = &reply[r.rdata..r.end];
         match (r.rtype, rd.len()) {
-            (wire::T_A, 4) if qtype == wire::T_A => {
+            (rtype::A, 4) if qtype == rtype::A => {
                 ips.push(IpAddr::from(<[u8; 4]>::try_from(rd).unwrap_or_default()));
             }
-            (wire::T_AAAA, 16) if qtype == wire::T_AAAA => {
+            (rtype::AAAA, 16) if qtype == rtype::AAAA => {
                 ips.push(IpAddr::from(<[u8; 16]>::try_from(rd).unwrap_or_default()));
             }
-            (wire::T_CNAME, _) => cname = true,
+            (rtype::CNAME, _) => cname = true,
             _ => continue,
         }
         ttl = ttl.min(wire::u32_at(reply, r.ttl_off));
@@ -410,7 +411,7 @@ pub fn extract(reply: &[u8], qtype: u16) -> Fetch {
         let soa = lay
             .records
             .iter()
-            .find(|r| r.section == wire::Section::Authority && r.rtype == wire::T_SOA);
+            .find(|r| r.section == wire::Section::Authority && r.rtype == rtype::SOA);
         ttl = soa
             .filter(|r| r.end >= r.rdata + 20)
             .map(|r| wire::u32_at(reply, r.ttl_off).min(wire::u32_at(reply, r.end - 4)))
@@ -451,12 +452,12 @@ mod tests {
         let t0 = Instant::now();
         assert_eq!(c.due(t0).0.len(), 4);
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        assert!(c.update(0, wire::T_A, Fetch::Good(vec![ip], 100), t0));
+        assert!(c.update(0, rtype::A, Fetch::Good(vec![ip], 100), t0));
         assert!(
-            !c.update(0, wire::T_A, Fetch::Good(vec![ip], 100), t0),
+            !c.update(0, rtype::A, Fetch::Good(vec![ip], 100), t0),
             "same addresses"
         );
-        c.update(0, wire::T_AAAA, Fetch::Failed("timeout".into()), t0);
+        c.update(0, rtype::AAAA, Fetch::Failed("timeout".into()), t0);
         let (due, next) = c.due(t0);
         assert_eq!(due.len(), 2, "other.example A and AAAA");
         assert_eq!(
@@ -468,23 +469,23 @@ mod tests {
             c.due(t0 + Duration::from_secs(89))
                 .0
                 .iter()
-                .all(|&(i, t)| !(i == 0 && t == wire::T_A))
+                .all(|&(i, t)| !(i == 0 && t == rtype::A))
         );
         assert!(
             c.due(t0 + Duration::from_secs(90))
                 .0
-                .contains(&(0, wire::T_A))
+                .contains(&(0, rtype::A))
         );
         c.save(Duration::from_secs(60));
         assert!(state.exists());
         // A restart reads it back.
         let c2 = Critical::new(&names, Some(state.clone()), 1, 3600);
-        assert_eq!(c2.get("crit.example", wire::T_A).unwrap().ips, vec![ip]);
-        assert!(c2.get("crit.example", wire::T_AAAA).is_none());
+        assert_eq!(c2.get("crit.example", rtype::A).unwrap().ips, vec![ip]);
+        assert!(c2.get("crit.example", rtype::AAAA).is_none());
         // A corrupt state file is ignored.
         std::fs::write(&state, "{not json").unwrap();
         let c3 = Critical::new(&names, Some(state), 1, 3600);
-        assert!(c3.get("crit.example", wire::T_A).is_none());
+        assert!(c3.get("crit.example", rtype::A).is_none());
     }
 
     #[test]
@@ -493,7 +494,7 @@ mod tests {
         let q = wire::build_query(
             9,
             &wire::dotted_to_wire("CRIT.example").unwrap(),
-            wire::T_A,
+            rtype::A,
             true,
             true,
         );
@@ -505,7 +506,7 @@ mod tests {
         );
         c.update(
             0,
-            wire::T_A,
+            rtype::A,
             Fetch::Good(
                 vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()],
                 300,
@@ -524,7 +525,7 @@ mod tests {
         let q = wire::build_query(
             1,
             &wire::dotted_to_wire("alias.example").unwrap(),
-            wire::T_A,
+            rtype::A,
             true,
             false,
         );
@@ -532,13 +533,13 @@ mod tests {
         let mut out = Vec::new();
         let mut w = wire::ReplyWriter::new(&mut out, &pq, 0, false, true);
         w.answer(
-            wire::T_CNAME,
+            rtype::CNAME,
             300,
             &wire::dotted_to_wire("target.example").unwrap(),
         );
         w.a(60, "192.0.2.1".parse().unwrap());
         w.finish();
-        match extract(&out, wire::T_A) {
+        match extract(&out, rtype::A) {
             Fetch::Good(ips, ttl) => {
                 assert_eq!((ips, ttl), (vec!["192.0.2.1".parse().unwrap()], 60))
             }
@@ -546,19 +547,19 @@ mod tests {
         }
         let mut w = wire::ReplyWriter::new(&mut out, &pq, 0, false, true);
         w.answer(
-            wire::T_CNAME,
+            rtype::CNAME,
             300,
             &wire::dotted_to_wire("target.example").unwrap(),
         );
         w.finish();
         assert!(
-            matches!(extract(&out, wire::T_A), Fetch::Failed(_)),
+            matches!(extract(&out, rtype::A), Fetch::Failed(_)),
             "dangling alias"
         );
-        wire::ReplyWriter::new(&mut out, &pq, wire::RCODE_NXDOMAIN, false, true).finish();
-        assert!(matches!(extract(&out, wire::T_A), Fetch::Failed(_)));
+        wire::ReplyWriter::new(&mut out, &pq, rcode::NXDOMAIN, false, true).finish();
+        assert!(matches!(extract(&out, rtype::A), Fetch::Failed(_)));
         wire::ReplyWriter::new(&mut out, &pq, 0, false, true).finish();
-        assert!(matches!(extract(&out, wire::T_A), Fetch::Good(ips, 30) if ips.is_empty()));
+        assert!(matches!(extract(&out, rtype::A), Fetch::Good(ips, 30) if ips.is_empty()));
     }
 
     #[test]

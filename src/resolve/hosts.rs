@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use arc_swap::ArcSwap;
 
 use super::wire;
+use crate::wire::{CLASS_IN, rcode, rtype};
 
 /// The parsed contents of a hosts file.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -183,21 +184,21 @@ impl Hosts {
         out: &mut Vec<u8>,
         decide_missing: bool,
     ) -> Outcome {
-        if q.qclass != wire::C_IN {
+        if q.qclass != CLASS_IN {
             return Outcome::Pass;
         }
         let t = self.table.load();
-        if q.qtype == wire::T_PTR
-            && let Some(ip) = wire::parse_reverse(name)
+        if q.qtype == rtype::PTR
+            && let Some(ip) = crate::wire::reverse_ip(q.qname())
         {
             // Addresses not in the file always go on, as in CoreDNS.
             let Some(names) = t.rev.get(&ip) else {
                 return Outcome::Pass;
             };
-            let mut w = wire::ReplyWriter::new(out, q, wire::RCODE_NOERROR, true, true);
+            let mut w = wire::ReplyWriter::new(out, q, rcode::NOERROR, true, true);
             for n in names {
                 if let Ok(target) = wire::dotted_to_wire(n) {
-                    w.answer(wire::T_PTR, self.ttl, &target);
+                    w.answer(rtype::PTR, self.ttl, &target);
                 }
             }
             w.finish();
@@ -207,17 +208,17 @@ impl Hosts {
             if !decide_missing || self.fallthrough {
                 return Outcome::Pass;
             }
-            wire::ReplyWriter::new(out, q, wire::RCODE_NXDOMAIN, true, true).finish();
+            wire::ReplyWriter::new(out, q, rcode::NXDOMAIN, true, true).finish();
             return Outcome::Answered;
         }
-        let mut w = wire::ReplyWriter::new(out, q, wire::RCODE_NOERROR, true, true);
+        let mut w = wire::ReplyWriter::new(out, q, rcode::NOERROR, true, true);
         match q.qtype {
-            wire::T_A => {
+            rtype::A => {
                 for ip in t.v4.get(name).into_iter().flatten() {
                     w.a(self.ttl, *ip);
                 }
             }
-            wire::T_AAAA => {
+            rtype::AAAA => {
                 for ip in t.v6.get(name).into_iter().flatten() {
                     w.aaaa(self.ttl, *ip);
                 }
@@ -249,7 +250,7 @@ not-an-ip   bad.example.test
         wire::build_query(1, &wire::dotted_to_wire(name).unwrap(), qtype, true, false)
     }
 
-    fn ask(h: &Hosts, name: &str, qtype: u16) -> Option<(u8, Vec<Vec<u8>>)> {
+    fn ask(h: &Hosts, name: &str, qtype: u16) -> Option<(u16, Vec<Vec<u8>>)> {
         let m = q(name, qtype);
         let p = wire::parse_query(&m).unwrap();
         let mut buf = [0u8; 256];
@@ -267,7 +268,7 @@ not-an-ip   bad.example.test
                     .iter()
                     .map(|r| out[r.rdata..r.end].to_vec())
                     .collect();
-                Some((wire::rcode(&out), rdatas))
+                Some((wire::rcode_of(&out), rdatas))
             }
         }
     }
@@ -299,31 +300,31 @@ not-an-ip   bad.example.test
         let f = dir.path().join("hosts");
         std::fs::write(&f, TEXT).unwrap();
         let h = Hosts::new(Some(f.clone()), true, 3600);
-        let (rc, rd) = ask(&h, "WWW.example.test", wire::T_A).unwrap();
+        let (rc, rd) = ask(&h, "WWW.example.test", rtype::A).unwrap();
         assert_eq!(rc, 0);
         assert_eq!(rd, vec![vec![192, 0, 2, 10]]);
-        let (_, rd) = ask(&h, "www.example.test", wire::T_AAAA).unwrap();
+        let (_, rd) = ask(&h, "www.example.test", rtype::AAAA).unwrap();
         assert_eq!(rd.len(), 1);
         // NODATA for another type of a known name.
         let (rc, rd) = ask(&h, "www.example.test", 15).unwrap();
         assert_eq!((rc, rd.len()), (0, 0));
         // A name with only an A record asked for AAAA: NODATA.
-        let (rc, rd) = ask(&h, "other.example.test", wire::T_AAAA).unwrap();
+        let (rc, rd) = ask(&h, "other.example.test", rtype::AAAA).unwrap();
         assert_eq!((rc, rd.len()), (0, 0));
         // PTR.
-        let (_, rd) = ask(&h, "10.2.0.192.in-addr.arpa", wire::T_PTR).unwrap();
+        let (_, rd) = ask(&h, "10.2.0.192.in-addr.arpa", rtype::PTR).unwrap();
         assert_eq!(rd[0], wire::dotted_to_wire("www.example.test").unwrap());
         assert_eq!(rd.len(), 2);
-        assert!(ask(&h, "99.2.0.192.in-addr.arpa", wire::T_PTR).is_none());
+        assert!(ask(&h, "99.2.0.192.in-addr.arpa", rtype::PTR).is_none());
         // Fallthrough.
-        assert!(ask(&h, "elsewhere.example", wire::T_A).is_none());
+        assert!(ask(&h, "elsewhere.example", rtype::A).is_none());
         let strict = Hosts::new(Some(f), false, 3600);
         assert_eq!(
-            ask(&strict, "elsewhere.example", wire::T_A).unwrap().0,
-            wire::RCODE_NXDOMAIN
+            ask(&strict, "elsewhere.example", rtype::A).unwrap().0,
+            rcode::NXDOMAIN
         );
         // Unknown PTR passes even without fallthrough.
-        assert!(ask(&strict, "99.2.0.192.in-addr.arpa", wire::T_PTR).is_none());
+        assert!(ask(&strict, "99.2.0.192.in-addr.arpa", rtype::PTR).is_none());
     }
 
     #[test]

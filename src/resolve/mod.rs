@@ -42,6 +42,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::{Config, parse_upstream};
 use crate::error::{ConfigError, Error};
 use crate::ops::metrics::{self, AnswerSource};
+use crate::wire::{HEADER_LEN, rcode, rtype};
 
 use cache::{Cache, Found};
 use critical::Critical;
@@ -436,7 +437,7 @@ impl Resolver {
             }
         };
         if q.opcode != 0 {
-            wire::error_reply(&q, wire::RCODE_NOTIMP, &mut out);
+            wire::error_reply(&q, rcode::NOTIMP, &mut out);
             wire::fit(&mut out, max_size);
             return (out, AnswerSource::Server);
         }
@@ -447,23 +448,23 @@ impl Resolver {
             return (out, src);
         }
         let refuse = |out: &mut Vec<u8>| {
-            wire::error_reply(&q, wire::RCODE_REFUSED, out);
+            wire::error_reply(&q, rcode::REFUSED, out);
             wire::fit(out, max_size);
         };
         // Zone transfers are not proxied (multi-message answers).
-        if q.qtype == wire::T_AXFR || q.qtype == wire::T_IXFR {
+        if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
             refuse(&mut out);
             return (out, AnswerSource::Server);
         }
-        let Some(pool) = self.pool_for(q.qname_end - wire::HDR, key) else {
+        let Some(pool) = self.pool_for(q.qname_end - HEADER_LEN, key) else {
             refuse(&mut out);
             return (out, AnswerSource::Server);
         };
-        if self.is_loop_probe(&key[..q.qname_end - wire::HDR]) {
+        if self.is_loop_probe(&key[..q.qname_end - HEADER_LEN]) {
             tracing::error!(
                 "forwarding loop: our own loop probe came back; not forwarding it again"
             );
-            wire::error_reply(&q, wire::RCODE_SERVFAIL, &mut out);
+            wire::error_reply(&q, rcode::SERVFAIL, &mut out);
             return (out, AnswerSource::Server);
         }
         if self.cache.is_some() {
@@ -479,7 +480,7 @@ impl Resolver {
             .fetch(pool, key, query, q.question_end, client_tcp)
             .await;
         if let Fetched::Reply(r) = &fetched
-            && wire::rcode(r) != wire::RCODE_SERVFAIL
+            && wire::rcode_of(r) != rcode::SERVFAIL
         {
             write_forwarded(&q, r, max_size, &mut out);
             return (out, AnswerSource::Forward);
@@ -506,7 +507,7 @@ impl Resolver {
         }
         match fetched {
             Fetched::Reply(r) => write_forwarded(&q, &r, max_size, &mut out),
-            Fetched::Failed => wire::error_reply(&q, wire::RCODE_SERVFAIL, &mut out),
+            Fetched::Failed => wire::error_reply(&q, rcode::SERVFAIL, &mut out),
         }
         wire::fit(&mut out, max_size);
         (out, AnswerSource::Forward)
@@ -536,16 +537,16 @@ impl Resolver {
         let Ok(w) = wire::dotted_to_wire(&dotted) else {
             return;
         };
-        let msg = wire::build_query(fastrand::u16(..), &w, wire::T_HINFO, true, false);
+        let msg = wire::build_query(fastrand::u16(..), &w, rtype::HINFO, true, false);
         *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(Probe {
             wire: w.clone(),
             dotted: dotted.clone(),
         });
         self.probe_active.store(true, Ordering::Release);
         tracing::debug!(probe = %dotted, "sending loop probe");
-        let qe = wire::HDR + w.len() + 4;
+        let qe = HEADER_LEN + w.len() + 4;
         match self.forward(pool, &msg, qe, false).await {
-            Fetched::Reply(r) => tracing::debug!(rcode = wire::rcode(&r), "loop probe answered"),
+            Fetched::Reply(r) => tracing::debug!(rcode = wire::rcode_of(&r), "loop probe answered"),
             Fetched::Failed => tracing::warn!("loop probe: no upstream answered"),
         }
     }
@@ -687,9 +688,9 @@ impl Resolver {
             match res {
                 Ok(r) => {
                     up.succeeded();
-                    let rc = wire::rcode(&r);
-                    up.metrics.request(u16::from(rc), start.elapsed());
-                    if rc == wire::RCODE_SERVFAIL {
+                    let rc = wire::rcode_of(&r);
+                    up.metrics.request(rc, start.elapsed());
+                    if rc == rcode::SERVFAIL {
                         servfail = Some(r);
                         continue;
                     }
@@ -741,8 +742,8 @@ impl Resolver {
 
     /// One health probe (`. IN NS`) to an upstream.
     async fn probe_upstream(&self, up: &Upstream) {
-        let msg = wire::build_query(fastrand::u16(..), &[0], wire::T_NS, true, false);
-        let qe = wire::HDR + 1 + 4;
+        let msg = wire::build_query(fastrand::u16(..), &[0], rtype::NS, true, false);
+        let qe = HEADER_LEN + 1 + 4;
         let deadline = Instant::now() + self.s.timeout;
         let r = if self.s.force_tcp {
             up.tcp(&msg, qe, deadline).await
@@ -765,7 +766,7 @@ impl Resolver {
         let mut kbuf = [0u8; 264];
         let klen = cache::key_into(&q, &mut kbuf);
         let key = &kbuf[..klen];
-        let Some(pool) = self.pool_for(q.qname_end - wire::HDR, key) else {
+        let Some(pool) = self.pool_for(q.qname_end - HEADER_LEN, key) else {
             return;
         };
         if let Some(_slot) = self.try_slot() {
@@ -782,7 +783,7 @@ impl Resolver {
         let jobs = due.into_iter().map(|(i, qtype)| async move {
             let w = &c.names[i].wire;
             let msg = wire::build_query(fastrand::u16(..), w, qtype, true, true);
-            let qe = wire::HDR + w.len() + 4;
+            let qe = HEADER_LEN + w.len() + 4;
             let mut key = w.clone();
             key.extend_from_slice(&[0; 5]);
             let fetch = match self.pool_for(w.len(), &key) {
@@ -836,11 +837,11 @@ fn write_forwarded(q: &wire::Query<'_>, r: &[u8], max_size: usize, out: &mut Vec
     if wire::u16_at(r, 4) == 1 && r.len() >= q.question_end {
         out.extend_from_slice(r);
         out[0..2].copy_from_slice(&q.id.to_be_bytes());
-        out[wire::HDR..q.question_end].copy_from_slice(q.question());
+        out[HEADER_LEN..q.question_end].copy_from_slice(q.question());
     } else {
         // No question in the upstream's reply (some servers do that for errors): our own reply
         // with its rcode.
-        wire::error_reply(q, wire::rcode(r), out);
+        wire::error_reply(q, wire::rcode_of(r), out);
     }
     wire::fit(out, max_size);
 }

@@ -18,6 +18,7 @@ use crate::config::ForwardPolicy;
 use crate::ops::metrics::{self, UpstreamMetrics};
 
 use super::wire;
+use crate::wire::{HEADER_LEN, rcode};
 
 /// Receive buffer of one UDP exchange.
 const UDP_BUF: usize = 4096;
@@ -61,18 +62,21 @@ impl From<io::Error> for ExchangeError {
 
 /// Is `r` a reply to `query` (same ID, QR set, the same question ignoring case)?
 pub fn is_reply_to(r: &[u8], query: &[u8], question_end: usize) -> bool {
-    if r.len() < wire::HDR || r[0..2] != query[0..2] || r[2] & wire::F_QR == 0 {
+    if r.len() < HEADER_LEN || r[0..2] != query[0..2] || r[2] & wire::F_QR == 0 {
         return false;
     }
     let qd = wire::u16_at(r, 4);
     if qd == 0 {
         // Some servers drop the question from FORMERR/REFUSED/NOTIMP replies.
-        return wire::rcode(r) != wire::RCODE_NOERROR;
+        return wire::rcode_of(r) != rcode::NOERROR;
     }
     qd == 1
         && r.len() >= question_end
-        && wire::uncompressed_name_end(r, wire::HDR).is_ok_and(|e| e + 4 == question_end)
-        && wire::eq_ignore_case(&r[wire::HDR..question_end], &query[wire::HDR..question_end])
+        && wire::uncompressed_name_end(r, HEADER_LEN).is_ok_and(|e| e + 4 == question_end)
+        && wire::eq_ignore_case(
+            &r[HEADER_LEN..question_end],
+            &query[HEADER_LEN..question_end],
+        )
 }
 
 impl Upstream {
@@ -265,6 +269,7 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::rtype;
 
     fn addrs(n: u16) -> Vec<SocketAddr> {
         (0..n)
@@ -319,7 +324,7 @@ mod tests {
         let q = wire::build_query(
             0x4242,
             &wire::dotted_to_wire("a.example").unwrap(),
-            wire::T_A,
+            rtype::A,
             true,
             false,
         );

@@ -4,30 +4,14 @@
 //! Everything here works on raw bytes. Names in questions must be uncompressed (they always are
 //! in real queries); names in records may use compression pointers, which are skipped but never
 //! followed, except where a name has to be read (PTR targets are written, never read).
+//!
+//! The primitives shared with the server (record types, rcodes, class, header and OPT sizes,
+//! name encoding, reverse names, the OPT record) live in [`crate::wire`]; what stays here is
+//! what the resolver alone needs, or needs differently (see [`Query`]).
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
-/// Size of the DNS header.
-pub const HDR: usize = 12;
-
-pub const T_A: u16 = 1;
-pub const T_NS: u16 = 2;
-pub const T_CNAME: u16 = 5;
-pub const T_SOA: u16 = 6;
-pub const T_PTR: u16 = 12;
-pub const T_HINFO: u16 = 13;
-pub const T_AAAA: u16 = 28;
-pub const T_OPT: u16 = 41;
-pub const T_IXFR: u16 = 251;
-pub const T_AXFR: u16 = 252;
-pub const C_IN: u16 = 1;
-
-pub const RCODE_NOERROR: u8 = 0;
-pub const RCODE_FORMERR: u8 = 1;
-pub const RCODE_SERVFAIL: u8 = 2;
-pub const RCODE_NXDOMAIN: u8 = 3;
-pub const RCODE_NOTIMP: u8 = 4;
-pub const RCODE_REFUSED: u8 = 5;
+use crate::wire::{CLASS_IN, HEADER_LEN, OPT_LEN, rcode, rtype};
 
 // Header flag bits, byte 2.
 pub const F_QR: u8 = 0x80;
@@ -85,7 +69,9 @@ pub fn put_u32(m: &mut [u8], i: usize, v: u32) {
     m[i..i + 4].copy_from_slice(&v.to_be_bytes());
 }
 
-/// The EDNS part of a message (its OPT record).
+/// The EDNS part of a message (its OPT record), with where it sits: the offsets let the
+/// resolver rewrite the payload size and strip options in place, which is why this is not
+/// [`crate::wire::Edns`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Edns {
     /// Offset of the OPT record's owner name.
@@ -101,6 +87,14 @@ pub struct Edns {
 }
 
 /// A parsed query: header fields, the one question, and EDNS.
+///
+/// Kept apart from the server's [`crate::wire::Query`] on purpose. This one borrows the message
+/// (no copy of the name) and records offsets the resolver works with: `qname_end` and
+/// `question_end` for the cache key, the upstream reply check and the question echoed into
+/// forwarded replies, and the OPT record's position ([`Edns`]) for rewriting before forwarding.
+/// It also parses differently: the question name must be uncompressed, the first OPT wins, and
+/// the opcode is left to the caller. The server's copies the name out (raw and lowercased),
+/// follows compression, and answers FORMERR/NOTIMP itself.
 #[derive(Debug, Clone, Copy)]
 pub struct Query<'a> {
     pub msg: &'a [u8],
@@ -121,11 +115,11 @@ pub struct Query<'a> {
 impl<'a> Query<'a> {
     /// The question name, wire format, as sent.
     pub fn qname(&self) -> &'a [u8] {
-        &self.msg[HDR..self.qname_end]
+        &self.msg[HEADER_LEN..self.qname_end]
     }
     /// The question bytes (name, type, class), as sent.
     pub fn question(&self) -> &'a [u8] {
-        &self.msg[HDR..self.question_end]
+        &self.msg[HEADER_LEN..self.question_end]
     }
     pub fn do_bit(&self) -> bool {
         self.edns.is_some_and(|e| e.do_bit)
@@ -158,7 +152,8 @@ pub fn uncompressed_name_end(m: &[u8], mut pos: usize) -> Result<usize, WireErro
     Ok(pos)
 }
 
-/// Skip a possibly compressed name at `pos`; returns the offset just past it.
+/// Skip a possibly compressed name at `pos`; returns the offset just past it. A pointer ends the
+/// name and is not followed (the server's `crate::wire` reader follows and checks them).
 pub fn skip_name(m: &[u8], mut pos: usize) -> Result<usize, WireError> {
     let mut n = 0;
     loop {
@@ -256,7 +251,7 @@ fn parse_opt(m: &[u8], start: usize, p_after_name: usize, end: usize) -> Edns {
 
 /// Parse a query: header, exactly one uncompressed question, and the OPT record if any.
 pub fn parse_query(m: &[u8]) -> Result<Query<'_>, WireError> {
-    if m.len() < HDR {
+    if m.len() < HEADER_LEN {
         return Err(WireError::Short);
     }
     if m[2] & F_QR != 0 {
@@ -265,7 +260,7 @@ pub fn parse_query(m: &[u8]) -> Result<Query<'_>, WireError> {
     if u16_at(m, 4) != 1 {
         return Err(WireError::NotOneQuestion);
     }
-    let qname_end = uncompressed_name_end(m, HDR)?;
+    let qname_end = uncompressed_name_end(m, HEADER_LEN)?;
     if qname_end + 4 > m.len() {
         return Err(WireError::Short);
     }
@@ -279,8 +274,8 @@ pub fn parse_query(m: &[u8]) -> Result<Query<'_>, WireError> {
     let mut pos = question_end;
     for i in 0..an + ns + ar {
         let start = pos;
-        let (rtype, _ttl, _rd, end) = skip_record(m, pos)?;
-        if i >= an + ns && rtype == T_OPT && edns.is_none() {
+        let (typ, _ttl, _rd, end) = skip_record(m, pos)?;
+        if i >= an + ns && typ == rtype::OPT && edns.is_none() {
             let after_name = skip_name(m, start)?;
             edns = Some(parse_opt(m, start, after_name, end));
         }
@@ -341,14 +336,14 @@ impl Layout {
 /// Walk every section of a message. Question names may be compressed here (it is only used to
 /// find the record boundaries).
 pub fn layout(m: &[u8]) -> Result<Layout, WireError> {
-    if m.len() < HDR {
+    if m.len() < HEADER_LEN {
         return Err(WireError::Short);
     }
     let qd = u16_at(m, 4);
     let an = u16_at(m, 6) as usize;
     let ns = u16_at(m, 8) as usize;
     let ar = u16_at(m, 10) as usize;
-    let mut pos = HDR;
+    let mut pos = HEADER_LEN;
     for _ in 0..qd {
         pos = skip_name(m, pos)? + 4;
         if pos > m.len() {
@@ -366,14 +361,14 @@ pub fn layout(m: &[u8]) -> Result<Layout, WireError> {
         } else {
             Section::Additional
         };
-        let (rtype, ttl_off, rdata, end) = skip_record(m, pos)?;
-        if rtype == T_OPT && section == Section::Additional && opt.is_none() {
+        let (typ, ttl_off, rdata, end) = skip_record(m, pos)?;
+        if typ == rtype::OPT && section == Section::Additional && opt.is_none() {
             opt = Some(records.len());
         }
         records.push(Rec {
             start: pos,
             end,
-            rtype,
+            rtype: typ,
             ttl_off,
             rdata,
             section,
@@ -388,14 +383,6 @@ pub fn layout(m: &[u8]) -> Result<Layout, WireError> {
     })
 }
 
-/// Lowercase `src` (a wire-format name) into `dst`.
-#[inline]
-pub fn lower_into(src: &[u8], dst: &mut [u8]) {
-    for (d, s) in dst.iter_mut().zip(src) {
-        *d = s.to_ascii_lowercase();
-    }
-}
-
 /// Case-insensitive comparison of two byte strings (wire names compare correctly: length
 /// bytes are below 64 and unaffected by ASCII lowercasing).
 #[inline]
@@ -404,7 +391,8 @@ pub fn eq_ignore_case(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// A wire name as lowercase dotted text without the trailing dot ("" for the root), written
-/// into `buf`. None for names with bytes that cannot appear in a hosts file name.
+/// into `buf`. None for names with bytes that cannot appear in a hosts file name. (Not
+/// [`crate::wire::display_name`], which is for logs: it keeps case and escapes such bytes.)
 pub fn wire_to_dotted<'b>(name: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b str> {
     let mut pos = 0;
     let mut n = 0;
@@ -435,23 +423,12 @@ pub fn wire_to_dotted<'b>(name: &[u8], buf: &'b mut [u8; 256]) -> Option<&'b str
     std::str::from_utf8(&buf[..n]).ok()
 }
 
-/// A dotted name (with or without the trailing dot) in wire format, lowercased.
+/// A dotted name (with or without the trailing dot) in wire format, lowercased:
+/// [`crate::wire::encode_name`] with the resolver's error type.
 pub fn dotted_to_wire(name: &str) -> Result<Vec<u8>, WireError> {
-    let t = name.trim_end_matches('.');
-    let mut out = Vec::with_capacity(t.len() + 2);
-    if !t.is_empty() {
-        for label in t.split('.') {
-            if label.is_empty() || label.len() > 63 {
-                return Err(WireError::BadName);
-            }
-            out.push(label.len() as u8);
-            out.extend(label.bytes().map(|b| b.to_ascii_lowercase()));
-        }
-    }
-    out.push(0);
-    if out.len() > 255 {
-        return Err(WireError::BadName);
-    }
+    let mut out = Vec::with_capacity(name.len() + 2);
+    crate::wire::encode_name(name, &mut out).map_err(|_| WireError::BadName)?;
+    out.make_ascii_lowercase();
     Ok(out)
 }
 
@@ -496,26 +473,18 @@ pub fn strip_edns_option(msg: &mut Vec<u8>, edns: &Edns, code: u16) -> bool {
 
 /// Build a query message: header with `id` and RD, one question, and an OPT record.
 pub fn build_query(id: u16, qname_wire: &[u8], qtype: u16, rd: bool, edns: bool) -> Vec<u8> {
-    let mut m = Vec::with_capacity(HDR + qname_wire.len() + 4 + 11);
+    let mut m = Vec::with_capacity(HEADER_LEN + qname_wire.len() + 4 + OPT_LEN);
     m.extend_from_slice(&id.to_be_bytes());
     m.push(if rd { F_RD } else { 0 });
     m.push(0);
     m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, if edns { 1 } else { 0 }]);
     m.extend_from_slice(qname_wire);
     m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&C_IN.to_be_bytes());
+    m.extend_from_slice(&CLASS_IN.to_be_bytes());
     if edns {
-        push_opt(&mut m, EDNS_SIZE, false);
+        crate::wire::push_opt(&mut m, EDNS_SIZE, rcode::NOERROR, false);
     }
     m
-}
-
-/// Append an empty OPT record.
-pub fn push_opt(m: &mut Vec<u8>, size: u16, do_bit: bool) {
-    m.push(0);
-    m.extend_from_slice(&T_OPT.to_be_bytes());
-    m.extend_from_slice(&size.to_be_bytes());
-    m.extend_from_slice(&[0, 0, if do_bit { 0x80 } else { 0 }, 0, 0, 0]);
 }
 
 /// Writes a reply to a query record by record: header, the client's question, answers with the
@@ -528,7 +497,7 @@ pub struct ReplyWriter<'o> {
 
 impl<'o> ReplyWriter<'o> {
     /// Start a reply; `out` is cleared first. AA and RA as given, RD and CD copied.
-    pub fn new(out: &'o mut Vec<u8>, q: &Query<'_>, rcode: u8, aa: bool, ra: bool) -> Self {
+    pub fn new(out: &'o mut Vec<u8>, q: &Query<'_>, rcode: u16, aa: bool, ra: bool) -> Self {
         out.clear();
         out.extend_from_slice(&q.id.to_be_bytes());
         let mut b2 = F_QR | (q.opcode << 3);
@@ -538,7 +507,7 @@ impl<'o> ReplyWriter<'o> {
         if q.rd {
             b2 |= F_RD;
         }
-        let mut b3 = rcode & 0x0F;
+        let mut b3 = (rcode & 0x0F) as u8;
         if ra {
             b3 |= F_RA;
         }
@@ -560,7 +529,7 @@ impl<'o> ReplyWriter<'o> {
     pub fn answer(&mut self, rtype: u16, ttl: u32, rdata: &[u8]) {
         self.out.extend_from_slice(&[0xC0, 0x0C]);
         self.out.extend_from_slice(&rtype.to_be_bytes());
-        self.out.extend_from_slice(&C_IN.to_be_bytes());
+        self.out.extend_from_slice(&CLASS_IN.to_be_bytes());
         self.out.extend_from_slice(&ttl.to_be_bytes());
         self.out
             .extend_from_slice(&(rdata.len() as u16).to_be_bytes());
@@ -569,39 +538,41 @@ impl<'o> ReplyWriter<'o> {
     }
 
     pub fn a(&mut self, ttl: u32, ip: Ipv4Addr) {
-        self.answer(T_A, ttl, &ip.octets());
+        self.answer(rtype::A, ttl, &ip.octets());
     }
 
     pub fn aaaa(&mut self, ttl: u32, ip: Ipv6Addr) {
-        self.answer(T_AAAA, ttl, &ip.octets());
+        self.answer(rtype::AAAA, ttl, &ip.octets());
     }
 
     /// Finish: counts and OPT. Returns the message length.
     pub fn finish(self) -> usize {
         put_u16(self.out, 6, self.answers);
         if let Some(do_bit) = self.edns {
-            push_opt(self.out, EDNS_SIZE, do_bit);
+            crate::wire::push_opt(self.out, EDNS_SIZE, rcode::NOERROR, do_bit);
             put_u16(self.out, 10, 1);
         }
         self.out.len()
     }
 }
 
-/// A header-and-question reply with `rcode` (SERVFAIL, REFUSED, NOTIMP, ...).
-pub fn error_reply(q: &Query<'_>, rcode: u8, out: &mut Vec<u8>) {
+/// A header-and-question reply with `rcode` (SERVFAIL, REFUSED, NOTIMP, ...), with an OPT
+/// record if the query had one. Unlike the header-only [`crate::wire::error_reply`] (for
+/// queries that could not be parsed: that is [`formerr_reply`] here), the question is echoed.
+pub fn error_reply(q: &Query<'_>, rcode: u16, out: &mut Vec<u8>) {
     ReplyWriter::new(out, q, rcode, false, true).finish();
 }
 
-/// A FORMERR reply to a message that is not a usable query: header only, same ID and opcode.
+/// A FORMERR reply to a message that is not a usable query: the server's header-only
+/// [`crate::wire::error_reply`] (same ID, opcode and RD), plus CD copied from the query. Nothing
+/// (empty `out`) for a message too short to hold the flags.
 pub fn formerr_reply(msg: &[u8], out: &mut Vec<u8>) {
     out.clear();
     if msg.len() < 4 {
         return;
     }
-    out.extend_from_slice(&msg[0..2]);
-    out.push(F_QR | (msg[2] & 0x79)); // opcode and RD
-    out.push(RCODE_FORMERR | (msg[3] & F_CD));
-    out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0]);
+    crate::wire::error_reply(out, u16_at(msg, 0), u16_at(msg, 2), rcode::FORMERR);
+    out[3] |= msg[3] & F_CD;
 }
 
 /// Rewrite `msg` (which must not fit) into `out` so that it fits in `max` bytes: the header,
@@ -641,7 +612,7 @@ pub fn truncate_into(msg: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), Wi
         } else if out.len() + opt_len <= max {
             out.extend_from_slice(&msg[r.start..r.end]);
             ar += 1;
-        } else if out.len() + 11 <= max {
+        } else if out.len() + OPT_LEN <= max {
             // The OPT record with its options does not fit: keep it without options.
             let after = skip_name(msg, r.start)?;
             out.push(0);
@@ -652,7 +623,7 @@ pub fn truncate_into(msg: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), Wi
     }
     if out.len() > max {
         // Header and question alone are too big: nothing sensible to send but the header.
-        out.truncate(HDR);
+        out.truncate(HEADER_LEN);
         put_u16(out, 4, 0);
         counts = [0; 3];
         ar = 0;
@@ -673,51 +644,18 @@ pub fn fit(out: &mut Vec<u8>, max: usize) {
     if truncate_into(&full, max, out).is_err() {
         // Not parseable: header only with TC.
         out.clear();
-        out.extend_from_slice(&full[..HDR.min(full.len())]);
-        if out.len() == HDR {
+        out.extend_from_slice(&full[..HEADER_LEN.min(full.len())]);
+        if out.len() == HEADER_LEN {
             out[2] |= F_TC;
-            out[4..HDR].fill(0);
+            out[4..HEADER_LEN].fill(0);
         }
     }
 }
 
-/// The rcode in the header (low 4 bits).
+/// The rcode in a message's header (low 4 bits), comparable with [`crate::wire::rcode`].
 #[inline]
-pub fn rcode(m: &[u8]) -> u8 {
-    m[3] & 0x0F
-}
-
-/// Parse an `in-addr.arpa`/`ip6.arpa` name (dotted, lowercase, no trailing dot) into an address.
-pub fn parse_reverse(name: &str) -> Option<std::net::IpAddr> {
-    if let Some(rest) = name.strip_suffix(".in-addr.arpa") {
-        let parts: Vec<&str> = rest.split('.').collect();
-        if parts.len() != 4 {
-            return None;
-        }
-        let mut o = [0u8; 4];
-        for (i, p) in parts.iter().rev().enumerate() {
-            if p.is_empty() || p.len() > 3 || (p.len() > 1 && p.starts_with('0')) {
-                return None;
-            }
-            o[i] = p.parse().ok()?;
-        }
-        return Some(Ipv4Addr::from(o).into());
-    }
-    if let Some(rest) = name.strip_suffix(".ip6.arpa") {
-        let nibbles: Vec<&str> = rest.split('.').collect();
-        if nibbles.len() != 32 {
-            return None;
-        }
-        let mut v: u128 = 0;
-        for p in nibbles.iter().rev() {
-            if p.len() != 1 {
-                return None;
-            }
-            v = (v << 4) | u128::from(u8::from_str_radix(p, 16).ok()?);
-        }
-        return Some(Ipv6Addr::from(v).into());
-    }
-    None
+pub fn rcode_of(m: &[u8]) -> u16 {
+    u16::from(m[3] & 0x0F)
 }
 
 #[cfg(test)]
@@ -730,35 +668,47 @@ mod tests {
 
     #[test]
     fn parse_query_fields() {
-        let m = q("Www.Example.COM", T_AAAA, true);
+        let m = q("Www.Example.COM", rtype::AAAA, true);
         let p = parse_query(&m).unwrap();
         assert_eq!(p.id, 0x1234);
         assert!(p.rd);
-        assert_eq!(p.qtype, T_AAAA);
-        assert_eq!(p.qclass, C_IN);
+        assert_eq!(p.qtype, rtype::AAAA);
+        assert_eq!(p.qclass, CLASS_IN);
         assert_eq!(p.qname(), &dotted_to_wire("www.example.com").unwrap()[..]);
         let e = p.edns.unwrap();
         assert_eq!(e.udp_size, EDNS_SIZE);
         assert!(!e.do_bit);
-        let m = q("a.b", T_A, false);
+        let m = q("a.b", rtype::A, false);
         assert!(parse_query(&m).unwrap().edns.is_none());
     }
 
     #[test]
     fn parse_query_rejects() {
         assert_eq!(parse_query(&[0; 5]).unwrap_err(), WireError::Short);
-        let mut m = q("a.b", T_A, false);
+        let mut m = q("a.b", rtype::A, false);
         m[2] |= F_QR;
         assert_eq!(parse_query(&m).unwrap_err(), WireError::NotQuery);
-        let mut m = q("a.b", T_A, false);
+        let mut m = q("a.b", rtype::A, false);
         m[5] = 2;
         assert_eq!(parse_query(&m).unwrap_err(), WireError::NotOneQuestion);
-        let mut m = q("a.b", T_A, false);
+        let mut m = q("a.b", rtype::A, false);
         m.truncate(m.len() - 1);
         assert_eq!(parse_query(&m).unwrap_err(), WireError::Short);
-        let mut m = q("a.b", T_A, false);
+        let mut m = q("a.b", rtype::A, false);
         m[12] = 0xC0;
         assert!(parse_query(&m).is_err());
+    }
+
+    #[test]
+    fn formerr_reply_is_header_only() {
+        let mut out = Vec::new();
+        // Opcode 5 and RD kept, AA and TC dropped, QR set; FORMERR with CD kept, RA/AD dropped.
+        formerr_reply(&[0xAB, 0xCD, 0x2F, 0xFF, 0, 1], &mut out);
+        assert_eq!(out, [0xAB, 0xCD, 0xA9, 0x11, 0, 0, 0, 0, 0, 0, 0, 0]);
+        formerr_reply(&[0xAB, 0xCD, 0x01, 0x00], &mut out);
+        assert_eq!(out, [0xAB, 0xCD, 0x81, 0x01, 0, 0, 0, 0, 0, 0, 0, 0]);
+        formerr_reply(&[0xAB, 0xCD, 0x01], &mut out);
+        assert!(out.is_empty());
     }
 
     #[test]
@@ -766,6 +716,8 @@ mod tests {
         let w = dotted_to_wire("Foo.Bar.").unwrap();
         let mut buf = [0u8; 256];
         assert_eq!(wire_to_dotted(&w, &mut buf), Some("foo.bar"));
+        // Reverse names are parsed by the shared `crate::wire::reverse_ip`, from the wire name.
+        let parse_reverse = |name: &str| crate::wire::reverse_ip(&dotted_to_wire(name).unwrap());
         assert_eq!(
             parse_reverse("4.3.2.1.in-addr.arpa"),
             Some("1.2.3.4".parse().unwrap())
@@ -776,7 +728,7 @@ mod tests {
     }
 
     fn reply_with_n_a(n: usize, edns: bool) -> Vec<u8> {
-        let m = q("many.example", T_A, edns);
+        let m = q("many.example", rtype::A, edns);
         let p = parse_query(&m).unwrap();
         let mut out = Vec::new();
         let mut w = ReplyWriter::new(&mut out, &p, 0, false, true);
@@ -815,7 +767,7 @@ mod tests {
 
     #[test]
     fn strips_cookie_option() {
-        let mut m = q("c.example", T_A, true);
+        let mut m = q("c.example", rtype::A, true);
         // OPT rdata: COOKIE (8-byte client cookie) and NSID (empty).
         let opt = parse_query(&m).unwrap().edns.unwrap();
         let rdlen_off = opt.size_off + 6;
