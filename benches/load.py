@@ -27,8 +27,10 @@ One command:
      prints it
 
 Every process started here is stopped again by its PID. Traffic stays on 127.0.0.1.
-Environment: QUIET_MAX (default here 120) and QUIET_PCT go to load.sh. Past --budget seconds
-(default 1200) the remaining runs wait at most 5 s for a quiet machine.
+Environment: QUIET_MAX (default here 120) and QUIET_PCT go to load.sh. On a busy machine the
+waits for quiet dominate: once half of --budget (default 1200 s) is spent, each run may wait at
+most its share of what is left (budget left / runs left / 2, at least 5 s), so that a full run
+stays near the budget; runs measured in background load are counted as noisy= as always.
 """
 import argparse
 import datetime
@@ -43,6 +45,7 @@ import subprocess
 import sys
 import time
 
+sys.dont_write_bytecode = True   # no __pycache__ in benches/ or the shared harness
 HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 ZONES = ["cluster.local", "10.in-addr.arpa"]
@@ -198,11 +201,22 @@ class ClusterDns:
 
 
 # ---------------------------------------------------------------- measuring
-def load(port, qfile, secs, repeat, raw_dir, budget_left, mode="udp", warmup=False, log=None):
-    """load.sh once (REPEAT runs); returns the RESULT fields and the raw text."""
-    quiet_max = os.environ.get("QUIET_MAX", "120")
-    if budget_left < 0:
-        quiet_max = "5"
+CALLS_LEFT = [0]   # load.sh calls still to come (set from the phases in run())
+
+
+def quiet_max_for(a, repeat):
+    """QUIET_MAX for the next load.sh call: the environment's (120) until half the budget is
+    spent, then the call's share of the rest."""
+    qm = int(os.environ.get("QUIET_MAX", "120"))
+    spent = time.time() - T0
+    if spent > a.budget / 2:
+        share = (a.budget - spent) / max(1, CALLS_LEFT[0]) / (2 * repeat)
+        qm = int(max(5, min(qm, share)))
+    return str(qm)
+
+
+def load(port, qfile, secs, repeat, raw_dir, quiet_max, mode="udp", warmup=False, log=None):
+    """load.sh once (REPEAT runs); returns the RESULT fields."""
     env = dict(os.environ, REPEAT=str(repeat), MODE=mode, RAW_DIR=raw_dir,
                WARMUP="1" if warmup else "0", QUIET_MAX=quiet_max)
     cmd = [peers.LOAD, "127.0.0.1", str(port), qfile, str(secs)]
@@ -220,6 +234,7 @@ def load(port, qfile, secs, repeat, raw_dir, budget_left, mode="udp", warmup=Fal
         raise RuntimeError(f"load.sh failed: {p.stdout[-500:]} {p.stderr[-500:]}")
     res["median_qps"] = int(res["median_qps"])
     res["runs"] = [int(x) for x in res["runs"].split("/")]
+    res["quiet_max"] = int(quiet_max)
     res["repeated_runs"] = p.stderr.count("repeating it")
     res["waited_busy"] = p.stderr.count("waiting for an idle machine")
     res["completed"] = 0
@@ -257,8 +272,9 @@ def measure(srv, qd, fname, a, raw, log, mode="udp", warmup=False, upstream=None
     t_cpu = peers.cpu_ticks(srv.proc.pid)
     t_up = peers.cpu_ticks(upstream.proc.pid) if upstream else None
     r = load(srv.port, os.path.join(qd, f"{fname}.txt"), a.secs, a.repeat,
-             os.path.join(raw, srv.label), a.budget - (time.time() - T0), mode=mode,
+             os.path.join(raw, srv.label), quiet_max_for(a, a.repeat), mode=mode,
              warmup=warmup, log=log)
+    CALLS_LEFT[0] -= 1
     hz = os.sysconf("SC_CLK_TCK")
     cpu_s = (peers.cpu_ticks(srv.proc.pid) - t_cpu) / hz
     r.update(summarize(r))
@@ -388,6 +404,7 @@ def run(a):
     results["versions"]["clusterdns"] = (
         subprocess.run([binary, "--version"], capture_output=True, text=True).stdout.strip()
         + f" (git {git}, {binary})")
+    CALLS_LEFT[0] = (6 * ("auth" in phases) + 3 * ("tcp" in phases) + 4 * ("cache" in phases))
     ttl = int(zstats.get("ttl", 30))
     objects = os.path.join(a.work, "objects.yaml")
     checks_ref = peers.checks_for(zdir, ZONES)
@@ -500,7 +517,7 @@ def report(R):
              f"services, {z.get('headless')} headless x {z.get('endpoints')} endpoints, "
              f"{z.get('namespaces')} namespaces, scale {R['scale']}); dnsperf `-c 4 -q 200` pinned "
              f"to CPU 1, every server pinned to CPU 0; {R['repeat']} runs x {R['secs']} s per "
-             f"file, median; QUIET_MAX={R.get('quiet_max')}; took {R.get('elapsed_s', '?')} s.\n")
+             f"file, median; QUIET_MAX={R.get('quiet_max')}{qm_note(R)}; took {R.get('elapsed_s', '?')} s.\n")
     L.append("| phase | server | file | median QPS | runs min/max kQPS | lost | rcodes % | "
              "cpu_server % | µs CPU0/query | proc µs/query | cpu_client % | "
              "clusterdns/peer QPS | clusterdns/peer µs/q | noisy |")
@@ -515,8 +532,10 @@ def report(R):
                 ratio_q = ratio_c = "—"
                 if cd and s is not cd and test in cd["files"]:
                     c = cd["files"][test]
-                    ratio_q = f"{c['median_qps'] / r['median_qps']:.2f}" if r["median_qps"] else "-"
-                    ratio_c = (f"{c['us_per_q'] / r['us_per_q']:.2f}"
+                    # (parentheses): a noisy row on either side, not to be trusted
+                    o, e = ("(", ")") if int(c["noisy"]) or int(r["noisy"]) else ("", "")
+                    ratio_q = f"{o}{c['median_qps'] / r['median_qps']:.2f}{e}" if r["median_qps"] else "-"
+                    ratio_c = (f"{o}{c['us_per_q'] / r['us_per_q']:.2f}{e}"
                                if c.get("us_per_q") and r.get("us_per_q") else "-")
                 rc = r.get("rcodes", "")
                 L.append(f"| {ph} | {label} | {test} | {r['median_qps']} | "
@@ -575,8 +594,17 @@ def report(R):
     L.append("\nColumns: `cpu_server %` is CPU 0 busy (the server's CPU, kernel included) per run; "
              "`µs CPU0/query` = cpu_server % x 10000 / QPS, median over runs; `proc µs/query` = "
              "the server process's own user+sys time / completed queries (not for warm-up runs); "
-             "ratios are clusterdns ÷ that peer (QPS: > 1 is faster; µs/q: < 1 is cheaper).")
+             "ratios are clusterdns ÷ that peer (QPS: > 1 is faster; µs/q: < 1 is cheaper), in "
+             "parentheses when either row had noisy runs.")
     return "\n".join(L) + "\n"
+
+
+def qm_note(R):
+    used = [r.get("quiet_max") for s in R["phases"].values() for v in s.values()
+            if isinstance(v, dict) for r in v.get("files", {}).values()]
+    used = [u for u in used if u is not None]
+    lo = min(used) if used else None
+    return f" (down to {lo} s for late runs, --budget)" if lo is not None and str(lo) != str(R.get("quiet_max")) else ""
 
 
 def rc_map(s):

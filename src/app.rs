@@ -209,6 +209,15 @@ pub async fn serve(cfg: Config, config_path: Option<std::path::PathBuf>, loader:
     use crate::ops::lifecycle::{Lifecycle, Phase, Readiness};
     use crate::ops::metrics;
     metrics::install_panic_hook();
+    // Bind first: `server="dns://:53"` as CoreDNS labels it comes from the port actually bound,
+    // and the metrics must know it before anything (the resolver's upstream handles) counts.
+    // Queries that arrive before the workers start wait in the sockets' queues.
+    let (sockets, bound) = bind_dns(&cfg)?;
+    metrics::global().configure(
+        &metrics::server_label(bound.dns.first().map(|a| a.port()).unwrap_or(53)),
+        cfg.forward.legacy_metrics,
+        &metrics::plugins_for(&cfg),
+    );
     let readiness = Readiness::new(if cfg.cluster.enabled { vec!["kubernetes"] } else { Vec::<&str>::new() });
     let lc = Lifecycle::new(readiness.clone(), &cfg.health).with_metrics(metrics::global());
     // Signals are caught from here on: a SIGTERM during start-up still drains properly.
@@ -238,13 +247,6 @@ pub async fn serve(cfg: Config, config_path: Option<std::path::PathBuf>, loader:
         };
         tokio::spawn(reloader.run(lc.signal().as_bool(Phase::Draining)));
     }
-    let (sockets, bound) = bind_dns(&cfg)?;
-    // `server="dns://:53"` as CoreDNS labels it, from the port actually bound.
-    metrics::global().configure(
-        &metrics::server_label(bound.dns.first().map(|a| a.port()).unwrap_or(53)),
-        cfg.forward.legacy_metrics,
-        &metrics::plugins_for(&cfg),
-    );
     let ep = crate::ops::http::start(&cfg, metrics::global(), readiness.clone(), lc.signal())
         .await
         .map_err(|e| Error::Other(e.to_string()))?;

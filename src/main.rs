@@ -139,7 +139,8 @@ fn init_logging(json: bool) {
         })
     };
     let not_querylog = filter_fn(|m| !clusterdns::ops::querylog::is_querylog(m));
-    let logs = fmt::layer().with_writer(std::io::stderr);
+    // Colours only for a person at a terminal, never in a pod's log.
+    let logs = fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let registry = tracing_subscriber::registry().with(clusterdns::ops::querylog::layer());
     if json {
         registry.with(logs.json().with_filter(not_querylog).with_filter(filter())).init();

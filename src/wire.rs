@@ -550,6 +550,23 @@ impl<'a> Writer<'a> {
         self.zone_ptr();
     }
 
+    /// A name made of `labels` followed by the zone, written out in full: for RDATA that must
+    /// not be compressed (SRV targets, RFC 2782: "name compression is not to be used for this
+    /// field"; Go's resolver rejects such answers). The zone is copied from the question, so it
+    /// keeps the query's case as the pointer form would.
+    #[inline]
+    pub fn name_in_zone_uncompressed(&mut self, labels: &[u8]) {
+        self.buf.extend_from_slice(labels);
+        match self.zone_off {
+            Some(off) => {
+                let start = off as usize;
+                let end = HEADER_LEN + self.qname_len;
+                self.buf.extend_from_within(start..end);
+            }
+            None => self.buf.push(0),
+        }
+    }
+
     /// The zone name itself (pointer to the question's zone suffix).
     #[inline]
     pub fn zone_ptr(&mut self) {
