@@ -16,15 +16,23 @@ use clusterdns::zone::build::{required_kinds, ZoneBuilder};
 use criterion::{criterion_group, criterion_main, Criterion};
 
 struct Counting;
+/// Live bytes and live allocations (each costs the allocator a header and rounding besides).
 static LIVE: AtomicIsize = AtomicIsize::new(0);
+static LIVE_N: AtomicIsize = AtomicIsize::new(0);
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
+        LIVE_N.fetch_add(1, Ordering::Relaxed);
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
+        LIVE_N.fetch_sub(1, Ordering::Relaxed);
         unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_add(new_size as isize - l.size() as isize, Ordering::Relaxed);
+        unsafe { System.realloc(p, l, new_size) }
     }
 }
 #[global_allocator]
@@ -56,27 +64,77 @@ fn report_memory_of(pods: usize) {
     // objects are made: the builder keeps what it needs of them and the rest is freed.
     let c = cfg(if pods > 0 { PodsMode::Verified } else { PodsMode::Insecure });
     let before = LIVE.load(Ordering::Relaxed);
+    let before_n = LIVE_N.load(Ordering::Relaxed);
     let objects = clusterdns::testkit::synthetic_cluster(10_000, 200, 10, 10, pods);
     let (b, snap) = build(&c, objects);
     let with_state = LIVE.load(Ordering::Relaxed) - before;
+    let with_state_n = LIVE_N.load(Ordering::Relaxed) - before_n;
     drop(b);
     let snap_only = LIVE.load(Ordering::Relaxed) - before;
+    let snap_only_n = LIVE_N.load(Ordering::Relaxed) - before_n;
     let n = snap.counts();
     eprintln!(
-        "memory: 10,000 services, {} endpoints, {} pods: snapshot {:.1} MB ({} B/service+endpoint+pod, {} B/record over {} records); with builder state {:.1} MB",
+        "memory: 10,000 services, {} endpoints, {} pods: snapshot {:.1} MB in {}k allocations ({} B/service+endpoint+pod, {} B/record over {} records); with builder state {:.1} MB in {}k allocations",
         n.endpoints,
         n.pods,
         snap_only as f64 / 1e6,
+        snap_only_n / 1000,
         snap_only as usize / (n.services + n.endpoints + n.pods),
         snap_only as usize / n.records.max(1),
         n.records,
-        with_state as f64 / 1e6
+        with_state as f64 / 1e6,
+        with_state_n / 1000,
     );
     drop(snap);
-    eprintln!("leftover after dropping everything: {:.1} MB", (LIVE.load(Ordering::Relaxed) - before) as f64 / 1e6);
+}
+
+/// Resident memory of this process, KiB.
+fn rss_kib() -> i64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .unwrap_or(0)
+}
+
+/// What the allocator holds after the cluster arrives the way the API source delivers it (one
+/// full list per kind, a snapshot after each) and freed memory is handed back.
+fn report_heap() {
+    use clusterdns::cluster::Kind;
+    unsafe { libc::malloc_trim(0) };
+    let rss0 = rss_kib();
+    let m0 = unsafe { libc::mallinfo2() };
+    let c = cfg(PodsMode::Insecure);
+    let mut b = ZoneBuilder::new(&c, &required_kinds(&c));
+    let mut kinds: std::collections::HashMap<Kind, Vec<Object>> = Default::default();
+    for o in clusterdns::testkit::synthetic_cluster(10_000, 200, 10, 10, 0) {
+        kinds.entry(o.key().kind).or_default().push(o);
+    }
+    let mut snap = None;
+    let show = |what: &str| {
+        unsafe { libc::malloc_trim(0) };
+        let m = unsafe { libc::mallinfo2() };
+        eprintln!("  {what}: in use {:.1} MB, free {:.1} MB, resident +{:.1} MB", (m.uordblks as f64 - m0.uordblks as f64) / 1e6, m.fordblks as f64 / 1e6, (rss_kib() - rss0) as f64 / 1024.0);
+    };
+    show("objects");
+    for k in [Kind::Namespace, Kind::Service, Kind::EndpointSlice] {
+        b.apply(ClusterEvent::Relist { kind: k, objects: kinds.remove(&k).unwrap_or_default() });
+        show("applied");
+        snap = Some(b.publish().0);
+        show("published");
+    }
+    unsafe { libc::malloc_trim(0) };
+    let m1 = unsafe { libc::mallinfo2() };
+    eprintln!(
+        "heap: after the lists, {:.1} MB in use, {:.1} MB free in the heap, resident +{:.1} MB",
+        (m1.uordblks as f64 - m0.uordblks as f64) / 1e6,
+        m1.fordblks as f64 / 1e6,
+        (rss_kib() - rss0) as f64 / 1024.0
+    );
+    drop((b, snap));
 }
 
 fn benches(cr: &mut Criterion) {
+    report_heap();
     report_memory();
     let c = cfg(PodsMode::Insecure);
     cr.bench_function("build_snapshot_10k_services_100k_endpoints", |bch| {

@@ -3,12 +3,19 @@
 //! Applying an event records what it touched ([`Changes`]): the zone builder then recomputes
 //! only those services, namespaces and pods. Objects equal to what is already held change
 //! nothing, so a relist that finds the cluster as it was publishes no new snapshot.
+//!
+//! The state is held for as long as the server runs, so it keeps each object in the least
+//! memory that still rebuilds every record after any change or config reload: names are
+//! interned (one allocation per distinct namespace and service name), an EndpointSlice's
+//! endpoints are one packed byte string (an endpoint with one IPv4 address and no names is 6
+//! bytes), and a pod is its name and addresses in a map per namespace.
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::objects::{Kind, NamespaceInfo, Object, ObjectKey, PodInfo, ServiceInfo, SliceInfo};
+use super::objects::{Kind, NamespaceInfo, Object, ObjectKey, Port, ServiceInfo, ServiceKind, SliceInfo};
 use super::ClusterEvent;
 
 /// `(namespace, name)`, both lowercase.
@@ -24,7 +31,7 @@ pub struct Changes {
     /// Namespaces that gained or lost a service (their existence as a name may change).
     pub ns_touched: HashSet<Arc<str>>,
     /// Pods before and after (None: absent), for the pod index.
-    pub pods: Vec<(Option<PodInfo>, Option<PodInfo>)>,
+    pub pods: Vec<(Option<PodAddrs>, Option<PodAddrs>)>,
     /// Earliest cluster-side change time per service touched, for programming latency.
     pub changed_at: HashMap<Key, SystemTime>,
 }
@@ -35,18 +42,246 @@ impl Changes {
     }
 }
 
+/// A pod as the pod index sees it: where it is and its addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodAddrs {
+    pub namespace: Arc<str>,
+    pub ips: Addrs,
+}
+
+/// A list of addresses; most objects have exactly one IPv4 address, held without a heap box.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Addrs {
+    V4(Ipv4Addr),
+    Many(Box<[IpAddr]>),
+}
+
+impl Addrs {
+    pub fn new(ips: &[IpAddr]) -> Self {
+        match ips {
+            [IpAddr::V4(a)] => Addrs::V4(*a),
+            _ => Addrs::Many(ips.into()),
+        }
+    }
+    pub fn iter(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let (one, many): (Option<IpAddr>, &[IpAddr]) = match self {
+            Addrs::V4(a) => (Some(IpAddr::V4(*a)), &[]),
+            Addrs::Many(v) => (None, v),
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+}
+
+/// A set of ports; equal sets are one shared copy (with the snapshot's records too).
+pub type Ports = Arc<[Port]>;
+
+/// A Service as the zone builder needs it (its namespace and name are its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceEntry {
+    pub kind: ServiceKind,
+    pub ports: Ports,
+    pub publish_not_ready: bool,
+    /// The service's labels, sorted by key (for the `labels` selector).
+    labels: Box<[(Box<str>, Box<str>)]>,
+}
+
+impl ServiceEntry {
+    fn new(s: ServiceInfo, ports: Ports) -> Self {
+        let kind = match s.kind {
+            ServiceKind::ClusterIp(mut ips) => {
+                ips.shrink_to_fit();
+                ServiceKind::ClusterIp(ips)
+            }
+            k => k,
+        };
+        ServiceEntry {
+            kind,
+            ports,
+            publish_not_ready: s.publish_not_ready,
+            labels: s.labels.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect(),
+        }
+    }
+
+    /// The labels, as a selector takes them.
+    pub fn labels_map(&self) -> BTreeMap<String, String> {
+        self.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+}
+
+/// An EndpointSlice as the zone builder needs it (its namespace and name are its key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SliceEntry {
+    /// The service these endpoints belong to.
+    pub service: Option<Arc<str>>,
+    pub ports: Ports,
+    /// The endpoints, packed (see [`SliceEntry::for_each_endpoint`]).
+    endpoints: Box<[u8]>,
+}
+
+/// One endpoint of a [`SliceEntry`].
+#[derive(Debug, Clone, Copy)]
+pub struct EndpointView<'a> {
+    pub ready: bool,
+    pub hostname: Option<&'a str>,
+    pub pod_name: Option<&'a str>,
+    pub addresses: &'a [IpAddr],
+}
+
+const READY: u8 = 1;
+const HOSTNAME: u8 = 2;
+const POD_NAME: u8 = 4;
+/// Exactly one address, IPv4: its 4 bytes follow. Otherwise a count, then per address its
+/// family (4 or 6) and bytes.
+const ONE_V4: u8 = 8;
+
+fn put_len(out: &mut Vec<u8>, mut n: usize) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn get_len(b: &[u8], p: &mut usize) -> usize {
+    let mut n = 0usize;
+    let mut shift = 0;
+    loop {
+        let v = b[*p];
+        *p += 1;
+        n |= ((v & 0x7f) as usize) << shift;
+        if v < 0x80 {
+            return n;
+        }
+        shift += 7;
+    }
+}
+
+impl SliceEntry {
+    fn new(service: Option<Arc<str>>, s: &SliceInfo, ports: Ports) -> Self {
+        let mut b = Vec::new();
+        let mut prev_pod: &str = "";
+        for ep in &s.endpoints {
+            let mut flags = 0;
+            if ep.ready {
+                flags |= READY;
+            }
+            if ep.hostname.is_some() {
+                flags |= HOSTNAME;
+            }
+            if ep.pod_name.is_some() {
+                flags |= POD_NAME;
+            }
+            let one_v4 = matches!(ep.addresses[..], [IpAddr::V4(_)]);
+            if one_v4 {
+                flags |= ONE_V4;
+            }
+            b.push(flags);
+            if one_v4 {
+                if let IpAddr::V4(a) = ep.addresses[0] {
+                    b.extend_from_slice(&a.octets());
+                }
+            } else {
+                put_len(&mut b, ep.addresses.len());
+                for a in &ep.addresses {
+                    match a {
+                        IpAddr::V4(a) => {
+                            b.push(4);
+                            b.extend_from_slice(&a.octets());
+                        }
+                        IpAddr::V6(a) => {
+                            b.push(6);
+                            b.extend_from_slice(&a.octets());
+                        }
+                    }
+                }
+            }
+            if let Some(h) = &ep.hostname {
+                put_len(&mut b, h.len());
+                b.extend_from_slice(h.as_bytes());
+            }
+            if let Some(p) = &ep.pod_name {
+                // Pod names of a slice share long prefixes (`<deployment>-<hash>-`): each is
+                // kept as the length it shares with the one before, and the rest.
+                let shared = prev_pod.bytes().zip(p.bytes()).take_while(|(a, b)| a == b).count();
+                put_len(&mut b, shared);
+                put_len(&mut b, p.len() - shared);
+                b.extend_from_slice(&p.as_bytes()[shared..]);
+                prev_pod = p;
+            }
+        }
+        SliceEntry { service, ports, endpoints: b.into_boxed_slice() }
+    }
+
+    /// Every endpoint, in the slice's order.
+    pub fn for_each_endpoint(&self, mut f: impl FnMut(EndpointView<'_>)) {
+        let b = &self.endpoints;
+        let mut p = 0;
+        let mut addrs: Vec<IpAddr> = Vec::new();
+        let mut pod: Vec<u8> = Vec::new();
+        while p < b.len() {
+            let flags = b[p];
+            p += 1;
+            addrs.clear();
+            if flags & ONE_V4 != 0 {
+                addrs.push(IpAddr::V4(Ipv4Addr::new(b[p], b[p + 1], b[p + 2], b[p + 3])));
+                p += 4;
+            } else {
+                for _ in 0..get_len(b, &mut p) {
+                    let fam = b[p];
+                    p += 1;
+                    if fam == 4 {
+                        addrs.push(IpAddr::V4(Ipv4Addr::new(b[p], b[p + 1], b[p + 2], b[p + 3])));
+                        p += 4;
+                    } else {
+                        let o: [u8; 16] = b[p..p + 16].try_into().expect("16 bytes");
+                        addrs.push(IpAddr::V6(Ipv6Addr::from(o)));
+                        p += 16;
+                    }
+                }
+            }
+            let hostname = if flags & HOSTNAME != 0 {
+                let n = get_len(b, &mut p);
+                let h = std::str::from_utf8(&b[p..p + n]).ok();
+                p += n;
+                h
+            } else {
+                None
+            };
+            let has_pod = flags & POD_NAME != 0;
+            if has_pod {
+                let shared = get_len(b, &mut p);
+                let n = get_len(b, &mut p);
+                pod.truncate(shared);
+                pod.extend_from_slice(&b[p..p + n]);
+                p += n;
+            }
+            let pod_name = if has_pod { std::str::from_utf8(&pod).ok() } else { None };
+            f(EndpointView { ready: flags & READY != 0, hostname, pod_name, addresses: &addrs });
+        }
+    }
+}
+
 /// The cluster as DNS sees it.
 #[derive(Debug, Default)]
 pub struct ClusterState {
-    pub services: HashMap<Key, ServiceInfo>,
-    pub slices: HashMap<Key, SliceInfo>,
-    /// `(namespace, service)` → slice names.
-    pub slices_by_service: HashMap<Key, BTreeSet<Arc<str>>>,
+    pub services: HashMap<Key, ServiceEntry>,
+    pub slices: HashMap<Key, SliceEntry>,
+    /// `(namespace, service)` → slice names, sorted.
+    pub slices_by_service: HashMap<Key, Box<[Arc<str>]>>,
     pub services_by_ns: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
-    pub pods: HashMap<Key, PodInfo>,
+    /// Pods: namespace → pod name → addresses.
+    pub pods: HashMap<Arc<str>, HashMap<Box<str>, Addrs>>,
     pub namespaces: HashMap<Arc<str>, NamespaceInfo>,
     /// Kinds that have completed a full list.
     pub synced: BTreeSet<Kind>,
+    /// Namespace and service names, one allocation each.
+    strings: HashSet<Arc<str>>,
+    /// Port sets, one allocation each.
+    port_sets: HashSet<Ports>,
+    /// The empty port set.
+    no_ports: Ports,
+    /// Sweep `strings` of names nothing holds any more when it reaches this size.
+    sweep_at: usize,
 }
 
 impl ClusterState {
@@ -68,6 +303,7 @@ impl ClusterState {
             ClusterEvent::Relist { kind, objects } => {
                 self.relist(kind, objects, changes);
                 self.synced.insert(kind);
+                self.sweep();
             }
             ClusterEvent::ReplaceAll { objects } => {
                 let mut by_kind: HashMap<Kind, Vec<Object>> = HashMap::new();
@@ -78,9 +314,54 @@ impl ClusterState {
                     self.relist(kind, by_kind.remove(&kind).unwrap_or_default(), changes);
                     self.synced.insert(kind);
                 }
+                self.sweep();
             }
             ClusterEvent::WatchRestart { .. } => {}
         }
+        if self.strings.len() + self.port_sets.len() >= self.sweep_at {
+            self.sweep();
+        }
+    }
+
+    /// The one shared copy of a namespace or service name.
+    fn intern(&mut self, s: &Arc<str>) -> Arc<str> {
+        match self.strings.get(s) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Arc<str> = Arc::from(&**s);
+                self.strings.insert(a.clone());
+                a
+            }
+        }
+    }
+
+    /// The one shared copy of a port set.
+    fn intern_ports(&mut self, p: &[Port]) -> Ports {
+        if p.is_empty() {
+            return self.no_ports.clone();
+        }
+        match self.port_sets.get(p) {
+            Some(a) => a.clone(),
+            None => {
+                let a: Ports = Arc::from(p);
+                self.port_sets.insert(a.clone());
+                a
+            }
+        }
+    }
+
+    /// The empty port set.
+    pub fn no_ports(&self) -> &Ports {
+        &self.no_ports
+    }
+
+    /// Forget interned names and port sets that nothing holds any more.
+    fn sweep(&mut self) {
+        self.strings.retain(|s| Arc::strong_count(s) > 1);
+        self.strings.shrink_to_fit();
+        self.port_sets.retain(|s| Arc::strong_count(s) > 1);
+        self.port_sets.shrink_to_fit();
+        self.sweep_at = (self.strings.len() + self.port_sets.len()) * 2 + 1024;
     }
 
     fn service_keys_of(&self, o: &Object) -> Vec<Key> {
@@ -96,12 +377,17 @@ impl ClusterState {
         let gone: Vec<ObjectKey> = match kind {
             Kind::Service => self.services.keys().map(|(ns, n)| key(kind, ns, n)).collect(),
             Kind::EndpointSlice => self.slices.keys().map(|(ns, n)| key(kind, ns, n)).collect(),
-            Kind::Pod => self.pods.keys().map(|(ns, n)| key(kind, ns, n)).collect(),
+            Kind::Pod => self
+                .pods
+                .iter()
+                .flat_map(|(ns, pods)| pods.keys().map(move |n| key(kind, ns, &Arc::from(&**n))))
+                .collect(),
             Kind::Namespace => self.namespaces.keys().map(|n| key(kind, &Arc::from(""), n)).collect(),
         };
         for k in gone.into_iter().filter(|k| !listed.contains(k)) {
             self.remove(&k, changes);
         }
+        drop(listed);
         for o in objects {
             self.upsert(o, changes);
         }
@@ -110,55 +396,74 @@ impl ClusterState {
     fn upsert(&mut self, object: Object, changes: &mut Changes) {
         match object {
             Object::Service(s) => {
-                let k = (s.namespace.clone(), s.name.clone());
-                if self.services.get(&k) == Some(&s) {
+                let k = (self.intern(&s.namespace), self.intern(&s.name));
+                let ports = self.intern_ports(&s.ports);
+                let e = ServiceEntry::new(s, ports);
+                if self.services.get(&k) == Some(&e) {
                     return;
                 }
                 self.services_by_ns.entry(k.0.clone()).or_default().insert(k.1.clone());
                 changes.ns_touched.insert(k.0.clone());
                 changes.services.insert(k.clone());
-                self.services.insert(k, s);
+                self.services.insert(k, e);
             }
             Object::Slice(s) => {
-                let k = (s.namespace.clone(), s.name.clone());
-                if self.slices.get(&k) == Some(&s) {
+                let k = (self.intern(&s.namespace), s.name.clone());
+                let service = s.service.as_ref().map(|n| self.intern(n));
+                let ports = self.intern_ports(&s.ports);
+                let e = SliceEntry::new(service, &s, ports);
+                drop(s);
+                if self.slices.get(&k) == Some(&e) {
                     return;
                 }
                 if let Some(old) = self.slices.remove(&k) {
-                    self.unlink_slice(&old, changes);
+                    self.unlink_slice(&k, &old, changes);
                 }
-                if let Some(svc) = &s.service {
-                    let sk = (s.namespace.clone(), svc.clone());
-                    self.slices_by_service.entry(sk.clone()).or_default().insert(s.name.clone());
+                if let Some(svc) = &e.service {
+                    let sk = (k.0.clone(), svc.clone());
+                    let names = self.slices_by_service.entry(sk.clone()).or_default();
+                    if let Err(at) = names.binary_search(&k.1) {
+                        let mut v = std::mem::take(names).into_vec();
+                        v.insert(at, k.1.clone());
+                        *names = v.into_boxed_slice();
+                    }
                     changes.services.insert(sk);
                 }
-                self.slices.insert(k, s);
+                self.slices.insert(k, e);
             }
             Object::Pod(p) => {
-                let k = (p.namespace.clone(), p.name.clone());
-                let old = self.pods.get(&k).cloned();
-                if old.as_ref() == Some(&p) {
+                let ns = self.intern(&p.namespace);
+                let ips = Addrs::new(&p.ips);
+                let pods = self.pods.entry(ns.clone()).or_default();
+                let old = pods.get(&*p.name);
+                if old == Some(&ips) {
                     return;
                 }
-                changes.pods.push((old, Some(p.clone())));
-                self.pods.insert(k, p);
+                let old = old.cloned().map(|ips| PodAddrs { namespace: ns.clone(), ips });
+                changes.pods.push((old, Some(PodAddrs { namespace: ns, ips: ips.clone() })));
+                pods.insert(Box::from(&*p.name), ips);
             }
-            Object::Namespace(n) => {
+            Object::Namespace(mut n) => {
                 if self.namespaces.get(&n.name) == Some(&n) {
                     return;
                 }
+                n.name = self.intern(&n.name);
                 changes.namespaces.insert(n.name.clone());
                 self.namespaces.insert(n.name.clone(), n);
             }
         }
     }
 
-    fn unlink_slice(&mut self, old: &SliceInfo, changes: &mut Changes) {
+    fn unlink_slice(&mut self, k: &Key, old: &SliceEntry, changes: &mut Changes) {
         if let Some(svc) = &old.service {
-            let sk = (old.namespace.clone(), svc.clone());
-            if let Some(set) = self.slices_by_service.get_mut(&sk) {
-                set.remove(&old.name);
-                if set.is_empty() {
+            let sk = (k.0.clone(), svc.clone());
+            if let Some(names) = self.slices_by_service.get_mut(&sk) {
+                if let Ok(at) = names.binary_search(&k.1) {
+                    let mut v = std::mem::take(names).into_vec();
+                    v.remove(at);
+                    *names = v.into_boxed_slice();
+                }
+                if names.is_empty() {
                     self.slices_by_service.remove(&sk);
                 }
             }
@@ -170,7 +475,7 @@ impl ClusterState {
         let k = (key.namespace.clone(), key.name.clone());
         match key.kind {
             Kind::Service => {
-                if self.services.remove(&k).is_some() {
+                if let Some((k, _)) = self.services.remove_entry(&k) {
                     if let Some(set) = self.services_by_ns.get_mut(&k.0) {
                         set.remove(&k.1);
                         if set.is_empty() {
@@ -182,25 +487,30 @@ impl ClusterState {
                 }
             }
             Kind::EndpointSlice => {
-                if let Some(old) = self.slices.remove(&k) {
-                    self.unlink_slice(&old, changes);
+                if let Some((k, old)) = self.slices.remove_entry(&k) {
+                    self.unlink_slice(&k, &old, changes);
                 }
             }
             Kind::Pod => {
-                if let Some(old) = self.pods.remove(&k) {
-                    changes.pods.push((Some(old), None));
+                let Some(ns) = self.pods.get_key_value(&*k.0).map(|(ns, _)| ns.clone()) else { return };
+                let pods = self.pods.get_mut(&ns).expect("just found");
+                if let Some(old) = pods.remove(&*k.1) {
+                    changes.pods.push((Some(PodAddrs { namespace: ns.clone(), ips: old }), None));
+                    if pods.is_empty() {
+                        self.pods.remove(&ns);
+                    }
                 }
             }
             Kind::Namespace => {
-                if self.namespaces.remove(&key.name).is_some() {
-                    changes.namespaces.insert(key.name.clone());
+                if let Some((n, _)) = self.namespaces.remove_entry(&key.name) {
+                    changes.namespaces.insert(n);
                 }
             }
         }
     }
 
-    /// The slices of a service.
-    pub fn slices_of<'a>(&'a self, k: &Key) -> impl Iterator<Item = &'a SliceInfo> + 'a {
+    /// The slices of a service, by slice name.
+    pub fn slices_of<'a>(&'a self, k: &Key) -> impl Iterator<Item = &'a SliceEntry> + 'a {
         let names = self.slices_by_service.get(k);
         let ns = k.0.clone();
         names
@@ -208,8 +518,56 @@ impl ClusterState {
             .flat_map(|s| s.iter())
             .filter_map(move |n| self.slices.get(&(ns.clone(), n.clone())))
     }
+
+    /// Every pod held.
+    pub fn for_each_pod(&self, mut f: impl FnMut(PodAddrs)) {
+        for (ns, pods) in &self.pods {
+            for ips in pods.values() {
+                f(PodAddrs { namespace: ns.clone(), ips: ips.clone() });
+            }
+        }
+    }
 }
 
 fn key(kind: Kind, ns: &Arc<str>, name: &Arc<str>) -> ObjectKey {
     ObjectKey { kind, namespace: ns.clone(), name: name.clone() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::objects::{EndpointInfo, Protocol};
+
+    #[test]
+    fn packed_endpoints_read_back() {
+        let eps = vec![
+            EndpointInfo { addresses: vec!["10.0.0.1".parse().unwrap()], ready: true, hostname: None, pod_name: None },
+            EndpointInfo {
+                addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
+                ready: false,
+                hostname: Some("web-0".into()),
+                pod_name: Some("web-7d4b9c8f6-abcde".into()),
+            },
+            EndpointInfo { addresses: vec![], ready: true, hostname: None, pod_name: Some("web-7d4b9c8f6-xyz12".into()) },
+            EndpointInfo { addresses: vec!["fd00::3".parse().unwrap()], ready: true, hostname: Some("h".repeat(200).into()), pod_name: Some("db".into()) },
+        ];
+        let s = SliceInfo {
+            namespace: "ns".into(),
+            name: "s".into(),
+            service: Some("svc".into()),
+            endpoints: eps.clone(),
+            ports: vec![Port { name: "http".into(), protocol: Protocol::Tcp, port: 80 }],
+        };
+        let e = SliceEntry::new(s.service.clone(), &s, Arc::from(&s.ports[..]));
+        let mut back = Vec::new();
+        e.for_each_endpoint(|v| {
+            back.push(EndpointInfo {
+                addresses: v.addresses.to_vec(),
+                ready: v.ready,
+                hostname: v.hostname.map(Into::into),
+                pod_name: v.pod_name.map(Into::into),
+            })
+        });
+        assert_eq!(back, eps);
+    }
 }

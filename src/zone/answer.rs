@@ -26,8 +26,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use crate::config::PodsMode;
 use crate::wire::{rcode, rtype, Query, Writer, ADDITIONAL, ANSWER, AUTHORITY};
 
-use super::build::pod_lookup_key;
-use super::snapshot::{undash_ip, Endpoint, RecordsKind, ServiceRecords, Snapshot};
+use super::snapshot::{undash_ip, RecordsKind, ServiceRecords, Snapshot};
 
 /// The TTL CoreDNS gives `dns-version` (its default for the schema record).
 const DNS_VERSION_TTL: u32 = 28800;
@@ -256,10 +255,11 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
             if matches!(r.kind, RecordsKind::External { .. }) {
                 return Res::NxDomain;
             }
-            if r.endpoints.by_host(host).next().is_none() {
+            let found = r.endpoints.matching(host);
+            if found.clone().next().is_none() {
                 return Res::NxDomain;
             }
-            let ips = r.endpoints.by_host(host).map(|e| e.ip);
+            let ips = found.map(|i| r.endpoints.ip(i));
             if write_addrs(snap, qt, w, ips) { Res::Answer } else { Res::NoData }
         }
         [port, proto, svc, ns, s] if label_is(s, "svc") => {
@@ -272,7 +272,7 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
             if !ports_of(r).any(matches) {
                 return Res::NxDomain;
             }
-            if matches!(r.kind, RecordsKind::Headless) && r.endpoints.endpoints.is_empty() {
+            if matches!(r.kind, RecordsKind::Headless) && r.endpoints.is_empty() {
                 return Res::NxDomain;
             }
             if !wants(qt, rtype::SRV) {
@@ -306,7 +306,7 @@ fn service<'s>(snap: &'s Snapshot, svc: &[u8], ns: &[u8]) -> Option<&'s ServiceR
 fn ports_of(r: &ServiceRecords) -> Box<dyn Iterator<Item = &crate::cluster::objects::Port> + '_> {
     match &r.kind {
         RecordsKind::ClusterIp { ports, .. } | RecordsKind::External { ports, .. } => Box::new(ports.iter()),
-        RecordsKind::Headless => Box::new(r.endpoints.port_sets.iter().flat_map(|s| s.iter())),
+        RecordsKind::Headless => Box::new(r.endpoints.port_sets().flat_map(|s| s.iter())),
     }
 }
 
@@ -404,27 +404,25 @@ fn service_name(snap: &Snapshot, qt: u16, r: &ServiceRecords, w: &mut Writer<'_>
             }
             Res::Cname(target_at)
         }
-        RecordsKind::ClusterIp { v4, v6, .. } => {
+        RecordsKind::ClusterIp { ips, .. } => {
             if qt == rtype::SRV {
                 srv(snap, r, w, &|_| true);
                 return if ports_of(r).next().is_some() { Res::Answer } else { Res::NoData };
             }
-            let ips = v4.iter().map(|a| IpAddr::V4(*a)).chain(v6.iter().map(|a| IpAddr::V6(*a)));
-            write_addrs(snap, qt, w, ips);
+            write_addrs(snap, qt, w, ips.iter());
             if w.count(ANSWER) > 0 { Res::Answer } else { Res::NoData }
         }
         RecordsKind::Headless => {
             // A headless service with no endpoints has no records at all: the name does not
             // exist (CoreDNS answers NXDOMAIN too).
-            if r.endpoints.endpoints.is_empty() {
+            if r.endpoints.is_empty() {
                 return Res::NxDomain;
             }
             if qt == rtype::SRV {
                 srv(snap, r, w, &|_| true);
                 return if w.count(ANSWER) > 0 { Res::Answer } else { Res::NoData };
             }
-            let ips = r.endpoints.endpoints.iter().map(|e| e.ip);
-            write_addrs(snap, qt, w, ips);
+            write_addrs(snap, qt, w, r.endpoints.ips());
             if w.count(ANSWER) > 0 { Res::Answer } else { Res::NoData }
         }
     }
@@ -436,8 +434,8 @@ fn service_name(snap: &Snapshot, qt: u16, r: &ServiceRecords, w: &mut Writer<'_>
 fn srv(snap: &Snapshot, r: &ServiceRecords, w: &mut Writer<'_>, matches: &dyn Fn(&crate::cluster::objects::Port) -> bool) {
     let ttl = snap.ttl;
     match &r.kind {
-        RecordsKind::ClusterIp { v4, v6, ports } => {
-            let nips = (v4.len() + v6.len()).max(1);
+        RecordsKind::ClusterIp { ips, ports } => {
+            let nips = ips.len().max(1);
             let sel: usize = ports.iter().filter(|p| matches(p)).count();
             if sel == 0 {
                 return;
@@ -460,19 +458,17 @@ fn srv(snap: &Snapshot, r: &ServiceRecords, w: &mut Writer<'_>, matches: &dyn Fn
                     w.bytes(&[0, 0]);
                     w.bytes(&weight.to_be_bytes());
                     w.bytes(&p.port.to_be_bytes());
-                    match svc_at {
-                        Some(o) => w.ptr(o),
-                        None => {
-                            svc_at = Some(w.pos());
-                            w.name_in_zone(&r.labels);
-                        }
+                    // RFC 2782: the target is never compressed (Go's resolver rejects it).
+                    if svc_at.is_none() {
+                        svc_at = Some(w.pos());
                     }
+                    w.name_in_zone_uncompressed(&r.labels);
                     w.end_rdata(at);
                 });
             }
             if let Some(o) = svc_at {
                 w.section(ADDITIONAL);
-                for ip in v4.iter().map(|a| IpAddr::V4(*a)).chain(v6.iter().map(|a| IpAddr::V6(*a))) {
+                for ip in ips.iter() {
                     w.record(|w| {
                         w.ptr(o);
                         addr_record(w, ttl, ip);
@@ -482,37 +478,33 @@ fn srv(snap: &Snapshot, r: &ServiceRecords, w: &mut Writer<'_>, matches: &dyn Fn
         }
         RecordsKind::Headless => {
             let eps = &r.endpoints;
-            let pairs: usize = eps
-                .endpoints
-                .iter()
-                .map(|e| eps.port_sets[e.port_set as usize].iter().filter(|p| matches(p)).count())
-                .sum();
+            let n = eps.len();
+            let pairs: usize = (0..n).map(|i| eps.port_set(i).iter().filter(|p| matches(p)).count()).sum();
             if pairs == 0 {
                 return;
             }
             let weight = (100 / pairs).max(1) as u16;
-            // Offsets of the targets written, per endpoint host, for the additional section.
-            let mut svc_at: Option<usize> = None;
-            let mut targets: Vec<(usize, &Endpoint)> = Vec::new();
-            let mut prev: Option<(&[u8], u16)>;
-            // endpoints are sorted by host: equal (host, port) pairs are adjacent per port
+            // Offsets of the targets written, with an endpoint of that name, for the additional
+            // section.
+            let mut targets: Vec<(usize, usize)> = Vec::new();
+            // endpoints are sorted by name: equal (name, port) pairs are adjacent per port
             let mut seen_ports: Vec<(u16, crate::cluster::objects::Protocol)> = Vec::new();
-            for e in eps.endpoints.iter() {
-                for p in eps.port_sets[e.port_set as usize].iter().filter(|p| matches(p)) {
+            for i in 0..n {
+                for p in eps.port_set(i).iter().filter(|p| matches(p)) {
                     if !seen_ports.contains(&(p.port, p.protocol)) {
                         seen_ports.push((p.port, p.protocol));
                     }
                 }
             }
             for (port, proto) in seen_ports {
-                prev = None;
-                for e in eps.endpoints.iter() {
-                    let has = eps.port_sets[e.port_set as usize].iter().any(|p| p.port == port && p.protocol == proto && matches(p));
-                    if !has || prev == Some((&e.host, port)) {
+                let mut prev: Option<usize> = None;
+                for i in 0..n {
+                    let has = eps.port_set(i).iter().any(|p| p.port == port && p.protocol == proto && matches(p));
+                    if !has || prev.is_some_and(|j| eps.same_name(i, j)) {
                         continue;
                     }
-                    prev = Some((&e.host, port));
-                    let known = targets.iter().find(|(_, t)| t.host == e.host).map(|(o, _)| *o);
+                    prev = Some(i);
+                    let known = targets.iter().find(|(_, t)| eps.same_name(*t, i)).map(|(o, _)| *o);
                     let mut at_target = 0;
                     let kept = w.record(|w| {
                         w.owner_qname();
@@ -520,33 +512,24 @@ fn srv(snap: &Snapshot, r: &ServiceRecords, w: &mut Writer<'_>, matches: &dyn Fn
                         w.bytes(&[0, 0]);
                         w.bytes(&weight.to_be_bytes());
                         w.bytes(&port.to_be_bytes());
-                        match known {
-                            Some(o) => w.ptr(o),
-                            None => {
-                                at_target = w.pos();
-                                w.bytes(&e.host);
-                                match svc_at {
-                                    Some(o) => w.ptr(o),
-                                    None => {
-                                        svc_at = Some(w.pos());
-                                        w.name_in_zone(&r.labels);
-                                    }
-                                }
-                            }
-                        }
+                        // RFC 2782: the target is written in full, never compressed;
+                        // the additional section's owners may point at it.
+                        at_target = w.pos();
+                        w.bytes(eps.name(i).label().as_bytes());
+                        w.name_in_zone_uncompressed(&r.labels);
                         w.end_rdata(at);
                     });
                     if kept && known.is_none() {
-                        targets.push((at_target, e));
+                        targets.push((at_target, i));
                     }
                 }
             }
             w.section(ADDITIONAL);
             for (at, t) in &targets {
-                for e in eps.by_host(&t.host) {
+                for j in (0..n).filter(|&j| eps.same_name(j, *t)) {
                     w.record(|w| {
                         w.ptr(*at);
-                        addr_record(w, ttl, e.ip);
+                        addr_record(w, ttl, eps.ip(j));
                     });
                 }
             }
@@ -577,11 +560,7 @@ fn pod(snap: &Snapshot, qt: u16, ip_label: &[u8], ns: &[u8], w: &mut Writer<'_>)
     let exists = match snap.pods_mode {
         PodsMode::Disabled => false,
         PodsMode::Insecure => snap.namespaces.contains_key(ns),
-        PodsMode::Verified => {
-            let mut key = [0u8; 96];
-            let n = pod_lookup_key(ns, &ip, &mut key);
-            snap.pods.contains_key(&key[..n])
-        }
+        PodsMode::Verified => snap.pods.contains(ns, &ip),
     };
     if !exists {
         return Res::NxDomain;
@@ -592,12 +571,27 @@ fn pod(snap: &Snapshot, qt: u16, ip_label: &[u8], ns: &[u8], w: &mut Writer<'_>)
 /// Parse a reverse name into an address: 4 decimal labels under `in-addr.arpa`, or 32 hex
 /// nibbles under `ip6.arpa` (RFC 1035 §3.5, RFC 3596 §2.5).
 pub fn reverse_ip(qname: &[u8]) -> Option<IpAddr> {
-    let labels: Vec<&[u8]> = crate::wire::labels(qname).collect();
-    let n = labels.len();
-    if n == 6 && labels[4] == b"in-addr" && labels[5] == b"arpa" {
+    // The labels (as `crate::wire::labels` reads them), at most 34 of them.
+    let mut at = [(0u8, 0u8); 34];
+    let mut n = 0;
+    let mut p = 0;
+    while p < qname.len() {
+        let len = qname[p] as usize;
+        if len == 0 || p + 1 + len > qname.len() {
+            break;
+        }
+        if n == at.len() {
+            return None;
+        }
+        at[n] = ((p + 1) as u8, len as u8);
+        n += 1;
+        p += 1 + len;
+    }
+    let label = |i: usize| &qname[at[i].0 as usize..at[i].0 as usize + at[i].1 as usize];
+    if n == 6 && label(4) == b"in-addr" && label(5) == b"arpa" {
         let mut o = [0u8; 4];
         for i in 0..4 {
-            let s = std::str::from_utf8(labels[3 - i]).ok()?;
+            let s = std::str::from_utf8(label(3 - i)).ok()?;
             if s.is_empty() || s.len() > 3 || (s.len() > 1 && s.starts_with('0')) {
                 return None;
             }
@@ -605,10 +599,10 @@ pub fn reverse_ip(qname: &[u8]) -> Option<IpAddr> {
         }
         return Some(IpAddr::V4(Ipv4Addr::from(o)));
     }
-    if n == 34 && labels[32] == b"ip6" && labels[33] == b"arpa" {
+    if n == 34 && label(32) == b"ip6" && label(33) == b"arpa" {
         let mut o = [0u8; 16];
         for i in 0..32 {
-            let l = labels[31 - i];
+            let l = label(31 - i);
             if l.len() != 1 {
                 return None;
             }
@@ -626,28 +620,34 @@ fn reverse(snap: &Snapshot, q: &Query, w: &mut Writer<'_>) -> Res {
         return apex(snap, q.qtype, w);
     }
     let Some(ip) = reverse_ip(qname) else { return Res::NxDomain };
-    let Some(targets) = snap.reverse.get(&ip) else { return Res::NxDomain };
+    let mut targets = snap.reverse.services(ip);
+    if targets.clone().next().is_none() {
+        return Res::NxDomain;
+    }
     if !wants(q.qtype, rtype::PTR) {
         return Res::NoData;
     }
-    // A ClusterIP answers with its service alone; otherwise every endpoint with that address.
-    let service_only = targets.first().is_some_and(|t| t.endpoint.is_none());
-    for t in targets.iter() {
-        if service_only && t.endpoint.is_some() {
-            break;
-        }
+    let ptr = |w: &mut Writer<'_>, host: Option<&[u8]>, svc: &ServiceRecords| {
         w.record(|w| {
             w.owner_qname();
             let at = w.rr_head(rtype::PTR, snap.ttl);
-            if let Some(i) = t.endpoint {
-                w.bytes(&t.service.endpoints.endpoints[i as usize].host);
+            if let Some(h) = host {
+                w.bytes(h);
             }
-            w.bytes(&t.service.labels);
+            w.bytes(&svc.labels);
             w.bytes(&snap.zone);
             w.end_rdata(at);
         });
-        if service_only {
-            break;
+    };
+    // A ClusterIP answers with its service alone (the first by name); otherwise every endpoint
+    // with that address, by service name, then in the service's order.
+    if let Some(s) = targets.clone().find(|s| s.has_cluster_ip(&ip)) {
+        ptr(w, None, s);
+        return Res::Answer;
+    }
+    for s in &mut targets {
+        for i in s.endpoints.with_ip(ip) {
+            ptr(w, Some(s.endpoints.name(i).label().as_bytes()), s);
         }
     }
     Res::Answer

@@ -7,13 +7,13 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::cluster::objects::{Kind, Port, ServiceInfo, ServiceKind};
+use crate::cluster::objects::{Kind, ServiceKind};
 use crate::cluster::selector::Selector;
-use crate::cluster::state::{Changes, ClusterState, Key};
+use crate::cluster::state::{Changes, ClusterState, Key, ServiceEntry};
 use crate::cluster::ClusterEvent;
 use crate::config::{ClusterConfig, PodsMode};
 
-use super::snapshot::{dashed_ip, Endpoint, Headless, PtrTarget, RecordsKind, ServiceRecords, Snapshot};
+use super::snapshot::{dashed_label, ClusterIps, Endpoints, Label, NewEndpoint, Ports, RecordsKind, ServiceRecords, Snapshot};
 use crate::wire::encode_labels;
 
 /// A service whose records were published, for the programming-duration metric.
@@ -59,16 +59,14 @@ impl ZoneBuilder {
         let state = std::mem::take(&mut self.state);
         let mut fresh = ZoneBuilder::new(cfg, required);
         fresh.snap.serial = serial;
-        for (k, s) in &state.services {
+        for k in state.services.keys() {
             fresh.pending.services.insert(k.clone());
-            fresh.pending.ns_touched.insert(s.namespace.clone());
+            fresh.pending.ns_touched.insert(k.0.clone());
         }
         for n in state.namespaces.keys() {
             fresh.pending.namespaces.insert(n.clone());
         }
-        for p in state.pods.values() {
-            fresh.pending.pods.push((None, Some(p.clone())));
-        }
+        state.for_each_pod(|p| fresh.pending.pods.push((None, Some(p))));
         fresh.state = state;
         *self = fresh;
     }
@@ -131,19 +129,15 @@ impl ZoneBuilder {
         }
         for (old, new) in changes.pods {
             if let Some(p) = old {
-                for ip in &p.ips {
-                    let k = pod_key(&p.namespace, ip);
-                    let n = self.snap.pods.get(&k).copied().unwrap_or(0);
-                    if n <= 1 {
-                        self.snap.pods.remove(&k);
-                    } else {
-                        self.snap.pods.insert(k, n - 1);
-                    }
+                let ns = encode_labels(&[&p.namespace]);
+                for ip in p.ips.iter() {
+                    self.snap.pods.remove(&ns, &ip);
                 }
             }
             if let Some(p) = new {
-                for ip in &p.ips {
-                    *self.snap.pods.entry(pod_key(&p.namespace, ip)).or_insert(0) += 1;
+                let ns = encode_labels(&[&p.namespace]);
+                for ip in p.ips.iter() {
+                    self.snap.pods.add(&ns, &ip);
                 }
             }
         }
@@ -180,7 +174,7 @@ impl ZoneBuilder {
                     s.iter().any(|n| self.snap.services.contains_key(&*encode_labels(&[n, ns])))
                 }));
         if exists {
-            self.snap.namespaces.insert(k, 1);
+            self.snap.namespaces.insert(k);
         } else {
             self.snap.namespaces.remove(&k);
         }
@@ -189,94 +183,41 @@ impl ZoneBuilder {
     fn update_service(&mut self, key: &Key) {
         let wire_key = encode_labels(&[&key.1, &key.0]);
         let old = self.snap.services.get(&wire_key).cloned();
-        let new = self.state.services.get(key).filter(|s| self.exposed_ns(&s.namespace) && self.labels.matches(&s.labels)).and_then(|s| {
+        let new = self.state.services.get(key).filter(|s| self.exposed_ns(&key.0) && self.selected(s)).and_then(|s| {
             let recs = build_service(&self.cfg, s, &self.state, key);
             // `ignore empty_service`: a service with no ready endpoints does not exist.
-            let empty = recs.endpoints.endpoints.is_empty() && !matches!(recs.kind, RecordsKind::External { .. });
+            let empty = recs.endpoints.is_empty() && !matches!(recs.kind, RecordsKind::External { .. });
             if self.cfg.ignore_empty_service && empty { None } else { Some(Arc::new(recs)) }
         });
         if let Some(o) = &old {
-            for ip in reverse_ips(o) {
-                if let Some(list) = self.snap.reverse.get(&ip) {
-                    let kept: Vec<PtrTarget> = list.iter().filter(|t| !Arc::ptr_eq(&t.service, o)).cloned().collect();
-                    if kept.is_empty() {
-                        self.snap.reverse.remove(&ip);
-                    } else {
-                        self.snap.reverse.insert(ip, Arc::from(kept));
-                    }
-                }
+            for ip in o.reverse_ips() {
+                self.snap.reverse.remove(ip, o);
             }
         }
         match new {
             Some(n) => {
-                add_reverse(&mut self.snap, &n);
-                self.snap.services.insert(wire_key, n);
+                for ip in n.reverse_ips() {
+                    self.snap.reverse.add(ip, &n);
+                }
+                self.snap.services.insert(n);
             }
             None => {
                 self.snap.services.remove(&wire_key);
             }
         }
     }
-}
 
-fn pod_key(ns: &str, ip: &IpAddr) -> Box<[u8]> {
-    let mut k = encode_labels(&[ns]).into_vec();
-    match ip {
-        IpAddr::V4(a) => k.extend_from_slice(&a.to_ipv6_mapped().octets()),
-        IpAddr::V6(a) => k.extend_from_slice(&a.octets()),
-    }
-    k.into_boxed_slice()
-}
-
-/// The lookup key of a pod record: namespace label (wire) + the address as 16 bytes.
-pub fn pod_lookup_key(ns_label_wire: &[u8], ip: &IpAddr, out: &mut [u8; 96]) -> usize {
-    let n = ns_label_wire.len();
-    out[..n].copy_from_slice(ns_label_wire);
-    let o = match ip {
-        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
-        IpAddr::V6(a) => a.octets(),
-    };
-    out[n..n + 16].copy_from_slice(&o);
-    n + 16
-}
-
-fn reverse_ips(s: &ServiceRecords) -> Vec<IpAddr> {
-    let mut v: Vec<IpAddr> = s.endpoints.endpoints.iter().map(|e| e.ip).collect();
-    if let RecordsKind::ClusterIp { v4, v6, .. } = &s.kind {
-        v.extend(v4.iter().map(|a| IpAddr::V4(*a)));
-        v.extend(v6.iter().map(|a| IpAddr::V6(*a)));
-    }
-    v.sort();
-    v.dedup();
-    v
-}
-
-fn add_reverse(snap: &mut Snapshot, s: &Arc<ServiceRecords>) {
-    let mut add = |ip: IpAddr, t: PtrTarget| {
-        let mut list: Vec<PtrTarget> = snap.reverse.get(&ip).map(|l| l.to_vec()).unwrap_or_default();
-        if !list.contains(&t) {
-            list.push(t);
-            // Service names before endpoint names (CoreDNS answers a ClusterIP with its
-            // service), then by name, so the answer does not depend on map order.
-            list.sort_by(|a, b| (a.endpoint.is_some(), &a.service.labels, a.endpoint).cmp(&(b.endpoint.is_some(), &b.service.labels, b.endpoint)));
-            snap.reverse.insert(ip, Arc::from(list));
-        }
-    };
-    if let RecordsKind::ClusterIp { v4, v6, .. } = &s.kind {
-        for ip in v4.iter().map(|a| IpAddr::V4(*a)).chain(v6.iter().map(|a| IpAddr::V6(*a))) {
-            add(ip, PtrTarget { service: s.clone(), endpoint: None });
-        }
-    }
-    for (i, e) in s.endpoints.endpoints.iter().enumerate() {
-        add(e.ip, PtrTarget { service: s.clone(), endpoint: Some(i as u32) });
+    /// Whether the `labels` selector takes the service.
+    fn selected(&self, s: &ServiceEntry) -> bool {
+        self.labels == Selector::default() || self.labels.matches(&s.labels_map())
     }
 }
 
-fn default_ns_addrs(cfg: &ClusterConfig, kube_dns: Option<&ServiceInfo>) -> Vec<IpAddr> {
+fn default_ns_addrs(cfg: &ClusterConfig, kube_dns: Option<&ServiceEntry>) -> Vec<IpAddr> {
     if !cfg.nameserver_ips.is_empty() {
         return cfg.nameserver_ips.clone();
     }
-    if let Some(ServiceInfo { kind: ServiceKind::ClusterIp(ips), .. }) = kube_dns {
+    if let Some(ServiceEntry { kind: ServiceKind::ClusterIp(ips), .. }) = kube_dns {
         return ips.clone();
     }
     if let Ok(ip) = std::env::var("POD_IP")
@@ -288,52 +229,65 @@ fn default_ns_addrs(cfg: &ClusterConfig, kube_dns: Option<&ServiceInfo>) -> Vec<
 }
 
 /// The records of one service from its spec and its EndpointSlices.
-pub fn build_service(cfg: &ClusterConfig, s: &ServiceInfo, state: &ClusterState, key: &Key) -> ServiceRecords {
-    let labels = encode_labels(&[&s.name, &s.namespace, "svc"]);
-    let mut port_sets: Vec<Box<[Port]>> = Vec::new();
-    let mut eps: Vec<Endpoint> = Vec::new();
+pub fn build_service(cfg: &ClusterConfig, s: &ServiceEntry, state: &ClusterState, key: &Key) -> ServiceRecords {
+    let labels = encode_labels(&[&key.1, &key.0, "svc"]);
+    let mut port_sets: Vec<Ports> = Vec::new();
+    /// An endpoint before sorting: its name label, whether that is its own name (not the
+    /// dashed address), its address and port set.
+    struct Pending {
+        label: Label,
+        own: bool,
+        ip: IpAddr,
+        port_set: u16,
+    }
+    let mut eps: Vec<Pending> = Vec::new();
     if !cfg.noendpoints {
         for slice in state.slices_of(key) {
-            let set: Box<[Port]> = slice.ports.clone().into_boxed_slice();
-            let idx = match port_sets.iter().position(|p| *p == set) {
+            let idx = match port_sets.iter().position(|p| *p == slice.ports) {
                 Some(i) => i,
                 None => {
-                    port_sets.push(set);
+                    port_sets.push(slice.ports.clone());
                     port_sets.len() - 1
                 }
             } as u16;
-            for ep in &slice.endpoints {
+            slice.for_each_endpoint(|ep| {
                 if !(ep.ready || s.publish_not_ready) {
-                    continue;
+                    return;
                 }
-                for ip in &ep.addresses {
-                    let host: String = match (&ep.hostname, &ep.pod_name) {
-                        (Some(h), _) => h.to_string(),
-                        (None, Some(p)) if cfg.endpoint_pod_names => p.to_string(),
-                        _ => dashed_ip(ip),
+                for ip in ep.addresses {
+                    let name = match (ep.hostname, ep.pod_name) {
+                        (Some(h), _) => Some(h),
+                        (None, Some(p)) if cfg.endpoint_pod_names => Some(p),
+                        _ => None,
                     };
-                    if host.is_empty() || host.len() > 63 {
-                        continue;
-                    }
-                    eps.push(Endpoint { host: encode_labels(&[&host]), ip: *ip, port_set: idx });
+                    let (label, own) = match name {
+                        Some(n) => match Label::from_text(n.as_bytes()) {
+                            Some(l) => (l, true),
+                            None => continue,
+                        },
+                        None => (dashed_label(ip), false),
+                    };
+                    eps.push(Pending { label, own, ip: *ip, port_set: idx });
                 }
-            }
+            });
         }
     }
-    eps.sort_by(|a, b| (&a.host, a.ip).cmp(&(&b.host, b.ip)));
-    eps.dedup_by(|a, b| a.host == b.host && a.ip == b.ip);
-    if port_sets.is_empty() {
-        port_sets.push(Box::new([]));
-    }
-    let endpoints = Headless { endpoints: eps.into_boxed_slice(), port_sets: port_sets.into_boxed_slice() };
-    let ports: Box<[Port]> = s.ports.clone().into_boxed_slice();
+    // Stable: of equal names and addresses, the first slice's endpoint stays.
+    eps.sort_by(|a, b| (a.label.as_bytes(), a.ip).cmp(&(b.label.as_bytes(), b.ip)));
+    eps.dedup_by(|a, b| a.label == b.label && a.ip == b.ip);
+    let list: Vec<NewEndpoint<'_>> = eps
+        .iter()
+        .map(|e| NewEndpoint { name: e.own.then(|| e.label.as_bytes()), ip: e.ip, port_set: e.port_set })
+        .collect();
+    let endpoints = Endpoints::new(&list, port_sets, state.no_ports());
+    let ports: Ports = s.ports.clone();
     let kind = match &s.kind {
         ServiceKind::ClusterIp(ips) => {
             let mut v4: Vec<_> = ips.iter().filter_map(|i| if let IpAddr::V4(a) = i { Some(*a) } else { None }).collect();
             let mut v6: Vec<_> = ips.iter().filter_map(|i| if let IpAddr::V6(a) = i { Some(*a) } else { None }).collect();
             v4.dedup();
             v6.dedup();
-            RecordsKind::ClusterIp { v4: v4.into(), v6: v6.into(), ports }
+            RecordsKind::ClusterIp { ips: ClusterIps::new(v4, v6), ports }
         }
         ServiceKind::Headless => RecordsKind::Headless,
         ServiceKind::ExternalName(target) => {

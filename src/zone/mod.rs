@@ -4,6 +4,7 @@
 pub mod names;
 pub mod build;
 pub mod snapshot;
+pub mod pmap;
 pub mod answer;
 pub mod feed;
 

@@ -593,3 +593,64 @@ fn external_name_to_a_cluster_service_is_chased() {
     assert_eq!(m.answers[1].to_string(), "svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1");
     assert_eq!(m.answers.len(), 2);
 }
+
+/// The raw reply to a question.
+fn ask_raw(snap: &Snapshot, name: &str, qtype: u16) -> Vec<u8> {
+    let q = Query::new(name, qtype).unwrap();
+    let mut buf = Vec::new();
+    let mut w = Writer::new(&mut buf, &q, 65535);
+    let rcode = match answer(snap, &q, &mut w, true) {
+        Outcome::Answered { rcode } => rcode,
+        _ => 0,
+    };
+    w.finish(&q, rcode, true, false, 1232);
+    buf
+}
+
+#[test]
+fn srv_targets_are_never_compressed() {
+    // RFC 2782: "name compression is not to be used for this field"; Go's resolver
+    // (golang.org/x/net/dns/dnsmessage) rejects SRV answers whose targets are compressed.
+    let snap = snapshot_with(&cfg(), coredns_objects());
+    for (name, want) in [
+        ("_http._tcp.hdls1.testns.svc.cluster.local.", 5),
+        ("_http._tcp.svc1.testns.svc.ClUsTeR.local.", 1),
+        ("svc-dual-stack.testns.svc.cluster.local.", 1),
+        ("hdls1.testns.svc.cluster.local.", 5),
+    ] {
+        let raw = ask_raw(&snap, name, rtype::SRV);
+        let m = Message::from_vec(&raw).unwrap();
+        assert_eq!(m.answers.len(), want, "{name}");
+        // walk the answer section by hand: the SRV RDATA after priority/weight/port is a
+        // sequence of plain labels ending in the root, with no pointer
+        let mut p = 12 + q_len(&raw[12..]) + 4;
+        for _ in 0..want {
+            p += 2; // owner: a pointer to the question
+            let rdlen = u16::from_be_bytes([raw[p + 8], raw[p + 9]]) as usize;
+            let rdata = &raw[p + 10..p + 10 + rdlen];
+            let mut t = 6;
+            loop {
+                let l = rdata[t];
+                assert_eq!(l & 0xC0, 0, "{name}: compressed SRV target");
+                t += 1 + l as usize;
+                if l == 0 {
+                    break;
+                }
+            }
+            assert_eq!(t, rdlen, "{name}: target fills the RDATA");
+            p += 10 + rdlen;
+        }
+        // the target keeps the query's case in the zone part, as CoreDNS writes it
+        if name.contains("ClUsTeR") {
+            assert!(m.answers[0].to_string().ends_with("svc1.testns.svc.ClUsTeR.local."), "{}", m.answers[0]);
+        }
+    }
+}
+
+fn q_len(b: &[u8]) -> usize {
+    let mut p = 0;
+    while b[p] != 0 {
+        p += 1 + b[p] as usize;
+    }
+    p + 1
+}
