@@ -78,6 +78,14 @@ pub fn worker(sock: std::net::UdpSocket, shared: SharedEngine, stop: Arc<AtomicB
             // Stopping: answer what the kernel already queued for us, then close. A query that
             // reached the socket is answered, not dropped with it.
             draining = true;
+            // Connecting the socket to an address no client uses stops the kernel from queueing
+            // new datagrams on it (clients get port-unreachable at once, and retry elsewhere);
+            // what is already queued is still read below and answered.
+            let nowhere: SocketAddr = match sock.local_addr() {
+                Ok(SocketAddr::V6(_)) => (std::net::Ipv6Addr::LOCALHOST, 9).into(),
+                _ => (std::net::Ipv4Addr::LOCALHOST, 9).into(),
+            };
+            let _ = sock.connect(nowhere);
             let _ = sock.set_nonblocking(true);
         }
         let n = match batch.recv(&sock) {

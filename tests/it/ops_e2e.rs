@@ -103,7 +103,7 @@ fn sigterm_drains_without_losing_a_query() {
         std::thread::spawn(move || {
             let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
             sock.connect(dns).unwrap();
-            sock.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(2000))).unwrap();
             let mut id = 0u16;
             let mut buf = [0u8; 1500];
             while !done.load(Ordering::Relaxed) {
