@@ -105,10 +105,18 @@ fn report_heap() {
     let m0 = unsafe { libc::mallinfo2() };
     let c = cfg(PodsMode::Insecure);
     let mut b = ZoneBuilder::new(&c, &required_kinds(&c));
-    let mut kinds: std::collections::HashMap<Kind, Vec<Object>> = Default::default();
-    for o in clusterdns::testkit::synthetic_cluster(10_000, 200, 10, 10, 0) {
-        kinds.entry(o.key().kind).or_default().push(o);
-    }
+    // Objects are decoded on another thread (another malloc arena), as the API source does.
+    let (mut kinds, known) = std::thread::spawn(|| {
+        let mut kinds: std::collections::HashMap<Kind, Vec<Object>> = Default::default();
+        for o in clusterdns::testkit::synthetic_cluster(10_000, 200, 10, 10, 0) {
+            kinds.entry(o.key().kind).or_default().push(o);
+        }
+        let known: std::collections::HashSet<clusterdns::cluster::ObjectKey> =
+            if std::env::var("KNOWN").is_ok() { kinds[&Kind::Service].iter().map(Object::key).collect() } else { Default::default() };
+        (kinds, known)
+    })
+    .join()
+    .unwrap();
     let mut snap = None;
     let show = |what: &str| {
         unsafe { libc::malloc_trim(0) };
@@ -116,6 +124,10 @@ fn report_heap() {
         eprintln!("  {what}: in use {:.1} MB, free {:.1} MB, resident +{:.1} MB", (m.uordblks as f64 - m0.uordblks as f64) / 1e6, m.fordblks as f64 / 1e6, (rss_kib() - rss0) as f64 / 1024.0);
     };
     show("objects");
+    if std::env::var("DROP_ONLY").is_ok() {
+        drop(std::mem::take(&mut kinds));
+        show("dropped");
+    }
     for k in [Kind::Namespace, Kind::Service, Kind::EndpointSlice] {
         b.apply(ClusterEvent::Relist { kind: k, objects: kinds.remove(&k).unwrap_or_default() });
         show("applied");
@@ -130,7 +142,15 @@ fn report_heap() {
         m1.fordblks as f64 / 1e6,
         (rss_kib() - rss0) as f64 / 1024.0
     );
-    drop((b, snap));
+    if let Ok(path) = std::env::var("MALLOC_INFO_TO") {
+        let p = std::ffi::CString::new(path).unwrap();
+        unsafe {
+            let f = libc::fopen(p.as_ptr(), c"w".as_ptr());
+            libc::malloc_info(0, f);
+            libc::fclose(f);
+        }
+    }
+    drop((b, snap, known));
 }
 
 fn benches(cr: &mut Criterion) {

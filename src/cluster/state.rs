@@ -49,22 +49,26 @@ pub struct PodAddrs {
     pub ips: Addrs,
 }
 
-/// A list of addresses; most objects have exactly one IPv4 address, held without a heap box.
+/// A list of addresses; most objects have none or exactly one IPv4 address, held without a
+/// heap box.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Addrs {
+    None,
     V4(Ipv4Addr),
-    Many(Box<[IpAddr]>),
+    Many(Box<Vec<IpAddr>>),
 }
 
 impl Addrs {
     pub fn new(ips: &[IpAddr]) -> Self {
         match ips {
+            [] => Addrs::None,
             [IpAddr::V4(a)] => Addrs::V4(*a),
-            _ => Addrs::Many(ips.into()),
+            _ => Addrs::Many(Box::new(ips.to_vec())),
         }
     }
     pub fn iter(&self) -> impl Iterator<Item = IpAddr> + '_ {
         let (one, many): (Option<IpAddr>, &[IpAddr]) = match self {
+            Addrs::None => (None, &[]),
             Addrs::V4(a) => (Some(IpAddr::V4(*a)), &[]),
             Addrs::Many(v) => (None, v),
         };
@@ -72,13 +76,25 @@ impl Addrs {
     }
 }
 
+/// What records a service gets (see [`ServiceKind`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryKind {
+    ClusterIp(Addrs),
+    Headless,
+    ExternalName(Box<str>),
+}
+
 /// A set of ports; equal sets are one shared copy (with the snapshot's records too).
 pub type Ports = Arc<[Port]>;
 
 /// A Service as the zone builder needs it (its namespace and name are its key).
+///
+/// Entries never keep an allocation of the object they were made from: the objects of a full
+/// list are freed right after, and one of their strings kept alive would keep the memory page
+/// it sits on from being handed back.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceEntry {
-    pub kind: ServiceKind,
+    pub kind: EntryKind,
     pub ports: Ports,
     pub publish_not_ready: bool,
     /// The service's labels, sorted by key (for the `labels` selector).
@@ -86,19 +102,17 @@ pub struct ServiceEntry {
 }
 
 impl ServiceEntry {
-    fn new(s: ServiceInfo, ports: Ports) -> Self {
-        let kind = match s.kind {
-            ServiceKind::ClusterIp(mut ips) => {
-                ips.shrink_to_fit();
-                ServiceKind::ClusterIp(ips)
-            }
-            k => k,
+    fn new(s: &ServiceInfo, ports: Ports) -> Self {
+        let kind = match &s.kind {
+            ServiceKind::ClusterIp(ips) => EntryKind::ClusterIp(Addrs::new(ips)),
+            ServiceKind::Headless => EntryKind::Headless,
+            ServiceKind::ExternalName(n) => EntryKind::ExternalName(Box::from(&**n)),
         };
         ServiceEntry {
             kind,
             ports,
             publish_not_ready: s.publish_not_ready,
-            labels: s.labels.into_iter().map(|(k, v)| (k.into_boxed_str(), v.into_boxed_str())).collect(),
+            labels: s.labels.iter().map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str()))).collect(),
         }
     }
 
@@ -388,17 +402,53 @@ impl ClusterState {
             self.remove(&k, changes);
         }
         drop(listed);
-        for o in objects {
-            self.upsert(o, changes);
+        // Everything the state keeps is allocated before any of the objects is freed: freed
+        // memory handed straight back out (the allocator's per-thread cache does that) would
+        // place what is kept for good among the list's freed pages, which then could never be
+        // returned to the system.
+        let compact: Vec<Compact> = objects.iter().map(|o| self.compact(o)).collect();
+        drop(objects);
+        match kind {
+            Kind::Service => self.services.reserve(compact.len().saturating_sub(self.services.len())),
+            Kind::EndpointSlice => self.slices.reserve(compact.len().saturating_sub(self.slices.len())),
+            _ => {}
+        }
+        for c in compact {
+            self.put(c, changes);
         }
     }
 
     fn upsert(&mut self, object: Object, changes: &mut Changes) {
+        let c = self.compact(&object);
+        drop(object);
+        self.put(c, changes);
+    }
+
+    /// The compact form of an object, in fresh allocations.
+    fn compact(&mut self, object: &Object) -> Compact {
         match object {
             Object::Service(s) => {
                 let k = (self.intern(&s.namespace), self.intern(&s.name));
                 let ports = self.intern_ports(&s.ports);
-                let e = ServiceEntry::new(s, ports);
+                Compact::Service(k, ServiceEntry::new(s, ports))
+            }
+            Object::Slice(s) => {
+                let k = (self.intern(&s.namespace), Arc::from(&*s.name));
+                let service = s.service.as_ref().map(|n| self.intern(n));
+                let ports = self.intern_ports(&s.ports);
+                Compact::Slice(k, SliceEntry::new(service, s, ports))
+            }
+            Object::Pod(p) => Compact::Pod(self.intern(&p.namespace), Box::from(&*p.name), Addrs::new(&p.ips)),
+            Object::Namespace(n) => Compact::Namespace(NamespaceInfo {
+                name: self.intern(&n.name),
+                labels: n.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            }),
+        }
+    }
+
+    fn put(&mut self, c: Compact, changes: &mut Changes) {
+        match c {
+            Compact::Service(k, e) => {
                 if self.services.get(&k) == Some(&e) {
                     return;
                 }
@@ -407,12 +457,7 @@ impl ClusterState {
                 changes.services.insert(k.clone());
                 self.services.insert(k, e);
             }
-            Object::Slice(s) => {
-                let k = (self.intern(&s.namespace), s.name.clone());
-                let service = s.service.as_ref().map(|n| self.intern(n));
-                let ports = self.intern_ports(&s.ports);
-                let e = SliceEntry::new(service, &s, ports);
-                drop(s);
+            Compact::Slice(k, e) => {
                 if self.slices.get(&k) == Some(&e) {
                     return;
                 }
@@ -431,23 +476,20 @@ impl ClusterState {
                 }
                 self.slices.insert(k, e);
             }
-            Object::Pod(p) => {
-                let ns = self.intern(&p.namespace);
-                let ips = Addrs::new(&p.ips);
+            Compact::Pod(ns, name, ips) => {
                 let pods = self.pods.entry(ns.clone()).or_default();
-                let old = pods.get(&*p.name);
+                let old = pods.get(&name);
                 if old == Some(&ips) {
                     return;
                 }
                 let old = old.cloned().map(|ips| PodAddrs { namespace: ns.clone(), ips });
                 changes.pods.push((old, Some(PodAddrs { namespace: ns, ips: ips.clone() })));
-                pods.insert(Box::from(&*p.name), ips);
+                pods.insert(name, ips);
             }
-            Object::Namespace(mut n) => {
+            Compact::Namespace(n) => {
                 if self.namespaces.get(&n.name) == Some(&n) {
                     return;
                 }
-                n.name = self.intern(&n.name);
                 changes.namespaces.insert(n.name.clone());
                 self.namespaces.insert(n.name.clone(), n);
             }
@@ -527,6 +569,14 @@ impl ClusterState {
             }
         }
     }
+}
+
+/// An object in the form the state keeps.
+enum Compact {
+    Service(Key, ServiceEntry),
+    Slice(Key, SliceEntry),
+    Pod(Arc<str>, Box<str>, Addrs),
+    Namespace(NamespaceInfo),
 }
 
 fn key(kind: Kind, ns: &Arc<str>, name: &Arc<str>) -> ObjectKey {

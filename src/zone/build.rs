@@ -7,9 +7,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::cluster::objects::{Kind, ServiceKind};
+use crate::cluster::objects::Kind;
 use crate::cluster::selector::Selector;
-use crate::cluster::state::{Changes, ClusterState, Key, ServiceEntry};
+use crate::cluster::state::{Changes, ClusterState, EntryKind, Key, ServiceEntry};
 use crate::cluster::ClusterEvent;
 use crate::config::{ClusterConfig, PodsMode};
 
@@ -115,11 +115,11 @@ impl ZoneBuilder {
                 && let Some(s) = self.state.services.get(key)
             {
                 let kind = match &s.kind {
-                    ServiceKind::ClusterIp(_) | ServiceKind::ExternalName(_) => crate::ops::metrics::ServiceKind::ClusterIp,
-                    ServiceKind::Headless if self.state.slices_by_service.contains_key(key) => {
+                    EntryKind::ClusterIp(_) | EntryKind::ExternalName(_) => crate::ops::metrics::ServiceKind::ClusterIp,
+                    EntryKind::Headless if self.state.slices_by_service.contains_key(key) => {
                         crate::ops::metrics::ServiceKind::HeadlessWithSelector
                     }
-                    ServiceKind::Headless => crate::ops::metrics::ServiceKind::HeadlessWithoutSelector,
+                    EntryKind::Headless => crate::ops::metrics::ServiceKind::HeadlessWithoutSelector,
                 };
                 programmed.push(Programmed { kind, changed_at: *t });
             }
@@ -217,8 +217,8 @@ fn default_ns_addrs(cfg: &ClusterConfig, kube_dns: Option<&ServiceEntry>) -> Vec
     if !cfg.nameserver_ips.is_empty() {
         return cfg.nameserver_ips.clone();
     }
-    if let Some(ServiceEntry { kind: ServiceKind::ClusterIp(ips), .. }) = kube_dns {
-        return ips.clone();
+    if let Some(ServiceEntry { kind: EntryKind::ClusterIp(ips), .. }) = kube_dns {
+        return ips.iter().collect();
     }
     if let Ok(ip) = std::env::var("POD_IP")
         && let Ok(ip) = ip.parse()
@@ -282,15 +282,15 @@ pub fn build_service(cfg: &ClusterConfig, s: &ServiceEntry, state: &ClusterState
     let endpoints = Endpoints::new(&list, port_sets, state.no_ports());
     let ports: Ports = s.ports.clone();
     let kind = match &s.kind {
-        ServiceKind::ClusterIp(ips) => {
-            let mut v4: Vec<_> = ips.iter().filter_map(|i| if let IpAddr::V4(a) = i { Some(*a) } else { None }).collect();
-            let mut v6: Vec<_> = ips.iter().filter_map(|i| if let IpAddr::V6(a) = i { Some(*a) } else { None }).collect();
+        EntryKind::ClusterIp(ips) => {
+            let mut v4: Vec<_> = ips.iter().filter_map(|i| if let IpAddr::V4(a) = i { Some(a) } else { None }).collect();
+            let mut v6: Vec<_> = ips.iter().filter_map(|i| if let IpAddr::V6(a) = i { Some(a) } else { None }).collect();
             v4.dedup();
             v6.dedup();
             RecordsKind::ClusterIp { ips: ClusterIps::new(v4, v6), ports }
         }
-        ServiceKind::Headless => RecordsKind::Headless,
-        ServiceKind::ExternalName(target) => {
+        EntryKind::Headless => RecordsKind::Headless,
+        EntryKind::ExternalName(target) => {
             let mut t = Vec::new();
             crate::wire::encode_name(target, &mut t).unwrap_or_else(|_| t.push(0));
             RecordsKind::External { target: t.into_boxed_slice(), ports }
