@@ -18,7 +18,11 @@ use apiserver::*;
 
 fn arg(name: &str, default: usize) -> usize {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == name).and_then(|i| args.get(i + 1)).and_then(|v| v.parse().ok()).unwrap_or(default)
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn query(name: &str, id: u16) -> Vec<u8> {
@@ -61,7 +65,11 @@ fn ask(sock: &UdpSocket, dns: SocketAddr, name: &str, id: u16) -> Option<Vec<[u8
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -93,11 +101,20 @@ fn main() {
         let mut sl = slice(&ns, &format!("{name}-x"), &name).port("http", 8080, "TCP");
         for e in 0..per {
             let k = i * per + e;
-            sl = sl.endpoint(ep(&[&format!("10.{}.{}.{}", 128 + k / 65536, (k / 256) % 256, k % 256)]));
+            sl = sl.endpoint(ep(&[&format!(
+                "10.{}.{}.{}",
+                128 + k / 65536,
+                (k / 256) % 256,
+                k % 256
+            )]));
         }
         api.create(sl);
     }
-    eprintln!("API server holds {services} services, {} endpoints (filled in {:?})", services * per, t0.elapsed());
+    eprintln!(
+        "API server holds {services} services, {} endpoints (filled in {:?})",
+        services * per,
+        t0.elapsed()
+    );
 
     let dir = std::env::temp_dir().join(format!("clusterdns-prop-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -130,8 +147,13 @@ fn main() {
     };
     std::thread::spawn(move || for _ in lines {});
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let last = format!("svc-{}.ns-{}.svc.cluster.local", services - 1, (services - 1) % namespaces);
+    sock.set_read_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
+    let last = format!(
+        "svc-{}.ns-{}.svc.cluster.local",
+        services - 1,
+        (services - 1) % namespaces
+    );
     let mut id = 1u16;
     loop {
         id = id.wrapping_add(1);
@@ -154,13 +176,20 @@ fn main() {
         let qname = format!("{name}.{ns}.svc.cluster.local");
         let new_ip = [10, 97, (c / 250) as u8, (c % 250 + 1) as u8];
         let t = Instant::now();
-        api.update(svc(&ns, &name).cluster_ip(&format!("10.97.{}.{}", c / 250, c % 250 + 1)).port("http", 80, "TCP"));
+        api.update(
+            svc(&ns, &name)
+                .cluster_ip(&format!("10.97.{}.{}", c / 250, c % 250 + 1))
+                .port("http", 80, "TCP"),
+        );
         loop {
             id = id.wrapping_add(1);
             if ask(&sock, dns, &qname, id).is_some_and(|v| v == vec![new_ip]) {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(30), "change {c} never arrived");
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "change {c} never arrived"
+            );
         }
         lat.push(t.elapsed());
     }
@@ -170,7 +199,11 @@ fn main() {
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
     let coredns_mb = 0.86 * (services as f64) / 1000.0 + 49.0;
-    println!("first snapshot: {:.2} s from start to the last service answering ({services} services, {} endpoints)", first.as_secs_f64(), services * per);
+    println!(
+        "first snapshot: {:.2} s from start to the last service answering ({services} services, {} endpoints)",
+        first.as_secs_f64(),
+        services * per
+    );
     println!(
         "resident memory: {:.1} MB after sync, {:.1} MB after {changes} changes (CoreDNS's published figure for this size: {:.0} MB; ratio {:.2})",
         rss as f64 / 1024.0,

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use clusterdns::cluster::{ClusterEvent, Object};
 use clusterdns::config::{ClusterConfig, PodsMode};
-use clusterdns::server::{Engine, Local};
 use clusterdns::ops::metrics::Proto;
-use clusterdns::zone::build::{required_kinds, ZoneBuilder};
-use criterion::{criterion_group, criterion_main, Criterion};
+use clusterdns::server::{Engine, Local};
+use clusterdns::zone::build::{ZoneBuilder, required_kinds};
+use criterion::{Criterion, criterion_group, criterion_main};
 
 struct Counting;
 /// Live bytes and live allocations (each costs the allocator a header and rounding besides).
@@ -39,7 +39,10 @@ unsafe impl GlobalAlloc for Counting {
 static A: Counting = Counting;
 
 fn cfg(pods: PodsMode) -> ClusterConfig {
-    ClusterConfig { pods, ..Default::default() }
+    ClusterConfig {
+        pods,
+        ..Default::default()
+    }
 }
 
 fn big() -> Vec<Object> {
@@ -47,7 +50,13 @@ fn big() -> Vec<Object> {
     clusterdns::testkit::synthetic_cluster(10_000, 200, 10, 10, 0)
 }
 
-fn build(c: &ClusterConfig, objects: Vec<Object>) -> (ZoneBuilder, std::sync::Arc<clusterdns::zone::snapshot::Snapshot>) {
+fn build(
+    c: &ClusterConfig,
+    objects: Vec<Object>,
+) -> (
+    ZoneBuilder,
+    std::sync::Arc<clusterdns::zone::snapshot::Snapshot>,
+) {
     let mut b = ZoneBuilder::new(c, &required_kinds(c));
     b.apply(ClusterEvent::ReplaceAll { objects });
     let (s, _) = b.publish();
@@ -62,7 +71,11 @@ fn report_memory() {
 fn report_memory_of(pods: usize) {
     // The snapshot alone: build, then drop the builder's own state. Counted from before the
     // objects are made: the builder keeps what it needs of them and the rest is freed.
-    let c = cfg(if pods > 0 { PodsMode::Verified } else { PodsMode::Insecure });
+    let c = cfg(if pods > 0 {
+        PodsMode::Verified
+    } else {
+        PodsMode::Insecure
+    });
     let before = LIVE.load(Ordering::Relaxed);
     let before_n = LIVE_N.load(Ordering::Relaxed);
     let objects = clusterdns::testkit::synthetic_cluster(10_000, 200, 10, 10, pods);
@@ -92,7 +105,11 @@ fn report_memory_of(pods: usize) {
 fn rss_kib() -> i64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
         .unwrap_or(0)
 }
 
@@ -112,7 +129,11 @@ fn report_heap() {
             kinds.entry(o.key().kind).or_default().push(o);
         }
         let known: std::collections::HashSet<clusterdns::cluster::ObjectKey> =
-            if std::env::var("KNOWN").is_ok() { kinds[&Kind::Service].iter().map(Object::key).collect() } else { Default::default() };
+            if std::env::var("KNOWN").is_ok() {
+                kinds[&Kind::Service].iter().map(Object::key).collect()
+            } else {
+                Default::default()
+            };
         (kinds, known)
     })
     .join()
@@ -121,7 +142,12 @@ fn report_heap() {
     let show = |what: &str| {
         unsafe { libc::malloc_trim(0) };
         let m = unsafe { libc::mallinfo2() };
-        eprintln!("  {what}: in use {:.1} MB, free {:.1} MB, resident +{:.1} MB", (m.uordblks as f64 - m0.uordblks as f64) / 1e6, m.fordblks as f64 / 1e6, (rss_kib() - rss0) as f64 / 1024.0);
+        eprintln!(
+            "  {what}: in use {:.1} MB, free {:.1} MB, resident +{:.1} MB",
+            (m.uordblks as f64 - m0.uordblks as f64) / 1e6,
+            m.fordblks as f64 / 1e6,
+            (rss_kib() - rss0) as f64 / 1024.0
+        );
     };
     show("objects");
     if std::env::var("DROP_ONLY").is_ok() {
@@ -129,7 +155,10 @@ fn report_heap() {
         show("dropped");
     }
     for k in [Kind::Namespace, Kind::Service, Kind::EndpointSlice] {
-        b.apply(ClusterEvent::Relist { kind: k, objects: kinds.remove(&k).unwrap_or_default() });
+        b.apply(ClusterEvent::Relist {
+            kind: k,
+            objects: kinds.remove(&k).unwrap_or_default(),
+        });
         show("applied");
         snap = Some(b.publish().0);
         show("published");
@@ -158,7 +187,11 @@ fn benches(cr: &mut Criterion) {
     report_memory();
     let c = cfg(PodsMode::Insecure);
     cr.bench_function("build_snapshot_10k_services_100k_endpoints", |bch| {
-        bch.iter_batched(big, |objs| black_box(build(&c, objs)), criterion::BatchSize::LargeInput)
+        bch.iter_batched(
+            big,
+            |objs| black_box(build(&c, objs)),
+            criterion::BatchSize::LargeInput,
+        )
     });
     let (mut b, snap) = build(&c, big());
     let mut flip = 0u32;
@@ -167,18 +200,36 @@ fn benches(cr: &mut Criterion) {
             flip = flip.wrapping_add(1);
             let objs = clusterdns::testkit::synthetic_cluster(1, 1, 1 + (flip % 3) as usize, 0, 0);
             for o in objs {
-                b.apply(ClusterEvent::Apply { object: o, changed_at: None });
+                b.apply(ClusterEvent::Apply {
+                    object: o,
+                    changed_at: None,
+                });
             }
             black_box(b.publish())
         })
     });
     let swap = std::sync::Arc::new(arc_swap::ArcSwap::new(snap));
-    let engine = Engine { zone: swap, cluster_enabled: true, resolver: None, max_udp: 1232, querylog: None, count: true };
+    let engine = Engine {
+        zone: swap,
+        cluster_enabled: true,
+        resolver: None,
+        max_udp: 1232,
+        querylog: None,
+        count: true,
+    };
     let mut out = Vec::with_capacity(4096);
     for (name, qname, qtype) in [
         ("answer_a_hit", "svc-4321.team-121.svc.cluster.local", 1u16),
-        ("answer_nxdomain_search_path", "www.example.com.team-7.svc.cluster.local", 1),
-        ("answer_srv_headless_10", "_http._tcp.svc-4320.team-120.svc.cluster.local", 33),
+        (
+            "answer_nxdomain_search_path",
+            "www.example.com.team-7.svc.cluster.local",
+            1,
+        ),
+        (
+            "answer_srv_headless_10",
+            "_http._tcp.svc-4320.team-120.svc.cluster.local",
+            33,
+        ),
         ("answer_ptr", "11.0.96.10.in-addr.arpa", 12),
     ] {
         let q = query(qname, qtype);

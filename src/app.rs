@@ -8,12 +8,12 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, watch};
 
+use crate::Error;
 use crate::cluster::Kind;
 use crate::config::Config;
-use crate::server::{udp, Engine};
-use crate::zone::build::{required_kinds, ZoneBuilder};
+use crate::server::{Engine, udp};
+use crate::zone::build::{ZoneBuilder, required_kinds};
 use crate::zone::snapshot::Snapshot;
-use crate::Error;
 
 /// Where the cluster objects come from, after flags and config are merged.
 #[derive(Debug, Clone)]
@@ -68,14 +68,32 @@ pub fn start_zone(
         on_synced();
         return swap;
     }
-    tokio::spawn(crate::zone::feed::run(builder, rx, swap.clone(), on_synced, settings));
+    tokio::spawn(crate::zone::feed::run(
+        builder,
+        rx,
+        swap.clone(),
+        on_synced,
+        settings,
+    ));
     match source {
         SourceChoice::File(p) => {
-            tokio::spawn(crate::source::file::run(Some(p), tx, shutdown, Duration::from_millis(500)));
+            tokio::spawn(crate::source::file::run(
+                Some(p),
+                tx,
+                shutdown,
+                Duration::from_millis(500),
+            ));
         }
         SourceChoice::Embedded => {
-            tracing::warn!("no source configured: serving the embedded sample cluster (set source.file or source.kubernetes)");
-            tokio::spawn(crate::source::file::run(None, tx, shutdown, Duration::from_secs(3600)));
+            tracing::warn!(
+                "no source configured: serving the embedded sample cluster (set source.file or source.kubernetes)"
+            );
+            tokio::spawn(crate::source::file::run(
+                None,
+                tx,
+                shutdown,
+                Duration::from_secs(3600),
+            ));
         }
         SourceChoice::Kubernetes(k) => {
             start_kube(cfg, k, tx, shutdown);
@@ -85,7 +103,12 @@ pub fn start_zone(
     swap
 }
 
-fn start_kube(cfg: &Config, k: crate::config::KubernetesSourceConfig, tx: mpsc::UnboundedSender<crate::cluster::ClusterEvent>, shutdown: watch::Receiver<bool>) {
+fn start_kube(
+    cfg: &Config,
+    k: crate::config::KubernetesSourceConfig,
+    tx: mpsc::UnboundedSender<crate::cluster::ClusterEvent>,
+    shutdown: watch::Receiver<bool>,
+) {
     let opts = crate::source::kube::KubeSourceOptions {
         kubeconfig: k.kubeconfig.clone(),
         watch_pods: cfg.cluster.pods == crate::config::PodsMode::Verified,
@@ -113,16 +136,33 @@ fn start_kube(cfg: &Config, k: crate::config::KubernetesSourceConfig, tx: mpsc::
 
 /// Bind the DNS sockets: per listen address, `workers` UDP sockets and one TCP listener on
 /// the same port.
-pub fn bind_dns(cfg: &Config) -> Result<(Vec<(SocketAddr, Vec<std::net::UdpSocket>, tokio::net::TcpListener)>, Bound), Error> {
+pub fn bind_dns(
+    cfg: &Config,
+) -> Result<
+    (
+        Vec<(
+            SocketAddr,
+            Vec<std::net::UdpSocket>,
+            tokio::net::TcpListener,
+        )>,
+        Bound,
+    ),
+    Error,
+> {
     let workers = if cfg.server.udp_workers == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         cfg.server.udp_workers
     };
     let mut out = Vec::new();
     let mut bound = Bound::default();
     for addr in &cfg.listen {
-        let listen_err = |e: std::io::Error| Error::Listen { addr: addr.to_string(), source: e };
+        let listen_err = |e: std::io::Error| Error::Listen {
+            addr: addr.to_string(),
+            source: e,
+        };
         // With port 0, the UDP port is picked first and TCP must get the same number; retry a
         // few times if TCP finds it taken.
         let mut tries = 0;
@@ -150,8 +190,19 @@ pub fn bind_dns(cfg: &Config) -> Result<(Vec<(SocketAddr, Vec<std::net::UdpSocke
 
 /// Run the DNS server until `stop` turns true, then stop accepting and wait (bounded) for
 /// in-flight queries.
-pub async fn run_dns(cfg: &Config, engine: crate::server::SharedEngine, sockets: Vec<(SocketAddr, Vec<std::net::UdpSocket>, tokio::net::TcpListener)>, stop: watch::Receiver<bool>) -> Result<(), Error> {
-    let handler = crate::server::tcp::HickoryHandler { engine: engine.clone() };
+pub async fn run_dns(
+    cfg: &Config,
+    engine: crate::server::SharedEngine,
+    sockets: Vec<(
+        SocketAddr,
+        Vec<std::net::UdpSocket>,
+        tokio::net::TcpListener,
+    )>,
+    stop: watch::Receiver<bool>,
+) -> Result<(), Error> {
+    let handler = crate::server::tcp::HickoryHandler {
+        engine: engine.clone(),
+    };
     let mut server = hickory_server::Server::new(handler);
     let inflight = Arc::new(udp::InFlight::default());
     let udp_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -159,15 +210,22 @@ pub async fn run_dns(cfg: &Config, engine: crate::server::SharedEngine, sockets:
     for (addr, socks, tcp) in sockets {
         for (i, s) in socks.into_iter().enumerate() {
             if cfg.server.udp_fast_path {
-                let (engine, stop, inflight, rt) = (engine.clone(), udp_stop.clone(), inflight.clone(), tokio::runtime::Handle::current());
+                let (engine, stop, inflight, rt) = (
+                    engine.clone(),
+                    udp_stop.clone(),
+                    inflight.clone(),
+                    tokio::runtime::Handle::current(),
+                );
                 let t = std::thread::Builder::new()
                     .name(format!("udp-{}-{i}", addr.port()))
                     .spawn(move || udp::worker(s, engine, stop, inflight, rt))
                     .map_err(|e| Error::Other(format!("cannot start a UDP worker: {e}")))?;
                 workers.push(t);
             } else {
-                s.set_nonblocking(true).map_err(|e| Error::Other(e.to_string()))?;
-                let s = tokio::net::UdpSocket::from_std(s).map_err(|e| Error::Other(e.to_string()))?;
+                s.set_nonblocking(true)
+                    .map_err(|e| Error::Other(e.to_string()))?;
+                let s =
+                    tokio::net::UdpSocket::from_std(s).map_err(|e| Error::Other(e.to_string()))?;
                 server.register_socket(s);
             }
         }
@@ -197,7 +255,10 @@ pub async fn run_dns(cfg: &Config, engine: crate::server::SharedEngine, sockets:
 }
 
 /// Counts of the snapshot a set of objects makes under `cfg` (for `check`).
-pub fn snapshot_counts(cfg: &Config, objects: Vec<crate::cluster::Object>) -> crate::zone::snapshot::SnapshotCounts {
+pub fn snapshot_counts(
+    cfg: &Config,
+    objects: Vec<crate::cluster::Object>,
+) -> crate::zone::snapshot::SnapshotCounts {
     let mut b = ZoneBuilder::new(&cfg.cluster, &required_kinds(&cfg.cluster));
     b.apply(crate::cluster::ClusterEvent::ReplaceAll { objects });
     b.publish().0.counts()
@@ -205,7 +266,11 @@ pub fn snapshot_counts(cfg: &Config, objects: Vec<crate::cluster::Object>) -> cr
 
 /// `clusterdns serve`: run until SIGTERM/SIGINT, then readiness off at once, DNS through the
 /// lameduck period, drain in-flight queries, and return (exit 0).
-pub async fn serve(cfg: Config, config_path: Option<std::path::PathBuf>, loader: Option<crate::reload::Loader>) -> Result<(), Error> {
+pub async fn serve(
+    cfg: Config,
+    config_path: Option<std::path::PathBuf>,
+    loader: Option<crate::reload::Loader>,
+) -> Result<(), Error> {
     use crate::ops::lifecycle::{Lifecycle, Phase, Readiness};
     use crate::ops::metrics;
     metrics::install_panic_hook();
@@ -218,13 +283,24 @@ pub async fn serve(cfg: Config, config_path: Option<std::path::PathBuf>, loader:
         cfg.forward.legacy_metrics,
         &metrics::plugins_for(&cfg),
     );
-    let readiness = Readiness::new(if cfg.cluster.enabled { vec!["kubernetes"] } else { Vec::<&str>::new() });
+    let readiness = Readiness::new(if cfg.cluster.enabled {
+        vec!["kubernetes"]
+    } else {
+        Vec::<&str>::new()
+    });
     let lc = Lifecycle::new(readiness.clone(), &cfg.health).with_metrics(metrics::global());
     // Signals are caught from here on: a SIGTERM during start-up still drains properly.
-    let life = lc.run(|| async { Ok::<(), String>(()) }).map_err(|e| Error::Other(format!("signal handlers: {e}")))?;
+    let life = lc
+        .run(|| async { Ok::<(), String>(()) })
+        .map_err(|e| Error::Other(format!("signal handlers: {e}")))?;
     let (settings_tx, settings_rx) = watch::channel(cfg.cluster.clone());
     let on_synced = readiness.setter("kubernetes");
-    let zone = start_zone(&cfg, lc.signal().as_bool(Phase::Stopped), Box::new(move || on_synced()), settings_rx);
+    let zone = start_zone(
+        &cfg,
+        lc.signal().as_bool(Phase::Stopped),
+        Box::new(move || on_synced()),
+        settings_rx,
+    );
     let resolver = crate::app_ops::resolver(&cfg)?;
     let engine = Arc::new(Engine {
         zone: zone.clone(),
@@ -253,18 +329,30 @@ pub async fn serve(cfg: Config, config_path: Option<std::path::PathBuf>, loader:
     for a in &bound.dns {
         eprintln!("clusterdns: listening dns={a}");
     }
-    for (what, a) in [("metrics", ep.metrics), ("health", ep.health), ("ready", ep.ready)] {
+    for (what, a) in [
+        ("metrics", ep.metrics),
+        ("health", ep.health),
+        ("ready", ep.ready),
+    ] {
         if let Some(a) = a {
             eprintln!("clusterdns: listening {what}={a}");
         }
     }
     crate::app_ops::after_listen(&resolver).await;
-    let startup_timeout = cfg.source.kubernetes.as_ref().map(|k| k.startup_timeout).unwrap_or(Duration::from_secs(5));
+    let startup_timeout = cfg
+        .source
+        .kubernetes
+        .as_ref()
+        .map(|k| k.startup_timeout)
+        .unwrap_or(Duration::from_secs(5));
     {
         let readiness = readiness.clone();
         tokio::spawn(async move {
             if !readiness.wait_ready(startup_timeout).await {
-                tracing::warn!(?startup_timeout, "cluster not synced within the startup timeout: serving what there is (SERVFAIL for names not yet known)");
+                tracing::warn!(
+                    ?startup_timeout,
+                    "cluster not synced within the startup timeout: serving what there is (SERVFAIL for names not yet known)"
+                );
             }
         });
     }

@@ -2,13 +2,15 @@
 
 use std::sync::Arc;
 
+use crate::Error;
 use crate::config::Config;
 use crate::server::{QueryLogger, Upstream};
-use crate::Error;
 
 /// The sampled query log, when the config turns it on.
 pub fn querylog(cfg: &Config) -> Option<Arc<dyn QueryLogger>> {
-    cfg.querylog.enabled.then(|| Arc::new(crate::ops::querylog::QueryLog::new(&cfg.querylog)) as Arc<dyn QueryLogger>)
+    cfg.querylog.enabled.then(|| {
+        Arc::new(crate::ops::querylog::QueryLog::new(&cfg.querylog)) as Arc<dyn QueryLogger>
+    })
 }
 
 /// The resolver for names outside the zone, when forwarding is on. Its background work

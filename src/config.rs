@@ -151,7 +151,10 @@ pub struct KubernetesSourceConfig {
 
 impl Default for KubernetesSourceConfig {
     fn default() -> Self {
-        Self { kubeconfig: None, startup_timeout: Duration::from_secs(5) }
+        Self {
+            kubeconfig: None,
+            startup_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -290,7 +293,9 @@ pub struct MetricsConfig {
 
 impl Default for MetricsConfig {
     fn default() -> Self {
-        Self { listen: Some(":9153".into()) }
+        Self {
+            listen: Some(":9153".into()),
+        }
     }
 }
 
@@ -309,7 +314,11 @@ pub struct HealthConfig {
 
 impl Default for HealthConfig {
     fn default() -> Self {
-        Self { listen: Some(":8080".into()), lameduck: Duration::from_secs(5), drain_timeout: Duration::from_secs(5) }
+        Self {
+            listen: Some(":8080".into()),
+            lameduck: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(5),
+        }
     }
 }
 
@@ -322,7 +331,9 @@ pub struct ReadyConfig {
 
 impl Default for ReadyConfig {
     fn default() -> Self {
-        Self { listen: Some(":8181".into()) }
+        Self {
+            listen: Some(":8181".into()),
+        }
     }
 }
 
@@ -337,7 +348,10 @@ pub struct QueryLogConfig {
 
 impl Default for QueryLogConfig {
     fn default() -> Self {
-        Self { enabled: false, sample: 1.0 }
+        Self {
+            enabled: false,
+            sample: 1.0,
+        }
     }
 }
 
@@ -374,13 +388,19 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         Some(i) => (&s[..i], &s[i..]),
         None => (s, "s"),
     };
-    let n: f64 = num.parse().map_err(|_| format!("not a duration: {s:?} (e.g. 500ms, 5s, 1m)"))?;
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("not a duration: {s:?} (e.g. 500ms, 5s, 1m)"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
         "s" => n,
         "m" => n * 60.0,
         "h" => n * 3600.0,
-        _ => return Err(format!("unknown unit in duration {s:?} (use ms, s, m or h)")),
+        _ => {
+            return Err(format!(
+                "unknown unit in duration {s:?} (use ms, s, m or h)"
+            ));
+        }
     };
     if !secs.is_finite() || secs < 0.0 {
         return Err(format!("not a duration: {s:?}"));
@@ -407,15 +427,19 @@ impl Config {
         if text.trim().is_empty() {
             return Ok(Config::default());
         }
-        let cfg: Config = serde_saphyr::from_str(text)
-            .map_err(|e| ConfigError::Parse { path: origin.to_path_buf(), message: e.to_string() })?;
+        let cfg: Config = serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_path_buf(),
+            message: e.to_string(),
+        })?;
         Ok(cfg)
     }
 
     /// Read and parse a config file, then resolve relative paths against its folder.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| ConfigError::Io { path: path.to_path_buf(), source: e })?;
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Io {
+            path: path.to_path_buf(),
+            source: e,
+        })?;
         let mut cfg = Self::from_yaml(&text, path)?;
         if let Some(base) = path.parent() {
             cfg.resolve_paths(base);
@@ -450,7 +474,10 @@ impl Config {
 
     /// Checks that types alone cannot express. Errors name the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
         if self.listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed".into()));
         }
@@ -465,7 +492,10 @@ impl Config {
                 .map_err(|e| invalid(&format!("cluster.fallthrough[{i}]"), e))?;
         }
         if self.cluster.ttl > 3600 {
-            return Err(invalid("cluster.ttl", format!("{} is above 3600 seconds", self.cluster.ttl)));
+            return Err(invalid(
+                "cluster.ttl",
+                format!("{} is above 3600 seconds", self.cluster.ttl),
+            ));
         }
         if let Some(sel) = &self.cluster.labels {
             crate::cluster::selector::Selector::parse(sel)
@@ -476,7 +506,10 @@ impl Config {
                 .map_err(|e| invalid("cluster.namespace_labels", e))?;
         }
         if self.source.file.is_some() && self.source.kubernetes.is_some() {
-            return Err(invalid("source", "give either `file` or `kubernetes`, not both".into()));
+            return Err(invalid(
+                "source",
+                "give either `file` or `kubernetes`, not both".into(),
+            ));
         }
         for (i, u) in self.forward.upstreams.iter().enumerate() {
             parse_upstream(u).map_err(|e| invalid(&format!("forward.upstreams[{i}]"), e))?;
@@ -485,7 +518,10 @@ impl Config {
             crate::zone::names::parse_domain(domain)
                 .map_err(|e| invalid(&format!("forward.stub_domains.{domain}"), e))?;
             if ups.is_empty() {
-                return Err(invalid(&format!("forward.stub_domains.{domain}"), "no upstreams".into()));
+                return Err(invalid(
+                    &format!("forward.stub_domains.{domain}"),
+                    "no upstreams".into(),
+                ));
             }
             for (i, u) in ups.iter().enumerate() {
                 parse_upstream(u)
@@ -493,7 +529,10 @@ impl Config {
             }
         }
         if self.forward.max_concurrent == 0 {
-            return Err(invalid("forward.max_concurrent", "must be at least 1".into()));
+            return Err(invalid(
+                "forward.max_concurrent",
+                "must be at least 1".into(),
+            ));
         }
         if self.forward.timeout.is_zero() {
             return Err(invalid("forward.timeout", "must be above zero".into()));
@@ -514,10 +553,16 @@ impl Config {
             }
         }
         if !(0.0..=1.0).contains(&self.querylog.sample) {
-            return Err(invalid("querylog.sample", "must be between 0.0 and 1.0".into()));
+            return Err(invalid(
+                "querylog.sample",
+                "must be between 0.0 and 1.0".into(),
+            ));
         }
         if self.server.max_udp_size < 512 {
-            return Err(invalid("server.max_udp_size", "must be at least 512".into()));
+            return Err(invalid(
+                "server.max_udp_size",
+                "must be at least 512".into(),
+            ));
         }
         Ok(())
     }
@@ -540,7 +585,10 @@ pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
 pub fn parse_http_listen(s: &str) -> Result<SocketAddr, String> {
     if let Some(port) = s.strip_prefix(':') {
         let port: u16 = port.parse().map_err(|_| format!("{s:?}: bad port"))?;
-        return Ok(SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port));
+        return Ok(SocketAddr::new(
+            std::net::Ipv4Addr::UNSPECIFIED.into(),
+            port,
+        ));
     }
     if let Ok(sa) = s.parse::<SocketAddr>() {
         return Ok(sa);
@@ -568,9 +616,12 @@ mod tests {
 
     #[test]
     fn unknown_key_names_key_and_line() {
-        let err = Config::from_yaml("listen: [\"127.0.0.1:53\"]\ncluster:\n  zoen: x\n", Path::new("c.yaml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_yaml(
+            "listen: [\"127.0.0.1:53\"]\ncluster:\n  zoen: x\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("zoen"), "{err}");
         assert!(err.contains("line 3") || err.contains("3:"), "{err}");
     }
@@ -591,16 +642,27 @@ mod tests {
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("forward.upstreams[0]"), "{e}");
         let mut c = Config::default();
-        c.forward.stub_domains.insert("corp..example".into(), vec!["10.0.0.5".into()]);
+        c.forward
+            .stub_domains
+            .insert("corp..example".into(), vec!["10.0.0.5".into()]);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("forward.stub_domains"), "{e}");
     }
 
     #[test]
     fn upstream_forms() {
-        assert_eq!(parse_upstream("10.0.0.5").unwrap(), "10.0.0.5:53".parse().unwrap());
-        assert_eq!(parse_upstream("127.0.0.1:5300").unwrap(), "127.0.0.1:5300".parse().unwrap());
+        assert_eq!(
+            parse_upstream("10.0.0.5").unwrap(),
+            "10.0.0.5:53".parse().unwrap()
+        );
+        assert_eq!(
+            parse_upstream("127.0.0.1:5300").unwrap(),
+            "127.0.0.1:5300".parse().unwrap()
+        );
         assert_eq!(parse_upstream("::1").unwrap(), "[::1]:53".parse().unwrap());
-        assert_eq!(parse_http_listen(":9153").unwrap(), "0.0.0.0:9153".parse().unwrap());
+        assert_eq!(
+            parse_http_listen(":9153").unwrap(),
+            "0.0.0.0:9153".parse().unwrap()
+        );
     }
 }

@@ -92,9 +92,16 @@ pub enum CorefileError {
     Syntax { at: Pos, message: String },
     /// An `import` that cannot be resolved.
     #[error("{at}: import {pattern:?}: {message}")]
-    Import { at: Pos, pattern: String, message: String },
+    Import {
+        at: Pos,
+        pattern: String,
+        message: String,
+    },
     /// A directive (or one option of it) that clusterdns cannot carry over.
-    #[error("{at}: {} in server block `{block}` cannot be carried over: {reason}", what(directive, option))]
+    #[error(
+        "{at}: {} in server block `{block}` cannot be carried over: {reason}",
+        what(directive, option)
+    )]
     Unsupported {
         at: Pos,
         /// The server block's keys, e.g. `.:53`.
@@ -106,8 +113,17 @@ pub enum CorefileError {
         reason: String,
     },
     /// A directive whose arguments are wrong.
-    #[error("{at}: {} in server block `{block}`: {message}", what(directive, option))]
-    Invalid { at: Pos, block: String, directive: String, option: Option<String>, message: String },
+    #[error(
+        "{at}: {} in server block `{block}`: {message}",
+        what(directive, option)
+    )]
+    Invalid {
+        at: Pos,
+        block: String,
+        directive: String,
+        option: Option<String>,
+        message: String,
+    },
     /// The converted config does not pass [`Config::validate`] (a converter bug if it happens).
     #[error("the converted config is not valid: {0}")]
     Config(String),
@@ -124,9 +140,8 @@ impl CorefileError {
     /// The directive the error is about, if any.
     pub fn directive(&self) -> Option<&str> {
         match self {
-            CorefileError::Unsupported { directive, .. } | CorefileError::Invalid { directive, .. } => {
-                Some(directive)
-            }
+            CorefileError::Unsupported { directive, .. }
+            | CorefileError::Invalid { directive, .. } => Some(directive),
             _ => None,
         }
     }
@@ -144,7 +159,9 @@ impl CorefileError {
     /// The server block (its keys) the error is in, if any.
     pub fn block(&self) -> Option<&str> {
         match self {
-            CorefileError::Unsupported { block, .. } | CorefileError::Invalid { block, .. } => Some(block),
+            CorefileError::Unsupported { block, .. } | CorefileError::Invalid { block, .. } => {
+                Some(block)
+            }
             _ => None,
         }
     }
@@ -163,7 +180,13 @@ impl CorefileError {
 
 /// Convert Corefile text; relative imports are resolved against `base_dir`.
 pub fn convert(corefile_text: &str, base_dir: &Path) -> Result<Conversion, CorefileError> {
-    convert_with(corefile_text, &Options { base_dir: base_dir.to_path_buf(), ..Options::default() })
+    convert_with(
+        corefile_text,
+        &Options {
+            base_dir: base_dir.to_path_buf(),
+            ..Options::default()
+        },
+    )
 }
 
 /// Convert Corefile text with [`Options`] (e.g. a separate folder for `import custom/...`).
@@ -226,7 +249,10 @@ struct Token {
 
 impl Token {
     fn pos(&self) -> Pos {
-        Pos { file: self.file.to_string(), line: self.line }
+        Pos {
+            file: self.file.to_string(),
+            line: self.line,
+        }
     }
     fn is(&self, s: &str) -> bool {
         !self.quoted && self.text == s
@@ -311,7 +337,10 @@ fn lex(text: &str, file: &Rc<str>) -> Result<Vec<Token>, CorefileError> {
     }
     if quoted {
         return Err(CorefileError::Syntax {
-            at: Pos { file: file.to_string(), line: cur_line },
+            at: Pos {
+                file: file.to_string(),
+                line: cur_line,
+            },
             message: "a quoted string is not closed".into(),
         });
     }
@@ -335,13 +364,24 @@ fn lex(text: &str, file: &Rc<str>) -> Result<Vec<Token>, CorefileError> {
 
 /// Parse Corefile text, expanding snippets and imports.
 pub fn parse(corefile_text: &str, opts: &Options) -> Result<Corefile, CorefileError> {
-    let name = if opts.file_name.is_empty() { "Corefile".to_string() } else { opts.file_name.clone() };
+    let name = if opts.file_name.is_empty() {
+        "Corefile".to_string()
+    } else {
+        opts.file_name.clone()
+    };
     let file: Rc<str> = Rc::from(name.as_str());
     let tokens = lex(corefile_text, &file)?;
-    let mut ex = Expander { opts, snippets: BTreeMap::new(), notes: Vec::new() };
+    let mut ex = Expander {
+        opts,
+        snippets: BTreeMap::new(),
+        notes: Vec::new(),
+    };
     let tokens = ex.expand(tokens, 0)?;
     let blocks = parse_server_blocks(&tokens, &file)?;
-    Ok(Corefile { blocks, notes: ex.notes })
+    Ok(Corefile {
+        blocks,
+        notes: ex.notes,
+    })
 }
 
 struct Expander<'a> {
@@ -368,18 +408,27 @@ impl Expander<'_> {
             }
             let mut j = i + 1;
             let mut args = Vec::new();
-            while j < tokens.len() && tokens[j].same_line(t) && !tokens[j].is("}") && !tokens[j].is("{") {
+            while j < tokens.len()
+                && tokens[j].same_line(t)
+                && !tokens[j].is("}")
+                && !tokens[j].is("{")
+            {
                 args.push(tokens[j].clone());
                 j += 1;
             }
             if args.is_empty() {
-                return Err(CorefileError::Syntax { at: t.pos(), message: "import needs a file, a glob or a snippet name".into() });
+                return Err(CorefileError::Syntax {
+                    at: t.pos(),
+                    message: "import needs a file, a glob or a snippet name".into(),
+                });
             }
             if depth >= MAX_IMPORT_DEPTH {
                 return Err(CorefileError::Import {
                     at: t.pos(),
                     pattern: args[0].text.clone(),
-                    message: format!("imports nest deeper than {MAX_IMPORT_DEPTH} (an import cycle?)"),
+                    message: format!(
+                        "imports nest deeper than {MAX_IMPORT_DEPTH} (an import cycle?)"
+                    ),
                 });
             }
             for arg in &args {
@@ -390,11 +439,12 @@ impl Expander<'_> {
                     continue;
                 }
                 for path in self.resolve(arg)? {
-                    let text = std::fs::read_to_string(&path).map_err(|e| CorefileError::Import {
-                        at: t.pos(),
-                        pattern: arg.text.clone(),
-                        message: format!("cannot read {}: {e}", path.display()),
-                    })?;
+                    let text =
+                        std::fs::read_to_string(&path).map_err(|e| CorefileError::Import {
+                            at: t.pos(),
+                            pattern: arg.text.clone(),
+                            message: format!("cannot read {}: {e}", path.display()),
+                        })?;
                     let display = self.display_path(&path);
                     let file: Rc<str> = Rc::from(display.as_str());
                     let imported = lex(&text, &file)?;
@@ -426,7 +476,10 @@ impl Expander<'_> {
                 let mut body = Vec::new();
                 loop {
                     let Some(u) = tokens.get(j) else {
-                        return Err(CorefileError::Syntax { at: t.pos(), message: format!("snippet ({name}) is not closed with }}") });
+                        return Err(CorefileError::Syntax {
+                            at: t.pos(),
+                            message: format!("snippet ({name}) is not closed with }}"),
+                        });
                     };
                     if u.is("{") {
                         level += 1;
@@ -460,7 +513,13 @@ impl Expander<'_> {
     }
 
     fn display_path(&self, path: &Path) -> String {
-        for base in [self.opts.custom_dir.as_deref(), Some(self.opts.base_dir.as_path())].into_iter().flatten() {
+        for base in [
+            self.opts.custom_dir.as_deref(),
+            Some(self.opts.base_dir.as_path()),
+        ]
+        .into_iter()
+        .flatten()
+        {
             if let Ok(rel) = path.strip_prefix(base) {
                 let rel = rel.display().to_string();
                 if Some(base) == self.opts.custom_dir.as_deref() {
@@ -476,7 +535,11 @@ impl Expander<'_> {
     /// only warns), a plain path must exist.
     fn resolve(&mut self, arg: &Token) -> Result<Vec<PathBuf>, CorefileError> {
         let pattern = arg.text.as_str();
-        let err = |message: String| CorefileError::Import { at: arg.pos(), pattern: pattern.to_string(), message };
+        let err = |message: String| CorefileError::Import {
+            at: arg.pos(),
+            pattern: pattern.to_string(),
+            message,
+        };
         let mut path = PathBuf::from(pattern);
         if let Some(custom) = &self.opts.custom_dir {
             for prefix in ["custom/", "./custom/", "/etc/coredns/custom/"] {
@@ -489,10 +552,15 @@ impl Expander<'_> {
             path = self.opts.base_dir.join(path);
         }
         let is_glob = |s: &str| s.contains(['*', '?', '[']);
-        let file_pat = path.file_name().map(|f| f.to_string_lossy().to_string()).unwrap_or_default();
+        let file_pat = path
+            .file_name()
+            .map(|f| f.to_string_lossy().to_string())
+            .unwrap_or_default();
         let dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         if is_glob(&dir.to_string_lossy()) {
-            return Err(err("globs are supported in the file name only, not in folders".into()));
+            return Err(err(
+                "globs are supported in the file name only, not in folders".into(),
+            ));
         }
         if !is_glob(&file_pat) {
             if !path.is_file() {
@@ -501,7 +569,9 @@ impl Expander<'_> {
             return Ok(vec![path]);
         }
         if file_pat.contains('[') {
-            return Err(err("character classes `[...]` are not supported in import globs; use * and ?".into()));
+            return Err(err(
+                "character classes `[...]` are not supported in import globs; use * and ?".into(),
+            ));
         }
         let mut found = Vec::new();
         if let Ok(entries) = std::fs::read_dir(&dir) {
@@ -557,7 +627,10 @@ fn glob_match(pat: &str, name: &str) -> bool {
     pi == p.len()
 }
 
-fn parse_server_blocks(tokens: &[Token], file: &Rc<str>) -> Result<Vec<ServerBlock>, CorefileError> {
+fn parse_server_blocks(
+    tokens: &[Token],
+    file: &Rc<str>,
+) -> Result<Vec<ServerBlock>, CorefileError> {
     let mut blocks = Vec::new();
     let mut i = 0;
     while i < tokens.len() {
@@ -565,7 +638,10 @@ fn parse_server_blocks(tokens: &[Token], file: &Rc<str>) -> Result<Vec<ServerBlo
         if first.is("{") || first.is("}") {
             return Err(CorefileError::Syntax {
                 at: first.pos(),
-                message: format!("unexpected `{}` where a server block's zone was expected", first.text),
+                message: format!(
+                    "unexpected `{}` where a server block's zone was expected",
+                    first.text
+                ),
             });
         }
         // Keys: the tokens on the first line, continued while a line ends with a comma.
@@ -586,19 +662,36 @@ fn parse_server_blocks(tokens: &[Token], file: &Rc<str>) -> Result<Vec<ServerBlo
         if i < tokens.len() && tokens[i].is("{") {
             i += 1;
             let directives = parse_directives(tokens, &mut i, true, &at)?;
-            blocks.push(ServerBlock { keys, directives, at });
+            blocks.push(ServerBlock {
+                keys,
+                directives,
+                at,
+            });
         } else {
             // Only a Corefile's one and only server block may omit its braces: then the rest
             // of the file is its body.
             if !blocks.is_empty() || keys.iter().any(|k| !looks_like_key(k)) {
-                return Err(CorefileError::Syntax { at, message: format!("`{}` is not followed by a `{{` block", keys.join(" ")) });
+                return Err(CorefileError::Syntax {
+                    at,
+                    message: format!("`{}` is not followed by a `{{` block", keys.join(" ")),
+                });
             }
             let directives = parse_directives(tokens, &mut i, false, &at)?;
-            blocks.push(ServerBlock { keys, directives, at });
+            blocks.push(ServerBlock {
+                keys,
+                directives,
+                at,
+            });
         }
     }
     if blocks.is_empty() {
-        return Err(CorefileError::Syntax { at: Pos { file: file.to_string(), line: 1 }, message: "no server block".into() });
+        return Err(CorefileError::Syntax {
+            at: Pos {
+                file: file.to_string(),
+                line: 1,
+            },
+            message: "no server block".into(),
+        });
     }
     Ok(blocks)
 }
@@ -631,15 +724,27 @@ fn bind_addresses(ctx: &Ctx<'_>) -> Result<Vec<IpAddr>, CorefileError> {
 }
 
 fn set_at<T>(value: T, o: &Directive, block: &str) -> Option<Set<T>> {
-    Some(Set { value, at: o.at.clone(), block: block.to_string() })
+    Some(Set {
+        value,
+        at: o.at.clone(),
+        block: block.to_string(),
+    })
 }
 
-fn parse_directives(tokens: &[Token], i: &mut usize, until_close: bool, open: &Pos) -> Result<Vec<Directive>, CorefileError> {
+fn parse_directives(
+    tokens: &[Token],
+    i: &mut usize,
+    until_close: bool,
+    open: &Pos,
+) -> Result<Vec<Directive>, CorefileError> {
     let mut out = Vec::new();
     loop {
         let Some(t) = tokens.get(*i) else {
             if until_close {
-                return Err(CorefileError::Syntax { at: open.clone(), message: "this block is not closed with `}`".into() });
+                return Err(CorefileError::Syntax {
+                    at: open.clone(),
+                    message: "this block is not closed with `}`".into(),
+                });
             }
             return Ok(out);
         };
@@ -648,13 +753,24 @@ fn parse_directives(tokens: &[Token], i: &mut usize, until_close: bool, open: &P
                 *i += 1;
                 return Ok(out);
             }
-            return Err(CorefileError::Syntax { at: t.pos(), message: "`}` without a matching `{`".into() });
+            return Err(CorefileError::Syntax {
+                at: t.pos(),
+                message: "`}` without a matching `{`".into(),
+            });
         }
         if t.is("{") {
-            return Err(CorefileError::Syntax { at: t.pos(), message: "`{` must follow a directive on the same line".into() });
+            return Err(CorefileError::Syntax {
+                at: t.pos(),
+                message: "`{` must follow a directive on the same line".into(),
+            });
         }
         *i += 1;
-        let mut d = Directive { name: t.text.clone(), args: Vec::new(), block: None, at: t.pos() };
+        let mut d = Directive {
+            name: t.text.clone(),
+            args: Vec::new(),
+            block: None,
+            at: t.pos(),
+        };
         while let Some(a) = tokens.get(*i) {
             if !a.same_line(t) || a.is("}") {
                 break;
@@ -700,7 +816,10 @@ fn parse_key(raw: &str, block: &ServerBlock) -> Result<Key, CorefileError> {
     }
     let (zone, port) = match s.rsplit_once(':') {
         Some((z, p)) => {
-            let port: u16 = p.parse().map_err(|_| CorefileError::Syntax { at: block.at.clone(), message: format!("`{raw}`: {p:?} is not a port") })?;
+            let port: u16 = p.parse().map_err(|_| CorefileError::Syntax {
+                at: block.at.clone(),
+                message: format!("`{raw}`: {p:?} is not a port"),
+            })?;
             (z.to_string(), port)
         }
         None => (s.clone(), 53),
@@ -715,9 +834,16 @@ fn parse_key(raw: &str, block: &ServerBlock) -> Result<Key, CorefileError> {
         zone
     };
     let zone = zone.trim_end_matches('.').to_string();
-    let zone = if zone.is_empty() { ".".to_string() } else { zone };
+    let zone = if zone.is_empty() {
+        ".".to_string()
+    } else {
+        zone
+    };
     if zone != "." {
-        parse_domain(&zone).map_err(|e| CorefileError::Syntax { at: block.at.clone(), message: format!("`{raw}`: {e}") })?;
+        parse_domain(&zone).map_err(|e| CorefileError::Syntax {
+            at: block.at.clone(),
+            message: format!("`{raw}`: {e}"),
+        })?;
     }
     Ok(Key { zone, port })
 }
@@ -838,35 +964,81 @@ enum Role {
 /// Directives that change answers in ways clusterdns cannot reproduce, and why.
 fn unsupported_reason(name: &str) -> Option<&'static str> {
     Some(match name {
-        "rewrite" => "it rewrites query or answer names and types before lookup; clusterdns answers names as asked and has no rewrite stage. For an alias of a Service use an ExternalName Service (a CNAME); for another domain use a server block with `forward` (a stub domain)",
-        "template" => "it synthesises answers (or NXDOMAIN) from regular expressions; clusterdns has no template stage. AKS's `internal.cloudapp.net` / `reddog.microsoft.com` templates only short-cut search-path queries with NXDOMAIN: without them those queries are forwarded and answered NXDOMAIN upstream, so the answers stay the same but cost an upstream round trip; remove the template to convert",
-        "autopath" => "server-side search-path completion needs the client pod's namespace from its IP and answers with CNAMEs; clusterdns does not implement it. Clients then walk their resolv.conf search list themselves: the final answers are the same, with more queries per lookup; remove the line to convert",
+        "rewrite" => {
+            "it rewrites query or answer names and types before lookup; clusterdns answers names as asked and has no rewrite stage. For an alias of a Service use an ExternalName Service (a CNAME); for another domain use a server block with `forward` (a stub domain)"
+        }
+        "template" => {
+            "it synthesises answers (or NXDOMAIN) from regular expressions; clusterdns has no template stage. AKS's `internal.cloudapp.net` / `reddog.microsoft.com` templates only short-cut search-path queries with NXDOMAIN: without them those queries are forwarded and answered NXDOMAIN upstream, so the answers stay the same but cost an upstream round trip; remove the template to convert"
+        }
+        "autopath" => {
+            "server-side search-path completion needs the client pod's namespace from its IP and answers with CNAMEs; clusterdns does not implement it. Clients then walk their resolv.conf search list themselves: the final answers are the same, with more queries per lookup; remove the line to convert"
+        }
         "dnssec" => "it signs answers on the fly with zone keys; clusterdns does not sign",
         "sign" => "it signs zone files; clusterdns serves no zone files and does not sign",
-        "file" => "it serves an authoritative zone from a zone file; clusterdns serves only the cluster zone, a hosts file and forwarding. Serve the zone elsewhere and forward to it from a server block (a stub domain)",
-        "auto" => "it serves authoritative zones from a folder of zone files; clusterdns serves no zone files",
-        "secondary" => "it serves zones transferred from a primary (AXFR); clusterdns serves no secondary zones. Forward the zone to the primary instead (a stub domain)",
+        "file" => {
+            "it serves an authoritative zone from a zone file; clusterdns serves only the cluster zone, a hosts file and forwarding. Serve the zone elsewhere and forward to it from a server block (a stub domain)"
+        }
+        "auto" => {
+            "it serves authoritative zones from a folder of zone files; clusterdns serves no zone files"
+        }
+        "secondary" => {
+            "it serves zones transferred from a primary (AXFR); clusterdns serves no secondary zones. Forward the zone to the primary instead (a stub domain)"
+        }
         "etcd" => "it serves records from etcd (SkyDNS); clusterdns reads only Kubernetes objects",
-        "k8s_external" => "it answers for Services' external and LoadBalancer IPs under an external zone; clusterdns serves the cluster zone only",
+        "k8s_external" => {
+            "it answers for Services' external and LoadBalancer IPs under an external zone; clusterdns serves the cluster zone only"
+        }
         "transfer" => "it allows zone transfers (AXFR/IXFR) out; clusterdns refuses zone transfers",
         "tsig" => "it checks TSIG signatures on queries; clusterdns does not verify TSIG",
-        "acl" => "it blocks or filters clients by source address; clusterdns has no per-client policy, and dropping it would open access the Corefile denies. Use a NetworkPolicy for the clusterdns pods instead",
-        "any" => "it answers ANY queries with a minimal HINFO (RFC 8482); clusterdns answers ANY queries from what it holds",
-        "chaos" => "it answers CH-class queries such as version.bind and authors.bind; clusterdns answers no CH-class names",
-        "whoami" => "it answers every query with the client's address and port; clusterdns has no such answer",
-        "header" => "it sets or clears header flags in answers; clusterdns writes the flags the DNS specification asks for",
-        "minimal" => "it strips the authority and additional sections from answers; clusterdns writes complete answers",
-        "nsid" => "it adds an NSID (RFC 5001) identifier to answers that ask for one; clusterdns does not send NSID. If nothing reads NSID, remove the line to convert",
-        "local" => "it answers localhost names itself (localhost., localhost.<zone>, 127.in-addr.arpa); clusterdns forwards them instead. Put them in the hosts file if they must be answered locally",
-        "dns64" => "it synthesises AAAA records from A records (DNS64); clusterdns does not synthesise",
+        "acl" => {
+            "it blocks or filters clients by source address; clusterdns has no per-client policy, and dropping it would open access the Corefile denies. Use a NetworkPolicy for the clusterdns pods instead"
+        }
+        "any" => {
+            "it answers ANY queries with a minimal HINFO (RFC 8482); clusterdns answers ANY queries from what it holds"
+        }
+        "chaos" => {
+            "it answers CH-class queries such as version.bind and authors.bind; clusterdns answers no CH-class names"
+        }
+        "whoami" => {
+            "it answers every query with the client's address and port; clusterdns has no such answer"
+        }
+        "header" => {
+            "it sets or clears header flags in answers; clusterdns writes the flags the DNS specification asks for"
+        }
+        "minimal" => {
+            "it strips the authority and additional sections from answers; clusterdns writes complete answers"
+        }
+        "nsid" => {
+            "it adds an NSID (RFC 5001) identifier to answers that ask for one; clusterdns does not send NSID. If nothing reads NSID, remove the line to convert"
+        }
+        "local" => {
+            "it answers localhost names itself (localhost., localhost.<zone>, 127.in-addr.arpa); clusterdns forwards them instead. Put them in the hosts file if they must be answered locally"
+        }
+        "dns64" => {
+            "it synthesises AAAA records from A records (DNS64); clusterdns does not synthesise"
+        }
         "grpc" => "it forwards over gRPC; clusterdns forwards over plain DNS (UDP/TCP) only",
-        "route53" => "it serves zones from AWS Route 53; clusterdns serves no cloud zones. Forward the zone to the VPC resolver instead (a stub domain)",
-        "azure" => "it serves zones from Azure DNS; clusterdns serves no cloud zones. Forward the zone to 168.63.129.16 instead (a stub domain)",
-        "clouddns" => "it serves zones from Google Cloud DNS; clusterdns serves no cloud zones. Forward the zone to the metadata resolver instead (a stub domain)",
-        "erratic" => "it deliberately drops and delays answers for testing; clusterdns has no such mode",
-        "geoip" => "it looks up client locations for other plugins; clusterdns has no per-client answers",
-        "view" => "it selects server blocks by client address or query; clusterdns answers every client the same",
-        "alternate" => "it re-sends queries elsewhere when the answer has a given rcode; clusterdns has no rcode-based fallback",
+        "route53" => {
+            "it serves zones from AWS Route 53; clusterdns serves no cloud zones. Forward the zone to the VPC resolver instead (a stub domain)"
+        }
+        "azure" => {
+            "it serves zones from Azure DNS; clusterdns serves no cloud zones. Forward the zone to 168.63.129.16 instead (a stub domain)"
+        }
+        "clouddns" => {
+            "it serves zones from Google Cloud DNS; clusterdns serves no cloud zones. Forward the zone to the metadata resolver instead (a stub domain)"
+        }
+        "erratic" => {
+            "it deliberately drops and delays answers for testing; clusterdns has no such mode"
+        }
+        "geoip" => {
+            "it looks up client locations for other plugins; clusterdns has no per-client answers"
+        }
+        "view" => {
+            "it selects server blocks by client address or query; clusterdns answers every client the same"
+        }
+        "alternate" => {
+            "it re-sends queries elsewhere when the answer has a given rcode; clusterdns has no rcode-based fallback"
+        }
         _ => return None,
     })
 }
@@ -874,16 +1046,24 @@ fn unsupported_reason(name: &str) -> Option<&'static str> {
 /// Directives dropped with a note: they only concern operation, not answers.
 fn dropped_note(name: &str) -> Option<&'static str> {
     Some(match name {
-        "reload" => "not needed: clusterdns re-reads its config file when it changes (a ConfigMap update included) and on SIGHUP; an invalid new config is rejected and the running one stays",
-        "debug" => "debug mode (panics not recovered) has no clusterdns equivalent; set RUST_LOG=debug for more logging",
+        "reload" => {
+            "not needed: clusterdns re-reads its config file when it changes (a ConfigMap update included) and on SIGHUP; an invalid new config is rejected and the running one stays"
+        }
+        "debug" => {
+            "debug mode (panics not recovered) has no clusterdns equivalent; set RUST_LOG=debug for more logging"
+        }
         "pprof" => "Go profiling endpoints have no clusterdns equivalent",
         "trace" => "OpenTracing/Zipkin spans have no clusterdns equivalent",
-        "dnstap" => "dnstap output has no clusterdns equivalent; `querylog` logs queries as structured log lines",
+        "dnstap" => {
+            "dnstap output has no clusterdns equivalent; `querylog` logs queries as structured log lines"
+        }
         "metadata" => "plugin metadata only feeds other plugins' log formats",
         "cancel" => "clusterdns bounds upstream queries with forward.timeout",
         "root" => "the root folder only matters to zone-file plugins",
         "multisocket" => "clusterdns opens one UDP socket per CPU by default (server.udp_workers)",
-        "timeouts" => "read/write/idle timeouts of DoT/DoH/gRPC servers; clusterdns closes idle TCP connections after server.tcp_idle_timeout",
+        "timeouts" => {
+            "read/write/idle timeouts of DoT/DoH/gRPC servers; clusterdns closes idle TCP connections after server.tcp_idle_timeout"
+        }
         "on" => "event hooks have no clusterdns equivalent",
         _ => return None,
     })
@@ -899,7 +1079,10 @@ impl Converter {
         let mut seen: BTreeMap<(String, u16), Pos> = BTreeMap::new();
         for b in blocks {
             if b.keys.is_empty() {
-                return Err(CorefileError::Syntax { at: b.at.clone(), message: "a server block without zones".into() });
+                return Err(CorefileError::Syntax {
+                    at: b.at.clone(),
+                    message: "a server block without zones".into(),
+                });
             }
             let mut keys = Vec::new();
             for raw in &b.keys {
@@ -907,7 +1090,10 @@ impl Converter {
                 if let Some(prev) = seen.insert((k.zone.clone(), k.port), b.at.clone()) {
                     return Err(CorefileError::Syntax {
                         at: b.at.clone(),
-                        message: format!("zone `{}` on port {} is already served by the block at {prev}", k.zone, k.port),
+                        message: format!(
+                            "zone `{}` on port {} is already served by the block at {prev}",
+                            k.zone, k.port
+                        ),
                     });
                 }
                 keys.push(k);
@@ -944,7 +1130,11 @@ impl Converter {
                 });
             }
             self.has_root |= is_root;
-            let role = if is_root || has_kube { Role::Main } else { Role::Zone };
+            let role = if is_root || has_kube {
+                Role::Main
+            } else {
+                Role::Zone
+            };
             self.block(b, keys, role)?;
         }
         self.finish_forwarding()?;
@@ -976,7 +1166,11 @@ impl Converter {
             }),
             Some(_) => Ok(()),
             None => {
-                *slot = Some(Set { value, at: at.clone(), block: block.to_string() });
+                *slot = Some(Set {
+                    value,
+                    at: at.clone(),
+                    block: block.to_string(),
+                });
                 Ok(())
             }
         }
@@ -1002,10 +1196,17 @@ impl Converter {
                     block: label.clone(),
                     directive: d.name.clone(),
                     option: None,
-                    message: format!("appears twice in this block (also at {prev}); CoreDNS would refuse this Corefile"),
+                    message: format!(
+                        "appears twice in this block (also at {prev}); CoreDNS would refuse this Corefile"
+                    ),
                 });
             }
-            let ctx = Ctx { block: &label, d, role, keys };
+            let ctx = Ctx {
+                block: &label,
+                d,
+                role,
+                keys,
+            };
             match d.name.as_str() {
                 "kubernetes" => self.kubernetes(&ctx)?,
                 "forward" => {
@@ -1015,7 +1216,11 @@ impl Converter {
                 "cache" => self.cache(&ctx)?,
                 "hosts" => self.hosts(&ctx)?,
                 "prometheus" => {
-                    let addr = d.args.first().cloned().unwrap_or_else(|| "localhost:9153".into());
+                    let addr = d
+                        .args
+                        .first()
+                        .cloned()
+                        .unwrap_or_else(|| "localhost:9153".into());
                     ctx.max_args(1)?;
                     ctx.no_block()?;
                     self.http_listen(&ctx, addr, |c| &mut c.metrics)?
@@ -1077,7 +1282,13 @@ impl Converter {
                 }
                 "bufsize" => {
                     let v = ctx.one_arg(d)?;
-                    let n: u16 = v.parse().ok().filter(|n| (512..=4096).contains(n)).ok_or_else(|| ctx.invalid(format!("{v:?} is not a size between 512 and 4096")))?;
+                    let n: u16 = v
+                        .parse()
+                        .ok()
+                        .filter(|n| (512..=4096).contains(n))
+                        .ok_or_else(|| {
+                            ctx.invalid(format!("{v:?} is not a size between 512 and 4096"))
+                        })?;
                     self.max_udp_size = Some(n);
                 }
                 name => {
@@ -1097,7 +1308,15 @@ impl Converter {
         if let Some((mut ips, at)) = block_binds {
             ips.sort();
             ips.dedup();
-            self.set_once(|c| &mut c.binds, ips, &at, &label, "bind", None, "clusterdns listens on the same addresses for every zone")?;
+            self.set_once(
+                |c| &mut c.binds,
+                ips,
+                &at,
+                &label,
+                "bind",
+                None,
+                "clusterdns listens on the same addresses for every zone",
+            )?;
         }
         if role == Role::Zone && forwards == 0 {
             return Err(CorefileError::Unsupported {
@@ -1111,9 +1330,18 @@ impl Converter {
         Ok(())
     }
 
-    fn http_listen(&mut self, ctx: &Ctx<'_>, addr: String, slot: fn(&mut Self) -> &mut Option<Set<String>>) -> Result<(), CorefileError> {
+    fn http_listen(
+        &mut self,
+        ctx: &Ctx<'_>,
+        addr: String,
+        slot: fn(&mut Self) -> &mut Option<Set<String>>,
+    ) -> Result<(), CorefileError> {
         let addr = addr.strip_prefix("http://").unwrap_or(&addr).to_string();
-        config::parse_http_listen(&addr).map_err(|e| ctx.invalid(format!("{e}; clusterdns listens on an IP address or on every address (`:PORT`)")))?;
+        config::parse_http_listen(&addr).map_err(|e| {
+            ctx.invalid(format!(
+                "{e}; clusterdns listens on an IP address or on every address (`:PORT`)"
+            ))
+        })?;
         let d = ctx.d;
         match slot(self) {
             Some(prev) if prev.value != addr => {
@@ -1121,7 +1349,13 @@ impl Converter {
                 self.note(&d.at, ctx.block, &d.name, &format!("listens on {addr} here but on {pv} in `{pb}` ({pa}); clusterdns has one {} listener: it keeps {pv}", d.name));
             }
             Some(_) => {}
-            None => *slot(self) = Some(Set { value: addr, at: d.at.clone(), block: ctx.block.to_string() }),
+            None => {
+                *slot(self) = Some(Set {
+                    value: addr,
+                    at: d.at.clone(),
+                    block: ctx.block.to_string(),
+                })
+            }
         }
         Ok(())
     }
@@ -1147,11 +1381,19 @@ impl Converter {
                 return Err(ctx.unsupported("it serves the root zone `.`; name the cluster domain, e.g. `kubernetes cluster.local in-addr.arpa ip6.arpa`".into()));
             }
             let z = if z.contains('/') {
-                cidr_to_reverse_zone(z).ok_or_else(|| ctx.unsupported(format!("{z:?}: only octet-aligned IPv4 networks convert to a reverse zone")))?
+                cidr_to_reverse_zone(z).ok_or_else(|| {
+                    ctx.unsupported(format!(
+                        "{z:?}: only octet-aligned IPv4 networks convert to a reverse zone"
+                    ))
+                })?
             } else {
                 parse_domain(z).map_err(|e| ctx.invalid(e))?
             };
-            if z == "in-addr.arpa" || z.ends_with(".in-addr.arpa") || z == "ip6.arpa" || z.ends_with(".ip6.arpa") {
+            if z == "in-addr.arpa"
+                || z.ends_with(".in-addr.arpa")
+                || z == "ip6.arpa"
+                || z.ends_with(".ip6.arpa")
+            {
                 reverse.push(z);
             } else {
                 forward_zones.push(z);
@@ -1167,8 +1409,16 @@ impl Converter {
                 )));
             }
         };
-        let mut k = Kube { zone, reverse_zones: reverse, ttl: 5, at: Some(d.at.clone()), ..Kube::default() };
-        let all_zones: Vec<String> = std::iter::once(k.zone.clone()).chain(k.reverse_zones.iter().cloned()).collect();
+        let mut k = Kube {
+            zone,
+            reverse_zones: reverse,
+            ttl: 5,
+            at: Some(d.at.clone()),
+            ..Kube::default()
+        };
+        let all_zones: Vec<String> = std::iter::once(k.zone.clone())
+            .chain(k.reverse_zones.iter().cloned())
+            .collect();
         for o in d.options() {
             match o.name.as_str() {
                 "pods" => {
@@ -1180,7 +1430,12 @@ impl Converter {
                             self.note(&o.at, ctx.block, "kubernetes pods verified", "clusterdns watches Pods for this: its ClusterRole needs list and watch on pods (see manifests/)");
                             config::PodsMode::Verified
                         }
-                        _ => return Err(ctx.invalid_opt(o, format!("{v:?} is not disabled, insecure or verified"))),
+                        _ => {
+                            return Err(ctx.invalid_opt(
+                                o,
+                                format!("{v:?} is not disabled, insecure or verified"),
+                            ));
+                        }
                     });
                 }
                 "endpoint_pod_names" => {
@@ -1189,7 +1444,9 @@ impl Converter {
                 }
                 "ttl" => {
                     let v = ctx.one_arg(o)?;
-                    k.ttl = v.parse().ok().filter(|t| *t <= 3600).ok_or_else(|| ctx.invalid_opt(o, format!("{v:?} is not a TTL from 0 to 3600")))?;
+                    k.ttl = v.parse().ok().filter(|t| *t <= 3600).ok_or_else(|| {
+                        ctx.invalid_opt(o, format!("{v:?} is not a TTL from 0 to 3600"))
+                    })?;
                 }
                 "namespaces" => {
                     if o.args.is_empty() {
@@ -1202,7 +1459,8 @@ impl Converter {
                     if sel.is_empty() {
                         return Err(ctx.invalid_opt(o, "needs a label selector".into()));
                     }
-                    crate::cluster::selector::Selector::parse(&sel).map_err(|e| ctx.invalid_opt(o, e))?;
+                    crate::cluster::selector::Selector::parse(&sel)
+                        .map_err(|e| ctx.invalid_opt(o, e))?;
                     if o.name == "labels" {
                         k.labels = Some(sel);
                     } else {
@@ -1228,7 +1486,8 @@ impl Converter {
                                 k.fallthrough = all_zones.clone();
                                 continue;
                             }
-                            k.fallthrough.push(parse_domain(z).map_err(|e| ctx.invalid_opt(o, e))?);
+                            k.fallthrough
+                                .push(parse_domain(z).map_err(|e| ctx.invalid_opt(o, e))?);
                         }
                     }
                 }
@@ -1258,13 +1517,25 @@ impl Converter {
                     return Err(ctx.unsupported_opt(o, "client certificates are given through a kubeconfig in clusterdns: write one with these files and use `kubeconfig`".into()));
                 }
                 "multicluster" => {
-                    return Err(ctx.unsupported_opt(o, "multicluster DNS (MCS-API ServiceImports) is not served by clusterdns".into()));
+                    return Err(ctx.unsupported_opt(
+                        o,
+                        "multicluster DNS (MCS-API ServiceImports) is not served by clusterdns"
+                            .into(),
+                    ));
                 }
                 "transfer" => {
-                    return Err(ctx.unsupported_opt(o, "zone transfers of the cluster zone are refused by clusterdns".into()));
+                    return Err(ctx.unsupported_opt(
+                        o,
+                        "zone transfers of the cluster zone are refused by clusterdns".into(),
+                    ));
                 }
                 "apiserver_qps" | "apiserver_burst" | "apiserver_max_inflight" => {
-                    self.note(&o.at, ctx.block, &format!("kubernetes {}", o.name), "dropped: clusterdns opens one watch per kind and does not throttle itself");
+                    self.note(
+                        &o.at,
+                        ctx.block,
+                        &format!("kubernetes {}", o.name),
+                        "dropped: clusterdns opens one watch per kind and does not throttle itself",
+                    );
                 }
                 _ => return Err(ctx.unknown_option(o)),
             }
@@ -1276,7 +1547,9 @@ impl Converter {
     fn forward(&mut self, ctx: &Ctx<'_>) -> Result<(), CorefileError> {
         let d = ctx.d;
         let [from, to @ ..] = d.args.as_slice() else {
-            return Err(ctx.invalid("needs FROM and at least one upstream (`forward . /etc/resolv.conf`)".into()));
+            return Err(ctx.invalid(
+                "needs FROM and at least one upstream (`forward . /etc/resolv.conf`)".into(),
+            ));
         };
         if to.is_empty() {
             return Err(ctx.invalid("needs at least one upstream after FROM".into()));
@@ -1286,14 +1559,22 @@ impl Converter {
         let mut addrs = Vec::new();
         for t in to {
             let lower = t.to_ascii_lowercase();
-            if lower.starts_with("tls://") || lower.starts_with("https://") || lower.starts_with("grpc://") || lower.starts_with("quic://") {
+            if lower.starts_with("tls://")
+                || lower.starts_with("https://")
+                || lower.starts_with("grpc://")
+                || lower.starts_with("quic://")
+            {
                 return Err(ctx.unsupported(format!("upstream {t:?} is reached over TLS/HTTPS/gRPC/QUIC; clusterdns forwards over plain DNS (UDP/TCP) only")));
             }
             if t.starts_with('/') || t.starts_with('.') {
                 files.push(t.clone());
                 continue;
             }
-            let addr = config::parse_upstream(t).map_err(|e| ctx.invalid(format!("{e}; upstreams are IP addresses (with an optional port) or a resolv.conf path")))?;
+            let addr = config::parse_upstream(t).map_err(|e| {
+                ctx.invalid(format!(
+                    "{e}; upstreams are IP addresses (with an optional port) or a resolv.conf path"
+                ))
+            })?;
             addrs.push(format_upstream(addr));
         }
         let upstreams = match (files.as_slice(), addrs.is_empty()) {
@@ -1305,7 +1586,7 @@ impl Converter {
         };
         // Options.
         let mut opts = ForwardOpts::default();
-                for o in d.options() {
+        for o in d.options() {
             match o.name.as_str() {
                 "force_tcp" => {
                     ctx.opt_no_args(o)?;
@@ -1321,13 +1602,20 @@ impl Converter {
                         "random" => config::ForwardPolicy::Random,
                         "round_robin" => config::ForwardPolicy::RoundRobin,
                         "sequential" => config::ForwardPolicy::Sequential,
-                        _ => return Err(ctx.invalid_opt(o, format!("{v:?} is not random, round_robin or sequential"))),
+                        _ => {
+                            return Err(ctx.invalid_opt(
+                                o,
+                                format!("{v:?} is not random, round_robin or sequential"),
+                            ));
+                        }
                     };
                     opts.policy = set_at(p, o, ctx.block);
                 }
                 "max_fails" => {
                     let v = ctx.one_arg(o)?;
-                    let n: u32 = v.parse().map_err(|_| ctx.invalid_opt(o, format!("{v:?} is not a number")))?;
+                    let n: u32 = v
+                        .parse()
+                        .map_err(|_| ctx.invalid_opt(o, format!("{v:?} is not a number")))?;
                     opts.max_fails = set_at(n, o, ctx.block);
                 }
                 "health_check" => {
@@ -1336,31 +1624,54 @@ impl Converter {
                     };
                     let dur = ctx.duration(o, v)?;
                     if o.args.len() > 1 {
-                        self.note(&o.at, ctx.block, "forward health_check", &format!("`{}` dropped: clusterdns probes upstreams its own way", o.args[1..].join(" ")));
+                        self.note(
+                            &o.at,
+                            ctx.block,
+                            "forward health_check",
+                            &format!(
+                                "`{}` dropped: clusterdns probes upstreams its own way",
+                                o.args[1..].join(" ")
+                            ),
+                        );
                     }
                     opts.health_check = set_at(dur, o, ctx.block);
                 }
                 "max_concurrent" => {
                     let v = ctx.one_arg(o)?;
-                    let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| ctx.invalid_opt(o, format!("{v:?} is not a number above 0")))?;
+                    let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        ctx.invalid_opt(o, format!("{v:?} is not a number above 0"))
+                    })?;
                     opts.max_concurrent = set_at(n, o, ctx.block);
                 }
                 "expire" => {
                     let v = ctx.one_arg(o)?;
                     ctx.duration(o, v)?;
-                    self.note(&o.at, ctx.block, "forward expire", "dropped: clusterdns manages upstream TCP connections itself");
+                    self.note(
+                        &o.at,
+                        ctx.block,
+                        "forward expire",
+                        "dropped: clusterdns manages upstream TCP connections itself",
+                    );
                 }
                 "failfast_all_unhealthy_upstreams" => {
                     self.note(&o.at, ctx.block, "forward failfast_all_unhealthy_upstreams", "dropped: when every upstream is down clusterdns still tries one (as CoreDNS does without this option)");
                 }
                 "max_age" => {
-                    self.note(&o.at, ctx.block, "forward max_age", "dropped: clusterdns manages upstream TCP connections itself");
+                    self.note(
+                        &o.at,
+                        ctx.block,
+                        "forward max_age",
+                        "dropped: clusterdns manages upstream TCP connections itself",
+                    );
                 }
                 "except" => {
                     return Err(ctx.unsupported_opt(o, "it keeps some subdomains out of this forward; clusterdns forwards whole domains: give each excepted domain its own server block (a stub domain) instead".into()));
                 }
                 "tls" | "tls_servername" => {
-                    return Err(ctx.unsupported_opt(o, "DNS over TLS to upstreams is not supported by clusterdns".into()));
+                    return Err(ctx.unsupported_opt(
+                        o,
+                        "DNS over TLS to upstreams is not supported by clusterdns".into(),
+                    ));
                 }
                 "next" => {
                     return Err(ctx.unsupported_opt(o, "it passes answers with some rcodes on to the next plugin; clusterdns returns the upstream's answer".into()));
@@ -1369,7 +1680,9 @@ impl Converter {
             }
         }
         if opts.force_tcp.is_some() && opts.prefer_udp.is_some() {
-            return Err(ctx.invalid("force_tcp and prefer_udp together: CoreDNS refuses this too".into()));
+            return Err(
+                ctx.invalid("force_tcp and prefer_udp together: CoreDNS refuses this too".into())
+            );
         }
 
         // Where it applies: `.` in a main block is the default; anything else a stub domain.
@@ -1389,7 +1702,11 @@ impl Converter {
                     prev.block, prev.at
                 )));
             }
-            self.forward = Some(Set { value: upstreams, at: d.at.clone(), block: ctx.block.to_string() });
+            self.forward = Some(Set {
+                value: upstreams,
+                at: d.at.clone(),
+                block: ctx.block.to_string(),
+            });
             // The default forward's options are the config's; they win over any stub block's.
             for (slot, val) in [
                 (&mut self.forward_opts.force_tcp, opts.force_tcp),
@@ -1401,8 +1718,11 @@ impl Converter {
             }
             self.forward_opts.policy = opts.policy.or(self.forward_opts.policy.take());
             self.forward_opts.max_fails = opts.max_fails.or(self.forward_opts.max_fails.take());
-            self.forward_opts.health_check = opts.health_check.or(self.forward_opts.health_check.take());
-            self.forward_opts.max_concurrent = opts.max_concurrent.or(self.forward_opts.max_concurrent.take());
+            self.forward_opts.health_check =
+                opts.health_check.or(self.forward_opts.health_check.take());
+            self.forward_opts.max_concurrent = opts
+                .max_concurrent
+                .or(self.forward_opts.max_concurrent.take());
             return Ok(());
         }
         if let Some(mc) = &opts.max_concurrent {
@@ -1414,16 +1734,34 @@ impl Converter {
             match &upstreams {
                 Upstreams::Addrs(a) => {
                     if let Some(prev) = self.stubs.get(&z) {
-                        return Err(ctx.unsupported(format!("`{z}` is already forwarded in `{}` ({})", prev.block, prev.at)));
+                        return Err(ctx.unsupported(format!(
+                            "`{z}` is already forwarded in `{}` ({})",
+                            prev.block, prev.at
+                        )));
                     }
-                    self.stubs.insert(z, Set { value: a.clone(), at: d.at.clone(), block: ctx.block.to_string() });
+                    self.stubs.insert(
+                        z,
+                        Set {
+                            value: a.clone(),
+                            at: d.at.clone(),
+                            block: ctx.block.to_string(),
+                        },
+                    );
                 }
                 Upstreams::ResolvConf(f) => {
-                    self.resolv_conf_zones.push((z, Set { value: f.clone(), at: d.at.clone(), block: ctx.block.to_string() }));
+                    self.resolv_conf_zones.push((
+                        z,
+                        Set {
+                            value: f.clone(),
+                            at: d.at.clone(),
+                            block: ctx.block.to_string(),
+                        },
+                    ));
                 }
             }
         }
-        self.stub_forward_opts.push((opts, d.at.clone(), ctx.block.to_string()));
+        self.stub_forward_opts
+            .push((opts, d.at.clone(), ctx.block.to_string()));
         Ok(())
     }
 
@@ -1462,10 +1800,16 @@ impl Converter {
                         block: set.block.clone(),
                         directive: "forward".into(),
                         option: None,
-                        reason: format!("`{zone}` is inside the cluster zone `{}`, which clusterdns answers itself from the cluster", k.zone),
+                        reason: format!(
+                            "`{zone}` is inside the cluster zone `{}`, which clusterdns answers itself from the cluster",
+                            k.zone
+                        ),
                     });
                 }
-                if k.reverse_zones.iter().any(|r| inside(r) || r.ends_with(&format!(".{zone}"))) {
+                if k.reverse_zones
+                    .iter()
+                    .any(|r| inside(r) || r.ends_with(&format!(".{zone}")))
+                {
                     let (at, block) = (set.at.clone(), set.block.clone());
                     self.notes.push(format!(
                         "{at} (`{block}`) forward: `{zone}` overlaps the cluster's reverse zones; check which answers PTR queries for cluster IPs in clusterdns (in CoreDNS the more specific server block wins)"
@@ -1564,7 +1908,9 @@ impl Converter {
         {
             args.next();
             if ttl == 0 {
-                return Err(ctx.invalid("a TTL of 0 would cache nothing; remove `cache` instead".into()));
+                return Err(
+                    ctx.invalid("a TTL of 0 would cache nothing; remove `cache` instead".into())
+                );
             }
             c.max_ttl = ttl;
             c.max_negative_ttl = ttl;
@@ -1573,8 +1919,11 @@ impl Converter {
         for o in d.options() {
             match o.name.as_str() {
                 "success" | "denial" => {
-                    let nums: Result<Vec<u32>, _> = o.args.iter().map(|a| a.parse::<u32>()).collect();
-                    let nums = nums.map_err(|_| ctx.invalid_opt(o, "takes CAPACITY [TTL [MINTTL]] as numbers".into()))?;
+                    let nums: Result<Vec<u32>, _> =
+                        o.args.iter().map(|a| a.parse::<u32>()).collect();
+                    let nums = nums.map_err(|_| {
+                        ctx.invalid_opt(o, "takes CAPACITY [TTL [MINTTL]] as numbers".into())
+                    })?;
                     let (cap, max, min) = match nums.as_slice() {
                         [cap] => (*cap, None, None),
                         [cap, ttl] => (*cap, Some(*ttl), None),
@@ -1603,7 +1952,9 @@ impl Converter {
                     let Some(n) = o.args.first() else {
                         return Err(ctx.invalid_opt(o, "needs AMOUNT".into()));
                     };
-                    c.prefetch = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| ctx.invalid_opt(o, format!("{n:?} is not a number above 0")))?;
+                    c.prefetch = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        ctx.invalid_opt(o, format!("{n:?} is not a number above 0"))
+                    })?;
                     if o.args.len() > 1 {
                         self.note(&o.at, ctx.block, "cache prefetch", &format!("`{}` dropped: clusterdns refreshes an entry asked {} times within its TTL shortly before it expires", o.args[1..].join(" "), c.prefetch));
                     }
@@ -1622,13 +1973,26 @@ impl Converter {
                         return Err(ctx.invalid_opt(o, "needs success or denial".into()));
                     };
                     if kind != "success" && kind != "denial" {
-                        return Err(ctx.invalid_opt(o, format!("{kind:?} is not success or denial")));
+                        return Err(
+                            ctx.invalid_opt(o, format!("{kind:?} is not success or denial"))
+                        );
                     }
                     let _ = dzones;
-                    self.cache_disable.push((o.at.clone(), ctx.block.to_string(), o.args.clone()));
+                    self.cache_disable
+                        .push((o.at.clone(), ctx.block.to_string(), o.args.clone()));
                 }
-                "keepttl" => self.note(&o.at, ctx.block, "cache keepttl", "dropped: clusterdns answers from the cache with the remaining TTL"),
-                "servfail" => self.note(&o.at, ctx.block, "cache servfail", "dropped: clusterdns does not cache SERVFAIL answers this way"),
+                "keepttl" => self.note(
+                    &o.at,
+                    ctx.block,
+                    "cache keepttl",
+                    "dropped: clusterdns answers from the cache with the remaining TTL",
+                ),
+                "servfail" => self.note(
+                    &o.at,
+                    ctx.block,
+                    "cache servfail",
+                    "dropped: clusterdns does not cache SERVFAIL answers this way",
+                ),
                 _ => return Err(ctx.unknown_option(o)),
             }
         }
@@ -1640,7 +2004,9 @@ impl Converter {
             && !ctx.keys.iter().any(|k| k.zone == ".")
             && ctx.keys.iter().all(|k| {
                 let kz = &k.zone;
-                self.kube.as_ref().is_some_and(|kube| *kz == kube.zone || kube.reverse_zones.contains(kz))
+                self.kube
+                    .as_ref()
+                    .is_some_and(|kube| *kz == kube.zone || kube.reverse_zones.contains(kz))
             });
         if cluster_only_block {
             self.note(&d.at, ctx.block, "cache", "dropped: clusterdns answers the cluster zone from memory and caches only forwarded names (the `.` block's cache)");
@@ -1660,13 +2026,28 @@ impl Converter {
             self.note(&d.at, ctx.block, "cache", &text);
             return Ok(());
         }
-        if !zones.is_empty() && !zones.iter().any(|z| z == "." ) {
-            self.note(&d.at, ctx.block, "cache", &format!("cached only {} in CoreDNS; clusterdns caches every forwarded name", zones.join(", ")));
+        if !zones.is_empty() && !zones.iter().any(|z| z == ".") {
+            self.note(
+                &d.at,
+                ctx.block,
+                "cache",
+                &format!(
+                    "cached only {} in CoreDNS; clusterdns caches every forwarded name",
+                    zones.join(", ")
+                ),
+            );
         }
         if let Some(prev) = &self.cache {
-            return Err(ctx.unsupported(format!("a second cache (the first is in `{}` at {}); clusterdns has one cache", prev.block, prev.at)));
+            return Err(ctx.unsupported(format!(
+                "a second cache (the first is in `{}` at {}); clusterdns has one cache",
+                prev.block, prev.at
+            )));
         }
-        self.cache = Some(Set { value: c, at: d.at.clone(), block: ctx.block.to_string() });
+        self.cache = Some(Set {
+            value: c,
+            at: d.at.clone(),
+            block: ctx.block.to_string(),
+        });
         Ok(())
     }
 
@@ -1676,7 +2057,10 @@ impl Converter {
             return Err(ctx.unsupported("a hosts file for one zone's block: clusterdns has one hosts file, consulted for every name before forwarding; move it to the `.` block".into()));
         }
         if let Some(prev) = &self.hosts {
-            return Err(ctx.unsupported(format!("a second `hosts` (the first is at {}); clusterdns reads one hosts file", prev.at)));
+            return Err(ctx.unsupported(format!(
+                "a second `hosts` (the first is at {}); clusterdns reads one hosts file",
+                prev.at
+            )));
         }
         let file_arg = d.args.first().cloned();
         if d.args.len() > 1 {
@@ -1685,13 +2069,20 @@ impl Converter {
                 self.note(&d.at, ctx.block, "hosts", &format!("answered only names in {zones} in CoreDNS; clusterdns consults the hosts file for every name it forwards"));
             }
         }
-        let mut h = HostsOpts { file: file_arg.clone().unwrap_or_else(|| "/etc/hosts".into()), fallthrough: false, ttl: 3600, reload: Duration::from_secs(5) };
+        let mut h = HostsOpts {
+            file: file_arg.clone().unwrap_or_else(|| "/etc/hosts".into()),
+            fallthrough: false,
+            ttl: 3600,
+            reload: Duration::from_secs(5),
+        };
         let mut inline = Vec::new();
         for o in d.options() {
             match o.name.as_str() {
                 "ttl" => {
                     let v = ctx.one_arg(o)?;
-                    h.ttl = v.parse().ok().filter(|t| *t <= 65535).ok_or_else(|| ctx.invalid_opt(o, format!("{v:?} is not a TTL in seconds")))?;
+                    h.ttl = v.parse().ok().filter(|t| *t <= 65535).ok_or_else(|| {
+                        ctx.invalid_opt(o, format!("{v:?} is not a TTL in seconds"))
+                    })?;
                 }
                 "reload" => {
                     let v = ctx.one_arg(o)?;
@@ -1712,7 +2103,9 @@ impl Converter {
                 }
                 name if name.parse::<IpAddr>().is_ok() => {
                     if o.args.is_empty() {
-                        return Err(ctx.invalid_opt(o, "a hosts entry needs at least one name".into()));
+                        return Err(
+                            ctx.invalid_opt(o, "a hosts entry needs at least one name".into())
+                        );
                     }
                     for n in &o.args {
                         parse_domain(n).map_err(|e| ctx.invalid_opt(o, e))?;
@@ -1730,7 +2123,9 @@ impl Converter {
                     "it has inline entries as well as the file {f}; clusterdns reads one hosts file: put the inline entries into {f}"
                 )));
             }
-            let mut content = String::from("# hosts entries converted from the Corefile's inline `hosts { ... }` block\n");
+            let mut content = String::from(
+                "# hosts entries converted from the Corefile's inline `hosts { ... }` block\n",
+            );
             for l in &inline {
                 content.push_str(l);
                 content.push('\n');
@@ -1750,7 +2145,11 @@ impl Converter {
             self.note(&d.at, ctx.block, "hosts", "no `fallthrough`: in CoreDNS names missing from the file then fail (SERVFAIL) instead of being forwarded; clusterdns gets hosts.fallthrough: false, check this is what you want");
         }
         self.note(&d.at, ctx.block, "hosts", "CoreDNS consults hosts before the cluster zone; clusterdns consults it after the cluster zone and before forwarding, so entries inside the cluster zone are not used");
-        self.hosts = Some(Set { value: h, at: d.at.clone(), block: ctx.block.to_string() });
+        self.hosts = Some(Set {
+            value: h,
+            at: d.at.clone(),
+            block: ctx.block.to_string(),
+        });
         Ok(())
     }
 
@@ -1759,7 +2158,11 @@ impl Converter {
         let mut y = String::new();
         let port = self.port.as_ref().map(|p| p.value).unwrap_or(53);
         let listen: Vec<String> = match &self.binds {
-            Some(b) => b.value.iter().map(|ip| SocketAddr::new(*ip, port).to_string()).collect(),
+            Some(b) => b
+                .value
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port).to_string())
+                .collect(),
             None => {
                 self.notes.push(format!(
                     "listen: CoreDNS listens on every IPv4 and IPv6 address; the config listens on 0.0.0.0:{port}: add \"[::]:{port}\" for IPv6 or dual-stack clusters"
@@ -1796,13 +2199,19 @@ impl Converter {
                     y.push_str(&format!("  namespace_labels: {}\n", q(l)));
                 }
                 y.push_str(&format!("  noendpoints: {}\n", k.noendpoints));
-                y.push_str(&format!("  ignore_empty_service: {}\n", k.ignore_empty_service));
+                y.push_str(&format!(
+                    "  ignore_empty_service: {}\n",
+                    k.ignore_empty_service
+                ));
                 y.push_str(&format!("  loadbalance: {}\n", self.loadbalance));
                 y.push_str("source:\n  kubernetes:\n");
                 if let Some(kc) = &k.kubeconfig {
                     y.push_str(&format!("    kubeconfig: {}\n", q(kc)));
                 }
-                y.push_str(&format!("    startup_timeout: {}\n", dur(k.startup_timeout.unwrap_or(Duration::from_secs(5)))));
+                y.push_str(&format!(
+                    "    startup_timeout: {}\n",
+                    dur(k.startup_timeout.unwrap_or(Duration::from_secs(5)))
+                ));
             }
             None => {
                 // No `kubernetes`: nothing is answered from the cluster (e.g. a node-local
@@ -1832,7 +2241,11 @@ impl Converter {
             }
             None => {
                 y.push_str("  enabled: false\n");
-                let why = if self.has_root { "the `.` block has no `forward`" } else { "there is no `.` server block" };
+                let why = if self.has_root {
+                    "the `.` block has no `forward`"
+                } else {
+                    "there is no `.` server block"
+                };
                 self.notes.push(format!(
                     "forward: {why}, so names outside the cluster and stub zones are not forwarded (forward.enabled: false): clusterdns answers them REFUSED{}",
                     if self.has_root { " where CoreDNS answered SERVFAIL" } else { "" }
@@ -1848,14 +2261,29 @@ impl Converter {
             }
         }
         let fo = &self.forward_opts;
-        let policy = match fo.policy.as_ref().map(|p| p.value).unwrap_or(config::ForwardPolicy::Random) {
+        let policy = match fo
+            .policy
+            .as_ref()
+            .map(|p| p.value)
+            .unwrap_or(config::ForwardPolicy::Random)
+        {
             config::ForwardPolicy::Random => "random",
             config::ForwardPolicy::RoundRobin => "round_robin",
             config::ForwardPolicy::Sequential => "sequential",
         };
         y.push_str(&format!("  policy: {policy}\n"));
-        y.push_str(&format!("  max_fails: {}\n", fo.max_fails.as_ref().map(|v| v.value).unwrap_or(2)));
-        y.push_str(&format!("  health_check: {}\n", dur(fo.health_check.as_ref().map(|v| v.value).unwrap_or(Duration::from_millis(500)))));
+        y.push_str(&format!(
+            "  max_fails: {}\n",
+            fo.max_fails.as_ref().map(|v| v.value).unwrap_or(2)
+        ));
+        y.push_str(&format!(
+            "  health_check: {}\n",
+            dur(fo
+                .health_check
+                .as_ref()
+                .map(|v| v.value)
+                .unwrap_or(Duration::from_millis(500)))
+        ));
         y.push_str(&format!("  force_tcp: {}\n", fo.force_tcp.is_some()));
         y.push_str(&format!("  prefer_udp: {}\n", fo.prefer_udp.is_some()));
         let max_concurrent = match &fo.max_concurrent {
@@ -1904,16 +2332,37 @@ impl Converter {
         }
 
         // Operations.
-        let listener = |s: &Option<Set<String>>| s.as_ref().map(|s| q(&s.value)).unwrap_or_else(|| "null".into());
-        y.push_str(&format!("metrics:\n  listen: {}\n", listener(&self.metrics)));
+        let listener = |s: &Option<Set<String>>| {
+            s.as_ref()
+                .map(|s| q(&s.value))
+                .unwrap_or_else(|| "null".into())
+        };
+        y.push_str(&format!(
+            "metrics:\n  listen: {}\n",
+            listener(&self.metrics)
+        ));
         y.push_str(&format!("health:\n  listen: {}\n", listener(&self.health)));
-        y.push_str(&format!("  lameduck: {}\n", dur(if self.health.is_some() { self.lameduck.unwrap_or(Duration::ZERO) } else { Duration::ZERO })));
+        y.push_str(&format!(
+            "  lameduck: {}\n",
+            dur(if self.health.is_some() {
+                self.lameduck.unwrap_or(Duration::ZERO)
+            } else {
+                Duration::ZERO
+            })
+        ));
         y.push_str(&format!("ready:\n  listen: {}\n", listener(&self.ready)));
-        y.push_str(&format!("querylog:\n  enabled: {}\n  sample: 1.0\n", self.querylog));
+        y.push_str(&format!(
+            "querylog:\n  enabled: {}\n  sample: 1.0\n",
+            self.querylog
+        ));
         if let Some(n) = self.max_udp_size {
             y.push_str(&format!("server:\n  max_udp_size: {n}\n"));
         }
-        for (what, set) in [("prometheus", &self.metrics), ("health", &self.health), ("ready", &self.ready)] {
+        for (what, set) in [
+            ("prometheus", &self.metrics),
+            ("health", &self.health),
+            ("ready", &self.ready),
+        ] {
             if set.is_none() {
                 self.notes.push(format!(
                     "{what}: not in the Corefile, so its endpoint is off ({}.listen: null); the manifests' probes and scrape annotations expect it",
@@ -1934,15 +2383,25 @@ impl Converter {
         }
         out.push_str(&y);
         for (key, content) in &self.files {
-            out.push_str(&format!("\n# ConfigMap key `{key}` (read from {CONFIG_DIR}/{key}):\n"));
+            out.push_str(&format!(
+                "\n# ConfigMap key `{key}` (read from {CONFIG_DIR}/{key}):\n"
+            ));
             for l in content.lines() {
                 out.push_str(&format!("#   {l}\n"));
             }
         }
 
-        let config = Config::from_yaml(&out, Path::new("converted config")).map_err(|e| CorefileError::Config(e.to_string()))?;
-        config.validate().map_err(|e| CorefileError::Config(e.to_string()))?;
-        Ok(Conversion { config_yaml: out, notes: self.notes, config, files: self.files })
+        let config = Config::from_yaml(&out, Path::new("converted config"))
+            .map_err(|e| CorefileError::Config(e.to_string()))?;
+        config
+            .validate()
+            .map_err(|e| CorefileError::Config(e.to_string()))?;
+        Ok(Conversion {
+            config_yaml: out,
+            notes: self.notes,
+            config,
+            files: self.files,
+        })
     }
 }
 
@@ -1956,16 +2415,40 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn unsupported(&self, reason: String) -> CorefileError {
-        CorefileError::Unsupported { at: self.d.at.clone(), block: self.block.to_string(), directive: self.d.name.clone(), option: None, reason }
+        CorefileError::Unsupported {
+            at: self.d.at.clone(),
+            block: self.block.to_string(),
+            directive: self.d.name.clone(),
+            option: None,
+            reason,
+        }
     }
     fn unsupported_opt(&self, o: &Directive, reason: String) -> CorefileError {
-        CorefileError::Unsupported { at: o.at.clone(), block: self.block.to_string(), directive: self.d.name.clone(), option: Some(o.name.clone()), reason }
+        CorefileError::Unsupported {
+            at: o.at.clone(),
+            block: self.block.to_string(),
+            directive: self.d.name.clone(),
+            option: Some(o.name.clone()),
+            reason,
+        }
     }
     fn invalid(&self, message: String) -> CorefileError {
-        CorefileError::Invalid { at: self.d.at.clone(), block: self.block.to_string(), directive: self.d.name.clone(), option: None, message }
+        CorefileError::Invalid {
+            at: self.d.at.clone(),
+            block: self.block.to_string(),
+            directive: self.d.name.clone(),
+            option: None,
+            message,
+        }
     }
     fn invalid_opt(&self, o: &Directive, message: String) -> CorefileError {
-        CorefileError::Invalid { at: o.at.clone(), block: self.block.to_string(), directive: self.d.name.clone(), option: Some(o.name.clone()), message }
+        CorefileError::Invalid {
+            at: o.at.clone(),
+            block: self.block.to_string(),
+            directive: self.d.name.clone(),
+            option: Some(o.name.clone()),
+            message,
+        }
     }
     fn unknown_option(&self, o: &Directive) -> CorefileError {
         CorefileError::Unsupported {
@@ -1973,12 +2456,18 @@ impl Ctx<'_> {
             block: self.block.to_string(),
             directive: self.d.name.clone(),
             option: Some(o.name.clone()),
-            reason: format!("`{}` has no option `{}` that clusterdns knows how to convert", self.d.name, o.name),
+            reason: format!(
+                "`{}` has no option `{}` that clusterdns knows how to convert",
+                self.d.name, o.name
+            ),
         }
     }
     fn max_args(&self, n: usize) -> Result<(), CorefileError> {
         if self.d.args.len() > n {
-            return Err(self.invalid(format!("takes at most {n} argument(s), got {}", self.d.args.len())));
+            return Err(self.invalid(format!(
+                "takes at most {n} argument(s), got {}",
+                self.d.args.len()
+            )));
         }
         Ok(())
     }
@@ -2023,13 +2512,17 @@ pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
         if num_end == 0 {
             return Err(bad());
         }
         let n: f64 = rest[..num_end].parse().map_err(|_| bad())?;
         rest = &rest[num_end..];
-        let unit_end = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let scale = match &rest[..unit_end] {
             "ns" => 1e-9,
             "us" | "µs" | "μs" => 1e-6,
@@ -2057,7 +2550,11 @@ fn dur(d: Duration) -> String {
 }
 
 fn format_upstream(a: SocketAddr) -> String {
-    if a.port() == 53 { a.ip().to_string() } else { a.to_string() }
+    if a.port() == 53 {
+        a.ip().to_string()
+    } else {
+        a.to_string()
+    }
 }
 
 /// A YAML double-quoted scalar (JSON string syntax is valid YAML).
@@ -2066,7 +2563,10 @@ fn q(s: &str) -> String {
 }
 
 fn list(items: &[String]) -> String {
-    format!("[{}]", items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", "))
+    format!(
+        "[{}]",
+        items.iter().map(|s| q(s)).collect::<Vec<_>>().join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -2074,7 +2574,10 @@ mod tests {
     use super::*;
 
     fn opts() -> Options {
-        Options { base_dir: PathBuf::from("/nonexistent"), ..Options::default() }
+        Options {
+            base_dir: PathBuf::from("/nonexistent"),
+            ..Options::default()
+        }
     }
 
     fn conv(text: &str) -> Result<Conversion, CorefileError> {
@@ -2084,28 +2587,52 @@ mod tests {
     #[test]
     fn lexer_comments_quotes_and_lines() {
         let f: Rc<str> = Rc::from("Corefile");
-        let t = lex(".:53 { # comment { not a brace\n  log \"a b # c\" x#y\n}\n", &f).unwrap();
-        let texts: Vec<_> = t.iter().map(|t| (t.text.as_str(), t.line, t.quoted)).collect();
+        let t = lex(
+            ".:53 { # comment { not a brace\n  log \"a b # c\" x#y\n}\n",
+            &f,
+        )
+        .unwrap();
+        let texts: Vec<_> = t
+            .iter()
+            .map(|t| (t.text.as_str(), t.line, t.quoted))
+            .collect();
         assert_eq!(
             texts,
-            vec![(".:53", 1, false), ("{", 1, false), ("log", 2, false), ("a b # c", 2, true), ("x", 2, false), ("}", 3, false)]
+            vec![
+                (".:53", 1, false),
+                ("{", 1, false),
+                ("log", 2, false),
+                ("a b # c", 2, true),
+                ("x", 2, false),
+                ("}", 3, false)
+            ]
         );
     }
 
     #[test]
     fn lexer_rejects_unclosed_quote_and_env_placeholders() {
         let f: Rc<str> = Rc::from("Corefile");
-        assert!(matches!(lex("a \"b\n", &f), Err(CorefileError::Syntax { .. })));
+        assert!(matches!(
+            lex("a \"b\n", &f),
+            Err(CorefileError::Syntax { .. })
+        ));
         let e = lex("forward . {$UPSTREAM}\n", &f).unwrap_err().to_string();
         assert!(e.contains("environment placeholder"), "{e}");
     }
 
     #[test]
     fn parser_nested_blocks_and_one_liners() {
-        let c = parse(".:53 {\n health { lameduck 5s }\n forward . 1.1.1.1 {\n  force_tcp\n }\n errors\n}\n", &opts()).unwrap();
+        let c = parse(
+            ".:53 {\n health { lameduck 5s }\n forward . 1.1.1.1 {\n  force_tcp\n }\n errors\n}\n",
+            &opts(),
+        )
+        .unwrap();
         assert_eq!(c.blocks.len(), 1);
         let ds = &c.blocks[0].directives;
-        assert_eq!(ds.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["health", "forward", "errors"]);
+        assert_eq!(
+            ds.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(),
+            ["health", "forward", "errors"]
+        );
         assert_eq!(ds[0].block.as_ref().unwrap()[0].args, ["5s"]);
         assert_eq!(ds[1].args, [".", "1.1.1.1"]);
         assert_eq!(ds[1].block.as_ref().unwrap()[0].name, "force_tcp");
@@ -2114,7 +2641,11 @@ mod tests {
 
     #[test]
     fn parser_multiple_keys_and_braceless_single_block() {
-        let c = parse("a.example:53, b.example:53 {\n forward . 10.0.0.1\n}\n", &opts()).unwrap();
+        let c = parse(
+            "a.example:53, b.example:53 {\n forward . 10.0.0.1\n}\n",
+            &opts(),
+        )
+        .unwrap();
         assert_eq!(c.blocks[0].keys, ["a.example:53", "b.example:53"]);
         let c = parse(".:53\nforward . 10.0.0.1\nerrors\n", &opts()).unwrap();
         assert_eq!(c.blocks[0].directives.len(), 2);
@@ -2123,16 +2654,27 @@ mod tests {
     #[test]
     fn parser_errors_name_the_line() {
         let e = parse(".:53 {\n errors\n", &opts()).unwrap_err();
-        assert!(matches!(e, CorefileError::Syntax { ref at, .. } if at.line == 1), "{e}");
+        assert!(
+            matches!(e, CorefileError::Syntax { ref at, .. } if at.line == 1),
+            "{e}"
+        );
         let e = parse(".:53 {\n errors\n}\n}\n", &opts()).unwrap_err();
         assert!(e.to_string().contains("Corefile:4"), "{e}");
     }
 
     #[test]
     fn snippets_expand() {
-        let c = parse("(common) {\n errors\n log\n}\n.:53 {\n import common\n forward . 10.0.0.1\n}\n", &opts()).unwrap();
+        let c = parse(
+            "(common) {\n errors\n log\n}\n.:53 {\n import common\n forward . 10.0.0.1\n}\n",
+            &opts(),
+        )
+        .unwrap();
         assert_eq!(c.blocks.len(), 1);
-        let names: Vec<_> = c.blocks[0].directives.iter().map(|d| d.name.as_str()).collect();
+        let names: Vec<_> = c.blocks[0]
+            .directives
+            .iter()
+            .map(|d| d.name.as_str())
+            .collect();
         assert_eq!(names, ["errors", "log", "forward"]);
     }
 
@@ -2148,7 +2690,10 @@ mod tests {
     #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_go_duration("500ms").unwrap(), Duration::from_millis(500));
+        assert_eq!(
+            parse_go_duration("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
         assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
         assert!(parse_go_duration("5").is_err());
@@ -2159,8 +2704,14 @@ mod tests {
 
     #[test]
     fn keys_and_reverse_cidrs() {
-        assert_eq!(cidr_to_reverse_zone("10.0.0.0/8").unwrap(), "10.in-addr.arpa");
-        assert_eq!(cidr_to_reverse_zone("172.16.0.0/16").unwrap(), "16.172.in-addr.arpa");
+        assert_eq!(
+            cidr_to_reverse_zone("10.0.0.0/8").unwrap(),
+            "10.in-addr.arpa"
+        );
+        assert_eq!(
+            cidr_to_reverse_zone("172.16.0.0/16").unwrap(),
+            "16.172.in-addr.arpa"
+        );
         assert!(cidr_to_reverse_zone("10.0.0.0/12").is_none());
     }
 
@@ -2180,12 +2731,19 @@ mod tests {
 
     #[test]
     fn unsupported_directive_names_block_line_and_reason() {
-        let e = conv(".:53 {\n errors\n rewrite name foo.example bar.example\n forward . 8.8.8.8\n}\n").unwrap_err();
+        let e =
+            conv(".:53 {\n errors\n rewrite name foo.example bar.example\n forward . 8.8.8.8\n}\n")
+                .unwrap_err();
         assert_eq!(e.directive(), Some("rewrite"));
         assert_eq!(e.block(), Some(".:53"));
         assert_eq!(e.pos().unwrap().line, 3);
         let msg = e.to_string();
-        assert!(msg.starts_with("Corefile:3: `rewrite` in server block `.:53` cannot be carried over: "), "{msg}");
+        assert!(
+            msg.starts_with(
+                "Corefile:3: `rewrite` in server block `.:53` cannot be carried over: "
+            ),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -2193,7 +2751,10 @@ mod tests {
         let e = conv(".:53 {\n frobnicate\n}\n").unwrap_err();
         assert_eq!(e.directive(), Some("frobnicate"));
         let e = conv(".:53 {\n forward . 8.8.8.8 {\n  except corp.example\n }\n}\n").unwrap_err();
-        assert_eq!((e.directive(), e.option()), (Some("forward"), Some("except")));
+        assert_eq!(
+            (e.directive(), e.option()),
+            (Some("forward"), Some("except"))
+        );
         assert_eq!(e.pos().unwrap().line, 3);
     }
 
@@ -2209,9 +2770,18 @@ mod tests {
             ".:53 {\n kubernetes cluster.local\n forward . 10.0.0.2\n cache 30\n}\ncorp.example:53 {\n errors\n forward . 10.0.0.5 10.0.0.6:5353 {\n  force_tcp\n }\n}\n",
         )
         .unwrap();
-        assert_eq!(c.config.forward.stub_domains["corp.example"], ["10.0.0.5", "10.0.0.6:5353"]);
+        assert_eq!(
+            c.config.forward.stub_domains["corp.example"],
+            ["10.0.0.5", "10.0.0.6:5353"]
+        );
         assert!(c.config.forward.force_tcp);
-        assert!(c.notes.iter().any(|n| n.contains("force_tcp") && n.contains("every forwarded name")), "{:?}", c.notes);
+        assert!(
+            c.notes
+                .iter()
+                .any(|n| n.contains("force_tcp") && n.contains("every forwarded name")),
+            "{:?}",
+            c.notes
+        );
     }
 
     #[test]
@@ -2220,12 +2790,17 @@ mod tests {
             ".:53 {\n kubernetes cluster.local\n forward . 10.0.0.2 {\n  policy sequential\n }\n}\ncorp.example:53 {\n forward . 10.0.0.5 {\n  policy round_robin\n }\n}\n",
         )
         .unwrap_err();
-        assert_eq!((e.directive(), e.option()), (Some("forward"), Some("policy")));
+        assert_eq!(
+            (e.directive(), e.option()),
+            (Some("forward"), Some("policy"))
+        );
     }
 
     #[test]
     fn different_ports_rejected() {
-        let e = conv(".:53 {\n forward . 10.0.0.2\n}\ncorp.example:5353 {\n forward . 10.0.0.5\n}\n").unwrap_err();
+        let e =
+            conv(".:53 {\n forward . 10.0.0.2\n}\ncorp.example:5353 {\n forward . 10.0.0.5\n}\n")
+                .unwrap_err();
         assert!(e.to_string().contains("same port"), "{e}");
     }
 
@@ -2246,8 +2821,15 @@ mod tests {
 
     #[test]
     fn bind_lines_add_up_and_must_agree_across_blocks() {
-        let c = conv(".:53 {\n bind 10.0.0.1\n bind 127.0.0.1 10.0.0.1\n forward . 8.8.8.8\n}\n").unwrap();
-        assert_eq!(c.config.listen, vec!["10.0.0.1:53".parse().unwrap(), "127.0.0.1:53".parse().unwrap()]);
+        let c = conv(".:53 {\n bind 10.0.0.1\n bind 127.0.0.1 10.0.0.1\n forward . 8.8.8.8\n}\n")
+            .unwrap();
+        assert_eq!(
+            c.config.listen,
+            vec![
+                "10.0.0.1:53".parse().unwrap(),
+                "127.0.0.1:53".parse().unwrap()
+            ]
+        );
         let e = conv(".:53 {\n bind 10.0.0.1\n forward . 8.8.8.8\n}\ncorp.example:53 {\n bind 10.0.0.2\n forward . 10.0.0.5\n}\n").unwrap_err();
         assert_eq!(e.directive(), Some("bind"));
         assert_eq!(e.block(), Some("corp.example:53"));

@@ -10,7 +10,11 @@ use clap::{Args, Parser, Subcommand};
 use clusterdns::config::Config;
 
 #[derive(Parser)]
-#[command(name = "clusterdns", version, about = "A cluster DNS server for Kubernetes (a drop-in kube-dns)")]
+#[command(
+    name = "clusterdns",
+    version,
+    about = "A cluster DNS server for Kubernetes (a drop-in kube-dns)"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -131,7 +135,7 @@ fn load_config(o: &Overrides) -> Result<Config, clusterdns::Error> {
 fn init_logging(json: bool) {
     use tracing_subscriber::filter::filter_fn;
     use tracing_subscriber::prelude::*;
-    use tracing_subscriber::{fmt, EnvFilter};
+    use tracing_subscriber::{EnvFilter, fmt};
     // hickory logs a line per query at INFO: keep it at warn unless asked.
     let filter = || {
         EnvFilter::try_from_env("CLUSTERDNS_LOG").unwrap_or_else(|_| {
@@ -140,12 +144,18 @@ fn init_logging(json: bool) {
     };
     let not_querylog = filter_fn(|m| !clusterdns::ops::querylog::is_querylog(m));
     // Colours only for a person at a terminal, never in a pod's log.
-    let logs = fmt::layer().with_writer(std::io::stderr).with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let logs = fmt::layer()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let registry = tracing_subscriber::registry().with(clusterdns::ops::querylog::layer());
     if json {
-        registry.with(logs.json().with_filter(not_querylog).with_filter(filter())).init();
+        registry
+            .with(logs.json().with_filter(not_querylog).with_filter(filter()))
+            .init();
     } else {
-        registry.with(logs.with_filter(not_querylog).with_filter(filter())).init();
+        registry
+            .with(logs.with_filter(not_querylog).with_filter(filter()))
+            .init();
     }
 }
 
@@ -161,7 +171,10 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("clusterdns: cannot start runtime: {e}");
@@ -170,7 +183,11 @@ fn main() -> ExitCode {
             };
             let overrides = a.o.clone();
             let loader: clusterdns::reload::Loader = Box::new(move || load_config(&overrides));
-            match rt.block_on(clusterdns::app::serve(cfg, a.o.config.clone(), Some(loader))) {
+            match rt.block_on(clusterdns::app::serve(
+                cfg,
+                a.o.config.clone(),
+                Some(loader),
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("clusterdns: {e}");
@@ -196,11 +213,18 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let base = a.base_dir.clone().unwrap_or_else(|| a.file.parent().map(Path::to_path_buf).unwrap_or_default());
+            let base = a
+                .base_dir
+                .clone()
+                .unwrap_or_else(|| a.file.parent().map(Path::to_path_buf).unwrap_or_default());
             let opts = clusterdns::corefile::Options {
                 base_dir: base,
                 custom_dir: a.custom_dir.clone(),
-                file_name: a.file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+                file_name: a
+                    .file
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
             };
             match clusterdns::corefile::convert_with(&text, &opts) {
                 Ok(c) => {
@@ -233,21 +257,39 @@ fn main() -> ExitCode {
 fn check(o: &Overrides) -> Result<(), clusterdns::Error> {
     let cfg = load_config(o)?;
     println!("config: ok");
-    println!("listen: {}", cfg.listen.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(", "));
-    println!("zone: {} (reverse: {})", cfg.cluster.zone, cfg.cluster.reverse_zones.join(", "));
+    println!(
+        "listen: {}",
+        cfg.listen
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "zone: {} (reverse: {})",
+        cfg.cluster.zone,
+        cfg.cluster.reverse_zones.join(", ")
+    );
     match clusterdns::app::choose_source(&cfg) {
         clusterdns::app::SourceChoice::Kubernetes(k) => {
             println!(
                 "source: kubernetes ({})",
-                k.kubeconfig.map(|p| p.display().to_string()).unwrap_or_else(|| "KUBECONFIG, ~/.kube/config or in-cluster".into())
+                k.kubeconfig
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "KUBECONFIG, ~/.kube/config or in-cluster".into())
             );
         }
         clusterdns::app::SourceChoice::None => println!("source: none (cluster zone disabled)"),
         choice => {
             let (loaded, name) = match &choice {
-                clusterdns::app::SourceChoice::File(p) => (clusterdns::source::file::load(p)?, p.display().to_string()),
+                clusterdns::app::SourceChoice::File(p) => {
+                    (clusterdns::source::file::load(p)?, p.display().to_string())
+                }
                 _ => (
-                    clusterdns::source::file::parse_objects(clusterdns::source::file::EMBEDDED_SAMPLE, Path::new("<embedded sample>"))?,
+                    clusterdns::source::file::parse_objects(
+                        clusterdns::source::file::EMBEDDED_SAMPLE,
+                        Path::new("<embedded sample>"),
+                    )?,
                     "<embedded sample>".to_string(),
                 ),
             };
@@ -267,6 +309,13 @@ fn check(o: &Overrides) -> Result<(), clusterdns::Error> {
     } else {
         cfg.forward.upstreams.join(", ")
     };
-    println!("forward: {}", if cfg.forward.enabled { fwd } else { "off".into() });
+    println!(
+        "forward: {}",
+        if cfg.forward.enabled {
+            fwd
+        } else {
+            "off".into()
+        }
+    );
     Ok(())
 }

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use crate::Error;
 use crate::config::{ClusterConfig, Config};
 use crate::server::{Engine, QueryLogger, SharedEngine};
-use crate::Error;
 
 /// Loads the config as the command line asked for it (file plus flags).
 pub type Loader = Box<dyn Fn() -> Result<Config, Error> + Send + Sync>;
@@ -51,18 +51,31 @@ impl Reloader {
         for (what, changed) in [
             ("listen", new.listen != self.current.listen),
             ("source", new.source != self.current.source),
-            ("metrics.listen", new.metrics.listen != self.current.metrics.listen),
-            ("health.listen", new.health.listen != self.current.health.listen),
-            ("ready.listen", new.ready.listen != self.current.ready.listen),
+            (
+                "metrics.listen",
+                new.metrics.listen != self.current.metrics.listen,
+            ),
+            (
+                "health.listen",
+                new.health.listen != self.current.health.listen,
+            ),
+            (
+                "ready.listen",
+                new.ready.listen != self.current.ready.listen,
+            ),
             ("server", new.server != self.current.server),
         ] {
             if changed {
-                tracing::warn!(key = what, "this part of the config takes effect only on a restart");
+                tracing::warn!(
+                    key = what,
+                    "this part of the config takes effect only on a restart"
+                );
             }
         }
         // Build first, switch after: a resolver that cannot be built rejects the whole reload.
-        let resolve_changed =
-            new.forward != self.current.forward || new.cache != self.current.cache || new.hosts != self.current.hosts;
+        let resolve_changed = new.forward != self.current.forward
+            || new.cache != self.current.cache
+            || new.hosts != self.current.hosts;
         let resolver = if resolve_changed {
             if new.forward.enabled {
                 match crate::resolve::Resolver::new(&new) {
@@ -82,7 +95,9 @@ impl Reloader {
         let engine = Engine {
             zone: old.zone.clone(),
             cluster_enabled: new.cluster.enabled,
-            resolver: resolver.clone().map(|r| r as Arc<dyn crate::server::Upstream>),
+            resolver: resolver
+                .clone()
+                .map(|r| r as Arc<dyn crate::server::Upstream>),
             max_udp: self.current.server.max_udp_size,
             querylog: (self.querylog)(&new),
             count: old.count,
@@ -106,7 +121,7 @@ impl Reloader {
     /// Reload on SIGHUP and when the config file changes (polled: ConfigMap volumes swap a
     /// symlink, which inotify on the file itself would miss).
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        use tokio::signal::unix::{signal, SignalKind};
+        use tokio::signal::unix::{SignalKind, signal};
         let mut hup = signal(SignalKind::hangup()).ok();
         let mut last = self.path.as_deref().and_then(stamp);
         loop {

@@ -6,11 +6,20 @@ use crate::cluster::objects::*;
 
 /// A cluster of `services` services in `namespaces` namespaces; every `headless_every`-th
 /// service is headless; each service has `endpoints_per` ready endpoints; `pods` pods.
-pub fn synthetic_cluster(services: usize, namespaces: usize, endpoints_per: usize, headless_every: usize, pods: usize) -> Vec<Object> {
+pub fn synthetic_cluster(
+    services: usize,
+    namespaces: usize,
+    endpoints_per: usize,
+    headless_every: usize,
+    pods: usize,
+) -> Vec<Object> {
     let mut out = Vec::with_capacity(services * 2 + namespaces + pods);
     let ns_name = |i: usize| format!("team-{i}");
     for n in 0..namespaces {
-        out.push(Object::Namespace(NamespaceInfo { name: ns_name(n).into(), labels: Default::default() }));
+        out.push(Object::Namespace(NamespaceInfo {
+            name: ns_name(n).into(),
+            labels: Default::default(),
+        }));
     }
     let mut ep_ip: u32 = u32::from(Ipv4Addr::new(10, 128, 0, 1));
     for s in 0..services {
@@ -21,15 +30,28 @@ pub fn synthetic_cluster(services: usize, namespaces: usize, endpoints_per: usiz
         out.push(Object::Service(ServiceInfo {
             namespace: ns.as_str().into(),
             name: name.as_str().into(),
-            kind: if headless { ServiceKind::Headless } else { ServiceKind::ClusterIp(vec![IpAddr::V4(cip)]) },
-            ports: vec![Port { name: "http".into(), protocol: Protocol::Tcp, port: 80 }],
+            kind: if headless {
+                ServiceKind::Headless
+            } else {
+                ServiceKind::ClusterIp(vec![IpAddr::V4(cip)])
+            },
+            ports: vec![Port {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+            }],
             publish_not_ready: false,
             labels: Default::default(),
         }));
         let endpoints = (0..endpoints_per)
             .map(|_| {
                 ep_ip += 1;
-                EndpointInfo { addresses: vec![IpAddr::V4(Ipv4Addr::from(ep_ip))], ready: true, hostname: None, pod_name: None }
+                EndpointInfo {
+                    addresses: vec![IpAddr::V4(Ipv4Addr::from(ep_ip))],
+                    ready: true,
+                    hostname: None,
+                    pod_name: None,
+                }
             })
             .collect();
         out.push(Object::Slice(SliceInfo {
@@ -37,7 +59,11 @@ pub fn synthetic_cluster(services: usize, namespaces: usize, endpoints_per: usiz
             name: format!("{name}-abcde").into(),
             service: Some(name.as_str().into()),
             endpoints,
-            ports: vec![Port { name: "http".into(), protocol: Protocol::Tcp, port: 8080 }],
+            ports: vec![Port {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 8080,
+            }],
         }));
     }
     let mut pod_ip: u32 = u32::from(Ipv4Addr::new(10, 200, 0, 1));

@@ -17,7 +17,10 @@ pub enum ClusterEvent {
     /// An object was added or changed. `changed_at` is when the change happened in the cluster,
     /// where the object says (e.g. an EndpointSlice's `endpoints.kubernetes.io/last-change-trigger-time`),
     /// for the programming-duration metric.
-    Apply { object: Object, changed_at: Option<SystemTime> },
+    Apply {
+        object: Object,
+        changed_at: Option<SystemTime>,
+    },
     /// An object was deleted.
     Delete { key: ObjectKey },
     /// A complete list of one kind (first sync or relist after a dropped watch or 410 Gone):

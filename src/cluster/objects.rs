@@ -149,36 +149,89 @@ pub struct ObjectKey {
 impl Object {
     pub fn key(&self) -> ObjectKey {
         match self {
-            Object::Service(s) => ObjectKey { kind: Kind::Service, namespace: s.namespace.clone(), name: s.name.clone() },
-            Object::Slice(s) => ObjectKey { kind: Kind::EndpointSlice, namespace: s.namespace.clone(), name: s.name.clone() },
-            Object::Pod(p) => ObjectKey { kind: Kind::Pod, namespace: p.namespace.clone(), name: p.name.clone() },
-            Object::Namespace(n) => ObjectKey { kind: Kind::Namespace, namespace: "".into(), name: n.name.clone() },
+            Object::Service(s) => ObjectKey {
+                kind: Kind::Service,
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+            },
+            Object::Slice(s) => ObjectKey {
+                kind: Kind::EndpointSlice,
+                namespace: s.namespace.clone(),
+                name: s.name.clone(),
+            },
+            Object::Pod(p) => ObjectKey {
+                kind: Kind::Pod,
+                namespace: p.namespace.clone(),
+                name: p.name.clone(),
+            },
+            Object::Namespace(n) => ObjectKey {
+                kind: Kind::Namespace,
+                namespace: "".into(),
+                name: n.name.clone(),
+            },
         }
     }
 }
 
 fn err(kind: &'static str, ns: &str, name: &str, message: impl Into<String>) -> ObjectError {
-    ObjectError { kind, namespace: ns.to_string(), name: name.to_string(), message: message.into() }
+    ObjectError {
+        kind,
+        namespace: ns.to_string(),
+        name: name.to_string(),
+        message: message.into(),
+    }
 }
 
-fn meta_names(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta, kind: &'static str) -> Result<(Arc<str>, Arc<str>), ObjectError> {
+fn meta_names(
+    meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+    kind: &'static str,
+) -> Result<(Arc<str>, Arc<str>), ObjectError> {
     let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
-    let name = meta.name.clone().ok_or_else(|| err(kind, &ns, "<unnamed>", "metadata.name is missing"))?;
+    let name = meta
+        .name
+        .clone()
+        .ok_or_else(|| err(kind, &ns, "<unnamed>", "metadata.name is missing"))?;
     if name.is_empty() {
         return Err(err(kind, &ns, "<unnamed>", "metadata.name is empty"));
     }
-    Ok((ns.to_ascii_lowercase().into(), name.to_ascii_lowercase().into()))
+    Ok((
+        ns.to_ascii_lowercase().into(),
+        name.to_ascii_lowercase().into(),
+    ))
 }
 
-fn parse_ip(kind: &'static str, ns: &str, name: &str, field: &str, s: &str) -> Result<IpAddr, ObjectError> {
-    s.trim().parse::<IpAddr>().map_err(|_| err(kind, ns, name, format!("{field}: {s:?} is not an IP address")))
+fn parse_ip(
+    kind: &'static str,
+    ns: &str,
+    name: &str,
+    field: &str,
+    s: &str,
+) -> Result<IpAddr, ObjectError> {
+    s.trim().parse::<IpAddr>().map_err(|_| {
+        err(
+            kind,
+            ns,
+            name,
+            format!("{field}: {s:?} is not an IP address"),
+        )
+    })
 }
 
 /// Accepts a DNS name as an ExternalName: labels of letters, digits, `-` and `_`.
-fn external_name(kind: &'static str, ns: &str, name: &str, s: &str) -> Result<Box<str>, ObjectError> {
+fn external_name(
+    kind: &'static str,
+    ns: &str,
+    name: &str,
+    s: &str,
+) -> Result<Box<str>, ObjectError> {
     let t = s.trim().trim_end_matches('.').to_ascii_lowercase();
     if t.is_empty() || t.len() > 253 || t.split('.').any(|l| l.is_empty() || l.len() > 63) {
-        return Err(err(kind, ns, name, format!("spec.externalName: {s:?} is not a DNS name")));
+        return Err(err(
+            kind,
+            ns,
+            name,
+            format!("spec.externalName: {s:?} is not a DNS name"),
+        ));
     }
     Ok(t.into())
 }
@@ -192,20 +245,41 @@ impl TryFrom<&Service> for ServiceInfo {
         let mut ports = Vec::new();
         for (i, p) in spec.ports.unwrap_or_default().iter().enumerate() {
             let proto = p.protocol.as_deref().unwrap_or("TCP");
-            let protocol = Protocol::parse(proto)
-                .ok_or_else(|| err(K, &namespace, &name, format!("spec.ports[{i}].protocol: unknown protocol {proto:?}")))?;
+            let protocol = Protocol::parse(proto).ok_or_else(|| {
+                err(
+                    K,
+                    &namespace,
+                    &name,
+                    format!("spec.ports[{i}].protocol: unknown protocol {proto:?}"),
+                )
+            })?;
             let port = u16::try_from(p.port)
                 .ok()
                 .filter(|p| *p > 0)
-                .ok_or_else(|| err(K, &namespace, &name, format!("spec.ports[{i}].port: {} is out of range", p.port)))?;
-            ports.push(Port { name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(), protocol, port });
+                .ok_or_else(|| {
+                    err(
+                        K,
+                        &namespace,
+                        &name,
+                        format!("spec.ports[{i}].port: {} is out of range", p.port),
+                    )
+                })?;
+            ports.push(Port {
+                name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(),
+                protocol,
+                port,
+            });
         }
         let typ = spec.type_.as_deref().unwrap_or("ClusterIP");
         let kind = if typ == "ExternalName" {
-            let ext = spec
-                .external_name
-                .as_deref()
-                .ok_or_else(|| err(K, &namespace, &name, "spec.externalName is missing for type ExternalName"))?;
+            let ext = spec.external_name.as_deref().ok_or_else(|| {
+                err(
+                    K,
+                    &namespace,
+                    &name,
+                    "spec.externalName is missing for type ExternalName",
+                )
+            })?;
             ServiceKind::ExternalName(external_name(K, &namespace, &name, ext)?)
         } else {
             let mut ips: Vec<String> = spec.cluster_ips.clone().unwrap_or_default();
@@ -221,7 +295,11 @@ impl TryFrom<&Service> for ServiceInfo {
                 for ip in ips.iter().filter(|ip| !ip.is_empty()) {
                     parsed.push(parse_ip(K, &namespace, &name, "spec.clusterIPs", ip)?);
                 }
-                if parsed.is_empty() { ServiceKind::Headless } else { ServiceKind::ClusterIp(parsed) }
+                if parsed.is_empty() {
+                    ServiceKind::Headless
+                } else {
+                    ServiceKind::ClusterIp(parsed)
+                }
             }
         };
         Ok(ServiceInfo {
@@ -250,18 +328,40 @@ impl TryFrom<&EndpointSlice> for SliceInfo {
         let mut ports = Vec::new();
         for (i, p) in es.ports.clone().unwrap_or_default().iter().enumerate() {
             let proto = p.protocol.as_deref().unwrap_or("TCP");
-            let protocol = Protocol::parse(proto)
-                .ok_or_else(|| err(K, &namespace, &name, format!("ports[{i}].protocol: unknown protocol {proto:?}")))?;
+            let protocol = Protocol::parse(proto).ok_or_else(|| {
+                err(
+                    K,
+                    &namespace,
+                    &name,
+                    format!("ports[{i}].protocol: unknown protocol {proto:?}"),
+                )
+            })?;
             // A slice port without a number (allowed by the API) serves no SRV record.
-            let Some(port) = p.port.and_then(|n| u16::try_from(n).ok()).filter(|n| *n > 0) else { continue };
-            ports.push(Port { name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(), protocol, port });
+            let Some(port) = p
+                .port
+                .and_then(|n| u16::try_from(n).ok())
+                .filter(|n| *n > 0)
+            else {
+                continue;
+            };
+            ports.push(Port {
+                name: p.name.as_deref().unwrap_or("").to_ascii_lowercase().into(),
+                protocol,
+                port,
+            });
         }
         let mut endpoints = Vec::new();
         if !fqdn {
             for (i, ep) in es.endpoints.iter().enumerate() {
                 let mut addresses = Vec::with_capacity(ep.addresses.len());
                 for a in &ep.addresses {
-                    addresses.push(parse_ip(K, &namespace, &name, &format!("endpoints[{i}].addresses"), a)?);
+                    addresses.push(parse_ip(
+                        K,
+                        &namespace,
+                        &name,
+                        &format!("endpoints[{i}].addresses"),
+                        a,
+                    )?);
                 }
                 let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
                 let pod_name = ep
@@ -273,12 +373,22 @@ impl TryFrom<&EndpointSlice> for SliceInfo {
                 endpoints.push(EndpointInfo {
                     addresses,
                     ready,
-                    hostname: ep.hostname.as_deref().filter(|h| !h.is_empty()).map(|h| h.to_ascii_lowercase().into()),
+                    hostname: ep
+                        .hostname
+                        .as_deref()
+                        .filter(|h| !h.is_empty())
+                        .map(|h| h.to_ascii_lowercase().into()),
                     pod_name,
                 });
             }
         }
-        Ok(SliceInfo { namespace, name, service, endpoints, ports })
+        Ok(SliceInfo {
+            namespace,
+            name,
+            service,
+            endpoints,
+            ports,
+        })
     }
 }
 
@@ -297,7 +407,11 @@ impl TryFrom<&Pod> for PodInfo {
         {
             ips.push(parse_ip(K, &namespace, &name, "status.podIP", ip)?);
         }
-        Ok(PodInfo { namespace, name, ips })
+        Ok(PodInfo {
+            namespace,
+            name,
+            ips,
+        })
     }
 }
 
@@ -310,6 +424,9 @@ impl TryFrom<&Namespace> for NamespaceInfo {
             .clone()
             .filter(|n| !n.is_empty())
             .ok_or_else(|| err("Namespace", "", "<unnamed>", "metadata.name is missing"))?;
-        Ok(NamespaceInfo { name: name.to_ascii_lowercase().into(), labels: ns.metadata.labels.clone().unwrap_or_default() })
+        Ok(NamespaceInfo {
+            name: name.to_ascii_lowercase().into(),
+            labels: ns.metadata.labels.clone().unwrap_or_default(),
+        })
     }
 }

@@ -55,7 +55,11 @@ impl Selector {
 }
 
 fn valid_key(k: &str) -> Result<String, String> {
-    if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) {
+    if k.is_empty()
+        || !k
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
+    {
         return Err(format!("bad label key {k:?}"));
     }
     Ok(k.to_string())
@@ -80,7 +84,11 @@ fn parse_req(p: &str) -> Result<Req, String> {
             .strip_prefix('(')
             .and_then(|l| l.strip_suffix(')'))
             .ok_or_else(|| format!("expected (values) in {p:?}"))?;
-        let vals: Vec<String> = list.split(',').map(|v| v.trim().to_string()).filter(|v| !v.is_empty()).collect();
+        let vals: Vec<String> = list
+            .split(',')
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
         return match op {
             "in" => Ok(Req::In(valid_key(words[0])?, vals)),
             "notin" => Ok(Req::NotIn(valid_key(words[0])?, vals)),
@@ -95,7 +103,9 @@ mod tests {
     use super::*;
 
     fn labels(kv: &[(&str, &str)]) -> BTreeMap<String, String> {
-        kv.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        kv.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -107,6 +117,10 @@ mod tests {
         assert!(!s.matches(&labels(&[("app", "web"), ("tier", "a"), ("env", "dev")])));
         assert!(Selector::parse("").unwrap().matches(&labels(&[])));
         assert!(Selector::parse("a in b").is_err());
-        assert!(Selector::parse("x notin (1),y").unwrap().matches(&labels(&[("y", "")])));
+        assert!(
+            Selector::parse("x notin (1),y")
+                .unwrap()
+                .matches(&labels(&[("y", "")]))
+        );
     }
 }

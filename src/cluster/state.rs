@@ -15,8 +15,10 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use super::objects::{Kind, NamespaceInfo, Object, ObjectKey, Port, ServiceInfo, ServiceKind, SliceInfo};
 use super::ClusterEvent;
+use super::objects::{
+    Kind, NamespaceInfo, Object, ObjectKey, Port, ServiceInfo, ServiceKind, SliceInfo,
+};
 
 /// `(namespace, name)`, both lowercase.
 pub type Key = (Arc<str>, Arc<str>);
@@ -38,7 +40,10 @@ pub struct Changes {
 
 impl Changes {
     pub fn is_empty(&self) -> bool {
-        self.services.is_empty() && self.namespaces.is_empty() && self.ns_touched.is_empty() && self.pods.is_empty()
+        self.services.is_empty()
+            && self.namespaces.is_empty()
+            && self.ns_touched.is_empty()
+            && self.pods.is_empty()
     }
 }
 
@@ -112,13 +117,20 @@ impl ServiceEntry {
             kind,
             ports,
             publish_not_ready: s.publish_not_ready,
-            labels: s.labels.iter().map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str()))).collect(),
+            labels: s
+                .labels
+                .iter()
+                .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
+                .collect(),
         }
     }
 
     /// The labels, as a selector takes them.
     pub fn labels_map(&self) -> BTreeMap<String, String> {
-        self.labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        self.labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 }
 
@@ -216,14 +228,22 @@ impl SliceEntry {
             if let Some(p) = &ep.pod_name {
                 // Pod names of a slice share long prefixes (`<deployment>-<hash>-`): each is
                 // kept as the length it shares with the one before, and the rest.
-                let shared = prev_pod.bytes().zip(p.bytes()).take_while(|(a, b)| a == b).count();
+                let shared = prev_pod
+                    .bytes()
+                    .zip(p.bytes())
+                    .take_while(|(a, b)| a == b)
+                    .count();
                 put_len(&mut b, shared);
                 put_len(&mut b, p.len() - shared);
                 b.extend_from_slice(&p.as_bytes()[shared..]);
                 prev_pod = p;
             }
         }
-        SliceEntry { service, ports, endpoints: b.into_boxed_slice() }
+        SliceEntry {
+            service,
+            ports,
+            endpoints: b.into_boxed_slice(),
+        }
     }
 
     /// Every endpoint, in the slice's order.
@@ -237,14 +257,24 @@ impl SliceEntry {
             p += 1;
             addrs.clear();
             if flags & ONE_V4 != 0 {
-                addrs.push(IpAddr::V4(Ipv4Addr::new(b[p], b[p + 1], b[p + 2], b[p + 3])));
+                addrs.push(IpAddr::V4(Ipv4Addr::new(
+                    b[p],
+                    b[p + 1],
+                    b[p + 2],
+                    b[p + 3],
+                )));
                 p += 4;
             } else {
                 for _ in 0..get_len(b, &mut p) {
                     let fam = b[p];
                     p += 1;
                     if fam == 4 {
-                        addrs.push(IpAddr::V4(Ipv4Addr::new(b[p], b[p + 1], b[p + 2], b[p + 3])));
+                        addrs.push(IpAddr::V4(Ipv4Addr::new(
+                            b[p],
+                            b[p + 1],
+                            b[p + 2],
+                            b[p + 3],
+                        )));
                         p += 4;
                     } else {
                         let o: [u8; 16] = b[p..p + 16].try_into().expect("16 bytes");
@@ -269,8 +299,17 @@ impl SliceEntry {
                 pod.extend_from_slice(&b[p..p + n]);
                 p += n;
             }
-            let pod_name = if has_pod { std::str::from_utf8(&pod).ok() } else { None };
-            f(EndpointView { ready: flags & READY != 0, hostname, pod_name, addresses: &addrs });
+            let pod_name = if has_pod {
+                std::str::from_utf8(&pod).ok()
+            } else {
+                None
+            };
+            f(EndpointView {
+                ready: flags & READY != 0,
+                hostname,
+                pod_name,
+                addresses: &addrs,
+            });
         }
     }
 }
@@ -324,7 +363,12 @@ impl ClusterState {
                 for o in objects {
                     by_kind.entry(o.key().kind).or_default().push(o);
                 }
-                for kind in [Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod] {
+                for kind in [
+                    Kind::Namespace,
+                    Kind::Service,
+                    Kind::EndpointSlice,
+                    Kind::Pod,
+                ] {
                     self.relist(kind, by_kind.remove(&kind).unwrap_or_default(), changes);
                     self.synced.insert(kind);
                 }
@@ -381,7 +425,11 @@ impl ClusterState {
     fn service_keys_of(&self, o: &Object) -> Vec<Key> {
         match o {
             Object::Service(s) => vec![(s.namespace.clone(), s.name.clone())],
-            Object::Slice(s) => s.service.iter().map(|svc| (s.namespace.clone(), svc.clone())).collect(),
+            Object::Slice(s) => s
+                .service
+                .iter()
+                .map(|svc| (s.namespace.clone(), svc.clone()))
+                .collect(),
             _ => vec![],
         }
     }
@@ -389,14 +437,22 @@ impl ClusterState {
     fn relist(&mut self, kind: Kind, objects: Vec<Object>, changes: &mut Changes) {
         let listed: HashSet<ObjectKey> = objects.iter().map(Object::key).collect();
         let gone: Vec<ObjectKey> = match kind {
-            Kind::Service => self.services.keys().map(|(ns, n)| key(kind, ns, n)).collect(),
+            Kind::Service => self
+                .services
+                .keys()
+                .map(|(ns, n)| key(kind, ns, n))
+                .collect(),
             Kind::EndpointSlice => self.slices.keys().map(|(ns, n)| key(kind, ns, n)).collect(),
             Kind::Pod => self
                 .pods
                 .iter()
                 .flat_map(|(ns, pods)| pods.keys().map(move |n| key(kind, ns, &Arc::from(&**n))))
                 .collect(),
-            Kind::Namespace => self.namespaces.keys().map(|n| key(kind, &Arc::from(""), n)).collect(),
+            Kind::Namespace => self
+                .namespaces
+                .keys()
+                .map(|n| key(kind, &Arc::from(""), n))
+                .collect(),
         };
         for k in gone.into_iter().filter(|k| !listed.contains(k)) {
             self.remove(&k, changes);
@@ -409,8 +465,12 @@ impl ClusterState {
         let compact: Vec<Compact> = objects.iter().map(|o| self.compact(o)).collect();
         drop(objects);
         match kind {
-            Kind::Service => self.services.reserve(compact.len().saturating_sub(self.services.len())),
-            Kind::EndpointSlice => self.slices.reserve(compact.len().saturating_sub(self.slices.len())),
+            Kind::Service => self
+                .services
+                .reserve(compact.len().saturating_sub(self.services.len())),
+            Kind::EndpointSlice => self
+                .slices
+                .reserve(compact.len().saturating_sub(self.slices.len())),
             _ => {}
         }
         for c in compact {
@@ -438,10 +498,18 @@ impl ClusterState {
                 let ports = self.intern_ports(&s.ports);
                 Compact::Slice(k, SliceEntry::new(service, s, ports))
             }
-            Object::Pod(p) => Compact::Pod(self.intern(&p.namespace), Box::from(&*p.name), Addrs::new(&p.ips)),
+            Object::Pod(p) => Compact::Pod(
+                self.intern(&p.namespace),
+                Box::from(&*p.name),
+                Addrs::new(&p.ips),
+            ),
             Object::Namespace(n) => Compact::Namespace(NamespaceInfo {
                 name: self.intern(&n.name),
-                labels: n.labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                labels: n
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             }),
         }
     }
@@ -452,7 +520,10 @@ impl ClusterState {
                 if self.services.get(&k) == Some(&e) {
                     return;
                 }
-                self.services_by_ns.entry(k.0.clone()).or_default().insert(k.1.clone());
+                self.services_by_ns
+                    .entry(k.0.clone())
+                    .or_default()
+                    .insert(k.1.clone());
                 changes.ns_touched.insert(k.0.clone());
                 changes.services.insert(k.clone());
                 self.services.insert(k, e);
@@ -482,8 +553,17 @@ impl ClusterState {
                 if old == Some(&ips) {
                     return;
                 }
-                let old = old.cloned().map(|ips| PodAddrs { namespace: ns.clone(), ips });
-                changes.pods.push((old, Some(PodAddrs { namespace: ns, ips: ips.clone() })));
+                let old = old.cloned().map(|ips| PodAddrs {
+                    namespace: ns.clone(),
+                    ips,
+                });
+                changes.pods.push((
+                    old,
+                    Some(PodAddrs {
+                        namespace: ns,
+                        ips: ips.clone(),
+                    }),
+                ));
                 pods.insert(name, ips);
             }
             Compact::Namespace(n) => {
@@ -534,10 +614,18 @@ impl ClusterState {
                 }
             }
             Kind::Pod => {
-                let Some(ns) = self.pods.get_key_value(&*k.0).map(|(ns, _)| ns.clone()) else { return };
+                let Some(ns) = self.pods.get_key_value(&*k.0).map(|(ns, _)| ns.clone()) else {
+                    return;
+                };
                 let pods = self.pods.get_mut(&ns).expect("just found");
                 if let Some(old) = pods.remove(&*k.1) {
-                    changes.pods.push((Some(PodAddrs { namespace: ns.clone(), ips: old }), None));
+                    changes.pods.push((
+                        Some(PodAddrs {
+                            namespace: ns.clone(),
+                            ips: old,
+                        }),
+                        None,
+                    ));
                     if pods.is_empty() {
                         self.pods.remove(&ns);
                     }
@@ -565,7 +653,10 @@ impl ClusterState {
     pub fn for_each_pod(&self, mut f: impl FnMut(PodAddrs)) {
         for (ns, pods) in &self.pods {
             for ips in pods.values() {
-                f(PodAddrs { namespace: ns.clone(), ips: ips.clone() });
+                f(PodAddrs {
+                    namespace: ns.clone(),
+                    ips: ips.clone(),
+                });
             }
         }
     }
@@ -580,7 +671,11 @@ enum Compact {
 }
 
 fn key(kind: Kind, ns: &Arc<str>, name: &Arc<str>) -> ObjectKey {
-    ObjectKey { kind, namespace: ns.clone(), name: name.clone() }
+    ObjectKey {
+        kind,
+        namespace: ns.clone(),
+        name: name.clone(),
+    }
 }
 
 #[cfg(test)]
@@ -591,22 +686,41 @@ mod tests {
     #[test]
     fn packed_endpoints_read_back() {
         let eps = vec![
-            EndpointInfo { addresses: vec!["10.0.0.1".parse().unwrap()], ready: true, hostname: None, pod_name: None },
+            EndpointInfo {
+                addresses: vec!["10.0.0.1".parse().unwrap()],
+                ready: true,
+                hostname: None,
+                pod_name: None,
+            },
             EndpointInfo {
                 addresses: vec!["10.0.0.2".parse().unwrap(), "fd00::2".parse().unwrap()],
                 ready: false,
                 hostname: Some("web-0".into()),
                 pod_name: Some("web-7d4b9c8f6-abcde".into()),
             },
-            EndpointInfo { addresses: vec![], ready: true, hostname: None, pod_name: Some("web-7d4b9c8f6-xyz12".into()) },
-            EndpointInfo { addresses: vec!["fd00::3".parse().unwrap()], ready: true, hostname: Some("h".repeat(200).into()), pod_name: Some("db".into()) },
+            EndpointInfo {
+                addresses: vec![],
+                ready: true,
+                hostname: None,
+                pod_name: Some("web-7d4b9c8f6-xyz12".into()),
+            },
+            EndpointInfo {
+                addresses: vec!["fd00::3".parse().unwrap()],
+                ready: true,
+                hostname: Some("h".repeat(200).into()),
+                pod_name: Some("db".into()),
+            },
         ];
         let s = SliceInfo {
             namespace: "ns".into(),
             name: "s".into(),
             service: Some("svc".into()),
             endpoints: eps.clone(),
-            ports: vec![Port { name: "http".into(), protocol: Protocol::Tcp, port: 80 }],
+            ports: vec![Port {
+                name: "http".into(),
+                protocol: Protocol::Tcp,
+                port: 80,
+            }],
         };
         let e = SliceEntry::new(s.service.clone(), &s, Arc::from(&s.ports[..]));
         let mut back = Vec::new();

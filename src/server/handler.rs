@@ -9,7 +9,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 
 use crate::ops::metrics::{self, AnswerSource, Proto, QueryObservation};
-use crate::wire::{self, rcode, rtype, ParseError, Query, Writer};
+use crate::wire::{self, ParseError, Query, Writer, rcode, rtype};
 use crate::zone::answer::{self, Outcome};
 use crate::zone::snapshot::Snapshot;
 
@@ -40,7 +40,12 @@ pub enum Local {
 /// A trait keeps `server/` independent of how `resolve/` is built.
 pub trait Upstream: Send + Sync + 'static {
     /// Answer from hosts/cache without waiting, or None.
-    fn answer_local(&self, query: &[u8], max_size: usize, out: &mut Vec<u8>) -> Option<AnswerSource>;
+    fn answer_local(
+        &self,
+        query: &[u8],
+        max_size: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<AnswerSource>;
     /// Ask upstream; always produces a reply.
     fn resolve<'a>(
         &'a self,
@@ -90,7 +95,12 @@ impl Engine {
             }
             Err(ParseError::Reply { id, flags, rcode }) => {
                 wire::error_reply(out, id, flags, rcode);
-                return Local::Reply(Facts { source: AnswerSource::Server, qtype: 0, do_bit: false, rcode });
+                return Local::Reply(Facts {
+                    source: AnswerSource::Server,
+                    qtype: 0,
+                    do_bit: false,
+                    rcode,
+                });
             }
         };
         let facts = |source: AnswerSource, rcode: u16| Facts {
@@ -132,9 +142,15 @@ impl Engine {
                 Outcome::Cname { target_at } => {
                     w.finish(&q, rcode::NOERROR, true, false, self.max_udp);
                     if self.resolver.is_some() && q.qtype != rtype::CNAME {
-                        let target = out[target_at..].iter().position(|&b| b == 0).map(|e| out[target_at..target_at + e + 1].to_vec());
+                        let target = out[target_at..]
+                            .iter()
+                            .position(|&b| b == 0)
+                            .map(|e| out[target_at..target_at + e + 1].to_vec());
                         if let Some(target) = target {
-                            return Local::Forward(Box::new(Pending { query: q, chase: Some((out.clone(), target)) }));
+                            return Local::Forward(Box::new(Pending {
+                                query: q,
+                                chase: Some((out.clone(), target)),
+                            }));
                         }
                     }
                     return Local::Reply(facts(AnswerSource::Zone, rcode::NOERROR));
@@ -155,7 +171,10 @@ impl Engine {
                     );
                     std::process::exit(2);
                 }
-                Local::Forward(Box::new(Pending { query: q, chase: None }))
+                Local::Forward(Box::new(Pending {
+                    query: q,
+                    chase: None,
+                }))
             }
             None => {
                 // Not ours and nowhere to forward: REFUSED (RFC 1035 §4.1.1).
@@ -176,7 +195,10 @@ impl Engine {
         match &self.resolver {
             Some(r) => match &p.chase {
                 None => r.resolve(msg, max).await,
-                Some((ours, target)) => (chase_external(r.as_ref(), q, ours, target, max).await, AnswerSource::Zone),
+                Some((ours, target)) => (
+                    chase_external(r.as_ref(), q, ours, target, max).await,
+                    AnswerSource::Zone,
+                ),
             },
             None => {
                 let mut out = Vec::new();
@@ -207,7 +229,15 @@ impl Engine {
     /// Count one answered query (and log it when the sampled query log is on). Costs a few
     /// atomic increments: the label handles were resolved when the metrics were built.
     #[inline]
-    pub fn observe(&self, f: &Facts, request_size: usize, reply: &[u8], proto: Proto, src: SocketAddr, start: Instant) {
+    pub fn observe(
+        &self,
+        f: &Facts,
+        request_size: usize,
+        reply: &[u8],
+        proto: Proto,
+        src: SocketAddr,
+        start: Instant,
+    ) {
         if !self.count && self.querylog.is_none() {
             return;
         }
@@ -237,14 +267,22 @@ impl Engine {
 /// Append the records of an ExternalName's target (resolved upstream) to our CNAME reply.
 /// hickory does the re-encoding: this is the rare path. A reply that would not fit the
 /// client's size goes out as the CNAME alone with TC set, so the client retries over TCP.
-async fn chase_external(r: &dyn Upstream, q: &Query, ours: &[u8], target: &[u8], max: usize) -> Vec<u8> {
+async fn chase_external(
+    r: &dyn Upstream,
+    q: &Query,
+    ours: &[u8],
+    target: &[u8],
+    max: usize,
+) -> Vec<u8> {
     use hickory_proto::op::{Message, ResponseCode};
     let mut tq = vec![0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     tq.extend_from_slice(target);
     tq.extend_from_slice(&q.qtype.to_be_bytes());
     tq.extend_from_slice(&wire::CLASS_IN.to_be_bytes());
     let (reply, _) = r.resolve(&tq, TCP_MAX).await;
-    let (Ok(mut m), Ok(up)) = (Message::from_vec(ours), Message::from_vec(&reply)) else { return ours.to_vec() };
+    let (Ok(mut m), Ok(up)) = (Message::from_vec(ours), Message::from_vec(&reply)) else {
+        return ours.to_vec();
+    };
     m.answers.extend(up.answers);
     if up.metadata.response_code == ResponseCode::NXDomain {
         // RFC 6604 §3: the rcode describes the last name in the chain.
@@ -269,12 +307,17 @@ pub fn forwarded_facts(q: &Query, source: AnswerSource, reply: &[u8]) -> Facts {
         source,
         qtype: q.qtype,
         do_bit: q.edns.is_some_and(|e| e.dnssec_ok),
-        rcode: reply.get(3).map(|b| (b & 0x0F) as u16).unwrap_or(rcode::SERVFAIL),
+        rcode: reply
+            .get(3)
+            .map(|b| (b & 0x0F) as u16)
+            .unwrap_or(rcode::SERVFAIL),
     }
 }
 
 #[allow(dead_code)]
 fn has_badvers(reply: &[u8]) -> bool {
     // The OPT is the last record we write: its TTL's first byte is the extended rcode.
-    reply.len() >= 11 && reply[reply.len() - 11..reply.len() - 8] == [0, 0, 41] && reply[reply.len() - 6] == 1
+    reply.len() >= 11
+        && reply[reply.len() - 11..reply.len() - 8] == [0, 0, 41]
+        && reply[reply.len() - 6] == 1
 }

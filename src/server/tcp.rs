@@ -18,8 +18,16 @@ pub struct HickoryHandler {
 
 #[async_trait::async_trait]
 impl RequestHandler for HickoryHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response: R) -> ResponseInfo {
-        let proto = if request.protocol() == Protocol::Udp { Proto::Udp } else { Proto::Tcp };
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response: R,
+    ) -> ResponseInfo {
+        let proto = if request.protocol() == Protocol::Udp {
+            Proto::Udp
+        } else {
+            Proto::Tcp
+        };
         let fail = || {
             let mut metadata = hickory_proto::op::Metadata::new(
                 request.metadata.id,
@@ -27,10 +35,16 @@ impl RequestHandler for HickoryHandler {
                 hickory_proto::op::OpCode::Query,
             );
             metadata.response_code = hickory_proto::op::ResponseCode::ServFail;
-            ResponseInfo::from(hickory_proto::op::Header { metadata, counts: Default::default() })
+            ResponseInfo::from(hickory_proto::op::Header {
+                metadata,
+                counts: Default::default(),
+            })
         };
         let engine = self.engine.load_full();
-        let Some(bytes) = engine.answer(request.as_slice(), proto, request.src()).await else {
+        let Some(bytes) = engine
+            .answer(request.as_slice(), proto, request.src())
+            .await
+        else {
             return fail();
         };
         // Our reply is already a complete message; hickory's response API takes records, so
@@ -44,7 +58,10 @@ impl RequestHandler for HickoryHandler {
             }
         };
         // Error replies to unparsable questions carry no question (as CoreDNS's): keep that.
-        let empty = hickory_server::zone_handler::Queries::read(&mut hickory_proto::serialize::binary::BinDecoder::new(&[]), 0);
+        let empty = hickory_server::zone_handler::Queries::read(
+            &mut hickory_proto::serialize::binary::BinDecoder::new(&[]),
+            0,
+        );
         let queries = match (&empty, msg.queries.is_empty()) {
             (Ok(e), true) => e,
             _ => &request.queries,
@@ -53,7 +70,13 @@ impl RequestHandler for HickoryHandler {
         if let Some(e) = &msg.edns {
             builder.edns(e);
         }
-        let resp = builder.build(msg.metadata, msg.answers.iter(), msg.authorities.iter(), std::iter::empty(), msg.additionals.iter());
+        let resp = builder.build(
+            msg.metadata,
+            msg.answers.iter(),
+            msg.authorities.iter(),
+            std::iter::empty(),
+            msg.additionals.iter(),
+        );
         match response.send_response(resp).await {
             Ok(info) => info,
             Err(e) => {

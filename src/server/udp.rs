@@ -9,8 +9,8 @@
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
@@ -65,8 +65,17 @@ impl InFlight {
 
 /// Run one worker on the calling thread until `stop` is set. Queries received before the stop
 /// are answered; forwarded ones finish on the runtime (counted in `inflight`).
-pub fn worker(sock: std::net::UdpSocket, shared: SharedEngine, stop: Arc<AtomicBool>, inflight: Arc<InFlight>, rt: tokio::runtime::Handle) {
-    if let Err(e) = sock.set_nonblocking(false).and_then(|_| sock.set_read_timeout(Some(STOP_POLL))) {
+pub fn worker(
+    sock: std::net::UdpSocket,
+    shared: SharedEngine,
+    stop: Arc<AtomicBool>,
+    inflight: Arc<InFlight>,
+    rt: tokio::runtime::Handle,
+) {
+    if let Err(e) = sock
+        .set_nonblocking(false)
+        .and_then(|_| sock.set_read_timeout(Some(STOP_POLL)))
+    {
         tracing::error!(error = %e, "udp socket setup");
         return;
     }
@@ -92,7 +101,16 @@ pub fn worker(sock: std::net::UdpSocket, shared: SharedEngine, stop: Arc<AtomicB
             Ok(0) if draining => return,
             Err(e) if draining && e.kind() == io::ErrorKind::WouldBlock => return,
             Ok(n) => n,
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue;
+            }
             Err(e) => {
                 // ICMP errors from earlier replies surface here on Linux: go on.
                 tracing::debug!(error = %e, "udp recv");
@@ -166,16 +184,26 @@ impl Batch {
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..BATCH {
-            iovs[i] = libc::iovec { iov_base: self.bufs[i].as_mut_ptr().cast(), iov_len: DGRAM };
+            iovs[i] = libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_len: DGRAM,
+            };
             hdrs[i].msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
-            hdrs[i].msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+            hdrs[i].msg_hdr.msg_namelen =
+                std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
         }
         // SAFETY: every header points at live buffers of the stated sizes owned by `self`
         // and the local `iovs`, which outlive the call.
         let n = unsafe {
-            libc::recvmmsg(sock.as_raw_fd(), hdrs.as_mut_ptr(), BATCH as libc::c_uint, libc::MSG_WAITFORONE, std::ptr::null_mut())
+            libc::recvmmsg(
+                sock.as_raw_fd(),
+                hdrs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_WAITFORONE,
+                std::ptr::null_mut(),
+            )
         };
         if n < 0 {
             return Err(io::Error::last_os_error());
@@ -190,7 +218,8 @@ impl Batch {
     }
 
     fn slot(&mut self, i: usize) -> (&[u8], SocketAddr, &mut Vec<u8>) {
-        let src = sockaddr_to_std(&self.addrs[i]).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let src =
+            sockaddr_to_std(&self.addrs[i]).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         (&self.bufs[i][..self.lens[i]], src, &mut self.outs[i])
     }
 
@@ -208,7 +237,10 @@ impl Batch {
             if !self.reply[i] {
                 continue;
             }
-            iovs[m] = libc::iovec { iov_base: self.outs[i].as_mut_ptr().cast(), iov_len: self.outs[i].len() };
+            iovs[m] = libc::iovec {
+                iov_base: self.outs[i].as_mut_ptr().cast(),
+                iov_len: self.outs[i].len(),
+            };
             hdrs[m].msg_hdr.msg_name = (&mut self.addrs[i] as *mut libc::sockaddr_storage).cast();
             hdrs[m].msg_hdr.msg_namelen = self.addr_lens[i];
             hdrs[m].msg_hdr.msg_iov = &mut iovs[m];
@@ -218,7 +250,14 @@ impl Batch {
         let mut sent = 0usize;
         while sent < m {
             // SAFETY: headers point at live reply buffers and addresses owned by `self`.
-            let r = unsafe { libc::sendmmsg(sock.as_raw_fd(), hdrs[sent..].as_mut_ptr(), (m - sent) as libc::c_uint, 0) };
+            let r = unsafe {
+                libc::sendmmsg(
+                    sock.as_raw_fd(),
+                    hdrs[sent..].as_mut_ptr(),
+                    (m - sent) as libc::c_uint,
+                    0,
+                )
+            };
             if r <= 0 {
                 let e = io::Error::last_os_error();
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -239,12 +278,20 @@ fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.
             let a: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
-            Some(SocketAddr::V4(SocketAddrV4::new(u32::from_be(a.sin_addr.s_addr).into(), u16::from_be(a.sin_port))))
+            Some(SocketAddr::V4(SocketAddrV4::new(
+                u32::from_be(a.sin_addr.s_addr).into(),
+                u16::from_be(a.sin_port),
+            )))
         }
         libc::AF_INET6 => {
             // SAFETY: the family says this storage holds a sockaddr_in6.
             let a: &libc::sockaddr_in6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
-            Some(SocketAddr::V6(SocketAddrV6::new(a.sin6_addr.s6_addr.into(), u16::from_be(a.sin6_port), a.sin6_flowinfo, a.sin6_scope_id)))
+            Some(SocketAddr::V6(SocketAddrV6::new(
+                a.sin6_addr.s6_addr.into(),
+                u16::from_be(a.sin6_port),
+                a.sin6_flowinfo,
+                a.sin6_scope_id,
+            )))
         }
         _ => None,
     }

@@ -14,8 +14,8 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 
-use crate::cluster::objects::{NamespaceInfo, Object, PodInfo, ServiceInfo, SliceInfo};
 use crate::cluster::ClusterEvent;
+use crate::cluster::objects::{NamespaceInfo, Object, PodInfo, ServiceInfo, SliceInfo};
 use crate::error::{ObjectError, SourceError};
 
 /// The sample cluster compiled into the binary: what `serve` answers with no source at all.
@@ -30,8 +30,10 @@ pub struct Loaded {
 
 /// Parse YAML text (one or more documents; objects or `List`s) into objects.
 pub fn parse_objects(text: &str, origin: &Path) -> Result<Loaded, SourceError> {
-    let docs: Vec<Value> = serde_saphyr::from_multiple(text)
-        .map_err(|e| SourceError::Parse { path: origin.to_path_buf(), message: e.to_string() })?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple(text).map_err(|e| SourceError::Parse {
+        path: origin.to_path_buf(),
+        message: e.to_string(),
+    })?;
     let mut out = Loaded::default();
     for doc in docs {
         collect(doc, &mut out);
@@ -43,16 +45,24 @@ fn collect(v: Value, out: &mut Loaded) {
     if v.is_null() {
         return;
     }
-    let kind = v.get("kind").and_then(Value::as_str).unwrap_or("").to_string();
+    let kind = v
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if kind == "List" || kind.ends_with("List") {
         if let Some(Value::Array(items)) = v.get("items").cloned() {
             for mut item in items {
                 // `kubectl get -o yaml` lists keep each item's kind; typed lists (ServiceList)
                 // may not: fill it in.
-                if item.get("kind").is_none() && kind != "List"
+                if item.get("kind").is_none()
+                    && kind != "List"
                     && let Some(obj) = item.as_object_mut()
                 {
-                    obj.insert("kind".into(), Value::String(kind.trim_end_matches("List").into()));
+                    obj.insert(
+                        "kind".into(),
+                        Value::String(kind.trim_end_matches("List").into()),
+                    );
                 }
                 collect(item, out);
             }
@@ -62,16 +72,32 @@ fn collect(v: Value, out: &mut Loaded) {
     let id = {
         let m = v.get("metadata");
         (
-            m.and_then(|m| m.get("namespace")).and_then(Value::as_str).unwrap_or("").to_string(),
-            m.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("<unnamed>").to_string(),
+            m.and_then(|m| m.get("namespace"))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
+            m.and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("<unnamed>")
+                .to_string(),
         )
     };
-    fn conv<T, I>(v: Value, kind: &'static str, (ns, name): (String, String), f: fn(I) -> Object) -> Result<Object, ObjectError>
+    fn conv<T, I>(
+        v: Value,
+        kind: &'static str,
+        (ns, name): (String, String),
+        f: fn(I) -> Object,
+    ) -> Result<Object, ObjectError>
     where
         T: serde::de::DeserializeOwned,
         for<'a> I: TryFrom<&'a T, Error = ObjectError>,
     {
-        let t: T = serde_json::from_value(v).map_err(|e| ObjectError { kind, namespace: ns, name, message: e.to_string() })?;
+        let t: T = serde_json::from_value(v).map_err(|e| ObjectError {
+            kind,
+            namespace: ns,
+            name,
+            message: e.to_string(),
+        })?;
         I::try_from(&t).map(f)
     }
     let r = match kind.as_str() {
@@ -89,7 +115,10 @@ fn collect(v: Value, out: &mut Loaded) {
 
 /// Read and parse a file.
 pub fn load(path: &Path) -> Result<Loaded, SourceError> {
-    let text = std::fs::read_to_string(path).map_err(|e| SourceError::Io { path: path.to_path_buf(), source: e })?;
+    let text = std::fs::read_to_string(path).map_err(|e| SourceError::Io {
+        path: path.to_path_buf(),
+        source: e,
+    })?;
     parse_objects(&text, path)
 }
 
@@ -107,7 +136,12 @@ fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
 }
 
 /// Emit the file's objects, then watch it and emit them again whenever it changes.
-pub async fn run(path: Option<PathBuf>, tx: mpsc::UnboundedSender<ClusterEvent>, mut shutdown: watch::Receiver<bool>, poll: Duration) {
+pub async fn run(
+    path: Option<PathBuf>,
+    tx: mpsc::UnboundedSender<ClusterEvent>,
+    mut shutdown: watch::Receiver<bool>,
+    poll: Duration,
+) {
     let Some(path) = path else {
         // The embedded sample: parsed once, never changes.
         match parse_objects(EMBEDDED_SAMPLE, Path::new("<embedded sample>")) {
@@ -128,7 +162,10 @@ pub async fn run(path: Option<PathBuf>, tx: mpsc::UnboundedSender<ClusterEvent>,
                 Ok(l) => {
                     log_skipped(&l);
                     tracing::info!(file = %path.display(), objects = l.objects.len(), skipped = l.skipped.len(), "loaded cluster objects");
-                    if tx.send(ClusterEvent::ReplaceAll { objects: l.objects }).is_err() {
+                    if tx
+                        .send(ClusterEvent::ReplaceAll { objects: l.objects })
+                        .is_err()
+                    {
                         return;
                     }
                 }

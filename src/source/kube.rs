@@ -96,7 +96,8 @@ pub const FRESH_CREATION: Duration = Duration::from_secs(60);
 
 /// Pods that can no longer have a serving IP are not listed (as CoreDNS does); a pod that
 /// enters one of these phases is DELETED from the watch by the API server.
-pub const POD_FIELD_SELECTOR: &str = "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown";
+pub const POD_FIELD_SELECTOR: &str =
+    "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown";
 
 /// Runs until `shutdown` becomes true (or its sender is dropped), or until `tx` is closed.
 ///
@@ -127,7 +128,12 @@ pub async fn run(
         convert_namespace,
     ));
     let mut svc_cfg = watcher::Config::default();
-    if let Some(sel) = opts.service_label_selector.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+    if let Some(sel) = opts
+        .service_label_selector
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
         svc_cfg = svc_cfg.labels(sel);
     }
     tasks.spawn(watch_kind(
@@ -180,7 +186,9 @@ async fn client(opts: &KubeSourceOptions) -> Result<Client, SourceError> {
                 .await
                 .map_err(|e| SourceError::Kube(format!("kubeconfig {}: {e}", path.display())))?
         }
-        None => kube::Config::infer().await.map_err(|e| SourceError::Kube(format!("no cluster configuration: {e}")))?,
+        None => kube::Config::infer()
+            .await
+            .map_err(|e| SourceError::Kube(format!("no cluster configuration: {e}")))?,
     };
     tracing::debug!(url = %config.cluster_url, "kubernetes API server");
     Client::try_from(config).map_err(|e| SourceError::Kube(format!("cannot build a client: {e}")))
@@ -244,7 +252,13 @@ async fn watch_kind<K>(
                     if lists > 1 {
                         metrics.relist(kind_str);
                     }
-                    tracing::info!(kind = kind_str, objects = objects.len(), skipped, relist = lists > 1, "listed");
+                    tracing::info!(
+                        kind = kind_str,
+                        objects = objects.len(),
+                        skipped,
+                        relist = lists > 1,
+                        "listed"
+                    );
                     if let Some(known) = known.as_mut() {
                         *known = objects.iter().map(Object::key).collect();
                     }
@@ -258,8 +272,11 @@ async fn watch_kind<K>(
                             let changed_at = match kind {
                                 Kind::EndpointSlice => c.triggered,
                                 Kind::Service => {
-                                    let new = known.as_mut().is_some_and(|k| k.insert(object.key()));
-                                    c.created.filter(|t| new && t.elapsed().map_or(true, |age| age < FRESH_CREATION))
+                                    let new =
+                                        known.as_mut().is_some_and(|k| k.insert(object.key()));
+                                    c.created.filter(|t| {
+                                        new && t.elapsed().map_or(true, |age| age < FRESH_CREATION)
+                                    })
                                 }
                                 _ => None,
                             };
@@ -278,7 +295,10 @@ async fn watch_kind<K>(
                 }
                 Ok(Event::Delete(obj)) => {
                     let Some(key) = key_of(kind, obj.meta()) else {
-                        tracing::warn!(kind = kind_str, "ignoring the deletion of an object without a name");
+                        tracing::warn!(
+                            kind = kind_str,
+                            "ignoring the deletion of an object without a name"
+                        );
                         continue;
                     };
                     if let Some(known) = known.as_mut() {
@@ -299,8 +319,12 @@ async fn watch_kind<K>(
                     // A watch refused with an HTTP 410 (rather than the usual ERROR event in the
                     // stream) leaves kube-rs 5 retrying the same expired resourceVersion forever:
                     // start a new watcher, which lists again.
-                    if matches!(&e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410) {
-                        tokio::time::sleep(restart_backoff.next().unwrap_or(Duration::from_secs(30))).await;
+                    if matches!(&e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410)
+                    {
+                        tokio::time::sleep(
+                            restart_backoff.next().unwrap_or(Duration::from_secs(30)),
+                        )
+                        .await;
                         continue 'restart;
                     }
                     continue;
@@ -331,9 +355,17 @@ fn key_of(kind: Kind, meta: &ObjectMeta) -> Option<ObjectKey> {
     let namespace = if kind == Kind::Namespace {
         "".into()
     } else {
-        meta.namespace.as_deref().unwrap_or("default").to_ascii_lowercase().into()
+        meta.namespace
+            .as_deref()
+            .unwrap_or("default")
+            .to_ascii_lowercase()
+            .into()
     };
-    Some(ObjectKey { kind, namespace, name: name.to_ascii_lowercase().into() })
+    Some(ObjectKey {
+        kind,
+        namespace,
+        name: name.to_ascii_lowercase().into(),
+    })
 }
 
 /// The default watcher backoff (800 ms doubling to 30 s with jitter, client-go's parameters),
@@ -354,7 +386,10 @@ impl Iterator for QuickRetry {
     type Item = Duration;
     fn next(&mut self) -> Option<Duration> {
         let now = Instant::now();
-        if self.last_immediate.is_none_or(|t| now.duration_since(t) >= Self::QUIET) {
+        if self
+            .last_immediate
+            .is_none_or(|t| now.duration_since(t) >= Self::QUIET)
+        {
             self.last_immediate = Some(now);
             return Some(Duration::ZERO);
         }
@@ -532,7 +567,12 @@ fn convert_service(t: TrimService) -> Converted {
             external_name: s.external_name,
             ports: s.ports.map(|ps| {
                 ps.into_iter()
-                    .map(|p| ServicePort { name: p.name, port: p.port, protocol: p.protocol, ..ServicePort::default() })
+                    .map(|p| ServicePort {
+                        name: p.name,
+                        port: p.port,
+                        protocol: p.protocol,
+                        ..ServicePort::default()
+                    })
                     .collect()
             }),
             publish_not_ready_addresses: s.publish_not_ready_addresses,
@@ -540,7 +580,11 @@ fn convert_service(t: TrimService) -> Converted {
         }),
         status: None,
     };
-    Converted { object: ServiceInfo::try_from(&svc).map(Object::Service), created, triggered: None }
+    Converted {
+        object: ServiceInfo::try_from(&svc).map(Object::Service),
+        created,
+        triggered: None,
+    }
 }
 
 /// An EndpointSlice with only what DNS needs.
@@ -595,21 +639,23 @@ struct TrimSlicePort {
 }
 
 fn convert_slice(t: TrimSlice) -> Converted {
-    let triggered = t.metadata.annotations.as_ref().and_then(|a| a.get(LAST_CHANGE_TRIGGER_TIME)).and_then(|s| match s
-        .trim()
-        .parse::<k8s_openapi::jiff::Timestamp>()
-    {
-        Ok(ts) => Some(SystemTime::from(ts)),
-        Err(_) => {
-            tracing::debug!(
-                namespace = t.metadata.namespace.as_deref().unwrap_or(""),
-                name = t.metadata.name.as_deref().unwrap_or(""),
-                value = s.as_str(),
-                "invalid {LAST_CHANGE_TRIGGER_TIME} annotation"
-            );
-            None
-        }
-    });
+    let triggered = t
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(LAST_CHANGE_TRIGGER_TIME))
+        .and_then(|s| match s.trim().parse::<k8s_openapi::jiff::Timestamp>() {
+            Ok(ts) => Some(SystemTime::from(ts)),
+            Err(_) => {
+                tracing::debug!(
+                    namespace = t.metadata.namespace.as_deref().unwrap_or(""),
+                    name = t.metadata.name.as_deref().unwrap_or(""),
+                    value = s.as_str(),
+                    "invalid {LAST_CHANGE_TRIGGER_TIME} annotation"
+                );
+                None
+            }
+        });
     let created = t.metadata.creation_timestamp.as_ref().map(time_to_system);
     let es = EndpointSlice {
         metadata: t.metadata,
@@ -620,9 +666,10 @@ fn convert_slice(t: TrimSlice) -> Converted {
             .into_iter()
             .map(|e| Endpoint {
                 addresses: e.addresses.unwrap_or_default(),
-                conditions: e
-                    .conditions
-                    .map(|c| EndpointConditions { ready: c.ready, ..EndpointConditions::default() }),
+                conditions: e.conditions.map(|c| EndpointConditions {
+                    ready: c.ready,
+                    ..EndpointConditions::default()
+                }),
                 hostname: e.hostname,
                 target_ref: e.target_ref.map(|r| ObjectReference {
                     kind: r.kind,
@@ -634,11 +681,20 @@ fn convert_slice(t: TrimSlice) -> Converted {
             .collect(),
         ports: t.ports.map(|ps| {
             ps.into_iter()
-                .map(|p| EndpointPort { name: p.name, port: p.port, protocol: p.protocol, ..EndpointPort::default() })
+                .map(|p| EndpointPort {
+                    name: p.name,
+                    port: p.port,
+                    protocol: p.protocol,
+                    ..EndpointPort::default()
+                })
                 .collect()
         }),
     };
-    Converted { object: SliceInfo::try_from(&es).map(Object::Slice), created, triggered }
+    Converted {
+        object: SliceInfo::try_from(&es).map(Object::Slice),
+        created,
+        triggered,
+    }
 }
 
 /// A Pod with only what DNS needs: its name and IPs.
@@ -671,16 +727,29 @@ fn convert_pod(t: TrimPod) -> Converted {
         spec: None,
         status: t.status.map(|s| PodStatus {
             pod_ip: s.pod_ip,
-            pod_ips: s.pod_ips.map(|ips| ips.into_iter().map(|p| PodIP { ip: p.ip }).collect()),
+            pod_ips: s
+                .pod_ips
+                .map(|ips| ips.into_iter().map(|p| PodIP { ip: p.ip }).collect()),
             ..PodStatus::default()
         }),
     };
-    Converted { object: PodInfo::try_from(&pod).map(Object::Pod), created: None, triggered: None }
+    Converted {
+        object: PodInfo::try_from(&pod).map(Object::Pod),
+        created: None,
+        triggered: None,
+    }
 }
 
 fn convert_namespace(m: PartialObjectMeta<Namespace>) -> Converted {
-    let ns = Namespace { metadata: m.metadata, ..Namespace::default() };
-    Converted { object: NamespaceInfo::try_from(&ns).map(Object::Namespace), created: None, triggered: None }
+    let ns = Namespace {
+        metadata: m.metadata,
+        ..Namespace::default()
+    };
+    Converted {
+        object: NamespaceInfo::try_from(&ns).map(Object::Namespace),
+        created: None,
+        triggered: None,
+    }
 }
 
 #[cfg(test)]
@@ -701,7 +770,9 @@ mod tests {
         assert!(t.metadata.annotations.is_none());
         assert!(t.metadata.managed_fields.is_none());
         let c = convert_service(t);
-        let Ok(Object::Service(s)) = c.object else { panic!("{:?}", c.object) };
+        let Ok(Object::Service(s)) = c.object else {
+            panic!("{:?}", c.object)
+        };
         assert_eq!(&*s.name, "web");
         assert_eq!(&*s.namespace, "prod");
         assert_eq!(
@@ -724,7 +795,9 @@ mod tests {
             "addressType":"IPv4","endpoints":null,"ports":[{"name":"http","port":80,"protocol":"TCP"}]}"#;
         let t: TrimSlice = serde_json::from_str(json).unwrap();
         let c = convert_slice(t);
-        let Ok(Object::Slice(s)) = c.object else { panic!() };
+        let Ok(Object::Slice(s)) = c.object else {
+            panic!()
+        };
         assert_eq!(s.service.as_deref(), Some("web"));
         assert!(s.endpoints.is_empty());
         let want = SystemTime::UNIX_EPOCH + Duration::from_millis(1_704_164_645_500);
@@ -738,7 +811,9 @@ mod tests {
             "status":{"phase":"Running","podIP":"10.1.0.5","podIPs":[{"ip":"10.1.0.5"},{"ip":"fd00::5"}]}}"#;
         let t: TrimPod = serde_json::from_str(json).unwrap();
         assert!(t.metadata.labels.is_none());
-        let Ok(Object::Pod(p)) = convert_pod(t).object else { panic!() };
+        let Ok(Object::Pod(p)) = convert_pod(t).object else {
+            panic!()
+        };
         assert_eq!(p.ips.len(), 2);
     }
 

@@ -24,9 +24,9 @@ use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::config::PodsMode;
-use crate::wire::{rcode, rtype, Query, Writer, ADDITIONAL, ANSWER, AUTHORITY};
+use crate::wire::{ADDITIONAL, ANSWER, AUTHORITY, Query, Writer, rcode, rtype};
 
-use super::snapshot::{undash_ip, RecordsKind, ServiceRecords, Snapshot};
+use super::snapshot::{RecordsKind, ServiceRecords, Snapshot, undash_ip};
 
 /// The TTL CoreDNS gives `dns-version` (its default for the schema record).
 const DNS_VERSION_TTL: u32 = 28800;
@@ -79,7 +79,10 @@ fn relative<'a>(qname: &'a [u8], zone: &[u8]) -> Option<Option<Rel<'a>>> {
         return None;
     }
     let end = qname.len() - zone.len();
-    let mut rel = Rel { labels: [&[]; 8], n: 0 };
+    let mut rel = Rel {
+        labels: [&[]; 8],
+        n: 0,
+    };
     let mut p = 0;
     while p < end {
         let len = qname[p] as usize;
@@ -122,7 +125,11 @@ pub fn answer(snap: &Snapshot, q: &Query, w: &mut Writer<'_>, can_fall_through: 
         if relative(qname, z).is_some() {
             w.set_zone_suffix(z.len());
             let out = reverse(snap, q, w);
-            let falls = can_fall_through && snap.fallthrough.iter().any(|f| relative(qname, f).is_some());
+            let falls = can_fall_through
+                && snap
+                    .fallthrough
+                    .iter()
+                    .any(|f| relative(qname, f).is_some());
             return finish(snap, q, w, out, &snap.reverse_zones[i], falls);
         }
     }
@@ -137,14 +144,18 @@ fn chase(snap: &Snapshot, qtype: u16, w: &mut Writer<'_>, mut target_at: usize) 
         let mut name = [0u8; 255];
         let n = {
             let bytes = &w.written()[target_at..];
-            let Some(len) = bytes.iter().position(|&b| b == 0).map(|p| p + 1) else { return Res::Answer };
+            let Some(len) = bytes.iter().position(|&b| b == 0).map(|p| p + 1) else {
+                return Res::Answer;
+            };
             if len > 255 {
                 return Res::Answer;
             }
             name[..len].copy_from_slice(&bytes[..len]);
             len
         };
-        let Some(Some(rel)) = relative(&name[..n], &snap.zone) else { return Res::Cname(target_at) };
+        let Some(Some(rel)) = relative(&name[..n], &snap.zone) else {
+            return Res::Cname(target_at);
+        };
         w.set_owner(target_at);
         match cluster(snap, qtype, &rel, w) {
             Res::Cname(next) => target_at = next,
@@ -166,13 +177,24 @@ enum Res {
     Cname(usize),
 }
 
-fn finish(snap: &Snapshot, q: &Query, w: &mut Writer<'_>, res: Res, zone: &[u8], fallthrough: bool) -> Outcome {
+fn finish(
+    snap: &Snapshot,
+    q: &Query,
+    w: &mut Writer<'_>,
+    res: Res,
+    zone: &[u8],
+    fallthrough: bool,
+) -> Outcome {
     match res {
-        Res::Answer => Outcome::Answered { rcode: rcode::NOERROR },
+        Res::Answer => Outcome::Answered {
+            rcode: rcode::NOERROR,
+        },
         Res::Cname(at) => Outcome::Cname { target_at: at },
         Res::NoData => {
             soa_authority(snap, w, zone);
-            Outcome::Answered { rcode: rcode::NOERROR }
+            Outcome::Answered {
+                rcode: rcode::NOERROR,
+            }
         }
         Res::NxDomain if fallthrough => Outcome::Fallthrough,
         Res::NxDomain => {
@@ -180,7 +202,11 @@ fn finish(snap: &Snapshot, q: &Query, w: &mut Writer<'_>, res: Res, zone: &[u8],
             soa_authority(snap, w, zone);
             // Before the first sync an absent name may just not be listed yet: SERVFAIL, so
             // that nobody caches a false NXDOMAIN (CoreDNS does the same).
-            let code = if snap.synced { rcode::NXDOMAIN } else { rcode::SERVFAIL };
+            let code = if snap.synced {
+                rcode::NXDOMAIN
+            } else {
+                rcode::SERVFAIL
+            };
             Outcome::Answered { rcode: code }
         }
     }
@@ -228,11 +254,19 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
         }
         [d] if label_is(d, "dns") => Res::NoData,
         [n, d] if label_is(n, "ns") && label_is(d, "dns") => {
-            if write_addrs(snap, qt, w, snap.ns_addrs.iter().copied()) { Res::Answer } else { Res::NoData }
+            if write_addrs(snap, qt, w, snap.ns_addrs.iter().copied()) {
+                Res::Answer
+            } else {
+                Res::NoData
+            }
         }
         [s] if label_is(s, "svc") || label_is(s, "pod") => Res::NoData,
         [ns, s] if label_is(s, "svc") => {
-            if snap.namespaces.contains_key(*ns) { Res::NoData } else { Res::NxDomain }
+            if snap.namespaces.contains_key(*ns) {
+                Res::NoData
+            } else {
+                Res::NxDomain
+            }
         }
         [ns, p] if label_is(p, "pod") => match snap.pods_mode {
             PodsMode::Disabled => Res::NxDomain,
@@ -245,11 +279,14 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
             None => Res::NxDomain,
         },
         [host, svc, ns, s] if label_is(s, "svc") => {
-            let Some(r) = service(snap, svc, ns) else { return Res::NxDomain };
+            let Some(r) = service(snap, svc, ns) else {
+                return Res::NxDomain;
+            };
             if host.get(1) == Some(&b'_') {
                 // `_tcp.<svc>...`: an empty non-terminal above its SRV names.
                 let proto = &host[2..];
-                let has = ports_of(r).any(|p| !p.name.is_empty() && p.protocol.label().as_bytes() == proto);
+                let has = ports_of(r)
+                    .any(|p| !p.name.is_empty() && p.protocol.label().as_bytes() == proto);
                 return if has { Res::NoData } else { Res::NxDomain };
             }
             if matches!(r.kind, RecordsKind::External { .. }) {
@@ -260,14 +297,22 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
                 return Res::NxDomain;
             }
             let ips = found.map(|i| r.endpoints.ip(i));
-            if write_addrs(snap, qt, w, ips) { Res::Answer } else { Res::NoData }
+            if write_addrs(snap, qt, w, ips) {
+                Res::Answer
+            } else {
+                Res::NoData
+            }
         }
         [port, proto, svc, ns, s] if label_is(s, "svc") => {
-            let Some(r) = service(snap, svc, ns) else { return Res::NxDomain };
+            let Some(r) = service(snap, svc, ns) else {
+                return Res::NxDomain;
+            };
             let port = strip_underscore(port);
             let proto = strip_underscore(proto);
             let matches = |p: &crate::cluster::objects::Port| {
-                !p.name.is_empty() && p.name.as_bytes() == port && p.protocol.label().as_bytes() == proto
+                !p.name.is_empty()
+                    && p.name.as_bytes() == port
+                    && p.protocol.label().as_bytes() == proto
             };
             if !ports_of(r).any(matches) {
                 return Res::NxDomain;
@@ -305,7 +350,9 @@ fn service<'s>(snap: &'s Snapshot, svc: &[u8], ns: &[u8]) -> Option<&'s ServiceR
 /// services, the EndpointSlices' for headless ones.
 fn ports_of(r: &ServiceRecords) -> Box<dyn Iterator<Item = &crate::cluster::objects::Port> + '_> {
     match &r.kind {
-        RecordsKind::ClusterIp { ports, .. } | RecordsKind::External { ports, .. } => Box::new(ports.iter()),
+        RecordsKind::ClusterIp { ports, .. } | RecordsKind::External { ports, .. } => {
+            Box::new(ports.iter())
+        }
         RecordsKind::Headless => Box::new(r.endpoints.port_sets().flat_map(|s| s.iter())),
     }
 }
@@ -347,12 +394,19 @@ fn addr_record(w: &mut Writer<'_>, ttl: u32, ip: IpAddr) {
 
 /// A/AAAA records owned by the question name, rotated when `loadbalance` is on. Returns
 /// whether any record of the asked type exists.
-fn write_addrs(snap: &Snapshot, qt: u16, w: &mut Writer<'_>, ips: impl Iterator<Item = IpAddr> + Clone) -> bool {
+fn write_addrs(
+    snap: &Snapshot,
+    qt: u16,
+    w: &mut Writer<'_>,
+    ips: impl Iterator<Item = IpAddr> + Clone,
+) -> bool {
     let want4 = wants(qt, rtype::A);
     let want6 = wants(qt, rtype::AAAA);
     let mut any = false;
     if want4 {
-        let v4 = ips.clone().filter_map(|i| if let IpAddr::V4(a) = i { Some(a) } else { None });
+        let v4 = ips
+            .clone()
+            .filter_map(|i| if let IpAddr::V4(a) = i { Some(a) } else { None });
         any |= write_rotated_v4(snap, w, v4);
     }
     if want6 {
@@ -362,7 +416,11 @@ fn write_addrs(snap: &Snapshot, qt: u16, w: &mut Writer<'_>, ips: impl Iterator<
     any
 }
 
-fn write_rotated_v4(snap: &Snapshot, w: &mut Writer<'_>, ips: impl Iterator<Item = Ipv4Addr> + Clone) -> bool {
+fn write_rotated_v4(
+    snap: &Snapshot,
+    w: &mut Writer<'_>,
+    ips: impl Iterator<Item = Ipv4Addr> + Clone,
+) -> bool {
     let n = ips.clone().count();
     let start = rotation(n, snap.loadbalance);
     for ip in ips.clone().skip(start).chain(ips.take(start)) {
@@ -374,7 +432,11 @@ fn write_rotated_v4(snap: &Snapshot, w: &mut Writer<'_>, ips: impl Iterator<Item
     n > 0
 }
 
-fn write_rotated_v6(snap: &Snapshot, w: &mut Writer<'_>, ips: impl Iterator<Item = Ipv6Addr> + Clone) -> bool {
+fn write_rotated_v6(
+    snap: &Snapshot,
+    w: &mut Writer<'_>,
+    ips: impl Iterator<Item = Ipv6Addr> + Clone,
+) -> bool {
     let n = ips.clone().count();
     let start = rotation(n, snap.loadbalance);
     for ip in ips.clone().skip(start).chain(ips.take(start)) {
@@ -407,10 +469,18 @@ fn service_name(snap: &Snapshot, qt: u16, r: &ServiceRecords, w: &mut Writer<'_>
         RecordsKind::ClusterIp { ips, .. } => {
             if qt == rtype::SRV {
                 srv(snap, r, w, &|_| true);
-                return if ports_of(r).next().is_some() { Res::Answer } else { Res::NoData };
+                return if ports_of(r).next().is_some() {
+                    Res::Answer
+                } else {
+                    Res::NoData
+                };
             }
             write_addrs(snap, qt, w, ips.iter());
-            if w.count(ANSWER) > 0 { Res::Answer } else { Res::NoData }
+            if w.count(ANSWER) > 0 {
+                Res::Answer
+            } else {
+                Res::NoData
+            }
         }
         RecordsKind::Headless => {
             // A headless service with no endpoints has no records at all: the name does not
@@ -420,10 +490,18 @@ fn service_name(snap: &Snapshot, qt: u16, r: &ServiceRecords, w: &mut Writer<'_>
             }
             if qt == rtype::SRV {
                 srv(snap, r, w, &|_| true);
-                return if w.count(ANSWER) > 0 { Res::Answer } else { Res::NoData };
+                return if w.count(ANSWER) > 0 {
+                    Res::Answer
+                } else {
+                    Res::NoData
+                };
             }
             write_addrs(snap, qt, w, r.endpoints.ips());
-            if w.count(ANSWER) > 0 { Res::Answer } else { Res::NoData }
+            if w.count(ANSWER) > 0 {
+                Res::Answer
+            } else {
+                Res::NoData
+            }
         }
     }
 }
@@ -431,7 +509,12 @@ fn service_name(snap: &Snapshot, qt: u16, r: &ServiceRecords, w: &mut Writer<'_>
 /// SRV records for the ports `matches` selects, with the targets' addresses in the additional
 /// section. Weights as CoreDNS computes them: 100 divided by the number of (address, port)
 /// pairs, at least 1; identical records are written once.
-fn srv(snap: &Snapshot, r: &ServiceRecords, w: &mut Writer<'_>, matches: &dyn Fn(&crate::cluster::objects::Port) -> bool) {
+fn srv(
+    snap: &Snapshot,
+    r: &ServiceRecords,
+    w: &mut Writer<'_>,
+    matches: &dyn Fn(&crate::cluster::objects::Port) -> bool,
+) {
     let ttl = snap.ttl;
     match &r.kind {
         RecordsKind::ClusterIp { ips, ports } => {
@@ -479,7 +562,9 @@ fn srv(snap: &Snapshot, r: &ServiceRecords, w: &mut Writer<'_>, matches: &dyn Fn
         RecordsKind::Headless => {
             let eps = &r.endpoints;
             let n = eps.len();
-            let pairs: usize = (0..n).map(|i| eps.port_set(i).iter().filter(|p| matches(p)).count()).sum();
+            let pairs: usize = (0..n)
+                .map(|i| eps.port_set(i).iter().filter(|p| matches(p)).count())
+                .sum();
             if pairs == 0 {
                 return;
             }
@@ -499,12 +584,18 @@ fn srv(snap: &Snapshot, r: &ServiceRecords, w: &mut Writer<'_>, matches: &dyn Fn
             for (port, proto) in seen_ports {
                 let mut prev: Option<usize> = None;
                 for i in 0..n {
-                    let has = eps.port_set(i).iter().any(|p| p.port == port && p.protocol == proto && matches(p));
+                    let has = eps
+                        .port_set(i)
+                        .iter()
+                        .any(|p| p.port == port && p.protocol == proto && matches(p));
                     if !has || prev.is_some_and(|j| eps.same_name(i, j)) {
                         continue;
                     }
                     prev = Some(i);
-                    let known = targets.iter().find(|(_, t)| eps.same_name(*t, i)).map(|(o, _)| *o);
+                    let known = targets
+                        .iter()
+                        .find(|(_, t)| eps.same_name(*t, i))
+                        .map(|(o, _)| *o);
                     let mut at_target = 0;
                     let kept = w.record(|w| {
                         w.owner_qname();
@@ -556,7 +647,9 @@ fn srv(snap: &Snapshot, r: &ServiceRecords, w: &mut Writer<'_>, matches: &dyn Fn
 }
 
 fn pod(snap: &Snapshot, qt: u16, ip_label: &[u8], ns: &[u8], w: &mut Writer<'_>) -> Res {
-    let Some(ip) = undash_ip(&ip_label[1..]) else { return Res::NxDomain };
+    let Some(ip) = undash_ip(&ip_label[1..]) else {
+        return Res::NxDomain;
+    };
     let exists = match snap.pods_mode {
         PodsMode::Disabled => false,
         PodsMode::Insecure => snap.namespaces.contains_key(ns),
@@ -565,7 +658,11 @@ fn pod(snap: &Snapshot, qt: u16, ip_label: &[u8], ns: &[u8], w: &mut Writer<'_>)
     if !exists {
         return Res::NxDomain;
     }
-    if write_addrs(snap, qt, w, std::iter::once(ip)) { Res::Answer } else { Res::NoData }
+    if write_addrs(snap, qt, w, std::iter::once(ip)) {
+        Res::Answer
+    } else {
+        Res::NoData
+    }
 }
 
 /// Parse a reverse name into an address: 4 decimal labels under `in-addr.arpa`, or 32 hex
@@ -619,7 +716,9 @@ fn reverse(snap: &Snapshot, q: &Query, w: &mut Writer<'_>) -> Res {
     if snap.reverse_zones.iter().any(|z| &**z == qname) {
         return apex(snap, q.qtype, w);
     }
-    let Some(ip) = reverse_ip(qname) else { return Res::NxDomain };
+    let Some(ip) = reverse_ip(qname) else {
+        return Res::NxDomain;
+    };
     let mut targets = snap.reverse.services(ip);
     if targets.clone().next().is_none() {
         return Res::NxDomain;

@@ -7,13 +7,16 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
+use crate::cluster::ClusterEvent;
 use crate::cluster::objects::Kind;
 use crate::cluster::selector::Selector;
 use crate::cluster::state::{Changes, ClusterState, EntryKind, Key, ServiceEntry};
-use crate::cluster::ClusterEvent;
 use crate::config::{ClusterConfig, PodsMode};
 
-use super::snapshot::{dashed_label, ClusterIps, Endpoints, Label, NewEndpoint, Ports, RecordsKind, ServiceRecords, Snapshot};
+use super::snapshot::{
+    ClusterIps, Endpoints, Label, NewEndpoint, Ports, RecordsKind, ServiceRecords, Snapshot,
+    dashed_label,
+};
 use crate::wire::encode_labels;
 
 /// A service whose records were published, for the programming-duration metric.
@@ -37,8 +40,18 @@ pub struct ZoneBuilder {
 
 impl ZoneBuilder {
     pub fn new(cfg: &ClusterConfig, required: &[Kind]) -> Self {
-        let labels = cfg.labels.as_deref().map(Selector::parse).transpose().ok().flatten().unwrap_or_default();
-        let namespace_labels = cfg.namespace_labels.as_deref().and_then(|s| Selector::parse(s).ok());
+        let labels = cfg
+            .labels
+            .as_deref()
+            .map(Selector::parse)
+            .transpose()
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let namespace_labels = cfg
+            .namespace_labels
+            .as_deref()
+            .and_then(|s| Selector::parse(s).ok());
         let mut snap = Snapshot::empty(cfg);
         snap.ns_addrs = Arc::from(default_ns_addrs(cfg, None));
         ZoneBuilder {
@@ -97,7 +110,11 @@ impl ZoneBuilder {
         let mut services: HashSet<Key> = changes.services;
         // A Namespace object that changed may expose or hide all its services, when exposure
         // depends on namespace labels.
-        let by_labels = if self.namespace_labels.is_some() { changes.namespaces.iter().collect() } else { Vec::new() };
+        let by_labels = if self.namespace_labels.is_some() {
+            changes.namespaces.iter().collect()
+        } else {
+            Vec::new()
+        };
         for ns in by_labels {
             if let Some(names) = self.state.services_by_ns.get(ns) {
                 for n in names {
@@ -115,13 +132,20 @@ impl ZoneBuilder {
                 && let Some(s) = self.state.services.get(key)
             {
                 let kind = match &s.kind {
-                    EntryKind::ClusterIp(_) | EntryKind::ExternalName(_) => crate::ops::metrics::ServiceKind::ClusterIp,
+                    EntryKind::ClusterIp(_) | EntryKind::ExternalName(_) => {
+                        crate::ops::metrics::ServiceKind::ClusterIp
+                    }
                     EntryKind::Headless if self.state.slices_by_service.contains_key(key) => {
                         crate::ops::metrics::ServiceKind::HeadlessWithSelector
                     }
-                    EntryKind::Headless => crate::ops::metrics::ServiceKind::HeadlessWithoutSelector,
+                    EntryKind::Headless => {
+                        crate::ops::metrics::ServiceKind::HeadlessWithoutSelector
+                    }
                 };
-                programmed.push(Programmed { kind, changed_at: *t });
+                programmed.push(Programmed {
+                    kind,
+                    changed_at: *t,
+                });
             }
         }
         for ns in &touched_ns {
@@ -141,20 +165,35 @@ impl ZoneBuilder {
                 }
             }
         }
-        if services.iter().any(|(ns, n)| &**ns == "kube-system" && &**n == "kube-dns") {
-            let kube_dns = self.state.services.get(&(Arc::from("kube-system"), Arc::from("kube-dns")));
+        if services
+            .iter()
+            .any(|(ns, n)| &**ns == "kube-system" && &**n == "kube-dns")
+        {
+            let kube_dns = self
+                .state
+                .services
+                .get(&(Arc::from("kube-system"), Arc::from("kube-dns")));
             self.snap.ns_addrs = Arc::from(default_ns_addrs(&self.cfg, kube_dns));
         }
         self.snap.synced = self.synced();
         // RFC 1982 serial arithmetic: any change must increase the serial. Seconds since the
         // epoch, as CoreDNS uses, but never less than the previous serial + 1.
-        let now = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).map(|d| d.as_secs() as u32).unwrap_or(0);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs() as u32)
+            .unwrap_or(0);
         self.snap.serial = now.max(self.snap.serial.wrapping_add(1));
         (Arc::new(self.snap.clone()), programmed)
     }
 
     fn exposed_ns(&self, ns: &str) -> bool {
-        if !self.cfg.namespaces.is_empty() && !self.cfg.namespaces.iter().any(|n| n.eq_ignore_ascii_case(ns)) {
+        if !self.cfg.namespaces.is_empty()
+            && !self
+                .cfg
+                .namespaces
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(ns))
+        {
             return false;
         }
         if let Some(sel) = &self.namespace_labels {
@@ -171,7 +210,8 @@ impl ZoneBuilder {
         let exists = self.exposed_ns(ns)
             && (self.state.namespaces.contains_key(ns)
                 || self.state.services_by_ns.get(ns).is_some_and(|s| {
-                    s.iter().any(|n| self.snap.services.contains_key(&*encode_labels(&[n, ns])))
+                    s.iter()
+                        .any(|n| self.snap.services.contains_key(&*encode_labels(&[n, ns])))
                 }));
         if exists {
             self.snap.namespaces.insert(k);
@@ -183,12 +223,22 @@ impl ZoneBuilder {
     fn update_service(&mut self, key: &Key) {
         let wire_key = encode_labels(&[&key.1, &key.0]);
         let old = self.snap.services.get(&wire_key).cloned();
-        let new = self.state.services.get(key).filter(|s| self.exposed_ns(&key.0) && self.selected(s)).and_then(|s| {
-            let recs = build_service(&self.cfg, s, &self.state, key);
-            // `ignore empty_service`: a service with no ready endpoints does not exist.
-            let empty = recs.endpoints.is_empty() && !matches!(recs.kind, RecordsKind::External { .. });
-            if self.cfg.ignore_empty_service && empty { None } else { Some(Arc::new(recs)) }
-        });
+        let new = self
+            .state
+            .services
+            .get(key)
+            .filter(|s| self.exposed_ns(&key.0) && self.selected(s))
+            .and_then(|s| {
+                let recs = build_service(&self.cfg, s, &self.state, key);
+                // `ignore empty_service`: a service with no ready endpoints does not exist.
+                let empty =
+                    recs.endpoints.is_empty() && !matches!(recs.kind, RecordsKind::External { .. });
+                if self.cfg.ignore_empty_service && empty {
+                    None
+                } else {
+                    Some(Arc::new(recs))
+                }
+            });
         if let Some(o) = &old {
             for ip in o.reverse_ips() {
                 self.snap.reverse.remove(ip, o);
@@ -217,7 +267,11 @@ fn default_ns_addrs(cfg: &ClusterConfig, kube_dns: Option<&ServiceEntry>) -> Vec
     if !cfg.nameserver_ips.is_empty() {
         return cfg.nameserver_ips.clone();
     }
-    if let Some(ServiceEntry { kind: EntryKind::ClusterIp(ips), .. }) = kube_dns {
+    if let Some(ServiceEntry {
+        kind: EntryKind::ClusterIp(ips),
+        ..
+    }) = kube_dns
+    {
         return ips.iter().collect();
     }
     if let Ok(ip) = std::env::var("POD_IP")
@@ -229,7 +283,12 @@ fn default_ns_addrs(cfg: &ClusterConfig, kube_dns: Option<&ServiceEntry>) -> Vec
 }
 
 /// The records of one service from its spec and its EndpointSlices.
-pub fn build_service(cfg: &ClusterConfig, s: &ServiceEntry, state: &ClusterState, key: &Key) -> ServiceRecords {
+pub fn build_service(
+    cfg: &ClusterConfig,
+    s: &ServiceEntry,
+    state: &ClusterState,
+    key: &Key,
+) -> ServiceRecords {
     let labels = encode_labels(&[&key.1, &key.0, "svc"]);
     let mut port_sets: Vec<Ports> = Vec::new();
     /// An endpoint before sorting: its name label, whether that is its own name (not the
@@ -267,7 +326,12 @@ pub fn build_service(cfg: &ClusterConfig, s: &ServiceEntry, state: &ClusterState
                         },
                         None => (dashed_label(ip), false),
                     };
-                    eps.push(Pending { label, own, ip: *ip, port_set: idx });
+                    eps.push(Pending {
+                        label,
+                        own,
+                        ip: *ip,
+                        port_set: idx,
+                    });
                 }
             });
         }
@@ -277,26 +341,46 @@ pub fn build_service(cfg: &ClusterConfig, s: &ServiceEntry, state: &ClusterState
     eps.dedup_by(|a, b| a.label == b.label && a.ip == b.ip);
     let list: Vec<NewEndpoint<'_>> = eps
         .iter()
-        .map(|e| NewEndpoint { name: e.own.then(|| e.label.as_bytes()), ip: e.ip, port_set: e.port_set })
+        .map(|e| NewEndpoint {
+            name: e.own.then(|| e.label.as_bytes()),
+            ip: e.ip,
+            port_set: e.port_set,
+        })
         .collect();
     let endpoints = Endpoints::new(&list, port_sets, state.no_ports());
     let ports: Ports = s.ports.clone();
     let kind = match &s.kind {
         EntryKind::ClusterIp(ips) => {
-            let mut v4: Vec<_> = ips.iter().filter_map(|i| if let IpAddr::V4(a) = i { Some(a) } else { None }).collect();
-            let mut v6: Vec<_> = ips.iter().filter_map(|i| if let IpAddr::V6(a) = i { Some(a) } else { None }).collect();
+            let mut v4: Vec<_> = ips
+                .iter()
+                .filter_map(|i| if let IpAddr::V4(a) = i { Some(a) } else { None })
+                .collect();
+            let mut v6: Vec<_> = ips
+                .iter()
+                .filter_map(|i| if let IpAddr::V6(a) = i { Some(a) } else { None })
+                .collect();
             v4.dedup();
             v6.dedup();
-            RecordsKind::ClusterIp { ips: ClusterIps::new(v4, v6), ports }
+            RecordsKind::ClusterIp {
+                ips: ClusterIps::new(v4, v6),
+                ports,
+            }
         }
         EntryKind::Headless => RecordsKind::Headless,
         EntryKind::ExternalName(target) => {
             let mut t = Vec::new();
             crate::wire::encode_name(target, &mut t).unwrap_or_else(|_| t.push(0));
-            RecordsKind::External { target: t.into_boxed_slice(), ports }
+            RecordsKind::External {
+                target: t.into_boxed_slice(),
+                ports,
+            }
         }
     };
-    ServiceRecords { labels, kind, endpoints }
+    ServiceRecords {
+        labels,
+        kind,
+        endpoints,
+    }
 }
 
 /// Pods mode needs the Pod watch only when verified.

@@ -46,7 +46,10 @@ pub async fn run(
         }
         // A burst of changes becomes one swap: drain what is already queued.
         while let Ok(ev) = rx.try_recv() {
-            relisted |= matches!(ev, ClusterEvent::Relist { .. } | ClusterEvent::ReplaceAll { .. });
+            relisted |= matches!(
+                ev,
+                ClusterEvent::Relist { .. } | ClusterEvent::ReplaceAll { .. }
+            );
             apply(&mut builder, ev);
         }
         if !builder.has_changes() {
@@ -56,14 +59,24 @@ pub async fn run(
         let counts = snap.counts();
         swap.store(snap);
         let m = crate::ops::metrics::global();
-        m.snapshot_published(counts.services, counts.endpoints, counts.pods, counts.records);
+        m.snapshot_published(
+            counts.services,
+            counts.endpoints,
+            counts.pods,
+            counts.records,
+        );
         let now = SystemTime::now();
         for p in programmed {
             if let Ok(d) = now.duration_since(p.changed_at) {
                 m.dns_programming(p.kind, d);
             }
         }
-        tracing::debug!(services = counts.services, endpoints = counts.endpoints, records = counts.records, "snapshot published");
+        tracing::debug!(
+            services = counts.services,
+            endpoints = counts.endpoints,
+            records = counts.records,
+            "snapshot published"
+        );
         if std::mem::take(&mut relisted) {
             // A full list decodes the whole cluster once and frees most of it again: hand the
             // freed pages back, so resident memory reflects what is held, not the peak.
@@ -71,7 +84,11 @@ pub async fn run(
         }
         if !announced && builder.synced() {
             announced = true;
-            tracing::info!(services = counts.services, endpoints = counts.endpoints, "cluster zone synced");
+            tracing::info!(
+                services = counts.services,
+                endpoints = counts.endpoints,
+                "cluster zone synced"
+            );
             on_synced();
         }
     }

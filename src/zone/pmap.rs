@@ -44,13 +44,19 @@ pub struct PMap<E> {
 
 impl<E> Clone for PMap<E> {
     fn clone(&self) -> Self {
-        PMap { root: self.root.clone(), len: self.len }
+        PMap {
+            root: self.root.clone(),
+            len: self.len,
+        }
     }
 }
 
 impl<E> Default for PMap<E> {
     fn default() -> Self {
-        PMap { root: Arc::new(Node::Leaf(Box::new([]))), len: 0 }
+        PMap {
+            root: Arc::new(Node::Leaf(Box::new([]))),
+            len: 0,
+        }
     }
 }
 
@@ -163,7 +169,10 @@ impl<E: Item> PMap<E> {
 
     /// Every item, in hash order.
     pub fn iter(&self) -> Iter<'_, E> {
-        Iter { stack: vec![(&*self.root, 0)], leaf: [].iter() }
+        Iter {
+            stack: vec![(&*self.root, 0)],
+            leaf: [].iter(),
+        }
     }
 }
 
@@ -200,7 +209,10 @@ fn split_leaf<E: Item>(items: Vec<E>, depth: u32) -> Node<E> {
     let mut rest = &items[..];
     while let Some(first) = rest.first() {
         let s = slot(first.hash(), depth);
-        let n = rest.iter().take_while(|e| slot(e.hash(), depth) == s).count();
+        let n = rest
+            .iter()
+            .take_while(|e| slot(e.hash(), depth) == s)
+            .count();
         let group = &rest[..n];
         rest = &rest[n..];
         let node = if group.len() > LEAF_MAX && depth + 1 < MAX_DEPTH {
@@ -213,7 +225,13 @@ fn split_leaf<E: Item>(items: Vec<E>, depth: u32) -> Node<E> {
     Node::Branch(children)
 }
 
-fn remove_at<E: Item>(node: &mut Arc<Node<E>>, h: u64, pred: &dyn Fn(&E) -> bool, limit: usize, depth: u32) -> usize {
+fn remove_at<E: Item>(
+    node: &mut Arc<Node<E>>,
+    h: u64,
+    pred: &dyn Fn(&E) -> bool,
+    limit: usize,
+    depth: u32,
+) -> usize {
     let n = Arc::make_mut(node);
     match n {
         Node::Branch(children) => {
@@ -404,7 +422,11 @@ mod tests {
             assert_eq!(&got, model);
             for k in 0..3000u64 {
                 let want: Vec<&I> = model.iter().filter(|e| e.0 == k).collect();
-                let found: Vec<&I> = m.find((k % 1000) << 40).iter().filter(|e| e.0 == k).collect();
+                let found: Vec<&I> = m
+                    .find((k % 1000) << 40)
+                    .iter()
+                    .filter(|e| e.0 == k)
+                    .collect();
                 assert_eq!(found, want);
             }
         }

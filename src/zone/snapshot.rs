@@ -15,7 +15,7 @@ use std::cmp::Ordering;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 
-use super::pmap::{hash_bytes, hash_u128, hash_u64, Item, PMap};
+use super::pmap::{Item, PMap, hash_bytes, hash_u64, hash_u128};
 use crate::cluster::objects::Port;
 use crate::config::PodsMode;
 
@@ -130,7 +130,10 @@ impl ClusterIps {
     }
     /// IPv4 addresses first, then IPv6.
     pub fn iter(&self) -> impl Iterator<Item = IpAddr> + Clone + '_ {
-        self.v4().iter().map(|a| IpAddr::V4(*a)).chain(self.v6().iter().map(|a| IpAddr::V6(*a)))
+        self.v4()
+            .iter()
+            .map(|a| IpAddr::V4(*a))
+            .chain(self.v6().iter().map(|a| IpAddr::V6(*a)))
     }
     pub fn len(&self) -> usize {
         self.v4().len() + self.v6().len()
@@ -177,7 +180,6 @@ struct Names {
 
 const DASHED: u32 = u32::MAX;
 
-
 /// An endpoint's name label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EpName<'a> {
@@ -194,7 +196,9 @@ impl EpName<'_> {
         match (self, o) {
             (EpName::Dashed(a), EpName::Dashed(b)) => a == b,
             (EpName::Label(a), EpName::Label(b)) => a == b,
-            (EpName::Label(l), EpName::Dashed(ip)) | (EpName::Dashed(ip), EpName::Label(l)) => *l == dashed_label(ip).as_bytes(),
+            (EpName::Label(l), EpName::Dashed(ip)) | (EpName::Dashed(ip), EpName::Label(l)) => {
+                *l == dashed_label(ip).as_bytes()
+            }
         }
     }
 
@@ -221,7 +225,17 @@ impl Endpoints {
     /// port sets they index (`no_ports` when there are none).
     pub fn new(eps: &[NewEndpoint<'_>], port_sets: Vec<Ports>, no_ports: &Ports) -> Self {
         let addrs = if eps.iter().all(|e| e.ip.is_ipv4()) {
-            Addrs::V4(eps.iter().map(|e| if let IpAddr::V4(a) = e.ip { a } else { unreachable!() }).collect())
+            Addrs::V4(
+                eps.iter()
+                    .map(|e| {
+                        if let IpAddr::V4(a) = e.ip {
+                            a
+                        } else {
+                            unreachable!()
+                        }
+                    })
+                    .collect(),
+            )
         } else {
             Addrs::Any(eps.iter().map(|e| e.ip).collect())
         };
@@ -238,16 +252,32 @@ impl Endpoints {
                     None => DASHED,
                 })
                 .collect();
-            Names { at, bytes: bytes.into_boxed_slice() }
+            Names {
+                at,
+                bytes: bytes.into_boxed_slice(),
+            }
         });
         let ports = port_sets.first().unwrap_or(no_ports).clone();
         let (port_sets, sets) = if port_sets.len() > 1 {
-            (port_sets.into_boxed_slice(), eps.iter().map(|e| e.port_set).collect())
+            (
+                port_sets.into_boxed_slice(),
+                eps.iter().map(|e| e.port_set).collect(),
+            )
         } else {
             (Box::new([]) as Box<[Ports]>, Box::new([]) as Box<[u16]>)
         };
-        let extra = (names.is_some() || !sets.is_empty()).then(|| Box::new(Extra { names, port_sets, sets }));
-        Endpoints { addrs, ports, extra }
+        let extra = (names.is_some() || !sets.is_empty()).then(|| {
+            Box::new(Extra {
+                names,
+                port_sets,
+                sets,
+            })
+        });
+        Endpoints {
+            addrs,
+            ports,
+            extra,
+        }
     }
 
     #[inline]
@@ -314,7 +344,11 @@ impl Endpoints {
     /// The port sets of the slices, in order.
     pub fn port_sets(&self) -> impl Iterator<Item = &[Port]> {
         let many = self.extra.as_ref().map_or(&[][..], |x| &x.port_sets[..]);
-        let one = if many.is_empty() { Some(&self.ports[..]) } else { None };
+        let one = if many.is_empty() {
+            Some(&self.ports[..])
+        } else {
+            None
+        };
         one.into_iter().chain(many.iter().map(|p| &p[..]))
     }
 
@@ -485,7 +519,11 @@ pub struct ServiceMap(PMap<SvcItem>);
 impl ServiceMap {
     #[inline]
     pub fn get(&self, key: &[u8]) -> Option<&Arc<ServiceRecords>> {
-        self.0.find(hash_bytes(key)).iter().find(|i| i.svc.key() == key).map(|i| &i.svc)
+        self.0
+            .find(hash_bytes(key))
+            .iter()
+            .find(|i| i.svc.key() == key)
+            .map(|i| &i.svc)
     }
     pub fn contains_key(&self, key: &[u8]) -> bool {
         self.get(key).is_some()
@@ -533,11 +571,17 @@ pub struct NameSet(PMap<NameItem>);
 impl NameSet {
     #[inline]
     pub fn contains_key(&self, name: &[u8]) -> bool {
-        self.0.find(hash_bytes(name)).iter().any(|i| &*i.name == name)
+        self.0
+            .find(hash_bytes(name))
+            .iter()
+            .any(|i| &*i.name == name)
     }
     pub fn insert(&mut self, name: Box<[u8]>) {
         if !self.contains_key(&name) {
-            self.0.insert(NameItem { hash: hash_bytes(&name), name });
+            self.0.insert(NameItem {
+                hash: hash_bytes(&name),
+                name,
+            });
         }
     }
     pub fn remove(&mut self, name: &[u8]) {
@@ -612,7 +656,9 @@ impl ReverseMap {
             IpAddr::V6(a) => a.octets(),
             IpAddr::V4(_) => [0; 16],
         };
-        a.iter().map(|r| &r.svc).chain(b.iter().filter(move |r| r.ip == o).map(|r| &r.svc))
+        a.iter()
+            .map(|r| &r.svc)
+            .chain(b.iter().filter(move |r| r.ip == o).map(|r| &r.svc))
     }
 
     /// Record that `svc` holds `ip` (once per service and address).
@@ -621,8 +667,14 @@ impl ReverseMap {
             self.addrs += 1;
         }
         match ip {
-            IpAddr::V4(a) => self.v4.insert(Rev4 { ip: a.into(), svc: svc.clone() }),
-            IpAddr::V6(a) => self.v6.insert(Rev6 { ip: a.octets(), svc: svc.clone() }),
+            IpAddr::V4(a) => self.v4.insert(Rev4 {
+                ip: a.into(),
+                svc: svc.clone(),
+            }),
+            IpAddr::V6(a) => self.v6.insert(Rev6 {
+                ip: a.octets(),
+                svc: svc.clone(),
+            }),
         }
     }
 
@@ -631,11 +683,15 @@ impl ReverseMap {
         let n = match ip {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
-                self.v4.remove_where(hash_u64(a as u64), |r| r.ip == a && Arc::ptr_eq(&r.svc, svc))
+                self.v4.remove_where(hash_u64(a as u64), |r| {
+                    r.ip == a && Arc::ptr_eq(&r.svc, svc)
+                })
             }
             IpAddr::V6(a) => {
                 let o = a.octets();
-                self.v6.remove_where(hash_u128(u128::from(a)), |r| r.ip == o && Arc::ptr_eq(&r.svc, svc))
+                self.v6.remove_where(hash_u128(u128::from(a)), |r| {
+                    r.ip == o && Arc::ptr_eq(&r.svc, svc)
+                })
             }
         };
         if n > 0 && self.services(ip).next().is_none() {
@@ -721,15 +777,29 @@ impl PodIndex {
     }
 
     fn id(&self, ns_label: &[u8]) -> Option<u32> {
-        self.ids.find(hash_bytes(ns_label)).iter().find(|i| &*i.name == ns_label).map(|i| i.id)
+        self.ids
+            .find(hash_bytes(ns_label))
+            .iter()
+            .find(|i| &*i.name == ns_label)
+            .map(|i| i.id)
     }
 
     fn count(&self, id: u32, ip: &IpAddr) -> usize {
         match pod_addr(ip) {
-            IpAddr::V4(a) => self.v4.find(hash_u64((id as u64) << 32 | u32::from(a) as u64)).len(),
+            IpAddr::V4(a) => self
+                .v4
+                .find(hash_u64((id as u64) << 32 | u32::from(a) as u64))
+                .len(),
             IpAddr::V6(a) => {
-                let p = Pod6 { ip: a.octets(), ns: id };
-                self.v6.find(p.hash()).iter().filter(|q| q.ip == p.ip && q.ns == id).count()
+                let p = Pod6 {
+                    ip: a.octets(),
+                    ns: id,
+                };
+                self.v6
+                    .find(p.hash())
+                    .iter()
+                    .filter(|q| q.ip == p.ip && q.ns == id)
+                    .count()
             }
         }
     }
@@ -746,7 +816,11 @@ impl PodIndex {
             None => {
                 let id = self.next_id;
                 self.next_id += 1;
-                self.ids.insert(NsId { hash: hash_bytes(ns_label), name: ns_label.into(), id });
+                self.ids.insert(NsId {
+                    hash: hash_bytes(ns_label),
+                    name: ns_label.into(),
+                    id,
+                });
                 id
             }
         };
@@ -754,8 +828,13 @@ impl PodIndex {
             self.keys += 1;
         }
         match pod_addr(ip) {
-            IpAddr::V4(a) => self.v4.insert(Pod4((id as u64) << 32 | u32::from(a) as u64)),
-            IpAddr::V6(a) => self.v6.insert(Pod6 { ip: a.octets(), ns: id }),
+            IpAddr::V4(a) => self
+                .v4
+                .insert(Pod4((id as u64) << 32 | u32::from(a) as u64)),
+            IpAddr::V6(a) => self.v6.insert(Pod6 {
+                ip: a.octets(),
+                ns: id,
+            }),
         }
     }
 
@@ -768,8 +847,12 @@ impl PodIndex {
                 self.v4.remove_some(hash_u64(k), |p| p.0 == k, 1)
             }
             IpAddr::V6(a) => {
-                let p = Pod6 { ip: a.octets(), ns: id };
-                self.v6.remove_some(p.hash(), |q| q.ip == p.ip && q.ns == id, 1)
+                let p = Pod6 {
+                    ip: a.octets(),
+                    ns: id,
+                };
+                self.v6
+                    .remove_some(p.hash(), |q| q.ip == p.ip && q.ns == id, 1)
             }
         };
         if n > 0 && self.count(id, ip) == 0 {
@@ -805,7 +888,10 @@ impl Snapshot {
 
     /// Counts for `check`, logs and metrics: (services, endpoints, records).
     pub fn counts(&self) -> SnapshotCounts {
-        let mut c = SnapshotCounts { services: self.services.len(), ..Default::default() };
+        let mut c = SnapshotCounts {
+            services: self.services.len(),
+            ..Default::default()
+        };
         for s in self.services.values() {
             let h = &s.endpoints;
             c.endpoints += h.len();
@@ -870,7 +956,11 @@ pub fn undash_ip(label: &[u8]) -> Option<IpAddr> {
     for (d, s) in buf.iter_mut().zip(label) {
         *d = if *s == b'-' { b':' } else { *s };
     }
-    std::str::from_utf8(buf).ok()?.parse::<Ipv6Addr>().ok().map(IpAddr::V6)
+    std::str::from_utf8(buf)
+        .ok()?
+        .parse::<Ipv6Addr>()
+        .ok()
+        .map(IpAddr::V6)
 }
 
 #[cfg(test)]
@@ -886,7 +976,20 @@ mod tests {
                 if s.ends_with('-') { format!("{s}0") } else { s }
             }
         };
-        for s in ["10.0.0.1", "0.0.0.0", "255.255.255.255", "1.20.100.9", "fd00::", "::", "::1", "5678:abcd::1", "::ffff:1.2.3.4", "1:2:3:4:5:6:7:0", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff", "1::2:3"] {
+        for s in [
+            "10.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "1.20.100.9",
+            "fd00::",
+            "::",
+            "::1",
+            "5678:abcd::1",
+            "::ffff:1.2.3.4",
+            "1:2:3:4:5:6:7:0",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+            "1::2:3",
+        ] {
             let ip: IpAddr = s.parse().unwrap();
             let l = dashed_label(&ip);
             assert_eq!(&l.as_bytes()[1..], old(&ip).as_bytes(), "{s}");
@@ -909,7 +1012,23 @@ mod tests {
             }
             s.replace('-', ":").parse::<Ipv6Addr>().ok().map(IpAddr::V6)
         };
-        for s in ["10-0-0-1", "10-0-0-01", "1-2-3", "1-2-3-4-5", "fd00--1", "fd00--", "--1", "----", "a-b-c-d", "1.2.3.4", "", "-", "10-0-0-256", "5678-abcd--1", "1-2-3-4-5-6-7-8"] {
+        for s in [
+            "10-0-0-1",
+            "10-0-0-01",
+            "1-2-3",
+            "1-2-3-4-5",
+            "fd00--1",
+            "fd00--",
+            "--1",
+            "----",
+            "a-b-c-d",
+            "1.2.3.4",
+            "",
+            "-",
+            "10-0-0-256",
+            "5678-abcd--1",
+            "1-2-3-4-5-6-7-8",
+        ] {
             assert_eq!(undash_ip(s.as_bytes()), old(s.as_bytes()), "{s}");
         }
     }

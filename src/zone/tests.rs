@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use hickory_proto::op::{Message, ResponseCode};
 
-use super::answer::{answer, Outcome};
-use super::build::{required_kinds, ZoneBuilder};
+use super::answer::{Outcome, answer};
+use super::build::{ZoneBuilder, required_kinds};
 use super::snapshot::Snapshot;
-use crate::cluster::objects::*;
 use crate::cluster::ClusterEvent;
+use crate::cluster::objects::*;
 use crate::config::{ClusterConfig, PodsMode};
-use crate::wire::{rtype, Query, Writer};
+use crate::wire::{Query, Writer, rtype};
 
 // ---- builder-style fixtures ------------------------------------------------------------
 
@@ -40,7 +40,11 @@ impl SvcExt for ServiceInfo {
         self
     }
     fn port(mut self, name: &str, port: u16, protocol: Protocol) -> Self {
-        self.ports.push(Port { name: name.into(), protocol, port });
+        self.ports.push(Port {
+            name: name.into(),
+            protocol,
+            port,
+        });
         self
     }
     fn external(mut self, target: &str) -> Self {
@@ -49,7 +53,12 @@ impl SvcExt for ServiceInfo {
     }
 }
 
-fn slice(ns: &str, svc: &str, eps: &[(&str, Option<&str>, bool)], ports: &[(&str, u16)]) -> SliceInfo {
+fn slice(
+    ns: &str,
+    svc: &str,
+    eps: &[(&str, Option<&str>, bool)],
+    ports: &[(&str, u16)],
+) -> SliceInfo {
     SliceInfo {
         namespace: ns.into(),
         name: format!("{svc}-slice1").into(),
@@ -63,12 +72,22 @@ fn slice(ns: &str, svc: &str, eps: &[(&str, Option<&str>, bool)], ports: &[(&str
                 pod_name: None,
             })
             .collect(),
-        ports: ports.iter().map(|(n, p)| Port { name: (*n).into(), protocol: Protocol::Tcp, port: *p }).collect(),
+        ports: ports
+            .iter()
+            .map(|(n, p)| Port {
+                name: (*n).into(),
+                protocol: Protocol::Tcp,
+                port: *p,
+            })
+            .collect(),
     }
 }
 
 fn ns(name: &str) -> Object {
-    Object::Namespace(NamespaceInfo { name: name.into(), labels: Default::default() })
+    Object::Namespace(NamespaceInfo {
+        name: name.into(),
+        labels: Default::default(),
+    })
 }
 
 /// The objects of CoreDNS's handler_test.go.
@@ -76,21 +95,47 @@ pub fn coredns_objects() -> Vec<Object> {
     use Protocol::Tcp;
     let mut v = vec![ns("testns"), ns("kube-system"), ns("podns")];
     let svcs = vec![
-        svc("kube-system", "kubedns").ips(&["10.0.0.10"]).port("dns", 53, Protocol::Udp),
-        svc("testns", "svc1").ips(&["10.0.0.1"]).port("http", 80, Tcp),
-        svc("testns", "svcempty").ips(&["10.0.0.1"]).port("http", 80, Tcp),
-        svc("testns", "svc6").ips(&["1234:abcd::1"]).port("http", 80, Tcp),
+        svc("kube-system", "kubedns")
+            .ips(&["10.0.0.10"])
+            .port("dns", 53, Protocol::Udp),
+        svc("testns", "svc1")
+            .ips(&["10.0.0.1"])
+            .port("http", 80, Tcp),
+        svc("testns", "svcempty")
+            .ips(&["10.0.0.1"])
+            .port("http", 80, Tcp),
+        svc("testns", "svc6")
+            .ips(&["1234:abcd::1"])
+            .port("http", 80, Tcp),
         svc("testns", "hdls1"),
-        svc("testns", "external").external("ext.interwebs.test").port("http", 80, Tcp),
-        svc("testns", "external-to-service").external("svc1.testns.svc.cluster.local.").port("http", 80, Tcp),
+        svc("testns", "external")
+            .external("ext.interwebs.test")
+            .port("http", 80, Tcp),
+        svc("testns", "external-to-service")
+            .external("svc1.testns.svc.cluster.local.")
+            .port("http", 80, Tcp),
         svc("testns", "hdlsprtls"),
-        svc("unexposedns", "svc1").ips(&["10.0.0.2"]).port("http", 80, Tcp),
-        svc("testns", "svc-dual-stack").ips(&["10.0.0.3", "10::3"]).port("http", 80, Tcp),
+        svc("unexposedns", "svc1")
+            .ips(&["10.0.0.2"])
+            .port("http", 80, Tcp),
+        svc("testns", "svc-dual-stack")
+            .ips(&["10.0.0.3", "10::3"])
+            .port("http", 80, Tcp),
     ];
     v.extend(svcs.into_iter().map(Object::Service));
     let slices = vec![
-        slice("kube-system", "kubedns", &[("172.0.0.100", None, true)], &[("dns", 53)]),
-        slice("testns", "svc1", &[("172.0.0.1", Some("ep1a"), true)], &[("http", 80)]),
+        slice(
+            "kube-system",
+            "kubedns",
+            &[("172.0.0.100", None, true)],
+            &[("dns", 53)],
+        ),
+        slice(
+            "testns",
+            "svc1",
+            &[("172.0.0.1", Some("ep1a"), true)],
+            &[("http", 80)],
+        ),
         slice("testns", "svcempty", &[], &[("http", 80)]),
         slice(
             "testns",
@@ -112,7 +157,12 @@ pub fn coredns_objects() -> Vec<Object> {
 }
 
 fn cfg() -> ClusterConfig {
-    ClusterConfig { ttl: 5, loadbalance: false, nameserver_ips: vec!["127.0.0.1".parse().unwrap()], ..Default::default() }
+    ClusterConfig {
+        ttl: 5,
+        loadbalance: false,
+        nameserver_ips: vec!["127.0.0.1".parse().unwrap()],
+        ..Default::default()
+    }
 }
 
 pub fn snapshot_with(cfg: &ClusterConfig, objects: Vec<Object>) -> Arc<Snapshot> {
@@ -137,17 +187,31 @@ fn ask_sized(snap: &Snapshot, name: &str, qtype: u16, max: usize) -> (Message, u
     };
     w.finish(&q, rcode, true, false, 1232);
     let len = buf.len();
-    (Message::from_vec(&buf).unwrap_or_else(|e| panic!("{name}: undecodable reply: {e}")), len)
+    (
+        Message::from_vec(&buf).unwrap_or_else(|e| panic!("{name}: undecodable reply: {e}")),
+        len,
+    )
 }
 
 fn strs(rs: &[hickory_proto::rr::Record]) -> Vec<String> {
-    let mut v: Vec<String> = rs.iter().map(|r| r.to_string().split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    let mut v: Vec<String> = rs
+        .iter()
+        .map(|r| {
+            r.to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
     v.sort();
     v
 }
 
 fn norm(v: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = v.iter().map(|s| s.split_whitespace().collect::<Vec<_>>().join(" ")).collect();
+    let mut v: Vec<String> = v
+        .iter()
+        .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect();
     v.sort();
     v
 }
@@ -171,9 +235,15 @@ fn check(snap: &Snapshot, cases: &[Case]) {
         assert_eq!(m.metadata.response_code, c.rcode, "{ctx}: rcode");
         assert!(m.metadata.authoritative, "{ctx}: AA");
         let serial = snap.serial.to_string();
-        let ans: Vec<String> = norm(c.answer).into_iter().map(|s| s.replace("SERIAL", &serial)).collect();
+        let ans: Vec<String> = norm(c.answer)
+            .into_iter()
+            .map(|s| s.replace("SERIAL", &serial))
+            .collect();
         assert_eq!(strs(&m.answers), ans, "{ctx}: answer");
-        let ns: Vec<String> = norm(c.ns).into_iter().map(|s| s.replace("SERIAL", &serial)).collect();
+        let ns: Vec<String> = norm(c.ns)
+            .into_iter()
+            .map(|s| s.replace("SERIAL", &serial))
+            .collect();
         assert_eq!(strs(&m.authorities), ns, "{ctx}: authority");
         assert_eq!(strs(&m.additionals), norm(c.extra), "{ctx}: additional");
     }
@@ -187,13 +257,29 @@ fn coredns_handler_cases() {
     check(
         &snap,
         &[
-            Case { q: "svc1.testns.svc.cluster.local.", t: rtype::A, rcode: OK, answer: &["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"], ns: &[], extra: &[] },
-            Case { q: "svcempty.testns.svc.cluster.local.", t: rtype::A, rcode: OK, answer: &["svcempty.testns.svc.cluster.local. 5 IN A 10.0.0.1"], ns: &[], extra: &[] },
+            Case {
+                q: "svc1.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"],
+                ns: &[],
+                extra: &[],
+            },
+            Case {
+                q: "svcempty.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &["svcempty.testns.svc.cluster.local. 5 IN A 10.0.0.1"],
+                ns: &[],
+                extra: &[],
+            },
             Case {
                 q: "svc1.testns.svc.cluster.local.",
                 t: rtype::SRV,
                 rcode: OK,
-                answer: &["svc1.testns.svc.cluster.local. 5 IN SRV 0 100 80 svc1.testns.svc.cluster.local."],
+                answer: &[
+                    "svc1.testns.svc.cluster.local. 5 IN SRV 0 100 80 svc1.testns.svc.cluster.local.",
+                ],
                 ns: &[],
                 extra: &["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"],
             },
@@ -201,7 +287,9 @@ fn coredns_handler_cases() {
                 q: "svc6.testns.svc.cluster.local.",
                 t: rtype::SRV,
                 rcode: OK,
-                answer: &["svc6.testns.svc.cluster.local. 5 IN SRV 0 100 80 svc6.testns.svc.cluster.local."],
+                answer: &[
+                    "svc6.testns.svc.cluster.local. 5 IN SRV 0 100 80 svc6.testns.svc.cluster.local.",
+                ],
                 ns: &[],
                 extra: &["svc6.testns.svc.cluster.local. 5 IN AAAA 1234:abcd::1"],
             },
@@ -209,7 +297,9 @@ fn coredns_handler_cases() {
                 q: "_http._tcp.svc1.testns.svc.cluster.local.",
                 t: rtype::SRV,
                 rcode: OK,
-                answer: &["_http._tcp.svc1.testns.svc.cluster.local. 5 IN SRV 0 100 80 svc1.testns.svc.cluster.local."],
+                answer: &[
+                    "_http._tcp.svc1.testns.svc.cluster.local. 5 IN SRV 0 100 80 svc1.testns.svc.cluster.local.",
+                ],
                 ns: &[],
                 extra: &["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"],
             },
@@ -226,48 +316,217 @@ fn coredns_handler_cases() {
                 ns: &[],
                 extra: &[],
             },
-            Case { q: "hdlsprtls.testns.svc.cluster.local.", t: rtype::A, rcode: OK, answer: &["hdlsprtls.testns.svc.cluster.local. 5 IN A 172.0.0.20"], ns: &[], extra: &[] },
+            Case {
+                q: "hdlsprtls.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &["hdlsprtls.testns.svc.cluster.local. 5 IN A 172.0.0.20"],
+                ns: &[],
+                extra: &[],
+            },
             // NODATA: the name exists with A only
-            Case { q: "svc1.testns.svc.cluster.local.", t: rtype::AAAA, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "svc0.testns.svc.cluster.local.", t: rtype::AAAA, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "svc0.testns.svc.cluster.local.", t: rtype::A, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "svc0.svc-nons.svc.cluster.local.", t: rtype::A, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "dns-version.cluster.local.", t: rtype::TXT, rcode: OK, answer: &["dns-version.cluster.local. 28800 IN TXT 1.1.0"], ns: &[], extra: &[] },
-            Case { q: "svc1.testns.svc.cluster.local.", t: rtype::TXT, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "svc0.svc-nons.svc.cluster.local.", t: rtype::TXT, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "bogusendpoint.hdls1.testns.svc.cluster.local.", t: rtype::A, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "bogusendpoint.svc0.testns.svc.cluster.local.", t: rtype::A, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "svc6.testns.svc.cluster.local.", t: rtype::AAAA, rcode: OK, answer: &["svc6.testns.svc.cluster.local. 5 IN AAAA 1234:abcd::1"], ns: &[], extra: &[] },
+            Case {
+                q: "svc1.testns.svc.cluster.local.",
+                t: rtype::AAAA,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "svc0.testns.svc.cluster.local.",
+                t: rtype::AAAA,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "svc0.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "svc0.svc-nons.svc.cluster.local.",
+                t: rtype::A,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "dns-version.cluster.local.",
+                t: rtype::TXT,
+                rcode: OK,
+                answer: &["dns-version.cluster.local. 28800 IN TXT 1.1.0"],
+                ns: &[],
+                extra: &[],
+            },
+            Case {
+                q: "svc1.testns.svc.cluster.local.",
+                t: rtype::TXT,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "svc0.svc-nons.svc.cluster.local.",
+                t: rtype::TXT,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "bogusendpoint.hdls1.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "bogusendpoint.svc0.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "svc6.testns.svc.cluster.local.",
+                t: rtype::AAAA,
+                rcode: OK,
+                answer: &["svc6.testns.svc.cluster.local. 5 IN AAAA 1234:abcd::1"],
+                ns: &[],
+                extra: &[],
+            },
             Case {
                 q: "hdls1.testns.svc.cluster.local.",
                 t: rtype::AAAA,
                 rcode: OK,
-                answer: &["hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::1", "hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2"],
+                answer: &[
+                    "hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::1",
+                    "hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2",
+                ],
                 ns: &[],
                 extra: &[],
             },
             // empty non-terminals
-            Case { q: "svc.cluster.local.", t: rtype::A, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "pod.cluster.local.", t: rtype::A, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "testns.svc.cluster.local.", t: rtype::A, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "svc.cluster.local.", t: rtype::NS, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "testns.svc.cluster.local.", t: rtype::NS, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "foo.cluster.local.", t: rtype::NS, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "foo.svc.cluster.local.", t: rtype::NS, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
+            Case {
+                q: "svc.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "pod.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "svc.cluster.local.",
+                t: rtype::NS,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "testns.svc.cluster.local.",
+                t: rtype::NS,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "foo.cluster.local.",
+                t: rtype::NS,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "foo.svc.cluster.local.",
+                t: rtype::NS,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
             // dual stack
-            Case { q: "svc-dual-stack.testns.svc.cluster.local.", t: rtype::A, rcode: OK, answer: &["svc-dual-stack.testns.svc.cluster.local. 5 IN A 10.0.0.3"], ns: &[], extra: &[] },
-            Case { q: "svc-dual-stack.testns.svc.cluster.local.", t: rtype::AAAA, rcode: OK, answer: &["svc-dual-stack.testns.svc.cluster.local. 5 IN AAAA 10::3"], ns: &[], extra: &[] },
+            Case {
+                q: "svc-dual-stack.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &["svc-dual-stack.testns.svc.cluster.local. 5 IN A 10.0.0.3"],
+                ns: &[],
+                extra: &[],
+            },
+            Case {
+                q: "svc-dual-stack.testns.svc.cluster.local.",
+                t: rtype::AAAA,
+                rcode: OK,
+                answer: &["svc-dual-stack.testns.svc.cluster.local. 5 IN AAAA 10::3"],
+                ns: &[],
+                extra: &[],
+            },
             Case {
                 q: "svc-dual-stack.testns.svc.cluster.local.",
                 t: rtype::SRV,
                 rcode: OK,
-                answer: &["svc-dual-stack.testns.svc.cluster.local. 5 IN SRV 0 50 80 svc-dual-stack.testns.svc.cluster.local."],
+                answer: &[
+                    "svc-dual-stack.testns.svc.cluster.local. 5 IN SRV 0 50 80 svc-dual-stack.testns.svc.cluster.local.",
+                ],
                 ns: &[],
-                extra: &["svc-dual-stack.testns.svc.cluster.local. 5 IN A 10.0.0.3", "svc-dual-stack.testns.svc.cluster.local. 5 IN AAAA 10::3"],
+                extra: &[
+                    "svc-dual-stack.testns.svc.cluster.local. 5 IN A 10.0.0.3",
+                    "svc-dual-stack.testns.svc.cluster.local. 5 IN AAAA 10::3",
+                ],
             },
-            Case { q: "svc1.testns.svc.cluster.local.", t: rtype::SOA, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "endpoint.external.testns.svc.cluster.local.", t: rtype::CNAME, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "subdomain.subdomain.external.testns.svc.cluster.local.", t: rtype::CNAME, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
+            Case {
+                q: "svc1.testns.svc.cluster.local.",
+                t: rtype::SOA,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "endpoint.external.testns.svc.cluster.local.",
+                t: rtype::CNAME,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "subdomain.subdomain.external.testns.svc.cluster.local.",
+                t: rtype::CNAME,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
             // headless SRV: one record per (target, port), weight from 6 addresses
             Case {
                 q: "_http._tcp.hdls1.testns.svc.cluster.local.",
@@ -290,25 +549,91 @@ fn coredns_handler_cases() {
                     "dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.5",
                 ],
             },
-            Case { q: "5678-abcd--2.hdls1.testns.svc.cluster.local", t: rtype::AAAA, rcode: OK, answer: &["5678-abcd--2.hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2"], ns: &[], extra: &[] },
-            Case { q: "172-0-0-20.hdlsprtls.testns.svc.cluster.local.", t: rtype::A, rcode: OK, answer: &["172-0-0-20.hdlsprtls.testns.svc.cluster.local. 5 IN A 172.0.0.20"], ns: &[], extra: &[] },
-            Case { q: "172-0-0-2.hdls1.testns.svc.cluster.local.", t: rtype::A, rcode: OK, answer: &["172-0-0-2.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.2"], ns: &[], extra: &[] },
+            Case {
+                q: "5678-abcd--2.hdls1.testns.svc.cluster.local",
+                t: rtype::AAAA,
+                rcode: OK,
+                answer: &["5678-abcd--2.hdls1.testns.svc.cluster.local. 5 IN AAAA 5678:abcd::2"],
+                ns: &[],
+                extra: &[],
+            },
+            Case {
+                q: "172-0-0-20.hdlsprtls.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &["172-0-0-20.hdlsprtls.testns.svc.cluster.local. 5 IN A 172.0.0.20"],
+                ns: &[],
+                extra: &[],
+            },
+            Case {
+                q: "172-0-0-2.hdls1.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &["172-0-0-2.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.2"],
+                ns: &[],
+                extra: &[],
+            },
             Case {
                 q: "dup-name.hdls1.testns.svc.cluster.local.",
                 t: rtype::A,
                 rcode: OK,
-                answer: &["dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.4", "dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.5"],
+                answer: &[
+                    "dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.4",
+                    "dup-name.hdls1.testns.svc.cluster.local. 5 IN A 172.0.0.5",
+                ],
                 ns: &[],
                 extra: &[],
             },
-            Case { q: "external.testns.svc.cluster.local.", t: rtype::CNAME, rcode: OK, answer: &["external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test."], ns: &[], extra: &[] },
+            Case {
+                q: "external.testns.svc.cluster.local.",
+                t: rtype::CNAME,
+                rcode: OK,
+                answer: &["external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test."],
+                ns: &[],
+                extra: &[],
+            },
             // an endpoint of a ClusterIP service has a name too (CoreDNS)
-            Case { q: "ep1a.svc1.testns.svc.cluster.local.", t: rtype::A, rcode: OK, answer: &["ep1a.svc1.testns.svc.cluster.local. 5 IN A 172.0.0.1"], ns: &[], extra: &[] },
+            Case {
+                q: "ep1a.svc1.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &["ep1a.svc1.testns.svc.cluster.local. 5 IN A 172.0.0.1"],
+                ns: &[],
+                extra: &[],
+            },
             // _proto is an empty non-terminal above the SRV owner (RFC 8020: not NXDOMAIN)
-            Case { q: "_tcp.svc1.testns.svc.cluster.local.", t: rtype::SRV, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "_udp.svc1.testns.svc.cluster.local.", t: rtype::SRV, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "_https._tcp.svc1.testns.svc.cluster.local.", t: rtype::SRV, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "_http._tcp.svc1.testns.svc.cluster.local.", t: rtype::A, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
+            Case {
+                q: "_tcp.svc1.testns.svc.cluster.local.",
+                t: rtype::SRV,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "_udp.svc1.testns.svc.cluster.local.",
+                t: rtype::SRV,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "_https._tcp.svc1.testns.svc.cluster.local.",
+                t: rtype::SRV,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "_http._tcp.svc1.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
         ],
     );
 }
@@ -319,8 +644,22 @@ fn apex_cases() {
     check(
         &snap,
         &[
-            Case { q: "cluster.local.", t: rtype::SOA, rcode: OK, answer: &[SOA], ns: &[], extra: &[] },
-            Case { q: "cluster.local.", t: rtype::HINFO, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
+            Case {
+                q: "cluster.local.",
+                t: rtype::SOA,
+                rcode: OK,
+                answer: &[SOA],
+                ns: &[],
+                extra: &[],
+            },
+            Case {
+                q: "cluster.local.",
+                t: rtype::HINFO,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
             Case {
                 q: "cluster.local.",
                 t: rtype::NS,
@@ -329,11 +668,46 @@ fn apex_cases() {
                 ns: &[],
                 extra: &["ns.dns.cluster.local. 5 IN A 127.0.0.1"],
             },
-            Case { q: "cluster.local.", t: rtype::A, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "cluster.local.", t: rtype::AAAA, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "cluster.local.", t: rtype::SRV, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "ns.dns.cluster.local.", t: rtype::A, rcode: OK, answer: &["ns.dns.cluster.local. 5 IN A 127.0.0.1"], ns: &[], extra: &[] },
-            Case { q: "dns.cluster.local.", t: rtype::A, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
+            Case {
+                q: "cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "cluster.local.",
+                t: rtype::AAAA,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "cluster.local.",
+                t: rtype::SRV,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "ns.dns.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &["ns.dns.cluster.local. 5 IN A 127.0.0.1"],
+                ns: &[],
+                extra: &[],
+            },
+            Case {
+                q: "dns.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
         ],
     );
 }
@@ -344,29 +718,70 @@ fn case_is_preserved() {
     let m = ask(&snap, "not-a-service.testns.svc.ClUsTeR.lOcAl.", rtype::A);
     assert_eq!(m.metadata.response_code, NX);
     let soa = m.authorities[0].to_string();
-    assert!(soa.starts_with("ClUsTeR.lOcAl. 5 IN SOA ns.dns.ClUsTeR.lOcAl. hostmaster.ClUsTeR.lOcAl."), "{soa}");
+    assert!(
+        soa.starts_with("ClUsTeR.lOcAl. 5 IN SOA ns.dns.ClUsTeR.lOcAl. hostmaster.ClUsTeR.lOcAl."),
+        "{soa}"
+    );
     let m = ask(&snap, "SvC1.TeStNs.SvC.cLuStEr.LoCaL.", rtype::A);
-    assert_eq!(m.answers[0].to_string(), "SvC1.TeStNs.SvC.cLuStEr.LoCaL. 5 IN A 10.0.0.1");
-    assert_eq!(m.queries[0].name().to_string(), "SvC1.TeStNs.SvC.cLuStEr.LoCaL.");
-    let m = ask(&snap, "_HtTp._TcP.sVc1.TeStNs.SvC.cLuStEr.LoCaL.", rtype::SRV);
-    assert_eq!(m.answers[0].to_string(), "_HtTp._TcP.sVc1.TeStNs.SvC.cLuStEr.LoCaL. 5 IN SRV 0 100 80 svc1.testns.svc.cLuStEr.LoCaL.");
-    assert_eq!(m.additionals[0].to_string(), "svc1.testns.svc.cLuStEr.LoCaL. 5 IN A 10.0.0.1");
+    assert_eq!(
+        m.answers[0].to_string(),
+        "SvC1.TeStNs.SvC.cLuStEr.LoCaL. 5 IN A 10.0.0.1"
+    );
+    assert_eq!(
+        m.queries[0].name().to_string(),
+        "SvC1.TeStNs.SvC.cLuStEr.LoCaL."
+    );
+    let m = ask(
+        &snap,
+        "_HtTp._TcP.sVc1.TeStNs.SvC.cLuStEr.LoCaL.",
+        rtype::SRV,
+    );
+    assert_eq!(
+        m.answers[0].to_string(),
+        "_HtTp._TcP.sVc1.TeStNs.SvC.cLuStEr.LoCaL. 5 IN SRV 0 100 80 svc1.testns.svc.cLuStEr.LoCaL."
+    );
+    assert_eq!(
+        m.additionals[0].to_string(),
+        "svc1.testns.svc.cLuStEr.LoCaL. 5 IN A 10.0.0.1"
+    );
     let m = ask(&snap, "Cluster.local.", rtype::SOA);
-    assert!(m.answers[0].to_string().starts_with("Cluster.local. 5 IN SOA ns.dns.Cluster.local. hostmaster.Cluster.local."));
+    assert!(
+        m.answers[0]
+            .to_string()
+            .starts_with("Cluster.local. 5 IN SOA ns.dns.Cluster.local. hostmaster.Cluster.local.")
+    );
 }
 
 #[test]
 fn pods_modes() {
     let mut objs = coredns_objects();
-    objs.push(Object::Pod(PodInfo { namespace: "podns".into(), name: "foo".into(), ips: vec!["10.240.0.1".parse().unwrap()] }));
+    objs.push(Object::Pod(PodInfo {
+        namespace: "podns".into(),
+        name: "foo".into(),
+        ips: vec!["10.240.0.1".parse().unwrap()],
+    }));
     let mut c = cfg();
     c.pods = PodsMode::Disabled;
     let snap = snapshot_with(&c, objs.clone());
     check(
         &snap,
         &[
-            Case { q: "10-240-0-1.podns.pod.cluster.local.", t: rtype::A, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "172-0-0-2.podns.pod.cluster.local.", t: rtype::A, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
+            Case {
+                q: "10-240-0-1.podns.pod.cluster.local.",
+                t: rtype::A,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "172-0-0-2.podns.pod.cluster.local.",
+                t: rtype::A,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
         ],
     );
     c.pods = PodsMode::Insecure;
@@ -374,15 +789,78 @@ fn pods_modes() {
     check(
         &snap,
         &[
-            Case { q: "10-240-0-1.podns.pod.cluster.local.", t: rtype::A, rcode: OK, answer: &["10-240-0-1.podns.pod.cluster.local. 5 IN A 10.240.0.1"], ns: &[], extra: &[] },
-            Case { q: "172-0-0-2.podns.pod.cluster.local.", t: rtype::A, rcode: OK, answer: &["172-0-0-2.podns.pod.cluster.local. 5 IN A 172.0.0.2"], ns: &[], extra: &[] },
-            Case { q: "blah.podns.pod.cluster.local.", t: rtype::A, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "blah.podns.pod.cluster.local.", t: rtype::AAAA, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "blah.podns.pod.cluster.local.", t: rtype::HINFO, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "blah.pod-nons.pod.cluster.local.", t: rtype::A, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "podns.pod.cluster.local.", t: rtype::A, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "fd00--1.podns.pod.cluster.local.", t: rtype::AAAA, rcode: OK, answer: &["fd00--1.podns.pod.cluster.local. 5 IN AAAA fd00::1"], ns: &[], extra: &[] },
-            Case { q: "10-240-0-1.podns.pod.cluster.local.", t: rtype::AAAA, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
+            Case {
+                q: "10-240-0-1.podns.pod.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &["10-240-0-1.podns.pod.cluster.local. 5 IN A 10.240.0.1"],
+                ns: &[],
+                extra: &[],
+            },
+            Case {
+                q: "172-0-0-2.podns.pod.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &["172-0-0-2.podns.pod.cluster.local. 5 IN A 172.0.0.2"],
+                ns: &[],
+                extra: &[],
+            },
+            Case {
+                q: "blah.podns.pod.cluster.local.",
+                t: rtype::A,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "blah.podns.pod.cluster.local.",
+                t: rtype::AAAA,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "blah.podns.pod.cluster.local.",
+                t: rtype::HINFO,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "blah.pod-nons.pod.cluster.local.",
+                t: rtype::A,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "podns.pod.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "fd00--1.podns.pod.cluster.local.",
+                t: rtype::AAAA,
+                rcode: OK,
+                answer: &["fd00--1.podns.pod.cluster.local. 5 IN AAAA fd00::1"],
+                ns: &[],
+                extra: &[],
+            },
+            Case {
+                q: "10-240-0-1.podns.pod.cluster.local.",
+                t: rtype::AAAA,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
         ],
     );
     c.pods = PodsMode::Verified;
@@ -390,11 +868,46 @@ fn pods_modes() {
     check(
         &snap,
         &[
-            Case { q: "10-240-0-1.podns.pod.cluster.local.", t: rtype::A, rcode: OK, answer: &["10-240-0-1.podns.pod.cluster.local. 5 IN A 10.240.0.1"], ns: &[], extra: &[] },
-            Case { q: "podns.pod.cluster.local.", t: rtype::A, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "testns.svc.cluster.local.", t: rtype::A, rcode: OK, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "pod-nons.pod.cluster.local.", t: rtype::A, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "172-0-0-2.podns.pod.cluster.local.", t: rtype::A, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
+            Case {
+                q: "10-240-0-1.podns.pod.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &["10-240-0-1.podns.pod.cluster.local. 5 IN A 10.240.0.1"],
+                ns: &[],
+                extra: &[],
+            },
+            Case {
+                q: "podns.pod.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "pod-nons.pod.cluster.local.",
+                t: rtype::A,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "172-0-0-2.podns.pod.cluster.local.",
+                t: rtype::A,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
         ],
     );
 }
@@ -407,9 +920,30 @@ fn ignore_empty_service() {
     check(
         &snap,
         &[
-            Case { q: "svcempty.testns.svc.cluster.local.", t: rtype::A, rcode: NX, answer: &[], ns: &[SOA], extra: &[] },
-            Case { q: "external.testns.svc.cluster.local.", t: rtype::CNAME, rcode: OK, answer: &["external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test."], ns: &[], extra: &[] },
-            Case { q: "svc1.testns.svc.cluster.local.", t: rtype::A, rcode: OK, answer: &["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"], ns: &[], extra: &[] },
+            Case {
+                q: "svcempty.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: NX,
+                answer: &[],
+                ns: &[SOA],
+                extra: &[],
+            },
+            Case {
+                q: "external.testns.svc.cluster.local.",
+                t: rtype::CNAME,
+                rcode: OK,
+                answer: &["external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test."],
+                ns: &[],
+                extra: &[],
+            },
+            Case {
+                q: "svc1.testns.svc.cluster.local.",
+                t: rtype::A,
+                rcode: OK,
+                answer: &["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"],
+                ns: &[],
+                extra: &[],
+            },
         ],
     );
 }
@@ -421,11 +955,35 @@ fn reverse_names() {
         let m = ask(&snap, q, rtype::PTR);
         (m.metadata.response_code, strs(&m.answers))
     };
-    assert_eq!(ptr("1.0.0.10.in-addr.arpa."), (OK, norm(&["1.0.0.10.in-addr.arpa. 5 IN PTR svc1.testns.svc.cluster.local."])));
-    assert_eq!(ptr("2.0.0.172.in-addr.arpa."), (OK, norm(&["2.0.0.172.in-addr.arpa. 5 IN PTR 172-0-0-2.hdls1.testns.svc.cluster.local."])));
-    assert_eq!(ptr("4.0.0.172.in-addr.arpa."), (OK, norm(&["4.0.0.172.in-addr.arpa. 5 IN PTR dup-name.hdls1.testns.svc.cluster.local."])));
+    assert_eq!(
+        ptr("1.0.0.10.in-addr.arpa."),
+        (
+            OK,
+            norm(&["1.0.0.10.in-addr.arpa. 5 IN PTR svc1.testns.svc.cluster.local."])
+        )
+    );
+    assert_eq!(
+        ptr("2.0.0.172.in-addr.arpa."),
+        (
+            OK,
+            norm(&["2.0.0.172.in-addr.arpa. 5 IN PTR 172-0-0-2.hdls1.testns.svc.cluster.local."])
+        )
+    );
+    assert_eq!(
+        ptr("4.0.0.172.in-addr.arpa."),
+        (
+            OK,
+            norm(&["4.0.0.172.in-addr.arpa. 5 IN PTR dup-name.hdls1.testns.svc.cluster.local."])
+        )
+    );
     let v6 = "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.d.c.b.a.4.3.2.1.ip6.arpa.";
-    assert_eq!(ptr(v6), (OK, norm(&[&format!("{v6} 5 IN PTR svc6.testns.svc.cluster.local.")])));
+    assert_eq!(
+        ptr(v6),
+        (
+            OK,
+            norm(&[&format!("{v6} 5 IN PTR svc6.testns.svc.cluster.local.")])
+        )
+    );
     // an address the cluster does not know: not answered here; it falls through to forwarding
     let q = Query::new("9.9.9.9.in-addr.arpa.", rtype::PTR).unwrap();
     let mut buf = Vec::new();
@@ -437,10 +995,21 @@ fn reverse_names() {
     let snap = snapshot_with(&c, coredns_objects());
     let m = ask(&snap, "9.9.9.9.in-addr.arpa.", rtype::PTR);
     assert_eq!(m.metadata.response_code, NX);
-    assert!(m.authorities[0].to_string().starts_with("in-addr.arpa. 5 IN SOA ns.dns.in-addr.arpa."));
+    assert!(
+        m.authorities[0]
+            .to_string()
+            .starts_with("in-addr.arpa. 5 IN SOA ns.dns.in-addr.arpa.")
+    );
     // A for a reverse name that exists: NODATA
     let m = ask(&snap, "1.0.0.10.in-addr.arpa.", rtype::A);
-    assert_eq!((m.metadata.response_code, m.answers.len(), m.authorities.len()), (OK, 0, 1));
+    assert_eq!(
+        (
+            m.metadata.response_code,
+            m.answers.len(),
+            m.authorities.len()
+        ),
+        (OK, 0, 1)
+    );
 }
 
 #[test]
@@ -458,17 +1027,44 @@ fn outside_the_zone_is_not_ours() {
 fn servfail_until_synced() {
     let c = cfg();
     let mut b = ZoneBuilder::new(&c, &required_kinds(&c));
-    b.apply(ClusterEvent::Relist { kind: Kind::Service, objects: coredns_objects().into_iter().filter(|o| matches!(o, Object::Service(_))).collect() });
+    b.apply(ClusterEvent::Relist {
+        kind: Kind::Service,
+        objects: coredns_objects()
+            .into_iter()
+            .filter(|o| matches!(o, Object::Service(_)))
+            .collect(),
+    });
     let (snap, _) = b.publish();
     assert!(!snap.synced);
-    assert_eq!(ask(&snap, "svc0.testns.svc.cluster.local.", rtype::A).metadata.response_code, ResponseCode::ServFail);
+    assert_eq!(
+        ask(&snap, "svc0.testns.svc.cluster.local.", rtype::A)
+            .metadata
+            .response_code,
+        ResponseCode::ServFail
+    );
     // known names answer
-    assert_eq!(ask(&snap, "svc1.testns.svc.cluster.local.", rtype::A).answers.len(), 1);
-    b.apply(ClusterEvent::Relist { kind: Kind::Namespace, objects: vec![] });
-    b.apply(ClusterEvent::Relist { kind: Kind::EndpointSlice, objects: vec![] });
+    assert_eq!(
+        ask(&snap, "svc1.testns.svc.cluster.local.", rtype::A)
+            .answers
+            .len(),
+        1
+    );
+    b.apply(ClusterEvent::Relist {
+        kind: Kind::Namespace,
+        objects: vec![],
+    });
+    b.apply(ClusterEvent::Relist {
+        kind: Kind::EndpointSlice,
+        objects: vec![],
+    });
     let (snap, _) = b.publish();
     assert!(snap.synced);
-    assert_eq!(ask(&snap, "svc0.testns.svc.cluster.local.", rtype::A).metadata.response_code, NX);
+    assert_eq!(
+        ask(&snap, "svc0.testns.svc.cluster.local.", rtype::A)
+            .metadata
+            .response_code,
+        NX
+    );
 }
 
 #[test]
@@ -477,26 +1073,64 @@ fn not_ready_endpoints_and_publish_not_ready() {
     let mut objs = vec![ns("web")];
     let mut s = svc("web", "db").port("pg", 5432, Protocol::Tcp);
     objs.push(Object::Service(s.clone()));
-    objs.push(Object::Slice(slice("web", "db", &[("10.1.0.1", Some("db-0"), true), ("10.1.0.2", Some("db-1"), false)], &[("pg", 5432)])));
+    objs.push(Object::Slice(slice(
+        "web",
+        "db",
+        &[
+            ("10.1.0.1", Some("db-0"), true),
+            ("10.1.0.2", Some("db-1"), false),
+        ],
+        &[("pg", 5432)],
+    )));
     let snap = snapshot_with(&c, objs.clone());
-    assert_eq!(strs(&ask(&snap, "db.web.svc.cluster.local.", rtype::A).answers), norm(&["db.web.svc.cluster.local. 5 IN A 10.1.0.1"]));
-    assert_eq!(ask(&snap, "db-1.db.web.svc.cluster.local.", rtype::A).metadata.response_code, NX);
+    assert_eq!(
+        strs(&ask(&snap, "db.web.svc.cluster.local.", rtype::A).answers),
+        norm(&["db.web.svc.cluster.local. 5 IN A 10.1.0.1"])
+    );
+    assert_eq!(
+        ask(&snap, "db-1.db.web.svc.cluster.local.", rtype::A)
+            .metadata
+            .response_code,
+        NX
+    );
     s.publish_not_ready = true;
     objs[1] = Object::Service(s);
     let snap = snapshot_with(&c, objs);
-    assert_eq!(ask(&snap, "db.web.svc.cluster.local.", rtype::A).answers.len(), 2);
-    assert_eq!(ask(&snap, "db-1.db.web.svc.cluster.local.", rtype::A).answers.len(), 1);
+    assert_eq!(
+        ask(&snap, "db.web.svc.cluster.local.", rtype::A)
+            .answers
+            .len(),
+        2
+    );
+    assert_eq!(
+        ask(&snap, "db-1.db.web.svc.cluster.local.", rtype::A)
+            .answers
+            .len(),
+        1
+    );
     // a headless service with no endpoints at all has no name
     let snap = snapshot_with(&c, vec![ns("web"), Object::Service(svc("web", "lonely"))]);
-    assert_eq!(ask(&snap, "lonely.web.svc.cluster.local.", rtype::A).metadata.response_code, NX);
+    assert_eq!(
+        ask(&snap, "lonely.web.svc.cluster.local.", rtype::A)
+            .metadata
+            .response_code,
+        NX
+    );
 }
 
 #[test]
 fn truncation_keeps_whole_records_and_sets_tc() {
     let c = cfg();
-    let eps: Vec<(String, Option<&str>, bool)> = (1..=60).map(|i| (format!("10.2.0.{i}"), None, true)).collect();
-    let eps_ref: Vec<(&str, Option<&str>, bool)> = eps.iter().map(|(a, h, r)| (a.as_str(), *h, *r)).collect();
-    let objs = vec![ns("big"), Object::Service(svc("big", "many")), Object::Slice(slice("big", "many", &eps_ref, &[("http", 80)]))];
+    let eps: Vec<(String, Option<&str>, bool)> = (1..=60)
+        .map(|i| (format!("10.2.0.{i}"), None, true))
+        .collect();
+    let eps_ref: Vec<(&str, Option<&str>, bool)> =
+        eps.iter().map(|(a, h, r)| (a.as_str(), *h, *r)).collect();
+    let objs = vec![
+        ns("big"),
+        Object::Service(svc("big", "many")),
+        Object::Slice(slice("big", "many", &eps_ref, &[("http", 80)])),
+    ];
     let snap = snapshot_with(&c, objs);
     let (m, len) = ask_sized(&snap, "many.big.svc.cluster.local.", rtype::A, 512);
     assert!(m.metadata.truncation, "TC set");
@@ -506,7 +1140,12 @@ fn truncation_keeps_whole_records_and_sets_tc() {
     assert!(!m.metadata.truncation);
     assert_eq!(m.answers.len(), 60);
     // SRV whose additional section does not fit: answers complete, extras dropped, no TC
-    let (m, len) = ask_sized(&snap, "_http._tcp.many.big.svc.cluster.local.", rtype::SRV, 4096);
+    let (m, len) = ask_sized(
+        &snap,
+        "_http._tcp.many.big.svc.cluster.local.",
+        rtype::SRV,
+        4096,
+    );
     assert!(len <= 4096);
     assert_eq!(m.answers.len(), 60);
     assert!(!m.metadata.truncation);
@@ -533,25 +1172,66 @@ fn loadbalance_rotates_without_changing_the_set() {
 fn incremental_changes_touch_only_their_service() {
     let c = cfg();
     let mut b = ZoneBuilder::new(&c, &required_kinds(&c));
-    b.apply(ClusterEvent::ReplaceAll { objects: coredns_objects() });
+    b.apply(ClusterEvent::ReplaceAll {
+        objects: coredns_objects(),
+    });
     let (s1, _) = b.publish();
-    let before = s1.services.get(&*crate::wire::encode_labels(&["svc6", "testns"])).unwrap().clone();
-    b.apply(ClusterEvent::Apply { object: Object::Service(svc("testns", "svc1").ips(&["10.0.0.99"])), changed_at: None });
+    let before = s1
+        .services
+        .get(&*crate::wire::encode_labels(&["svc6", "testns"]))
+        .unwrap()
+        .clone();
+    b.apply(ClusterEvent::Apply {
+        object: Object::Service(svc("testns", "svc1").ips(&["10.0.0.99"])),
+        changed_at: None,
+    });
     let (s2, _) = b.publish();
     assert!(s2.serial > s1.serial);
-    let after = s2.services.get(&*crate::wire::encode_labels(&["svc6", "testns"])).unwrap().clone();
-    assert!(Arc::ptr_eq(&before, &after), "untouched services are shared, not rebuilt");
-    assert_eq!(strs(&ask(&s2, "svc1.testns.svc.cluster.local.", rtype::A).answers), norm(&["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.99"]));
+    let after = s2
+        .services
+        .get(&*crate::wire::encode_labels(&["svc6", "testns"]))
+        .unwrap()
+        .clone();
+    assert!(
+        Arc::ptr_eq(&before, &after),
+        "untouched services are shared, not rebuilt"
+    );
+    assert_eq!(
+        strs(&ask(&s2, "svc1.testns.svc.cluster.local.", rtype::A).answers),
+        norm(&["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.99"])
+    );
     // the old snapshot still answers the old way
-    assert_eq!(strs(&ask(&s1, "svc1.testns.svc.cluster.local.", rtype::A).answers), norm(&["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"]));
+    assert_eq!(
+        strs(&ask(&s1, "svc1.testns.svc.cluster.local.", rtype::A).answers),
+        norm(&["svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"])
+    );
     // reverse records follow
     // 10.0.0.1 is now svcempty's alone
-    assert_eq!(strs(&ask(&s2, "1.0.0.10.in-addr.arpa.", rtype::PTR).answers), norm(&["1.0.0.10.in-addr.arpa. 5 IN PTR svcempty.testns.svc.cluster.local."]));
-    assert_eq!(ask(&s2, "99.0.0.10.in-addr.arpa.", rtype::PTR).answers.len(), 1);
+    assert_eq!(
+        strs(&ask(&s2, "1.0.0.10.in-addr.arpa.", rtype::PTR).answers),
+        norm(&["1.0.0.10.in-addr.arpa. 5 IN PTR svcempty.testns.svc.cluster.local."])
+    );
+    assert_eq!(
+        ask(&s2, "99.0.0.10.in-addr.arpa.", rtype::PTR)
+            .answers
+            .len(),
+        1
+    );
     // deleting the service removes its names
-    b.apply(ClusterEvent::Delete { key: ObjectKey { kind: Kind::Service, namespace: "testns".into(), name: "svc1".into() } });
+    b.apply(ClusterEvent::Delete {
+        key: ObjectKey {
+            kind: Kind::Service,
+            namespace: "testns".into(),
+            name: "svc1".into(),
+        },
+    });
     let (s3, _) = b.publish();
-    assert_eq!(ask(&s3, "svc1.testns.svc.cluster.local.", rtype::A).metadata.response_code, NX);
+    assert_eq!(
+        ask(&s3, "svc1.testns.svc.cluster.local.", rtype::A)
+            .metadata
+            .response_code,
+        NX
+    );
     let _: Option<IpAddr> = None;
 }
 
@@ -560,9 +1240,24 @@ fn namespace_and_label_filters() {
     let mut c = cfg();
     c.namespaces = vec!["testns".into()];
     let snap = snapshot_with(&c, coredns_objects());
-    assert_eq!(ask(&snap, "kubedns.kube-system.svc.cluster.local.", rtype::A).metadata.response_code, NX);
-    assert_eq!(ask(&snap, "kube-system.svc.cluster.local.", rtype::A).metadata.response_code, NX);
-    assert_eq!(ask(&snap, "svc1.testns.svc.cluster.local.", rtype::A).answers.len(), 1);
+    assert_eq!(
+        ask(&snap, "kubedns.kube-system.svc.cluster.local.", rtype::A)
+            .metadata
+            .response_code,
+        NX
+    );
+    assert_eq!(
+        ask(&snap, "kube-system.svc.cluster.local.", rtype::A)
+            .metadata
+            .response_code,
+        NX
+    );
+    assert_eq!(
+        ask(&snap, "svc1.testns.svc.cluster.local.", rtype::A)
+            .answers
+            .len(),
+        1
+    );
     let mut c = cfg();
     c.labels = Some("app=web".into());
     let mut objs = coredns_objects();
@@ -570,8 +1265,18 @@ fn namespace_and_label_filters() {
     s.labels.insert("app".into(), "web".into());
     objs.push(Object::Service(s));
     let snap = snapshot_with(&c, objs);
-    assert_eq!(ask(&snap, "svc1.testns.svc.cluster.local.", rtype::A).metadata.response_code, NX);
-    assert_eq!(ask(&snap, "labelled.testns.svc.cluster.local.", rtype::A).answers.len(), 1);
+    assert_eq!(
+        ask(&snap, "svc1.testns.svc.cluster.local.", rtype::A)
+            .metadata
+            .response_code,
+        NX
+    );
+    assert_eq!(
+        ask(&snap, "labelled.testns.svc.cluster.local.", rtype::A)
+            .answers
+            .len(),
+        1
+    );
 }
 
 #[test]
@@ -579,18 +1284,32 @@ fn external_name_answers_cname_for_every_type() {
     let snap = snapshot_with(&cfg(), coredns_objects());
     for t in [rtype::A, rtype::AAAA, rtype::TXT] {
         let m = ask(&snap, "external.testns.svc.cluster.local.", t);
-        assert_eq!(strs(&m.answers), norm(&["external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test."]), "{t}");
+        assert_eq!(
+            strs(&m.answers),
+            norm(&["external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test."]),
+            "{t}"
+        );
     }
 }
 
 #[test]
 fn external_name_to_a_cluster_service_is_chased() {
     let snap = snapshot_with(&cfg(), coredns_objects());
-    let m = ask(&snap, "external-to-service.testns.svc.cluster.local", rtype::A);
+    let m = ask(
+        &snap,
+        "external-to-service.testns.svc.cluster.local",
+        rtype::A,
+    );
     assert_eq!(m.metadata.response_code, OK);
     // CNAME first, then the target's address (CoreDNS's CNAME order)
-    assert_eq!(m.answers[0].to_string(), "external-to-service.testns.svc.cluster.local. 5 IN CNAME svc1.testns.svc.cluster.local.");
-    assert_eq!(m.answers[1].to_string(), "svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1");
+    assert_eq!(
+        m.answers[0].to_string(),
+        "external-to-service.testns.svc.cluster.local. 5 IN CNAME svc1.testns.svc.cluster.local."
+    );
+    assert_eq!(
+        m.answers[1].to_string(),
+        "svc1.testns.svc.cluster.local. 5 IN A 10.0.0.1"
+    );
     assert_eq!(m.answers.len(), 2);
 }
 
@@ -642,7 +1361,13 @@ fn srv_targets_are_never_compressed() {
         }
         // the target keeps the query's case in the zone part, as CoreDNS writes it
         if name.contains("ClUsTeR") {
-            assert!(m.answers[0].to_string().ends_with("svc1.testns.svc.ClUsTeR.local."), "{}", m.answers[0]);
+            assert!(
+                m.answers[0]
+                    .to_string()
+                    .ends_with("svc1.testns.svc.ClUsTeR.local."),
+                "{}",
+                m.answers[0]
+            );
         }
     }
 }

@@ -4,18 +4,25 @@
 
 use std::time::Duration;
 
-use crate::forward::fake_upstream::{servfail, Action, Fake};
+use crate::forward::fake_upstream::{Action, Fake, servfail};
 use crate::prom::Prometheus;
 use crate::support::*;
 
 #[test]
 fn mixin_alerts_fire_on_real_traffic() {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     let fake = rt.block_on(Fake::start(|q, _| Action::Reply(servfail(q))));
     let dir = tempfile::tempdir().unwrap();
     let objects = dir.path().join("cluster.yaml");
     std::fs::copy(repo().join("config/cluster.yaml"), &objects).unwrap();
-    let extra = format!("forward:\n  upstreams: [\"{}\"]\n  timeout: 300ms\ncache:\n  enabled: false\n", fake.addr);
+    let extra = format!(
+        "forward:\n  upstreams: [\"{}\"]\n  timeout: 300ms\ncache:\n  enabled: false\n",
+        fake.addr
+    );
     let s = Server::start(&base_config(&objects, &extra), &[]);
     let prom = Prometheus::start(&[s.listen("metrics").unwrap()]);
     let one = |expr: &str| -> Vec<f64> { prom.query(expr).into_iter().map(|(_, v)| v).collect() };
@@ -43,16 +50,25 @@ fn mixin_alerts_fire_on_real_traffic() {
     assert!((ratio[0] - 0.5).abs() < 0.01, "SERVFAIL share {ratio:?}");
     assert!(ratio[0] > 0.03, "CoreDNSErrorsHigh (critical) fires");
     // CoreDNSForwardErrorsHigh, on the pre-1.11 names clusterdns keeps exporting
-    let fwd = one(r#"sum without (pod, instance, rcode) (rate(coredns_forward_responses_total{job="kube-dns",rcode="SERVFAIL"}[5m])) / sum without (pod, instance, rcode) (rate(coredns_forward_responses_total{job="kube-dns"}[5m]))"#);
+    let fwd = one(
+        r#"sum without (pod, instance, rcode) (rate(coredns_forward_responses_total{job="kube-dns",rcode="SERVFAIL"}[5m])) / sum without (pod, instance, rcode) (rate(coredns_forward_responses_total{job="kube-dns"}[5m]))"#,
+    );
     assert_eq!(fwd.len(), 1, "one upstream");
     assert!(fwd[0] > 0.03, "CoreDNSForwardErrorsHigh fires: {fwd:?}");
     // CoreDNSLatencyHigh does not fire: p99 well under 4 s
-    let p99 = one(r#"histogram_quantile(0.99, sum(rate(coredns_dns_request_duration_seconds_bucket{job="kube-dns"}[5m])) without (instance,pod))"#);
+    let p99 = one(
+        r#"histogram_quantile(0.99, sum(rate(coredns_dns_request_duration_seconds_bucket{job="kube-dns"}[5m])) without (instance,pod))"#,
+    );
     assert_eq!(p99.len(), 1);
     assert!(p99[0] < 4.0, "{p99:?}");
     // CoreDNSForwardLatencyHigh evaluates on the legacy name, and does not fire
-    let fp99 = one(r#"histogram_quantile(0.99, sum(rate(coredns_forward_request_duration_seconds_bucket{job="kube-dns"}[5m])) without (pod, instance, rcode))"#);
-    assert!(!fp99.is_empty() && fp99.iter().all(|v| *v < 4.0), "{fp99:?}");
+    let fp99 = one(
+        r#"histogram_quantile(0.99, sum(rate(coredns_forward_request_duration_seconds_bucket{job="kube-dns"}[5m])) without (pod, instance, rcode))"#,
+    );
+    assert!(
+        !fp99.is_empty() && fp99.iter().all(|v| *v < 4.0),
+        "{fp99:?}"
+    );
     // CoreDNSDown does not fire
     assert!(one(r#"absent(up{job="kube-dns"} == 1)"#).is_empty());
     drop(fake);

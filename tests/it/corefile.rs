@@ -28,15 +28,22 @@ fn convert_fixture(rel: &str) -> Result<Conversion, CorefileError> {
 fn assert_round_trip(c: &Conversion) {
     let parsed = Config::from_yaml(&c.config_yaml, Path::new("converted.yaml"))
         .unwrap_or_else(|e| panic!("{e}\n{}", c.config_yaml));
-    parsed.validate().unwrap_or_else(|e| panic!("{e}\n{}", c.config_yaml));
+    parsed
+        .validate()
+        .unwrap_or_else(|e| panic!("{e}\n{}", c.config_yaml));
     assert_eq!(parsed, c.config);
     for n in &c.notes {
-        assert!(c.config_yaml.contains(&format!("# - {n}")), "note not in the YAML header: {n}");
+        assert!(
+            c.config_yaml.contains(&format!("# - {n}")),
+            "note not in the YAML header: {n}"
+        );
     }
 }
 
 fn has_note(c: &Conversion, needles: &[&str]) -> bool {
-    c.notes.iter().any(|n| needles.iter().all(|s| n.contains(s)))
+    c.notes
+        .iter()
+        .any(|n| needles.iter().all(|s| n.contains(s)))
 }
 
 #[test]
@@ -67,8 +74,15 @@ fn kubeadm_default_corefile_converts() {
     assert_eq!((cfg.cache.max_ttl, cfg.cache.max_negative_ttl), (30, 30));
     assert_eq!((cfg.cache.min_ttl, cfg.cache.min_negative_ttl), (5, 5));
     assert_eq!(cfg.cache.max_entries, 2 * 9984);
-    assert_eq!(cfg.cache.prefetch, 0, "CoreDNS does not prefetch unless told");
-    assert_eq!(cfg.cache.serve_stale, Duration::ZERO, "CoreDNS does not serve stale unless told");
+    assert_eq!(
+        cfg.cache.prefetch, 0,
+        "CoreDNS does not prefetch unless told"
+    );
+    assert_eq!(
+        cfg.cache.serve_stale,
+        Duration::ZERO,
+        "CoreDNS does not serve stale unless told"
+    );
     assert_eq!(cfg.metrics.listen.as_deref(), Some(":9153"));
     assert_eq!(cfg.health.listen.as_deref(), Some(":8080"));
     assert_eq!(cfg.health.lameduck, Duration::from_secs(5));
@@ -119,7 +133,11 @@ fn aks_custom_dir_from_elsewhere() {
     // Without the custom folder the glob matches nothing: a note, as CoreDNS only warns.
     let c = corefile::convert(&read("aks/Corefile"), empty.path()).unwrap();
     assert!(c.config.forward.stub_domains.is_empty());
-    assert!(has_note(&c, &["Corefile:15", "custom/*.server", "matched no file"]), "{:#?}", c.notes);
+    assert!(
+        has_note(&c, &["Corefile:15", "custom/*.server", "matched no file"]),
+        "{:#?}",
+        c.notes
+    );
 }
 
 #[test]
@@ -128,19 +146,44 @@ fn aks_coredns_custom_overrides_and_servers_convert() {
     assert_round_trip(&c);
     let cfg = &c.config;
     // puglife.server: a private zone forwarded to Azure DNS.
-    assert_eq!(cfg.forward.stub_domains["db.private.contoso.com"], ["168.63.129.16"]);
+    assert_eq!(
+        cfg.forward.stub_domains["db.private.contoso.com"],
+        ["168.63.129.16"]
+    );
     // custom.server: openai.com to /etc/resolv.conf like everything else, but over TCP. No stub;
     // force_tcp now covers all forwarding, and the notes say so.
     assert!(!cfg.forward.stub_domains.contains_key("openai.com"));
     assert!(cfg.forward.force_tcp);
-    assert!(has_note(&c, &["custom/custom.server:3", "force_tcp", "every forwarded name"]), "{:#?}", c.notes);
-    assert!(has_note(&c, &["openai.com", "no stub domain needed"]), "{:#?}", c.notes);
+    assert!(
+        has_note(
+            &c,
+            &[
+                "custom/custom.server:3",
+                "force_tcp",
+                "every forwarded name"
+            ]
+        ),
+        "{:#?}",
+        c.notes
+    );
+    assert!(
+        has_note(&c, &["openai.com", "no stub domain needed"]),
+        "{:#?}",
+        c.notes
+    );
     // test.override: inline hosts entries became a hosts file for the ConfigMap.
     let hosts = cfg.hosts.as_ref().expect("hosts");
-    assert_eq!(hosts.file.as_deref(), Some(Path::new("/etc/clusterdns/hosts")));
+    assert_eq!(
+        hosts.file.as_deref(),
+        Some(Path::new("/etc/clusterdns/hosts"))
+    );
     assert!(hosts.fallthrough);
     let file = &c.files["hosts"];
-    for l in ["10.0.0.1 example1.org", "10.0.0.2 example2.org", "10.0.0.3 example3.org"] {
+    for l in [
+        "10.0.0.1 example1.org",
+        "10.0.0.2 example2.org",
+        "10.0.0.3 example3.org",
+    ] {
         assert!(file.contains(l), "{file}");
     }
     // log.override: the query log.
@@ -149,7 +192,11 @@ fn aks_coredns_custom_overrides_and_servers_convert() {
     // The zone block's own `cache 30` matches the main block's: one cache serves both.
     assert!(cfg.cache.enabled);
     assert_eq!(cfg.cache.max_ttl, 30);
-    assert!(has_note(&c, &["custom/puglife.server:3", "one clusterdns cache"]), "{:#?}", c.notes);
+    assert!(
+        has_note(&c, &["custom/puglife.server:3", "one clusterdns cache"]),
+        "{:#?}",
+        c.notes
+    );
 }
 
 #[test]
@@ -160,8 +207,14 @@ fn aks_corefile_with_templates_is_refused_precisely() {
     let at = e.pos().unwrap();
     assert_eq!((at.file.as_str(), at.line), ("Corefile", 19));
     let msg = e.to_string();
-    assert!(msg.starts_with("Corefile:19: `template` in server block `.:53` cannot be carried over: "), "{msg}");
-    assert!(msg.contains("internal.cloudapp.net"), "the reason speaks to AKS's own templates: {msg}");
+    assert!(
+        msg.starts_with("Corefile:19: `template` in server block `.:53` cannot be carried over: "),
+        "{msg}"
+    );
+    assert!(
+        msg.contains("internal.cloudapp.net"),
+        "the reason speaks to AKS's own templates: {msg}"
+    );
 }
 
 #[test]
@@ -190,20 +243,59 @@ fn nodelocal_dnscache_corefile_converts() {
 /// Corefiles with plugins clusterdns cannot carry over: (fixture, directive, option, line, a
 /// phrase of the reason).
 const UNSUPPORTED: &[(&str, &str, Option<&str>, usize, &str)] = &[
-    ("unsupported/rewrite.Corefile", "rewrite", None, 7, "no rewrite stage"),
-    ("unsupported/autopath.Corefile", "autopath", None, 7, "search list"),
-    ("unsupported/k8s_external.Corefile", "k8s_external", None, 4, "external"),
+    (
+        "unsupported/rewrite.Corefile",
+        "rewrite",
+        None,
+        7,
+        "no rewrite stage",
+    ),
+    (
+        "unsupported/autopath.Corefile",
+        "autopath",
+        None,
+        7,
+        "search list",
+    ),
+    (
+        "unsupported/k8s_external.Corefile",
+        "k8s_external",
+        None,
+        4,
+        "external",
+    ),
     ("unsupported/file.Corefile", "file", None, 6, "zone file"),
-    ("unsupported/dnssec.Corefile", "dnssec", None, 3, "does not sign"),
-    ("unsupported/forward-tls.Corefile", "forward", None, 3, "plain DNS"),
-    ("unsupported/forward-except.Corefile", "forward", Some("except"), 4, "stub domain"),
+    (
+        "unsupported/dnssec.Corefile",
+        "dnssec",
+        None,
+        3,
+        "does not sign",
+    ),
+    (
+        "unsupported/forward-tls.Corefile",
+        "forward",
+        None,
+        3,
+        "plain DNS",
+    ),
+    (
+        "unsupported/forward-except.Corefile",
+        "forward",
+        Some("except"),
+        4,
+        "stub domain",
+    ),
 ];
 
 #[test]
 fn unsupported_plugins_name_directive_block_line_and_reason() {
     for (rel, directive, option, line, why) in UNSUPPORTED {
         let e = convert_fixture(rel).expect_err(rel);
-        assert!(matches!(e, CorefileError::Unsupported { .. }), "{rel}: {e:?}");
+        assert!(
+            matches!(e, CorefileError::Unsupported { .. }),
+            "{rel}: {e:?}"
+        );
         assert_eq!(e.directive(), Some(*directive), "{rel}: {e}");
         assert_eq!(e.option(), *option, "{rel}: {e}");
         assert_eq!(e.pos().unwrap().line, *line, "{rel}: {e}");
@@ -212,7 +304,10 @@ fn unsupported_plugins_name_directive_block_line_and_reason() {
         assert!(msg.contains("cannot be carried over"), "{rel}: {msg}");
         assert!(msg.contains(why), "{rel}: {msg}");
         let block = e.block().unwrap();
-        assert!(msg.contains(&format!("server block `{block}`")), "{rel}: {msg}");
+        assert!(
+            msg.contains(&format!("server block `{block}`")),
+            "{rel}: {msg}"
+        );
     }
 }
 
@@ -231,9 +326,20 @@ fn error_in_an_imported_file_points_into_it() {
 #[test]
 fn missing_plain_import_is_an_error() {
     let dir = tempfile::tempdir().unwrap();
-    let e = corefile::convert(".:53 {\n    import extra.conf\n    forward . 10.0.0.1\n}\n", dir.path()).unwrap_err();
-    assert!(matches!(e, CorefileError::Import { ref pattern, .. } if pattern == "extra.conf"), "{e:?}");
-    assert!(e.to_string().starts_with("Corefile:2: import \"extra.conf\""), "{e}");
+    let e = corefile::convert(
+        ".:53 {\n    import extra.conf\n    forward . 10.0.0.1\n}\n",
+        dir.path(),
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, CorefileError::Import { ref pattern, .. } if pattern == "extra.conf"),
+        "{e:?}"
+    );
+    assert!(
+        e.to_string()
+            .starts_with("Corefile:2: import \"extra.conf\""),
+        "{e}"
+    );
 }
 
 #[test]
@@ -288,12 +394,22 @@ cluster.example:53 {
     let cfg = &c.config;
     assert_eq!(cfg.cluster.zone, "cluster.example");
     assert_eq!(cfg.cluster.reverse_zones, ["10.in-addr.arpa"]);
-    assert_eq!(cfg.cluster.fallthrough, ["cluster.example", "10.in-addr.arpa"]);
+    assert_eq!(
+        cfg.cluster.fallthrough,
+        ["cluster.example", "10.in-addr.arpa"]
+    );
     assert_eq!(cfg.cluster.pods, PodsMode::Verified);
-    assert!(cfg.cluster.endpoint_pod_names && cfg.cluster.noendpoints && cfg.cluster.ignore_empty_service);
+    assert!(
+        cfg.cluster.endpoint_pod_names
+            && cfg.cluster.noendpoints
+            && cfg.cluster.ignore_empty_service
+    );
     assert_eq!(cfg.cluster.ttl, 10);
     assert_eq!(cfg.cluster.namespaces, ["default", "kube-system"]);
-    assert_eq!(cfg.cluster.labels.as_deref(), Some("environment in (production, staging),tier!=test"));
+    assert_eq!(
+        cfg.cluster.labels.as_deref(),
+        Some("environment in (production, staging),tier!=test")
+    );
     assert_eq!(cfg.cluster.namespace_labels.as_deref(), Some("team=dns"));
     assert!(!cfg.cluster.loadbalance);
     let k = cfg.source.kubernetes.as_ref().unwrap();
@@ -305,15 +421,34 @@ cluster.example:53 {
     assert_eq!(cfg.forward.health_check, Duration::from_secs(1));
     assert!(cfg.forward.prefer_udp && !cfg.forward.force_tcp);
     assert_eq!(cfg.forward.max_concurrent, 500);
-    assert!(has_note(&c, &["forward expire", "dropped"]), "{:#?}", c.notes);
-    assert_eq!((cfg.cache.max_entries, cfg.cache.max_ttl, cfg.cache.min_ttl), (1500, 600, 10));
-    assert_eq!((cfg.cache.max_negative_ttl, cfg.cache.min_negative_ttl), (60, 1));
+    assert!(
+        has_note(&c, &["forward expire", "dropped"]),
+        "{:#?}",
+        c.notes
+    );
+    assert_eq!(
+        (cfg.cache.max_entries, cfg.cache.max_ttl, cfg.cache.min_ttl),
+        (1500, 600, 10)
+    );
+    assert_eq!(
+        (cfg.cache.max_negative_ttl, cfg.cache.min_negative_ttl),
+        (60, 1)
+    );
     assert_eq!(cfg.cache.prefetch, 5);
     assert_eq!(cfg.cache.serve_stale, Duration::from_secs(1800));
     let h = cfg.hosts.as_ref().unwrap();
     assert_eq!(h.file.as_deref(), Some(Path::new("/etc/coredns/hosts.db")));
-    assert_eq!((h.ttl, h.reload, h.fallthrough), (60, Duration::from_secs(30), true));
-    assert_eq!(cfg.listen, vec!["10.96.0.10:53".parse().unwrap(), "127.0.0.1:53".parse().unwrap()]);
+    assert_eq!(
+        (h.ttl, h.reload, h.fallthrough),
+        (60, Duration::from_secs(30), true)
+    );
+    assert_eq!(
+        cfg.listen,
+        vec![
+            "10.96.0.10:53".parse().unwrap(),
+            "127.0.0.1:53".parse().unwrap()
+        ]
+    );
     assert_eq!(cfg.metrics.listen.as_deref(), Some("0.0.0.0:9153"));
     assert_eq!(cfg.health.listen.as_deref(), Some("localhost:8080"));
     assert_eq!(cfg.server.max_udp_size, 1232);
@@ -324,15 +459,39 @@ cluster.example:53 {
 #[test]
 fn bad_arguments_are_invalid_not_unsupported() {
     for (text, directive, option) in [
-        (".:53 {\n kubernetes cluster.local {\n  pods maybe\n }\n}\n", "kubernetes", Some("pods")),
-        (".:53 {\n kubernetes cluster.local {\n  ttl 9999\n }\n}\n", "kubernetes", Some("ttl")),
-        (".:53 {\n kubernetes cluster.local {\n  labels a in (b\n }\n}\n", "kubernetes", Some("labels")),
+        (
+            ".:53 {\n kubernetes cluster.local {\n  pods maybe\n }\n}\n",
+            "kubernetes",
+            Some("pods"),
+        ),
+        (
+            ".:53 {\n kubernetes cluster.local {\n  ttl 9999\n }\n}\n",
+            "kubernetes",
+            Some("ttl"),
+        ),
+        (
+            ".:53 {\n kubernetes cluster.local {\n  labels a in (b\n }\n}\n",
+            "kubernetes",
+            Some("labels"),
+        ),
         (".:53 {\n forward . dns.google\n}\n", "forward", None),
-        (".:53 {\n health :8080 {\n  lameduck 5\n }\n}\n", "health", Some("lameduck")),
-        (".:53 {\n prometheus metrics.example:9153\n}\n", "prometheus", None),
+        (
+            ".:53 {\n health :8080 {\n  lameduck 5\n }\n}\n",
+            "health",
+            Some("lameduck"),
+        ),
+        (
+            ".:53 {\n prometheus metrics.example:9153\n}\n",
+            "prometheus",
+            None,
+        ),
     ] {
         let e = corefile::convert(text, Path::new("/nonexistent")).expect_err(text);
         assert!(matches!(e, CorefileError::Invalid { .. }), "{text}: {e:?}");
-        assert_eq!((e.directive(), e.option()), (Some(directive), option), "{text}: {e}");
+        assert_eq!(
+            (e.directive(), e.option()),
+            (Some(directive), option),
+            "{text}: {e}"
+        );
     }
 }

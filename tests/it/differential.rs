@@ -37,9 +37,21 @@ fn view(raw: &[u8]) -> String {
     for q in &m.queries {
         s += &format!("Q {} {} {}\n", q.name(), q.query_type(), q.query_class());
     }
-    for (sec, rs) in [("AN", &m.answers), ("NS", &m.authorities), ("AR", &m.additionals)] {
+    for (sec, rs) in [
+        ("AN", &m.answers),
+        ("NS", &m.authorities),
+        ("AR", &m.additionals),
+    ] {
         // `loadbalance` rotates A/AAAA order from query to query: compare sets, CNAMEs first.
-        let mut v: Vec<(bool, String)> = rs.iter().map(|r| (r.record_type() != hickory_proto::rr::RecordType::CNAME, r.to_string())).collect();
+        let mut v: Vec<(bool, String)> = rs
+            .iter()
+            .map(|r| {
+                (
+                    r.record_type() != hickory_proto::rr::RecordType::CNAME,
+                    r.to_string(),
+                )
+            })
+            .collect();
         v.sort();
         let v: Vec<String> = v.into_iter().map(|(_, r)| r).collect();
         let _ = sec;
@@ -48,14 +60,23 @@ fn view(raw: &[u8]) -> String {
         }
     }
     if let Some(e) = &m.edns {
-        s += &format!("EDNS payload={} version={} do={}\n", e.max_payload(), e.version(), e.flags().dnssec_ok);
+        s += &format!(
+            "EDNS payload={} version={} do={}\n",
+            e.max_payload(),
+            e.version(),
+            e.flags().dnssec_ok
+        );
     }
     s
 }
 
 fn name_wire(name: &str) -> Vec<u8> {
     let mut m = Vec::new();
-    for l in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    for l in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         m.push(l.len() as u8);
         m.extend_from_slice(l.as_bytes());
     }
@@ -78,7 +99,15 @@ impl Rng {
 }
 
 fn random_case(r: &mut Rng, s: &str) -> String {
-    s.chars().map(|c| if r.next() % 2 == 0 { c.to_ascii_uppercase() } else { c }).collect()
+    s.chars()
+        .map(|c| {
+            if r.next() % 2 == 0 {
+                c.to_ascii_uppercase()
+            } else {
+                c
+            }
+        })
+        .collect()
 }
 
 fn generated_queries(n: usize) -> Vec<Vec<u8>> {
@@ -121,9 +150,9 @@ fn generated_queries(n: usize) -> Vec<Vec<u8>> {
         let qtype = *r.pick(&types);
         let id = (i as u16).wrapping_mul(7919);
         let flags: u16 = match r.next() % 4 {
-            0 => 0x0000,           // RD=0
-            1 => 0x0110,           // RD + CD
-            _ => 0x0100,           // RD
+            0 => 0x0000, // RD=0
+            1 => 0x0110, // RD + CD
+            _ => 0x0100, // RD
         };
         let edns = match r.next() % 5 {
             0 => None,
@@ -176,7 +205,12 @@ fn generated_queries(n: usize) -> Vec<Vec<u8>> {
     m[n - 1] = 255;
     out.push(m);
     // EDNS version 1
-    let mut m = query("kubernetes.default.svc.cluster.local", 1, 0x1113, Some(1232));
+    let mut m = query(
+        "kubernetes.default.svc.cluster.local",
+        1,
+        0x1113,
+        Some(1232),
+    );
     let n = m.len();
     m[n - 5] = 1;
     out.push(m);
@@ -191,7 +225,12 @@ fn fast_path_matches_hickory_path() {
     let mut compared = 0;
     for q in &queries {
         let a = udp_exchange(fast.dns, q).expect("fast path answered");
-        let b = udp_exchange(slow.dns, q).unwrap_or_else(|| panic!("hickory path did not answer {q:?} (fast path: {})", view(&a)));
+        let b = udp_exchange(slow.dns, q).unwrap_or_else(|| {
+            panic!(
+                "hickory path did not answer {q:?} (fast path: {})",
+                view(&a)
+            )
+        });
         let (va, vb) = (view(&a), view(&b));
         assert_eq!(va, vb, "query {q:?}");
         compared += 1;
@@ -204,7 +243,8 @@ fn question_bytes_are_echoed_verbatim() {
     let fast = start(true);
     for q in generated_queries(300) {
         let a = udp_exchange(fast.dns, &q).expect("answered");
-        if a[5] == 1 && q[5] == 1
+        if a[5] == 1
+            && q[5] == 1
             && let Some(n) = name_len(&q[12..])
         {
             // the question starts at 12 in both and ends at the same offset

@@ -29,7 +29,12 @@ struct Source {
 }
 
 fn opts_all() -> KubeSourceOptions {
-    KubeSourceOptions { kubeconfig: None, watch_pods: true, service_label_selector: None, watch_endpoints: true }
+    KubeSourceOptions {
+        kubeconfig: None,
+        watch_pods: true,
+        service_label_selector: None,
+        watch_endpoints: true,
+    }
 }
 
 impl Source {
@@ -39,7 +44,14 @@ impl Source {
         let (tx, rx) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(run(opts, tx, shutdown_rx));
-        Source { rx, shutdown, task, _dir: dir, seen: Vec::new(), model: BTreeMap::new() }
+        Source {
+            rx,
+            shutdown,
+            task,
+            _dir: dir,
+            seen: Vec::new(),
+            model: BTreeMap::new(),
+        }
     }
 
     fn record(&mut self, ev: &ClusterEvent) {
@@ -69,7 +81,10 @@ impl Source {
                 self.record(&ev);
                 Some(ev)
             }
-            Ok(None) => panic!("the source closed its channel; run returned {:?}", self.task.is_finished()),
+            Ok(None) => panic!(
+                "the source closed its channel; run returned {:?}",
+                self.task.is_finished()
+            ),
             Err(_) => None,
         }
     }
@@ -108,7 +123,11 @@ impl Source {
     }
 
     /// Waits for the next Relist of each of `kinds`, in any order.
-    async fn expect_relists(&mut self, kinds: &[Kind], within: Duration) -> BTreeMap<Kind, Vec<Object>> {
+    async fn expect_relists(
+        &mut self,
+        kinds: &[Kind],
+        within: Duration,
+    ) -> BTreeMap<Kind, Vec<Object>> {
         let mut want: BTreeSet<Kind> = kinds.iter().copied().collect();
         let mut got = BTreeMap::new();
         while !want.is_empty() {
@@ -136,14 +155,22 @@ impl Source {
     async fn quiet(&mut self, d: Duration) -> Vec<ClusterEvent> {
         let deadline = Instant::now() + d;
         let mut out = Vec::new();
-        while let Some(ev) = self.next(deadline.saturating_duration_since(Instant::now())).await {
+        while let Some(ev) = self
+            .next(deadline.saturating_duration_since(Instant::now()))
+            .await
+        {
             out.push(ev);
         }
         out
     }
 
     /// Waits until the model satisfies `pred`.
-    async fn converge(&mut self, what: &str, within: Duration, pred: impl Fn(&BTreeMap<ObjectKey, Object>) -> bool) {
+    async fn converge(
+        &mut self,
+        what: &str,
+        within: Duration,
+        pred: impl Fn(&BTreeMap<ObjectKey, Object>) -> bool,
+    ) {
         let deadline = Instant::now() + within;
         let from = self.seen.len();
         while !pred(&self.model) {
@@ -159,20 +186,29 @@ impl Source {
     }
 
     fn names(&self, kind: Kind) -> BTreeSet<String> {
-        self.model.keys().filter(|k| k.kind == kind).map(|k| format!("{}/{}", k.namespace, k.name)).collect()
+        self.model
+            .keys()
+            .filter(|k| k.kind == kind)
+            .map(|k| format!("{}/{}", k.namespace, k.name))
+            .collect()
     }
 
     /// Shuts the source down; `run` must return Ok promptly.
     async fn stop(self) {
         self.shutdown.send(true).unwrap();
-        let r =
-            tokio::time::timeout(Duration::from_secs(2), self.task).await.expect("run did not return after shutdown");
+        let r = tokio::time::timeout(Duration::from_secs(2), self.task)
+            .await
+            .expect("run did not return after shutdown");
         r.expect("run panicked").expect("run returned an error");
     }
 }
 
 fn key(kind: Kind, ns: &str, name: &str) -> ObjectKey {
-    ObjectKey { kind, namespace: ns.into(), name: name.into() }
+    ObjectKey {
+        kind,
+        namespace: ns.into(),
+        name: name.into(),
+    }
 }
 
 fn names(objects: &[Object]) -> BTreeSet<String> {
@@ -193,7 +229,11 @@ fn ip(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-fn service<'a>(objects: &'a [Object], ns: &str, name: &str) -> &'a clusterdns::cluster::objects::ServiceInfo {
+fn service<'a>(
+    objects: &'a [Object],
+    ns: &str,
+    name: &str,
+) -> &'a clusterdns::cluster::objects::ServiceInfo {
     objects
         .iter()
         .find_map(|o| match o {
@@ -211,7 +251,12 @@ fn is_delete_of(e: &ClusterEvent, kind: Kind, ns: &str, name: &str) -> bool {
     matches!(e, ClusterEvent::Delete { key: k } if *k == key(kind, ns, name))
 }
 
-const ALL: [Kind; 4] = [Kind::Namespace, Kind::Service, Kind::EndpointSlice, Kind::Pod];
+const ALL: [Kind; 4] = [
+    Kind::Namespace,
+    Kind::Service,
+    Kind::EndpointSlice,
+    Kind::Pod,
+];
 const FAST: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -220,7 +265,11 @@ async fn kube_initial_sync_emits_one_relist_per_kind() {
     api.create(namespace("prod").label("team", "dns"));
     api.create(namespace("default"));
     api.create(
-        svc("prod", "web").cluster_ip("10.0.0.10").cluster_ip("fd00::10").port("http", 80, "TCP").label("app", "web"),
+        svc("prod", "web")
+            .cluster_ip("10.0.0.10")
+            .cluster_ip("fd00::10")
+            .port("http", 80, "TCP")
+            .label("app", "web"),
     );
     api.create(svc("prod", "db").headless().port("pg", 5432, "TCP"));
     api.create(svc("prod", "ext").external_name("Example.COM."));
@@ -237,14 +286,23 @@ async fn kube_initial_sync_emits_one_relist_per_kind() {
     let mut src = Source::start(&api, opts_all()).await;
     let mut lists: BTreeMap<Kind, Vec<Object>> = BTreeMap::new();
     while lists.len() < 4 {
-        if let ClusterEvent::Relist { kind, objects } =
-            src.expect("Relist", Duration::from_secs(5), |e| matches!(e, ClusterEvent::Relist { .. })).await
+        if let ClusterEvent::Relist { kind, objects } = src
+            .expect("Relist", Duration::from_secs(5), |e| {
+                matches!(e, ClusterEvent::Relist { .. })
+            })
+            .await
         {
-            assert!(lists.insert(kind, objects).is_none(), "two Relists of {kind:?}");
+            assert!(
+                lists.insert(kind, objects).is_none(),
+                "two Relists of {kind:?}"
+            );
         }
     }
     assert_eq!(names(&lists[&Kind::Namespace]), set(&["/default", "/prod"]));
-    let Some(Object::Namespace(prod)) = lists[&Kind::Namespace].iter().find(|o| &*o.key().name == "prod") else {
+    let Some(Object::Namespace(prod)) = lists[&Kind::Namespace]
+        .iter()
+        .find(|o| &*o.key().name == "prod")
+    else {
         panic!()
     };
     assert_eq!(prod.labels.get("team").map(String::as_str), Some("dns"));
@@ -252,15 +310,23 @@ async fn kube_initial_sync_emits_one_relist_per_kind() {
     let svcs = &lists[&Kind::Service];
     assert_eq!(names(svcs), set(&["prod/db", "prod/ext", "prod/web"]));
     let web = service(svcs, "prod", "web");
-    assert_eq!(web.kind, ServiceKind::ClusterIp(vec![ip("10.0.0.10"), ip("fd00::10")]));
+    assert_eq!(
+        web.kind,
+        ServiceKind::ClusterIp(vec![ip("10.0.0.10"), ip("fd00::10")])
+    );
     assert_eq!((&*web.ports[0].name, web.ports[0].port), ("http", 80));
     assert_eq!(web.labels.get("app").map(String::as_str), Some("web"));
     assert_eq!(service(svcs, "prod", "db").kind, ServiceKind::Headless);
-    assert_eq!(service(svcs, "prod", "ext").kind, ServiceKind::ExternalName("example.com".into()));
+    assert_eq!(
+        service(svcs, "prod", "ext").kind,
+        ServiceKind::ExternalName("example.com".into())
+    );
 
     let slices = &lists[&Kind::EndpointSlice];
     assert_eq!(names(slices), set(&["prod/db-abc12", "prod/web-xyz"]));
-    let Some(Object::Slice(db)) = slices.iter().find(|o| &*o.key().name == "db-abc12") else { panic!() };
+    let Some(Object::Slice(db)) = slices.iter().find(|o| &*o.key().name == "db-abc12") else {
+        panic!()
+    };
     assert_eq!(db.service.as_deref(), Some("db"));
     assert_eq!(db.endpoints.len(), 2);
     assert_eq!(db.endpoints[0].hostname.as_deref(), Some("db-0"));
@@ -276,21 +342,58 @@ async fn kube_initial_sync_emits_one_relist_per_kind() {
 
     // What kube-rs asked for.
     let reqs = api.requests();
-    let ns_list = reqs.iter().find(|r| r.path == "/api/v1/namespaces" && !r.is_watch()).expect("namespace list");
-    assert!(ns_list.accept.as_deref().unwrap_or("").contains("as=PartialObjectMetadataList"), "{ns_list:?}");
+    let ns_list = reqs
+        .iter()
+        .find(|r| r.path == "/api/v1/namespaces" && !r.is_watch())
+        .expect("namespace list");
+    assert!(
+        ns_list
+            .accept
+            .as_deref()
+            .unwrap_or("")
+            .contains("as=PartialObjectMetadataList"),
+        "{ns_list:?}"
+    );
     assert_eq!(ns_list.param("limit"), Some("500"));
-    let ns_watch = reqs.iter().find(|r| r.path == "/api/v1/namespaces" && r.is_watch()).expect("namespace watch");
-    assert!(ns_watch.accept.as_deref().unwrap_or("").contains("as=PartialObjectMetadata;"), "{ns_watch:?}");
-    let svc_watch = reqs.iter().find(|r| r.path == "/api/v1/services" && r.is_watch()).expect("service watch");
+    let ns_watch = reqs
+        .iter()
+        .find(|r| r.path == "/api/v1/namespaces" && r.is_watch())
+        .expect("namespace watch");
+    assert!(
+        ns_watch
+            .accept
+            .as_deref()
+            .unwrap_or("")
+            .contains("as=PartialObjectMetadata;"),
+        "{ns_watch:?}"
+    );
+    let svc_watch = reqs
+        .iter()
+        .find(|r| r.path == "/api/v1/services" && r.is_watch())
+        .expect("service watch");
     assert_eq!(svc_watch.param("allowWatchBookmarks"), Some("true"));
-    assert!(svc_watch.param("resourceVersion").is_some_and(|rv| rv != "0" && !rv.is_empty()));
-    assert!(reqs.iter().any(|r| r.path == "/apis/discovery.k8s.io/v1/endpointslices" && r.is_watch()));
-    let pod_list = reqs.iter().find(|r| r.path == "/api/v1/pods" && !r.is_watch()).expect("pod list");
+    assert!(
+        svc_watch
+            .param("resourceVersion")
+            .is_some_and(|rv| rv != "0" && !rv.is_empty())
+    );
+    assert!(
+        reqs.iter()
+            .any(|r| r.path == "/apis/discovery.k8s.io/v1/endpointslices" && r.is_watch())
+    );
+    let pod_list = reqs
+        .iter()
+        .find(|r| r.path == "/api/v1/pods" && !r.is_watch())
+        .expect("pod list");
     assert_eq!(
         pod_list.param("fieldSelector"),
         Some("status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown")
     );
-    assert!(reqs.iter().all(|r| r.authorization.as_deref() == Some("Bearer test-token")), "token from the kubeconfig");
+    assert!(
+        reqs.iter()
+            .all(|r| r.authorization.as_deref() == Some("Bearer test-token")),
+        "token from the kubeconfig"
+    );
     src.stop().await;
 }
 
@@ -304,23 +407,64 @@ async fn kube_watch_events_apply_and_delete_every_kind() {
     // Namespace: metadata only, labels follow.
     let t = Instant::now();
     api.create(namespace("team-a"));
-    src.expect("namespace Apply", FAST, |e| is_apply_of(e, Kind::Namespace, "", "team-a")).await;
+    src.expect("namespace Apply", FAST, |e| {
+        is_apply_of(e, Kind::Namespace, "", "team-a")
+    })
+    .await;
     let latency = t.elapsed();
     api.update(namespace("team-a").label("env", "prod"));
-    let ev = src.expect("namespace relabel", FAST, |e| is_apply_of(e, Kind::Namespace, "", "team-a")).await;
-    let ClusterEvent::Apply { object: Object::Namespace(ns), .. } = ev else { panic!() };
+    let ev = src
+        .expect("namespace relabel", FAST, |e| {
+            is_apply_of(e, Kind::Namespace, "", "team-a")
+        })
+        .await;
+    let ClusterEvent::Apply {
+        object: Object::Namespace(ns),
+        ..
+    } = ev
+    else {
+        panic!()
+    };
     assert_eq!(ns.labels.get("env").map(String::as_str), Some("prod"));
 
     // Service: creation carries creationTimestamp, an update does not.
     let before = SystemTime::now() - Duration::from_secs(2);
-    api.create(svc("team-a", "web").cluster_ip("10.0.0.20").port("http", 80, "TCP"));
-    let ev = src.expect("service Apply", FAST, |e| is_apply_of(e, Kind::Service, "team-a", "web")).await;
-    let ClusterEvent::Apply { changed_at, .. } = ev else { panic!() };
+    api.create(
+        svc("team-a", "web")
+            .cluster_ip("10.0.0.20")
+            .port("http", 80, "TCP"),
+    );
+    let ev = src
+        .expect("service Apply", FAST, |e| {
+            is_apply_of(e, Kind::Service, "team-a", "web")
+        })
+        .await;
+    let ClusterEvent::Apply { changed_at, .. } = ev else {
+        panic!()
+    };
     let created = changed_at.expect("a new service carries its creationTimestamp");
-    assert!(created >= before && created <= SystemTime::now(), "{created:?}");
-    api.update(svc("team-a", "web").cluster_ip("10.0.0.20").port("http", 80, "TCP").port("dns", 53, "UDP"));
-    let ev = src.expect("service update", FAST, |e| is_apply_of(e, Kind::Service, "team-a", "web")).await;
-    let ClusterEvent::Apply { object: Object::Service(s), changed_at } = ev else { panic!() };
+    assert!(
+        created >= before && created <= SystemTime::now(),
+        "{created:?}"
+    );
+    api.update(
+        svc("team-a", "web")
+            .cluster_ip("10.0.0.20")
+            .port("http", 80, "TCP")
+            .port("dns", 53, "UDP"),
+    );
+    let ev = src
+        .expect("service update", FAST, |e| {
+            is_apply_of(e, Kind::Service, "team-a", "web")
+        })
+        .await;
+    let ClusterEvent::Apply {
+        object: Object::Service(s),
+        changed_at,
+    } = ev
+    else {
+        panic!()
+    };
     assert_eq!(s.ports.len(), 2);
     assert_eq!(changed_at, None, "an update is not a creation");
 
@@ -331,8 +475,18 @@ async fn kube_watch_events_apply_and_delete_every_kind() {
             .endpoint(ep(&["10.1.0.20"]))
             .trigger_time("2024-05-06T07:08:09.250Z"),
     );
-    let ev = src.expect("slice Apply", FAST, |e| is_apply_of(e, Kind::EndpointSlice, "team-a", "web-1")).await;
-    let ClusterEvent::Apply { object: Object::Slice(sl), changed_at } = ev else { panic!() };
+    let ev = src
+        .expect("slice Apply", FAST, |e| {
+            is_apply_of(e, Kind::EndpointSlice, "team-a", "web-1")
+        })
+        .await;
+    let ClusterEvent::Apply {
+        object: Object::Slice(sl),
+        changed_at,
+    } = ev
+    else {
+        panic!()
+    };
     assert_eq!(sl.endpoints[0].addresses, vec![ip("10.1.0.20")]);
     let want = k8s_openapi::jiff::Timestamp::from_millisecond(1_714_979_289_250).unwrap();
     assert_eq!(changed_at, Some(SystemTime::from(want)));
@@ -342,31 +496,72 @@ async fn kube_watch_events_apply_and_delete_every_kind() {
             .endpoint(ep(&["10.1.0.20"]))
             .endpoint(ep(&["10.1.0.21"])),
     );
-    let ev = src.expect("slice update", FAST, |e| is_apply_of(e, Kind::EndpointSlice, "team-a", "web-1")).await;
-    let ClusterEvent::Apply { object: Object::Slice(sl), changed_at } = ev else { panic!() };
+    let ev = src
+        .expect("slice update", FAST, |e| {
+            is_apply_of(e, Kind::EndpointSlice, "team-a", "web-1")
+        })
+        .await;
+    let ClusterEvent::Apply {
+        object: Object::Slice(sl),
+        changed_at,
+    } = ev
+    else {
+        panic!()
+    };
     assert_eq!(sl.endpoints.len(), 2);
     assert_eq!(changed_at, None);
 
     // Pod: IPs; leaving the Running phases removes it (the API server sends DELETED through
     // the field selector).
     api.create(pod("team-a", "web-0").ip("10.1.0.20"));
-    let ev = src.expect("pod Apply", FAST, |e| is_apply_of(e, Kind::Pod, "team-a", "web-0")).await;
-    let ClusterEvent::Apply { object: Object::Pod(p), .. } = ev else { panic!() };
+    let ev = src
+        .expect("pod Apply", FAST, |e| {
+            is_apply_of(e, Kind::Pod, "team-a", "web-0")
+        })
+        .await;
+    let ClusterEvent::Apply {
+        object: Object::Pod(p),
+        ..
+    } = ev
+    else {
+        panic!()
+    };
     assert_eq!(p.ips, vec![ip("10.1.0.20")]);
     api.update(pod("team-a", "web-0").ip("10.1.0.20").phase("Succeeded"));
-    src.expect("pod Delete on Succeeded", FAST, |e| is_delete_of(e, Kind::Pod, "team-a", "web-0")).await;
+    src.expect("pod Delete on Succeeded", FAST, |e| {
+        is_delete_of(e, Kind::Pod, "team-a", "web-0")
+    })
+    .await;
 
     // Deletions.
     api.delete(slice("team-a", "web-1", "web"));
-    src.expect("slice Delete", FAST, |e| is_delete_of(e, Kind::EndpointSlice, "team-a", "web-1")).await;
+    src.expect("slice Delete", FAST, |e| {
+        is_delete_of(e, Kind::EndpointSlice, "team-a", "web-1")
+    })
+    .await;
     api.delete(svc("team-a", "web"));
-    src.expect("service Delete", FAST, |e| is_delete_of(e, Kind::Service, "team-a", "web")).await;
+    src.expect("service Delete", FAST, |e| {
+        is_delete_of(e, Kind::Service, "team-a", "web")
+    })
+    .await;
     api.delete_named("Namespace", "", "team-a");
-    src.expect("namespace Delete", FAST, |e| is_delete_of(e, Kind::Namespace, "", "team-a")).await;
+    src.expect("namespace Delete", FAST, |e| {
+        is_delete_of(e, Kind::Namespace, "", "team-a")
+    })
+    .await;
 
     assert!(src.model.is_empty(), "{:#?}", src.model);
-    assert!(!src.seen.iter().any(|e| matches!(e, ClusterEvent::WatchRestart { .. })), "{:#?}", src.seen);
-    assert!(latency < Duration::from_millis(1000), "a change took {latency:?} to arrive");
+    assert!(
+        !src.seen
+            .iter()
+            .any(|e| matches!(e, ClusterEvent::WatchRestart { .. })),
+        "{:#?}",
+        src.seen
+    );
+    assert!(
+        latency < Duration::from_millis(1000),
+        "a change took {latency:?} to arrive"
+    );
     src.stop().await;
 }
 
@@ -376,10 +571,26 @@ async fn kube_expired_history_relists_and_drops_gap_deletions() {
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
     api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
     api.create(slice("prod", "a-1", "a").endpoint(ep(&["10.1.0.1"])));
-    let mut src = Source::start(&api, KubeSourceOptions { watch_pods: false, ..opts_all() }).await;
-    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice]).await;
-    let restarts_before = src.seen.iter().filter(|e| matches!(e, ClusterEvent::WatchRestart { .. })).count();
-    api.wait_watching(&[Res::Namespaces, Res::Services, Res::EndpointSlices], Duration::from_secs(2)).await;
+    let mut src = Source::start(
+        &api,
+        KubeSourceOptions {
+            watch_pods: false,
+            ..opts_all()
+        },
+    )
+    .await;
+    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice])
+        .await;
+    let restarts_before = src
+        .seen
+        .iter()
+        .filter(|e| matches!(e, ClusterEvent::WatchRestart { .. }))
+        .count();
+    api.wait_watching(
+        &[Res::Namespaces, Res::Services, Res::EndpointSlices],
+        Duration::from_secs(2),
+    )
+    .await;
 
     // The source stops hearing anything; meanwhile things change and the history is compacted.
     api.partition_watches();
@@ -389,17 +600,32 @@ async fn kube_expired_history_relists_and_drops_gap_deletions() {
     api.update(svc("prod", "b").cluster_ip("10.0.0.22"));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let leaked = src.quiet(Duration::from_millis(200)).await;
-    assert!(leaked.is_empty(), "the partition leaked events: {leaked:#?}");
+    assert!(
+        leaked.is_empty(),
+        "the partition leaked events: {leaked:#?}"
+    );
     api.expire_history();
     let t = Instant::now();
     api.drop_all_watches();
 
     // kube-rs resumes from its old resourceVersion, gets 410 Gone, and relists.
-    let lists = src.expect_relists(&[Kind::Service, Kind::EndpointSlice], Duration::from_secs(3)).await;
+    let lists = src
+        .expect_relists(
+            &[Kind::Service, Kind::EndpointSlice],
+            Duration::from_secs(3),
+        )
+        .await;
     let relist_after = t.elapsed();
     let svcs = &lists[&Kind::Service];
-    assert_eq!(names(svcs), set(&["prod/b", "prod/c"]), "the relist drops the service deleted during the gap");
-    assert_eq!(service(svcs, "prod", "b").kind, ServiceKind::ClusterIp(vec![ip("10.0.0.22")]));
+    assert_eq!(
+        names(svcs),
+        set(&["prod/b", "prod/c"]),
+        "the relist drops the service deleted during the gap"
+    );
+    assert_eq!(
+        service(svcs, "prod", "b").kind,
+        ServiceKind::ClusterIp(vec![ip("10.0.0.22")])
+    );
     let slices = &lists[&Kind::EndpointSlice];
     assert!(slices.is_empty(), "{slices:#?}");
     assert!(
@@ -420,8 +646,14 @@ async fn kube_expired_history_relists_and_drops_gap_deletions() {
 
     // The new watch works.
     api.create(svc("prod", "d").cluster_ip("10.0.0.4"));
-    src.expect("Apply after the relist", FAST, |e| is_apply_of(e, Kind::Service, "prod", "d")).await;
-    assert_eq!(src.names(Kind::Service), set(&["prod/b", "prod/c", "prod/d"]));
+    src.expect("Apply after the relist", FAST, |e| {
+        is_apply_of(e, Kind::Service, "prod", "d")
+    })
+    .await;
+    assert_eq!(
+        src.names(Kind::Service),
+        set(&["prod/b", "prod/c", "prod/d"])
+    );
     src.stop().await;
 }
 
@@ -432,20 +664,33 @@ async fn kube_expired_watch_refused_with_http_410_relists() {
     let (api, _url) = ApiServer::start().await;
     api.set_expired_watch_as_http_410(true);
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
-    let mut src =
-        Source::start(&api, KubeSourceOptions { watch_pods: false, watch_endpoints: false, ..opts_all() }).await;
+    let mut src = Source::start(
+        &api,
+        KubeSourceOptions {
+            watch_pods: false,
+            watch_endpoints: false,
+            ..opts_all()
+        },
+    )
+    .await;
     src.synced(&[Kind::Namespace, Kind::Service]).await;
-    api.wait_watching(&[Res::Namespaces, Res::Services], Duration::from_secs(2)).await;
+    api.wait_watching(&[Res::Namespaces, Res::Services], Duration::from_secs(2))
+        .await;
 
     api.partition_watches();
     api.delete(svc("prod", "a"));
     api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
     api.expire_history();
     api.drop_all_watches();
-    let svcs = src.expect_relist(Kind::Service, Duration::from_secs(3)).await;
+    let svcs = src
+        .expect_relist(Kind::Service, Duration::from_secs(3))
+        .await;
     assert_eq!(names(&svcs), set(&["prod/b"]));
     api.create(svc("prod", "c").cluster_ip("10.0.0.3"));
-    src.expect("Apply after the relist", FAST, |e| is_apply_of(e, Kind::Service, "prod", "c")).await;
+    src.expect("Apply after the relist", FAST, |e| {
+        is_apply_of(e, Kind::Service, "prod", "c")
+    })
+    .await;
     src.stop().await;
 }
 
@@ -453,11 +698,20 @@ async fn kube_expired_watch_refused_with_http_410_relists() {
 async fn kube_dropped_watch_resumes_without_relist() {
     let (api, _url) = ApiServer::start().await;
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
-    let mut src = Source::start(&api, KubeSourceOptions { watch_pods: false, ..opts_all() }).await;
-    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice]).await;
+    let mut src = Source::start(
+        &api,
+        KubeSourceOptions {
+            watch_pods: false,
+            ..opts_all()
+        },
+    )
+    .await;
+    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice])
+        .await;
 
     for i in 0..3 {
-        api.wait_watching(&[Res::Services], Duration::from_secs(2)).await;
+        api.wait_watching(&[Res::Services], Duration::from_secs(2))
+            .await;
         api.drop_all_watches();
         let name = format!("n{i}");
         api.create(svc("prod", &name).cluster_ip(&format!("10.0.1.{i}")));
@@ -467,12 +721,26 @@ async fn kube_dropped_watch_resumes_without_relist() {
         .await;
     }
     api.delete(svc("prod", "a"));
-    src.expect("Delete", FAST, |e| is_delete_of(e, Kind::Service, "prod", "a")).await;
+    src.expect("Delete", FAST, |e| {
+        is_delete_of(e, Kind::Service, "prod", "a")
+    })
+    .await;
     let extra = src.quiet(Duration::from_millis(300)).await;
     assert!(extra.is_empty(), "{extra:#?}");
-    let relists = src.seen.iter().filter(|e| matches!(e, ClusterEvent::Relist { .. })).count();
-    assert_eq!(relists, 3, "a dropped watch resumes from its resourceVersion, no relist: {:#?}", src.seen);
-    assert_eq!(src.names(Kind::Service), set(&["prod/n0", "prod/n1", "prod/n2"]));
+    let relists = src
+        .seen
+        .iter()
+        .filter(|e| matches!(e, ClusterEvent::Relist { .. }))
+        .count();
+    assert_eq!(
+        relists, 3,
+        "a dropped watch resumes from its resourceVersion, no relist: {:#?}",
+        src.seen
+    );
+    assert_eq!(
+        src.names(Kind::Service),
+        set(&["prod/n0", "prod/n1", "prod/n2"])
+    );
     src.stop().await;
 }
 
@@ -481,17 +749,41 @@ async fn kube_watch_timeouts_resume_cleanly() {
     let (api, _url) = ApiServer::start().await;
     api.set_max_watch_duration(Some(Duration::from_millis(200)));
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
-    let mut src =
-        Source::start(&api, KubeSourceOptions { watch_pods: false, watch_endpoints: false, ..opts_all() }).await;
+    let mut src = Source::start(
+        &api,
+        KubeSourceOptions {
+            watch_pods: false,
+            watch_endpoints: false,
+            ..opts_all()
+        },
+    )
+    .await;
     src.synced(&[Kind::Namespace, Kind::Service]).await;
     let extra = src.quiet(Duration::from_millis(900)).await;
-    assert!(extra.is_empty(), "a watch that ends at its timeout resumes silently: {extra:#?}");
+    assert!(
+        extra.is_empty(),
+        "a watch that ends at its timeout resumes silently: {extra:#?}"
+    );
     api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
-    src.expect("Apply", FAST, |e| is_apply_of(e, Kind::Service, "prod", "b")).await;
-    let watches: Vec<_> = api.requests().into_iter().filter(|r| r.path == "/api/v1/services" && r.is_watch()).collect();
+    src.expect("Apply", FAST, |e| {
+        is_apply_of(e, Kind::Service, "prod", "b")
+    })
+    .await;
+    let watches: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/services" && r.is_watch())
+        .collect();
     assert!(watches.len() >= 3, "{watches:#?}");
-    assert!(watches.iter().all(|w| w.param("resourceVersion").is_some_and(|rv| rv.parse::<u64>().is_ok())));
-    let lists = api.requests().into_iter().filter(|r| r.path == "/api/v1/services" && !r.is_watch()).count();
+    assert!(watches.iter().all(|w| {
+        w.param("resourceVersion")
+            .is_some_and(|rv| rv.parse::<u64>().is_ok())
+    }));
+    let lists = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/services" && !r.is_watch())
+        .count();
     assert_eq!(lists, 1);
     src.stop().await;
 }
@@ -504,9 +796,21 @@ async fn kube_api_outage_keeps_state_and_converges() {
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
     api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
     api.create(slice("prod", "a-1", "a").endpoint(ep(&["10.1.0.1"])));
-    let mut src = Source::start(&api, KubeSourceOptions { watch_pods: false, ..opts_all() }).await;
-    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice]).await;
-    api.wait_watching(&[Res::Namespaces, Res::Services, Res::EndpointSlices], Duration::from_secs(2)).await;
+    let mut src = Source::start(
+        &api,
+        KubeSourceOptions {
+            watch_pods: false,
+            ..opts_all()
+        },
+    )
+    .await;
+    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice])
+        .await;
+    api.wait_watching(
+        &[Res::Namespaces, Res::Services, Res::EndpointSlices],
+        Duration::from_secs(2),
+    )
+    .await;
 
     api.stop().await;
     api.delete(svc("prod", "a"));
@@ -514,7 +818,9 @@ async fn kube_api_outage_keeps_state_and_converges() {
     api.update(svc("prod", "b").cluster_ip("10.0.0.22"));
     let during = src.quiet(Duration::from_millis(1000)).await;
     assert!(
-        during.iter().all(|e| matches!(e, ClusterEvent::WatchRestart { .. })),
+        during
+            .iter()
+            .all(|e| matches!(e, ClusterEvent::WatchRestart { .. })),
         "only WatchRestart while the API is away: {during:#?}"
     );
     assert!(!during.is_empty(), "the outage is reported as WatchRestart");
@@ -529,10 +835,16 @@ async fn kube_api_outage_keeps_state_and_converges() {
     })
     .await;
     eprintln!("converged {:?} after the restart", t.elapsed());
-    assert!(src.model.contains_key(&key(Kind::EndpointSlice, "prod", "a-1")));
+    assert!(
+        src.model
+            .contains_key(&key(Kind::EndpointSlice, "prod", "a-1"))
+    );
 
     api.create(svc("prod", "d").cluster_ip("10.0.0.4"));
-    src.expect("Apply after the outage", FAST, |e| is_apply_of(e, Kind::Service, "prod", "d")).await;
+    src.expect("Apply after the outage", FAST, |e| {
+        is_apply_of(e, Kind::Service, "prod", "d")
+    })
+    .await;
     src.stop().await;
 }
 
@@ -543,10 +855,26 @@ async fn kube_api_outage_with_compaction_relists() {
     let (api, _url) = ApiServer::start().await;
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
     api.create(slice("prod", "a-1", "a").endpoint(ep(&["10.1.0.1"])));
-    let mut src = Source::start(&api, KubeSourceOptions { watch_pods: false, ..opts_all() }).await;
-    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice]).await;
-    let relists_before = src.seen.iter().filter(|e| matches!(e, ClusterEvent::Relist { .. })).count();
-    api.wait_watching(&[Res::Namespaces, Res::Services, Res::EndpointSlices], Duration::from_secs(2)).await;
+    let mut src = Source::start(
+        &api,
+        KubeSourceOptions {
+            watch_pods: false,
+            ..opts_all()
+        },
+    )
+    .await;
+    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice])
+        .await;
+    let relists_before = src
+        .seen
+        .iter()
+        .filter(|e| matches!(e, ClusterEvent::Relist { .. }))
+        .count();
+    api.wait_watching(
+        &[Res::Namespaces, Res::Services, Res::EndpointSlices],
+        Duration::from_secs(2),
+    )
+    .await;
 
     api.stop().await;
     api.delete(svc("prod", "a"));
@@ -557,14 +885,27 @@ async fn kube_api_outage_with_compaction_relists() {
     api.restart().await;
 
     src.converge("the relisted cluster", Duration::from_secs(7), |m| {
-        let svcs: BTreeSet<&str> = m.keys().filter(|k| k.kind == Kind::Service).map(|k| &*k.name).collect();
+        let svcs: BTreeSet<&str> = m
+            .keys()
+            .filter(|k| k.kind == Kind::Service)
+            .map(|k| &*k.name)
+            .collect();
         svcs == BTreeSet::from(["z"]) && !m.keys().any(|k| k.kind == Kind::EndpointSlice)
     })
     .await;
-    let relists = src.seen.iter().filter(|e| matches!(e, ClusterEvent::Relist { .. })).count();
-    assert!(relists > relists_before, "deletions during a compacted gap come from a relist");
+    let relists = src
+        .seen
+        .iter()
+        .filter(|e| matches!(e, ClusterEvent::Relist { .. }))
+        .count();
     assert!(
-        !src.seen.iter().any(|e| matches!(e, ClusterEvent::Delete { .. })),
+        relists > relists_before,
+        "deletions during a compacted gap come from a relist"
+    );
+    assert!(
+        !src.seen
+            .iter()
+            .any(|e| matches!(e, ClusterEvent::Delete { .. })),
         "no watch event could have told about the deletions: {:#?}",
         src.seen
     );
@@ -612,7 +953,11 @@ async fn kube_bad_objects_are_skipped_and_logged() {
     let (api, _url) = ApiServer::start().await;
     api.create(svc("prod", "good").cluster_ip("10.0.0.1"));
     api.create(svc("prod", "bad-ip").cluster_ip("not-an-ip"));
-    api.create(svc("prod", "bad-proto").cluster_ip("10.0.0.2").port("x", 80, "QUIC"));
+    api.create(
+        svc("prod", "bad-proto")
+            .cluster_ip("10.0.0.2")
+            .port("x", 80, "QUIC"),
+    );
     api.create(slice("prod", "bad-ep", "good").endpoint(ep(&["10.1.0.300"])));
     api.create(slice("prod", "good-ep", "good").endpoint(ep(&["10.1.0.3"])));
     api.create(pod("prod", "bad-pod").ip("10.1.0.1.1"));
@@ -638,15 +983,32 @@ async fn kube_bad_objects_are_skipped_and_logged() {
     // On the watch: a bad new object is skipped, the next good one arrives.
     api.create(svc("prod", "bad-2").external_name("bad..name"));
     api.create(svc("prod", "good-2").cluster_ip("10.0.0.5"));
-    src.expect("the good service after a bad one", FAST, |e| is_apply_of(e, Kind::Service, "prod", "good-2")).await;
-    assert!(!src.seen.iter().any(|e| is_apply_of(e, Kind::Service, "prod", "bad-2")));
-    assert!(logs.text().contains("Service prod/bad-2"), "{}", logs.text());
+    src.expect("the good service after a bad one", FAST, |e| {
+        is_apply_of(e, Kind::Service, "prod", "good-2")
+    })
+    .await;
+    assert!(
+        !src.seen
+            .iter()
+            .any(|e| is_apply_of(e, Kind::Service, "prod", "bad-2"))
+    );
+    assert!(
+        logs.text().contains("Service prod/bad-2"),
+        "{}",
+        logs.text()
+    );
 
     // A good object turned bad is removed (as a relist would), and comes back when fixed.
     api.update(svc("prod", "good").cluster_ip("10.0.0.999"));
-    src.expect("Delete of the object turned bad", FAST, |e| is_delete_of(e, Kind::Service, "prod", "good")).await;
+    src.expect("Delete of the object turned bad", FAST, |e| {
+        is_delete_of(e, Kind::Service, "prod", "good")
+    })
+    .await;
     api.update(svc("prod", "good").cluster_ip("10.0.0.9"));
-    src.expect("Apply of the fixed object", FAST, |e| is_apply_of(e, Kind::Service, "prod", "good")).await;
+    src.expect("Apply of the fixed object", FAST, |e| {
+        is_apply_of(e, Kind::Service, "prod", "good")
+    })
+    .await;
     assert_eq!(src.names(Kind::Service), set(&["prod/good", "prod/good-2"]));
     src.stop().await;
 }
@@ -654,37 +1016,77 @@ async fn kube_bad_objects_are_skipped_and_logged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_service_label_selector_is_honored() {
     let (api, _url) = ApiServer::start().await;
-    api.create(svc("prod", "in").cluster_ip("10.0.0.1").label("expose", "yes"));
+    api.create(
+        svc("prod", "in")
+            .cluster_ip("10.0.0.1")
+            .label("expose", "yes"),
+    );
     api.create(svc("prod", "out").cluster_ip("10.0.0.2"));
-    api.create(svc("prod", "other").cluster_ip("10.0.0.3").label("expose", "no"));
+    api.create(
+        svc("prod", "other")
+            .cluster_ip("10.0.0.3")
+            .label("expose", "no"),
+    );
     let opts = KubeSourceOptions {
         service_label_selector: Some("expose in (yes, true)".into()),
         watch_pods: false,
         ..opts_all()
     };
     let mut src = Source::start(&api, opts).await;
-    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice]).await;
+    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice])
+        .await;
     assert_eq!(src.names(Kind::Service), set(&["prod/in"]));
 
     let reqs = api.requests();
     for r in reqs.iter().filter(|r| r.path == "/api/v1/services") {
-        assert_eq!(r.param("labelSelector"), Some("expose in (yes, true)"), "{r:?}");
+        assert_eq!(
+            r.param("labelSelector"),
+            Some("expose in (yes, true)"),
+            "{r:?}"
+        );
     }
-    assert!(reqs.iter().filter(|r| r.path != "/api/v1/services").all(|r| r.param("labelSelector").is_none()));
+    assert!(
+        reqs.iter()
+            .filter(|r| r.path != "/api/v1/services")
+            .all(|r| r.param("labelSelector").is_none())
+    );
 
     api.create(svc("prod", "out-2").cluster_ip("10.0.0.4"));
-    api.create(svc("prod", "in-2").cluster_ip("10.0.0.5").label("expose", "true"));
-    src.expect("Apply of a matching service", FAST, |e| is_apply_of(e, Kind::Service, "prod", "in-2")).await;
+    api.create(
+        svc("prod", "in-2")
+            .cluster_ip("10.0.0.5")
+            .label("expose", "true"),
+    );
+    src.expect("Apply of a matching service", FAST, |e| {
+        is_apply_of(e, Kind::Service, "prod", "in-2")
+    })
+    .await;
     // Leaving the selector is a deletion, entering it an addition.
-    api.update(svc("prod", "in").cluster_ip("10.0.0.1").label("expose", "no"));
-    src.expect("Delete of a service leaving the selector", FAST, |e| is_delete_of(e, Kind::Service, "prod", "in"))
-        .await;
-    api.update(svc("prod", "out").cluster_ip("10.0.0.2").label("expose", "yes"));
-    src.expect("Apply of a service entering the selector", FAST, |e| is_apply_of(e, Kind::Service, "prod", "out"))
-        .await;
+    api.update(
+        svc("prod", "in")
+            .cluster_ip("10.0.0.1")
+            .label("expose", "no"),
+    );
+    src.expect("Delete of a service leaving the selector", FAST, |e| {
+        is_delete_of(e, Kind::Service, "prod", "in")
+    })
+    .await;
+    api.update(
+        svc("prod", "out")
+            .cluster_ip("10.0.0.2")
+            .label("expose", "yes"),
+    );
+    src.expect("Apply of a service entering the selector", FAST, |e| {
+        is_apply_of(e, Kind::Service, "prod", "out")
+    })
+    .await;
     src.quiet(Duration::from_millis(200)).await;
     assert_eq!(src.names(Kind::Service), set(&["prod/in-2", "prod/out"]));
-    assert!(!src.seen.iter().any(|e| is_apply_of(e, Kind::Service, "prod", "out-2")));
+    assert!(
+        !src.seen
+            .iter()
+            .any(|e| is_apply_of(e, Kind::Service, "prod", "out-2"))
+    );
     src.stop().await;
 }
 
@@ -692,19 +1094,40 @@ async fn kube_service_label_selector_is_honored() {
 async fn kube_paginated_list_is_complete() {
     let (api, _url) = ApiServer::start().await;
     for i in 0..1203 {
-        api.create(svc(&format!("ns{}", i % 7), &format!("svc-{i:04}")).cluster_ip(&format!(
-            "10.0.{}.{}",
-            i / 250,
-            i % 250
-        )));
+        api.create(
+            svc(&format!("ns{}", i % 7), &format!("svc-{i:04}")).cluster_ip(&format!(
+                "10.0.{}.{}",
+                i / 250,
+                i % 250
+            )),
+        );
     }
-    let mut src =
-        Source::start(&api, KubeSourceOptions { watch_pods: false, watch_endpoints: false, ..opts_all() }).await;
-    let svcs = src.expect_relist(Kind::Service, Duration::from_secs(8)).await;
+    let mut src = Source::start(
+        &api,
+        KubeSourceOptions {
+            watch_pods: false,
+            watch_endpoints: false,
+            ..opts_all()
+        },
+    )
+    .await;
+    let svcs = src
+        .expect_relist(Kind::Service, Duration::from_secs(8))
+        .await;
     assert_eq!(svcs.len(), 1203);
-    let lists: Vec<_> = api.requests().into_iter().filter(|r| r.path == "/api/v1/services" && !r.is_watch()).collect();
+    let lists: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/api/v1/services" && !r.is_watch())
+        .collect();
     assert_eq!(lists.len(), 3, "{lists:#?}");
-    assert_eq!(lists.iter().filter(|r| r.param("continue").is_some()).count(), 2);
+    assert_eq!(
+        lists
+            .iter()
+            .filter(|r| r.param("continue").is_some())
+            .count(),
+        2
+    );
     src.stop().await;
 }
 
@@ -712,9 +1135,15 @@ async fn kube_paginated_list_is_complete() {
 async fn kube_missing_kubeconfig_is_an_error() {
     let (tx, _rx) = mpsc::unbounded_channel();
     let (_stop, stop_rx) = watch::channel(false);
-    let opts = KubeSourceOptions { kubeconfig: Some("/nonexistent/kubeconfig".into()), ..opts_all() };
+    let opts = KubeSourceOptions {
+        kubeconfig: Some("/nonexistent/kubeconfig".into()),
+        ..opts_all()
+    };
     let err = run(opts, tx, stop_rx).await.expect_err("no kubeconfig");
-    assert!(matches!(err, SourceError::Kube(ref m) if m.contains("/nonexistent/kubeconfig")), "{err}");
+    assert!(
+        matches!(err, SourceError::Kube(ref m) if m.contains("/nonexistent/kubeconfig")),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -722,10 +1151,16 @@ async fn kube_run_returns_when_the_channel_closes() {
     let (api, _url) = ApiServer::start().await;
     let mut src = Source::start(&api, opts_all()).await;
     src.synced(&ALL).await;
-    let Source { rx, task, shutdown: _keep, .. } = src;
+    let Source {
+        rx,
+        task,
+        shutdown: _keep,
+        ..
+    } = src;
     drop(rx);
-    let r =
-        tokio::time::timeout(Duration::from_secs(2), task).await.expect("run did not return after the channel closed");
+    let r = tokio::time::timeout(Duration::from_secs(2), task)
+        .await
+        .expect("run did not return after the channel closed");
     r.expect("run panicked").expect("run returned an error");
 }
 
@@ -741,7 +1176,9 @@ async fn kube_apiserver_speaks_the_list_watch_protocol() {
     let (api, _url) = ApiServer::start().await;
     let dir = tempfile::tempdir().unwrap();
     let kc = kube::config::Kubeconfig::read_from(api.write_kubeconfig(dir.path())).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap();
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
     let client = kube::Client::try_from(cfg).unwrap();
     let svcs: Api<Service> = Api::all(client.clone());
 
@@ -757,26 +1194,53 @@ async fn kube_apiserver_speaks_the_list_watch_protocol() {
     assert_eq!(page1.metadata.remaining_item_count, Some(3));
     api.delete(svc("prod", "e"));
     api.create(svc("prod", "f").cluster_ip("10.0.0.1"));
-    let page2 = svcs.list(&ListParams::default().limit(2).continue_token(&token)).await.unwrap();
-    let page3 = svcs
-        .list(&ListParams::default().limit(2).continue_token(page2.metadata.continue_.as_deref().unwrap()))
+    let page2 = svcs
+        .list(&ListParams::default().limit(2).continue_token(&token))
         .await
         .unwrap();
-    let all: Vec<String> =
-        page1.items.iter().chain(&page2.items).chain(&page3.items).map(|s| s.metadata.name.clone().unwrap()).collect();
+    let page3 = svcs
+        .list(
+            &ListParams::default()
+                .limit(2)
+                .continue_token(page2.metadata.continue_.as_deref().unwrap()),
+        )
+        .await
+        .unwrap();
+    let all: Vec<String> = page1
+        .items
+        .iter()
+        .chain(&page2.items)
+        .chain(&page3.items)
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
     assert_eq!(all, ["a", "b", "c", "d", "e"]);
     assert!(page3.metadata.continue_.is_none());
-    assert_eq!(page3.metadata.resource_version, Some(rv_after_create.to_string()));
+    assert_eq!(
+        page3.metadata.resource_version,
+        Some(rv_after_create.to_string())
+    );
 
     // Exact resourceVersion: the state then; a plain list: the state now.
-    let exact = ListParams::default().at(&rv_after_create.to_string()).matching(VersionMatch::Exact);
+    let exact = ListParams::default()
+        .at(&rv_after_create.to_string())
+        .matching(VersionMatch::Exact);
     assert_eq!(svcs.list(&exact).await.unwrap().items.len(), 5);
-    let now: Vec<String> =
-        svcs.list(&ListParams::default()).await.unwrap().items.into_iter().map(|s| s.metadata.name.unwrap()).collect();
+    let now: Vec<String> = svcs
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| s.metadata.name.unwrap())
+        .collect();
     assert_eq!(now, ["a", "b", "c", "d", "f"]);
 
     // A watch from an old resourceVersion replays history.
-    let mut w = svcs.watch(&WatchParams::default(), &rv_after_create.to_string()).await.unwrap().boxed();
+    let mut w = svcs
+        .watch(&WatchParams::default(), &rv_after_create.to_string())
+        .await
+        .unwrap()
+        .boxed();
     match w.next().await {
         Some(Ok(WatchEvent::Deleted(s))) => assert_eq!(s.metadata.name.as_deref(), Some("e")),
         other => panic!("{other:?}"),
@@ -788,20 +1252,32 @@ async fn kube_apiserver_speaks_the_list_watch_protocol() {
     api.bookmark_now();
     match w.next().await {
         Some(Ok(WatchEvent::Bookmark(b))) => {
-            assert_eq!(b.metadata.resource_version, api.resource_version().to_string())
+            assert_eq!(
+                b.metadata.resource_version,
+                api.resource_version().to_string()
+            )
         }
         other => panic!("{other:?}"),
     }
 
     // Compaction: old watches and continue tokens get 410 Expired.
     api.expire_history();
-    let mut w = svcs.watch(&WatchParams::default(), &rv_after_create.to_string()).await.unwrap().boxed();
+    let mut w = svcs
+        .watch(&WatchParams::default(), &rv_after_create.to_string())
+        .await
+        .unwrap()
+        .boxed();
     match w.next().await {
-        Some(Ok(WatchEvent::Error(status))) => assert_eq!((status.code, status.reason.as_str()), (410, "Expired")),
+        Some(Ok(WatchEvent::Error(status))) => {
+            assert_eq!((status.code, status.reason.as_str()), (410, "Expired"))
+        }
         other => panic!("{other:?}"),
     }
     assert!(w.next().await.is_none(), "the stream ends after the error");
-    match svcs.list(&ListParams::default().limit(2).continue_token(&token)).await {
+    match svcs
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+    {
         Err(kube::Error::Api(status)) => assert_eq!(status.code, 410),
         other => panic!("{other:?}"),
     }
@@ -810,15 +1286,27 @@ async fn kube_apiserver_speaks_the_list_watch_protocol() {
     api.create(namespace("prod").label("team", "dns"));
     api.create(namespace("dev"));
     let nss: Api<PartialObjectMeta<Namespace>> = Api::all(client.clone());
-    let list = nss.list(&ListParams::default().labels("team=dns")).await.unwrap();
+    let list = nss
+        .list(&ListParams::default().labels("team=dns"))
+        .await
+        .unwrap();
     assert_eq!(list.items.len(), 1);
     assert_eq!(list.items[0].metadata.name.as_deref(), Some("prod"));
     assert_eq!(list.types.kind, "PartialObjectMetadataList");
 
     // Single objects.
-    let one = Api::<Service>::namespaced(client.clone(), "prod").get("a").await.unwrap();
+    let one = Api::<Service>::namespaced(client.clone(), "prod")
+        .get("a")
+        .await
+        .unwrap();
     assert_eq!(one.spec.unwrap().cluster_ip.as_deref(), Some("10.0.0.1"));
-    assert!(Api::<Service>::namespaced(client, "prod").get_opt("zzz").await.unwrap().is_none());
+    assert!(
+        Api::<Service>::namespaced(client, "prod")
+            .get_opt("zzz")
+            .await
+            .unwrap()
+            .is_none()
+    );
 }
 
 /// The server also runs without the caller's runtime (for tests of the `clusterdns` binary).
@@ -829,7 +1317,11 @@ fn kube_apiserver_runs_on_its_own_runtime() {
     let get = |path: &str| {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(api.addr()).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
         let mut out = String::new();
         s.read_to_string(&mut out).unwrap();
         out
@@ -838,7 +1330,10 @@ fn kube_apiserver_runs_on_its_own_runtime() {
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
     assert!(body.contains("\"clusterIP\":\"10.0.0.1\""), "{body}");
     api.stop_blocking();
-    assert!(std::net::TcpStream::connect(api.addr()).is_err(), "{url} still answers after stop");
+    assert!(
+        std::net::TcpStream::connect(api.addr()).is_err(),
+        "{url} still answers after stop"
+    );
     api.restart_blocking();
     assert!(get("/api/v1/services").contains("\"kind\":\"ServiceList\""));
 }
@@ -855,13 +1350,23 @@ async fn kube_apiserver_serves_streaming_lists() {
     api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
     let dir = tempfile::tempdir().unwrap();
     let kc = kube::config::Kubeconfig::read_from(api.write_kubeconfig(dir.path())).unwrap();
-    let client =
-        kube::Client::try_from(kube::Config::from_custom_kubeconfig(kc, &Default::default()).await.unwrap()).unwrap();
-    let stream = watcher::watcher(kube::Api::<Service>::all(client), watcher::Config::default().streaming_lists());
+    let client = kube::Client::try_from(
+        kube::Config::from_custom_kubeconfig(kc, &Default::default())
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let stream = watcher::watcher(
+        kube::Api::<Service>::all(client),
+        watcher::Config::default().streaming_lists(),
+    );
     let mut stream = std::pin::pin!(stream);
     let mut listed = Vec::new();
     loop {
-        match tokio::time::timeout(Duration::from_secs(2), stream.next()).await.expect("watcher stalled") {
+        match tokio::time::timeout(Duration::from_secs(2), stream.next())
+            .await
+            .expect("watcher stalled")
+        {
             Some(Ok(Event::Init)) => {}
             Some(Ok(Event::InitApply(s))) => listed.push(s.metadata.name.unwrap()),
             Some(Ok(Event::InitDone)) => break,
@@ -870,11 +1375,17 @@ async fn kube_apiserver_serves_streaming_lists() {
     }
     assert_eq!(listed, ["a", "b"]);
     api.create(svc("prod", "c").cluster_ip("10.0.0.3"));
-    match tokio::time::timeout(Duration::from_secs(2), stream.next()).await.unwrap() {
+    match tokio::time::timeout(Duration::from_secs(2), stream.next())
+        .await
+        .unwrap()
+    {
         Some(Ok(Event::Apply(s))) => assert_eq!(s.metadata.name.as_deref(), Some("c")),
         other => panic!("{other:?}"),
     }
     let w = api.requests().into_iter().find(|r| r.is_watch()).unwrap();
     assert_eq!(w.param("sendInitialEvents"), Some("true"));
-    assert!(!api.requests().iter().any(|r| !r.is_watch()), "no list request with streaming lists");
+    assert!(
+        !api.requests().iter().any(|r| !r.is_watch()),
+        "no list request with streaming lists"
+    );
 }

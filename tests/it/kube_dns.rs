@@ -9,7 +9,11 @@ use crate::support::*;
 fn start_server(api: &ApiServer, extra: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = api.write_kubeconfig(dir.path());
-    let extra = if extra.contains("forward:") { extra.to_string() } else { format!("forward:\n  enabled: false\n{extra}") };
+    let extra = if extra.contains("forward:") {
+        extra.to_string()
+    } else {
+        format!("forward:\n  enabled: false\n{extra}")
+    };
     let cfg = format!(
         "listen: [\"127.0.0.1:0\"]\nsource:\n  kubernetes:\n    kubeconfig: {}\n    startup_timeout: 1s\nmetrics: {{listen: \"127.0.0.1:0\"}}\nhealth: {{listen: \"127.0.0.1:0\", lameduck: 1s}}\nready: {{listen: \"127.0.0.1:0\"}}\n{extra}",
         kubeconfig.display()
@@ -20,7 +24,11 @@ fn start_server(api: &ApiServer, extra: &str) -> Server {
 }
 
 fn short(s: &Server, name: &str) -> String {
-    let mut v: Vec<String> = s.dig(&["+short", name]).lines().map(str::to_string).collect();
+    let mut v: Vec<String> = s
+        .dig(&["+short", name])
+        .lines()
+        .map(str::to_string)
+        .collect();
     v.sort();
     v.join(",")
 }
@@ -39,36 +47,75 @@ fn converge(s: &Server, name: &str, want: &str) -> Duration {
 
 fn status(s: &Server, args: &[&str]) -> String {
     let out = s.dig(args);
-    out.split("status: ").nth(1).and_then(|r| r.split(',').next()).unwrap_or("none").to_string()
+    out.split("status: ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or("none")
+        .to_string()
 }
 
 #[test]
 fn kube_changes_reach_dns() {
     let (api, _) = ApiServer::start_blocking();
     api.create(namespace("demo"));
-    api.create(svc("demo", "web").cluster_ip("10.0.0.1").port("http", 80, "TCP"));
+    api.create(
+        svc("demo", "web")
+            .cluster_ip("10.0.0.1")
+            .port("http", 80, "TCP"),
+    );
     let s = start_server(&api, "");
     converge(&s, "web.demo.svc.cluster.local", "10.0.0.1");
     // update
-    api.update(svc("demo", "web").cluster_ip("10.0.0.2").port("http", 80, "TCP"));
+    api.update(
+        svc("demo", "web")
+            .cluster_ip("10.0.0.2")
+            .port("http", 80, "TCP"),
+    );
     let took = converge(&s, "web.demo.svc.cluster.local", "10.0.0.2");
     eprintln!("service update visible in DNS after {took:?}");
     // a headless service: ready endpoints only; one turning ready appears
     api.create(svc("demo", "db").headless().port("pg", 5432, "TCP"));
-    api.create(slice("demo", "db-abc", "db").port("pg", 5432, "TCP").endpoint(ep(&["10.1.0.1"]).hostname("db-0")).endpoint(ep(&["10.1.0.2"]).hostname("db-1").ready(false)));
+    api.create(
+        slice("demo", "db-abc", "db")
+            .port("pg", 5432, "TCP")
+            .endpoint(ep(&["10.1.0.1"]).hostname("db-0"))
+            .endpoint(ep(&["10.1.0.2"]).hostname("db-1").ready(false)),
+    );
     converge(&s, "db.demo.svc.cluster.local", "10.1.0.1");
     assert_eq!(status(&s, &["db-1.db.demo.svc.cluster.local"]), "NXDOMAIN");
-    api.update(slice("demo", "db-abc", "db").port("pg", 5432, "TCP").endpoint(ep(&["10.1.0.1"]).hostname("db-0")).endpoint(ep(&["10.1.0.2"]).hostname("db-1").ready(true)));
+    api.update(
+        slice("demo", "db-abc", "db")
+            .port("pg", 5432, "TCP")
+            .endpoint(ep(&["10.1.0.1"]).hostname("db-0"))
+            .endpoint(ep(&["10.1.0.2"]).hostname("db-1").ready(true)),
+    );
     converge(&s, "db.demo.svc.cluster.local", "10.1.0.1,10.1.0.2");
     converge(&s, "db-1.db.demo.svc.cluster.local", "10.1.0.2");
     let srv = s.dig(&["+short", "_pg._tcp.db.demo.svc.cluster.local", "SRV"]);
-    assert!(srv.contains("db-0.db.demo.svc.cluster.local.") && srv.contains("db-1.db.demo.svc.cluster.local."), "{srv}");
+    assert!(
+        srv.contains("db-0.db.demo.svc.cluster.local.")
+            && srv.contains("db-1.db.demo.svc.cluster.local."),
+        "{srv}"
+    );
     // an endpoint going not-ready disappears
-    api.update(slice("demo", "db-abc", "db").port("pg", 5432, "TCP").endpoint(ep(&["10.1.0.1"]).hostname("db-0").ready(false)).endpoint(ep(&["10.1.0.2"]).hostname("db-1")));
+    api.update(
+        slice("demo", "db-abc", "db")
+            .port("pg", 5432, "TCP")
+            .endpoint(ep(&["10.1.0.1"]).hostname("db-0").ready(false))
+            .endpoint(ep(&["10.1.0.2"]).hostname("db-1")),
+    );
     converge(&s, "db.demo.svc.cluster.local", "10.1.0.2");
     // ExternalName
     api.create(svc("demo", "ext").external_name("example.org"));
-    assert_eq!(s.wait_for(&["+short", "ext.demo.svc.cluster.local", "CNAME"], |o| !o.trim().is_empty(), Duration::from_secs(5)).trim(), "example.org.");
+    assert_eq!(
+        s.wait_for(
+            &["+short", "ext.demo.svc.cluster.local", "CNAME"],
+            |o| !o.trim().is_empty(),
+            Duration::from_secs(5)
+        )
+        .trim(),
+        "example.org."
+    );
     // delete
     api.delete_named("Service", "demo", "web");
     converge(&s, "web.demo.svc.cluster.local", "");
@@ -77,7 +124,9 @@ fn kube_changes_reach_dns() {
     assert_eq!(status(&s, &["fresh.svc.cluster.local"]), "NXDOMAIN");
     api.create(namespace("fresh"));
     let t0 = Instant::now();
-    while status(&s, &["fresh.svc.cluster.local"]) != "NOERROR" && t0.elapsed() < Duration::from_secs(5) {
+    while status(&s, &["fresh.svc.cluster.local"]) != "NOERROR"
+        && t0.elapsed() < Duration::from_secs(5)
+    {
         std::thread::sleep(Duration::from_millis(5));
     }
     assert_eq!(status(&s, &["fresh.svc.cluster.local"]), "NOERROR");
@@ -146,7 +195,9 @@ fn kube_servfail_until_first_sync() {
     converge(&s, "a.demo.svc.cluster.local", "10.0.0.1");
     // every kind (namespaces, services, endpoint slices) listed: NXDOMAIN again
     let t0 = Instant::now();
-    while status(&s, &["nope.demo.svc.cluster.local"]) != "NXDOMAIN" && t0.elapsed() < Duration::from_secs(10) {
+    while status(&s, &["nope.demo.svc.cluster.local"]) != "NXDOMAIN"
+        && t0.elapsed() < Duration::from_secs(10)
+    {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(status(&s, &["nope.demo.svc.cluster.local"]), "NXDOMAIN");
@@ -157,15 +208,30 @@ fn kube_namespace_and_label_filters() {
     let (api, _) = ApiServer::start_blocking();
     api.create(namespace("shown"));
     api.create(namespace("hidden"));
-    api.create(svc("shown", "a").cluster_ip("10.0.0.1").label("expose", "yes"));
+    api.create(
+        svc("shown", "a")
+            .cluster_ip("10.0.0.1")
+            .label("expose", "yes"),
+    );
     api.create(svc("shown", "b").cluster_ip("10.0.0.2"));
-    api.create(svc("hidden", "c").cluster_ip("10.0.0.3").label("expose", "yes"));
-    let s = start_server(&api, "cluster:\n  namespaces: [shown]\n  labels: \"expose=yes\"\n");
+    api.create(
+        svc("hidden", "c")
+            .cluster_ip("10.0.0.3")
+            .label("expose", "yes"),
+    );
+    let s = start_server(
+        &api,
+        "cluster:\n  namespaces: [shown]\n  labels: \"expose=yes\"\n",
+    );
     converge(&s, "a.shown.svc.cluster.local", "10.0.0.1");
     assert_eq!(status(&s, &["b.shown.svc.cluster.local"]), "NXDOMAIN");
     assert_eq!(status(&s, &["c.hidden.svc.cluster.local"]), "NXDOMAIN");
     assert_eq!(status(&s, &["hidden.svc.cluster.local"]), "NXDOMAIN");
     // a label change exposes a service
-    api.update(svc("shown", "b").cluster_ip("10.0.0.2").label("expose", "yes"));
+    api.update(
+        svc("shown", "b")
+            .cluster_ip("10.0.0.2")
+            .label("expose", "yes"),
+    );
     converge(&s, "b.shown.svc.cluster.local", "10.0.0.2");
 }

@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{ConfigMap, Container, PodTemplateSpec, Probe, Service, ServiceAccount};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Container, PodTemplateSpec, Probe, Service, ServiceAccount,
+};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -88,14 +90,22 @@ fn parse<T: serde::de::DeserializeOwned>(file: &str, text: &str) -> T {
 
 fn load(dir: &Path) -> Variant {
     let kpath = dir.join("kustomization.yaml");
-    let ktext = std::fs::read_to_string(&kpath).unwrap_or_else(|e| panic!("{}: {e}", kpath.display()));
+    let ktext =
+        std::fs::read_to_string(&kpath).unwrap_or_else(|e| panic!("{}: {e}", kpath.display()));
     let k: Kustomization = parse("kustomization.yaml", &ktext);
     assert_eq!(k.api_version, "kustomize.config.k8s.io/v1beta1");
     assert_eq!(k.kind, "Kustomization");
-    let mut v = Variant { dir: dir.to_path_buf(), ..Variant::default() };
+    let mut v = Variant {
+        dir: dir.to_path_buf(),
+        ..Variant::default()
+    };
     for file in &k.resources {
         let path = dir.join(file);
-        assert!(path.is_file(), "{}: listed in kustomization.yaml but missing", path.display());
+        assert!(
+            path.is_file(),
+            "{}: listed in kustomization.yaml but missing",
+            path.display()
+        );
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(
             !text.lines().any(|l| l.trim_end() == "---"),
@@ -109,7 +119,9 @@ fn load(dir: &Path) -> Variant {
             ("v1", "Service") => v.services.push((f, parse(file, &text))),
             ("v1", "ConfigMap") => v.configmaps.push((f, parse(file, &text))),
             ("v1", "ServiceAccount") => v.serviceaccounts.push((f, parse(file, &text))),
-            ("rbac.authorization.k8s.io/v1", "ClusterRole") => v.clusterroles.push((f, parse(file, &text))),
+            ("rbac.authorization.k8s.io/v1", "ClusterRole") => {
+                v.clusterroles.push((f, parse(file, &text)))
+            }
             ("rbac.authorization.k8s.io/v1", "ClusterRoleBinding") => {
                 v.clusterrolebindings.push((f, parse(file, &text)))
             }
@@ -137,7 +149,10 @@ impl Variant {
         let mut w = Vec::new();
         for (f, d) in &self.deployments {
             let spec = d.spec.as_ref().expect("spec");
-            assert!(spec.selector.match_expressions.is_none(), "{f}: matchLabels only");
+            assert!(
+                spec.selector.match_expressions.is_none(),
+                "{f}: matchLabels only"
+            );
             w.push(Workload {
                 what: format!("{f} (Deployment {})", name(&d.metadata)),
                 selector: spec.selector.match_labels.clone().unwrap_or_default(),
@@ -146,7 +161,10 @@ impl Variant {
         }
         for (f, d) in &self.daemonsets {
             let spec = d.spec.as_ref().expect("spec");
-            assert!(spec.selector.match_expressions.is_none(), "{f}: matchLabels only");
+            assert!(
+                spec.selector.match_expressions.is_none(),
+                "{f}: matchLabels only"
+            );
             w.push(Workload {
                 what: format!("{f} (DaemonSet {})", name(&d.metadata)),
                 selector: spec.selector.match_labels.clone().unwrap_or_default(),
@@ -169,7 +187,9 @@ fn name(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> &str 
     m.name.as_deref().expect("metadata.name")
 }
 
-fn labels(m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> BTreeMap<String, String> {
+fn labels(
+    m: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
+) -> BTreeMap<String, String> {
     m.labels.clone().unwrap_or_default()
 }
 
@@ -178,7 +198,10 @@ fn subset(sel: &BTreeMap<String, String>, labels: &BTreeMap<String, String>) -> 
 }
 
 fn coredns_pod_labels() -> BTreeMap<String, String> {
-    COREDNS_POD_LABELS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    COREDNS_POD_LABELS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// The config a pod runs with: the `--config` path from its args, the volume mounted there, the
@@ -191,15 +214,26 @@ struct PodConfig {
 
 fn pod_config(v: &Variant, w: &Workload<'_>, c: &Container) -> PodConfig {
     let args = c.args.clone().unwrap_or_default();
-    let i = args.iter().position(|a| a == "--config").unwrap_or_else(|| panic!("{}: no --config in {args:?}", w.what));
+    let i = args
+        .iter()
+        .position(|a| a == "--config")
+        .unwrap_or_else(|| panic!("{}: no --config in {args:?}", w.what));
     let path = PathBuf::from(&args[i + 1]);
-    let (dir, key) = (path.parent().unwrap(), path.file_name().unwrap().to_str().unwrap());
+    let (dir, key) = (
+        path.parent().unwrap(),
+        path.file_name().unwrap().to_str().unwrap(),
+    );
     let mounts = c.volume_mounts.clone().unwrap_or_default();
     let mount = mounts
         .iter()
         .find(|m| Path::new(&m.mount_path) == dir)
         .unwrap_or_else(|| panic!("{}: nothing is mounted at {}", w.what, dir.display()));
-    assert_eq!(mount.read_only, Some(true), "{}: the config mount is read-only", w.what);
+    assert_eq!(
+        mount.read_only,
+        Some(true),
+        "{}: the config mount is read-only",
+        w.what
+    );
     let spec = w.template.spec.as_ref().unwrap();
     let vol = spec
         .volumes
@@ -207,9 +241,16 @@ fn pod_config(v: &Variant, w: &Workload<'_>, c: &Container) -> PodConfig {
         .flatten()
         .find(|vol| vol.name == mount.name)
         .unwrap_or_else(|| panic!("{}: no volume {}", w.what, mount.name));
-    let cmv = vol.config_map.as_ref().unwrap_or_else(|| panic!("{}: volume {} is not a ConfigMap", w.what, vol.name));
+    let cmv = vol
+        .config_map
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}: volume {} is not a ConfigMap", w.what, vol.name));
     if let Some(items) = &cmv.items {
-        assert!(items.iter().any(|it| it.key == key && it.path == key), "{}: the ConfigMap volume's items leave out {key}", w.what);
+        assert!(
+            items.iter().any(|it| it.key == key && it.path == key),
+            "{}: the ConfigMap volume's items leave out {key}",
+            w.what
+        );
     }
     let cm = v.configmap(&cmv.name);
     let text = cm
@@ -218,9 +259,16 @@ fn pod_config(v: &Variant, w: &Workload<'_>, c: &Container) -> PodConfig {
         .and_then(|d| d.get(key))
         .unwrap_or_else(|| panic!("ConfigMap {} has no key {key}", cmv.name))
         .clone();
-    let config = Config::from_yaml(&text, Path::new(key)).unwrap_or_else(|e| panic!("ConfigMap {}: {e}", cmv.name));
-    config.validate().unwrap_or_else(|e| panic!("ConfigMap {}: {e}", cmv.name));
-    PodConfig { config, text, configmap: cmv.name.clone() }
+    let config = Config::from_yaml(&text, Path::new(key))
+        .unwrap_or_else(|e| panic!("ConfigMap {}: {e}", cmv.name));
+    config
+        .validate()
+        .unwrap_or_else(|e| panic!("ConfigMap {}: {e}", cmv.name));
+    PodConfig {
+        config,
+        text,
+        configmap: cmv.name.clone(),
+    }
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -231,11 +279,23 @@ fn port_number(c: &Container, port: &IntOrString) -> (i32, String) {
     match port {
         IntOrString::Int(n) => {
             let p = c.ports.iter().flatten().find(|p| p.container_port == *n);
-            (*n, p.and_then(|p| p.protocol.clone()).unwrap_or_else(|| "TCP".into()))
+            (
+                *n,
+                p.and_then(|p| p.protocol.clone())
+                    .unwrap_or_else(|| "TCP".into()),
+            )
         }
         IntOrString::String(s) => {
-            let p = c.ports.iter().flatten().find(|p| p.name.as_deref() == Some(s)).unwrap_or_else(|| panic!("no container port named {s}"));
-            (p.container_port, p.protocol.clone().unwrap_or_else(|| "TCP".into()))
+            let p = c
+                .ports
+                .iter()
+                .flatten()
+                .find(|p| p.name.as_deref() == Some(s))
+                .unwrap_or_else(|| panic!("no container port named {s}"));
+            (
+                p.container_port,
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            )
         }
     }
 }
@@ -245,41 +305,109 @@ fn named_port(c: &Container, name_: &str) -> Option<(i32, String)> {
         .iter()
         .flatten()
         .find(|p| p.name.as_deref() == Some(name_))
-        .map(|p| (p.container_port, p.protocol.clone().unwrap_or_else(|| "TCP".into())))
+        .map(|p| {
+            (
+                p.container_port,
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            )
+        })
 }
 
 /// An HTTP listener of the config against the container port and probe that reach it.
-fn check_http(w: &Workload<'_>, c: &Container, host_network: bool, listen: &Option<String>, port_name: &str, probe: Option<&Probe>, path: &str) {
+fn check_http(
+    w: &Workload<'_>,
+    c: &Container,
+    host_network: bool,
+    listen: &Option<String>,
+    port_name: &str,
+    probe: Option<&Probe>,
+    path: &str,
+) {
     let Some(listen) = listen else {
-        assert!(named_port(c, port_name).is_none(), "{}: port {port_name} declared but nothing listens", w.what);
-        assert!(probe.is_none(), "{}: a probe on {path} but its listener is off", w.what);
+        assert!(
+            named_port(c, port_name).is_none(),
+            "{}: port {port_name} declared but nothing listens",
+            w.what
+        );
+        assert!(
+            probe.is_none(),
+            "{}: a probe on {path} but its listener is off",
+            w.what
+        );
         return;
     };
     let addr: SocketAddr = parse_http_listen(listen).unwrap();
-    let (port, proto) = named_port(c, port_name).unwrap_or_else(|| panic!("{}: no container port named {port_name}", w.what));
-    assert_eq!((port, proto.as_str()), (addr.port() as i32, "TCP"), "{}: {port_name} vs the config's {listen}", w.what);
+    let (port, proto) = named_port(c, port_name)
+        .unwrap_or_else(|| panic!("{}: no container port named {port_name}", w.what));
+    assert_eq!(
+        (port, proto.as_str()),
+        (addr.port() as i32, "TCP"),
+        "{}: {port_name} vs the config's {listen}",
+        w.what
+    );
     if path == "/metrics" {
         return;
     }
     let probe = probe.unwrap_or_else(|| panic!("{}: no probe for {path}", w.what));
-    let get = probe.http_get.as_ref().unwrap_or_else(|| panic!("{}: the {path} probe is not httpGet", w.what));
+    let get = probe
+        .http_get
+        .as_ref()
+        .unwrap_or_else(|| panic!("{}: the {path} probe is not httpGet", w.what));
     assert_eq!(get.path.as_deref(), Some(path), "{}", w.what);
-    assert_eq!(get.port, IntOrString::String(port_name.into()), "{}: probe {path} uses the named port", w.what);
-    assert_eq!(port_number(c, &get.port).0, addr.port() as i32, "{}", w.what);
-    assert!(get.scheme.as_deref().unwrap_or("HTTP") == "HTTP", "{}", w.what);
+    assert_eq!(
+        get.port,
+        IntOrString::String(port_name.into()),
+        "{}: probe {path} uses the named port",
+        w.what
+    );
+    assert_eq!(
+        port_number(c, &get.port).0,
+        addr.port() as i32,
+        "{}",
+        w.what
+    );
+    assert!(
+        get.scheme.as_deref().unwrap_or("HTTP") == "HTTP",
+        "{}",
+        w.what
+    );
     // The kubelet probes the pod IP unless told a host: the listener must be reachable there.
     let ip = addr.ip();
-    assert!(!ip.is_loopback(), "{}: {listen} is loopback: the kubelet cannot probe it", w.what);
+    assert!(
+        !ip.is_loopback(),
+        "{}: {listen} is loopback: the kubelet cannot probe it",
+        w.what
+    );
     if ip.is_unspecified() {
-        assert_eq!(get.host, None, "{}: {listen} listens everywhere: probe the pod IP", w.what);
+        assert_eq!(
+            get.host, None,
+            "{}: {listen} listens everywhere: probe the pod IP",
+            w.what
+        );
     } else {
-        assert!(host_network, "{}: {listen} is a fixed address, only reachable from the kubelet on the host network", w.what);
-        assert_eq!(get.host.as_deref(), Some(ip.to_string().as_str()), "{}: the probe must go to {ip}", w.what);
+        assert!(
+            host_network,
+            "{}: {listen} is a fixed address, only reachable from the kubelet on the host network",
+            w.what
+        );
+        assert_eq!(
+            get.host.as_deref(),
+            Some(ip.to_string().as_str()),
+            "{}: the probe must go to {ip}",
+            w.what
+        );
     }
 }
 
 fn memory_bytes(q: &str) -> u64 {
-    let units = [("Ki", 1u64 << 10), ("Mi", 1 << 20), ("Gi", 1 << 30), ("k", 1000), ("M", 1_000_000), ("G", 1_000_000_000)];
+    let units = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("k", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+    ];
     for (u, m) in units {
         if let Some(n) = q.strip_suffix(u) {
             return n.parse::<u64>().unwrap() * m;
@@ -292,48 +420,118 @@ fn memory_bytes(q: &str) -> u64 {
 fn check_dns_workload(v: &Variant, w: &Workload<'_>) -> PodConfig {
     let spec = w.template.spec.as_ref().expect("pod spec");
     let tlabels = w.template.metadata.as_ref().map(labels).unwrap_or_default();
-    assert!(!w.selector.is_empty() && subset(&w.selector, &tlabels), "{}: selector {:?} must match the template's labels {tlabels:?}", w.what, w.selector);
+    assert!(
+        !w.selector.is_empty() && subset(&w.selector, &tlabels),
+        "{}: selector {:?} must match the template's labels {tlabels:?}",
+        w.what,
+        w.selector
+    );
     assert!(
         !subset(&w.selector, &coredns_pod_labels()),
         "{}: selector {:?} would also select CoreDNS's pods: add a clusterdns label",
         w.what,
         w.selector
     );
-    assert_eq!(spec.dns_policy.as_deref(), Some("Default"), "{}: forward to the node's resolvers, not to itself", w.what);
+    assert_eq!(
+        spec.dns_policy.as_deref(),
+        Some("Default"),
+        "{}: forward to the node's resolvers, not to itself",
+        w.what
+    );
     let host_network = spec.host_network == Some(true);
 
-    let c = spec.containers.iter().find(|c| c.name == "clusterdns").unwrap_or_else(|| panic!("{}: no container clusterdns", w.what));
+    let c = spec
+        .containers
+        .iter()
+        .find(|c| c.name == "clusterdns")
+        .unwrap_or_else(|| panic!("{}: no container clusterdns", w.what));
     assert_eq!(spec.containers.len(), 1, "{}", w.what);
     let image = c.image.as_deref().unwrap();
     assert!(
-        v.kustomization().images.iter().any(|i| i.name == image && i.new_name.is_some() && i.new_tag.is_some()),
+        v.kustomization()
+            .images
+            .iter()
+            .any(|i| i.name == image && i.new_name.is_some() && i.new_tag.is_some()),
         "{}: image {image} must be set by kustomization.yaml's images",
         w.what
     );
-    assert_eq!(c.args.as_deref(), Some(dockerfile().cmd.as_slice()), "{}: args must be the image's CMD", w.what);
+    assert_eq!(
+        c.args.as_deref(),
+        Some(dockerfile().cmd.as_slice()),
+        "{}: args must be the image's CMD",
+        w.what
+    );
 
     let pc = pod_config(v, w, c);
     let cfg = &pc.config;
 
     // DNS ports: every listen address is one port, answered on UDP and TCP.
     let ports: BTreeSet<u16> = cfg.listen.iter().map(|a| a.port()).collect();
-    assert_eq!(ports.len(), 1, "{}: the config listens on several ports {ports:?}", w.what);
+    assert_eq!(
+        ports.len(),
+        1,
+        "{}: the config listens on several ports {ports:?}",
+        w.what
+    );
     let dns_port = *ports.iter().next().unwrap() as i32;
-    assert_eq!(named_port(c, "dns"), Some((dns_port, "UDP".into())), "{}", w.what);
-    assert_eq!(named_port(c, "dns-tcp"), Some((dns_port, "TCP".into())), "{}", w.what);
+    assert_eq!(
+        named_port(c, "dns"),
+        Some((dns_port, "UDP".into())),
+        "{}",
+        w.what
+    );
+    assert_eq!(
+        named_port(c, "dns-tcp"),
+        Some((dns_port, "TCP".into())),
+        "{}",
+        w.what
+    );
     for a in &cfg.listen {
         if !a.ip().is_unspecified() {
-            assert!(host_network, "{}: listening on {a} needs that address in the pod: only the host network has it", w.what);
+            assert!(
+                host_network,
+                "{}: listening on {a} needs that address in the pod: only the host network has it",
+                w.what
+            );
         }
     }
 
     // HTTP listeners against ports and probes.
-    check_http(w, c, host_network, &cfg.metrics.listen, "metrics", None, "/metrics");
-    check_http(w, c, host_network, &cfg.health.listen, "liveness-probe", c.liveness_probe.as_ref(), "/health");
-    check_http(w, c, host_network, &cfg.ready.listen, "readiness-probe", c.readiness_probe.as_ref(), "/ready");
+    check_http(
+        w,
+        c,
+        host_network,
+        &cfg.metrics.listen,
+        "metrics",
+        None,
+        "/metrics",
+    );
+    check_http(
+        w,
+        c,
+        host_network,
+        &cfg.health.listen,
+        "liveness-probe",
+        c.liveness_probe.as_ref(),
+        "/health",
+    );
+    check_http(
+        w,
+        c,
+        host_network,
+        &cfg.ready.listen,
+        "readiness-probe",
+        c.readiness_probe.as_ref(),
+        "/ready",
+    );
     let live = c.liveness_probe.as_ref().expect("liveness probe");
     assert_eq!(
-        (live.initial_delay_seconds, live.timeout_seconds, live.success_threshold, live.failure_threshold),
+        (
+            live.initial_delay_seconds,
+            live.timeout_seconds,
+            live.success_threshold,
+            live.failure_threshold
+        ),
         (Some(60), Some(5), Some(1), Some(5)),
         "{}: kubeadm's liveness timings",
         w.what
@@ -341,60 +539,133 @@ fn check_dns_workload(v: &Variant, w: &Workload<'_>) -> PodConfig {
     let ready = c.readiness_probe.as_ref().expect("readiness probe");
     assert_eq!(ready.period_seconds.unwrap_or(10), 10, "{}", w.what);
     // No stray ports.
-    let declared: BTreeSet<String> = c.ports.iter().flatten().filter_map(|p| p.name.clone()).collect();
-    let expected: BTreeSet<String> = ["dns", "dns-tcp", "metrics", "liveness-probe", "readiness-probe"]
-        .into_iter()
-        .filter(|n| match *n {
-            "metrics" => cfg.metrics.listen.is_some(),
-            "liveness-probe" => cfg.health.listen.is_some(),
-            "readiness-probe" => cfg.ready.listen.is_some(),
-            _ => true,
-        })
-        .map(String::from)
+    let declared: BTreeSet<String> = c
+        .ports
+        .iter()
+        .flatten()
+        .filter_map(|p| p.name.clone())
         .collect();
+    let expected: BTreeSet<String> = [
+        "dns",
+        "dns-tcp",
+        "metrics",
+        "liveness-probe",
+        "readiness-probe",
+    ]
+    .into_iter()
+    .filter(|n| match *n {
+        "metrics" => cfg.metrics.listen.is_some(),
+        "liveness-probe" => cfg.health.listen.is_some(),
+        "readiness-probe" => cfg.ready.listen.is_some(),
+        _ => true,
+    })
+    .map(String::from)
+    .collect();
     assert_eq!(declared, expected, "{}: container ports", w.what);
-    assert_eq!(c.ports.iter().flatten().count(), expected.len(), "{}: every port is named", w.what);
+    assert_eq!(
+        c.ports.iter().flatten().count(),
+        expected.len(),
+        "{}: every port is named",
+        w.what
+    );
 
     // Security: non-root, only NET_BIND_SERVICE, read-only root filesystem.
     let psc = spec.security_context.as_ref().expect("pod securityContext");
     assert_eq!(psc.run_as_non_root, Some(true), "{}", w.what);
-    let sc = c.security_context.as_ref().expect("container securityContext");
+    let sc = c
+        .security_context
+        .as_ref()
+        .expect("container securityContext");
     assert_eq!(sc.run_as_non_root, Some(true), "{}", w.what);
     assert_eq!(sc.run_as_user, Some(65532), "{}", w.what);
-    assert_eq!(sc.run_as_user.map(|u| u.to_string()), Some(dockerfile().user.split(':').next().unwrap().to_string()), "{}: the image's USER", w.what);
+    assert_eq!(
+        sc.run_as_user.map(|u| u.to_string()),
+        Some(dockerfile().user.split(':').next().unwrap().to_string()),
+        "{}: the image's USER",
+        w.what
+    );
     assert_eq!(sc.allow_privilege_escalation, Some(false), "{}", w.what);
     assert_eq!(sc.read_only_root_filesystem, Some(true), "{}", w.what);
     assert!(!sc.privileged.unwrap_or(false), "{}", w.what);
     let caps = sc.capabilities.as_ref().expect("capabilities");
-    assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]), "{}", w.what);
-    assert_eq!(caps.add.as_deref(), Some(&["NET_BIND_SERVICE".to_string()][..]), "{}", w.what);
+    assert_eq!(
+        caps.drop.as_deref(),
+        Some(&["ALL".to_string()][..]),
+        "{}",
+        w.what
+    );
+    assert_eq!(
+        caps.add.as_deref(),
+        Some(&["NET_BIND_SERVICE".to_string()][..]),
+        "{}",
+        w.what
+    );
     for ic in spec.init_containers.iter().flatten() {
-        let sc = ic.security_context.as_ref().unwrap_or_else(|| panic!("{}: init container {} has no securityContext", w.what, ic.name));
-        assert_eq!(sc.allow_privilege_escalation, Some(false), "{}: {}", w.what, ic.name);
+        let sc = ic.security_context.as_ref().unwrap_or_else(|| {
+            panic!(
+                "{}: init container {} has no securityContext",
+                w.what, ic.name
+            )
+        });
+        assert_eq!(
+            sc.allow_privilege_escalation,
+            Some(false),
+            "{}: {}",
+            w.what,
+            ic.name
+        );
         assert!(!sc.privileged.unwrap_or(false), "{}: {}", w.what, ic.name);
         let caps = sc.capabilities.as_ref().expect("capabilities");
-        assert_eq!(caps.drop.as_deref(), Some(&["ALL".to_string()][..]), "{}: {}", w.what, ic.name);
-        assert!(caps.add.iter().flatten().all(|c| c == "NET_ADMIN"), "{}: {} adds only NET_ADMIN", w.what, ic.name);
+        assert_eq!(
+            caps.drop.as_deref(),
+            Some(&["ALL".to_string()][..]),
+            "{}: {}",
+            w.what,
+            ic.name
+        );
+        assert!(
+            caps.add.iter().flatten().all(|c| c == "NET_ADMIN"),
+            "{}: {} adds only NET_ADMIN",
+            w.what,
+            ic.name
+        );
     }
 
     // Resources: requests for scheduling, a memory limit, no CPU limit (throttling stalls DNS).
     let res = c.resources.as_ref().expect("resources");
     let req = res.requests.clone().unwrap_or_default();
     let lim = res.limits.clone().unwrap_or_default();
-    assert!(req.contains_key("cpu") && req.contains_key("memory"), "{}: cpu and memory requests", w.what);
+    assert!(
+        req.contains_key("cpu") && req.contains_key("memory"),
+        "{}: cpu and memory requests",
+        w.what
+    );
     assert!(!lim.contains_key("cpu"), "{}: no CPU limit", w.what);
-    let (rm, lm) = (memory_bytes(&req["memory"].0), memory_bytes(&lim.get("memory").expect("memory limit").0));
+    let (rm, lm) = (
+        memory_bytes(&req["memory"].0),
+        memory_bytes(&lim.get("memory").expect("memory limit").0),
+    );
     assert!(rm <= lm, "{}: memory request above its limit", w.what);
 
     // Shutdown: the grace period outlasts lameduck and the drain after it.
     let grace = spec.termination_grace_period_seconds.unwrap_or(30) as u64;
     let needed = (cfg.health.lameduck + cfg.health.drain_timeout).as_secs();
-    assert!(grace > needed, "{}: terminationGracePeriodSeconds {grace} must exceed lameduck + drain ({needed}s)", w.what);
+    assert!(
+        grace > needed,
+        "{}: terminationGracePeriodSeconds {grace} must exceed lameduck + drain ({needed}s)",
+        w.what
+    );
 
     // The ServiceAccount the pod runs as exists, in the pod's namespace.
-    let sa = spec.service_account_name.as_deref().unwrap_or_else(|| panic!("{}: no serviceAccountName", w.what));
+    let sa = spec
+        .service_account_name
+        .as_deref()
+        .unwrap_or_else(|| panic!("{}: no serviceAccountName", w.what));
     assert!(
-        v.serviceaccounts.iter().any(|(_, s)| name(&s.metadata) == sa && s.metadata.namespace.as_deref() == Some(NAMESPACE)),
+        v.serviceaccounts
+            .iter()
+            .any(|(_, s)| name(&s.metadata) == sa
+                && s.metadata.namespace.as_deref() == Some(NAMESPACE)),
         "{}: ServiceAccount {sa} is not in the manifests",
         w.what
     );
@@ -425,38 +696,83 @@ fn check_rbac(v: &Variant, w: &Workload<'_>, cfg: &Config) {
     let spec = w.template.spec.as_ref().unwrap();
     let sa_name = spec.service_account_name.as_deref().unwrap();
     if !cfg.cluster.enabled {
-        assert!(v.clusterroles.is_empty() && v.clusterrolebindings.is_empty(), "{}: no API access without a cluster zone", w.what);
-        let sa = v.serviceaccounts.iter().find(|(_, s)| name(&s.metadata) == sa_name).unwrap();
-        let automount = spec.automount_service_account_token.or(sa.1.automount_service_account_token);
-        assert_eq!(automount, Some(false), "{}: no token when nothing reads the API", w.what);
+        assert!(
+            v.clusterroles.is_empty() && v.clusterrolebindings.is_empty(),
+            "{}: no API access without a cluster zone",
+            w.what
+        );
+        let sa = v
+            .serviceaccounts
+            .iter()
+            .find(|(_, s)| name(&s.metadata) == sa_name)
+            .unwrap();
+        let automount = spec
+            .automount_service_account_token
+            .or(sa.1.automount_service_account_token);
+        assert_eq!(
+            automount,
+            Some(false),
+            "{}: no token when nothing reads the API",
+            w.what
+        );
         return;
     }
-    assert!(cfg.source.kubernetes.is_some(), "{}: the shipped config reads the API", w.what);
+    assert!(
+        cfg.source.kubernetes.is_some(),
+        "{}: the shipped config reads the API",
+        w.what
+    );
     let binding = v
         .clusterrolebindings
         .iter()
         .map(|(_, b)| b)
         .find(|b| {
-            b.subjects.iter().flatten().any(|s| s.kind == "ServiceAccount" && s.name == sa_name && s.namespace.as_deref() == Some(NAMESPACE))
+            b.subjects.iter().flatten().any(|s| {
+                s.kind == "ServiceAccount"
+                    && s.name == sa_name
+                    && s.namespace.as_deref() == Some(NAMESPACE)
+            })
         })
-        .unwrap_or_else(|| panic!("{}: ServiceAccount {sa_name} is bound by no ClusterRoleBinding", w.what));
-    assert_eq!((binding.role_ref.api_group.as_str(), binding.role_ref.kind.as_str()), ("rbac.authorization.k8s.io", "ClusterRole"));
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: ServiceAccount {sa_name} is bound by no ClusterRoleBinding",
+                w.what
+            )
+        });
+    assert_eq!(
+        (
+            binding.role_ref.api_group.as_str(),
+            binding.role_ref.kind.as_str()
+        ),
+        ("rbac.authorization.k8s.io", "ClusterRole")
+    );
     let role = v
         .clusterroles
         .iter()
         .map(|(_, r)| r)
         .find(|r| name(&r.metadata) == binding.role_ref.name)
-        .unwrap_or_else(|| panic!("ClusterRole {} is not in the manifests", binding.role_ref.name));
+        .unwrap_or_else(|| {
+            panic!(
+                "ClusterRole {} is not in the manifests",
+                binding.role_ref.name
+            )
+        });
     assert!(role.aggregation_rule.is_none());
 
     let mut granted: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
     for r in role.rules.iter().flatten() {
-        assert!(r.non_resource_urls.is_none() && r.resource_names.is_none(), "{r:?}");
+        assert!(
+            r.non_resource_urls.is_none() && r.resource_names.is_none(),
+            "{r:?}"
+        );
         let groups = r.api_groups.clone().unwrap_or_default();
         for g in &groups {
             for res in r.resources.iter().flatten() {
                 assert!(g != "*" && res != "*", "no wildcards: {r:?}");
-                granted.entry((g.clone(), res.clone())).or_default().extend(r.verbs.iter().cloned());
+                granted
+                    .entry((g.clone(), res.clone()))
+                    .or_default()
+                    .extend(r.verbs.iter().cloned());
             }
         }
     }
@@ -473,13 +789,24 @@ fn check_rbac(v: &Variant, w: &Workload<'_>, cfg: &Config) {
         })
         .collect();
     let have: BTreeSet<(String, String)> = granted.keys().cloned().collect();
-    assert_eq!(have, needed, "ClusterRole {}: resources vs what the server watches with this config", name(&role.metadata));
+    assert_eq!(
+        have,
+        needed,
+        "ClusterRole {}: resources vs what the server watches with this config",
+        name(&role.metadata)
+    );
     let list_watch: BTreeSet<String> = ["list".to_string(), "watch".to_string()].into();
     for (res, verbs) in &granted {
-        assert_eq!(verbs, &list_watch, "ClusterRole {}: {res:?}", name(&role.metadata));
+        assert_eq!(
+            verbs,
+            &list_watch,
+            "ClusterRole {}: {res:?}",
+            name(&role.metadata)
+        );
     }
     assert!(
-        !needed.contains(&(String::new(), "pods".into())) || cfg.cluster.pods == clusterdns::config::PodsMode::Verified,
+        !needed.contains(&(String::new(), "pods".into()))
+            || cfg.cluster.pods == clusterdns::config::PodsMode::Verified,
         "pods are watched only for pods: verified"
     );
 }
@@ -490,14 +817,27 @@ fn check_kustomization(v: &Variant) {
     let k = v.kustomization();
     assert_eq!(k.namespace.as_deref(), Some(NAMESPACE));
     let listed: BTreeSet<&str> = k.resources.iter().map(String::as_str).collect();
-    assert_eq!(listed.len(), k.resources.len(), "{}: a resource listed twice", v.dir.display());
+    assert_eq!(
+        listed.len(),
+        k.resources.len(),
+        "{}: a resource listed twice",
+        v.dir.display()
+    );
     for e in std::fs::read_dir(&v.dir).unwrap().flatten() {
         let f = e.file_name().to_string_lossy().to_string();
         if (f.ends_with(".yaml") || f.ends_with(".yml")) && f != "kustomization.yaml" {
-            assert!(listed.contains(f.as_str()), "{}/{f} is not listed in kustomization.yaml", v.dir.display());
+            assert!(
+                listed.contains(f.as_str()),
+                "{}/{f} is not listed in kustomization.yaml",
+                v.dir.display()
+            );
         }
         if e.path().is_dir() {
-            assert!(e.path().join("kustomization.yaml").is_file(), "{}/{f}/ has manifests but no kustomization.yaml", v.dir.display());
+            assert!(
+                e.path().join("kustomization.yaml").is_file(),
+                "{}/{f}/ has manifests but no kustomization.yaml",
+                v.dir.display()
+            );
         }
     }
     let metas = v
@@ -516,22 +856,44 @@ fn check_kustomization(v: &Variant) {
 
 /// `kubectl kustomize` renders the folder (when kubectl is installed; CI installs it).
 fn check_kustomize_renders(v: &Variant) {
-    let Ok(out) = Command::new("kubectl").arg("kustomize").arg(&v.dir).output() else {
-        eprintln!("kubectl is not installed: skipping `kubectl kustomize {}`", v.dir.display());
+    let Ok(out) = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(&v.dir)
+        .output()
+    else {
+        eprintln!(
+            "kubectl is not installed: skipping `kubectl kustomize {}`",
+            v.dir.display()
+        );
         return;
     };
-    assert!(out.status.success(), "kubectl kustomize {}: {}", v.dir.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {}: {}",
+        v.dir.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     for i in &v.kustomization().images {
-        let want = format!("image: {}:{}", i.new_name.as_ref().unwrap(), i.new_tag.as_ref().unwrap());
-        assert!(text.contains(&want), "kubectl kustomize {}: no `{want}`", v.dir.display());
+        let want = format!(
+            "image: {}:{}",
+            i.new_name.as_ref().unwrap(),
+            i.new_tag.as_ref().unwrap()
+        );
+        assert!(
+            text.contains(&want),
+            "kubectl kustomize {}: no `{want}`",
+            v.dir.display()
+        );
     }
 }
 
 fn convert_fixture(rel: &str) -> Config {
     let path = root().join("tests/fixtures/corefiles").join(rel);
     let text = std::fs::read_to_string(&path).unwrap();
-    clusterdns::corefile::convert(&text, path.parent().unwrap()).unwrap_or_else(|e| panic!("{rel}: {e}")).config
+    clusterdns::corefile::convert(&text, path.parent().unwrap())
+        .unwrap_or_else(|e| panic!("{rel}: {e}"))
+        .config
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -557,44 +919,96 @@ fn kube_dns_manifests_hold_their_invariants() {
 
     let pod = w.template.spec.as_ref().unwrap();
     let tlabels = labels(w.template.metadata.as_ref().unwrap());
-    assert_eq!(tlabels.get("k8s-app").map(String::as_str), Some("kube-dns"), "the pods join the kube-dns Service");
-    assert_eq!(pod.priority_class_name.as_deref(), Some("system-cluster-critical"));
+    assert_eq!(
+        tlabels.get("k8s-app").map(String::as_str),
+        Some("kube-dns"),
+        "the pods join the kube-dns Service"
+    );
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-cluster-critical")
+    );
     assert_ne!(pod.host_network, Some(true));
-    assert!(cfg.listen.iter().all(|a| a.ip().is_unspecified()), "listen on the pod's addresses: {:?}", cfg.listen);
+    assert!(
+        cfg.listen.iter().all(|a| a.ip().is_unspecified()),
+        "listen on the pod's addresses: {:?}",
+        cfg.listen
+    );
     assert!(cfg.cluster.enabled);
     // Spread across nodes: anti-affinity or a topology spread on the hostname, for these pods.
     let spread = pod.topology_spread_constraints.iter().flatten().any(|t| {
         t.topology_key == "kubernetes.io/hostname"
-            && t.label_selector.as_ref().and_then(|s| s.match_labels.as_ref()).is_some_and(|m| subset(m, &tlabels))
+            && t.label_selector
+                .as_ref()
+                .and_then(|s| s.match_labels.as_ref())
+                .is_some_and(|m| subset(m, &tlabels))
     });
     let anti = pod
         .affinity
         .as_ref()
         .and_then(|a| a.pod_anti_affinity.as_ref())
         .is_some_and(|a| {
-            a.preferred_during_scheduling_ignored_during_execution.iter().flatten().map(|p| &p.pod_affinity_term).chain(a.required_during_scheduling_ignored_during_execution.iter().flatten()).any(|t| {
-                t.topology_key == "kubernetes.io/hostname"
-                    && t.label_selector.as_ref().and_then(|s| s.match_labels.as_ref()).is_some_and(|m| subset(m, &tlabels))
-            })
+            a.preferred_during_scheduling_ignored_during_execution
+                .iter()
+                .flatten()
+                .map(|p| &p.pod_affinity_term)
+                .chain(
+                    a.required_during_scheduling_ignored_during_execution
+                        .iter()
+                        .flatten(),
+                )
+                .any(|t| {
+                    t.topology_key == "kubernetes.io/hostname"
+                        && t.label_selector
+                            .as_ref()
+                            .and_then(|s| s.match_labels.as_ref())
+                            .is_some_and(|m| subset(m, &tlabels))
+                })
         });
-    assert!(spread && anti, "replicas spread across nodes (topologySpreadConstraints and podAntiAffinity)");
+    assert!(
+        spread && anti,
+        "replicas spread across nodes (topologySpreadConstraints and podAntiAffinity)"
+    );
 
     // The kube-dns Service: same name, IP and selector as the one CoreDNS had.
     assert_eq!(v.services.len(), 1);
     let (_, svc) = &v.services[0];
     assert_eq!(name(&svc.metadata), "kube-dns");
-    assert_eq!(labels(&svc.metadata).get("k8s-app").map(String::as_str), Some("kube-dns"));
+    assert_eq!(
+        labels(&svc.metadata).get("k8s-app").map(String::as_str),
+        Some("kube-dns")
+    );
     let ann = svc.metadata.annotations.clone().unwrap_or_default();
     let s = svc.spec.as_ref().unwrap();
     assert_eq!(s.cluster_ip.as_deref(), Some("10.96.0.10"));
     let sel = s.selector.clone().unwrap_or_default();
-    assert_eq!(sel, coredns_pod_labels(), "the Service selects CoreDNS's and clusterdns's pods alike (a migration without a gap)");
+    assert_eq!(
+        sel,
+        coredns_pod_labels(),
+        "the Service selects CoreDNS's and clusterdns's pods alike (a migration without a gap)"
+    );
     assert!(subset(&sel, &tlabels));
     let c = &pod.containers[0];
-    let ports: BTreeSet<(String, i32, String)> =
-        s.ports.iter().flatten().map(|p| (p.name.clone().unwrap_or_default(), p.port, p.protocol.clone().unwrap_or_else(|| "TCP".into()))).collect();
-    let want: BTreeSet<(String, i32, String)> =
-        [("dns", 53, "UDP"), ("dns-tcp", 53, "TCP"), ("metrics", 9153, "TCP")].iter().map(|(n, p, pr)| (n.to_string(), *p, pr.to_string())).collect();
+    let ports: BTreeSet<(String, i32, String)> = s
+        .ports
+        .iter()
+        .flatten()
+        .map(|p| {
+            (
+                p.name.clone().unwrap_or_default(),
+                p.port,
+                p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+            )
+        })
+        .collect();
+    let want: BTreeSet<(String, i32, String)> = [
+        ("dns", 53, "UDP"),
+        ("dns-tcp", 53, "TCP"),
+        ("metrics", 9153, "TCP"),
+    ]
+    .iter()
+    .map(|(n, p, pr)| (n.to_string(), *p, pr.to_string()))
+    .collect();
     assert_eq!(ports, want, "kube-dns Service ports");
     for p in s.ports.iter().flatten() {
         let proto = p.protocol.clone().unwrap_or_else(|| "TCP".into());
@@ -603,12 +1017,24 @@ fn kube_dns_manifests_hold_their_invariants() {
             named => port_number(c, &named),
         };
         let named = named_port(c, p.name.as_deref().unwrap()).unwrap();
-        assert_eq!(target, named, "Service port {:?} reaches the container port of the same name", p.name);
+        assert_eq!(
+            target, named,
+            "Service port {:?} reaches the container port of the same name",
+            p.name
+        );
         assert_eq!(named.1, proto, "Service port {:?}: protocol", p.name);
     }
-    let metrics_port = parse_http_listen(cfg.metrics.listen.as_deref().expect("metrics on")).unwrap().port();
-    assert_eq!(ann.get("prometheus.io/scrape").map(String::as_str), Some("true"));
-    assert_eq!(ann.get("prometheus.io/port"), Some(&metrics_port.to_string()));
+    let metrics_port = parse_http_listen(cfg.metrics.listen.as_deref().expect("metrics on"))
+        .unwrap()
+        .port();
+    assert_eq!(
+        ann.get("prometheus.io/scrape").map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        ann.get("prometheus.io/port"),
+        Some(&metrics_port.to_string())
+    );
 
     // The PodDisruptionBudget covers clusterdns's pods, not CoreDNS's (two budgets over one pod
     // make evictions fail).
@@ -616,16 +1042,31 @@ fn kube_dns_manifests_hold_their_invariants() {
     let pdb = v.pdbs[0].1.spec.as_ref().unwrap();
     assert_eq!(pdb.max_unavailable, Some(IntOrString::Int(1)));
     assert!(pdb.min_available.is_none());
-    let psel = pdb.selector.as_ref().and_then(|s| s.match_labels.clone()).unwrap_or_default();
-    assert!(!psel.is_empty() && subset(&psel, &tlabels), "the PDB selects the pods");
-    assert!(!subset(&psel, &coredns_pod_labels()), "the PDB must not also select CoreDNS's pods");
+    let psel = pdb
+        .selector
+        .as_ref()
+        .and_then(|s| s.match_labels.clone())
+        .unwrap_or_default();
+    assert!(
+        !psel.is_empty() && subset(&psel, &tlabels),
+        "the PDB selects the pods"
+    );
+    assert!(
+        !subset(&psel, &coredns_pod_labels()),
+        "the PDB must not also select CoreDNS's pods"
+    );
 }
 
 #[test]
 fn kube_dns_configmap_does_what_kubeadms_corefile_did() {
     let v = load(&manifests_dir());
     let shipped = Config::from_yaml(
-        v.configmap("clusterdns").data.as_ref().unwrap().get("clusterdns.yaml").unwrap(),
+        v.configmap("clusterdns")
+            .data
+            .as_ref()
+            .unwrap()
+            .get("clusterdns.yaml")
+            .unwrap(),
         Path::new("clusterdns.yaml"),
     )
     .unwrap();
@@ -635,14 +1076,40 @@ fn kube_dns_configmap_does_what_kubeadms_corefile_did() {
     assert_eq!(shipped.source, kubeadm.source);
     let (a, b) = (&shipped.forward, &kubeadm.forward);
     assert_eq!(
-        (a.enabled, &a.upstreams, &a.resolv_conf, &a.stub_domains, a.policy, a.force_tcp, a.prefer_udp, a.max_concurrent),
-        (b.enabled, &b.upstreams, &b.resolv_conf, &b.stub_domains, b.policy, b.force_tcp, b.prefer_udp, b.max_concurrent)
+        (
+            a.enabled,
+            &a.upstreams,
+            &a.resolv_conf,
+            &a.stub_domains,
+            a.policy,
+            a.force_tcp,
+            a.prefer_udp,
+            a.max_concurrent
+        ),
+        (
+            b.enabled,
+            &b.upstreams,
+            &b.resolv_conf,
+            &b.stub_domains,
+            b.policy,
+            b.force_tcp,
+            b.prefer_udp,
+            b.max_concurrent
+        )
     );
     // The cache's caps are kubeadm's (`cache 30`); prefetch, serve-stale and the entry count keep
     // clusterdns's defaults on purpose.
     assert_eq!(
-        (shipped.cache.enabled, shipped.cache.max_ttl, shipped.cache.max_negative_ttl),
-        (kubeadm.cache.enabled, kubeadm.cache.max_ttl, kubeadm.cache.max_negative_ttl)
+        (
+            shipped.cache.enabled,
+            shipped.cache.max_ttl,
+            shipped.cache.max_negative_ttl
+        ),
+        (
+            kubeadm.cache.enabled,
+            kubeadm.cache.max_ttl,
+            kubeadm.cache.max_negative_ttl
+        )
     );
     assert_eq!(shipped.metrics, kubeadm.metrics);
     assert_eq!(shipped.health.listen, kubeadm.health.listen);
@@ -671,42 +1138,90 @@ fn node_local_manifests_hold_their_invariants() {
     let tlabels = labels(w.template.metadata.as_ref().unwrap());
 
     assert_eq!(pod.host_network, Some(true));
-    assert_eq!(pod.priority_class_name.as_deref(), Some("system-node-critical"));
-    assert!(!cfg.cluster.enabled, "a cache in front of kube-dns answers nothing from the API itself");
+    assert_eq!(
+        pod.priority_class_name.as_deref(),
+        Some("system-node-critical")
+    );
+    assert!(
+        !cfg.cluster.enabled,
+        "a cache in front of kube-dns answers nothing from the API itself"
+    );
     // It must not join kube-dns: that Service would send queries to node addresses where the
     // cache does not listen.
     assert_ne!(tlabels.get("k8s-app").map(String::as_str), Some("kube-dns"));
     // The cluster and reverse zones go to the kube-dns Service of the other variant.
     let main = load(&manifests_dir());
-    let kube_dns_ip = main.services[0].1.spec.as_ref().unwrap().cluster_ip.clone().unwrap();
+    let kube_dns_ip = main.services[0]
+        .1
+        .spec
+        .as_ref()
+        .unwrap()
+        .cluster_ip
+        .clone()
+        .unwrap();
     for zone in ["cluster.local", "in-addr.arpa", "ip6.arpa"] {
-        assert_eq!(cfg.forward.stub_domains.get(zone), Some(&vec![kube_dns_ip.clone()]), "stub domain {zone}");
+        assert_eq!(
+            cfg.forward.stub_domains.get(zone),
+            Some(&vec![kube_dns_ip.clone()]),
+            "stub domain {zone}"
+        );
     }
-    assert!(cfg.forward.enabled && cfg.forward.upstreams.is_empty(), "the rest goes to the node's resolv.conf");
+    assert!(
+        cfg.forward.enabled && cfg.forward.upstreams.is_empty(),
+        "the rest goes to the node's resolv.conf"
+    );
     assert!(cfg.cache.enabled);
     // The link-local address it binds is created on the node by the init container.
     let addrs: BTreeSet<IpAddr> = cfg.listen.iter().map(|a| a.ip()).collect();
-    let script = pod.init_containers.iter().flatten().flat_map(|c| c.command.iter().flatten().chain(c.args.iter().flatten())).cloned().collect::<Vec<_>>().join(" ");
+    let script = pod
+        .init_containers
+        .iter()
+        .flatten()
+        .flat_map(|c| c.command.iter().flatten().chain(c.args.iter().flatten()))
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(" ");
     for ip in &addrs {
-        assert!(ip.is_ipv4() && ip.to_string().starts_with("169.254."), "a link-local address: {ip}");
-        assert!(script.contains(&format!("{ip}/32")), "no init container adds {ip} to the node");
+        assert!(
+            ip.is_ipv4() && ip.to_string().starts_with("169.254."),
+            "a link-local address: {ip}"
+        );
+        assert!(
+            script.contains(&format!("{ip}/32")),
+            "no init container adds {ip} to the node"
+        );
     }
     // The metrics Service is headless and selects these pods on the metrics port.
     assert_eq!(v.services.len(), 1);
     let s = v.services[0].1.spec.as_ref().unwrap();
     assert_eq!(s.cluster_ip.as_deref(), Some("None"));
     assert!(subset(s.selector.as_ref().unwrap(), &tlabels));
-    let metrics_port = parse_http_listen(cfg.metrics.listen.as_deref().unwrap()).unwrap().port() as i32;
+    let metrics_port = parse_http_listen(cfg.metrics.listen.as_deref().unwrap())
+        .unwrap()
+        .port() as i32;
     assert_eq!(s.ports.as_ref().unwrap()[0].port, metrics_port);
-    let ann = v.services[0].1.metadata.annotations.clone().unwrap_or_default();
-    assert_eq!(ann.get("prometheus.io/port"), Some(&metrics_port.to_string()));
+    let ann = v.services[0]
+        .1
+        .metadata
+        .annotations
+        .clone()
+        .unwrap_or_default();
+    assert_eq!(
+        ann.get("prometheus.io/port"),
+        Some(&metrics_port.to_string())
+    );
 }
 
 #[test]
 fn node_local_configmap_does_what_nodelocaldns_corefile_did() {
     let v = load(&manifests_dir().join("node-local"));
     let shipped = Config::from_yaml(
-        v.configmap("clusterdns-node-local").data.as_ref().unwrap().get("clusterdns.yaml").unwrap(),
+        v.configmap("clusterdns-node-local")
+            .data
+            .as_ref()
+            .unwrap()
+            .get("clusterdns.yaml")
+            .unwrap(),
         Path::new("clusterdns.yaml"),
     )
     .unwrap();
@@ -716,7 +1231,10 @@ fn node_local_configmap_does_what_nodelocaldns_corefile_did() {
     assert_eq!(shipped.forward.stub_domains, nodelocal.forward.stub_domains);
     assert_eq!(shipped.forward.upstreams, nodelocal.forward.upstreams);
     assert_eq!(shipped.forward.resolv_conf, nodelocal.forward.resolv_conf);
-    assert_eq!((shipped.cache.enabled, shipped.cache.max_ttl), (nodelocal.cache.enabled, nodelocal.cache.max_ttl));
+    assert_eq!(
+        (shipped.cache.enabled, shipped.cache.max_ttl),
+        (nodelocal.cache.enabled, nodelocal.cache.max_ttl)
+    );
     assert_eq!(shipped.metrics, nodelocal.metrics);
     assert_eq!(shipped.health.listen, nodelocal.health.listen);
     // Deliberate difference: NodeLocal DNSCache sends the cluster zone to kube-dns over TCP;
@@ -730,7 +1248,12 @@ fn every_manifest_folder_is_a_tested_variant() {
     let mut stack = vec![manifests_dir()];
     while let Some(d) = stack.pop() {
         if d.join("kustomization.yaml").is_file() {
-            variants.push(d.strip_prefix(manifests_dir()).unwrap().display().to_string());
+            variants.push(
+                d.strip_prefix(manifests_dir())
+                    .unwrap()
+                    .display()
+                    .to_string(),
+            );
         }
         for e in std::fs::read_dir(&d).unwrap().flatten() {
             if e.path().is_dir() {
@@ -739,7 +1262,11 @@ fn every_manifest_folder_is_a_tested_variant() {
         }
     }
     variants.sort();
-    assert_eq!(variants, ["", "node-local"], "a new kustomization needs its own test here");
+    assert_eq!(
+        variants,
+        ["", "node-local"],
+        "a new kustomization needs its own test here"
+    );
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -774,8 +1301,18 @@ fn dockerfile() -> Dockerfile {
         cur.push_str(t);
         lines.push(std::mem::take(&mut cur));
     }
-    let mut d = Dockerfile { froms: vec![], runs: vec![], copies: vec![], user: String::new(), expose: BTreeSet::new(), entrypoint: vec![], cmd: vec![] };
-    let json = |s: &str| -> Vec<String> { serde_json::from_str(s).unwrap_or_else(|e| panic!("Dockerfile: {s} is not exec form: {e}")) };
+    let mut d = Dockerfile {
+        froms: vec![],
+        runs: vec![],
+        copies: vec![],
+        user: String::new(),
+        expose: BTreeSet::new(),
+        entrypoint: vec![],
+        cmd: vec![],
+    };
+    let json = |s: &str| -> Vec<String> {
+        serde_json::from_str(s).unwrap_or_else(|e| panic!("Dockerfile: {s} is not exec form: {e}"))
+    };
     for l in lines {
         let (ins, rest) = l.split_once(' ').unwrap_or((&l, ""));
         let rest = rest.trim().to_string();
@@ -797,27 +1334,80 @@ fn dockerfile() -> Dockerfile {
 #[test]
 fn dockerfile_matches_manifests_and_release_script() {
     let d = dockerfile();
-    assert_eq!(d.froms.len(), 2, "a builder stage and a runtime stage: {:?}", d.froms);
+    assert_eq!(
+        d.froms.len(),
+        2,
+        "a builder stage and a runtime stage: {:?}",
+        d.froms
+    );
     // Builder: Debian 12, the runtime's glibc; Rust at least the crate's rust-version.
-    let (image, alias) = d.froms[0].split_once(" AS ").or_else(|| d.froms[0].split_once(" as ")).expect("FROM ... AS build");
+    let (image, alias) = d.froms[0]
+        .split_once(" AS ")
+        .or_else(|| d.froms[0].split_once(" as "))
+        .expect("FROM ... AS build");
     assert_eq!(alias.trim(), "build");
-    let version = image.strip_prefix("rust:").and_then(|v| v.strip_suffix("-bookworm")).unwrap_or_else(|| panic!("builder {image}: rust:X.Y-bookworm"));
+    let version = image
+        .strip_prefix("rust:")
+        .and_then(|v| v.strip_suffix("-bookworm"))
+        .unwrap_or_else(|| panic!("builder {image}: rust:X.Y-bookworm"));
     let cargo = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
-    let msrv = cargo.lines().find_map(|l| l.strip_prefix("rust-version = ")).unwrap().trim_matches('"').to_string();
-    let num = |v: &str| v.split('.').take(2).map(|p| p.parse::<u32>().unwrap()).collect::<Vec<_>>();
-    assert!(num(version) >= num(&msrv), "builder rust {version} is older than rust-version {msrv}");
+    let msrv = cargo
+        .lines()
+        .find_map(|l| l.strip_prefix("rust-version = "))
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    let num = |v: &str| {
+        v.split('.')
+            .take(2)
+            .map(|p| p.parse::<u32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        num(version) >= num(&msrv),
+        "builder rust {version} is older than rust-version {msrv}"
+    );
     assert_eq!(d.froms[1], "gcr.io/distroless/cc-debian12:nonroot");
     // The build is the release script, and only it.
-    assert!(d.runs.iter().any(|r| r.ends_with("scripts/release-build.sh /out")), "{:?}", d.runs);
-    assert!(!d.runs.iter().any(|r| r.contains("cargo ")), "cargo runs only inside scripts/release-build.sh");
-    assert!(d.runs.iter().any(|r| r.contains("setcap cap_net_bind_service=+ep /out/clusterdns")), "port 53 as non-root");
-    assert_eq!(d.copies.last().map(String::as_str), Some("--from=build /out/clusterdns /clusterdns"));
+    assert!(
+        d.runs
+            .iter()
+            .any(|r| r.ends_with("scripts/release-build.sh /out")),
+        "{:?}",
+        d.runs
+    );
+    assert!(
+        !d.runs.iter().any(|r| r.contains("cargo ")),
+        "cargo runs only inside scripts/release-build.sh"
+    );
+    assert!(
+        d.runs
+            .iter()
+            .any(|r| r.contains("setcap cap_net_bind_service=+ep /out/clusterdns")),
+        "port 53 as non-root"
+    );
+    assert_eq!(
+        d.copies.last().map(String::as_str),
+        Some("--from=build /out/clusterdns /clusterdns")
+    );
     // Runtime: the manifests' user, entrypoint, command and ports.
     assert_eq!(d.user, "65532:65532");
     assert_eq!(d.entrypoint, ["/clusterdns"]);
-    assert_eq!(d.cmd, ["serve", "--config", "/etc/clusterdns/clusterdns.yaml"]);
+    assert_eq!(
+        d.cmd,
+        ["serve", "--config", "/etc/clusterdns/clusterdns.yaml"]
+    );
     let v = load(&manifests_dir());
-    let c = &v.deployments[0].1.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0];
+    let c = &v.deployments[0]
+        .1
+        .spec
+        .as_ref()
+        .unwrap()
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0];
     let ports: BTreeSet<String> = c
         .ports
         .iter()
@@ -828,13 +1418,32 @@ fn dockerfile_matches_manifests_and_release_script() {
             _ => p.container_port.to_string(),
         })
         .collect();
-    assert_eq!(d.expose, ports, "EXPOSE vs the Deployment's container ports");
+    assert_eq!(
+        d.expose, ports,
+        "EXPOSE vs the Deployment's container ports"
+    );
     // The build context keeps what cargo needs and leaves target/ out.
     let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
-    let ignored: Vec<&str> = ignore.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    let ignored: Vec<&str> = ignore
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .collect();
     assert!(ignored.contains(&"target/"), "{ignored:?}");
-    for keep in ["src", "Cargo.toml", "Cargo.lock", "scripts", "benches", "tests"] {
-        assert!(!ignored.iter().any(|i| i.trim_end_matches('/') == keep || i.starts_with(&format!("{keep}/"))), ".dockerignore drops {keep}");
+    for keep in [
+        "src",
+        "Cargo.toml",
+        "Cargo.lock",
+        "scripts",
+        "benches",
+        "tests",
+    ] {
+        assert!(
+            !ignored
+                .iter()
+                .any(|i| i.trim_end_matches('/') == keep || i.starts_with(&format!("{keep}/"))),
+            ".dockerignore drops {keep}"
+        );
     }
 }
 
@@ -854,27 +1463,69 @@ fn release_build_runs_like_the_dockerfile() {
         .current_dir(root())
         .status()
         .expect("run scripts/release-build.sh");
-    assert!(status.success(), "scripts/release-build.sh failed: {status}");
+    assert!(
+        status.success(),
+        "scripts/release-build.sh failed: {status}"
+    );
     let bin = out.path().join("clusterdns");
-    let elf = Command::new("readelf").arg("-hd").arg(&bin).output().expect("readelf");
+    let elf = Command::new("readelf")
+        .arg("-hd")
+        .arg(&bin)
+        .output()
+        .expect("readelf");
     let text = String::from_utf8_lossy(&elf.stdout);
     assert!(text.contains("Advanced Micro Devices X86-64"), "{text}");
     let needed: BTreeSet<String> = text
         .lines()
         .filter(|l| l.contains("(NEEDED)"))
-        .filter_map(|l| l.split('[').nth(1).map(|s| s.trim_end_matches(']').to_string()))
+        .filter_map(|l| {
+            l.split('[')
+                .nth(1)
+                .map(|s| s.trim_end_matches(']').to_string())
+        })
         .collect();
-    let runtime: BTreeSet<String> = ["libc.so.6", "libm.so.6", "libgcc_s.so.1", "libpthread.so.0", "libdl.so.2", "librt.so.1", "ld-linux-x86-64.so.2"]
-        .into_iter()
-        .map(String::from)
-        .collect();
-    assert!(needed.is_subset(&runtime), "libraries beyond distroless/cc: {:?}", needed.difference(&runtime).collect::<Vec<_>>());
+    let runtime: BTreeSet<String> = [
+        "libc.so.6",
+        "libm.so.6",
+        "libgcc_s.so.1",
+        "libpthread.so.0",
+        "libdl.so.2",
+        "librt.so.1",
+        "ld-linux-x86-64.so.2",
+    ]
+    .into_iter()
+    .map(String::from)
+    .collect();
+    assert!(
+        needed.is_subset(&runtime),
+        "libraries beyond distroless/cc: {:?}",
+        needed.difference(&runtime).collect::<Vec<_>>()
+    );
 
     // The shipped binary accepts the shipped config.
     let v = load(&manifests_dir());
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("clusterdns.yaml");
-    std::fs::write(&cfg, v.configmap("clusterdns").data.as_ref().unwrap().get("clusterdns.yaml").unwrap()).unwrap();
-    let check = Command::new(&bin).args(["check", "--config"]).arg(&cfg).env_remove("KUBERNETES_SERVICE_HOST").output().unwrap();
-    assert!(check.status.success(), "{}{}", String::from_utf8_lossy(&check.stdout), String::from_utf8_lossy(&check.stderr));
+    std::fs::write(
+        &cfg,
+        v.configmap("clusterdns")
+            .data
+            .as_ref()
+            .unwrap()
+            .get("clusterdns.yaml")
+            .unwrap(),
+    )
+    .unwrap();
+    let check = Command::new(&bin)
+        .args(["check", "--config"])
+        .arg(&cfg)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
 }

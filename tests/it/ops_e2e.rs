@@ -29,10 +29,16 @@ fn health_and_readiness_follow_the_first_sync() {
     let s = Server::start(&cfg, &[]);
     let (health, ready) = (s.listen("health").unwrap(), s.listen("ready").unwrap());
     assert_eq!(status_body(health, "/health"), Some((200, "OK".into())));
-    assert_eq!(status_body(ready, "/ready"), Some((503, "kubernetes".into())), "not ready before the first sync");
+    assert_eq!(
+        status_body(ready, "/ready"),
+        Some((503, "kubernetes".into())),
+        "not ready before the first sync"
+    );
     api.restart_blocking();
     let t0 = Instant::now();
-    while status_body(ready, "/ready").map(|r| r.0) != Some(200) && t0.elapsed() < Duration::from_secs(10) {
+    while status_body(ready, "/ready").map(|r| r.0) != Some(200)
+        && t0.elapsed() < Duration::from_secs(10)
+    {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(status_body(ready, "/ready"), Some((200, "OK".into())));
@@ -52,14 +58,40 @@ fn metrics_as_a_stock_kube_dns_shows_them() {
     }
     let m = get(s.listen("metrics").unwrap(), "/metrics", &[]).unwrap();
     assert_eq!(m.status, 200);
-    assert!(m.header("content-type").unwrap_or("").starts_with("text/plain; version=0.0.4"), "{:?}", m.header("content-type"));
+    assert!(
+        m.header("content-type")
+            .unwrap_or("")
+            .starts_with("text/plain; version=0.0.4"),
+        "{:?}",
+        m.header("content-type")
+    );
     let text = m.text();
     let server = format!("dns://:{}", s.dns.port());
     let has = |needle: &str| text.lines().any(|l| l.starts_with(needle));
-    assert!(has(&format!("coredns_dns_requests_total{{family=\"1\",proto=\"udp\",server=\"{server}\",type=\"A\",view=\"\",zone=\".\"}} 5")), "{text}");
-    assert!(has(&format!("coredns_dns_requests_total{{family=\"1\",proto=\"tcp\",server=\"{server}\",type=\"A\",view=\"\",zone=\".\"}} 5")), "{text}");
-    assert!(has(&format!("coredns_dns_responses_total{{plugin=\"kubernetes\",rcode=\"NXDOMAIN\",server=\"{server}\",view=\"\",zone=\".\"}} 5")), "{text}");
-    assert!(has(&format!("coredns_dns_request_duration_seconds_bucket{{server=\"{server}\",view=\"\",zone=\".\",le=\"0.00025\"}}")), "{text}");
+    assert!(
+        has(&format!(
+            "coredns_dns_requests_total{{family=\"1\",proto=\"udp\",server=\"{server}\",type=\"A\",view=\"\",zone=\".\"}} 5"
+        )),
+        "{text}"
+    );
+    assert!(
+        has(&format!(
+            "coredns_dns_requests_total{{family=\"1\",proto=\"tcp\",server=\"{server}\",type=\"A\",view=\"\",zone=\".\"}} 5"
+        )),
+        "{text}"
+    );
+    assert!(
+        has(&format!(
+            "coredns_dns_responses_total{{plugin=\"kubernetes\",rcode=\"NXDOMAIN\",server=\"{server}\",view=\"\",zone=\".\"}} 5"
+        )),
+        "{text}"
+    );
+    assert!(
+        has(&format!(
+            "coredns_dns_request_duration_seconds_bucket{{server=\"{server}\",view=\"\",zone=\".\",le=\"0.00025\"}}"
+        )),
+        "{text}"
+    );
     assert!(has("coredns_build_info{"), "{text}");
     assert!(has("process_resident_memory_bytes "), "{text}");
     assert!(has("clusterdns_snapshot_objects{"), "{text}");
@@ -75,7 +107,12 @@ fn metrics_as_a_stock_kube_dns_shows_them() {
     use std::io::Write;
     p.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
     let out = p.wait_with_output().unwrap();
-    assert!(out.status.success(), "promtool: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "promtool: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +140,8 @@ fn sigterm_drains_without_losing_a_query() {
         std::thread::spawn(move || {
             let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
             sock.connect(dns).unwrap();
-            sock.set_read_timeout(Some(Duration::from_millis(2000))).unwrap();
+            sock.set_read_timeout(Some(Duration::from_millis(2000)))
+                .unwrap();
             let mut id = 0u16;
             let mut buf = [0u8; 1500];
             while !done.load(Ordering::Relaxed) {
@@ -143,19 +181,40 @@ fn sigterm_drains_without_losing_a_query() {
     done.store(true, Ordering::Relaxed);
     client.join().unwrap();
     assert!(status.success(), "exit 0 after draining: {status:?}");
-    assert!(exited_after >= Duration::from_millis(900), "served through the lameduck period: {exited_after:?}");
+    assert!(
+        exited_after >= Duration::from_millis(900),
+        "served through the lameduck period: {exited_after:?}"
+    );
     let not_ready = ready_seen.iter().filter(|r| **r == Some(503)).count();
-    assert!(ready_seen.len() > 10 && ready_seen.iter().all(|r| *r == Some(503) || r.is_none()), "{ready_seen:?}");
+    assert!(
+        ready_seen.len() > 10 && ready_seen.iter().all(|r| *r == Some(503) || r.is_none()),
+        "{ready_seen:?}"
+    );
     assert!(not_ready > 10, "{ready_seen:?}");
     let results = results.lock().unwrap();
-    let answered_after_term = results.iter().filter(|(t, g)| *t > term_at && *g == Got::Answer).count();
-    assert!(answered_after_term > 50, "DNS kept answering during lameduck: {answered_after_term}");
+    let answered_after_term = results
+        .iter()
+        .filter(|(t, g)| *t > term_at && *g == Got::Answer)
+        .count();
+    assert!(
+        answered_after_term > 50,
+        "DNS kept answering during lameduck: {answered_after_term}"
+    );
     // every query sent before the DNS socket closed was answered: no timeouts at all, and
     // once refusals start, no answer follows
     let timeouts = results.iter().filter(|(_, g)| *g == Got::Timeout).count();
     assert_eq!(timeouts, 0, "lost queries");
     if let Some(first_refused) = results.iter().position(|(_, g)| *g == Got::Refused) {
-        assert!(results[first_refused..].iter().all(|(_, g)| *g != Got::Answer));
+        assert!(
+            results[first_refused..]
+                .iter()
+                .all(|(_, g)| *g != Got::Answer)
+        );
     }
-    eprintln!("{} queries, {answered_after_term} answered after SIGTERM, ready polls {}/{} were 503, exit after {exited_after:?}", results.len(), not_ready, ready_seen.len());
+    eprintln!(
+        "{} queries, {answered_after_term} answered after SIGTERM, ready polls {}/{} were 503, exit after {exited_after:?}",
+        results.len(),
+        not_ready,
+        ready_seen.len()
+    );
 }

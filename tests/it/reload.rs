@@ -1,8 +1,8 @@
 //! Config reload: a changed file (or SIGHUP) takes effect without a restart and without a
 //! failed query; an invalid config is rejected and the old one keeps running.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -46,27 +46,41 @@ fn config_changes_apply_live_and_bad_ones_are_rejected() {
     // a valid change: the TTL
     std::fs::write(&cfg_path, format!("{cfg_text}cluster:\n  ttl: 7\n")).unwrap();
     let t0 = Instant::now();
-    while ttl_of(&s, "kubernetes.default.svc.cluster.local") != Some(7) && t0.elapsed() < Duration::from_secs(10) {
+    while ttl_of(&s, "kubernetes.default.svc.cluster.local") != Some(7)
+        && t0.elapsed() < Duration::from_secs(10)
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(ttl_of(&s, "kubernetes.default.svc.cluster.local"), Some(7));
 
     // an invalid one: rejected, named, the old config stays
-    std::fs::write(&cfg_path, format!("{cfg_text}cluster:\n  ttl: 7\n  zoen: x\n")).unwrap();
+    std::fs::write(
+        &cfg_path,
+        format!("{cfg_text}cluster:\n  ttl: 7\n  zoen: x\n"),
+    )
+    .unwrap();
     let t0 = Instant::now();
     let mut logs = Vec::new();
-    while !logs.iter().any(|l: &String| l.contains("reload rejected")) && t0.elapsed() < Duration::from_secs(10) {
+    while !logs.iter().any(|l: &String| l.contains("reload rejected"))
+        && t0.elapsed() < Duration::from_secs(10)
+    {
         logs.extend(s.lines.try_iter());
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(logs.iter().any(|l| l.contains("reload rejected") && l.contains("zoen")), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("reload rejected") && l.contains("zoen")),
+        "{logs:?}"
+    );
     assert_eq!(ttl_of(&s, "kubernetes.default.svc.cluster.local"), Some(7));
 
     // SIGHUP after fixing it: applied
     std::fs::write(&cfg_path, format!("{cfg_text}cluster:\n  ttl: 9\n")).unwrap();
     unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
     let t0 = Instant::now();
-    while ttl_of(&s, "kubernetes.default.svc.cluster.local") != Some(9) && t0.elapsed() < Duration::from_secs(10) {
+    while ttl_of(&s, "kubernetes.default.svc.cluster.local") != Some(9)
+        && t0.elapsed() < Duration::from_secs(10)
+    {
         std::thread::sleep(Duration::from_millis(50));
     }
     assert_eq!(ttl_of(&s, "kubernetes.default.svc.cluster.local"), Some(9));

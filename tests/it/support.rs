@@ -33,8 +33,16 @@ pub fn bin() -> PathBuf {
 
 /// Fail loudly when a client tool is missing: CI installs them (`.ci/install`).
 pub fn require(tool: &str) {
-    let ok = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false);
-    assert!(ok, "{tool} is not installed: run .ci/install (apt-get install dnsutils knot-dnsutils)");
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "{tool} is not installed: run .ci/install (apt-get install dnsutils knot-dnsutils)"
+    );
 }
 
 impl Server {
@@ -51,7 +59,10 @@ impl Server {
 
     pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Server {
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        cmd.env("CLUSTERDNS_LOG", std::env::var("CLUSTERDNS_LOG").unwrap_or_else(|_| "info,hickory_server=warn".into()));
+        cmd.env(
+            "CLUSTERDNS_LOG",
+            std::env::var("CLUSTERDNS_LOG").unwrap_or_else(|_| "info,hickory_server=warn".into()),
+        );
         let mut child = cmd.spawn().expect("start clusterdns");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
@@ -83,7 +94,9 @@ impl Server {
                             // keep reading briefly for the other endpoints
                         }
                     }
-                    if line.starts_with("clusterdns: ") && !line.starts_with("clusterdns: listening") {
+                    if line.starts_with("clusterdns: ")
+                        && !line.starts_with("clusterdns: listening")
+                    {
                         panic!("server failed: {line}");
                     }
                 }
@@ -99,11 +112,20 @@ impl Server {
             }
         }
         let dns = dns.expect("server printed its DNS address");
-        Server { child, dns, lines: rx, dir, listens }
+        Server {
+            child,
+            dns,
+            lines: rx,
+            dir,
+            listens,
+        }
     }
 
     pub fn listen(&self, what: &str) -> Option<SocketAddr> {
-        self.listens.iter().find(|(k, _)| k == what).map(|(_, a)| *a)
+        self.listens
+            .iter()
+            .find(|(k, _)| k == what)
+            .map(|(_, a)| *a)
     }
 
     pub fn path(&self, name: &str) -> PathBuf {
@@ -121,7 +143,12 @@ impl Server {
     }
 
     /// Wait until `cond` holds for a `dig +short` answer (bounded).
-    pub fn wait_for(&self, args: &[&str], cond: impl Fn(&str) -> bool, timeout: Duration) -> String {
+    pub fn wait_for(
+        &self,
+        args: &[&str],
+        cond: impl Fn(&str) -> bool,
+        timeout: Duration,
+    ) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let out = self.dig(args);
@@ -182,8 +209,25 @@ pub fn decode(b: &[u8]) -> Message {
 
 /// A query message in wire form.
 pub fn query(name: &str, qtype: u16, id: u16, edns: Option<u16>) -> Vec<u8> {
-    let mut m = vec![(id >> 8) as u8, id as u8, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, edns.is_some() as u8];
-    for l in name.trim_end_matches('.').split('.').filter(|l| !l.is_empty()) {
+    let mut m = vec![
+        (id >> 8) as u8,
+        id as u8,
+        0x01,
+        0x00,
+        0,
+        1,
+        0,
+        0,
+        0,
+        0,
+        0,
+        edns.is_some() as u8,
+    ];
+    for l in name
+        .trim_end_matches('.')
+        .split('.')
+        .filter(|l| !l.is_empty())
+    {
         m.push(l.len() as u8);
         m.extend_from_slice(l.as_bytes());
     }
@@ -208,7 +252,11 @@ pub fn repo() -> &'static Path {
 pub fn base_config(objects: &Path, extra: &str) -> String {
     // Never forward to this machine's resolv.conf (not on loopback): forwarding is off unless
     // the test names its own loopback upstreams.
-    let extra = if extra.contains("forward:") { extra.to_string() } else { format!("forward:\n  enabled: false\n{extra}") };
+    let extra = if extra.contains("forward:") {
+        extra.to_string()
+    } else {
+        format!("forward:\n  enabled: false\n{extra}")
+    };
     format!(
         "listen: [\"127.0.0.1:0\"]\nsource:\n  file: {}\nmetrics:\n  listen: \"127.0.0.1:0\"\nhealth:\n  listen: \"127.0.0.1:0\"\n  lameduck: 1s\nready:\n  listen: \"127.0.0.1:0\"\n{}",
         objects.display(),

@@ -7,7 +7,10 @@ use crate::support::*;
 
 /// dig output with runs of blanks folded to one space (dig aligns columns with tabs).
 fn squash(s: &str) -> String {
-    s.lines().map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>().join("\n")
+    s.lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 fn sample_server() -> Server {
@@ -33,19 +36,40 @@ fn server_on(objects_yaml: &str, extra: &str) -> Server {
 #[test]
 fn dig_service_a_and_aaaa() {
     let s = sample_server();
-    assert_eq!(s.dig(&["+short", "kubernetes.default.svc.cluster.local"]).trim(), "10.96.0.1");
-    assert_eq!(s.dig(&["+short", "web.demo.svc.cluster.local", "A"]).trim(), "10.96.100.10");
-    assert_eq!(s.dig(&["+short", "web.demo.svc.cluster.local", "AAAA"]).trim(), "fd00:10:96::100a");
+    assert_eq!(
+        s.dig(&["+short", "kubernetes.default.svc.cluster.local"])
+            .trim(),
+        "10.96.0.1"
+    );
+    assert_eq!(
+        s.dig(&["+short", "web.demo.svc.cluster.local", "A"]).trim(),
+        "10.96.100.10"
+    );
+    assert_eq!(
+        s.dig(&["+short", "web.demo.svc.cluster.local", "AAAA"])
+            .trim(),
+        "fd00:10:96::100a"
+    );
     let full = s.dig(&["kubernetes.default.svc.cluster.local"]);
     assert!(full.contains("status: NOERROR"), "{full}");
-    assert!(full.contains("flags: qr aa rd;"), "authoritative, no RA: {full}");
-    assert!(squash(&full).contains("kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"), "{full}");
+    assert!(
+        full.contains("flags: qr aa rd;"),
+        "authoritative, no RA: {full}"
+    );
+    assert!(
+        squash(&full).contains("kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"),
+        "{full}"
+    );
 }
 
 #[test]
 fn dig_over_tcp_and_kdig() {
     let s = sample_server();
-    assert_eq!(s.dig(&["+tcp", "+short", "kubernetes.default.svc.cluster.local"]).trim(), "10.96.0.1");
+    assert_eq!(
+        s.dig(&["+tcp", "+short", "kubernetes.default.svc.cluster.local"])
+            .trim(),
+        "10.96.0.1"
+    );
     require("kdig");
     let out = std::process::Command::new("kdig")
         .arg(format!("@{}", s.dns.ip()))
@@ -54,9 +78,16 @@ fn dig_over_tcp_and_kdig() {
         .args(["+tcp", "+short", "db.demo.svc.cluster.local", "A"])
         .output()
         .unwrap();
-    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect();
+    let mut got: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
     got.sort();
-    assert_eq!(got, vec!["10.244.1.20", "10.244.2.21"], "ready endpoints only");
+    assert_eq!(
+        got,
+        vec!["10.244.1.20", "10.244.2.21"],
+        "ready endpoints only"
+    );
 }
 
 #[test]
@@ -70,7 +101,10 @@ fn nslookup_works() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("Name:\tkubernetes.default.svc.cluster.local"), "{text}");
+    assert!(
+        text.contains("Name:\tkubernetes.default.svc.cluster.local"),
+        "{text}"
+    );
     assert!(text.contains("Address: 10.96.0.1"), "{text}");
     let out = std::process::Command::new("nslookup")
         .arg(format!("-port={}", s.dns.port()))
@@ -88,13 +122,30 @@ fn nxdomain_and_nodata_carry_the_soa() {
     let nx = s.dig(&["nope.demo.svc.cluster.local", "A"]);
     assert!(nx.contains("status: NXDOMAIN"), "{nx}");
     assert!(nx.contains("AUTHORITY: 1"), "{nx}");
-    assert!(squash(&nx).contains("cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local."), "{nx}");
+    assert!(
+        squash(&nx)
+            .contains("cluster.local. 30 IN SOA ns.dns.cluster.local. hostmaster.cluster.local."),
+        "{nx}"
+    );
     let nodata = s.dig(&["kubernetes.default.svc.cluster.local", "AAAA"]);
-    assert!(nodata.contains("status: NOERROR") && nodata.contains("ANSWER: 0") && nodata.contains("AUTHORITY: 1"), "{nodata}");
+    assert!(
+        nodata.contains("status: NOERROR")
+            && nodata.contains("ANSWER: 0")
+            && nodata.contains("AUTHORITY: 1"),
+        "{nodata}"
+    );
     let ent = s.dig(&["demo.svc.cluster.local", "A"]);
-    assert!(ent.contains("status: NOERROR") && ent.contains("ANSWER: 0") && squash(&ent).contains("IN SOA"), "{ent}");
+    assert!(
+        ent.contains("status: NOERROR")
+            && ent.contains("ANSWER: 0")
+            && squash(&ent).contains("IN SOA"),
+        "{ent}"
+    );
     let ent = s.dig(&["svc.cluster.local", "A"]);
-    assert!(ent.contains("status: NOERROR") && ent.contains("ANSWER: 0"), "{ent}");
+    assert!(
+        ent.contains("status: NOERROR") && ent.contains("ANSWER: 0"),
+        "{ent}"
+    );
     let nons = s.dig(&["nonexistent-ns.svc.cluster.local", "A"]);
     assert!(nons.contains("status: NXDOMAIN"), "{nons}");
 }
@@ -103,8 +154,14 @@ fn nxdomain_and_nodata_carry_the_soa() {
 fn mixed_case_question_is_echoed() {
     let s = sample_server();
     let out = s.dig(&["KuBeRnEtEs.DeFaUlT.sVc.ClUsTeR.lOcAl", "A"]);
-    assert!(squash(&out).contains(";KuBeRnEtEs.DeFaUlT.sVc.ClUsTeR.lOcAl. IN A"), "{out}");
-    assert!(squash(&out).contains("KuBeRnEtEs.DeFaUlT.sVc.ClUsTeR.lOcAl. 30 IN A 10.96.0.1"), "{out}");
+    assert!(
+        squash(&out).contains(";KuBeRnEtEs.DeFaUlT.sVc.ClUsTeR.lOcAl. IN A"),
+        "{out}"
+    );
+    assert!(
+        squash(&out).contains("KuBeRnEtEs.DeFaUlT.sVc.ClUsTeR.lOcAl. 30 IN A 10.96.0.1"),
+        "{out}"
+    );
     // dig's own 0x20 check
     let out = s.dig(&["+short", "KUBERNETES.default.SVC.cluster.LOCAL"]);
     assert_eq!(out.trim(), "10.96.0.1");
@@ -116,25 +173,71 @@ fn srv_headless_and_external() {
     let srv = s.dig(&["+short", "_postgres._tcp.db.demo.svc.cluster.local", "SRV"]);
     let mut lines: Vec<&str> = srv.lines().collect();
     lines.sort();
-    assert_eq!(lines, vec!["0 50 5432 db-0.db.demo.svc.cluster.local.", "0 50 5432 db-1.db.demo.svc.cluster.local."], "{srv}");
+    assert_eq!(
+        lines,
+        vec![
+            "0 50 5432 db-0.db.demo.svc.cluster.local.",
+            "0 50 5432 db-1.db.demo.svc.cluster.local."
+        ],
+        "{srv}"
+    );
     let full = s.dig(&["_postgres._tcp.db.demo.svc.cluster.local", "SRV"]);
-    assert!(squash(&full).contains("db-0.db.demo.svc.cluster.local. 30 IN A 10.244.1.20"), "additional A: {full}");
-    assert_eq!(s.dig(&["+short", "db-1.db.demo.svc.cluster.local"]).trim(), "10.244.2.21");
-    assert_eq!(s.dig(&["+short", "10-244-1-30.workers.demo.svc.cluster.local"]).trim(), "10.244.1.30");
-    assert_eq!(s.dig(&["+short", "search.demo.svc.cluster.local", "CNAME"]).trim(), "search.example.com.");
-    assert_eq!(s.dig(&["+short", "dns-version.cluster.local", "TXT"]).trim(), "\"1.1.0\"");
-    assert_eq!(s.dig(&["+short", "-x", "10.96.0.10"]).trim(), "kube-dns.kube-system.svc.cluster.local.");
-    assert_eq!(s.dig(&["+short", "-x", "10.244.1.20"]).trim(), "db-0.db.demo.svc.cluster.local.");
-    assert_eq!(s.dig(&["+short", "-x", "fd00:10:96::100a"]).trim(), "web.demo.svc.cluster.local.");
-    assert_eq!(s.dig(&["+short", "10-244-1-10.demo.pod.cluster.local"]).trim(), "10.244.1.10");
-    assert_eq!(s.dig(&["+short", "ns.dns.cluster.local"]).trim(), "10.96.0.10");
+    assert!(
+        squash(&full).contains("db-0.db.demo.svc.cluster.local. 30 IN A 10.244.1.20"),
+        "additional A: {full}"
+    );
+    assert_eq!(
+        s.dig(&["+short", "db-1.db.demo.svc.cluster.local"]).trim(),
+        "10.244.2.21"
+    );
+    assert_eq!(
+        s.dig(&["+short", "10-244-1-30.workers.demo.svc.cluster.local"])
+            .trim(),
+        "10.244.1.30"
+    );
+    assert_eq!(
+        s.dig(&["+short", "search.demo.svc.cluster.local", "CNAME"])
+            .trim(),
+        "search.example.com."
+    );
+    assert_eq!(
+        s.dig(&["+short", "dns-version.cluster.local", "TXT"])
+            .trim(),
+        "\"1.1.0\""
+    );
+    assert_eq!(
+        s.dig(&["+short", "-x", "10.96.0.10"]).trim(),
+        "kube-dns.kube-system.svc.cluster.local."
+    );
+    assert_eq!(
+        s.dig(&["+short", "-x", "10.244.1.20"]).trim(),
+        "db-0.db.demo.svc.cluster.local."
+    );
+    assert_eq!(
+        s.dig(&["+short", "-x", "fd00:10:96::100a"]).trim(),
+        "web.demo.svc.cluster.local."
+    );
+    assert_eq!(
+        s.dig(&["+short", "10-244-1-10.demo.pod.cluster.local"])
+            .trim(),
+        "10.244.1.10"
+    );
+    assert_eq!(
+        s.dig(&["+short", "ns.dns.cluster.local"]).trim(),
+        "10.96.0.10"
+    );
     let soa = s.dig(&["+short", "cluster.local", "SOA"]);
-    assert!(soa.starts_with("ns.dns.cluster.local. hostmaster.cluster.local. "), "{soa}");
+    assert!(
+        soa.starts_with("ns.dns.cluster.local. hostmaster.cluster.local. "),
+        "{soa}"
+    );
 }
 
 #[test]
 fn truncation_then_tcp_retry() {
-    let mut y = String::from("apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: big}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: many, namespace: big}\n  spec: {clusterIP: None, ports: [{name: http, port: 80}]}\n- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  metadata: {name: many-1, namespace: big, labels: {kubernetes.io/service-name: many}}\n  addressType: IPv4\n  ports: [{name: http, port: 80, protocol: TCP}]\n  endpoints:\n");
+    let mut y = String::from(
+        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: big}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: many, namespace: big}\n  spec: {clusterIP: None, ports: [{name: http, port: 80}]}\n- apiVersion: discovery.k8s.io/v1\n  kind: EndpointSlice\n  metadata: {name: many-1, namespace: big, labels: {kubernetes.io/service-name: many}}\n  addressType: IPv4\n  ports: [{name: http, port: 80, protocol: TCP}]\n  endpoints:\n",
+    );
     for i in 1..=80 {
         y.push_str(&format!("  - addresses: [10.3.0.{i}]\n"));
     }
@@ -145,20 +248,35 @@ fn truncation_then_tcp_retry() {
     assert!(out.contains("ANSWER: 80"), "{out}");
     let raw = s.ask_raw(&query("many.big.svc.cluster.local", 1, 7, None));
     let m = decode(&raw);
-    assert!(m.metadata.truncation && raw.len() <= 512 && !m.answers.is_empty(), "len {}", raw.len());
+    assert!(
+        m.metadata.truncation && raw.len() <= 512 && !m.answers.is_empty(),
+        "len {}",
+        raw.len()
+    );
     // EDNS 4096 is capped at 1232
     let raw = s.ask_raw(&query("many.big.svc.cluster.local", 1, 8, Some(4096)));
     let m = decode(&raw);
-    assert!(raw.len() <= 1232 && m.metadata.truncation, "len {}", raw.len());
+    assert!(
+        raw.len() <= 1232 && m.metadata.truncation,
+        "len {}",
+        raw.len()
+    );
     assert_eq!(m.edns.as_ref().map(|e| e.max_payload()), Some(1232));
-    let out = s.dig(&["+ignore", "+bufsize=4096", "many.big.svc.cluster.local", "A"]);
+    let out = s.dig(&[
+        "+ignore",
+        "+bufsize=4096",
+        "many.big.svc.cluster.local",
+        "A",
+    ]);
     assert!(out.contains("flags: qr aa tc rd"), "{out}");
 }
 
 #[test]
 fn tcp_pipelining_several_queries_on_one_connection() {
     let s = sample_server();
-    let msgs: Vec<Vec<u8>> = (0..5u16).map(|i| query("kubernetes.default.svc.cluster.local", 1, 100 + i, None)).collect();
+    let msgs: Vec<Vec<u8>> = (0..5u16)
+        .map(|i| query("kubernetes.default.svc.cluster.local", 1, 100 + i, None))
+        .collect();
     let replies = tcp_exchange(s.dns, &msgs);
     let mut ids: Vec<u16> = replies.iter().map(|r| decode(r).metadata.id).collect();
     ids.sort();
@@ -181,7 +299,10 @@ fn protocol_errors() {
     assert_eq!(r[3] & 0x0F, 4, "NOTIMP");
     // AXFR: REFUSED
     let out = s.dig(&["+tcp", "cluster.local", "AXFR"]);
-    assert!(out.contains("Transfer failed") || out.contains("REFUSED"), "{out}");
+    assert!(
+        out.contains("Transfer failed") || out.contains("REFUSED"),
+        "{out}"
+    );
     // outside the zone with forwarding off: REFUSED
     let out = s.dig(&["example.com", "A"]);
     assert!(out.contains("status: REFUSED"), "{out}");
@@ -199,38 +320,75 @@ fn protocol_errors() {
     m[2] |= 0x80;
     assert!(udp_exchange(s.dns, &m).is_none() || true);
     // garbage: no crash, the server still answers afterwards
-    for junk in [&b"\x00\x01"[..], &[0xff; 40][..], &[0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63, b'a'][..]] {
+    for junk in [
+        &b"\x00\x01"[..],
+        &[0xff; 40][..],
+        &[0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 63, b'a'][..],
+    ] {
         let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         sock.send_to(junk, s.dns).unwrap();
     }
-    assert_eq!(s.dig(&["+short", "kubernetes.default.svc.cluster.local"]).trim(), "10.96.0.1");
+    assert_eq!(
+        s.dig(&["+short", "kubernetes.default.svc.cluster.local"])
+            .trim(),
+        "10.96.0.1"
+    );
 }
 
 #[test]
 fn file_changes_are_served_and_bad_files_keep_the_old_snapshot() {
     let y = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.9.0.1}\n";
     let s = server_on(y, "");
-    assert_eq!(s.dig(&["+short", "a.x.svc.cluster.local"]).trim(), "10.9.0.1");
+    assert_eq!(
+        s.dig(&["+short", "a.x.svc.cluster.local"]).trim(),
+        "10.9.0.1"
+    );
     let objects = s.dir.path().parent().map(|_| ()).and(None::<()>);
     let _ = objects;
     // find the objects file from the config
     let cfg = std::fs::read_to_string(s.path("clusterdns.yaml")).unwrap();
-    let file = cfg.lines().find_map(|l| l.trim().strip_prefix("file: ")).unwrap().to_string();
+    let file = cfg
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("file: "))
+        .unwrap()
+        .to_string();
     std::fs::write(&file, y.replace("10.9.0.1", "10.9.0.2")).unwrap();
-    let out = s.wait_for(&["+short", "a.x.svc.cluster.local"], |o| o.trim() == "10.9.0.2", Duration::from_secs(5));
+    let out = s.wait_for(
+        &["+short", "a.x.svc.cluster.local"],
+        |o| o.trim() == "10.9.0.2",
+        Duration::from_secs(5),
+    );
     assert_eq!(out.trim(), "10.9.0.2");
     // an invalid file: the old answers stay, the error names the position
     std::fs::write(&file, "items: [\n  - {bad yaml").unwrap();
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(s.dig(&["+short", "a.x.svc.cluster.local"]).trim(), "10.9.0.2");
+    assert_eq!(
+        s.dig(&["+short", "a.x.svc.cluster.local"]).trim(),
+        "10.9.0.2"
+    );
     let logs: Vec<String> = s.lines.try_iter().collect();
-    assert!(logs.iter().any(|l| l.contains("invalid") && l.contains("line")), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("invalid") && l.contains("line")),
+        "{logs:?}"
+    );
     // a bad object is skipped, the others are served
-    let bad = format!("{}\n- apiVersion: v1\n  kind: Service\n  metadata: {{name: b, namespace: x}}\n  spec: {{clusterIP: not-an-ip}}\n", y.trim_end());
+    let bad = format!(
+        "{}\n- apiVersion: v1\n  kind: Service\n  metadata: {{name: b, namespace: x}}\n  spec: {{clusterIP: not-an-ip}}\n",
+        y.trim_end()
+    );
     std::fs::write(&file, bad).unwrap();
-    let out = s.wait_for(&["+short", "a.x.svc.cluster.local"], |o| o.trim() == "10.9.0.1", Duration::from_secs(5));
+    let out = s.wait_for(
+        &["+short", "a.x.svc.cluster.local"],
+        |o| o.trim() == "10.9.0.1",
+        Duration::from_secs(5),
+    );
     assert_eq!(out.trim(), "10.9.0.1");
     std::thread::sleep(Duration::from_millis(200));
     let logs: Vec<String> = s.lines.try_iter().collect();
-    assert!(logs.iter().any(|l| l.contains("Service x/b") && l.contains("not-an-ip")), "{logs:?}");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("Service x/b") && l.contains("not-an-ip")),
+        "{logs:?}"
+    );
 }

@@ -141,7 +141,11 @@ impl Fixture {
             if !cur.is_object() {
                 *cur = json!({});
             }
-            cur = cur.as_object_mut().unwrap().entry(seg).or_insert(Value::Null);
+            cur = cur
+                .as_object_mut()
+                .unwrap()
+                .entry(seg)
+                .or_insert(Value::Null);
         }
         *cur = v.into();
         self
@@ -151,7 +155,11 @@ impl Fixture {
     pub fn remove(mut self, pointer: &str) -> Self {
         if let Some((parent, last)) = pointer.rsplit_once('/') {
             let last = last.replace("~1", "/").replace("~0", "~");
-            let parent = if parent.is_empty() { Some(&mut self.0) } else { self.0.pointer_mut(parent) };
+            let parent = if parent.is_empty() {
+                Some(&mut self.0)
+            } else {
+                self.0.pointer_mut(parent)
+            };
             if let Some(Value::Object(m)) = parent {
                 m.remove(&last);
             }
@@ -180,7 +188,11 @@ impl Fixture {
     /// Adds a port: `spec.ports` of a Service, `ports` of an EndpointSlice.
     pub fn port(mut self, name: &str, port: i32, protocol: &str) -> Self {
         let is_svc = self.kind() == "Service";
-        let list = if is_svc { &mut self.0["spec"]["ports"] } else { &mut self.0["ports"] };
+        let list = if is_svc {
+            &mut self.0["spec"]["ports"]
+        } else {
+            &mut self.0["ports"]
+        };
         if !list.is_array() {
             *list = json!([]);
         }
@@ -211,7 +223,13 @@ impl Fixture {
             .as_array()
             .unwrap()
             .iter()
-            .map(|ip| json!(if ip.as_str().unwrap_or("").contains(':') { "IPv6" } else { "IPv4" }))
+            .map(|ip| {
+                json!(if ip.as_str().unwrap_or("").contains(':') {
+                    "IPv6"
+                } else {
+                    "IPv4"
+                })
+            })
             .collect();
         spec["ipFamilies"] = json!(families);
         self
@@ -285,7 +303,10 @@ impl Fixture {
         if !status["podIPs"].is_array() {
             status["podIPs"] = json!([]);
         }
-        status["podIPs"].as_array_mut().unwrap().push(json!({ "ip": ip }));
+        status["podIPs"]
+            .as_array_mut()
+            .unwrap()
+            .push(json!({ "ip": ip }));
         self
     }
 

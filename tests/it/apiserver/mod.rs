@@ -77,7 +77,12 @@ pub enum Res {
 }
 
 impl Res {
-    pub const ALL: [Res; 4] = [Res::Namespaces, Res::Services, Res::Pods, Res::EndpointSlices];
+    pub const ALL: [Res; 4] = [
+        Res::Namespaces,
+        Res::Services,
+        Res::Pods,
+        Res::EndpointSlices,
+    ];
 
     pub fn kind(self) -> &'static str {
         match self {
@@ -108,7 +113,9 @@ impl Res {
         Res::ALL.into_iter().find(|r| r.kind() == kind)
     }
     fn from_plural(group: Group, plural: &str) -> Option<Res> {
-        Res::ALL.into_iter().find(|r| r.plural() == plural && Group::of(*r) == group)
+        Res::ALL
+            .into_iter()
+            .find(|r| r.plural() == plural && Group::of(*r) == group)
     }
 }
 
@@ -120,7 +127,11 @@ enum Group {
 
 impl Group {
     fn of(r: Res) -> Group {
-        if r == Res::EndpointSlices { Group::Discovery } else { Group::Core }
+        if r == Res::EndpointSlices {
+            Group::Discovery
+        } else {
+            Group::Core
+        }
     }
 }
 
@@ -139,7 +150,10 @@ pub struct RecordedRequest {
 
 impl RecordedRequest {
     pub fn is_watch(&self) -> bool {
-        matches!(self.params.get("watch").map(String::as_str), Some("true" | "1"))
+        matches!(
+            self.params.get("watch").map(String::as_str),
+            Some("true" | "1")
+        )
     }
     pub fn param(&self, k: &str) -> Option<&str> {
         self.params.get(k).map(String::as_str)
@@ -195,7 +209,11 @@ impl Filter {
             let labels: BTreeMap<String, String> = obj
                 .pointer("/metadata/labels")
                 .and_then(Value::as_object)
-                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string())).collect())
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                        .collect()
+                })
                 .unwrap_or_default();
             if !sel.matches(&labels) {
                 return false;
@@ -223,7 +241,11 @@ fn parse_fields(s: &str) -> Result<Vec<FieldReq>, String> {
         } else {
             return Err(format!("invalid field selector requirement {part:?}"));
         };
-        out.push(FieldReq { path: path.trim().to_string(), value: value.trim().to_string(), negate });
+        out.push(FieldReq {
+            path: path.trim().to_string(),
+            value: value.trim().to_string(),
+            negate,
+        });
     }
     Ok(out)
 }
@@ -260,13 +282,20 @@ impl Watcher {
                     (false, false) => None,
                 }
             }
-            EvType::Deleted => self.filter.matches(prev.unwrap_or(obj)).then_some("DELETED"),
+            EvType::Deleted => self
+                .filter
+                .matches(prev.unwrap_or(obj))
+                .then_some("DELETED"),
         }?;
         Some(event_line(t, &self.render(obj)))
     }
 
     fn render(&self, obj: &Value) -> Value {
-        if self.meta_only { partial_metadata(obj) } else { obj.clone() }
+        if self.meta_only {
+            partial_metadata(obj)
+        } else {
+            obj.clone()
+        }
     }
 
     fn bookmark(&self, rv: u64, initial_events_end: bool) -> Bytes {
@@ -279,7 +308,10 @@ impl Watcher {
         if initial_events_end {
             metadata["annotations"] = json!({ "k8s.io/initial-events-end": "true" });
         }
-        event_line("BOOKMARK", &json!({ "kind": kind, "apiVersion": api_version, "metadata": metadata }))
+        event_line(
+            "BOOKMARK",
+            &json!({ "kind": kind, "apiVersion": api_version, "metadata": metadata }),
+        )
     }
 }
 
@@ -353,22 +385,35 @@ impl State {
                 None => !w.tx.is_closed(),
             }
         });
-        self.store(r).history.push_back(HistEvent { rv, typ, obj, prev });
+        self.store(r)
+            .history
+            .push_back(HistEvent { rv, typ, obj, prev });
     }
 
     fn send_bookmarks(&mut self) {
         let rv = self.rv;
-        self.watchers.retain(|w| if w.bookmarks { w.send_line(w.bookmark(rv, false)) } else { !w.tx.is_closed() });
+        self.watchers.retain(|w| {
+            if w.bookmarks {
+                w.send_line(w.bookmark(rv, false))
+            } else {
+                !w.tx.is_closed()
+            }
+        });
     }
 }
 
 fn key_of(r: Res, obj: &Value) -> Key {
     let ns = if r.namespaced() {
-        obj.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or("default")
+        obj.pointer("/metadata/namespace")
+            .and_then(Value::as_str)
+            .unwrap_or("default")
     } else {
         ""
     };
-    let name = obj.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("");
+    let name = obj
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     (ns.to_string(), name.to_string())
 }
 
@@ -415,7 +460,9 @@ impl Drop for ApiServer {
 impl ApiServer {
     /// Starts a server on `127.0.0.1` on a free port; returns it and its URL (`http://127.0.0.1:PORT`).
     pub async fn start() -> (ApiServer, String) {
-        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.expect("bind the test API server");
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .expect("bind the test API server");
         let addr = listener.local_addr().unwrap();
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
@@ -434,7 +481,10 @@ impl ApiServer {
             running: Mutex::new(None),
             rt: tokio::runtime::Handle::current(),
         });
-        let server = ApiServer { inner, own_rt: None };
+        let server = ApiServer {
+            inner,
+            own_rt: None,
+        };
         server.serve(listener);
         let url = server.url();
         (server, url)
@@ -570,14 +620,24 @@ impl ApiServer {
         normalize(r, &mut obj);
         let key = key_of(r, &obj);
         let mut st = self.state();
-        assert!(!st.store(r).objects.contains_key(&key), "{} {}/{} already exists", r.kind(), key.0, key.1);
+        assert!(
+            !st.store(r).objects.contains_key(&key),
+            "{} {}/{} already exists",
+            r.kind(),
+            key.0,
+            key.1
+        );
         st.rv += 1;
         st.uid += 1;
         let (rv, uid) = (st.rv, st.uid);
         let meta = obj["metadata"].as_object_mut().unwrap();
         meta.insert("resourceVersion".into(), json!(rv.to_string()));
-        meta.insert("uid".into(), json!(format!("00000000-0000-0000-0000-{uid:012}")));
-        meta.entry("creationTimestamp").or_insert_with(|| json!(now_rfc3339()));
+        meta.insert(
+            "uid".into(),
+            json!(format!("00000000-0000-0000-0000-{uid:012}")),
+        );
+        meta.entry("creationTimestamp")
+            .or_insert_with(|| json!(now_rfc3339()));
         meta.entry("generation").or_insert(json!(1));
         let obj = Arc::new(obj);
         st.store(r).objects.insert(key, obj.clone());
@@ -608,7 +668,10 @@ impl ApiServer {
                 meta.insert(k.into(), v.clone());
             }
         }
-        let generation = prev.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(1);
+        let generation = prev
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(1);
         meta.insert("generation".into(), json!(generation + 1));
         let obj = Arc::new(obj);
         st.store(r).objects.insert(key, obj.clone());
@@ -622,8 +685,16 @@ impl ApiServer {
         let r = res_of(&obj);
         let mut probe = obj.clone();
         normalize(r, &mut probe);
-        let exists = self.state().store(r).objects.contains_key(&key_of(r, &probe));
-        if exists { self.update(obj) } else { self.create(obj) }
+        let exists = self
+            .state()
+            .store(r)
+            .objects
+            .contains_key(&key_of(r, &probe));
+        if exists {
+            self.update(obj)
+        } else {
+            self.create(obj)
+        }
     }
 
     /// Deletes the object named by `obj` (its kind, namespace and name); returns its final state.
@@ -639,10 +710,20 @@ impl ApiServer {
     /// Deletes by kind (`"Service"`, ...), namespace (ignored for namespaces) and name.
     pub fn delete_named(&self, kind: &str, namespace: &str, name: &str) -> Value {
         let r = Res::from_kind(kind).unwrap_or_else(|| panic!("unknown kind {kind}"));
-        let key = (if r.namespaced() { namespace.to_string() } else { String::new() }, name.to_string());
+        let key = (
+            if r.namespaced() {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
+            name.to_string(),
+        );
         let mut st = self.state();
-        let prev =
-            st.store(r).objects.remove(&key).unwrap_or_else(|| panic!("{kind} {namespace}/{name} does not exist"));
+        let prev = st
+            .store(r)
+            .objects
+            .remove(&key)
+            .unwrap_or_else(|| panic!("{kind} {namespace}/{name} does not exist"));
         st.rv += 1;
         let mut last = (*prev).clone();
         last["metadata"]["resourceVersion"] = json!(st.rv.to_string());
@@ -654,8 +735,19 @@ impl ApiServer {
     /// The stored object, if any.
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         let r = Res::from_kind(kind)?;
-        let key = (if r.namespaced() { namespace.to_string() } else { String::new() }, name.to_string());
-        self.state().store(r).objects.get(&key).map(|o| (**o).clone())
+        let key = (
+            if r.namespaced() {
+                namespace.to_string()
+            } else {
+                String::new()
+            },
+            name.to_string(),
+        );
+        self.state()
+            .store(r)
+            .objects
+            .get(&key)
+            .map(|o| (**o).clone())
     }
 
     /// The current (latest) resourceVersion.
@@ -724,7 +816,10 @@ impl ApiServer {
     pub async fn wait_watching(&self, res: &[Res], within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         while !res.iter().all(|r| self.open_watches(*r) > 0) {
-            assert!(tokio::time::Instant::now() < deadline, "no open watch on all of {res:?} within {within:?}");
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "no open watch on all of {res:?} within {within:?}"
+            );
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     }
@@ -756,7 +851,10 @@ async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 fn res_of(obj: &Value) -> Res {
-    let kind = obj.get("kind").and_then(Value::as_str).unwrap_or_else(|| panic!("object without kind: {obj}"));
+    let kind = obj
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or_else(|| panic!("object without kind: {obj}"));
     Res::from_kind(kind).unwrap_or_else(|| panic!("the test API server does not serve kind {kind}"))
 }
 
@@ -768,7 +866,9 @@ fn normalize(r: Res, obj: &mut Value) {
     }
     let meta = obj["metadata"].as_object_mut().unwrap();
     assert!(
-        meta.get("name").and_then(Value::as_str).is_some_and(|n| !n.is_empty()),
+        meta.get("name")
+            .and_then(Value::as_str)
+            .is_some_and(|n| !n.is_empty()),
         "object without metadata.name: {obj}"
     );
     if r.namespaced() {
@@ -779,7 +879,11 @@ fn normalize(r: Res, obj: &mut Value) {
 }
 
 pub fn now_rfc3339() -> String {
-    k8s_openapi::jiff::fmt::strtime::format("%Y-%m-%dT%H:%M:%SZ", k8s_openapi::jiff::Timestamp::now()).unwrap()
+    k8s_openapi::jiff::fmt::strtime::format(
+        "%Y-%m-%dT%H:%M:%SZ",
+        k8s_openapi::jiff::Timestamp::now(),
+    )
+    .unwrap()
 }
 
 // ----- HTTP -----
@@ -789,7 +893,11 @@ fn full(status: StatusCode, body: &Value) -> Response<Body> {
     Response::builder()
         .status(status)
         .header("content-type", "application/json")
-        .body(Full::new(bytes).map_err(|e: Infallible| match e {}).boxed_unsync())
+        .body(
+            Full::new(bytes)
+                .map_err(|e: Infallible| match e {})
+                .boxed_unsync(),
+        )
         .unwrap()
 }
 
@@ -806,7 +914,10 @@ fn status_obj(code: u16, reason: &str, message: &str) -> Value {
 }
 
 fn error(code: u16, reason: &str, message: &str) -> Response<Body> {
-    full(StatusCode::from_u16(code).unwrap(), &status_obj(code, reason, message))
+    full(
+        StatusCode::from_u16(code).unwrap(),
+        &status_obj(code, reason, message),
+    )
 }
 
 fn percent_decode(s: &str) -> String {
@@ -817,7 +928,9 @@ fn percent_decode(s: &str) -> String {
         match b[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < b.len() => {
-                let hex = std::str::from_utf8(&b[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&b[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(v) => {
                         out.push(v);
@@ -858,7 +971,11 @@ fn route(path: &str) -> Option<Target> {
         _ => return None,
     };
     let t = |res: Res, namespace: Option<&str>, name: Option<&str>| {
-        Some(Target { res, namespace: namespace.map(str::to_string), name: name.map(str::to_string) })
+        Some(Target {
+            res,
+            namespace: namespace.map(str::to_string),
+            name: name.map(str::to_string),
+        })
     };
     match rest {
         [plural] => t(Res::from_plural(group, plural)?, None, None),
@@ -907,7 +1024,12 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Bo
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let params = parse_query(&query);
-    let header = |h: &str| req.headers().get(h).and_then(|v| v.to_str().ok()).map(str::to_string);
+    let header = |h: &str| {
+        req.headers()
+            .get(h)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
     let rec = RecordedRequest {
         method: req.method().to_string(),
         path: path.clone(),
@@ -920,7 +1042,11 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Bo
     inner.state.lock().unwrap().requests.push(rec);
 
     if req.method() != Method::GET {
-        return Ok(error(405, "MethodNotAllowed", "the test API server changes objects only from the test code"));
+        return Ok(error(
+            405,
+            "MethodNotAllowed",
+            "the test API server changes objects only from the test code",
+        ));
     }
     match path.as_str() {
         "/version" => {
@@ -933,13 +1059,21 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Bo
             return Ok(Response::builder()
                 .status(200)
                 .header("content-type", "text/plain")
-                .body(Full::new(Bytes::from_static(b"ok")).map_err(|e: Infallible| match e {}).boxed_unsync())
+                .body(
+                    Full::new(Bytes::from_static(b"ok"))
+                        .map_err(|e: Infallible| match e {})
+                        .boxed_unsync(),
+                )
                 .unwrap());
         }
         _ => {}
     }
     let Some(target) = route(&path) else {
-        return Ok(error(404, "NotFound", &format!("the server could not find the requested resource ({path})")));
+        return Ok(error(
+            404,
+            "NotFound",
+            &format!("the server could not find the requested resource ({path})"),
+        ));
     };
     let as_ = match parse_accept(accept.as_deref()) {
         Ok(a) => a,
@@ -948,18 +1082,30 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Bo
     let watch = matches!(params.get("watch").map(String::as_str), Some("true" | "1"));
     let resp = if let Some(name) = &target.name {
         if as_ == As::MetaList {
-            error(406, "NotAcceptable", "as=PartialObjectMetadataList is for lists")
+            error(
+                406,
+                "NotAcceptable",
+                "as=PartialObjectMetadataList is for lists",
+            )
         } else {
             get_one(&inner, &target, name, as_ == As::Meta)
         }
     } else if watch {
         if as_ == As::MetaList {
-            error(406, "NotAcceptable", "a watch of metadata takes as=PartialObjectMetadata")
+            error(
+                406,
+                "NotAcceptable",
+                "a watch of metadata takes as=PartialObjectMetadata",
+            )
         } else {
             start_watch(&inner, &target, &params, as_ == As::Meta)
         }
     } else if as_ == As::Meta {
-        error(406, "NotAcceptable", "a list of metadata takes as=PartialObjectMetadataList")
+        error(
+            406,
+            "NotAcceptable",
+            "a list of metadata takes as=PartialObjectMetadataList",
+        )
     } else {
         list(&inner, &target, &params, as_ == As::MetaList)
     };
@@ -970,8 +1116,19 @@ fn get_one(inner: &Inner, t: &Target, name: &str, meta: bool) -> Response<Body> 
     let key = (t.namespace.clone().unwrap_or_default(), name.to_string());
     let mut st = inner.state.lock().unwrap();
     match st.store(t.res).objects.get(&key) {
-        Some(o) => full(StatusCode::OK, &if meta { partial_metadata(o) } else { (**o).clone() }),
-        None => error(404, "NotFound", &format!("{} \"{name}\" not found", t.res.plural())),
+        Some(o) => full(
+            StatusCode::OK,
+            &if meta {
+                partial_metadata(o)
+            } else {
+                (**o).clone()
+            },
+        ),
+        None => error(
+            404,
+            "NotFound",
+            &format!("{} \"{name}\" not found", t.res.plural()),
+        ),
     }
 }
 
@@ -984,31 +1141,49 @@ fn filter_of(t: &Target, params: &BTreeMap<String, String>) -> Result<Filter, St
         Some(s) => parse_fields(s)?,
         None => Vec::new(),
     };
-    Ok(Filter { namespace: t.namespace.clone(), labels, fields })
+    Ok(Filter {
+        namespace: t.namespace.clone(),
+        labels,
+        fields,
+    })
 }
 
 fn encode_continue(rv: u64, key: &Key) -> String {
-    format!("{rv}/{}/{}", key.0, key.1).bytes().map(|b| format!("{b:02x}")).collect()
+    format!("{rv}/{}/{}", key.0, key.1)
+        .bytes()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 fn decode_continue(s: &str) -> Option<(u64, Key)> {
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    let bytes: Option<Vec<u8>> =
-        (0..s.len()).step_by(2).map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok()).collect();
+    let bytes: Option<Vec<u8>> = (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect();
     let text = String::from_utf8(bytes?).ok()?;
     let mut parts = text.splitn(3, '/');
     let rv = parts.next()?.parse().ok()?;
     Some((rv, (parts.next()?.to_string(), parts.next()?.to_string())))
 }
 
-fn list(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, meta: bool) -> Response<Body> {
+fn list(
+    inner: &Inner,
+    t: &Target,
+    params: &BTreeMap<String, String>,
+    meta: bool,
+) -> Response<Body> {
     let filter = match filter_of(t, params) {
         Ok(f) => f,
         Err(m) => return error(400, "BadRequest", &m),
     };
-    let limit = match params.get("limit").filter(|s| !s.is_empty()).map(|s| s.parse::<usize>()) {
+    let limit = match params
+        .get("limit")
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<usize>())
+    {
         None => None,
         Some(Ok(0)) => None,
         Some(Ok(n)) => Some(n),
@@ -1016,7 +1191,9 @@ fn list(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, meta: bool
     };
     let mut st = inner.state.lock().unwrap();
     let current = st.rv;
-    let (list_rv, after, objects) = if let Some(c) = params.get("continue").filter(|s| !s.is_empty()) {
+    let (list_rv, after, objects) = if let Some(c) =
+        params.get("continue").filter(|s| !s.is_empty())
+    {
         let Some((rv, after)) = decode_continue(c) else {
             return error(400, "BadRequest", "invalid continue token");
         };
@@ -1031,7 +1208,10 @@ fn list(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, meta: bool
             }
         }
     } else {
-        let rv_param = params.get("resourceVersion").map(String::as_str).unwrap_or("");
+        let rv_param = params
+            .get("resourceVersion")
+            .map(String::as_str)
+            .unwrap_or("");
         let exact = params.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
         match rv_param {
             "" | "0" => (current, None, st.store(t.res).objects.clone()),
@@ -1040,13 +1220,21 @@ fn list(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, meta: bool
                     return error(400, "BadRequest", &format!("invalid resourceVersion {n:?}"));
                 };
                 if n > current {
-                    return error(504, "Timeout", &format!("Too large resource version: {n}, current: {current}"));
+                    return error(
+                        504,
+                        "Timeout",
+                        &format!("Too large resource version: {n}, current: {current}"),
+                    );
                 }
                 if exact {
                     match st.objects_at(t.res, n) {
                         Some(o) => (n, None, o),
                         None => {
-                            return error(410, "Expired", &format!("too old resource version: {n} ({})", st.compacted));
+                            return error(
+                                410,
+                                "Expired",
+                                &format!("too old resource version: {n} ({})", st.compacted),
+                            );
                         }
                     }
                 } else {
@@ -1060,14 +1248,20 @@ fn list(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, meta: bool
     let mut items = Vec::new();
     let mut last_key = None;
     let mut remaining = 0usize;
-    let range =
-        objects.iter().filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a)).filter(|(_, o)| filter.matches(o));
+    let range = objects
+        .iter()
+        .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
+        .filter(|(_, o)| filter.matches(o));
     for (k, o) in range {
         if limit.is_some_and(|l| items.len() >= l) {
             remaining += 1;
             continue;
         }
-        let mut item = if meta { partial_metadata(o) } else { (**o).clone() };
+        let mut item = if meta {
+            partial_metadata(o)
+        } else {
+            (**o).clone()
+        };
         if let Some(m) = item.as_object_mut() {
             m.remove("kind");
             m.remove("apiVersion");
@@ -1085,10 +1279,18 @@ fn list(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, meta: bool
     } else {
         (format!("{}List", t.res.kind()), t.res.api_version())
     };
-    full(StatusCode::OK, &json!({ "kind": kind, "apiVersion": api_version, "metadata": list_meta, "items": items }))
+    full(
+        StatusCode::OK,
+        &json!({ "kind": kind, "apiVersion": api_version, "metadata": list_meta, "items": items }),
+    )
 }
 
-fn start_watch(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, meta: bool) -> Response<Body> {
+fn start_watch(
+    inner: &Inner,
+    t: &Target,
+    params: &BTreeMap<String, String>,
+    meta: bool,
+) -> Response<Body> {
     let filter = match filter_of(t, params) {
         Ok(f) => f,
         Err(m) => return error(400, "BadRequest", &m),
@@ -1096,14 +1298,26 @@ fn start_watch(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, met
     let flag = |k: &str| matches!(params.get(k).map(String::as_str), Some("true" | "1"));
     let bookmarks = flag("allowWatchBookmarks");
     let initial_events = flag("sendInitialEvents");
-    let timeout =
-        params.get("timeoutSeconds").and_then(|s| s.parse::<u64>().ok()).filter(|s| *s > 0).map(Duration::from_secs);
+    let timeout = params
+        .get("timeoutSeconds")
+        .and_then(|s| s.parse::<u64>().ok())
+        .filter(|s| *s > 0)
+        .map(Duration::from_secs);
 
     let (tx, rx) = mpsc::unbounded_channel();
-    let w = Watcher { res: t.res, filter, meta_only: meta, bookmarks, tx };
+    let w = Watcher {
+        res: t.res,
+        filter,
+        meta_only: meta,
+        bookmarks,
+        tx,
+    };
     let mut st = inner.state.lock().unwrap();
     let max = st.max_watch;
-    let rv_param = params.get("resourceVersion").map(String::as_str).unwrap_or("");
+    let rv_param = params
+        .get("resourceVersion")
+        .map(String::as_str)
+        .unwrap_or("");
     let mut register = true;
     if initial_events || rv_param.is_empty() || rv_param == "0" {
         // "Get state and start at most recent": synthetic ADDED for everything that exists.
@@ -1116,12 +1330,24 @@ fn start_watch(inner: &Inner, t: &Target, params: &BTreeMap<String, String>, met
         }
     } else {
         let Ok(from) = rv_param.parse::<u64>() else {
-            return error(400, "BadRequest", &format!("invalid resourceVersion {rv_param:?}"));
+            return error(
+                400,
+                "BadRequest",
+                &format!("invalid resourceVersion {rv_param:?}"),
+            );
         };
         if from < st.compacted && st.expired_watch_as_http_410 {
-            return error(410, "Expired", &format!("too old resource version: {from} ({})", st.compacted));
+            return error(
+                410,
+                "Expired",
+                &format!("too old resource version: {from} ({})", st.compacted),
+            );
         } else if from < st.compacted {
-            let status = status_obj(410, "Expired", &format!("too old resource version: {from} ({})", st.compacted));
+            let status = status_obj(
+                410,
+                "Expired",
+                &format!("too old resource version: {from} ({})", st.compacted),
+            );
             w.send_line(event_line("ERROR", &status));
             register = false; // the stream ends after the error, as the API server's does
         } else {
