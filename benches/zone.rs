@@ -194,6 +194,16 @@ fn benches(cr: &mut Criterion) {
         )
     });
     let (mut b, snap) = build(&c, big());
+    // The service lookup alone (a hit and a miss), without parsing or writing.
+    let hit = clusterdns::wire::encode_labels(&["svc-4321", "team-121"]);
+    let miss = clusterdns::wire::encode_labels(&["com", "team-7"]);
+    cr.bench_function("lookup_service_hit_and_miss", |bch| {
+        bch.iter(|| {
+            let a = snap.services.get(black_box(&hit[..])).is_some();
+            let b = snap.services.get(black_box(&miss[..])).is_some();
+            black_box((a, b))
+        })
+    });
     let mut flip = 0u32;
     cr.bench_function("apply_one_service_change_10k_cluster", |bch| {
         bch.iter(|| {

@@ -81,6 +81,92 @@ impl Addrs {
     }
 }
 
+/// A pod as the state holds it: its addresses and its name in one allocation, looked up by
+/// the name.
+#[derive(Debug, Clone)]
+struct PodRec(Box<[u8]>);
+
+impl PartialEq for PodRec {
+    fn eq(&self, o: &Self) -> bool {
+        self.name() == o.name()
+    }
+}
+impl Eq for PodRec {}
+
+impl PodRec {
+    /// Layout: address count (LEB128), then per address 4 or 6 and its bytes, then the name.
+    fn new(name: &str, ips: &Addrs) -> Self {
+        let mut b = Vec::with_capacity(1 + 5 + name.len());
+        put_len(&mut b, ips.iter().count());
+        for ip in ips.iter() {
+            match ip {
+                IpAddr::V4(a) => {
+                    b.push(4);
+                    b.extend_from_slice(&a.octets());
+                }
+                IpAddr::V6(a) => {
+                    b.push(6);
+                    b.extend_from_slice(&a.octets());
+                }
+            }
+        }
+        b.extend_from_slice(name.as_bytes());
+        PodRec(b.into_boxed_slice())
+    }
+    /// The addresses, and where the name starts.
+    fn decode(&self) -> (Vec<IpAddr>, usize) {
+        let b = &self.0;
+        let mut p = 0;
+        let n = get_len(b, &mut p);
+        let mut v = Vec::with_capacity(n);
+        for _ in 0..n {
+            if b[p] == 4 {
+                v.push(IpAddr::V4(Ipv4Addr::new(
+                    b[p + 1],
+                    b[p + 2],
+                    b[p + 3],
+                    b[p + 4],
+                )));
+                p += 5;
+            } else {
+                let o: [u8; 16] = b[p + 1..p + 17].try_into().expect("16 bytes");
+                v.push(IpAddr::V6(Ipv6Addr::from(o)));
+                p += 17;
+            }
+        }
+        (v, p)
+    }
+    fn name(&self) -> &str {
+        let b = &self.0;
+        let mut p = 0;
+        let n = get_len(b, &mut p);
+        for _ in 0..n {
+            p += if b[p] == 4 { 5 } else { 17 };
+        }
+        std::str::from_utf8(&b[p..]).unwrap_or("")
+    }
+    fn ips(&self) -> Addrs {
+        Addrs::new(&self.decode().0)
+    }
+}
+
+impl std::hash::Hash for PodRec {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        // as the name hashes: the set is looked up by name
+        self.name().hash(h)
+    }
+}
+
+impl std::borrow::Borrow<str> for PodRec {
+    fn borrow(&self) -> &str {
+        self.name()
+    }
+}
+
+/// Pods of one namespace, by name (`PodRec` equality is by name too).
+#[derive(Debug, Default)]
+struct Pods(HashSet<PodRec>);
+
 /// What records a service gets (see [`ServiceKind`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EntryKind {
@@ -314,16 +400,65 @@ impl SliceEntry {
     }
 }
 
+/// A service key's entry: the Service (if it exists) and the slices that name it.
+#[derive(Debug, Default)]
+struct ServiceSlot {
+    service: Option<ServiceEntry>,
+    slices: SliceNames,
+}
+
+/// Slice names, sorted; most services have one slice.
+#[derive(Debug, Default)]
+enum SliceNames {
+    #[default]
+    None,
+    One(Arc<str>),
+    Many(Box<[Arc<str>]>),
+}
+
+impl SliceNames {
+    fn as_slice(&self) -> &[Arc<str>] {
+        match self {
+            SliceNames::None => &[],
+            SliceNames::One(a) => std::slice::from_ref(a),
+            SliceNames::Many(v) => v,
+        }
+    }
+    fn is_empty(&self) -> bool {
+        matches!(self, SliceNames::None)
+    }
+    fn set(&mut self, mut v: Vec<Arc<str>>) {
+        *self = match v.len() {
+            0 => SliceNames::None,
+            1 => SliceNames::One(v.pop().expect("one")),
+            _ => SliceNames::Many(v.into_boxed_slice()),
+        };
+    }
+    fn insert(&mut self, name: &Arc<str>) {
+        if let Err(at) = self.as_slice().binary_search(name) {
+            let mut v = std::mem::take(self).as_slice().to_vec();
+            v.insert(at, name.clone());
+            self.set(v);
+        }
+    }
+    fn remove(&mut self, name: &Arc<str>) {
+        if let Ok(at) = self.as_slice().binary_search(name) {
+            let mut v = std::mem::take(self).as_slice().to_vec();
+            v.remove(at);
+            self.set(v);
+        }
+    }
+}
+
 /// The cluster as DNS sees it.
 #[derive(Debug, Default)]
 pub struct ClusterState {
-    pub services: HashMap<Key, ServiceEntry>,
-    pub slices: HashMap<Key, SliceEntry>,
-    /// `(namespace, service)` → slice names, sorted.
-    pub slices_by_service: HashMap<Key, Box<[Arc<str>]>>,
+    /// `(namespace, service)` → the Service and the names of its slices.
+    services: HashMap<Key, ServiceSlot>,
+    slices: HashMap<Key, SliceEntry>,
     pub services_by_ns: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     /// Pods: namespace → pod name → addresses.
-    pub pods: HashMap<Arc<str>, HashMap<Box<str>, Addrs>>,
+    pods: HashMap<Arc<str>, Pods>,
     pub namespaces: HashMap<Arc<str>, NamespaceInfo>,
     /// Kinds that have completed a full list.
     pub synced: BTreeSet<Kind>,
@@ -333,7 +468,7 @@ pub struct ClusterState {
     port_sets: HashSet<Ports>,
     /// The empty port set.
     no_ports: Ports,
-    /// Sweep `strings` of names nothing holds any more when it reaches this size.
+    /// Sweep the interned names and port sets nothing holds any more at this size.
     sweep_at: usize,
 }
 
@@ -379,6 +514,24 @@ impl ClusterState {
         if self.strings.len() + self.port_sets.len() >= self.sweep_at {
             self.sweep();
         }
+    }
+
+    /// The Service of a key.
+    pub fn service(&self, k: &Key) -> Option<&ServiceEntry> {
+        self.services.get(k).and_then(|s| s.service.as_ref())
+    }
+
+    /// The keys of every Service held.
+    pub fn service_keys(&self) -> impl Iterator<Item = &Key> {
+        self.services
+            .iter()
+            .filter(|(_, s)| s.service.is_some())
+            .map(|(k, _)| k)
+    }
+
+    /// Whether any EndpointSlice names the service.
+    pub fn has_slices(&self, k: &Key) -> bool {
+        self.services.get(k).is_some_and(|s| !s.slices.is_empty())
     }
 
     /// The one shared copy of a namespace or service name.
@@ -438,15 +591,18 @@ impl ClusterState {
         let listed: HashSet<ObjectKey> = objects.iter().map(Object::key).collect();
         let gone: Vec<ObjectKey> = match kind {
             Kind::Service => self
-                .services
-                .keys()
+                .service_keys()
                 .map(|(ns, n)| key(kind, ns, n))
                 .collect(),
             Kind::EndpointSlice => self.slices.keys().map(|(ns, n)| key(kind, ns, n)).collect(),
             Kind::Pod => self
                 .pods
                 .iter()
-                .flat_map(|(ns, pods)| pods.keys().map(move |n| key(kind, ns, &Arc::from(&**n))))
+                .flat_map(|(ns, pods)| {
+                    pods.0
+                        .iter()
+                        .map(move |p| key(kind, ns, &Arc::from(p.name())))
+                })
                 .collect(),
             Kind::Namespace => self
                 .namespaces
@@ -500,8 +656,7 @@ impl ClusterState {
             }
             Object::Pod(p) => Compact::Pod(
                 self.intern(&p.namespace),
-                Box::from(&*p.name),
-                Addrs::new(&p.ips),
+                PodRec::new(&p.name, &Addrs::new(&p.ips)),
             ),
             Object::Namespace(n) => Compact::Namespace(NamespaceInfo {
                 name: self.intern(&n.name),
@@ -517,7 +672,7 @@ impl ClusterState {
     fn put(&mut self, c: Compact, changes: &mut Changes) {
         match c {
             Compact::Service(k, e) => {
-                if self.services.get(&k) == Some(&e) {
+                if self.service(&k) == Some(&e) {
                     return;
                 }
                 self.services_by_ns
@@ -526,7 +681,7 @@ impl ClusterState {
                     .insert(k.1.clone());
                 changes.ns_touched.insert(k.0.clone());
                 changes.services.insert(k.clone());
-                self.services.insert(k, e);
+                self.services.entry(k).or_default().service = Some(e);
             }
             Compact::Slice(k, e) => {
                 if self.slices.get(&k) == Some(&e) {
@@ -537,34 +692,33 @@ impl ClusterState {
                 }
                 if let Some(svc) = &e.service {
                     let sk = (k.0.clone(), svc.clone());
-                    let names = self.slices_by_service.entry(sk.clone()).or_default();
-                    if let Err(at) = names.binary_search(&k.1) {
-                        let mut v = std::mem::take(names).into_vec();
-                        v.insert(at, k.1.clone());
-                        *names = v.into_boxed_slice();
-                    }
+                    self.services
+                        .entry(sk.clone())
+                        .or_default()
+                        .slices
+                        .insert(&k.1);
                     changes.services.insert(sk);
                 }
                 self.slices.insert(k, e);
             }
-            Compact::Pod(ns, name, ips) => {
+            Compact::Pod(ns, rec) => {
                 let pods = self.pods.entry(ns.clone()).or_default();
-                let old = pods.get(&name);
-                if old == Some(&ips) {
+                let old = pods.0.get(rec.name());
+                if old.is_some_and(|o| o.0 == rec.0) {
                     return;
                 }
-                let old = old.cloned().map(|ips| PodAddrs {
+                let old = old.map(|o| PodAddrs {
                     namespace: ns.clone(),
-                    ips,
+                    ips: o.ips(),
                 });
                 changes.pods.push((
                     old,
                     Some(PodAddrs {
                         namespace: ns,
-                        ips: ips.clone(),
+                        ips: rec.ips(),
                     }),
                 ));
-                pods.insert(name, ips);
+                pods.0.replace(rec);
             }
             Compact::Namespace(n) => {
                 if self.namespaces.get(&n.name) == Some(&n) {
@@ -579,14 +733,10 @@ impl ClusterState {
     fn unlink_slice(&mut self, k: &Key, old: &SliceEntry, changes: &mut Changes) {
         if let Some(svc) = &old.service {
             let sk = (k.0.clone(), svc.clone());
-            if let Some(names) = self.slices_by_service.get_mut(&sk) {
-                if let Ok(at) = names.binary_search(&k.1) {
-                    let mut v = std::mem::take(names).into_vec();
-                    v.remove(at);
-                    *names = v.into_boxed_slice();
-                }
-                if names.is_empty() {
-                    self.slices_by_service.remove(&sk);
+            if let Some(slot) = self.services.get_mut(&sk) {
+                slot.slices.remove(&k.1);
+                if slot.slices.is_empty() && slot.service.is_none() {
+                    self.services.remove(&sk);
                 }
             }
             changes.services.insert(sk);
@@ -597,16 +747,26 @@ impl ClusterState {
         let k = (key.namespace.clone(), key.name.clone());
         match key.kind {
             Kind::Service => {
-                if let Some((k, _)) = self.services.remove_entry(&k) {
-                    if let Some(set) = self.services_by_ns.get_mut(&k.0) {
-                        set.remove(&k.1);
-                        if set.is_empty() {
-                            self.services_by_ns.remove(&k.0);
-                        }
-                    }
-                    changes.ns_touched.insert(k.0.clone());
-                    changes.services.insert(k);
+                let Some((k, slot)) = self.services.get_key_value(&k) else {
+                    return;
+                };
+                if slot.service.is_none() {
+                    return;
                 }
+                let k = k.clone();
+                let slot = self.services.get_mut(&k).expect("just found");
+                slot.service = None;
+                if slot.slices.is_empty() {
+                    self.services.remove(&k);
+                }
+                if let Some(set) = self.services_by_ns.get_mut(&k.0) {
+                    set.remove(&k.1);
+                    if set.is_empty() {
+                        self.services_by_ns.remove(&k.0);
+                    }
+                }
+                changes.ns_touched.insert(k.0.clone());
+                changes.services.insert(k);
             }
             Kind::EndpointSlice => {
                 if let Some((k, old)) = self.slices.remove_entry(&k) {
@@ -618,15 +778,15 @@ impl ClusterState {
                     return;
                 };
                 let pods = self.pods.get_mut(&ns).expect("just found");
-                if let Some(old) = pods.remove(&*k.1) {
+                if let Some(old) = pods.0.take(&*k.1) {
                     changes.pods.push((
                         Some(PodAddrs {
                             namespace: ns.clone(),
-                            ips: old,
+                            ips: old.ips(),
                         }),
                         None,
                     ));
-                    if pods.is_empty() {
+                    if pods.0.is_empty() {
                         self.pods.remove(&ns);
                     }
                 }
@@ -641,18 +801,20 @@ impl ClusterState {
 
     /// The slices of a service, by slice name.
     pub fn slices_of<'a>(&'a self, k: &Key) -> impl Iterator<Item = &'a SliceEntry> + 'a {
-        let names = self.slices_by_service.get(k);
+        let names = self
+            .services
+            .get(k)
+            .map_or(&[][..], |s| s.slices.as_slice());
         let ns = k.0.clone();
         names
-            .into_iter()
-            .flat_map(|s| s.iter())
+            .iter()
             .filter_map(move |n| self.slices.get(&(ns.clone(), n.clone())))
     }
 
     /// Every pod held.
     pub fn for_each_pod(&self, mut f: impl FnMut(PodAddrs)) {
         for (ns, pods) in &self.pods {
-            for ips in pods.values() {
+            for ips in pods.0.iter().map(PodRec::ips) {
                 f(PodAddrs {
                     namespace: ns.clone(),
                     ips: ips.clone(),
@@ -666,7 +828,7 @@ impl ClusterState {
 enum Compact {
     Service(Key, ServiceEntry),
     Slice(Key, SliceEntry),
-    Pod(Arc<str>, Box<str>, Addrs),
+    Pod(Arc<str>, PodRec),
     Namespace(NamespaceInfo),
 }
 
@@ -733,5 +895,34 @@ mod tests {
             })
         });
         assert_eq!(back, eps);
+    }
+
+    #[test]
+    fn pod_records_read_back_and_are_found_by_name() {
+        let many: Vec<IpAddr> = (0..300u32)
+            .map(|i| IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)))
+            .collect();
+        let cases: Vec<Vec<IpAddr>> = vec![
+            vec![],
+            vec!["10.0.0.1".parse().unwrap()],
+            vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
+            many,
+        ];
+        let mut set = HashSet::new();
+        for (i, ips) in cases.iter().enumerate() {
+            let name = format!("pod-{i}");
+            let r = PodRec::new(&name, &Addrs::new(ips));
+            assert_eq!(r.name(), name);
+            assert_eq!(r.ips().iter().collect::<Vec<_>>(), *ips);
+            set.insert(r);
+        }
+        for (i, ips) in cases.iter().enumerate() {
+            assert_eq!(
+                set.get(format!("pod-{i}").as_str())
+                    .map(|r| r.ips().iter().collect::<Vec<_>>()),
+                Some(ips.clone())
+            );
+        }
+        assert!(set.get("pod-9").is_none());
     }
 }

@@ -719,13 +719,43 @@ fn reverse(snap: &Snapshot, q: &Query, w: &mut Writer<'_>) -> Res {
     let Some(ip) = reverse_ip(qname) else {
         return Res::NxDomain;
     };
-    let mut targets = snap.reverse.services(ip);
-    if targets.clone().next().is_none() {
+    // The services holding the address, by name (almost always one; a few at most).
+    let mut few: [Option<&ServiceRecords>; 8] = [None; 8];
+    let mut more: Vec<&ServiceRecords> = Vec::new();
+    let mut n = 0;
+    for s in snap.reverse.services(ip) {
+        if n < few.len() {
+            few[n] = Some(s);
+        } else {
+            more.push(s);
+        }
+        n += 1;
+    }
+    if n == 0 {
         return Res::NxDomain;
     }
     if !wants(q.qtype, rtype::PTR) {
         return Res::NoData;
     }
+    if n > few.len() {
+        let mut all: Vec<&ServiceRecords> = few.iter().flatten().copied().chain(more).collect();
+        all.sort_by(|a, b| a.labels.cmp(&b.labels));
+        return ptr_answer(snap, w, ip, all.iter().copied());
+    }
+    let list = &mut few[..n];
+    if n > 1 {
+        list.sort_by(|a, b| a.map(|s| &s.labels).cmp(&b.map(|s| &s.labels)));
+    }
+    ptr_answer(snap, w, ip, list.iter().flatten().copied())
+}
+
+/// PTR records for `ip` from the services holding it, ordered by name.
+fn ptr_answer<'a>(
+    snap: &Snapshot,
+    w: &mut Writer<'_>,
+    ip: IpAddr,
+    services: impl Iterator<Item = &'a ServiceRecords> + Clone,
+) -> Res {
     let ptr = |w: &mut Writer<'_>, host: Option<&[u8]>, svc: &ServiceRecords| {
         w.record(|w| {
             w.owner_qname();
@@ -740,11 +770,11 @@ fn reverse(snap: &Snapshot, q: &Query, w: &mut Writer<'_>) -> Res {
     };
     // A ClusterIP answers with its service alone (the first by name); otherwise every endpoint
     // with that address, by service name, then in the service's order.
-    if let Some(s) = targets.clone().find(|s| s.has_cluster_ip(&ip)) {
+    if let Some(s) = services.clone().find(|s| s.has_cluster_ip(&ip)) {
         ptr(w, None, s);
         return Res::Answer;
     }
-    for s in &mut targets {
+    for s in services {
         for i in s.endpoints.with_ip(ip) {
             ptr(w, Some(s.endpoints.name(i).label().as_bytes()), s);
         }

@@ -36,6 +36,9 @@ pub struct ZoneBuilder {
     pending: Changes,
     /// Kinds that must be listed before the zone counts as synced.
     required: HashSet<Kind>,
+    /// Service ids ([`ServiceRecords::id`]) given back, and the next never given.
+    free_ids: Vec<u32>,
+    next_id: u32,
 }
 
 impl ZoneBuilder {
@@ -62,6 +65,8 @@ impl ZoneBuilder {
             snap,
             pending: Changes::default(),
             required: required.iter().copied().collect(),
+            free_ids: Vec::new(),
+            next_id: 0,
         }
     }
 
@@ -72,7 +77,7 @@ impl ZoneBuilder {
         let state = std::mem::take(&mut self.state);
         let mut fresh = ZoneBuilder::new(cfg, required);
         fresh.snap.serial = serial;
-        for k in state.services.keys() {
+        for k in state.service_keys() {
             fresh.pending.services.insert(k.clone());
             fresh.pending.ns_touched.insert(k.0.clone());
         }
@@ -129,13 +134,13 @@ impl ZoneBuilder {
             touched_ns.insert(key.0.clone());
             self.update_service(key);
             if let Some(t) = changes.changed_at.get(key)
-                && let Some(s) = self.state.services.get(key)
+                && let Some(s) = self.state.service(key)
             {
                 let kind = match &s.kind {
                     EntryKind::ClusterIp(_) | EntryKind::ExternalName(_) => {
                         crate::ops::metrics::ServiceKind::ClusterIp
                     }
-                    EntryKind::Headless if self.state.slices_by_service.contains_key(key) => {
+                    EntryKind::Headless if self.state.has_slices(key) => {
                         crate::ops::metrics::ServiceKind::HeadlessWithSelector
                     }
                     EntryKind::Headless => {
@@ -171,8 +176,7 @@ impl ZoneBuilder {
         {
             let kube_dns = self
                 .state
-                .services
-                .get(&(Arc::from("kube-system"), Arc::from("kube-dns")));
+                .service(&(Arc::from("kube-system"), Arc::from("kube-dns")));
             self.snap.ns_addrs = Arc::from(default_ns_addrs(&self.cfg, kube_dns));
         }
         self.snap.synced = self.synced();
@@ -223,13 +227,19 @@ impl ZoneBuilder {
     fn update_service(&mut self, key: &Key) {
         let wire_key = encode_labels(&[&key.1, &key.0]);
         let old = self.snap.services.get(&wire_key).cloned();
+        let id = match &old {
+            Some(o) => o.id,
+            None => self.free_ids.pop().unwrap_or_else(|| {
+                self.next_id += 1;
+                self.next_id - 1
+            }),
+        };
         let new = self
             .state
-            .services
-            .get(key)
+            .service(key)
             .filter(|s| self.exposed_ns(&key.0) && self.selected(s))
             .and_then(|s| {
-                let recs = build_service(&self.cfg, s, &self.state, key);
+                let recs = build_service(&self.cfg, s, &self.state, key, id);
                 // `ignore empty_service`: a service with no ready endpoints does not exist.
                 let empty =
                     recs.endpoints.is_empty() && !matches!(recs.kind, RecordsKind::External { .. });
@@ -239,20 +249,32 @@ impl ZoneBuilder {
                     Some(Arc::new(recs))
                 }
             });
-        if let Some(o) = &old {
-            for ip in o.reverse_ips() {
-                self.snap.reverse.remove(ip, o);
-            }
+        // The reverse map points at the service by id: only addresses gained or lost change it.
+        let old_ips = old.as_ref().map(|o| o.reverse_ips()).unwrap_or_default();
+        let new_ips = new.as_ref().map(|n| n.reverse_ips()).unwrap_or_default();
+        for ip in old_ips
+            .iter()
+            .filter(|ip| new_ips.binary_search(ip).is_err())
+        {
+            self.snap.reverse.remove(*ip, id);
+        }
+        for ip in new_ips
+            .iter()
+            .filter(|ip| old_ips.binary_search(ip).is_err())
+        {
+            self.snap.reverse.add(*ip, id);
         }
         match new {
             Some(n) => {
-                for ip in n.reverse_ips() {
-                    self.snap.reverse.add(ip, &n);
-                }
+                self.snap.reverse.set_service(&n);
                 self.snap.services.insert(n);
             }
             None => {
-                self.snap.services.remove(&wire_key);
+                if old.is_some() {
+                    self.snap.reverse.remove_service(id);
+                    self.snap.services.remove(&wire_key);
+                }
+                self.free_ids.push(id);
             }
         }
     }
@@ -288,6 +310,7 @@ pub fn build_service(
     s: &ServiceEntry,
     state: &ClusterState,
     key: &Key,
+    id: u32,
 ) -> ServiceRecords {
     let labels = encode_labels(&[&key.1, &key.0, "svc"]);
     let mut port_sets: Vec<Ports> = Vec::new();
@@ -380,6 +403,7 @@ pub fn build_service(
         labels,
         kind,
         endpoints,
+        id,
     }
 }
 

@@ -1,16 +1,18 @@
 //! A persistent hash trie with wide, exactly sized leaves: the snapshot's maps.
 //!
 //! Items live in sorted leaves of up to [`LEAF_MAX`] items; a leaf that grows past that splits
-//! by the next 4 bits of the hash into a branch of 16 children. A map is one `Arc`: cloning it
-//! is O(1), and a change copies (only if shared with a published snapshot) the path of branches
-//! to one leaf and that leaf — a few hundred bytes, whatever the size of the map. Leaves are
-//! boxed slices sized to their items, so a map costs little more than its items (a HAMT with
-//! one item per slot costs several times that).
+//! by the next 4 bits of the hash into a branch of 16 children. A map is one pointer: cloning
+//! it is O(1), and a change copies (only if shared with a published snapshot) the path of
+//! branches to one leaf and that leaf — a few hundred bytes, whatever the size of the map.
+//! Leaves are slices sized to their items, so a map costs little more than its items (a HAMT
+//! with one item per slot costs several times that). A child slot holds its kind and its
+//! pointer, so a lookup makes one memory hop per level.
 //!
 //! The trie is a multiset ordered by hash, then by [`Item::tie`]: every item with a given hash
 //! sits in one leaf, next to each other, and [`PMap::find`] returns them as one slice.
 
 use std::cmp::Ordering;
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, OnceLock};
 
 /// What a [`PMap`] holds.
@@ -30,15 +32,25 @@ const LEAF_MAX: usize = 128;
 /// ...and a branch whose leaves hold no more than this together becomes one leaf again.
 const MERGE_MAX: usize = LEAF_MAX / 2;
 
-#[derive(Clone)]
-enum Node<E> {
-    Leaf(Box<[E]>),
-    Branch(Box<[Option<Arc<Node<E>>>; FAN]>),
+enum Child<E> {
+    Empty,
+    Leaf(Arc<[E]>),
+    Branch(Arc<[Child<E>; FAN]>),
+}
+
+impl<E> Clone for Child<E> {
+    fn clone(&self) -> Self {
+        match self {
+            Child::Empty => Child::Empty,
+            Child::Leaf(l) => Child::Leaf(l.clone()),
+            Child::Branch(b) => Child::Branch(b.clone()),
+        }
+    }
 }
 
 /// A persistent multiset of items ordered by hash.
 pub struct PMap<E> {
-    root: Arc<Node<E>>,
+    root: Child<E>,
     len: usize,
 }
 
@@ -54,7 +66,7 @@ impl<E> Clone for PMap<E> {
 impl<E> Default for PMap<E> {
     fn default() -> Self {
         PMap {
-            root: Arc::new(Node::Leaf(Box::new([]))),
+            root: Child::Empty,
             len: 0,
         }
     }
@@ -74,7 +86,7 @@ fn slot(hash: u64, depth: u32) -> usize {
 /// Where the items with hash >= `h` start in a sorted leaf at `depth`. The hashes below the
 /// leaf's prefix are spread evenly, so `h` itself says about where to look: start there, then
 /// gallop to the boundary (a few steps, never more than a binary search's).
-#[inline]
+#[inline(always)]
 fn lower_bound<E: Item>(items: &[E], h: u64, depth: u32) -> usize {
     let n = items.len();
     if n == 0 {
@@ -105,11 +117,32 @@ fn lower_bound<E: Item>(items: &[E], h: u64, depth: u32) -> usize {
 }
 
 /// The run of items with hash `h` in a sorted leaf at `depth`.
-#[inline]
+#[inline(always)]
 fn run<E: Item>(items: &[E], h: u64, depth: u32) -> (usize, usize) {
     let start = lower_bound(items, h, depth);
     let len = items[start..].iter().take_while(|e| e.hash() == h).count();
     (start, start + len)
+}
+
+/// A leaf's items as a vector with room for `extra` more: moved out if the leaf is not shared
+/// (no copy of an item, no reference count touched), cloned if it is.
+fn into_vec<E: Clone>(mut leaf: Arc<[E]>, extra: usize) -> Vec<E> {
+    let mut v = Vec::with_capacity(leaf.len() + extra);
+    if Arc::get_mut(&mut leaf).is_some() {
+        let n = leaf.len();
+        let raw: *const [E] = Arc::into_raw(leaf);
+        // SAFETY: this is the only reference to the leaf (`get_mut` succeeded on an owned
+        // `Arc`), so its items can be moved out; the allocation is then released as slice of
+        // `ManuallyDrop<E>` (same layout), which frees it without dropping the moved items.
+        unsafe {
+            std::ptr::copy_nonoverlapping(raw as *const E, v.as_mut_ptr(), n);
+            v.set_len(n);
+            drop(Arc::from_raw(raw as *const [ManuallyDrop<E>]));
+        }
+    } else {
+        v.extend(leaf.iter().cloned());
+    }
+    v
 }
 
 impl<E: Item> PMap<E> {
@@ -125,21 +158,19 @@ impl<E: Item> PMap<E> {
     /// Every item with hash `h`, in tie order.
     #[inline]
     pub fn find(&self, h: u64) -> &[E] {
-        let mut node = &*self.root;
+        let mut c = &self.root;
         let mut depth = 0;
         loop {
-            match node {
-                Node::Branch(children) => match &children[slot(h, depth)] {
-                    Some(c) => {
-                        node = c;
-                        depth += 1;
-                    }
-                    None => return &[],
-                },
-                Node::Leaf(items) => {
+            match c {
+                Child::Branch(b) => {
+                    c = &b[slot(h, depth)];
+                    depth += 1;
+                }
+                Child::Leaf(items) => {
                     let (a, b) = run(items, h, depth);
                     return &items[a..b];
                 }
+                Child::Empty => return &[],
             }
         }
     }
@@ -169,127 +200,138 @@ impl<E: Item> PMap<E> {
 
     /// Every item, in hash order.
     pub fn iter(&self) -> Iter<'_, E> {
+        let (stack, leaf): (Vec<(&[Child<E>; FAN], usize)>, &[E]) = match &self.root {
+            Child::Empty => (Vec::new(), &[]),
+            Child::Leaf(l) => (Vec::new(), l),
+            Child::Branch(b) => (vec![(&**b, 0)], &[]),
+        };
         Iter {
-            stack: vec![(&*self.root, 0)],
-            leaf: [].iter(),
+            stack,
+            leaf: leaf.iter(),
         }
     }
 }
 
-fn insert_at<E: Item>(node: &mut Arc<Node<E>>, e: E, h: u64, depth: u32) {
-    let n = Arc::make_mut(node);
-    let split = match n {
-        Node::Branch(children) => {
-            match &mut children[slot(h, depth)] {
-                Some(c) => insert_at(c, e, h, depth + 1),
-                s @ None => *s = Some(Arc::new(Node::Leaf(Box::new([e])))),
-            }
-            return;
+fn insert_at<E: Item>(c: &mut Child<E>, e: E, h: u64, depth: u32) {
+    *c = match std::mem::replace(c, Child::Empty) {
+        Child::Empty => Child::Leaf(Arc::from(vec![e])),
+        Child::Branch(mut b) => {
+            insert_at(&mut Arc::make_mut(&mut b)[slot(h, depth)], e, h, depth + 1);
+            Child::Branch(b)
         }
-        Node::Leaf(items) => {
-            let (a, b) = run(items, h, depth);
+        Child::Leaf(items) => {
+            let (a, b) = run(&items, h, depth);
             let pos = a + items[a..b].partition_point(|x| x.tie(&e) != Ordering::Greater);
-            let mut v = std::mem::take(items).into_vec();
-            v.reserve_exact(1);
+            let mut v = into_vec(items, 1);
             v.insert(pos, e);
             if v.len() > LEAF_MAX && depth < MAX_DEPTH {
-                v
+                split(v, depth)
             } else {
-                *items = v.into_boxed_slice();
-                return;
+                Child::Leaf(Arc::from(v))
             }
         }
     };
-    *n = split_leaf(split, depth);
 }
 
-/// A branch at `depth` holding `items` (sorted, all sharing the hash bits above `depth`).
-fn split_leaf<E: Item>(items: Vec<E>, depth: u32) -> Node<E> {
-    let mut children: Box<[Option<Arc<Node<E>>>; FAN]> = Box::new(std::array::from_fn(|_| None));
-    let mut rest = &items[..];
-    while let Some(first) = rest.first() {
-        let s = slot(first.hash(), depth);
-        let n = rest
-            .iter()
-            .take_while(|e| slot(e.hash(), depth) == s)
-            .count();
-        let group = &rest[..n];
-        rest = &rest[n..];
-        let node = if group.len() > LEAF_MAX && depth + 1 < MAX_DEPTH {
-            split_leaf(group.to_vec(), depth + 1)
-        } else {
-            Node::Leaf(group.into())
-        };
-        children[s] = Some(Arc::new(node));
+/// The child at `depth` holding `items` (sorted, all sharing the hash bits above `depth`).
+fn split<E: Item>(items: Vec<E>, depth: u32) -> Child<E> {
+    let mut children: [Child<E>; FAN] = std::array::from_fn(|_| Child::Empty);
+    let mut counts = [0usize; FAN];
+    for e in &items {
+        counts[slot(e.hash(), depth)] += 1;
     }
-    Node::Branch(children)
+    let mut it = items.into_iter();
+    for (s, &n) in counts.iter().enumerate() {
+        if n == 0 {
+            continue;
+        }
+        let group: Vec<E> = it.by_ref().take(n).collect();
+        children[s] = if n > LEAF_MAX && depth + 1 < MAX_DEPTH {
+            split(group, depth + 1)
+        } else {
+            Child::Leaf(Arc::from(group))
+        };
+    }
+    Child::Branch(Arc::new(children))
 }
 
 fn remove_at<E: Item>(
-    node: &mut Arc<Node<E>>,
+    c: &mut Child<E>,
     h: u64,
     pred: &dyn Fn(&E) -> bool,
     limit: usize,
     depth: u32,
 ) -> usize {
-    let n = Arc::make_mut(node);
-    match n {
-        Node::Branch(children) => {
-            let s = slot(h, depth);
-            let Some(c) = &mut children[s] else { return 0 };
-            let removed = remove_at(c, h, pred, limit, depth + 1);
-            if matches!(&**c, Node::Leaf(items) if items.is_empty()) {
-                children[s] = None;
+    let (removed, new) = match std::mem::replace(c, Child::Empty) {
+        Child::Empty => (0, Child::Empty),
+        Child::Branch(mut b) => {
+            let children = Arc::make_mut(&mut b);
+            let removed = remove_at(&mut children[slot(h, depth)], h, pred, limit, depth + 1);
+            match merge(children) {
+                Some(m) => (removed, m),
+                None => (removed, Child::Branch(b)),
             }
-            if let Some(merged) = merge(children) {
-                *n = merged;
-            }
-            removed
         }
-        Node::Leaf(items) => {
-            let (a, b) = run(items, h, depth);
-            let mut v = std::mem::take(items).into_vec();
-            let mut kept = a;
-            let mut removed = 0;
-            for i in a..b {
-                if removed < limit && pred(&v[i]) {
-                    removed += 1;
-                } else {
-                    v.swap(kept, i);
-                    kept += 1;
+        Child::Leaf(items) => {
+            let (a, b) = run(&items, h, depth);
+            if !items[a..b].iter().any(pred) {
+                (0, Child::Leaf(items))
+            } else {
+                let mut v = into_vec(items, 0);
+                let mut kept = a;
+                let mut removed = 0;
+                for i in a..b {
+                    if removed < limit && pred(&v[i]) {
+                        removed += 1;
+                    } else {
+                        v.swap(kept, i);
+                        kept += 1;
+                    }
                 }
+                v.drain(kept..b);
+                (
+                    removed,
+                    if v.is_empty() {
+                        Child::Empty
+                    } else {
+                        Child::Leaf(Arc::from(v))
+                    },
+                )
             }
-            v.drain(kept..b);
-            *items = v.into_boxed_slice();
-            removed
         }
-    }
+    };
+    *c = new;
+    removed
 }
 
-/// A branch of leaves small enough together, as one leaf.
-fn merge<E: Item>(children: &[Option<Arc<Node<E>>>; FAN]) -> Option<Node<E>> {
+/// A branch of leaves small enough together, as one leaf (or nothing).
+fn merge<E: Item>(children: &[Child<E>; FAN]) -> Option<Child<E>> {
     let mut total = 0;
-    for c in children.iter().flatten() {
-        match &**c {
-            Node::Leaf(items) => total += items.len(),
-            Node::Branch(_) => return None,
+    for c in children {
+        match c {
+            Child::Empty => {}
+            Child::Leaf(items) => total += items.len(),
+            Child::Branch(_) => return None,
         }
         if total > MERGE_MAX {
             return None;
         }
     }
+    if total == 0 {
+        return Some(Child::Empty);
+    }
     let mut v = Vec::with_capacity(total);
-    for c in children.iter().flatten() {
-        if let Node::Leaf(items) = &**c {
+    for c in children {
+        if let Child::Leaf(items) = c {
             v.extend(items.iter().cloned());
         }
     }
-    Some(Node::Leaf(v.into_boxed_slice()))
+    Some(Child::Leaf(Arc::from(v)))
 }
 
 /// Iterator over a [`PMap`]'s items.
 pub struct Iter<'a, E> {
-    stack: Vec<(&'a Node<E>, usize)>,
+    stack: Vec<(&'a [Child<E>; FAN], usize)>,
     leaf: std::slice::Iter<'a, E>,
 }
 
@@ -300,17 +342,14 @@ impl<'a, E> Iterator for Iter<'a, E> {
             if let Some(e) = self.leaf.next() {
                 return Some(e);
             }
-            let (node, i) = self.stack.pop()?;
-            match node {
-                Node::Leaf(items) => self.leaf = items.iter(),
-                Node::Branch(children) => {
-                    if i + 1 < FAN {
-                        self.stack.push((node, i + 1));
-                    }
-                    if let Some(c) = &children[i] {
-                        self.stack.push((c, 0));
-                    }
-                }
+            let (children, i) = self.stack.pop()?;
+            if i + 1 < FAN {
+                self.stack.push((children, i + 1));
+            }
+            match &children[i] {
+                Child::Empty => {}
+                Child::Leaf(items) => self.leaf = items.iter(),
+                Child::Branch(b) => self.stack.push((b, 0)),
             }
         }
     }
@@ -342,21 +381,26 @@ pub fn hash_u64(x: u64) -> u64 {
     fmix(x ^ seed())
 }
 
-/// Hash of a byte string.
+/// Hash of a byte string: its 8-byte words multiplied in, the last word read where it ends
+/// (overlapping the one before), then mixed.
 #[inline]
 pub fn hash_bytes(b: &[u8]) -> u64 {
     const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let mut h = seed() ^ (b.len() as u64).wrapping_mul(K);
-    let mut chunks = b.chunks_exact(8);
-    for c in &mut chunks {
-        let w = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-        h = (h.rotate_left(23) ^ w).wrapping_mul(K);
-    }
-    let r = chunks.remainder();
-    if !r.is_empty() {
-        let mut last = [0u8; 8];
-        last[..r.len()].copy_from_slice(r);
-        h = (h.rotate_left(23) ^ u64::from_le_bytes(last)).wrapping_mul(K);
+    let n = b.len();
+    let word = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+    let mut h = seed() ^ (n as u64).wrapping_mul(K);
+    if n >= 8 {
+        let mut i = 0;
+        while i + 8 < n {
+            h = (h ^ word(i)).wrapping_mul(K).rotate_left(31);
+            i += 8;
+        }
+        h = (h ^ word(n - 8)).wrapping_mul(K);
+    } else if n >= 4 {
+        let half = |i: usize| u32::from_le_bytes(b[i..i + 4].try_into().expect("4 bytes")) as u64;
+        h = (h ^ (half(0) << 32 | half(n - 4))).wrapping_mul(K);
+    } else if n > 0 {
+        h = (h ^ ((b[0] as u64) << 16 | (b[n / 2] as u64) << 8 | b[n - 1] as u64)).wrapping_mul(K);
     }
     fmix(h)
 }

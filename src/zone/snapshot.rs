@@ -57,6 +57,9 @@ pub struct ServiceRecords {
     /// service: headless services answer with them; every service's endpoints have names
     /// (`<host>.<svc>.<ns>.svc`) and PTR records, as CoreDNS serves them.
     pub endpoints: Endpoints,
+    /// The builder's number for the service (stable while it exists): the reverse map points
+    /// at services by it.
+    pub id: u32,
 }
 
 impl ServiceRecords {
@@ -595,10 +598,11 @@ impl NameSet {
     }
 }
 
+/// An IPv4 address held by the service with that id.
 #[derive(Clone)]
 struct Rev4 {
     ip: u32,
-    svc: Arc<ServiceRecords>,
+    id: u32,
 }
 
 impl Item for Rev4 {
@@ -607,14 +611,14 @@ impl Item for Rev4 {
         hash_u64(self.ip as u64)
     }
     fn tie(&self, o: &Self) -> Ordering {
-        self.svc.labels.cmp(&o.svc.labels)
+        self.id.cmp(&o.id)
     }
 }
 
 #[derive(Clone)]
 struct Rev6 {
     ip: [u8; 16],
-    svc: Arc<ServiceRecords>,
+    id: u32,
 }
 
 impl Item for Rev6 {
@@ -623,15 +627,30 @@ impl Item for Rev6 {
         hash_u128(u128::from_be_bytes(self.ip))
     }
     fn tie(&self, o: &Self) -> Ordering {
-        (self.ip, &self.svc.labels).cmp(&(o.ip, &o.svc.labels))
+        (self.ip, self.id).cmp(&(o.ip, o.id))
     }
 }
 
-/// Addresses → the services that hold them (as a ClusterIP or an endpoint), in label order.
+#[derive(Clone)]
+struct ById(Arc<ServiceRecords>);
+
+impl Item for ById {
+    #[inline]
+    fn hash(&self) -> u64 {
+        hash_u64(self.0.id as u64)
+    }
+    fn tie(&self, o: &Self) -> Ordering {
+        self.0.id.cmp(&o.0.id)
+    }
+}
+
+/// Addresses → the services that hold them (as a ClusterIP or an endpoint). An entry is an
+/// address and a service id (8 bytes for IPv4), and the services are found by id.
 #[derive(Clone, Default)]
 pub struct ReverseMap {
     v4: PMap<Rev4>,
     v6: PMap<Rev6>,
+    by_id: PMap<ById>,
     /// Distinct addresses.
     addrs: usize,
 }
@@ -645,9 +664,9 @@ impl ReverseMap {
         self.addrs == 0
     }
 
-    /// The services holding `ip`, ordered by their labels.
+    /// The ids of the services holding `ip`.
     #[inline]
-    pub fn services(&self, ip: IpAddr) -> impl Iterator<Item = &Arc<ServiceRecords>> + Clone {
+    fn ids(&self, ip: IpAddr) -> impl Iterator<Item = u32> + Clone + '_ {
         let (a, b): (&[Rev4], &[Rev6]) = match ip {
             IpAddr::V4(a) => (self.v4.find(hash_u64(u32::from(a) as u64)), &[]),
             IpAddr::V6(a) => (&[], self.v6.find(hash_u128(u128::from(a)))),
@@ -657,46 +676,65 @@ impl ReverseMap {
             IpAddr::V4(_) => [0; 16],
         };
         a.iter()
-            .map(|r| &r.svc)
-            .chain(b.iter().filter(move |r| r.ip == o).map(|r| &r.svc))
+            .map(|r| r.id)
+            .chain(b.iter().filter(move |r| r.ip == o).map(|r| r.id))
     }
 
-    /// Record that `svc` holds `ip` (once per service and address).
-    pub fn add(&mut self, ip: IpAddr, svc: &Arc<ServiceRecords>) {
-        if self.services(ip).next().is_none() {
+    /// The service with id `id`.
+    #[inline]
+    pub fn service(&self, id: u32) -> Option<&Arc<ServiceRecords>> {
+        self.by_id
+            .find(hash_u64(id as u64))
+            .iter()
+            .find(|s| s.0.id == id)
+            .map(|s| &s.0)
+    }
+
+    /// The services holding `ip`, in no particular order.
+    #[inline]
+    pub fn services(&self, ip: IpAddr) -> impl Iterator<Item = &Arc<ServiceRecords>> + Clone {
+        self.ids(ip).filter_map(|id| self.service(id))
+    }
+
+    /// Record that the service with `id` holds `ip` (once per service and address).
+    pub fn add(&mut self, ip: IpAddr, id: u32) {
+        if self.ids(ip).next().is_none() {
             self.addrs += 1;
         }
         match ip {
-            IpAddr::V4(a) => self.v4.insert(Rev4 {
-                ip: a.into(),
-                svc: svc.clone(),
-            }),
-            IpAddr::V6(a) => self.v6.insert(Rev6 {
-                ip: a.octets(),
-                svc: svc.clone(),
-            }),
+            IpAddr::V4(a) => self.v4.insert(Rev4 { ip: a.into(), id }),
+            IpAddr::V6(a) => self.v6.insert(Rev6 { ip: a.octets(), id }),
         }
     }
 
-    /// Forget that `svc` holds `ip`.
-    pub fn remove(&mut self, ip: IpAddr, svc: &Arc<ServiceRecords>) {
+    /// Forget that the service with `id` holds `ip`.
+    pub fn remove(&mut self, ip: IpAddr, id: u32) {
         let n = match ip {
             IpAddr::V4(a) => {
                 let a = u32::from(a);
-                self.v4.remove_where(hash_u64(a as u64), |r| {
-                    r.ip == a && Arc::ptr_eq(&r.svc, svc)
-                })
+                self.v4
+                    .remove_where(hash_u64(a as u64), |r| r.ip == a && r.id == id)
             }
             IpAddr::V6(a) => {
                 let o = a.octets();
-                self.v6.remove_where(hash_u128(u128::from(a)), |r| {
-                    r.ip == o && Arc::ptr_eq(&r.svc, svc)
-                })
+                self.v6
+                    .remove_where(hash_u128(u128::from(a)), |r| r.ip == o && r.id == id)
             }
         };
-        if n > 0 && self.services(ip).next().is_none() {
+        if n > 0 && self.ids(ip).next().is_none() {
             self.addrs -= 1;
         }
+    }
+
+    /// The records of the service with `svc.id`, new or replacing the previous ones.
+    pub fn set_service(&mut self, svc: &Arc<ServiceRecords>) {
+        self.remove_service(svc.id);
+        self.by_id.insert(ById(svc.clone()));
+    }
+
+    pub fn remove_service(&mut self, id: u32) {
+        self.by_id
+            .remove_where(hash_u64(id as u64), |s| s.0.id == id);
     }
 }
 
