@@ -8,12 +8,14 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::ConfigError;
+use crate::names::parse_domain;
+use crate::selector::Selector;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Addresses the DNS server listens on, UDP and TCP each.
@@ -59,7 +61,7 @@ impl Default for Config {
 }
 
 /// How pod records (`a-b-c-d.<ns>.pod.<zone>`) are answered, as CoreDNS's `pods` option.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PodsMode {
     /// No pod records.
@@ -72,7 +74,7 @@ pub enum PodsMode {
 }
 
 /// The cluster zone: what CoreDNS's `kubernetes` plugin block holds.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Serve the cluster zone at all (false: a pure caching forwarder, e.g. the node-local
@@ -129,7 +131,7 @@ impl Default for ClusterConfig {
 }
 
 /// Where cluster objects come from: a file, or the Kubernetes API.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// A file of Kubernetes objects (`kubectl get -o yaml`), watched for changes.
@@ -139,13 +141,13 @@ pub struct SourceConfig {
 }
 
 /// Connecting to the Kubernetes API.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KubernetesSourceConfig {
     /// A kubeconfig file; absent: `KUBECONFIG`, `~/.kube/config`, then in-cluster.
     pub kubeconfig: Option<PathBuf>,
     /// How long to wait for the first sync before serving what there is.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub startup_timeout: Duration,
 }
 
@@ -159,7 +161,7 @@ impl Default for KubernetesSourceConfig {
 }
 
 /// Upstream selection policy, as CoreDNS's `forward` `policy`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ForwardPolicy {
     #[default]
@@ -169,7 +171,7 @@ pub enum ForwardPolicy {
 }
 
 /// Forwarding of names outside the cluster zones.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForwardConfig {
     /// Forward at all (false: names outside the cluster zones get REFUSED).
@@ -183,10 +185,10 @@ pub struct ForwardConfig {
     pub policy: ForwardPolicy,
     /// Consecutive failures before an upstream is marked down.
     pub max_fails: u32,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub health_check: Duration,
     /// Timeout of one try.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub timeout: Duration,
     pub force_tcp: bool,
     pub prefer_udp: bool,
@@ -216,7 +218,7 @@ impl Default for ForwardConfig {
 }
 
 /// The cache in front of forwarding.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     pub enabled: bool,
@@ -231,7 +233,7 @@ pub struct CacheConfig {
     /// Entries asked this many times within their TTL are refreshed before they expire (0: off).
     pub prefetch: u32,
     /// Serve expired entries for up to this long when every upstream fails (RFC 8767; 0: off).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub serve_stale: Duration,
 }
 
@@ -251,7 +253,7 @@ impl Default for CacheConfig {
 }
 
 /// A hosts file, consulted before forwarding.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostsConfig {
     /// The file, in /etc/hosts format.
@@ -261,7 +263,7 @@ pub struct HostsConfig {
     /// TTL of answers from the file, seconds.
     pub ttl: u32,
     /// How often the file is checked for changes.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub reload: Duration,
     /// Names clusterdns resolves itself, keeps fresh by their TTLs, and keeps serving from the
     /// last good answer when upstreams fail.
@@ -284,7 +286,7 @@ impl Default for HostsConfig {
 }
 
 /// Prometheus endpoint.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// `host:port`, or `:port` for every address; null to turn it off.
@@ -300,15 +302,15 @@ impl Default for MetricsConfig {
 }
 
 /// Liveness endpoint and graceful shutdown.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     pub listen: Option<String>,
     /// After SIGTERM, keep serving DNS this long with readiness failing.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub lameduck: Duration,
     /// After the lameduck period, how long in-flight queries may take to finish.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub drain_timeout: Duration,
 }
 
@@ -323,7 +325,7 @@ impl Default for HealthConfig {
 }
 
 /// Readiness endpoint.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReadyConfig {
     pub listen: Option<String>,
@@ -338,7 +340,7 @@ impl Default for ReadyConfig {
 }
 
 /// Sampled, structured query log.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryLogConfig {
     pub enabled: bool,
@@ -356,7 +358,7 @@ impl Default for QueryLogConfig {
 }
 
 /// Server tuning.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     /// Answer UDP on clusterdns's own per-core sockets (false: through hickory's `Server`).
@@ -366,7 +368,7 @@ pub struct ServerConfig {
     /// Largest UDP answer to EDNS clients (RFC 9715 / DNS flag day 2020: 1232).
     pub max_udp_size: u16,
     /// TCP connections idle longer than this are closed.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub tcp_idle_timeout: Duration,
 }
 
@@ -381,43 +383,142 @@ impl Default for ServerConfig {
     }
 }
 
-/// Parse `500ms`, `5s`, `1m`, `2h`, or a bare number of seconds.
+/// Parse a duration as the config writes it: Go's `time.ParseDuration` syntax (`500ms`, `5s`,
+/// `1m30s`, `1.5h`, `0`; units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), or a bare number of seconds
+/// (`7`, `0.5`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("not a duration: {s:?} (e.g. 500ms, 5s, 1m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit in duration {s:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("not a duration: {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+    parse_duration_text(s, true)
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Num(u64),
-        Str(String),
+/// Parse a duration exactly as Go's `time.ParseDuration` does (what a Corefile holds): as
+/// [`parse_duration`], but a number needs its unit (`5` is an error in CoreDNS, so it is one
+/// here).
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_text(s, false)
+}
+
+/// The longest duration: Go's own limit (2^63-1 ns, about 292 years), so nothing CoreDNS
+/// refuses is accepted, and every accepted value can be added to an `Instant`.
+const MAX_DURATION_NANOS: u128 = i64::MAX as u128;
+
+/// The one duration parser. Whole numbers and fractions are read as decimal integers, not
+/// floats, so `0.1s` is exactly 100ms and a huge value is an error instead of a panic.
+fn parse_duration_text(s: &str, bare_seconds: bool) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 500ms, 5s, 1m30s)");
+    let too_long = || format!("{s:?} is longer than the longest duration, 2562047h (292 years)");
+    let text = s.trim();
+    let (negative, mut rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if rest.is_empty() {
+        return Err(bad());
     }
-    match Raw::deserialize(d)? {
-        Raw::Num(n) => Ok(Duration::from_secs(n)),
-        Raw::Str(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+    let mut total: u128 = 0;
+    let mut first = true;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(num_len);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return Err(bad());
+        }
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let unit_nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            // Go's one exception: a bare `0`.
+            "" if first && tail.is_empty() && (bare_seconds || number == "0") => 1_000_000_000,
+            "" => {
+                return Err(format!(
+                    "{s:?} has a number without a unit (ns, us, ms, s, m or h)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in duration {s:?} (use ns, us, ms, s, m or h)"
+                ));
+            }
+        };
+        let whole = whole
+            .bytes()
+            .try_fold(0u128, |n, d| {
+                n.checked_mul(10)?.checked_add(u128::from(d - b'0'))
+            })
+            .ok_or_else(too_long)?;
+        let mut nanos = whole.checked_mul(unit_nanos).ok_or_else(too_long)?;
+        // Digits past the 18th cannot move the result by a nanosecond (the largest unit is
+        // 3.6e12 ns); as Go, the fraction is truncated to whole nanoseconds.
+        let (mut numerator, mut denominator) = (0u128, 1u128);
+        for d in fraction.bytes().take(18) {
+            numerator = numerator * 10 + u128::from(d - b'0');
+            denominator *= 10;
+        }
+        nanos += numerator * unit_nanos / denominator;
+        total = total
+            .checked_add(nanos)
+            .filter(|t| *t <= MAX_DURATION_NANOS)
+            .ok_or_else(too_long)?;
+        rest = tail;
+        first = false;
+    }
+    if negative && total > 0 {
+        return Err(format!("{s:?} is negative; a duration is zero or more"));
+    }
+    Ok(Duration::from_nanos(total as u64))
+}
+
+/// Write a duration as the config reads it, in the largest unit that keeps it exact: `2h`,
+/// `30m`, `90s`, `500ms`, `250us`, `0s`.
+pub fn format_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    const UNITS: [(u128, &str); 6] = [
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "m"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+        (1_000, "us"),
+        (1, "ns"),
+    ];
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let (size, unit) = UNITS
+        .into_iter()
+        .find(|(size, _)| nanos.is_multiple_of(*size))
+        .expect("every duration is whole nanoseconds");
+    format!("{}{unit}", nanos / size)
+}
+
+/// Durations in the YAML: `5s`, `500ms`, or a number of seconds; written as [`format_duration`].
+mod duration_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Str(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Num(n) => n.to_string(),
+            Raw::Str(s) => s,
+        };
+        parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -481,15 +582,12 @@ impl Config {
         if self.listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed".into()));
         }
-        crate::zone::names::parse_domain(&self.cluster.zone)
-            .map_err(|e| invalid("cluster.zone", e))?;
+        parse_domain(&self.cluster.zone).map_err(|e| invalid("cluster.zone", e))?;
         for (i, z) in self.cluster.reverse_zones.iter().enumerate() {
-            crate::zone::names::parse_domain(z)
-                .map_err(|e| invalid(&format!("cluster.reverse_zones[{i}]"), e))?;
+            parse_domain(z).map_err(|e| invalid(&format!("cluster.reverse_zones[{i}]"), e))?;
         }
         for (i, z) in self.cluster.fallthrough.iter().enumerate() {
-            crate::zone::names::parse_domain(z)
-                .map_err(|e| invalid(&format!("cluster.fallthrough[{i}]"), e))?;
+            parse_domain(z).map_err(|e| invalid(&format!("cluster.fallthrough[{i}]"), e))?;
         }
         if self.cluster.ttl > 3600 {
             return Err(invalid(
@@ -498,12 +596,10 @@ impl Config {
             ));
         }
         if let Some(sel) = &self.cluster.labels {
-            crate::cluster::selector::Selector::parse(sel)
-                .map_err(|e| invalid("cluster.labels", e))?;
+            Selector::parse(sel).map_err(|e| invalid("cluster.labels", e))?;
         }
         if let Some(sel) = &self.cluster.namespace_labels {
-            crate::cluster::selector::Selector::parse(sel)
-                .map_err(|e| invalid("cluster.namespace_labels", e))?;
+            Selector::parse(sel).map_err(|e| invalid("cluster.namespace_labels", e))?;
         }
         if self.source.file.is_some() && self.source.kubernetes.is_some() {
             return Err(invalid(
@@ -515,7 +611,7 @@ impl Config {
             parse_upstream(u).map_err(|e| invalid(&format!("forward.upstreams[{i}]"), e))?;
         }
         for (domain, ups) in &self.forward.stub_domains {
-            crate::zone::names::parse_domain(domain)
+            parse_domain(domain)
                 .map_err(|e| invalid(&format!("forward.stub_domains.{domain}"), e))?;
             if ups.is_empty() {
                 return Err(invalid(
@@ -539,8 +635,7 @@ impl Config {
         }
         if let Some(h) = &self.hosts {
             for (i, n) in h.critical_names.iter().enumerate() {
-                crate::zone::names::parse_domain(n)
-                    .map_err(|e| invalid(&format!("hosts.critical_names[{i}]"), e))?;
+                parse_domain(n).map_err(|e| invalid(&format!("hosts.critical_names[{i}]"), e))?;
             }
         }
         for (key, l) in [
@@ -633,6 +728,131 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("5 parsecs").is_err());
+    }
+
+    #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            parse_go_duration("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("5 s").is_err());
+        // Go's forms: fractions, compound values, micro- and nanoseconds, a sign.
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("2h45m0.5s").unwrap(),
+            Duration::from_millis(9_900_500)
+        );
+        assert_eq!(
+            parse_go_duration(".5s").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_go_duration("1us1µs1μs1ns").unwrap(),
+            Duration::from_nanos(3001)
+        );
+        assert_eq!(parse_go_duration("+5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_go_duration("-0").unwrap(), Duration::ZERO);
+        // Exact, not through a float: 0.1s is 100ms to the nanosecond.
+        assert_eq!(
+            parse_go_duration("0.1s").unwrap(),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            parse_go_duration("1.0000000019s").unwrap().as_nanos(),
+            1_000_000_001
+        );
+        assert!(parse_go_duration("1m30").is_err(), "a unit is missing");
+    }
+
+    #[test]
+    fn durations_out_of_range_are_errors_not_panics() {
+        for bad in [
+            "99999999999999999999h",
+            "99999999999999999999",
+            "2562048h",
+            "9223372036854775808ns",
+            "1000000000000000000000000000000000000000000000000s",
+            "2562047h1h",
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("longest duration"), "{bad}: {e}");
+        }
+        // The longest one Go accepts is accepted.
+        assert_eq!(
+            parse_go_duration("9223372036854775807ns")
+                .unwrap()
+                .as_nanos(),
+            i64::MAX as u128
+        );
+        for bad in ["-5s", "-1"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("negative"), "{bad}: {e}");
+        }
+        for bad in [
+            "",
+            "s",
+            ".",
+            "-",
+            "NaN",
+            "nan",
+            "inf",
+            "infs",
+            "1e3s",
+            "1.2.3s",
+            "5 s",
+            "1..5s",
+            "5 parsecs",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+            assert!(parse_go_duration(bad).is_err(), "{bad:?}");
+        }
+        // Through the YAML too: an error naming the key's line, not a panic.
+        let e = Config::from_yaml(
+            "cache:\n  serve_stale: 99999999999999999999h\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("longest duration"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_written_as_they_are_read() {
+        for (d, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(120), "2m"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_micros(1500), "1500us"),
+            (Duration::from_nanos(7), "7ns"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text).unwrap(), d, "{text}");
+        }
+    }
+
+    #[test]
+    fn config_serialises_and_reads_back() {
+        let mut c = Config::default();
+        c.hosts = Some(HostsConfig::default());
+        c.source.kubernetes = Some(KubernetesSourceConfig::default());
+        c.forward.health_check = Duration::from_millis(250);
+        c.cluster.pods = PodsMode::Verified;
+        c.forward.policy = ForwardPolicy::RoundRobin;
+        let yaml = serde_saphyr::to_string(&c).unwrap();
+        assert!(yaml.contains("health_check: 250ms"), "{yaml}");
+        assert!(yaml.contains("pods: verified"), "{yaml}");
+        assert!(yaml.contains("policy: round_robin"), "{yaml}");
+        assert_eq!(Config::from_yaml(&yaml, Path::new("c.yaml")).unwrap(), c);
     }
 
     #[test]

@@ -29,9 +29,11 @@ pub mod cluster;
 pub mod config;
 pub mod corefile;
 pub mod error;
+pub mod names;
 pub mod ops;
 pub mod reload;
 pub mod resolve;
+pub mod selector;
 pub mod server;
 pub mod source;
 #[doc(hidden)]
