@@ -842,9 +842,14 @@ mod tests {
 
     #[test]
     fn config_serialises_and_reads_back() {
-        let mut c = Config::default();
-        c.hosts = Some(HostsConfig::default());
-        c.source.kubernetes = Some(KubernetesSourceConfig::default());
+        let mut c = Config {
+            hosts: Some(HostsConfig::default()),
+            source: SourceConfig {
+                kubernetes: Some(KubernetesSourceConfig::default()),
+                file: None,
+            },
+            ..Config::default()
+        };
         c.forward.health_check = Duration::from_millis(250);
         c.cluster.pods = PodsMode::Verified;
         c.forward.policy = ForwardPolicy::RoundRobin;

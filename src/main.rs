@@ -26,7 +26,7 @@ enum Command {
     Serve(ServeArgs),
     /// Validate a config (and its objects file) and print what would be served.
     Check(CheckArgs),
-    /// Convert a CoreDNS Corefile into a clusterdns config (printed on stdout).
+    /// Convert a CoreDNS Corefile into a clusterdns config (printed on stdout; notes on stderr).
     ConvertCorefile(ConvertArgs),
 }
 
@@ -231,15 +231,20 @@ fn main() -> ExitCode {
                     for n in &c.notes {
                         eprintln!("note: {n}");
                     }
-                    if let Some(dir) = &a.files_dir {
-                        for (name, content) in &c.files {
-                            let p = dir.join(name);
-                            if let Err(e) = std::fs::write(&p, content) {
-                                eprintln!("clusterdns: cannot write {}: {e}", p.display());
-                                return ExitCode::from(2);
-                            }
-                            eprintln!("wrote {}", p.display());
+                    for (name, content) in &c.files {
+                        let Some(dir) = &a.files_dir else {
+                            eprintln!(
+                                "file for ConfigMap key `{name}` ({}/{name}; --files-dir writes it):\n{content}",
+                                clusterdns::corefile::CONFIG_DIR
+                            );
+                            continue;
+                        };
+                        let p = dir.join(name);
+                        if let Err(e) = std::fs::write(&p, content) {
+                            eprintln!("clusterdns: cannot write {}: {e}", p.display());
+                            return ExitCode::from(2);
                         }
+                        eprintln!("wrote {}", p.display());
                     }
                     print!("{}", c.config_yaml);
                     ExitCode::SUCCESS
