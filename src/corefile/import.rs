@@ -268,21 +268,14 @@ fn glob_match(pat: &str, name: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::parse;
+    use super::super::{parse, test_options};
     use super::*;
-
-    fn opts() -> Options {
-        Options {
-            base_dir: PathBuf::from("/nonexistent"),
-            ..Options::default()
-        }
-    }
 
     #[test]
     fn snippets_expand() {
         let c = parse(
             "(common) {\n errors\n log\n}\n.:53 {\n import common\n forward . 10.0.0.1\n}\n",
-            &opts(),
+            &test_options(),
         )
         .unwrap();
         assert_eq!(c.blocks.len(), 1);

@@ -89,6 +89,15 @@ pub struct Options {
     pub file_name: String,
 }
 
+/// Options for unit tests: imports resolve against a folder that does not exist.
+#[cfg(test)]
+fn test_options() -> Options {
+    Options {
+        base_dir: PathBuf::from("/nonexistent"),
+        ..Options::default()
+    }
+}
+
 /// Convert Corefile text; relative imports are resolved against `base_dir`.
 pub fn convert(corefile_text: &str, base_dir: &Path) -> Result<Conversion, CorefileError> {
     convert_with(

@@ -246,7 +246,7 @@ impl<'de> Visitor<'de> for NodeVisitor {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::corefile::{Options, convert_with};
+    use crate::corefile::{convert_with, test_options};
 
     /// The dotted paths of the leaves a YAML text writes.
     fn written_paths(yaml: &str) -> Vec<String> {
@@ -272,14 +272,7 @@ mod tests {
     }
 
     fn convert(text: &str) -> Conversion {
-        convert_with(
-            text,
-            &Options {
-                base_dir: "/nonexistent".into(),
-                ..Options::default()
-            },
-        )
-        .unwrap()
+        convert_with(text, &test_options()).unwrap()
     }
 
     #[test]

@@ -199,22 +199,14 @@ fn parse_directives(
 
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
+    use super::super::test_options;
     use super::*;
-
-    fn opts() -> Options {
-        Options {
-            base_dir: PathBuf::from("/nonexistent"),
-            ..Options::default()
-        }
-    }
 
     #[test]
     fn parser_nested_blocks_and_one_liners() {
         let c = parse(
             ".:53 {\n health { lameduck 5s }\n forward . 1.1.1.1 {\n  force_tcp\n }\n errors\n}\n",
-            &opts(),
+            &test_options(),
         )
         .unwrap();
         assert_eq!(c.blocks.len(), 1);
@@ -233,22 +225,22 @@ mod tests {
     fn parser_multiple_keys_and_braceless_single_block() {
         let c = parse(
             "a.example:53, b.example:53 {\n forward . 10.0.0.1\n}\n",
-            &opts(),
+            &test_options(),
         )
         .unwrap();
         assert_eq!(c.blocks[0].keys, ["a.example:53", "b.example:53"]);
-        let c = parse(".:53\nforward . 10.0.0.1\nerrors\n", &opts()).unwrap();
+        let c = parse(".:53\nforward . 10.0.0.1\nerrors\n", &test_options()).unwrap();
         assert_eq!(c.blocks[0].directives.len(), 2);
     }
 
     #[test]
     fn parser_errors_name_the_line() {
-        let e = parse(".:53 {\n errors\n", &opts()).unwrap_err();
+        let e = parse(".:53 {\n errors\n", &test_options()).unwrap_err();
         assert!(
             matches!(e, CorefileError::Syntax { ref at, .. } if at.line == 1),
             "{e}"
         );
-        let e = parse(".:53 {\n errors\n}\n}\n", &opts()).unwrap_err();
+        let e = parse(".:53 {\n errors\n}\n}\n", &test_options()).unwrap_err();
         assert!(e.to_string().contains("Corefile:4"), "{e}");
     }
 }

@@ -80,9 +80,7 @@ impl Converter {
                     let Some(n) = o.args.first() else {
                         return Err(ctx.invalid_opt(o, "needs AMOUNT".into()));
                     };
-                    c.prefetch = n.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        ctx.invalid_opt(o, format!("{n:?} is not a number above 0"))
-                    })?;
+                    c.prefetch = ctx.number(o, n, 1..=u32::MAX, "a number above 0")?;
                     if o.args.len() > 1 {
                         self.note(&o.at, ctx.block, "cache prefetch", &format!("`{}` dropped: clusterdns refreshes an entry asked {} times within its TTL shortly before it expires", o.args[1..].join(" "), c.prefetch));
                     }

@@ -1,6 +1,8 @@
 //! One directive under conversion: where it is, and the errors and argument checks that name
 //! its server block, line, directive and option.
 
+use std::ops::RangeInclusive;
+use std::str::FromStr;
 use std::time::Duration;
 
 use super::Role;
@@ -102,6 +104,21 @@ impl Ctx<'_> {
             return Err(self.invalid_opt(o, "takes no arguments".into()));
         }
         Ok(())
+    }
+
+    /// A number of the directive or one of its options, within `range`; `what` says what it
+    /// must be, for the error (`a TTL from 0 to 3600`).
+    pub(super) fn number<T: FromStr + PartialOrd>(
+        &self,
+        o: &Directive,
+        v: &str,
+        range: RangeInclusive<T>,
+        what: &str,
+    ) -> Result<T, CorefileError> {
+        v.parse()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or_else(|| self.invalid_at(o, format!("{v:?} is not {what}")))
     }
 
     /// A duration as CoreDNS reads it (Go's syntax).

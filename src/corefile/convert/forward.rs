@@ -152,9 +152,7 @@ impl Converter {
                 }
                 "max_fails" => {
                     let v = ctx.one_arg(o)?;
-                    let n: u32 = v
-                        .parse()
-                        .map_err(|_| ctx.invalid_opt(o, format!("{v:?} is not a number")))?;
+                    let n = ctx.number(o, v, 0..=u32::MAX, "a number")?;
                     opts.max_fails = Some(Set::new(n, &o.at, ctx.block));
                 }
                 "health_check" => {
@@ -177,9 +175,7 @@ impl Converter {
                 }
                 "max_concurrent" => {
                     let v = ctx.one_arg(o)?;
-                    let n: usize = v.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
-                        ctx.invalid_opt(o, format!("{v:?} is not a number above 0"))
-                    })?;
+                    let n = ctx.number(o, v, 1..=usize::MAX, "a number above 0")?;
                     opts.max_concurrent = Some(Set::new(n, &o.at, ctx.block));
                 }
                 "expire" => {
@@ -239,16 +235,10 @@ impl Converter {
                     ));
                 }
                 _ => {
-                    return Err(CorefileError::Unsupported {
-                        at: set.at.clone(),
-                        block: set.block.clone(),
-                        directive: "forward".into(),
-                        option: None,
-                        reason: format!(
-                            "it sends `{zone}` to the nameservers of {} while other names go elsewhere; clusterdns stub domains take addresses: list the nameservers' addresses instead",
-                            set.value
-                        ),
-                    });
+                    return Err(set.unsupported("forward", None, format!(
+                        "it sends `{zone}` to the nameservers of {} while other names go elsewhere; clusterdns stub domains take addresses: list the nameservers' addresses instead",
+                        set.value
+                    )));
                 }
             }
         }
@@ -256,16 +246,10 @@ impl Converter {
             let cluster = &k.cluster;
             for (zone, set) in &self.forwarding.stubs {
                 if in_zone(zone, &cluster.zone) {
-                    return Err(CorefileError::Unsupported {
-                        at: set.at.clone(),
-                        block: set.block.clone(),
-                        directive: "forward".into(),
-                        option: None,
-                        reason: format!(
-                            "`{zone}` is inside the cluster zone `{}`, which clusterdns answers itself from the cluster",
-                            cluster.zone
-                        ),
-                    });
+                    return Err(set.unsupported("forward", None, format!(
+                        "`{zone}` is inside the cluster zone `{}`, which clusterdns answers itself from the cluster",
+                        cluster.zone
+                    )));
                 }
                 if cluster
                     .reverse_zones
@@ -297,13 +281,11 @@ impl Converter {
         if let Some(f) = &self.forwarding.opts.force_tcp
             && self.forwarding.opts.prefer_udp.is_some()
         {
-            return Err(CorefileError::Unsupported {
-                at: f.at.clone(),
-                block: f.block.clone(),
-                directive: "forward".into(),
-                option: Some("force_tcp".into()),
-                reason: "another block sets prefer_udp; clusterdns has one transport choice for all forwarding".into(),
-            });
+            return Err(f.unsupported(
+                "forward",
+                Some("force_tcp"),
+                "another block sets prefer_udp; clusterdns has one transport choice for all forwarding".into(),
+            ));
         }
         Ok(())
     }
@@ -421,16 +403,14 @@ fn lift<T: PartialEq>(
 ) -> Result<(), CorefileError> {
     let Some(v) = new else { return Ok(()) };
     match slot {
-        Some(prev) if prev.value != v.value => Err(CorefileError::Unsupported {
-            reason: format!(
+        Some(prev) if prev.value != v.value => Err(v.unsupported(
+            "forward",
+            Some(name),
+            format!(
                 "clusterdns has one `{name}` for all forwarding, and `{}` ({}) sets it differently; make them agree",
                 prev.block, prev.at
             ),
-            at: v.at,
-            block: v.block,
-            directive: "forward".into(),
-            option: Some(name.into()),
-        }),
+        )),
         Some(_) => Ok(()),
         None => {
             notes.push(format!(

@@ -44,9 +44,7 @@ impl Converter {
             match o.name.as_str() {
                 "ttl" => {
                     let v = ctx.one_arg(o)?;
-                    h.ttl = v.parse().ok().filter(|t| *t <= 65535).ok_or_else(|| {
-                        ctx.invalid_opt(o, format!("{v:?} is not a TTL in seconds"))
-                    })?;
+                    h.ttl = ctx.number(o, v, 0..=65535, "a TTL in seconds")?;
                 }
                 "reload" => {
                     let v = ctx.one_arg(o)?;

@@ -100,9 +100,7 @@ impl Converter {
                 }
                 "ttl" => {
                     let v = ctx.one_arg(o)?;
-                    cluster.ttl = v.parse().ok().filter(|t| *t <= 3600).ok_or_else(|| {
-                        ctx.invalid_opt(o, format!("{v:?} is not a TTL from 0 to 3600"))
-                    })?;
+                    cluster.ttl = ctx.number(o, v, 0..=3600, "a TTL from 0 to 3600")?;
                 }
                 "namespaces" => {
                     if o.args.is_empty() {

@@ -62,6 +62,17 @@ impl<T> Set<T> {
             block: block.to_string(),
         }
     }
+
+    /// The setting cannot be carried over: an error at the place it was set.
+    fn unsupported(&self, directive: &str, option: Option<&str>, reason: String) -> CorefileError {
+        CorefileError::Unsupported {
+            at: self.at.clone(),
+            block: self.block.clone(),
+            directive: directive.to_string(),
+            option: option.map(str::to_string),
+            reason,
+        }
+    }
 }
 
 /// What kind of server block: the main one(s) map onto the whole config, the others become
@@ -268,16 +279,14 @@ fn set_once<T: PartialEq + fmt::Debug>(
     why: &str,
 ) -> Result<(), CorefileError> {
     match slot {
-        Some(prev) if prev.value != new.value => Err(CorefileError::Unsupported {
-            reason: format!(
+        Some(prev) if prev.value != new.value => Err(new.unsupported(
+            directive,
+            None,
+            format!(
                 "it sets {:?} here but {:?} in block `{}` ({}); {why}",
                 new.value, prev.value, prev.block, prev.at
             ),
-            at: new.at,
-            block: new.block,
-            directive: directive.to_string(),
-            option: None,
-        }),
+        )),
         Some(_) => Ok(()),
         None => {
             *slot = Some(new);

@@ -139,11 +139,7 @@ impl Converter {
 
     pub(super) fn bufsize(&mut self, ctx: &Ctx<'_>) -> Result<(), CorefileError> {
         let v = ctx.one_arg(ctx.d)?;
-        let n: u16 = v
-            .parse()
-            .ok()
-            .filter(|n| (512..=4096).contains(n))
-            .ok_or_else(|| ctx.invalid(format!("{v:?} is not a size between 512 and 4096")))?;
+        let n = ctx.number(ctx.d, v, 512..=4096, "a size between 512 and 4096")?;
         self.ops.max_udp_size = Some(n);
         Ok(())
     }

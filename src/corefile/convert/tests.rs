@@ -1,23 +1,16 @@
 //! The converter on small Corefiles: what each plugin becomes, and what is refused where.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{
     CacheConfig, ClusterConfig, ForwardConfig, ForwardPolicy, HostsConfig, KubernetesSourceConfig,
     PodsMode,
 };
-use crate::corefile::{Conversion, CorefileError, Options, convert_with};
-
-fn opts() -> Options {
-    Options {
-        base_dir: PathBuf::from("/nonexistent"),
-        ..Options::default()
-    }
-}
+use crate::corefile::{Conversion, CorefileError, convert_with, test_options};
 
 fn conv(text: &str) -> Result<Conversion, CorefileError> {
-    convert_with(text, &opts())
+    convert_with(text, &test_options())
 }
 
 /// The converter leaves these to the config's defaults because CoreDNS's are the same (its
