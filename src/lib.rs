@@ -14,14 +14,16 @@
 //! ops/: metrics, health, readiness, query log — off the query path, reading counters it bumps.
 //! ```
 //!
-//! - [`config`]: the YAML configuration, defaults and validation.
+//! - [`config`]: the YAML configuration, defaults (only there) and validation; below it only
+//!   [`names`] (the domain-name validator) and [`selector`] (label selectors).
 //! - [`source`]: where cluster objects come from (a watched file, or kube-rs watchers).
 //! - [`cluster`]: the DNS-relevant part of each object, and the per-kind indexes.
 //! - [`zone`]: the Kubernetes DNS specification: names, the immutable snapshot, answers.
 //! - [`server`]: sockets and the DNS protocol (EDNS, truncation, rcodes); no Kubernetes types.
 //! - [`resolve`]: names outside the cluster: hosts file, cache, forwarding.
 //! - [`ops`]: metrics, health and readiness endpoints, query log, lifecycle.
-//! - [`corefile`]: converting a CoreDNS Corefile into a clusterdns config.
+//! - [`corefile`]: converting a CoreDNS Corefile into a clusterdns config: lexer, imports,
+//!   parser, a converter per plugin family that builds a [`config::Config`], and its YAML.
 
 pub mod app;
 pub mod app_ops;

@@ -1,11 +1,11 @@
 //! Converting a CoreDNS Corefile into a clusterdns config (`clusterdns convert-corefile`).
 //!
 //! The steps, one file each:
-//! - [`lexer`]: Corefile text into tokens (Caddyfile syntax: `#` comments, quoted strings);
-//! - [`import`]: snippets `(name) { ... }` and `import` of snippets or of files by glob, resolved
+//! - `lexer`: Corefile text into tokens (Caddyfile syntax: `#` comments, quoted strings);
+//! - `import`: snippets `(name) { ... }` and `import` of snippets or of files by glob, resolved
 //!   against a base folder as CoreDNS does for AKS's `import custom/*.server` /
 //!   `custom/*.override`;
-//! - [`parser`]: tokens into server blocks `zone:port { ... }` of directives with arguments and
+//! - `parser`: tokens into server blocks `zone:port { ... }` of directives with arguments and
 //!   nested blocks ([`parse`] runs these three);
 //! - `convert/`: what the server blocks do, mapped onto a [`crate::config::Config`] value, one
 //!   file per plugin family, with notes on everything that changed meaning on the way;
