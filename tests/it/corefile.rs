@@ -489,6 +489,17 @@ fn bad_arguments_are_invalid_not_unsupported() {
             "prometheus",
             None,
         ),
+        // Used to panic in the duration parser: now a precise error.
+        (
+            ".:53 {\n health :8080 {\n  lameduck 99999999999999999999h\n }\n}\n",
+            "health",
+            Some("lameduck"),
+        ),
+        (
+            ".:53 {\n cache {\n  serve_stale -5s\n }\n}\n",
+            "cache",
+            Some("serve_stale"),
+        ),
     ] {
         let e = corefile::convert(text, Path::new("/nonexistent")).expect_err(text);
         assert!(matches!(e, CorefileError::Invalid { .. }), "{text}: {e:?}");
