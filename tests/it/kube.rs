@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::apiserver::*;
+use crate::support::kube_client;
 
 /// A running `source::kube::run` and everything it emitted.
 struct Source {
@@ -598,8 +599,7 @@ async fn kube_expired_history_relists_and_drops_gap_deletions() {
     api.delete(slice("prod", "a-1", "a"));
     api.create(svc("prod", "c").cluster_ip("10.0.0.3"));
     api.update(svc("prod", "b").cluster_ip("10.0.0.22"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let leaked = src.quiet(Duration::from_millis(200)).await;
+    let leaked = src.quiet(Duration::from_millis(300)).await;
     assert!(
         leaked.is_empty(),
         "the partition leaked events: {leaked:#?}"
@@ -881,7 +881,10 @@ async fn kube_api_outage_with_compaction_relists() {
     api.delete(slice("prod", "a-1", "a"));
     api.create(svc("prod", "z").cluster_ip("10.0.0.26"));
     api.expire_history();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    src.expect("WatchRestart for the outage", Duration::from_secs(5), |e| {
+        matches!(e, ClusterEvent::WatchRestart { .. })
+    })
+    .await;
     api.restart().await;
 
     src.converge("the relisted cluster", Duration::from_secs(7), |m| {
@@ -1174,12 +1177,7 @@ async fn kube_apiserver_speaks_the_list_watch_protocol() {
     use kube::core::PartialObjectMeta;
 
     let (api, _url) = ApiServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kube::config::Kubeconfig::read_from(api.write_kubeconfig(dir.path())).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(cfg).unwrap();
+    let client = kube_client(&api).await;
     let svcs: Api<Service> = Api::all(client.clone());
 
     for n in ["a", "b", "c", "d", "e"] {
@@ -1348,14 +1346,7 @@ async fn kube_apiserver_serves_streaming_lists() {
     let (api, _url) = ApiServer::start().await;
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
     api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kube::config::Kubeconfig::read_from(api.write_kubeconfig(dir.path())).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let client = kube_client(&api).await;
     let stream = watcher::watcher(
         kube::Api::<Service>::all(client),
         watcher::Config::default().streaming_lists(),

@@ -2,6 +2,7 @@
 
 mod alerts_e2e;
 mod apiserver;
+mod config_reference;
 mod corefile;
 mod differential;
 mod forward;
