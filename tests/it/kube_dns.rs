@@ -169,20 +169,32 @@ fn kube_relist_after_dropped_watches_and_expired_history() {
     assert_eq!(short(&s, "s19.demo.svc.cluster.local"), "10.0.1.19");
 }
 
+/// Before the first full list the server is alive but not ready, and names that would be
+/// NXDOMAIN are SERVFAIL (no resolver caches a lie); after it, ready and NXDOMAIN.
 #[test]
-fn kube_servfail_until_first_sync() {
+fn kube_before_the_first_sync_servfail_and_not_ready() {
     let (api, _) = ApiServer::start_blocking();
     api.create(namespace("demo"));
     api.create(svc("demo", "a").cluster_ip("10.0.0.1"));
     api.stop_blocking();
     let s = Server::start_kube(&api, "");
-    // not synced: names that would be NXDOMAIN are SERVFAIL, so no resolver caches a lie
+    let (health, ready) = (s.listen("health").unwrap(), s.listen("ready").unwrap());
+    assert_eq!(status_body(health, "/health"), Some((200, "OK".into())));
+    assert_eq!(
+        status_body(ready, "/ready"),
+        Some((503, "kubernetes".into())),
+        "not ready before the first sync"
+    );
     assert_eq!(s.status(&["a.demo.svc.cluster.local"]), "SERVFAIL");
     assert_eq!(s.status(&["nope.demo.svc.cluster.local"]), "SERVFAIL");
     api.restart_blocking();
     converge(&s, "a.demo.svc.cluster.local", "10.0.0.1");
-    // every kind (namespaces, services, endpoint slices) listed: NXDOMAIN again
+    // every kind (namespaces, services, endpoint slices) listed: ready, NXDOMAIN again
     await_status(&s, "nope.demo.svc.cluster.local", "NXDOMAIN");
+    let is_ready = || status_body(ready, "/ready").is_some_and(|r| r.0 == 200);
+    assert!(wait_for(Duration::from_secs(10), is_ready));
+    assert_eq!(status_body(ready, "/ready"), Some((200, "OK".into())));
+    assert_eq!(status_body(health, "/nope").map(|r| r.0), Some(404));
 }
 
 #[test]

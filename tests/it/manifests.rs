@@ -173,6 +173,18 @@ impl Variant {
             .collect()
     }
 
+    /// The config a ConfigMap holds under `clusterdns.yaml`, parsed.
+    fn shipped_config(&self, configmap: &str) -> Config {
+        let text = self
+            .configmap(configmap)
+            .data
+            .as_ref()
+            .and_then(|d| d.get("clusterdns.yaml"))
+            .unwrap_or_else(|| panic!("ConfigMap {configmap} has no clusterdns.yaml"));
+        Config::from_yaml(text, Path::new("clusterdns.yaml"))
+            .unwrap_or_else(|e| panic!("ConfigMap {configmap}: {e}"))
+    }
+
     fn configmap(&self, name_: &str) -> &ConfigMap {
         self.configmaps
             .iter()
@@ -697,6 +709,19 @@ fn check_dns_workload(v: &Variant, w: &Workload<'_>) -> PodConfig {
     pc
 }
 
+/// What every variant holds to: its kustomization (also as `kubectl kustomize` renders it), its
+/// one DNS workload, and RBAC for what that workload's config watches.
+fn check_variant(v: &Variant) -> (Workload<'_>, PodConfig) {
+    check_kustomization(v);
+    check_kustomize_renders(v);
+    let mut workloads = v.workloads();
+    assert_eq!(workloads.len(), 1, "{}: one DNS workload", v.dir.display());
+    let w = workloads.remove(0);
+    let pc = check_dns_workload(v, &w);
+    check_rbac(v, &w, &pc.config);
+    (w, pc)
+}
+
 /// `file` lies in a writable `emptyDir` volume of the container: written by the server, kept
 /// across restarts of the container (not of the pod: an emptyDir lives as long as the pod).
 fn check_state_mount(w: &Workload<'_>, c: &Container, file: &Path) {
@@ -938,19 +963,13 @@ fn check_kustomize_renders(v: &Variant) {
 #[test]
 fn kube_dns_manifests_hold_their_invariants() {
     let v = load(&manifests_dir());
-    check_kustomization(&v);
-    check_kustomize_renders(&v);
-    assert_eq!(v.deployments.len(), 1);
+    let (w, pc) = check_variant(&v);
+    let cfg = &pc.config;
     assert!(v.daemonsets.is_empty());
     let (_, d) = &v.deployments[0];
     assert_eq!(name(&d.metadata), "clusterdns");
     let spec = d.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(2));
-    let workloads = v.workloads();
-    let w = &workloads[0];
-    let pc = check_dns_workload(&v, w);
-    let cfg = &pc.config;
-    check_rbac(&v, w, cfg);
 
     let pod = w.template.spec.as_ref().unwrap();
     let tlabels = labels(w.template.metadata.as_ref().unwrap());
@@ -1095,16 +1114,7 @@ fn kube_dns_manifests_hold_their_invariants() {
 #[test]
 fn kube_dns_configmap_does_what_kubeadms_corefile_did() {
     let v = load(&manifests_dir());
-    let shipped = Config::from_yaml(
-        v.configmap("clusterdns")
-            .data
-            .as_ref()
-            .unwrap()
-            .get("clusterdns.yaml")
-            .unwrap(),
-        Path::new("clusterdns.yaml"),
-    )
-    .unwrap();
+    let shipped = v.shipped_config("clusterdns");
     let kubeadm = convert_fixture("kubeadm/Corefile")
         .unwrap_or_else(|e| panic!("{e}"))
         .config;
@@ -1162,15 +1172,9 @@ fn kube_dns_configmap_does_what_kubeadms_corefile_did() {
 #[test]
 fn node_local_manifests_hold_their_invariants() {
     let v = load(&manifests_dir().join("node-local"));
-    check_kustomization(&v);
-    check_kustomize_renders(&v);
-    assert!(v.deployments.is_empty());
-    assert_eq!(v.daemonsets.len(), 1);
-    let workloads = v.workloads();
-    let w = &workloads[0];
-    let pc = check_dns_workload(&v, w);
+    let (w, pc) = check_variant(&v);
     let cfg = &pc.config;
-    check_rbac(&v, w, cfg);
+    assert!(v.deployments.is_empty());
     let pod = w.template.spec.as_ref().unwrap();
     let tlabels = labels(w.template.metadata.as_ref().unwrap());
 
@@ -1252,16 +1256,7 @@ fn node_local_manifests_hold_their_invariants() {
 #[test]
 fn node_local_configmap_does_what_nodelocaldns_corefile_did() {
     let v = load(&manifests_dir().join("node-local"));
-    let shipped = Config::from_yaml(
-        v.configmap("clusterdns-node-local")
-            .data
-            .as_ref()
-            .unwrap()
-            .get("clusterdns.yaml")
-            .unwrap(),
-        Path::new("clusterdns.yaml"),
-    )
-    .unwrap();
+    let shipped = v.shipped_config("clusterdns-node-local");
     let nodelocal = convert_fixture("nodelocal/Corefile")
         .unwrap_or_else(|e| panic!("{e}"))
         .config;

@@ -1,35 +1,13 @@
-//! Operating the real binary: health and readiness across start-up, sync and shutdown; the
-//! metrics endpoint as a stock kube-dns shows it; SIGTERM while a client keeps querying.
+//! Operating the real binary: the metrics endpoint as a stock kube-dns shows it; readiness and
+//! DNS through SIGTERM while a client keeps querying. (Health and readiness before and after
+//! the first sync: `kube_dns::kube_before_the_first_sync_servfail_and_not_ready`.)
 
 use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::apiserver::*;
 use crate::support::*;
-
-#[test]
-fn health_and_readiness_follow_the_first_sync() {
-    let (api, _) = ApiServer::start_blocking();
-    api.create(namespace("demo"));
-    api.create(svc("demo", "a").cluster_ip("10.0.0.1"));
-    api.stop_blocking();
-    let s = Server::start_kube(&api, "");
-    let (health, ready) = (s.listen("health").unwrap(), s.listen("ready").unwrap());
-    assert_eq!(status_body(health, "/health"), Some((200, "OK".into())));
-    assert_eq!(
-        status_body(ready, "/ready"),
-        Some((503, "kubernetes".into())),
-        "not ready before the first sync"
-    );
-    api.restart_blocking();
-    wait_for(Duration::from_secs(10), || {
-        status_body(ready, "/ready").is_some_and(|r| r.0 == 200)
-    });
-    assert_eq!(status_body(ready, "/ready"), Some((200, "OK".into())));
-    assert_eq!(status_body(health, "/nope").map(|r| r.0), Some(404));
-}
 
 #[test]
 fn metrics_as_a_stock_kube_dns_shows_them() {
