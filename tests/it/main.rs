@@ -12,6 +12,7 @@ mod manifests;
 mod ops;
 mod ops_e2e;
 mod prom;
+mod readme;
 mod reload;
 mod serve_forward;
 mod support;

@@ -13,7 +13,7 @@ fn package_of(tool: &str) -> &'static str {
         "unbound" => "unbound",
         "prometheus" | "promtool" => "prometheus",
         "kubectl" => "kubernetes-client",
-        "readelf" | "objcopy" => "binutils",
+        "python3" => "python3",
         _ => "?",
     }
 }
