@@ -2,8 +2,9 @@
 # Install what the tests use, from Debian's packages, only where missing: dig/nslookup
 # (dnsutils), kdig (knot-dnsutils), knotd and unbound (real upstreams and peers), dnsperf
 # (load), prometheus and promtool (metrics tests), kubectl (`kubectl kustomize` of manifests/;
-# Debian's package is kubernetes-client), python3 (benches/load.py readme --check), jq. Idempotent; quiet when all is there. A test whose
-# tool is missing fails (it never skips), naming the package.
+# Debian's package is kubernetes-client), python3 (benches/load.py readme --check), jq.
+# Idempotent; quiet when all is there. A test whose tool is missing fails (it never skips),
+# naming the package.
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
