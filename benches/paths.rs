@@ -12,9 +12,9 @@ use clusterdns::config::{Config, HostsConfig};
 use clusterdns::ops::metrics::{AnswerSource, Metrics, Proto, QueryObservation};
 use clusterdns::resolve::Resolver;
 use criterion::{Criterion, criterion_group, criterion_main};
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Message, OpCode};
 use hickory_proto::rr::rdata::A;
-use hickory_proto::rr::{Name, RData, Record, RecordType};
+use hickory_proto::rr::{RData, Record, RecordType};
 
 /// An upstream on a loopback port answering every A question with 192.0.2.1 (TTL 3600).
 fn upstream() -> SocketAddr {
@@ -41,13 +41,7 @@ fn upstream() -> SocketAddr {
 }
 
 fn query(name: &str, id: u16) -> Vec<u8> {
-    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = true;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
-    let mut o = Edns::new();
-    o.set_max_payload(1232);
-    m.set_edns(o);
-    m.to_vec().unwrap()
+    clusterdns::testkit::query(name, RecordType::A, id, true, Some(1232))
 }
 
 fn benches(cr: &mut Criterion) {

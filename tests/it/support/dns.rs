@@ -5,8 +5,8 @@ use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
-use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::op::Message;
+use hickory_proto::rr::{RData, RecordType};
 use hickory_proto::serialize::binary::BinEncodable as _;
 
 /// A query as a stub resolver sends it: RD set, the name's case kept, an OPT record with
@@ -15,35 +15,14 @@ pub fn query(name: &str, qtype: impl Into<RecordType>, id: u16, edns: Option<u16
     query_rd(name, qtype, id, true, edns)
 }
 
-/// [`query`] with the RD bit of the caller's choice.
-pub fn query_rd(
-    name: &str,
-    qtype: impl Into<RecordType>,
-    id: u16,
-    rd: bool,
-    edns: Option<u16>,
-) -> Vec<u8> {
-    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = rd;
-    m.add_query(Query::query(name_of(name), qtype.into()));
-    if let Some(payload) = edns {
-        let mut o = Edns::new();
-        o.set_max_payload(payload);
-        m.set_edns(o);
-    }
-    m.to_vec().expect("encodable query")
-}
-
-/// A name as given (case kept, a missing final dot added).
-pub fn name_of(name: &str) -> Name {
-    let mut n = Name::from_ascii(name).unwrap_or_else(|e| panic!("name {name:?}: {e}"));
-    n.set_fqdn(true);
-    n
-}
+/// [`query`] with the RD bit of the caller's choice: `query_rd(name, qtype, id, rd, edns)`.
+pub use clusterdns::testkit::query as query_rd;
 
 /// A name in uncompressed wire form.
 pub fn name_wire(name: &str) -> Vec<u8> {
-    name_of(name).to_bytes().expect("encodable name")
+    clusterdns::testkit::name(name)
+        .to_bytes()
+        .expect("encodable name")
 }
 
 /// Decode a reply; a reply hickory cannot decode fails the test, bytes shown.
