@@ -3,28 +3,13 @@
 //! that parse and validate, and Corefiles with plugins clusterdns cannot carry over fail with the
 //! directive, its server block, its line and the reason.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use clusterdns::config::{Config, ForwardPolicy, PodsMode};
 use clusterdns::corefile::{self, Conversion, CorefileError, Options};
 
-use crate::support;
-
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corefiles")
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(fixtures().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-/// Convert a fixture with imports resolved against its own folder, as the CLI does.
-#[allow(clippy::result_large_err)]
-fn convert_fixture(rel: &str) -> Result<Conversion, CorefileError> {
-    let path = fixtures().join(rel);
-    corefile::convert(&read(rel), path.parent().unwrap())
-}
+use crate::support::{self, convert_fixture, corefile_fixtures as fixtures, fixture_text as read};
 
 /// The YAML the converter wrote parses back to the same config, and validates. The notes are
 /// not in it: the CLI prints them on stderr (`cli_prints_the_config_and_every_note`).

@@ -3,23 +3,15 @@
 //! reply with hickory's encoder). A large generated set of queries, odd ones included, must get
 //! the same answers: IDs, flags, rcode, question bytes (case), every record, TC, EDNS.
 
-use hickory_proto::op::Message;
-
 use crate::support::*;
 
 fn start(fast: bool) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("cluster.yaml");
-    std::fs::copy(repo().join("config/cluster.yaml"), &objects).unwrap();
-    let extra = format!("server:\n  udp_fast_path: {fast}\n");
-    let s = Server::start(&base_config(&objects, &extra), &[]);
-    std::mem::forget(dir);
-    s
+    Server::sample(&format!("server:\n  udp_fast_path: {fast}\n"))
 }
 
 /// Everything a client can see in a reply, in comparable form.
 fn view(raw: &[u8]) -> String {
-    let m = Message::from_vec(raw).unwrap_or_else(|e| panic!("undecodable reply {raw:?}: {e}"));
+    let m = decode(raw);
     let md = &m.metadata;
     let mut s = format!(
         "id={} qr={:?} op={:?} aa={} tc={} rd={} ra={} ad={} cd={} rcode={}\n",
@@ -83,20 +75,6 @@ fn without_serial(r: &hickory_proto::rr::Record) -> String {
         }
         _ => r.to_string(),
     }
-}
-
-fn name_wire(name: &str) -> Vec<u8> {
-    let mut m = Vec::new();
-    for l in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.push(0);
-    m
 }
 
 /// A deterministic pseudo-random source (xorshift), so failures reproduce.

@@ -2,6 +2,7 @@
 
 mod alerts_e2e;
 mod apiserver;
+mod config_reference;
 mod corefile;
 mod differential;
 mod forward;
@@ -11,6 +12,7 @@ mod manifests;
 mod ops;
 mod ops_e2e;
 mod prom;
+mod readme;
 mod reload;
 mod serve_forward;
 mod support;

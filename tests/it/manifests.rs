@@ -1,7 +1,8 @@
 //! The deployment artifacts: every manifest under `manifests/` parsed into the real Kubernetes
-//! types (k8s-openapi) and checked for the invariants that break a cluster's DNS when wrong; the
-//! Dockerfile against the manifests; and the release build the image ships, run as the Dockerfile
-//! runs it (`scripts/release-build.sh`).
+//! types (k8s-openapi) and checked for the invariants that break a cluster's DNS when wrong
+//! (rendered by `kubectl kustomize` too), and the Dockerfile against the manifests. The release
+//! build the image ships (`scripts/release-build.sh`, which checks its own result) is not run
+//! here: it is the Dockerfile's and the load benchmark's (`benches/load.py`).
 //!
 //! Two variants, each its own kustomization: `manifests/` (clusterdns as kube-dns, a Deployment)
 //! and `manifests/node-local/` (a node-local cache, a DaemonSet on the host network).
@@ -23,17 +24,19 @@ use serde::Deserialize;
 use clusterdns::cluster::Kind;
 use clusterdns::config::{Config, parse_http_listen};
 
+use crate::support::{bin, convert_fixture, repo, require};
+
 const NAMESPACE: &str = "kube-system";
 /// The labels of CoreDNS's pods in a kubeadm cluster: what clusterdns's own selectors must not
 /// match alone (they would adopt or budget CoreDNS's pods during a migration).
 const COREDNS_POD_LABELS: &[(&str, &str)] = &[("k8s-app", "kube-dns")];
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+/// Where the shipped manifests mount an `emptyDir` for the critical-names state file
+/// (`hosts.state_file`): the root filesystem is read-only.
+const STATE_DIR: &str = "/var/lib/clusterdns";
 
 fn manifests_dir() -> PathBuf {
-    root().join("manifests")
+    repo().join("manifests")
 }
 
 // ----------------------------------------------------------------------------------------------
@@ -146,32 +149,40 @@ impl Variant {
     }
 
     fn workloads(&self) -> Vec<Workload<'_>> {
-        let mut w = Vec::new();
-        for (f, d) in &self.deployments {
+        let deployments = self.deployments.iter().map(|(f, d)| {
             let spec = d.spec.as_ref().expect("spec");
-            assert!(
-                spec.selector.match_expressions.is_none(),
-                "{f}: matchLabels only"
-            );
-            w.push(Workload {
-                what: format!("{f} (Deployment {})", name(&d.metadata)),
-                selector: spec.selector.match_labels.clone().unwrap_or_default(),
-                template: &spec.template,
-            });
-        }
-        for (f, d) in &self.daemonsets {
+            (f, "Deployment", &d.metadata, &spec.selector, &spec.template)
+        });
+        let daemonsets = self.daemonsets.iter().map(|(f, d)| {
             let spec = d.spec.as_ref().expect("spec");
-            assert!(
-                spec.selector.match_expressions.is_none(),
-                "{f}: matchLabels only"
-            );
-            w.push(Workload {
-                what: format!("{f} (DaemonSet {})", name(&d.metadata)),
-                selector: spec.selector.match_labels.clone().unwrap_or_default(),
-                template: &spec.template,
-            });
-        }
-        w
+            (f, "DaemonSet", &d.metadata, &spec.selector, &spec.template)
+        });
+        deployments
+            .chain(daemonsets)
+            .map(|(f, kind, meta, selector, template)| {
+                assert!(
+                    selector.match_expressions.is_none(),
+                    "{f}: matchLabels only"
+                );
+                Workload {
+                    what: format!("{f} ({kind} {})", name(meta)),
+                    selector: selector.match_labels.clone().unwrap_or_default(),
+                    template,
+                }
+            })
+            .collect()
+    }
+
+    /// The config a ConfigMap holds under `clusterdns.yaml`, parsed.
+    fn shipped_config(&self, configmap: &str) -> Config {
+        let text = self
+            .configmap(configmap)
+            .data
+            .as_ref()
+            .and_then(|d| d.get("clusterdns.yaml"))
+            .unwrap_or_else(|| panic!("ConfigMap {configmap} has no clusterdns.yaml"));
+        Config::from_yaml(text, Path::new("clusterdns.yaml"))
+            .unwrap_or_else(|e| panic!("ConfigMap {configmap}: {e}"))
     }
 
     fn configmap(&self, name_: &str) -> &ConfigMap {
@@ -670,11 +681,19 @@ fn check_dns_workload(v: &Variant, w: &Workload<'_>) -> PodConfig {
         w.what
     );
 
+    // The critical-names state file outlives a container restart: its folder is a writable
+    // emptyDir (the root filesystem is read-only), for the shipped config and for one that
+    // turns critical names on as the config reference shows.
+    if let Some(file) = cfg.hosts.as_ref().and_then(|h| h.state_file.as_ref()) {
+        check_state_mount(w, c, file);
+    }
+    check_state_mount(w, c, &Path::new(STATE_DIR).join("critical.json"));
+
     // `clusterdns check` accepts the config as the pod will read it.
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("clusterdns.yaml");
     std::fs::write(&file, &pc.text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_clusterdns"))
+    let out = Command::new(bin())
         .args(["check", "--config"])
         .arg(&file)
         .env_remove("KUBERNETES_SERVICE_HOST")
@@ -688,6 +707,61 @@ fn check_dns_workload(v: &Variant, w: &Workload<'_>) -> PodConfig {
         String::from_utf8_lossy(&out.stderr)
     );
     pc
+}
+
+/// What every variant holds to: its kustomization (also as `kubectl kustomize` renders it), its
+/// one DNS workload, and RBAC for what that workload's config watches.
+fn check_variant(v: &Variant) -> (Workload<'_>, PodConfig) {
+    check_kustomization(v);
+    check_kustomize_renders(v);
+    let mut workloads = v.workloads();
+    assert_eq!(workloads.len(), 1, "{}: one DNS workload", v.dir.display());
+    let w = workloads.remove(0);
+    let pc = check_dns_workload(v, &w);
+    check_rbac(v, &w, &pc.config);
+    (w, pc)
+}
+
+/// `file` lies in a writable `emptyDir` volume of the container: written by the server, kept
+/// across restarts of the container (not of the pod: an emptyDir lives as long as the pod).
+fn check_state_mount(w: &Workload<'_>, c: &Container, file: &Path) {
+    let mounts = c.volume_mounts.clone().unwrap_or_default();
+    let mount = mounts
+        .iter()
+        .filter(|m| file.starts_with(&m.mount_path))
+        .max_by_key(|m| m.mount_path.len())
+        .unwrap_or_else(|| {
+            panic!(
+                "{}: nothing is mounted where the state file {} goes (the root filesystem is \
+                 read-only)",
+                w.what,
+                file.display()
+            )
+        });
+    assert_ne!(
+        mount.read_only,
+        Some(true),
+        "{}: {} is mounted read-only",
+        w.what,
+        mount.mount_path
+    );
+    let vol = w
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .volumes
+        .iter()
+        .flatten()
+        .find(|v| v.name == mount.name)
+        .unwrap_or_else(|| panic!("{}: no volume {}", w.what, mount.name));
+    assert!(
+        vol.empty_dir.is_some(),
+        "{}: volume {} at {} is not an emptyDir",
+        w.what,
+        vol.name,
+        mount.mount_path
+    );
 }
 
 /// RBAC: the ServiceAccount is bound to a ClusterRole granting exactly list+watch on what the
@@ -854,19 +928,13 @@ fn check_kustomization(v: &Variant) {
     }
 }
 
-/// `kubectl kustomize` renders the folder (when kubectl is installed; CI installs it).
+/// `kubectl kustomize` renders the folder (`scripts/install-test-deps.sh` installs kubectl).
 fn check_kustomize_renders(v: &Variant) {
-    let Ok(out) = Command::new("kubectl")
+    let out = Command::new(require("kubectl"))
         .arg("kustomize")
         .arg(&v.dir)
         .output()
-    else {
-        eprintln!(
-            "kubectl is not installed: skipping `kubectl kustomize {}`",
-            v.dir.display()
-        );
-        return;
-    };
+        .expect("run kubectl kustomize");
     assert!(
         out.status.success(),
         "kubectl kustomize {}: {}",
@@ -888,14 +956,6 @@ fn check_kustomize_renders(v: &Variant) {
     }
 }
 
-fn convert_fixture(rel: &str) -> Config {
-    let path = root().join("tests/fixtures/corefiles").join(rel);
-    let text = std::fs::read_to_string(&path).unwrap();
-    clusterdns::corefile::convert(&text, path.parent().unwrap())
-        .unwrap_or_else(|e| panic!("{rel}: {e}"))
-        .config
-}
-
 // ----------------------------------------------------------------------------------------------
 // The kube-dns variant
 // ----------------------------------------------------------------------------------------------
@@ -903,19 +963,13 @@ fn convert_fixture(rel: &str) -> Config {
 #[test]
 fn kube_dns_manifests_hold_their_invariants() {
     let v = load(&manifests_dir());
-    check_kustomization(&v);
-    check_kustomize_renders(&v);
-    assert_eq!(v.deployments.len(), 1);
+    let (w, pc) = check_variant(&v);
+    let cfg = &pc.config;
     assert!(v.daemonsets.is_empty());
     let (_, d) = &v.deployments[0];
     assert_eq!(name(&d.metadata), "clusterdns");
     let spec = d.spec.as_ref().unwrap();
     assert_eq!(spec.replicas, Some(2));
-    let workloads = v.workloads();
-    let w = &workloads[0];
-    let pc = check_dns_workload(&v, w);
-    let cfg = &pc.config;
-    check_rbac(&v, w, cfg);
 
     let pod = w.template.spec.as_ref().unwrap();
     let tlabels = labels(w.template.metadata.as_ref().unwrap());
@@ -1060,17 +1114,10 @@ fn kube_dns_manifests_hold_their_invariants() {
 #[test]
 fn kube_dns_configmap_does_what_kubeadms_corefile_did() {
     let v = load(&manifests_dir());
-    let shipped = Config::from_yaml(
-        v.configmap("clusterdns")
-            .data
-            .as_ref()
-            .unwrap()
-            .get("clusterdns.yaml")
-            .unwrap(),
-        Path::new("clusterdns.yaml"),
-    )
-    .unwrap();
-    let kubeadm = convert_fixture("kubeadm/Corefile");
+    let shipped = v.shipped_config("clusterdns");
+    let kubeadm = convert_fixture("kubeadm/Corefile")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
     assert_eq!(shipped.listen, kubeadm.listen);
     assert_eq!(shipped.cluster, kubeadm.cluster);
     assert_eq!(shipped.source, kubeadm.source);
@@ -1125,15 +1172,9 @@ fn kube_dns_configmap_does_what_kubeadms_corefile_did() {
 #[test]
 fn node_local_manifests_hold_their_invariants() {
     let v = load(&manifests_dir().join("node-local"));
-    check_kustomization(&v);
-    check_kustomize_renders(&v);
-    assert!(v.deployments.is_empty());
-    assert_eq!(v.daemonsets.len(), 1);
-    let workloads = v.workloads();
-    let w = &workloads[0];
-    let pc = check_dns_workload(&v, w);
+    let (w, pc) = check_variant(&v);
     let cfg = &pc.config;
-    check_rbac(&v, w, cfg);
+    assert!(v.deployments.is_empty());
     let pod = w.template.spec.as_ref().unwrap();
     let tlabels = labels(w.template.metadata.as_ref().unwrap());
 
@@ -1215,17 +1256,10 @@ fn node_local_manifests_hold_their_invariants() {
 #[test]
 fn node_local_configmap_does_what_nodelocaldns_corefile_did() {
     let v = load(&manifests_dir().join("node-local"));
-    let shipped = Config::from_yaml(
-        v.configmap("clusterdns-node-local")
-            .data
-            .as_ref()
-            .unwrap()
-            .get("clusterdns.yaml")
-            .unwrap(),
-        Path::new("clusterdns.yaml"),
-    )
-    .unwrap();
-    let nodelocal = convert_fixture("nodelocal/Corefile");
+    let shipped = v.shipped_config("clusterdns-node-local");
+    let nodelocal = convert_fixture("nodelocal/Corefile")
+        .unwrap_or_else(|e| panic!("{e}"))
+        .config;
     assert_eq!(shipped.listen, nodelocal.listen);
     assert_eq!(shipped.cluster.enabled, nodelocal.cluster.enabled);
     assert_eq!(shipped.forward.stub_domains, nodelocal.forward.stub_domains);
@@ -1284,7 +1318,7 @@ struct Dockerfile {
 }
 
 fn dockerfile() -> Dockerfile {
-    let text = std::fs::read_to_string(root().join("Dockerfile")).unwrap();
+    let text = std::fs::read_to_string(repo().join("Dockerfile")).unwrap();
     // Join continuation lines, drop comments and the parser directive.
     let mut lines = Vec::new();
     let mut cur = String::new();
@@ -1350,7 +1384,7 @@ fn dockerfile_matches_manifests_and_release_script() {
         .strip_prefix("rust:")
         .and_then(|v| v.strip_suffix("-bookworm"))
         .unwrap_or_else(|| panic!("builder {image}: rust:X.Y-bookworm"));
-    let cargo = std::fs::read_to_string(root().join("Cargo.toml")).unwrap();
+    let cargo = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
     let msrv = cargo
         .lines()
         .find_map(|l| l.strip_prefix("rust-version = "))
@@ -1423,7 +1457,7 @@ fn dockerfile_matches_manifests_and_release_script() {
         "EXPOSE vs the Deployment's container ports"
     );
     // The build context keeps what cargo needs and leaves target/ out.
-    let ignore = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
     let ignored: Vec<&str> = ignore
         .lines()
         .map(str::trim)
@@ -1445,87 +1479,4 @@ fn dockerfile_matches_manifests_and_release_script() {
             ".dockerignore drops {keep}"
         );
     }
-}
-
-/// The release build the image ships, run exactly as the Dockerfile runs it. It checks itself
-/// that the binary needs nothing beyond distroless/cc-debian12 (glibc <= 2.36, libgcc_s); here
-/// the result also has to accept the shipped config. Set CLUSTERDNS_SKIP_RELEASE_BUILD=1 to skip
-/// it in a quick local loop (CI never sets it).
-#[test]
-fn release_build_runs_like_the_dockerfile() {
-    if std::env::var_os("CLUSTERDNS_SKIP_RELEASE_BUILD").is_some() {
-        eprintln!("CLUSTERDNS_SKIP_RELEASE_BUILD is set: skipping scripts/release-build.sh");
-        return;
-    }
-    let out = tempfile::tempdir().unwrap();
-    let status = Command::new(root().join("scripts/release-build.sh"))
-        .arg(out.path())
-        .current_dir(root())
-        .status()
-        .expect("run scripts/release-build.sh");
-    assert!(
-        status.success(),
-        "scripts/release-build.sh failed: {status}"
-    );
-    let bin = out.path().join("clusterdns");
-    let elf = Command::new("readelf")
-        .arg("-hd")
-        .arg(&bin)
-        .output()
-        .expect("readelf");
-    let text = String::from_utf8_lossy(&elf.stdout);
-    assert!(text.contains("Advanced Micro Devices X86-64"), "{text}");
-    let needed: BTreeSet<String> = text
-        .lines()
-        .filter(|l| l.contains("(NEEDED)"))
-        .filter_map(|l| {
-            l.split('[')
-                .nth(1)
-                .map(|s| s.trim_end_matches(']').to_string())
-        })
-        .collect();
-    let runtime: BTreeSet<String> = [
-        "libc.so.6",
-        "libm.so.6",
-        "libgcc_s.so.1",
-        "libpthread.so.0",
-        "libdl.so.2",
-        "librt.so.1",
-        "ld-linux-x86-64.so.2",
-    ]
-    .into_iter()
-    .map(String::from)
-    .collect();
-    assert!(
-        needed.is_subset(&runtime),
-        "libraries beyond distroless/cc: {:?}",
-        needed.difference(&runtime).collect::<Vec<_>>()
-    );
-
-    // The shipped binary accepts the shipped config.
-    let v = load(&manifests_dir());
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = dir.path().join("clusterdns.yaml");
-    std::fs::write(
-        &cfg,
-        v.configmap("clusterdns")
-            .data
-            .as_ref()
-            .unwrap()
-            .get("clusterdns.yaml")
-            .unwrap(),
-    )
-    .unwrap();
-    let check = Command::new(&bin)
-        .args(["check", "--config"])
-        .arg(&cfg)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&check.stdout),
-        String::from_utf8_lossy(&check.stderr)
-    );
 }
