@@ -32,6 +32,7 @@ pub mod config;
 pub mod corefile;
 pub mod error;
 pub mod names;
+pub mod nodelocal;
 pub mod ops;
 pub mod reload;
 pub mod resolve;
