@@ -174,9 +174,9 @@ impl Netlink {
         Ok(Netlink { fd, seq: 1 })
     }
 
-    /// Send one request and collect the answers: for a dump, every message body of type
-    /// `want` until `NLMSG_DONE`; otherwise until the ack (an error ack is an `Err` with the
-    /// kernel's errno).
+    /// Send one request and collect the answers: every message body of type `want` until
+    /// `NLMSG_DONE` (a dump) or the ack (every other request asks for one); an error ack is an
+    /// `Err` with the kernel's errno.
     fn request(&mut self, msg: Msg, want: Option<u16>) -> io::Result<Vec<Vec<u8>>> {
         self.seq = self.seq.wrapping_add(1);
         let seq = self.seq;
@@ -253,7 +253,7 @@ impl Netlink {
     pub(crate) fn link(&mut self, name: &str) -> io::Result<Option<Link>> {
         let mut cname = name.as_bytes().to_vec();
         cname.push(0);
-        let msg = Msg::new(RTM_GETLINK, 0)
+        let msg = Msg::new(RTM_GETLINK, NLM_F_ACK)
             .ifinfomsg(0, 0, 0)
             .attr(IFLA_IFNAME, &cname);
         match self.request(msg, Some(RTM_NEWLINK)) {
