@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Install what the tests use, from Debian's packages, only where missing: dig/nslookup
 # (dnsutils), kdig (knot-dnsutils), knotd and unbound (real upstreams and peers), dnsperf
-# (load), prometheus and promtool (metrics tests), jq. Idempotent; quiet when all is there.
+# (load), prometheus and promtool (metrics tests), jq, iptables (legacy and nft) and nft
+# (node-local mode's rules). Idempotent; quiet when all is there.
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -14,6 +15,9 @@ have dnsperf   || need+=(dnsperf)
 have prometheus || need+=(prometheus)
 have promtool  || need+=(prometheus)
 have jq        || need+=(jq)
+have iptables-legacy || need+=(iptables)
+have iptables-nft    || need+=(iptables)
+have nft       || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "installing: ${need[*]}" >&2

@@ -306,7 +306,7 @@ fn check(o: &Overrides) -> Result<(), clusterdns::Error> {
     println!("config: ok");
     println!(
         "listen: {}",
-        cfg.listen
+        cfg.dns_listen()
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()

@@ -241,9 +241,13 @@ impl NodeLocal {
         let mut wait = Duration::from_secs(1);
         loop {
             let me = self.clone();
-            let ok = tokio::task::spawn_blocking(move || me.ensure(metrics))
-                .await
-                .unwrap_or(false);
+            let ok = tokio::task::spawn_blocking(move || {
+                let ok = me.ensure(metrics);
+                release_free_memory();
+                ok
+            })
+            .await
+            .unwrap_or(false);
             if ok && !ready {
                 ready = true;
                 on_ready();
@@ -309,5 +313,112 @@ impl NodeLocal {
     /// The addresses held (for logs and tests).
     pub fn addresses(&self) -> &[IpAddr] {
         &self.cfg.addresses
+    }
+}
+
+/// A node cache is small and long-lived: give the memory that queries' transient buffers left
+/// in glibc's free lists back to the node once per check, so RSS tracks what the cache holds.
+#[cfg(target_env = "gnu")]
+fn release_free_memory() {
+    // SAFETY: malloc_trim only walks glibc's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn release_free_memory() {}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::config::{Config, OpsListen, parse_ops_listen};
+
+    fn config(yaml: &str) -> Result<Config, String> {
+        let c = Config::from_yaml(yaml, Path::new("c.yaml")).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    #[test]
+    fn node_local_mode_listens_on_exactly_its_addresses() {
+        let c = config(
+            "nodelocal:\n  enabled: true\n  addresses: [169.254.20.10, 10.96.0.10]\n  link_kind: ifb\n  sync_interval: 30s\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.dns_listen(),
+            vec![
+                "169.254.20.10:53".parse().unwrap(),
+                "10.96.0.10:53".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            c.nodelocal.sync_interval,
+            std::time::Duration::from_secs(30)
+        );
+        // Off: `listen` as before.
+        let c = config("listen: [\"127.0.0.1:5300\"]\n").unwrap();
+        assert_eq!(c.dns_listen(), vec!["127.0.0.1:5300".parse().unwrap()]);
+    }
+
+    #[test]
+    fn bad_node_local_settings_name_their_key() {
+        for (yaml, key) in [
+            (
+                "listen: [\"127.0.0.1:53\"]\nnodelocal: {enabled: true}\n",
+                "`listen`",
+            ),
+            (
+                "nodelocal: {enabled: true, addresses: []}\n",
+                "nodelocal.addresses",
+            ),
+            (
+                "nodelocal: {enabled: true, addresses: [0.0.0.0]}\n",
+                "nodelocal.addresses[0]",
+            ),
+            (
+                "nodelocal: {enabled: true, addresses: [169.254.20.10, 169.254.20.10]}\n",
+                "nodelocal.addresses[1]",
+            ),
+            ("nodelocal: {enabled: true, port: 0}\n", "nodelocal.port"),
+            (
+                "nodelocal: {enabled: true, interface: a-name-far-too-long}\n",
+                "nodelocal.interface",
+            ),
+            (
+                "nodelocal: {enabled: true, interface: lo}\n",
+                "nodelocal.interface",
+            ),
+            (
+                "nodelocal: {enabled: true, sync_interval: 0s}\n",
+                "nodelocal.sync_interval",
+            ),
+            ("nodelocal: {enabled: true, link_kind: veth}\n", "veth"),
+            ("nodelocal: {enabled: true, rules: ipchains}\n", "ipchains"),
+            (
+                "health: {listen: \"unix:relative.sock\"}\n",
+                "health.listen",
+            ),
+        ] {
+            let e = config(yaml).unwrap_err();
+            assert!(e.contains(key), "{yaml}: {e}");
+        }
+        // Names that are fine with `lo` (the interface is not used there).
+        config("nodelocal: {enabled: true, link_kind: lo, interface: \"\"}\n").unwrap();
+    }
+
+    #[test]
+    fn ops_listen_forms() {
+        assert_eq!(
+            parse_ops_listen("unix:/run/clusterdns/ready.sock").unwrap(),
+            OpsListen::Unix("/run/clusterdns/ready.sock".into())
+        );
+        assert_eq!(
+            parse_ops_listen(":8080").unwrap(),
+            OpsListen::Tcp("0.0.0.0:8080".parse().unwrap())
+        );
+        assert!(parse_ops_listen("unix:").is_err());
     }
 }

@@ -1146,7 +1146,10 @@ fn check_node_local_workload(v: &Variant, ds: &DaemonSet, w: &Workload<'_>) -> P
         spec.priority_class_name.as_deref(),
         Some("system-node-critical")
     );
-    assert!(spec.init_containers.is_none(), "clusterdns sets up the node itself");
+    assert!(
+        spec.init_containers.is_none(),
+        "clusterdns sets up the node itself"
+    );
     assert_eq!(spec.containers.len(), 1);
     let c = &spec.containers[0];
     assert_eq!(c.name, "clusterdns");
@@ -1249,7 +1252,10 @@ fn check_node_local_workload(v: &Variant, ds: &DaemonSet, w: &Workload<'_>) -> P
         Some("/run/xtables.lock")
     );
     let lease = volume_at(&cfg.nodelocal.lock_file);
-    assert!(lease.host_path.is_some(), "the lease lock file is on the node");
+    assert!(
+        lease.host_path.is_some(),
+        "the lease lock file is on the node"
+    );
     assert_eq!(mounts.len(), 4, "config, xtables lock, lease, probes");
 
     // Resources: requests, a memory limit, no CPU limit.
@@ -1299,7 +1305,11 @@ fn node_local_manifests_hold_their_invariants() {
     // It holds the link-local address and intercepts the kube-dns Service IP.
     let main = load(&manifests_dir());
     let kube_dns_ip: IpAddr = service_ip(&main, "kube-dns").parse().unwrap();
-    assert!(cfg.nodelocal.addresses.contains(&"169.254.20.10".parse().unwrap()));
+    assert!(
+        cfg.nodelocal
+            .addresses
+            .contains(&"169.254.20.10".parse().unwrap())
+    );
     assert!(cfg.nodelocal.addresses.contains(&kube_dns_ip));
     assert_eq!(cfg.nodelocal.port, 53);
     // The cluster and reverse zones go to kube-dns-upstream, which selects the kube-dns pods;

@@ -182,7 +182,14 @@ impl Cluster {
         ]);
         node.run(&["ip", "addr", "add", &format!("{NODE_VETH}/24"), "dev", "vn"]);
         node.run(&["ip", "link", "set", "vn", "up"]);
-        node.run(&["ip", "addr", "add", &format!("{KUBE_DNS_POD}/32"), "dev", "lo"]);
+        node.run(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{KUBE_DNS_POD}/32"),
+            "dev",
+            "lo",
+        ]);
         pod.run(&["ip", "addr", "add", &format!("{POD_VETH}/24"), "dev", "vp"]);
         pod.run(&["ip", "link", "set", "vp", "up"]);
         pod.run(&["ip", "route", "add", "default", "via", NODE_VETH]);
@@ -240,7 +247,11 @@ impl Cluster {
         let ready: SocketAddr = "127.0.0.1:8181".parse().unwrap();
         let deadline = Instant::now() + Duration::from_secs(20);
         while self.node.within(move || http_get(ready, "/ready")) != "OK" {
-            assert!(Instant::now() < deadline, "kube-dns never ready:\n{}", p.log());
+            assert!(
+                Instant::now() < deadline,
+                "kube-dns never ready:\n{}",
+                p.log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         p

@@ -82,16 +82,17 @@ fn intercept_and_fall_back(proxy: KubeProxy, link: &str) {
     assert_eq!(our_rules(&c, proxy), 20, "{}", rules_text(&c, proxy));
     if proxy != KubeProxy::IptablesNft {
         // `auto` picked the kube-proxy's tool, not the other one.
-        assert!(!c.node.run(&["iptables-nft-save"]).contains("NodeLocal DNS Cache"));
+        assert!(
+            !c.node
+                .run(&["iptables-nft-save"])
+                .contains("NodeLocal DNS Cache")
+        );
     }
     assert!(holds_both(&link_addresses(&c, link)));
 
     // The pod's queries to the Service IP and to the link-local address are answered by the
     // node-local instance; the cluster names come from kube-dns (forwarded once each).
-    let (nl0, kd0) = (
-        c.requests(NODE_LOCAL_METRICS),
-        c.requests(KUBE_DNS_METRICS),
-    );
+    let (nl0, kd0) = (c.requests(NODE_LOCAL_METRICS), c.requests(KUBE_DNS_METRICS));
     assert_eq!(c.ask(SERVICE_IP, WEB), Some(web.clone()));
     assert_eq!(c.ask(LINK_LOCAL, "db.default.svc.cluster.local"), Some(db));
     assert_eq!(c.requests(NODE_LOCAL_METRICS), nl0 + 2);
@@ -103,11 +104,18 @@ fn intercept_and_fall_back(proxy: KubeProxy, link: &str) {
 
     // Something removes rules and an address: the periodic check puts them back.
     match proxy {
-        KubeProxy::IptablesNft => c.node.run(&["iptables-nft", "-t", "raw", "-F", "PREROUTING"]),
-        KubeProxy::IptablesLegacy => {
-            c.node
-                .run(&["iptables-legacy", "-w", "5", "-t", "raw", "-F", "PREROUTING"])
-        }
+        KubeProxy::IptablesNft => c
+            .node
+            .run(&["iptables-nft", "-t", "raw", "-F", "PREROUTING"]),
+        KubeProxy::IptablesLegacy => c.node.run(&[
+            "iptables-legacy",
+            "-w",
+            "5",
+            "-t",
+            "raw",
+            "-F",
+            "PREROUTING",
+        ]),
         KubeProxy::Nftables => c.node.run(&[
             "nft",
             "flush",
@@ -118,20 +126,15 @@ fn intercept_and_fall_back(proxy: KubeProxy, link: &str) {
         ]),
     };
     let dev = if link == "lo" { "lo" } else { "nodelocaldns" };
-    c.node.run(&[
-        "ip",
-        "addr",
-        "del",
-        &format!("{SERVICE_IP}/32"),
-        "dev",
-        dev,
-    ]);
+    c.node
+        .run(&["ip", "addr", "del", &format!("{SERVICE_IP}/32"), "dev", dev]);
     assert!(our_rules(&c, proxy) < 20);
     wait_until("rules and address re-created", || {
         our_rules(&c, proxy) == 20 && holds_both(&link_addresses(&c, link))
     });
     assert!(
-        nl.log().contains("re-created the node-local interface or its addresses"),
+        nl.log()
+            .contains("re-created the node-local interface or its addresses"),
         "{}",
         nl.log()
     );
@@ -140,7 +143,10 @@ fn intercept_and_fall_back(proxy: KubeProxy, link: &str) {
     // A clean stop removes rules and interface: the pod's queries reach kube-dns through the
     // DNAT again.
     assert!(nl.stop().success(), "{}", nl.log());
-    assert!(nl.log().contains("last node-local instance: removing rules and interface"));
+    assert!(
+        nl.log()
+            .contains("last node-local instance: removing rules and interface")
+    );
     assert_eq!(our_rules(&c, proxy), 0, "{}", rules_text(&c, proxy));
     match link_addresses(&c, link) {
         None => assert_ne!(link, "lo"),
@@ -250,7 +256,11 @@ fn kill_9_and_restart(fail_open: bool) -> (LoadReport, u64, Duration) {
     let killed = Instant::now();
     // The kubelet's restart delay.
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(our_rules(&c, KubeProxy::IptablesNft), 20, "no cleanup after kill -9");
+    assert_eq!(
+        our_rules(&c, KubeProxy::IptablesNft),
+        20,
+        "no cleanup after kill -9"
+    );
     assert!(holds_both(&link_addresses(&c, "ifb")));
     let to_kube_dns = c.requests(KUBE_DNS_METRICS) - kd_before;
     let mut b = c.start_node_local("nl-b", "ifb", &extra);
@@ -297,7 +307,12 @@ fn node_local_kill_9_without_fail_open_black_holes_until_the_restart() {
 fn node_local_setup_errors_are_counted_and_keep_readiness_off() {
     let c = Cluster::new(KubeProxy::IptablesNft);
     let dir = c.dir.path().join("broken");
-    let cfg = node_local_config(&dir, &c.dir.path().join("lock"), "lo", "  rules: iptables\n");
+    let cfg = node_local_config(
+        &dir,
+        &c.dir.path().join("lock"),
+        "lo",
+        "  rules: iptables\n",
+    );
     let mut cmd_env = Proc::start_env(&c.node, &dir, &cfg, &[("PATH", "/nonexistent")]);
     cmd_env.wait_line("listening dns=");
     wait_until("an iptables setup error counted", || {
@@ -332,19 +347,15 @@ fn node_local_setup_errors_are_counted_and_keep_readiness_off() {
 fn node_local_memory_with_a_full_cache() {
     let c = Cluster::new(KubeProxy::IptablesNft);
     let _kube_dns = c.start_kube_dns();
-    let mut nl = c.start_node_local(
-        "nl-mem",
-        "ifb",
-        "",
-    );
+    let mut nl = c.start_node_local("nl-mem", "ifb", "  sync_interval: 1s\n");
     nl.wait_ready();
     let rss_start = rss_kib(nl.pid());
-    let answered = c.pod.within(|| {
-        fill_cache(
-            format!("{SERVICE_IP}:53").parse().unwrap(),
-            12_000,
-        )
-    });
+    let anon_start = status_kib(nl.pid(), "RssAnon");
+    let answered = c
+        .pod
+        .within(|| fill_cache(format!("{SERVICE_IP}:53").parse().unwrap(), 12_000));
+    // One periodic check later (it gives transient buffers back, as in a long-running node).
+    std::thread::sleep(Duration::from_millis(1500));
     let text = c.scrape(NODE_LOCAL_METRICS);
     let entries: u64 = text
         .lines()
@@ -352,26 +363,38 @@ fn node_local_memory_with_a_full_cache() {
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or(0.0) as u64;
     let rss = rss_kib(nl.pid());
+    let mib = |k: u64| k as f64 / 1024.0;
     eprintln!(
-        "node-local memory: {answered} names answered, {entries} cache entries, RSS {:.1} MiB (at start {:.1} MiB); binary {}",
-        rss as f64 / 1024.0,
-        rss_start as f64 / 1024.0,
+        "node-local memory: {answered} names answered, {entries} cache entries, RSS {:.1} MiB = {:.1} MiB anonymous + {:.1} MiB file-backed (binary pages, shared) (at start {:.1} MiB, {:.1} MiB anonymous); binary {}",
+        mib(rss),
+        mib(status_kib(nl.pid(), "RssAnon")),
+        mib(status_kib(nl.pid(), "RssFile")),
+        mib(rss_start),
+        mib(anon_start),
         bin().display()
     );
     assert_eq!(answered, 12_000);
     // Full: every shard at its share of `cache.max_entries` (10,000).
     assert!((9_900..=10_000).contains(&entries), "{entries} entries");
     if std::env::var_os("NODELOCAL_RSS_LIMIT_MIB").is_some() {
-        let limit: u64 = std::env::var("NODELOCAL_RSS_LIMIT_MIB").unwrap().parse().unwrap();
+        let limit: u64 = std::env::var("NODELOCAL_RSS_LIMIT_MIB")
+            .unwrap()
+            .parse()
+            .unwrap();
         assert!(rss < limit * 1024, "RSS {rss} KiB above {limit} MiB");
     }
 }
 
 fn rss_kib(pid: i32) -> u64 {
+    status_kib(pid, "VmRSS")
+}
+
+/// A `kB` field of /proc/PID/status.
+fn status_kib(pid: i32, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
 }
@@ -380,7 +403,8 @@ fn rss_kib(pid: i32) -> u64 {
 /// the name itself), each asked until answered (at most three tries); how many were answered.
 fn fill_cache(server: std::net::SocketAddr, n: usize) -> usize {
     let s = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut answered = vec![false; n];
     let mut buf = [0u8; 1500];
     for _ in 0..3 {
@@ -406,4 +430,40 @@ fn fill_cache(server: std::net::SocketAddr, n: usize) -> usize {
         }
     }
     answered.iter().filter(|a| **a).count()
+}
+
+/// The flags switch node-local mode on as the config key does; `probe` fails when nothing
+/// answers (an exec probe's exit code).
+#[test]
+fn node_local_flags_and_probe_exit_codes() {
+    let out = std::process::Command::new(bin())
+        .args([
+            "check",
+            "--node-local",
+            "--node-local-ip",
+            LINK_LOCAL,
+            "--node-local-ip",
+            SERVICE_IP,
+        ])
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains(&format!("listen: {LINK_LOCAL}:53, {SERVICE_IP}:53")),
+        "{text}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("probe")
+        .arg(format!("unix:{}", dir.path().join("none.sock").display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("probe failed"));
 }
