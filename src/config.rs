@@ -436,7 +436,7 @@ pub struct NodeLocalConfig {
     pub link_kind: LinkKind,
     pub rules: RulesBackend,
     /// Skip conntrack for pods' queries only while a socket listens on the address (`-m socket`
-    /// / `socket wildcard 0` on the PREROUTING rules): with no process, queries to the kube-dns
+    /// / `socket transparent 0` on the PREROUTING rules): with no process, queries to the kube-dns
     /// Service IP are tracked again and kube-proxy's DNAT sends them to kube-dns.
     pub fail_open: bool,
     /// Remove rules and interface on exit when no other instance runs (node-cache's

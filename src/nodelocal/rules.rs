@@ -15,7 +15,7 @@
 //! ways (node-cache's `-health-port`).
 //!
 //! One addition, [`Rule::only_with_socket`] (`nodelocal.fail_open`): the PREROUTING rules also
-//! match `-m socket` (nft: `socket wildcard 0`), so pods' packets skip conntrack only while a
+//! match `-m socket` (nft: `socket transparent 0`), so pods' packets skip conntrack only while a
 //! socket is bound to the address. When no clusterdns runs (killed, crashed, between restarts)
 //! the kernel tracks them again, kube-proxy's DNAT sends queries for the kube-dns Service IP to
 //! kube-dns, and nothing is black-holed. Locally generated traffic (OUTPUT) cannot be gated
@@ -183,7 +183,11 @@ impl Rule {
             self.port
         );
         if self.only_with_socket {
-            s.push_str(" socket wildcard 0");
+            // Not `socket wildcard 0`: nft breaks on a socket that is not a full one, such as
+            // the request socket the handshake's final ACK finds, and that ACK would then be
+            // tracked and DNATed away. `transparent 0` matches every socket we bind, as
+            // iptables' `-m socket` does.
+            s.push_str(" socket transparent 0");
         }
         s.push_str(match self.target {
             Target::Notrack => " notrack",
@@ -318,7 +322,7 @@ mod tests {
         ));
         assert_eq!(s.matches(" comment ").count(), rules.len());
         assert!(
-            s.contains("ip daddr 169.254.20.10 udp dport 53 socket wildcard 0 notrack comment")
+            s.contains("ip daddr 169.254.20.10 udp dport 53 socket transparent 0 notrack comment")
         );
         assert!(s.contains("ip6 saddr fd00::10 tcp sport 53 accept comment"));
         assert!(s.contains("type filter hook prerouting priority raw;"));

@@ -55,6 +55,23 @@ fn holds_both(addrs: &Option<String>) -> bool {
     })
 }
 
+/// `dig +tcp +short` from the pod.
+fn dig_tcp(c: &Cluster, server: &str, name: &str) -> String {
+    crate::support::require("dig");
+    c.pod
+        .run(&[
+            "dig",
+            "+tcp",
+            "+short",
+            "+time=2",
+            "+tries=1",
+            &format!("@{server}"),
+            name,
+        ])
+        .trim()
+        .to_string()
+}
+
 fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(15);
     while !cond() {
@@ -101,6 +118,9 @@ fn intercept_and_fall_back(proxy: KubeProxy, link: &str) {
     assert_eq!(c.ask(SERVICE_IP, WEB), Some(web.clone()));
     assert_eq!(c.requests(NODE_LOCAL_METRICS), nl0 + 3);
     assert_eq!(c.requests(KUBE_DNS_METRICS), kd0 + 2);
+    // Over TCP too (the NOTRACK and ACCEPT rules cover both): answered by node-local.
+    assert_eq!(dig_tcp(&c, SERVICE_IP, WEB), WEB_IP);
+    assert_eq!(c.requests(NODE_LOCAL_METRICS), nl0 + 4);
 
     // Something removes rules and an address: the periodic check puts them back.
     match proxy {
@@ -195,8 +215,10 @@ fn node_local_rolling_update_loses_no_query() {
         std::thread::sleep(Duration::from_millis(300));
         let mut new = c.start_node_local(&format!("nl-{i}"), "ifb", "");
         new.wait_ready();
-        // Both pods answer their own exec probes (per-pod unix sockets, no collision).
+        // Both pods answer their own exec probes (per-pod unix sockets, no collision), and
+        // both listen on TCP 53 of the same addresses.
         assert!(old.probe_ready(), "{}", old.log());
+        assert_eq!(dig_tcp(&c, SERVICE_IP, WEB), WEB_IP);
         assert!(old.stop().success(), "{}", old.log());
         assert!(
             old.log()
