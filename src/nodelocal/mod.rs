@@ -3,8 +3,8 @@
 //!
 //! | step | when | what |
 //! |---|---|---|
-//! | [`NodeLocal::prepare`] | start, before binding | take the node's [`lease`](lease) (shared), put `nodelocal.addresses` on the link (`dummy`/`ifb` named `nodelocal.interface`, or `lo`) |
-//! | [`NodeLocal::ensure`] | once the DNS sockets are bound, then every `sync_interval` | re-create link, addresses and the [`rules`] that something else removed; failures count in `coredns_nodecache_setup_errors_total{errortype}` |
+//! | [`NodeLocal::prepare`] | start, before binding | take the node's lease (`lease.rs`, shared), put `nodelocal.addresses` on the link (`dummy`/`ifb` named `nodelocal.interface`, or `lo`) |
+//! | [`NodeLocal::ensure`] | once the DNS sockets are bound, then every `sync_interval` | re-create link, addresses and rules (`rules.rs`) that something else removed; failures count in `coredns_nodecache_setup_errors_total{errortype}` |
 //! | [`NodeLocal::finish`] | after the DNS drain | if no other instance holds the lease and `teardown` is on: rules, then the link (node-cache's order); otherwise leave them to the newer instance |
 //!
 //! Two instances (the old and the new pod of a rolling update with `maxSurge: 1`) hold the same
@@ -13,8 +13,8 @@
 //! so nothing new is queued on them) and exits — leaving link and rules in place, because the
 //! new instance holds the lease.
 //!
-//! Links and addresses go through rtnetlink from Rust ([`netlink`]); rules through the node's
-//! own tool (`iptables-legacy`, `iptables-nft` or `nft`, [`backend`]), which the image ships.
+//! Links and addresses go through rtnetlink from Rust (`netlink.rs`); rules through the node's
+//! own tool (`iptables-legacy`, `iptables-nft` or `nft`, `backend.rs`), which the image ships.
 
 mod backend;
 mod lease;
