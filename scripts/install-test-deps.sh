@@ -4,7 +4,7 @@
 # (load), prometheus and promtool (metrics tests), kubectl (`kubectl kustomize` of manifests/;
 # Debian's package is kubernetes-client), python3 (benches/load.py readme --check), jq.
 # Idempotent; quiet when all is there. A test whose tool is missing fails (it never skips),
-# naming the package.
+# naming the package. Also iptables (legacy and nft) and nft (node-local mode's rules).
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -19,6 +19,9 @@ have promtool  || need+=(prometheus)
 have kubectl   || need+=(kubernetes-client)
 have python3   || need+=(python3)
 have jq        || need+=(jq)
+have iptables-legacy || need+=(iptables)
+have iptables-nft    || need+=(iptables)
+have nft       || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "installing: ${need[*]}" >&2

@@ -158,7 +158,7 @@ pub fn bind_dns(
     };
     let mut out = Vec::new();
     let mut bound = Bound::default();
-    for addr in &cfg.listen {
+    for addr in &cfg.dns_listen() {
         let listen_err = |e: std::io::Error| Error::Listen {
             addr: addr.to_string(),
             source: e,
@@ -170,7 +170,7 @@ pub fn bind_dns(
             tries += 1;
             let socks = udp::bind_workers(*addr, workers).map_err(listen_err)?;
             let actual = socks[0].local_addr().map_err(listen_err)?;
-            let tcp = match std::net::TcpListener::bind(actual) {
+            let tcp = match bind_tcp(actual, addr.port() != 0) {
                 Ok(t) => t,
                 Err(e) if addr.port() == 0 && tries < 10 => {
                     tracing::debug!(error = %e, "tcp port taken, retrying");
@@ -186,6 +186,28 @@ pub fn bind_dns(
         }
     }
     Ok((out, bound))
+}
+
+/// A TCP listener on `addr`. With `share` (a fixed port), `SO_REUSEPORT` lets a second
+/// clusterdns (the new pod of a node-local rolling update, same user) listen beside this one.
+/// A port the kernel picked (port 0) is this process's alone: no sharing there, so a clash with
+/// another process is an error and the caller picks again.
+fn bind_tcp(addr: SocketAddr, share: bool) -> std::io::Result<std::net::TcpListener> {
+    let s = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        None,
+    )?;
+    s.set_reuse_address(true)?;
+    if share {
+        s.set_reuse_port(true)?;
+    }
+    if addr.is_ipv6() {
+        s.set_only_v6(true)?;
+    }
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    Ok(s.into())
 }
 
 /// Run the DNS server until `stop` turns true, then stop accepting and wait (bounded) for
@@ -274,6 +296,15 @@ pub async fn serve(
     use crate::ops::lifecycle::{Lifecycle, Phase, Readiness};
     use crate::ops::metrics;
     metrics::install_panic_hook();
+    // Node-local mode: the addresses must be on the node before the sockets can bind them.
+    let nodelocal = match cfg.nodelocal.enabled {
+        true => Some(Arc::new(
+            crate::nodelocal::NodeLocal::prepare(&cfg)
+                .await
+                .map_err(|e| Error::Other(e.to_string()))?,
+        )),
+        false => None,
+    };
     // Bind first: `server="dns://:53"` as CoreDNS labels it comes from the port actually bound,
     // and the metrics must know it before anything (the resolver's upstream handles) counts.
     // Queries that arrive before the workers start wait in the sockets' queues.
@@ -283,11 +314,17 @@ pub async fn serve(
         cfg.forward.legacy_metrics,
         &metrics::plugins_for(&cfg),
     );
-    let readiness = Readiness::new(if cfg.cluster.enabled {
-        vec!["kubernetes"]
-    } else {
-        Vec::<&str>::new()
-    });
+    let mut pending = Vec::<&str>::new();
+    if cfg.cluster.enabled {
+        pending.push("kubernetes");
+    }
+    if nodelocal.is_some() {
+        // Ready once interface and rules are in place: a rolling update (maxUnavailable 0)
+        // stops the old pod only then.
+        pending.push("nodelocal");
+        metrics::global().nodecache_setup_errors_init(&crate::nodelocal::SETUP_ERROR_TYPES);
+    }
+    let readiness = Readiness::new(pending);
     let lc = Lifecycle::new(readiness.clone(), &cfg.health).with_metrics(metrics::global());
     // Signals are caught from here on: a SIGTERM during start-up still drains properly.
     let life = lc
@@ -338,7 +375,21 @@ pub async fn serve(
             eprintln!("clusterdns: listening {what}={a}");
         }
     }
+    for (endpoint, path) in &ep.unix {
+        eprintln!(
+            "clusterdns: listening {}=unix:{}",
+            endpoint.name(),
+            path.display()
+        );
+    }
     crate::app_ops::after_listen(&resolver).await;
+    if let Some(nl) = &nodelocal {
+        tokio::spawn(nl.clone().run(
+            metrics::global(),
+            readiness.setter("nodelocal"),
+            lc.signal(),
+        ));
+    }
     let startup_timeout = cfg
         .source
         .kubernetes
@@ -369,6 +420,9 @@ pub async fn serve(
     match dns.await {
         Ok(r) => r?,
         Err(e) => return Err(Error::Other(format!("dns server task: {e}"))),
+    }
+    if let Some(nl) = nodelocal {
+        let _ = tokio::task::spawn_blocking(move || nl.finish()).await;
     }
     tracing::info!("stopped");
     Ok(())

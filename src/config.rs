@@ -40,6 +40,8 @@ pub struct Config {
     pub querylog: QueryLogConfig,
     /// Server tuning: UDP fast path, socket counts, TCP limits.
     pub server: ServerConfig,
+    /// Node-local mode (NodeLocal DNSCache's node-cache): interface, interception rules, handover.
+    pub nodelocal: NodeLocalConfig,
 }
 
 impl Default for Config {
@@ -56,6 +58,7 @@ impl Default for Config {
             ready: ReadyConfig::default(),
             querylog: QueryLogConfig::default(),
             server: ServerConfig::default(),
+            nodelocal: NodeLocalConfig::default(),
         }
     }
 }
@@ -383,6 +386,89 @@ impl Default for ServerConfig {
     }
 }
 
+/// The kind of link that holds the node-local addresses.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    /// A `dummy` link, as node-cache creates (needs the kernel's dummy driver).
+    #[default]
+    Dummy,
+    /// An `ifb` link: for kernels without the dummy driver; it holds addresses the same way.
+    Ifb,
+    /// No link of its own: the addresses go on `lo` (and only they are removed again).
+    Lo,
+}
+
+/// Which tool writes the interception rules.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RulesBackend {
+    /// What the node uses: `nftables` when kube-proxy's `ip kube-proxy` table exists, else the
+    /// iptables mode the kubelet marked (`KUBE-IPTABLES-HINT`), else the one holding more rules
+    /// (nft on a tie), as Kubernetes' iptables-wrapper decides.
+    #[default]
+    Auto,
+    /// `iptables`/`ip6tables` as found on `PATH`.
+    Iptables,
+    IptablesLegacy,
+    IptablesNft,
+    /// A table of clusterdns's own (`inet clusterdns-nodelocal`) through `nft`.
+    Nftables,
+    /// No rules (node-cache's `-setupiptables=false`).
+    None,
+}
+
+/// Node-local mode: what NodeLocal DNSCache's node-cache sets up around the cache.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeLocalConfig {
+    /// Turn node-local mode on (flag `--node-local`).
+    pub enabled: bool,
+    /// The addresses held on the interface and listened on (node-cache's `-localip`): the
+    /// link-local address, and the kube-dns Service IP to intercept it.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The DNS port on those addresses.
+    pub port: u16,
+    /// Create the interface and add the addresses (node-cache's `-setupinterface`).
+    pub setup_interface: bool,
+    /// The link's name (node-cache's `-interfacename`); unused with `link_kind: lo`.
+    pub interface: String,
+    pub link_kind: LinkKind,
+    pub rules: RulesBackend,
+    /// Skip conntrack for pods' queries only while a socket listens on the address (`-m socket`
+    /// / `socket transparent 0` on the PREROUTING rules): with no process, queries to the kube-dns
+    /// Service IP are tracked again and kube-proxy's DNAT sends them to kube-dns.
+    pub fail_open: bool,
+    /// Remove rules and interface on exit when no other instance runs (node-cache's
+    /// `-skipteardown` inverted).
+    pub teardown: bool,
+    /// How often rules, link and addresses are checked and re-created (node-cache's
+    /// `-syncinterval`).
+    #[serde(with = "duration_text")]
+    pub sync_interval: Duration,
+    /// The lock file every instance on the node holds shared: on a host path, so that an
+    /// exiting instance sees whether a newer one runs.
+    pub lock_file: PathBuf,
+}
+
+impl Default for NodeLocalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            addresses: vec![std::net::Ipv4Addr::new(169, 254, 20, 10).into()],
+            port: 53,
+            setup_interface: true,
+            interface: "nodelocaldns".into(),
+            link_kind: LinkKind::Dummy,
+            rules: RulesBackend::Auto,
+            fail_open: true,
+            teardown: true,
+            sync_interval: Duration::from_secs(60),
+            lock_file: "/run/clusterdns-nodelocal/lock".into(),
+        }
+    }
+}
+
 /// Parse a duration as the config writes it: Go's `time.ParseDuration` syntax (`500ms`, `5s`,
 /// `1m30s`, `1.5h`, `0`; units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), or a bare number of seconds
 /// (`7`, `0.5`).
@@ -644,9 +730,10 @@ impl Config {
             ("ready.listen", &self.ready.listen),
         ] {
             if let Some(l) = l {
-                parse_http_listen(l).map_err(|e| invalid(key, e))?;
+                parse_ops_listen(l).map_err(|e| invalid(key, e))?;
             }
         }
+        self.validate_nodelocal()?;
         if !(0.0..=1.0).contains(&self.querylog.sample) {
             return Err(invalid(
                 "querylog.sample",
@@ -660,6 +747,122 @@ impl Config {
             ));
         }
         Ok(())
+    }
+}
+
+impl Config {
+    /// The DNS listen addresses: `listen`, or in node-local mode exactly the node-local
+    /// addresses at `nodelocal.port`.
+    pub fn dns_listen(&self) -> Vec<SocketAddr> {
+        if self.nodelocal.enabled {
+            let port = self.nodelocal.port;
+            self.nodelocal
+                .addresses
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port))
+                .collect()
+        } else {
+            self.listen.clone()
+        }
+    }
+
+    fn validate_nodelocal(&self) -> Result<(), ConfigError> {
+        let n = &self.nodelocal;
+        if !n.enabled {
+            return Ok(());
+        }
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        if self.listen != Config::default().listen {
+            return Err(invalid(
+                "listen",
+                "in node-local mode clusterdns listens on nodelocal.addresses at nodelocal.port; leave `listen` out".into(),
+            ));
+        }
+        if n.addresses.is_empty() {
+            return Err(invalid(
+                "nodelocal.addresses",
+                "at least one address is needed".into(),
+            ));
+        }
+        for (i, ip) in n.addresses.iter().enumerate() {
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+                return Err(invalid(
+                    &format!("nodelocal.addresses[{i}]"),
+                    format!(
+                        "{ip} cannot be a node-local address (unspecified, multicast or loopback)"
+                    ),
+                ));
+            }
+            if n.addresses[..i].contains(ip) {
+                return Err(invalid(
+                    &format!("nodelocal.addresses[{i}]"),
+                    format!("{ip} is listed twice"),
+                ));
+            }
+        }
+        if n.port == 0 {
+            return Err(invalid(
+                "nodelocal.port",
+                "the rules need a fixed port".into(),
+            ));
+        }
+        // IFNAMSIZ is 16 with the terminating NUL.
+        let name_ok = !n.interface.is_empty()
+            && n.interface.len() < 16
+            && n.interface != "."
+            && n.interface != ".."
+            && n.interface
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        if n.link_kind != LinkKind::Lo && !name_ok {
+            return Err(invalid(
+                "nodelocal.interface",
+                format!(
+                    "{:?} is not an interface name (1 to 15 characters, no `/`, `:` or spaces)",
+                    n.interface
+                ),
+            ));
+        }
+        if n.link_kind != LinkKind::Lo && n.interface == "lo" {
+            return Err(invalid(
+                "nodelocal.interface",
+                "use `link_kind: lo` to put the addresses on lo".into(),
+            ));
+        }
+        if n.sync_interval.is_zero() {
+            return Err(invalid(
+                "nodelocal.sync_interval",
+                "must be above zero".into(),
+            ));
+        }
+        if n.lock_file.as_os_str().is_empty() {
+            return Err(invalid("nodelocal.lock_file", "must be a path".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Where an operator endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpsListen {
+    /// `host:port` or `:port`.
+    Tcp(SocketAddr),
+    /// `unix:/path`: a socket only this pod's exec probes reach (two node-local pods on one
+    /// node's host network would share any TCP port).
+    Unix(PathBuf),
+}
+
+/// `unix:/absolute/path`, else [`parse_http_listen`].
+pub fn parse_ops_listen(s: &str) -> Result<OpsListen, String> {
+    match s.strip_prefix("unix:") {
+        Some(p) if p.starts_with('/') && p.len() > 1 => Ok(OpsListen::Unix(p.into())),
+        Some(_) => Err(format!(
+            "{s:?}: a unix socket needs an absolute path (unix:/run/x.sock)"
+        )),
+        None => parse_http_listen(s).map(OpsListen::Tcp),
     }
 }
 

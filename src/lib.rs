@@ -22,6 +22,8 @@
 //! - [`server`]: sockets and the DNS protocol (EDNS, truncation, rcodes); no Kubernetes types.
 //! - [`resolve`]: names outside the cluster: hosts file, cache, forwarding.
 //! - [`ops`]: metrics, health and readiness endpoints, query log, lifecycle.
+//! - [`nodelocal`]: node-local mode: the interface, node-cache's interception rules, the
+//!   handover lease between two instances, the periodic check.
 //! - [`corefile`]: converting a CoreDNS Corefile into a clusterdns config: lexer, imports,
 //!   parser, a converter per plugin family that builds a [`config::Config`], and its YAML.
 
@@ -32,6 +34,7 @@ pub mod config;
 pub mod corefile;
 pub mod error;
 pub mod names;
+pub mod nodelocal;
 pub mod ops;
 pub mod reload;
 pub mod resolve;

@@ -28,6 +28,20 @@ enum Command {
     Check(CheckArgs),
     /// Convert a CoreDNS Corefile into a clusterdns config (printed on stdout; notes on stderr).
     ConvertCorefile(ConvertArgs),
+    /// Ask a health or readiness endpoint (an exec probe): exit 0 on 200, 1 otherwise.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// The endpoint: `unix:/path`, `host:port` or `:port`.
+    endpoint: String,
+    /// The path asked.
+    #[arg(long, default_value = "/health")]
+    path: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 3)]
+    timeout: u64,
 }
 
 /// Flags shared by `serve` and `check`: they override the config file.
@@ -60,6 +74,14 @@ struct Overrides {
     /// Readiness endpoint address (e.g. :8181).
     #[arg(long, value_name = "ADDR")]
     ready_listen: Option<String>,
+    /// Node-local mode (`nodelocal.enabled`): hold the node-local addresses on a local
+    /// interface, intercept them with NOTRACK/ACCEPT rules, listen on exactly them.
+    #[arg(long)]
+    node_local: bool,
+    /// A node-local address (repeatable; replaces `nodelocal.addresses`), as node-cache's
+    /// `-localip`: the link-local address, and the kube-dns Service IP to intercept.
+    #[arg(long = "node-local-ip", value_name = "IP")]
+    node_local_ip: Vec<std::net::IpAddr>,
 }
 
 #[derive(Args)]
@@ -127,6 +149,12 @@ fn load_config(o: &Overrides) -> Result<Config, clusterdns::Error> {
     }
     if let Some(r) = &o.ready_listen {
         cfg.ready.listen = Some(r.clone());
+    }
+    if o.node_local {
+        cfg.nodelocal.enabled = true;
+    }
+    if !o.node_local_ip.is_empty() {
+        cfg.nodelocal.addresses = o.node_local_ip.clone();
     }
     cfg.validate()?;
     Ok(cfg)
@@ -198,6 +226,20 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Probe(a) => match clusterdns::ops::http::probe(
+            &a.endpoint,
+            &a.path,
+            std::time::Duration::from_secs(a.timeout),
+        ) {
+            Ok(body) => {
+                println!("{}", body.trim());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("clusterdns: probe failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Check(a) => match check(&a.o) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
@@ -264,7 +306,7 @@ fn check(o: &Overrides) -> Result<(), clusterdns::Error> {
     println!("config: ok");
     println!(
         "listen: {}",
-        cfg.listen
+        cfg.dns_listen()
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()

@@ -542,6 +542,7 @@ struct Inner {
     relists: IntCounterVec,
     upstream_healthy: IntGaugeVec,
     dropped: [IntCounter; 3],
+    nodecache_setup_errors: IntCounterVec,
 
     scrape: Arc<ScrapeState>,
 }
@@ -780,6 +781,13 @@ impl Inner {
             &["reason"],
         );
         let dropped = DROP_REASONS.map(|k| dropped_vec.with_label_values(&[k]));
+        // Node-local mode: node-cache's own counter, same name, help and label.
+        let nodecache_setup_errors = counter_vec(
+            &r,
+            "coredns_nodecache_setup_errors_total",
+            "The number of errors during periodic network setup for node-cache",
+            &["errortype"],
+        );
 
         let scrape = Arc::new(ScrapeState {
             snapshot_published_us: AtomicU64::new(0),
@@ -820,6 +828,7 @@ impl Inner {
             relists,
             upstream_healthy,
             dropped,
+            nodecache_setup_errors,
             scrape,
         }
     }
@@ -1048,6 +1057,25 @@ impl Metrics {
     }
     /// One self-check of `/health` (`coredns_health_request_duration_seconds`, and
     /// `coredns_health_request_failures_total` when it failed).
+    /// Node-local mode is on: show `coredns_nodecache_setup_errors_total` at 0 for every
+    /// `errortype` node-cache exports, as node-cache's `registerMetrics` does.
+    pub fn nodecache_setup_errors_init(&self, errortypes: &[&str]) {
+        for t in errortypes {
+            self.inner()
+                .nodecache_setup_errors
+                .with_label_values(&[t])
+                .inc_by(0);
+        }
+    }
+    /// A failed step of the node-local setup (`errortype`: `iptables`, `iptables_lock`,
+    /// `interface_add`, `interface_check`).
+    pub fn nodecache_setup_error(&self, errortype: &str) {
+        self.inner()
+            .nodecache_setup_errors
+            .with_label_values(&[errortype])
+            .inc();
+    }
+
     pub fn health_check(&self, duration: Duration, ok: bool) {
         let i = self.inner();
         i.health_duration.observe(duration.as_secs_f64());

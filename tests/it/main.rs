@@ -9,6 +9,8 @@ mod forward;
 mod kube;
 mod kube_dns;
 mod manifests;
+mod netns;
+mod nodelocal;
 mod ops;
 mod ops_e2e;
 mod prom;
