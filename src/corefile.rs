@@ -2163,12 +2163,8 @@ impl Converter {
                 .iter()
                 .map(|ip| SocketAddr::new(*ip, port).to_string())
                 .collect(),
-            None => {
-                self.notes.push(format!(
-                    "listen: CoreDNS listens on every IPv4 and IPv6 address; the config listens on 0.0.0.0:{port}: add \"[::]:{port}\" for IPv6 or dual-stack clusters"
-                ));
-                vec![format!("0.0.0.0:{port}")]
-            }
+            // Every address of both families, as CoreDNS's `.:53`.
+            None => vec![format!(":{port}")],
         };
         y.push_str("listen:\n");
         for l in &listen {

@@ -107,7 +107,12 @@ fn label_is(l: &[u8], s: &str) -> bool {
 /// Answer `q` from `snap`, writing records into `w` (its header and question are written).
 /// `can_fall_through`: names of fallthrough zones that are not found may go elsewhere (there is
 /// a resolver); otherwise they get NXDOMAIN here.
-pub fn answer(snap: &Snapshot, q: &Query, w: &mut Writer<'_>, can_fall_through: bool) -> Outcome {
+pub fn answer(
+    snap: &Snapshot,
+    q: &Query<'_>,
+    w: &mut Writer<'_>,
+    can_fall_through: bool,
+) -> Outcome {
     let qname = q.qname_lower();
     if let Some(rel) = relative(qname, &snap.zone) {
         w.set_zone_suffix(snap.zone.len());
@@ -179,7 +184,7 @@ enum Res {
 
 fn finish(
     snap: &Snapshot,
-    q: &Query,
+    q: &Query<'_>,
     w: &mut Writer<'_>,
     res: Res,
     zone: &[u8],
@@ -376,7 +381,7 @@ fn apex(snap: &Snapshot, qt: u16, w: &mut Writer<'_>) -> Res {
             w.section(ADDITIONAL);
             for ip in snap.ns_addrs.iter() {
                 w.record(|w| {
-                    w.ptr(target);
+                    w.name_at(target);
                     addr_record(w, snap.ttl, *ip);
                 });
             }
@@ -553,7 +558,7 @@ fn srv(
                 w.section(ADDITIONAL);
                 for ip in ips.iter() {
                     w.record(|w| {
-                        w.ptr(o);
+                        w.name_at(o);
                         addr_record(w, ttl, ip);
                     });
                 }
@@ -619,7 +624,7 @@ fn srv(
             for (at, t) in &targets {
                 for j in (0..n).filter(|&j| eps.same_name(j, *t)) {
                     w.record(|w| {
-                        w.ptr(*at);
+                        w.name_at(*at);
                         addr_record(w, ttl, eps.ip(j));
                     });
                 }
@@ -665,58 +670,12 @@ fn pod(snap: &Snapshot, qt: u16, ip_label: &[u8], ns: &[u8], w: &mut Writer<'_>)
     }
 }
 
-/// Parse a reverse name into an address: 4 decimal labels under `in-addr.arpa`, or 32 hex
-/// nibbles under `ip6.arpa` (RFC 1035 §3.5, RFC 3596 §2.5).
-pub fn reverse_ip(qname: &[u8]) -> Option<IpAddr> {
-    // The labels (as `crate::wire::labels` reads them), at most 34 of them.
-    let mut at = [(0u8, 0u8); 34];
-    let mut n = 0;
-    let mut p = 0;
-    while p < qname.len() {
-        let len = qname[p] as usize;
-        if len == 0 || p + 1 + len > qname.len() {
-            break;
-        }
-        if n == at.len() {
-            return None;
-        }
-        at[n] = ((p + 1) as u8, len as u8);
-        n += 1;
-        p += 1 + len;
-    }
-    let label = |i: usize| &qname[at[i].0 as usize..at[i].0 as usize + at[i].1 as usize];
-    if n == 6 && label(4) == b"in-addr" && label(5) == b"arpa" {
-        let mut o = [0u8; 4];
-        for i in 0..4 {
-            let s = std::str::from_utf8(label(3 - i)).ok()?;
-            if s.is_empty() || s.len() > 3 || (s.len() > 1 && s.starts_with('0')) {
-                return None;
-            }
-            o[i] = s.parse().ok()?;
-        }
-        return Some(IpAddr::V4(Ipv4Addr::from(o)));
-    }
-    if n == 34 && label(32) == b"ip6" && label(33) == b"arpa" {
-        let mut o = [0u8; 16];
-        for i in 0..32 {
-            let l = label(31 - i);
-            if l.len() != 1 {
-                return None;
-            }
-            let v = (l[0] as char).to_digit(16)? as u8;
-            o[i / 2] |= if i % 2 == 0 { v << 4 } else { v };
-        }
-        return Some(IpAddr::V6(Ipv6Addr::from(o)));
-    }
-    None
-}
-
-fn reverse(snap: &Snapshot, q: &Query, w: &mut Writer<'_>) -> Res {
+fn reverse(snap: &Snapshot, q: &Query<'_>, w: &mut Writer<'_>) -> Res {
     let qname = q.qname_lower();
     if snap.reverse_zones.iter().any(|z| &**z == qname) {
         return apex(snap, q.qtype, w);
     }
-    let Some(ip) = reverse_ip(qname) else {
+    let Some(ip) = crate::wire::reverse_ip(qname) else {
         return Res::NxDomain;
     };
     // The services holding the address, by name (almost always one; a few at most).
