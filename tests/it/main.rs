@@ -14,4 +14,6 @@ mod prom;
 mod reload;
 mod serve_forward;
 mod support;
+mod wire_hostile;
+mod wire_large;
 mod zone_dig;
