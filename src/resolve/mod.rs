@@ -56,6 +56,10 @@ const PREFETCH_QUEUE: usize = 256;
 /// How often the critical-names state file is rewritten even when no address changed (so a
 /// restart knows how fresh it is).
 const STATE_MAX_AGE: Duration = Duration::from_secs(300);
+/// A try still unanswered after this long (when the timeout is longer) makes a loop through
+/// its upstream suspect: a relay that sends our queries back with IDs of its own is found
+/// well before the try times out.
+const SLOW_TRY: Duration = Duration::from_millis(500);
 /// An upstream is sent a loop probe at most this often (suspicions, and the re-probes of a
 /// looping upstream that find the loop gone).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
@@ -606,6 +610,7 @@ impl Resolver {
     /// loop as it arrives ([`Resolver::answer_query_local`]).
     async fn probe(&self, up: &Arc<Upstream>, domain: &[u8]) {
         *up.last_probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        up.probing.store(true, Ordering::Release);
         let name = self.probes.register(up, domain);
         let msg = wire::query::build(fastrand::u16(..), &name, rtype::HINFO, true, None);
         let deadline = Instant::now() + self.s.timeout;
@@ -614,6 +619,7 @@ impl Resolver {
         } else {
             up.udp(&msg, msg.len(), deadline).await
         };
+        up.probing.store(false, Ordering::Release);
         match r {
             Ok(_) if !self.probes.came_back(&name) => self.loop_gone(up),
             Ok(_) => {}
@@ -621,19 +627,27 @@ impl Resolver {
         }
     }
 
-    /// A loop through `up` may have formed: probe it (at most once a second), in the
-    /// background.
-    fn suspect(&self, up: &Arc<Upstream>, domain: &[u8]) {
+    /// A loop through `up` may have formed: probe it in the background. A `strong` suspicion
+    /// (our own query came back, by its ID) is probed unless a probe is under way; others at
+    /// most once a second: then the time from which one may be sent is returned.
+    fn suspect(&self, up: &Arc<Upstream>, domain: &[u8], strong: bool) -> Option<Instant> {
         {
             let mut last = up.last_probe.lock().unwrap_or_else(|e| e.into_inner());
-            if last.is_some_and(|t| t.elapsed() < PROBE_EVERY) {
-                return;
+            if up.probing.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(t) = *last
+                && !strong
+                && t.elapsed() < PROBE_EVERY
+            {
+                return Some(t + PROBE_EVERY);
             }
             *last = Some(Instant::now());
         }
-        let Some(me) = self.me.upgrade() else { return };
+        let me = self.me.upgrade()?;
         let (up, domain) = (up.clone(), domain.to_vec());
         tokio::spawn(async move { me.probe(&up, &domain).await });
+        None
     }
 
     fn loop_found(&self, up: &Upstream) {
@@ -734,7 +748,7 @@ impl Resolver {
                 }
             };
             if let Some(up) = suspect {
-                self.suspect(&up, route.domain);
+                let _ = self.suspect(&up, route.domain, true);
             }
             if let Some(rx) = rx {
                 match rx.await {
@@ -804,9 +818,25 @@ impl Resolver {
                 f.upstream = Some(up.clone());
             }
             let start = Instant::now();
-            let res = up
-                .guarded(self.try_upstream(up, &msg, question_end, tcp_first))
-                .await;
+            let exchange = up.guarded(self.try_upstream(up, &msg, question_end, tcp_first));
+            tokio::pin!(exchange);
+            let res = if self.s.timeout > SLOW_TRY {
+                // Slow: suspect a loop (as soon as a probe may go), and go on waiting.
+                let mut wake = Instant::now() + SLOW_TRY;
+                loop {
+                    tokio::select! {
+                        r = &mut exchange => break r,
+                        _ = tokio::time::sleep_until(wake.into()) => {
+                            match self.suspect(up, route.domain, false) {
+                                Some(next) => wake = next,
+                                None => break exchange.await,
+                            }
+                        }
+                    }
+                }
+            } else {
+                exchange.await
+            };
             match res {
                 Ok(r) => {
                     up.succeeded();
@@ -828,7 +858,7 @@ impl Resolver {
                     up.failed(self.s.max_fails);
                     if matches!(e, ExchangeError::Timeout) {
                         // Queries circling through a loop never come back as answers.
-                        self.suspect(up, route.domain);
+                        let _ = self.suspect(up, route.domain, false);
                     }
                 }
             }
@@ -979,7 +1009,7 @@ async fn loop_watch(weak: Weak<Resolver>) {
         let Some(r) = weak.upgrade() else { return };
         for route in r.routes() {
             for up in route.pool.upstreams.iter().filter(|u| u.is_looping()) {
-                r.suspect(up, route.domain);
+                let _ = r.suspect(up, route.domain, false);
             }
         }
     }

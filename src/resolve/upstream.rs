@@ -38,8 +38,10 @@ pub struct Upstream {
     looping: AtomicBool,
     /// Woken when a loop through this upstream is found: tries under way give up at once.
     loop_found: Notify,
-    /// When a loop probe was last sent here (suspicions are probed at most once a second).
+    /// When a loop probe was last sent here (weak suspicions are probed at most once a
+    /// second), and whether one is under way.
     pub(super) last_probe: Mutex<Option<Instant>>,
+    pub(super) probing: AtomicBool,
     pub metrics: UpstreamMetrics,
     idle_tcp: Mutex<Vec<(TcpStream, Instant)>>,
 }
@@ -86,6 +88,7 @@ impl Upstream {
             looping: AtomicBool::new(false),
             loop_found: Notify::new(),
             last_probe: Mutex::new(None),
+            probing: AtomicBool::new(false),
             metrics: m,
             idle_tcp: Mutex::new(Vec::new()),
         }
