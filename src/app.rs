@@ -266,7 +266,7 @@ pub async fn serve(
     let zone = start_zone(
         &cfg,
         lc.signal().as_bool(Phase::Stopped),
-        Box::new(move || on_synced()),
+        Box::new(on_synced),
         settings_rx,
     );
     let resolver = crate::app_ops::resolver(&cfg)?;

@@ -267,7 +267,7 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
         }
         [s] if label_is(s, "svc") || label_is(s, "pod") => Res::NoData,
         [ns, s] if label_is(s, "svc") => {
-            if snap.namespaces.contains_key(*ns) {
+            if snap.namespaces.contains_key(ns) {
                 Res::NoData
             } else {
                 Res::NxDomain
@@ -275,7 +275,7 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
         }
         [ns, p] if label_is(p, "pod") => match snap.pods_mode {
             PodsMode::Disabled => Res::NxDomain,
-            _ if snap.namespaces.contains_key(*ns) => Res::NoData,
+            _ if snap.namespaces.contains_key(ns) => Res::NoData,
             _ => Res::NxDomain,
         },
         [ip, ns, p] if label_is(p, "pod") => pod(snap, qt, ip, ns, w),

@@ -164,7 +164,7 @@ impl Rng {
 fn random_case(r: &mut Rng, s: &str) -> String {
     s.chars()
         .map(|c| {
-            if r.next() % 2 == 0 {
+            if r.next().is_multiple_of(2) {
                 c.to_ascii_uppercase()
             } else {
                 c
@@ -228,7 +228,7 @@ fn generated_queries(n: usize) -> Vec<Vec<u8>> {
         let base = r.pick(&names).to_string();
         let name = random_case(&mut r, &base);
         let qtype = *r.pick(&types);
-        let qclass = if r.next() % 8 == 0 {
+        let qclass = if r.next().is_multiple_of(8) {
             *r.pick(&classes)
         } else {
             1
@@ -248,7 +248,7 @@ fn generated_queries(n: usize) -> Vec<Vec<u8>> {
             4 => Some((100, false, 3)),  // below 512, an unknown option
             _ => Some((600, false, 0)),
         };
-        let compressed = r.next() % 10 == 0;
+        let compressed = r.next().is_multiple_of(10);
         let qdcount: u16 = match r.next() % 40 {
             0 => 0,
             1 => 2,
