@@ -64,60 +64,45 @@ pub enum ParseError {
     },
 }
 
-/// What parsing learns, before it is joined with the message it belongs to.
-struct Parsed {
-    id: u16,
-    flags: u16,
-    qtype: u16,
-    qclass: u16,
-    qname_len: usize,
-    /// The question name as sent (case kept); lowercased before it is stored.
-    name: [u8; MAX_NAME],
-    compressed: bool,
-    edns: Option<Edns>,
-    /// Where the OPT record sits in the message received.
-    opt: Option<(usize, usize)>,
-}
-
 impl<'a> Query<'a> {
     /// Parse a query message: the header, exactly one question (its name may be compressed),
     /// and at most one OPT record, which must be in the additional section with the root as
     /// owner (RFC 6891 §6.1.1). Other records are stepped over. A non-zero opcode is NOTIMP
     /// (RFC 1035 §4.1.1: "The name server does not support the requested kind of query").
     pub fn parse(msg: &'a [u8]) -> Result<Query<'a>, ParseError> {
-        let (p, rebuilt) = parse(msg)?;
-        let size = msg.len();
-        Ok(Self::join(
-            p,
-            rebuilt.map_or(Cow::Borrowed(msg), Cow::Owned),
-            size,
-        ))
+        let mut q = Query::empty(Cow::Borrowed(msg));
+        if let Some(rebuilt) = parse_into(msg, &mut q)? {
+            q.msg = Cow::Owned(rebuilt);
+        }
+        Ok(q)
     }
 
     /// [`Query::parse`] of a message the query then owns.
     pub fn from_vec(msg: Vec<u8>) -> Result<Query<'static>, ParseError> {
-        let (p, rebuilt) = parse(&msg)?;
-        let size = msg.len();
-        Ok(Query::join(p, Cow::Owned(rebuilt.unwrap_or(msg)), size))
+        let mut q = Query::empty(Cow::Owned(Vec::new()));
+        let rebuilt = parse_into(&msg, &mut q)?;
+        q.size = msg.len();
+        q.msg = Cow::Owned(rebuilt.unwrap_or(msg));
+        Ok(q)
     }
 
-    fn join(p: Parsed, msg: Cow<'a, [u8]>, size: usize) -> Query<'a> {
-        let mut q = Query {
+    /// A query of `msg` with every field still to be filled in by [`parse_into`].
+    #[inline]
+    fn empty(msg: Cow<'a, [u8]>) -> Query<'a> {
+        Query {
+            size: msg.len(),
             msg,
-            id: p.id,
-            opcode: ((p.flags >> 11) & 0xF) as u8,
-            rd: p.flags & 0x0100 != 0,
-            cd: p.flags & 0x0010 != 0,
-            ad: p.flags & 0x0020 != 0,
-            qtype: p.qtype,
-            qclass: p.qclass,
-            qname_len: p.qname_len as u8,
-            qname_lower: p.name,
-            edns: p.edns,
-            size,
-        };
-        q.qname_lower[..p.qname_len].make_ascii_lowercase();
-        q
+            id: 0,
+            opcode: 0,
+            rd: false,
+            cd: false,
+            ad: false,
+            qtype: 0,
+            qclass: 0,
+            qname_len: 0,
+            qname_lower: [0; MAX_NAME],
+            edns: None,
+        }
     }
 
     /// A query (RD set, no EDNS) for a dotted name: for tests and internal probes.
@@ -245,7 +230,10 @@ pub fn build(id: u16, qname: &[u8], qtype: u16, rd: bool, edns_payload: Option<u
     m
 }
 
-fn parse(msg: &[u8]) -> Result<(Parsed, Option<Vec<u8>>), ParseError> {
+/// Parse `msg` into `q` (made by [`Query::empty`]). Returns the rebuilt message when the
+/// question name was compressed (see [`Query`]).
+#[inline]
+fn parse_into(msg: &[u8], q: &mut Query<'_>) -> Result<Option<Vec<u8>>, ParseError> {
     if msg.len() < HEADER_LEN {
         return Err(ParseError::Drop);
     }
@@ -274,20 +262,21 @@ fn parse(msg: &[u8]) -> Result<(Parsed, Option<Vec<u8>>), ParseError> {
     if qdcount != 1 {
         return Err(err(first_error, None));
     }
-    let mut name = [0u8; MAX_NAME];
-    let Ok((qname_len, compressed)) = read_name(&mut d, &mut name) else {
+    // The name as sent goes into the lowercase buffer first; it is lowercased at the end.
+    let Ok((qname_len, compressed)) = read_name(&mut d, &mut q.qname_lower) else {
         return Err(err(first_error, None));
     };
     let (Ok(qtype), Ok(qclass)) = (d.u16(), d.u16()) else {
         return Err(err(first_error, None));
     };
     // From here on an error reply echoes the question.
+    let name = &q.qname_lower;
     let echo = || {
-        let mut q = Vec::with_capacity(qname_len + 4);
-        q.extend_from_slice(&name[..qname_len]);
-        q.extend_from_slice(&qtype.to_be_bytes());
-        q.extend_from_slice(&qclass.to_be_bytes());
-        Some(q.into_boxed_slice())
+        let mut b = Vec::with_capacity(qname_len + 4);
+        b.extend_from_slice(&name[..qname_len]);
+        b.extend_from_slice(&qtype.to_be_bytes());
+        b.extend_from_slice(&qclass.to_be_bytes());
+        Some(b.into_boxed_slice())
     };
     if opcode != 0 {
         return Err(err(rcode::NOTIMP, echo()));
@@ -298,65 +287,63 @@ fn parse(msg: &[u8]) -> Result<(Parsed, Option<Vec<u8>>), ParseError> {
     }
     let mut edns = None;
     let mut opt = None;
-    let records = (|| -> Result<(), WireError> {
-        let total = ancount as usize + nscount as usize + arcount as usize;
-        for i in 0..total {
-            let start = d.pos();
-            skip_name(&mut d)?;
-            let typ = d.u16()?;
-            if typ != rtype::OPT {
-                d.skip(6)?;
-                let rdlen = d.u16()? as usize;
-                d.skip(rdlen)?;
-                continue;
+    if ancount != 0 || nscount != 0 || arcount != 0 {
+        let records = (|| -> Result<(), WireError> {
+            let total = ancount as usize + nscount as usize + arcount as usize;
+            for i in 0..total {
+                let start = d.pos();
+                skip_name(&mut d)?;
+                let typ = d.u16()?;
+                if typ != rtype::OPT {
+                    d.skip(6)?;
+                    let rdlen = d.u16()? as usize;
+                    d.skip(rdlen)?;
+                    continue;
+                }
+                // RFC 6891 §6.1.1: one OPT at most, in the additional section, owned by the
+                // root; "If a query message with more than one OPT RR is received, a FORMERR
+                // (RCODE=1) MUST be returned."
+                let additional = i >= ancount as usize + nscount as usize;
+                if !additional || edns.is_some() || msg[start] != 0 {
+                    return Err(WireError::BadOpt);
+                }
+                edns = Some(Edns::read(&mut d)?);
+                opt = Some((start, d.pos()));
             }
-            // RFC 6891 §6.1.1: one OPT at most, in the additional section, owned by the root;
-            // "If a query message with more than one OPT RR is received, a FORMERR (RCODE=1)
-            // MUST be returned."
-            let additional = i >= ancount as usize + nscount as usize;
-            if !additional || edns.is_some() || msg[start] != 0 {
-                return Err(WireError::BadOpt);
-            }
-            edns = Some(Edns::read(&mut d)?);
-            opt = Some((start, d.pos()));
+            Ok(())
+        })();
+        if records.is_err() {
+            return Err(err(rcode::FORMERR, echo()));
         }
-        Ok(())
-    })();
-    if records.is_err() {
-        return Err(err(rcode::FORMERR, echo()));
     }
-    let p = Parsed {
-        id,
-        flags,
-        qtype,
-        qclass,
-        qname_len,
-        name,
-        compressed,
-        edns,
-        opt,
-    };
-    let rebuilt = p.compressed.then(|| rebuild(msg, &p));
-    let mut p = p;
-    if let (Some(bytes), Some(e)) = (&rebuilt, p.edns.as_mut()) {
+    let rebuilt = compressed.then(|| {
+        let has_opt = opt.is_some();
+        let opt = opt.map_or(&[][..], |(s, e)| &msg[s..e]);
+        let mut m = Vec::with_capacity(HEADER_LEN + qname_len + 4 + opt.len());
+        m.extend_from_slice(&msg[..4]);
+        m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, has_opt as u8]);
+        m.extend_from_slice(&name[..qname_len]);
+        m.extend_from_slice(&qtype.to_be_bytes());
+        m.extend_from_slice(&qclass.to_be_bytes());
+        // The query's other records are left out (a query has none that matter).
+        m.extend_from_slice(opt);
+        m
+    });
+    if let (Some(bytes), Some(e)) = (&rebuilt, edns.as_mut()) {
         // In the rebuilt message the OPT record follows the question.
         e.options_at = (bytes.len() - e.options_len as usize) as u16;
     }
-    Ok((p, rebuilt))
-}
-
-/// The query with its question name written in full and its OPT record (if any) after it;
-/// other records of the query are left out (a query has none that matter).
-fn rebuild(msg: &[u8], p: &Parsed) -> Vec<u8> {
-    let opt = p.opt.map_or(&[][..], |(s, e)| &msg[s..e]);
-    let mut m = Vec::with_capacity(HEADER_LEN + p.qname_len + 4 + opt.len());
-    m.extend_from_slice(&msg[..4]);
-    m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, p.opt.is_some() as u8]);
-    m.extend_from_slice(&p.name[..p.qname_len]);
-    m.extend_from_slice(&p.qtype.to_be_bytes());
-    m.extend_from_slice(&p.qclass.to_be_bytes());
-    m.extend_from_slice(opt);
-    m
+    q.qname_lower[..qname_len].make_ascii_lowercase();
+    q.id = id;
+    q.opcode = opcode as u8;
+    q.rd = flags & 0x0100 != 0;
+    q.cd = flags & 0x0010 != 0;
+    q.ad = flags & 0x0020 != 0;
+    q.qtype = qtype;
+    q.qclass = qclass;
+    q.qname_len = qname_len as u8;
+    q.edns = edns;
+    Ok(rebuilt)
 }
 
 #[cfg(test)]

@@ -183,8 +183,14 @@ impl<'a> Writer<'a> {
         if off <= MAX_POINTER {
             self.buf
                 .extend_from_slice(&(0xC000 | off as u16).to_be_bytes());
-            return;
+        } else {
+            self.name_in_full(off);
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn name_in_full(&mut self, off: usize) {
         let mut name = [0u8; MAX_NAME];
         let mut d = Decoder::at(self.buf, off);
         match read_name(&mut d, &mut name) {
