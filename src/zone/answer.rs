@@ -574,10 +574,21 @@ fn srv(
                 return;
             }
             let weight = (100 / pairs).max(1) as u16;
-            // Offsets of the targets written, with an endpoint of that name, for the additional
-            // section.
-            let mut targets: Vec<(usize, usize)> = Vec::new();
-            // endpoints are sorted by name: equal (name, port) pairs are adjacent per port
+            // Endpoints are sorted by name, so the endpoints of one name are adjacent: each is
+            // known by the first of its run. Linear in the endpoints: a service of thousands
+            // must not make one query cost millions of comparisons.
+            let mut first = vec![0u32; n];
+            for i in 1..n {
+                first[i] = if eps.same_name(i, i - 1) {
+                    first[i - 1]
+                } else {
+                    i as u32
+                };
+            }
+            // Where each name's target was written (0: not yet), and the names in order, for
+            // the additional section.
+            let mut target_at = vec![0u32; n];
+            let mut targets: Vec<usize> = Vec::new();
             let mut seen_ports: Vec<(u16, crate::cluster::objects::Protocol)> = Vec::new();
             for i in 0..n {
                 for p in eps.port_set(i).iter().filter(|p| matches(p)) {
@@ -586,21 +597,21 @@ fn srv(
                     }
                 }
             }
-            for (port, proto) in seen_ports {
+            'ports: for (port, proto) in seen_ports {
                 let mut prev: Option<usize> = None;
                 for i in 0..n {
+                    if w.truncated() {
+                        break 'ports;
+                    }
                     let has = eps
                         .port_set(i)
                         .iter()
                         .any(|p| p.port == port && p.protocol == proto && matches(p));
-                    if !has || prev.is_some_and(|j| eps.same_name(i, j)) {
+                    // One record per (name, port): equal names are adjacent.
+                    if !has || prev.is_some_and(|j| first[j] == first[i]) {
                         continue;
                     }
                     prev = Some(i);
-                    let known = targets
-                        .iter()
-                        .find(|(_, t)| eps.same_name(*t, i))
-                        .map(|(o, _)| *o);
                     let mut at_target = 0;
                     let kept = w.record(|w| {
                         w.owner_qname();
@@ -615,18 +626,23 @@ fn srv(
                         w.name_in_zone_uncompressed(&r.labels);
                         w.end_rdata(at);
                     });
-                    if kept && known.is_none() {
-                        targets.push((at_target, i));
+                    let g = first[i] as usize;
+                    if kept && target_at[g] == 0 {
+                        target_at[g] = at_target as u32;
+                        targets.push(g);
                     }
                 }
             }
             w.section(ADDITIONAL);
-            for (at, t) in &targets {
-                for j in (0..n).filter(|&j| eps.same_name(j, *t)) {
-                    w.record(|w| {
-                        w.name_at(*at);
+            'additional: for g in targets {
+                for j in (g..n).take_while(|&j| first[j] as usize == g) {
+                    if !w.record(|w| {
+                        w.name_at(target_at[g] as usize);
                         addr_record(w, ttl, eps.ip(j));
-                    });
+                    }) {
+                        // Full: nothing later fits either (records are written whole or not).
+                        break 'additional;
+                    }
                 }
             }
         }
