@@ -337,10 +337,11 @@ impl Cache {
         now: Instant,
     ) -> Option<CacheKind> {
         let mut msg = reply.to_vec();
-        let question = Query::parse(query).map_or(&[][..], |q| {
-            let qe = q.question_end();
-            &query[HEADER_LEN..qe.min(query.len())]
-        });
+        // The question of the message we sent (ours: written in full).
+        let question = query
+            .get(HEADER_LEN..)
+            .and_then(|b| b.get(..wire::name::uncompressed_len(b)? + 4))
+            .unwrap_or(&[]);
         let (verdict, ttl_offs, question_end) = prepare(&mut msg, question, &self.policy);
         let (kind, ttl) = match verdict {
             Verdict::Store(kind, ttl) => (kind, ttl),

@@ -47,7 +47,7 @@ use crate::wire::{self, EDNS_SIZE, F_TC, HEADER_LEN, Query, rcode, rtype};
 use cache::{Cache, Found};
 use critical::Critical;
 use hosts::Hosts;
-use upstream::{ExchangeError, Pool, Upstream};
+use upstream::{ExchangeError, Pool, Purpose, Upstream};
 
 /// Largest `max_size` of a UDP client; anything above means the client came over TCP.
 const TCP_MAX_SIZE: usize = 65535;
@@ -56,9 +56,10 @@ const PREFETCH_QUEUE: usize = 256;
 /// How often the critical-names state file is rewritten even when no address changed (so a
 /// restart knows how fresh it is).
 const STATE_MAX_AGE: Duration = Duration::from_secs(300);
-/// A try still unanswered after this long (when the timeout is longer) makes a loop through
-/// its upstream suspect: a relay that sends our queries back with IDs of its own is found
-/// well before the try times out.
+/// A try still unanswered after this long (when the timeout is longer), while another query
+/// for the same name waits for it, makes a loop through its upstream suspect: a relay that
+/// sends our queries back with IDs of its own is found well before the try times out (its
+/// copy of our query is the one waiting).
 const SLOW_TRY: Duration = Duration::from_millis(500);
 /// An upstream is sent a loop probe at most this often (suspicions, and the re-probes of a
 /// looping upstream that find the loop gone).
@@ -615,9 +616,9 @@ impl Resolver {
         let msg = wire::query::build(fastrand::u16(..), &name, rtype::HINFO, true, None);
         let deadline = Instant::now() + self.s.timeout;
         let r = if self.s.force_tcp {
-            up.tcp(&msg, msg.len(), deadline).await
+            up.tcp(&msg, msg.len(), deadline, Purpose::Probe).await
         } else {
-            up.udp(&msg, msg.len(), deadline).await
+            up.udp(&msg, msg.len(), deadline, Purpose::Probe).await
         };
         up.probing.store(false, Ordering::Release);
         match r {
@@ -827,6 +828,10 @@ impl Resolver {
                     tokio::select! {
                         r = &mut exchange => break r,
                         _ = tokio::time::sleep_until(wake.into()) => {
+                            if !flight.is_some_and(|k| self.has_waiters(k)) {
+                                wake = Instant::now() + SLOW_TRY;
+                                continue;
+                            }
                             match self.suspect(up, route.domain, false) {
                                 Some(next) => wake = next,
                                 None => break exchange.await,
@@ -872,6 +877,15 @@ impl Resolver {
         }
     }
 
+    /// Whether another query waits for the fetch of `key`.
+    fn has_waiters(&self, key: &[u8]) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_some_and(|f| !f.waiters.is_empty())
+    }
+
     async fn try_upstream(
         &self,
         up: &Upstream,
@@ -881,11 +895,21 @@ impl Resolver {
     ) -> Result<Vec<u8>, ExchangeError> {
         if tcp {
             return up
-                .tcp(msg, question_end, Instant::now() + self.s.timeout)
+                .tcp(
+                    msg,
+                    question_end,
+                    Instant::now() + self.s.timeout,
+                    Purpose::Query,
+                )
                 .await;
         }
         let r = up
-            .udp(msg, question_end, Instant::now() + self.s.timeout)
+            .udp(
+                msg,
+                question_end,
+                Instant::now() + self.s.timeout,
+                Purpose::Query,
+            )
             .await?;
         if r[2] & F_TC == 0 {
             return Ok(r);
@@ -893,7 +917,12 @@ impl Resolver {
         // Truncated: the whole answer over TCP (a new try with its own timeout); if that
         // fails, the truncated answer is still an answer (the client may retry over TCP).
         match up
-            .tcp(msg, question_end, Instant::now() + self.s.timeout)
+            .tcp(
+                msg,
+                question_end,
+                Instant::now() + self.s.timeout,
+                Purpose::Query,
+            )
             .await
         {
             Ok(full) => Ok(full),
@@ -910,9 +939,9 @@ impl Resolver {
         let qe = HEADER_LEN + 1 + 4;
         let deadline = Instant::now() + self.s.timeout;
         let r = if self.s.force_tcp {
-            up.tcp(&msg, qe, deadline).await
+            up.tcp(&msg, qe, deadline, Purpose::Probe).await
         } else {
-            up.udp(&msg, qe, deadline).await
+            up.udp(&msg, qe, deadline, Purpose::Probe).await
         };
         match r {
             Ok(_) => up.succeeded(),

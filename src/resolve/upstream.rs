@@ -46,6 +46,16 @@ pub struct Upstream {
     idle_tcp: Mutex<Vec<(TcpStream, Instant)>>,
 }
 
+/// What an exchange is for: a client's query (counted in
+/// `coredns_proxy_conn_cache_{hits,misses}_total`, as CoreDNS counts its proxied queries), or
+/// one of our own health or loop probes (not counted: CoreDNS's health checks use their own
+/// client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Query,
+    Probe,
+}
+
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
@@ -160,13 +170,16 @@ impl Upstream {
         query: &[u8],
         question_end: usize,
         deadline: Instant,
+        purpose: Purpose,
     ) -> Result<Vec<u8>, ExchangeError> {
         let bind: SocketAddr = if self.addr.is_ipv4() {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        self.metrics.conn_cache_miss(ConnProto::Udp);
+        if purpose == Purpose::Query {
+            self.metrics.conn_cache_miss(ConnProto::Udp);
+        }
         let sock = UdpSocket::bind(bind).await?;
         sock.connect(self.addr).await?;
         sock.send(query).await?;
@@ -215,20 +228,26 @@ impl Upstream {
         query: &[u8],
         question_end: usize,
         deadline: Instant,
+        purpose: Purpose,
     ) -> Result<Vec<u8>, ExchangeError> {
+        let counted = purpose == Purpose::Query;
         let mut framed = Vec::with_capacity(query.len() + 2);
         framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
         framed.extend_from_slice(query);
         let fut = async {
             if let Some(mut s) = self.take_idle() {
-                self.metrics.conn_cache_hit(ConnProto::Tcp);
+                if counted {
+                    self.metrics.conn_cache_hit(ConnProto::Tcp);
+                }
                 // The server may have closed it; on any error, retry on a fresh connection.
                 if let Ok(r) = tcp_roundtrip(&mut s, &framed, query, question_end).await {
                     self.put_idle(s);
                     return Ok(r);
                 }
             }
-            self.metrics.conn_cache_miss(ConnProto::Tcp);
+            if counted {
+                self.metrics.conn_cache_miss(ConnProto::Tcp);
+            }
             let mut s = TcpStream::connect(self.addr).await?;
             let _ = s.set_nodelay(true);
             let r = tcp_roundtrip(&mut s, &framed, query, question_end).await?;
