@@ -306,7 +306,7 @@ pub async fn serve(
             eprintln!("clusterdns: listening {what}={a}");
         }
     }
-    crate::app_ops::after_listen(&resolver).await;
+    crate::app_ops::after_listen(&resolver);
     let startup_timeout = cfg
         .source
         .kubernetes

@@ -32,7 +32,7 @@ pub fn as_upstream(r: &Option<Arc<crate::resolve::Resolver>>) -> Option<Arc<dyn 
 /// Work that needs the DNS sockets open: the loop probes (as CoreDNS's `loop` plugin). An
 /// upstream that sends our own probe back to us is taken out of use until the loop is gone;
 /// the server keeps serving (see [`crate::resolve::looping`]).
-pub async fn after_listen(r: &Option<Arc<crate::resolve::Resolver>>) {
+pub fn after_listen(r: &Option<Arc<crate::resolve::Resolver>>) {
     if let Some(r) = r.clone() {
         tokio::spawn(async move { r.send_loop_probe().await });
     }
