@@ -87,7 +87,7 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 }
 
 /// Accept and serve connections until `stop` turns true; then stop accepting, let each
-/// connection answer what it has read (at most [`DRAIN`]), and return.
+/// connection answer what it has read (at most 5 seconds), and return.
 pub async fn serve(
     listener: TcpListener,
     engine: SharedEngine,
