@@ -11,6 +11,7 @@ use tokio::sync::{mpsc, watch};
 use crate::Error;
 use crate::cluster::Kind;
 use crate::config::Config;
+use crate::server::listen::Listener;
 use crate::server::{Engine, udp};
 use crate::zone::build::{ZoneBuilder, required_kinds};
 use crate::zone::snapshot::Snapshot;
@@ -135,20 +136,8 @@ fn start_kube(
 }
 
 /// Bind the DNS sockets: per listen address, `workers` UDP sockets and one TCP listener on
-/// the same port.
-pub fn bind_dns(
-    cfg: &Config,
-) -> Result<
-    (
-        Vec<(
-            SocketAddr,
-            Vec<std::net::UdpSocket>,
-            tokio::net::TcpListener,
-        )>,
-        Bound,
-    ),
-    Error,
-> {
+/// the same port, one socket per address family (see [`crate::server::listen`]).
+pub fn bind_dns(cfg: &Config) -> Result<(Vec<Listener>, Bound), Error> {
     let workers = if cfg.server.udp_workers == 0 {
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -156,102 +145,57 @@ pub fn bind_dns(
     } else {
         cfg.server.udp_workers
     };
-    let mut out = Vec::new();
-    let mut bound = Bound::default();
-    for addr in &cfg.dns_listen() {
-        let listen_err = |e: std::io::Error| Error::Listen {
-            addr: addr.to_string(),
-            source: e,
-        };
-        // With port 0, the UDP port is picked first and TCP must get the same number; retry a
-        // few times if TCP finds it taken.
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let socks = udp::bind_workers(*addr, workers).map_err(listen_err)?;
-            let actual = socks[0].local_addr().map_err(listen_err)?;
-            let tcp = match bind_tcp(actual, addr.port() != 0) {
-                Ok(t) => t,
-                Err(e) if addr.port() == 0 && tries < 10 => {
-                    tracing::debug!(error = %e, "tcp port taken, retrying");
-                    continue;
-                }
-                Err(e) => return Err(listen_err(e)),
-            };
-            tcp.set_nonblocking(true).map_err(listen_err)?;
-            let tcp = tokio::net::TcpListener::from_std(tcp).map_err(listen_err)?;
-            bound.dns.push(actual);
-            out.push((actual, socks, tcp));
-            break;
-        }
-    }
-    Ok((out, bound))
-}
-
-/// A TCP listener on `addr`. With `share` (a fixed port), `SO_REUSEPORT` lets a second
-/// clusterdns (the new pod of a node-local rolling update, same user) listen beside this one.
-/// A port the kernel picked (port 0) is this process's alone: no sharing there, so a clash with
-/// another process is an error and the caller picks again.
-fn bind_tcp(addr: SocketAddr, share: bool) -> std::io::Result<std::net::TcpListener> {
-    let s = socket2::Socket::new(
-        socket2::Domain::for_address(addr),
-        socket2::Type::STREAM,
-        None,
-    )?;
-    s.set_reuse_address(true)?;
-    if share {
-        s.set_reuse_port(true)?;
-    }
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    s.bind(&addr.into())?;
-    s.listen(1024)?;
-    Ok(s.into())
+    let listeners =
+        crate::server::listen::bind_all(&cfg.dns_listen(), workers).map_err(|(addr, e)| {
+            Error::Listen {
+                addr: addr.to_string(),
+                source: e,
+            }
+        })?;
+    let bound = Bound {
+        dns: listeners.iter().map(|l| l.addr).collect(),
+    };
+    Ok((listeners, bound))
 }
 
 /// Run the DNS server until `stop` turns true, then stop accepting and wait (bounded) for
-/// in-flight queries.
+/// in-flight queries: UDP workers answer what is queued, forwarded UDP queries get their
+/// answers, TCP connections answer what they have read.
 pub async fn run_dns(
     cfg: &Config,
     engine: crate::server::SharedEngine,
-    sockets: Vec<(
-        SocketAddr,
-        Vec<std::net::UdpSocket>,
-        tokio::net::TcpListener,
-    )>,
+    listeners: Vec<Listener>,
     stop: watch::Receiver<bool>,
 ) -> Result<(), Error> {
-    let handler = crate::server::tcp::HickoryHandler {
-        engine: engine.clone(),
-    };
-    let mut server = hickory_server::Server::new(handler);
     let inflight = Arc::new(udp::InFlight::default());
     let udp_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
-    for (addr, socks, tcp) in sockets {
-        for (i, s) in socks.into_iter().enumerate() {
-            if cfg.server.udp_fast_path {
-                let (engine, stop, inflight, rt) = (
-                    engine.clone(),
-                    udp_stop.clone(),
-                    inflight.clone(),
-                    tokio::runtime::Handle::current(),
-                );
-                let t = std::thread::Builder::new()
-                    .name(format!("udp-{}-{i}", addr.port()))
-                    .spawn(move || udp::worker(s, engine, stop, inflight, rt))
-                    .map_err(|e| Error::Other(format!("cannot start a UDP worker: {e}")))?;
-                workers.push(t);
-            } else {
-                s.set_nonblocking(true)
-                    .map_err(|e| Error::Other(e.to_string()))?;
-                let s =
-                    tokio::net::UdpSocket::from_std(s).map_err(|e| Error::Other(e.to_string()))?;
-                server.register_socket(s);
-            }
+    let mut tcp_servers = Vec::new();
+    let settings = crate::server::tcp::TcpSettings::new(cfg.server.tcp_idle_timeout);
+    for Listener { addr, udp, tcp } in listeners {
+        for (i, s) in udp.into_iter().enumerate() {
+            let (engine, stop, inflight, rt) = (
+                engine.clone(),
+                udp_stop.clone(),
+                inflight.clone(),
+                tokio::runtime::Handle::current(),
+            );
+            let t = std::thread::Builder::new()
+                .name(format!("udp-{}-{i}", addr.port()))
+                .spawn(move || udp::worker(s, engine, stop, inflight, rt))
+                .map_err(|e| Error::Other(format!("cannot start a UDP worker: {e}")))?;
+            workers.push(t);
         }
-        server.register_listener(tcp, cfg.server.tcp_idle_timeout, 65535);
+        let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|e| Error::Listen {
+            addr: addr.to_string(),
+            source: e,
+        })?;
+        tcp_servers.push(tokio::spawn(crate::server::tcp::serve(
+            tcp,
+            engine.clone(),
+            settings.clone(),
+            stop.clone(),
+        )));
     }
     let mut stop2 = stop.clone();
     while !*stop2.borrow() {
@@ -271,8 +215,10 @@ pub async fn run_dns(
     while inflight.count() > 0 && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    // hickory finishes the TCP requests it has in hand.
-    let _ = tokio::time::timeout(Duration::from_secs(5), server.shutdown_gracefully()).await;
+    // TCP connections finish what they have read (bounded inside `serve`).
+    for t in tcp_servers {
+        let _ = t.await;
+    }
     Ok(())
 }
 
@@ -335,7 +281,7 @@ pub async fn serve(
     let zone = start_zone(
         &cfg,
         lc.signal().as_bool(Phase::Stopped),
-        Box::new(move || on_synced()),
+        Box::new(on_synced),
         settings_rx,
     );
     let resolver = crate::app_ops::resolver(&cfg)?;
@@ -382,7 +328,7 @@ pub async fn serve(
             path.display()
         );
     }
-    crate::app_ops::after_listen(&resolver).await;
+    crate::app_ops::after_listen(&resolver);
     if let Some(nl) = &nodelocal {
         tokio::spawn(nl.clone().run(
             metrics::global(),

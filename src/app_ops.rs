@@ -29,9 +29,10 @@ pub fn as_upstream(r: &Option<Arc<crate::resolve::Resolver>>) -> Option<Arc<dyn 
     r.clone().map(|r| r as Arc<dyn Upstream>)
 }
 
-/// Work that needs the DNS sockets open: the loop probe (CoreDNS's `loop` plugin). If our
-/// upstreams send our own probe back to us, the server sees it arrive and exits.
-pub async fn after_listen(r: &Option<Arc<crate::resolve::Resolver>>) {
+/// Work that needs the DNS sockets open: the loop probes (as CoreDNS's `loop` plugin). An
+/// upstream that sends our own probe back to us is taken out of use until the loop is gone;
+/// the server keeps serving (see [`crate::resolve::looping`]).
+pub fn after_listen(r: &Option<Arc<crate::resolve::Resolver>>) {
     if let Some(r) = r.clone() {
         tokio::spawn(async move { r.send_loop_probe().await });
     }

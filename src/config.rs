@@ -18,7 +18,9 @@ use crate::selector::Selector;
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Addresses the DNS server listens on, UDP and TCP each.
+    /// Addresses the DNS server listens on, UDP and TCP each: `IP:PORT`, `[IPv6]:PORT`, or
+    /// `:PORT` for every address of both families (`0.0.0.0:PORT` and `[::]:PORT`).
+    #[serde(deserialize_with = "de_listen")]
     pub listen: Vec<SocketAddr>,
     /// What the cluster zone serves and how.
     pub cluster: ClusterConfig,
@@ -199,6 +201,20 @@ pub struct ForwardConfig {
     pub max_concurrent: usize,
     /// Also export the pre-1.11 `coredns_forward_*` names that the CoreDNS mixin's alerts query.
     pub legacy_metrics: bool,
+    /// The EDNS Client Subnet option (RFC 7871) of a client's query: `strip` it before
+    /// forwarding, or `forward` it (then it is part of the cache key).
+    pub client_subnet: ClientSubnet,
+}
+
+/// What forwarding does with a query's EDNS Client Subnet option.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientSubnet {
+    /// Removed: upstreams answer for clusterdns's own address, and one answer serves all.
+    #[default]
+    Strip,
+    /// Sent upstream as the client wrote it; answers are cached per subnet.
+    Forward,
 }
 
 impl Default for ForwardConfig {
@@ -216,6 +232,7 @@ impl Default for ForwardConfig {
             prefer_udp: false,
             max_concurrent: 1000,
             legacy_metrics: true,
+            client_subnet: ClientSubnet::Strip,
         }
     }
 }
@@ -364,8 +381,6 @@ impl Default for QueryLogConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Answer UDP on clusterdns's own per-core sockets (false: through hickory's `Server`).
-    pub udp_fast_path: bool,
     /// UDP sockets (and threads) per listen address; 0: one per CPU.
     pub udp_workers: usize,
     /// Largest UDP answer to EDNS clients (RFC 9715 / DNS flag day 2020: 1232).
@@ -378,7 +393,6 @@ pub struct ServerConfig {
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            udp_fast_path: true,
             udp_workers: 0,
             max_udp_size: 1232,
             tcp_idle_timeout: Duration::from_secs(10),
@@ -866,6 +880,36 @@ pub fn parse_ops_listen(s: &str) -> Result<OpsListen, String> {
     }
 }
 
+/// A DNS listen address: `IP:PORT`, `[IPv6]:PORT`, or `:PORT` for both families' wildcard
+/// addresses (as CoreDNS's `.:53`): `0.0.0.0:PORT` and `[::]:PORT`, each its own socket.
+pub fn parse_listen(s: &str) -> Result<Vec<SocketAddr>, String> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?}: bad port (IP:PORT, [IPv6]:PORT or :PORT)"))?;
+        return Ok(vec![
+            SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port),
+            SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port),
+        ]);
+    }
+    s.parse::<SocketAddr>()
+        .map(|a| vec![a])
+        .map_err(|_| format!("{s:?} is not a listen address (IP:PORT, [IPv6]:PORT or :PORT)"))
+}
+
+fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let mut out = Vec::new();
+    for s in Vec::<String>::deserialize(d)? {
+        for a in parse_listen(&s).map_err(serde::de::Error::custom)? {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// `IP` or `IP:PORT` or `[v6]:PORT` (port 53 by default).
 pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
     let s = s.trim();
@@ -903,6 +947,23 @@ pub fn parse_http_listen(s: &str) -> Result<SocketAddr, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn listen_port_alone_is_both_families() {
+        let c = Config::from_yaml(
+            "listen: [\":53\", \"0.0.0.0:53\", \"[::1]:5353\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let want: Vec<SocketAddr> = ["0.0.0.0:53", "[::]:53", "[::1]:5353"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(c.listen, want);
+        let e = Config::from_yaml("listen: [\"localhost:53\"]\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("listen address"), "{e}");
+        assert!(parse_listen(":x").is_err());
+    }
 
     #[test]
     fn empty_file_is_defaults() {

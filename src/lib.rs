@@ -21,6 +21,8 @@
 //! - [`zone`]: the Kubernetes DNS specification: names, the immutable snapshot, answers.
 //! - [`server`]: sockets and the DNS protocol (EDNS, truncation, rcodes); no Kubernetes types.
 //! - [`resolve`]: names outside the cluster: hosts file, cache, forwarding.
+//! - [`wire`]: the DNS wire format, the one layer that parses queries (once) and writes and
+//!   rewrites replies, for the zone, the resolver and the cache.
 //! - [`ops`]: metrics, health and readiness endpoints, query log, lifecycle.
 //! - [`nodelocal`]: node-local mode: the interface, node-cache's interception rules, the
 //!   handover lease between two instances, the periodic check.

@@ -50,9 +50,10 @@ struct Overrides {
     /// Config file (YAML). Without it: built-in defaults plus these flags.
     #[arg(long, short = 'c', env = "CLUSTERDNS_CONFIG")]
     config: Option<PathBuf>,
-    /// DNS listen address, UDP and TCP (repeatable), e.g. 127.0.0.1:5353.
-    #[arg(long = "listen", value_name = "ADDR:PORT")]
-    listen: Vec<SocketAddr>,
+    /// DNS listen address, UDP and TCP (repeatable), e.g. 127.0.0.1:5353, or :53 for every
+    /// address of both families.
+    #[arg(long = "listen", value_name = "ADDR:PORT", value_parser = listen_arg)]
+    listen: Vec<ListenArg>,
     /// A file of Kubernetes objects (kubectl get -o yaml) to serve instead of an API server.
     #[arg(long, value_name = "FILE")]
     objects: Option<PathBuf>,
@@ -116,6 +117,14 @@ struct ConvertArgs {
     files_dir: Option<PathBuf>,
 }
 
+/// One `--listen` value: one address, or both families' for `:PORT`.
+#[derive(Clone, Debug)]
+struct ListenArg(Vec<SocketAddr>);
+
+fn listen_arg(s: &str) -> Result<ListenArg, String> {
+    clusterdns::config::parse_listen(s).map(ListenArg)
+}
+
 /// The config: file (or defaults) with flags applied, validated.
 fn load_config(o: &Overrides) -> Result<Config, clusterdns::Error> {
     let mut cfg = match &o.config {
@@ -123,7 +132,12 @@ fn load_config(o: &Overrides) -> Result<Config, clusterdns::Error> {
         None => Config::default(),
     };
     if !o.listen.is_empty() {
-        cfg.listen = o.listen.clone();
+        cfg.listen = Vec::new();
+        for a in o.listen.iter().flat_map(|l| &l.0) {
+            if !cfg.listen.contains(a) {
+                cfg.listen.push(*a);
+            }
+        }
     }
     if let Some(f) = &o.objects {
         cfg.source.file = Some(f.clone());
@@ -187,6 +201,17 @@ fn init_logging(json: bool) {
     }
 }
 
+/// The exit code of a failed `serve` or `check` (README, "Exit codes"): 2 for a config or an
+/// objects file that cannot be used, 3 for a config that forwards to clusterdns itself, 1 for
+/// anything else (cannot listen, cannot start).
+fn exit_code(e: &clusterdns::Error) -> ExitCode {
+    ExitCode::from(match e {
+        clusterdns::Error::Config(_) | clusterdns::Error::Source(_) => 2,
+        clusterdns::Error::Loop(_) => 3,
+        clusterdns::Error::Listen { .. } | clusterdns::Error::Other(_) => 1,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -196,7 +221,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("clusterdns: {e}");
-                    return ExitCode::from(2);
+                    return exit_code(&e);
                 }
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -219,10 +244,7 @@ fn main() -> ExitCode {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("clusterdns: {e}");
-                    ExitCode::from(match e {
-                        clusterdns::Error::Loop(_) => 3,
-                        _ => 1,
-                    })
+                    exit_code(&e)
                 }
             }
         }
@@ -244,7 +266,7 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("clusterdns: {e}");
-                ExitCode::from(2)
+                exit_code(&e)
             }
         },
         Command::ConvertCorefile(a) => {
@@ -303,6 +325,11 @@ fn main() -> ExitCode {
 /// `check`: validate, load the objects, build the snapshot, print counts.
 fn check(o: &Overrides) -> Result<(), clusterdns::Error> {
     let cfg = load_config(o)?;
+    // The upstreams as `serve` takes them: a resolv.conf that cannot be read, or an upstream
+    // that is our own listen address (a loop), fails here as it would there.
+    if cfg.forward.enabled {
+        clusterdns::resolve::Resolver::new(&cfg)?;
+    }
     println!("config: ok");
     println!(
         "listen: {}",

@@ -81,6 +81,8 @@ impl Reloader {
                 match crate::resolve::Resolver::new(&new) {
                     Ok(r) => {
                         r.start();
+                        // New upstreams are probed for loops as at start-up.
+                        crate::app_ops::after_listen(&Some(r.clone()));
                         Some(r)
                     }
                     Err(e) => return self.reject(e.to_string()),

@@ -13,7 +13,7 @@
 //! | `coredns_kubernetes_dns_programming_duration_seconds` | [`Metrics::dns_programming`] |
 //! | `coredns_build_info`, `_panics_total`, `_plugin_enabled`, `_reload_failed_total`, `_hosts_entries`, `coredns_health_*` | startup, [`Metrics::configure`], lifecycle, http |
 //! | `process_*`, `go_goroutines` | read from `/proc/self` at each scrape |
-//! | `clusterdns_*` | clusterdns's own: snapshot, watches, upstream health, drops |
+//! | `clusterdns_*` | clusterdns's own: snapshot, watches, upstream health and loops, drops |
 //!
 //! Beyond CoreDNS 1.12, the pre-1.11 names `coredns_forward_requests_total{to}`,
 //! `coredns_forward_responses_total{rcode,to}`, `coredns_forward_request_duration_seconds{rcode,to}`
@@ -390,6 +390,7 @@ struct UpstreamHandles {
     conn_cache_vec: (IntCounterVec, IntCounterVec),
     conn_cache: [[OnceLock<IntCounter>; 3]; 2],
     healthy: IntGauge,
+    loops: IntCounter,
     legacy: Option<LegacyUpstream>,
 }
 
@@ -464,6 +465,11 @@ impl UpstreamMetrics {
         if let Some(l) = &self.h.legacy {
             l.hc_failures.inc();
         }
+    }
+    /// Queries sent to this upstream were found coming back to clusterdns
+    /// (`clusterdns_forward_loops_total`).
+    pub fn loop_detected(&self) {
+        self.h.loops.inc();
     }
     /// Upstream up (true) or down (false), for `clusterdns_upstream_healthy`.
     pub fn set_healthy(&self, healthy: bool) {
@@ -541,6 +547,7 @@ struct Inner {
     watch_restarts: IntCounterVec,
     relists: IntCounterVec,
     upstream_healthy: IntGaugeVec,
+    forward_loops: IntCounterVec,
     dropped: [IntCounter; 3],
     nodecache_setup_errors: IntCounterVec,
 
@@ -774,6 +781,12 @@ impl Inner {
             "Whether an upstream is considered healthy (1) or down (0).",
             &["to"],
         );
+        let forward_loops = counter_vec(
+            &r,
+            "clusterdns_forward_loops_total",
+            "Forwarding loops detected: an upstream sent clusterdns's own queries back to it.",
+            &["to"],
+        );
         let dropped_vec = counter_vec(
             &r,
             "clusterdns_dropped_total",
@@ -827,6 +840,7 @@ impl Inner {
             watch_restarts,
             relists,
             upstream_healthy,
+            forward_loops,
             dropped,
             nodecache_setup_errors,
             scrape,
@@ -960,6 +974,7 @@ impl Metrics {
             conn_cache_vec: (i.proxy_conn_hits.clone(), i.proxy_conn_misses.clone()),
             conn_cache: std::array::from_fn(|_| slots()),
             healthy,
+            loops: i.forward_loops.with_label_values(&[&to]),
             legacy,
             to,
         };

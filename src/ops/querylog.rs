@@ -152,18 +152,19 @@ where
 }
 
 /// The server's query-log seam: every observed query goes through the sampling decision; the
-/// qname string is built only for sampled ones. (The server does not pass the upstream address.)
+/// qname string is built only for sampled ones.
 impl crate::server::QueryLogger for QueryLog {
     fn log(
         &self,
         src: SocketAddr,
-        query: &crate::wire::Query,
+        qname: &[u8],
+        upstream: Option<SocketAddr>,
         o: &crate::ops::metrics::QueryObservation,
     ) {
         if !self.sampled() {
             return;
         }
-        let qname = crate::wire::display_name(query.qname_raw());
+        let qname = crate::wire::display_name(qname);
         QueryLog::log(
             self,
             &QueryLogEntry {
@@ -173,7 +174,7 @@ impl crate::server::QueryLogger for QueryLog {
                 rcode: o.rcode,
                 duration: o.duration,
                 source: o.source,
-                upstream: None,
+                upstream,
                 proto: o.proto,
             },
         );

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 
-use super::wire;
-use crate::wire::{CLASS_IN, rcode, rtype};
+use crate::wire::{self, CLASS_IN, EDNS_SIZE, Query, Writer, rcode, rtype};
 
 /// TTL cap of answers served from a set past its TTL (refreshes are failing).
 pub const STALE_TTL: u32 = 30;
@@ -192,7 +191,7 @@ impl Critical {
 
     /// Answer an A/AAAA question for a critical name from its last good answer. `name` is the
     /// lowercase dotted question name without the trailing dot.
-    pub fn answer(&self, q: &wire::Query<'_>, name: &str, out: &mut Vec<u8>) -> bool {
+    pub fn answer(&self, q: &Query<'_>, name: &str, out: &mut Vec<u8>) -> bool {
         if q.qclass != CLASS_IN {
             return false;
         }
@@ -207,15 +206,15 @@ impl Critical {
             return false;
         };
         let ttl = set.ttl_at(now_ms());
-        let mut w = wire::ReplyWriter::new(out, q, rcode::NOERROR, false, true);
+        let mut w = Writer::new(out, q, usize::MAX);
         for ip in &set.ips {
             match ip {
-                IpAddr::V4(v4) if q.qtype == rtype::A => w.a(ttl, *v4),
-                IpAddr::V6(v6) if q.qtype == rtype::AAAA => w.aaaa(ttl, *v6),
-                _ => {}
-            }
+                IpAddr::V4(v4) if q.qtype == rtype::A => w.rr(rtype::A, ttl, &v4.octets()),
+                IpAddr::V6(v6) if q.qtype == rtype::AAAA => w.rr(rtype::AAAA, ttl, &v6.octets()),
+                _ => false,
+            };
         }
-        w.finish();
+        w.finish(q, rcode::NOERROR, false, true, EDNS_SIZE);
         true
     }
 
@@ -376,7 +375,7 @@ pub fn extract(reply: &[u8], qtype: u16) -> Fetch {
     if rc != rcode::NOERROR {
         return Fetch::Failed(format!("rcode {rc}"));
     }
-    if reply[2] & wire::F_TC != 0 {
+    if reply.len() < wire::HEADER_LEN || reply[2] & wire::F_TC != 0 {
         return Fetch::Failed("truncated".into());
     }
     let Ok(lay) = wire::layout(reply) else {
@@ -491,14 +490,14 @@ mod tests {
     #[test]
     fn answers_from_last_good() {
         let c = Critical::new(&["crit.example".into()], None, 1, 3600);
-        let q = wire::build_query(
+        let q = wire::query::build(
             9,
             &wire::dotted_to_wire("CRIT.example").unwrap(),
             rtype::A,
             true,
-            true,
+            Some(1232),
         );
-        let pq = wire::parse_query(&q).unwrap();
+        let pq = Query::parse(&q).unwrap();
         let mut out = Vec::new();
         assert!(
             !c.answer(&pq, "crit.example", &mut out),
@@ -517,48 +516,41 @@ mod tests {
         let lay = wire::layout(&out).unwrap();
         assert_eq!(wire::u16_at(&out, 6), 2);
         assert!(lay.opt.is_some());
-        assert_eq!(&out[12..pq.question_end], pq.question());
+        assert_eq!(&out[12..pq.question_end()], pq.question());
     }
 
     #[test]
     fn extract_follows_cnames() {
-        let q = wire::build_query(
+        let q = wire::query::build(
             1,
             &wire::dotted_to_wire("alias.example").unwrap(),
             rtype::A,
             true,
-            false,
+            None,
         );
-        let pq = wire::parse_query(&q).unwrap();
+        let pq = Query::parse(&q).unwrap();
+        let target = wire::dotted_to_wire("target.example").unwrap();
         let mut out = Vec::new();
-        let mut w = wire::ReplyWriter::new(&mut out, &pq, 0, false, true);
-        w.answer(
-            rtype::CNAME,
-            300,
-            &wire::dotted_to_wire("target.example").unwrap(),
-        );
-        w.a(60, "192.0.2.1".parse().unwrap());
-        w.finish();
+        let mut w = Writer::new(&mut out, &pq, usize::MAX);
+        w.rr(rtype::CNAME, 300, &target);
+        w.rr(rtype::A, 60, &[192, 0, 2, 1]);
+        w.finish(&pq, 0, false, true, EDNS_SIZE);
         match extract(&out, rtype::A) {
             Fetch::Good(ips, ttl) => {
                 assert_eq!((ips, ttl), (vec!["192.0.2.1".parse().unwrap()], 60))
             }
             Fetch::Failed(e) => panic!("{e}"),
         }
-        let mut w = wire::ReplyWriter::new(&mut out, &pq, 0, false, true);
-        w.answer(
-            rtype::CNAME,
-            300,
-            &wire::dotted_to_wire("target.example").unwrap(),
-        );
-        w.finish();
+        let mut w = Writer::new(&mut out, &pq, usize::MAX);
+        w.rr(rtype::CNAME, 300, &target);
+        w.finish(&pq, 0, false, true, EDNS_SIZE);
         assert!(
             matches!(extract(&out, rtype::A), Fetch::Failed(_)),
             "dangling alias"
         );
-        wire::ReplyWriter::new(&mut out, &pq, rcode::NXDOMAIN, false, true).finish();
+        wire::rcode_reply(&mut out, &pq, rcode::NXDOMAIN, true, EDNS_SIZE);
         assert!(matches!(extract(&out, rtype::A), Fetch::Failed(_)));
-        wire::ReplyWriter::new(&mut out, &pq, 0, false, true).finish();
+        wire::rcode_reply(&mut out, &pq, 0, true, EDNS_SIZE);
         assert!(matches!(extract(&out, rtype::A), Fetch::Good(ips, 30) if ips.is_empty()));
     }
 

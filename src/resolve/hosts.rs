@@ -10,8 +10,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
-use super::wire;
-use crate::wire::{CLASS_IN, rcode, rtype};
+use crate::wire::{self, CLASS_IN, EDNS_SIZE, Query, Writer, rcode, rtype};
 
 /// The parsed contents of a hosts file.
 #[derive(Debug, Default, Clone, PartialEq)]
@@ -179,7 +178,7 @@ impl Hosts {
     /// does not hold always pass (used before critical names are consulted).
     pub fn answer(
         &self,
-        q: &wire::Query<'_>,
+        q: &Query<'_>,
         name: &str,
         out: &mut Vec<u8>,
         decide_missing: bool,
@@ -195,38 +194,38 @@ impl Hosts {
             let Some(names) = t.rev.get(&ip) else {
                 return Outcome::Pass;
             };
-            let mut w = wire::ReplyWriter::new(out, q, rcode::NOERROR, true, true);
+            let mut w = Writer::new(out, q, usize::MAX);
             for n in names {
                 if let Ok(target) = wire::dotted_to_wire(n) {
-                    w.answer(rtype::PTR, self.ttl, &target);
+                    w.rr(rtype::PTR, self.ttl, &target);
                 }
             }
-            w.finish();
+            w.finish(q, rcode::NOERROR, true, true, EDNS_SIZE);
             return Outcome::Answered;
         }
         if !t.holds(name) {
             if !decide_missing || self.fallthrough {
                 return Outcome::Pass;
             }
-            wire::ReplyWriter::new(out, q, rcode::NXDOMAIN, true, true).finish();
+            Writer::new(out, q, usize::MAX).finish(q, rcode::NXDOMAIN, true, true, EDNS_SIZE);
             return Outcome::Answered;
         }
-        let mut w = wire::ReplyWriter::new(out, q, rcode::NOERROR, true, true);
+        let mut w = Writer::new(out, q, usize::MAX);
         match q.qtype {
             rtype::A => {
                 for ip in t.v4.get(name).into_iter().flatten() {
-                    w.a(self.ttl, *ip);
+                    w.rr(rtype::A, self.ttl, &ip.octets());
                 }
             }
             rtype::AAAA => {
                 for ip in t.v6.get(name).into_iter().flatten() {
-                    w.aaaa(self.ttl, *ip);
+                    w.rr(rtype::AAAA, self.ttl, &ip.octets());
                 }
             }
             // Any other type of a name in the file: NODATA.
             _ => {}
         }
-        w.finish();
+        w.finish(q, rcode::NOERROR, true, true, EDNS_SIZE);
         Outcome::Answered
     }
 }
@@ -247,12 +246,12 @@ not-an-ip   bad.example.test
 ";
 
     fn q(name: &str, qtype: u16) -> Vec<u8> {
-        wire::build_query(1, &wire::dotted_to_wire(name).unwrap(), qtype, true, false)
+        wire::query::build(1, &wire::dotted_to_wire(name).unwrap(), qtype, true, None)
     }
 
     fn ask(h: &Hosts, name: &str, qtype: u16) -> Option<(u16, Vec<Vec<u8>>)> {
         let m = q(name, qtype);
-        let p = wire::parse_query(&m).unwrap();
+        let p = Query::parse(&m).unwrap();
         let mut buf = [0u8; 256];
         let dotted = wire::wire_to_dotted(p.qname(), &mut buf)
             .unwrap()

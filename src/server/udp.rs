@@ -13,11 +13,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use socket2::{Domain, Socket, Type};
-
 use super::handler::forwarded_facts;
 use super::{Local, SharedEngine};
-use crate::ops::metrics::Proto;
+use crate::ops::metrics::{self, Proto};
 
 /// Datagrams taken per `recvmmsg`.
 const BATCH: usize = 32;
@@ -26,32 +24,6 @@ const BATCH: usize = 32;
 const DGRAM: usize = 4096;
 /// How often a blocked worker wakes to look at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
-
-/// Create a UDP socket bound to `addr` with `SO_REUSEPORT`, so several can share the port.
-pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
-    s.set_reuse_port(true)?;
-    s.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    // A deeper receive queue absorbs bursts (the kernel caps it at rmem_max).
-    let _ = s.set_recv_buffer_size(4 << 20);
-    let _ = s.set_send_buffer_size(4 << 20);
-    s.bind(&addr.into())?;
-    Ok(s.into())
-}
-
-/// Bind `workers` sockets on `addr` (port 0 picks one port for all of them).
-pub fn bind_workers(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::UdpSocket>> {
-    let first = bind_reuseport(addr)?;
-    let actual = first.local_addr()?;
-    let mut v = vec![first];
-    for _ in 1..workers.max(1) {
-        v.push(bind_reuseport(actual)?);
-    }
-    Ok(v)
-}
 
 /// Queries waiting for upstream answers, for a graceful stop.
 #[derive(Default)]
@@ -123,6 +95,11 @@ pub fn worker(
         let mut replies = 0;
         for i in 0..n {
             let (msg, src, out) = batch.slot(i);
+            if src.port() == 0 {
+                // A reply to port 0 cannot arrive; such a source is spoofed (reflection).
+                metrics::global().dropped(metrics::DropReason::Malformed);
+                continue;
+            }
             match engine.answer_local(msg, Proto::Udp, out) {
                 Local::Reply(f) => {
                     engine.observe(&f, msg.len(), out, Proto::Udp, src, start);
@@ -131,18 +108,17 @@ pub fn worker(
                 }
                 Local::Drop => {}
                 Local::Forward(p) => {
-                    let msg = msg.to_vec();
                     let engine = arc_swap::Guard::into_inner(shared.load());
                     let sock = sock.clone();
                     let inflight = inflight.clone();
                     inflight.0.fetch_add(1, Ordering::AcqRel);
                     rt.spawn(async move {
-                        let (reply, source) = engine.forward(&msg, &p, Proto::Udp).await;
-                        if let Err(e) = sock.send_to(&reply, src) {
+                        let r = engine.forward(&p, Proto::Udp).await;
+                        if let Err(e) = sock.send_to(&r.reply, src) {
                             tracing::debug!(error = %e, "udp send");
                         }
-                        let f = forwarded_facts(&p.query, source, &reply);
-                        engine.observe(&f, msg.len(), &reply, Proto::Udp, src, start);
+                        let f = forwarded_facts(&p.query, &r);
+                        engine.observe(&f, p.query.size, &r.reply, Proto::Udp, src, start);
                         inflight.0.fetch_sub(1, Ordering::AcqRel);
                     });
                 }

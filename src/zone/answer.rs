@@ -107,7 +107,12 @@ fn label_is(l: &[u8], s: &str) -> bool {
 /// Answer `q` from `snap`, writing records into `w` (its header and question are written).
 /// `can_fall_through`: names of fallthrough zones that are not found may go elsewhere (there is
 /// a resolver); otherwise they get NXDOMAIN here.
-pub fn answer(snap: &Snapshot, q: &Query, w: &mut Writer<'_>, can_fall_through: bool) -> Outcome {
+pub fn answer(
+    snap: &Snapshot,
+    q: &Query<'_>,
+    w: &mut Writer<'_>,
+    can_fall_through: bool,
+) -> Outcome {
     let qname = q.qname_lower();
     if let Some(rel) = relative(qname, &snap.zone) {
         w.set_zone_suffix(snap.zone.len());
@@ -179,7 +184,7 @@ enum Res {
 
 fn finish(
     snap: &Snapshot,
-    q: &Query,
+    q: &Query<'_>,
     w: &mut Writer<'_>,
     res: Res,
     zone: &[u8],
@@ -262,7 +267,7 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
         }
         [s] if label_is(s, "svc") || label_is(s, "pod") => Res::NoData,
         [ns, s] if label_is(s, "svc") => {
-            if snap.namespaces.contains_key(*ns) {
+            if snap.namespaces.contains_key(ns) {
                 Res::NoData
             } else {
                 Res::NxDomain
@@ -270,7 +275,7 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
         }
         [ns, p] if label_is(p, "pod") => match snap.pods_mode {
             PodsMode::Disabled => Res::NxDomain,
-            _ if snap.namespaces.contains_key(*ns) => Res::NoData,
+            _ if snap.namespaces.contains_key(ns) => Res::NoData,
             _ => Res::NxDomain,
         },
         [ip, ns, p] if label_is(p, "pod") => pod(snap, qt, ip, ns, w),
@@ -376,7 +381,7 @@ fn apex(snap: &Snapshot, qt: u16, w: &mut Writer<'_>) -> Res {
             w.section(ADDITIONAL);
             for ip in snap.ns_addrs.iter() {
                 w.record(|w| {
-                    w.ptr(target);
+                    w.name_at(target);
                     addr_record(w, snap.ttl, *ip);
                 });
             }
@@ -553,7 +558,7 @@ fn srv(
                 w.section(ADDITIONAL);
                 for ip in ips.iter() {
                     w.record(|w| {
-                        w.ptr(o);
+                        w.name_at(o);
                         addr_record(w, ttl, ip);
                     });
                 }
@@ -569,10 +574,21 @@ fn srv(
                 return;
             }
             let weight = (100 / pairs).max(1) as u16;
-            // Offsets of the targets written, with an endpoint of that name, for the additional
-            // section.
-            let mut targets: Vec<(usize, usize)> = Vec::new();
-            // endpoints are sorted by name: equal (name, port) pairs are adjacent per port
+            // Endpoints are sorted by name, so the endpoints of one name are adjacent: each is
+            // known by the first of its run. Linear in the endpoints: a service of thousands
+            // must not make one query cost millions of comparisons.
+            let mut first = vec![0u32; n];
+            for i in 1..n {
+                first[i] = if eps.same_name(i, i - 1) {
+                    first[i - 1]
+                } else {
+                    i as u32
+                };
+            }
+            // Where each name's target was written (0: not yet), and the names in order, for
+            // the additional section.
+            let mut target_at = vec![0u32; n];
+            let mut targets: Vec<usize> = Vec::new();
             let mut seen_ports: Vec<(u16, crate::cluster::objects::Protocol)> = Vec::new();
             for i in 0..n {
                 for p in eps.port_set(i).iter().filter(|p| matches(p)) {
@@ -581,21 +597,21 @@ fn srv(
                     }
                 }
             }
-            for (port, proto) in seen_ports {
+            'ports: for (port, proto) in seen_ports {
                 let mut prev: Option<usize> = None;
                 for i in 0..n {
+                    if w.truncated() {
+                        break 'ports;
+                    }
                     let has = eps
                         .port_set(i)
                         .iter()
                         .any(|p| p.port == port && p.protocol == proto && matches(p));
-                    if !has || prev.is_some_and(|j| eps.same_name(i, j)) {
+                    // One record per (name, port): equal names are adjacent.
+                    if !has || prev.is_some_and(|j| first[j] == first[i]) {
                         continue;
                     }
                     prev = Some(i);
-                    let known = targets
-                        .iter()
-                        .find(|(_, t)| eps.same_name(*t, i))
-                        .map(|(o, _)| *o);
                     let mut at_target = 0;
                     let kept = w.record(|w| {
                         w.owner_qname();
@@ -610,18 +626,23 @@ fn srv(
                         w.name_in_zone_uncompressed(&r.labels);
                         w.end_rdata(at);
                     });
-                    if kept && known.is_none() {
-                        targets.push((at_target, i));
+                    let g = first[i] as usize;
+                    if kept && target_at[g] == 0 {
+                        target_at[g] = at_target as u32;
+                        targets.push(g);
                     }
                 }
             }
             w.section(ADDITIONAL);
-            for (at, t) in &targets {
-                for j in (0..n).filter(|&j| eps.same_name(j, *t)) {
-                    w.record(|w| {
-                        w.ptr(*at);
+            'additional: for g in targets {
+                for j in (g..n).take_while(|&j| first[j] as usize == g) {
+                    if !w.record(|w| {
+                        w.name_at(target_at[g] as usize);
                         addr_record(w, ttl, eps.ip(j));
-                    });
+                    }) {
+                        // Full: nothing later fits either (records are written whole or not).
+                        break 'additional;
+                    }
                 }
             }
         }
@@ -665,58 +686,12 @@ fn pod(snap: &Snapshot, qt: u16, ip_label: &[u8], ns: &[u8], w: &mut Writer<'_>)
     }
 }
 
-/// Parse a reverse name into an address: 4 decimal labels under `in-addr.arpa`, or 32 hex
-/// nibbles under `ip6.arpa` (RFC 1035 §3.5, RFC 3596 §2.5).
-pub fn reverse_ip(qname: &[u8]) -> Option<IpAddr> {
-    // The labels (as `crate::wire::labels` reads them), at most 34 of them.
-    let mut at = [(0u8, 0u8); 34];
-    let mut n = 0;
-    let mut p = 0;
-    while p < qname.len() {
-        let len = qname[p] as usize;
-        if len == 0 || p + 1 + len > qname.len() {
-            break;
-        }
-        if n == at.len() {
-            return None;
-        }
-        at[n] = ((p + 1) as u8, len as u8);
-        n += 1;
-        p += 1 + len;
-    }
-    let label = |i: usize| &qname[at[i].0 as usize..at[i].0 as usize + at[i].1 as usize];
-    if n == 6 && label(4) == b"in-addr" && label(5) == b"arpa" {
-        let mut o = [0u8; 4];
-        for i in 0..4 {
-            let s = std::str::from_utf8(label(3 - i)).ok()?;
-            if s.is_empty() || s.len() > 3 || (s.len() > 1 && s.starts_with('0')) {
-                return None;
-            }
-            o[i] = s.parse().ok()?;
-        }
-        return Some(IpAddr::V4(Ipv4Addr::from(o)));
-    }
-    if n == 34 && label(32) == b"ip6" && label(33) == b"arpa" {
-        let mut o = [0u8; 16];
-        for i in 0..32 {
-            let l = label(31 - i);
-            if l.len() != 1 {
-                return None;
-            }
-            let v = (l[0] as char).to_digit(16)? as u8;
-            o[i / 2] |= if i % 2 == 0 { v << 4 } else { v };
-        }
-        return Some(IpAddr::V6(Ipv6Addr::from(o)));
-    }
-    None
-}
-
-fn reverse(snap: &Snapshot, q: &Query, w: &mut Writer<'_>) -> Res {
+fn reverse(snap: &Snapshot, q: &Query<'_>, w: &mut Writer<'_>) -> Res {
     let qname = q.qname_lower();
     if snap.reverse_zones.iter().any(|z| &**z == qname) {
         return apex(snap, q.qtype, w);
     }
-    let Some(ip) = reverse_ip(qname) else {
+    let Some(ip) = crate::wire::reverse_ip(qname) else {
         return Res::NxDomain;
     };
     // The services holding the address, by name (almost always one; a few at most).

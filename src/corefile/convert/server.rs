@@ -144,7 +144,8 @@ impl Converter {
         Ok(())
     }
 
-    /// `listen`: the blocks' port on the `bind` addresses, or on every IPv4 address.
+    /// `listen`: the blocks' port on the `bind` addresses, or on every address of both
+    /// families, as CoreDNS's `.:53` (`0.0.0.0:PORT` and `[::]:PORT`, one socket each).
     pub(super) fn write_listen(&mut self, cfg: &mut Config) {
         let port = self.port.as_ref().map(|p| p.value).unwrap_or(53);
         cfg.listen = match &self.binds {
@@ -153,15 +154,10 @@ impl Converter {
                 .iter()
                 .map(|ip| SocketAddr::new(*ip, port))
                 .collect(),
-            None => {
-                self.notes.push(format!(
-                    "listen: CoreDNS listens on every IPv4 and IPv6 address; the config listens on 0.0.0.0:{port}: add \"[::]:{port}\" for IPv6 or dual-stack clusters"
-                ));
-                vec![SocketAddr::new(
-                    std::net::Ipv4Addr::UNSPECIFIED.into(),
-                    port,
-                )]
-            }
+            None => vec![
+                SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port),
+                SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port),
+            ],
         };
     }
 
