@@ -31,12 +31,15 @@
 
 pub mod app;
 pub mod app_ops;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod corefile;
 pub mod error;
+pub mod filewatch;
 pub mod names;
 pub mod nodelocal;
+pub mod observe;
 pub mod ops;
 pub mod reload;
 pub mod resolve;

@@ -233,16 +233,16 @@ impl NodeLocal {
     /// `sync_interval` until the drain starts.
     pub async fn run(
         self: Arc<Self>,
-        metrics: &'static Metrics,
+        metrics: Arc<Metrics>,
         on_ready: Box<dyn Fn() + Send + Sync>,
         mut signal: ShutdownSignal,
     ) {
         let mut ready = false;
         let mut wait = Duration::from_secs(1);
         loop {
-            let me = self.clone();
+            let (me, metrics) = (self.clone(), metrics.clone());
             let ok = tokio::task::spawn_blocking(move || {
-                let ok = me.ensure(metrics);
+                let ok = me.ensure(&metrics);
                 release_free_memory();
                 ok
             })

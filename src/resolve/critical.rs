@@ -107,11 +107,18 @@ pub enum Fetch {
 
 impl Critical {
     /// `names` must already be validated domain names. Loads the state file if there is one.
-    pub fn new(names: &[String], state_file: Option<PathBuf>, min_ttl: u32, max_ttl: u32) -> Self {
+    /// Every name is due for a refresh at `now`.
+    pub fn new(
+        names: &[String],
+        state_file: Option<PathBuf>,
+        min_ttl: u32,
+        max_ttl: u32,
+        now: Instant,
+    ) -> Self {
         let mut list = Vec::new();
         let mut index = HashMap::new();
         for n in names {
-            let Ok(name) = crate::zone::names::parse_domain(n) else {
+            let Ok(name) = crate::names::parse_domain(n) else {
                 continue;
             };
             if index.contains_key(&name) {
@@ -127,7 +134,6 @@ impl Critical {
                 sets: [ArcSwapOption::empty(), ArcSwapOption::empty()],
             });
         }
-        let now = Instant::now();
         let sched = list
             .iter()
             .map(|_| {
@@ -446,9 +452,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state.json");
         let names = vec!["Crit.Example.".to_string(), "other.example".to_string()];
-        let c = Critical::new(&names, Some(state.clone()), 1, 3600);
-        assert_eq!(c.names[0].name, "crit.example");
         let t0 = Instant::now();
+        let c = Critical::new(&names, Some(state.clone()), 1, 3600, t0);
+        assert_eq!(c.names[0].name, "crit.example");
         assert_eq!(c.due(t0).0.len(), 4);
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
         assert!(c.update(0, rtype::A, Fetch::Good(vec![ip], 100), t0));
@@ -478,18 +484,18 @@ mod tests {
         c.save(Duration::from_secs(60));
         assert!(state.exists());
         // A restart reads it back.
-        let c2 = Critical::new(&names, Some(state.clone()), 1, 3600);
+        let c2 = Critical::new(&names, Some(state.clone()), 1, 3600, t0);
         assert_eq!(c2.get("crit.example", rtype::A).unwrap().ips, vec![ip]);
         assert!(c2.get("crit.example", rtype::AAAA).is_none());
         // A corrupt state file is ignored.
         std::fs::write(&state, "{not json").unwrap();
-        let c3 = Critical::new(&names, Some(state), 1, 3600);
+        let c3 = Critical::new(&names, Some(state), 1, 3600, t0);
         assert!(c3.get("crit.example", rtype::A).is_none());
     }
 
     #[test]
     fn answers_from_last_good() {
-        let c = Critical::new(&["crit.example".into()], None, 1, 3600);
+        let c = Critical::new(&["crit.example".into()], None, 1, 3600, Instant::now());
         let q = wire::query::build(
             9,
             &wire::dotted_to_wire("CRIT.example").unwrap(),

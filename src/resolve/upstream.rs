@@ -17,7 +17,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Notify;
 
 use crate::config::ForwardPolicy;
-use crate::ops::metrics::{self, ConnProto, UpstreamMetrics};
+use crate::ops::metrics::{ConnProto, Metrics, UpstreamMetrics};
 use crate::wire::{self, F_QR, F_TC, HEADER_LEN, rcode};
 
 /// Receive buffer of one UDP exchange.
@@ -88,8 +88,9 @@ pub fn is_reply_to(r: &[u8], query: &[u8], question_end: usize) -> bool {
 }
 
 impl Upstream {
-    pub fn new(addr: SocketAddr) -> Self {
-        let m = metrics::global().upstream(addr);
+    /// The upstream at `addr`, counting into its series of `metrics`.
+    pub fn new(addr: SocketAddr, metrics: &Metrics) -> Self {
+        let m = metrics.upstream(addr);
         m.set_healthy(true);
         Upstream {
             addr,
@@ -289,9 +290,12 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(addrs: &[SocketAddr], policy: ForwardPolicy) -> Self {
+    pub fn new(addrs: &[SocketAddr], policy: ForwardPolicy, metrics: &Metrics) -> Self {
         Pool {
-            upstreams: addrs.iter().map(|a| Arc::new(Upstream::new(*a))).collect(),
+            upstreams: addrs
+                .iter()
+                .map(|a| Arc::new(Upstream::new(*a, metrics)))
+                .collect(),
             policy,
             next: AtomicUsize::new(0),
         }
@@ -334,7 +338,7 @@ mod tests {
 
     #[test]
     fn sequential_puts_down_upstreams_last() {
-        let p = Pool::new(&addrs(3), ForwardPolicy::Sequential);
+        let p = Pool::new(&addrs(3), ForwardPolicy::Sequential, &Metrics::default());
         let order: Vec<u16> = p.order().0.iter().map(|u| u.addr.port()).collect();
         assert_eq!(order, vec![40000, 40001, 40002]);
         p.upstreams[0].failed(2);
@@ -352,7 +356,7 @@ mod tests {
 
     #[test]
     fn looping_upstreams_are_left_out() {
-        let p = Pool::new(&addrs(2), ForwardPolicy::Sequential);
+        let p = Pool::new(&addrs(2), ForwardPolicy::Sequential, &Metrics::default());
         assert!(p.upstreams[1].set_looping(true));
         assert!(!p.upstreams[1].set_looping(true), "no change");
         let order: Vec<u16> = p.order().0.iter().map(|u| u.addr.port()).collect();
@@ -365,7 +369,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_loop_found_ends_the_tries_under_way() {
-        let u = Arc::new(Upstream::new("127.0.0.1:40100".parse().unwrap()));
+        let u = Arc::new(Upstream::new(
+            "127.0.0.1:40100".parse().unwrap(),
+            &Metrics::default(),
+        ));
         let u2 = u.clone();
         let t = tokio::spawn(async move {
             u2.guarded(std::future::pending::<Result<Vec<u8>, ExchangeError>>())
@@ -386,10 +393,10 @@ mod tests {
 
     #[test]
     fn round_robin_rotates_and_random_covers() {
-        let p = Pool::new(&addrs(3), ForwardPolicy::RoundRobin);
+        let p = Pool::new(&addrs(3), ForwardPolicy::RoundRobin, &Metrics::default());
         let firsts: Vec<u16> = (0..6).map(|_| p.order().0[0].addr.port()).collect();
         assert_eq!(firsts, vec![40000, 40001, 40002, 40000, 40001, 40002]);
-        let p = Pool::new(&addrs(3), ForwardPolicy::Random);
+        let p = Pool::new(&addrs(3), ForwardPolicy::Random, &Metrics::default());
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
             let o = p.order().0;
@@ -401,7 +408,7 @@ mod tests {
 
     #[test]
     fn all_down_reported() {
-        let p = Pool::new(&addrs(2), ForwardPolicy::Sequential);
+        let p = Pool::new(&addrs(2), ForwardPolicy::Sequential, &Metrics::default());
         for u in &p.upstreams {
             u.failed(1);
         }

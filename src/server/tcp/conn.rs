@@ -18,7 +18,8 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use super::{Admitted, TcpSettings, stopped};
-use crate::ops::metrics::Proto;
+use crate::observe::Proto;
+use crate::ops::lifecycle::DrainGuard;
 use crate::server::handler::{TCP_MAX, forwarded_facts};
 use crate::server::{Engine, Local, Pending, Resolved, SharedEngine};
 
@@ -30,6 +31,8 @@ pub struct Connection {
     settings: TcpSettings,
     stop: watch::Receiver<bool>,
     admitted: Admitted,
+    /// Held until the connection closes: the shutdown's drain waits for it.
+    drain: DrainGuard,
 }
 
 /// A forwarded query answered: the reply, the query, when it arrived, and the engine that
@@ -44,6 +47,7 @@ impl Connection {
         settings: TcpSettings,
         stop: watch::Receiver<bool>,
         admitted: Admitted,
+        drain: DrainGuard,
     ) -> Self {
         Connection {
             stream,
@@ -52,6 +56,7 @@ impl Connection {
             settings,
             stop,
             admitted,
+            drain,
         }
     }
 
@@ -65,6 +70,7 @@ impl Connection {
             settings,
             mut stop,
             admitted,
+            drain,
         } = self;
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
@@ -126,6 +132,7 @@ impl Connection {
         }
         let _ = wr.shutdown().await;
         drop(admitted);
+        drop(drain);
     }
 }
 
