@@ -243,7 +243,7 @@ impl NodeLocal {
             let (me, metrics) = (self.clone(), metrics.clone());
             let ok = tokio::task::spawn_blocking(move || {
                 let ok = me.ensure(&metrics);
-                release_free_memory();
+                crate::memory::release_free_memory();
                 ok
             })
             .await
@@ -315,19 +315,6 @@ impl NodeLocal {
         &self.cfg.addresses
     }
 }
-
-/// A node cache is small and long-lived: give the memory that queries' transient buffers left
-/// in glibc's free lists back to the node once per check, so RSS tracks what the cache holds.
-#[cfg(target_env = "gnu")]
-fn release_free_memory() {
-    // SAFETY: malloc_trim only walks glibc's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(target_env = "gnu"))]
-fn release_free_memory() {}
 
 #[cfg(test)]
 mod tests {

@@ -49,7 +49,7 @@ use crate::wire::{self, EDNS_SIZE, F_TC, HEADER_LEN, Query, rcode, rtype};
 use cache::{Cache, Found};
 use critical::Critical;
 use hosts::Hosts;
-use upstream::{ExchangeError, Pool, Purpose, Upstream};
+use upstream::{ExchangeError, Pool, Purpose, Transport, Upstream};
 
 /// Largest `max_size` of a UDP client; anything above means the client came over TCP.
 const TCP_MAX_SIZE: usize = 65535;
@@ -625,12 +625,15 @@ impl Resolver {
         up.probing.store(true, Ordering::Release);
         let name = self.probes.register(up, domain);
         let msg = wire::query::build(fastrand::u16(..), &name, rtype::HINFO, true, None);
-        let deadline = Instant::now() + self.s.timeout;
-        let r = if self.s.force_tcp {
-            up.tcp(&msg, msg.len(), deadline, Purpose::Probe).await
-        } else {
-            up.udp(&msg, msg.len(), deadline, Purpose::Probe).await
-        };
+        let r = up
+            .exchange(
+                self.probe_transport(),
+                &msg,
+                msg.len(),
+                self.s.timeout,
+                Purpose::Probe,
+            )
+            .await;
         up.probing.store(false, Ordering::Release);
         match r {
             Ok(_) if !self.probes.came_back(&name) => self.loop_gone(up),
@@ -904,38 +907,17 @@ impl Resolver {
         question_end: usize,
         tcp: bool,
     ) -> Result<Vec<u8>, ExchangeError> {
+        let ask = |via| up.exchange(via, msg, question_end, self.s.timeout, Purpose::Query);
         if tcp {
-            return up
-                .tcp(
-                    msg,
-                    question_end,
-                    Instant::now() + self.s.timeout,
-                    Purpose::Query,
-                )
-                .await;
+            return ask(Transport::Tcp).await;
         }
-        let r = up
-            .udp(
-                msg,
-                question_end,
-                Instant::now() + self.s.timeout,
-                Purpose::Query,
-            )
-            .await?;
+        let r = ask(Transport::Udp).await?;
         if r[2] & F_TC == 0 {
             return Ok(r);
         }
         // Truncated: the whole answer over TCP (a new try with its own timeout); if that
         // fails, the truncated answer is still an answer (the client may retry over TCP).
-        match up
-            .tcp(
-                msg,
-                question_end,
-                Instant::now() + self.s.timeout,
-                Purpose::Query,
-            )
-            .await
-        {
+        match ask(Transport::Tcp).await {
             Ok(full) => Ok(full),
             Err(e) => {
                 tracing::debug!(upstream = %up.addr, error = %e, "TCP retry after TC failed");
@@ -944,16 +926,28 @@ impl Resolver {
         }
     }
 
+    /// How our own probes (health checks, loop probes) travel: over TCP only with `force_tcp`.
+    fn probe_transport(&self) -> Transport {
+        if self.s.force_tcp {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        }
+    }
+
     /// One health probe (`. IN NS`) to an upstream.
     async fn probe_upstream(&self, up: &Upstream) {
         let msg = wire::query::build(fastrand::u16(..), ROOT, rtype::NS, true, None);
         let qe = HEADER_LEN + 1 + 4;
-        let deadline = Instant::now() + self.s.timeout;
-        let r = if self.s.force_tcp {
-            up.tcp(&msg, qe, deadline, Purpose::Probe).await
-        } else {
-            up.udp(&msg, qe, deadline, Purpose::Probe).await
-        };
+        let r = up
+            .exchange(
+                self.probe_transport(),
+                &msg,
+                qe,
+                self.s.timeout,
+                Purpose::Probe,
+            )
+            .await;
         match r {
             Ok(_) => up.succeeded(),
             Err(e) => {

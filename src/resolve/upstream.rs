@@ -46,6 +46,13 @@ pub struct Upstream {
     idle_tcp: Mutex<Vec<(TcpStream, Instant)>>,
 }
 
+/// How an exchange with an upstream travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
 /// What an exchange is for: a client's query (counted in
 /// `coredns_proxy_conn_cache_{hits,misses}_total`, as CoreDNS counts its proxied queries), or
 /// one of our own health or loop probes (not counted: CoreDNS's health checks use their own
@@ -165,12 +172,33 @@ impl Upstream {
         }
     }
 
-    /// One UDP exchange: `query` (its ID already set) to the upstream, waiting until `deadline`.
-    pub async fn udp(
+    /// One exchange: `query` (its ID already set) to the upstream over `via`, given up after
+    /// `timeout` (the upstream's time on a real socket: tokio's timer, not the resolver's
+    /// clock).
+    pub async fn exchange(
+        &self,
+        via: Transport,
+        query: &[u8],
+        question_end: usize,
+        timeout: Duration,
+        purpose: Purpose,
+    ) -> Result<Vec<u8>, ExchangeError> {
+        let exchange = async {
+            match via {
+                Transport::Udp => self.udp(query, question_end, purpose).await,
+                Transport::Tcp => self.tcp(query, question_end, purpose).await,
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(ExchangeError::Timeout))
+    }
+
+    /// One UDP exchange, on a new socket.
+    async fn udp(
         &self,
         query: &[u8],
         question_end: usize,
-        deadline: Instant,
         purpose: Purpose,
     ) -> Result<Vec<u8>, ExchangeError> {
         let bind: SocketAddr = if self.addr.is_ipv4() {
@@ -184,25 +212,19 @@ impl Upstream {
         let sock = UdpSocket::bind(bind).await?;
         sock.connect(self.addr).await?;
         sock.send(query).await?;
-        let fut = async {
-            // We advertise at most 1232 bytes (512 without EDNS); a datagram that fills this
-            // buffer may have been cut by the kernel, and is treated as truncated (TC), so the
-            // answer is fetched again over TCP.
-            let mut buf = [0u8; UDP_BUF];
-            loop {
-                let n = sock.recv(&mut buf).await?;
-                if is_reply_to(&buf[..n], query, question_end) {
-                    let mut r = buf[..n].to_vec();
-                    if n == UDP_BUF {
-                        r[2] |= F_TC;
-                    }
-                    return Ok::<_, ExchangeError>(r);
+        // We advertise at most 1232 bytes (512 without EDNS); a datagram that fills this buffer
+        // may have been cut by the kernel, and is treated as truncated (TC), so the answer is
+        // fetched again over TCP.
+        let mut buf = [0u8; UDP_BUF];
+        loop {
+            let n = sock.recv(&mut buf).await?;
+            if is_reply_to(&buf[..n], query, question_end) {
+                let mut r = buf[..n].to_vec();
+                if n == UDP_BUF {
+                    r[2] |= F_TC;
                 }
+                return Ok(r);
             }
-        };
-        match tokio::time::timeout_at(deadline.into(), fut).await {
-            Ok(r) => r,
-            Err(_) => Err(ExchangeError::Timeout),
         }
     }
 
@@ -224,41 +246,34 @@ impl Upstream {
     }
 
     /// One TCP exchange, on an idle connection if there is one (a fresh one if that fails).
-    pub async fn tcp(
+    async fn tcp(
         &self,
         query: &[u8],
         question_end: usize,
-        deadline: Instant,
         purpose: Purpose,
     ) -> Result<Vec<u8>, ExchangeError> {
         let counted = purpose == Purpose::Query;
         let mut framed = Vec::with_capacity(query.len() + 2);
         framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
         framed.extend_from_slice(query);
-        let fut = async {
-            if let Some(mut s) = self.take_idle() {
-                if counted {
-                    self.metrics.conn_cache_hit(ConnProto::Tcp);
-                }
-                // The server may have closed it; on any error, retry on a fresh connection.
-                if let Ok(r) = tcp_roundtrip(&mut s, &framed, query, question_end).await {
-                    self.put_idle(s);
-                    return Ok(r);
-                }
-            }
+        if let Some(mut s) = self.take_idle() {
             if counted {
-                self.metrics.conn_cache_miss(ConnProto::Tcp);
+                self.metrics.conn_cache_hit(ConnProto::Tcp);
             }
-            let mut s = TcpStream::connect(self.addr).await?;
-            let _ = s.set_nodelay(true);
-            let r = tcp_roundtrip(&mut s, &framed, query, question_end).await?;
-            self.put_idle(s);
-            Ok(r)
-        };
-        match tokio::time::timeout_at(deadline.into(), fut).await {
-            Ok(r) => r,
-            Err(_) => Err(ExchangeError::Timeout),
+            // The server may have closed it; on any error, retry on a fresh connection.
+            if let Ok(r) = tcp_roundtrip(&mut s, &framed, query, question_end).await {
+                self.put_idle(s);
+                return Ok(r);
+            }
         }
+        if counted {
+            self.metrics.conn_cache_miss(ConnProto::Tcp);
+        }
+        let mut s = TcpStream::connect(self.addr).await?;
+        let _ = s.set_nodelay(true);
+        let r = tcp_roundtrip(&mut s, &framed, query, question_end).await?;
+        self.put_idle(s);
+        Ok(r)
     }
 }
 

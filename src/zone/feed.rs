@@ -82,7 +82,7 @@ pub async fn run(
         if std::mem::take(&mut relisted) {
             // A full list decodes the whole cluster once and frees most of it again: hand the
             // freed pages back, so resident memory reflects what is held, not the peak.
-            release_free_memory();
+            crate::memory::release_free_memory();
         }
         if !announced && builder.synced() {
             announced = true;
@@ -95,17 +95,6 @@ pub async fn run(
         }
     }
 }
-
-#[cfg(target_env = "gnu")]
-fn release_free_memory() {
-    // SAFETY: malloc_trim only walks glibc's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(target_env = "gnu"))]
-fn release_free_memory() {}
 
 fn apply(b: &mut ZoneBuilder, ev: ClusterEvent, metrics: &Metrics) {
     if let ClusterEvent::WatchRestart { kind } = &ev {

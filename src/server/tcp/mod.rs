@@ -102,15 +102,15 @@ pub async fn serve(
                     let Some(admitted) = gate.admit(peer) else {
                         continue;
                     };
-                    let c = conn::Connection::new(
+                    let c = conn::Connection {
                         stream,
                         peer,
-                        engine.clone(),
-                        settings.clone(),
-                        stop.clone(),
+                        engine: engine.clone(),
+                        settings: settings.clone(),
+                        stop: stop.clone(),
                         admitted,
-                        drain.clone(),
-                    );
+                        drain: drain.clone(),
+                    };
                     tokio::spawn(c.run());
                 }
                 Err(e) => {
