@@ -142,8 +142,8 @@ fn start_kube(
     }
 }
 
-/// Bind the DNS sockets: per listen address, `workers` UDP sockets and one TCP listener on
-/// the same port, one socket per address family (see [`crate::server::listen`]).
+/// Bind the DNS sockets: per listen address, `server.udp_workers` UDP sockets (0: one per
+/// CPU) and one TCP listener on the same port, one socket per address family (see [`crate::server::listen`]).
 pub fn bind_dns(cfg: &Config) -> Result<(Vec<Listener>, Bound), Error> {
     let workers = if cfg.server.udp_workers == 0 {
         std::thread::available_parallelism()

@@ -996,8 +996,6 @@ impl Metrics {
     pub fn panicked(&self) {
         self.inner().panics.inc();
     }
-    /// One self-check of `/health` (`coredns_health_request_duration_seconds`, and
-    /// `coredns_health_request_failures_total` when it failed).
     /// Node-local mode is on: show `coredns_nodecache_setup_errors_total` at 0 for every
     /// `errortype` node-cache exports, as node-cache's `registerMetrics` does.
     pub fn nodecache_setup_errors_init(&self, errortypes: &[&str]) {
@@ -1017,6 +1015,8 @@ impl Metrics {
             .inc();
     }
 
+    /// One self-check of `/health` (`coredns_health_request_duration_seconds`, and
+    /// `coredns_health_request_failures_total` when it failed).
     pub fn health_check(&self, duration: Duration, ok: bool) {
         let i = self.inner();
         i.health_duration.observe(duration.as_secs_f64());

@@ -89,7 +89,7 @@ impl QueryLog {
         }
     }
 
-    /// Log `entry` (the caller already sampled).
+    /// Log `e` (the caller already sampled).
     pub fn log(&self, e: &QueryLogEntry<'_>) {
         tracing::info!(
             target: "clusterdns::querylog",
