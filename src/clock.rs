@@ -1,9 +1,9 @@
 //! Time as the resolver and its cache see it, passed in rather than read from the wall.
 //!
-//! [`Clock::system`] is `Instant::now()` and tokio's timer. [`ManualClock`] is a clock a test
-//! moves by hand ([`ManualClock::advance`]): TTL countdowns, expiry, serve-stale windows,
-//! prefetch windows and the health-check and refresh schedules then follow the test, and take
-//! no real seconds. A handle rather than tokio's paused time, because the UDP fast path reads
+//! [`Clock::system`] is `Instant::now()`, `SystemTime::now()` and tokio's timer. [`ManualClock`]
+//! is a clock a test moves by hand ([`ManualClock::advance`]): TTL countdowns, expiry,
+//! serve-stale windows, prefetch windows, the critical names' last-good TTLs and the
+//! health-check and refresh schedules then follow the test, and take no real seconds. A handle rather than tokio's paused time, because the UDP fast path reads
 //! the cache on the workers' own threads, outside any runtime, where tokio's clock is not the
 //! test's.
 //!
@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::watch;
 
@@ -28,6 +28,8 @@ pub struct Clock {
 #[derive(Debug)]
 struct Manual {
     start: Instant,
+    /// The wall clock at `start`.
+    start_wall: SystemTime,
     /// How far the clock has been moved since `start`.
     offset: watch::Sender<Duration>,
 }
@@ -44,6 +46,14 @@ impl Clock {
         match &self.manual {
             None => Instant::now(),
             Some(m) => m.start + *m.offset.borrow(),
+        }
+    }
+
+    /// The wall clock now: for times that outlive the process (a state file's timestamps).
+    pub fn wall(&self) -> SystemTime {
+        match &self.manual {
+            None => SystemTime::now(),
+            Some(m) => m.start_wall + *m.offset.borrow(),
         }
     }
 
@@ -87,6 +97,7 @@ impl ManualClock {
         ManualClock {
             inner: Arc::new(Manual {
                 start: Instant::now(),
+                start_wall: SystemTime::now(),
                 offset,
             }),
         }
@@ -124,7 +135,13 @@ mod tests {
         m.advance(Duration::from_secs(29));
         assert!(futures::FutureExt::now_or_never(s.as_mut()).is_none());
         assert_eq!(c.now() - t0, Duration::from_secs(29));
-        m.advance(Duration::from_secs(1));
+        let w0 = m.clock().wall();
+        m.advance(Duration::from_millis(500));
+        assert_eq!(
+            c.wall().duration_since(w0).unwrap(),
+            Duration::from_millis(500)
+        );
+        m.advance(Duration::from_millis(500));
         tokio::time::timeout(Duration::from_secs(5), s)
             .await
             .expect("woken at its deadline");

@@ -311,7 +311,7 @@ impl Resolver {
                         h.state_file.clone(),
                         cfg.cache.min_ttl,
                         cfg.cache.max_ttl,
-                        clock.now(),
+                        clock.clone(),
                     )
                 });
                 (hosts, critical)
@@ -978,7 +978,7 @@ impl Resolver {
     /// Refresh the critical names that are due; returns when the next one is due.
     async fn refresh_critical(&self) -> Option<Instant> {
         let c = self.critical.as_ref()?;
-        let (due, next) = c.due(self.clock.now());
+        let (due, next) = c.due();
         let jobs = due.into_iter().map(|(i, qtype)| async move {
             let w = &c.names[i].wire;
             let msg = wire::query::build(fastrand::u16(..), w, qtype, true, Some(EDNS_SIZE));
@@ -990,11 +990,11 @@ impl Resolver {
                     Fetched::Failed => critical::Fetch::Failed("no upstream answered".into()),
                 },
             };
-            c.update(i, qtype, fetch, self.clock.now());
+            c.update(i, qtype, fetch);
         });
         let n = jobs.len();
         futures::future::join_all(jobs).await;
-        let (_, after) = c.due(self.clock.now());
+        let (_, after) = c.due();
         if n > 0 {
             c.save(STATE_MAX_AGE);
         }
