@@ -144,7 +144,9 @@ pub struct Resolver {
     me: Weak<Resolver>,
     started: AtomicBool,
     metrics: Arc<Metrics>,
-    /// When entries expire and background work is due.
+    /// When entries expire and background work is due. How long a peer takes (a try's
+    /// timeout, a slow try, the loop-probe pace, idle connections) stays on tokio's timer: a
+    /// test that moves this clock does not move the network (see [`crate::clock`]).
     clock: Clock,
 }
 

@@ -101,8 +101,8 @@ fn limit(q: &Query<'_>, proto: Proto, max_udp: u16) -> usize {
 impl Engine {
     /// The engine `cfg` asks for: the cluster zone served from `zone` (when `cluster.enabled`),
     /// names outside it to `resolver`, replies to UDP clients within `server.max_udp_size`, the
-    /// sampled query log of `querylog`, and queries counted in `metrics` when a metrics endpoint
-    /// is configured.
+    /// sampled query log when `querylog.enabled`, and queries counted in `metrics` when a
+    /// metrics endpoint is configured (`metrics.listen`).
     pub fn new(
         cfg: &Config,
         zone: Arc<ArcSwap<Snapshot>>,
