@@ -111,13 +111,15 @@ impl Reloader {
         } else {
             self.resolver.clone()
         };
-        let zone = self.shared.load().zone().clone();
+        let old = self.shared.load_full();
         let engine = Engine::new(
             &new,
-            zone,
+            old.zone().clone(),
             crate::app_ops::as_upstream(&resolver),
             self.metrics.clone(),
-        );
+        )
+        // Rate-limit state and the forwarding bound carry over: a reload is no fresh start.
+        .inherit(&old);
         self.shared.store(Arc::new(engine));
         if new.cluster != self.current.cluster {
             let _ = self.settings.send(new.cluster.clone());

@@ -82,8 +82,21 @@ pub enum DropReason {
     Malformed,
     /// Forwarding concurrency bound reached.
     MaxConcurrent,
-    /// TCP connection limit reached.
+    /// TCP connection limit reached (`limits.tcp.max_connections`), nothing idle to close.
     TcpConnLimit,
+    /// A UDP response over its client's rate, dropped (`limits.rate`).
+    RateLimited,
+    /// A UDP response over its client's rate, sent empty with TC set (`limits.rate.slip`).
+    RateLimitedSlip,
+    /// A TCP query over its client's rate, answered REFUSED.
+    RateLimitedTcp,
+    /// A TCP connection refused: its client holds `limits.tcp.max_connections_per_client`,
+    /// none idle.
+    TcpClientLimit,
+    /// An idle TCP connection closed to make room for a new one.
+    TcpEvicted,
+    /// A TCP connection closed because a message stalled part-way (slowloris).
+    TcpStalled,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -122,7 +135,17 @@ const SERVICE_KINDS: [&str; 3] = [
     "headless_with_selector",
     "headless_without_selector",
 ];
-const DROP_REASONS: [&str; 3] = ["malformed", "max_concurrent", "tcp_conn_limit"];
+const DROP_REASONS: [&str; 9] = [
+    "malformed",
+    "max_concurrent",
+    "tcp_conn_limit",
+    "rate_limited",
+    "rate_limited_slip",
+    "rate_limited_tcp",
+    "tcp_client_limit",
+    "tcp_evicted",
+    "tcp_stalled",
+];
 const CONN_PROTOS: [&str; 3] = ["udp", "tcp", "tcp-tls"];
 
 /// The `type` label values CoreDNS monitors (`plugin/metrics/vars/monitor.go`); anything else
@@ -486,7 +509,7 @@ struct Inner {
     relists: IntCounterVec,
     upstream_healthy: IntGaugeVec,
     forward_loops: IntCounterVec,
-    dropped: [IntCounter; 3],
+    dropped: [IntCounter; DROP_REASONS.len()],
     nodecache_setup_errors: IntCounterVec,
 
     scrape: Arc<ScrapeState>,
