@@ -12,6 +12,7 @@ mod forward_loop;
 mod kube;
 mod kube_dns;
 mod layers;
+mod limits;
 mod manifests;
 mod netns;
 mod nodelocal;
