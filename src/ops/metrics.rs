@@ -13,7 +13,7 @@
 //! | `coredns_kubernetes_dns_programming_duration_seconds` | [`Metrics::dns_programming`] |
 //! | `coredns_build_info`, `_panics_total`, `_plugin_enabled`, `_reload_failed_total`, `_hosts_entries`, `coredns_health_*` | startup, [`Metrics::new`], reload, http |
 //! | `process_*`, `go_goroutines` | read from `/proc/self` at each scrape |
-//! | `clusterdns_*` | clusterdns's own: snapshot, watches, upstream health and loops, drops |
+//! | `clusterdns_*` | clusterdns's own: snapshot, watches, upstream health and loops, drops (rate limits, shedding, TCP caps: [`DropReason`]) |
 //!
 //! Beyond CoreDNS 1.12, the pre-1.11 names `coredns_forward_requests_total{to}`,
 //! `coredns_forward_responses_total{rcode,to}`, `coredns_forward_request_duration_seconds{rcode,to}`

@@ -1,0 +1,421 @@
+#!/usr/bin/env python3
+"""Issue 17's benchmarks (not CI): one noisy client never takes DNS from the rest.
+
+  python3 benches/limits.py [--binary target/release/clusterdns] [--phases flood,tcp,saturate]
+                            [--secs 20] [--saturate-secs 600] [--work /tmp/clusterdns-limits]
+
+Everything runs on loopback: clusterdns pinned to CPU 0 (taskset), the load (dnsperf) and the
+slow upstream (benches/slow_upstream.c, compiled here) on CPU 1.
+
+flood     A flooder on 127.0.0.2 (dnsperf -a) sends 50,000 qps of random names under a
+          forwarded zone (`flood.test`, answered NXDOMAIN by the upstream after 50 ms) while a
+          well-behaved client on 127.0.0.3 sends 1,000 qps of cluster names and cached names
+          (dnsperf -v: every latency). Measured: the well-behaved client's answered share and
+          latency percentiles without the flood (baseline), with it, and with the flooder
+          unpaced (the highest rate this machine sends); what the upstream received per second
+          during the flood; `dig` from the flooder's address (TC answers at the slip rate).
+          clusterdns runs with its default limits.
+tcp       10,000 idle TCP connections from 127.0.0.2 opened at once, then 1,000 slowloris ones
+          (a length prefix and part of a message, then nothing): the server's open descriptors
+          (/proc/PID/fd) through it, and `dig` over UDP and TCP from 127.0.0.3 meanwhile. Twice:
+          the default limits (the per-client cap, 32, binds), and a per-client cap above the
+          total (the total cap, 1,024, binds).
+saturate  clusterdns in a CPU cgroup (cgroup v2 `cpu.max`, or v1 `cpu.cfs_quota_us` where v2 has
+          no cpu controller: the same CFS bandwidth limit) of --quota of one CPU. First its
+          saturating rate S over cluster names (dnsperf unpaced), then 3 x S offered for
+          --saturate-secs: RSS every 5 s and the answered rate. The same with random names under
+          a forwarded zone and the slow upstream. The load generator is one address, so it is
+          exempt from the per-client limits here: what is measured is the bounded work behind
+          them. The cgroup is removed at the end (also on failure).
+
+Results: one JSON file in --work and a summary on stdout.
+"""
+import argparse
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FLOODER, CLIENT = "127.0.0.2", "127.0.0.3"
+CLUSTER_NAMES = [
+    "kubernetes.default.svc.cluster.local A",
+    "kube-dns.kube-system.svc.cluster.local A",
+    "_https._tcp.kubernetes.default.svc.cluster.local SRV",
+    "kube-dns.kube-system.svc.cluster.local AAAA",
+]
+STARTED = []
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+        u.bind(("127.0.0.1", 0))
+        port = u.getsockname()[1]
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+        t.bind(("127.0.0.1", port))
+    return port
+
+
+def spawn(argv, cpu, **kw):
+    p = subprocess.Popen(["taskset", "-c", str(cpu)] + argv, **kw)
+    STARTED.append(p)
+    return p
+
+
+def stop(p):
+    if p.poll() is None:
+        p.terminate()
+        try:
+            p.wait(10)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+class Upstream:
+    """benches/slow_upstream.c: NXDOMAIN after DELAY ms; `cached*` names answered."""
+
+    def __init__(self, work, delay_ms):
+        exe = os.path.join(work, "slow_upstream")
+        subprocess.run(["cc", "-O2", "-o", exe, os.path.join(REPO, "benches/slow_upstream.c")],
+                       check=True)
+        self.port = free_port()
+        self.proc = spawn([exe, str(self.port), str(delay_ms)], 1, stdin=subprocess.PIPE,
+                          stdout=subprocess.PIPE, text=True)
+        time.sleep(0.2)
+
+    def received(self):
+        self.proc.stdin.write("\n")
+        self.proc.stdin.flush()
+        return int(self.proc.stdout.readline().split()[0])
+
+
+class Server:
+    def __init__(self, work, binary, name, extra):
+        self.dir = os.path.join(work, name)
+        shutil.rmtree(self.dir, ignore_errors=True)
+        os.makedirs(self.dir)
+        cfg = os.path.join(self.dir, "clusterdns.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"listen: [\"127.0.0.1:0\"]\nsource:\n  file: {REPO}/config/cluster.yaml\n"
+                    "metrics:\n  listen: \"127.0.0.1:0\"\nhealth:\n  listen: \"127.0.0.1:0\"\n"
+                    "ready:\n  listen: \"127.0.0.1:0\"\n" + extra)
+        self.log = os.path.join(self.dir, "output.log")
+        self.proc = spawn([binary, "serve", "--config", cfg], 0, stdout=subprocess.DEVNULL,
+                          stderr=open(self.log, "w"))
+        self.dns = self.metrics = None
+        for _ in range(200):
+            text = open(self.log).read()
+            m = re.search(r"listening dns=127\.0\.0\.1:(\d+)", text)
+            mm = re.search(r"listening metrics=(\S+)", text)
+            if m and mm:
+                self.dns, self.metrics = int(m.group(1)), mm.group(1)
+                break
+            time.sleep(0.05)
+        if not self.dns:
+            raise SystemExit("clusterdns did not start:\n" + open(self.log).read()[-2000:])
+        time.sleep(0.5)
+
+    def scrape(self):
+        return urllib.request.urlopen(f"http://{self.metrics}/metrics", timeout=5).read().decode()
+
+    def dropped(self, reason):
+        m = re.search(r'clusterdns_dropped_total\{reason="%s"\} (\S+)' % reason, self.scrape())
+        return float(m.group(1)) if m else 0.0
+
+    def rss_kib(self):
+        for line in open(f"/proc/{self.proc.pid}/status"):
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        return 0
+
+    def fds(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def stop(self):
+        stop(self.proc)
+
+
+def write_lines(path, lines):
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def dnsperf(port, qfile, secs, src=None, qps=None, clients=1, outstanding=100, timeout=1,
+            verbose=False, mode="udp"):
+    argv = ["timeout", str(secs + timeout + 20), "taskset", "-c", "1", "dnsperf", "-s",
+            "127.0.0.1", "-p", str(port), "-d", qfile, "-l", str(secs), "-c", str(clients),
+            "-q", str(outstanding), "-t", str(timeout), "-m", mode]
+    if src:
+        argv += ["-a", src]
+    if qps:
+        argv += ["-Q", str(qps)]
+    if verbose:
+        argv += ["-v"]
+    return argv
+
+
+def parse_dnsperf(out):
+    def num(pat, cast=float):
+        m = re.search(pat, out)
+        return cast(m.group(1)) if m else None
+    lat = [float(l.rsplit(" ", 1)[1]) * 1000 for l in out.splitlines()
+           if l.startswith("> ") and not l.startswith("> REFUSED")]
+    r = {
+        "sent": num(r"Queries sent:\s+(\d+)", int),
+        "completed": num(r"Queries completed:\s+(\d+)", int),
+        "lost": num(r"Queries lost:\s+(\d+)", int),
+        "qps": num(r"Queries per second:\s+([\d.]+)"),
+        "rcodes": (re.search(r"Response codes:\s+(.*)", out) or [None, ""])[1].strip(),
+    }
+    if r["sent"]:
+        r["answered_pct"] = round(100.0 * (r["completed"] or 0) / r["sent"], 3)
+    if lat:
+        lat.sort()
+        q = lambda p: round(lat[min(len(lat) - 1, int(p * len(lat)))], 3)
+        r.update(p50_ms=q(0.50), p90_ms=q(0.90), p99_ms=q(0.99), p999_ms=q(0.999),
+                 max_ms=round(lat[-1], 3))
+    return r
+
+
+def run(argv):
+    return subprocess.run(argv, capture_output=True, text=True).stdout
+
+
+# ---------------------------------------------------------------------------------------- flood
+def phase_flood(a, work, binary):
+    up = Upstream(work, 50)
+    s = Server(work, binary, "flood",
+               f"forward:\n  upstreams: [\"127.0.0.1:{up.port}\"]\n  timeout: 2s\n")
+    good = write_lines(os.path.join(work, "good.txt"),
+                       CLUSTER_NAMES * 10 + [f"cached{i}.example.test A" for i in range(40)])
+    flood = write_lines(os.path.join(work, "flood.txt"),
+                        [f"r{random.getrandbits(48):012x}.flood.test A" for _ in range(300_000)])
+    # Warm the cache with the cached names.
+    run(dnsperf(s.dns, good, 2, src=CLIENT, qps=200))
+    res = {}
+    res["baseline"] = parse_dnsperf(run(dnsperf(s.dns, good, a.secs, src=CLIENT, qps=1000,
+                                                verbose=True)))
+    for label, rate in (("flood_50k", 50_000), ("flood_max", None)):
+        before_up = up.received()
+        limited0 = s.dropped("rate_limited") + s.dropped("rate_limited_slip")
+        fl = subprocess.Popen(dnsperf(s.dns, flood, a.secs + 4, src=FLOODER, qps=rate,
+                                      clients=4, outstanding=5000),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        STARTED.append(fl)
+        time.sleep(2)
+        t0, up0 = time.time(), up.received()
+        wb = parse_dnsperf(run(dnsperf(s.dns, good, a.secs, src=CLIENT, qps=1000, verbose=True)))
+        t1, up1 = time.time(), up.received()
+        digs = [run(["dig", "@127.0.0.1", "-p", str(s.dns), "-b", FLOODER, "+ignore", "+notcp",
+                     "+time=1", "+tries=1", f"d{i}.flood.test"]) for i in range(20)]
+        fl_out = parse_dnsperf(fl.communicate()[0])
+        wb["upstream_qps_during"] = round((up1 - up0) / (t1 - t0), 1)
+        wb["upstream_total_during_flood"] = up.received() - before_up
+        wb["flooder"] = fl_out
+        wb["limited"] = s.dropped("rate_limited") + s.dropped("rate_limited_slip") - limited0
+        wb["dig_from_flooder"] = {
+            "tc": sum(1 for d in digs if re.search(r"flags:[^;]* tc", d)),
+            "answered_no_tc": sum(1 for d in digs if "status:" in d and
+                                  not re.search(r"flags:[^;]* tc", d)),
+            "timed_out": sum(1 for d in digs if "status:" not in d),
+        }
+        res[label] = wb
+        time.sleep(3)
+    res["slip_ratio"] = round(s.dropped("rate_limited_slip") /
+                              max(1.0, s.dropped("rate_limited") + s.dropped("rate_limited_slip")), 4)
+    res["rss_kib_end"] = s.rss_kib()
+    s.stop()
+    stop(up.proc)
+    return res
+
+
+# ------------------------------------------------------------------------------------------ tcp
+def connect_from(ip, port, n, payload=None):
+    socks = []
+    for _ in range(n):
+        c = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        c.bind((ip, 0))
+        c.settimeout(1)
+        try:
+            c.connect(("127.0.0.1", port))
+            if payload:
+                c.send(payload)
+            socks.append(c)
+        except OSError:
+            c.close()
+    return socks
+
+
+def timed(argv):
+    t = time.time()
+    out = run(argv)
+    return out, round((time.time() - t) * 1000, 1)
+
+
+def phase_tcp(a, work, binary):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 30000), hard))
+    res = {}
+    for label, extra in (("default_limits", ""),
+                         ("total_cap_binds",
+                          "limits:\n  tcp:\n    max_connections_per_client: 100000\n")):
+        s = Server(work, binary, "tcp-" + label, extra)
+        base = s.fds()
+        t0 = time.time()
+        idle = connect_from(FLOODER, s.dns, 10_000)
+        t_idle = time.time() - t0
+        after_idle = s.fds()
+        slow = connect_from(FLOODER, s.dns, 1000, payload=b"\x00\x28\x12\x34")
+        after_slow = s.fds()
+        udp, udp_ms = timed(["dig", "@127.0.0.1", "-p", str(s.dns), "-b", CLIENT, "+short",
+                             "+time=2", "+tries=1", "kubernetes.default.svc.cluster.local"])
+        tcp, tcp_ms = timed(["dig", "@127.0.0.1", "-p", str(s.dns), "-b", CLIENT, "+short",
+                             "+tcp", "+time=2", "+tries=1", "kubernetes.default.svc.cluster.local"])
+        peak = max(after_idle, after_slow, s.fds())
+        time.sleep(3)
+        res[label] = {
+            "fds_base": base, "fds_after_10k_idle": after_idle,
+            "fds_after_1k_slowloris": after_slow, "fds_peak": peak, "fds_after_3s": s.fds(),
+            "connected_idle": len(idle), "connected_slowloris": len(slow),
+            "seconds_to_open_10k": round(t_idle, 2),
+            "udp_answered": bool(udp.strip()), "udp_ms": udp_ms,
+            "tcp_answered": bool(tcp.strip()), "tcp_ms": tcp_ms,
+            "evicted": s.dropped("tcp_evicted"), "stalled": s.dropped("tcp_stalled"),
+            "refused_total": s.dropped("tcp_conn_limit"),
+            "refused_per_client": s.dropped("tcp_client_limit"),
+        }
+        for c in idle + slow:
+            c.close()
+        s.stop()
+    resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    return res
+
+
+# ------------------------------------------------------------------------------------- saturate
+class CpuCgroup:
+    """A CPU bandwidth cap: cgroup v2 `cpu.max` when the v2 hierarchy has the cpu controller,
+    else v1 `cpu.cfs_quota_us` (the same CFS bandwidth control). Removed by `remove`."""
+
+    def __init__(self, quota):
+        name = f"clusterdns-limits-{os.getpid()}"
+        period = 100_000
+        v2 = "/sys/fs/cgroup"
+        if "cpu" in open(os.path.join(v2, "cgroup.controllers")).read().split() \
+                if os.path.exists(os.path.join(v2, "cgroup.controllers")) else False:
+            self.path = os.path.join(v2, name)
+            os.mkdir(self.path)
+            open(os.path.join(self.path, "cpu.max"), "w").write(f"{int(quota * period)} {period}")
+            self.kind = "cgroup v2 cpu.max"
+        else:
+            self.path = os.path.join("/sys/fs/cgroup/cpu", name)
+            os.mkdir(self.path)
+            open(os.path.join(self.path, "cpu.cfs_period_us"), "w").write(str(period))
+            open(os.path.join(self.path, "cpu.cfs_quota_us"), "w").write(str(int(quota * period)))
+            self.kind = "cgroup v1 cpu.cfs_quota_us (no cpu controller in v2 here)"
+
+    def add(self, pid):
+        open(os.path.join(self.path, "cgroup.procs"), "w").write(str(pid))
+
+    def remove(self):
+        if os.path.isdir(self.path):
+            for _ in range(50):
+                try:
+                    os.rmdir(self.path)
+                    return
+                except OSError:
+                    time.sleep(0.1)
+
+
+def saturate_one(a, work, binary, label, qfile, extra, cg):
+    s = Server(work, binary, "sat-" + label,
+               "limits:\n  exempt: [\"127.0.0.1/32\"]\n" + extra)
+    cg.add(s.proc.pid)
+    # Threads started before the move are in it too: cgroup.procs moves the whole process.
+    run(dnsperf(s.dns, qfile, 3, clients=4, outstanding=200))
+    sat = parse_dnsperf(run(dnsperf(s.dns, qfile, 10, clients=4, outstanding=200)))
+    S = int(sat["qps"] or 1)
+    rss0 = s.rss_kib()
+    offered = 3 * S
+    p = subprocess.Popen(dnsperf(s.dns, qfile, a.saturate_secs, qps=offered, clients=8,
+                                 outstanding=20000, timeout=1),
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    STARTED.append(p)
+    rss = []
+    t0 = time.time()
+    while p.poll() is None:
+        rss.append((round(time.time() - t0), s.rss_kib()))
+        time.sleep(5)
+    out = parse_dnsperf(p.communicate()[0])
+    r = {
+        "saturating_qps": S, "saturating_run": sat, "offered_qps": offered,
+        "under_3x": out, "answered_over_saturating": round((out["qps"] or 0) / S, 3),
+        "rss_kib_start": rss0, "rss_kib_max": max(v for _, v in rss) if rss else None,
+        "rss_kib_end": s.rss_kib(), "rss_samples": rss[::6],
+        "shed_max_concurrent": s.dropped("max_concurrent"),
+    }
+    r["rss_growth_mib"] = round(((r["rss_kib_max"] or rss0) - rss0) / 1024, 2)
+    s.stop()
+    return r
+
+
+def phase_saturate(a, work, binary):
+    cg = CpuCgroup(a.quota)
+    res = {"cgroup": cg.kind, "quota_cpus": a.quota, "secs": a.saturate_secs}
+    up = None
+    try:
+        hits = write_lines(os.path.join(work, "sat-hits.txt"), CLUSTER_NAMES * 25)
+        res["cluster_names"] = saturate_one(a, work, binary, "hits", hits, "", cg)
+        up = Upstream(work, 50)
+        rnd = write_lines(os.path.join(work, "sat-random.txt"),
+                          [f"r{random.getrandbits(48):012x}.flood.test A" for _ in range(500_000)])
+        res["random_names_slow_upstream"] = saturate_one(
+            a, work, binary, "random", rnd,
+            f"forward:\n  upstreams: [\"127.0.0.1:{up.port}\"]\n  timeout: 2s\n", cg)
+    finally:
+        if up:
+            stop(up.proc)
+        cg.remove()
+    return res
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--binary", default=os.path.join(REPO, "target/release/clusterdns"))
+    ap.add_argument("--work", default="/tmp/clusterdns-limits")
+    ap.add_argument("--phases", default="flood,tcp,saturate")
+    ap.add_argument("--secs", type=int, default=20, help="seconds per flood measurement (20)")
+    ap.add_argument("--saturate-secs", type=int, default=600, help="seconds at 3x (600)")
+    ap.add_argument("--quota", type=float, default=0.25, help="CPUs the cgroup allows (0.25)")
+    a = ap.parse_args()
+    for tool in ("dnsperf", "dig", "taskset", "cc"):
+        if not shutil.which(tool):
+            raise SystemExit(f"{tool} not found (Debian: dnsperf bind9-dnsutils util-linux gcc)")
+    os.makedirs(a.work, exist_ok=True)
+    results = {"date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "commit": run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"]).strip()}
+    try:
+        for ph in a.phases.split(","):
+            results[ph] = {"flood": phase_flood, "tcp": phase_tcp,
+                           "saturate": phase_saturate}[ph](a, a.work, a.binary)
+            print(json.dumps({ph: results[ph]}, indent=1), flush=True)
+    finally:
+        for p in STARTED:
+            stop(p)
+    path = os.path.join(a.work, f"limits-{results['commit']}-{int(time.time())}.json")
+    with open(path, "w") as f:
+        json.dump(results, f, indent=1)
+    print("results:", path)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
