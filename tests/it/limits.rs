@@ -163,7 +163,7 @@ async fn a_flooder_is_limited_and_others_are_answered() {
     let up = slow_upstream().await;
     // 200 responses a second with a burst of 100 for each client; every 2nd limited one slips.
     let s = Server::sample(&format!(
-        "forward:\n  upstreams: [\"{}\"]\n  timeout: 1s\nlimits:\n  rate:\n    responses_per_second: 200\n    burst: 100\n    slip: 2\n",
+        "forward:\n  upstreams: [\"{}\"]\n  timeout: 1s\nlimits:\n  rate:\n    responses_per_second: 200\n    burst: 100\n    slip: 2\n    log_interval: 1s\n",
         up.addr
     ));
     let dns = s.dns;
@@ -225,8 +225,17 @@ async fn a_flooder_is_limited_and_others_are_answered() {
     let ratio = slipped / (limited + slipped);
     assert!((0.45..=0.55).contains(&ratio), "slip ratio {ratio}");
     assert!(truncated > 0 && tc, "TC replies reach the flooder and dig");
-    // Bounded metric: reasons, never clients.
+    // Bounded metric: reasons, never clients; the flooder is named in the log instead.
     assert!(!m.contains(FLOODER), "no client address in the metrics");
+    let log = s.log_until(Duration::from_secs(5), |l| {
+        l.contains("rate limited clients") && l.contains(FLOODER)
+    });
+    assert!(
+        log.iter()
+            .any(|l| l.contains("rate limited clients") && l.contains(FLOODER)),
+        "the top limited clients are logged: {:?}",
+        log.iter().rev().take(3).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -363,7 +372,7 @@ async fn idle_and_slowloris_tcp_keep_descriptors_under_the_cap() {
 
 #[test]
 fn limits_reload() {
-    let s = Server::sample("");
+    let s = Server::sample("limits:\n  rate:\n    responses_per_second: 1000\n");
     let dns = s.dns;
     let burst = |n: usize| {
         let sock = udp_from(FLOODER);
@@ -382,8 +391,10 @@ fn limits_reload() {
     // The default burst (2,000) takes 50 back to back.
     assert_eq!(burst(50), 50);
     let cfg = s.path("clusterdns.yaml");
-    let text = std::fs::read_to_string(&cfg).unwrap()
-        + "limits:\n  rate:\n    responses_per_second: 1\n    burst: 5\n    slip: 0\n";
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "responses_per_second: 1000\n",
+        "responses_per_second: 1\n    burst: 5\n    slip: 0\n",
+    );
     std::fs::write(&cfg, text).unwrap();
     let log = s.log_until(Duration::from_secs(10), |l| l.contains("config reloaded"));
     assert!(log.iter().any(|l| l.contains("config reloaded")), "{log:?}");
