@@ -56,12 +56,17 @@ STARTED = []
 
 
 def free_port():
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-        u.bind(("127.0.0.1", 0))
-        port = u.getsockname()[1]
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-        t.bind(("127.0.0.1", port))
-    return port
+    """A loopback port free for UDP and TCP both."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                t.bind(("127.0.0.1", port))
+            return port
+        except OSError:
+            continue
 
 
 def spawn(argv, cpu, **kw):
@@ -144,6 +149,25 @@ class Server:
         stop(self.proc)
 
 
+def build_flood(work):
+    exe = os.path.join(work, "flood-sender")
+    subprocess.run(["cc", "-O2", "-o", exe, os.path.join(REPO, "benches/flood.c")], check=True)
+    return exe
+
+
+def flood_argv(exe, src, port, qps, secs, mode, what):
+    return ["taskset", "-c", "1", exe, src, str(port), str(int(qps)), str(secs), mode, what]
+
+
+def parse_flood(out):
+    """flood.c's summary line as a dict, plus the per-second reply counts."""
+    lines = out.strip().splitlines()
+    r = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", lines[-1])} if lines else {}
+    per_s = [int(m.group(1)) for l in lines[:-1] for m in [re.search(r"replies=(\d+)", l)] if m]
+    r["replies_per_second"] = per_s
+    return r
+
+
 def write_lines(path, lines):
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -168,8 +192,8 @@ def parse_dnsperf(out):
     def num(pat, cast=float):
         m = re.search(pat, out)
         return cast(m.group(1)) if m else None
-    lat = [float(l.rsplit(" ", 1)[1]) * 1000 for l in out.splitlines()
-           if l.startswith("> ") and not l.startswith("> REFUSED")]
+    lat = [float(m.group(1)) * 1000 for l in out.splitlines()
+           for m in [re.match(r"> (?!REFUSED)\S+ \S+ \S+ ([\d.]+)$", l)] if m]
     r = {
         "sent": num(r"Queries sent:\s+(\d+)", int),
         "completed": num(r"Queries completed:\s+(\d+)", int),
@@ -192,45 +216,74 @@ def run(argv):
 
 
 # ---------------------------------------------------------------------------------------- flood
+def flood_once(a, s, up, exe, good, rate):
+    """The well-behaved client's run while flood.c floods at `rate`; `dig` from the
+    flooder's address meanwhile."""
+    import threading
+    before_up = up.received()
+    limited0 = s.dropped("rate_limited") + s.dropped("rate_limited_slip")
+    flood_secs = a.secs + 8
+    fl = subprocess.Popen(flood_argv(exe, FLOODER, s.dns, rate, flood_secs, "random",
+                                     "flood.test"),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    STARTED.append(fl)
+    time.sleep(2)
+    digs = []
+
+    def dig_loop():
+        for i in range(20):
+            digs.append(run(["dig", "@127.0.0.1", "-p", str(s.dns), "-b", FLOODER, "+ignore",
+                             "+notcp", "+time=1", "+tries=1", f"d{i}.flood.test"]))
+    t = threading.Thread(target=dig_loop)
+    t.start()
+    t0, up0 = time.time(), up.received()
+    wb = parse_dnsperf(run(dnsperf(s.dns, good, a.secs, src=CLIENT, qps=1000, verbose=True)))
+    t1, up1 = time.time(), up.received()
+    t.join()
+    fl_out = parse_flood(fl.communicate()[0])
+    fl_out["sent_per_second"] = round(fl_out.get("sent", 0) / flood_secs)
+    fl_out["answered_not_tc_per_second"] = round(
+        (fl_out.get("replies", 0) - fl_out.get("tc", 0)) / flood_secs)
+    del fl_out["replies_per_second"]
+    wb["upstream_qps_during"] = round((up1 - up0) / (t1 - t0), 1)
+    wb["upstream_total_during_flood"] = up.received() - before_up
+    wb["flooder"] = fl_out
+    wb["limited"] = s.dropped("rate_limited") + s.dropped("rate_limited_slip") - limited0
+    tc = lambda d: re.search(r"flags:[^;]* tc", d)
+    wb["dig_from_flooder"] = {
+        "tc": sum(1 for d in digs if tc(d)),
+        "answered_no_tc": sum(1 for d in digs if "status:" in d and not tc(d)),
+        "timed_out": sum(1 for d in digs if "status:" not in d),
+    }
+    return wb
+
+
 def phase_flood(a, work, binary):
     up = Upstream(work, 50)
     s = Server(work, binary, "flood",
                f"forward:\n  upstreams: [\"127.0.0.1:{up.port}\"]\n  timeout: 2s\n")
     good = write_lines(os.path.join(work, "good.txt"),
                        CLUSTER_NAMES * 10 + [f"cached{i}.example.test A" for i in range(40)])
-    flood = write_lines(os.path.join(work, "flood.txt"),
-                        [f"r{random.getrandbits(48):012x}.flood.test A" for _ in range(300_000)])
     # Warm the cache with the cached names.
     run(dnsperf(s.dns, good, 2, src=CLIENT, qps=200))
-    res = {}
-    res["baseline"] = parse_dnsperf(run(dnsperf(s.dns, good, a.secs, src=CLIENT, qps=1000,
-                                                verbose=True)))
-    for label, rate in (("flood_50k", 50_000), ("flood_max", None)):
-        before_up = up.received()
-        limited0 = s.dropped("rate_limited") + s.dropped("rate_limited_slip")
-        fl = subprocess.Popen(dnsperf(s.dns, flood, a.secs + 4, src=FLOODER, qps=rate,
-                                      clients=4, outstanding=5000),
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        STARTED.append(fl)
-        time.sleep(2)
-        t0, up0 = time.time(), up.received()
-        wb = parse_dnsperf(run(dnsperf(s.dns, good, a.secs, src=CLIENT, qps=1000, verbose=True)))
-        t1, up1 = time.time(), up.received()
-        digs = [run(["dig", "@127.0.0.1", "-p", str(s.dns), "-b", FLOODER, "+ignore", "+notcp",
-                     "+time=1", "+tries=1", f"d{i}.flood.test"]) for i in range(20)]
-        fl_out = parse_dnsperf(fl.communicate()[0])
-        wb["upstream_qps_during"] = round((up1 - up0) / (t1 - t0), 1)
-        wb["upstream_total_during_flood"] = up.received() - before_up
-        wb["flooder"] = fl_out
-        wb["limited"] = s.dropped("rate_limited") + s.dropped("rate_limited_slip") - limited0
-        wb["dig_from_flooder"] = {
-            "tc": sum(1 for d in digs if re.search(r"flags:[^;]* tc", d)),
-            "answered_no_tc": sum(1 for d in digs if "status:" in d and
-                                  not re.search(r"flags:[^;]* tc", d)),
-            "timed_out": sum(1 for d in digs if "status:" not in d),
-        }
-        res[label] = wb
-        time.sleep(3)
+    exe = build_flood(work)
+    res = {"runs": [], "rss_kib_start": s.rss_kib()}
+    for rep in range(a.repeat):
+        one = {"baseline": parse_dnsperf(run(dnsperf(s.dns, good, a.secs, src=CLIENT, qps=1000,
+                                                     verbose=True)))}
+        # The flooder is flood.c, not dnsperf: dnsperf stalls when most of its queries go
+        # unanswered (lost queries keep their slots), which is what limiting does to it.
+        for label, rate in (("flood_50k", 50_000), ("flood_max", 10_000_000)):
+            one[label] = flood_once(a, s, up, exe, good, rate)
+            time.sleep(3)
+        res["runs"].append(one)
+        print(json.dumps({"flood_run": rep, **{k: {x: v.get(x) for x in (
+            "answered_pct", "p50_ms", "p99_ms", "upstream_qps_during")} for k, v in one.items()}}),
+            flush=True)
+    for label in ("baseline", "flood_50k", "flood_max"):
+        rs = [r[label] for r in res["runs"]]
+        res[label + "_summary"] = {k: [r.get(k) for r in rs] for k in (
+            "answered_pct", "p50_ms", "p99_ms", "p999_ms", "upstream_qps_during")}
     res["slip_ratio"] = round(s.dropped("rate_limited_slip") /
                               max(1.0, s.dropped("rate_limited") + s.dropped("rate_limited_slip")), 4)
     res["rss_kib_end"] = s.rss_kib()
@@ -336,18 +389,25 @@ class CpuCgroup:
                     time.sleep(0.1)
 
 
-def saturate_one(a, work, binary, label, qfile, extra, cg):
+def saturate_one(a, work, binary, label, qfile, extra, cg, sat_file=None):
+    """`qfile` None: random names under flood.test (flood.c makes them; dnsperf reads
+    `sat_file`)."""
     s = Server(work, binary, "sat-" + label,
                "limits:\n  exempt: [\"127.0.0.1/32\"]\n" + extra)
     cg.add(s.proc.pid)
     # Threads started before the move are in it too: cgroup.procs moves the whole process.
-    run(dnsperf(s.dns, qfile, 3, clients=4, outstanding=200))
-    sat = parse_dnsperf(run(dnsperf(s.dns, qfile, 10, clients=4, outstanding=200)))
+    # The saturating rate: dnsperf unpaced (it clocks itself on the answers; no loss), with
+    # as many outstanding as forwarding takes at once for the forwarded names.
+    dq = qfile or sat_file
+    outstanding = 200 if qfile else 1000
+    run(dnsperf(s.dns, dq, 3, clients=4, outstanding=outstanding))
+    sat = parse_dnsperf(run(dnsperf(s.dns, dq, 10, clients=4, outstanding=outstanding)))
     S = int(sat["qps"] or 1)
     rss0 = s.rss_kib()
     offered = 3 * S
-    p = subprocess.Popen(dnsperf(s.dns, qfile, a.saturate_secs, qps=offered, clients=8,
-                                 outstanding=20000, timeout=1),
+    mode, what = ("random", "flood.test") if qfile is None else ("file", qfile)
+    p = subprocess.Popen(flood_argv(build_flood(work), "127.0.0.1", s.dns, offered,
+                                    a.saturate_secs, mode, what),
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     STARTED.append(p)
     rss = []
@@ -355,13 +415,21 @@ def saturate_one(a, work, binary, label, qfile, extra, cg):
     while p.poll() is None:
         rss.append((round(time.time() - t0), s.rss_kib()))
         time.sleep(5)
-    out = parse_dnsperf(p.communicate()[0])
+    out = parse_flood(p.communicate()[0])
+    per_s = out.pop("replies_per_second")[1:-1] or [0]  # whole seconds under load
+    answered = statistics.mean(per_s)
+    refused_share = out.get("refused", 0) / max(1, out.get("replies", 0))
     r = {
         "saturating_qps": S, "saturating_run": sat, "offered_qps": offered,
-        "under_3x": out, "answered_over_saturating": round((out["qps"] or 0) / S, 3),
+        "under_3x": out, "answered_qps_mean": round(answered),
+        "answered_qps_min_second": min(per_s), "answered_qps_max_second": max(per_s),
+        "answered_over_saturating": round(answered / S, 3),
+        "not_refused_over_saturating": round(answered * (1 - refused_share) / S, 3),
         "rss_kib_start": rss0, "rss_kib_max": max(v for _, v in rss) if rss else None,
         "rss_kib_end": s.rss_kib(), "rss_samples": rss[::6],
         "shed_max_concurrent": s.dropped("max_concurrent"),
+        "cache_entries": sum(float(v) for v in re.findall(
+            r"coredns_cache_entries\{[^}]*\} (\S+)", s.scrape())),
     }
     r["rss_growth_mib"] = round(((r["rss_kib_max"] or rss0) - rss0) / 1024, 2)
     s.stop()
@@ -379,8 +447,9 @@ def phase_saturate(a, work, binary):
         rnd = write_lines(os.path.join(work, "sat-random.txt"),
                           [f"r{random.getrandbits(48):012x}.flood.test A" for _ in range(500_000)])
         res["random_names_slow_upstream"] = saturate_one(
-            a, work, binary, "random", rnd,
-            f"forward:\n  upstreams: [\"127.0.0.1:{up.port}\"]\n  timeout: 2s\n", cg)
+            a, work, binary, "random", None,
+            f"forward:\n  upstreams: [\"127.0.0.1:{up.port}\"]\n  timeout: 2s\n", cg,
+            sat_file=rnd)
     finally:
         if up:
             stop(up.proc)
@@ -395,6 +464,7 @@ def main():
     ap.add_argument("--phases", default="flood,tcp,saturate")
     ap.add_argument("--secs", type=int, default=20, help="seconds per flood measurement (20)")
     ap.add_argument("--saturate-secs", type=int, default=600, help="seconds at 3x (600)")
+    ap.add_argument("--repeat", type=int, default=3, help="flood measurements (3)")
     ap.add_argument("--quota", type=float, default=0.25, help="CPUs the cgroup allows (0.25)")
     a = ap.parse_args()
     for tool in ("dnsperf", "dig", "taskset", "cc"):

@@ -183,14 +183,27 @@ impl Engine {
 
     /// Rate limiting, per query, before it is parsed or answered: within the client's rate it
     /// is served; over it, UDP gets every `slip`-th reply as an empty TC reply and nothing
-    /// otherwise, TCP (a real client, no reflection possible) gets REFUSED. Counted in
-    /// `clusterdns_dropped_total{reason}`. Allocates nothing.
+    /// otherwise, TCP (a real client, no reflection possible) gets REFUSED. `overloaded`: the
+    /// transport cannot keep up (a UDP worker whose queue stays full): then a slip is dropped
+    /// too, since sending it costs what the clients within their rate need. Counted in
+    /// `clusterdns_dropped_total{reason}`. Allocates nothing; `now` is the caller's clock read.
     #[inline]
-    pub fn admit(&self, src: IpAddr, msg: &[u8], proto: Proto, out: &mut Vec<u8>) -> Admission {
+    pub fn admit(
+        &self,
+        src: IpAddr,
+        msg: &[u8],
+        proto: Proto,
+        now: Instant,
+        overloaded: bool,
+        out: &mut Vec<u8>,
+    ) -> Admission {
         let Some(rate) = &self.rate else {
             return Admission::Serve;
         };
-        let verdict = rate.check(src, Instant::now());
+        let verdict = match rate.check(src, now) {
+            Verdict::Slip if overloaded => Verdict::Drop,
+            v => v,
+        };
         let reply = |rc: u16, tc: bool, out: &mut Vec<u8>| match Query::parse(msg) {
             Ok(q) => {
                 wire::rcode_reply(out, &q, rc, false, self.max_udp);

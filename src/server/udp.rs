@@ -50,6 +50,8 @@ pub fn worker(
     let sock = Arc::new(sock);
     let mut batch = Batch::new();
     let mut draining = false;
+    // Whether the last batch filled every slot.
+    let mut full = false;
     loop {
         if !draining && stop.load(Ordering::Acquire) {
             // Stopping: answer what the kernel already queued for us, then close. A query that
@@ -86,6 +88,10 @@ pub fn worker(
             }
         };
         let start = Instant::now();
+        // Two full batches in a row: the socket's queue is not draining, so limited clients
+        // get no TC replies until it does (their cost goes to the clients within their rate).
+        let overloaded = n == BATCH && full;
+        full = n == BATCH;
         // One load per batch: a reload takes effect at the next batch.
         let engine = shared.load();
         let mut replies = 0;
@@ -96,7 +102,7 @@ pub fn worker(
                 engine.metrics().dropped(DropReason::Malformed);
                 continue;
             }
-            match engine.admit(src.ip(), msg, Proto::Udp, out) {
+            match engine.admit(src.ip(), msg, Proto::Udp, start, overloaded, out) {
                 Admission::Serve => {}
                 Admission::Drop => continue,
                 Admission::Reply => {

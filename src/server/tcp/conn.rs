@@ -111,7 +111,7 @@ impl Connection {
                     tracked.touch();
                     let start = Instant::now();
                     let engine = shared.load_full();
-                    match engine.admit(peer.ip(), &msg, Proto::Tcp, &mut out) {
+                    match engine.admit(peer.ip(), &msg, Proto::Tcp, start, false, &mut out) {
                         Admission::Serve => {}
                         Admission::Drop => continue,
                         Admission::Reply => {
