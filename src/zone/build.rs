@@ -1,8 +1,14 @@
 //! Cluster state → zone snapshot, incrementally: only the services, namespaces and pods an
 //! event touched are recomputed, and the persistent maps of the previous snapshot are updated
 //! in place of being rebuilt.
+//!
+//! A list in progress ([`ClusterEvent::ListBegin`] .. [`ClusterEvent::ListEnd`]) is applied to
+//! the state object by object, but what it changes is held back and published with its end:
+//! until then DNS answers the last complete state. Lists of different kinds are independent,
+//! and changes from watch events are published at once, during any list: a Service change
+//! never waits for a list of 150,000 Pods.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -33,7 +39,10 @@ pub struct ZoneBuilder {
     namespace_labels: Option<Selector>,
     state: ClusterState,
     snap: Snapshot,
+    /// What applied events changed, for the next publish.
     pending: Changes,
+    /// What each list in progress changed so far: published with its end.
+    listing: BTreeMap<Kind, Changes>,
     /// Kinds that must be listed before the zone counts as synced.
     required: HashSet<Kind>,
     /// Service ids ([`ServiceRecords::id`]) given back, and the next never given.
@@ -64,6 +73,7 @@ impl ZoneBuilder {
             state: ClusterState::default(),
             snap,
             pending: Changes::default(),
+            listing: BTreeMap::new(),
             required: required.iter().copied().collect(),
             free_ids: Vec::new(),
             next_id: 0,
@@ -77,11 +87,18 @@ impl ZoneBuilder {
         let state = std::mem::take(&mut self.state);
         let mut fresh = ZoneBuilder::new(cfg, required);
         fresh.snap.serial = serial;
+        // The fresh build covers everything the state holds, lists in progress included; their
+        // later objects are still held until their ends.
+        fresh.listing = self
+            .listing
+            .keys()
+            .map(|k| (*k, Changes::default()))
+            .collect();
         for k in state.service_keys() {
             fresh.pending.services.insert(k.clone());
             fresh.pending.ns_touched.insert(k.0.clone());
         }
-        for n in state.namespaces.keys() {
+        for n in state.namespace_names() {
             fresh.pending.namespaces.insert(n.clone());
         }
         state.for_each_pod(|p| fresh.pending.pods.push((None, Some(p))));
@@ -89,9 +106,36 @@ impl ZoneBuilder {
         *self = fresh;
     }
 
-    /// Apply one event; nothing is published until [`ZoneBuilder::publish`].
+    /// Apply one event; nothing is published until [`ZoneBuilder::publish`], and nothing a list
+    /// changes until its end.
     pub fn apply(&mut self, event: ClusterEvent) {
-        self.state.apply(event, &mut self.pending);
+        match event {
+            ClusterEvent::ListBegin { kind } => {
+                // A list begun again keeps what its unfinished start changed: those objects are
+                // in the state, and this list will confirm or remove them.
+                self.listing.entry(kind).or_default();
+                self.state.begin_list(kind);
+            }
+            ClusterEvent::Listed { object } => match self.listing.get_mut(&object.kind()) {
+                Some(held) => self.state.apply(ClusterEvent::Listed { object }, held),
+                None => {
+                    tracing::debug!(kind = ?object.kind(), "an object listed outside a list");
+                    self.state
+                        .apply(ClusterEvent::Listed { object }, &mut self.pending)
+                }
+            },
+            ClusterEvent::ListEnd { kind } => {
+                let mut changed = self.listing.remove(&kind).unwrap_or_default();
+                self.state.end_list(kind, &mut changed);
+                self.pending.merge(changed);
+            }
+            event => self.state.apply(event, &mut self.pending),
+        }
+    }
+
+    /// Whether a list of `kind` is in progress.
+    pub fn listing(&self, kind: Kind) -> bool {
+        self.listing.contains_key(&kind)
     }
 
     /// Whether every required kind has completed its first list.
@@ -201,7 +245,7 @@ impl ZoneBuilder {
             return false;
         }
         if let Some(sel) = &self.namespace_labels {
-            return match self.state.namespaces.get(ns) {
+            return match self.state.namespace(ns) {
                 Some(n) => sel.matches(&n.labels),
                 None => false,
             };
@@ -212,7 +256,7 @@ impl ZoneBuilder {
     fn update_namespace(&mut self, ns: &Arc<str>) {
         let k = encode_labels(&[ns]);
         let exists = self.exposed_ns(ns)
-            && (self.state.namespaces.contains_key(ns)
+            && (self.state.namespace(ns).is_some()
                 || self.state.services_by_ns.get(ns).is_some_and(|s| {
                     s.iter()
                         .any(|n| self.snap.services.contains_key(&*encode_labels(&[n, ns])))

@@ -7,7 +7,9 @@
 //!   (`.../services/{name}`); `/version`, `/healthz`, `/readyz`, `/livez`.
 //! - Lists: a `*List` object with `metadata.resourceVersion`; `limit` / `continue` pagination
 //!   served from a consistent snapshot (the list's resourceVersion, `410 Expired` once that is
-//!   compacted away); `resourceVersion` (unset or `0`: current state; `N` with
+//!   compacted away; `remainingItemCount` for lists without selectors), without copying the
+//!   store per page unless it changed since the list began (lists of 150,000 objects are served
+//!   in seconds); `resourceVersion` (unset or `0`: current state; `N` with
 //!   `resourceVersionMatch=Exact`: the state at N; otherwise not older than N); `labelSelector`
 //!   (equality and set-based forms) and `fieldSelector` (`=`, `==`, `!=` on dotted paths such as
 //!   `metadata.name` or `status.phase`).
@@ -29,7 +31,8 @@
 //! `delete`), and breaks things: `drop_all_watches` (connections cut mid-stream),
 //! `end_all_watches` (clean end, as at `timeoutSeconds`), `partition_watches` (open watches stop
 //! receiving anything, as over a dead network path), `expire_history` (compaction: a watch or
-//! continue token from an older resourceVersion gets 410), `stop` / `restart` (an outage; the
+//! continue token from an older resourceVersion gets 410), `force_expiry` (an API server restart
+//! as clients see it: every watch ends and every resourceVersion given out is compacted away), `stop` / `restart` (an outage; the
 //! cluster state and history survive, the port stays the same), `set_max_watch_duration`,
 //! `set_bookmark_interval`, `set_expired_watch_as_http_410`. `wait_watching` waits until a
 //! client's watches are open (a watch starts only after its list is consumed); `requests()`
@@ -795,6 +798,21 @@ impl ApiServer {
         }
     }
 
+    /// What clients see of an API server restart with a cold watch cache: every watch ends
+    /// (cleanly, as at its timeout) and the history is compacted past every resourceVersion
+    /// given out so far, so a client resuming its watch gets `410 Gone` and must list again.
+    /// The objects stay as they are.
+    pub fn force_expiry(&self) {
+        let mut st = self.state();
+        st.rv += 1;
+        st.compacted = st.rv;
+        for s in st.stores.values_mut() {
+            s.history.clear();
+        }
+        st.watchers.clear();
+        st.partitioned.clear();
+    }
+
     /// Sends a BOOKMARK at the current resourceVersion to every watch that allows them.
     pub fn bookmark_now(&self) {
         self.state().send_bookmarks();
@@ -1191,22 +1209,19 @@ fn list(
     };
     let mut st = inner.state.lock().unwrap();
     let current = st.rv;
-    let (list_rv, after, objects) = if let Some(c) =
-        params.get("continue").filter(|s| !s.is_empty())
-    {
+    // Which state the list shows: the one at `at`, from the object after `after` on.
+    let (list_rv, after, at) = if let Some(c) = params.get("continue").filter(|s| !s.is_empty()) {
         let Some((rv, after)) = decode_continue(c) else {
             return error(400, "BadRequest", "invalid continue token");
         };
-        match st.objects_at(t.res, rv) {
-            Some(o) => (rv, Some(after), o),
-            None => {
-                return error(
-                    410,
-                    "Expired",
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                );
-            }
+        if rv < st.compacted {
+            return error(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            );
         }
+        (rv, Some(after), rv)
     } else {
         let rv_param = params
             .get("resourceVersion")
@@ -1214,7 +1229,7 @@ fn list(
             .unwrap_or("");
         let exact = params.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
         match rv_param {
-            "" | "0" => (current, None, st.store(t.res).objects.clone()),
+            "" | "0" => (current, None, current),
             n => {
                 let Ok(n) = n.parse::<u64>() else {
                     return error(400, "BadRequest", &format!("invalid resourceVersion {n:?}"));
@@ -1226,37 +1241,48 @@ fn list(
                         &format!("Too large resource version: {n}, current: {current}"),
                     );
                 }
+                if exact && n < st.compacted {
+                    return error(
+                        410,
+                        "Expired",
+                        &format!("too old resource version: {n} ({})", st.compacted),
+                    );
+                }
                 if exact {
-                    match st.objects_at(t.res, n) {
-                        Some(o) => (n, None, o),
-                        None => {
-                            return error(
-                                410,
-                                "Expired",
-                                &format!("too old resource version: {n} ({})", st.compacted),
-                            );
-                        }
-                    }
+                    (n, None, n)
                 } else {
-                    (current, None, st.store(t.res).objects.clone())
+                    (current, None, current)
                 }
             }
         }
     };
-    drop(st);
+    // The objects as they were at `at`: the store itself when nothing changed since (every page
+    // of a list of a quiet cluster: no copy of a large store per page), else a reconstruction.
+    let changed_since = st.store(t.res).history.back().is_some_and(|e| e.rv > at);
+    let reconstructed = if changed_since {
+        match st.objects_at(t.res, at) {
+            Some(o) => Some(o),
+            None => return error(410, "Expired", &format!("too old resource version: {at}")),
+        }
+    } else {
+        None
+    };
+    let objects = match &reconstructed {
+        Some(o) => o,
+        None => &st.stores.entry(t.res).or_default().objects,
+    };
 
+    use std::ops::Bound;
+    let from = match &after {
+        Some(a) => Bound::Excluded(a.clone()),
+        None => Bound::Unbounded,
+    };
+    let mut matching = objects
+        .range((from, Bound::Unbounded))
+        .filter(|(_, o)| filter.matches(o));
     let mut items = Vec::new();
     let mut last_key = None;
-    let mut remaining = 0usize;
-    let range = objects
-        .iter()
-        .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
-        .filter(|(_, o)| filter.matches(o));
-    for (k, o) in range {
-        if limit.is_some_and(|l| items.len() >= l) {
-            remaining += 1;
-            continue;
-        }
+    for (k, o) in matching.by_ref() {
         let mut item = if meta {
             partial_metadata(o)
         } else {
@@ -1268,11 +1294,22 @@ fn list(
         }
         items.push(item);
         last_key = Some(k.clone());
+        if limit.is_some_and(|l| items.len() >= l) {
+            break;
+        }
     }
+    let more = limit.is_some() && matching.next().is_some();
+    // As the API server: the count of what is left only for lists without selectors.
+    let remaining =
+        (more && filter.labels.is_none() && filter.fields.is_empty()).then(|| 1 + matching.count());
+    drop(st);
+
     let mut list_meta = json!({ "resourceVersion": list_rv.to_string() });
-    if remaining > 0 {
+    if more {
         list_meta["continue"] = json!(encode_continue(list_rv, last_key.as_ref().unwrap()));
-        list_meta["remainingItemCount"] = json!(remaining);
+        if let Some(n) = remaining {
+            list_meta["remainingItemCount"] = json!(n);
+        }
     }
     let (kind, api_version) = if meta {
         ("PartialObjectMetadataList".to_string(), "meta.k8s.io/v1")
