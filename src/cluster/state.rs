@@ -1058,4 +1058,198 @@ mod tests {
         assert!(set.take(&h, "pod-1").is_some());
         assert!(set.take(&h, "pod-1").is_none());
     }
+
+    fn svc(ns: &str, name: &str, ip: &str) -> Object {
+        Object::Service(ServiceInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            kind: ServiceKind::ClusterIp(vec![ip.parse().unwrap()]),
+            ports: vec![],
+            publish_not_ready: false,
+            labels: Default::default(),
+        })
+    }
+
+    fn pod(ns: &str, name: &str, ip: &str) -> Object {
+        Object::Pod(crate::cluster::objects::PodInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            ips: vec![ip.parse().unwrap()],
+        })
+    }
+
+    fn slice_of(ns: &str, name: &str, service: &str, ip: &str) -> Object {
+        Object::Slice(SliceInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            service: Some(service.into()),
+            endpoints: vec![EndpointInfo {
+                addresses: vec![ip.parse().unwrap()],
+                ready: true,
+                hostname: None,
+                pod_name: None,
+            }],
+            ports: vec![],
+        })
+    }
+
+    fn ns(name: &str) -> Object {
+        Object::Namespace(NamespaceInfo {
+            name: name.into(),
+            labels: Default::default(),
+        })
+    }
+
+    fn listed(st: &mut ClusterState, kind: Kind, objects: Vec<Object>) -> Changes {
+        let mut c = Changes::default();
+        st.apply(ClusterEvent::ListBegin { kind }, &mut c);
+        for object in objects {
+            st.apply(ClusterEvent::Listed { object }, &mut c);
+        }
+        st.apply(ClusterEvent::ListEnd { kind }, &mut c);
+        c
+    }
+
+    fn key_of(ns: &str, n: &str) -> Key {
+        (ns.into(), n.into())
+    }
+
+    /// A list marks what it contains and sweeps the rest; an unchanged object changes nothing.
+    #[test]
+    fn a_list_sweeps_what_it_did_not_mark() {
+        let mut st = ClusterState::default();
+        let c = listed(
+            &mut st,
+            Kind::Service,
+            vec![svc("a", "x", "10.0.0.1"), svc("a", "y", "10.0.0.2")],
+        );
+        assert_eq!(c.services.len(), 2);
+        listed(
+            &mut st,
+            Kind::Pod,
+            vec![pod("a", "p", "10.1.0.1"), pod("a", "q", "10.1.0.2")],
+        );
+        listed(&mut st, Kind::Namespace, vec![ns("a"), ns("b")]);
+        listed(
+            &mut st,
+            Kind::EndpointSlice,
+            vec![
+                slice_of("a", "x-1", "x", "10.1.0.1"),
+                slice_of("a", "y-1", "y", "10.1.0.2"),
+            ],
+        );
+        assert_eq!(st.counts(), [2, 2, 2, 2]);
+
+        // The same cluster listed again: nothing changes.
+        assert!(
+            listed(
+                &mut st,
+                Kind::Service,
+                vec![svc("a", "y", "10.0.0.2"), svc("a", "x", "10.0.0.1")]
+            )
+            .is_empty()
+        );
+        assert!(
+            listed(
+                &mut st,
+                Kind::Pod,
+                vec![pod("a", "q", "10.1.0.2"), pod("a", "p", "10.1.0.1")]
+            )
+            .is_empty()
+        );
+        assert!(listed(&mut st, Kind::Namespace, vec![ns("b"), ns("a")]).is_empty());
+
+        // One of each gone, one changed.
+        let c = listed(&mut st, Kind::Service, vec![svc("a", "y", "10.0.0.22")]);
+        assert_eq!(
+            c.services,
+            HashSet::from([key_of("a", "x"), key_of("a", "y")])
+        );
+        assert!(st.service(&key_of("a", "x")).is_none());
+        assert!(
+            st.has_slices(&key_of("a", "x")),
+            "the slice of a deleted service stays"
+        );
+        let c = listed(&mut st, Kind::Pod, vec![pod("a", "q", "10.1.0.3")]);
+        assert_eq!(c.pods.len(), 2, "{:?}", c.pods);
+        let c = listed(
+            &mut st,
+            Kind::EndpointSlice,
+            vec![slice_of("a", "y-1", "y", "10.1.0.2")],
+        );
+        assert_eq!(c.services, HashSet::from([key_of("a", "x")]));
+        assert!(!st.has_slices(&key_of("a", "x")));
+        let c = listed(&mut st, Kind::Namespace, vec![ns("b")]);
+        assert_eq!(c.namespaces.len(), 1);
+        assert_eq!(st.counts(), [1, 1, 1, 1]);
+        let mut pods = Vec::new();
+        st.for_each_pod(|p| pods.extend(p.ips.iter()));
+        assert_eq!(pods, vec!["10.1.0.3".parse::<IpAddr>().unwrap()]);
+    }
+
+    /// A list begun again before its end (a page failed) counts only what the new list lists.
+    #[test]
+    fn a_list_begun_again_starts_over() {
+        let mut st = ClusterState::default();
+        listed(
+            &mut st,
+            Kind::Pod,
+            vec![pod("a", "p", "10.1.0.1"), pod("a", "q", "10.1.0.2")],
+        );
+        let mut c = Changes::default();
+        st.apply(ClusterEvent::ListBegin { kind: Kind::Pod }, &mut c);
+        st.apply(
+            ClusterEvent::Listed {
+                object: pod("a", "p", "10.1.0.1"),
+            },
+            &mut c,
+        );
+        st.apply(ClusterEvent::ListBegin { kind: Kind::Pod }, &mut c);
+        st.apply(
+            ClusterEvent::Listed {
+                object: pod("a", "q", "10.1.0.2"),
+            },
+            &mut c,
+        );
+        st.apply(ClusterEvent::ListEnd { kind: Kind::Pod }, &mut c);
+        assert_eq!(st.counts()[3], 1);
+        let mut left = Vec::new();
+        st.for_each_pod(|p| left.extend(p.ips.iter()));
+        assert_eq!(left, vec!["10.1.0.2".parse::<IpAddr>().unwrap()]);
+    }
+
+    /// Watch events of one kind during another kind's list, and a batch `Relist`, follow the
+    /// same rules.
+    #[test]
+    fn lists_of_kinds_are_independent() {
+        let mut st = ClusterState::default();
+        let mut c = Changes::default();
+        st.apply(ClusterEvent::ListBegin { kind: Kind::Pod }, &mut c);
+        st.apply(
+            ClusterEvent::Listed {
+                object: pod("a", "p", "10.1.0.1"),
+            },
+            &mut c,
+        );
+        st.apply(
+            ClusterEvent::Apply {
+                object: svc("a", "x", "10.0.0.1"),
+                changed_at: None,
+            },
+            &mut c,
+        );
+        st.apply(ClusterEvent::ListEnd { kind: Kind::Pod }, &mut c);
+        assert!(st.service(&key_of("a", "x")).is_some());
+        assert!(st.synced.contains(&Kind::Pod) && !st.synced.contains(&Kind::Service));
+        let mut c = Changes::default();
+        st.apply(
+            ClusterEvent::Relist {
+                kind: Kind::Service,
+                objects: vec![],
+            },
+            &mut c,
+        );
+        assert!(st.service(&key_of("a", "x")).is_none());
+        assert_eq!(st.counts()[3], 1);
+    }
 }

@@ -29,9 +29,10 @@
 //! - `410 Gone` (on the watch, or on a page of a list) lists again at once, except that lists of
 //!   a kind take at most a tenth of the time ([`LIST_DUTY`]): a server that keeps compacting
 //!   faster than a list takes is not listed in a loop;
-//! - anything else (refused, reset, 5xx) retries with kube-runtime's default backoff (800 ms
-//!   doubling to 30 s, jittered), except that the first failure after 10 quiet seconds retries
-//!   at once ([`QuickRetry`]); a list or a watch event resets the backoff.
+//! - anything else (refused, reset, 5xx) retries after a delay growing from 800 ms to 30 s
+//!   (never more: an API server back from an outage is seen within 30 s), except that the first
+//!   failure after 10 quiet seconds retries at once ([`Retry`]); a list or a watch event starts
+//!   the delays over.
 //!
 //! While the API server is away, nothing but `WatchRestart` is emitted, so the last snapshot keeps
 //! serving unchanged (and `/ready` stays up: the data is still good);
@@ -70,8 +71,6 @@ use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::utils::Backoff;
-use kube::runtime::watcher::DefaultBackoff;
 use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::Sender;
@@ -254,7 +253,7 @@ struct KindLoop<K> {
     freshness: WatchFreshness,
     /// Services only: keys seen, to tell a creation from an update (for `changed_at`).
     known: Option<HashSet<ObjectKey>>,
-    retry: QuickRetry,
+    retry: Retry,
     /// Complete lists so far.
     lists: u64,
     /// When the last list began, and how long it took.
@@ -275,7 +274,7 @@ where
             fields: None,
             freshness: crate::ops::metrics::global().watch_freshness(kind.as_str()),
             known: (kind == Kind::Service).then(HashSet::new),
-            retry: QuickRetry::default(),
+            retry: Retry::default(),
             lists: 0,
             last_list: None,
         }
@@ -308,7 +307,7 @@ where
 
     /// Waits out the backoff after a failure.
     async fn pause(&mut self) {
-        tokio::time::sleep(self.retry.next().unwrap_or(Duration::from_secs(30))).await;
+        tokio::time::sleep(self.retry.next()).await;
     }
 
     async fn send(&self, ev: ClusterEvent) -> Result<(), Closed> {
@@ -570,38 +569,42 @@ fn key_of(kind: Kind, meta: &ObjectMeta) -> Option<ObjectKey> {
     })
 }
 
-/// The default watcher backoff (800 ms doubling to 30 s with jitter, client-go's parameters),
-/// except that the first failure after a quiet period is retried at once: a watch cut by an
-/// API server restart is asked again in milliseconds instead of after 0.8-1.6 s. At most one
-/// immediate retry per [`Self::QUIET`], so a server that keeps failing is never hammered.
-#[derive(Default)]
-struct QuickRetry {
-    inner: DefaultBackoff,
+/// Delays before retrying after failures. The first failure after [`Self::QUIET`] without one is
+/// retried at once: a watch cut by an API server restart is asked again in milliseconds. After
+/// that, 800 ms doubling to 30 s (client-go's reflector), each delay drawn between half and all
+/// of its step, so that replicas cut off at the same moment do not come back in step, and so
+/// that no wait is ever longer than 30 s: an API server back from an outage is seen within 30 s.
+#[derive(Debug, Default)]
+struct Retry {
+    /// Failures since the last success (or since the last immediate retry).
+    failures: u32,
     last_immediate: Option<Instant>,
 }
 
-impl QuickRetry {
+impl Retry {
     const QUIET: Duration = Duration::from_secs(10);
-}
+    const FIRST: Duration = Duration::from_millis(800);
+    const MAX: Duration = Duration::from_secs(30);
 
-impl Iterator for QuickRetry {
-    type Item = Duration;
-    fn next(&mut self) -> Option<Duration> {
+    fn next(&mut self) -> Duration {
         let now = Instant::now();
         if self
             .last_immediate
             .is_none_or(|t| now.duration_since(t) >= Self::QUIET)
         {
             self.last_immediate = Some(now);
-            return Some(Duration::ZERO);
+            return Duration::ZERO;
         }
-        self.inner.next()
+        let step = Self::FIRST
+            .saturating_mul(1 << self.failures.min(16))
+            .min(Self::MAX);
+        self.failures += 1;
+        step.mul_f64(0.5 + 0.5 * fastrand::f64())
     }
-}
 
-impl Backoff for QuickRetry {
+    /// The server answered: the next failures start from the first step again.
     fn reset(&mut self) {
-        self.inner.reset();
+        self.failures = 0;
     }
 }
 
@@ -610,12 +613,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn quick_retry_is_immediate_once_per_quiet_period() {
-        let mut b = QuickRetry::default();
-        assert_eq!(b.next(), Some(Duration::ZERO));
-        let second = b.next().unwrap();
-        assert!(second >= Duration::from_millis(800), "{second:?}");
-        b.reset();
-        assert!(b.next().unwrap() >= Duration::from_millis(800));
+    fn retry_is_immediate_once_per_quiet_period_then_grows_to_30s() {
+        let mut r = Retry::default();
+        assert_eq!(r.next(), Duration::ZERO);
+        let second = r.next();
+        assert!(
+            (Duration::from_millis(400)..=Duration::from_millis(800)).contains(&second),
+            "{second:?}"
+        );
+        let third = r.next();
+        assert!(
+            (Duration::from_millis(800)..=Duration::from_millis(1600)).contains(&third),
+            "{third:?}"
+        );
+        let later: Vec<Duration> = (0..24).map(|_| r.next()).skip(4).collect();
+        assert!(
+            later
+                .iter()
+                .all(|d| (Duration::from_secs(15)..=Duration::from_secs(30)).contains(d)),
+            "{later:?}"
+        );
+        r.reset();
+        assert!(r.next() <= Duration::from_millis(800), "reset starts over");
     }
 }

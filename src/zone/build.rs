@@ -462,3 +462,126 @@ pub fn required_kinds(cfg: &ClusterConfig) -> Vec<Kind> {
     }
     k
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Object;
+    use crate::cluster::objects::{PodInfo, ServiceInfo, ServiceKind};
+
+    fn svc(name: &str, ip: &str) -> Object {
+        Object::Service(ServiceInfo {
+            namespace: "ns".into(),
+            name: name.into(),
+            kind: ServiceKind::ClusterIp(vec![ip.parse().unwrap()]),
+            ports: vec![],
+            publish_not_ready: false,
+            labels: Default::default(),
+        })
+    }
+
+    fn pod(name: &str, ip: &str) -> Object {
+        Object::Pod(PodInfo {
+            namespace: "ns".into(),
+            name: name.into(),
+            ips: vec![ip.parse().unwrap()],
+        })
+    }
+
+    fn has_svc(snap: &Snapshot, name: &str) -> bool {
+        snap.services.contains_key(&encode_labels(&[name, "ns"]))
+    }
+
+    fn has_pod(snap: &Snapshot, ip: &str) -> bool {
+        snap.pods
+            .contains(&encode_labels(&["ns"]), &ip.parse().unwrap())
+    }
+
+    /// What a list changes is published with its end, not before; a watch event of another
+    /// kind is published at once, in the middle of the list.
+    #[test]
+    fn a_list_is_published_whole_and_other_kinds_do_not_wait() {
+        let mut cfg = ClusterConfig::default();
+        cfg.pods = PodsMode::Verified;
+        let mut b = ZoneBuilder::new(&cfg, &required_kinds(&cfg));
+        for kind in Kind::ALL {
+            b.apply(ClusterEvent::Relist {
+                kind,
+                objects: vec![],
+            });
+        }
+        b.apply(ClusterEvent::Apply {
+            object: pod("old", "10.1.0.9"),
+            changed_at: None,
+        });
+        let (snap, _) = b.publish();
+        assert!(snap.synced && has_pod(&snap, "10.1.0.9"));
+
+        b.apply(ClusterEvent::ListBegin { kind: Kind::Pod });
+        b.apply(ClusterEvent::Listed {
+            object: pod("new", "10.1.0.1"),
+        });
+        assert!(b.listing(Kind::Pod));
+        assert!(!b.has_changes(), "a list in progress publishes nothing");
+        b.apply(ClusterEvent::Apply {
+            object: svc("web", "10.0.0.1"),
+            changed_at: None,
+        });
+        assert!(b.has_changes());
+        let (snap, _) = b.publish();
+        assert!(
+            has_svc(&snap, "web"),
+            "the service change is published during the list"
+        );
+        assert!(
+            !has_pod(&snap, "10.1.0.1"),
+            "the list's changes wait for its end"
+        );
+        assert!(has_pod(&snap, "10.1.0.9"), "so does its sweep");
+
+        b.apply(ClusterEvent::ListEnd { kind: Kind::Pod });
+        assert!(!b.listing(Kind::Pod));
+        let (snap, _) = b.publish();
+        assert!(has_pod(&snap, "10.1.0.1"));
+        assert!(
+            !has_pod(&snap, "10.1.0.9"),
+            "the pod the list did not list is gone"
+        );
+        assert!(has_svc(&snap, "web"));
+    }
+
+    /// A settings reload during a list rebuilds from the state held; the list's remaining
+    /// objects and its sweep still wait for its end.
+    #[test]
+    fn a_reload_during_a_list_keeps_it_whole() {
+        let mut cfg = ClusterConfig::default();
+        cfg.pods = PodsMode::Verified;
+        let mut b = ZoneBuilder::new(&cfg, &required_kinds(&cfg));
+        for kind in Kind::ALL {
+            b.apply(ClusterEvent::Relist {
+                kind,
+                objects: vec![pod("a", "10.1.0.1"), pod("b", "10.1.0.2")]
+                    .into_iter()
+                    .filter(|o| o.kind() == kind)
+                    .collect(),
+            });
+        }
+        b.publish();
+        b.apply(ClusterEvent::ListBegin { kind: Kind::Pod });
+        b.apply(ClusterEvent::Listed {
+            object: pod("a", "10.1.0.1"),
+        });
+        b.reconfigure(&cfg, &required_kinds(&cfg));
+        let (snap, _) = b.publish();
+        assert!(has_pod(&snap, "10.1.0.1") && has_pod(&snap, "10.1.0.2"));
+        b.apply(ClusterEvent::Listed {
+            object: pod("c", "10.1.0.3"),
+        });
+        assert!(!b.has_changes());
+        b.apply(ClusterEvent::ListEnd { kind: Kind::Pod });
+        let (snap, _) = b.publish();
+        assert!(has_pod(&snap, "10.1.0.1") && has_pod(&snap, "10.1.0.3"));
+        assert!(!has_pod(&snap, "10.1.0.2"));
+        assert_eq!(snap.pods.len(), 2);
+    }
+}
