@@ -607,11 +607,12 @@ pub async fn run(
         }
         return;
     };
+    // `None`: not looked at yet (a file missing from the start is an error to log, too).
     let mut last = None;
     // Until a version has loaded, there is nothing to protect: read each once, no check first.
     let mut loaded_once = false;
     loop {
-        let now = stamp(&path);
+        let now = Some(stamp(&path));
         if now != last {
             last = now;
             let t0 = Instant::now();

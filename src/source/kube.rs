@@ -26,9 +26,10 @@
 //! - a watch that ends (the server's timeout, a closed connection at a chunk boundary) resumes
 //!   at once from its resourceVersion; so does one idle for longer than its timeout plus
 //!   [`IDLE_MARGIN`] (a dead connection);
-//! - `410 Gone` (on the watch, or on a page of a list) lists again at once, except that lists of
-//!   a kind take at most a tenth of the time ([`LIST_DUTY`]): a server that keeps compacting
-//!   faster than a list takes is not listed in a loop;
+//! - `410 Gone` (on the watch, or on a page of a list) lists again at once: the relist after an
+//!   API server restart starts the moment the server answers. Only when a list is of no use
+//!   twice in a row (its own pages expire, or the first watch from it is refused with 410: the
+//!   server compacts faster than a list takes) does the next list wait, as after a failure;
 //! - anything else (refused, reset, 5xx) retries after a delay growing from 800 ms to 30 s
 //!   (never more: an API server back from an outage is seen within 30 s), except that the first
 //!   failure after 10 quiet seconds retries at once ([`Retry`]); a list or a watch event starts
@@ -115,10 +116,6 @@ const WATCH_TIMEOUT_SECS: u32 = 290;
 
 /// A watch silent for its timeout plus this long is taken for a dead connection.
 pub const IDLE_MARGIN: Duration = Duration::from_secs(5);
-
-/// A list of a kind starts no sooner than this many times the previous list's duration after
-/// that list began.
-pub const LIST_DUTY: u32 = 10;
 
 /// Runs until `shutdown` becomes true (or its sender is dropped), or until `tx` is closed.
 ///
@@ -251,13 +248,14 @@ struct KindLoop<K> {
     /// `fieldSelector` of the list and the watch.
     fields: Option<String>,
     freshness: WatchFreshness,
-    /// Services only: keys seen, to tell a creation from an update (for `changed_at`).
-    known: Option<HashSet<ObjectKey>>,
+    /// Services only: the services seen, to tell a creation from an update (for `changed_at`).
+    known: Option<Known>,
     retry: Retry,
     /// Complete lists so far.
     lists: u64,
-    /// When the last list began, and how long it took.
-    last_list: Option<(Instant, Duration)>,
+    /// Lists in a row that were of no use: expired before their end, or before any watch from
+    /// them worked.
+    useless_lists: u32,
 }
 
 impl<K> KindLoop<K>
@@ -273,32 +271,40 @@ where
             labels: None,
             fields: None,
             freshness: crate::ops::metrics::global().watch_freshness(kind.as_str()),
-            known: (kind == Kind::Service).then(HashSet::new),
+            known: (kind == Kind::Service).then(Known::default),
             retry: Retry::default(),
             lists: 0,
-            last_list: None,
+            useless_lists: 0,
         }
     }
 
     async fn run(mut self) {
         'list: loop {
-            if let Some((began, took)) = self.last_list {
-                tokio::time::sleep_until((began + took * LIST_DUTY).into()).await;
+            if self.useless_lists >= 2 {
+                self.pause().await;
             }
             let mut rv = match self.list().await {
                 Ok(rv) => rv,
                 Err(ListFailed::Closed) => return,
-                Err(ListFailed::Gone) => continue 'list,
+                Err(ListFailed::Gone) => {
+                    self.useless_lists += 1;
+                    continue 'list;
+                }
                 Err(ListFailed::Other) => {
                     self.pause().await;
                     continue 'list;
                 }
             };
+            // A watch from this list delivered something or ran to its end.
+            let mut worked = false;
             loop {
-                match self.watch(&mut rv).await {
+                match self.watch(&mut rv, &mut worked).await {
                     WatchEnded::Closed => return,
-                    WatchEnded::Ended => {}
-                    WatchEnded::Gone => continue 'list,
+                    WatchEnded::Ended => worked = true,
+                    WatchEnded::Gone => {
+                        self.useless_lists = if worked { 0 } else { self.useless_lists + 1 };
+                        continue 'list;
+                    }
                     WatchEnded::Failed => self.pause().await,
                 }
             }
@@ -341,7 +347,7 @@ where
         self.send(ClusterEvent::ListBegin { kind: self.kind })
             .await
             .map_err(|_| ListFailed::Closed)?;
-        let mut known = self.known.as_ref().map(|_| HashSet::new());
+        let mut known = self.known.as_ref().map(Known::fresh);
         let mut lp = ListParams {
             label_selector: self.labels.clone(),
             field_selector: self.fields.clone(),
@@ -370,7 +376,7 @@ where
                 match (self.convert)(obj).object {
                     Ok(object) => {
                         if let Some(k) = known.as_mut() {
-                            k.insert(object.key());
+                            k.insert(&object.key());
                         }
                         listed += 1;
                         self.send(ClusterEvent::Listed { object })
@@ -406,7 +412,6 @@ where
         if self.lists > 1 {
             crate::ops::metrics::global().relist(kind);
         }
-        self.last_list = Some((began, began.elapsed()));
         self.retry.reset();
         tracing::info!(
             kind,
@@ -420,8 +425,9 @@ where
         Ok(rv)
     }
 
-    /// Watches from `rv` (kept up to date with events and bookmarks) until the watch ends.
-    async fn watch(&mut self, rv: &mut String) -> WatchEnded {
+    /// Watches from `rv` (kept up to date with events and bookmarks) until the watch ends;
+    /// `worked` is set once it delivers anything.
+    async fn watch(&mut self, rv: &mut String, worked: &mut bool) -> WatchEnded {
         let wp = WatchParams {
             label_selector: self.labels.clone(),
             field_selector: self.fields.clone(),
@@ -497,6 +503,8 @@ where
             self.freshness.touch();
             if !delivered {
                 delivered = true;
+                *worked = true;
+                self.useless_lists = 0;
                 self.retry.reset();
             }
         }
@@ -512,7 +520,7 @@ where
                 let changed_at = match kind {
                     Kind::EndpointSlice => c.triggered,
                     Kind::Service => {
-                        let new = self.known.as_mut().is_some_and(|k| k.insert(object.key()));
+                        let new = self.known.as_mut().is_some_and(|k| k.insert(&object.key()));
                         c.created
                             .filter(|t| new && t.elapsed().map_or(true, |age| age < FRESH_CREATION))
                     }
@@ -567,6 +575,39 @@ fn key_of(kind: Kind, meta: &ObjectMeta) -> Option<ObjectKey> {
         namespace,
         name: name.to_ascii_lowercase().into(),
     })
+}
+
+/// The objects a source has seen, by a 64-bit hash of their key: the keys themselves would keep
+/// the allocations of the objects they came from alive, scattered over the pages a list was
+/// decoded in, which could then never be handed back. (A collision makes a creation look like
+/// an update, which only leaves it out of the programming-duration metric.)
+#[derive(Debug, Default)]
+struct Known {
+    hashes: HashSet<u64>,
+    hasher: std::hash::RandomState,
+}
+
+impl Known {
+    /// An empty set hashing alike.
+    fn fresh(&self) -> Known {
+        Known {
+            hashes: HashSet::new(),
+            hasher: self.hasher.clone(),
+        }
+    }
+    fn hash(&self, key: &ObjectKey) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
+    }
+    /// Whether the key is new.
+    fn insert(&mut self, key: &ObjectKey) -> bool {
+        let h = self.hash(key);
+        self.hashes.insert(h)
+    }
+    fn remove(&mut self, key: &ObjectKey) {
+        let h = self.hash(key);
+        self.hashes.remove(&h);
+    }
 }
 
 /// Delays before retrying after failures. The first failure after [`Self::QUIET`] without one is

@@ -53,9 +53,11 @@ pub async fn run(
                 tracing::info!("cluster settings reloaded");
             }
         }
-        // A burst of changes becomes one swap: drain what is already queued, for one round.
+        // A burst of changes becomes one swap: drain what is already queued, for one round,
+        // but publish a completed list at once.
         let round = Instant::now() + ROUND;
-        while let Ok(ev) = rx.try_recv() {
+        while !lists.ended_this_round {
+            let Ok(ev) = rx.try_recv() else { break };
             lists.apply(&mut builder, ev);
             if Instant::now() >= round {
                 break;
@@ -105,6 +107,8 @@ pub async fn run(
 struct Lists {
     /// Per kind: when its list began and how many objects it has listed.
     open: std::collections::BTreeMap<Kind, (Instant, usize)>,
+    /// A list ended this round.
+    ended_this_round: bool,
     /// A large list ended this round.
     large_ended: bool,
 }
@@ -128,6 +132,7 @@ impl Lists {
                     ms = began.elapsed().as_secs_f64() * 1e3,
                     "list applied"
                 );
+                self.ended_this_round = true;
                 self.large_ended |= n >= LARGE_LIST;
             }
             ClusterEvent::Relist { .. } | ClusterEvent::ReplaceAll { .. } => {
@@ -139,6 +144,7 @@ impl Lists {
     }
 
     fn after_round(&mut self) {
+        self.ended_this_round = false;
         if std::mem::take(&mut self.large_ended) {
             // A large list decoded many objects and freed them again: hand the freed pages
             // back, so resident memory reflects what is held, not the peak.

@@ -8,6 +8,7 @@ mod forward;
 mod kube;
 mod kube_dns;
 mod manifests;
+mod objects_file;
 mod ops;
 mod ops_e2e;
 mod prom;

@@ -498,7 +498,7 @@ impl ApiServer {
     /// [`Self::restart_blocking`]; everything else is synchronous anyway.
     pub fn start_blocking() -> (ApiServer, String) {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .thread_name("test-apiserver")
             .enable_all()
             .build()
@@ -1280,21 +1280,12 @@ fn list(
     let mut matching = objects
         .range((from, Bound::Unbounded))
         .filter(|(_, o)| filter.matches(o));
-    let mut items = Vec::new();
+    let mut page: Vec<Arc<Value>> = Vec::new();
     let mut last_key = None;
     for (k, o) in matching.by_ref() {
-        let mut item = if meta {
-            partial_metadata(o)
-        } else {
-            (**o).clone()
-        };
-        if let Some(m) = item.as_object_mut() {
-            m.remove("kind");
-            m.remove("apiVersion");
-        }
-        items.push(item);
+        page.push(o.clone());
         last_key = Some(k.clone());
-        if limit.is_some_and(|l| items.len() >= l) {
+        if limit.is_some_and(|l| page.len() >= l) {
             break;
         }
     }
@@ -1303,6 +1294,22 @@ fn list(
     let remaining =
         (more && filter.labels.is_none() && filter.fields.is_empty()).then(|| 1 + matching.count());
     drop(st);
+    // Copied and encoded without the lock: other requests (and the test) go on meanwhile.
+    let items: Vec<Value> = page
+        .iter()
+        .map(|o| {
+            let mut item = if meta {
+                partial_metadata(o)
+            } else {
+                (**o).clone()
+            };
+            if let Some(m) = item.as_object_mut() {
+                m.remove("kind");
+                m.remove("apiVersion");
+            }
+            item
+        })
+        .collect();
 
     let mut list_meta = json!({ "resourceVersion": list_rv.to_string() });
     if more {
