@@ -69,7 +69,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Namespace;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta};
 use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::core::PartialObjectMeta;
 use kube::{Client, Resource, ResourceExt};
@@ -77,12 +77,13 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::Sender;
 use tokio::task::JoinSet;
 
+use super::pages::ItemSplitter;
 use super::trimmed::{
     Converted, TrimPod, TrimService, TrimSlice, convert_namespace, convert_pod, convert_service,
     convert_slice,
 };
 use crate::cluster::{ClusterEvent, Kind, ObjectKey};
-use crate::error::SourceError;
+use crate::error::{ObjectError, SourceError};
 use crate::ops::metrics::WatchFreshness;
 
 /// How the API source connects and what it watches.
@@ -226,6 +227,51 @@ enum ListFailed {
     Other,
 }
 
+/// How a page of a list failed.
+enum PageFailed {
+    Closed,
+    /// The API server's answer (`gone`: 410), or a broken or garbled response.
+    Api {
+        gone: bool,
+        error: String,
+    },
+}
+
+impl PageFailed {
+    fn other(e: impl std::fmt::Display) -> Self {
+        PageFailed::Api {
+            gone: false,
+            error: e.to_string(),
+        }
+    }
+}
+
+/// An object of a list that does not decode into its trimmed type (a field of the wrong type),
+/// named as far as its metadata can be read.
+fn undecodable(kind: Kind, bytes: &[u8], e: &serde_json::Error) -> ObjectError {
+    #[derive(serde::Deserialize, Default)]
+    struct Names {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        namespace: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        metadata: Names,
+    }
+    let names = serde_json::from_slice::<Meta>(bytes)
+        .map(|m| m.metadata)
+        .unwrap_or_default();
+    ObjectError {
+        kind: kind.as_str(),
+        namespace: names.namespace.unwrap_or_default(),
+        name: names.name.unwrap_or_else(|| "<unnamed>".into()),
+        message: e.to_string(),
+    }
+}
+
 /// How a watch ended.
 enum WatchEnded {
     Closed,
@@ -247,6 +293,8 @@ struct KindLoop<K> {
     labels: Option<String>,
     /// `fieldSelector` of the list and the watch.
     fields: Option<String>,
+    /// The API serves only metadata (`PartialObjectMeta`): lists ask for metadata lists.
+    metadata_only: bool,
     freshness: WatchFreshness,
     /// Services only: the services seen, to tell a creation from an update (for `changed_at`).
     known: Option<Known>,
@@ -270,6 +318,7 @@ where
             tx,
             labels: None,
             fields: None,
+            metadata_only: K::metadata_api(),
             freshness: crate::ops::metrics::global().watch_freshness(kind.as_str()),
             known: (kind == Kind::Service).then(Known::default),
             retry: Retry::default(),
@@ -356,11 +405,14 @@ where
         };
         let (mut listed, mut skipped, mut pages) = (0usize, 0usize, 0usize);
         let rv = loop {
-            let page = match self.api.list(&lp).await {
+            let page = match self
+                .list_page(&lp, &mut known, &mut listed, &mut skipped)
+                .await
+            {
                 Ok(page) => page,
-                Err(e) => {
-                    let gone = matches!(&e, kube::Error::Api(s) if s.code == 410);
-                    self.restart(gone, "list", e)
+                Err(PageFailed::Closed) => return Err(ListFailed::Closed),
+                Err(PageFailed::Api { gone, error }) => {
+                    self.restart(gone, "list", error)
                         .await
                         .map_err(|_| ListFailed::Closed)?;
                     return Err(if gone {
@@ -372,26 +424,9 @@ where
             };
             pages += 1;
             self.freshness.touch();
-            for obj in page.items {
-                match (self.convert)(obj).object {
-                    Ok(object) => {
-                        if let Some(k) = known.as_mut() {
-                            k.insert(&object.key());
-                        }
-                        listed += 1;
-                        self.send(ClusterEvent::Listed { object })
-                            .await
-                            .map_err(|_| ListFailed::Closed)?;
-                    }
-                    Err(e) => {
-                        skipped += 1;
-                        tracing::warn!(kind, error = %e, "skipping bad object");
-                    }
-                }
-            }
-            match page.metadata.continue_.filter(|c| !c.is_empty()) {
+            match page.continue_.filter(|c| !c.is_empty()) {
                 Some(token) => lp.continue_token = Some(token),
-                None => match page.metadata.resource_version.filter(|v| !v.is_empty()) {
+                None => match page.resource_version.filter(|v| !v.is_empty()) {
                     Some(rv) => break rv,
                     None => {
                         self.restart(false, "list", "the list has no resourceVersion")
@@ -423,6 +458,81 @@ where
             "listed"
         );
         Ok(rv)
+    }
+
+    /// One page of the list, each object sent on as soon as its last byte has arrived (see
+    /// [`super::pages`]): only one object of the page is ever held, decoded or not. Returns the
+    /// page's list metadata (continue token, resourceVersion).
+    async fn list_page(
+        &mut self,
+        lp: &ListParams,
+        known: &mut Option<Known>,
+        listed: &mut usize,
+        skipped: &mut usize,
+    ) -> Result<ListMeta, PageFailed> {
+        use futures::{AsyncBufRead, AsyncBufReadExt};
+        let kind = self.kind.as_str();
+        let request = kube::core::Request::new(self.api.resource_url());
+        let request = if self.metadata_only {
+            request.list_metadata(lp)
+        } else {
+            request.list(lp)
+        };
+        let request = request.map_err(|e| PageFailed::other(e))?;
+        let body = self
+            .api
+            .clone()
+            .into_client()
+            .request_stream(request)
+            .await
+            .map_err(|e| PageFailed::Api {
+                gone: matches!(&e, kube::Error::Api(s) if s.code == 410),
+                error: e.to_string(),
+            })?;
+        let mut body = Box::pin(body);
+        let mut items = ItemSplitter::default();
+        loop {
+            let n = {
+                let chunk = body.fill_buf().await.map_err(PageFailed::other)?;
+                items.push(chunk);
+                chunk.len()
+            };
+            if n == 0 {
+                break;
+            }
+            body.as_mut().consume(n);
+            while let Some(bytes) = items.next_item() {
+                let object = match serde_json::from_slice::<K>(&bytes) {
+                    Ok(obj) => (self.convert)(obj).object,
+                    Err(e) => Err(undecodable(self.kind, &bytes, &e)),
+                };
+                match object {
+                    Ok(object) => {
+                        if let Some(k) = known.as_mut() {
+                            k.insert(&object.key());
+                        }
+                        *listed += 1;
+                        self.send(ClusterEvent::Listed { object })
+                            .await
+                            .map_err(|_| PageFailed::Closed)?;
+                    }
+                    Err(e) => {
+                        *skipped += 1;
+                        tracing::warn!(kind, error = %e, "skipping bad object");
+                    }
+                }
+            }
+        }
+        let rest = items
+            .finish()
+            .ok_or_else(|| PageFailed::other("the list response ended early"))?;
+        #[derive(serde::Deserialize)]
+        struct Head {
+            #[serde(default)]
+            metadata: ListMeta,
+        }
+        let head: Head = serde_json::from_slice(&rest).map_err(PageFailed::other)?;
+        Ok(head.metadata)
     }
 
     /// Watches from `rv` (kept up to date with events and bookmarks) until the watch ends;
@@ -489,6 +599,21 @@ where
                     } else {
                         WatchEnded::Failed
                     };
+                }
+                // One event that does not decode into the trimmed type (a field of the wrong
+                // type): skipped, the watch goes on (resuming would replay it forever). kube-client
+                // reports such a line as a `Status` with no code when it parses as one, which any
+                // JSON object does.
+                Err(kube::Error::SerdeError(e)) => {
+                    tracing::warn!(kind = self.kind.as_str(), error = %e, "skipping a watch event that does not decode");
+                    continue;
+                }
+                Err(kube::Error::Api(status)) if status.code == 0 => {
+                    tracing::warn!(
+                        kind = self.kind.as_str(),
+                        "skipping a watch event that does not decode"
+                    );
+                    continue;
                 }
                 Err(e) => {
                     if self.restart(false, "watch", e).await.is_err() {

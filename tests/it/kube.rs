@@ -1006,6 +1006,8 @@ async fn kube_bad_objects_are_skipped_and_logged() {
     api.create(slice("prod", "bad-ep", "good").endpoint(ep(&["10.1.0.300"])));
     api.create(slice("prod", "good-ep", "good").endpoint(ep(&["10.1.0.3"])));
     api.create(pod("prod", "bad-pod").ip("10.1.0.1.1"));
+    // Does not even decode (kube-rs's list would fail whole, and forever, on it).
+    api.create(pod("prod", "odd-pod").set("/status/podIPs", "not-a-list"));
     api.create(pod("prod", "good-pod").ip("10.1.0.4"));
 
     let mut src = Source::start(&api, opts_all()).await;
@@ -1021,11 +1023,19 @@ async fn kube_bad_objects_are_skipped_and_logged() {
         "QUIC",
         "EndpointSlice prod/bad-ep",
         "Pod prod/bad-pod",
+        "Pod prod/odd-pod",
     ] {
         assert!(text.contains(needle), "no {needle:?} in the log:\n{text}");
     }
 
-    // On the watch: a bad new object is skipped, the next good one arrives.
+    // On the watch: a bad new object is skipped, the next good one arrives; so does one after
+    // an event that does not decode.
+    api.create(pod("prod", "odd-2").set("/status/podIPs", "not-a-list"));
+    api.create(pod("prod", "good-2").ip("10.1.0.5"));
+    src.expect("the good pod after one that does not decode", FAST, |e| {
+        is_apply_of(e, Kind::Pod, "prod", "good-2")
+    })
+    .await;
     api.create(svc("prod", "bad-2").external_name("bad..name"));
     api.create(svc("prod", "good-2").cluster_ip("10.0.0.5"));
     src.expect("the good service after a bad one", FAST, |e| {
