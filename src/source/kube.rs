@@ -506,6 +506,7 @@ where
                     Ok(obj) => (self.convert)(obj).object,
                     Err(e) => Err(undecodable(self.kind, &bytes, &e)),
                 };
+                items.recycle(bytes);
                 match object {
                     Ok(object) => {
                         if let Some(k) = known.as_mut() {

@@ -34,6 +34,8 @@ pub(crate) struct ItemSplitter {
     item: Vec<u8>,
     /// Items complete but not yet taken.
     done: VecDeque<Vec<u8>>,
+    /// Buffers of items taken and given back, for the next items.
+    spare: Vec<Vec<u8>>,
     /// The list's bytes outside its items.
     rest: Vec<u8>,
 }
@@ -90,6 +92,9 @@ impl ItemSplitter {
                 }
                 if self.in_items && self.depth == 2 {
                     self.collecting = true;
+                    if let Some(buf) = self.spare.pop() {
+                        self.item = buf;
+                    }
                 }
                 self.depth += 1;
                 self.keep(b);
@@ -118,6 +123,14 @@ impl ItemSplitter {
     /// The next complete item's bytes.
     pub(crate) fn next_item(&mut self) -> Option<Vec<u8>> {
         self.done.pop_front()
+    }
+
+    /// Gives an item's buffer back, to hold a later item without growing a new one.
+    pub(crate) fn recycle(&mut self, mut buf: Vec<u8>) {
+        if self.spare.len() < 4 {
+            buf.clear();
+            self.spare.push(buf);
+        }
     }
 
     /// The list without its items (`"items":[]`), once the body has ended; `None` if the body
