@@ -42,9 +42,27 @@ pub(crate) struct ItemSplitter {
 
 impl ItemSplitter {
     /// The next bytes of the body.
-    pub(crate) fn push(&mut self, bytes: &[u8]) {
-        for &b in bytes {
-            self.byte(b);
+    pub(crate) fn push(&mut self, mut bytes: &[u8]) {
+        while let Some(&b) = bytes.first() {
+            if self.collecting && !self.escaped {
+                // Inside an item (nearly all of a page), only quotes, backslashes (in strings)
+                // and brackets (outside) matter: the runs between them are copied whole.
+                let stop = if self.in_string {
+                    bytes.iter().position(|&b| b == b'"' || b == b'\\')
+                } else {
+                    bytes
+                        .iter()
+                        .position(|&b| matches!(b, b'"' | b'{' | b'}' | b'[' | b']'))
+                };
+                let run = stop.unwrap_or(bytes.len());
+                self.item.extend_from_slice(&bytes[..run]);
+                bytes = &bytes[run..];
+                let Some(&b) = bytes.first() else { break };
+                self.byte(b);
+            } else {
+                self.byte(b);
+            }
+            bytes = &bytes[1..];
         }
     }
 
