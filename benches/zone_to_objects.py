@@ -23,21 +23,13 @@ records) are printed as warnings on stderr and make the exit status 1.
 
 Usage: zone_to_objects.py ZONE_DIR_OR_FILE [--zone cluster.local] [--out objects.yaml]
 
-Checking the result against a server of the zone file (both already running on loopback):
-  zone_to_objects.py --verify REF_PORT,CLUSTERDNS_PORT --queries hits.txt,misses.txt [--sample 300]
-queries a sample of each file with kdig on both servers, over TCP (whole answers) and over UDP
-without EDNS (what dnsperf sees), and compares the rcode, the AA flag, the answer RRsets (sorted,
-names lowercased) and, for negative answers, the authority section's owner and type; TC and the
-answer count over UDP. Mismatches are printed; exit status 1 when there are any.
-Only the Python 3 standard library (and kdig for --verify).
+That the two servers then answer alike is checked by load.py before every measurement
+(verify.py: every distinct query of every query file, all sections compared).
+Only the Python 3 standard library.
 """
 import argparse
-import concurrent.futures
 import json
 import os
-import random
-import re
-import subprocess
 import sys
 
 
@@ -200,121 +192,13 @@ def convert(zone_file, zone, reverse_file=None):
     return text, stats, warn
 
 
-# ---------------------------------------------------------------- verification
-def kdig(port, name, qtype, tcp):
-    """Ask 127.0.0.1:port; return a dict: rcode, flags, answer (sorted RR tuples),
-    authority ([(owner, type)]), counts, or {"error": ...}."""
-    cmd = ["kdig", "@127.0.0.1", "-p", str(port), "+retry=1", "+time=2", "+noedns",
-           "+tcp" if tcp else "+ignore", name, qtype]
-    try:
-        out = subprocess.run(cmd, capture_output=True, text=True, timeout=10).stdout
-    except subprocess.TimeoutExpired:
-        return {"error": "kdig timed out"}
-    m = re.search(r"status: (\w+)", out)
-    if not m:
-        return {"error": "no answer: " + " ".join(out.split())[:120]}
-    flags = re.search(r";; Flags: ([^;]*);", out)
-    r = {"rcode": m.group(1), "flags": set(flags.group(1).split()) if flags else set(),
-         "answer": [], "authority": []}
-    c = re.search(r"ANSWER: (\d+); AUTHORITY: (\d+); ADDITIONAL: (\d+)", out)
-    r["counts"] = tuple(int(x) for x in c.groups()) if c else None
-    section = None
-    for line in out.splitlines():
-        if line.startswith(";; ") and line.rstrip().endswith("SECTION:"):
-            section = line[3:].split()[0].lower()
-            continue
-        if not line.strip() or line.startswith(";"):
-            section = None if not line.strip() else section
-            continue
-        f = line.split()
-        if section == "answer" and len(f) >= 4:
-            r["answer"].append((f[0].lower(), f[1], f[2], f[3], " ".join(f[4:]).lower()))
-        elif section == "authority" and len(f) >= 4:
-            r["authority"].append((f[0].lower(), f[3]))
-    r["answer"].sort()
-    r["authority"].sort()
-    return r
-
-
-def compare(ref, got):
-    """Differences between two kdig() results, as short strings."""
-    if "error" in ref or "error" in got:
-        return [f"ref: {ref.get('error', 'ok')}, clusterdns: {got.get('error', 'ok')}"]
-    d = []
-    if ref["rcode"] != got["rcode"]:
-        d.append(f"rcode {ref['rcode']} vs {got['rcode']}")
-    for fl in ("aa", "tc"):
-        if (fl in ref["flags"]) != (fl in got["flags"]):
-            d.append(f"flag {fl}: {fl in ref['flags']} vs {fl in got['flags']}")
-    if ref["answer"] != got["answer"]:
-        a, b = set(ref["answer"]), set(got["answer"])
-        d.append(f"answer: {len(ref['answer'])} vs {len(got['answer'])} records; only ref "
-                 f"{sorted(a - b)[:2]} only clusterdns {sorted(b - a)[:2]}")
-    if not ref["answer"] and ref["authority"] != got["authority"]:
-        d.append(f"authority {ref['authority']} vs {got['authority']}")
-    return d
-
-
-def verify(ref_port, cdns_port, files, sample=300, seed=1, out=sys.stdout):
-    """Query `sample` distinct lines of each dnsperf file on both servers; returns the list of
-    (file, query, transport, differences)."""
-    rng = random.Random(seed)
-    jobs = []
-    for path in files:
-        with open(path) as f:
-            lines = list(dict.fromkeys(l.split()[0] + " " + l.split()[1] for l in f if l.strip()))
-        for line in rng.sample(lines, min(sample, len(lines))):
-            name, qt = line.split()
-            for tcp in (True, False):
-                jobs.append((os.path.basename(path), name, qt, tcp))
-
-    def one(job):
-        _, name, qt, tcp = job
-        ref, got = kdig(ref_port, name, qt, tcp), kdig(cdns_port, name, qt, tcp)
-        diff = compare(ref, got)
-        if diff and not tcp and "tc" in ref.get("flags", ()) and "tc" not in got.get("flags", ()):
-            # The reference truncated (TC, no answer) over UDP without EDNS; clusterdns fitted
-            # the answer in 512 bytes. Explained if that answer is the reference's whole one.
-            whole = kdig(ref_port, name, qt, True)
-            if "error" not in whole and whole["answer"] == got["answer"] \
-                    and whole["rcode"] == got["rcode"]:
-                return "explained", diff
-        return ("mismatch" if diff else "ok"), diff
-
-    bad, explained = [], []
-    with concurrent.futures.ThreadPoolExecutor(4) as ex:
-        for job, (kind, diff) in zip(jobs, ex.map(one, jobs)):
-            row = (job[0], f"{job[1]} {job[2]}", "tcp" if job[3] else "udp", diff)
-            if kind == "mismatch":
-                bad.append(row)
-            elif kind == "explained":
-                explained.append(row)
-    for f, qn, tr, diff in bad:
-        print(f"MISMATCH {f} {qn} {tr}: {'; '.join(diff)}", file=out)
-    if explained:
-        print(f"verify: {len(explained)} UDP answers the reference truncated (TC, empty answer, "
-              f"no EDNS) come whole from clusterdns in <= 512 bytes (same records as the "
-              f"reference's TCP answer), e.g. {explained[0][1]}", file=out)
-    print(f"verify: {len(jobs)} queries ({len(jobs) // 2} names x tcp/udp), "
-          f"{len(bad)} mismatches, {len(explained)} explained", file=out)
-    return bad, explained
-
-
 def main():
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("zone", nargs="?", help="gen_zone.py output directory, or its <zone>.zone file")
     ap.add_argument("--zone", dest="name", default="cluster.local", help="cluster domain")
     ap.add_argument("--out", help="objects file to write (default: stdout)")
-    ap.add_argument("--verify", metavar="REF_PORT,CLUSTERDNS_PORT",
-                    help="compare two running servers on 127.0.0.1 instead of converting")
-    ap.add_argument("--queries", help="comma-separated dnsperf query files for --verify")
-    ap.add_argument("--sample", type=int, default=300, help="distinct queries per file (300)")
     a = ap.parse_args()
-    if a.verify:
-        ref, cd = (int(x) for x in a.verify.split(","))
-        bad, _ = verify(ref, cd, a.queries.split(","), a.sample)
-        return 1 if bad else 0
     if not a.zone:
         ap.error("a zone directory or file is needed")
     zdir = a.zone if os.path.isdir(a.zone) else os.path.dirname(a.zone) or "."

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install what the tests use, from Debian's packages, only where missing: dig/nslookup
 # (dnsutils), kdig (knot-dnsutils), knotd and unbound (real upstreams and peers), dnsperf
-# (load), prometheus and promtool (metrics tests), jq. Idempotent; quiet when all is there.
+# (load), prometheus and promtool (metrics tests), kubectl (`kubectl kustomize` of manifests/;
+# Debian's package is kubernetes-client), python3 (benches/load.py readme --check), jq.
+# Idempotent; quiet when all is there. A test whose tool is missing fails (it never skips),
+# naming the package. Also iptables (legacy and nft) and nft (node-local mode's rules).
 set -euo pipefail
 need=()
 have() { command -v "$1" >/dev/null 2>&1; }
@@ -13,7 +16,12 @@ have unbound   || need+=(unbound)
 have dnsperf   || need+=(dnsperf)
 have prometheus || need+=(prometheus)
 have promtool  || need+=(prometheus)
+have kubectl   || need+=(kubernetes-client)
+have python3   || need+=(python3)
 have jq        || need+=(jq)
+have iptables-legacy || need+=(iptables)
+have iptables-nft    || need+=(iptables)
+have nft       || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "installing: ${need[*]}" >&2

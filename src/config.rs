@@ -8,15 +8,19 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::{Deserialize, Deserializer};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::error::ConfigError;
+use crate::names::parse_domain;
+use crate::selector::Selector;
 
 /// The whole configuration file.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Addresses the DNS server listens on, UDP and TCP each.
+    /// Addresses the DNS server listens on, UDP and TCP each: `IP:PORT`, `[IPv6]:PORT`, or
+    /// `:PORT` for every address of both families (`0.0.0.0:PORT` and `[::]:PORT`).
+    #[serde(deserialize_with = "de_listen")]
     pub listen: Vec<SocketAddr>,
     /// What the cluster zone serves and how.
     pub cluster: ClusterConfig,
@@ -38,6 +42,8 @@ pub struct Config {
     pub querylog: QueryLogConfig,
     /// Server tuning: UDP fast path, socket counts, TCP limits.
     pub server: ServerConfig,
+    /// Node-local mode (NodeLocal DNSCache's node-cache): interface, interception rules, handover.
+    pub nodelocal: NodeLocalConfig,
 }
 
 impl Default for Config {
@@ -54,12 +60,13 @@ impl Default for Config {
             ready: ReadyConfig::default(),
             querylog: QueryLogConfig::default(),
             server: ServerConfig::default(),
+            nodelocal: NodeLocalConfig::default(),
         }
     }
 }
 
 /// How pod records (`a-b-c-d.<ns>.pod.<zone>`) are answered, as CoreDNS's `pods` option.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum PodsMode {
     /// No pod records.
@@ -72,7 +79,7 @@ pub enum PodsMode {
 }
 
 /// The cluster zone: what CoreDNS's `kubernetes` plugin block holds.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ClusterConfig {
     /// Serve the cluster zone at all (false: a pure caching forwarder, e.g. the node-local
@@ -129,7 +136,7 @@ impl Default for ClusterConfig {
 }
 
 /// Where cluster objects come from: a file, or the Kubernetes API.
-#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// A file of Kubernetes objects (`kubectl get -o yaml`), watched for changes.
@@ -139,13 +146,13 @@ pub struct SourceConfig {
 }
 
 /// Connecting to the Kubernetes API.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct KubernetesSourceConfig {
     /// A kubeconfig file; absent: `KUBECONFIG`, `~/.kube/config`, then in-cluster.
     pub kubeconfig: Option<PathBuf>,
     /// How long to wait for the first sync before serving what there is.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub startup_timeout: Duration,
 }
 
@@ -159,7 +166,7 @@ impl Default for KubernetesSourceConfig {
 }
 
 /// Upstream selection policy, as CoreDNS's `forward` `policy`.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum ForwardPolicy {
     #[default]
@@ -169,7 +176,7 @@ pub enum ForwardPolicy {
 }
 
 /// Forwarding of names outside the cluster zones.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ForwardConfig {
     /// Forward at all (false: names outside the cluster zones get REFUSED).
@@ -183,10 +190,10 @@ pub struct ForwardConfig {
     pub policy: ForwardPolicy,
     /// Consecutive failures before an upstream is marked down.
     pub max_fails: u32,
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub health_check: Duration,
     /// Timeout of one try.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub timeout: Duration,
     pub force_tcp: bool,
     pub prefer_udp: bool,
@@ -194,6 +201,20 @@ pub struct ForwardConfig {
     pub max_concurrent: usize,
     /// Also export the pre-1.11 `coredns_forward_*` names that the CoreDNS mixin's alerts query.
     pub legacy_metrics: bool,
+    /// The EDNS Client Subnet option (RFC 7871) of a client's query: `strip` it before
+    /// forwarding, or `forward` it (then it is part of the cache key).
+    pub client_subnet: ClientSubnet,
+}
+
+/// What forwarding does with a query's EDNS Client Subnet option.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientSubnet {
+    /// Removed: upstreams answer for clusterdns's own address, and one answer serves all.
+    #[default]
+    Strip,
+    /// Sent upstream as the client wrote it; answers are cached per subnet.
+    Forward,
 }
 
 impl Default for ForwardConfig {
@@ -211,12 +232,13 @@ impl Default for ForwardConfig {
             prefer_udp: false,
             max_concurrent: 1000,
             legacy_metrics: true,
+            client_subnet: ClientSubnet::Strip,
         }
     }
 }
 
 /// The cache in front of forwarding.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
     pub enabled: bool,
@@ -231,7 +253,7 @@ pub struct CacheConfig {
     /// Entries asked this many times within their TTL are refreshed before they expire (0: off).
     pub prefetch: u32,
     /// Serve expired entries for up to this long when every upstream fails (RFC 8767; 0: off).
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub serve_stale: Duration,
 }
 
@@ -251,7 +273,7 @@ impl Default for CacheConfig {
 }
 
 /// A hosts file, consulted before forwarding.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostsConfig {
     /// The file, in /etc/hosts format.
@@ -261,7 +283,7 @@ pub struct HostsConfig {
     /// TTL of answers from the file, seconds.
     pub ttl: u32,
     /// How often the file is checked for changes.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub reload: Duration,
     /// Names clusterdns resolves itself, keeps fresh by their TTLs, and keeps serving from the
     /// last good answer when upstreams fail.
@@ -284,7 +306,7 @@ impl Default for HostsConfig {
 }
 
 /// Prometheus endpoint.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     /// `host:port`, or `:port` for every address; null to turn it off.
@@ -300,15 +322,15 @@ impl Default for MetricsConfig {
 }
 
 /// Liveness endpoint and graceful shutdown.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     pub listen: Option<String>,
     /// After SIGTERM, keep serving DNS this long with readiness failing.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub lameduck: Duration,
     /// After the lameduck period, how long in-flight queries may take to finish.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub drain_timeout: Duration,
 }
 
@@ -323,7 +345,7 @@ impl Default for HealthConfig {
 }
 
 /// Readiness endpoint.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ReadyConfig {
     pub listen: Option<String>,
@@ -338,7 +360,7 @@ impl Default for ReadyConfig {
 }
 
 /// Sampled, structured query log.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueryLogConfig {
     pub enabled: bool,
@@ -356,24 +378,21 @@ impl Default for QueryLogConfig {
 }
 
 /// Server tuning.
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
-    /// Answer UDP on clusterdns's own per-core sockets (false: through hickory's `Server`).
-    pub udp_fast_path: bool,
     /// UDP sockets (and threads) per listen address; 0: one per CPU.
     pub udp_workers: usize,
     /// Largest UDP answer to EDNS clients (RFC 9715 / DNS flag day 2020: 1232).
     pub max_udp_size: u16,
     /// TCP connections idle longer than this are closed.
-    #[serde(deserialize_with = "de_duration")]
+    #[serde(with = "duration_text")]
     pub tcp_idle_timeout: Duration,
 }
 
 impl Default for ServerConfig {
     fn default() -> Self {
         Self {
-            udp_fast_path: true,
             udp_workers: 0,
             max_udp_size: 1232,
             tcp_idle_timeout: Duration::from_secs(10),
@@ -381,43 +400,225 @@ impl Default for ServerConfig {
     }
 }
 
-/// Parse `500ms`, `5s`, `1m`, `2h`, or a bare number of seconds.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("not a duration: {s:?} (e.g. 500ms, 5s, 1m)"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => {
-            return Err(format!(
-                "unknown unit in duration {s:?} (use ms, s, m or h)"
-            ));
-        }
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("not a duration: {s:?}"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+/// The kind of link that holds the node-local addresses.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    /// A `dummy` link, as node-cache creates (needs the kernel's dummy driver).
+    #[default]
+    Dummy,
+    /// An `ifb` link: for kernels without the dummy driver; it holds addresses the same way.
+    Ifb,
+    /// No link of its own: the addresses go on `lo` (and only they are removed again).
+    Lo,
 }
 
-fn de_duration<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        Num(u64),
-        Str(String),
+/// Which tool writes the interception rules.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RulesBackend {
+    /// What the node uses: `nftables` when kube-proxy's `ip kube-proxy` table exists, else the
+    /// iptables mode the kubelet marked (`KUBE-IPTABLES-HINT`), else the one holding more rules
+    /// (nft on a tie), as Kubernetes' iptables-wrapper decides.
+    #[default]
+    Auto,
+    /// `iptables`/`ip6tables` as found on `PATH`.
+    Iptables,
+    IptablesLegacy,
+    IptablesNft,
+    /// A table of clusterdns's own (`inet clusterdns-nodelocal`) through `nft`.
+    Nftables,
+    /// No rules (node-cache's `-setupiptables=false`).
+    None,
+}
+
+/// Node-local mode: what NodeLocal DNSCache's node-cache sets up around the cache.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeLocalConfig {
+    /// Turn node-local mode on (flag `--node-local`).
+    pub enabled: bool,
+    /// The addresses held on the interface and listened on (node-cache's `-localip`): the
+    /// link-local address, and the kube-dns Service IP to intercept it.
+    pub addresses: Vec<std::net::IpAddr>,
+    /// The DNS port on those addresses.
+    pub port: u16,
+    /// Create the interface and add the addresses (node-cache's `-setupinterface`).
+    pub setup_interface: bool,
+    /// The link's name (node-cache's `-interfacename`); unused with `link_kind: lo`.
+    pub interface: String,
+    pub link_kind: LinkKind,
+    pub rules: RulesBackend,
+    /// Skip conntrack for pods' queries only while a socket listens on the address (`-m socket`
+    /// / `socket transparent 0` on the PREROUTING rules): with no process, queries to the kube-dns
+    /// Service IP are tracked again and kube-proxy's DNAT sends them to kube-dns.
+    pub fail_open: bool,
+    /// Remove rules and interface on exit when no other instance runs (node-cache's
+    /// `-skipteardown` inverted).
+    pub teardown: bool,
+    /// How often rules, link and addresses are checked and re-created (node-cache's
+    /// `-syncinterval`).
+    #[serde(with = "duration_text")]
+    pub sync_interval: Duration,
+    /// The lock file every instance on the node holds shared: on a host path, so that an
+    /// exiting instance sees whether a newer one runs.
+    pub lock_file: PathBuf,
+}
+
+impl Default for NodeLocalConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            addresses: vec![std::net::Ipv4Addr::new(169, 254, 20, 10).into()],
+            port: 53,
+            setup_interface: true,
+            interface: "nodelocaldns".into(),
+            link_kind: LinkKind::Dummy,
+            rules: RulesBackend::Auto,
+            fail_open: true,
+            teardown: true,
+            sync_interval: Duration::from_secs(60),
+            lock_file: "/run/clusterdns-nodelocal/lock".into(),
+        }
     }
-    match Raw::deserialize(d)? {
-        Raw::Num(n) => Ok(Duration::from_secs(n)),
-        Raw::Str(s) => parse_duration(&s).map_err(serde::de::Error::custom),
+}
+
+/// Parse a duration as the config writes it: Go's `time.ParseDuration` syntax (`500ms`, `5s`,
+/// `1m30s`, `1.5h`, `0`; units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), or a bare number of seconds
+/// (`7`, `0.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_text(s, true)
+}
+
+/// Parse a duration exactly as Go's `time.ParseDuration` does (what a Corefile holds): as
+/// [`parse_duration`], but a number needs its unit (`5` is an error in CoreDNS, so it is one
+/// here).
+pub fn parse_go_duration(s: &str) -> Result<Duration, String> {
+    parse_duration_text(s, false)
+}
+
+/// The longest duration: Go's own limit (2^63-1 ns, about 292 years), so nothing CoreDNS
+/// refuses is accepted, and every accepted value can be added to an `Instant`.
+const MAX_DURATION_NANOS: u128 = i64::MAX as u128;
+
+/// The one duration parser. Whole numbers and fractions are read as decimal integers, not
+/// floats, so `0.1s` is exactly 100ms and a huge value is an error instead of a panic.
+fn parse_duration_text(s: &str, bare_seconds: bool) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration (e.g. 500ms, 5s, 1m30s)");
+    let too_long = || format!("{s:?} is longer than the longest duration, 2562047h (292 years)");
+    let text = s.trim();
+    let (negative, mut rest) = match text.strip_prefix('-') {
+        Some(r) => (true, r),
+        None => (false, text.strip_prefix('+').unwrap_or(text)),
+    };
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    let mut total: u128 = 0;
+    let mut first = true;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let (number, tail) = rest.split_at(num_len);
+        let (whole, fraction) = number.split_once('.').unwrap_or((number, ""));
+        if (whole.is_empty() && fraction.is_empty()) || fraction.contains('.') {
+            return Err(bad());
+        }
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let unit_nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" | "μs" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            // Go's one exception: a bare `0`.
+            "" if first && tail.is_empty() && (bare_seconds || number == "0") => 1_000_000_000,
+            "" => {
+                return Err(format!(
+                    "{s:?} has a number without a unit (ns, us, ms, s, m or h)"
+                ));
+            }
+            other => {
+                return Err(format!(
+                    "unknown unit {other:?} in duration {s:?} (use ns, us, ms, s, m or h)"
+                ));
+            }
+        };
+        let whole = whole
+            .bytes()
+            .try_fold(0u128, |n, d| {
+                n.checked_mul(10)?.checked_add(u128::from(d - b'0'))
+            })
+            .ok_or_else(too_long)?;
+        let mut nanos = whole.checked_mul(unit_nanos).ok_or_else(too_long)?;
+        // Digits past the 18th cannot move the result by a nanosecond (the largest unit is
+        // 3.6e12 ns); as Go, the fraction is truncated to whole nanoseconds.
+        let (mut numerator, mut denominator) = (0u128, 1u128);
+        for d in fraction.bytes().take(18) {
+            numerator = numerator * 10 + u128::from(d - b'0');
+            denominator *= 10;
+        }
+        nanos += numerator * unit_nanos / denominator;
+        total = total
+            .checked_add(nanos)
+            .filter(|t| *t <= MAX_DURATION_NANOS)
+            .ok_or_else(too_long)?;
+        rest = tail;
+        first = false;
+    }
+    if negative && total > 0 {
+        return Err(format!("{s:?} is negative; a duration is zero or more"));
+    }
+    Ok(Duration::from_nanos(total as u64))
+}
+
+/// Write a duration as the config reads it, in the largest unit that keeps it exact: `2h`,
+/// `30m`, `90s`, `500ms`, `250us`, `0s`.
+pub fn format_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    const UNITS: [(u128, &str); 6] = [
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "m"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+        (1_000, "us"),
+        (1, "ns"),
+    ];
+    if nanos == 0 {
+        return "0s".into();
+    }
+    let (size, unit) = UNITS
+        .into_iter()
+        .find(|(size, _)| nanos.is_multiple_of(*size))
+        .expect("every duration is whole nanoseconds");
+    format!("{}{unit}", nanos / size)
+}
+
+/// Durations in the YAML: `5s`, `500ms`, or a number of seconds; written as [`format_duration`].
+mod duration_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(*d))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Str(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Num(n) => n.to_string(),
+            Raw::Str(s) => s,
+        };
+        parse_duration(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -481,15 +682,12 @@ impl Config {
         if self.listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed".into()));
         }
-        crate::zone::names::parse_domain(&self.cluster.zone)
-            .map_err(|e| invalid("cluster.zone", e))?;
+        parse_domain(&self.cluster.zone).map_err(|e| invalid("cluster.zone", e))?;
         for (i, z) in self.cluster.reverse_zones.iter().enumerate() {
-            crate::zone::names::parse_domain(z)
-                .map_err(|e| invalid(&format!("cluster.reverse_zones[{i}]"), e))?;
+            parse_domain(z).map_err(|e| invalid(&format!("cluster.reverse_zones[{i}]"), e))?;
         }
         for (i, z) in self.cluster.fallthrough.iter().enumerate() {
-            crate::zone::names::parse_domain(z)
-                .map_err(|e| invalid(&format!("cluster.fallthrough[{i}]"), e))?;
+            parse_domain(z).map_err(|e| invalid(&format!("cluster.fallthrough[{i}]"), e))?;
         }
         if self.cluster.ttl > 3600 {
             return Err(invalid(
@@ -498,12 +696,10 @@ impl Config {
             ));
         }
         if let Some(sel) = &self.cluster.labels {
-            crate::cluster::selector::Selector::parse(sel)
-                .map_err(|e| invalid("cluster.labels", e))?;
+            Selector::parse(sel).map_err(|e| invalid("cluster.labels", e))?;
         }
         if let Some(sel) = &self.cluster.namespace_labels {
-            crate::cluster::selector::Selector::parse(sel)
-                .map_err(|e| invalid("cluster.namespace_labels", e))?;
+            Selector::parse(sel).map_err(|e| invalid("cluster.namespace_labels", e))?;
         }
         if self.source.file.is_some() && self.source.kubernetes.is_some() {
             return Err(invalid(
@@ -515,7 +711,7 @@ impl Config {
             parse_upstream(u).map_err(|e| invalid(&format!("forward.upstreams[{i}]"), e))?;
         }
         for (domain, ups) in &self.forward.stub_domains {
-            crate::zone::names::parse_domain(domain)
+            parse_domain(domain)
                 .map_err(|e| invalid(&format!("forward.stub_domains.{domain}"), e))?;
             if ups.is_empty() {
                 return Err(invalid(
@@ -539,8 +735,7 @@ impl Config {
         }
         if let Some(h) = &self.hosts {
             for (i, n) in h.critical_names.iter().enumerate() {
-                crate::zone::names::parse_domain(n)
-                    .map_err(|e| invalid(&format!("hosts.critical_names[{i}]"), e))?;
+                parse_domain(n).map_err(|e| invalid(&format!("hosts.critical_names[{i}]"), e))?;
             }
         }
         for (key, l) in [
@@ -549,9 +744,10 @@ impl Config {
             ("ready.listen", &self.ready.listen),
         ] {
             if let Some(l) = l {
-                parse_http_listen(l).map_err(|e| invalid(key, e))?;
+                parse_ops_listen(l).map_err(|e| invalid(key, e))?;
             }
         }
+        self.validate_nodelocal()?;
         if !(0.0..=1.0).contains(&self.querylog.sample) {
             return Err(invalid(
                 "querylog.sample",
@@ -566,6 +762,152 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// The DNS listen addresses: `listen`, or in node-local mode exactly the node-local
+    /// addresses at `nodelocal.port`.
+    pub fn dns_listen(&self) -> Vec<SocketAddr> {
+        if self.nodelocal.enabled {
+            let port = self.nodelocal.port;
+            self.nodelocal
+                .addresses
+                .iter()
+                .map(|ip| SocketAddr::new(*ip, port))
+                .collect()
+        } else {
+            self.listen.clone()
+        }
+    }
+
+    fn validate_nodelocal(&self) -> Result<(), ConfigError> {
+        let n = &self.nodelocal;
+        if !n.enabled {
+            return Ok(());
+        }
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        if self.listen != Config::default().listen {
+            return Err(invalid(
+                "listen",
+                "in node-local mode clusterdns listens on nodelocal.addresses at nodelocal.port; leave `listen` out".into(),
+            ));
+        }
+        if n.addresses.is_empty() {
+            return Err(invalid(
+                "nodelocal.addresses",
+                "at least one address is needed".into(),
+            ));
+        }
+        for (i, ip) in n.addresses.iter().enumerate() {
+            if ip.is_unspecified() || ip.is_multicast() || ip.is_loopback() {
+                return Err(invalid(
+                    &format!("nodelocal.addresses[{i}]"),
+                    format!(
+                        "{ip} cannot be a node-local address (unspecified, multicast or loopback)"
+                    ),
+                ));
+            }
+            if n.addresses[..i].contains(ip) {
+                return Err(invalid(
+                    &format!("nodelocal.addresses[{i}]"),
+                    format!("{ip} is listed twice"),
+                ));
+            }
+        }
+        if n.port == 0 {
+            return Err(invalid(
+                "nodelocal.port",
+                "the rules need a fixed port".into(),
+            ));
+        }
+        // IFNAMSIZ is 16 with the terminating NUL.
+        let name_ok = !n.interface.is_empty()
+            && n.interface.len() < 16
+            && n.interface != "."
+            && n.interface != ".."
+            && n.interface
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'/' && b != b':');
+        if n.link_kind != LinkKind::Lo && !name_ok {
+            return Err(invalid(
+                "nodelocal.interface",
+                format!(
+                    "{:?} is not an interface name (1 to 15 characters, no `/`, `:` or spaces)",
+                    n.interface
+                ),
+            ));
+        }
+        if n.link_kind != LinkKind::Lo && n.interface == "lo" {
+            return Err(invalid(
+                "nodelocal.interface",
+                "use `link_kind: lo` to put the addresses on lo".into(),
+            ));
+        }
+        if n.sync_interval.is_zero() {
+            return Err(invalid(
+                "nodelocal.sync_interval",
+                "must be above zero".into(),
+            ));
+        }
+        if n.lock_file.as_os_str().is_empty() {
+            return Err(invalid("nodelocal.lock_file", "must be a path".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Where an operator endpoint listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OpsListen {
+    /// `host:port` or `:port`.
+    Tcp(SocketAddr),
+    /// `unix:/path`: a socket only this pod's exec probes reach (two node-local pods on one
+    /// node's host network would share any TCP port).
+    Unix(PathBuf),
+}
+
+/// `unix:/absolute/path`, else [`parse_http_listen`].
+pub fn parse_ops_listen(s: &str) -> Result<OpsListen, String> {
+    match s.strip_prefix("unix:") {
+        Some(p) if p.starts_with('/') && p.len() > 1 => Ok(OpsListen::Unix(p.into())),
+        Some(_) => Err(format!(
+            "{s:?}: a unix socket needs an absolute path (unix:/run/x.sock)"
+        )),
+        None => parse_http_listen(s).map(OpsListen::Tcp),
+    }
+}
+
+/// A DNS listen address: `IP:PORT`, `[IPv6]:PORT`, or `:PORT` for both families' wildcard
+/// addresses (as CoreDNS's `.:53`): `0.0.0.0:PORT` and `[::]:PORT`, each its own socket.
+pub fn parse_listen(s: &str) -> Result<Vec<SocketAddr>, String> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix(':') {
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{s:?}: bad port (IP:PORT, [IPv6]:PORT or :PORT)"))?;
+        return Ok(vec![
+            SocketAddr::new(std::net::Ipv4Addr::UNSPECIFIED.into(), port),
+            SocketAddr::new(std::net::Ipv6Addr::UNSPECIFIED.into(), port),
+        ]);
+    }
+    s.parse::<SocketAddr>()
+        .map(|a| vec![a])
+        .map_err(|_| format!("{s:?} is not a listen address (IP:PORT, [IPv6]:PORT or :PORT)"))
+}
+
+fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    let mut out = Vec::new();
+    for s in Vec::<String>::deserialize(d)? {
+        for a in parse_listen(&s).map_err(serde::de::Error::custom)? {
+            if !out.contains(&a) {
+                out.push(a);
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// `IP` or `IP:PORT` or `[v6]:PORT` (port 53 by default).
@@ -607,6 +949,23 @@ mod tests {
     use super::*;
 
     #[test]
+    fn listen_port_alone_is_both_families() {
+        let c = Config::from_yaml(
+            "listen: [\":53\", \"0.0.0.0:53\", \"[::1]:5353\"]\n",
+            Path::new("x"),
+        )
+        .unwrap();
+        let want: Vec<SocketAddr> = ["0.0.0.0:53", "[::]:53", "[::1]:5353"]
+            .iter()
+            .map(|a| a.parse().unwrap())
+            .collect();
+        assert_eq!(c.listen, want);
+        let e = Config::from_yaml("listen: [\"localhost:53\"]\n", Path::new("x")).unwrap_err();
+        assert!(e.to_string().contains("listen address"), "{e}");
+        assert!(parse_listen(":x").is_err());
+    }
+
+    #[test]
     fn empty_file_is_defaults() {
         let c = Config::from_yaml("", Path::new("x.yaml")).unwrap();
         assert_eq!(c, Config::default());
@@ -636,6 +995,136 @@ mod tests {
     }
 
     #[test]
+    fn go_durations() {
+        assert_eq!(parse_go_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(
+            parse_go_duration("500ms").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(parse_go_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_go_duration("0").unwrap(), Duration::ZERO);
+        assert!(parse_go_duration("5").is_err());
+        assert!(parse_go_duration("5 s").is_err());
+        // Go's forms: fractions, compound values, micro- and nanoseconds, a sign.
+        assert_eq!(
+            parse_go_duration("1.5h").unwrap(),
+            Duration::from_secs(5400)
+        );
+        assert_eq!(
+            parse_go_duration("2h45m0.5s").unwrap(),
+            Duration::from_millis(9_900_500)
+        );
+        assert_eq!(
+            parse_go_duration(".5s").unwrap(),
+            Duration::from_millis(500)
+        );
+        assert_eq!(
+            parse_go_duration("1us1µs1μs1ns").unwrap(),
+            Duration::from_nanos(3001)
+        );
+        assert_eq!(parse_go_duration("+5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_go_duration("-0").unwrap(), Duration::ZERO);
+        // Exact, not through a float: 0.1s is 100ms to the nanosecond.
+        assert_eq!(
+            parse_go_duration("0.1s").unwrap(),
+            Duration::from_millis(100)
+        );
+        assert_eq!(
+            parse_go_duration("1.0000000019s").unwrap().as_nanos(),
+            1_000_000_001
+        );
+        assert!(parse_go_duration("1m30").is_err(), "a unit is missing");
+    }
+
+    #[test]
+    fn durations_out_of_range_are_errors_not_panics() {
+        for bad in [
+            "99999999999999999999h",
+            "99999999999999999999",
+            "2562048h",
+            "9223372036854775808ns",
+            "1000000000000000000000000000000000000000000000000s",
+            "2562047h1h",
+        ] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("longest duration"), "{bad}: {e}");
+        }
+        // The longest one Go accepts is accepted.
+        assert_eq!(
+            parse_go_duration("9223372036854775807ns")
+                .unwrap()
+                .as_nanos(),
+            i64::MAX as u128
+        );
+        for bad in ["-5s", "-1"] {
+            let e = parse_duration(bad).unwrap_err();
+            assert!(e.contains("negative"), "{bad}: {e}");
+        }
+        for bad in [
+            "",
+            "s",
+            ".",
+            "-",
+            "NaN",
+            "nan",
+            "inf",
+            "infs",
+            "1e3s",
+            "1.2.3s",
+            "5 s",
+            "1..5s",
+            "5 parsecs",
+        ] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+            assert!(parse_go_duration(bad).is_err(), "{bad:?}");
+        }
+        // Through the YAML too: an error naming the key's line, not a panic.
+        let e = Config::from_yaml(
+            "cache:\n  serve_stale: 99999999999999999999h\n",
+            Path::new("c.yaml"),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("longest duration"), "{e}");
+    }
+
+    #[test]
+    fn durations_are_written_as_they_are_read() {
+        for (d, text) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(120), "2m"),
+            (Duration::from_secs(7200), "2h"),
+            (Duration::from_micros(1500), "1500us"),
+            (Duration::from_nanos(7), "7ns"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text).unwrap(), d, "{text}");
+        }
+    }
+
+    #[test]
+    fn config_serialises_and_reads_back() {
+        let mut c = Config {
+            hosts: Some(HostsConfig::default()),
+            source: SourceConfig {
+                kubernetes: Some(KubernetesSourceConfig::default()),
+                file: None,
+            },
+            ..Config::default()
+        };
+        c.forward.health_check = Duration::from_millis(250);
+        c.cluster.pods = PodsMode::Verified;
+        c.forward.policy = ForwardPolicy::RoundRobin;
+        let yaml = serde_saphyr::to_string(&c).unwrap();
+        assert!(yaml.contains("health_check: 250ms"), "{yaml}");
+        assert!(yaml.contains("pods: verified"), "{yaml}");
+        assert!(yaml.contains("policy: round_robin"), "{yaml}");
+        assert_eq!(Config::from_yaml(&yaml, Path::new("c.yaml")).unwrap(), c);
+    }
+
+    #[test]
     fn validation_names_key() {
         let mut c = Config::default();
         c.forward.upstreams = vec!["not-an-ip".into()];
@@ -647,6 +1136,43 @@ mod tests {
             .insert("corp..example".into(), vec!["10.0.0.5".into()]);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("forward.stub_domains"), "{e}");
+        // Every forwarding value the resolver relies on is checked here, and only here (the
+        // resolver trusts a validated config).
+        let bad = |f: &dyn Fn(&mut Config), key: &str| {
+            let mut c = Config::default();
+            f(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        };
+        bad(
+            &|c| c.forward.upstreams = vec!["127.0.0.1:9".into(), "nope".into()],
+            "forward.upstreams[1]",
+        );
+        bad(
+            &|c| {
+                c.forward
+                    .stub_domains
+                    .insert("corp.example".into(), vec!["x.y".into()]);
+            },
+            "forward.stub_domains.corp.example[0]",
+        );
+        bad(
+            &|c| {
+                c.forward.stub_domains.insert("corp.example".into(), vec![]);
+            },
+            "forward.stub_domains.corp.example",
+        );
+        bad(&|c| c.forward.max_concurrent = 0, "forward.max_concurrent");
+        bad(&|c| c.forward.timeout = Duration::ZERO, "forward.timeout");
+        bad(
+            &|c| {
+                c.hosts = Some(HostsConfig {
+                    critical_names: vec!["a..b".into()],
+                    ..Default::default()
+                })
+            },
+            "hosts.critical_names[0]",
+        );
     }
 
     #[test]

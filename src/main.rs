@@ -26,8 +26,22 @@ enum Command {
     Serve(ServeArgs),
     /// Validate a config (and its objects file) and print what would be served.
     Check(CheckArgs),
-    /// Convert a CoreDNS Corefile into a clusterdns config (printed on stdout).
+    /// Convert a CoreDNS Corefile into a clusterdns config (printed on stdout; notes on stderr).
     ConvertCorefile(ConvertArgs),
+    /// Ask a health or readiness endpoint (an exec probe): exit 0 on 200, 1 otherwise.
+    Probe(ProbeArgs),
+}
+
+#[derive(Args)]
+struct ProbeArgs {
+    /// The endpoint: `unix:/path`, `host:port` or `:port`.
+    endpoint: String,
+    /// The path asked.
+    #[arg(long, default_value = "/health")]
+    path: String,
+    /// Give up after this many seconds.
+    #[arg(long, default_value_t = 3)]
+    timeout: u64,
 }
 
 /// Flags shared by `serve` and `check`: they override the config file.
@@ -36,9 +50,10 @@ struct Overrides {
     /// Config file (YAML). Without it: built-in defaults plus these flags.
     #[arg(long, short = 'c', env = "CLUSTERDNS_CONFIG")]
     config: Option<PathBuf>,
-    /// DNS listen address, UDP and TCP (repeatable), e.g. 127.0.0.1:5353.
-    #[arg(long = "listen", value_name = "ADDR:PORT")]
-    listen: Vec<SocketAddr>,
+    /// DNS listen address, UDP and TCP (repeatable), e.g. 127.0.0.1:5353, or :53 for every
+    /// address of both families.
+    #[arg(long = "listen", value_name = "ADDR:PORT", value_parser = listen_arg)]
+    listen: Vec<ListenArg>,
     /// A file of Kubernetes objects (kubectl get -o yaml) to serve instead of an API server.
     #[arg(long, value_name = "FILE")]
     objects: Option<PathBuf>,
@@ -60,6 +75,14 @@ struct Overrides {
     /// Readiness endpoint address (e.g. :8181).
     #[arg(long, value_name = "ADDR")]
     ready_listen: Option<String>,
+    /// Node-local mode (`nodelocal.enabled`): hold the node-local addresses on a local
+    /// interface, intercept them with NOTRACK/ACCEPT rules, listen on exactly them.
+    #[arg(long)]
+    node_local: bool,
+    /// A node-local address (repeatable; replaces `nodelocal.addresses`), as node-cache's
+    /// `-localip`: the link-local address, and the kube-dns Service IP to intercept.
+    #[arg(long = "node-local-ip", value_name = "IP")]
+    node_local_ip: Vec<std::net::IpAddr>,
 }
 
 #[derive(Args)]
@@ -94,6 +117,14 @@ struct ConvertArgs {
     files_dir: Option<PathBuf>,
 }
 
+/// One `--listen` value: one address, or both families' for `:PORT`.
+#[derive(Clone, Debug)]
+struct ListenArg(Vec<SocketAddr>);
+
+fn listen_arg(s: &str) -> Result<ListenArg, String> {
+    clusterdns::config::parse_listen(s).map(ListenArg)
+}
+
 /// The config: file (or defaults) with flags applied, validated.
 fn load_config(o: &Overrides) -> Result<Config, clusterdns::Error> {
     let mut cfg = match &o.config {
@@ -101,7 +132,12 @@ fn load_config(o: &Overrides) -> Result<Config, clusterdns::Error> {
         None => Config::default(),
     };
     if !o.listen.is_empty() {
-        cfg.listen = o.listen.clone();
+        cfg.listen = Vec::new();
+        for a in o.listen.iter().flat_map(|l| &l.0) {
+            if !cfg.listen.contains(a) {
+                cfg.listen.push(*a);
+            }
+        }
     }
     if let Some(f) = &o.objects {
         cfg.source.file = Some(f.clone());
@@ -127,6 +163,12 @@ fn load_config(o: &Overrides) -> Result<Config, clusterdns::Error> {
     }
     if let Some(r) = &o.ready_listen {
         cfg.ready.listen = Some(r.clone());
+    }
+    if o.node_local {
+        cfg.nodelocal.enabled = true;
+    }
+    if !o.node_local_ip.is_empty() {
+        cfg.nodelocal.addresses = o.node_local_ip.clone();
     }
     cfg.validate()?;
     Ok(cfg)
@@ -159,6 +201,17 @@ fn init_logging(json: bool) {
     }
 }
 
+/// The exit code of a failed `serve` or `check` (README, "Exit codes"): 2 for a config or an
+/// objects file that cannot be used, 3 for a config that forwards to clusterdns itself, 1 for
+/// anything else (cannot listen, cannot start).
+fn exit_code(e: &clusterdns::Error) -> ExitCode {
+    ExitCode::from(match e {
+        clusterdns::Error::Config(_) | clusterdns::Error::Source(_) => 2,
+        clusterdns::Error::Loop(_) => 3,
+        clusterdns::Error::Listen { .. } | clusterdns::Error::Other(_) => 1,
+    })
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
@@ -168,7 +221,7 @@ fn main() -> ExitCode {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("clusterdns: {e}");
-                    return ExitCode::from(2);
+                    return exit_code(&e);
                 }
             };
             let rt = match tokio::runtime::Builder::new_multi_thread()
@@ -183,26 +236,33 @@ fn main() -> ExitCode {
             };
             let overrides = a.o.clone();
             let loader: clusterdns::reload::Loader = Box::new(move || load_config(&overrides));
-            match rt.block_on(clusterdns::app::serve(
-                cfg,
-                a.o.config.clone(),
-                Some(loader),
-            )) {
+            match rt.block_on(clusterdns::app::serve(cfg, a.o.config.clone(), loader)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("clusterdns: {e}");
-                    ExitCode::from(match e {
-                        clusterdns::Error::Loop(_) => 3,
-                        _ => 1,
-                    })
+                    exit_code(&e)
                 }
             }
         }
+        Command::Probe(a) => match clusterdns::ops::http::probe(
+            &a.endpoint,
+            &a.path,
+            std::time::Duration::from_secs(a.timeout),
+        ) {
+            Ok(body) => {
+                println!("{}", body.trim());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("clusterdns: probe failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Check(a) => match check(&a.o) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("clusterdns: {e}");
-                ExitCode::from(2)
+                exit_code(&e)
             }
         },
         Command::ConvertCorefile(a) => {
@@ -231,15 +291,20 @@ fn main() -> ExitCode {
                     for n in &c.notes {
                         eprintln!("note: {n}");
                     }
-                    if let Some(dir) = &a.files_dir {
-                        for (name, content) in &c.files {
-                            let p = dir.join(name);
-                            if let Err(e) = std::fs::write(&p, content) {
-                                eprintln!("clusterdns: cannot write {}: {e}", p.display());
-                                return ExitCode::from(2);
-                            }
-                            eprintln!("wrote {}", p.display());
+                    for (name, content) in &c.files {
+                        let Some(dir) = &a.files_dir else {
+                            eprintln!(
+                                "file for ConfigMap key `{name}` ({}/{name}; --files-dir writes it):\n{content}",
+                                clusterdns::corefile::CONFIG_DIR
+                            );
+                            continue;
+                        };
+                        let p = dir.join(name);
+                        if let Err(e) = std::fs::write(&p, content) {
+                            eprintln!("clusterdns: cannot write {}: {e}", p.display());
+                            return ExitCode::from(2);
                         }
+                        eprintln!("wrote {}", p.display());
                     }
                     print!("{}", c.config_yaml);
                     ExitCode::SUCCESS
@@ -256,10 +321,19 @@ fn main() -> ExitCode {
 /// `check`: validate, load the objects, build the snapshot, print counts.
 fn check(o: &Overrides) -> Result<(), clusterdns::Error> {
     let cfg = load_config(o)?;
+    // The upstreams as `serve` takes them: a resolv.conf that cannot be read, or an upstream
+    // that is our own listen address (a loop), fails here as it would there.
+    if cfg.forward.enabled {
+        clusterdns::resolve::Resolver::new(
+            &cfg,
+            Default::default(), // a registry of its own: nothing is served
+            clusterdns::clock::Clock::system(),
+        )?;
+    }
     println!("config: ok");
     println!(
         "listen: {}",
-        cfg.listen
+        cfg.dns_listen()
             .iter()
             .map(|a| a.to_string())
             .collect::<Vec<_>>()

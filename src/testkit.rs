@@ -1,8 +1,39 @@
-//! Synthetic clusters for benchmarks and load tests (not used by the server itself).
+//! What benchmarks and tests share (not used by the server itself): synthetic clusters, and
+//! DNS queries as clients send them.
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::rr::{Name, RecordType};
+
 use crate::cluster::objects::*;
+
+/// A name as given: its case kept, a missing final dot added.
+pub fn name(name: &str) -> Name {
+    let mut n = Name::from_ascii(name).unwrap_or_else(|e| panic!("name {name:?}: {e}"));
+    n.set_fqdn(true);
+    n
+}
+
+/// A query in wire form, built with hickory-proto: [`name`]`(name)`, the RD bit as given, an
+/// OPT record advertising `edns` bytes when given.
+pub fn query(
+    name: &str,
+    qtype: impl Into<RecordType>,
+    id: u16,
+    rd: bool,
+    edns: Option<u16>,
+) -> Vec<u8> {
+    let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+    m.metadata.recursion_desired = rd;
+    m.add_query(Query::query(self::name(name), qtype.into()));
+    if let Some(payload) = edns {
+        let mut o = Edns::new();
+        o.set_max_payload(payload);
+        m.set_edns(o);
+    }
+    m.to_vec().expect("encodable query")
+}
 
 /// A cluster of `services` services in `namespaces` namespaces; every `headless_every`-th
 /// service is headless; each service has `endpoints_per` ready endpoints; `pods` pods.

@@ -6,6 +6,12 @@
 //! | `health.listen` | `:8080` | `/health` | always `200 OK` while the process runs (lameduck included) |
 //! | `ready.listen` | `:8181` | `/ready` | `503` + comma-joined names not ready (`kubernetes`), then `200 OK`; `503` from the start of shutdown |
 //!
+//! Each `listen` is `host:port`, `:port`, or `unix:/path`: a unix socket reaches only this
+//! process, which is what node-local mode's exec probes need (two pods of a rolling update share
+//! the node's network, so a TCP probe could be answered by the other pod's process; see
+//! [`probe`]). In node-local mode a TCP port that the other pod still holds is not an error:
+//! the endpoint binds as soon as the port is free (the old pod exits), checked once a second.
+//!
 //! Other paths get `404`. Each listener is closed at [`Phase::Stopped`]; open connections are
 //! shut down gracefully. While the health endpoint runs, a task requests it once a second and
 //! records the time in `coredns_health_request_duration_seconds` (failures in
@@ -22,11 +28,12 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, UnixListener};
 use tokio::task::JoinHandle;
 
-use crate::config::{Config, parse_http_listen};
+use crate::config::{Config, OpsListen, parse_ops_listen};
 use crate::ops::lifecycle::{Phase, Readiness, ShutdownSignal};
 use crate::ops::metrics::{CONTENT_TYPE, Metrics};
 
@@ -44,6 +51,8 @@ pub struct OpsHttp {
     pub metrics: Option<SocketAddr>,
     pub health: Option<SocketAddr>,
     pub ready: Option<SocketAddr>,
+    /// Endpoints on unix sockets.
+    pub unix: Vec<(Endpoint, std::path::PathBuf)>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -67,7 +76,7 @@ pub struct BindError {
 }
 
 struct State {
-    metrics: &'static Metrics,
+    metrics: Arc<Metrics>,
     readiness: Readiness,
 }
 
@@ -75,15 +84,19 @@ struct State {
 /// [`Phase::Stopped`]. Binding happens before this returns, so the addresses are live.
 pub async fn start(
     cfg: &Config,
-    metrics: &'static Metrics,
+    metrics: Arc<Metrics>,
     readiness: Readiness,
     signal: ShutdownSignal,
 ) -> Result<OpsHttp, BindError> {
-    let state = Arc::new(State { metrics, readiness });
+    let state = Arc::new(State {
+        metrics: metrics.clone(),
+        readiness,
+    });
     let mut out = OpsHttp {
         metrics: None,
         health: None,
         ready: None,
+        unix: Vec::new(),
         tasks: Vec::new(),
     };
     for (key, listen, ep) in [
@@ -97,9 +110,45 @@ pub async fn start(
             addr: listen.clone(),
             source,
         };
-        let addr = parse_http_listen(listen)
-            .map_err(|m| bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?;
-        let listener = TcpListener::bind(addr).await.map_err(bind_err)?;
+        let addr = match parse_ops_listen(listen)
+            .map_err(|m| bind_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, m)))?
+        {
+            OpsListen::Tcp(addr) => addr,
+            OpsListen::Unix(path) => {
+                let listener = bind_unix(&path).map_err(bind_err)?;
+                tracing::info!(endpoint = ?ep, path = %path.display(), "listening");
+                out.unix.push((ep, path.clone()));
+                let target = Target::Unix(path.clone());
+                out.tasks.push(tokio::spawn(serve(
+                    Listener::Unix(listener, path),
+                    ep,
+                    state.clone(),
+                    signal.clone(),
+                )));
+                if ep == Endpoint::Health {
+                    out.tasks.push(tokio::spawn(health_self_check(
+                        target,
+                        metrics.clone(),
+                        signal.clone(),
+                    )));
+                }
+                continue;
+            }
+        };
+        let listener = match TcpListener::bind(addr).await {
+            Ok(l) => l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && cfg.nodelocal.enabled => {
+                tracing::info!(endpoint = ?ep, %addr, "port held by another node-local instance: binding once it is free");
+                out.tasks.push(tokio::spawn(bind_when_free(
+                    addr,
+                    ep,
+                    state.clone(),
+                    signal.clone(),
+                )));
+                continue;
+            }
+            Err(e) => return Err(bind_err(e)),
+        };
         let local = listener.local_addr().map_err(bind_err)?;
         tracing::info!(endpoint = ?ep, addr = %local, "listening");
         match ep {
@@ -108,15 +157,15 @@ pub async fn start(
             Endpoint::Ready => out.ready = Some(local),
         }
         out.tasks.push(tokio::spawn(serve(
-            listener,
+            Listener::Tcp(listener),
             ep,
             state.clone(),
             signal.clone(),
         )));
         if ep == Endpoint::Health {
             out.tasks.push(tokio::spawn(health_self_check(
-                local,
-                metrics,
+                Target::Tcp(local),
+                metrics.clone(),
                 signal.clone(),
             )));
         }
@@ -124,53 +173,141 @@ pub async fn start(
     Ok(out)
 }
 
+impl Endpoint {
+    /// The name in the `clusterdns: listening <name>=<addr>` start-up lines.
+    pub fn name(self) -> &'static str {
+        match self {
+            Endpoint::Metrics => "metrics",
+            Endpoint::Health => "health",
+            Endpoint::Ready => "ready",
+        }
+    }
+}
+
+/// A unix socket at `path`; a socket file left by an earlier run of this container goes first.
+fn bind_unix(path: &std::path::Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::FileTypeExt as _;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    if let Ok(m) = std::fs::symlink_metadata(path)
+        && m.file_type().is_socket()
+    {
+        std::fs::remove_file(path)?;
+    }
+    UnixListener::bind(path)
+}
+
+/// Node-local mode: bind `addr` once the other instance has let go of it, then serve.
+async fn bind_when_free(
+    addr: SocketAddr,
+    ep: Endpoint,
+    state: Arc<State>,
+    mut signal: ShutdownSignal,
+) {
+    let listener = loop {
+        tokio::select! {
+            _ = signal.reached(Phase::Draining) => return,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        match TcpListener::bind(addr).await {
+            Ok(l) => break l,
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => {
+                tracing::error!(endpoint = ?ep, %addr, error = %e, "cannot listen");
+                return;
+            }
+        }
+    };
+    let Ok(local) = listener.local_addr() else {
+        return;
+    };
+    tracing::info!(endpoint = ?ep, addr = %local, "listening");
+    eprintln!("clusterdns: listening {}={local}", ep.name());
+    let metrics = state.metrics.clone();
+    let served = serve(Listener::Tcp(listener), ep, state, signal.clone());
+    if ep == Endpoint::Health {
+        tokio::join!(
+            served,
+            health_self_check(Target::Tcp(local), metrics, signal)
+        );
+    } else {
+        served.await;
+    }
+}
+
+/// A bound endpoint socket.
+enum Listener {
+    Tcp(TcpListener),
+    /// The path is removed when the endpoint closes.
+    Unix(UnixListener, std::path::PathBuf),
+}
+
 /// Serve one endpoint on an already bound listener until [`Phase::Stopped`].
 pub async fn serve_listener(
     listener: TcpListener,
     ep: Endpoint,
-    metrics: &'static Metrics,
+    metrics: Arc<Metrics>,
     readiness: Readiness,
     signal: ShutdownSignal,
 ) {
-    serve(listener, ep, Arc::new(State { metrics, readiness }), signal).await
+    serve(
+        Listener::Tcp(listener),
+        ep,
+        Arc::new(State { metrics, readiness }),
+        signal,
+    )
+    .await
 }
 
-async fn serve(listener: TcpListener, ep: Endpoint, state: Arc<State>, mut signal: ShutdownSignal) {
+async fn serve(listener: Listener, ep: Endpoint, state: Arc<State>, signal: ShutdownSignal) {
+    let mut stop = signal.clone();
     loop {
-        let (stream, _) = tokio::select! {
-            _ = signal.stopped() => break,
-            r = listener.accept() => match r {
-                Ok(c) => c,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(endpoint = ?ep, error = %e, "accept");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+        let accepted = tokio::select! {
+            _ = stop.stopped() => break,
+            r = async {
+                match &listener {
+                    Listener::Tcp(l) => l.accept().await.map(|(s, _)| {
+                        tokio::spawn(serve_conn(s, ep, state.clone(), signal.clone()));
+                    }),
+                    Listener::Unix(l, _) => l.accept().await.map(|(s, _)| {
+                        tokio::spawn(serve_conn(s, ep, state.clone(), signal.clone()));
+                    }),
                 }
-            },
+            } => r,
         };
-        let state = state.clone();
-        let mut sig = signal.clone();
-        tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(handle(ep, &state, &req)) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), svc);
-            tokio::pin!(conn);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = sig.stopped() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
-                }
-            }
-        });
+        if let Err(e) = accepted {
+            // EMFILE and friends: back off instead of spinning.
+            tracing::warn!(endpoint = ?ep, error = %e, "accept");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    if let Listener::Unix(_, path) = &listener {
+        let _ = std::fs::remove_file(path);
     }
     tracing::debug!(endpoint = ?ep, "closed");
+}
+
+async fn serve_conn<S>(stream: S, ep: Endpoint, state: Arc<State>, mut sig: ShutdownSignal)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let state = state.clone();
+        async move { Ok::<_, Infallible>(handle(ep, &state, &req)) }
+    });
+    let conn = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(10))
+        .serve_connection(TokioIo::new(stream), svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = sig.stopped() => {
+            conn.as_mut().graceful_shutdown();
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn).await;
+        }
+    }
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
@@ -233,20 +370,8 @@ fn accepts_gzip<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> bool {
 }
 
 /// Request our own `/health` once a second, as CoreDNS's health plugin does.
-async fn health_self_check(
-    addr: SocketAddr,
-    metrics: &'static Metrics,
-    mut signal: ShutdownSignal,
-) {
-    let target = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
-        _ => addr,
-    };
+async fn health_self_check(target: Target, metrics: Arc<Metrics>, mut signal: ShutdownSignal) {
+    let target = target.connectable();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -256,7 +381,7 @@ async fn health_self_check(
             _ = tick.tick() => {}
         }
         let start = Instant::now();
-        let ok = tokio::time::timeout(Duration::from_secs(3), get_ok(target, "/health"))
+        let ok = tokio::time::timeout(Duration::from_secs(3), get_ok(&target, "/health"))
             .await
             .unwrap_or(false);
         let took = start.elapsed();
@@ -269,19 +394,106 @@ async fn health_self_check(
     }
 }
 
-async fn get_ok(addr: SocketAddr, path: &str) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else {
-        return false;
+/// Where an endpoint is asked.
+#[derive(Debug, Clone)]
+enum Target {
+    Tcp(SocketAddr),
+    Unix(std::path::PathBuf),
+}
+
+impl Target {
+    /// A wildcard listen address is asked on loopback.
+    fn connectable(self) -> Target {
+        match self {
+            Target::Tcp(addr) => Target::Tcp(match addr.ip() {
+                IpAddr::V4(ip) if ip.is_unspecified() => {
+                    SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+                }
+                IpAddr::V6(ip) if ip.is_unspecified() => {
+                    SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+                }
+                _ => addr,
+            }),
+            t => t,
+        }
+    }
+
+    fn request(&self, path: &str) -> String {
+        let host = match self {
+            Target::Tcp(a) => a.to_string(),
+            Target::Unix(_) => "localhost".into(),
+        };
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")
+    }
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Tcp(a) => write!(f, "{a}"),
+            Target::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+async fn get_ok(target: &Target, path: &str) -> bool {
+    async fn exchange<S: AsyncRead + AsyncWrite + Unpin>(mut s: S, req: &str) -> Option<Vec<u8>> {
+        s.write_all(req.as_bytes()).await.ok()?;
+        let mut buf = Vec::with_capacity(256);
+        s.read_to_end(&mut buf).await.ok()?;
+        Some(buf)
+    }
+    let req = target.request(path);
+    let reply = match target {
+        Target::Tcp(a) => match tokio::net::TcpStream::connect(a).await {
+            Ok(s) => exchange(s, &req).await,
+            Err(_) => None,
+        },
+        Target::Unix(p) => match tokio::net::UnixStream::connect(p).await {
+            Ok(s) => exchange(s, &req).await,
+            Err(_) => None,
+        },
     };
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
+    reply.is_some_and(|buf| buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200"))
+}
+
+/// `clusterdns probe`: GET `path` from the endpoint at `listen` (`unix:/path`, `host:port` or
+/// `:port`), as an exec probe does. `Ok(body)` on 200; `Err(what went wrong)` otherwise.
+pub fn probe(listen: &str, path: &str, timeout: Duration) -> Result<String, String> {
+    use std::io::{Read, Write};
+    fn exchange<S: Read + Write>(mut s: S, req: &str) -> std::io::Result<Vec<u8>> {
+        s.write_all(req.as_bytes())?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)?;
+        Ok(buf)
     }
-    let mut buf = Vec::with_capacity(256);
-    if s.read_to_end(&mut buf).await.is_err() {
-        return false;
+    let target = match parse_ops_listen(listen)? {
+        OpsListen::Tcp(a) => Target::Tcp(a),
+        OpsListen::Unix(p) => Target::Unix(p),
     }
-    buf.starts_with(b"HTTP/1.1 200") || buf.starts_with(b"HTTP/1.0 200")
+    .connectable();
+    let req = target.request(path);
+    let reply = match &target {
+        Target::Tcp(a) => std::net::TcpStream::connect_timeout(a, timeout).and_then(|s| {
+            s.set_read_timeout(Some(timeout))?;
+            s.set_write_timeout(Some(timeout))?;
+            exchange(s, &req)
+        }),
+        Target::Unix(p) => std::os::unix::net::UnixStream::connect(p).and_then(|s| {
+            s.set_read_timeout(Some(timeout))?;
+            s.set_write_timeout(Some(timeout))?;
+            exchange(s, &req)
+        }),
+    }
+    .map_err(|e| format!("{target}: {e}"))?;
+    let text = String::from_utf8_lossy(&reply);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.lines().next().unwrap_or("");
+    if status.starts_with("HTTP/1.1 200") || status.starts_with("HTTP/1.0 200") {
+        Ok(body.to_string())
+    } else {
+        Err(format!("{target}{path}: {status} {}", body.trim()))
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::QueryLogConfig;
-use crate::ops::metrics::{AnswerSource, Proto, rcode_label};
+use crate::observe::{AnswerSource, Proto, QueryLogger, QueryObservation};
+use crate::ops::metrics::rcode_label;
 
 /// The tracing target of query log events.
 pub const TARGET: &str = "clusterdns::querylog";
@@ -88,7 +89,7 @@ impl QueryLog {
         }
     }
 
-    /// Log `entry` (the caller already sampled).
+    /// Log `e` (the caller already sampled).
     pub fn log(&self, e: &QueryLogEntry<'_>) {
         tracing::info!(
             target: "clusterdns::querylog",
@@ -151,19 +152,20 @@ where
         )
 }
 
-/// The server's query-log seam: every observed query goes through the sampling decision; the
-/// qname string is built only for sampled ones. (The server does not pass the upstream address.)
-impl crate::server::QueryLogger for QueryLog {
+/// The query path's query-log seam: every observed query goes through the sampling decision;
+/// the qname string is built only for sampled ones.
+impl QueryLogger for QueryLog {
     fn log(
         &self,
         src: SocketAddr,
-        query: &crate::wire::Query,
-        o: &crate::ops::metrics::QueryObservation,
+        qname: &[u8],
+        upstream: Option<SocketAddr>,
+        o: &QueryObservation,
     ) {
         if !self.sampled() {
             return;
         }
-        let qname = crate::wire::display_name(query.qname_raw());
+        let qname = crate::wire::display_name(qname);
         QueryLog::log(
             self,
             &QueryLogEntry {
@@ -173,7 +175,7 @@ impl crate::server::QueryLogger for QueryLog {
                 rcode: o.rcode,
                 duration: o.duration,
                 source: o.source,
-                upstream: None,
+                upstream,
                 proto: o.proto,
             },
         );

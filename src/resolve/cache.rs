@@ -9,15 +9,14 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::CacheConfig;
-use crate::ops::metrics::{self, CacheKind};
+use crate::ops::metrics::{CacheKind, Metrics};
 
-use super::wire::{self, Section};
-use crate::wire::{HEADER_LEN, rcode, rtype};
+use crate::wire::{self, F_TC, HEADER_LEN, Query, Section, rcode, rtype};
 
 /// TTL of answers served stale (RFC 8767 section 4 recommends 30 seconds).
 pub const STALE_TTL: u32 = 30;
@@ -58,12 +57,12 @@ impl Entry {
 
     /// Write the reply for a client: the stored bytes with the client's ID and question, TTLs
     /// counted down (or set to [`STALE_TTL`] when serving stale). Does not truncate.
-    pub fn write_reply(&self, q: &wire::Query<'_>, now: Instant, stale: bool, out: &mut Vec<u8>) {
+    pub fn write_reply(&self, q: &Query<'_>, now: Instant, stale: bool, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.wire);
         out[0..2].copy_from_slice(&q.id.to_be_bytes());
         let qe = self.question_end as usize;
-        if qe == q.question_end {
+        if qe == q.question_end() {
             out[HEADER_LEN..qe].copy_from_slice(q.question());
         }
         let age = self.age(now).as_secs().min(u64::from(u32::MAX)) as u32;
@@ -103,6 +102,10 @@ impl Entry {
 pub enum Verdict {
     Store(CacheKind, u32),
     Skip,
+    /// Cacheable by its rcode, but its question is missing or not the query's: CoreDNS's
+    /// `coredns_cache_drops_total` ("responses excluded from the cache due to request/response
+    /// question name mismatch").
+    Drop,
 }
 
 /// TTL settings (from [`CacheConfig`]).
@@ -129,13 +132,15 @@ impl Policy {
 /// its TTL fields to the capped/floored values. Returns the TTL offsets and verdict.
 ///
 /// - TC set, or an rcode other than NOERROR/NXDOMAIN (SERVFAIL, REFUSED, ...): not cached.
+/// - A question that is not `question` (the query's, bytes 12 to its end; case aside), or none,
+///   or records that cannot be walked: dropped ([`Verdict::Drop`]).
 /// - NXDOMAIN, or NOERROR without answers: negative, TTL = min(SOA TTL, SOA MINIMUM) of the
 ///   authority SOA (RFC 2308 section 5), within the negative caps; without SOA, the negative
 ///   floor. Every TTL in the entry is capped at that value.
 /// - Otherwise positive: each TTL within [min_ttl, max_ttl]; the entry lives as long as the
 ///   smallest.
-pub fn prepare(msg: &mut [u8], p: &Policy) -> (Verdict, Vec<u16>, usize) {
-    if msg.len() < HEADER_LEN || msg[2] & wire::F_TC != 0 {
+pub fn prepare(msg: &mut [u8], question: &[u8], p: &Policy) -> (Verdict, Vec<u16>, usize) {
+    if msg.len() < HEADER_LEN || msg[2] & F_TC != 0 {
         return (Verdict::Skip, vec![], 0);
     }
     let rc = wire::rcode_of(msg);
@@ -143,10 +148,14 @@ pub fn prepare(msg: &mut [u8], p: &Policy) -> (Verdict, Vec<u16>, usize) {
         return (Verdict::Skip, vec![], 0);
     }
     let Ok(lay) = wire::layout(msg) else {
-        return (Verdict::Skip, vec![], 0);
+        return (Verdict::Drop, vec![], 0);
     };
-    if lay.qdcount != 1 || msg.len() > usize::from(u16::MAX) {
-        return (Verdict::Skip, vec![], 0);
+    if lay.qdcount != 1
+        || lay.question_end != HEADER_LEN + question.len()
+        || !wire::eq_ignore_case(&msg[HEADER_LEN..lay.question_end], question)
+        || msg.len() > usize::from(u16::MAX)
+    {
+        return (Verdict::Drop, vec![], 0);
     }
     let answers = lay
         .records
@@ -242,10 +251,13 @@ pub struct Cache {
     pub prefetch: u32,
     success: AtomicUsize,
     denial: AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 impl Cache {
-    pub fn new(c: &CacheConfig) -> Self {
+    /// An empty cache for `c`, counting into `metrics`. Time is the caller's: every call that
+    /// depends on it takes `now`.
+    pub fn new(c: &CacheConfig, metrics: Arc<Metrics>) -> Self {
         let max = c.max_entries.max(1);
         let n = if max >= 1024 { 16 } else { 1 };
         let cap = max.div_ceil(n);
@@ -267,6 +279,7 @@ impl Cache {
             prefetch: c.prefetch,
             success: AtomicUsize::new(0),
             denial: AtomicUsize::new(0),
+            metrics,
         }
     }
 
@@ -315,11 +328,11 @@ impl Cache {
         } else {
             c.fetch_sub(1, Ordering::Relaxed) - 1
         };
-        metrics::global().set_cache_entries(kind, n);
+        self.metrics.set_cache_entries(kind, n);
     }
 
-    /// Store an upstream reply under `key` if it is cacheable. `msg` is the reply as received;
-    /// `query` the query to send again for a prefetch.
+    /// Store an upstream reply under `key` if it is cacheable. `reply` is the reply as
+    /// received; `query` the message that was sent for it (sent again for a prefetch).
     pub fn insert(
         &self,
         key: &[u8],
@@ -328,9 +341,19 @@ impl Cache {
         now: Instant,
     ) -> Option<CacheKind> {
         let mut msg = reply.to_vec();
-        let (verdict, ttl_offs, question_end) = prepare(&mut msg, &self.policy);
-        let Verdict::Store(kind, ttl) = verdict else {
-            return None;
+        // The question of the message we sent (ours: written in full).
+        let question = query
+            .get(HEADER_LEN..)
+            .and_then(|b| b.get(..wire::name::uncompressed_len(b)? + 4))
+            .unwrap_or(&[]);
+        let (verdict, ttl_offs, question_end) = prepare(&mut msg, question, &self.policy);
+        let (kind, ttl) = match verdict {
+            Verdict::Store(kind, ttl) => (kind, ttl),
+            Verdict::Drop => {
+                self.metrics.cache_drop();
+                return None;
+            }
+            Verdict::Skip => return None,
         };
         let entry = std::sync::Arc::new(Entry {
             wire: msg.into_boxed_slice(),
@@ -394,7 +417,7 @@ impl Cache {
         }
         drop(guard);
         if let Some(k) = evicted {
-            metrics::global().cache_eviction(k);
+            self.metrics.cache_eviction(k);
             self.count(k, false);
         }
         self.count(kind, true);
@@ -414,13 +437,18 @@ impl Cache {
     }
 }
 
-/// Build the cache key of a query into `buf`: the lowercase question name, type, class, and a
-/// flags byte (RD, CD, AD, EDNS present, DO) — answers differ by each of these. Returns its
-/// length.
-pub fn key_into(q: &wire::Query<'_>, buf: &mut [u8; 264]) -> usize {
-    let name = q.qname();
+/// Room for the longest key: name, type, class, flags, and a client subnet option (RFC 7871:
+/// family, two prefix lengths, at most 16 address bytes).
+pub const KEY_MAX: usize = wire::MAX_NAME + 5 + 20;
+
+/// Build the cache key of a query into `buf`: the lowercase question name, type, class, a
+/// flags byte (RD, CD, AD, EDNS present, DO) — answers differ by each of these — and, when
+/// the client subnet is forwarded (`with_subnet`), the query's client subnet option, since
+/// upstreams tailor answers to it. Returns its length.
+pub fn key_into(q: &Query<'_>, with_subnet: bool, buf: &mut [u8; KEY_MAX]) -> usize {
+    let name = q.qname_lower();
     let n = name.len();
-    crate::wire::lower_into(name, &mut buf[..n]);
+    buf[..n].copy_from_slice(name);
     buf[n..n + 2].copy_from_slice(&q.qtype.to_be_bytes());
     buf[n + 2..n + 4].copy_from_slice(&q.qclass.to_be_bytes());
     let mut f = 0u8;
@@ -435,19 +463,50 @@ pub fn key_into(q: &wire::Query<'_>, buf: &mut [u8; 264]) -> usize {
     }
     if let Some(e) = q.edns {
         f |= 8;
-        if e.do_bit {
+        if e.dnssec_ok {
             f |= 16;
         }
     }
     buf[n + 4] = f;
-    n + 5
+    let mut len = n + 5;
+    if with_subnet && let Some(ecs) = q.client_subnet() {
+        // Longer options are refused before a key is made (`valid_client_subnet`).
+        let ecs = &ecs[..ecs.len().min(20)];
+        buf[len..len + ecs.len()].copy_from_slice(ecs);
+        len += ecs.len();
+    }
+    len
+}
+
+/// Is this client subnet option well formed (RFC 7871 §6: family 1 or 2, a source prefix
+/// within the family's length, exactly as many address bytes as the prefix needs, scope 0 in
+/// queries)? §7.1.1: otherwise "the server MUST return a FORMERR response".
+pub fn valid_client_subnet(data: &[u8]) -> bool {
+    let [f0, f1, source, scope, addr @ ..] = data else {
+        return false;
+    };
+    let bits = match u16::from_be_bytes([*f0, *f1]) {
+        1 => 32,
+        2 => 128,
+        _ => return false,
+    };
+    *source <= bits && *scope == 0 && addr.len() == usize::from(*source).div_ceil(8)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::net::Ipv4Addr;
-    use wire::{ReplyWriter, build_query, dotted_to_wire, parse_query};
+    use wire::{EDNS_SIZE, Writer, dotted_to_wire, query::build};
+
+    fn parse_query(m: &[u8]) -> Query<'_> {
+        Query::parse(m).unwrap()
+    }
+
+    /// A cache with a registry of its own.
+    fn new_cache(c: &CacheConfig) -> Cache {
+        Cache::new(c, Arc::new(Metrics::default()))
+    }
 
     fn cfg(max: usize) -> CacheConfig {
         CacheConfig {
@@ -457,24 +516,24 @@ mod tests {
     }
 
     fn query(name: &str) -> Vec<u8> {
-        build_query(7, &dotted_to_wire(name).unwrap(), rtype::A, true, false)
+        build(7, &dotted_to_wire(name).unwrap(), rtype::A, true, None)
     }
 
     fn positive(qm: &[u8], ttls: &[u32]) -> Vec<u8> {
-        let q = parse_query(qm).unwrap();
+        let q = parse_query(qm);
         let mut out = Vec::new();
-        let mut w = ReplyWriter::new(&mut out, &q, 0, false, true);
+        let mut w = Writer::new(&mut out, &q, usize::MAX);
         for (i, &t) in ttls.iter().enumerate() {
-            w.a(t, Ipv4Addr::new(192, 0, 2, i as u8));
+            w.rr(rtype::A, t, &Ipv4Addr::new(192, 0, 2, i as u8).octets());
         }
-        w.finish();
+        w.finish(&q, 0, false, true, EDNS_SIZE);
         out
     }
 
     fn key(qm: &[u8]) -> Vec<u8> {
-        let q = parse_query(qm).unwrap();
-        let mut b = [0u8; 264];
-        let n = key_into(&q, &mut b);
+        let q = parse_query(qm);
+        let mut b = [0u8; KEY_MAX];
+        let n = key_into(&q, false, &mut b);
         b[..n].to_vec()
     }
 
@@ -507,8 +566,62 @@ mod tests {
     }
 
     #[test]
+    fn client_subnet_in_the_key_only_when_forwarded() {
+        let ecs = |net: u8| {
+            let mut m = build(
+                7,
+                &dotted_to_wire("e.example").unwrap(),
+                rtype::A,
+                true,
+                Some(1232),
+            );
+            let n = m.len();
+            m[n - 2..].copy_from_slice(&11u16.to_be_bytes());
+            m.extend_from_slice(&[0, 8, 0, 7, 0, 1, 24, 0, 10, 0, net]);
+            m
+        };
+        let (a, b) = (ecs(1), ecs(2));
+        let k = |m: &[u8], with| {
+            let mut buf = [0u8; KEY_MAX];
+            let n = key_into(&parse_query(m), with, &mut buf);
+            buf[..n].to_vec()
+        };
+        assert_eq!(k(&a, false), k(&b, false));
+        assert_ne!(k(&a, true), k(&b, true));
+        assert!(valid_client_subnet(&[0, 1, 24, 0, 10, 0, 1]));
+        assert!(valid_client_subnet(&[0, 2, 0, 0]));
+        assert!(
+            !valid_client_subnet(&[0, 1, 24, 0, 10, 0]),
+            "too few address bytes"
+        );
+        assert!(
+            !valid_client_subnet(&[0, 1, 33, 0, 1, 2, 3, 4, 5]),
+            "prefix too long"
+        );
+        assert!(!valid_client_subnet(&[0, 3, 0, 0]), "family");
+        assert!(!valid_client_subnet(&[0, 1, 8, 8, 10]), "scope in a query");
+    }
+
+    #[test]
+    fn replies_to_another_question_are_dropped() {
+        let c = new_cache(&cfg(10));
+        let qm = query("asked.example");
+        let other = query("other.example");
+        assert_eq!(
+            c.insert(&key(&qm), &positive(&other, &[60]), &qm, Instant::now()),
+            None
+        );
+        let mut no_question = positive(&qm, &[]);
+        no_question[3] |= rcode::NXDOMAIN as u8;
+        no_question.truncate(12);
+        no_question[5] = 0;
+        assert_eq!(c.insert(&key(&qm), &no_question, &qm, Instant::now()), None);
+        assert!(c.is_empty());
+    }
+
+    #[test]
     fn positive_ttls_clamped_and_counted_down() {
-        let c = Cache::new(&CacheConfig {
+        let c = new_cache(&CacheConfig {
             min_ttl: 10,
             max_ttl: 100,
             ..cfg(10)
@@ -525,11 +638,11 @@ mod tests {
         let mut q2 = q2.clone();
         q2[0] = 0xAB;
         q2[1] = 0xCD;
-        let pq = parse_query(&q2).unwrap();
+        let pq = parse_query(&q2);
         let mut out = Vec::new();
         e.write_reply(&pq, t0 + Duration::from_millis(3500), false, &mut out);
         assert_eq!(&out[0..2], &[0xAB, 0xCD]);
-        assert_eq!(&out[12..pq.question_end], pq.question());
+        assert_eq!(&out[12..pq.question_end()], pq.question());
         let lay = wire::layout(&out).unwrap();
         let ttls: Vec<u32> = lay
             .records
@@ -554,7 +667,7 @@ mod tests {
 
     #[test]
     fn negative_uses_soa_minimum() {
-        let c = Cache::new(&CacheConfig {
+        let c = new_cache(&CacheConfig {
             min_negative_ttl: 1,
             max_negative_ttl: 600,
             ..cfg(10)
@@ -569,7 +682,7 @@ mod tests {
         assert_eq!(e.ttl(), 7);
         let mut out = Vec::new();
         e.write_reply(
-            &parse_query(&qm).unwrap(),
+            &parse_query(&qm),
             t0 + Duration::from_secs(2),
             false,
             &mut out,
@@ -577,7 +690,7 @@ mod tests {
         let lay = wire::layout(&out).unwrap();
         assert_eq!(wire::u32_at(&out, lay.records[0].ttl_off), 5);
         // Cap.
-        let c = Cache::new(&CacheConfig {
+        let c = new_cache(&CacheConfig {
             min_negative_ttl: 1,
             max_negative_ttl: 60,
             ..cfg(10)
@@ -591,20 +704,20 @@ mod tests {
 
     #[test]
     fn servfail_and_truncated_not_cached() {
-        let c = Cache::new(&cfg(10));
+        let c = new_cache(&cfg(10));
         let qm = query("sf.example");
         let mut r = positive(&qm, &[60]);
         r[3] = (r[3] & 0xF0) | rcode::SERVFAIL as u8;
         assert_eq!(c.insert(&key(&qm), &r, &qm, Instant::now()), None);
         let mut r = positive(&qm, &[60]);
-        r[2] |= wire::F_TC;
+        r[2] |= F_TC;
         assert_eq!(c.insert(&key(&qm), &r, &qm, Instant::now()), None);
         assert!(c.is_empty());
     }
 
     #[test]
     fn bounded_with_clock_eviction() {
-        let c = Cache::new(&cfg(4));
+        let c = new_cache(&cfg(4));
         let t0 = Instant::now();
         let names: Vec<Vec<u8>> = (0..4).map(|i| query(&format!("n{i}.example"))).collect();
         for qm in &names {
@@ -632,7 +745,7 @@ mod tests {
 
     #[test]
     fn prefetch_trigger() {
-        let c = Cache::new(&CacheConfig {
+        let c = new_cache(&CacheConfig {
             min_ttl: 1,
             ..cfg(10)
         });

@@ -29,7 +29,6 @@ pub mod critical;
 pub mod hosts;
 pub mod looping;
 pub mod upstream;
-pub mod wire;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -39,15 +38,18 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{Config, parse_upstream};
+use crate::clock::Clock;
+use crate::config::{ClientSubnet, Config, parse_upstream};
 use crate::error::{ConfigError, Error};
-use crate::ops::metrics::{self, AnswerSource};
-use crate::wire::{HEADER_LEN, rcode, rtype};
+use crate::observe::AnswerSource;
+use crate::ops::metrics::Metrics;
+use crate::server::Resolved;
+use crate::wire::{self, EDNS_SIZE, F_TC, HEADER_LEN, Query, rcode, rtype};
 
 use cache::{Cache, Found};
 use critical::Critical;
 use hosts::Hosts;
-use upstream::{Pool, Upstream};
+use upstream::{ExchangeError, Pool, Purpose, Transport, Upstream};
 
 /// Largest `max_size` of a UDP client; anything above means the client came over TCP.
 const TCP_MAX_SIZE: usize = 65535;
@@ -56,15 +58,37 @@ const PREFETCH_QUEUE: usize = 256;
 /// How often the critical-names state file is rewritten even when no address changed (so a
 /// restart knows how fresh it is).
 const STATE_MAX_AGE: Duration = Duration::from_secs(300);
+/// A try still unanswered after this long (when the timeout is longer), while another query
+/// for the same name waits for it, makes a loop through its upstream suspect: a relay that
+/// sends our queries back with IDs of its own is found well before the try times out (its
+/// copy of our query is the one waiting).
+const SLOW_TRY: Duration = Duration::from_millis(500);
+/// An upstream is sent a loop probe at most this often (suspicions, and the re-probes of a
+/// looping upstream that find the loop gone).
+const PROBE_EVERY: Duration = Duration::from_secs(1);
 
 /// Keys being fetched, with the clients waiting for the same answer.
-type Waiting = Mutex<HashMap<Box<[u8]>, Vec<oneshot::Sender<Fetched>>>>;
+type Waiting = Mutex<HashMap<Box<[u8]>, Flight>>;
+
+/// One key being fetched upstream.
+#[derive(Default)]
+struct Flight {
+    /// Clients asking for the same key meanwhile.
+    waiters: Vec<oneshot::Sender<Fetched>>,
+    /// The message ID and upstream of the try under way: a query for the same key arriving
+    /// with that ID is most likely our own, sent back to us (a loop).
+    try_id: Option<u16>,
+    upstream: Option<Arc<Upstream>>,
+}
 
 /// The result of a forwarded query, shared by coalesced clients.
 #[derive(Clone)]
 enum Fetched {
-    /// An upstream's reply (possibly SERVFAIL when every upstream said so).
-    Reply(Arc<Vec<u8>>),
+    /// An upstream's reply (possibly SERVFAIL when every upstream said so), and which one.
+    Reply {
+        reply: Arc<Vec<u8>>,
+        from: SocketAddr,
+    },
     /// No upstream answered.
     Failed,
 }
@@ -76,11 +100,15 @@ struct Stub {
     pool: Pool,
 }
 
-/// The loop-detection probe.
-struct Probe {
-    wire: Vec<u8>,
-    dotted: String,
+/// Where a name is forwarded: a pool, and the domain its loop probes are asked under.
+#[derive(Clone, Copy)]
+struct Route<'a> {
+    pool: &'a Pool,
+    domain: &'a [u8],
 }
+
+/// The root, the domain of the default upstreams' loop probes.
+const ROOT: &[u8] = &[0];
 
 /// The forwarding settings of [`crate::config::ForwardConfig`] the query path needs.
 #[derive(Debug, Clone)]
@@ -92,6 +120,9 @@ struct Settings {
     health_check: Duration,
     max_concurrent: usize,
     hosts_reload: Duration,
+    /// The payload size advertised in the OPT records of our own replies.
+    max_udp: u16,
+    pass_client_subnet: bool,
 }
 
 /// Everything for names outside the cluster zones.
@@ -108,9 +139,15 @@ pub struct Resolver {
     waiting: Waiting,
     prefetch_tx: mpsc::Sender<Arc<cache::Entry>>,
     prefetch_rx: Mutex<Option<mpsc::Receiver<Arc<cache::Entry>>>>,
-    probe_active: AtomicBool,
-    probe: Mutex<Option<Probe>>,
+    probes: looping::Probes,
+    /// Itself, for the loop probes it starts from the query path.
+    me: Weak<Resolver>,
     started: AtomicBool,
+    metrics: Arc<Metrics>,
+    /// When entries expire and background work is due. How long a peer takes (a try's
+    /// timeout, a slow try, the loop-probe pace, idle connections) stays on tokio's timer: a
+    /// test that moves this clock does not move the network (see [`crate::clock`]).
+    clock: Clock,
 }
 
 impl std::fmt::Debug for Resolver {
@@ -153,21 +190,6 @@ pub fn resolv_conf_nameservers(text: &str) -> Vec<SocketAddr> {
     out
 }
 
-/// Does the wire name `name` equal `suffix` or end with it at a label boundary?
-fn in_domain(name: &[u8], suffix: &[u8]) -> bool {
-    let mut pos = 0;
-    while pos < name.len() {
-        if name.len() - pos < suffix.len() {
-            return false;
-        }
-        if &name[pos..] == suffix {
-            return true;
-        }
-        pos += 1 + name[pos] as usize;
-    }
-    false
-}
-
 struct SlotGuard<'a>(&'a AtomicUsize);
 
 impl Drop for SlotGuard<'_> {
@@ -191,6 +213,7 @@ impl LeaderGuard<'_> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(self.key)
+            .map(|f| f.waiters)
             .unwrap_or_default()
     }
 }
@@ -207,23 +230,27 @@ impl Drop for LeaderGuard<'_> {
 }
 
 impl Resolver {
-    /// Build from config: `cfg.forward` (upstreams, or the nameservers of `resolv_conf`; stub
-    /// domains; policy), `cfg.cache`, `cfg.hosts`. Errors name the offending key; an upstream
-    /// that is one of our own listen addresses is an [`Error::Loop`].
-    pub fn new(cfg: &Config) -> Result<Arc<Resolver>, Error> {
+    /// Build from a config that passed [`Config::validate`]: `cfg.forward` (upstreams, or the
+    /// nameservers of `resolv_conf`; stub domains; policy), `cfg.cache`, `cfg.hosts`. What
+    /// `validate` checks (addresses, domain names, bounds) is trusted here, not checked again;
+    /// only what shows when building is an error: a `resolv_conf` that cannot be read or names
+    /// no nameserver, and an upstream that is one of our own listen addresses ([`Error::Loop`]).
+    /// Everything counts into `metrics`; TTLs, stale windows and the health-check and refresh
+    /// schedules follow `clock`.
+    pub fn new(cfg: &Config, metrics: Arc<Metrics>, clock: Clock) -> Result<Arc<Resolver>, Error> {
         let f = &cfg.forward;
-        if f.max_concurrent == 0 {
-            return Err(invalid("forward.max_concurrent", "must be at least 1"));
-        }
-        if f.timeout.is_zero() {
-            return Err(invalid("forward.timeout", "must be above zero"));
-        }
-        // Every upstream with the key it came from, for errors and the loop check.
+        // Every upstream with the key it came from, for errors and the loop check. Entries
+        // `validate` would reject do not parse here either and are left out.
+        let keyed_list = |key: &str, list: &[String]| -> Vec<(String, SocketAddr)> {
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, u)| Some((format!("{key}[{i}]"), parse_upstream(u).ok()?)))
+                .collect()
+        };
         let mut keyed: Vec<(String, SocketAddr)> = Vec::new();
         let mut default_pool = None;
         if f.enabled {
-            let mut addrs = Vec::new();
-            if f.upstreams.is_empty() {
+            let addrs = if f.upstreams.is_empty() {
                 let path = &f.resolv_conf;
                 let text = std::fs::read_to_string(path).map_err(|e| {
                     invalid(
@@ -231,7 +258,7 @@ impl Resolver {
                         format!("cannot read {}: {e}", path.display()),
                     )
                 })?;
-                addrs = resolv_conf_nameservers(&text);
+                let addrs = resolv_conf_nameservers(&text);
                 if addrs.is_empty() {
                     return Err(invalid(
                         "forward.resolv_conf",
@@ -241,41 +268,33 @@ impl Resolver {
                         ),
                     ));
                 }
-                for a in &addrs {
-                    keyed.push((
-                        format!("forward.resolv_conf ({}) nameserver", path.display()),
-                        *a,
-                    ));
-                }
+                let key = format!("forward.resolv_conf ({}) nameserver", path.display());
+                keyed.extend(addrs.iter().map(|a| (key.clone(), *a)));
+                addrs
             } else {
-                for (i, u) in f.upstreams.iter().enumerate() {
-                    let key = format!("forward.upstreams[{i}]");
-                    let a = parse_upstream(u).map_err(|e| invalid(&key, e))?;
-                    keyed.push((key, a));
-                    addrs.push(a);
-                }
-            }
-            default_pool = Some(Pool::new(&addrs, f.policy));
+                let list = keyed_list("forward.upstreams", &f.upstreams);
+                keyed.extend(list.iter().cloned());
+                list.into_iter().map(|(_, a)| a).collect()
+            };
+            default_pool = Some(Pool::new(&addrs, f.policy, &metrics));
         }
         let mut stubs = Vec::new();
         for (domain, ups) in &f.stub_domains {
-            let key = format!("forward.stub_domains.{domain}");
-            let d = crate::zone::names::parse_domain(domain).map_err(|e| invalid(&key, e))?;
-            if ups.is_empty() {
-                return Err(invalid(&key, "no upstreams"));
-            }
-            let mut addrs = Vec::new();
-            for (i, u) in ups.iter().enumerate() {
-                let k = format!("{key}[{i}]");
-                let a = parse_upstream(u).map_err(|e| invalid(&k, e))?;
-                keyed.push((k, a));
-                addrs.push(a);
-            }
-            let wire = wire::dotted_to_wire(&d).map_err(|e| invalid(&key, e.to_string()))?;
+            let (Ok(d), list) = (
+                crate::names::parse_domain(domain),
+                keyed_list(&format!("forward.stub_domains.{domain}"), ups),
+            ) else {
+                continue;
+            };
+            let Ok(wire) = wire::dotted_to_wire(&d) else {
+                continue;
+            };
+            keyed.extend(list.iter().cloned());
+            let addrs: Vec<SocketAddr> = list.into_iter().map(|(_, a)| a).collect();
             stubs.push(Stub {
                 domain: d,
                 wire,
-                pool: Pool::new(&addrs, f.policy),
+                pool: Pool::new(&addrs, f.policy, &metrics),
             });
         }
         stubs.sort_by_key(|s| std::cmp::Reverse(s.wire.len()));
@@ -284,37 +303,40 @@ impl Resolver {
         let (hosts, critical) = match &cfg.hosts {
             None => (None, None),
             Some(h) => {
-                for (i, n) in h.critical_names.iter().enumerate() {
-                    crate::zone::names::parse_domain(n)
-                        .map_err(|e| invalid(format!("hosts.critical_names[{i}]"), e))?;
-                }
                 let hosts = h
                     .file
                     .as_ref()
-                    .map(|p| Hosts::new(Some(p.clone()), h.fallthrough, h.ttl));
+                    .map(|p| Hosts::new(Some(p.clone()), h.fallthrough, h.ttl, metrics.clone()));
                 let critical = (!h.critical_names.is_empty()).then(|| {
                     Critical::new(
                         &h.critical_names,
                         h.state_file.clone(),
                         cfg.cache.min_ttl,
                         cfg.cache.max_ttl,
+                        clock.clone(),
                     )
                 });
                 (hosts, critical)
             }
         };
-        let cache = cfg.cache.enabled.then(|| Cache::new(&cfg.cache));
+        let cache = cfg
+            .cache
+            .enabled
+            .then(|| Cache::new(&cfg.cache, metrics.clone()));
         let (prefetch_tx, prefetch_rx) = mpsc::channel(PREFETCH_QUEUE);
-        Ok(Arc::new(Resolver {
-            s: Settings {
-                timeout: f.timeout,
-                force_tcp: f.force_tcp,
-                prefer_udp: f.prefer_udp,
-                max_fails: f.max_fails,
-                health_check: f.health_check,
-                max_concurrent: f.max_concurrent,
-                hosts_reload: cfg.hosts.as_ref().map_or(Duration::ZERO, |h| h.reload),
-            },
+        let s = Settings {
+            timeout: f.timeout,
+            force_tcp: f.force_tcp,
+            prefer_udp: f.prefer_udp,
+            max_fails: f.max_fails,
+            health_check: f.health_check,
+            max_concurrent: f.max_concurrent,
+            hosts_reload: cfg.hosts.as_ref().map_or(Duration::ZERO, |h| h.reload),
+            max_udp: cfg.server.max_udp_size,
+            pass_client_subnet: f.client_subnet == ClientSubnet::Forward,
+        };
+        Ok(Arc::new_cyclic(|me| Resolver {
+            s,
             default_pool,
             stubs,
             cache,
@@ -324,28 +346,42 @@ impl Resolver {
             waiting: Mutex::new(HashMap::new()),
             prefetch_tx,
             prefetch_rx: Mutex::new(Some(prefetch_rx)),
-            probe_active: AtomicBool::new(false),
-            probe: Mutex::new(None),
+            probes: looping::Probes::default(),
+            me: me.clone(),
             started: AtomicBool::new(false),
+            metrics,
+            clock,
         }))
     }
 
     /// Spawn the background work on the current tokio runtime: upstream health checks, hosts
-    /// file reload, critical-name refresh, cache prefetch. The tasks hold only a weak reference
-    /// and end once the resolver is dropped (or with the runtime). Calling it again does nothing.
+    /// file reload, critical-name refresh, cache prefetch, re-probes of looping upstreams. The
+    /// tasks hold only a weak reference and end once the resolver is dropped (or with the
+    /// runtime). Calling it again does nothing.
     pub fn start(self: &Arc<Self>) {
         if self.started.swap(true, Ordering::AcqRel) {
             return;
         }
         let weak = Arc::downgrade(self);
-        if !self.s.health_check.is_zero() && self.pools().next().is_some() {
-            tokio::spawn(health_loop(weak.clone(), self.s.health_check));
+        if !self.s.health_check.is_zero() && self.routes().next().is_some() {
+            tokio::spawn(health_loop(
+                weak.clone(),
+                self.clock.clone(),
+                self.s.health_check,
+            ));
+        }
+        if self.routes().next().is_some() {
+            tokio::spawn(loop_watch(weak.clone()));
         }
         if self.hosts.as_ref().is_some_and(|h| h.file.is_some()) && !self.s.hosts_reload.is_zero() {
-            tokio::spawn(hosts_loop(weak.clone(), self.s.hosts_reload));
+            tokio::spawn(hosts_loop(
+                weak.clone(),
+                self.clock.clone(),
+                self.s.hosts_reload,
+            ));
         }
-        if self.critical.is_some() && self.pools().next().is_some() {
-            tokio::spawn(critical_loop(weak.clone()));
+        if self.critical.is_some() && self.routes().next().is_some() {
+            tokio::spawn(critical_loop(weak.clone(), self.clock.clone()));
         }
         if let Some(rx) = self
             .prefetch_rx
@@ -357,9 +393,8 @@ impl Resolver {
         }
     }
 
-    /// Synchronous fast path: answer from the hosts file, critical names or a fresh cache
-    /// entry, writing the complete reply into `out` (cleared first). None: the query has to go
-    /// upstream (or is not one this path handles).
+    /// [`Resolver::answer_query_local`] of a query message (for tests and tools; the server
+    /// hands over the query it parsed). None also for a message that is not a query.
     pub fn answer_local(
         &self,
         query: &[u8],
@@ -367,22 +402,52 @@ impl Resolver {
         out: &mut Vec<u8>,
     ) -> Option<AnswerSource> {
         out.clear();
-        let q = wire::parse_query(query).ok()?;
+        let q = Query::parse(query).ok()?;
         if q.opcode != 0 {
             return None;
         }
-        let mut kbuf = [0u8; 264];
-        let klen = cache::key_into(&q, &mut kbuf);
-        let r = self.local(&q, &kbuf[..klen], Instant::now(), max_size, out);
+        self.answer_query_local(&q, max_size, out)
+    }
+
+    /// Synchronous fast path: answer from the hosts file, critical names or a fresh cache
+    /// entry, writing the complete reply into `out` (cleared first). Our own loop probe coming
+    /// back is answered here too (SERVFAIL; it is never forwarded again). None: the query has
+    /// to go upstream.
+    pub fn answer_query_local(
+        &self,
+        q: &Query<'_>,
+        max_size: usize,
+        out: &mut Vec<u8>,
+    ) -> Option<AnswerSource> {
+        out.clear();
+        if let Some(up) = self.probes.arrived(q.qname_lower()) {
+            self.loop_found(&up);
+            wire::rcode_reply(out, q, rcode::SERVFAIL, true, self.s.max_udp);
+            return Some(AnswerSource::Server);
+        }
+        if let Some(rc) = self.refuse_subnet(q) {
+            wire::rcode_reply(out, q, rc, true, self.s.max_udp);
+            return Some(AnswerSource::Server);
+        }
+        let mut kbuf = [0u8; cache::KEY_MAX];
+        let klen = cache::key_into(q, self.s.pass_client_subnet, &mut kbuf);
+        let r = self.local(q, &kbuf[..klen], self.clock.now(), max_size, out);
         if r.is_none() {
             out.clear();
         }
         r
     }
 
+    /// RFC 7871 §7.1.1: a malformed client subnet option gets FORMERR — when we would pass it
+    /// on (stripped, it is none of our business).
+    fn refuse_subnet(&self, q: &Query<'_>) -> Option<u16> {
+        let ecs = q.client_subnet().filter(|_| self.s.pass_client_subnet)?;
+        (!cache::valid_client_subnet(ecs)).then_some(rcode::FORMERR)
+    }
+
     fn local(
         &self,
-        q: &wire::Query<'_>,
+        q: &Query<'_>,
         key: &[u8],
         now: Instant,
         max_size: usize,
@@ -418,136 +483,203 @@ impl Resolver {
         };
         e.write_reply(q, now, false, out);
         wire::fit(out, max_size);
-        metrics::global().cache_hit(e.kind);
+        self.metrics.cache_hit(e.kind);
         if e.hit_wants_prefetch(now, c.prefetch) && self.prefetch_tx.try_send(e.clone()).is_err() {
             e.prefetch_done();
         }
         Some(AnswerSource::Cache)
     }
 
-    /// Full path: hosts, critical names, cache, then upstreams (stub domain first, else the
-    /// default ones). Always produces a reply.
+    /// [`Resolver::resolve_query`] of a query message (for tests and tools); a message that is
+    /// not a usable query gets the error reply the server would send (nothing for a response).
     pub async fn resolve(&self, query: &[u8], max_size: usize) -> (Vec<u8>, AnswerSource) {
-        let mut out = Vec::with_capacity(512);
-        let q = match wire::parse_query(query) {
-            Ok(q) => q,
-            Err(_) => {
-                wire::formerr_reply(query, &mut out);
-                return (out, AnswerSource::Server);
+        match Query::parse(query) {
+            Ok(q) => {
+                let r = self.resolve_query(&q, max_size).await;
+                (r.reply, r.source)
             }
+            Err(e) => {
+                let mut out = Vec::new();
+                wire::error_reply(&mut out, &e);
+                (out, AnswerSource::Server)
+            }
+        }
+    }
+
+    /// Full path: hosts, critical names, cache, then upstreams (stub domain first, else the
+    /// default ones). Always produces a reply, at most `max_size` bytes.
+    pub async fn resolve_query(&self, q: &Query<'_>, max_size: usize) -> Resolved {
+        let mut out = Vec::with_capacity(512);
+        let ours = |out: Vec<u8>, source| Resolved {
+            reply: out,
+            source,
+            upstream: None,
         };
         if q.opcode != 0 {
-            wire::error_reply(&q, rcode::NOTIMP, &mut out);
-            wire::fit(&mut out, max_size);
-            return (out, AnswerSource::Server);
+            wire::rcode_reply(&mut out, q, rcode::NOTIMP, true, self.s.max_udp);
+            return ours(out, AnswerSource::Server);
         }
-        let mut kbuf = [0u8; 264];
-        let klen = cache::key_into(&q, &mut kbuf);
+        if let Some(src) = self.answer_query_local(q, max_size, &mut out) {
+            return ours(out, src);
+        }
+        let mut kbuf = [0u8; cache::KEY_MAX];
+        let klen = cache::key_into(q, self.s.pass_client_subnet, &mut kbuf);
         let key = &kbuf[..klen];
-        if let Some(src) = self.local(&q, key, Instant::now(), max_size, &mut out) {
-            return (out, src);
-        }
-        let refuse = |out: &mut Vec<u8>| {
-            wire::error_reply(&q, rcode::REFUSED, out);
-            wire::fit(out, max_size);
+        let refuse = |mut out: Vec<u8>| {
+            wire::rcode_reply(&mut out, q, rcode::REFUSED, true, self.s.max_udp);
+            ours(out, AnswerSource::Server)
         };
         // Zone transfers are not proxied (multi-message answers).
         if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
-            refuse(&mut out);
-            return (out, AnswerSource::Server);
+            return refuse(out);
         }
-        let Some(pool) = self.pool_for(q.qname_end - HEADER_LEN, key) else {
-            refuse(&mut out);
-            return (out, AnswerSource::Server);
+        let Some(route) = self.route(q.qname_lower()) else {
+            return refuse(out);
         };
-        if self.is_loop_probe(&key[..q.qname_end - HEADER_LEN]) {
-            tracing::error!(
-                "forwarding loop: our own loop probe came back; not forwarding it again"
-            );
-            wire::error_reply(&q, rcode::SERVFAIL, &mut out);
-            return (out, AnswerSource::Server);
-        }
         if self.cache.is_some() {
-            metrics::global().cache_miss();
+            self.metrics.cache_miss();
         }
         let Some(_slot) = self.try_slot() else {
-            metrics::global().forward_max_concurrent_reject();
-            refuse(&mut out);
-            return (out, AnswerSource::Server);
+            self.metrics.forward_max_concurrent_reject();
+            return refuse(out);
         };
         let client_tcp = max_size >= TCP_MAX_SIZE;
+        let mut msg = Vec::with_capacity(q.message().len());
+        q.upstream_message(0, EDNS_SIZE, self.s.pass_client_subnet, &mut msg);
         let fetched = self
-            .fetch(pool, key, query, q.question_end, client_tcp)
+            .fetch(route, key, &msg, q.question_end(), client_tcp, Some(q.id))
             .await;
-        if let Fetched::Reply(r) = &fetched
-            && wire::rcode_of(r) != rcode::SERVFAIL
+        if let Fetched::Reply { reply, from } = &fetched
+            && wire::rcode_of(reply) != rcode::SERVFAIL
         {
-            write_forwarded(&q, r, max_size, &mut out);
-            return (out, AnswerSource::Forward);
+            wire::reply::forwarded(q, reply, max_size, self.s.max_udp, &mut out);
+            return Resolved {
+                reply: out,
+                source: AnswerSource::Forward,
+                upstream: Some(*from),
+            };
         }
         // Every upstream failed (or said SERVFAIL): RFC 8767 stale data if allowed.
         if let Some(c) = &self.cache
             && !c.serve_stale.is_zero()
         {
-            let now = Instant::now();
+            let now = self.clock.now();
             match c.get(key, now, true) {
                 Found::Stale(e) => {
-                    e.write_reply(&q, now, true, &mut out);
+                    e.write_reply(q, now, true, &mut out);
                     wire::fit(&mut out, max_size);
-                    metrics::global().cache_served_stale();
-                    return (out, AnswerSource::Cache);
+                    self.metrics.cache_served_stale();
+                    return ours(out, AnswerSource::Cache);
                 }
                 Found::Fresh(e) => {
-                    e.write_reply(&q, now, false, &mut out);
+                    e.write_reply(q, now, false, &mut out);
                     wire::fit(&mut out, max_size);
-                    return (out, AnswerSource::Cache);
+                    return ours(out, AnswerSource::Cache);
                 }
                 Found::Miss => {}
             }
         }
         match fetched {
-            Fetched::Reply(r) => write_forwarded(&q, &r, max_size, &mut out),
-            Fetched::Failed => wire::error_reply(&q, rcode::SERVFAIL, &mut out),
+            Fetched::Reply { reply, from } => {
+                wire::reply::forwarded(q, &reply, max_size, self.s.max_udp, &mut out);
+                Resolved {
+                    reply: out,
+                    source: AnswerSource::Forward,
+                    upstream: Some(from),
+                }
+            }
+            Fetched::Failed => {
+                wire::rcode_reply(&mut out, q, rcode::SERVFAIL, true, self.s.max_udp);
+                ours(out, AnswerSource::Forward)
+            }
         }
-        wire::fit(&mut out, max_size);
-        (out, AnswerSource::Forward)
     }
 
-    /// Loop detection at run time: is `qname_lower` (wire format, or dotted text with or
-    /// without the trailing dot) our own probe coming back?
-    pub fn is_loop_probe(&self, qname_lower: &[u8]) -> bool {
-        if !self.probe_active.load(Ordering::Relaxed) {
-            return false;
+    /// Is `name` one of our loop probes (lowercase wire form, or dotted text with or without
+    /// the trailing dot)?
+    pub fn is_loop_probe(&self, name: &[u8]) -> bool {
+        if self.probes.is_probe(&name.to_ascii_lowercase()) {
+            return true;
         }
-        let p = self.probe.lock().unwrap_or_else(|e| e.into_inner());
-        let Some(p) = p.as_ref() else { return false };
-        let d = p.dotted.as_bytes();
-        wire::eq_ignore_case(qname_lower, &p.wire)
-            || wire::eq_ignore_case(qname_lower, d)
-            || wire::eq_ignore_case(qname_lower, &d[..d.len() - 1])
+        std::str::from_utf8(name)
+            .ok()
+            .and_then(|s| wire::dotted_to_wire(s).ok())
+            .is_some_and(|w| self.probes.is_probe(&w))
     }
 
-    /// Send the loop probe (a random `<n>.<n>.` HINFO query) through the default upstreams.
-    /// If it ever reaches us again, [`Resolver::is_loop_probe`] says so.
+    /// Probe every upstream for a forwarding loop (see [`looping`]), and wait for the probes.
+    /// Run once the DNS sockets are open: a probe that comes back must find us listening.
     pub async fn send_loop_probe(&self) {
-        let Some(pool) = &self.default_pool else {
-            return;
-        };
-        let dotted = format!("{}.{}.", fastrand::u64(..), fastrand::u64(..));
-        let Ok(w) = wire::dotted_to_wire(&dotted) else {
-            return;
-        };
-        let msg = wire::build_query(fastrand::u16(..), &w, rtype::HINFO, true, false);
-        *self.probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(Probe {
-            wire: w.clone(),
-            dotted: dotted.clone(),
+        let jobs = self.routes().flat_map(|r| {
+            r.pool
+                .upstreams
+                .iter()
+                .map(move |u| self.probe(u, r.domain))
         });
-        self.probe_active.store(true, Ordering::Release);
-        tracing::debug!(probe = %dotted, "sending loop probe");
-        let qe = HEADER_LEN + w.len() + 4;
-        match self.forward(pool, &msg, qe, false).await {
-            Fetched::Reply(r) => tracing::debug!(rcode = wire::rcode_of(&r), "loop probe answered"),
-            Fetched::Failed => tracing::warn!("loop probe: no upstream answered"),
+        futures::future::join_all(jobs).await;
+    }
+
+    /// Send `up` a probe name under `domain`. Answered without the name coming back to us:
+    /// no loop through `up` (any loop found before is gone). The name coming back marks the
+    /// loop as it arrives ([`Resolver::answer_query_local`]).
+    async fn probe(&self, up: &Arc<Upstream>, domain: &[u8]) {
+        *up.last_probe.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        up.probing.store(true, Ordering::Release);
+        let name = self.probes.register(up, domain);
+        let msg = wire::query::build(fastrand::u16(..), &name, rtype::HINFO, true, None);
+        let r = up
+            .exchange(
+                self.probe_transport(),
+                &msg,
+                msg.len(),
+                self.s.timeout,
+                Purpose::Probe,
+            )
+            .await;
+        up.probing.store(false, Ordering::Release);
+        match r {
+            Ok(_) if !self.probes.came_back(&name) => self.loop_gone(up),
+            Ok(_) => {}
+            Err(e) => tracing::debug!(upstream = %up.addr, error = %e, "loop probe not answered"),
+        }
+    }
+
+    /// A loop through `up` may have formed: probe it in the background. A `strong` suspicion
+    /// (our own query came back, by its ID) is probed unless a probe is under way; others at
+    /// most once a second: then the time from which one may be sent is returned.
+    fn suspect(&self, up: &Arc<Upstream>, domain: &[u8], strong: bool) -> Option<Instant> {
+        {
+            let mut last = up.last_probe.lock().unwrap_or_else(|e| e.into_inner());
+            if up.probing.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(t) = *last
+                && !strong
+                && t.elapsed() < PROBE_EVERY
+            {
+                return Some(t + PROBE_EVERY);
+            }
+            *last = Some(Instant::now());
+        }
+        let me = self.me.upgrade()?;
+        let (up, domain) = (up.clone(), domain.to_vec());
+        tokio::spawn(async move { me.probe(&up, &domain).await });
+        None
+    }
+
+    fn loop_found(&self, up: &Upstream) {
+        if up.set_looping(true) {
+            tracing::error!(
+                upstream = %up.addr,
+                "forwarding loop: queries sent to this upstream come back to clusterdns; names forwarded only to it get SERVFAIL until the loop is gone (check forward.upstreams / resolv.conf and the upstream's own forwarding)"
+            );
+            up.metrics.loop_detected();
+        }
+    }
+
+    fn loop_gone(&self, up: &Upstream) {
+        if up.set_looping(false) {
+            tracing::info!(upstream = %up.addr, "forwarding loop gone: forwarding to this upstream again");
         }
     }
 
@@ -558,8 +690,8 @@ impl Resolver {
 
     /// Every upstream (default, then stub domains) and whether it is considered healthy.
     pub fn upstreams(&self) -> Vec<(SocketAddr, bool)> {
-        self.pools()
-            .flat_map(|p| p.upstreams.iter().map(|u| (u.addr, !u.is_down())))
+        self.routes()
+            .flat_map(|r| r.pool.upstreams.iter().map(|u| (u.addr, !u.is_down())))
             .collect()
     }
 
@@ -568,22 +700,31 @@ impl Resolver {
         self.cache.as_ref().map_or((0, 0), |c| c.len())
     }
 
-    fn pools(&self) -> impl Iterator<Item = &Pool> {
+    /// Every pool with its probe domain: the default upstreams, then the stub domains'.
+    fn routes(&self) -> impl Iterator<Item = Route<'_>> {
         self.default_pool
             .iter()
-            .chain(self.stubs.iter().map(|s| &s.pool))
+            .map(|pool| Route { pool, domain: ROOT })
+            .chain(self.stubs.iter().map(|s| Route {
+                pool: &s.pool,
+                domain: &s.wire,
+            }))
     }
 
-    /// The pool for a name (`key` starts with the lowercase wire name of length `name_len`):
-    /// the longest matching stub domain, else the default upstreams.
-    fn pool_for(&self, name_len: usize, key: &[u8]) -> Option<&Pool> {
-        let name = &key[..name_len];
+    /// Where a name (lowercase wire form) goes: the longest matching stub domain, else the
+    /// default upstreams.
+    fn route(&self, name: &[u8]) -> Option<Route<'_>> {
         for s in &self.stubs {
-            if in_domain(name, &s.wire) {
-                return Some(&s.pool);
+            if wire::in_domain(name, &s.wire) {
+                return Some(Route {
+                    pool: &s.pool,
+                    domain: &s.wire,
+                });
             }
         }
-        self.default_pool.as_ref()
+        self.default_pool
+            .as_ref()
+            .map(|pool| Route { pool, domain: ROOT })
     }
 
     fn try_slot(&self) -> Option<SlotGuard<'_>> {
@@ -596,30 +737,36 @@ impl Resolver {
     }
 
     /// Forward with coalescing: the first client asking for a key queries upstream; clients
-    /// asking for the same key meanwhile wait for its answer.
+    /// asking for the same key meanwhile wait for its answer. `client_id`: the ID of the
+    /// client's query (None for our own refreshes).
     async fn fetch(
         &self,
-        pool: &Pool,
+        route: Route<'_>,
         key: &[u8],
-        query: &[u8],
+        msg: &[u8],
         question_end: usize,
         client_tcp: bool,
+        client_id: Option<u16>,
     ) -> Fetched {
         loop {
-            let rx = {
+            let (rx, suspect) = {
                 let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
                 match w.get_mut(key) {
-                    Some(v) => {
+                    Some(f) => {
                         let (tx, rx) = oneshot::channel();
-                        v.push(tx);
-                        Some(rx)
+                        f.waiters.push(tx);
+                        let ours = client_id.is_some() && f.try_id == client_id;
+                        (Some(rx), f.upstream.clone().filter(|_| ours))
                     }
                     None => {
-                        w.insert(key.into(), Vec::new());
-                        None
+                        w.insert(key.into(), Flight::default());
+                        (None, None)
                     }
                 }
             };
+            if let Some(up) = suspect {
+                let _ = self.suspect(&up, route.domain, true);
+            }
             if let Some(rx) = rx {
                 match rx.await {
                     Ok(f) => return f,
@@ -632,9 +779,11 @@ impl Resolver {
                 key,
                 done: false,
             };
-            let f = self.forward(pool, query, question_end, client_tcp).await;
-            if let (Fetched::Reply(r), Some(c)) = (&f, &self.cache) {
-                c.insert(key, r, query, Instant::now());
+            let f = self
+                .forward(route, msg, question_end, client_tcp, Some(key))
+                .await;
+            if let (Fetched::Reply { reply, .. }, Some(c)) = (&f, &self.cache) {
+                c.insert(key, reply, msg, self.clock.now());
             }
             for tx in guard.finish() {
                 let _ = tx.send(f.clone());
@@ -643,35 +792,26 @@ impl Resolver {
         }
     }
 
-    /// Send `query` to the pool's upstreams in policy order, healthy ones first, each once (a
-    /// lone upstream twice), with a timeout per try. A truncated UDP answer is retried over TCP. A SERVFAIL moves on
-    /// to the next upstream, and is returned only if no upstream did better.
+    /// Send `query` to the route's upstreams in policy order, healthy ones first, looping
+    /// ones never, each once (a lone upstream twice), with a timeout per try. A truncated UDP
+    /// answer is retried over TCP. A SERVFAIL moves on to the next upstream, and is returned
+    /// only if no upstream did better. `flight`: the coalescing key whose tries these are.
     async fn forward(
         &self,
-        pool: &Pool,
+        route: Route<'_>,
         query: &[u8],
         question_end: usize,
         client_tcp: bool,
+        flight: Option<&[u8]>,
     ) -> Fetched {
-        let (order, all_down) = pool.order();
+        let (order, all_down) = route.pool.order();
         if order.is_empty() {
             return Fetched::Failed;
         }
         if all_down {
-            metrics::global().forward_broken();
+            self.metrics.forward_broken();
         }
         let mut msg = query.to_vec();
-        if let Ok(pq) = wire::parse_query(query)
-            && let Some(e) = pq.edns
-        {
-            // Advertise at most EDNS_SIZE upstream: larger answers come over TCP, unfragmented.
-            if e.udp_size > wire::EDNS_SIZE {
-                wire::put_u16(&mut msg, e.size_off, wire::EDNS_SIZE);
-            }
-            // The client's DNS cookie is between it and us: sent upstream, the server cookie in
-            // the reply would be cached and handed to other clients.
-            wire::strip_edns_option(&mut msg, &e, wire::OPT_COOKIE);
-        }
         let tcp_first = self.s.force_tcp || (client_tcp && !self.s.prefer_udp);
         let mut servfail = None;
         // Each upstream once; a lone upstream gets a second try (a lost datagram is not an
@@ -682,9 +822,42 @@ impl Resolver {
             if i >= order.len() && servfail.is_some() {
                 break;
             }
-            msg[0..2].copy_from_slice(&fastrand::u16(..).to_be_bytes());
+            let id = fastrand::u16(..);
+            msg[0..2].copy_from_slice(&id.to_be_bytes());
+            if let Some(k) = flight
+                && let Some(f) = self
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(k)
+            {
+                f.try_id = Some(id);
+                f.upstream = Some(up.clone());
+            }
             let start = Instant::now();
-            let res = self.try_upstream(up, &msg, question_end, tcp_first).await;
+            let exchange = up.guarded(self.try_upstream(up, &msg, question_end, tcp_first));
+            tokio::pin!(exchange);
+            let res = if self.s.timeout > SLOW_TRY {
+                // Slow: suspect a loop (as soon as a probe may go), and go on waiting.
+                let mut wake = Instant::now() + SLOW_TRY;
+                loop {
+                    tokio::select! {
+                        r = &mut exchange => break r,
+                        _ = tokio::time::sleep_until(wake.into()) => {
+                            if !flight.is_some_and(|k| self.has_waiters(k)) {
+                                wake = Instant::now() + SLOW_TRY;
+                                continue;
+                            }
+                            match self.suspect(up, route.domain, false) {
+                                Some(next) => wake = next,
+                                None => break exchange.await,
+                            }
+                        }
+                    }
+                }
+            } else {
+                exchange.await
+            };
             match res {
                 Ok(r) => {
                     up.succeeded();
@@ -694,18 +867,39 @@ impl Resolver {
                         servfail = Some(r);
                         continue;
                     }
-                    return Fetched::Reply(Arc::new(r));
+                    return Fetched::Reply {
+                        reply: Arc::new(r),
+                        from: up.addr,
+                    };
                 }
+                // Not the upstream's failure: it is out of use until the loop is gone.
+                Err(ExchangeError::Loop) => {}
                 Err(e) => {
                     tracing::debug!(upstream = %up.addr, error = %e, "upstream try failed");
                     up.failed(self.s.max_fails);
+                    if matches!(e, ExchangeError::Timeout) {
+                        // Queries circling through a loop never come back as answers.
+                        let _ = self.suspect(up, route.domain, false);
+                    }
                 }
             }
         }
         match servfail {
-            Some(r) => Fetched::Reply(Arc::new(r)),
+            Some(r) => Fetched::Reply {
+                reply: Arc::new(r),
+                from: order[0].addr,
+            },
             None => Fetched::Failed,
         }
+    }
+
+    /// Whether another query waits for the fetch of `key`.
+    fn has_waiters(&self, key: &[u8]) -> bool {
+        self.waiting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(key)
+            .is_some_and(|f| !f.waiters.is_empty())
     }
 
     async fn try_upstream(
@@ -714,24 +908,18 @@ impl Resolver {
         msg: &[u8],
         question_end: usize,
         tcp: bool,
-    ) -> Result<Vec<u8>, upstream::ExchangeError> {
+    ) -> Result<Vec<u8>, ExchangeError> {
+        let ask = |via| up.exchange(via, msg, question_end, self.s.timeout, Purpose::Query);
         if tcp {
-            return up
-                .tcp(msg, question_end, Instant::now() + self.s.timeout)
-                .await;
+            return ask(Transport::Tcp).await;
         }
-        let r = up
-            .udp(msg, question_end, Instant::now() + self.s.timeout)
-            .await?;
-        if r[2] & wire::F_TC == 0 {
+        let r = ask(Transport::Udp).await?;
+        if r[2] & F_TC == 0 {
             return Ok(r);
         }
         // Truncated: the whole answer over TCP (a new try with its own timeout); if that
         // fails, the truncated answer is still an answer (the client may retry over TCP).
-        match up
-            .tcp(msg, question_end, Instant::now() + self.s.timeout)
-            .await
-        {
+        match ask(Transport::Tcp).await {
             Ok(full) => Ok(full),
             Err(e) => {
                 tracing::debug!(upstream = %up.addr, error = %e, "TCP retry after TC failed");
@@ -740,16 +928,28 @@ impl Resolver {
         }
     }
 
+    /// How our own probes (health checks, loop probes) travel: over TCP only with `force_tcp`.
+    fn probe_transport(&self) -> Transport {
+        if self.s.force_tcp {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        }
+    }
+
     /// One health probe (`. IN NS`) to an upstream.
     async fn probe_upstream(&self, up: &Upstream) {
-        let msg = wire::build_query(fastrand::u16(..), &[0], rtype::NS, true, false);
+        let msg = wire::query::build(fastrand::u16(..), ROOT, rtype::NS, true, None);
         let qe = HEADER_LEN + 1 + 4;
-        let deadline = Instant::now() + self.s.timeout;
-        let r = if self.s.force_tcp {
-            up.tcp(&msg, qe, deadline).await
-        } else {
-            up.udp(&msg, qe, deadline).await
-        };
+        let r = up
+            .exchange(
+                self.probe_transport(),
+                &msg,
+                qe,
+                self.s.timeout,
+                Purpose::Probe,
+            )
+            .await;
         match r {
             Ok(_) => up.succeeded(),
             Err(e) => {
@@ -760,18 +960,19 @@ impl Resolver {
     }
 
     async fn prefetch(&self, e: Arc<cache::Entry>) {
-        let Ok(q) = wire::parse_query(&e.query) else {
+        let Ok(q) = Query::parse(&e.query) else {
             return;
         };
-        let mut kbuf = [0u8; 264];
-        let klen = cache::key_into(&q, &mut kbuf);
+        let mut kbuf = [0u8; cache::KEY_MAX];
+        let klen = cache::key_into(&q, self.s.pass_client_subnet, &mut kbuf);
         let key = &kbuf[..klen];
-        let Some(pool) = self.pool_for(q.qname_end - HEADER_LEN, key) else {
+        let Some(route) = self.route(q.qname_lower()) else {
             return;
         };
         if let Some(_slot) = self.try_slot() {
-            metrics::global().cache_prefetch();
-            self.fetch(pool, key, &e.query, q.question_end, false).await;
+            self.metrics.cache_prefetch();
+            self.fetch(route, key, &e.query, q.question_end(), false, None)
+                .await;
         }
         e.prefetch_done();
     }
@@ -779,25 +980,23 @@ impl Resolver {
     /// Refresh the critical names that are due; returns when the next one is due.
     async fn refresh_critical(&self) -> Option<Instant> {
         let c = self.critical.as_ref()?;
-        let (due, next) = c.due(Instant::now());
+        let (due, next) = c.due();
         let jobs = due.into_iter().map(|(i, qtype)| async move {
             let w = &c.names[i].wire;
-            let msg = wire::build_query(fastrand::u16(..), w, qtype, true, true);
+            let msg = wire::query::build(fastrand::u16(..), w, qtype, true, Some(EDNS_SIZE));
             let qe = HEADER_LEN + w.len() + 4;
-            let mut key = w.clone();
-            key.extend_from_slice(&[0; 5]);
-            let fetch = match self.pool_for(w.len(), &key) {
+            let fetch = match self.route(w) {
                 None => critical::Fetch::Failed("forwarding is off".into()),
-                Some(pool) => match self.forward(pool, &msg, qe, false).await {
-                    Fetched::Reply(r) => critical::extract(&r, qtype),
+                Some(route) => match self.forward(route, &msg, qe, false, None).await {
+                    Fetched::Reply { reply, .. } => critical::extract(&reply, qtype),
                     Fetched::Failed => critical::Fetch::Failed("no upstream answered".into()),
                 },
             };
-            c.update(i, qtype, fetch, Instant::now());
+            c.update(i, qtype, fetch);
         });
         let n = jobs.len();
         futures::future::join_all(jobs).await;
-        let (_, after) = c.due(Instant::now());
+        let (_, after) = c.due();
         if n > 0 {
             c.save(STATE_MAX_AGE);
         }
@@ -805,63 +1004,56 @@ impl Resolver {
     }
 }
 
-/// The server's view of the resolver (`crate::server::Upstream`).
+/// The server's view of the resolver (`crate::server::Upstream`): the query the server
+/// parsed, handed over as it is.
 impl crate::server::Upstream for Resolver {
     fn answer_local(
         &self,
-        query: &[u8],
+        q: &Query<'_>,
         max_size: usize,
         out: &mut Vec<u8>,
     ) -> Option<AnswerSource> {
-        Resolver::answer_local(self, query, max_size, out)
+        self.answer_query_local(q, max_size, out)
     }
 
     fn resolve<'a>(
         &'a self,
-        query: &'a [u8],
+        q: &'a Query<'_>,
         max_size: usize,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<u8>, AnswerSource)> + Send + 'a>>
-    {
-        Box::pin(Resolver::resolve(self, query, max_size))
-    }
-
-    fn is_loop_probe(&self, qname_lower: &[u8]) -> bool {
-        Resolver::is_loop_probe(self, qname_lower)
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Resolved> + Send + 'a>> {
+        Box::pin(self.resolve_query(q, max_size))
     }
 }
 
-/// The client's reply from an upstream's: the upstream's bytes with the client's ID and
-/// question bytes (same length; only the case may differ), fitted to `max_size`.
-fn write_forwarded(q: &wire::Query<'_>, r: &[u8], max_size: usize, out: &mut Vec<u8>) {
-    out.clear();
-    if wire::u16_at(r, 4) == 1 && r.len() >= q.question_end {
-        out.extend_from_slice(r);
-        out[0..2].copy_from_slice(&q.id.to_be_bytes());
-        out[HEADER_LEN..q.question_end].copy_from_slice(q.question());
-    } else {
-        // No question in the upstream's reply (some servers do that for errors): our own reply
-        // with its rcode.
-        wire::error_reply(q, wire::rcode_of(r), out);
-    }
-    wire::fit(out, max_size);
-}
-
-async fn health_loop(weak: Weak<Resolver>, every: Duration) {
+async fn health_loop(weak: Weak<Resolver>, clock: Clock, every: Duration) {
     loop {
-        tokio::time::sleep(every).await;
+        clock.sleep(every).await;
         let Some(r) = weak.upgrade() else { return };
         let suspects: Vec<&Upstream> = r
-            .pools()
-            .flat_map(|p| p.upstreams.iter().map(|u| &**u))
+            .routes()
+            .flat_map(|route| route.pool.upstreams.iter().map(|u| &**u))
             .filter(|u| u.fails() > 0)
             .collect();
         futures::future::join_all(suspects.into_iter().map(|u| r.probe_upstream(u))).await;
     }
 }
 
-async fn hosts_loop(weak: Weak<Resolver>, every: Duration) {
+/// Re-probe looping upstreams (at most once a second each) until their loop is gone.
+async fn loop_watch(weak: Weak<Resolver>) {
     loop {
-        tokio::time::sleep(every).await;
+        tokio::time::sleep(PROBE_EVERY / 4).await;
+        let Some(r) = weak.upgrade() else { return };
+        for route in r.routes() {
+            for up in route.pool.upstreams.iter().filter(|u| u.is_looping()) {
+                let _ = r.suspect(up, route.domain, false);
+            }
+        }
+    }
+}
+
+async fn hosts_loop(weak: Weak<Resolver>, clock: Clock, every: Duration) {
+    loop {
+        clock.sleep(every).await;
         let Some(r) = weak.upgrade() else { return };
         let _ =
             tokio::task::spawn_blocking(move || r.hosts.as_ref().map(|h| h.reload_if_changed()))
@@ -869,18 +1061,18 @@ async fn hosts_loop(weak: Weak<Resolver>, every: Duration) {
     }
 }
 
-async fn critical_loop(weak: Weak<Resolver>) {
+async fn critical_loop(weak: Weak<Resolver>, clock: Clock) {
     loop {
         let next = {
             let Some(r) = weak.upgrade() else { return };
             r.refresh_critical().await
         };
-        let now = Instant::now();
+        let now = clock.now();
         let wake = next.unwrap_or(now + Duration::from_secs(30)).clamp(
             now + Duration::from_millis(50),
             now + Duration::from_secs(30),
         );
-        tokio::time::sleep_until(wake.into()).await;
+        clock.sleep_until(wake).await;
     }
 }
 
@@ -908,10 +1100,10 @@ mod tests {
     #[test]
     fn domain_suffix() {
         let w = |s: &str| wire::dotted_to_wire(s).unwrap();
-        assert!(in_domain(&w("a.corp.example"), &w("corp.example")));
-        assert!(in_domain(&w("corp.example"), &w("corp.example")));
-        assert!(!in_domain(&w("xcorp.example"), &w("corp.example")));
-        assert!(!in_domain(&w("example"), &w("corp.example")));
+        assert!(wire::in_domain(&w("a.corp.example"), &w("corp.example")));
+        assert!(wire::in_domain(&w("corp.example"), &w("corp.example")));
+        assert!(!wire::in_domain(&w("xcorp.example"), &w("corp.example")));
+        assert!(!wire::in_domain(&w("example"), &w("corp.example")));
     }
 
     fn cfg_with(upstreams: Vec<String>) -> Config {
@@ -923,42 +1115,31 @@ mod tests {
         c
     }
 
+    /// A resolver with a registry of its own, on the system clock.
+    fn resolver(c: &Config) -> Result<Arc<Resolver>, Error> {
+        Resolver::new(c, Arc::new(Metrics::default()), Clock::system())
+    }
+
+    /// What only shows when building: the resolv.conf. (The values `Config::validate` checks
+    /// are not checked again; its tests name their keys.)
     #[test]
-    fn config_errors_name_the_key() {
-        let e = Resolver::new(&cfg_with(vec!["127.0.0.1:9".into(), "nope".into()]))
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("forward.upstreams[1]"), "{e}");
-        let mut c = cfg_with(vec!["127.0.0.1:9".into()]);
-        c.forward
-            .stub_domains
-            .insert("bad..name".into(), vec!["127.0.0.1:9".into()]);
-        let e = Resolver::new(&c).unwrap_err().to_string();
-        assert!(e.contains("forward.stub_domains.bad..name"), "{e}");
-        let mut c = cfg_with(vec!["127.0.0.1:9".into()]);
-        c.forward
-            .stub_domains
-            .insert("corp.example".into(), vec!["x.y".into()]);
-        let e = Resolver::new(&c).unwrap_err().to_string();
-        assert!(e.contains("forward.stub_domains.corp.example[0]"), "{e}");
+    fn resolv_conf_errors_name_the_key() {
         let mut c = cfg_with(vec![]);
         let dir = tempfile::tempdir().unwrap();
         c.forward.resolv_conf = dir.path().join("resolv.conf");
+        let e = resolver(&c).unwrap_err().to_string();
+        assert!(
+            e.contains("forward.resolv_conf") && e.contains("cannot read"),
+            "{e}"
+        );
         std::fs::write(&c.forward.resolv_conf, "search x\n").unwrap();
-        let e = Resolver::new(&c).unwrap_err().to_string();
+        let e = resolver(&c).unwrap_err().to_string();
         assert!(e.contains("forward.resolv_conf"), "{e}");
-        let mut c = cfg_with(vec!["127.0.0.1:9".into()]);
-        c.hosts = Some(crate::config::HostsConfig {
-            critical_names: vec!["a..b".into()],
-            ..Default::default()
-        });
-        let e = Resolver::new(&c).unwrap_err().to_string();
-        assert!(e.contains("hosts.critical_names[0]"), "{e}");
     }
 
     #[test]
     fn loop_is_refused() {
-        let e = Resolver::new(&cfg_with(vec!["127.0.0.1:1053".into()])).unwrap_err();
+        let e = resolver(&cfg_with(vec!["127.0.0.1:1053".into()])).unwrap_err();
         assert!(matches!(e, Error::Loop(_)), "{e}");
         let msg = e.to_string();
         assert!(
@@ -969,7 +1150,7 @@ mod tests {
         c.forward
             .stub_domains
             .insert("corp.example".into(), vec!["127.0.0.1:1053".into()]);
-        let msg = Resolver::new(&c).unwrap_err().to_string();
+        let msg = resolver(&c).unwrap_err().to_string();
         assert!(
             msg.contains("forward.stub_domains.corp.example[0]"),
             "{msg}"
@@ -986,7 +1167,7 @@ mod tests {
             "nameserver 127.0.0.9\nnameserver 127.0.0.10\n",
         )
         .unwrap();
-        let r = Resolver::new(&c).unwrap();
+        let r = resolver(&c).unwrap();
         assert_eq!(
             r.upstreams(),
             vec![
@@ -996,7 +1177,7 @@ mod tests {
         );
         // A resolv.conf naming our own address (listening on every address, port 53) loops.
         c.listen = vec!["0.0.0.0:53".parse().unwrap()];
-        let msg = Resolver::new(&c).unwrap_err().to_string();
+        let msg = resolver(&c).unwrap_err().to_string();
         assert!(
             msg.contains("forward.resolv_conf") && msg.contains("127.0.0.9:53"),
             "{msg}"
@@ -1005,16 +1186,41 @@ mod tests {
 
     #[test]
     fn probe_matching_forms() {
-        let r = Resolver::new(&cfg_with(vec!["127.0.0.1:9".into()])).unwrap();
+        let r = resolver(&cfg_with(vec!["127.0.0.1:9".into()])).unwrap();
         assert!(!r.is_loop_probe(b"1.2."));
-        *r.probe.lock().unwrap() = Some(Probe {
-            wire: wire::dotted_to_wire("12.34.").unwrap(),
-            dotted: "12.34.".into(),
-        });
-        r.probe_active.store(true, Ordering::Release);
-        assert!(r.is_loop_probe(b"12.34."));
-        assert!(r.is_loop_probe(b"12.34"));
-        assert!(r.is_loop_probe(b"\x0212\x0234\x00"));
-        assert!(!r.is_loop_probe(b"12.35."));
+        let up = r.default_pool.as_ref().unwrap().upstreams[0].clone();
+        let name = r.probes.register(&up, ROOT);
+        let dotted = wire::display_name(&name);
+        assert!(r.is_loop_probe(&name));
+        assert!(r.is_loop_probe(dotted.as_bytes()));
+        assert!(r.is_loop_probe(dotted.trim_end_matches('.').as_bytes()));
+        assert!(!r.is_loop_probe(b"\x0212\x0235\x00"));
+    }
+
+    #[tokio::test]
+    async fn our_probe_coming_back_marks_the_upstream_and_is_not_forwarded() {
+        let r = resolver(&cfg_with(vec!["127.0.0.1:9".into()])).unwrap();
+        let up = r.default_pool.as_ref().unwrap().upstreams[0].clone();
+        let name = r.probes.register(&up, ROOT);
+        let m = wire::query::build(7, &name, rtype::HINFO, true, None);
+        let (reply, src) = r.resolve(&m, 512).await;
+        assert_eq!(
+            (wire::rcode_of(&reply), src),
+            (rcode::SERVFAIL, AnswerSource::Server)
+        );
+        assert!(up.is_looping());
+        // Every name of that pool now fails at once, without a try.
+        let m = wire::query::build(
+            8,
+            &wire::dotted_to_wire("x.example").unwrap(),
+            rtype::A,
+            true,
+            None,
+        );
+        let (reply, _) = r.resolve(&m, 512).await;
+        assert_eq!(wire::rcode_of(&reply), rcode::SERVFAIL);
+        assert_eq!(up.fails(), 0, "no try was made");
+        r.loop_gone(&up);
+        assert!(!up.is_looping());
     }
 }

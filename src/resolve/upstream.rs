@@ -1,24 +1,24 @@
-//! Upstream servers: exchanges over UDP and TCP, health, and the selection policy.
+//! Upstream servers: exchanges over UDP and TCP, health, loop state, and the selection policy.
 //!
 //! UDP: a new socket on a random port per try, connected to the upstream (so the kernel drops
 //! datagrams from anyone else), and a random message ID; replies must echo the ID and the
 //! question. TCP: connections are kept and reused one exchange at a time (a small idle pool per
-//! upstream), as CoreDNS's `forward` does.
+//! upstream), as CoreDNS's `forward` does; `coredns_proxy_conn_cache_{hits,misses}_total` count
+//! reused and new connections (every UDP exchange opens a new socket: a miss).
 
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::Notify;
 
 use crate::config::ForwardPolicy;
-use crate::ops::metrics::{self, UpstreamMetrics};
-
-use super::wire;
-use crate::wire::{HEADER_LEN, rcode};
+use crate::ops::metrics::{ConnProto, Metrics, UpstreamMetrics};
+use crate::wire::{self, F_QR, F_TC, HEADER_LEN, rcode};
 
 /// Receive buffer of one UDP exchange.
 const UDP_BUF: usize = 4096;
@@ -34,35 +34,51 @@ pub struct Upstream {
     /// Consecutive failures.
     fails: AtomicU32,
     down: AtomicBool,
+    /// Queries sent here come back to clusterdns (see `super::looping`).
+    looping: AtomicBool,
+    /// Woken when a loop through this upstream is found: tries under way give up at once.
+    loop_found: Notify,
+    /// When a loop probe was last sent here (weak suspicions are probed at most once a
+    /// second), and whether one is under way.
+    pub(super) last_probe: Mutex<Option<Instant>>,
+    pub(super) probing: AtomicBool,
     pub metrics: UpstreamMetrics,
     idle_tcp: Mutex<Vec<(TcpStream, Instant)>>,
 }
 
+/// How an exchange with an upstream travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// What an exchange is for: a client's query (counted in
+/// `coredns_proxy_conn_cache_{hits,misses}_total`, as CoreDNS counts its proxied queries), or
+/// one of our own health or loop probes (not counted: CoreDNS's health checks use their own
+/// client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    Query,
+    Probe,
+}
+
 /// Why an exchange failed.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
 pub enum ExchangeError {
+    #[error("timeout")]
     Timeout,
-    Io(io::Error),
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The upstream sends our queries back to us.
+    #[error("forwarding loop")]
+    Loop,
 }
 
-impl std::fmt::Display for ExchangeError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ExchangeError::Timeout => f.write_str("timeout"),
-            ExchangeError::Io(e) => write!(f, "{e}"),
-        }
-    }
-}
-
-impl From<io::Error> for ExchangeError {
-    fn from(e: io::Error) -> Self {
-        ExchangeError::Io(e)
-    }
-}
-
-/// Is `r` a reply to `query` (same ID, QR set, the same question ignoring case)?
+/// Is `r` a reply to `query` (same ID, QR set, the same question ignoring case)? The question
+/// must be written in full, as in the query: the client's question bytes replace it later.
 pub fn is_reply_to(r: &[u8], query: &[u8], question_end: usize) -> bool {
-    if r.len() < HEADER_LEN || r[0..2] != query[0..2] || r[2] & wire::F_QR == 0 {
+    if r.len() < HEADER_LEN || r[0..2] != query[0..2] || r[2] & F_QR == 0 {
         return false;
     }
     let qd = wire::u16_at(r, 4);
@@ -72,7 +88,6 @@ pub fn is_reply_to(r: &[u8], query: &[u8], question_end: usize) -> bool {
     }
     qd == 1
         && r.len() >= question_end
-        && wire::uncompressed_name_end(r, HEADER_LEN).is_ok_and(|e| e + 4 == question_end)
         && wire::eq_ignore_case(
             &r[HEADER_LEN..question_end],
             &query[HEADER_LEN..question_end],
@@ -80,13 +95,18 @@ pub fn is_reply_to(r: &[u8], query: &[u8], question_end: usize) -> bool {
 }
 
 impl Upstream {
-    pub fn new(addr: SocketAddr) -> Self {
-        let m = metrics::global().upstream(addr);
+    /// The upstream at `addr`, counting into its series of `metrics`.
+    pub fn new(addr: SocketAddr, metrics: &Metrics) -> Self {
+        let m = metrics.upstream(addr);
         m.set_healthy(true);
         Upstream {
             addr,
             fails: AtomicU32::new(0),
             down: AtomicBool::new(false),
+            looping: AtomicBool::new(false),
+            loop_found: Notify::new(),
+            last_probe: Mutex::new(None),
+            probing: AtomicBool::new(false),
             metrics: m,
             idle_tcp: Mutex::new(Vec::new()),
         }
@@ -98,6 +118,21 @@ impl Upstream {
 
     pub fn fails(&self) -> u32 {
         self.fails.load(Ordering::Relaxed)
+    }
+
+    /// Whether queries sent here are known to come back to us.
+    pub fn is_looping(&self) -> bool {
+        self.looping.load(Ordering::Acquire)
+    }
+
+    /// Record whether a loop runs through this upstream; true when that changed. Finding one
+    /// ends the tries under way to it.
+    pub(super) fn set_looping(&self, looping: bool) -> bool {
+        let was = self.looping.swap(looping, Ordering::AcqRel);
+        if looping {
+            self.loop_found.notify_waiters();
+        }
+        was != looping
     }
 
     /// An exchange or health check succeeded.
@@ -119,40 +154,77 @@ impl Upstream {
         }
     }
 
-    /// One UDP exchange: `query` (its ID already set) to the upstream, waiting until `deadline`.
-    pub async fn udp(
+    /// Run one exchange unless a loop through this upstream is (or becomes) known.
+    pub async fn guarded<F>(&self, exchange: F) -> Result<Vec<u8>, ExchangeError>
+    where
+        F: std::future::Future<Output = Result<Vec<u8>, ExchangeError>>,
+    {
+        let found = self.loop_found.notified();
+        tokio::pin!(found);
+        // Registered before the check: a loop found in between still wakes it.
+        found.as_mut().enable();
+        if self.is_looping() {
+            return Err(ExchangeError::Loop);
+        }
+        tokio::select! {
+            r = exchange => r,
+            _ = found => Err(ExchangeError::Loop),
+        }
+    }
+
+    /// One exchange: `query` (its ID already set) to the upstream over `via`, given up after
+    /// `timeout` (the upstream's time on a real socket: tokio's timer, not the resolver's
+    /// clock).
+    pub async fn exchange(
+        &self,
+        via: Transport,
+        query: &[u8],
+        question_end: usize,
+        timeout: Duration,
+        purpose: Purpose,
+    ) -> Result<Vec<u8>, ExchangeError> {
+        let exchange = async {
+            match via {
+                Transport::Udp => self.udp(query, question_end, purpose).await,
+                Transport::Tcp => self.tcp(query, question_end, purpose).await,
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(ExchangeError::Timeout))
+    }
+
+    /// One UDP exchange, on a new socket.
+    async fn udp(
         &self,
         query: &[u8],
         question_end: usize,
-        deadline: Instant,
+        purpose: Purpose,
     ) -> Result<Vec<u8>, ExchangeError> {
         let bind: SocketAddr = if self.addr.is_ipv4() {
             (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
             (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
         };
+        if purpose == Purpose::Query {
+            self.metrics.conn_cache_miss(ConnProto::Udp);
+        }
         let sock = UdpSocket::bind(bind).await?;
         sock.connect(self.addr).await?;
         sock.send(query).await?;
-        let fut = async {
-            // We advertise at most 1232 bytes (512 without EDNS); a datagram that fills this
-            // buffer may have been cut by the kernel, and is treated as truncated (TC), so the
-            // answer is fetched again over TCP.
-            let mut buf = [0u8; UDP_BUF];
-            loop {
-                let n = sock.recv(&mut buf).await?;
-                if is_reply_to(&buf[..n], query, question_end) {
-                    let mut r = buf[..n].to_vec();
-                    if n == UDP_BUF {
-                        r[2] |= wire::F_TC;
-                    }
-                    return Ok::<_, ExchangeError>(r);
+        // We advertise at most 1232 bytes (512 without EDNS); a datagram that fills this buffer
+        // may have been cut by the kernel, and is treated as truncated (TC), so the answer is
+        // fetched again over TCP.
+        let mut buf = [0u8; UDP_BUF];
+        loop {
+            let n = sock.recv(&mut buf).await?;
+            if is_reply_to(&buf[..n], query, question_end) {
+                let mut r = buf[..n].to_vec();
+                if n == UDP_BUF {
+                    r[2] |= F_TC;
                 }
+                return Ok(r);
             }
-        };
-        match tokio::time::timeout_at(deadline.into(), fut).await {
-            Ok(r) => r,
-            Err(_) => Err(ExchangeError::Timeout),
         }
     }
 
@@ -174,33 +246,34 @@ impl Upstream {
     }
 
     /// One TCP exchange, on an idle connection if there is one (a fresh one if that fails).
-    pub async fn tcp(
+    async fn tcp(
         &self,
         query: &[u8],
         question_end: usize,
-        deadline: Instant,
+        purpose: Purpose,
     ) -> Result<Vec<u8>, ExchangeError> {
+        let counted = purpose == Purpose::Query;
         let mut framed = Vec::with_capacity(query.len() + 2);
         framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
         framed.extend_from_slice(query);
-        let fut = async {
-            if let Some(mut s) = self.take_idle() {
-                // The server may have closed it; on any error, retry on a fresh connection.
-                if let Ok(r) = tcp_roundtrip(&mut s, &framed, query, question_end).await {
-                    self.put_idle(s);
-                    return Ok(r);
-                }
+        if let Some(mut s) = self.take_idle() {
+            if counted {
+                self.metrics.conn_cache_hit(ConnProto::Tcp);
             }
-            let mut s = TcpStream::connect(self.addr).await?;
-            let _ = s.set_nodelay(true);
-            let r = tcp_roundtrip(&mut s, &framed, query, question_end).await?;
-            self.put_idle(s);
-            Ok(r)
-        };
-        match tokio::time::timeout_at(deadline.into(), fut).await {
-            Ok(r) => r,
-            Err(_) => Err(ExchangeError::Timeout),
+            // The server may have closed it; on any error, retry on a fresh connection.
+            if let Ok(r) = tcp_roundtrip(&mut s, &framed, query, question_end).await {
+                self.put_idle(s);
+                return Ok(r);
+            }
         }
+        if counted {
+            self.metrics.conn_cache_miss(ConnProto::Tcp);
+        }
+        let mut s = TcpStream::connect(self.addr).await?;
+        let _ = s.set_nodelay(true);
+        let r = tcp_roundtrip(&mut s, &framed, query, question_end).await?;
+        self.put_idle(s);
+        Ok(r)
     }
 }
 
@@ -226,40 +299,41 @@ async fn tcp_roundtrip(
 /// A set of upstreams with a selection policy (the default upstreams, or a stub domain's).
 #[derive(Debug)]
 pub struct Pool {
-    pub upstreams: Vec<std::sync::Arc<Upstream>>,
+    pub upstreams: Vec<Arc<Upstream>>,
     pub policy: ForwardPolicy,
     next: AtomicUsize,
 }
 
 impl Pool {
-    pub fn new(addrs: &[SocketAddr], policy: ForwardPolicy) -> Self {
+    pub fn new(addrs: &[SocketAddr], policy: ForwardPolicy, metrics: &Metrics) -> Self {
         Pool {
             upstreams: addrs
                 .iter()
-                .map(|a| std::sync::Arc::new(Upstream::new(*a)))
+                .map(|a| Arc::new(Upstream::new(*a, metrics)))
                 .collect(),
             policy,
             next: AtomicUsize::new(0),
         }
     }
 
-    /// The order to try upstreams in for one query: the policy's order, healthy ones first.
-    /// The second value is true when every upstream is down.
-    pub fn order(&self) -> (Vec<&Upstream>, bool) {
+    /// The order to try upstreams in for one query: the policy's order, healthy ones first,
+    /// looping ones left out. The second value is true when every upstream is down.
+    pub fn order(&self) -> (Vec<&Arc<Upstream>>, bool) {
         let n = self.upstreams.len();
-        let mut v: Vec<&Upstream> = Vec::with_capacity(n);
+        let mut v: Vec<&Arc<Upstream>> = Vec::with_capacity(n);
         match self.policy {
-            ForwardPolicy::Sequential => v.extend(self.upstreams.iter().map(|u| &**u)),
+            ForwardPolicy::Sequential => v.extend(self.upstreams.iter()),
             ForwardPolicy::RoundRobin => {
                 let start = self.next.fetch_add(1, Ordering::Relaxed);
-                v.extend((0..n).map(|i| &*self.upstreams[(start + i) % n]));
+                v.extend((0..n).map(|i| &self.upstreams[(start + i) % n]));
             }
             ForwardPolicy::Random => {
-                v.extend(self.upstreams.iter().map(|u| &**u));
+                v.extend(self.upstreams.iter());
                 fastrand::shuffle(&mut v);
             }
         }
-        let all_down = v.iter().all(|u| u.is_down());
+        v.retain(|u| !u.is_looping());
+        let all_down = !v.is_empty() && v.iter().all(|u| u.is_down());
         // Stable: keeps the policy's order within healthy and within down upstreams.
         v.sort_by_key(|u| u.is_down());
         (v, all_down)
@@ -279,7 +353,7 @@ mod tests {
 
     #[test]
     fn sequential_puts_down_upstreams_last() {
-        let p = Pool::new(&addrs(3), ForwardPolicy::Sequential);
+        let p = Pool::new(&addrs(3), ForwardPolicy::Sequential, &Metrics::default());
         let order: Vec<u16> = p.order().0.iter().map(|u| u.addr.port()).collect();
         assert_eq!(order, vec![40000, 40001, 40002]);
         p.upstreams[0].failed(2);
@@ -296,11 +370,48 @@ mod tests {
     }
 
     #[test]
+    fn looping_upstreams_are_left_out() {
+        let p = Pool::new(&addrs(2), ForwardPolicy::Sequential, &Metrics::default());
+        assert!(p.upstreams[1].set_looping(true));
+        assert!(!p.upstreams[1].set_looping(true), "no change");
+        let order: Vec<u16> = p.order().0.iter().map(|u| u.addr.port()).collect();
+        assert_eq!(order, vec![40000]);
+        p.upstreams[0].set_looping(true);
+        assert!(p.order().0.is_empty());
+        assert!(p.upstreams[0].set_looping(false));
+        assert_eq!(p.order().0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_loop_found_ends_the_tries_under_way() {
+        let u = Arc::new(Upstream::new(
+            "127.0.0.1:40100".parse().unwrap(),
+            &Metrics::default(),
+        ));
+        let u2 = u.clone();
+        let t = tokio::spawn(async move {
+            u2.guarded(std::future::pending::<Result<Vec<u8>, ExchangeError>>())
+                .await
+        });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        u.set_looping(true);
+        let r = tokio::time::timeout(Duration::from_secs(5), t)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(matches!(r, Err(ExchangeError::Loop)));
+        assert!(matches!(
+            u.guarded(async { Ok(vec![]) }).await,
+            Err(ExchangeError::Loop)
+        ));
+    }
+
+    #[test]
     fn round_robin_rotates_and_random_covers() {
-        let p = Pool::new(&addrs(3), ForwardPolicy::RoundRobin);
+        let p = Pool::new(&addrs(3), ForwardPolicy::RoundRobin, &Metrics::default());
         let firsts: Vec<u16> = (0..6).map(|_| p.order().0[0].addr.port()).collect();
         assert_eq!(firsts, vec![40000, 40001, 40002, 40000, 40001, 40002]);
-        let p = Pool::new(&addrs(3), ForwardPolicy::Random);
+        let p = Pool::new(&addrs(3), ForwardPolicy::Random, &Metrics::default());
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
             let o = p.order().0;
@@ -312,7 +423,7 @@ mod tests {
 
     #[test]
     fn all_down_reported() {
-        let p = Pool::new(&addrs(2), ForwardPolicy::Sequential);
+        let p = Pool::new(&addrs(2), ForwardPolicy::Sequential, &Metrics::default());
         for u in &p.upstreams {
             u.failed(1);
         }
@@ -321,16 +432,16 @@ mod tests {
 
     #[test]
     fn reply_matching() {
-        let q = wire::build_query(
+        let q = wire::query::build(
             0x4242,
             &wire::dotted_to_wire("a.example").unwrap(),
             rtype::A,
             true,
-            false,
+            None,
         );
-        let qe = wire::parse_query(&q).unwrap().question_end;
+        let qe = wire::Query::parse(&q).unwrap().question_end();
         let mut r = q.clone();
-        r[2] |= wire::F_QR;
+        r[2] |= F_QR;
         assert!(is_reply_to(&r, &q, qe));
         let mut upper = r.clone();
         upper[13] = b'A';
@@ -342,5 +453,6 @@ mod tests {
         other_name[13] = b'b';
         assert!(!is_reply_to(&other_name, &q, qe));
         assert!(!is_reply_to(&q, &q, qe), "a query is not a reply");
+        assert!(!is_reply_to(&r[..qe - 1], &q, qe), "cut short");
     }
 }

@@ -1,6 +1,6 @@
-//! Routing one request: parse, then the cluster zone, the resolver (hosts, cache, upstreams),
-//! or an error code. Knows no Kubernetes type and no socket: the UDP loop and the TCP handler
-//! both call [`Engine`].
+//! Routing one request: parse (once), then the cluster zone, the resolver (hosts, cache,
+//! upstreams), or an error code. Knows no Kubernetes type and no socket: the UDP loop and the
+//! TCP connections both call [`Engine`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -8,8 +8,10 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use crate::ops::metrics::{self, AnswerSource, Proto, QueryObservation};
-use crate::wire::{self, ParseError, Query, Writer, rcode, rtype};
+use crate::config::Config;
+use crate::observe::{AnswerSource, Proto, QueryLogger, QueryObservation};
+use crate::ops::metrics::{DropReason, Metrics};
+use crate::wire::{self, HEADER_LEN, ParseError, Query, Writer, rcode, rtype};
 use crate::zone::answer::{self, Outcome};
 use crate::zone::snapshot::Snapshot;
 
@@ -24,6 +26,8 @@ pub struct Facts {
     pub do_bit: bool,
     /// The reply's rcode including extended bits (BADVERS is 16).
     pub rcode: u16,
+    /// The upstream whose reply this is (forwarded answers).
+    pub upstream: Option<SocketAddr>,
 }
 
 /// What the synchronous part of answering produced.
@@ -36,92 +40,140 @@ pub enum Local {
     Forward(Box<Pending>),
 }
 
-/// Names outside the zone: the resolver (hosts, cache, upstreams) as the server sees it.
-/// A trait keeps `server/` independent of how `resolve/` is built.
+/// The reply to a query that went to the resolver, and where it came from.
+#[derive(Debug)]
+pub struct Resolved {
+    pub reply: Vec<u8>,
+    pub source: AnswerSource,
+    pub upstream: Option<SocketAddr>,
+}
+
+/// Names outside the zone: the resolver (hosts, cache, upstreams) as the server sees it. It
+/// is handed the query the server parsed. A trait keeps `server/` independent of how
+/// `resolve/` is built.
 pub trait Upstream: Send + Sync + 'static {
     /// Answer from hosts/cache without waiting, or None.
     fn answer_local(
         &self,
-        query: &[u8],
+        q: &Query<'_>,
         max_size: usize,
         out: &mut Vec<u8>,
     ) -> Option<AnswerSource>;
-    /// Ask upstream; always produces a reply.
+    /// Ask upstream; always produces a reply of at most `max_size` bytes.
     fn resolve<'a>(
         &'a self,
-        query: &'a [u8],
+        q: &'a Query<'_>,
         max_size: usize,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = (Vec<u8>, AnswerSource)> + Send + 'a>>;
-    /// Our own loop-detection probe came back.
-    fn is_loop_probe(&self, qname_lower: &[u8]) -> bool;
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Resolved> + Send + 'a>>;
 }
 
-/// Something that logs sampled queries.
-pub trait QueryLogger: Send + Sync + 'static {
-    fn log(&self, src: SocketAddr, query: &Query, o: &QueryObservation);
-    fn enabled(&self) -> bool;
-}
-
-/// A query that waits for an upstream.
+/// A query that waits for an upstream: the parsed query, owning its bytes now.
 pub struct Pending {
-    pub query: Query,
+    pub query: Query<'static>,
     /// An ExternalName's CNAME out of the cluster: our reply so far and the target (absolute
     /// wire name) whose records the resolver adds, as CoreDNS's `kubernetes` plugin does.
     pub chase: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// The request router, shared by every socket.
+/// The request router, shared by every socket. Built by [`Engine::new`] only (at start and on
+/// each config reload).
 pub struct Engine {
-    pub zone: Arc<ArcSwap<Snapshot>>,
+    zone: Arc<ArcSwap<Snapshot>>,
     /// Serve the cluster zone at all.
-    pub cluster_enabled: bool,
-    pub resolver: Option<Arc<dyn Upstream>>,
-    pub max_udp: u16,
-    pub querylog: Option<Arc<dyn QueryLogger>>,
+    cluster_enabled: bool,
+    resolver: Option<Arc<dyn Upstream>>,
+    max_udp: u16,
+    querylog: Option<Arc<dyn QueryLogger>>,
+    metrics: Arc<Metrics>,
     /// Count queries in the metrics (off when no metrics endpoint is configured: nobody could
     /// read them).
-    pub count: bool,
+    count: bool,
+}
+
+/// The largest reply a client of `proto` takes.
+fn limit(q: &Query<'_>, proto: Proto, max_udp: u16) -> usize {
+    match proto {
+        Proto::Udp => wire::udp_limit(q, max_udp),
+        Proto::Tcp => TCP_MAX,
+    }
 }
 
 impl Engine {
+    /// The engine `cfg` asks for: the cluster zone served from `zone` (when `cluster.enabled`),
+    /// names outside it to `resolver`, replies to UDP clients within `server.max_udp_size`, the
+    /// sampled query log when `querylog.enabled`, and queries counted in `metrics` when a
+    /// metrics endpoint is configured (`metrics.listen`).
+    pub fn new(
+        cfg: &Config,
+        zone: Arc<ArcSwap<Snapshot>>,
+        resolver: Option<Arc<dyn Upstream>>,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
+        let querylog = cfg.querylog.enabled.then(|| {
+            Arc::new(crate::ops::querylog::QueryLog::new(&cfg.querylog)) as Arc<dyn QueryLogger>
+        });
+        Engine {
+            zone,
+            cluster_enabled: cfg.cluster.enabled,
+            resolver,
+            max_udp: cfg.server.max_udp_size,
+            querylog,
+            metrics,
+            count: cfg.metrics.listen.is_some(),
+        }
+    }
+
+    /// The snapshot handle this engine answers from (kept across reloads).
+    pub fn zone(&self) -> &Arc<ArcSwap<Snapshot>> {
+        &self.zone
+    }
+
+    /// The registry this engine counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Answer what can be answered without waiting: the zone, errors, hosts and cache hits.
-    /// `out` receives the reply. `max` is the largest reply the transport allows the client.
+    /// `out` receives the reply, at most as large as `proto` allows the client (RFC 1035
+    /// §4.2.1, RFC 6891 §6.2.5 over UDP; 65,535 bytes over TCP).
+    ///
+    /// Hostile or broken messages: shorter than a header, or a response (QR set), get no reply
+    /// at all (answering responses invites reflection loops); a non-zero opcode NOTIMP; a
+    /// question that cannot be read, QDCOUNT other than 1, or a bad OPT record FORMERR; an
+    /// EDNS version above 0 BADVERS (RFC 6891 §6.1.3); a class other than IN or ANY REFUSED.
     pub fn answer_local(&self, msg: &[u8], proto: Proto, out: &mut Vec<u8>) -> Local {
         let q = match Query::parse(msg) {
             Ok(q) => q,
             Err(ParseError::Drop) => {
-                metrics::global().dropped(metrics::DropReason::Malformed);
+                self.metrics.dropped(DropReason::Malformed);
                 return Local::Drop;
             }
-            Err(ParseError::Reply { id, flags, rcode }) => {
-                wire::error_reply(out, id, flags, rcode);
+            Err(e @ ParseError::Reply { rcode, .. }) => {
+                wire::error_reply(out, &e);
                 return Local::Reply(Facts {
                     source: AnswerSource::Server,
                     qtype: 0,
                     do_bit: false,
                     rcode,
+                    upstream: None,
                 });
             }
         };
         let facts = |source: AnswerSource, rcode: u16| Facts {
             source,
             qtype: q.qtype,
-            do_bit: q.edns.is_some_and(|e| e.dnssec_ok),
+            do_bit: q.do_bit(),
             rcode,
+            upstream: None,
         };
-        let max = match proto {
-            Proto::Udp => wire::udp_limit(&q, self.max_udp),
-            Proto::Tcp => TCP_MAX,
-        };
+        let max = limit(&q, proto, self.max_udp);
         // RFC 6891 §6.1.3: a version we do not implement gets BADVERS, with our OPT.
         if q.edns.is_some_and(|e| e.version > 0) {
-            let w = Writer::new(out, &q, max);
-            w.finish(&q, rcode::BADVERS, false, false, self.max_udp);
+            wire::rcode_reply(out, &q, rcode::BADVERS, false, self.max_udp);
             return Local::Reply(facts(AnswerSource::Server, rcode::BADVERS));
         }
         if q.qclass != wire::CLASS_IN && q.qclass != wire::CLASS_ANY {
-            let w = Writer::new(out, &q, max);
-            w.finish(&q, rcode::REFUSED, false, false, self.max_udp);
+            wire::rcode_reply(out, &q, rcode::REFUSED, false, self.max_udp);
             return Local::Reply(facts(AnswerSource::Server, rcode::REFUSED));
         }
         if self.cluster_enabled {
@@ -132,8 +184,7 @@ impl Engine {
                     // Zone transfers are not offered (yet): RFC 5936 §2.2.1 REFUSED is the
                     // answer an operator expects from a server that does not do them.
                     if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
-                        let w = Writer::new(out, &q, max);
-                        w.finish(&q, rcode::REFUSED, false, false, self.max_udp);
+                        wire::rcode_reply(out, &q, rcode::REFUSED, false, self.max_udp);
                         return Local::Reply(facts(AnswerSource::Server, rcode::REFUSED));
                     }
                     w.finish(&q, rcode, true, false, self.max_udp);
@@ -148,7 +199,7 @@ impl Engine {
                             .map(|e| out[target_at..target_at + e + 1].to_vec());
                         if let Some(target) = target {
                             return Local::Forward(Box::new(Pending {
-                                query: q,
+                                query: q.into_owned(),
                                 chase: Some((out.clone(), target)),
                             }));
                         }
@@ -160,70 +211,41 @@ impl Engine {
         }
         match &self.resolver {
             Some(r) => {
-                if let Some(src) = r.answer_local(msg, max, out) {
-                    let rc = out.get(3).map(|b| (b & 0x0F) as u16).unwrap_or(0);
-                    return Local::Reply(facts(src, rc));
-                }
-                if r.is_loop_probe(q.qname_lower()) {
-                    tracing::error!(
-                        qname = %wire::display_name(q.qname_raw()),
-                        "forwarding loop detected: our own probe query came back to us; check forward.upstreams / resolv.conf"
-                    );
-                    std::process::exit(2);
+                if let Some(src) = r.answer_local(&q, max, out) {
+                    return Local::Reply(facts(src, wire::rcode_of(out)));
                 }
                 Local::Forward(Box::new(Pending {
-                    query: q,
+                    query: q.into_owned(),
                     chase: None,
                 }))
             }
             None => {
                 // Not ours and nowhere to forward: REFUSED (RFC 1035 §4.1.1).
-                let w = Writer::new(out, &q, max);
-                w.finish(&q, rcode::REFUSED, false, false, self.max_udp);
+                wire::rcode_reply(out, &q, rcode::REFUSED, false, self.max_udp);
                 Local::Reply(facts(AnswerSource::Server, rcode::REFUSED))
             }
         }
     }
 
     /// The waiting part: ask the resolver.
-    pub async fn forward(&self, msg: &[u8], p: &Pending, proto: Proto) -> (Vec<u8>, AnswerSource) {
+    pub async fn forward(&self, p: &Pending, proto: Proto) -> Resolved {
         let q = &p.query;
-        let max = match proto {
-            Proto::Udp => wire::udp_limit(q, self.max_udp),
-            Proto::Tcp => TCP_MAX,
-        };
+        let max = limit(q, proto, self.max_udp);
         match &self.resolver {
             Some(r) => match &p.chase {
-                None => r.resolve(msg, max).await,
-                Some((ours, target)) => (
-                    chase_external(r.as_ref(), q, ours, target, max).await,
-                    AnswerSource::Zone,
-                ),
+                None => r.resolve(q, max).await,
+                Some((ours, target)) => chase_external(r.as_ref(), q, ours, target, max).await,
             },
             None => {
                 let mut out = Vec::new();
-                let w = Writer::new(&mut out, q, max);
-                w.finish(q, rcode::REFUSED, false, false, self.max_udp);
-                (out, AnswerSource::Server)
+                wire::rcode_reply(&mut out, q, rcode::REFUSED, false, self.max_udp);
+                Resolved {
+                    reply: out,
+                    source: AnswerSource::Server,
+                    upstream: None,
+                }
             }
         }
-    }
-
-    /// Both parts: the whole answer for one message, for the TCP path and tests.
-    pub async fn answer(&self, msg: &[u8], proto: Proto, src: SocketAddr) -> Option<Vec<u8>> {
-        let start = Instant::now();
-        let mut out = Vec::with_capacity(512);
-        let facts = match self.answer_local(msg, proto, &mut out) {
-            Local::Reply(f) => f,
-            Local::Drop => return None,
-            Local::Forward(p) => {
-                let (r, s) = self.forward(msg, &p, proto).await;
-                out = r;
-                forwarded_facts(&p.query, s, &out)
-            }
-        };
-        self.observe(&facts, msg.len(), &out, proto, src, start);
-        Some(out)
     }
 
     /// Count one answered query (and log it when the sampled query log is on). Costs a few
@@ -253,15 +275,25 @@ impl Engine {
             do_bit: f.do_bit,
         };
         if self.count {
-            metrics::global().observe_query(&o);
+            self.metrics.observe_query(&o);
         }
         if let Some(ql) = &self.querylog
             && ql.enabled()
-            && let Ok(q) = Query::parse_question_only(reply)
+            && let Some(qname) = echoed_qname(reply)
         {
-            ql.log(src, &q, &o);
+            ql.log(src, qname, f.upstream, &o);
         }
     }
+}
+
+/// The question name our reply echoes (always written in full), or None for a reply without a
+/// question (FORMERR for a question that could not be read).
+fn echoed_qname(reply: &[u8]) -> Option<&[u8]> {
+    if reply.len() < HEADER_LEN || wire::u16_at(reply, 4) != 1 {
+        return None;
+    }
+    let n = wire::name::uncompressed_len(&reply[HEADER_LEN..])?;
+    Some(&reply[HEADER_LEN..HEADER_LEN + n])
 }
 
 /// Append the records of an ExternalName's target (resolved upstream) to our CNAME reply.
@@ -269,55 +301,53 @@ impl Engine {
 /// client's size goes out as the CNAME alone with TC set, so the client retries over TCP.
 async fn chase_external(
     r: &dyn Upstream,
-    q: &Query,
+    q: &Query<'_>,
     ours: &[u8],
     target: &[u8],
     max: usize,
-) -> Vec<u8> {
+) -> Resolved {
     use hickory_proto::op::{Message, ResponseCode};
-    let mut tq = vec![0, 0, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    tq.extend_from_slice(target);
-    tq.extend_from_slice(&q.qtype.to_be_bytes());
-    tq.extend_from_slice(&wire::CLASS_IN.to_be_bytes());
-    let (reply, _) = r.resolve(&tq, TCP_MAX).await;
-    let (Ok(mut m), Ok(up)) = (Message::from_vec(ours), Message::from_vec(&reply)) else {
-        return ours.to_vec();
+    let cname_only = |tc: bool| {
+        let mut v = ours.to_vec();
+        if tc && v.len() > 2 {
+            v[2] |= wire::F_TC;
+        }
+        Resolved {
+            reply: v,
+            source: AnswerSource::Zone,
+            upstream: None,
+        }
     };
-    m.answers.extend(up.answers);
-    if up.metadata.response_code == ResponseCode::NXDomain {
+    let Ok(tq) = Query::from_vec(wire::query::build(0, target, q.qtype, true, None)) else {
+        return cname_only(false);
+    };
+    let up = r.resolve(&tq, TCP_MAX).await;
+    let (Ok(mut m), Ok(upm)) = (Message::from_vec(ours), Message::from_vec(&up.reply)) else {
+        return cname_only(false);
+    };
+    m.answers.extend(upm.answers);
+    if upm.metadata.response_code == ResponseCode::NXDomain {
         // RFC 6604 §3: the rcode describes the last name in the chain.
         m.metadata.response_code = ResponseCode::NXDomain;
-        m.authorities = up.authorities;
+        m.authorities = upm.authorities;
     }
     match m.to_vec() {
-        Ok(v) if v.len() <= max => v,
-        _ => {
-            let mut v = ours.to_vec();
-            if v.len() > 2 {
-                v[2] |= 0x02;
-            }
-            v
-        }
+        Ok(v) if v.len() <= max => Resolved {
+            reply: v,
+            source: AnswerSource::Zone,
+            upstream: up.upstream,
+        },
+        _ => cname_only(true),
     }
 }
 
-/// Facts of a forwarded query, with the rcode the upstream gave.
-pub fn forwarded_facts(q: &Query, source: AnswerSource, reply: &[u8]) -> Facts {
+/// Facts of a forwarded query, with the rcode and the upstream of its reply.
+pub fn forwarded_facts(q: &Query<'_>, r: &Resolved) -> Facts {
     Facts {
-        source,
+        source: r.source,
         qtype: q.qtype,
-        do_bit: q.edns.is_some_and(|e| e.dnssec_ok),
-        rcode: reply
-            .get(3)
-            .map(|b| (b & 0x0F) as u16)
-            .unwrap_or(rcode::SERVFAIL),
+        do_bit: q.do_bit(),
+        rcode: wire::rcode_of(&r.reply),
+        upstream: r.upstream,
     }
-}
-
-#[allow(dead_code)]
-fn has_badvers(reply: &[u8]) -> bool {
-    // The OPT is the last record we write: its TTL's first byte is the extended rcode.
-    reply.len() >= 11
-        && reply[reply.len() - 11..reply.len() - 8] == [0, 0, 41]
-        && reply[reply.len() - 6] == 1
 }

@@ -1,16 +1,20 @@
 //! The DNS server: sockets and protocol, no Kubernetes types.
 //!
-//! - [`handler`]: the request router ([`handler::Engine`]) shared by all transports.
+//! - [`handler`]: the request router ([`handler::Engine`]) shared by all transports: one parse
+//!   per query ([`crate::wire::Query`]), handed on to the zone and the resolver.
 //! - [`udp`]: clusterdns's own UDP loop, one `SO_REUSEPORT` socket per worker, answering from
 //!   the snapshot without spawning a task; only forwarded queries become tasks.
-//! - [`tcp`]: TCP (and UDP when the fast path is off) through hickory-server's `Server`, with
-//!   our `RequestHandler`.
+//! - [`tcp`]: clusterdns's own TCP accept loop and connections (RFC 7766 framing, pipelined
+//!   queries answered as they complete, idle timeout); the engine's bytes are sent unchanged.
+//! - [`listen`]: binding the listen addresses, one socket per address family.
 
 pub mod handler;
+pub mod listen;
 pub mod tcp;
 pub mod udp;
 
-pub use handler::{Engine, Facts, Local, Pending, QueryLogger, Upstream};
+pub use crate::observe::QueryLogger;
+pub use handler::{Engine, Facts, Local, Pending, Resolved, Upstream};
 
 /// The engine in force: replaced as a whole on a config reload, so a query sees either the old
 /// settings or the new ones, never a mix, and none is lost in between.

@@ -10,14 +10,14 @@ use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-
-use socket2::{Domain, Socket, Type};
 
 use super::handler::forwarded_facts;
 use super::{Local, SharedEngine};
-use crate::ops::metrics::Proto;
+use crate::observe::Proto;
+use crate::ops::lifecycle::DrainGuard;
+use crate::ops::metrics::DropReason;
 
 /// Datagrams taken per `recvmmsg`.
 const BATCH: usize = 32;
@@ -27,49 +27,15 @@ const DGRAM: usize = 4096;
 /// How often a blocked worker wakes to look at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
-/// Create a UDP socket bound to `addr` with `SO_REUSEPORT`, so several can share the port.
-pub fn bind_reuseport(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
-    s.set_reuse_port(true)?;
-    s.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        s.set_only_v6(true)?;
-    }
-    // A deeper receive queue absorbs bursts (the kernel caps it at rmem_max).
-    let _ = s.set_recv_buffer_size(4 << 20);
-    let _ = s.set_send_buffer_size(4 << 20);
-    s.bind(&addr.into())?;
-    Ok(s.into())
-}
-
-/// Bind `workers` sockets on `addr` (port 0 picks one port for all of them).
-pub fn bind_workers(addr: SocketAddr, workers: usize) -> io::Result<Vec<std::net::UdpSocket>> {
-    let first = bind_reuseport(addr)?;
-    let actual = first.local_addr()?;
-    let mut v = vec![first];
-    for _ in 1..workers.max(1) {
-        v.push(bind_reuseport(actual)?);
-    }
-    Ok(v)
-}
-
-/// Queries waiting for upstream answers, for a graceful stop.
-#[derive(Default)]
-pub struct InFlight(AtomicUsize);
-
-impl InFlight {
-    pub fn count(&self) -> usize {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
 /// Run one worker on the calling thread until `stop` is set. Queries received before the stop
-/// are answered; forwarded ones finish on the runtime (counted in `inflight`).
+/// are answered; forwarded ones finish on the runtime. The worker holds `drain` until its
+/// socket's queue is answered, and each forwarded query a clone of it until its reply is sent,
+/// so the shutdown's drain waits for both.
 pub fn worker(
     sock: std::net::UdpSocket,
     shared: SharedEngine,
     stop: Arc<AtomicBool>,
-    inflight: Arc<InFlight>,
+    drain: DrainGuard,
     rt: tokio::runtime::Handle,
 ) {
     if let Err(e) = sock
@@ -123,6 +89,11 @@ pub fn worker(
         let mut replies = 0;
         for i in 0..n {
             let (msg, src, out) = batch.slot(i);
+            if src.port() == 0 {
+                // A reply to port 0 cannot arrive; such a source is spoofed (reflection).
+                engine.metrics().dropped(DropReason::Malformed);
+                continue;
+            }
             match engine.answer_local(msg, Proto::Udp, out) {
                 Local::Reply(f) => {
                     engine.observe(&f, msg.len(), out, Proto::Udp, src, start);
@@ -131,19 +102,17 @@ pub fn worker(
                 }
                 Local::Drop => {}
                 Local::Forward(p) => {
-                    let msg = msg.to_vec();
                     let engine = arc_swap::Guard::into_inner(shared.load());
                     let sock = sock.clone();
-                    let inflight = inflight.clone();
-                    inflight.0.fetch_add(1, Ordering::AcqRel);
+                    let held = drain.clone();
                     rt.spawn(async move {
-                        let (reply, source) = engine.forward(&msg, &p, Proto::Udp).await;
-                        if let Err(e) = sock.send_to(&reply, src) {
+                        let r = engine.forward(&p, Proto::Udp).await;
+                        if let Err(e) = sock.send_to(&r.reply, src) {
                             tracing::debug!(error = %e, "udp send");
                         }
-                        let f = forwarded_facts(&p.query, source, &reply);
-                        engine.observe(&f, msg.len(), &reply, Proto::Udp, src, start);
-                        inflight.0.fetch_sub(1, Ordering::AcqRel);
+                        let f = forwarded_facts(&p.query, &r);
+                        engine.observe(&f, p.query.size, &r.reply, Proto::Udp, src, start);
+                        drop(held);
                     });
                 }
             }

@@ -11,8 +11,9 @@
 //! either. (YAML's own limits on the size of a document are lifted for this: a dump's
 //! single `List` document has millions of nodes. Its limits on nesting and on aliases stay.)
 //!
-//! The file is polled for changes (size, modification time, inode): an editor's rename-into-place
-//! and a ConfigMap's symlink swap both count. A new version is read twice: once to check that it
+//! The file is polled for changes through [`crate::filewatch`], the watcher of the config and
+//! hosts files too (device, inode, size, modification time, through symlinks): an editor's
+//! rename-into-place and a ConfigMap's symlink swap both count. A new version is read twice: once to check that it
 //! parses to its end, then again to apply it. A version that does not parse leaves the previous
 //! snapshot serving (nothing of it is applied), and the error is logged with its line and column.
 //! Single objects that cannot become DNS records (an unparsable IP, a missing name) are skipped
@@ -21,6 +22,7 @@
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -36,6 +38,8 @@ use super::trimmed::{
 use crate::cluster::objects::Kind;
 use crate::cluster::{ClusterEvent, Object};
 use crate::error::{ObjectError, SourceError};
+use crate::filewatch::{Change, FileWatch};
+use crate::ops::metrics::Metrics;
 
 /// The sample cluster compiled into the binary: what `serve` answers with no source at all.
 pub const EMBEDDED_SAMPLE: &str = include_str!("../../config/cluster.yaml");
@@ -578,19 +582,16 @@ fn load(
     send_objects(&file, path, tx)
 }
 
-/// Identity of a file's current version: changes when it is rewritten or replaced.
-fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some((m.len(), m.modified().ok()?, m.ino()))
-}
-
-/// Emit the file's objects, then watch it and emit them again whenever it changes.
+/// Emit the file's objects, then watch it (through [`FileWatch`], the one file watcher: size,
+/// modification time, inode, through symlinks) every `poll` and emit them again whenever it
+/// changes. A version that cannot be read, and a file that disappears, are counted in `metrics`
+/// (`coredns_reload_failed_total`) and leave the last snapshot serving.
 pub async fn run(
     path: Option<PathBuf>,
     tx: mpsc::Sender<ClusterEvent>,
     mut shutdown: watch::Receiver<bool>,
     poll: Duration,
+    metrics: Arc<Metrics>,
 ) {
     let Some(path) = path else {
         // The embedded sample: read once, never changes.
@@ -607,37 +608,48 @@ pub async fn run(
         }
         return;
     };
-    // `None`: not looked at yet (a file missing from the start is an error to log, too).
-    let mut last = None;
+    let mut file = FileWatch::new(&path);
     // Until a version has loaded, there is nothing to protect: read each once, no check first.
     let mut loaded_once = false;
     loop {
-        let now = Some(stamp(&path));
-        if now != last {
-            last = now;
-            let t0 = Instant::now();
-            let (p, txc) = (path.clone(), tx.clone());
-            let verify = loaded_once;
-            let read = tokio::task::spawn_blocking(move || load(&p, &txc, verify)).await;
-            match read {
-                Ok(Ok(counts)) => {
-                    loaded_once = true;
-                    tracing::info!(
-                        file = %path.display(),
-                        objects = counts.objects,
-                        skipped = counts.skipped,
-                        ms = t0.elapsed().as_secs_f64() * 1e3,
-                        "loaded cluster objects"
-                    );
-                }
-                Ok(Err(e)) => {
-                    if tx.is_closed() {
-                        return;
+        match file.check() {
+            None => {}
+            Some(Change::Removed) => {
+                // A file missing from the start is reported here too (the first look).
+                metrics.reload_failed();
+                tracing::error!(file = %path.display(), "cluster objects file is missing; still serving the previous snapshot");
+            }
+            Some(Change::Updated) => {
+                let t0 = Instant::now();
+                let (p, txc) = (path.clone(), tx.clone());
+                let verify = loaded_once;
+                let read = tokio::task::spawn_blocking(move || load(&p, &txc, verify)).await;
+                match read {
+                    Ok(Ok(counts)) => {
+                        loaded_once = true;
+                        tracing::info!(
+                            file = %path.display(),
+                            objects = counts.objects,
+                            skipped = counts.skipped,
+                            ms = t0.elapsed().as_secs_f64() * 1e3,
+                            "loaded cluster objects"
+                        );
                     }
-                    crate::ops::metrics::global().reload_failed();
-                    tracing::error!(error = %e, "cluster objects file is invalid; still serving the previous snapshot");
+                    Ok(Err(e)) => {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        metrics.reload_failed();
+                        // A version that did not parse is not read again until it changes; one
+                        // that could not be opened (replaced between the look and the open,
+                        // unreadable) is retried at the next poll.
+                        if matches!(e, SourceError::Io { .. }) {
+                            file.retry();
+                        }
+                        tracing::error!(error = %e, "cluster objects file is invalid; still serving the previous snapshot");
+                    }
+                    Err(e) => tracing::error!(error = %e, "reading the cluster objects file"),
                 }
-                Err(e) => tracing::error!(error = %e, "reading the cluster objects file"),
             }
         }
         tokio::select! {

@@ -58,13 +58,15 @@
 //!   matching the label selector long after its creation is not a creation).
 //! - Pod, Namespace, and every listed object: none.
 //!
-//! Metrics: `watch_restart(kind)` for every `WatchRestart`; `relist(kind)` for every complete
+//! Metrics (a handle passed in): `watch_restart(kind)` for every `WatchRestart` (counted by the
+//! zone builder as it receives it); `relist(kind)` for every complete
 //! list after the first one of the kind (the initial sync is not a relist); the kind's
 //! [`WatchFreshness`] on every list page, watch event and bookmark.
 
 use std::collections::HashSet;
 use std::fmt::Debug;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -84,7 +86,7 @@ use super::trimmed::{
 };
 use crate::cluster::{ClusterEvent, Kind, ObjectKey};
 use crate::error::{ObjectError, SourceError};
-use crate::ops::metrics::WatchFreshness;
+use crate::ops::metrics::{Metrics, WatchFreshness};
 
 /// How the API source connects and what it watches.
 #[derive(Debug, Clone, Default)]
@@ -124,11 +126,13 @@ pub const IDLE_MARGIN: Duration = Duration::from_secs(5);
 /// [`ClusterEvent::Listed`] each, [`ClusterEvent::ListEnd`]), [`ClusterEvent::Apply`] /
 /// [`ClusterEvent::Delete`] for watch events, and [`ClusterEvent::WatchRestart`] for every
 /// error. Returns an error only if no client can be built (no usable kubeconfig or in-cluster
-/// config); once running, API errors are retried forever.
+/// config); once running, API errors are retried forever. Relists and the kinds' freshness are
+/// counted in `metrics` (watch restarts by the zone builder, from `WatchRestart`).
 pub async fn run(
     opts: KubeSourceOptions,
     tx: Sender<ClusterEvent>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) -> Result<(), SourceError> {
     let client = client(&opts).await?;
     tracing::info!(
@@ -145,6 +149,7 @@ pub async fn run(
             Kind::Namespace,
             convert_namespace,
             tx.clone(),
+            &metrics,
         )
         .run(),
     );
@@ -153,6 +158,7 @@ pub async fn run(
         Kind::Service,
         convert_service,
         tx.clone(),
+        &metrics,
     );
     services.labels = opts
         .service_label_selector
@@ -168,6 +174,7 @@ pub async fn run(
                 Kind::EndpointSlice,
                 convert_slice,
                 tx.clone(),
+                &metrics,
             )
             .run(),
         );
@@ -178,6 +185,7 @@ pub async fn run(
             Kind::Pod,
             convert_pod,
             tx.clone(),
+            &metrics,
         );
         pods.fields = Some(POD_FIELD_SELECTOR.to_string());
         tasks.spawn(pods.run());
@@ -295,6 +303,7 @@ struct KindLoop<K> {
     fields: Option<String>,
     /// The API serves only metadata (`PartialObjectMeta`): lists ask for metadata lists.
     metadata_only: bool,
+    metrics: Arc<Metrics>,
     freshness: WatchFreshness,
     /// Services only: the services seen, to tell a creation from an update (for `changed_at`).
     known: Option<Known>,
@@ -310,7 +319,13 @@ impl<K> KindLoop<K>
 where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
-    fn new(api: Api<K>, kind: Kind, convert: fn(K) -> Converted, tx: Sender<ClusterEvent>) -> Self {
+    fn new(
+        api: Api<K>,
+        kind: Kind,
+        convert: fn(K) -> Converted,
+        tx: Sender<ClusterEvent>,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
         KindLoop {
             api,
             kind,
@@ -319,7 +334,8 @@ where
             labels: None,
             fields: None,
             metadata_only: K::metadata_api(),
-            freshness: crate::ops::metrics::global().watch_freshness(kind.as_str()),
+            metrics: metrics.clone(),
+            freshness: metrics.watch_freshness(kind.as_str()),
             known: (kind == Kind::Service).then(Known::default),
             retry: Retry::default(),
             lists: 0,
@@ -369,7 +385,7 @@ where
         self.tx.send(ev).await.map_err(|_| Closed)
     }
 
-    /// A watch or list failed: counted, and told (for tests' event logs).
+    /// A watch or list failed: told to the zone builder, which counts it.
     async fn restart(
         &self,
         gone: bool,
@@ -383,7 +399,6 @@ where
         } else {
             tracing::warn!(kind, error = %error, "{what} failed; retrying");
         }
-        crate::ops::metrics::global().watch_restart(kind);
         self.send(ClusterEvent::WatchRestart { kind: self.kind })
             .await
     }
@@ -445,7 +460,7 @@ where
         }
         self.lists += 1;
         if self.lists > 1 {
-            crate::ops::metrics::global().relist(kind);
+            self.metrics.relist(kind);
         }
         self.retry.reset();
         tracing::info!(

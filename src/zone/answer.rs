@@ -21,7 +21,7 @@
 //! non-terminals such as `svc.<zone>` and `<ns>.svc.<zone>` (RFC 2308 §2.1, §2.2; RFC 8020).
 
 use std::cell::Cell;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use crate::config::PodsMode;
 use crate::wire::{ADDITIONAL, ANSWER, AUTHORITY, Query, Writer, rcode, rtype};
@@ -107,7 +107,12 @@ fn label_is(l: &[u8], s: &str) -> bool {
 /// Answer `q` from `snap`, writing records into `w` (its header and question are written).
 /// `can_fall_through`: names of fallthrough zones that are not found may go elsewhere (there is
 /// a resolver); otherwise they get NXDOMAIN here.
-pub fn answer(snap: &Snapshot, q: &Query, w: &mut Writer<'_>, can_fall_through: bool) -> Outcome {
+pub fn answer(
+    snap: &Snapshot,
+    q: &Query<'_>,
+    w: &mut Writer<'_>,
+    can_fall_through: bool,
+) -> Outcome {
     let qname = q.qname_lower();
     if let Some(rel) = relative(qname, &snap.zone) {
         w.set_zone_suffix(snap.zone.len());
@@ -179,7 +184,7 @@ enum Res {
 
 fn finish(
     snap: &Snapshot,
-    q: &Query,
+    q: &Query<'_>,
     w: &mut Writer<'_>,
     res: Res,
     zone: &[u8],
@@ -262,7 +267,7 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
         }
         [s] if label_is(s, "svc") || label_is(s, "pod") => Res::NoData,
         [ns, s] if label_is(s, "svc") => {
-            if snap.namespaces.contains_key(*ns) {
+            if snap.namespaces.contains_key(ns) {
                 Res::NoData
             } else {
                 Res::NxDomain
@@ -270,7 +275,7 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
         }
         [ns, p] if label_is(p, "pod") => match snap.pods_mode {
             PodsMode::Disabled => Res::NxDomain,
-            _ if snap.namespaces.contains_key(*ns) => Res::NoData,
+            _ if snap.namespaces.contains_key(ns) => Res::NoData,
             _ => Res::NxDomain,
         },
         [ip, ns, p] if label_is(p, "pod") => pod(snap, qt, ip, ns, w),
@@ -376,13 +381,23 @@ fn apex(snap: &Snapshot, qt: u16, w: &mut Writer<'_>) -> Res {
             w.section(ADDITIONAL);
             for ip in snap.ns_addrs.iter() {
                 w.record(|w| {
-                    w.ptr(target);
+                    w.name_at(target);
                     addr_record(w, snap.ttl, *ip);
                 });
             }
         }
     }
     if any { Res::Answer } else { Res::NoData }
+}
+
+/// An SRV record's type, TTL, priority 0, `weight` and `port`, after its owner; the target
+/// follows. Returns where the RDATA starts (for `end_rdata`).
+fn srv_head(w: &mut Writer<'_>, ttl: u32, weight: u16, port: u16) -> usize {
+    let at = w.rr_head(rtype::SRV, ttl);
+    w.bytes(&[0, 0]);
+    w.bytes(&weight.to_be_bytes());
+    w.bytes(&port.to_be_bytes());
+    at
 }
 
 fn addr_record(w: &mut Writer<'_>, ttl: u32, ip: IpAddr) {
@@ -404,45 +419,27 @@ fn write_addrs(
     let want6 = wants(qt, rtype::AAAA);
     let mut any = false;
     if want4 {
-        let v4 = ips
-            .clone()
-            .filter_map(|i| if let IpAddr::V4(a) = i { Some(a) } else { None });
-        any |= write_rotated_v4(snap, w, v4);
+        any |= write_rotated(snap, w, ips.clone().filter(IpAddr::is_ipv4));
     }
     if want6 {
-        let v6 = ips.filter_map(|i| if let IpAddr::V6(a) = i { Some(a) } else { None });
-        any |= write_rotated_v6(snap, w, v6);
+        any |= write_rotated(snap, w, ips.filter(IpAddr::is_ipv6));
     }
     any
 }
 
-fn write_rotated_v4(
+/// Records for `ips` (all of one family) owned by the question name, starting at the rotation
+/// point when `loadbalance` is on. Returns whether there were any.
+fn write_rotated(
     snap: &Snapshot,
     w: &mut Writer<'_>,
-    ips: impl Iterator<Item = Ipv4Addr> + Clone,
+    ips: impl Iterator<Item = IpAddr> + Clone,
 ) -> bool {
     let n = ips.clone().count();
     let start = rotation(n, snap.loadbalance);
     for ip in ips.clone().skip(start).chain(ips.take(start)) {
         w.record(|w| {
             w.owner_qname();
-            w.a(snap.ttl, ip);
-        });
-    }
-    n > 0
-}
-
-fn write_rotated_v6(
-    snap: &Snapshot,
-    w: &mut Writer<'_>,
-    ips: impl Iterator<Item = Ipv6Addr> + Clone,
-) -> bool {
-    let n = ips.clone().count();
-    let start = rotation(n, snap.loadbalance);
-    for ip in ips.clone().skip(start).chain(ips.take(start)) {
-        w.record(|w| {
-            w.owner_qname();
-            w.aaaa(snap.ttl, ip);
+            addr_record(w, snap.ttl, ip);
         });
     }
     n > 0
@@ -537,10 +534,7 @@ fn srv(
                 }
                 w.record(|w| {
                     w.owner_qname();
-                    let at = w.rr_head(rtype::SRV, ttl);
-                    w.bytes(&[0, 0]);
-                    w.bytes(&weight.to_be_bytes());
-                    w.bytes(&p.port.to_be_bytes());
+                    let at = srv_head(w, ttl, weight, p.port);
                     // RFC 2782: the target is never compressed (Go's resolver rejects it).
                     if svc_at.is_none() {
                         svc_at = Some(w.pos());
@@ -553,7 +547,7 @@ fn srv(
                 w.section(ADDITIONAL);
                 for ip in ips.iter() {
                     w.record(|w| {
-                        w.ptr(o);
+                        w.name_at(o);
                         addr_record(w, ttl, ip);
                     });
                 }
@@ -569,10 +563,21 @@ fn srv(
                 return;
             }
             let weight = (100 / pairs).max(1) as u16;
-            // Offsets of the targets written, with an endpoint of that name, for the additional
-            // section.
-            let mut targets: Vec<(usize, usize)> = Vec::new();
-            // endpoints are sorted by name: equal (name, port) pairs are adjacent per port
+            // Endpoints are sorted by name, so the endpoints of one name are adjacent: each is
+            // known by the first of its run. Linear in the endpoints: a service of thousands
+            // must not make one query cost millions of comparisons.
+            let mut first = vec![0u32; n];
+            for i in 1..n {
+                first[i] = if eps.same_name(i, i - 1) {
+                    first[i - 1]
+                } else {
+                    i as u32
+                };
+            }
+            // Where each name's target was written (0: not yet), and the names in order, for
+            // the additional section.
+            let mut target_at = vec![0u32; n];
+            let mut targets: Vec<usize> = Vec::new();
             let mut seen_ports: Vec<(u16, crate::cluster::objects::Protocol)> = Vec::new();
             for i in 0..n {
                 for p in eps.port_set(i).iter().filter(|p| matches(p)) {
@@ -581,28 +586,25 @@ fn srv(
                     }
                 }
             }
-            for (port, proto) in seen_ports {
+            'ports: for (port, proto) in seen_ports {
                 let mut prev: Option<usize> = None;
                 for i in 0..n {
+                    if w.truncated() {
+                        break 'ports;
+                    }
                     let has = eps
                         .port_set(i)
                         .iter()
                         .any(|p| p.port == port && p.protocol == proto && matches(p));
-                    if !has || prev.is_some_and(|j| eps.same_name(i, j)) {
+                    // One record per (name, port): equal names are adjacent.
+                    if !has || prev.is_some_and(|j| first[j] == first[i]) {
                         continue;
                     }
                     prev = Some(i);
-                    let known = targets
-                        .iter()
-                        .find(|(_, t)| eps.same_name(*t, i))
-                        .map(|(o, _)| *o);
                     let mut at_target = 0;
                     let kept = w.record(|w| {
                         w.owner_qname();
-                        let at = w.rr_head(rtype::SRV, ttl);
-                        w.bytes(&[0, 0]);
-                        w.bytes(&weight.to_be_bytes());
-                        w.bytes(&port.to_be_bytes());
+                        let at = srv_head(w, ttl, weight, port);
                         // RFC 2782: the target is written in full, never compressed;
                         // the additional section's owners may point at it.
                         at_target = w.pos();
@@ -610,18 +612,23 @@ fn srv(
                         w.name_in_zone_uncompressed(&r.labels);
                         w.end_rdata(at);
                     });
-                    if kept && known.is_none() {
-                        targets.push((at_target, i));
+                    let g = first[i] as usize;
+                    if kept && target_at[g] == 0 {
+                        target_at[g] = at_target as u32;
+                        targets.push(g);
                     }
                 }
             }
             w.section(ADDITIONAL);
-            for (at, t) in &targets {
-                for j in (0..n).filter(|&j| eps.same_name(j, *t)) {
-                    w.record(|w| {
-                        w.ptr(*at);
+            'additional: for g in targets {
+                for j in (g..n).take_while(|&j| first[j] as usize == g) {
+                    if !w.record(|w| {
+                        w.name_at(target_at[g] as usize);
                         addr_record(w, ttl, eps.ip(j));
-                    });
+                    }) {
+                        // Full: nothing later fits either (records are written whole or not).
+                        break 'additional;
+                    }
                 }
             }
         }
@@ -634,10 +641,7 @@ fn srv(
             for p in ports.iter().filter(|p| matches(p)) {
                 w.record(|w| {
                     w.owner_qname();
-                    let at = w.rr_head(rtype::SRV, ttl);
-                    w.bytes(&[0, 0]);
-                    w.bytes(&weight.to_be_bytes());
-                    w.bytes(&p.port.to_be_bytes());
+                    let at = srv_head(w, ttl, weight, p.port);
                     w.bytes(target);
                     w.end_rdata(at);
                 });
@@ -665,58 +669,12 @@ fn pod(snap: &Snapshot, qt: u16, ip_label: &[u8], ns: &[u8], w: &mut Writer<'_>)
     }
 }
 
-/// Parse a reverse name into an address: 4 decimal labels under `in-addr.arpa`, or 32 hex
-/// nibbles under `ip6.arpa` (RFC 1035 §3.5, RFC 3596 §2.5).
-pub fn reverse_ip(qname: &[u8]) -> Option<IpAddr> {
-    // The labels (as `crate::wire::labels` reads them), at most 34 of them.
-    let mut at = [(0u8, 0u8); 34];
-    let mut n = 0;
-    let mut p = 0;
-    while p < qname.len() {
-        let len = qname[p] as usize;
-        if len == 0 || p + 1 + len > qname.len() {
-            break;
-        }
-        if n == at.len() {
-            return None;
-        }
-        at[n] = ((p + 1) as u8, len as u8);
-        n += 1;
-        p += 1 + len;
-    }
-    let label = |i: usize| &qname[at[i].0 as usize..at[i].0 as usize + at[i].1 as usize];
-    if n == 6 && label(4) == b"in-addr" && label(5) == b"arpa" {
-        let mut o = [0u8; 4];
-        for i in 0..4 {
-            let s = std::str::from_utf8(label(3 - i)).ok()?;
-            if s.is_empty() || s.len() > 3 || (s.len() > 1 && s.starts_with('0')) {
-                return None;
-            }
-            o[i] = s.parse().ok()?;
-        }
-        return Some(IpAddr::V4(Ipv4Addr::from(o)));
-    }
-    if n == 34 && label(32) == b"ip6" && label(33) == b"arpa" {
-        let mut o = [0u8; 16];
-        for i in 0..32 {
-            let l = label(31 - i);
-            if l.len() != 1 {
-                return None;
-            }
-            let v = (l[0] as char).to_digit(16)? as u8;
-            o[i / 2] |= if i % 2 == 0 { v << 4 } else { v };
-        }
-        return Some(IpAddr::V6(Ipv6Addr::from(o)));
-    }
-    None
-}
-
-fn reverse(snap: &Snapshot, q: &Query, w: &mut Writer<'_>) -> Res {
+fn reverse(snap: &Snapshot, q: &Query<'_>, w: &mut Writer<'_>) -> Res {
     let qname = q.qname_lower();
     if snap.reverse_zones.iter().any(|z| &**z == qname) {
         return apex(snap, q.qtype, w);
     }
-    let Some(ip) = reverse_ip(qname) else {
+    let Some(ip) = crate::wire::reverse_ip(qname) else {
         return Res::NxDomain;
     };
     // The services holding the address, by name (almost always one; a few at most).

@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use super::build::ZoneBuilder;
 use super::snapshot::Snapshot;
 use crate::cluster::{ClusterEvent, Kind};
+use crate::ops::metrics::Metrics;
 
 /// How many events the source may queue ahead of the builder. A list streams its objects
 /// through this queue: a bound keeps a fast source from piling up a copy of the cluster in it.
@@ -24,13 +25,14 @@ const ROUND: Duration = Duration::from_millis(2);
 const LARGE_LIST: usize = 10_000;
 
 /// Run until the channel closes. `on_synced` is called once, when every required kind has
-/// been listed.
+/// been listed. Snapshots, programming delays and watch restarts are counted in `metrics`.
 pub async fn run(
     mut builder: ZoneBuilder,
     mut rx: mpsc::Receiver<ClusterEvent>,
     swap: Arc<ArcSwap<Snapshot>>,
     on_synced: Box<dyn Fn() + Send>,
     mut settings: tokio::sync::watch::Receiver<crate::config::ClusterConfig>,
+    metrics: Arc<Metrics>,
 ) {
     let mut announced = false;
     let mut settings_alive = true;
@@ -38,7 +40,7 @@ pub async fn run(
     loop {
         tokio::select! {
             ev = rx.recv() => match ev {
-                Some(ev) => lists.apply(&mut builder, ev),
+                Some(ev) => lists.apply(&mut builder, ev, &metrics),
                 None => return,
             },
             changed = settings.changed(), if settings_alive => {
@@ -58,7 +60,7 @@ pub async fn run(
         let round = Instant::now() + ROUND;
         while !lists.ended_this_round {
             let Ok(ev) = rx.try_recv() else { break };
-            lists.apply(&mut builder, ev);
+            lists.apply(&mut builder, ev, &metrics);
             if Instant::now() >= round {
                 break;
             }
@@ -70,7 +72,7 @@ pub async fn run(
         let (snap, programmed) = builder.publish();
         let counts = snap.counts();
         swap.store(snap);
-        let m = crate::ops::metrics::global();
+        let m = &metrics;
         m.snapshot_published(
             counts.services,
             counts.endpoints,
@@ -114,8 +116,9 @@ struct Lists {
 }
 
 impl Lists {
-    fn apply(&mut self, b: &mut ZoneBuilder, ev: ClusterEvent) {
+    fn apply(&mut self, b: &mut ZoneBuilder, ev: ClusterEvent, metrics: &Metrics) {
         match &ev {
+            ClusterEvent::WatchRestart { kind } => metrics.watch_restart(kind.as_str()),
             ClusterEvent::ListBegin { kind } => {
                 self.open.insert(*kind, (Instant::now(), 0));
             }
@@ -148,18 +151,7 @@ impl Lists {
         if std::mem::take(&mut self.large_ended) {
             // A large list decoded many objects and freed them again: hand the freed pages
             // back, so resident memory reflects what is held, not the peak.
-            release_free_memory();
+            crate::memory::release_free_memory();
         }
     }
 }
-
-#[cfg(target_env = "gnu")]
-fn release_free_memory() {
-    // SAFETY: malloc_trim only walks glibc's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(target_env = "gnu"))]
-fn release_free_memory() {}

@@ -2,10 +2,7 @@
 //! `job="kube-dns"` while clients query the cluster zone and names forwarded to a loopback
 //! upstream that answers SERVFAIL; the alert expressions evaluate as they would in a cluster.
 
-use std::time::Duration;
-
-use crate::forward::fake_upstream::{Action, Fake, servfail};
-use crate::prom::Prometheus;
+use crate::support::upstream::{Action, Fake, servfail};
 use crate::support::*;
 
 #[test]
@@ -16,14 +13,11 @@ fn mixin_alerts_fire_on_real_traffic() {
         .build()
         .unwrap();
     let fake = rt.block_on(Fake::start(|q, _| Action::Reply(servfail(q))));
-    let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("cluster.yaml");
-    std::fs::copy(repo().join("config/cluster.yaml"), &objects).unwrap();
     let extra = format!(
         "forward:\n  upstreams: [\"{}\"]\n  timeout: 300ms\ncache:\n  enabled: false\n",
         fake.addr
     );
-    let s = Server::start(&base_config(&objects, &extra), &[]);
+    let s = Server::sample(&extra);
     let prom = Prometheus::start(&[s.listen("metrics").unwrap()]);
     let one = |expr: &str| -> Vec<f64> { prom.query(expr).into_iter().map(|(_, v)| v).collect() };
     let errors_high = r#"sum without (pod, instance, server, zone, view, rcode, plugin) (rate(coredns_dns_responses_total{job="kube-dns",rcode="SERVFAIL"}[5m])) / sum without (pod, instance, server, zone, view, rcode, plugin) (rate(coredns_dns_responses_total{job="kube-dns"}[5m]))"#;
@@ -35,9 +29,8 @@ fn mixin_alerts_fire_on_real_traffic() {
             s.ask_raw(&query("kubernetes.default.svc.cluster.local", 1, i, None));
             s.ask_raw(&query(&format!("n{i}.broken.test"), 1, 100 + i, None));
         }
-        std::thread::sleep(Duration::from_millis(1100));
-        let scrapes = one(r#"count_over_time(up{job="kube-dns"}[5m])"#);
-        if round >= 4 && scrapes.first().is_some_and(|n| *n >= 5.0) {
+        prom.next_scrape();
+        if round >= 4 && prom.scrapes() >= 5.0 {
             ratio = one(errors_high);
             if ratio.first().is_some_and(|v| !v.is_nan()) {
                 break;

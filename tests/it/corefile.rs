@@ -3,28 +3,16 @@
 //! that parse and validate, and Corefiles with plugins clusterdns cannot carry over fail with the
 //! directive, its server block, its line and the reason.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use clusterdns::config::{Config, ForwardPolicy, PodsMode};
 use clusterdns::corefile::{self, Conversion, CorefileError, Options};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/corefiles")
-}
+use crate::support::{self, convert_fixture, corefile_fixtures as fixtures, fixture_text as read};
 
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(fixtures().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-/// Convert a fixture with imports resolved against its own folder, as the CLI does.
-#[allow(clippy::result_large_err)]
-fn convert_fixture(rel: &str) -> Result<Conversion, CorefileError> {
-    let path = fixtures().join(rel);
-    corefile::convert(&read(rel), path.parent().unwrap())
-}
-
-/// The YAML the converter wrote parses back to the same config, and validates.
+/// The YAML the converter wrote parses back to the same config, and validates. The notes are
+/// not in it: the CLI prints them on stderr (`cli_prints_the_config_and_every_note`).
 fn assert_round_trip(c: &Conversion) {
     let parsed = Config::from_yaml(&c.config_yaml, Path::new("converted.yaml"))
         .unwrap_or_else(|e| panic!("{e}\n{}", c.config_yaml));
@@ -34,8 +22,9 @@ fn assert_round_trip(c: &Conversion) {
     assert_eq!(parsed, c.config);
     for n in &c.notes {
         assert!(
-            c.config_yaml.contains(&format!("# - {n}")),
-            "note not in the YAML header: {n}"
+            !c.config_yaml.contains(n.as_str()),
+            "a note in the YAML: {n}\n{}",
+            c.config_yaml
         );
     }
 }
@@ -51,7 +40,11 @@ fn kubeadm_default_corefile_converts() {
     let c = convert_fixture("kubeadm/Corefile").unwrap();
     assert_round_trip(&c);
     let cfg = &c.config;
-    assert_eq!(cfg.listen, vec!["0.0.0.0:53".parse().unwrap()]);
+    // `.:53` is every address of both families: `:53`.
+    assert_eq!(
+        cfg.listen,
+        vec!["0.0.0.0:53".parse().unwrap(), "[::]:53".parse().unwrap()]
+    );
     assert!(cfg.cluster.enabled);
     assert_eq!(cfg.cluster.zone, "cluster.local");
     assert_eq!(cfg.cluster.reverse_zones, ["in-addr.arpa", "ip6.arpa"]);
@@ -93,7 +86,6 @@ fn kubeadm_default_corefile_converts() {
     // `disable success|denial cluster.local` is what clusterdns does anyway: no note.
     assert!(!has_note(&c, &["cache disable"]), "{:#?}", c.notes);
     assert!(has_note(&c, &["Corefile:21", "reload"]), "{:#?}", c.notes);
-    assert!(has_note(&c, &["[::]:53"]), "{:#?}", c.notes);
 }
 
 #[test]
@@ -485,6 +477,17 @@ fn bad_arguments_are_invalid_not_unsupported() {
             "prometheus",
             None,
         ),
+        // Used to panic in the duration parser: now a precise error.
+        (
+            ".:53 {\n health :8080 {\n  lameduck 99999999999999999999h\n }\n}\n",
+            "health",
+            Some("lameduck"),
+        ),
+        (
+            ".:53 {\n cache {\n  serve_stale -5s\n }\n}\n",
+            "cache",
+            Some("serve_stale"),
+        ),
     ] {
         let e = corefile::convert(text, Path::new("/nonexistent")).expect_err(text);
         assert!(matches!(e, CorefileError::Invalid { .. }), "{text}: {e:?}");
@@ -492,6 +495,109 @@ fn bad_arguments_are_invalid_not_unsupported() {
             (e.directive(), e.option()),
             (Some(directive), option),
             "{text}: {e}"
+        );
+    }
+}
+
+/// `clusterdns convert-corefile` as an operator runs it: the config on stdout (what the library
+/// converts, byte for byte), every note on stderr, the generated files written with
+/// `--files-dir` (or printed on stderr without it), and a refusal with its position.
+#[test]
+fn cli_prints_the_config_and_every_note() {
+    let corefile = fixtures().join("aks-custom/Corefile");
+    let c = convert_fixture("aks-custom/Corefile").unwrap();
+    assert!(!c.notes.is_empty() && !c.files.is_empty());
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let out = std::process::Command::new(support::bin())
+            .arg("convert-corefile")
+            .arg(&corefile)
+            .args(extra)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8(out.stdout).unwrap();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        (out.status, stdout, stderr)
+    };
+
+    let files = tempfile::tempdir().unwrap();
+    let (status, stdout, stderr) = run(&["--files-dir".as_ref(), files.path().as_os_str()]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, c.config_yaml);
+    let printed = Config::from_yaml(&stdout, Path::new("stdout")).unwrap();
+    assert_eq!(printed, c.config);
+    for n in &c.notes {
+        assert!(
+            stderr.lines().any(|l| l == format!("note: {n}")),
+            "note not on stderr: {n}\n{stderr}"
+        );
+    }
+    for (key, content) in &c.files {
+        let written = std::fs::read_to_string(files.path().join(key)).unwrap();
+        assert_eq!(&written, content, "{key}");
+    }
+
+    // Without --files-dir the file's content is on stderr, for the operator to copy.
+    let (status, stdout, stderr) = run(&[]);
+    assert!(status.success(), "{stderr}");
+    assert_eq!(stdout, c.config_yaml);
+    for content in c.files.values() {
+        assert!(stderr.contains(content.as_str()), "{stderr}");
+    }
+
+    // A Corefile that cannot be carried over: nothing on stdout, the reason with its place on
+    // stderr, exit code 2.
+    let out = std::process::Command::new(support::bin())
+        .arg("convert-corefile")
+        .arg(fixtures().join("unsupported/rewrite.Corefile"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(
+        stderr.contains("rewrite.Corefile:7: `rewrite` in server block"),
+        "{stderr}"
+    );
+}
+
+/// Every converted fixture is the smallest config that says it: no key holds clusterdns's
+/// default except the ones always shown (what is on, and where it listens).
+#[test]
+fn converted_configs_write_only_what_differs_from_the_defaults() {
+    for rel in [
+        "kubeadm/Corefile",
+        "aks/Corefile",
+        "aks-custom/Corefile",
+        "nodelocal/Corefile",
+    ] {
+        let c = convert_fixture(rel).unwrap();
+        // A key holding its default is dropped: the config reads back the same without it.
+        for line in c.config_yaml.lines() {
+            let Some((key, value)) = line.trim_start().split_once(": ") else {
+                continue;
+            };
+            let shown = ["enabled", "listen", "zone"];
+            if shown.contains(&key) || line.starts_with('#') {
+                continue;
+            }
+            let without: String = c
+                .config_yaml
+                .lines()
+                .filter(|l| *l != line)
+                .map(|l| format!("{l}\n"))
+                .collect();
+            if let Ok(cfg) = Config::from_yaml(&without, Path::new("without")) {
+                assert_ne!(
+                    cfg, c.config,
+                    "{rel}: `{key}: {value}` is the default, yet written:\n{}",
+                    c.config_yaml
+                );
+            }
+        }
+        assert!(
+            !c.config_yaml.contains("udp_fast_path") && !c.config_yaml.contains("legacy_metrics"),
+            "{rel}: {}",
+            c.config_yaml
         );
     }
 }

@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::apiserver::*;
+use crate::support::kube_client;
 
 /// A running `source::kube::run` and everything it emitted. A list streamed as `ListBegin`,
 /// `Listed`..., `ListEnd` is checked for order and recorded as one `Relist` of its objects.
@@ -41,12 +42,35 @@ fn opts_all() -> KubeSourceOptions {
 }
 
 impl Source {
+    /// A source of `kinds` (pods and endpoint slices watched only when asked for), once it has
+    /// listed each of them and its watches are open.
+    async fn watching(api: &ApiServer, kinds: &[Kind]) -> Source {
+        let opts = KubeSourceOptions {
+            watch_pods: kinds.contains(&Kind::Pod),
+            watch_endpoints: kinds.contains(&Kind::EndpointSlice),
+            ..opts_all()
+        };
+        let mut src = Source::start(api, opts).await;
+        src.synced(kinds).await;
+        let res: Vec<Res> = kinds
+            .iter()
+            .map(|k| match k {
+                Kind::Namespace => Res::Namespaces,
+                Kind::Service => Res::Services,
+                Kind::EndpointSlice => Res::EndpointSlices,
+                Kind::Pod => Res::Pods,
+            })
+            .collect();
+        api.wait_watching(&res, Duration::from_secs(2)).await;
+        src
+    }
+
     async fn start(api: &ApiServer, mut opts: KubeSourceOptions) -> Source {
         let dir = tempfile::tempdir().unwrap();
         opts.kubeconfig = Some(api.write_kubeconfig(dir.path()));
         let (tx, rx) = mpsc::channel(64);
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(run(opts, tx, shutdown_rx));
+        let task = tokio::spawn(run(opts, tx, shutdown_rx, Default::default()));
         Source {
             rx,
             shutdown,
@@ -230,6 +254,25 @@ impl Source {
         }
     }
 
+    /// Waits (briefly: [`FAST`]) for the Apply of one object.
+    async fn applied(&mut self, kind: Kind, ns: &str, name: &str) -> ClusterEvent {
+        let what = format!("Apply of {kind:?} {ns}/{name}");
+        self.expect(&what, FAST, |e| is_apply_of(e, kind, ns, name))
+            .await
+    }
+
+    /// Waits (briefly: [`FAST`]) for the Delete of one object.
+    async fn deleted(&mut self, kind: Kind, ns: &str, name: &str) -> ClusterEvent {
+        let what = format!("Delete of {kind:?} {ns}/{name}");
+        self.expect(&what, FAST, |e| is_delete_of(e, kind, ns, name))
+            .await
+    }
+
+    /// How many events so far match `pred`.
+    fn count(&self, pred: impl Fn(&ClusterEvent) -> bool) -> usize {
+        self.seen.iter().filter(|e| pred(e)).count()
+    }
+
     fn names(&self, kind: Kind) -> BTreeSet<String> {
         self.model
             .keys()
@@ -302,6 +345,8 @@ const ALL: [Kind; 4] = [
     Kind::EndpointSlice,
     Kind::Pod,
 ];
+/// Everything but pods.
+const THREE: [Kind; 3] = [Kind::Namespace, Kind::Service, Kind::EndpointSlice];
 const FAST: Duration = Duration::from_millis(500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -445,24 +490,15 @@ async fn kube_initial_sync_emits_one_relist_per_kind() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_watch_events_apply_and_delete_every_kind() {
     let (api, _url) = ApiServer::start().await;
-    let mut src = Source::start(&api, opts_all()).await;
-    src.synced(&ALL).await;
-    api.wait_watching(&Res::ALL, Duration::from_secs(2)).await;
+    let mut src = Source::watching(&api, &ALL).await;
 
     // Namespace: metadata only, labels follow.
     let t = Instant::now();
     api.create(namespace("team-a"));
-    src.expect("namespace Apply", FAST, |e| {
-        is_apply_of(e, Kind::Namespace, "", "team-a")
-    })
-    .await;
+    src.applied(Kind::Namespace, "", "team-a").await;
     let latency = t.elapsed();
     api.update(namespace("team-a").label("env", "prod"));
-    let ev = src
-        .expect("namespace relabel", FAST, |e| {
-            is_apply_of(e, Kind::Namespace, "", "team-a")
-        })
-        .await;
+    let ev = src.applied(Kind::Namespace, "", "team-a").await;
     let ClusterEvent::Apply {
         object: Object::Namespace(ns),
         ..
@@ -479,11 +515,7 @@ async fn kube_watch_events_apply_and_delete_every_kind() {
             .cluster_ip("10.0.0.20")
             .port("http", 80, "TCP"),
     );
-    let ev = src
-        .expect("service Apply", FAST, |e| {
-            is_apply_of(e, Kind::Service, "team-a", "web")
-        })
-        .await;
+    let ev = src.applied(Kind::Service, "team-a", "web").await;
     let ClusterEvent::Apply { changed_at, .. } = ev else {
         panic!()
     };
@@ -498,11 +530,7 @@ async fn kube_watch_events_apply_and_delete_every_kind() {
             .port("http", 80, "TCP")
             .port("dns", 53, "UDP"),
     );
-    let ev = src
-        .expect("service update", FAST, |e| {
-            is_apply_of(e, Kind::Service, "team-a", "web")
-        })
-        .await;
+    let ev = src.applied(Kind::Service, "team-a", "web").await;
     let ClusterEvent::Apply {
         object: Object::Service(s),
         changed_at,
@@ -520,11 +548,7 @@ async fn kube_watch_events_apply_and_delete_every_kind() {
             .endpoint(ep(&["10.1.0.20"]))
             .trigger_time("2024-05-06T07:08:09.250Z"),
     );
-    let ev = src
-        .expect("slice Apply", FAST, |e| {
-            is_apply_of(e, Kind::EndpointSlice, "team-a", "web-1")
-        })
-        .await;
+    let ev = src.applied(Kind::EndpointSlice, "team-a", "web-1").await;
     let ClusterEvent::Apply {
         object: Object::Slice(sl),
         changed_at,
@@ -541,11 +565,7 @@ async fn kube_watch_events_apply_and_delete_every_kind() {
             .endpoint(ep(&["10.1.0.20"]))
             .endpoint(ep(&["10.1.0.21"])),
     );
-    let ev = src
-        .expect("slice update", FAST, |e| {
-            is_apply_of(e, Kind::EndpointSlice, "team-a", "web-1")
-        })
-        .await;
+    let ev = src.applied(Kind::EndpointSlice, "team-a", "web-1").await;
     let ClusterEvent::Apply {
         object: Object::Slice(sl),
         changed_at,
@@ -559,11 +579,7 @@ async fn kube_watch_events_apply_and_delete_every_kind() {
     // Pod: IPs; leaving the Running phases removes it (the API server sends DELETED through
     // the field selector).
     api.create(pod("team-a", "web-0").ip("10.1.0.20"));
-    let ev = src
-        .expect("pod Apply", FAST, |e| {
-            is_apply_of(e, Kind::Pod, "team-a", "web-0")
-        })
-        .await;
+    let ev = src.applied(Kind::Pod, "team-a", "web-0").await;
     let ClusterEvent::Apply {
         object: Object::Pod(p),
         ..
@@ -573,27 +589,15 @@ async fn kube_watch_events_apply_and_delete_every_kind() {
     };
     assert_eq!(p.ips, vec![ip("10.1.0.20")]);
     api.update(pod("team-a", "web-0").ip("10.1.0.20").phase("Succeeded"));
-    src.expect("pod Delete on Succeeded", FAST, |e| {
-        is_delete_of(e, Kind::Pod, "team-a", "web-0")
-    })
-    .await;
+    src.deleted(Kind::Pod, "team-a", "web-0").await;
 
     // Deletions.
     api.delete(slice("team-a", "web-1", "web"));
-    src.expect("slice Delete", FAST, |e| {
-        is_delete_of(e, Kind::EndpointSlice, "team-a", "web-1")
-    })
-    .await;
+    src.deleted(Kind::EndpointSlice, "team-a", "web-1").await;
     api.delete(svc("team-a", "web"));
-    src.expect("service Delete", FAST, |e| {
-        is_delete_of(e, Kind::Service, "team-a", "web")
-    })
-    .await;
+    src.deleted(Kind::Service, "team-a", "web").await;
     api.delete_named("Namespace", "", "team-a");
-    src.expect("namespace Delete", FAST, |e| {
-        is_delete_of(e, Kind::Namespace, "", "team-a")
-    })
-    .await;
+    src.deleted(Kind::Namespace, "", "team-a").await;
 
     assert!(src.model.is_empty(), "{:#?}", src.model);
     assert!(
@@ -616,26 +620,8 @@ async fn kube_expired_history_relists_and_drops_gap_deletions() {
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
     api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
     api.create(slice("prod", "a-1", "a").endpoint(ep(&["10.1.0.1"])));
-    let mut src = Source::start(
-        &api,
-        KubeSourceOptions {
-            watch_pods: false,
-            ..opts_all()
-        },
-    )
-    .await;
-    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice])
-        .await;
-    let restarts_before = src
-        .seen
-        .iter()
-        .filter(|e| matches!(e, ClusterEvent::WatchRestart { .. }))
-        .count();
-    api.wait_watching(
-        &[Res::Namespaces, Res::Services, Res::EndpointSlices],
-        Duration::from_secs(2),
-    )
-    .await;
+    let mut src = Source::watching(&api, &THREE).await;
+    let restarts_before = src.count(|e| matches!(e, ClusterEvent::WatchRestart { .. }));
 
     // The source stops hearing anything; meanwhile things change and the history is compacted.
     api.partition_watches();
@@ -643,8 +629,7 @@ async fn kube_expired_history_relists_and_drops_gap_deletions() {
     api.delete(slice("prod", "a-1", "a"));
     api.create(svc("prod", "c").cluster_ip("10.0.0.3"));
     api.update(svc("prod", "b").cluster_ip("10.0.0.22"));
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let leaked = src.quiet(Duration::from_millis(200)).await;
+    let leaked = src.quiet(Duration::from_millis(300)).await;
     assert!(
         leaked.is_empty(),
         "the partition leaked events: {leaked:#?}"
@@ -691,10 +676,7 @@ async fn kube_expired_history_relists_and_drops_gap_deletions() {
 
     // The new watch works.
     api.create(svc("prod", "d").cluster_ip("10.0.0.4"));
-    src.expect("Apply after the relist", FAST, |e| {
-        is_apply_of(e, Kind::Service, "prod", "d")
-    })
-    .await;
+    src.applied(Kind::Service, "prod", "d").await;
     assert_eq!(
         src.names(Kind::Service),
         set(&["prod/b", "prod/c", "prod/d"])
@@ -709,18 +691,7 @@ async fn kube_expired_watch_refused_with_http_410_relists() {
     let (api, _url) = ApiServer::start().await;
     api.set_expired_watch_as_http_410(true);
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
-    let mut src = Source::start(
-        &api,
-        KubeSourceOptions {
-            watch_pods: false,
-            watch_endpoints: false,
-            ..opts_all()
-        },
-    )
-    .await;
-    src.synced(&[Kind::Namespace, Kind::Service]).await;
-    api.wait_watching(&[Res::Namespaces, Res::Services], Duration::from_secs(2))
-        .await;
+    let mut src = Source::watching(&api, &[Kind::Namespace, Kind::Service]).await;
 
     api.partition_watches();
     api.delete(svc("prod", "a"));
@@ -732,10 +703,7 @@ async fn kube_expired_watch_refused_with_http_410_relists() {
         .await;
     assert_eq!(names(&svcs), set(&["prod/b"]));
     api.create(svc("prod", "c").cluster_ip("10.0.0.3"));
-    src.expect("Apply after the relist", FAST, |e| {
-        is_apply_of(e, Kind::Service, "prod", "c")
-    })
-    .await;
+    src.applied(Kind::Service, "prod", "c").await;
     src.stop().await;
 }
 
@@ -743,16 +711,7 @@ async fn kube_expired_watch_refused_with_http_410_relists() {
 async fn kube_dropped_watch_resumes_without_relist() {
     let (api, _url) = ApiServer::start().await;
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
-    let mut src = Source::start(
-        &api,
-        KubeSourceOptions {
-            watch_pods: false,
-            ..opts_all()
-        },
-    )
-    .await;
-    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice])
-        .await;
+    let mut src = Source::watching(&api, &THREE).await;
 
     for i in 0..3 {
         api.wait_watching(&[Res::Services], Duration::from_secs(2))
@@ -766,17 +725,10 @@ async fn kube_dropped_watch_resumes_without_relist() {
         .await;
     }
     api.delete(svc("prod", "a"));
-    src.expect("Delete", FAST, |e| {
-        is_delete_of(e, Kind::Service, "prod", "a")
-    })
-    .await;
+    src.deleted(Kind::Service, "prod", "a").await;
     let extra = src.quiet(Duration::from_millis(300)).await;
     assert!(extra.is_empty(), "{extra:#?}");
-    let relists = src
-        .seen
-        .iter()
-        .filter(|e| matches!(e, ClusterEvent::Relist { .. }))
-        .count();
+    let relists = src.count(|e| matches!(e, ClusterEvent::Relist { .. }));
     assert_eq!(
         relists, 3,
         "a dropped watch resumes from its resourceVersion, no relist: {:#?}",
@@ -794,26 +746,14 @@ async fn kube_watch_timeouts_resume_cleanly() {
     let (api, _url) = ApiServer::start().await;
     api.set_max_watch_duration(Some(Duration::from_millis(200)));
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
-    let mut src = Source::start(
-        &api,
-        KubeSourceOptions {
-            watch_pods: false,
-            watch_endpoints: false,
-            ..opts_all()
-        },
-    )
-    .await;
-    src.synced(&[Kind::Namespace, Kind::Service]).await;
+    let mut src = Source::watching(&api, &[Kind::Namespace, Kind::Service]).await;
     let extra = src.quiet(Duration::from_millis(900)).await;
     assert!(
         extra.is_empty(),
         "a watch that ends at its timeout resumes silently: {extra:#?}"
     );
     api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
-    src.expect("Apply", FAST, |e| {
-        is_apply_of(e, Kind::Service, "prod", "b")
-    })
-    .await;
+    src.applied(Kind::Service, "prod", "b").await;
     let watches: Vec<_> = api
         .requests()
         .into_iter()
@@ -841,21 +781,7 @@ async fn kube_api_outage_keeps_state_and_converges() {
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
     api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
     api.create(slice("prod", "a-1", "a").endpoint(ep(&["10.1.0.1"])));
-    let mut src = Source::start(
-        &api,
-        KubeSourceOptions {
-            watch_pods: false,
-            ..opts_all()
-        },
-    )
-    .await;
-    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice])
-        .await;
-    api.wait_watching(
-        &[Res::Namespaces, Res::Services, Res::EndpointSlices],
-        Duration::from_secs(2),
-    )
-    .await;
+    let mut src = Source::watching(&api, &THREE).await;
 
     api.stop().await;
     api.delete(svc("prod", "a"));
@@ -886,10 +812,7 @@ async fn kube_api_outage_keeps_state_and_converges() {
     );
 
     api.create(svc("prod", "d").cluster_ip("10.0.0.4"));
-    src.expect("Apply after the outage", FAST, |e| {
-        is_apply_of(e, Kind::Service, "prod", "d")
-    })
-    .await;
+    src.applied(Kind::Service, "prod", "d").await;
     src.stop().await;
 }
 
@@ -900,33 +823,18 @@ async fn kube_api_outage_with_compaction_relists() {
     let (api, _url) = ApiServer::start().await;
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
     api.create(slice("prod", "a-1", "a").endpoint(ep(&["10.1.0.1"])));
-    let mut src = Source::start(
-        &api,
-        KubeSourceOptions {
-            watch_pods: false,
-            ..opts_all()
-        },
-    )
-    .await;
-    src.synced(&[Kind::Namespace, Kind::Service, Kind::EndpointSlice])
-        .await;
-    let relists_before = src
-        .seen
-        .iter()
-        .filter(|e| matches!(e, ClusterEvent::Relist { .. }))
-        .count();
-    api.wait_watching(
-        &[Res::Namespaces, Res::Services, Res::EndpointSlices],
-        Duration::from_secs(2),
-    )
-    .await;
+    let mut src = Source::watching(&api, &THREE).await;
+    let relists_before = src.count(|e| matches!(e, ClusterEvent::Relist { .. }));
 
     api.stop().await;
     api.delete(svc("prod", "a"));
     api.delete(slice("prod", "a-1", "a"));
     api.create(svc("prod", "z").cluster_ip("10.0.0.26"));
     api.expire_history();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    src.expect("WatchRestart for the outage", Duration::from_secs(5), |e| {
+        matches!(e, ClusterEvent::WatchRestart { .. })
+    })
+    .await;
     api.restart().await;
 
     src.converge("the relisted cluster", Duration::from_secs(7), |m| {
@@ -938,11 +846,7 @@ async fn kube_api_outage_with_compaction_relists() {
         svcs == BTreeSet::from(["z"]) && !m.keys().any(|k| k.kind == Kind::EndpointSlice)
     })
     .await;
-    let relists = src
-        .seen
-        .iter()
-        .filter(|e| matches!(e, ClusterEvent::Relist { .. }))
-        .count();
+    let relists = src.count(|e| matches!(e, ClusterEvent::Relist { .. }));
     assert!(
         relists > relists_before,
         "deletions during a compacted gap come from a relist"
@@ -1010,8 +914,7 @@ async fn kube_bad_objects_are_skipped_and_logged() {
     api.create(pod("prod", "odd-pod").set("/status/podIPs", "not-a-list"));
     api.create(pod("prod", "good-pod").ip("10.1.0.4"));
 
-    let mut src = Source::start(&api, opts_all()).await;
-    src.synced(&ALL).await;
+    let mut src = Source::watching(&api, &ALL).await;
     assert_eq!(src.names(Kind::Service), set(&["prod/good"]));
     assert_eq!(src.names(Kind::EndpointSlice), set(&["prod/good-ep"]));
     assert_eq!(src.names(Kind::Pod), set(&["prod/good-pod"]));
@@ -1038,10 +941,7 @@ async fn kube_bad_objects_are_skipped_and_logged() {
     .await;
     api.create(svc("prod", "bad-2").external_name("bad..name"));
     api.create(svc("prod", "good-2").cluster_ip("10.0.0.5"));
-    src.expect("the good service after a bad one", FAST, |e| {
-        is_apply_of(e, Kind::Service, "prod", "good-2")
-    })
-    .await;
+    src.applied(Kind::Service, "prod", "good-2").await;
     assert!(
         !src.seen
             .iter()
@@ -1055,15 +955,9 @@ async fn kube_bad_objects_are_skipped_and_logged() {
 
     // A good object turned bad is removed (as a relist would), and comes back when fixed.
     api.update(svc("prod", "good").cluster_ip("10.0.0.999"));
-    src.expect("Delete of the object turned bad", FAST, |e| {
-        is_delete_of(e, Kind::Service, "prod", "good")
-    })
-    .await;
+    src.deleted(Kind::Service, "prod", "good").await;
     api.update(svc("prod", "good").cluster_ip("10.0.0.9"));
-    src.expect("Apply of the fixed object", FAST, |e| {
-        is_apply_of(e, Kind::Service, "prod", "good")
-    })
-    .await;
+    src.applied(Kind::Service, "prod", "good").await;
     assert_eq!(src.names(Kind::Service), set(&["prod/good", "prod/good-2"]));
     src.stop().await;
 }
@@ -1112,29 +1006,20 @@ async fn kube_service_label_selector_is_honored() {
             .cluster_ip("10.0.0.5")
             .label("expose", "true"),
     );
-    src.expect("Apply of a matching service", FAST, |e| {
-        is_apply_of(e, Kind::Service, "prod", "in-2")
-    })
-    .await;
+    src.applied(Kind::Service, "prod", "in-2").await;
     // Leaving the selector is a deletion, entering it an addition.
     api.update(
         svc("prod", "in")
             .cluster_ip("10.0.0.1")
             .label("expose", "no"),
     );
-    src.expect("Delete of a service leaving the selector", FAST, |e| {
-        is_delete_of(e, Kind::Service, "prod", "in")
-    })
-    .await;
+    src.deleted(Kind::Service, "prod", "in").await;
     api.update(
         svc("prod", "out")
             .cluster_ip("10.0.0.2")
             .label("expose", "yes"),
     );
-    src.expect("Apply of a service entering the selector", FAST, |e| {
-        is_apply_of(e, Kind::Service, "prod", "out")
-    })
-    .await;
+    src.applied(Kind::Service, "prod", "out").await;
     src.quiet(Duration::from_millis(200)).await;
     assert_eq!(src.names(Kind::Service), set(&["prod/in-2", "prod/out"]));
     assert!(
@@ -1194,7 +1079,9 @@ async fn kube_missing_kubeconfig_is_an_error() {
         kubeconfig: Some("/nonexistent/kubeconfig".into()),
         ..opts_all()
     };
-    let err = run(opts, tx, stop_rx).await.expect_err("no kubeconfig");
+    let err = run(opts, tx, stop_rx, Default::default())
+        .await
+        .expect_err("no kubeconfig");
     assert!(
         matches!(err, SourceError::Kube(ref m) if m.contains("/nonexistent/kubeconfig")),
         "{err}"
@@ -1204,8 +1091,7 @@ async fn kube_missing_kubeconfig_is_an_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_run_returns_when_the_channel_closes() {
     let (api, _url) = ApiServer::start().await;
-    let mut src = Source::start(&api, opts_all()).await;
-    src.synced(&ALL).await;
+    let src = Source::watching(&api, &ALL).await;
     let Source {
         rx,
         task,
@@ -1229,12 +1115,7 @@ async fn kube_apiserver_speaks_the_list_watch_protocol() {
     use kube::core::PartialObjectMeta;
 
     let (api, _url) = ApiServer::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kube::config::Kubeconfig::read_from(api.write_kubeconfig(dir.path())).unwrap();
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())
-        .await
-        .unwrap();
-    let client = kube::Client::try_from(cfg).unwrap();
+    let client = kube_client(&api).await;
     let svcs: Api<Service> = Api::all(client.clone());
 
     for n in ["a", "b", "c", "d", "e"] {
@@ -1403,14 +1284,7 @@ async fn kube_apiserver_serves_streaming_lists() {
     let (api, _url) = ApiServer::start().await;
     api.create(svc("prod", "a").cluster_ip("10.0.0.1"));
     api.create(svc("prod", "b").cluster_ip("10.0.0.2"));
-    let dir = tempfile::tempdir().unwrap();
-    let kc = kube::config::Kubeconfig::read_from(api.write_kubeconfig(dir.path())).unwrap();
-    let client = kube::Client::try_from(
-        kube::Config::from_custom_kubeconfig(kc, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap();
+    let client = kube_client(&api).await;
     let stream = watcher::watcher(
         kube::Api::<Service>::all(client),
         watcher::Config::default().streaming_lists(),

@@ -6,23 +6,6 @@ use std::time::{Duration, Instant};
 use crate::apiserver::*;
 use crate::support::*;
 
-fn start_server(api: &ApiServer, extra: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let extra = if extra.contains("forward:") {
-        extra.to_string()
-    } else {
-        format!("forward:\n  enabled: false\n{extra}")
-    };
-    let cfg = format!(
-        "listen: [\"127.0.0.1:0\"]\nsource:\n  kubernetes:\n    kubeconfig: {}\n    startup_timeout: 1s\nmetrics: {{listen: \"127.0.0.1:0\"}}\nhealth: {{listen: \"127.0.0.1:0\", lameduck: 1s}}\nready: {{listen: \"127.0.0.1:0\"}}\n{extra}",
-        kubeconfig.display()
-    );
-    let s = Server::start(&cfg, &[]);
-    std::mem::forget(dir);
-    s
-}
-
 fn short(s: &Server, name: &str) -> String {
     let mut v: Vec<String> = s
         .dig(&["+short", name])
@@ -36,22 +19,15 @@ fn short(s: &Server, name: &str) -> String {
 /// Wait until `short(name)` is `want`; returns how long it took.
 fn converge(s: &Server, name: &str, want: &str) -> Duration {
     let t0 = Instant::now();
-    while t0.elapsed() < Duration::from_secs(10) {
-        if short(s, name) == want {
-            return t0.elapsed();
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    panic!("{name}: still {:?}, want {want:?}", short(s, name));
+    let done = wait_for(Duration::from_secs(10), || short(s, name) == want);
+    assert!(done, "{name}: still {:?}, want {want:?}", short(s, name));
+    t0.elapsed()
 }
 
-fn status(s: &Server, args: &[&str]) -> String {
-    let out = s.dig(args);
-    out.split("status: ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap_or("none")
-        .to_string()
+/// Wait until `dig name` answers with `status`.
+fn await_status(s: &Server, name: &str, status: &str) {
+    let done = wait_for(Duration::from_secs(10), || s.status(&[name]) == status);
+    assert!(done, "{name}: {}, want {status}", s.status(&[name]));
 }
 
 #[test]
@@ -63,7 +39,7 @@ fn kube_changes_reach_dns() {
             .cluster_ip("10.0.0.1")
             .port("http", 80, "TCP"),
     );
-    let s = start_server(&api, "");
+    let s = Server::start_kube(&api, "");
     converge(&s, "web.demo.svc.cluster.local", "10.0.0.1");
     // update
     api.update(
@@ -82,7 +58,7 @@ fn kube_changes_reach_dns() {
             .endpoint(ep(&["10.1.0.2"]).hostname("db-1").ready(false)),
     );
     converge(&s, "db.demo.svc.cluster.local", "10.1.0.1");
-    assert_eq!(status(&s, &["db-1.db.demo.svc.cluster.local"]), "NXDOMAIN");
+    assert_eq!(s.status(&["db-1.db.demo.svc.cluster.local"]), "NXDOMAIN");
     api.update(
         slice("demo", "db-abc", "db")
             .port("pg", 5432, "TCP")
@@ -119,17 +95,11 @@ fn kube_changes_reach_dns() {
     // delete
     api.delete_named("Service", "demo", "web");
     converge(&s, "web.demo.svc.cluster.local", "");
-    assert_eq!(status(&s, &["web.demo.svc.cluster.local"]), "NXDOMAIN");
+    assert_eq!(s.status(&["web.demo.svc.cluster.local"]), "NXDOMAIN");
     // a new namespace exists as a name once it exists
-    assert_eq!(status(&s, &["fresh.svc.cluster.local"]), "NXDOMAIN");
+    assert_eq!(s.status(&["fresh.svc.cluster.local"]), "NXDOMAIN");
     api.create(namespace("fresh"));
-    let t0 = Instant::now();
-    while status(&s, &["fresh.svc.cluster.local"]) != "NOERROR"
-        && t0.elapsed() < Duration::from_secs(5)
-    {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    assert_eq!(status(&s, &["fresh.svc.cluster.local"]), "NOERROR");
+    await_status(&s, "fresh.svc.cluster.local", "NOERROR");
 }
 
 #[test]
@@ -138,15 +108,33 @@ fn kube_outage_keeps_serving_then_converges() {
     api.create(namespace("demo"));
     api.create(svc("demo", "a").cluster_ip("10.0.0.1"));
     api.create(svc("demo", "b").cluster_ip("10.0.0.2"));
-    let s = start_server(&api, "");
+    let s = Server::start_kube(&api, "");
     converge(&s, "a.demo.svc.cluster.local", "10.0.0.1");
     api.stop_blocking();
-    // the API is away: the last snapshot keeps answering, nothing flaps
-    for _ in 0..20 {
-        assert_eq!(short(&s, "a.demo.svc.cluster.local"), "10.0.0.1");
-        assert_eq!(short(&s, "b.demo.svc.cluster.local"), "10.0.0.2");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // the API is away: the last snapshot keeps answering, nothing flaps, until (and after) the
+    // server has noticed (a watch restart counted)
+    let metrics = s.listen("metrics").unwrap();
+    let noticed = || {
+        get(metrics, "/metrics", &[]).is_ok_and(|r| {
+            r.text()
+                .lines()
+                .any(|l| l.starts_with("clusterdns_watch_restarts_total{") && !l.ends_with(" 0"))
+        })
+    };
+    let answering = || {
+        short(&s, "a.demo.svc.cluster.local") == "10.0.0.1"
+            && short(&s, "b.demo.svc.cluster.local") == "10.0.0.2"
+    };
+    let mut flapped = false;
+    let seen = wait_for(Duration::from_secs(10), || {
+        flapped |= !answering();
+        noticed()
+    });
+    assert!(seen, "no watch restart counted after the API went away");
+    assert!(
+        !flapped && answering(),
+        "answers changed while the API was away"
+    );
     // the cluster changes while we cannot see it
     api.update(svc("demo", "a").cluster_ip("10.0.0.11"));
     api.delete_named("Service", "demo", "b");
@@ -165,7 +153,7 @@ fn kube_relist_after_dropped_watches_and_expired_history() {
     for i in 0..20 {
         api.create(svc("demo", &format!("s{i}")).cluster_ip(&format!("10.0.1.{i}")));
     }
-    let s = start_server(&api, "");
+    let s = Server::start_kube(&api, "");
     converge(&s, "s19.demo.svc.cluster.local", "10.0.1.19");
     api.stop_blocking();
     api.delete_named("Service", "demo", "s3");
@@ -181,26 +169,32 @@ fn kube_relist_after_dropped_watches_and_expired_history() {
     assert_eq!(short(&s, "s19.demo.svc.cluster.local"), "10.0.1.19");
 }
 
+/// Before the first full list the server is alive but not ready, and names that would be
+/// NXDOMAIN are SERVFAIL (no resolver caches a lie); after it, ready and NXDOMAIN.
 #[test]
-fn kube_servfail_until_first_sync() {
+fn kube_before_the_first_sync_servfail_and_not_ready() {
     let (api, _) = ApiServer::start_blocking();
     api.create(namespace("demo"));
     api.create(svc("demo", "a").cluster_ip("10.0.0.1"));
     api.stop_blocking();
-    let s = start_server(&api, "");
-    // not synced: names that would be NXDOMAIN are SERVFAIL, so no resolver caches a lie
-    assert_eq!(status(&s, &["a.demo.svc.cluster.local"]), "SERVFAIL");
-    assert_eq!(status(&s, &["nope.demo.svc.cluster.local"]), "SERVFAIL");
+    let s = Server::start_kube(&api, "");
+    let (health, ready) = (s.listen("health").unwrap(), s.listen("ready").unwrap());
+    assert_eq!(status_body(health, "/health"), Some((200, "OK".into())));
+    assert_eq!(
+        status_body(ready, "/ready"),
+        Some((503, "kubernetes".into())),
+        "not ready before the first sync"
+    );
+    assert_eq!(s.status(&["a.demo.svc.cluster.local"]), "SERVFAIL");
+    assert_eq!(s.status(&["nope.demo.svc.cluster.local"]), "SERVFAIL");
     api.restart_blocking();
     converge(&s, "a.demo.svc.cluster.local", "10.0.0.1");
-    // every kind (namespaces, services, endpoint slices) listed: NXDOMAIN again
-    let t0 = Instant::now();
-    while status(&s, &["nope.demo.svc.cluster.local"]) != "NXDOMAIN"
-        && t0.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    assert_eq!(status(&s, &["nope.demo.svc.cluster.local"]), "NXDOMAIN");
+    // every kind (namespaces, services, endpoint slices) listed: ready, NXDOMAIN again
+    await_status(&s, "nope.demo.svc.cluster.local", "NXDOMAIN");
+    let is_ready = || status_body(ready, "/ready").is_some_and(|r| r.0 == 200);
+    assert!(wait_for(Duration::from_secs(10), is_ready));
+    assert_eq!(status_body(ready, "/ready"), Some((200, "OK".into())));
+    assert_eq!(status_body(health, "/nope").map(|r| r.0), Some(404));
 }
 
 #[test]
@@ -219,14 +213,14 @@ fn kube_namespace_and_label_filters() {
             .cluster_ip("10.0.0.3")
             .label("expose", "yes"),
     );
-    let s = start_server(
+    let s = Server::start_kube(
         &api,
         "cluster:\n  namespaces: [shown]\n  labels: \"expose=yes\"\n",
     );
     converge(&s, "a.shown.svc.cluster.local", "10.0.0.1");
-    assert_eq!(status(&s, &["b.shown.svc.cluster.local"]), "NXDOMAIN");
-    assert_eq!(status(&s, &["c.hidden.svc.cluster.local"]), "NXDOMAIN");
-    assert_eq!(status(&s, &["hidden.svc.cluster.local"]), "NXDOMAIN");
+    assert_eq!(s.status(&["b.shown.svc.cluster.local"]), "NXDOMAIN");
+    assert_eq!(s.status(&["c.hidden.svc.cluster.local"]), "NXDOMAIN");
+    assert_eq!(s.status(&["hidden.svc.cluster.local"]), "NXDOMAIN");
     // a label change exposes a service
     api.update(
         svc("shown", "b")

@@ -2,17 +2,27 @@
 
 mod alerts_e2e;
 mod apiserver;
+mod config_reference;
 mod corefile;
 mod differential;
+mod dual_stack;
 mod forward;
+mod forward_edns;
+mod forward_loop;
 mod kube;
 mod kube_dns;
+mod layers;
 mod manifests;
+mod netns;
+mod nodelocal;
 mod objects_file;
 mod ops;
 mod ops_e2e;
 mod prom;
+mod readme;
 mod reload;
 mod serve_forward;
 mod support;
+mod wire_hostile;
+mod wire_large;
 mod zone_dig;

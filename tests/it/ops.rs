@@ -1,19 +1,21 @@
 //! The operator endpoints for real: `/health`, `/ready`, `/metrics` over TCP, the shutdown
-//! sequence driven by real signals in a child process, and a real Prometheus (Debian package
-//! `prometheus`) scraping `/metrics` and evaluating the CoreDNS mixin's alert expressions.
+//! sequence and the config reload driven by real signals in a child process, and a real
+//! Prometheus (Debian package `prometheus`) scraping `/metrics` and evaluating the CoreDNS
+//! mixin's alert expressions.
 
 use std::io::{BufRead as _, Read as _};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use clusterdns::config::Config;
+use clusterdns::observe::{AnswerSource, Proto, QueryObservation};
 use clusterdns::ops::http;
 use clusterdns::ops::lifecycle::{Lifecycle, Readiness, ShutdownSignal};
-use clusterdns::ops::metrics::{AnswerSource, Metrics, Proto, QueryObservation, UpstreamMetrics};
+use clusterdns::ops::metrics::{Metrics, UpstreamMetrics};
 
-use crate::prom::{Prometheus, get};
+use crate::support::{Prometheus, get, metric_value, status_body, wait_for};
 
 const MS: Duration = Duration::from_millis(1);
 
@@ -25,10 +27,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn leak(m: Metrics) -> &'static Metrics {
-    Box::leak(Box::new(m))
-}
-
 /// Every endpoint on 127.0.0.1 with a port of the kernel's choosing.
 fn loopback_config() -> Config {
     let mut cfg = Config::default();
@@ -38,9 +36,37 @@ fn loopback_config() -> Config {
     cfg
 }
 
-fn status_body(addr: SocketAddr, path: &str) -> (u16, String) {
-    let r = get(addr, path, &[]).unwrap_or_else(|e| panic!("GET {addr}{path}: {e}"));
-    (r.status, r.text())
+/// Shutdown started at `t0`: `/ready` (at `r`) turns 503 "shutting down" within 750 ms, then
+/// until `lameduck_end` after `t0`, every 100 ms, `/health` (at `h`) still answers 200 and
+/// `during` holds.
+fn assert_lameduck(
+    h: SocketAddr,
+    r: SocketAddr,
+    t0: Instant,
+    lameduck_end: Duration,
+    during: impl Fn(),
+) {
+    let not_ready = || status_body(r, "/ready").is_some_and(|s| s.0 == 503);
+    assert!(
+        wait_for(750 * MS, not_ready),
+        "/ready still {:?} {:?} after shutdown started",
+        status_body(r, "/ready"),
+        t0.elapsed()
+    );
+    assert_eq!(
+        status_body(r, "/ready"),
+        Some((503, "shutting down".into()))
+    );
+    while t0.elapsed() < lameduck_end {
+        let at = t0.elapsed();
+        assert_eq!(
+            status_body(h, "/health"),
+            Some((200, "OK".into())),
+            "at {at:?}"
+        );
+        during();
+        std::thread::sleep(100 * MS);
+    }
 }
 
 fn q(rcode: u16, source: AnswerSource, secs: f64) -> QueryObservation {
@@ -60,14 +86,13 @@ fn q(rcode: u16, source: AnswerSource, secs: f64) -> QueryObservation {
 #[test]
 fn health_ready_and_lameduck() {
     let rt = runtime();
-    let m = leak(Metrics::new("dns://:53", true, &[]));
+    let m = Arc::new(Metrics::new("dns://:53", true, &[]));
     let readiness = Readiness::new(["kubernetes"]);
-    let lc = Lifecycle::with_timings(readiness.clone(), 1500 * MS, Duration::from_secs(3))
-        .with_metrics(m);
+    let lc = Lifecycle::with_timings(readiness.clone(), 1500 * MS, Duration::from_secs(3));
     let ep = rt
         .block_on(http::start(
             &loopback_config(),
-            m,
+            m.clone(),
             readiness.clone(),
             lc.signal(),
         ))
@@ -75,13 +100,13 @@ fn health_ready_and_lameduck() {
     let (h, r, mt) = (ep.health.unwrap(), ep.ready.unwrap(), ep.metrics.unwrap());
     assert!(h.port() != 0 && r.port() != 0 && mt.port() != 0);
 
-    assert_eq!(status_body(h, "/health"), (200, "OK".into()));
-    assert_eq!(status_body(r, "/ready"), (503, "kubernetes".into()));
-    assert_eq!(status_body(h, "/other").0, 404);
-    assert_eq!(status_body(r, "/health").0, 404);
-    assert_eq!(status_body(mt, "/ready").0, 404);
+    assert_eq!(status_body(h, "/health"), Some((200, "OK".into())));
+    assert_eq!(status_body(r, "/ready"), Some((503, "kubernetes".into())));
+    for (addr, path) in [(h, "/other"), (r, "/health"), (mt, "/ready")] {
+        assert_eq!(status_body(addr, path).map(|s| s.0), Some(404), "{path}");
+    }
     readiness.set_ready("kubernetes");
-    assert_eq!(status_body(r, "/ready"), (200, "OK".into()));
+    assert_eq!(status_body(r, "/ready"), Some((200, "OK".into())));
 
     // A stand-in DNS server: stops accepting at Draining, finishes its in-flight work in 200 ms.
     let guard = lc.drain_guard();
@@ -100,36 +125,16 @@ fn health_ready_and_lameduck() {
         lc2.shutdown_now().await;
         Instant::now()
     });
-    // Readiness fails at once...
-    loop {
-        let (code, body) = status_body(r, "/ready");
-        if code == 503 {
-            assert_eq!(body, "shutting down");
-            break;
-        }
-        assert!(
-            t0.elapsed() < 750 * MS,
-            "/ready still {code} {:?} after shutdown started",
-            t0.elapsed()
-        );
-        std::thread::sleep(5 * MS);
-    }
-    // ...while liveness, metrics and (here, the stand-in) DNS keep serving through the lameduck.
-    while t0.elapsed() < 1300 * MS {
-        assert_eq!(
-            status_body(h, "/health"),
-            (200, "OK".into()),
-            "at {:?}",
-            t0.elapsed()
-        );
-        assert_eq!(status_body(r, "/ready").0, 503);
-        assert_eq!(status_body(mt, "/metrics").0, 200);
+    // Readiness fails at once, while liveness, metrics and (here, the stand-in) DNS keep
+    // serving through the lameduck.
+    assert_lameduck(h, r, t0, 1300 * MS, || {
+        assert_eq!(status_body(r, "/ready").map(|s| s.0), Some(503));
+        assert_eq!(status_body(mt, "/metrics").map(|s| s.0), Some(200));
         assert!(
             drained_rx.try_recv().is_err(),
             "drain started during lameduck"
         );
-        std::thread::sleep(100 * MS);
-    }
+    });
     let stopped = rt.block_on(done).unwrap();
     let drained = drained_rx.recv_timeout(Duration::from_secs(5)).unwrap();
     assert!(
@@ -153,12 +158,12 @@ fn health_ready_and_lameduck() {
 #[test]
 fn metrics_endpoint_plain_gzip_and_health_self_check() {
     let rt = runtime();
-    let m = leak(Metrics::new("dns://:53", true, &["errors", "kubernetes"]));
+    let m = Arc::new(Metrics::new("dns://:53", true, &["errors", "kubernetes"]));
     m.observe_query(&q(0, AnswerSource::Zone, 0.001));
     let ep = rt
         .block_on(http::start(
             &loopback_config(),
-            m,
+            m.clone(),
             Readiness::new(["kubernetes"]),
             ShutdownSignal::never(),
         ))
@@ -186,32 +191,22 @@ fn metrics_endpoint_plain_gzip_and_health_self_check() {
     assert!(z.body.len() * 2 < text.len());
 
     // The health endpoint requests itself once a second (CoreDNS's coredns_health_request_*).
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let t = get(mt, "/metrics", &[]).unwrap().text();
-        let count = t
-            .lines()
-            .find_map(|l| l.strip_prefix("coredns_health_request_duration_seconds_count "))
-            .map(|v| v.parse::<u64>().unwrap())
-            .unwrap_or(0);
-        if count >= 1 {
-            assert!(
-                t.lines()
-                    .any(|l| l == "coredns_health_request_failures_total 0"),
-                "{t}"
-            );
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no health self-check recorded:\n{t}"
-        );
-        std::thread::sleep(100 * MS);
-    }
+    let mut t = String::new();
+    let checked = wait_for(Duration::from_secs(5), || {
+        t = get(mt, "/metrics", &[]).unwrap().text();
+        metric_value(&t, "coredns_health_request_duration_seconds_count").unwrap_or(0.0) >= 1.0
+    });
+    assert!(checked, "no health self-check recorded:\n{t}");
+    assert_eq!(
+        metric_value(&t, "coredns_health_request_failures_total"),
+        Some(0.0),
+        "{t}"
+    );
 }
 
 /// Run by `signals_reload_then_graceful_exit` in a child process (real signals, real exit
-/// status); a no-op in a normal test run.
+/// status); a no-op in a normal test run. SIGHUP goes to the config reload (the one handler
+/// of it), SIGTERM to the lifecycle.
 #[test]
 fn lifecycle_child() {
     if std::env::var_os("CLUSTERDNS_OPS_CHILD").is_none() {
@@ -219,13 +214,17 @@ fn lifecycle_child() {
     }
     let rt = runtime();
     rt.block_on(async {
-        let m = leak(Metrics::new("dns://:53", true, &[]));
+        let m = Arc::new(Metrics::new("dns://:53", true, &[]));
         let readiness = Readiness::new(["kubernetes"]);
-        let lc = Lifecycle::with_timings(readiness.clone(), 1500 * MS, Duration::from_secs(3))
-            .with_metrics(m);
-        let ep = http::start(&loopback_config(), m, readiness.clone(), lc.signal())
-            .await
-            .unwrap();
+        let lc = Lifecycle::with_timings(readiness.clone(), 1500 * MS, Duration::from_secs(3));
+        let ep = http::start(
+            &loopback_config(),
+            m.clone(),
+            readiness.clone(),
+            lc.signal(),
+        )
+        .await
+        .unwrap();
         let guard = lc.drain_guard();
         let mut sig = lc.signal();
         tokio::spawn(async move {
@@ -235,25 +234,43 @@ fn lifecycle_child() {
             println!("CHILD drained");
             drop(guard);
         });
-        // First SIGHUP: the reload fails (and, for the test to see it, readiness comes);
-        // second: it succeeds.
-        let mut calls = 0u32;
-        let r = readiness.clone();
-        let life = lc
-            .run(move || {
-                calls += 1;
-                let n = calls;
-                let r = r.clone();
-                async move {
-                    if n == 1 {
-                        r.set_ready("kubernetes");
-                        Err("bad config".to_string())
-                    } else {
-                        Ok(())
-                    }
-                }
-            })
-            .unwrap();
+        // First SIGHUP: the config cannot be loaded (and, for the test to see it, readiness
+        // comes); second: a changed config is applied.
+        let mut cfg = loopback_config();
+        cfg.forward.enabled = false;
+        cfg.source.file = Some("/nonexistent/cluster.yaml".into());
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let (r, next) = (readiness.clone(), cfg.clone());
+        let loader: clusterdns::reload::Loader = Box::new(move || {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                r.set_ready("kubernetes");
+                return Err(clusterdns::Error::Other("bad config".into()));
+            }
+            println!("CHILD reload ok");
+            let mut c = next.clone();
+            c.cluster.ttl = 7;
+            Ok(c)
+        });
+        let zone = Arc::new(arc_swap::ArcSwap::from_pointee(
+            clusterdns::zone::snapshot::Snapshot::empty(&cfg.cluster),
+        ));
+        let engine = clusterdns::server::Engine::new(&cfg, zone, None, m.clone());
+        let (settings, _settings_rx) = tokio::sync::watch::channel(cfg.cluster.clone());
+        let reloader = clusterdns::reload::Reloader {
+            current: cfg,
+            loader,
+            path: None,
+            shared: Arc::new(arc_swap::ArcSwap::from_pointee(engine)),
+            settings,
+            resolver: None,
+            metrics: m.clone(),
+        };
+        let life = lc.run().unwrap();
+        let hangups = clusterdns::reload::hangups().unwrap();
+        let stop = lc
+            .signal()
+            .as_bool(clusterdns::ops::lifecycle::Phase::Draining);
+        tokio::spawn(reloader.run(hangups, stop));
         println!(
             "CHILD addrs {} {} {}",
             ep.health.unwrap(),
@@ -314,33 +331,28 @@ fn signals_reload_then_graceful_exit() {
         }
     };
     let (h, r, mt) = (addrs[0], addrs[1], addrs[2]);
-    let failed_reloads = || -> u64 {
-        get(mt, "/metrics", &[])
-            .unwrap()
-            .text()
-            .lines()
-            .find_map(|l| l.strip_prefix("coredns_reload_failed_total "))
-            .unwrap()
-            .parse()
-            .unwrap()
+    let failed_reloads = || {
+        let text = get(mt, "/metrics", &[]).unwrap().text();
+        metric_value(&text, "coredns_reload_failed_total").expect("coredns_reload_failed_total")
     };
 
-    assert_eq!(status_body(r, "/ready"), (503, "kubernetes".into()));
-    assert_eq!(failed_reloads(), 0);
+    assert_eq!(status_body(r, "/ready"), Some((503, "kubernetes".into())));
+    assert_eq!(failed_reloads(), 0.0);
     kill(libc::SIGHUP);
-    let t = Instant::now();
-    while status_body(r, "/ready").0 != 200 {
-        assert!(
-            t.elapsed() < Duration::from_secs(5),
-            "SIGHUP did not run the reload hook"
-        );
-        std::thread::sleep(10 * MS);
-    }
-    assert_eq!(status_body(r, "/ready"), (200, "OK".into()));
-    assert_eq!(failed_reloads(), 1);
+    let ready = || status_body(r, "/ready").is_some_and(|s| s.0 == 200);
+    assert!(
+        wait_for(Duration::from_secs(5), ready),
+        "SIGHUP did not run the reload hook"
+    );
+    assert_eq!(status_body(r, "/ready"), Some((200, "OK".into())));
+    assert_eq!(failed_reloads(), 1.0);
     kill(libc::SIGHUP);
-    std::thread::sleep(300 * MS);
-    assert_eq!(failed_reloads(), 1, "a successful reload is not a failure");
+    await_line(&rx, &mut lines, "CHILD reload ok");
+    assert_eq!(
+        failed_reloads(),
+        1.0,
+        "a successful reload is not a failure"
+    );
     assert!(
         child.0.try_wait().unwrap().is_none(),
         "SIGHUP must not stop the process"
@@ -348,47 +360,21 @@ fn signals_reload_then_graceful_exit() {
 
     let t0 = Instant::now();
     kill(libc::SIGTERM);
-    loop {
-        let (code, body) = status_body(r, "/ready");
-        if code == 503 {
-            assert_eq!(body, "shutting down");
-            break;
-        }
-        assert!(
-            t0.elapsed() < 750 * MS,
-            "/ready still {code} {:?} after SIGTERM",
-            t0.elapsed()
-        );
-        std::thread::sleep(5 * MS);
-    }
-    while t0.elapsed() < 1200 * MS {
-        assert_eq!(
-            status_body(h, "/health"),
-            (200, "OK".into()),
-            "at {:?}",
-            t0.elapsed()
-        );
-        std::thread::sleep(100 * MS);
-    }
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(10),
-            "child did not exit after SIGTERM"
-        );
-        std::thread::sleep(20 * MS);
-    };
+    assert_lameduck(h, r, t0, 1200 * MS, || {});
+    let mut status = None;
+    let exited = wait_for(Duration::from_secs(10), || {
+        status = child.0.try_wait().unwrap();
+        status.is_some()
+    });
+    assert!(exited, "child did not exit after SIGTERM");
+    let status = status.unwrap();
     let took = t0.elapsed();
     assert!(status.success(), "exit status {status:?}");
     assert!(
         took >= 1700 * MS,
         "exited after {took:?}: before lameduck + drain"
     );
-    while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
-        lines.push(l);
-    }
+    await_line(&rx, &mut lines, "CHILD exit");
     let pos = |s: &str| {
         lines
             .iter()
@@ -430,7 +416,7 @@ fn close(got: f64, want: f64) -> bool {
 fn prometheus_scrapes_and_mixin_alerts_evaluate() {
     let deadline = Instant::now() + Duration::from_secs(55);
     let rt = runtime();
-    let m = leak(Metrics::new(
+    let m = Arc::new(Metrics::new(
         "dns://:53",
         true,
         &["errors", "prometheus", "cache", "kubernetes", "forward"],
@@ -442,7 +428,7 @@ fn prometheus_scrapes_and_mixin_alerts_evaluate() {
     let ep = rt
         .block_on(http::start(
             &cfg,
-            m,
+            m.clone(),
             Readiness::new(Vec::<String>::new()),
             ShutdownSignal::never(),
         ))
@@ -454,24 +440,24 @@ fn prometheus_scrapes_and_mixin_alerts_evaluate() {
     // Inject right after a scrape was rendered: the next one is a second away, so no scrape
     // ever sees half a batch.
     let mut seen = m.renders();
-    let next_scrape = |seen: &mut u64| {
-        while m.renders() == *seen {
-            assert!(
-                Instant::now() < deadline,
-                "no scrape; prometheus log:\n{}",
-                prom.log()
-            );
-            std::thread::sleep(2 * MS);
-        }
-        *seen = m.renders();
+    let mut next_scrape = || {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let scraped = wait_for(left, || m.renders() != seen);
+        assert!(scraped, "no scrape; prometheus log:\n{}", prom.log());
+        seen = m.renders();
     };
     for _ in 0..5 {
-        next_scrape(&mut seen);
-        inject(m, &a);
+        next_scrape();
+        inject(&m, &a);
     }
-    next_scrape(&mut seen);
-    next_scrape(&mut seen);
-    std::thread::sleep(300 * MS);
+    next_scrape();
+    // Prometheus holds the scrape that saw the last batch (5 batches of 100 responses).
+    let all_in = || {
+        prom.query(r#"sum(coredns_dns_responses_total{job="kube-dns"})"#)
+            .first()
+            .is_some_and(|(_, v)| *v == 500.0)
+    };
+    assert!(wait_for(Duration::from_secs(10), all_in), "{}", prom.log());
 
     let one = |expr: &str| -> (serde_json::Map<String, serde_json::Value>, f64) {
         let mut v = prom.query(expr);
@@ -546,4 +532,16 @@ fn prometheus_scrapes_and_mixin_alerts_evaluate() {
         0.0
     );
     drop(prom);
+}
+
+/// Reads the child's output into `lines` until a line holds `what` (bounded: 10 s).
+fn await_line(rx: &mpsc::Receiver<String>, lines: &mut Vec<String>, what: &str) {
+    let end = Instant::now() + Duration::from_secs(10);
+    while !lines.iter().any(|l| l.contains(what)) {
+        let left = end.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => lines.push(l),
+            Err(_) => panic!("no {what:?} from the child; got {lines:#?}"),
+        }
+    }
 }

@@ -1,56 +1,17 @@
-//! Operating the real binary: health and readiness across start-up, sync and shutdown; the
-//! metrics endpoint as a stock kube-dns shows it; SIGTERM while a client keeps querying.
+//! Operating the real binary: the metrics endpoint as a stock kube-dns shows it; readiness and
+//! DNS through SIGTERM while a client keeps querying. (Health and readiness before and after
+//! the first sync: `kube_dns::kube_before_the_first_sync_servfail_and_not_ready`.)
 
-use std::net::{SocketAddr, UdpSocket};
+use std::net::UdpSocket;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::apiserver::*;
-use crate::prom::get;
 use crate::support::*;
-
-fn status_body(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    get(addr, path, &[]).ok().map(|r| (r.status, r.text()))
-}
-
-#[test]
-fn health_and_readiness_follow_the_first_sync() {
-    let (api, _) = ApiServer::start_blocking();
-    api.create(namespace("demo"));
-    api.create(svc("demo", "a").cluster_ip("10.0.0.1"));
-    api.stop_blocking();
-    let dir = tempfile::tempdir().unwrap();
-    let kubeconfig = api.write_kubeconfig(dir.path());
-    let cfg = format!(
-        "listen: [\"127.0.0.1:0\"]\nsource: {{kubernetes: {{kubeconfig: {}, startup_timeout: 1s}}}}\nforward: {{enabled: false}}\nmetrics: {{listen: \"127.0.0.1:0\"}}\nhealth: {{listen: \"127.0.0.1:0\", lameduck: 1s}}\nready: {{listen: \"127.0.0.1:0\"}}\n",
-        kubeconfig.display()
-    );
-    let s = Server::start(&cfg, &[]);
-    let (health, ready) = (s.listen("health").unwrap(), s.listen("ready").unwrap());
-    assert_eq!(status_body(health, "/health"), Some((200, "OK".into())));
-    assert_eq!(
-        status_body(ready, "/ready"),
-        Some((503, "kubernetes".into())),
-        "not ready before the first sync"
-    );
-    api.restart_blocking();
-    let t0 = Instant::now();
-    while status_body(ready, "/ready").map(|r| r.0) != Some(200)
-        && t0.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    assert_eq!(status_body(ready, "/ready"), Some((200, "OK".into())));
-    assert_eq!(status_body(health, "/nope").map(|r| r.0), Some(404));
-}
 
 #[test]
 fn metrics_as_a_stock_kube_dns_shows_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("cluster.yaml");
-    std::fs::copy(repo().join("config/cluster.yaml"), &objects).unwrap();
-    let s = Server::start(&base_config(&objects, ""), &[]);
+    let s = Server::sample("");
     for _ in 0..5 {
         s.dig(&["+short", "kubernetes.default.svc.cluster.local"]);
         s.dig(&["+short", "nope.default.svc.cluster.local", "AAAA"]);
@@ -96,8 +57,7 @@ fn metrics_as_a_stock_kube_dns_shows_them() {
     assert!(has("process_resident_memory_bytes "), "{text}");
     assert!(has("clusterdns_snapshot_objects{"), "{text}");
     // promtool agrees it is valid exposition
-    require("promtool");
-    let mut p = std::process::Command::new("promtool")
+    let mut p = std::process::Command::new(require("promtool"))
         .args(["check", "metrics"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
@@ -124,10 +84,7 @@ enum Got {
 
 #[test]
 fn sigterm_drains_without_losing_a_query() {
-    let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("cluster.yaml");
-    std::fs::copy(repo().join("config/cluster.yaml"), &objects).unwrap();
-    let mut s = Server::start(&base_config(&objects, ""), &[]);
+    let mut s = Server::sample("");
     let (dns, ready) = (s.dns, s.listen("ready").unwrap());
     assert_eq!(status_body(ready, "/ready").map(|r| r.0), Some(200));
 
@@ -164,12 +121,18 @@ fn sigterm_drains_without_losing_a_query() {
             }
         })
     };
-    std::thread::sleep(Duration::from_millis(300));
+    let answered = |n| results.lock().unwrap().len() >= n;
+    assert!(
+        wait_for(Duration::from_secs(10), || answered(50)),
+        "the client runs"
+    );
     let term_at = Instant::now();
+    // SAFETY: signalling our own child by its pid.
     unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
-    // readiness is 503 from the signal on (give the handler a moment to run), through the
-    // whole lameduck period (1 s here)
-    std::thread::sleep(Duration::from_millis(50));
+    // readiness is 503 from the moment the handler has run, through the whole lameduck period
+    // (1 s here)
+    let not_ready = || status_body(ready, "/ready").is_none_or(|r| r.0 != 200);
+    assert!(wait_for(Duration::from_millis(500), not_ready));
     let mut ready_seen = Vec::new();
     while term_at.elapsed() < Duration::from_millis(900) {
         ready_seen.push(status_body(ready, "/ready").map(|r| r.0));
@@ -177,7 +140,18 @@ fn sigterm_drains_without_losing_a_query() {
     }
     let status = s.child.wait().unwrap();
     let exited_after = term_at.elapsed();
-    std::thread::sleep(Duration::from_millis(200));
+    // the client sees the socket gone
+    let refused = || {
+        results
+            .lock()
+            .unwrap()
+            .last()
+            .is_some_and(|r| r.1 == Got::Refused)
+    };
+    assert!(
+        wait_for(Duration::from_secs(5), refused),
+        "no refusal after exit"
+    );
     done.store(true, Ordering::Relaxed);
     client.join().unwrap();
     assert!(status.success(), "exit 0 after draining: {status:?}");

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -14,12 +14,9 @@ fn ttl_of(s: &Server, name: &str) -> Option<u32> {
 
 #[test]
 fn config_changes_apply_live_and_bad_ones_are_rejected() {
-    let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("cluster.yaml");
-    std::fs::copy(repo().join("config/cluster.yaml"), &objects).unwrap();
-    let cfg_text = base_config(&objects, "");
-    let s = Server::start(&cfg_text, &[]);
+    let s = Server::sample("");
     let cfg_path = s.path("clusterdns.yaml");
+    let cfg_text = std::fs::read_to_string(&cfg_path).unwrap();
     assert_eq!(ttl_of(&s, "kubernetes.default.svc.cluster.local"), Some(30));
 
     // queries keep flowing during every reload; none may fail
@@ -45,13 +42,8 @@ fn config_changes_apply_live_and_bad_ones_are_rejected() {
 
     // a valid change: the TTL
     std::fs::write(&cfg_path, format!("{cfg_text}cluster:\n  ttl: 7\n")).unwrap();
-    let t0 = Instant::now();
-    while ttl_of(&s, "kubernetes.default.svc.cluster.local") != Some(7)
-        && t0.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(ttl_of(&s, "kubernetes.default.svc.cluster.local"), Some(7));
+    let ttl_is = |want| ttl_of(&s, "kubernetes.default.svc.cluster.local") == Some(want);
+    assert!(wait_for(Duration::from_secs(10), || ttl_is(7)));
 
     // an invalid one: rejected, named, the old config stays
     std::fs::write(
@@ -59,31 +51,19 @@ fn config_changes_apply_live_and_bad_ones_are_rejected() {
         format!("{cfg_text}cluster:\n  ttl: 7\n  zoen: x\n"),
     )
     .unwrap();
-    let t0 = Instant::now();
-    let mut logs = Vec::new();
-    while !logs.iter().any(|l: &String| l.contains("reload rejected"))
-        && t0.elapsed() < Duration::from_secs(10)
-    {
-        logs.extend(s.lines.try_iter());
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let logs = s.log_until(Duration::from_secs(10), |l| l.contains("reload rejected"));
     assert!(
         logs.iter()
             .any(|l| l.contains("reload rejected") && l.contains("zoen")),
         "{logs:?}"
     );
-    assert_eq!(ttl_of(&s, "kubernetes.default.svc.cluster.local"), Some(7));
+    assert!(ttl_is(7));
 
     // SIGHUP after fixing it: applied
     std::fs::write(&cfg_path, format!("{cfg_text}cluster:\n  ttl: 9\n")).unwrap();
+    // SAFETY: signalling our own child by its pid.
     unsafe { libc::kill(s.child.id() as i32, libc::SIGHUP) };
-    let t0 = Instant::now();
-    while ttl_of(&s, "kubernetes.default.svc.cluster.local") != Some(9)
-        && t0.elapsed() < Duration::from_secs(10)
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(ttl_of(&s, "kubernetes.default.svc.cluster.local"), Some(9));
+    assert!(wait_for(Duration::from_secs(10), || ttl_is(9)));
 
     stop.store(true, Ordering::Relaxed);
     load.join().unwrap();

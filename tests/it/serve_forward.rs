@@ -3,21 +3,14 @@
 //! loop detection at start.
 
 use std::process::Command;
-use std::time::Duration;
 
-use crate::forward::start_knot;
 use crate::support::*;
 
 const OBJECTS: &str = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.9.0.1}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: ext, namespace: x}\n  spec: {type: ExternalName, externalName: www.example.test}\n";
 
 fn server_with_upstream(upstream: std::net::SocketAddr) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("objects.yaml");
-    std::fs::write(&objects, OBJECTS).unwrap();
     let extra = format!("forward:\n  upstreams: [\"{upstream}\"]\n  timeout: 500ms\n");
-    let s = Server::start(&base_config(&objects, &extra), &[]);
-    std::mem::forget(dir);
-    s
+    Server::with_objects(OBJECTS, &extra)
 }
 
 #[test]
@@ -90,10 +83,7 @@ fn reverse_names_of_the_cluster_are_answered_others_fall_through() {
 
 #[test]
 fn forwarding_to_itself_refuses_to_start() {
-    let port = {
-        let u = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        u.local_addr().unwrap().port()
-    };
+    let port = free_port();
     let dir = tempfile::tempdir().unwrap();
     let objects = dir.path().join("objects.yaml");
     std::fs::write(&objects, OBJECTS).unwrap();
@@ -115,5 +105,4 @@ fn forwarding_to_itself_refuses_to_start() {
         err.contains(&format!("127.0.0.1:{port}")),
         "names the address: {err}"
     );
-    let _ = Duration::from_secs(0);
 }

@@ -1,20 +1,39 @@
-//! Starting the real `clusterdns` binary on ephemeral ports, and asking it with real clients
-//! (`dig`, `kdig`, `nslookup`) and with hickory's message parser.
+//! What the integration tests share, once: starting the real `clusterdns` binary on ephemeral
+//! ports (reading the addresses it prints) and asking it with real clients (`dig`, `kdig`,
+//! `nslookup`), and in the submodules DNS messages built and decoded with hickory-proto
+//! (`dns`), HTTP for the operator endpoints (`http`), upstreams on loopback (`upstream`: small
+//! fakes and a real Knot), a real Prometheus (`prometheus`), the test Kubernetes API server as a
+//! source (`kubeapi`) and the outside tools (`tools`). Every item is re-exported here: test
+//! files `use crate::support::*`.
+
+mod dns;
+mod http;
+mod kubeapi;
+mod prometheus;
+mod tools;
+pub mod upstream;
+
+pub use dns::*;
+pub use http::*;
+pub use kubeapi::*;
+pub use prometheus::*;
+pub use tools::*;
+pub use upstream::start_knot;
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use hickory_proto::op::Message;
-
 /// A running `clusterdns serve`; killed on drop.
 pub struct Server {
     pub child: Child,
     pub dns: SocketAddr,
+    /// The server's stderr, line by line.
     pub lines: mpsc::Receiver<String>,
+    /// The server's own folder: its config, and any files the test gives it.
     pub dir: tempfile::TempDir,
     /// Every listen line the server printed (`metrics=...`, `health=...`, `ready=...`).
     pub listens: Vec<(String, SocketAddr)>,
@@ -27,34 +46,72 @@ impl Drop for Server {
     }
 }
 
+/// The `clusterdns` binary cargo built for these tests.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_clusterdns"))
 }
 
-/// Fail loudly when a client tool is missing: CI installs them (`.ci/install`).
-pub fn require(tool: &str) {
-    let ok = Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        ok,
-        "{tool} is not installed: run .ci/install (apt-get install dnsutils knot-dnsutils)"
-    );
+/// The repository's folder (for config/, manifests/ and fixtures).
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Polls `cond` every 10 ms until it holds or `limit` has passed; whether it held. For
+/// blocking tests; a tokio test whose condition needs the runtime's tasks uses
+/// [`wait_for_async`].
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() > end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
+}
+
+/// [`wait_for`] inside a tokio runtime: sleeps without blocking the runtime's other tasks.
+pub async fn wait_for_async(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while !cond() {
+        if Instant::now() > end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
 }
 
 impl Server {
     /// Start with a config text (YAML) written into a temp dir; extra args appended. The
     /// config should listen on 127.0.0.1:0 — the real port is read from the server's output.
     pub fn start(config_yaml: &str, args: &[&str]) -> Server {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), config_yaml, args)
+    }
+
+    /// [`Server::start`] in a folder the caller has already put files in.
+    pub fn start_in(dir: tempfile::TempDir, config_yaml: &str, args: &[&str]) -> Server {
         let cfg = dir.path().join("clusterdns.yaml");
         std::fs::write(&cfg, config_yaml).unwrap();
         let mut cmd = Command::new(bin());
         cmd.arg("serve").arg("--config").arg(&cfg).args(args);
         Self::spawn(cmd, dir)
+    }
+
+    /// Serving `objects_yaml` (Kubernetes objects, kept as `objects.yaml` in the server's
+    /// folder, where the test may change it) with [`base_config`] plus `extra`.
+    pub fn with_objects(objects_yaml: &str, extra: &str) -> Server {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = dir.path().join("objects.yaml");
+        std::fs::write(&objects, objects_yaml).unwrap();
+        let cfg = base_config(&objects, extra);
+        Self::start_in(dir, &cfg, &[])
+    }
+
+    /// Serving the sample cluster of `config/cluster.yaml`, with [`base_config`] plus `extra`.
+    pub fn sample(extra: &str) -> Server {
+        let objects = std::fs::read_to_string(repo().join("config/cluster.yaml")).unwrap();
+        Self::with_objects(&objects, extra)
     }
 
     pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Server {
@@ -90,9 +147,6 @@ impl Server {
                         if k == "dns" && dns.is_none() {
                             dns = Some(a);
                         }
-                        if k == "ready" || (k == "dns" && !line.contains("more")) {
-                            // keep reading briefly for the other endpoints
-                        }
                     }
                     if line.starts_with("clusterdns: ")
                         && !line.starts_with("clusterdns: listening")
@@ -100,6 +154,7 @@ impl Server {
                         panic!("server failed: {line}");
                     }
                 }
+                // Every listen line is printed at once: a pause after the DNS one ends them.
                 Err(mpsc::RecvTimeoutError::Timeout) => {
                     if dns.is_some() {
                         break;
@@ -137,32 +192,77 @@ impl Server {
         dig_at(self.dns, args)
     }
 
-    /// Ask over UDP with a raw message; the reply decoded by hickory.
+    /// The `status:` of a `dig` answer (`NOERROR`, `NXDOMAIN`, ...; `none` without an answer).
+    pub fn status(&self, args: &[&str]) -> String {
+        let out = self.dig(args);
+        out.split("status: ")
+            .nth(1)
+            .and_then(|r| r.split(',').next())
+            .unwrap_or("none")
+            .to_string()
+    }
+
+    /// Ask over UDP with a raw message; the reply's bytes.
     pub fn ask_raw(&self, msg: &[u8]) -> Vec<u8> {
         udp_exchange(self.dns, msg).expect("reply")
     }
 
-    /// Wait until `cond` holds for a `dig +short` answer (bounded).
+    /// Wait until `cond` holds for the output of `dig args` (bounded); the last output.
     pub fn wait_for(
         &self,
         args: &[&str],
         cond: impl Fn(&str) -> bool,
         timeout: Duration,
     ) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let out = self.dig(args);
-            if cond(&out) || Instant::now() > deadline {
-                return out;
+        let mut out = String::new();
+        wait_for(timeout, || {
+            out = self.dig(args);
+            cond(&out)
+        });
+        out
+    }
+
+    /// Reads the server's log until a line matches `pred` or `limit` passes; every line read.
+    pub fn log_until(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Vec<String> {
+        let end = Instant::now() + limit;
+        let mut seen = Vec::new();
+        while let Ok(line) = self
+            .lines
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            let hit = pred(&line);
+            seen.push(line);
+            if hit {
+                break;
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
+        seen
     }
 }
 
+/// The Corefile fixtures' folder (`tests/fixtures/corefiles`).
+pub fn corefile_fixtures() -> PathBuf {
+    repo().join("tests/fixtures/corefiles")
+}
+
+/// The text of a Corefile fixture.
+pub fn fixture_text(rel: &str) -> String {
+    std::fs::read_to_string(corefile_fixtures().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// A Corefile fixture converted with its imports resolved against its own folder, as the CLI
+/// does.
+#[allow(clippy::result_large_err)]
+pub fn convert_fixture(
+    rel: &str,
+) -> Result<clusterdns::corefile::Conversion, clusterdns::corefile::CorefileError> {
+    let path = corefile_fixtures().join(rel);
+    clusterdns::corefile::convert(&fixture_text(rel), path.parent().unwrap())
+}
+
+/// `dig @addr -p port +time=2 +tries=1 args...`; its stdout.
 pub fn dig_at(addr: SocketAddr, args: &[&str]) -> String {
-    require("dig");
-    let out = Command::new("dig")
+    let out = Command::new(require("dig"))
         .arg(format!("@{}", addr.ip()))
         .arg("-p")
         .arg(addr.port().to_string())
@@ -173,93 +273,22 @@ pub fn dig_at(addr: SocketAddr, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-pub fn udp_exchange(addr: SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {
-    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
-    s.send_to(msg, addr).unwrap();
-    let mut buf = vec![0u8; 65535];
-    let (n, _) = s.recv_from(&mut buf).ok()?;
-    buf.truncate(n);
-    Some(buf)
-}
-
-pub fn tcp_exchange(addr: SocketAddr, msgs: &[Vec<u8>]) -> Vec<Vec<u8>> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
-    for m in msgs {
-        let mut framed = (m.len() as u16).to_be_bytes().to_vec();
-        framed.extend_from_slice(m);
-        s.write_all(&framed).unwrap();
-    }
-    let mut out = Vec::new();
-    for _ in msgs {
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).unwrap();
-        let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
-        s.read_exact(&mut buf).unwrap();
-        out.push(buf);
-    }
-    out
-}
-
-pub fn decode(b: &[u8]) -> Message {
-    Message::from_vec(b).expect("decodable reply")
-}
-
-/// A query message in wire form.
-pub fn query(name: &str, qtype: u16, id: u16, edns: Option<u16>) -> Vec<u8> {
-    let mut m = vec![
-        (id >> 8) as u8,
-        id as u8,
-        0x01,
-        0x00,
-        0,
-        1,
-        0,
-        0,
-        0,
-        0,
-        0,
-        edns.is_some() as u8,
-    ];
-    for l in name
-        .trim_end_matches('.')
-        .split('.')
-        .filter(|l| !l.is_empty())
-    {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&1u16.to_be_bytes());
-    if let Some(sz) = edns {
-        m.extend_from_slice(&[0, 0, 41]);
-        m.extend_from_slice(&sz.to_be_bytes());
-        m.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
-    }
-    m
-}
-
-/// The repository's folder (for config/ and fixtures).
-pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A config for tests: DNS on an ephemeral port, HTTP endpoints on ephemeral ports, no
-/// forwarding unless the test adds upstreams.
+/// A config for tests: DNS on an ephemeral port, HTTP endpoints on ephemeral ports, the
+/// objects from a file, no forwarding unless the test adds upstreams.
 pub fn base_config(objects: &Path, extra: &str) -> String {
+    config_with_source(&format!("source:\n  file: {}\n", objects.display()), extra)
+}
+
+/// [`base_config`] with any `source:` section.
+pub fn config_with_source(source: &str, extra: &str) -> String {
     // Never forward to this machine's resolv.conf (not on loopback): forwarding is off unless
     // the test names its own loopback upstreams.
-    let extra = if extra.contains("forward:") {
-        extra.to_string()
+    let forward = if extra.contains("forward:") {
+        ""
     } else {
-        format!("forward:\n  enabled: false\n{extra}")
+        "forward:\n  enabled: false\n"
     };
     format!(
-        "listen: [\"127.0.0.1:0\"]\nsource:\n  file: {}\nmetrics:\n  listen: \"127.0.0.1:0\"\nhealth:\n  listen: \"127.0.0.1:0\"\n  lameduck: 1s\nready:\n  listen: \"127.0.0.1:0\"\n{}",
-        objects.display(),
-        extra
+        "listen: [\"127.0.0.1:0\"]\n{source}metrics:\n  listen: \"127.0.0.1:0\"\nhealth:\n  listen: \"127.0.0.1:0\"\n  lameduck: 1s\nready:\n  listen: \"127.0.0.1:0\"\n{forward}{extra}"
     )
 }

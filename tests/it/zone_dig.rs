@@ -13,29 +13,9 @@ fn squash(s: &str) -> String {
         .join("\n")
 }
 
-fn sample_server() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("cluster.yaml");
-    std::fs::copy(repo().join("config/cluster.yaml"), &objects).unwrap();
-    let s = Server::start(&base_config(&objects, ""), &[]);
-    // keep the objects file alive with the server's own temp dir
-    std::fs::copy(&objects, s.path("cluster.yaml")).unwrap();
-    drop(dir);
-    s
-}
-
-fn server_on(objects_yaml: &str, extra: &str) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("objects.yaml");
-    std::fs::write(&objects, objects_yaml).unwrap();
-    let s = Server::start(&base_config(&objects, extra), &[]);
-    std::mem::forget(dir);
-    s
-}
-
 #[test]
 fn dig_service_a_and_aaaa() {
-    let s = sample_server();
+    let s = Server::sample("");
     assert_eq!(
         s.dig(&["+short", "kubernetes.default.svc.cluster.local"])
             .trim(),
@@ -64,14 +44,13 @@ fn dig_service_a_and_aaaa() {
 
 #[test]
 fn dig_over_tcp_and_kdig() {
-    let s = sample_server();
+    let s = Server::sample("");
     assert_eq!(
         s.dig(&["+tcp", "+short", "kubernetes.default.svc.cluster.local"])
             .trim(),
         "10.96.0.1"
     );
-    require("kdig");
-    let out = std::process::Command::new("kdig")
+    let out = std::process::Command::new(require("kdig"))
         .arg(format!("@{}", s.dns.ip()))
         .arg("-p")
         .arg(s.dns.port().to_string())
@@ -92,9 +71,9 @@ fn dig_over_tcp_and_kdig() {
 
 #[test]
 fn nslookup_works() {
-    let s = sample_server();
-    require("nslookup");
-    let out = std::process::Command::new("nslookup")
+    let s = Server::sample("");
+    let nslookup = require("nslookup");
+    let out = std::process::Command::new(&nslookup)
         .arg(format!("-port={}", s.dns.port()))
         .arg("kubernetes.default.svc.cluster.local")
         .arg(s.dns.ip().to_string())
@@ -106,7 +85,7 @@ fn nslookup_works() {
         "{text}"
     );
     assert!(text.contains("Address: 10.96.0.1"), "{text}");
-    let out = std::process::Command::new("nslookup")
+    let out = std::process::Command::new(&nslookup)
         .arg(format!("-port={}", s.dns.port()))
         .arg("nope.default.svc.cluster.local")
         .arg(s.dns.ip().to_string())
@@ -118,7 +97,7 @@ fn nslookup_works() {
 
 #[test]
 fn nxdomain_and_nodata_carry_the_soa() {
-    let s = sample_server();
+    let s = Server::sample("");
     let nx = s.dig(&["nope.demo.svc.cluster.local", "A"]);
     assert!(nx.contains("status: NXDOMAIN"), "{nx}");
     assert!(nx.contains("AUTHORITY: 1"), "{nx}");
@@ -152,7 +131,7 @@ fn nxdomain_and_nodata_carry_the_soa() {
 
 #[test]
 fn mixed_case_question_is_echoed() {
-    let s = sample_server();
+    let s = Server::sample("");
     let out = s.dig(&["KuBeRnEtEs.DeFaUlT.sVc.ClUsTeR.lOcAl", "A"]);
     assert!(
         squash(&out).contains(";KuBeRnEtEs.DeFaUlT.sVc.ClUsTeR.lOcAl. IN A"),
@@ -169,7 +148,7 @@ fn mixed_case_question_is_echoed() {
 
 #[test]
 fn srv_headless_and_external() {
-    let s = sample_server();
+    let s = Server::sample("");
     let srv = s.dig(&["+short", "_postgres._tcp.db.demo.svc.cluster.local", "SRV"]);
     let mut lines: Vec<&str> = srv.lines().collect();
     lines.sort();
@@ -241,7 +220,7 @@ fn truncation_then_tcp_retry() {
     for i in 1..=80 {
         y.push_str(&format!("  - addresses: [10.3.0.{i}]\n"));
     }
-    let s = server_on(&y, "");
+    let s = Server::with_objects(&y, "");
     // dig without EDNS: 512 bytes, TC set; dig retries over TCP by itself and gets all 80
     let out = s.dig(&["+noedns", "many.big.svc.cluster.local", "A"]);
     assert!(out.contains("Truncated, retrying in TCP mode"), "{out}");
@@ -273,7 +252,7 @@ fn truncation_then_tcp_retry() {
 
 #[test]
 fn tcp_pipelining_several_queries_on_one_connection() {
-    let s = sample_server();
+    let s = Server::sample("");
     let msgs: Vec<Vec<u8>> = (0..5u16)
         .map(|i| query("kubernetes.default.svc.cluster.local", 1, 100 + i, None))
         .collect();
@@ -285,7 +264,7 @@ fn tcp_pipelining_several_queries_on_one_connection() {
 
 #[test]
 fn protocol_errors() {
-    let s = sample_server();
+    let s = Server::sample("");
     // two questions: FORMERR
     let mut m = query("kubernetes.default.svc.cluster.local", 1, 9, None);
     m[5] = 2;
@@ -315,10 +294,31 @@ fn protocol_errors() {
     // hickory decodes extended rcode 16 as BADSIG (it shares the number with BADVERS)
     assert_eq!(u16::from(d.metadata.response_code), 16, "BADVERS");
     assert_eq!(d.edns.as_ref().map(|e| e.version()), Some(0));
-    // a response (QR=1) gets no answer at all
+    // a response (QR=1) gets no answer at all (RFC 1035: a server only answers queries; an
+    // answer would let two servers loop): nothing comes back within udp_exchange's 2 s, while
+    // the query right after it on the same socket is answered
     let mut m = query("kubernetes.default.svc.cluster.local", 1, 12, None);
     m[2] |= 0x80;
-    assert!(udp_exchange(s.dns, &m).is_none() || true);
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.send_to(&m, s.dns).unwrap();
+    sock.send_to(
+        &query("kubernetes.default.svc.cluster.local", 1, 13, None),
+        s.dns,
+    )
+    .unwrap();
+    let mut buf = [0u8; 512];
+    let (n, _) = sock
+        .recv_from(&mut buf)
+        .expect("the query after it is answered");
+    assert_eq!(
+        decode(&buf[..n]).metadata.id,
+        13,
+        "only the query is answered"
+    );
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(sock.recv_from(&mut buf).is_err(), "nothing else comes back");
     // garbage: no crash, the server still answers afterwards
     for junk in [
         &b"\x00\x01"[..],
@@ -338,20 +338,12 @@ fn protocol_errors() {
 #[test]
 fn file_changes_are_served_and_bad_files_keep_the_old_snapshot() {
     let y = "apiVersion: v1\nkind: List\nitems:\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.9.0.1}\n";
-    let s = server_on(y, "");
+    let s = Server::with_objects(y, "");
     assert_eq!(
         s.dig(&["+short", "a.x.svc.cluster.local"]).trim(),
         "10.9.0.1"
     );
-    let objects = s.dir.path().parent().map(|_| ()).and(None::<()>);
-    let _ = objects;
-    // find the objects file from the config
-    let cfg = std::fs::read_to_string(s.path("clusterdns.yaml")).unwrap();
-    let file = cfg
-        .lines()
-        .find_map(|l| l.trim().strip_prefix("file: "))
-        .unwrap()
-        .to_string();
+    let file = s.path("objects.yaml");
     std::fs::write(&file, y.replace("10.9.0.1", "10.9.0.2")).unwrap();
     let out = s.wait_for(
         &["+short", "a.x.svc.cluster.local"],
@@ -361,16 +353,17 @@ fn file_changes_are_served_and_bad_files_keep_the_old_snapshot() {
     assert_eq!(out.trim(), "10.9.0.2");
     // an invalid file: the old answers stay, the error names the position
     std::fs::write(&file, "items: [\n  - {bad yaml").unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(
-        s.dig(&["+short", "a.x.svc.cluster.local"]).trim(),
-        "10.9.0.2"
-    );
-    let logs: Vec<String> = s.lines.try_iter().collect();
+    let logs = s.log_until(Duration::from_secs(10), |l| {
+        l.contains("invalid") && l.contains("line")
+    });
     assert!(
         logs.iter()
             .any(|l| l.contains("invalid") && l.contains("line")),
         "{logs:?}"
+    );
+    assert_eq!(
+        s.dig(&["+short", "a.x.svc.cluster.local"]).trim(),
+        "10.9.0.2"
     );
     // a bad object is skipped, the others are served
     let bad = format!(
@@ -384,11 +377,46 @@ fn file_changes_are_served_and_bad_files_keep_the_old_snapshot() {
         Duration::from_secs(5),
     );
     assert_eq!(out.trim(), "10.9.0.1");
-    std::thread::sleep(Duration::from_millis(200));
-    let logs: Vec<String> = s.lines.try_iter().collect();
+    let logs = s.log_until(Duration::from_secs(10), |l| {
+        l.contains("Service x/b") && l.contains("not-an-ip")
+    });
     assert!(
         logs.iter()
             .any(|l| l.contains("Service x/b") && l.contains("not-an-ip")),
         "{logs:?}"
+    );
+}
+
+#[test]
+fn command_line_flags_override_the_config() {
+    // The README's "without any config file" flags, over a config that only turns forwarding
+    // off (this machine's resolv.conf is not on loopback).
+    let objects = repo().join("config/cluster.yaml");
+    let s = Server::start(
+        "forward: {enabled: false}\n",
+        &[
+            "--listen",
+            "127.0.0.1:0",
+            "--objects",
+            objects.to_str().unwrap(),
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--health-listen",
+            "127.0.0.1:0",
+            "--ready-listen",
+            "127.0.0.1:0",
+        ],
+    );
+    assert!(s.dns.ip().is_loopback());
+    for what in ["metrics", "health", "ready"] {
+        let addr = s
+            .listen(what)
+            .unwrap_or_else(|| panic!("no {what} listener"));
+        assert!(addr.ip().is_loopback() && addr.port() != 0, "{what} {addr}");
+    }
+    assert_eq!(
+        s.dig(&["+short", "kubernetes.default.svc.cluster.local"])
+            .trim(),
+        "10.96.0.1"
     );
 }

@@ -419,6 +419,21 @@ impl State {
     }
 }
 
+/// An object as the server stores it: its resource, the object normalized, its key.
+fn normalized(obj: impl Into<Value>) -> (Res, Value, Key) {
+    let mut obj = obj.into();
+    let r = res_of(&obj);
+    normalize(r, &mut obj);
+    let key = key_of(r, &obj);
+    (r, obj, key)
+}
+
+/// The store key of `namespace/name` (no namespace for cluster-scoped kinds).
+fn key_in(r: Res, namespace: &str, name: &str) -> Key {
+    let ns = if r.namespaced() { namespace } else { "" };
+    (ns.to_string(), name.to_string())
+}
+
 fn key_of(r: Res, obj: &Value) -> Key {
     let ns = if r.namespaced() {
         obj.pointer("/metadata/namespace")
@@ -635,10 +650,7 @@ impl ApiServer {
     /// Stores a new object (kind from its `kind` field) and returns it as stored (with
     /// resourceVersion, uid, creationTimestamp). Panics if it exists.
     pub fn create(&self, obj: impl Into<Value>) -> Value {
-        let mut obj = obj.into();
-        let r = res_of(&obj);
-        normalize(r, &mut obj);
-        let key = key_of(r, &obj);
+        let (r, mut obj, key) = normalized(obj);
         let mut st = self.state();
         assert!(
             !st.store(r).objects.contains_key(&key),
@@ -670,10 +682,7 @@ impl ApiServer {
     /// Replaces an existing object (uid and creationTimestamp kept); returns it as stored.
     /// Panics if it does not exist.
     pub fn update(&self, obj: impl Into<Value>) -> Value {
-        let mut obj = obj.into();
-        let r = res_of(&obj);
-        normalize(r, &mut obj);
-        let key = key_of(r, &obj);
+        let (r, mut obj, key) = normalized(obj);
         let mut st = self.state();
         let prev = st
             .store(r)
@@ -706,14 +715,8 @@ impl ApiServer {
     /// Creates or updates.
     pub fn apply(&self, obj: impl Into<Value>) -> Value {
         let obj = obj.into();
-        let r = res_of(&obj);
-        let mut probe = obj.clone();
-        normalize(r, &mut probe);
-        let exists = self
-            .state()
-            .store(r)
-            .objects
-            .contains_key(&key_of(r, &probe));
+        let (r, _, key) = normalized(obj.clone());
+        let exists = self.state().store(r).objects.contains_key(&key);
         if exists {
             self.update(obj)
         } else {
@@ -724,24 +727,14 @@ impl ApiServer {
     /// Deletes the object named by `obj` (its kind, namespace and name); returns its final state.
     /// Panics if it does not exist.
     pub fn delete(&self, obj: impl Into<Value>) -> Value {
-        let mut obj = obj.into();
-        let r = res_of(&obj);
-        normalize(r, &mut obj);
-        let (ns, name) = key_of(r, &obj);
+        let (r, _, (ns, name)) = normalized(obj);
         self.delete_named(r.kind(), &ns, &name)
     }
 
     /// Deletes by kind (`"Service"`, ...), namespace (ignored for namespaces) and name.
     pub fn delete_named(&self, kind: &str, namespace: &str, name: &str) -> Value {
         let r = Res::from_kind(kind).unwrap_or_else(|| panic!("unknown kind {kind}"));
-        let key = (
-            if r.namespaced() {
-                namespace.to_string()
-            } else {
-                String::new()
-            },
-            name.to_string(),
-        );
+        let key = key_in(r, namespace, name);
         let mut st = self.state();
         st.store(r).encoded.remove(&key);
         let prev = st
@@ -760,14 +753,7 @@ impl ApiServer {
     /// The stored object, if any.
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         let r = Res::from_kind(kind)?;
-        let key = (
-            if r.namespaced() {
-                namespace.to_string()
-            } else {
-                String::new()
-            },
-            name.to_string(),
-        );
+        let key = key_in(r, namespace, name);
         self.state()
             .store(r)
             .objects
@@ -1130,24 +1116,32 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Bo
         } else {
             get_one(&inner, &target, name, as_ == As::Meta)
         }
-    } else if watch {
-        if as_ == As::MetaList {
-            error(
-                406,
-                "NotAcceptable",
-                "a watch of metadata takes as=PartialObjectMetadata",
-            )
-        } else {
-            start_watch(&inner, &target, &params, as_ == As::Meta)
-        }
-    } else if as_ == As::Meta {
+    } else if watch && as_ == As::MetaList {
+        error(
+            406,
+            "NotAcceptable",
+            "a watch of metadata takes as=PartialObjectMetadata",
+        )
+    } else if !watch && as_ == As::Meta {
         error(
             406,
             "NotAcceptable",
             "a list of metadata takes as=PartialObjectMetadataList",
         )
     } else {
-        list(&inner, &target, &params, as_ == As::MetaList)
+        match filter_of(&target, &params) {
+            Err(m) => error(400, "BadRequest", &m),
+            Ok(filter) => {
+                let read = Read {
+                    inner: &inner,
+                    t: &target,
+                    filter,
+                    params: &params,
+                    meta: as_ == As::Meta || as_ == As::MetaList,
+                };
+                if watch { start_watch(read) } else { list(read) }
+            }
+        }
     };
     Ok(resp)
 }
@@ -1209,16 +1203,25 @@ fn decode_continue(s: &str) -> Option<(u64, Key)> {
     Some((rv, (parts.next()?.to_string(), parts.next()?.to_string())))
 }
 
-fn list(
-    inner: &Inner,
-    t: &Target,
-    params: &BTreeMap<String, String>,
+/// A list or watch request, its selectors parsed.
+struct Read<'a> {
+    inner: &'a Inner,
+    t: &'a Target,
+    filter: Filter,
+    params: &'a BTreeMap<String, String>,
+    /// Metadata only (`as=PartialObjectMetadata[List]`).
     meta: bool,
-) -> Response<Body> {
-    let filter = match filter_of(t, params) {
-        Ok(f) => f,
-        Err(m) => return error(400, "BadRequest", &m),
-    };
+}
+
+/// A list (`limit`/`continue` pages, `resourceVersion` semantics) of what `filter` selects.
+fn list(read: Read<'_>) -> Response<Body> {
+    let Read {
+        inner,
+        t,
+        filter,
+        params,
+        meta,
+    } = read;
     let limit = match params
         .get("limit")
         .filter(|s| !s.is_empty())
@@ -1370,16 +1373,11 @@ fn list(
         .unwrap()
 }
 
-fn start_watch(
-    inner: &Inner,
-    t: &Target,
-    params: &BTreeMap<String, String>,
-    meta: bool,
-) -> Response<Body> {
-    let filter = match filter_of(t, params) {
-        Ok(f) => f,
-        Err(m) => return error(400, "BadRequest", &m),
-    };
+/// A watch stream of what `filter` selects, from the request's `resourceVersion`.
+fn start_watch(read: Read<'_>) -> Response<Body> {
+    let Read {
+        inner, t, params, ..
+    } = read;
     let flag = |k: &str| matches!(params.get(k).map(String::as_str), Some("true" | "1"));
     let bookmarks = flag("allowWatchBookmarks");
     let initial_events = flag("sendInitialEvents");
@@ -1392,8 +1390,8 @@ fn start_watch(
     let (tx, rx) = mpsc::unbounded_channel();
     let w = Watcher {
         res: t.res,
-        filter,
-        meta_only: meta,
+        filter: read.filter,
+        meta_only: read.meta,
         bookmarks,
         tx,
     };

@@ -1,5 +1,6 @@
 //! Kubernetes label selectors in their string form (`k=v,k2!=v,k3 in (a,b),k4 notin (c),k5,!k6`),
-//! as CoreDNS's `labels` and `namespace_labels` options take them.
+//! as CoreDNS's `labels` and `namespace_labels` options take them. Pure text, below the config
+//! (which validates `cluster.labels` with it) and the zone builder (which matches with it).
 
 use std::collections::BTreeMap;
 

@@ -1,17 +1,20 @@
-//! Small in-test DNS upstreams on 127.0.0.1 (UDP and TCP on one port) whose behaviour a test
-//! chooses per query: answer, answer late, truncate over UDP, SERVFAIL, or never answer.
+//! DNS upstreams on 127.0.0.1 for the forwarding tests: small in-test ones (UDP and TCP on one
+//! port) whose behaviour a test chooses per query (answer, answer late, truncate over UDP,
+//! SERVFAIL, never answer), and a real Knot DNS (`knotd`) serving `example.test`.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, OpCode, Query, ResponseCode};
+use hickory_proto::op::{Edns, Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, NS, SOA};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::task::JoinHandle;
+
+use super::{bind_pair, free_port, query, require, wait_for};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -47,7 +50,14 @@ impl Fake {
     pub async fn start(
         handler: impl Fn(&Message, Transport) -> Action + Send + Sync + 'static,
     ) -> Fake {
-        let (udp, tcp) = bind_pair().await;
+        let (udp, tcp) = bind_pair();
+        for s in [udp.set_nonblocking(true), tcp.set_nonblocking(true)] {
+            s.unwrap();
+        }
+        let (udp, tcp) = (
+            UdpSocket::from_std(udp).unwrap(),
+            TcpListener::from_std(tcp).unwrap(),
+        );
         Self::serve(udp, tcp, Arc::new(handler))
     }
 
@@ -171,18 +181,6 @@ impl Fake {
     }
 }
 
-/// UDP and TCP sockets on the same free loopback port.
-async fn bind_pair() -> (UdpSocket, TcpListener) {
-    for _ in 0..50 {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-        let port = udp.local_addr().unwrap().port();
-        if let Ok(tcp) = TcpListener::bind(("127.0.0.1", port)).await {
-            return (udp, tcp);
-        }
-    }
-    panic!("no free port pair on 127.0.0.1");
-}
-
 /// An upstream that holds a port (UDP bound, TCP listening) but never answers.
 pub struct Dead {
     pub addr: SocketAddr,
@@ -192,18 +190,12 @@ pub struct Dead {
 
 impl Dead {
     pub fn new() -> Dead {
-        for _ in 0..50 {
-            let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-            let addr = udp.local_addr().unwrap();
-            if let Ok(tcp) = std::net::TcpListener::bind(addr) {
-                return Dead {
-                    addr,
-                    _udp: udp,
-                    _tcp: tcp,
-                };
-            }
+        let (udp, tcp) = bind_pair();
+        Dead {
+            addr: udp.local_addr().unwrap(),
+            _udp: udp,
+            _tcp: tcp,
         }
-        panic!("no free port pair on 127.0.0.1");
     }
 }
 
@@ -297,30 +289,68 @@ pub fn rich_reply(q: &Message) -> Message {
     m
 }
 
-/// A client query.
-pub fn query(name: &str, rtype: RecordType, id: u16, rd: bool, edns: bool) -> Vec<u8> {
-    let mut m = Message::new(id, hickory_proto::op::MessageType::Query, OpCode::Query);
-    m.metadata.recursion_desired = rd;
-    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
-    if edns {
-        let mut o = Edns::new();
-        o.set_max_payload(1232);
-        m.set_edns(o);
+/// A real `knotd` serving `example.test` on a free loopback port; killed on drop.
+pub struct Knot {
+    child: std::process::Child,
+    pub addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Knot {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
-    m.to_vec().unwrap()
 }
 
-pub fn parse(b: &[u8]) -> Message {
-    Message::from_vec(b).unwrap_or_else(|e| panic!("unparseable reply {e}: {b:02x?}"))
-}
-
-/// The A addresses in a reply's answer section.
-pub fn a_addrs(m: &Message) -> Vec<Ipv4Addr> {
-    m.answers
-        .iter()
-        .filter_map(|r| match &r.data {
-            RData::A(a) => Some(a.0),
-            _ => None,
-        })
-        .collect()
+/// Starts [`Knot`] and waits until it answers. `example.test` holds `www` (A and AAAA),
+/// `alias` (CNAME to www), `big` (100 A records: more than a UDP answer holds) and an SOA
+/// whose MINIMUM is 2 s.
+pub fn start_knot() -> Knot {
+    let bin = require("knotd");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let d = dir.path().display();
+    let mut zone = String::from(
+        "$ORIGIN example.test.\n$TTL 300\n\
+         @ 300 IN SOA ns.example.test. admin.example.test. 1 3600 600 86400 2\n\
+         @ IN NS ns\nns IN A 127.0.0.1\n\
+         www 60 IN A 192.0.2.10\nwww 60 IN AAAA 2001:db8::10\n\
+         alias 60 IN CNAME www\n",
+    );
+    for i in 1..=100 {
+        zone.push_str(&format!("big 60 IN A 198.51.100.{i}\n"));
+    }
+    std::fs::write(dir.path().join("example.test.zone"), zone).unwrap();
+    let conf = format!(
+        "server:\n    listen: 127.0.0.1@{port}\n    rundir: {d}\n\
+         database:\n    storage: {d}\n\
+         log:\n  - target: stderr\n    any: error\n\
+         zone:\n  - domain: example.test\n    file: {d}/example.test.zone\n"
+    );
+    std::fs::write(dir.path().join("knot.conf"), conf).unwrap();
+    let child = std::process::Command::new(bin)
+        .arg("-c")
+        .arg(dir.path().join("knot.conf"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start knotd");
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let k = Knot {
+        child,
+        addr,
+        _dir: dir,
+    };
+    let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(100)))
+        .unwrap();
+    let q = query("www.example.test.", RecordType::A, 77, None);
+    let mut buf = [0u8; 512];
+    let answers = wait_for(Duration::from_secs(10), || {
+        let _ = sock.send_to(&q, addr);
+        sock.recv_from(&mut buf).is_ok()
+    });
+    assert!(answers, "knotd did not start answering on {addr}");
+    k
 }

@@ -1,0 +1,215 @@
+//! The `cache` plugin: clusterdns has one cache, in front of forwarding, set by the `.` block's
+//! `cache` (the cluster zone is answered from memory and never cached).
+
+use std::time::Duration;
+
+use super::{Converter, Ctx, Role, Set};
+use crate::config::{CacheConfig, Config};
+use crate::corefile::{CorefileError, Pos};
+use crate::names::in_zone;
+
+/// CoreDNS's capacity of each of its two caches (success and denial), in entries.
+const COREDNS_CAPACITY: usize = 9984;
+
+/// What `cache` lines say.
+#[derive(Default)]
+pub(super) struct Caching {
+    cache: Option<Set<CacheConfig>>,
+    /// `cache { disable ... }` lines, judged once the cluster zone is known.
+    disable: Vec<(Pos, String, Vec<String>)>,
+}
+
+impl Converter {
+    pub(super) fn cache(&mut self, ctx: &Ctx<'_>) -> Result<(), CorefileError> {
+        let d = ctx.d;
+        // CoreDNS's cache defaults: TTL caps 3600 (success) and 1800 (denial) and floors 5 are
+        // clusterdns's too; CoreDNS neither prefetches nor serves stale entries unless told.
+        let mut c = CacheConfig {
+            enabled: true,
+            prefetch: 0,
+            serve_stale: Duration::ZERO,
+            ..CacheConfig::default()
+        };
+        let (mut success_cap, mut denial_cap) = (COREDNS_CAPACITY, COREDNS_CAPACITY);
+        let mut args = d.args.iter();
+        if let Some(first) = d.args.first()
+            && let Ok(ttl) = first.parse::<u32>()
+        {
+            args.next();
+            if ttl == 0 {
+                return Err(
+                    ctx.invalid("a TTL of 0 would cache nothing; remove `cache` instead".into())
+                );
+            }
+            c.max_ttl = ttl;
+            c.max_negative_ttl = ttl;
+        }
+        let zones: Vec<String> = args.cloned().collect();
+        for o in d.options() {
+            match o.name.as_str() {
+                "success" | "denial" => {
+                    let nums: Result<Vec<u32>, _> =
+                        o.args.iter().map(|a| a.parse::<u32>()).collect();
+                    let nums = nums.map_err(|_| {
+                        ctx.invalid_opt(o, "takes CAPACITY [TTL [MINTTL]] as numbers".into())
+                    })?;
+                    let (cap, max, min) = match nums.as_slice() {
+                        [cap] => (*cap, None, None),
+                        [cap, ttl] => (*cap, Some(*ttl), None),
+                        [cap, ttl, min] => (*cap, Some(*ttl), Some(*min)),
+                        _ => return Err(ctx.invalid_opt(o, "takes CAPACITY [TTL [MINTTL]]".into())),
+                    };
+                    let (capacity, max_ttl, min_ttl) = if o.name == "success" {
+                        (&mut success_cap, &mut c.max_ttl, &mut c.min_ttl)
+                    } else {
+                        (
+                            &mut denial_cap,
+                            &mut c.max_negative_ttl,
+                            &mut c.min_negative_ttl,
+                        )
+                    };
+                    *capacity = cap as usize;
+                    if let Some(m) = max {
+                        *max_ttl = m;
+                    }
+                    if let Some(m) = min {
+                        *min_ttl = m;
+                    }
+                }
+                "prefetch" => {
+                    let Some(n) = o.args.first() else {
+                        return Err(ctx.invalid_opt(o, "needs AMOUNT".into()));
+                    };
+                    c.prefetch = ctx.number(o, n, 1..=u32::MAX, "a number above 0")?;
+                    if o.args.len() > 1 {
+                        self.note(&o.at, ctx.block, "cache prefetch", &format!("`{}` dropped: clusterdns refreshes an entry asked {} times within its TTL shortly before it expires", o.args[1..].join(" "), c.prefetch));
+                    }
+                }
+                "serve_stale" => {
+                    c.serve_stale = match o.args.first() {
+                        Some(v) => ctx.duration(o, v)?,
+                        // CoreDNS's default: an hour.
+                        None => Duration::from_secs(3600),
+                    };
+                    if o.args.get(1).is_some_and(|m| m == "verify") {
+                        self.note(&o.at, ctx.block, "cache serve_stale verify", "clusterdns serves stale entries only when every upstream fails (RFC 8767), which is what `verify` aims at");
+                    }
+                }
+                "disable" => {
+                    let [kind, ..] = o.args.as_slice() else {
+                        return Err(ctx.invalid_opt(o, "needs success or denial".into()));
+                    };
+                    if kind != "success" && kind != "denial" {
+                        return Err(
+                            ctx.invalid_opt(o, format!("{kind:?} is not success or denial"))
+                        );
+                    }
+                    self.caching.disable.push((
+                        o.at.clone(),
+                        ctx.block.to_string(),
+                        o.args.clone(),
+                    ));
+                }
+                "keepttl" => self.note(
+                    &o.at,
+                    ctx.block,
+                    "cache keepttl",
+                    "dropped: clusterdns answers from the cache with the remaining TTL",
+                ),
+                "servfail" => self.note(
+                    &o.at,
+                    ctx.block,
+                    "cache servfail",
+                    "dropped: clusterdns does not cache SERVFAIL answers this way",
+                ),
+                _ => return Err(ctx.unknown_option(o)),
+            }
+        }
+        c.min_ttl = c.min_ttl.min(c.max_ttl);
+        c.min_negative_ttl = c.min_negative_ttl.min(c.max_negative_ttl);
+        c.max_entries = success_cap + denial_cap;
+
+        let cluster_only_block = ctx.role == Role::Main
+            && !ctx.keys.iter().any(|k| k.is_root())
+            && ctx.keys.iter().all(|k| {
+                self.kube.as_ref().is_some_and(|kube| {
+                    k.zone == kube.cluster.zone || kube.cluster.reverse_zones.contains(&k.zone)
+                })
+            });
+        if cluster_only_block {
+            self.note(&d.at, ctx.block, "cache", "dropped: clusterdns answers the cluster zone from memory and caches only forwarded names (the `.` block's cache)");
+            return Ok(());
+        }
+        if ctx.role == Role::Zone {
+            let text = match &self.caching.cache {
+                Some(main)
+                    if main.value.max_ttl == c.max_ttl
+                        && main.value.max_negative_ttl == c.max_negative_ttl =>
+                {
+                    "this zone's answers go through the one clusterdns cache".to_string()
+                }
+                Some(main) => format!(
+                    "clusterdns has one cache for all forwarded names: this zone's answers are cached with the `{}` block's settings",
+                    main.block
+                ),
+                None => "clusterdns has one cache for all forwarded names; it follows the `.` block (this zone's cache settings are dropped)".to_string(),
+            };
+            self.note(&d.at, ctx.block, "cache", &text);
+            return Ok(());
+        }
+        if !zones.is_empty() && !zones.iter().any(|z| z == ".") {
+            self.note(
+                &d.at,
+                ctx.block,
+                "cache",
+                &format!(
+                    "cached only {} in CoreDNS; clusterdns caches every forwarded name",
+                    zones.join(", ")
+                ),
+            );
+        }
+        if let Some(prev) = &self.caching.cache {
+            return Err(ctx.unsupported(format!(
+                "a second cache (the first is in `{}` at {}); clusterdns has one cache",
+                prev.block, prev.at
+            )));
+        }
+        self.caching.cache = Some(Set::new(c, &d.at, ctx.block));
+        Ok(())
+    }
+
+    /// `cache { disable success|denial ZONES }`: for the cluster zone that is what clusterdns
+    /// does anyway (cluster answers are never cached); anything else is dropped with a note.
+    pub(super) fn finish_caching(&mut self) {
+        let cluster_zone = self.kube.as_ref().map(|k| k.cluster.zone.clone());
+        for (at, block, args) in std::mem::take(&mut self.caching.disable) {
+            let zones = &args[1..];
+            let only_cluster = !zones.is_empty()
+                && cluster_zone.as_ref().is_some_and(|cz| {
+                    zones.iter().all(|z| {
+                        let z = z.trim_end_matches('.').to_ascii_lowercase();
+                        in_zone(&z, cz)
+                    })
+                });
+            if !only_cluster {
+                self.note(&at, &block, "cache disable", &format!(
+                    "`disable {}` dropped: clusterdns caches every forwarded answer up to cache.max_ttl (it never caches the cluster zone, answered from memory)",
+                    args.join(" ")
+                ));
+            }
+        }
+    }
+
+    /// `cache`: without a `cache` in the `.` block, nothing is cached, as in CoreDNS.
+    pub(super) fn write_cache(&mut self, cfg: &mut Config) {
+        match &self.caching.cache {
+            Some(c) => cfg.cache = c.value.clone(),
+            None => {
+                cfg.cache.enabled = false;
+                if self.forwarding_on() {
+                    self.notes.push("cache: the Corefile has no `cache` in the `.` block, so forwarded answers are not cached (cache.enabled: false); clusterdns's own default would cache them".into());
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The `forward` plugin: the default upstreams (`forward .` of the main block), stub domains
+//! (a zone block's `forward . IPs`, or `forward ZONE IPs`), and the transport options, which
+//! clusterdns holds once for all forwarding where CoreDNS holds them per `forward`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::{Converter, Ctx, Role, Set};
+use crate::config::{self, Config, ForwardConfig, ForwardPolicy};
+use crate::corefile::CorefileError;
+use crate::corefile::zones::{Zone, parse_zone};
+use crate::names::in_zone;
+
+/// What `forward` lines say, across all blocks.
+#[derive(Default)]
+pub(super) struct Forwarding {
+    /// `forward .` of a main block: the default upstreams.
+    default: Option<Set<Upstreams>>,
+    /// The options clusterdns holds once for all forwarding.
+    opts: ForwardOpts,
+    /// Stub blocks' options, lifted after every block is read (the main block's take
+    /// precedence).
+    stub_opts: Vec<ForwardOpts>,
+    stubs: BTreeMap<String, Set<Vec<String>>>,
+    /// Zones of blocks that forward to a resolv.conf: plain forwarding if `.` forwards to the
+    /// same file.
+    resolv_conf_zones: Vec<(String, Set<String>)>,
+}
+
+#[derive(Debug, Clone)]
+enum Upstreams {
+    ResolvConf(String),
+    Addrs(Vec<String>),
+}
+
+/// The options of one `forward`, each with where it was set.
+#[derive(Debug, Clone, Default)]
+struct ForwardOpts {
+    policy: Option<Set<ForwardPolicy>>,
+    max_fails: Option<Set<u32>>,
+    health_check: Option<Set<Duration>>,
+    force_tcp: Option<Set<bool>>,
+    prefer_udp: Option<Set<bool>>,
+    max_concurrent: Option<Set<usize>>,
+}
+
+impl ForwardOpts {
+    /// The options `other` sets replace these.
+    fn override_with(&mut self, other: ForwardOpts) {
+        fn take<T>(slot: &mut Option<Set<T>>, new: Option<Set<T>>) {
+            if new.is_some() {
+                *slot = new;
+            }
+        }
+        take(&mut self.policy, other.policy);
+        take(&mut self.max_fails, other.max_fails);
+        take(&mut self.health_check, other.health_check);
+        take(&mut self.force_tcp, other.force_tcp);
+        take(&mut self.prefer_udp, other.prefer_udp);
+        take(&mut self.max_concurrent, other.max_concurrent);
+    }
+}
+
+impl Converter {
+    pub(super) fn forward(&mut self, ctx: &Ctx<'_>) -> Result<(), CorefileError> {
+        let d = ctx.d;
+        let [from, to @ ..] = d.args.as_slice() else {
+            return Err(ctx.invalid(
+                "needs FROM and at least one upstream (`forward . /etc/resolv.conf`)".into(),
+            ));
+        };
+        if to.is_empty() {
+            return Err(ctx.invalid("needs at least one upstream after FROM".into()));
+        }
+        let upstreams = upstreams(ctx, to)?;
+        let mut opts = self.forward_options(ctx)?;
+
+        // Where it applies: `.` in a main block is the default; anything else a stub domain.
+        let zones: Vec<String> = match parse_zone(from) {
+            Ok(Zone::Root) => match ctx.role {
+                Role::Main => Vec::new(),
+                Role::Zone => ctx.keys.iter().map(|k| k.zone.clone()).collect(),
+            },
+            Ok(Zone::Name(z)) => vec![z],
+            Err(e) => return Err(ctx.invalid(format!("FROM: {e}"))),
+        };
+        let block = ctx.block;
+        if zones.is_empty() {
+            if let Some(prev) = &self.forwarding.default {
+                return Err(ctx.unsupported(format!(
+                    "a second `forward .` (the first is in `{}` at {}); clusterdns has one default upstream list",
+                    prev.block, prev.at
+                )));
+            }
+            self.forwarding.default = Some(Set::new(upstreams, &d.at, block));
+            // The default forward's options are the config's; they win over any stub block's.
+            self.forwarding.opts.override_with(opts);
+            return Ok(());
+        }
+        if let Some(mc) = opts.max_concurrent.take() {
+            self.note(&mc.at, &mc.block, "forward max_concurrent", "dropped for this zone: clusterdns bounds all forwarding with one limit (forward.max_concurrent)");
+        }
+        for z in zones {
+            match &upstreams {
+                Upstreams::Addrs(a) => {
+                    if let Some(prev) = self.forwarding.stubs.get(&z) {
+                        return Err(ctx.unsupported(format!(
+                            "`{z}` is already forwarded in `{}` ({})",
+                            prev.block, prev.at
+                        )));
+                    }
+                    let set = Set::new(a.clone(), &d.at, block);
+                    self.forwarding.stubs.insert(z, set);
+                }
+                Upstreams::ResolvConf(f) => {
+                    let set = Set::new(f.clone(), &d.at, block);
+                    self.forwarding.resolv_conf_zones.push((z, set));
+                }
+            }
+        }
+        self.forwarding.stub_opts.push(opts);
+        Ok(())
+    }
+
+    fn forward_options(&mut self, ctx: &Ctx<'_>) -> Result<ForwardOpts, CorefileError> {
+        let mut opts = ForwardOpts::default();
+        for o in ctx.d.options() {
+            match o.name.as_str() {
+                "force_tcp" => {
+                    ctx.opt_no_args(o)?;
+                    opts.force_tcp = Some(Set::new(true, &o.at, ctx.block));
+                }
+                "prefer_udp" => {
+                    ctx.opt_no_args(o)?;
+                    opts.prefer_udp = Some(Set::new(true, &o.at, ctx.block));
+                }
+                "policy" => {
+                    let v = ctx.one_arg(o)?;
+                    let p = match v.as_str() {
+                        "random" => ForwardPolicy::Random,
+                        "round_robin" => ForwardPolicy::RoundRobin,
+                        "sequential" => ForwardPolicy::Sequential,
+                        _ => {
+                            return Err(ctx.invalid_opt(
+                                o,
+                                format!("{v:?} is not random, round_robin or sequential"),
+                            ));
+                        }
+                    };
+                    opts.policy = Some(Set::new(p, &o.at, ctx.block));
+                }
+                "max_fails" => {
+                    let v = ctx.one_arg(o)?;
+                    let n = ctx.number(o, v, 0..=u32::MAX, "a number")?;
+                    opts.max_fails = Some(Set::new(n, &o.at, ctx.block));
+                }
+                "health_check" => {
+                    let Some(v) = o.args.first() else {
+                        return Err(ctx.invalid_opt(o, "needs an interval, e.g. 0.5s".into()));
+                    };
+                    let dur = ctx.duration(o, v)?;
+                    if o.args.len() > 1 {
+                        self.note(
+                            &o.at,
+                            ctx.block,
+                            "forward health_check",
+                            &format!(
+                                "`{}` dropped: clusterdns probes upstreams its own way",
+                                o.args[1..].join(" ")
+                            ),
+                        );
+                    }
+                    opts.health_check = Some(Set::new(dur, &o.at, ctx.block));
+                }
+                "max_concurrent" => {
+                    let v = ctx.one_arg(o)?;
+                    let n = ctx.number(o, v, 1..=usize::MAX, "a number above 0")?;
+                    opts.max_concurrent = Some(Set::new(n, &o.at, ctx.block));
+                }
+                "expire" => {
+                    let v = ctx.one_arg(o)?;
+                    ctx.duration(o, v)?;
+                    self.note(
+                        &o.at,
+                        ctx.block,
+                        "forward expire",
+                        "dropped: clusterdns manages upstream TCP connections itself",
+                    );
+                }
+                "failfast_all_unhealthy_upstreams" => {
+                    self.note(&o.at, ctx.block, "forward failfast_all_unhealthy_upstreams", "dropped: when every upstream is down clusterdns still tries one (as CoreDNS does without this option)");
+                }
+                "max_age" => {
+                    self.note(
+                        &o.at,
+                        ctx.block,
+                        "forward max_age",
+                        "dropped: clusterdns manages upstream TCP connections itself",
+                    );
+                }
+                "except" => {
+                    return Err(ctx.unsupported_opt(o, "it keeps some subdomains out of this forward; clusterdns forwards whole domains: give each excepted domain its own server block (a stub domain) instead".into()));
+                }
+                "tls" | "tls_servername" => {
+                    return Err(ctx.unsupported_opt(
+                        o,
+                        "DNS over TLS to upstreams is not supported by clusterdns".into(),
+                    ));
+                }
+                "next" => {
+                    return Err(ctx.unsupported_opt(o, "it passes answers with some rcodes on to the next plugin; clusterdns returns the upstream's answer".into()));
+                }
+                _ => return Err(ctx.unknown_option(o)),
+            }
+        }
+        if opts.force_tcp.is_some() && opts.prefer_udp.is_some() {
+            return Err(
+                ctx.invalid("force_tcp and prefer_udp together: CoreDNS refuses this too".into())
+            );
+        }
+        Ok(opts)
+    }
+
+    /// Once every block is read: stub domains against the cluster zone and the default
+    /// forward, and stub blocks' options lifted to the one forward section.
+    pub(super) fn finish_forwarding(&mut self) -> Result<(), CorefileError> {
+        // Zones sent to a resolv.conf: plain forwarding if `.` forwards to the same file.
+        for (zone, set) in std::mem::take(&mut self.forwarding.resolv_conf_zones) {
+            match self.forwarding.default.as_ref().map(|f| &f.value) {
+                Some(Upstreams::ResolvConf(main)) if *main == set.value => {
+                    self.note(&set.at, &set.block, "forward", &format!(
+                        "`{zone}` goes to the nameservers of {} like every other name: no stub domain needed",
+                        set.value
+                    ));
+                }
+                _ => {
+                    return Err(set.unsupported("forward", None, format!(
+                        "it sends `{zone}` to the nameservers of {} while other names go elsewhere; clusterdns stub domains take addresses: list the nameservers' addresses instead",
+                        set.value
+                    )));
+                }
+            }
+        }
+        if let Some(k) = &self.kube {
+            let cluster = &k.cluster;
+            for (zone, set) in &self.forwarding.stubs {
+                if in_zone(zone, &cluster.zone) {
+                    return Err(set.unsupported("forward", None, format!(
+                        "`{zone}` is inside the cluster zone `{}`, which clusterdns answers itself from the cluster",
+                        cluster.zone
+                    )));
+                }
+                if cluster
+                    .reverse_zones
+                    .iter()
+                    .any(|r| in_zone(zone, r) || in_zone(r, zone))
+                {
+                    self.notes.push(format!(
+                        "{} (`{}`) forward: `{zone}` overlaps the cluster's reverse zones; check which answers PTR queries for cluster IPs in clusterdns (in CoreDNS the more specific server block wins)",
+                        set.at, set.block
+                    ));
+                }
+            }
+        }
+        // Stub blocks' transport options: clusterdns has them once, for all forwarding.
+        for stub in std::mem::take(&mut self.forwarding.stub_opts) {
+            let opts = &mut self.forwarding.opts;
+            let notes = &mut self.notes;
+            lift(&mut opts.force_tcp, stub.force_tcp, "force_tcp", notes)?;
+            lift(&mut opts.prefer_udp, stub.prefer_udp, "prefer_udp", notes)?;
+            lift(&mut opts.policy, stub.policy, "policy", notes)?;
+            lift(&mut opts.max_fails, stub.max_fails, "max_fails", notes)?;
+            lift(
+                &mut opts.health_check,
+                stub.health_check,
+                "health_check",
+                notes,
+            )?;
+        }
+        if let Some(f) = &self.forwarding.opts.force_tcp
+            && self.forwarding.opts.prefer_udp.is_some()
+        {
+            return Err(f.unsupported(
+                "forward",
+                Some("force_tcp"),
+                "another block sets prefer_udp; clusterdns has one transport choice for all forwarding".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether names outside every zone are forwarded (a `forward .` in a main block).
+    pub(super) fn forwarding_on(&self) -> bool {
+        self.forwarding.default.is_some()
+    }
+
+    /// `forward`: the default upstreams, the stub domains and the options.
+    pub(super) fn write_forward(&mut self, cfg: &mut Config) {
+        let fw = &self.forwarding;
+        let f = &mut cfg.forward;
+        match fw.default.as_ref().map(|s| &s.value) {
+            Some(Upstreams::ResolvConf(path)) => {
+                f.enabled = true;
+                f.upstreams = Vec::new();
+                f.resolv_conf = path.into();
+            }
+            Some(Upstreams::Addrs(addrs)) => {
+                f.enabled = true;
+                f.upstreams = addrs.clone();
+            }
+            None => {
+                f.enabled = false;
+                let why = if self.has_root {
+                    "the `.` block has no `forward`"
+                } else {
+                    "there is no `.` server block"
+                };
+                self.notes.push(format!(
+                    "forward: {why}, so names outside the cluster and stub zones are not forwarded (forward.enabled: false): clusterdns answers them REFUSED{}",
+                    if self.has_root { " where CoreDNS answered SERVFAIL" } else { "" }
+                ));
+            }
+        }
+        f.stub_domains = fw
+            .stubs
+            .iter()
+            .map(|(zone, ups)| (zone.clone(), ups.value.clone()))
+            .collect();
+        // CoreDNS's forward defaults are clusterdns's (a test holds them so): an option the
+        // Corefile does not set keeps the config's default.
+        let opts = &fw.opts;
+        if let Some(p) = &opts.policy {
+            f.policy = p.value;
+        }
+        if let Some(n) = &opts.max_fails {
+            f.max_fails = n.value;
+        }
+        if let Some(h) = &opts.health_check {
+            f.health_check = h.value;
+        }
+        f.force_tcp = opts.force_tcp.is_some();
+        f.prefer_udp = opts.prefer_udp.is_some();
+        match &opts.max_concurrent {
+            Some(m) => f.max_concurrent = m.value,
+            None if fw.default.is_some() || !fw.stubs.is_empty() => {
+                self.notes.push(format!(
+                    "forward: CoreDNS's forward has no concurrency bound without `max_concurrent`; clusterdns needs one: forward.max_concurrent: {} (kubeadm's value)",
+                    ForwardConfig::default().max_concurrent
+                ));
+            }
+            None => {}
+        }
+    }
+}
+
+/// The upstreams of one `forward`: IP addresses, or one resolv.conf.
+fn upstreams(ctx: &Ctx<'_>, to: &[String]) -> Result<Upstreams, CorefileError> {
+    let mut files = Vec::new();
+    let mut addrs = Vec::new();
+    for t in to {
+        let lower = t.to_ascii_lowercase();
+        if ["tls://", "https://", "grpc://", "quic://"]
+            .iter()
+            .any(|scheme| lower.starts_with(scheme))
+        {
+            return Err(ctx.unsupported(format!("upstream {t:?} is reached over TLS/HTTPS/gRPC/QUIC; clusterdns forwards over plain DNS (UDP/TCP) only")));
+        }
+        if t.starts_with('/') || t.starts_with('.') {
+            files.push(t.clone());
+            continue;
+        }
+        let addr = config::parse_upstream(t).map_err(|e| {
+            ctx.invalid(format!(
+                "{e}; upstreams are IP addresses (with an optional port) or a resolv.conf path"
+            ))
+        })?;
+        addrs.push(format_upstream(addr));
+    }
+    match (files.as_slice(), addrs.is_empty()) {
+        ([file], true) => Ok(Upstreams::ResolvConf(file.clone())),
+        ([], false) => Ok(Upstreams::Addrs(addrs)),
+        _ => Err(ctx.unsupported("it mixes resolv.conf files and addresses (or names several files); clusterdns forwards to either one resolv.conf's nameservers or a list of addresses: list the addresses".into())),
+    }
+}
+
+/// An upstream as the config writes it: the port only when it is not 53.
+fn format_upstream(a: SocketAddr) -> String {
+    if a.port() == 53 {
+        a.ip().to_string()
+    } else {
+        a.to_string()
+    }
+}
+
+/// A stub block's option `new` becomes the one option for all forwarding, unless another block
+/// set it differently.
+fn lift<T: PartialEq>(
+    slot: &mut Option<Set<T>>,
+    new: Option<Set<T>>,
+    name: &str,
+    notes: &mut Vec<String>,
+) -> Result<(), CorefileError> {
+    let Some(v) = new else { return Ok(()) };
+    match slot {
+        Some(prev) if prev.value != v.value => Err(v.unsupported(
+            "forward",
+            Some(name),
+            format!(
+                "clusterdns has one `{name}` for all forwarding, and `{}` ({}) sets it differently; make them agree",
+                prev.block, prev.at
+            ),
+        )),
+        Some(_) => Ok(()),
+        None => {
+            notes.push(format!(
+                "{} (`{}`) forward {name}: clusterdns has one forward.{name} for all forwarding: it now applies to every forwarded name, not only this zone's",
+                v.at, v.block
+            ));
+            *slot = Some(v);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Domain names as configs and Corefiles write them (`cluster.local`, `corp.example.`): the one
+//! validator every layer uses, below the config so that the config, the zone and the Corefile
+//! converter can all call it without importing each other.
+
+/// Validate and normalise a domain name from config (`cluster.local`, `corp.example.`):
+/// lowercase, no trailing dot, labels of 1 to 63 bytes, at most 253 bytes.
+///
+/// RFC 1035 §2.3.4: "labels 63 octets or less", "names 255 octets or less" (in wire form, so 253
+/// in dotted text). Labels keep to letters, digits, `-` and `_` (RFC 952/1123 host names, plus
+/// the `_` of SRV-style labels such as `_tcp`), which is what Kubernetes names can hold.
+pub fn parse_domain(s: &str) -> Result<String, String> {
+    let t = s.trim().trim_end_matches('.');
+    if t.is_empty() {
+        return Err(format!(
+            "{s:?} is not a domain name (the root is not allowed here)"
+        ));
+    }
+    if t.len() > 253 {
+        return Err(format!("{s:?} is longer than 253 bytes"));
+    }
+    for label in t.split('.') {
+        if label.is_empty() {
+            return Err(format!("{s:?} has an empty label"));
+        }
+        if label.len() > 63 {
+            return Err(format!("{s:?} has a label longer than 63 bytes"));
+        }
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "{s:?} has a label with characters other than letters, digits, '-' and '_'"
+            ));
+        }
+    }
+    Ok(t.to_ascii_lowercase())
+}
+
+/// Whether `name` is `zone` or a name below it; both normalised ([`parse_domain`]'s form).
+pub fn in_zone(name: &str, zone: &str) -> bool {
+    name.strip_suffix(zone)
+        .is_some_and(|head| head.is_empty() || head.ends_with('.'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn domains_are_normalised() {
+        assert_eq!(parse_domain("Cluster.Local.").unwrap(), "cluster.local");
+        assert_eq!(
+            parse_domain(" _tcp.corp-1.example ").unwrap(),
+            "_tcp.corp-1.example"
+        );
+    }
+
+    #[test]
+    fn bad_domains_are_refused() {
+        for (bad, why) in [
+            ("", "root"),
+            (".", "root"),
+            ("corp..example", "empty label"),
+            (&format!("{}.example", "a".repeat(64)), "63"),
+            (&format!("{}a", "a.".repeat(127)), "253"),
+            ("bad name.example", "characters"),
+            ("ünï.example", "characters"),
+        ] {
+            let e = parse_domain(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
+        }
+        // The longest legal name: 253 bytes.
+        let longest = format!("{}a", "a.".repeat(126));
+        assert_eq!(longest.len(), 253);
+        assert!(parse_domain(&longest).is_ok());
+    }
+
+    #[test]
+    fn zone_membership_is_by_whole_labels() {
+        assert!(in_zone("cluster.local", "cluster.local"));
+        assert!(in_zone("svc.cluster.local", "cluster.local"));
+        assert!(!in_zone("mycluster.local", "cluster.local"));
+        assert!(!in_zone("local", "cluster.local"));
+    }
+}

@@ -1,0 +1,171 @@
+//! One TCP connection: RFC 7766 framing (a two-byte length before each message, §8), queries
+//! read one after another and answered concurrently — answers from the zone and the cache at
+//! once, forwarded ones when their upstream replies, so replies may leave in another order than
+//! their queries came (§6.2.1.1: "the server MAY process the queries in parallel ... and send
+//! responses as soon as they are available") — and closing after the idle timeout (§6.2.3).
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+
+use super::{Admitted, TcpSettings, stopped};
+use crate::observe::Proto;
+use crate::ops::lifecycle::DrainGuard;
+use crate::server::handler::{TCP_MAX, forwarded_facts};
+use crate::server::{Engine, Local, Pending, Resolved, SharedEngine};
+
+/// A connection accepted and admitted, ready to [`run`](Connection::run).
+pub struct Connection {
+    pub(super) stream: TcpStream,
+    pub(super) peer: SocketAddr,
+    pub(super) engine: SharedEngine,
+    pub(super) settings: TcpSettings,
+    /// Turns true when the server stops accepting: answer what has been read, then close.
+    pub(super) stop: watch::Receiver<bool>,
+    pub(super) admitted: Admitted,
+    /// Held until the connection closes: the shutdown's drain waits for it.
+    pub(super) drain: DrainGuard,
+}
+
+/// A forwarded query answered: the reply, the query, when it arrived, and the engine that
+/// answered it (for its metrics).
+type Done = (Resolved, Box<Pending>, Instant, Arc<Engine>);
+
+impl Connection {
+    /// Serve the connection until the client closes it, it idles out, a write fails, or the
+    /// server stops (then what has been read is still answered).
+    pub async fn run(self) {
+        let Connection {
+            stream,
+            peer,
+            engine: shared,
+            settings,
+            mut stop,
+            admitted,
+            drain,
+        } = self;
+        let _ = stream.set_nodelay(true);
+        let (mut rd, mut wr) = stream.into_split();
+        let idle = settings.idle_timeout;
+        let mut frames = Frames::default();
+        let mut in_flight: FuturesUnordered<
+            std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>,
+        > = FuturesUnordered::new();
+        let mut out = Vec::with_capacity(512);
+        let mut reading = true;
+        let mut deadline = tokio::time::Instant::now() + idle;
+        loop {
+            if !reading && in_flight.is_empty() {
+                break;
+            }
+            tokio::select! {
+                biased;
+                Some(done) = in_flight.next(), if !in_flight.is_empty() => {
+                    let (r, p, start, engine): Done = done;
+                    if !write_frame(&mut wr, &r.reply, idle).await {
+                        break;
+                    }
+                    let f = forwarded_facts(&p.query, &r);
+                    engine.observe(&f, p.query.size, &r.reply, Proto::Tcp, peer, start);
+                    deadline = tokio::time::Instant::now() + idle;
+                }
+                _ = stopped(&mut stop), if reading => reading = false,
+                frame = frames.next(&mut rd), if reading && in_flight.len() < settings.max_in_flight => {
+                    let msg = match frame {
+                        Ok(Some(msg)) => msg,
+                        // The client is done sending: answer what is in flight, then close.
+                        Ok(None) => {
+                            reading = false;
+                            continue;
+                        }
+                        Err(e) => {
+                            tracing::debug!(%peer, error = %e, "tcp read");
+                            reading = false;
+                            continue;
+                        }
+                    };
+                    deadline = tokio::time::Instant::now() + idle;
+                    let start = Instant::now();
+                    let engine = shared.load_full();
+                    match engine.answer_local(&msg, Proto::Tcp, &mut out) {
+                        Local::Reply(f) => {
+                            if !write_frame(&mut wr, &out, idle).await {
+                                break;
+                            }
+                            engine.observe(&f, msg.len(), &out, Proto::Tcp, peer, start);
+                        }
+                        // Not a query (a response, a runt): no reply, the connection goes on.
+                        Local::Drop => {}
+                        Local::Forward(p) => in_flight.push(Box::pin(forward(engine, p, start))),
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline), if reading && in_flight.is_empty() => break,
+            }
+        }
+        let _ = wr.shutdown().await;
+        drop(admitted);
+        drop(drain);
+    }
+}
+
+async fn forward(engine: Arc<Engine>, p: Box<Pending>, start: Instant) -> Done {
+    let r = engine.forward(&p, Proto::Tcp).await;
+    (r, p, start, engine)
+}
+
+/// Send one message with its length prefix, in one write; false when the client is gone or
+/// does not read it within `timeout`.
+async fn write_frame(wr: &mut OwnedWriteHalf, msg: &[u8], timeout: Duration) -> bool {
+    let Ok(len) = u16::try_from(msg.len()) else {
+        // The engine never makes a reply over TCP_MAX: a bug, not a reason to send garbage.
+        debug_assert!(msg.len() <= TCP_MAX);
+        return false;
+    };
+    let mut framed = Vec::with_capacity(2 + msg.len());
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(msg);
+    matches!(
+        tokio::time::timeout(timeout, wr.write_all(&framed)).await,
+        Ok(Ok(()))
+    )
+}
+
+/// The messages of a stream: bytes read are kept until a whole message is there, so waiting
+/// for the next one can be given up (in a `select!`) without losing any.
+#[derive(Default)]
+struct Frames {
+    buf: BytesMut,
+}
+
+impl Frames {
+    /// The next message, without its length prefix; None at the end of the stream (a message
+    /// cut off by the end is dropped).
+    async fn next(&mut self, rd: &mut OwnedReadHalf) -> io::Result<Option<BytesMut>> {
+        loop {
+            if self.buf.len() >= 2 {
+                let len = u16::from_be_bytes([self.buf[0], self.buf[1]]) as usize;
+                if self.buf.len() >= 2 + len {
+                    let mut frame = self.buf.split_to(2 + len);
+                    let _ = frame.split_to(2);
+                    return Ok(Some(frame));
+                }
+                self.buf.reserve(2 + len - self.buf.len());
+            } else {
+                self.buf.reserve(512);
+            }
+            // Cancel-safe: what it reads is in `buf` even if the caller stops waiting.
+            if rd.read_buf(&mut self.buf).await? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+}

@@ -1,0 +1,282 @@
+//! Replies clusterdns did not write: an upstream's reply passed on to a client (the client's ID
+//! and question put in, cut to the client's size) and the cache's stored replies. They are read
+//! through the bounds-checked [`Decoder`]; records are found but not decoded.
+
+use super::decoder::{Decoder, WireError};
+use super::name::{skip_name, uncompressed_len};
+use super::query::Query;
+use super::writer::rcode_reply;
+use super::{F_TC, HEADER_LEN, OPT_LEN, put_u16, rcode_of, rtype, u16_at};
+
+/// Which section a record is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Section {
+    Answer,
+    Authority,
+    Additional,
+}
+
+/// Where one record sits in a message.
+#[derive(Debug, Clone, Copy)]
+pub struct Rec {
+    pub start: usize,
+    pub end: usize,
+    pub rtype: u16,
+    pub ttl_off: usize,
+    pub rdata: usize,
+    pub section: Section,
+}
+
+/// The layout of a whole message.
+#[derive(Debug, Clone)]
+pub struct Layout {
+    pub question_end: usize,
+    pub qdcount: u16,
+    pub records: Vec<Rec>,
+    /// Index into `records` of the (first) OPT record of the additional section.
+    pub opt: Option<usize>,
+}
+
+/// Walk every section of a message. Names are stepped over, not followed.
+pub fn layout(m: &[u8]) -> Result<Layout, WireError> {
+    let mut d = Decoder::new(m);
+    d.skip(4)?;
+    let qd = d.u16()?;
+    let an = d.u16()? as usize;
+    let ns = d.u16()? as usize;
+    let ar = d.u16()? as usize;
+    for _ in 0..qd {
+        skip_name(&mut d)?;
+        d.skip(4)?;
+    }
+    let question_end = d.pos();
+    // A record takes at least 11 bytes: the counts of a hostile message cannot make this
+    // allocate more than the message could hold.
+    let mut records = Vec::with_capacity((an + ns + ar).min(d.remaining() / 11));
+    let mut opt = None;
+    for i in 0..an + ns + ar {
+        let section = if i < an {
+            Section::Answer
+        } else if i < an + ns {
+            Section::Authority
+        } else {
+            Section::Additional
+        };
+        let start = d.pos();
+        skip_name(&mut d)?;
+        let typ = d.u16()?;
+        d.skip(2)?;
+        let ttl_off = d.pos();
+        d.skip(4)?;
+        let rdlen = d.u16()? as usize;
+        let rdata = d.pos();
+        d.skip(rdlen)?;
+        if typ == rtype::OPT && section == Section::Additional && opt.is_none() {
+            opt = Some(records.len());
+        }
+        records.push(Rec {
+            start,
+            end: d.pos(),
+            rtype: typ,
+            ttl_off,
+            rdata,
+            section,
+        });
+    }
+    Ok(Layout {
+        question_end,
+        qdcount: qd,
+        records,
+        opt,
+    })
+}
+
+/// Rewrite `msg` (which must not fit) into `out` so that it fits in `max` bytes: the header,
+/// the question, as many whole records as fit (in message order, so compression pointers stay
+/// valid), and the OPT record. TC is set only when an answer or authority record is left out:
+/// RFC 2181 §9, dropping additional records is not truncation.
+pub fn truncate_into(msg: &[u8], max: usize, out: &mut Vec<u8>) -> Result<(), WireError> {
+    let lay = layout(msg)?;
+    let opt = lay.opt.map(|i| lay.records[i]);
+    let opt_len = opt.map_or(0, |r| r.end - r.start);
+    let mut counts = [0u16; 3];
+    let mut cut = lay.question_end;
+    let mut opt_in_prefix = false;
+    let mut kept = 0;
+    for (i, r) in lay.records.iter().enumerate() {
+        if Some(i) == lay.opt {
+            // The OPT record sits here: keep it in place if it fits (space was reserved).
+            if r.end > max {
+                break;
+            }
+            opt_in_prefix = true;
+            cut = r.end;
+            kept = i + 1;
+            continue;
+        }
+        // Space for the OPT record is reserved until it is part of the prefix.
+        let reserve = if opt_in_prefix { 0 } else { opt_len };
+        if r.end + reserve > max {
+            break;
+        }
+        cut = r.end;
+        counts[r.section as usize] += 1;
+        kept = i + 1;
+    }
+    let lost_answers = lay.records[kept..]
+        .iter()
+        .any(|r| r.section != Section::Additional);
+    out.clear();
+    out.extend_from_slice(&msg[..cut]);
+    let mut ar = counts[2];
+    if let Some(r) = opt {
+        if opt_in_prefix {
+            ar += 1;
+        } else if out.len() + opt_len <= max {
+            out.extend_from_slice(&msg[r.start..r.end]);
+            ar += 1;
+        } else if out.len() + OPT_LEN <= max {
+            // The OPT record with its options does not fit: keep it without options.
+            let mut d = Decoder::at(msg, r.start);
+            skip_name(&mut d)?;
+            out.push(0);
+            out.extend_from_slice(d.bytes(8)?);
+            out.extend_from_slice(&[0, 0]);
+            ar += 1;
+        }
+    }
+    if out.len() > max {
+        // Header and question alone are too big: nothing sensible to send but the header.
+        out.truncate(HEADER_LEN);
+        put_u16(out, 4, 0);
+        counts = [0; 3];
+        ar = 0;
+    }
+    if lost_answers || out.len() == HEADER_LEN {
+        out[2] |= F_TC;
+    }
+    put_u16(out, 6, counts[0]);
+    put_u16(out, 8, counts[1]);
+    put_u16(out, 10, ar);
+    Ok(())
+}
+
+/// Make `out` fit in `max`: truncate it in place if it is longer.
+pub fn fit(out: &mut Vec<u8>, max: usize) {
+    if out.len() <= max {
+        return;
+    }
+    let full = std::mem::take(out);
+    if truncate_into(&full, max, out).is_err() {
+        // Not parseable: header only with TC.
+        out.clear();
+        out.extend_from_slice(&full[..HEADER_LEN.min(full.len())]);
+        if out.len() == HEADER_LEN {
+            out[2] |= F_TC;
+            out[4..HEADER_LEN].fill(0);
+        }
+    }
+}
+
+/// The client's reply made from `reply` (an upstream's, or a stored one): its bytes with the
+/// client's ID and question bytes (same length; only the case may differ), fitted to
+/// `max_size`. A reply without the question (some servers send errors that way) becomes our
+/// own with its rcode.
+pub fn forwarded(q: &Query<'_>, reply: &[u8], max_size: usize, max_udp: u16, out: &mut Vec<u8>) {
+    out.clear();
+    let qe = q.question_end();
+    let same_question = reply.len() >= qe
+        && u16_at(reply, 4) == 1
+        && uncompressed_len(&reply[HEADER_LEN..]) == Some(q.qname().len());
+    if same_question {
+        out.extend_from_slice(reply);
+        out[0..2].copy_from_slice(&q.id.to_be_bytes());
+        out[HEADER_LEN..qe].copy_from_slice(q.question());
+    } else {
+        rcode_reply(out, q, rcode_of(reply), true, max_udp);
+    }
+    fit(out, max_size);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{ADDITIONAL, Writer, rcode, u32_at};
+    use std::net::Ipv4Addr;
+
+    fn reply_with(n_answers: usize, n_additional: usize, edns: bool) -> Vec<u8> {
+        let mut name = Vec::new();
+        crate::wire::encode_name("many.example", &mut name).unwrap();
+        let m = crate::wire::query::build(0x1234, &name, rtype::A, true, edns.then_some(1232));
+        let q = Query::parse(&m).unwrap();
+        let mut out = Vec::new();
+        let mut w = Writer::new(&mut out, &q, 65535);
+        for i in 0..n_answers {
+            w.record(|w| {
+                w.owner_qname();
+                w.a(60, Ipv4Addr::new(10, 0, 0, i as u8));
+            });
+        }
+        w.section(ADDITIONAL);
+        for i in 0..n_additional {
+            w.record(|w| {
+                w.owner_qname();
+                w.a(60, Ipv4Addr::new(10, 0, 1, i as u8));
+            });
+        }
+        w.finish(&q, rcode::NOERROR, false, true, 1232);
+        out
+    }
+
+    #[test]
+    fn truncation_keeps_header_question_opt() {
+        let full = reply_with(40, 0, true);
+        assert!(full.len() > 512);
+        let mut out = Vec::new();
+        truncate_into(&full, 512, &mut out).unwrap();
+        assert!(out.len() <= 512);
+        assert!(out[2] & F_TC != 0);
+        let lay = layout(&out).unwrap();
+        assert!(lay.opt.is_some(), "OPT kept");
+        let an = u16_at(&out, 6) as usize;
+        assert_eq!(an + 1, lay.records.len());
+        assert!(an > 20 && an < 40, "{an}");
+        // Without EDNS.
+        let mut v = reply_with(40, 0, false);
+        fit(&mut v, 512);
+        assert!(v.len() <= 512 && v[2] & F_TC != 0);
+        assert!(layout(&v).unwrap().opt.is_none());
+        // A message that fits is left alone.
+        let small = reply_with(2, 0, true);
+        let mut v = small.clone();
+        fit(&mut v, 512);
+        assert_eq!(v, small);
+    }
+
+    #[test]
+    fn dropping_additional_records_is_not_truncation() {
+        let full = reply_with(5, 40, true);
+        let mut out = Vec::new();
+        truncate_into(&full, 512, &mut out).unwrap();
+        assert_eq!(out[2] & F_TC, 0, "RFC 2181 §9");
+        assert_eq!(u16_at(&out, 6), 5);
+        let m = hickory_proto::op::Message::from_vec(&out).unwrap();
+        assert!(m.additionals.len() < 40 && m.edns.is_some());
+    }
+
+    #[test]
+    fn layout_finds_ttls_and_opt() {
+        let full = reply_with(3, 0, true);
+        let lay = layout(&full).unwrap();
+        assert_eq!(lay.records.len(), 4);
+        assert_eq!(lay.opt, Some(3));
+        for r in &lay.records[..3] {
+            assert_eq!(u32_at(&full, r.ttl_off), 60);
+            assert_eq!(r.section, Section::Answer);
+        }
+        // Hostile counts: an error, not a large allocation.
+        let mut bad = full.clone();
+        bad[6..12].copy_from_slice(&[0xFF; 6]);
+        assert_eq!(layout(&bad).unwrap_err(), WireError::Short);
+    }
+}
