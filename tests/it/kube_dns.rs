@@ -239,8 +239,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clusterdns::cluster::Kind;
 
-use crate::forward::fake_upstream::a_addrs;
-
 /// Asks a set of names over and over (raw UDP, from a thread of its own) and keeps every answer
 /// that is not the expected one: a wrong address, no address, an error code, no reply.
 struct Poller {
@@ -339,9 +337,7 @@ fn relists(s: &Server) -> BTreeMap<String, f64> {
 /// The values of one metric family by its `kind` label.
 fn metric_values(s: &Server, family: &str) -> BTreeMap<String, f64> {
     let addr = s.listen("metrics").expect("metrics address");
-    let text = crate::prom::get(addr, "/metrics", &[])
-        .expect("scrape")
-        .text();
+    let text = get(addr, "/metrics", &[]).expect("scrape").text();
     text.lines()
         .filter_map(|l| l.strip_prefix(family)?.strip_prefix("{kind=\""))
         .filter_map(|l| {
@@ -353,7 +349,7 @@ fn metric_values(s: &Server, family: &str) -> BTreeMap<String, f64> {
 
 fn ready_status(s: &Server) -> u16 {
     let addr = s.listen("ready").expect("ready address");
-    crate::prom::get(addr, "/ready", &[]).map_or(0, |r| r.status)
+    get(addr, "/ready", &[]).map_or(0, |r| r.status)
 }
 
 /// Every watch ends and the history is compacted (an API server restart), three times, while a
@@ -364,7 +360,7 @@ fn kube_forced_expiry_relists_every_kind_without_a_wrong_answer() {
     let (api, _) = ApiServer::start_blocking();
     let expect = fill(&api, 80, 240);
     api.create(svc("ns1", "gone").cluster_ip("10.0.9.1"));
-    let s = start_server(&api, "cluster:\n  pods: verified\n");
+    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
     for (name, want) in &expect {
         let want: Vec<String> = want.iter().map(|a| a.to_string()).collect();
         converge(&s, name, &want.join(","));
@@ -424,7 +420,7 @@ fn kube_changes_right_after_an_expiry_reach_dns() {
     let (api, _) = ApiServer::start_blocking();
     fill(&api, 60, 200);
     api.create(svc("ns0", "web").cluster_ip("10.0.8.1"));
-    let s = start_server(&api, "cluster:\n  pods: verified\n");
+    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
     converge(&s, "web.ns0.svc.cluster.local", "10.0.8.1");
     let mut took = Vec::new();
     for i in 0..8u8 {
@@ -466,7 +462,7 @@ fn kube_api_outage_of_30s_keeps_answers_and_resumes() {
     let (api, _) = ApiServer::start_blocking();
     let expect = fill(&api, 20, 40);
     api.create(svc("ns3", "moved").cluster_ip("10.0.7.1"));
-    let s = start_server(&api, "cluster:\n  pods: verified\n");
+    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
     for (name, want) in &expect {
         let want: Vec<String> = want.iter().map(|a| a.to_string()).collect();
         converge(&s, name, &want.join(","));

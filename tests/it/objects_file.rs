@@ -193,3 +193,63 @@ fn objects_file_that_breaks_keeps_the_last_good_state() {
     );
     converge(&s, "old.ns0.svc.cluster.local", "", Duration::from_secs(5));
 }
+
+/// The objects file as a ConfigMap volume mounts it (`cluster.yaml -> ..data/cluster.yaml`,
+/// `..data -> ..<version>`): an update swaps the `..data` symlink, and the new version, of the
+/// same size and modification time (only its inode differs), is served. A file that
+/// disappears keeps the last state serving until a version is back.
+#[test]
+fn objects_file_follows_a_configmap_swap_and_survives_removal() {
+    use std::os::unix::fs::symlink;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let version = |n: u32, ip: &str| {
+        let v = d.join(format!("..v{n}"));
+        std::fs::create_dir(&v).unwrap();
+        std::fs::write(
+            v.join("cluster.yaml"),
+            format!("apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: ns0}}\nspec: {{clusterIP: {ip}}}\n"),
+        )
+        .unwrap();
+        v
+    };
+    let v1 = version(1, "10.0.0.1");
+    let v2 = version(2, "10.0.0.2");
+    let t = std::fs::metadata(v1.join("cluster.yaml"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(v2.join("cluster.yaml"))
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+    symlink("..v1", d.join("..data")).unwrap();
+    let path = d.join("cluster.yaml");
+    symlink("..data/cluster.yaml", &path).unwrap();
+    let s = Server::start(&base_config(&path, ""), &[]);
+    let web = "web.ns0.svc.cluster.local";
+    converge(&s, web, "10.0.0.1", Duration::from_secs(10));
+
+    symlink("..v2", d.join("..data_tmp")).unwrap();
+    std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
+    converge(&s, web, "10.0.0.2", Duration::from_secs(10));
+
+    // Gone: logged, and the last state keeps answering.
+    std::fs::remove_file(&path).unwrap();
+    let missing = s.log_until(Duration::from_secs(10), |l| {
+        l.contains("cluster objects file is missing")
+    });
+    assert!(
+        missing
+            .iter()
+            .any(|l| l.contains("cluster objects file is missing")),
+        "no error logged for the missing file"
+    );
+    assert_eq!(s.dig(&["+short", web]).trim(), "10.0.0.2");
+    // Back, with a new version.
+    let v3 = version(3, "10.0.0.3");
+    symlink(v3.join("cluster.yaml"), &path).unwrap();
+    converge(&s, web, "10.0.0.3", Duration::from_secs(10));
+}
