@@ -281,6 +281,30 @@ impl Poller {
     }
 }
 
+/// The names of `expect` that do not answer their addresses (asked once each, raw UDP).
+fn wrong_answers(s: &Server, expect: &[(String, Vec<Ipv4Addr>)]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for (id, (name, want)) in expect.iter().enumerate() {
+        let got = udp_exchange(s.dns, &query(name, 1, id as u16, None)).map(|r| {
+            let mut a = a_addrs(&decode(&r));
+            a.sort();
+            a
+        });
+        if got.as_ref() != Some(want) {
+            wrong.push(format!("{name}: {got:?}, want {want:?}"));
+        }
+    }
+    wrong
+}
+
+/// Waits until every name of `expect` answers its addresses.
+fn await_all(s: &Server, expect: &[(String, Vec<Ipv4Addr>)]) {
+    let done = wait_for(Duration::from_secs(20), || {
+        wrong_answers(s, expect).is_empty()
+    });
+    assert!(done, "not served: {:?}", wrong_answers(s, expect));
+}
+
 /// A cluster of `services` ClusterIP services (every tenth headless, with five endpoints) in
 /// four namespaces and `pods` pods; returns the names to poll and their answers.
 fn fill(api: &ApiServer, services: usize, pods: usize) -> Vec<(String, Vec<Ipv4Addr>)> {
@@ -361,10 +385,7 @@ fn kube_forced_expiry_relists_every_kind_without_a_wrong_answer() {
     let expect = fill(&api, 80, 240);
     api.create(svc("ns1", "gone").cluster_ip("10.0.9.1"));
     let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
-    for (name, want) in &expect {
-        let want: Vec<String> = want.iter().map(|a| a.to_string()).collect();
-        converge(&s, name, &want.join(","));
-    }
+    await_all(&s, &expect);
     converge(&s, "gone.ns1.svc.cluster.local", "10.0.9.1");
     let poller = Poller::start(s.dns, expect.clone());
     let kinds = Kind::ALL.map(|k| k.as_str().to_string());
@@ -411,6 +432,57 @@ fn kube_forced_expiry_relists_every_kind_without_a_wrong_answer() {
         wrong.len(),
         &wrong[..wrong.len().min(20)]
     );
+}
+
+/// A relist holds back only its own kind's changes: while the Pod relist is in progress (the
+/// API server answers its first page and holds the next), a Service changed after the expiry
+/// is served, and the pods the relist adds or removes are not (DNS answers the last complete
+/// state, every name as before); once the list completes, they are.
+#[test]
+fn kube_relist_of_one_kind_holds_back_only_its_own_changes() {
+    let (api, _) = ApiServer::start_blocking();
+    // More pods than one page (500): the Pod list has pages after the first.
+    let expect = fill(&api, 20, 1200);
+    api.create(svc("ns0", "web").cluster_ip("10.0.8.1"));
+    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
+    await_all(&s, &expect);
+    converge(&s, "web.ns0.svc.cluster.local", "10.0.8.1");
+    let (old_pod, new_pod) = (
+        "10-1-0-1.ns0.pod.cluster.local",
+        "10-1-99-1.ns0.pod.cluster.local",
+    );
+    converge(&s, old_pod, "10.1.0.1");
+    // Changes to pods that only the relist can bring (the watches are cut off first): p0 is
+    // deleted, and a new pod sorts first in its namespace, so it is on the first page.
+    api.partition_watches();
+    api.delete_named("Pod", "ns0", "p0");
+    api.create(pod("ns0", "a-new").ip("10.1.99.1"));
+    api.hold_list_pages(Res::Pods);
+    api.force_expiry();
+    let pod_list_held = wait_for(Duration::from_secs(10), || {
+        api.requests().iter().any(|r| {
+            r.path.ends_with("/pods")
+                && r.param("watch").is_none()
+                && r.param("continue").is_some_and(|c| !c.is_empty())
+        })
+    });
+    assert!(
+        pod_list_held,
+        "the Pod relist never asked for its second page"
+    );
+
+    api.update(svc("ns0", "web").cluster_ip("10.0.8.2"));
+    converge(&s, "web.ns0.svc.cluster.local", "10.0.8.2");
+    assert_eq!(short(&s, old_pod), "10.1.0.1", "a pod the relist removes");
+    assert_eq!(s.status(&[new_pod]), "NXDOMAIN", "a pod the relist adds");
+    let wrong = wrong_answers(&s, &expect);
+    assert!(wrong.is_empty(), "during the relist: {wrong:?}");
+
+    api.release_list_pages();
+    converge(&s, new_pod, "10.1.99.1");
+    converge(&s, old_pod, "");
+    api.update(svc("ns0", "web").cluster_ip("10.0.8.3"));
+    converge(&s, "web.ns0.svc.cluster.local", "10.0.8.3");
 }
 
 /// A change made right after every watch expired reaches DNS without waiting for anything but
@@ -463,10 +535,7 @@ fn kube_api_outage_of_30s_keeps_answers_and_resumes() {
     let expect = fill(&api, 20, 40);
     api.create(svc("ns3", "moved").cluster_ip("10.0.7.1"));
     let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
-    for (name, want) in &expect {
-        let want: Vec<String> = want.iter().map(|a| a.to_string()).collect();
-        converge(&s, name, &want.join(","));
-    }
+    await_all(&s, &expect);
     converge(&s, "moved.ns3.svc.cluster.local", "10.0.7.1");
     let stale_before = metric_values(&s, "clusterdns_watch_staleness_seconds");
     assert_eq!(stale_before.len(), 4, "{stale_before:?}");

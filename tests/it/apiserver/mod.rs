@@ -34,7 +34,8 @@
 //! continue token from an older resourceVersion gets 410), `force_expiry` (an API server restart
 //! as clients see it: every watch ends and every resourceVersion given out is compacted away), `stop` / `restart` (an outage; the
 //! cluster state and history survive, the port stays the same), `set_max_watch_duration`,
-//! `set_bookmark_interval`, `set_expired_watch_as_http_410`. `wait_watching` waits until a
+//! `set_bookmark_interval`, `set_expired_watch_as_http_410`, `hold_list_pages` (a kind's list
+//! pages after the first wait until `release_list_pages`: a relist kept in progress). `wait_watching` waits until a
 //! client's watches are open (a watch starts only after its list is consumed); `requests()`
 //! records every request (path, decoded query, Accept, Authorization). `start_blocking` runs the
 //! server on a runtime of its own, for tests that drive the `clusterdns` binary without tokio.
@@ -451,6 +452,8 @@ fn key_of(r: Res, obj: &Value) -> Key {
 
 struct Inner {
     state: Mutex<State>,
+    /// Kinds whose list pages after the first wait (see [`ApiServer::hold_list_pages`]).
+    held_pages: tokio::sync::watch::Sender<Vec<Res>>,
     addr: SocketAddr,
     running: Mutex<Option<Running>>,
     /// Where the server's tasks run.
@@ -509,6 +512,7 @@ impl ApiServer {
                 max_watch: None,
                 expired_watch_as_http_410: false,
             }),
+            held_pages: tokio::sync::watch::Sender::new(Vec::new()),
             addr,
             running: Mutex::new(None),
             rt: tokio::runtime::Handle::current(),
@@ -819,6 +823,18 @@ impl ApiServer {
         }
         st.watchers.clear();
         st.partitioned.clear();
+    }
+
+    /// From now on, a list of `res` gets its first page, and its next pages wait (the client's
+    /// request open, unanswered) until [`Self::release_list_pages`]: a relist that stays in
+    /// progress for as long as a test needs, as a list of a huge kind does.
+    pub fn hold_list_pages(&self, res: Res) {
+        self.inner.held_pages.send_modify(|h| h.push(res));
+    }
+
+    /// Answers the list pages held by [`Self::hold_list_pages`], and holds none from now on.
+    pub fn release_list_pages(&self) {
+        self.inner.held_pages.send_modify(Vec::clear);
     }
 
     /// Sends a BOOKMARK at the current resourceVersion to every watch that allows them.
@@ -1132,6 +1148,12 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Bo
         match filter_of(&target, &params) {
             Err(m) => error(400, "BadRequest", &m),
             Ok(filter) => {
+                let next_page = params.get("continue").is_some_and(|c| !c.is_empty());
+                if !watch && next_page {
+                    let mut held = inner.held_pages.subscribe();
+                    // Err: the server is being dropped; answer anyway.
+                    let _ = held.wait_for(|h| !h.contains(&target.res)).await;
+                }
                 let read = Read {
                     inner: &inner,
                     t: &target,
