@@ -235,11 +235,13 @@ impl Cluster {
 
     /// The kube-dns stand-in: a clusterdns serving the cluster zone on the kube-dns pod
     /// address, metrics on the node's 127.0.0.1:9153.
+    /// The cluster DNS behind node-local caches, which forward from the node's address: a
+    /// cluster lists its nodes in `limits.exempt` (docs/install.md); here every address is one.
     pub fn start_kube_dns(&self) -> Proc {
         let objects = self.dir.path().join("objects.yaml");
         std::fs::write(&objects, OBJECTS).unwrap();
         let cfg = format!(
-            "listen: [\"{KUBE_DNS_POD}:53\"]\nsource:\n  file: {}\nforward:\n  enabled: false\nmetrics:\n  listen: \"127.0.0.1:9153\"\nhealth:\n  listen: \"127.0.0.1:8080\"\n  lameduck: 0s\nready:\n  listen: \"127.0.0.1:8181\"\nserver:\n  udp_workers: 1\n",
+            "listen: [\"{KUBE_DNS_POD}:53\"]\nsource:\n  file: {}\nforward:\n  enabled: false\nmetrics:\n  listen: \"127.0.0.1:9153\"\nhealth:\n  listen: \"127.0.0.1:8080\"\n  lameduck: 0s\nready:\n  listen: \"127.0.0.1:8181\"\nserver:\n  udp_workers: 1\n{EXEMPT_NODES}",
             objects.display()
         );
         let p = Proc::start(&self.node, &self.dir.path().join("kube-dns"), &cfg);
@@ -302,6 +304,10 @@ pub const WEB_IP: &str = "10.96.7.7";
 
 /// A node-local config: both addresses, everything forwarded to the kube-dns pod (never this
 /// machine's resolv.conf), probes on unix sockets in `dir`, metrics on the node's shared port.
+/// `limits.exempt` for every address: the kube-dns side of a node-local setup (see
+/// [`Cluster::start_kube_dns`]).
+const EXEMPT_NODES: &str = "limits:\n  exempt: [\"0.0.0.0/0\"]\n";
+
 pub fn node_local_config(dir: &Path, lock: &Path, link: &str, extra: &str) -> String {
     format!(
         "cluster:\n  enabled: false\nforward:\n  upstreams: [\"{KUBE_DNS_POD}:53\"]\n  timeout: 1s\ncache:\n  enabled: true\nmetrics:\n  listen: \"127.0.0.1:9253\"\nhealth:\n  listen: \"unix:{d}/health.sock\"\n  lameduck: 500ms\n  drain_timeout: 2s\nready:\n  listen: \"unix:{d}/ready.sock\"\nserver:\n  udp_workers: 2\nnodelocal:\n  enabled: true\n  addresses: [\"{LINK_LOCAL}\", \"{SERVICE_IP}\"]\n  link_kind: {link}\n  lock_file: \"{l}\"\n{extra}",
