@@ -920,6 +920,22 @@ impl Config {
         if let Some(sel) = &self.cluster.namespace_labels {
             Selector::parse(sel).map_err(|e| invalid("cluster.namespace_labels", e))?;
         }
+        if let Some(url) = self
+            .source
+            .kubernetes
+            .as_ref()
+            .and_then(|k| k.endpoint.as_ref())
+        {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+                return Err(invalid(
+                    "source.kubernetes.endpoint",
+                    format!("{url:?} is not an API server URL (https://HOST[:PORT])"),
+                ));
+            }
+        }
         if self.source.file.is_some() && self.source.kubernetes.is_some() {
             return Err(invalid(
                 "source",
