@@ -279,20 +279,38 @@ async fn health_check_brings_upstream_back() {
 }
 
 #[tokio::test]
-async fn servfail_upstream_fails_over_and_is_not_cached() {
+async fn servfail_upstream_fails_over_and_is_cached_five_seconds() {
     let bad = Fake::start(|q, _| Action::Reply(servfail(q))).await;
     let good = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 5)], 60))).await;
     let r = resolver(&config(&[bad.addr, good.addr]));
     let (m, _) = ask(&r, "sf.example.", RecordType::A).await;
     assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 5)]);
-    // Only SERVFAIL anywhere: passed through, not cached.
-    let r = resolver(&config(&[bad.addr]));
+    // Only SERVFAIL anywhere: passed through, and cached 5 s as CoreDNS's `servfail`
+    // default (a denial entry).
+    let clock = ManualClock::new();
+    let r = resolver_at(&config(&[bad.addr]), &clock);
     let q = query("sf2.example.", RecordType::A, 1, Some(1232));
     let (m, _, src) = ask_raw(&r, &q, 1232).await;
     assert_eq!(
         (m.metadata.response_code, src),
         (ResponseCode::ServFail, AnswerSource::Forward)
     );
+    assert_eq!(r.cache_entries(), (0, 1));
+    let asked = bad.queries();
+    clock.advance(Duration::from_millis(4900));
+    let (m, _, src) = ask_raw(&r, &q, 1232).await;
+    assert_eq!(
+        (m.metadata.response_code, src),
+        (ResponseCode::ServFail, AnswerSource::Cache)
+    );
+    assert_eq!(bad.queries(), asked, "answered from the cache");
+    clock.advance(Duration::from_millis(100));
+    assert!(local(&r, &q, 1232).is_none(), "gone after 5 s");
+    // `servfail_ttl: 0s`: never cached.
+    let mut c = config(&[bad.addr]);
+    c.cache.servfail_ttl = Duration::ZERO;
+    let r = resolver(&c);
+    ask_raw(&r, &q, 1232).await;
     assert!(local(&r, &q, 1232).is_none(), "SERVFAIL is not cached");
     assert_eq!(r.cache_entries(), (0, 0));
 }
@@ -470,7 +488,11 @@ async fn serve_stale_when_every_upstream_fails() {
     assert_eq!(src, AnswerSource::Cache);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 8)]);
-    assert_eq!(ttls(&m), vec![1], "the stored TTL, at most 30 s (RFC 8767)");
+    assert_eq!(
+        ttls(&m),
+        vec![0],
+        "CoreDNS's stale RESPONSE_TTL: 0 by default"
+    );
     assert_eq!(m.metadata.id, 5);
     // Without serve-stale: SERVFAIL.
     let (m, _, _) = ask_raw(&r0, &q, 1232).await;
