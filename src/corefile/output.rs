@@ -294,6 +294,8 @@ mod tests {
                 "cache.max_negative_ttl",
                 "cache.prefetch",
                 "cache.serve_stale",
+                "cache.success_capacity",
+                "cache.denial_capacity",
                 "metrics.listen",
                 "health.listen",
                 "ready.listen",

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use super::{Converter, Ctx, Role, Set};
-use crate::config::{CacheConfig, Config};
+use crate::config::{CacheConfig, Config, StaleRefresh};
 use crate::corefile::{CorefileError, Pos};
 use crate::names::in_zone;
 
@@ -85,14 +85,37 @@ impl Converter {
                         self.note(&o.at, ctx.block, "cache prefetch", &format!("`{}` dropped: clusterdns refreshes an entry asked {} times within its TTL shortly before it expires", o.args[1..].join(" "), c.prefetch));
                     }
                 }
+                // serve_stale [DURATION] [immediate [RESPONSE_TTL [RECHECK]] |
+                // verify [VERIFY_TIMEOUT [RESPONSE_TTL [RECHECK]]]]
                 "serve_stale" => {
                     c.serve_stale = match o.args.first() {
                         Some(v) => ctx.duration(o, v)?,
                         // CoreDNS's default: an hour.
                         None => Duration::from_secs(3600),
                     };
-                    if o.args.get(1).is_some_and(|m| m == "verify") {
-                        self.note(&o.at, ctx.block, "cache serve_stale verify", "clusterdns serves stale entries only when every upstream fails (RFC 8767), which is what `verify` aims at");
+                    // CoreDNS's default mode is `immediate`.
+                    c.serve_stale_refresh = StaleRefresh::Immediate;
+                    let ttl_arg = match o.args.get(1).map(String::as_str) {
+                        None => None,
+                        Some("immediate") => o.args.get(2),
+                        Some("verify") => {
+                            c.serve_stale_refresh = StaleRefresh::Verify;
+                            if let Some(t) = o.args.get(2)
+                                && !ctx.duration(o, t)?.is_zero()
+                            {
+                                self.note(&o.at, ctx.block, "cache serve_stale verify", &format!("VERIFY_TIMEOUT {t} dropped: clusterdns waits for the upstreams' own timeout (CoreDNS's `verify` with 0)"));
+                            }
+                            o.args.get(3)
+                        }
+                        Some(m) => {
+                            return Err(
+                                ctx.invalid_opt(o, format!("{m:?} is not immediate or verify"))
+                            );
+                        }
+                    };
+                    if let Some(t) = ttl_arg {
+                        c.serve_stale_ttl =
+                            ctx.duration(o, t)?.as_secs().min(u64::from(u32::MAX)) as u32;
                     }
                 }
                 "disable" => {
@@ -110,24 +133,24 @@ impl Converter {
                         o.args.clone(),
                     ));
                 }
-                "keepttl" => self.note(
-                    &o.at,
-                    ctx.block,
-                    "cache keepttl",
-                    "dropped: clusterdns answers from the cache with the remaining TTL",
-                ),
-                "servfail" => self.note(
-                    &o.at,
-                    ctx.block,
-                    "cache servfail",
-                    "dropped: clusterdns does not cache SERVFAIL answers this way",
-                ),
+                "keepttl" => c.keepttl = true,
+                "servfail" => {
+                    let [v] = o.args.as_slice() else {
+                        return Err(ctx.invalid_opt(o, "takes DURATION".into()));
+                    };
+                    c.servfail_ttl = ctx.duration(o, v)?;
+                    if c.servfail_ttl > Duration::from_secs(300) {
+                        return Err(ctx.invalid_opt(o, "may not be greater than 5 minutes".into()));
+                    }
+                }
                 _ => return Err(ctx.unknown_option(o)),
             }
         }
         c.min_ttl = c.min_ttl.min(c.max_ttl);
         c.min_negative_ttl = c.min_negative_ttl.min(c.max_negative_ttl);
         c.max_entries = success_cap + denial_cap;
+        c.success_capacity = Some(success_cap);
+        c.denial_capacity = Some(denial_cap);
 
         let cluster_only_block = ctx.role == Role::Main
             && !ctx.keys.iter().any(|k| k.is_root())

@@ -166,3 +166,36 @@ fn no_root_block_turns_forwarding_off() {
     assert!(!c.config.forward.enabled);
     assert_eq!(c.config.cluster.zone, "cluster.local");
 }
+
+#[test]
+fn cache_options_map_one_to_one() {
+    let c = conv(".:53 {\n forward . 10.0.0.2\n cache 300 {\n  success 5000 600 10\n  denial 2000\n  serve_stale 2h immediate 30s\n  servfail 10s\n  keepttl\n }\n}\n").unwrap();
+    let k = &c.config.cache;
+    assert_eq!(
+        (k.success_capacity, k.denial_capacity),
+        (Some(5000), Some(2000))
+    );
+    assert_eq!((k.max_ttl, k.min_ttl), (600, 10));
+    assert_eq!(k.serve_stale, Duration::from_secs(7200));
+    assert_eq!(
+        k.serve_stale_refresh,
+        crate::config::StaleRefresh::Immediate
+    );
+    assert_eq!(k.serve_stale_ttl, 30);
+    assert_eq!(k.servfail_ttl, Duration::from_secs(10));
+    assert!(k.keepttl);
+    // `verify`, and CoreDNS's default mode (`immediate`) when none is given.
+    let c = conv(".:53 {\n forward . 10.0.0.2\n cache {\n  serve_stale 1h verify 0 5s\n }\n}\n")
+        .unwrap();
+    assert_eq!(
+        c.config.cache.serve_stale_refresh,
+        crate::config::StaleRefresh::Verify
+    );
+    assert_eq!(c.config.cache.serve_stale_ttl, 5);
+    let c = conv(".:53 {\n forward . 10.0.0.2\n cache {\n  serve_stale\n }\n}\n").unwrap();
+    assert_eq!(
+        c.config.cache.serve_stale_refresh,
+        crate::config::StaleRefresh::Immediate
+    );
+    assert!(conv(".:53 {\n forward . 10.0.0.2\n cache {\n  servfail 6m\n }\n}\n").is_err());
+}
