@@ -246,24 +246,35 @@ pub enum ClientSubnet {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct DomainForwardConfig {
-    /// `IP`, `IP:PORT`, `tls://IP` or `tls://IP:PORT` (853 by default).
+    /// `IP`, `IP:PORT`, `tls://IP` or `tls://IP:PORT` (853 by default); empty: the
+    /// nameservers of `forward.resolv_conf`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub upstreams: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub except: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub policy: Option<ForwardPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub force_tcp: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub prefer_udp: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_concurrent: Option<usize>,
-    #[serde(with = "opt_duration_text")]
+    #[serde(with = "opt_duration_text", skip_serializing_if = "Option::is_none")]
     pub health_check: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub max_fails: Option<u32>,
-    #[serde(with = "opt_duration_text")]
+    #[serde(with = "opt_duration_text", skip_serializing_if = "Option::is_none")]
     pub expire: Option<Duration>,
-    #[serde(with = "opt_duration_text")]
+    #[serde(with = "opt_duration_text", skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_servername: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_ca: Option<PathBuf>,
     /// A cache of this domain's own (CoreDNS: each server block has its own); absent: the
     /// `cache` section's, shared.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheConfig>,
 }
 
@@ -956,9 +967,6 @@ impl Config {
                     &key,
                     "also in forward.stub_domains: give it once".into(),
                 ));
-            }
-            if d.upstreams.is_empty() {
-                return Err(invalid(&format!("{key}.upstreams"), "no upstreams".into()));
             }
             for (i, u) in d.upstreams.iter().enumerate() {
                 parse_upstream(u).map_err(|e| invalid(&format!("{key}.upstreams[{i}]"), e))?;

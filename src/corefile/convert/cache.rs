@@ -1,5 +1,7 @@
-//! The `cache` plugin: clusterdns has one cache, in front of forwarding, set by the `.` block's
-//! `cache` (the cluster zone is answered from memory and never cached).
+//! The `cache` plugin: the `.` block's `cache` is the shared cache in front of forwarding (the
+//! cluster zone is answered from memory and never cached); a zone block's `cache` that differs
+//! from it becomes that forwarded domain's own (`forward.domains.<zone>.cache`), as each CoreDNS
+//! server block has its own cache.
 
 use std::time::Duration;
 
@@ -17,6 +19,8 @@ pub(super) struct Caching {
     cache: Option<Set<CacheConfig>>,
     /// `cache { disable ... }` lines, judged once the cluster zone is known.
     disable: Vec<(Pos, String, Vec<String>)>,
+    /// Zone blocks' caches, with the block's zones: placed once forwarding is known.
+    zone_caches: Vec<(Vec<String>, Set<CacheConfig>)>,
 }
 
 impl Converter {
@@ -164,20 +168,10 @@ impl Converter {
             return Ok(());
         }
         if ctx.role == Role::Zone {
-            let text = match &self.caching.cache {
-                Some(main)
-                    if main.value.max_ttl == c.max_ttl
-                        && main.value.max_negative_ttl == c.max_negative_ttl =>
-                {
-                    "this zone's answers go through the one clusterdns cache".to_string()
-                }
-                Some(main) => format!(
-                    "clusterdns has one cache for all forwarded names: this zone's answers are cached with the `{}` block's settings",
-                    main.block
-                ),
-                None => "clusterdns has one cache for all forwarded names; it follows the `.` block (this zone's cache settings are dropped)".to_string(),
-            };
-            self.note(&d.at, ctx.block, "cache", &text);
+            let zones = ctx.keys.iter().map(|k| k.zone.clone()).collect();
+            self.caching
+                .zone_caches
+                .push((zones, Set::new(c, &d.at, ctx.block)));
             return Ok(());
         }
         if !zones.is_empty() && !zones.iter().any(|z| z == ".") {
@@ -225,6 +219,32 @@ impl Converter {
 
     /// `cache`: without a `cache` in the `.` block, nothing is cached, as in CoreDNS.
     pub(super) fn write_cache(&mut self, cfg: &mut Config) {
+        for (zones, set) in std::mem::take(&mut self.caching.zone_caches) {
+            let same = self
+                .caching
+                .cache
+                .as_ref()
+                .is_some_and(|m| m.value == set.value);
+            for zone in zones {
+                let f = &mut cfg.forward;
+                if same {
+                    self.note(&set.at, &set.block, "cache", &format!("`{zone}` answers go through the shared cache (the same settings as the `.` block's)"));
+                } else if let Some(d) = f.domains.get_mut(&zone) {
+                    d.cache = Some(set.value.clone());
+                } else if let Some(ups) = f.stub_domains.remove(&zone) {
+                    f.domains.insert(
+                        zone,
+                        crate::config::DomainForwardConfig {
+                            upstreams: ups,
+                            cache: Some(set.value.clone()),
+                            ..Default::default()
+                        },
+                    );
+                } else {
+                    self.note(&set.at, &set.block, "cache", &format!("dropped: `{zone}` is not forwarded, and clusterdns caches only forwarded names"));
+                }
+            }
+        }
         match &self.caching.cache {
             Some(c) => cfg.cache = c.value.clone(),
             None => {
