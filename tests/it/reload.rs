@@ -204,3 +204,95 @@ fn reload_starts_the_watches_the_cluster_settings_need() {
         "{logs:?}"
     );
 }
+
+/// How many exchanges `/metrics` counts for upstream `to`.
+fn proxy_requests(s: &Server, to: std::net::SocketAddr) -> f64 {
+    let text = get(s.listen("metrics").unwrap(), "/metrics", &[])
+        .unwrap()
+        .text();
+    text.lines()
+        .filter(|l| {
+            l.starts_with("coredns_proxy_request_duration_seconds_count")
+                && l.contains(&format!("to=\"{to}\""))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Forwarding, metrics and shutdown keys reload under load with no failed query: new
+/// upstreams are used at once while the cache (its own settings unchanged) keeps its entries;
+/// `forward.legacy_metrics` hides the pre-1.11 names; `health.lameduck` is the one the next
+/// shutdown uses; a restart-only key is named in a log line.
+#[test]
+fn forward_cache_metrics_and_lameduck_reload_under_load() {
+    let (k1, k2) = (start_knot(), start_knot());
+    let s = Server::sample(&format!("forward:\n  upstreams: [\"{}\"]\n", k1.addr));
+    let cfg_path = s.path("clusterdns.yaml");
+    let cfg_text = std::fs::read_to_string(&cfg_path).unwrap();
+    assert!(cfg_text.contains("lameduck: 1s"), "{cfg_text}");
+    assert_eq!(s.dig(&["+short", "www.example.test"]).trim(), "192.0.2.10");
+    let metrics = || {
+        get(s.listen("metrics").unwrap(), "/metrics", &[])
+            .unwrap()
+            .text()
+    };
+    assert!(metrics().contains("coredns_forward_requests_total"));
+    let load = Load::start(
+        s.dns,
+        &[
+            ("kubernetes.default.svc.cluster.local", 0),
+            ("www.example.test", 0),
+        ],
+    );
+    let new = cfg_text
+        .replace(
+            &format!("upstreams: [\"{}\"]\n", k1.addr),
+            &format!("upstreams: [\"{}\"]\n  legacy_metrics: false\n", k2.addr),
+        )
+        .replace("lameduck: 1s", "lameduck: 1500ms")
+        + "server:\n  tcp_idle_timeout: 3s\n";
+    std::fs::write(&cfg_path, &new).unwrap();
+    let logs = s.log_until(Duration::from_secs(10), |l| l.contains("config reloaded"));
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("only on a restart") && l.contains("server")),
+        "the restart-only key is named: {logs:?}"
+    );
+    assert!(wait_for(Duration::from_secs(5), || {
+        !metrics().contains("coredns_forward_requests_total")
+    }));
+    // The cached answer is kept: asking again does not reach the new upstream ...
+    let before = proxy_requests(&s, k2.addr);
+    assert_eq!(
+        before, 0.0,
+        "the load's www.example.test never reached the new upstream"
+    );
+    assert_eq!(s.dig(&["+short", "www.example.test"]).trim(), "192.0.2.10");
+    assert_eq!(
+        proxy_requests(&s, k2.addr),
+        before,
+        "served from the kept cache"
+    );
+    // ... and a name not cached goes to the new one.
+    assert_eq!(
+        s.dig(&["+short", "alias.example.test"]).lines().last(),
+        Some("192.0.2.10")
+    );
+    assert!(
+        proxy_requests(&s, k2.addr) > before,
+        "the new upstream is used"
+    );
+    let (sent, failed) = load.finish();
+    eprintln!("{sent} queries during the reload, {} failed", failed.len());
+    assert!(sent > 50, "{sent}");
+    assert!(failed.is_empty(), "{failed:?}");
+    // The next shutdown uses the reloaded lameduck.
+    // SAFETY: signalling our own child by its pid.
+    unsafe { libc::kill(s.child.id() as i32, libc::SIGTERM) };
+    let logs = s.log_until(Duration::from_secs(10), |l| l.contains("lameduck period"));
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("lameduck period") && l.contains("1.5s")),
+        "{logs:?}"
+    );
+}
