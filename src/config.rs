@@ -1492,6 +1492,35 @@ mod tests {
             "forward.stub_domains.corp.example",
         );
         bad(&|c| c.forward.max_concurrent = 0, "forward.max_concurrent");
+        bad(
+            &|c| {
+                c.source.kubernetes = Some(KubernetesSourceConfig {
+                    endpoint: Some("10.0.0.1:6443".into()),
+                    ..Default::default()
+                })
+            },
+            "source.kubernetes.endpoint",
+        );
+        bad(
+            &|c| c.forward.except = vec!["a..b".into()],
+            "forward.except[0]",
+        );
+        bad(
+            &|c| {
+                c.forward.domains.insert(
+                    "corp.example".into(),
+                    DomainForwardConfig {
+                        upstreams: vec!["10.0.0.5".into()],
+                        cache: Some(CacheConfig {
+                            success_capacity: Some(0),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                );
+            },
+            "forward.domains.corp.example.cache.success_capacity",
+        );
         bad(&|c| c.forward.timeout = Duration::ZERO, "forward.timeout");
         bad(
             &|c| {
