@@ -154,6 +154,10 @@ impl Route {
     }
 }
 
+/// A cache of the previous resolver that a new one may take over: for a route's own cache
+/// config (None: the shared one's) and the route's domain.
+type KeptCache<'a> = dyn Fn(Option<&crate::config::CacheConfig>, &str) -> Option<Arc<Cache>> + 'a;
+
 /// The root, the domain of the default upstreams' loop probes.
 const ROOT: &[u8] = &[0];
 
@@ -365,7 +369,7 @@ impl Resolver {
         cfg: &Config,
         metrics: &Arc<Metrics>,
         shared_cache: &Option<Arc<Cache>>,
-        kept: &dyn Fn(Option<&crate::config::CacheConfig>, &str) -> Option<Arc<Cache>>,
+        kept: &KeptCache<'_>,
         keyed: &mut Vec<(String, SocketAddr)>,
     ) -> Result<Route, Error> {
         let mut targets = Vec::new();
