@@ -7,6 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::support::start_knot;
 use crate::support::upstream::Dead;
 use crate::support::*;
 
@@ -229,4 +230,44 @@ fn every_upstream_down_answers_servfail_within_the_clients_timeout() {
             "answered within dig's 3 s"
         );
     }
+}
+
+/// `except` (CoreDNS: names the forward leaves to the next plugin; none follows, so
+/// SERVFAIL), and a domain's own options, against real Knot with `dig`.
+#[test]
+fn except_and_a_domains_own_options_with_dig() {
+    let knot = start_knot();
+    let s = Server::sample(&format!(
+        "forward:\n  upstreams: [\"{k}\"]\n  except: [\"www.example.test\"]\n  domains:\n    big.example.test:\n      upstreams: [\"{k}\"]\n      force_tcp: true\n      except: []\n",
+        k = knot.addr
+    ));
+    assert_eq!(s.status(&["www.example.test"]), "SERVFAIL");
+    assert_eq!(
+        s.dig(&["+short", "alias.example.test"]).lines().last(),
+        Some("192.0.2.10")
+    );
+    // The domain has its own (empty) except and reaches Knot over TCP only.
+    let conns = |proto: &str| -> f64 {
+        get(s.listen("metrics").unwrap(), "/metrics", &[])
+            .unwrap()
+            .text()
+            .lines()
+            .filter(|l| {
+                (l.starts_with("coredns_proxy_conn_cache_misses_total")
+                    || l.starts_with("coredns_proxy_conn_cache_hits_total"))
+                    && l.contains(&format!("proto=\"{proto}\""))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (udp, tcp) = (conns("udp"), conns("tcp"));
+    assert!(udp >= 1.0, "the default route asked over UDP");
+    assert_eq!(s.status(&["nx.big.example.test"]), "NXDOMAIN");
+    assert_eq!(
+        s.dig(&["+short", "www.big.example.test"]).trim(),
+        "",
+        "NODATA or NXDOMAIN, forwarded"
+    );
+    assert_eq!(conns("udp"), udp, "no UDP for the force_tcp domain");
+    assert_eq!(conns("tcp"), tcp + 2.0, "two queries over TCP");
 }

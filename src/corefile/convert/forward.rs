@@ -45,6 +45,7 @@ struct ForwardOpts {
     prefer_udp: Option<Set<bool>>,
     max_concurrent: Option<Set<usize>>,
     expire: Option<Set<Duration>>,
+    read_timeout: Option<Set<Duration>>,
     except: Option<Set<Vec<String>>>,
     tls_servername: Option<Set<String>>,
     tls_ca: Option<Set<PathBuf>>,
@@ -60,6 +61,7 @@ impl ForwardOpts {
             || self.prefer_udp.is_some()
             || self.max_concurrent.is_some()
             || self.expire.is_some()
+            || self.read_timeout.is_some()
             || self.except.is_some()
             || self.tls_servername.is_some()
             || self.tls_ca.is_some()
@@ -79,6 +81,7 @@ impl ForwardOpts {
         take(&mut self.prefer_udp, other.prefer_udp);
         take(&mut self.max_concurrent, other.max_concurrent);
         take(&mut self.expire, other.expire);
+        take(&mut self.read_timeout, other.read_timeout);
         take(&mut self.except, other.except);
         take(&mut self.tls_servername, other.tls_servername);
         take(&mut self.tls_ca, other.tls_ca);
@@ -204,6 +207,14 @@ impl Converter {
                     let v = ctx.one_arg(o)?;
                     let dur = ctx.duration(o, v)?;
                     opts.expire = Some(Set::new(dur, &o.at, ctx.block));
+                }
+                "read_timeout" => {
+                    let v = ctx.one_arg(o)?;
+                    let dur = ctx.duration(o, v)?;
+                    if dur.is_zero() {
+                        return Err(ctx.invalid_opt(o, "must be above zero".into()));
+                    }
+                    opts.read_timeout = Some(Set::new(dur, &o.at, ctx.block));
                 }
                 "failfast_all_unhealthy_upstreams" => {
                     self.note(&o.at, ctx.block, "forward failfast_all_unhealthy_upstreams", "dropped: when every upstream is down clusterdns still tries one (as CoreDNS does without this option)");
@@ -369,7 +380,7 @@ impl Converter {
                     health_check: v(&own.health_check),
                     max_fails: v(&own.max_fails),
                     expire: v(&own.expire),
-                    timeout: None,
+                    timeout: v(&own.read_timeout),
                     tls_servername: own.tls_servername.as_ref().map(|s| s.value.clone()),
                     tls_ca: own.tls_ca.as_ref().map(|s| s.value.clone()),
                     cache: None,
@@ -392,6 +403,9 @@ impl Converter {
         f.prefer_udp = opts.prefer_udp.is_some();
         if let Some(e) = &opts.expire {
             f.expire = e.value;
+        }
+        if let Some(t) = &opts.read_timeout {
+            f.timeout = t.value;
         }
         if let Some(e) = &opts.except {
             f.except = e.value.clone();

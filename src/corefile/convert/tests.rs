@@ -86,7 +86,7 @@ fn two_cluster_domains_rejected() {
 #[test]
 fn stub_blocks_keep_their_own_forward_options() {
     let c = conv(
-        ".:53 {\n kubernetes cluster.local\n forward . 10.0.0.2 {\n  policy sequential\n  except blocked.example\n  expire 30s\n }\n cache 30\n}\ncorp.example:53 {\n errors\n forward . 10.0.0.5 10.0.0.6:5353 {\n  force_tcp\n  policy round_robin\n  max_concurrent 50\n  except secret.corp.example\n }\n}\nplain.example:53 {\n forward . 10.0.0.7\n}\ndot.example:53 {\n forward . tls://10.0.0.8 tls://10.0.0.9:8853 {\n  tls_servername dns.dot.example\n  tls ca.pem\n }\n}\n",
+        ".:53 {\n kubernetes cluster.local\n forward . 10.0.0.2 {\n  policy sequential\n  except blocked.example\n  expire 30s\n  read_timeout 1500ms\n }\n cache 30\n}\ncorp.example:53 {\n errors\n forward . 10.0.0.5 10.0.0.6:5353 {\n  force_tcp\n  policy round_robin\n  max_concurrent 50\n  except secret.corp.example\n }\n}\nplain.example:53 {\n forward . 10.0.0.7\n}\ndot.example:53 {\n forward . tls://10.0.0.8 tls://10.0.0.9:8853 {\n  tls_servername dns.dot.example\n  tls ca.pem\n }\n}\n",
     )
     .unwrap();
     let f = &c.config.forward;
@@ -94,6 +94,7 @@ fn stub_blocks_keep_their_own_forward_options() {
     assert_eq!(f.policy, ForwardPolicy::Sequential);
     assert_eq!(f.except, ["blocked.example"]);
     assert_eq!(f.expire, Duration::from_secs(30));
+    assert_eq!(f.timeout, Duration::from_millis(1500), "read_timeout");
     assert!(!f.force_tcp, "a zone block's force_tcp stays its own");
     // A zone block with options: a domain with exactly those.
     let corp = &f.domains["corp.example"];
