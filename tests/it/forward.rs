@@ -1081,3 +1081,67 @@ async fn a_new_resolver_keeps_the_cache_when_its_config_is_unchanged() {
         "a new cache for a new cache config"
     );
 }
+
+/// A domain's own `max_concurrent`, `policy` and `max_fails`: its slots are its own (the
+/// default route's stay free), its upstreams are tried in its order and marked down after its
+/// own number of failures.
+#[tokio::test]
+async fn a_domains_concurrency_bound_policy_and_max_fails_are_its_own() {
+    let slow = Fake::start(|q, _| {
+        Action::Delay(
+            Duration::from_millis(300),
+            a_reply(q, &[ip(192, 0, 2, 40)], 60),
+        )
+    })
+    .await;
+    let fast = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 41)], 60))).await;
+    let dead = Dead::new();
+    let mut c = config(&[fast.addr]);
+    c.forward.max_concurrent = 100;
+    c.forward.domains.insert(
+        "slow.example".into(),
+        clusterdns::config::DomainForwardConfig {
+            upstreams: vec![dead.addr.to_string(), slow.addr.to_string()],
+            policy: Some(ForwardPolicy::Sequential),
+            max_concurrent: Some(2),
+            max_fails: Some(1),
+            timeout: Some(Duration::from_millis(500)),
+            ..Default::default()
+        },
+    );
+    c.validate().unwrap();
+    let r = resolver(&c);
+    let slow_q: Vec<Vec<u8>> = (0..6)
+        .map(|i| query(&format!("n{i}.slow.example."), RecordType::A, i, None))
+        .collect();
+    let other_q: Vec<Vec<u8>> = (0..6)
+        .map(|i| {
+            query(
+                &format!("n{i}.other.example."),
+                RecordType::A,
+                100 + i,
+                None,
+            )
+        })
+        .collect();
+    async fn rcodes(r: &Resolver, qs: &[Vec<u8>]) -> Vec<ResponseCode> {
+        futures::future::join_all(
+            qs.iter()
+                .map(|q| async move { decode(&r.resolve(q, 512).await.0).metadata.response_code }),
+        )
+        .await
+    }
+    let (slow_rc, other_rc) = tokio::join!(rcodes(&r, &slow_q), rcodes(&r, &other_q));
+    let count = |v: &[ResponseCode], rc| v.iter().filter(|x| **x == rc).count();
+    assert_eq!(count(&slow_rc, ResponseCode::NoError), 2, "{slow_rc:?}");
+    assert_eq!(count(&slow_rc, ResponseCode::Refused), 4, "{slow_rc:?}");
+    assert_eq!(
+        count(&other_rc, ResponseCode::NoError),
+        6,
+        "the default route's slots are its own"
+    );
+    // Sequential: the dead one first; one failure (its max_fails) marked it down.
+    let ups = r.upstreams();
+    assert!(ups.contains(&(dead.addr, false)), "{ups:?}");
+    assert!(ups.contains(&(fast.addr, true)), "{ups:?}");
+}
