@@ -124,9 +124,9 @@ impl Load {
 }
 
 /// `pods: verified` turned on by a reload starts the pod watch: pod names are verified at
-/// once, and no NXDOMAIN turns into SERVFAIL meanwhile; turned off again, any well-formed pod
-/// name answers. `noendpoints` turned off starts the EndpointSlice watch. All under load, with
-/// no failed query.
+/// once, and no NXDOMAIN turns into SERVFAIL meanwhile. `noendpoints` turned off starts the
+/// EndpointSlice watch; `labels` dropped lists the services the selector left out. All under
+/// load, with no failed query.
 #[test]
 fn reload_starts_the_watches_the_cluster_settings_need() {
     use crate::apiserver::*;
@@ -135,6 +135,12 @@ fn reload_starts_the_watches_the_cluster_settings_need() {
     api.create(
         svc("demo", "web")
             .cluster_ip("10.0.0.1")
+            .port("http", 80, "TCP")
+            .label("tier", "front"),
+    );
+    api.create(
+        svc("demo", "other")
+            .cluster_ip("10.0.0.3")
             .port("http", 80, "TCP"),
     );
     api.create(svc("demo", "db").headless().port("pg", 5432, "TCP"));
@@ -144,7 +150,10 @@ fn reload_starts_the_watches_the_cluster_settings_need() {
             .endpoint(ep(&["10.1.0.9"])),
     );
     api.create(pod("demo", "p1").ip("10.1.0.7"));
-    let s = Server::start_kube(&api, "cluster:\n  noendpoints: true\n");
+    let s = Server::start_kube(
+        &api,
+        "cluster:\n  noendpoints: true\n  labels: tier=front\n",
+    );
     let cfg_path = s.path("clusterdns.yaml");
     let cfg_text = std::fs::read_to_string(&cfg_path).unwrap();
     assert!(wait_for(Duration::from_secs(10), || {
@@ -167,7 +176,17 @@ fn reload_starts_the_watches_the_cluster_settings_need() {
             ("nope.demo.svc.cluster.local", 3),
         ],
     );
-    let with = |cluster: &str| cfg_text.replace("cluster:\n  noendpoints: true\n", cluster);
+    assert_eq!(
+        s.status(&["other.demo.svc.cluster.local"]),
+        "NXDOMAIN",
+        "left out by the label selector (the API never sent it)"
+    );
+    let with = |cluster: &str| {
+        cfg_text.replace(
+            "cluster:\n  noendpoints: true\n  labels: tier=front\n",
+            cluster,
+        )
+    };
     std::fs::write(&cfg_path, with("cluster:\n  pods: verified\n")).unwrap();
     assert!(
         wait_for(Duration::from_secs(10), || {
@@ -192,6 +211,12 @@ fn reload_starts_the_watches_the_cluster_settings_need() {
         s.status(&["10-1-0-7.demo.pod.cluster.local"]) == "NXDOMAIN"
             && s.status(&["nope.demo.svc.cluster.local"]) == "NXDOMAIN"
     }));
+    // `labels` dropped: the Service watch started again without the selector, and the
+    // service it used to leave out is listed.
+    assert_eq!(
+        s.dig(&["+short", "other.demo.svc.cluster.local"]).trim(),
+        "10.0.0.3"
+    );
     let (sent, failed) = load.finish();
     eprintln!("{sent} queries during the reloads, {} failed", failed.len());
     assert!(sent > 50, "{sent}");
