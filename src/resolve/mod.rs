@@ -3,19 +3,25 @@
 //! What CoreDNS's `hosts`, `cache`, `forward` and `loop` plugins do, at the packet level:
 //!
 //! ```text
-//! query ─> hosts file ─> critical names ─> cache (fresh) ─────────────────────> reply
-//!              │ (fallthrough)                 │ miss
-//!              v                               v
-//!          NXDOMAIN                 concurrency bound ──(full)──> REFUSED
+//! query ─> hosts file ─> critical names ─> route (longest domain) ─> its cache ──> reply
+//!              │ (fallthrough)                 │ `except` ─> SERVFAIL    │ fresh, or stale with
+//!              v                               │                        │ `immediate` (refresh
+//!          NXDOMAIN                            v miss                   v  behind it)
+//!                                   the route's concurrency bound ──(full)──> REFUSED
 //!                                              │
 //!                                   coalescing (one upstream query per key)
 //!                                              │
-//!                           stub domain pool, else default pool (policy, health)
-//!                                   UDP (TC -> TCP) / TCP, timeout per try
+//!                           the route's pool (policy, health checks, max_fails)
+//!                     UDP (TC -> TCP) / TCP / TLS, timeout per try, 3 s for all tries,
+//!                           one short try when every upstream is down
 //!                                              │
 //!                          reply passed through ─> cache ─> client ID + question
-//!                          all failed ─> stale entry (RFC 8767) or SERVFAIL
+//!                          all failed ─> stale entry (RFC 8767) or SERVFAIL (cached 5 s)
 //! ```
+//!
+//! A route is the default upstreams, a stub domain, or a `forward.domains` entry, each with its
+//! own options and cache (or the shared one), as CoreDNS's server blocks each have their own
+//! `forward` and `cache`.
 //!
 //! The upstream's reply reaches the client as the upstream wrote it (rcode, flags, sections,
 //! EDNS), with the client's ID and question bytes; it is truncated (TC set) to `max_size`.
