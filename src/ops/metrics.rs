@@ -958,6 +958,11 @@ impl Metrics {
     pub fn set_cache_entries(&self, kind: CacheKind, n: usize) {
         self.inner().cache_entries[kind as usize].set(n as i64);
     }
+    /// Entries of one kind added to (or, negative, removed from) one of several caches: the
+    /// gauge is their sum (a domain's own cache beside the shared one).
+    pub fn add_cache_entries(&self, kind: CacheKind, delta: i64) {
+        self.inner().cache_entries[kind as usize].add(delta);
+    }
     /// `coredns_hosts_entries{hostsfile}` (the file's path).
     pub fn set_hosts_entries(&self, file: &str, n: usize) {
         self.inner()
