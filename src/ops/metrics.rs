@@ -472,7 +472,10 @@ pub enum ConnProto {
 struct Inner {
     registry: Registry,
     server: String,
-    legacy_forward: bool,
+    /// Whether the exposition shows `legacy_registry` (`forward.legacy_metrics`, reloadable:
+    /// the series always count, so a reload that turns them on shows whole totals).
+    legacy_forward: std::sync::atomic::AtomicBool,
+    legacy_registry: Registry,
 
     /// The per-query families and the cache counters, sharded per thread.
     hot: Arc<hot::Hot>,
@@ -496,7 +499,7 @@ struct Inner {
     proxy_conn_misses: IntCounterVec,
     forward_broken: IntCounter,
     forward_max_concurrent: IntCounter,
-    legacy: Option<LegacyVecs>,
+    legacy: LegacyVecs,
 
     programming_vec: HistogramVec,
     programming: [OnceLock<Histogram>; 3],
@@ -662,33 +665,34 @@ impl Inner {
             "coredns_forward_max_concurrent_rejects_total",
             "Counter of the number of queries rejected because the concurrent queries were at maximum.",
         );
-        let legacy = legacy_forward.then(|| LegacyVecs {
+        let lr = Registry::new();
+        let legacy = LegacyVecs {
             requests: counter_vec(
-                &r,
+                &lr,
                 "coredns_forward_requests_total",
                 "Counter of requests made per upstream.",
                 &["to"],
             ),
             responses: counter_vec(
-                &r,
+                &lr,
                 "coredns_forward_responses_total",
                 "Counter of responses received per upstream.",
                 &["rcode", "to"],
             ),
             duration: histogram_vec(
-                &r,
+                &lr,
                 "coredns_forward_request_duration_seconds",
                 "Histogram of the time each request took.",
                 &["to", "rcode"],
                 &TIME_BUCKETS,
             ),
             hc_failures: counter_vec(
-                &r,
+                &lr,
                 "coredns_forward_healthcheck_failures_total",
                 "Counter of the number of failed healthchecks.",
                 &["to"],
             ),
-        });
+        };
 
         let programming_vec = histogram_vec(
             &r,
@@ -776,7 +780,8 @@ impl Inner {
         Inner {
             registry: r,
             server: s,
-            legacy_forward,
+            legacy_forward: std::sync::atomic::AtomicBool::new(legacy_forward),
+            legacy_registry: lr,
             hot,
             panics,
             plugin_enabled,
@@ -833,7 +838,10 @@ impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics")
             .field("server", &self.inner.server)
-            .field("legacy_forward", &self.inner.legacy_forward)
+            .field(
+                "legacy_forward",
+                &self.inner.legacy_forward.load(Ordering::Relaxed),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -853,6 +861,12 @@ impl Metrics {
         };
         m.enable_plugins(plugins);
         m
+    }
+
+    /// Show the pre-1.11 `coredns_forward_*` names or not (`forward.legacy_metrics`, on a
+    /// reload too).
+    pub fn set_legacy_forward(&self, on: bool) {
+        self.inner().legacy_forward.store(on, Ordering::Relaxed);
     }
 
     /// Show `coredns_plugin_enabled` at 1 for each of `plugins`.
@@ -911,7 +925,8 @@ impl Metrics {
     pub fn upstream(&self, addr: SocketAddr) -> UpstreamMetrics {
         let i = self.inner();
         let to = addr.to_string();
-        let legacy = i.legacy.as_ref().map(|l| LegacyUpstream {
+        let l = &i.legacy;
+        let legacy = Some(LegacyUpstream {
             requests: l.requests.with_label_values(&[&to]),
             responses_vec: l.responses.clone(),
             responses: slots(),
@@ -970,6 +985,11 @@ impl Metrics {
     }
     pub fn set_cache_entries(&self, kind: CacheKind, n: usize) {
         self.inner().cache_entries[kind as usize].set(n as i64);
+    }
+    /// Entries of one kind added to (or, negative, removed from) one of several caches: the
+    /// gauge is their sum (a domain's own cache beside the shared one).
+    pub fn add_cache_entries(&self, kind: CacheKind, delta: i64) {
+        self.inner().cache_entries[kind as usize].add(delta);
     }
     /// `coredns_hosts_entries{hostsfile}` (the file's path).
     pub fn set_hosts_entries(&self, file: &str, n: usize) {
@@ -1061,7 +1081,12 @@ impl Metrics {
 
     /// The whole exposition, Prometheus text format 0.0.4 ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let families = self.inner().registry.gather();
+        let i = self.inner();
+        let mut families = i.registry.gather();
+        if i.legacy_forward.load(Ordering::Relaxed) {
+            families.extend(i.legacy_registry.gather());
+            families.sort_by(|a, b| a.name().cmp(b.name()));
+        }
         let mut out = String::with_capacity(32 * 1024);
         if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
             tracing::error!(error = %e, "encoding metrics");

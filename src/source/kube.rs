@@ -89,11 +89,15 @@ use crate::error::{ObjectError, SourceError};
 use crate::ops::metrics::{Metrics, WatchFreshness};
 
 /// How the API source connects and what it watches.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct KubeSourceOptions {
     /// A kubeconfig file. `None`: `KUBECONFIG`, `~/.kube/config`, then the in-cluster service
     /// account (`kube::Config::infer`).
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context; `None`: its current context.
+    pub context: Option<String>,
+    /// The API server URL, replacing the kubeconfig's (or the in-cluster one).
+    pub endpoint: Option<String>,
     /// Watch Pods (only for `pods verified` and endpoint pod names).
     pub watch_pods: bool,
     /// `cluster.labels`: passed to the API as the `labelSelector` of the Service watch.
@@ -207,18 +211,39 @@ pub async fn run(
 /// A kube client from the given kubeconfig, or inferred (`KUBECONFIG`, `~/.kube/config`,
 /// in-cluster). A kubeconfig may name a plain `http://` server.
 async fn client(opts: &KubeSourceOptions) -> Result<Client, SourceError> {
-    let config = match &opts.kubeconfig {
-        Some(path) => {
+    let kc_opts = kube::config::KubeConfigOptions {
+        context: opts.context.clone(),
+        ..Default::default()
+    };
+    let mut config = match (&opts.kubeconfig, &opts.context, &opts.endpoint) {
+        (Some(path), _, _) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| SourceError::Kube(format!("kubeconfig {}: {e}", path.display())))?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+            kube::Config::from_custom_kubeconfig(kc, &kc_opts)
                 .await
                 .map_err(|e| SourceError::Kube(format!("kubeconfig {}: {e}", path.display())))?
         }
-        None => kube::Config::infer()
+        (None, Some(ctx), _) => kube::Config::from_kubeconfig(&kc_opts)
+            .await
+            .map_err(|e| SourceError::Kube(format!("kubeconfig context {ctx:?}: {e}")))?,
+        // CoreDNS's `endpoint` without a kubeconfig: the in-cluster credentials if there are
+        // any, else none (an API server that needs none, e.g. behind `kubectl proxy`).
+        (None, None, Some(url)) => match kube::Config::infer().await {
+            Ok(c) => c,
+            Err(_) => kube::Config::new(
+                url.parse()
+                    .map_err(|e| SourceError::Kube(format!("kubernetes endpoint {url:?}: {e}")))?,
+            ),
+        },
+        (None, None, None) => kube::Config::infer()
             .await
             .map_err(|e| SourceError::Kube(format!("no cluster configuration: {e}")))?,
     };
+    if let Some(url) = &opts.endpoint {
+        config.cluster_url = url
+            .parse()
+            .map_err(|e| SourceError::Kube(format!("kubernetes endpoint {url:?}: {e}")))?;
+    }
     tracing::debug!(url = %config.cluster_url, "kubernetes API server");
     Client::try_from(config).map_err(|e| SourceError::Kube(format!("cannot build a client: {e}")))
 }

@@ -84,8 +84,15 @@ impl ZoneBuilder {
     /// the state already held, without asking the sources again.
     pub fn reconfigure(&mut self, cfg: &ClusterConfig, required: &[Kind]) {
         let serial = self.snap.serial;
+        let was_synced = self.synced();
         let state = std::mem::take(&mut self.state);
         let mut fresh = ZoneBuilder::new(cfg, required);
+        if was_synced {
+            // A kind required anew (pods, for `pods: verified`) is listed by the watch the
+            // reload starts; meanwhile the zone answers from what it holds instead of turning
+            // every name it does not hold into SERVFAIL.
+            fresh.required.retain(|k| state.synced.contains(k));
+        }
         fresh.snap.serial = serial;
         // The fresh build covers everything the state holds, lists in progress included; their
         // later objects are still held until their ends.

@@ -34,10 +34,9 @@ struct Source {
 
 fn opts_all() -> KubeSourceOptions {
     KubeSourceOptions {
-        kubeconfig: None,
         watch_pods: true,
-        service_label_selector: None,
         watch_endpoints: true,
+        ..Default::default()
     }
 }
 

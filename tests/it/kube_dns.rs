@@ -230,6 +230,49 @@ fn kube_namespace_and_label_filters() {
     converge(&s, "b.shown.svc.cluster.local", "10.0.0.2");
 }
 
+/// `source.kubernetes.context` picks a kubeconfig context other than the current one, and
+/// `source.kubernetes.endpoint` (CoreDNS's `endpoint`) replaces the API server URL the
+/// kubeconfig names.
+#[test]
+fn kubeconfig_context_and_endpoint_choose_the_api_server() {
+    let (api, _) = ApiServer::start_blocking();
+    api.create(namespace("demo"));
+    api.create(
+        svc("demo", "web")
+            .cluster_ip("10.0.0.1")
+            .port("http", 80, "TCP"),
+    );
+    // Port 9 on loopback: nothing answers there.
+    let dead = "http://127.0.0.1:9";
+    let start = |kubeconfig: String, extra: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kubeconfig");
+        std::fs::write(&path, kubeconfig).unwrap();
+        let source = format!(
+            "source:\n  kubernetes:\n    kubeconfig: {}\n    startup_timeout: 1s\n{extra}",
+            path.display()
+        );
+        Server::start_in(dir, &config_with_source(&source, ""), &[])
+    };
+    let two_contexts = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: dead\n  cluster:\n    server: {dead}\n- name: live\n  cluster:\n    server: {url}\ncontexts:\n- name: dead\n  context:\n    cluster: dead\n    user: test\n- name: live\n  context:\n    cluster: live\n    user: test\ncurrent-context: dead\nusers:\n- name: test\n  user:\n    token: test-token\n",
+        url = api.url()
+    );
+    let s = start(two_contexts.clone(), "    context: live\n");
+    converge(&s, "web.demo.svc.cluster.local", "10.0.0.1");
+    drop(s);
+    // The current context (the dead server) without `context`: nothing is synced.
+    let s = start(two_contexts, "");
+    await_status(&s, "web.demo.svc.cluster.local", "SERVFAIL");
+    drop(s);
+    // `endpoint` overrides the dead server the current context names.
+    let one_dead = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: dead\n  cluster:\n    server: {dead}\ncontexts:\n- name: dead\n  context:\n    cluster: dead\n    user: test\ncurrent-context: dead\nusers:\n- name: test\n  user:\n    token: test-token\n"
+    );
+    let s = start(one_dead, &format!("    endpoint: {}\n", api.url()));
+    converge(&s, "web.demo.svc.cluster.local", "10.0.0.1");
+}
+
 // ---- relists, expiries and outages ------------------------------------------------------
 
 use std::collections::BTreeMap;

@@ -9,6 +9,7 @@ mod dual_stack;
 mod forward;
 mod forward_edns;
 mod forward_loop;
+mod forward_tls;
 mod kube;
 mod kube_dns;
 mod layers;
