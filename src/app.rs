@@ -224,7 +224,7 @@ pub async fn run_dns(
     let mut tcp_servers = Vec::new();
     let settings = crate::server::tcp::TcpSettings::new(cfg.server.tcp_idle_timeout);
     // One gate for every listener: the connection caps are the process's.
-    let fds = crate::server::tcp::fd_budget(cfg.forward.max_concurrent);
+    let fds = crate::server::tcp::fd_budget(cfg.forward.max_in_flight());
     if fds < cfg.limits.tcp.max_connections {
         tracing::warn!(
             fd_budget = fds,

@@ -332,6 +332,19 @@ pub struct ForwardRoute {
 }
 
 impl ForwardConfig {
+    /// Forwarded queries that may wait for an upstream at once, over every route (each has its
+    /// own `max_concurrent`): the server's bound on waiting work and on forwarding's sockets.
+    pub fn max_in_flight(&self) -> usize {
+        // At least the section's own: work that reaches the resolver without a route (hosts,
+        // critical names, ExternalName targets) waits too.
+        self.routes()
+            .iter()
+            .map(|r| r.max_concurrent)
+            .sum::<usize>()
+            .max(self.max_concurrent)
+            .max(1)
+    }
+
     /// Where names are forwarded: the default upstreams (when forwarding is on), each stub
     /// domain (the section's options), each of `domains` (its own options over the section's).
     /// The one place a per-domain option falls back to the section's.

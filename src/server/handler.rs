@@ -97,7 +97,8 @@ pub struct Engine {
     /// What TCP admission and connections enforce (`limits.tcp`, `limits.exempt`).
     tcp_limits: TcpLimits,
     /// Queries waiting for an upstream now, across transports (shared with the engine this one
-    /// replaced, so a reload does not reopen the bound), and the bound (`forward.max_concurrent`).
+    /// replaced, so a reload does not reopen the bound), and the bound (every route's
+    /// `max_concurrent` together).
     forwards: Arc<AtomicUsize>,
     max_forwards: usize,
 }
@@ -161,7 +162,7 @@ impl Engine {
                 .then(|| RateLimiter::new(&cfg.limits.rate, &cfg.limits.exempt, None)),
             tcp_limits: TcpLimits::new(&cfg.limits),
             forwards: Arc::new(AtomicUsize::new(0)),
-            max_forwards: cfg.forward.max_concurrent.max(1),
+            max_forwards: cfg.forward.max_in_flight(),
         }
     }
 
@@ -231,9 +232,9 @@ impl Engine {
         }
     }
 
-    /// A place for a query that must wait for an upstream, or None when `forward.max_concurrent`
-    /// queries already wait: the caller then sheds it with [`Engine::shed`] instead of queueing
-    /// work without bound.
+    /// A place for a query that must wait for an upstream, or None when as many queries wait as
+    /// forwarding's routes take together (their `max_concurrent`): the caller then sheds it
+    /// with [`Engine::shed`] instead of queueing work without bound.
     pub fn forward_slot(&self) -> Option<ForwardSlot> {
         let n = self.forwards.fetch_add(1, Ordering::AcqRel);
         if n >= self.max_forwards {

@@ -4,7 +4,7 @@
 //! with one `recvmmsg` and sends the batch's replies with one `sendmmsg`. Answers from the
 //! snapshot (and hosts/cache hits) are written into per-slot buffers that live as long as the
 //! worker: no task and no allocation per query. Only queries that wait for an upstream become
-//! tasks on the tokio runtime, at most `forward.max_concurrent` at once (past it, REFUSED);
+//! tasks on the tokio runtime, at most every route's `max_concurrent` together (past it, REFUSED);
 //! their replies are sent from there. Each query first passes its client's rate limit
 //! ([`Engine::admit`](super::Engine::admit)), before it is parsed.
 
@@ -119,7 +119,7 @@ pub fn worker(
                 }
                 Local::Drop => {}
                 Local::Forward(p) => {
-                    // Bounded: past `forward.max_concurrent` waiting queries, REFUSED at once
+                    // Bounded: past the routes' `max_concurrent` waiting queries, REFUSED at once
                     // instead of another task.
                     let Some(slot) = engine.forward_slot() else {
                         let f = engine.shed(&p, out);

@@ -10,7 +10,7 @@
 //!
 //! The total cap is also held under the process's file-descriptor limit: what `RLIMIT_NOFILE`
 //! leaves after forwarding's sockets (one per query waiting for an upstream, at most
-//! `forward.max_concurrent`) and a reserve for listeners, workers and files.
+//! its routes' `max_concurrent` together) and a reserve for listeners, workers and files.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
