@@ -285,6 +285,7 @@ pub async fn serve(
         settings_rx,
     );
     let resolver = crate::app_ops::resolver(&cfg)?;
+    let shape = crate::shape::Shaper::new(&cfg)?;
     let engine = Arc::new(Engine {
         zone: zone.clone(),
         cluster_enabled: cfg.cluster.enabled,
@@ -292,6 +293,7 @@ pub async fn serve(
         max_udp: cfg.server.max_udp_size,
         querylog: crate::app_ops::querylog(&cfg),
         count: cfg.metrics.listen.is_some(),
+        shape,
     });
     let shared: crate::server::SharedEngine = Arc::new(arc_swap::ArcSwap::new(engine));
     if let Some(loader) = loader {

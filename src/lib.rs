@@ -21,6 +21,8 @@
 //! - [`zone`]: the Kubernetes DNS specification: names, the immutable snapshot, answers.
 //! - [`server`]: sockets and the DNS protocol (EDNS, truncation, rcodes); no Kubernetes types.
 //! - [`resolve`]: names outside the cluster: hosts file, cache, forwarding.
+//! - [`shape`]: answer shaping between the server and the zone/resolver: CoreDNS's `rewrite`,
+//!   `template`, and the AAAA filter for forwarded names.
 //! - [`wire`]: the DNS wire format, the one layer that parses queries (once) and writes and
 //!   rewrites replies, for the zone, the resolver and the cache.
 //! - [`ops`]: metrics, health and readiness endpoints, query log, lifecycle.
@@ -42,6 +44,7 @@ pub mod reload;
 pub mod resolve;
 pub mod selector;
 pub mod server;
+pub mod shape;
 pub mod source;
 #[doc(hidden)]
 pub mod testkit;

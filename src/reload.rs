@@ -93,6 +93,10 @@ impl Reloader {
         } else {
             self.resolver.clone()
         };
+        let shape = match crate::shape::Shaper::new(&new) {
+            Ok(s) => s,
+            Err(e) => return self.reject(e.to_string()),
+        };
         let old = self.shared.load_full();
         let engine = Engine {
             zone: old.zone.clone(),
@@ -103,6 +107,7 @@ impl Reloader {
             max_udp: self.current.server.max_udp_size,
             querylog: (self.querylog)(&new),
             count: old.count,
+            shape,
         };
         self.shared.store(Arc::new(engine));
         if new.cluster != self.current.cluster {

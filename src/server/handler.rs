@@ -84,6 +84,8 @@ pub struct Pending {
     /// An ExternalName's CNAME out of the cluster: our reply so far and the target (absolute
     /// wire name) whose records the resolver adds, as CoreDNS's `kubernetes` plugin does.
     pub chase: Option<(Vec<u8>, Vec<u8>)>,
+    /// What answer shaping still does to the reply (a rewritten question given back).
+    pub after: Option<Box<crate::shape::After>>,
 }
 
 /// The request router, shared by every socket.
@@ -97,6 +99,8 @@ pub struct Engine {
     /// Count queries in the metrics (off when no metrics endpoint is configured: nobody could
     /// read them).
     pub count: bool,
+    /// Answer shaping (rewrite, template, AAAA filter); None: the query goes straight on.
+    pub shape: Option<Arc<crate::shape::Shaper>>,
 }
 
 /// The largest reply a client of `proto` takes.
@@ -117,6 +121,17 @@ impl Engine {
     /// question that cannot be read, QDCOUNT other than 1, or a bad OPT record FORMERR; an
     /// EDNS version above 0 BADVERS (RFC 6891 §6.1.3); a class other than IN or ANY REFUSED.
     pub fn answer_local(&self, msg: &[u8], proto: Proto, out: &mut Vec<u8>) -> Local {
+        self.answer_from(msg, proto, None, out)
+    }
+
+    /// [`Engine::answer_local`] of a query from `client` (answer shaping may depend on it).
+    pub fn answer_from(
+        &self,
+        msg: &[u8],
+        proto: Proto,
+        client: Option<std::net::IpAddr>,
+        out: &mut Vec<u8>,
+    ) -> Local {
         let q = match Query::parse(msg) {
             Ok(q) => q,
             Err(ParseError::Drop) => {
@@ -134,6 +149,33 @@ impl Engine {
                 });
             }
         };
+        // RFC 6891 §6.1.3: a version we do not implement gets BADVERS, with our OPT.
+        if q.edns.is_some_and(|e| e.version > 0) {
+            wire::rcode_reply(out, &q, rcode::BADVERS, false, self.max_udp);
+            return Local::Reply(Facts {
+                source: AnswerSource::Server,
+                qtype: q.qtype,
+                do_bit: q.do_bit(),
+                rcode: rcode::BADVERS,
+                upstream: None,
+            });
+        }
+        // The one hook of answer shaping: it routes through `route` itself.
+        if let Some(s) = &self.shape {
+            return s.answer(self, q, proto, client, out);
+        }
+        self.route(q, proto, out)
+    }
+
+    /// The largest reply the client of `q` takes over `proto`.
+    #[inline]
+    pub(crate) fn limit(&self, q: &Query<'_>, proto: Proto) -> usize {
+        limit(q, proto, self.max_udp)
+    }
+
+    /// Route a parsed query: class check, the cluster zone, then the resolver.
+    #[inline]
+    pub(crate) fn route(&self, q: Query<'_>, proto: Proto, out: &mut Vec<u8>) -> Local {
         let facts = |source: AnswerSource, rcode: u16| Facts {
             source,
             qtype: q.qtype,
@@ -142,11 +184,6 @@ impl Engine {
             upstream: None,
         };
         let max = limit(&q, proto, self.max_udp);
-        // RFC 6891 §6.1.3: a version we do not implement gets BADVERS, with our OPT.
-        if q.edns.is_some_and(|e| e.version > 0) {
-            wire::rcode_reply(out, &q, rcode::BADVERS, false, self.max_udp);
-            return Local::Reply(facts(AnswerSource::Server, rcode::BADVERS));
-        }
         if q.qclass != wire::CLASS_IN && q.qclass != wire::CLASS_ANY {
             wire::rcode_reply(out, &q, rcode::REFUSED, false, self.max_udp);
             return Local::Reply(facts(AnswerSource::Server, rcode::REFUSED));
@@ -176,6 +213,7 @@ impl Engine {
                             return Local::Forward(Box::new(Pending {
                                 query: q.into_owned(),
                                 chase: Some((out.clone(), target)),
+                                after: None,
                             }));
                         }
                     }
@@ -192,6 +230,7 @@ impl Engine {
                 Local::Forward(Box::new(Pending {
                     query: q.into_owned(),
                     chase: None,
+                    after: None,
                 }))
             }
             None => {
@@ -206,7 +245,7 @@ impl Engine {
     pub async fn forward(&self, p: &Pending, proto: Proto) -> Resolved {
         let q = &p.query;
         let max = limit(q, proto, self.max_udp);
-        match &self.resolver {
+        let mut r = match &self.resolver {
             Some(r) => match &p.chase {
                 None => r.resolve(q, max).await,
                 Some((ours, target)) => chase_external(r.as_ref(), q, ours, target, max).await,
@@ -220,7 +259,11 @@ impl Engine {
                     upstream: None,
                 }
             }
+        };
+        if let Some(a) = &p.after {
+            a.apply(&mut r.reply, max);
         }
+        r
     }
 
     /// Count one answered query (and log it when the sampled query log is on). Costs a few
