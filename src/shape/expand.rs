@@ -292,18 +292,27 @@ mod tests {
         ];
         let names = [None, None, Some("b"), Some("c"), Some("d")];
         let d = data(&m, &names);
-        let e = Expansion::parse(
-            "{{ .Name }} 60 IN A 10.{{ .Group.b }}.{{ .Group.c }}.{{ .Group.d }}",
-        )
-        .unwrap();
-        assert_eq!(e.expand(&d).unwrap(), "ip-10-95-12-8.example. 60 IN A 10.95.12.8");
-        let e = Expansion::parse("{{ index .Match 2 }}-{{ index .Group \"c\" }}-{{.Group.9}}").unwrap();
+        let e =
+            Expansion::parse("{{ .Name }} 60 IN A 10.{{ .Group.b }}.{{ .Group.c }}.{{ .Group.d }}")
+                .unwrap();
+        assert_eq!(
+            e.expand(&d).unwrap(),
+            "ip-10-95-12-8.example. 60 IN A 10.95.12.8"
+        );
+        let e =
+            Expansion::parse("{{ index .Match 2 }}-{{ index .Group \"c\" }}-{{.Group.9}}").unwrap();
         assert_eq!(e.expand(&d).unwrap(), "95-12-");
         let e = Expansion::parse("{{ index .Match 5 }}").unwrap();
         assert!(e.expand(&d).unwrap_err().contains("out of range"));
-        let e = Expansion::parse("invalid. 60 {{ .Class }} SOA a. b. (1 60 60 60 60) {{- \" \" -}} x").unwrap();
-        assert_eq!(e.expand(&d).unwrap(), "invalid. 60 IN SOA a. b. (1 60 60 60 60) x");
-        let e = Expansion::parse("{{ .Name }} 60 IN A {{ .Remote }} {{ .Zone }} {{ .Type }}").unwrap();
+        let e =
+            Expansion::parse("invalid. 60 {{ .Class }} SOA a. b. (1 60 60 60 60) {{- \" \" -}} x")
+                .unwrap();
+        assert_eq!(
+            e.expand(&d).unwrap(),
+            "invalid. 60 IN SOA a. b. (1 60 60 60 60) x"
+        );
+        let e =
+            Expansion::parse("{{ .Name }} 60 IN A {{ .Remote }} {{ .Zone }} {{ .Type }}").unwrap();
         assert_eq!(
             e.expand(&d).unwrap(),
             "ip-10-95-12-8.example. 60 IN A 10.240.0.1 example. A"
@@ -327,9 +336,17 @@ mod tests {
     fn unknown_fields_are_refused_with_reason() {
         let e = Expansion::parse("{{ .Meta \"kubernetes/client-namespace\" }}").unwrap_err();
         assert!(e.contains("metadata"), "{e}");
-        assert!(Expansion::parse("{{ .Var.ip }}").unwrap_err().contains("var"));
+        assert!(
+            Expansion::parse("{{ .Var.ip }}")
+                .unwrap_err()
+                .contains("var")
+        );
         assert!(Expansion::parse("{{ .Name | printf }}").is_err());
-        assert!(Expansion::parse("{{ .Name ").unwrap_err().contains("unclosed"));
+        assert!(
+            Expansion::parse("{{ .Name ")
+                .unwrap_err()
+                .contains("unclosed")
+        );
         assert!(Expansion::parse("{{ $x := 1 }}").is_err());
     }
 }

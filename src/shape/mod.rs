@@ -155,7 +155,13 @@ impl Shaper {
                 // Outside the cluster zone and about to leave the node: NOERROR, no records
                 // (NODATA), as the upstream of an IPv4-only cluster would answer in the end.
                 let q = &p.query;
-                Writer::new(out, q, usize::MAX).finish(q, rcode::NOERROR, false, true, self.max_udp);
+                Writer::new(out, q, usize::MAX).finish(
+                    q,
+                    rcode::NOERROR,
+                    false,
+                    true,
+                    self.max_udp,
+                );
                 Local::Reply(facts(q, AnswerSource::Server, rcode::NOERROR))
             }
             l => l,

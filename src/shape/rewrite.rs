@@ -75,9 +75,15 @@ impl Replace {
 #[derive(Clone)]
 enum Back {
     /// The rewritten name, or a name ending in `.<it>`, becomes the original (`answer auto`).
-    Remap { rewritten: String, original: String },
+    Remap {
+        rewritten: String,
+        original: String,
+    },
     /// A suffix swapped back (`answer auto` of a suffix rule).
-    Suffix { from: String, to: String },
+    Suffix {
+        from: String,
+        to: String,
+    },
     Regex(Replace),
 }
 
@@ -163,7 +169,10 @@ impl Rewrites {
                 }
                 RewriteField::Name => {
                     if r.from.is_empty() || r.to.is_empty() {
-                        return Err(format!("{}: a name rule needs `from` and `to`", key("from")));
+                        return Err(format!(
+                            "{}: a name rule needs `from` and `to`",
+                            key("from")
+                        ));
                     }
                     let (f, t) = (normalize(&r.from), normalize(&r.to));
                     match r.match_ {
@@ -191,7 +200,10 @@ impl Rewrites {
             if !is_name
                 && (r.answer_auto || !r.answer_name.is_empty() || !r.answer_value.is_empty())
             {
-                return Err(format!("{}: only name rules rewrite the reply", key("answer_auto")));
+                return Err(format!(
+                    "{}: only name rules rewrite the reply",
+                    key("answer_auto")
+                ));
             }
             if r.answer_auto && !r.answer_name.is_empty() {
                 return Err(format!(
@@ -276,8 +288,16 @@ impl Rewrites {
                     true,
                 ));
             }
-            back.extend(r.names.iter().map(|x| (Back::Regex(x.clone()), true, false)));
-            back.extend(r.values.iter().map(|x| (Back::Regex(x.clone()), false, true)));
+            back.extend(
+                r.names
+                    .iter()
+                    .map(|x| (Back::Regex(x.clone()), true, false)),
+            );
+            back.extend(
+                r.values
+                    .iter()
+                    .map(|x| (Back::Regex(x.clone()), false, true)),
+            );
             let _ = before;
             if !r.cont {
                 break;
@@ -499,10 +519,38 @@ mod tests {
     fn auto_answer_names() {
         use NameMatch::*;
         for (m, f, t, q, rewritten, back) in [
-            (Prefix, "foo", "bar", "foo.example.com.", "bar.example.com.", "foo.example.com."),
-            (Prefix, "foo.", "bar.", "foo.example.com.", "bar.example.com.", "foo.example.com."),
-            (Suffix, "com", "org", "foo.example.com.", "foo.example.org.", "foo.example.com."),
-            (Suffix, ".com", ".org", "foo.example.com.", "foo.example.org.", "foo.example.com."),
+            (
+                Prefix,
+                "foo",
+                "bar",
+                "foo.example.com.",
+                "bar.example.com.",
+                "foo.example.com.",
+            ),
+            (
+                Prefix,
+                "foo.",
+                "bar.",
+                "foo.example.com.",
+                "bar.example.com.",
+                "foo.example.com.",
+            ),
+            (
+                Suffix,
+                "com",
+                "org",
+                "foo.example.com.",
+                "foo.example.org.",
+                "foo.example.com.",
+            ),
+            (
+                Suffix,
+                ".com",
+                ".org",
+                "foo.example.com.",
+                "foo.example.org.",
+                "foo.example.com.",
+            ),
             (
                 Suffix,
                 ".ingress.coredns.rocks",

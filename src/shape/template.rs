@@ -82,9 +82,7 @@ impl Templates {
                         key("match")
                     ));
                 }
-                regexes.push(
-                    Regex::new(m).map_err(|e| format!("{}[{j}]: {e}", key("match")))?,
-                );
+                regexes.push(Regex::new(m).map_err(|e| format!("{}[{j}]: {e}", key("match")))?);
             }
             if regexes.is_empty() {
                 regexes.push(Regex::new(".*").expect("static regex"));
@@ -135,8 +133,7 @@ impl Templates {
             if t.class != wire::CLASS_ANY && q.qclass != wire::CLASS_ANY && q.qclass != t.class {
                 continue;
             }
-            if t.qtype != wire::rtype::ANY && q.qtype != wire::rtype::ANY && q.qtype != t.qtype
-            {
+            if t.qtype != wire::rtype::ANY && q.qtype != wire::rtype::ANY && q.qtype != t.qtype {
                 continue;
             }
             let Some((regex, caps)) = t
@@ -155,8 +152,16 @@ impl Templates {
             let matches: Vec<Option<&str>> = caps.iter().map(|m| m.map(|m| m.as_str())).collect();
             let group_names: Vec<Option<&str>> = regex.capture_names().collect();
             let remote = remote.map(|r| r.to_string()).unwrap_or_default();
-            let class = if q.qclass != wire::CLASS_ANY { q.qclass } else { t.class };
-            let qtype = if q.qtype != wire::rtype::ANY { q.qtype } else { t.qtype };
+            let class = if q.qclass != wire::CLASS_ANY {
+                q.qclass
+            } else {
+                t.class
+            };
+            let qtype = if q.qtype != wire::rtype::ANY {
+                q.qtype
+            } else {
+                t.qtype
+            };
             let class = DNSClass::from(class).to_string();
             let qtype = RecordType::from(qtype).to_string();
             let zone = t.zones.name(zone);
