@@ -113,7 +113,8 @@ pub struct ClusterConfig {
     pub ignore_empty_service: bool,
     /// Addresses of `ns.dns.<zone>`; empty: the `kube-system/kube-dns` ClusterIPs, else 127.0.0.1.
     pub nameserver_ips: Vec<std::net::IpAddr>,
-    /// Rotate the order of A/AAAA records from query to query (CoreDNS's `loadbalance`).
+    /// Rotate the order of A/AAAA records from query to query (CoreDNS's `loadbalance`): the
+    /// cluster zone's, and those of forwarded, cached and hosts-file answers.
     pub loadbalance: bool,
 }
 

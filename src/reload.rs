@@ -75,7 +75,8 @@ impl Reloader {
         // Build first, switch after: a resolver that cannot be built rejects the whole reload.
         let resolve_changed = new.forward != self.current.forward
             || new.cache != self.current.cache
-            || new.hosts != self.current.hosts;
+            || new.hosts != self.current.hosts
+            || new.cluster.loadbalance != self.current.cluster.loadbalance;
         let resolver = if resolve_changed {
             if new.forward.enabled {
                 match crate::resolve::Resolver::new(&new) {
