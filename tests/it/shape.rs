@@ -1,0 +1,432 @@
+//! Answer shaping through the real binary, asked with `dig` over UDP and TCP: CoreDNS's
+//! `template` (AKS's stock templates, the examples of the plugin's documentation and the cases
+//! of its `template_test.go`), `rewrite` (its documented cluster alias, `answer auto`), the
+//! AAAA filter for forwarded names, and `loadbalance` on forwarded and cached answers. The
+//! upstream is a fake on loopback that counts what reaches it.
+
+use std::net::Ipv4Addr;
+
+use crate::support::upstream::{Action, Fake, a_reply};
+use crate::support::*;
+
+/// An upstream answering every A question with 192.0.2.9 (and `multi.example` with three
+/// addresses), every other type with NOERROR and no records.
+fn upstream(rt: &tokio::runtime::Runtime) -> Fake {
+    rt.block_on(Fake::start(|q, _| {
+        let name = q.queries[0].name().to_ascii();
+        let t = q.queries[0].query_type();
+        if t != hickory_proto::rr::RecordType::A {
+            return Action::Reply(a_reply(q, &[], 300));
+        }
+        if name.starts_with("multi.") {
+            let ips = [1, 2, 3].map(|i| Ipv4Addr::new(192, 0, 2, i));
+            return Action::Reply(a_reply(q, &ips, 300));
+        }
+        Action::Reply(a_reply(q, &[Ipv4Addr::new(192, 0, 2, 9)], 300))
+    }))
+}
+
+/// Queries that reached the upstream, less clusterdns's loop probes (HINFO of a random name,
+/// sent once at start-up).
+fn asked(up: &Fake) -> usize {
+    up.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, m)| m.queries[0].query_type() != hickory_proto::rr::RecordType::HINFO)
+        .count()
+}
+
+fn sample_with(extra: &str) -> Server {
+    Server::sample(extra)
+}
+
+/// The flags and counts line of a dig answer, e.g. `flags: qr aa rd; QUERY: 1, ANSWER: 0, ...`.
+fn flags(out: &str) -> String {
+    out.lines()
+        .find(|l| l.contains(";; flags:"))
+        .unwrap_or("")
+        .to_string()
+}
+
+/// AKS's stock Corefile, converted: its two templates as clusterdns runs them.
+fn aks_shape_yaml() -> String {
+    let c = convert_fixture("aks-full/Corefile").unwrap();
+    let mut y = String::from("shape:\n  templates:\n");
+    for t in &c.config.shape.templates {
+        let item = serde_saphyr::to_string(t).unwrap();
+        let mut first = true;
+        for line in item.lines() {
+            y += if first { "  - " } else { "    " };
+            y += line;
+            y += "\n";
+            first = false;
+        }
+    }
+    y
+}
+
+#[test]
+fn aks_templates_answer_search_path_expansions_without_an_upstream_query() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = upstream(&rt);
+    let extra = format!(
+        "{}forward:\n  upstreams: [\"{}\"]\n  timeout: 500ms\n",
+        aks_shape_yaml(),
+        up.addr
+    );
+    let s = sample_with(&extra);
+    // The expansion seed 003 captured on the wire: four labels before internal.cloudapp.net.
+    let expansion = "openai.com.l13s53dgmqzeng4qvhnihfn1bc.gvxx.internal.cloudapp.net";
+    for proto in ["+notcp", "+tcp"] {
+        for t in ["A", "AAAA"] {
+            let out = s.dig(&[proto, expansion, t]);
+            assert!(out.contains("status: NXDOMAIN"), "{out}");
+            // CoreDNS's answer on the wire: `NXDomain*- 0/0/0` (AA, no RA, no records).
+            let f = flags(&out);
+            assert!(f.contains(" aa") && !f.contains(" ra"), "{f}");
+            assert!(f.contains("ANSWER: 0, AUTHORITY: 0"), "{f}");
+        }
+    }
+    // reddog.microsoft.com: the whole zone, apex included.
+    for name in ["reddog.microsoft.com", "x.y.reddog.microsoft.com"] {
+        assert_eq!(s.status(&[name]), "NXDOMAIN", "{name}");
+        assert_eq!(s.status(&["+tcp", name, "TXT"]), "NXDOMAIN", "{name}");
+    }
+    assert_eq!(asked(&up), 0, "none of these went upstream");
+    // A node's host name (one label before the zone) falls through and is forwarded.
+    let node = "aks-nodepool1-16317344-vmss000001.internal.cloudapp.net";
+    assert_eq!(s.dig(&["+short", node]).trim(), "192.0.2.9");
+    assert_eq!(asked(&up), 1);
+    // Three labels: still forwarded (the regex wants four or more).
+    assert_eq!(
+        s.dig(&["+short", "a.b.c.internal.cloudapp.net"]).trim(),
+        "192.0.2.9"
+    );
+    // Cluster names are untouched.
+    assert_eq!(
+        s.dig(&["+short", "kubernetes.default.svc.cluster.local"])
+            .trim(),
+        "10.96.0.1"
+    );
+}
+
+/// The examples of CoreDNS's template documentation and the cases of `template_test.go`,
+/// answered by the real binary.
+const DOC_TEMPLATES: &str = r#"shape:
+  templates:
+  - zones: [invalid]
+    rcode: NXDOMAIN
+    authority: ["invalid. 60 {{ .Class }} SOA ns.invalid. hostmaster.invalid. (1 60 60 60 60)"]
+  - class: IN
+    type: A
+    zones: [example]
+    match: ['(^|[.])ip-10-(?P<b>[0-9]*)-(?P<c>[0-9]*)-(?P<d>[0-9]*)[.]example[.]$']
+    answer: ["{{ .Name }} 60 IN A 10.{{ .Group.b }}.{{ .Group.c }}.{{ .Group.d }}"]
+    authority: ["example. 60 IN NS ns0.example."]
+    additional: ["ns0.example. 60 IN A 203.0.113.8"]
+    fallthrough: ["."]
+  - class: IN
+    type: A
+    zones: [example]
+    match: ['^ip0a(?P<b>[a-f0-9]{2})(?P<c>[a-f0-9]{2})(?P<d>[a-f0-9]{2})[.]example[.]$']
+    answer: ["{{ .Name }} 60 IN A 10.{{ parseInt .Group.b 16 8 }}.{{ parseInt .Group.c 16 8 }}.{{ parseInt .Group.d 16 8 }}"]
+    fallthrough: ["."]
+  - class: IN
+    type: MX
+    zones: [example]
+    match: ['^ip-10-(?P<b>[0-9]*)-(?P<c>[0-9]*)-(?P<d>[0-9]*)[.]example[.]$']
+    answer: ["{{ .Name }} 60 MX 10 {{ .Name }}"]
+    additional: ["{{ .Name }} 60 IN A 10.{{ .Group.b }}.{{ .Group.c }}.{{ .Group.d }}"]
+    fallthrough: ["."]
+  - class: IN
+    type: PTR
+    zones: [in-addr.arpa]
+    match: ['^(?P<d>[0-9]*)[.](?P<c>[0-9]*)[.](?P<b>[0-9]*)[.](?P<a>[0-9]*)[.]in-addr[.]arpa[.]$']
+    answer: ["{{ .Name }} 60 IN PTR ip-{{ .Group.a }}-{{ .Group.b }}-{{ .Group.c }}-{{ .Group.d }}.example."]
+    fallthrough: ["."]
+  - zones: [broken.example]
+    match: ['[.]example[.]$']
+    answer: ["{{ .Name }} 60 IN TXT \"{{ index .Match 2 }}\""]
+  - zones: [nonrr.example]
+    answer: ["{{ .Name }}"]
+  - class: IN
+    type: A
+    zones: [remote.example]
+    answer: ["{{ .Name }} 60 IN A {{ .Remote }}"]
+  - zones: [servfail.example]
+    rcode: SERVFAIL
+  - zones: [foogle.com]
+    match: ['^foogle\.com\.$']
+    answer: ["foogle.com 60 IN CNAME www.upstream.test"]
+  - class: IN
+    type: TXT
+    zones: [example]
+    match: ["$^"]
+    rcode: SERVFAIL
+    fallthrough: [example]
+  - zones: [strict.example]
+    match: ['^only[.]strict[.]example[.]$']
+    answer: ["{{ .Name }} 60 IN TXT \"{{ .Zone }} {{ .Type }} {{ .Class }}\""]
+"#;
+
+#[test]
+fn template_documentation_examples_answer_as_coredns() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = upstream(&rt);
+    let extra = format!(
+        "{DOC_TEMPLATES}forward:\n  upstreams: [\"{}\"]\n  timeout: 500ms\n",
+        up.addr
+    );
+    let s = sample_with(&extra);
+    for proto in ["+notcp", "+tcp"] {
+        let ask = |args: &[&str]| {
+            let mut a = vec![proto];
+            a.extend_from_slice(args);
+            s.dig(&a)
+        };
+        // ExampleDomainANSMatch: answer, authority NS, additional A.
+        let out = ask(&["ip-10-95-12-8.example", "A"]);
+        assert!(out.contains("status: NOERROR"), "{out}");
+        assert!(
+            ws(&out).contains("ip-10-95-12-8.example. 60 IN A 10.95.12.8"),
+            "{out}"
+        );
+        assert!(ws(&out).contains("example. 60 IN NS ns0.example."), "{out}");
+        assert!(
+            ws(&out).contains("ns0.example. 60 IN A 203.0.113.8"),
+            "{out}"
+        );
+        assert!(flags(&out).contains(" aa"), "{out}");
+        // ExampleDomainMatchHexIp: parseInt.
+        assert_eq!(
+            ask(&["+short", "ip0a5f0c09.example", "A"]).trim(),
+            "10.95.12.9"
+        );
+        // ExampleDomainMXMatch: MX with the A in the additional section.
+        let out = ask(&["ip-10-95-12-8.example", "MX"]);
+        assert!(
+            ws(&out).contains("MX 10 ip-10-95-12-8.example.") && out.contains("ADDITIONAL: 2"),
+            "{out}"
+        );
+        // ExampleInvalidNXDOMAIN: NXDOMAIN with the templated SOA, for any type.
+        let out = ask(&["test.invalid", "MX"]);
+        assert!(out.contains("status: NXDOMAIN"), "{out}");
+        assert!(
+            ws(&out).contains("invalid. 60 IN SOA ns.invalid. hostmaster.invalid. 1 60 60 60 60"),
+            "{out}"
+        );
+        // The PTR example.
+        assert_eq!(
+            ask(&["+short", "-x", "10.1.2.3"]).trim(),
+            "ip-10-1-2-3.example."
+        );
+        // BrokenTemplate (`index .Match 2` out of range) and NonRRTemplate: SERVFAIL.
+        assert_eq!(status_of(&ask(&["a.broken.example", "TXT"])), "SERVFAIL");
+        assert_eq!(status_of(&ask(&["a.nonrr.example", "A"])), "SERVFAIL");
+        // RcodeServFail.
+        assert_eq!(status_of(&ask(&["x.servfail.example", "A"])), "SERVFAIL");
+        // ExampleIPMatch: `.Remote` is the client's address.
+        assert_eq!(
+            ask(&["+short", "test.remote.example", "A"]).trim(),
+            "127.0.0.1"
+        );
+        // TestMultiSection: `match "$^"` with fallthrough goes on (to forwarding here).
+        assert_eq!(status_of(&ask(&["anything.example", "TXT"])), "NOERROR");
+        // No regex matches and no fallthrough: SERVFAIL; a match: .Zone/.Type/.Class.
+        assert_eq!(status_of(&ask(&["other.strict.example", "A"])), "SERVFAIL");
+        assert_eq!(
+            ask(&["+short", "only.strict.example", "TXT"]).trim(),
+            "\"strict.example. TXT IN\""
+        );
+        // Fabricate a CNAME: the target's records follow, resolved upstream.
+        let out = ask(&["+short", "foogle.com", "A"]);
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            ["www.upstream.test.", "192.0.2.9"],
+            "{out}"
+        );
+        // A type the template does not take falls through: ip-… AAAA goes upstream.
+        assert_eq!(
+            status_of(&ask(&["ip-10-95-12-8.example", "AAAA"])),
+            "NOERROR"
+        );
+    }
+}
+
+/// Whitespace runs as one space: dig pads columns with tabs by name length.
+fn ws(out: &str) -> String {
+    out.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn status_of(out: &str) -> String {
+    out.split("status: ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or("none")
+        .to_string()
+}
+
+/// A template on the cluster zone answers from the UDP worker with no resolver at all (the
+/// fast path: no task, no upstream), and over TCP; names it does not match still get the
+/// zone's own answers.
+#[test]
+fn template_on_the_cluster_zone_without_forwarding() {
+    let s = sample_with(
+        "shape:\n  templates:\n  - class: IN\n    type: A\n    zones: [cluster.local]\n    match: ['^canary[.]default[.]svc[.]cluster[.]local[.]$']\n    answer: [\"{{ .Name }} 5 IN A 10.99.0.1\"]\n    fallthrough: [\".\"]\n",
+    );
+    for proto in ["+notcp", "+tcp"] {
+        assert_eq!(
+            s.dig(&[proto, "+short", "canary.default.svc.cluster.local"])
+                .trim(),
+            "10.99.0.1"
+        );
+        assert_eq!(
+            s.dig(&[proto, "+short", "kubernetes.default.svc.cluster.local"])
+                .trim(),
+            "10.96.0.1"
+        );
+        assert_eq!(
+            s.status(&[proto, "nope.default.svc.cluster.local"]),
+            "NXDOMAIN"
+        );
+    }
+}
+
+/// CoreDNS's documented cluster alias: `rewrite name regex (.*)\.corp\.example\.com
+/// {1}.default.svc.cluster.local answer auto`. The client sees the name it asked, over UDP (no
+/// resolver: the fast path) and TCP.
+#[test]
+fn rewrite_alias_to_the_cluster_zone_answers_the_asked_name() {
+    let s = sample_with(
+        "shape:\n  rewrites:\n  - field: name\n    match: regex\n    from: '(.*)\\.corp\\.example\\.com'\n    to: '{1}.default.svc.cluster.local'\n    answer_auto: true\n  - field: name\n    match: suffix\n    from: .svc.demo.example\n    to: .demo.svc.cluster.local\n    answer_auto: true\n",
+    );
+    for proto in ["+notcp", "+tcp"] {
+        let out = s.dig(&[proto, "Kubernetes.Corp.Example.Com", "A"]);
+        assert!(out.contains("status: NOERROR"), "{out}");
+        assert!(
+            ws(&out).contains(";Kubernetes.Corp.Example.Com. IN A"),
+            "the question as asked: {out}"
+        );
+        assert!(
+            ws(&out).contains("kubernetes.corp.example.com. 30 IN A 10.96.0.1"),
+            "the answer owned by the asked name: {out}"
+        );
+        // A name that does not exist: NXDOMAIN, with the cluster zone's SOA.
+        let out = s.dig(&[proto, "nope.corp.example.com", "A"]);
+        assert!(out.contains("status: NXDOMAIN"), "{out}");
+        assert!(ws(&out).contains(";nope.corp.example.com. IN A"), "{out}");
+        // SRV through a suffix rule: owner and target names map back.
+        let out = s.dig(&[proto, "_http._tcp.web.svc.demo.example", "SRV"]);
+        assert!(out.contains("status: NOERROR"), "{out}");
+        assert!(
+            ws(&out).contains("_http._tcp.web.svc.demo.example. 30 IN SRV"),
+            "{out}"
+        );
+        assert!(out.contains("web.svc.demo.example."), "{out}");
+        assert!(
+            !out.contains("cluster.local"),
+            "nothing of the rewritten name: {out}"
+        );
+    }
+    // Names no rule matches are answered as before.
+    assert_eq!(
+        s.dig(&["+short", "kubernetes.default.svc.cluster.local"])
+            .trim(),
+        "10.96.0.1"
+    );
+}
+
+/// A rewrite to a forwarded name: the upstream is asked the rewritten name, the client gets
+/// its own back (`exact` rules always map the answer back).
+#[test]
+fn rewrite_to_a_forwarded_name() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = upstream(&rt);
+    let s = sample_with(&format!(
+        "shape:\n  rewrites:\n  - {{field: name, from: alias.example, to: www.upstream.test}}\n  - {{field: type, from: ANY, to: HINFO}}\nforward:\n  upstreams: [\"{}\"]\n  timeout: 500ms\n",
+        up.addr
+    ));
+    let out = s.dig(&["alias.example", "A"]);
+    assert!(
+        ws(&out).contains("alias.example. 300 IN A 192.0.2.9"),
+        "{out}"
+    );
+    let seen = up.seen.lock().unwrap().clone();
+    let names: Vec<String> = seen
+        .iter()
+        .map(|(_, m)| m.queries[0].name().to_ascii())
+        .collect();
+    assert!(names.iter().any(|n| n == "www.upstream.test."), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("alias")), "{names:?}");
+    // `type ANY HINFO`: the upstream is asked HINFO, the client sees its ANY question.
+    let out = s.dig(&["x.example", "ANY"]);
+    assert!(ws(&out).contains(";x.example. IN ANY"), "{out}");
+    let seen = up.seen.lock().unwrap().clone();
+    let x: Vec<_> = seen
+        .iter()
+        .map(|(_, m)| &m.queries[0])
+        .filter(|q| q.name().to_ascii() == "x.example.")
+        .map(|q| q.query_type())
+        .collect();
+    assert_eq!(x, [hickory_proto::rr::RecordType::HINFO]);
+}
+
+#[test]
+fn filter_aaaa_answers_forwarded_aaaa_at_once() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = upstream(&rt);
+    let s = sample_with(&format!(
+        "forward:\n  upstreams: [\"{}\"]\n  timeout: 500ms\n  filter_aaaa: true\n",
+        up.addr
+    ));
+    for proto in ["+notcp", "+tcp"] {
+        let out = s.dig(&[proto, "openai.com", "AAAA"]);
+        assert!(out.contains("status: NOERROR"), "{out}");
+        assert!(flags(&out).contains("ANSWER: 0"), "{out}");
+    }
+    assert_eq!(asked(&up), 0, "no AAAA left the node");
+    // A questions still go upstream; the cluster zone's AAAA answers are the zone's own
+    // (NODATA with the zone's SOA here: no IPv6 service).
+    assert_eq!(s.dig(&["+short", "openai.com", "A"]).trim(), "192.0.2.9");
+    assert_eq!(asked(&up), 1);
+    let out = s.dig(&["kubernetes.default.svc.cluster.local", "AAAA"]);
+    assert!(out.contains("AUTHORITY: 1"), "{out}");
+    // Off by default: AAAA goes upstream.
+    let s2 = sample_with(&format!(
+        "forward:\n  upstreams: [\"{}\"]\n  timeout: 500ms\n",
+        up.addr
+    ));
+    s2.dig(&["openai.com", "AAAA"]);
+    assert_eq!(asked(&up), 2);
+}
+
+/// `loadbalance` rotates forwarded answers and the cache's, not only the cluster zone's; off,
+/// the upstream's order is kept.
+#[test]
+fn loadbalance_rotates_forwarded_and_cached_answers() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = upstream(&rt);
+    let firsts = |s: &Server| {
+        let mut seen = std::collections::BTreeSet::new();
+        for _ in 0..24 {
+            let out = s.dig(&["+short", "multi.example", "A"]);
+            let ips: Vec<&str> = out.lines().collect();
+            assert_eq!(ips.len(), 3, "{out}");
+            seen.insert(ips[0].to_string());
+        }
+        seen
+    };
+    let on = sample_with(&format!(
+        "forward:\n  upstreams: [\"{}\"]\n  timeout: 500ms\n",
+        up.addr
+    ));
+    let seen = firsts(&on);
+    assert!(seen.len() >= 2, "rotated: {seen:?}");
+    assert!(asked(&up) <= 2, "served from the cache after the first");
+    let off = sample_with(&format!(
+        "cluster:\n  loadbalance: false\nforward:\n  upstreams: [\"{}\"]\n  timeout: 500ms\n",
+        up.addr
+    ));
+    assert_eq!(firsts(&off).into_iter().collect::<Vec<_>>(), ["192.0.2.1"]);
+}
