@@ -241,11 +241,23 @@ impl Engine {
         }
     }
 
-    /// The waiting part: ask the resolver.
+    /// The waiting part: ask the resolver, then finish what answer shaping left to do.
     pub async fn forward(&self, p: &Pending, proto: Proto) -> Resolved {
+        let r = self.forward_plain(p, proto).await;
+        match &p.after {
+            Some(a) => {
+                a.finish(self, proto, limit(&p.query, proto, self.max_udp), r)
+                    .await
+            }
+            None => r,
+        }
+    }
+
+    /// Ask the resolver (or chase a CNAME through it) for `p`.
+    pub(crate) async fn forward_plain(&self, p: &Pending, proto: Proto) -> Resolved {
         let q = &p.query;
         let max = limit(q, proto, self.max_udp);
-        let mut r = match &self.resolver {
+        match &self.resolver {
             Some(r) => match &p.chase {
                 None => r.resolve(q, max).await,
                 Some((ours, target)) => chase_external(r.as_ref(), q, ours, target, max).await,
@@ -259,11 +271,7 @@ impl Engine {
                     upstream: None,
                 }
             }
-        };
-        if let Some(a) = &p.after {
-            a.apply(&mut r.reply, max);
         }
-        r
     }
 
     /// Count one answered query (and log it when the sampled query log is on). Costs a few

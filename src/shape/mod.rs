@@ -11,11 +11,13 @@
 //!                                         NOERROR, no answer
 //! ```
 //!
+//! - [`autopath`]: a pod's search path walked on the server (CoreDNS `autopath @kubernetes`).
 //! - [`template`]: answers made from the question name by regular expressions.
 //! - [`rewrite`]: the question rewritten before lookup, the reply given the client's question.
 //! - [`expand`]: the template fields (`{{ .Name }}`, ...), without a Go template engine.
 //! - [`rr`]: a record from zone-file text.
 
+pub(crate) mod autopath;
 pub(crate) mod expand;
 pub(crate) mod rewrite;
 pub(crate) mod rr;
@@ -27,13 +29,14 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::error::{ConfigError, Error};
 use crate::ops::metrics::{AnswerSource, Proto};
-use crate::server::handler::{Engine, Facts, Local, Pending};
+use crate::server::handler::{Engine, Facts, Local, Pending, Resolved};
 use crate::wire::{self, Query, Writer, rcode, rtype};
 
 /// The configured shaping, compiled.
 pub struct Shaper {
     rewrites: Option<rewrite::Rewrites>,
     templates: Option<template::Templates>,
+    autopath: Option<autopath::AutoPath>,
     filter_aaaa: bool,
     max_udp: u16,
 }
@@ -41,14 +44,20 @@ pub struct Shaper {
 /// What must still happen to a forwarded query's reply.
 pub struct After {
     undo: Option<rewrite::Undo>,
+    autopath: Option<autopath::Rest>,
 }
 
 impl After {
-    /// Apply to the reply of a forwarded query (`max`: the client's size).
-    pub fn apply(&self, reply: &mut Vec<u8>, max: usize) {
-        if let Some(u) = &self.undo {
-            u.apply(reply, max);
+    /// Finish the reply `r` of a forwarded query: the rest of an autopath walk, then the
+    /// rewritten question given back (`max`: the client's size).
+    pub async fn finish(&self, e: &Engine, proto: Proto, max: usize, mut r: Resolved) -> Resolved {
+        if let (Some(rest), Some(s)) = (&self.autopath, &e.shape) {
+            r = s.autopath_rest(e, proto, rest, r).await;
         }
+        if let Some(u) = &self.undo {
+            u.apply(&mut r.reply, max);
+        }
+        r
     }
 }
 
@@ -57,6 +66,7 @@ impl std::fmt::Debug for Shaper {
         f.debug_struct("Shaper")
             .field("rewrites", &self.rewrites.is_some())
             .field("templates", &self.templates.is_some())
+            .field("autopath", &self.autopath.is_some())
             .field("filter_aaaa", &self.filter_aaaa)
             .finish()
     }
@@ -85,12 +95,31 @@ impl Shaper {
             Some(template::Templates::new(&s.templates).map_err(invalid)?)
         };
         let filter_aaaa = cfg.forward.enabled && cfg.forward.filter_aaaa;
-        if rewrites.is_none() && templates.is_none() && !filter_aaaa {
+        let autopath = if s.autopath.enabled && cfg.cluster.enabled {
+            let host = match &s.autopath.resolv_conf {
+                None => Vec::new(),
+                Some(p) => match std::fs::read_to_string(p) {
+                    Ok(text) => autopath::search_domains(&text),
+                    Err(e) => {
+                        tracing::warn!(path = %p.display(), error = %e, "autopath: no host search domains (cannot read the resolv.conf)");
+                        Vec::new()
+                    }
+                },
+            };
+            Some(
+                autopath::AutoPath::new(&host)
+                    .map_err(|e| invalid(format!("shape.autopath.resolv_conf: {e}")))?,
+            )
+        } else {
+            None
+        };
+        if rewrites.is_none() && templates.is_none() && autopath.is_none() && !filter_aaaa {
             return Ok(None);
         }
         Ok(Some(Arc::new(Shaper {
             rewrites,
             templates,
+            autopath,
             filter_aaaa,
             max_udp: cfg.server.max_udp_size,
         })))
@@ -115,14 +144,25 @@ impl Shaper {
                 return Local::Reply(facts(&q, AnswerSource::Server, rcode::SERVFAIL));
             }
         };
-        let local = self.lookup(e, q, proto, src, max, out);
-        match (local, &undo) {
+        let local = match self.autopath(e, &q, proto, src, out) {
+            Some(l) => l,
+            None => self.lookup(e, q, proto, src, max, out),
+        };
+        match (local, undo) {
             (Local::Reply(f), Some(u)) => {
                 u.apply(out, max);
                 Local::Reply(f)
             }
-            (Local::Forward(mut p), Some(_)) => {
-                p.after = Some(Box::new(After { undo }));
+            (Local::Forward(mut p), Some(u)) => {
+                match p.after.as_mut() {
+                    Some(a) => a.undo = Some(u),
+                    None => {
+                        p.after = Some(Box::new(After {
+                            undo: Some(u),
+                            autopath: None,
+                        }))
+                    }
+                }
                 Local::Forward(p)
             }
             (l, _) => l,
