@@ -1325,6 +1325,43 @@ mod tests {
             .insert("corp..example".into(), vec!["10.0.0.5".into()]);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("forward.stub_domains"), "{e}");
+        // Every forwarding value the resolver relies on is checked here, and only here (the
+        // resolver trusts a validated config).
+        let bad = |f: &dyn Fn(&mut Config), key: &str| {
+            let mut c = Config::default();
+            f(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        };
+        bad(
+            &|c| c.forward.upstreams = vec!["127.0.0.1:9".into(), "nope".into()],
+            "forward.upstreams[1]",
+        );
+        bad(
+            &|c| {
+                c.forward
+                    .stub_domains
+                    .insert("corp.example".into(), vec!["x.y".into()]);
+            },
+            "forward.stub_domains.corp.example[0]",
+        );
+        bad(
+            &|c| {
+                c.forward.stub_domains.insert("corp.example".into(), vec![]);
+            },
+            "forward.stub_domains.corp.example",
+        );
+        bad(&|c| c.forward.max_concurrent = 0, "forward.max_concurrent");
+        bad(&|c| c.forward.timeout = Duration::ZERO, "forward.timeout");
+        bad(
+            &|c| {
+                c.hosts = Some(HostsConfig {
+                    critical_names: vec!["a..b".into()],
+                    ..Default::default()
+                })
+            },
+            "hosts.critical_names[0]",
+        );
     }
 
     #[test]

@@ -10,15 +10,17 @@ use tokio::sync::mpsc;
 use super::build::ZoneBuilder;
 use super::snapshot::Snapshot;
 use crate::cluster::ClusterEvent;
+use crate::ops::metrics::Metrics;
 
 /// Run until the channel closes. `on_synced` is called once, when every required kind has
-/// been listed.
+/// been listed. Snapshots, programming delays and watch restarts are counted in `metrics`.
 pub async fn run(
     mut builder: ZoneBuilder,
     mut rx: mpsc::UnboundedReceiver<ClusterEvent>,
     swap: Arc<ArcSwap<Snapshot>>,
     on_synced: Box<dyn Fn() + Send>,
     mut settings: tokio::sync::watch::Receiver<crate::config::ClusterConfig>,
+    metrics: Arc<Metrics>,
 ) {
     let mut announced = false;
     let mut settings_alive = true;
@@ -28,7 +30,7 @@ pub async fn run(
             ev = rx.recv() => match ev {
                 Some(ev) => {
                     relisted |= matches!(ev, ClusterEvent::Relist { .. } | ClusterEvent::ReplaceAll { .. });
-                    apply(&mut builder, ev)
+                    apply(&mut builder, ev, &metrics)
                 }
                 None => return,
             },
@@ -50,7 +52,7 @@ pub async fn run(
                 ev,
                 ClusterEvent::Relist { .. } | ClusterEvent::ReplaceAll { .. }
             );
-            apply(&mut builder, ev);
+            apply(&mut builder, ev, &metrics);
         }
         if !builder.has_changes() {
             continue;
@@ -58,7 +60,7 @@ pub async fn run(
         let (snap, programmed) = builder.publish();
         let counts = snap.counts();
         swap.store(snap);
-        let m = crate::ops::metrics::global();
+        let m = &metrics;
         m.snapshot_published(
             counts.services,
             counts.endpoints,
@@ -80,7 +82,7 @@ pub async fn run(
         if std::mem::take(&mut relisted) {
             // A full list decodes the whole cluster once and frees most of it again: hand the
             // freed pages back, so resident memory reflects what is held, not the peak.
-            release_free_memory();
+            crate::memory::release_free_memory();
         }
         if !announced && builder.synced() {
             announced = true;
@@ -94,20 +96,9 @@ pub async fn run(
     }
 }
 
-#[cfg(target_env = "gnu")]
-fn release_free_memory() {
-    // SAFETY: malloc_trim only walks glibc's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(target_env = "gnu"))]
-fn release_free_memory() {}
-
-fn apply(b: &mut ZoneBuilder, ev: ClusterEvent) {
+fn apply(b: &mut ZoneBuilder, ev: ClusterEvent, metrics: &Metrics) {
     if let ClusterEvent::WatchRestart { kind } = &ev {
-        crate::ops::metrics::global().watch_restart(kind.as_str());
+        metrics.watch_restart(kind.as_str());
     }
     b.apply(ev);
 }

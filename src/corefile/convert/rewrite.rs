@@ -21,7 +21,7 @@ impl Converter {
             }
         }
         let rule = parse_rule(ctx, d, &args)?;
-        crate::shape::rewrite::Rewrites::new(std::slice::from_ref(&rule)).map_err(|e| {
+        crate::server::shape::rewrite::Rewrites::new(std::slice::from_ref(&rule)).map_err(|e| {
             ctx.invalid(
                 e.split_once(": ")
                     .map_or(e.as_str(), |(_, m)| m)

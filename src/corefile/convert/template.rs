@@ -71,7 +71,7 @@ impl Converter {
             }
         }
         // Compile now, so that a template clusterdns cannot run fails here with its line.
-        crate::shape::template::Templates::new(std::slice::from_ref(&t)).map_err(|e| {
+        crate::server::shape::template::Templates::new(std::slice::from_ref(&t)).map_err(|e| {
             let msg = e
                 .split_once(": ")
                 .map_or(e.as_str(), |(_, m)| m)

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::{ConfigError, Error};
-use crate::ops::metrics::{AnswerSource, Proto};
+use crate::observe::{AnswerSource, Proto};
 use crate::server::handler::{Engine, Facts, Local, Pending, Resolved};
 use crate::wire::{self, Query, Writer, rcode, rtype};
 
@@ -51,7 +51,7 @@ impl After {
     /// Finish the reply `r` of a forwarded query: the rest of an autopath walk, then the
     /// rewritten question given back (`max`: the client's size).
     pub async fn finish(&self, e: &Engine, proto: Proto, max: usize, mut r: Resolved) -> Resolved {
-        if let (Some(rest), Some(s)) = (&self.autopath, &e.shape) {
+        if let (Some(rest), Some(s)) = (&self.autopath, e.shape()) {
             r = s.autopath_rest(e, proto, rest, r).await;
         }
         if let Some(u) = &self.undo {

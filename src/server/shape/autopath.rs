@@ -27,7 +27,7 @@ use hickory_proto::rr::rdata::CNAME;
 use hickory_proto::rr::{RData, Record};
 
 use super::{Shaper, facts};
-use crate::ops::metrics::{AnswerSource, Proto};
+use crate::observe::{AnswerSource, Proto};
 use crate::server::handler::{Engine, Local, Resolved};
 use crate::wire::{self, Query, rcode};
 
@@ -57,7 +57,9 @@ pub(crate) fn search_domains(text: &str) -> Vec<String> {
         let mut f = line.split_whitespace();
         match f.next() {
             Some("search") | Some("domain") => {
-                out = f.map(|s| s.trim_end_matches('.').to_ascii_lowercase()).collect();
+                out = f
+                    .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+                    .collect();
             }
             _ => {}
         }
@@ -80,10 +82,10 @@ impl AutoPath {
     /// The expansions to try for `q` from `client`, the asked name first; None when the query
     /// is not a pod's first expansion.
     fn candidates(&self, e: &Engine, q: &Query<'_>, client: IpAddr) -> Option<Vec<Vec<u8>>> {
-        if !e.cluster_enabled {
+        if !e.cluster_enabled() {
             return None;
         }
-        let snap = e.zone.load();
+        let snap = e.zone().load();
         let ns = snap.pod_namespaces.namespace_of(client)?;
         let zone = &snap.zone;
         // `<ns>.svc.<zone>`
@@ -132,7 +134,13 @@ fn ask(client: &Query<'_>, name: &[u8]) -> Option<Query<'static>> {
 fn cnamer(reply: &mut Vec<u8>, client: &Query<'_>, max: usize) {
     let (Ok(mut m), Ok(orig)) = (
         Message::from_vec(reply),
-        Message::from_vec(&wire::query::build(0, client.qname(), client.qtype, true, None)),
+        Message::from_vec(&wire::query::build(
+            0,
+            client.qname(),
+            client.qtype,
+            true,
+            None,
+        )),
     ) else {
         return;
     };
@@ -188,7 +196,7 @@ impl Shaper {
                         continue;
                     }
                     cnamer(out, q, max);
-                    crate::ops::metrics::global().autopath_success();
+                    e.metrics().autopath_success();
                     return Some(Local::Reply(facts(q, AnswerSource::Zone, rc)));
                 }
                 Local::Forward(mut p) => {
@@ -234,7 +242,7 @@ impl Shaper {
             }
             if !goes_on(wire::rcode_of(&r.reply)) {
                 cnamer(&mut r.reply, client, max);
-                crate::ops::metrics::global().autopath_success();
+                e.metrics().autopath_success();
                 return r;
             }
             let Some(name) = next.next() else { break };
