@@ -66,7 +66,10 @@ pub fn start_zone(
         SourceChoice::None => vec![],
         _ => required_kinds(&cfg.cluster),
     };
-    let builder = ZoneBuilder::new(&cfg.cluster, &required);
+    // Autopath needs each client pod's namespace: the Pod watch and the address index.
+    let client_namespaces = cfg.shape.autopath.enabled && cfg.cluster.enabled;
+    let builder = ZoneBuilder::new(&cfg.cluster, &required)
+        .with_client_namespaces(client_namespaces && !matches!(source, SourceChoice::None));
     let (tx, rx) = mpsc::unbounded_channel();
     if matches!(source, SourceChoice::None) {
         on_synced();
@@ -119,7 +122,8 @@ fn start_kube(
 ) {
     let opts = crate::source::kube::KubeSourceOptions {
         kubeconfig: k.kubeconfig.clone(),
-        watch_pods: cfg.cluster.pods == crate::config::PodsMode::Verified,
+        watch_pods: cfg.cluster.pods == crate::config::PodsMode::Verified
+            || cfg.shape.autopath.enabled,
         service_label_selector: cfg.cluster.labels.clone(),
         watch_endpoints: !cfg.cluster.noendpoints,
     };

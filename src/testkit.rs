@@ -104,6 +104,7 @@ pub fn synthetic_cluster(
             namespace: ns_name(p % namespaces).into(),
             name: format!("pod-{p}").into(),
             ips: vec![IpAddr::V4(Ipv4Addr::from(pod_ip))],
+            host_network: false,
         }));
     }
     out

@@ -94,12 +94,14 @@ pub struct SliceInfo {
     pub ports: Vec<Port>,
 }
 
-/// A Pod, trimmed: where it is and its IPs.
+/// A Pod, trimmed: where it is, its IPs, and whether they are the node's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInfo {
     pub namespace: Arc<str>,
     pub name: Arc<str>,
     pub ips: Vec<IpAddr>,
+    /// `spec.hostNetwork`: the pod's IPs are its node's.
+    pub host_network: bool,
 }
 
 /// A Namespace, trimmed.
@@ -407,10 +409,16 @@ impl TryFrom<&Pod> for PodInfo {
         {
             ips.push(parse_ip(K, &namespace, &name, "status.podIP", ip)?);
         }
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
         Ok(PodInfo {
             namespace,
             name,
             ips,
+            host_network,
         })
     }
 }

@@ -52,6 +52,9 @@ impl Changes {
 pub struct PodAddrs {
     pub namespace: Arc<str>,
     pub ips: Addrs,
+    /// On the node's network (`spec.hostNetwork`): its address is the node's, shared with
+    /// everything else on the node, so it names no one client.
+    pub host_network: bool,
 }
 
 /// A list of addresses; most objects have none or exactly one IPv4 address, held without a
@@ -94,10 +97,11 @@ impl PartialEq for PodRec {
 impl Eq for PodRec {}
 
 impl PodRec {
-    /// Layout: address count (LEB128), then per address 4 or 6 and its bytes, then the name.
-    fn new(name: &str, ips: &Addrs) -> Self {
+    /// Layout: address count times two, plus one on the host network (LEB128), then per
+    /// address 4 or 6 and its bytes, then the name.
+    fn new(name: &str, ips: &Addrs, host_network: bool) -> Self {
         let mut b = Vec::with_capacity(1 + 5 + name.len());
-        put_len(&mut b, ips.iter().count());
+        put_len(&mut b, ips.iter().count() * 2 + host_network as usize);
         for ip in ips.iter() {
             match ip {
                 IpAddr::V4(a) => {
@@ -117,7 +121,7 @@ impl PodRec {
     fn decode(&self) -> (Vec<IpAddr>, usize) {
         let b = &self.0;
         let mut p = 0;
-        let n = get_len(b, &mut p);
+        let n = get_len(b, &mut p) / 2;
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             if b[p] == 4 {
@@ -139,7 +143,7 @@ impl PodRec {
     fn name(&self) -> &str {
         let b = &self.0;
         let mut p = 0;
-        let n = get_len(b, &mut p);
+        let n = get_len(b, &mut p) / 2;
         for _ in 0..n {
             p += if b[p] == 4 { 5 } else { 17 };
         }
@@ -147,6 +151,18 @@ impl PodRec {
     }
     fn ips(&self) -> Addrs {
         Addrs::new(&self.decode().0)
+    }
+    fn host_network(&self) -> bool {
+        let mut p = 0;
+        get_len(&self.0, &mut p) & 1 == 1
+    }
+    /// The pod as the pod index sees it.
+    fn addrs(&self, namespace: &Arc<str>) -> PodAddrs {
+        PodAddrs {
+            namespace: namespace.clone(),
+            ips: self.ips(),
+            host_network: self.host_network(),
+        }
     }
 }
 
@@ -656,7 +672,7 @@ impl ClusterState {
             }
             Object::Pod(p) => Compact::Pod(
                 self.intern(&p.namespace),
-                PodRec::new(&p.name, &Addrs::new(&p.ips)),
+                PodRec::new(&p.name, &Addrs::new(&p.ips), p.host_network),
             ),
             Object::Namespace(n) => Compact::Namespace(NamespaceInfo {
                 name: self.intern(&n.name),
@@ -707,17 +723,8 @@ impl ClusterState {
                 if old.is_some_and(|o| o.0 == rec.0) {
                     return;
                 }
-                let old = old.map(|o| PodAddrs {
-                    namespace: ns.clone(),
-                    ips: o.ips(),
-                });
-                changes.pods.push((
-                    old,
-                    Some(PodAddrs {
-                        namespace: ns,
-                        ips: rec.ips(),
-                    }),
-                ));
+                let old = old.map(|o| o.addrs(&ns));
+                changes.pods.push((old, Some(rec.addrs(&ns))));
                 pods.0.replace(rec);
             }
             Compact::Namespace(n) => {
@@ -779,13 +786,7 @@ impl ClusterState {
                 };
                 let pods = self.pods.get_mut(&ns).expect("just found");
                 if let Some(old) = pods.0.take(&*k.1) {
-                    changes.pods.push((
-                        Some(PodAddrs {
-                            namespace: ns.clone(),
-                            ips: old.ips(),
-                        }),
-                        None,
-                    ));
+                    changes.pods.push((Some(old.addrs(&ns)), None));
                     if pods.0.is_empty() {
                         self.pods.remove(&ns);
                     }
@@ -814,11 +815,8 @@ impl ClusterState {
     /// Every pod held.
     pub fn for_each_pod(&self, mut f: impl FnMut(PodAddrs)) {
         for (ns, pods) in &self.pods {
-            for ips in pods.0.iter().map(PodRec::ips) {
-                f(PodAddrs {
-                    namespace: ns.clone(),
-                    ips: ips.clone(),
-                });
+            for p in pods.0.iter() {
+                f(p.addrs(ns));
             }
         }
     }
@@ -911,9 +909,12 @@ mod tests {
         let mut set = HashSet::new();
         for (i, ips) in cases.iter().enumerate() {
             let name = format!("pod-{i}");
-            let r = PodRec::new(&name, &Addrs::new(ips));
+            // Odd cases on the host network: the flag shares the count's bytes.
+            let host = i % 2 == 1;
+            let r = PodRec::new(&name, &Addrs::new(ips), host);
             assert_eq!(r.name(), name);
             assert_eq!(r.ips().iter().collect::<Vec<_>>(), *ips);
+            assert_eq!(r.host_network(), host);
             set.insert(r);
         }
         for (i, ips) in cases.iter().enumerate() {

@@ -704,14 +704,22 @@ fn convert_slice(t: TrimSlice) -> Converted {
     }
 }
 
-/// A Pod with only what DNS needs: its name and IPs.
+/// A Pod with only what DNS needs: its name, IPs, and whether it is on the host network.
 #[derive(Clone, Debug, Deserialize, kube::Resource)]
 #[resource(inherit = Pod)]
 struct TrimPod {
     #[serde(deserialize_with = "names_only_meta")]
     metadata: ObjectMeta,
     #[serde(default)]
+    spec: Option<TrimPodSpec>,
+    #[serde(default)]
     status: Option<TrimPodStatus>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct TrimPodSpec {
+    #[serde(rename = "hostNetwork", default)]
+    host_network: Option<bool>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -731,7 +739,10 @@ struct TrimPodIp {
 fn convert_pod(t: TrimPod) -> Converted {
     let pod = Pod {
         metadata: t.metadata,
-        spec: None,
+        spec: t.spec.map(|s| k8s_openapi::api::core::v1::PodSpec {
+            host_network: s.host_network,
+            ..Default::default()
+        }),
         status: t.status.map(|s| PodStatus {
             pod_ip: s.pod_ip,
             pod_ips: s
@@ -822,6 +833,13 @@ mod tests {
             panic!()
         };
         assert_eq!(p.ips.len(), 2);
+        assert!(!p.host_network);
+        let json = r#"{"metadata":{"name":"kp","namespace":"kube-system","resourceVersion":"4"},
+            "spec":{"hostNetwork":true,"nodeName":"n1"},"status":{"podIP":"192.168.0.7"}}"#;
+        let Ok(Object::Pod(p)) = convert_pod(serde_json::from_str(json).unwrap()).object else {
+            panic!()
+        };
+        assert!(p.host_network);
     }
 
     #[test]

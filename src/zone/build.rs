@@ -39,6 +39,8 @@ pub struct ZoneBuilder {
     /// Service ids ([`ServiceRecords::id`]) given back, and the next never given.
     free_ids: Vec<u32>,
     next_id: u32,
+    /// Keep the namespace of each pod's address ([`Snapshot::pod_namespaces`], for autopath).
+    client_namespaces: bool,
 }
 
 impl ZoneBuilder {
@@ -67,7 +69,19 @@ impl ZoneBuilder {
             required: required.iter().copied().collect(),
             free_ids: Vec::new(),
             next_id: 0,
+            client_namespaces: false,
         }
+    }
+
+    /// Also index which namespace the pod holding each address is in (autopath's clients):
+    /// Pods must then be listed before the zone counts as synced. Set at start; a reload keeps
+    /// it (the Pod watch is started with the source).
+    pub fn with_client_namespaces(mut self, on: bool) -> Self {
+        self.client_namespaces = on;
+        if on {
+            self.required.insert(Kind::Pod);
+        }
+        self
     }
 
     /// Take new cluster settings (a config reload): the next publish rebuilds every record from
@@ -75,7 +89,8 @@ impl ZoneBuilder {
     pub fn reconfigure(&mut self, cfg: &ClusterConfig, required: &[Kind]) {
         let serial = self.snap.serial;
         let state = std::mem::take(&mut self.state);
-        let mut fresh = ZoneBuilder::new(cfg, required);
+        let mut fresh =
+            ZoneBuilder::new(cfg, required).with_client_namespaces(self.client_namespaces);
         fresh.snap.serial = serial;
         for k in state.service_keys() {
             fresh.pending.services.insert(k.clone());
@@ -156,17 +171,31 @@ impl ZoneBuilder {
         for ns in &touched_ns {
             self.update_namespace(ns);
         }
+        // Pods feed two indexes: (namespace, address) for `pods verified`, and address →
+        // namespace for autopath, which leaves host-network pods out (their address is the
+        // node's: it names no one client).
+        let verified = self.cfg.pods == PodsMode::Verified;
         for (old, new) in changes.pods {
             if let Some(p) = old {
                 let ns = encode_labels(&[&p.namespace]);
                 for ip in p.ips.iter() {
-                    self.snap.pods.remove(&ns, &ip);
+                    if verified {
+                        self.snap.pods.remove(&ns, &ip);
+                    }
+                    if self.client_namespaces && !p.host_network {
+                        self.snap.pod_namespaces.remove(&ns, ip);
+                    }
                 }
             }
             if let Some(p) = new {
                 let ns = encode_labels(&[&p.namespace]);
                 for ip in p.ips.iter() {
-                    self.snap.pods.add(&ns, &ip);
+                    if verified {
+                        self.snap.pods.add(&ns, &ip);
+                    }
+                    if self.client_namespaces && !p.host_network {
+                        self.snap.pod_namespaces.add(&ns, ip);
+                    }
                 }
             }
         }

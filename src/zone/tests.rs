@@ -759,6 +759,7 @@ fn pods_modes() {
         namespace: "podns".into(),
         name: "foo".into(),
         ips: vec!["10.240.0.1".parse().unwrap()],
+        host_network: false,
     }));
     let mut c = cfg();
     c.pods = PodsMode::Disabled;

@@ -430,3 +430,236 @@ fn loadbalance_rotates_forwarded_and_cached_answers() {
     ));
     assert_eq!(firsts(&off).into_iter().collect::<Vec<_>>(), ["192.0.2.1"]);
 }
+
+/// Pods for the autopath tests, on loopback addresses `dig -b` can send from: a client in
+/// `default` (127.0.0.5), one in `demo` (127.0.0.6), a host-network pod of `default` (127.0.0.7, the node's
+/// address), and `extra` (more pod items).
+fn autopath_objects(extra: &str) -> String {
+    let base = std::fs::read_to_string(repo().join("config/cluster.yaml")).unwrap();
+    let pod = |name: &str, ns: &str, ip: &str, host: bool| {
+        let spec = if host {
+            "  spec: {hostNetwork: true}\n"
+        } else {
+            ""
+        };
+        format!(
+            "- apiVersion: v1\n  kind: Pod\n  metadata: {{name: {name}, namespace: {ns}}}\n{spec}  status: {{podIP: {ip}, podIPs: [{{ip: {ip}}}]}}\n"
+        )
+    };
+    format!(
+        "{base}{}{}{}{extra}",
+        pod("client-a", "default", "127.0.0.5", false),
+        pod("client-b", "demo", "127.0.0.6", false),
+        pod("node-agent", "default", "127.0.0.7", true),
+    )
+}
+
+fn pod_item(name: &str, ns: &str, ip: &str) -> String {
+    format!(
+        "- apiVersion: v1\n  kind: Pod\n  metadata: {{name: {name}, namespace: {ns}}}\n  status: {{podIP: {ip}, podIPs: [{{ip: {ip}}}]}}\n"
+    )
+}
+
+/// `dig -b <from>`: the question asked from a pod's address.
+fn dig_from(s: &Server, from: &str, args: &[&str]) -> String {
+    let mut a = vec!["-b", from];
+    a.extend_from_slice(args);
+    s.dig(&a)
+}
+
+/// The answer records of a dig output, whitespace-normalised, in order.
+fn answers(out: &str) -> Vec<String> {
+    let mut in_answer = false;
+    let mut v = Vec::new();
+    for l in out.lines() {
+        if l.starts_with(";; ANSWER SECTION") {
+            in_answer = true;
+            continue;
+        }
+        if in_answer {
+            if l.trim().is_empty() {
+                break;
+            }
+            v.push(ws(l));
+        }
+    }
+    v
+}
+
+/// CoreDNS's `autopath @kubernetes` as a pod sees it: its first search-path expansion answered
+/// with the first expansion that exists, a CNAME from the asked name to it put first (CoreDNS's
+/// `cnamer`), over UDP and TCP; clients that are not pods (unknown addresses, host-network
+/// pods) and names outside the client's first search domain are answered as asked.
+#[test]
+fn autopath_walks_a_pods_search_path() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = upstream(&rt);
+    let dir = tempfile::tempdir().unwrap();
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "nameserver 127.0.0.1\nsearch corp.internal\n").unwrap();
+    let s = Server::with_objects(
+        &autopath_objects(""),
+        &format!(
+            "shape:\n  autopath:\n    enabled: true\n    resolv_conf: {}\nforward:\n  upstreams: [\"{}\"]\n  timeout: 500ms\n",
+            resolv.display(),
+            up.addr
+        ),
+    );
+    // `web.demo` from a pod in `default`: ndots:5 makes its first try
+    // web.demo.default.svc.cluster.local; the second expansion exists.
+    for proto in ["+notcp", "+tcp"] {
+        let out = dig_from(
+            &s,
+            "127.0.0.5",
+            &[proto, "web.demo.default.svc.cluster.local", "A"],
+        );
+        assert!(out.contains("status: NOERROR"), "{out}");
+        assert!(
+            ws(&out).contains(";web.demo.default.svc.cluster.local. IN A"),
+            "the question as asked: {out}"
+        );
+        assert_eq!(
+            answers(&out),
+            [
+                "web.demo.default.svc.cluster.local. 30 IN CNAME web.demo.svc.cluster.local.",
+                "web.demo.svc.cluster.local. 30 IN A 10.96.100.10",
+            ],
+            "{out}"
+        );
+    }
+    // The first expansion exists: its answer, no CNAME.
+    let out = dig_from(&s, "127.0.0.5", &["kubernetes.default.svc.cluster.local"]);
+    assert_eq!(
+        answers(&out),
+        ["kubernetes.default.svc.cluster.local. 30 IN A 10.96.0.1"]
+    );
+    // From a pod in `demo` the same name is not its first expansion: as asked, NXDOMAIN.
+    assert_eq!(
+        status_of(&dig_from(
+            &s,
+            "127.0.0.6",
+            &["web.demo.default.svc.cluster.local"]
+        )),
+        "NXDOMAIN"
+    );
+    // ... and its own first expansion of `kubernetes.default` walks to the second.
+    let out = dig_from(
+        &s,
+        "127.0.0.6",
+        &["kubernetes.default.demo.svc.cluster.local"],
+    );
+    assert_eq!(
+        answers(&out)[0],
+        "kubernetes.default.demo.svc.cluster.local. 30 IN CNAME kubernetes.default.svc.cluster.local."
+    );
+    // A host-network pod (the node's address) and an address no pod holds: no autopath.
+    for from in ["127.0.0.7", "127.0.0.1"] {
+        assert_eq!(
+            status_of(&dig_from(&s, from, &["web.demo.default.svc.cluster.local"])),
+            "NXDOMAIN",
+            "{from}"
+        );
+    }
+    assert_eq!(asked(&up), 0, "every walk so far ended in the cluster zone");
+    // A name outside the cluster: the cluster expansions are NXDOMAIN, the host search domain
+    // from resolv.conf is forwarded and exists; the walk goes on after the forwarded reply.
+    let out = dig_from(
+        &s,
+        "127.0.0.5",
+        &["openai.com.default.svc.cluster.local", "A"],
+    );
+    assert_eq!(
+        answers(&out),
+        [
+            "openai.com.default.svc.cluster.local. 300 IN CNAME openai.com.corp.internal.",
+            "openai.com.corp.internal. 300 IN A 192.0.2.9",
+        ],
+        "{out}"
+    );
+    let names: Vec<String> = up
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, m)| m.queries[0].query_type() == hickory_proto::rr::RecordType::A)
+        .map(|(_, m)| m.queries[0].name().to_ascii())
+        .collect();
+    assert_eq!(names, ["openai.com.corp.internal."], "one query upstream");
+    // Counted as CoreDNS counts it: the walks that answered from a later expansion (the
+    // first-expansion hit counts too: CoreDNS counts every answer the walk writes).
+    let body = crate::prom::get(s.listen("metrics").unwrap(), "/metrics", &[])
+        .unwrap()
+        .text();
+    let n: f64 = body
+        .lines()
+        .filter(|l| l.starts_with("coredns_autopath_success_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(n, 5.0, "{body}");
+}
+
+/// An address given to a pod of another namespace while the old pod is still listed (deleted
+/// late): the pod that came last is the client; the old pod's removal leaves it so.
+#[test]
+fn autopath_follows_a_reused_pod_address_into_its_new_namespace() {
+    let s = Server::with_objects(
+        &autopath_objects(&pod_item("old", "demo", "127.0.0.8")),
+        "shape:\n  autopath:\n    enabled: true\n    resolv_conf: null\n",
+    );
+    let demo_first = "kubernetes.default.demo.svc.cluster.local";
+    let default_first = "web.demo.default.svc.cluster.local";
+    assert_eq!(
+        status_of(&dig_from(&s, "127.0.0.8", &[demo_first])),
+        "NOERROR"
+    );
+    assert_eq!(
+        status_of(&dig_from(&s, "127.0.0.8", &[default_first])),
+        "NXDOMAIN"
+    );
+    // The address reused in `default`, the old pod still there.
+    let objects = s.path("objects.yaml");
+    std::fs::write(
+        &objects,
+        autopath_objects(&format!(
+            "{}{}",
+            pod_item("old", "demo", "127.0.0.8"),
+            pod_item("new", "default", "127.0.0.8")
+        )),
+    )
+    .unwrap();
+    let out = s.wait_for(
+        &["-b", "127.0.0.8", default_first],
+        |o| o.contains("status: NOERROR"),
+        std::time::Duration::from_secs(10),
+    );
+    assert!(out.contains("status: NOERROR"), "{out}");
+    assert_eq!(
+        status_of(&dig_from(&s, "127.0.0.8", &[demo_first])),
+        "NXDOMAIN"
+    );
+    // The old pod goes: the new one is still the client. A marker pod added in the same
+    // write shows when the change is served.
+    std::fs::write(
+        &objects,
+        autopath_objects(&format!(
+            "{}{}",
+            pod_item("new", "default", "127.0.0.8"),
+            pod_item("marker", "demo", "127.0.0.9")
+        )),
+    )
+    .unwrap();
+    let out = s.wait_for(
+        &["-b", "127.0.0.9", demo_first],
+        |o| o.contains("status: NOERROR"),
+        std::time::Duration::from_secs(10),
+    );
+    assert!(out.contains("status: NOERROR"), "{out}");
+    assert_eq!(
+        status_of(&dig_from(&s, "127.0.0.8", &[default_first])),
+        "NOERROR"
+    );
+    assert_eq!(
+        status_of(&dig_from(&s, "127.0.0.8", &[demo_first])),
+        "NXDOMAIN"
+    );
+}
