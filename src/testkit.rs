@@ -73,6 +73,7 @@ pub fn synthetic_cluster(
             }],
             publish_not_ready: false,
             labels: Default::default(),
+            external: vec![],
         }));
         let endpoints = (0..endpoints_per)
             .map(|_| {

@@ -206,6 +206,8 @@ pub struct ServiceEntry {
     pub publish_not_ready: bool,
     /// The service's labels, sorted by key (for the `labels` selector).
     labels: Box<[(Box<str>, Box<str>)]>,
+    /// External IPs and load-balancer addresses (`k8s_external`); empty for most services.
+    pub external: Box<[super::objects::ExternalAddr]>,
 }
 
 impl ServiceEntry {
@@ -224,6 +226,7 @@ impl ServiceEntry {
                 .iter()
                 .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
                 .collect(),
+            external: s.external.iter().cloned().collect(),
         }
     }
 

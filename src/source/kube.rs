@@ -534,6 +534,9 @@ struct TrimService {
     metadata: ObjectMeta,
     #[serde(default)]
     spec: Option<TrimServiceSpec>,
+    /// Only `loadBalancer.ingress` (IPs and host names), for `k8s_external`.
+    #[serde(default)]
+    status: Option<k8s_openapi::api::core::v1::ServiceStatus>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -550,6 +553,8 @@ struct TrimServiceSpec {
     ports: Option<Vec<TrimServicePort>>,
     #[serde(rename = "publishNotReadyAddresses", default)]
     publish_not_ready_addresses: Option<bool>,
+    #[serde(rename = "externalIPs", default)]
+    external_ips: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -583,9 +588,14 @@ fn convert_service(t: TrimService) -> Converted {
                     .collect()
             }),
             publish_not_ready_addresses: s.publish_not_ready_addresses,
+            external_ips: s.external_ips,
             ..ServiceSpec::default()
         }),
-        status: None,
+        // Conditions of the status are not DNS's business: only the ingress is kept.
+        status: t.status.map(|s| k8s_openapi::api::core::v1::ServiceStatus {
+            load_balancer: s.load_balancer,
+            conditions: None,
+        }),
     };
     Converted {
         object: ServiceInfo::try_from(&svc).map(Object::Service),

@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::cluster::ClusterEvent;
-use crate::cluster::objects::Kind;
+use crate::cluster::objects::{ExternalAddr, Kind};
 use crate::cluster::selector::Selector;
 use crate::cluster::state::{Changes, ClusterState, EntryKind, Key, ServiceEntry};
 use crate::config::{ClusterConfig, PodsMode};
 
 use super::snapshot::{
-    ClusterIps, Endpoints, Label, NewEndpoint, Ports, RecordsKind, ServiceRecords, Snapshot,
-    dashed_label,
+    ClusterIps, Endpoints, ExternalAddrs, Label, NewEndpoint, Ports, RecordsKind, ServiceRecords,
+    Snapshot, dashed_label,
 };
 use crate::wire::encode_labels;
 
@@ -428,11 +428,32 @@ pub fn build_service(
             }
         }
     };
+    let external = (!s.external.is_empty()).then(|| {
+        let mut ips = Vec::new();
+        let mut hosts = Vec::new();
+        for a in s.external.iter() {
+            match a {
+                ExternalAddr::Ip(ip) => ips.push(*ip),
+                ExternalAddr::Host(h) => {
+                    let mut t = Vec::new();
+                    if crate::wire::encode_name(h, &mut t).is_ok() {
+                        hosts.push(t.into_boxed_slice());
+                    }
+                }
+            }
+        }
+        Box::new(ExternalAddrs {
+            ips: ips.into(),
+            hosts: hosts.into(),
+            ports: s.ports.clone(),
+        })
+    });
     ServiceRecords {
         labels,
         kind,
         endpoints,
         id,
+        external,
     }
 }
 

@@ -63,6 +63,18 @@ pub struct ServiceRecords {
     /// The builder's number for the service (stable while it exists): the reverse map points
     /// at services by it.
     pub id: u32,
+    /// Where the service is reached from outside the cluster (`k8s_external`); None for most.
+    pub external: Option<Box<ExternalAddrs>>,
+}
+
+/// A service's external IPs and load balancers' addresses, in the order CoreDNS takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalAddrs {
+    pub ips: Box<[IpAddr]>,
+    /// Load balancers known by host name only: absolute wire names, lowercase.
+    pub hosts: Box<[Box<[u8]>]>,
+    /// The service's own ports (a headless service's too): each address serves each.
+    pub ports: Ports,
 }
 
 impl ServiceRecords {

@@ -25,6 +25,7 @@ pub fn svc(ns: &str, name: &str) -> ServiceInfo {
         ports: vec![],
         publish_not_ready: false,
         labels: Default::default(),
+        external: vec![],
     }
 }
 

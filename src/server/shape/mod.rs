@@ -5,7 +5,8 @@
 //! otherwise a query costs one branch more. The order is CoreDNS's plugin order:
 //!
 //! ```text
-//! query ─> rewrite (question) ─> template ─> zone / resolver ─> rewrite undone (reply)
+//! query ─> rewrite (question) ─> autopath ─> template ─> k8s_external ─> zone / resolver
+//!       ─> rewrite undone (reply)
 //!                                               │ would be forwarded, AAAA, filter_aaaa on
 //!                                               v
 //!                                         NOERROR, no answer
@@ -14,11 +15,13 @@
 //! - [`autopath`]: a pod's search path walked on the server (CoreDNS `autopath @kubernetes`).
 //! - [`template`]: answers made from the question name by regular expressions.
 //! - [`rewrite`]: the question rewritten before lookup, the reply given the client's question.
+//! - [`external`]: Services' external addresses under zones of their own (`k8s_external`).
 //! - [`expand`]: the template fields (`{{ .Name }}`, ...), without a Go template engine.
 //! - [`rr`]: a record from zone-file text.
 
 pub(crate) mod autopath;
 pub(crate) mod expand;
+pub(crate) mod external;
 pub(crate) mod rewrite;
 pub(crate) mod rr;
 pub(crate) mod template;
@@ -37,6 +40,7 @@ pub struct Shaper {
     rewrites: Option<rewrite::Rewrites>,
     templates: Option<template::Templates>,
     autopath: Option<autopath::AutoPath>,
+    external: Option<external::External>,
     filter_aaaa: bool,
     max_udp: u16,
 }
@@ -67,6 +71,7 @@ impl std::fmt::Debug for Shaper {
             .field("rewrites", &self.rewrites.is_some())
             .field("templates", &self.templates.is_some())
             .field("autopath", &self.autopath.is_some())
+            .field("external", &self.external.is_some())
             .field("filter_aaaa", &self.filter_aaaa)
             .finish()
     }
@@ -113,13 +118,23 @@ impl Shaper {
         } else {
             None
         };
-        if rewrites.is_none() && templates.is_none() && autopath.is_none() && !filter_aaaa {
+        let external = match &s.external {
+            Some(x) if cfg.cluster.enabled => Some(external::External::new(x).map_err(invalid)?),
+            _ => None,
+        };
+        if rewrites.is_none()
+            && templates.is_none()
+            && autopath.is_none()
+            && external.is_none()
+            && !filter_aaaa
+        {
             return Ok(None);
         }
         Ok(Some(Arc::new(Shaper {
             rewrites,
             templates,
             autopath,
+            external,
             filter_aaaa,
             max_udp: cfg.server.max_udp_size,
         })))
@@ -183,6 +198,18 @@ impl Shaper {
                 template::Outcome::Next => {}
                 template::Outcome::Answered { rcode } => {
                     return Local::Reply(facts(&q, AnswerSource::Server, rcode));
+                }
+                template::Outcome::Cname { rcode, target } => {
+                    return self.chase(e, q, proto, target, rcode, out);
+                }
+            }
+        }
+        if let Some(x) = &self.external {
+            let snap = e.zone().load();
+            match x.answer(&snap, &q, max, self.max_udp, out) {
+                template::Outcome::Next => {}
+                template::Outcome::Answered { rcode } => {
+                    return Local::Reply(facts(&q, AnswerSource::Zone, rcode));
                 }
                 template::Outcome::Cname { rcode, target } => {
                     return self.chase(e, q, proto, target, rcode, out);
