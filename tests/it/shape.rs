@@ -1039,3 +1039,98 @@ fn k8s_external_fallthrough_forwards_missing_names() {
     s.dig(&["svc-headless.testns.example.com"]);
     assert_eq!(asked(&up), 2);
 }
+
+/// No port or protocol names under an ExternalName service, as CoreDNS answers
+/// (`_http._tcp.<externalname svc>` NXDOMAIN; clusterdns used to answer an SRV record pointing
+/// at the external name), while the service's own name is still its CNAME.
+#[test]
+fn no_port_names_under_an_externalname_service() {
+    let s = sample_with("");
+    for proto in ["+notcp", "+tcp"] {
+        for (name, t) in [
+            ("_http._tcp.search.demo.svc.cluster.local", "SRV"),
+            ("_http._tcp.search.demo.svc.cluster.local", "A"),
+            ("_tcp.search.demo.svc.cluster.local", "SRV"),
+            ("x.search.demo.svc.cluster.local", "A"),
+        ] {
+            let out = s.dig(&[proto, name, t]);
+            assert_eq!(status_of(&out), "NXDOMAIN", "{name} {t}: {out}");
+            assert!(answers(&out).is_empty(), "{out}");
+        }
+        let out = s.dig(&[proto, "search.demo.svc.cluster.local", "CNAME"]);
+        assert!(
+            ws(&out).contains("search.demo.svc.cluster.local. 30 IN CNAME search.example.com."),
+            "{out}"
+        );
+    }
+}
+
+/// CoreDNS's TestRewrite table (plugin/rewrite/rewrite_test.go) through the binary: each
+/// question asked with dig, the question the upstream receives compared with the table's, and
+/// the client given back its own question.
+#[test]
+fn rewrite_table_of_coredns_through_the_binary() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = upstream(&rt);
+    let rules = r#"shape:
+  rewrites:
+  - {field: name, match: exact, from: from.nl., to: to.nl.}
+  - {field: name, match: regex, from: '(core)\.(dns)\.(rocks)\.(nl)', to: '{2}.{1}.{3}.{4}', answer_name: [{from: '(dns)\.(core)\.(rocks)\.(nl)', to: '{2}.{1}.{3}.{4}'}]}
+  - {field: name, match: exact, from: from.exact.nl., to: to.nl.}
+  - {field: name, match: prefix, from: prefix, to: to}
+  - {field: name, match: suffix, from: .suffix., to: .nl.}
+  - {field: name, match: substring, from: from.substring, to: to}
+  - {field: name, match: regex, from: '(f.*m)\.regex\.(nl)', to: 'to.{2}'}
+  - {field: name, match: regex, from: 'consul\.(rocks)', to: 'core.dns.{1}', continue: true}
+  - {field: name, match: exact, from: core.dns.rocks, to: to.nl.}
+  - {field: class, from: HS, to: CH, continue: true}
+  - {field: class, from: CH, to: IN}
+  - {field: type, from: ANY, to: HINFO}
+"#;
+    let s = Server::with_objects(
+        &std::fs::read_to_string(repo().join("config/cluster.yaml")).unwrap(),
+        &format!(
+            "{rules}cache:\n  enabled: false\nforward:\n  upstreams: [\"{}\"]\n  timeout: 500ms\n",
+            up.addr
+        ),
+    );
+    use hickory_proto::rr::{DNSClass, RecordType};
+    let last_seen = || {
+        let seen = up.seen.lock().unwrap();
+        let q = &seen.last().expect("a query upstream").1.queries[0];
+        (q.name().to_ascii(), q.query_type(), q.query_class())
+    };
+    let (a, any, hinfo) = (RecordType::A, RecordType::ANY, RecordType::HINFO);
+    let (inet, ch, hs) = (DNSClass::IN, DNSClass::CH, DNSClass::HS);
+    for (from, ft, fc, to, tt, tc) in [
+        ("from.nl.", a, inet, "to.nl.", a, inet),
+        ("a.nl.", a, inet, "a.nl.", a, inet),
+        ("a.nl.", a, ch, "a.nl.", a, inet),
+        ("a.nl.", any, inet, "a.nl.", hinfo, inet),
+        ("from.nl.", any, inet, "to.nl.", any, inet),
+        ("from.exact.nl.", a, inet, "to.nl.", a, inet),
+        ("prefix.nl.", a, inet, "to.nl.", a, inet),
+        ("to.suffix.", a, inet, "to.nl.", a, inet),
+        ("from.substring.nl.", a, inet, "to.nl.", a, inet),
+        ("from.regex.nl.", a, inet, "to.nl.", a, inet),
+        ("consul.rocks.", a, inet, "to.nl.", a, inet),
+        ("a.nl.", any, ch, "a.nl.", any, inet),
+        ("a.nl.", any, hs, "a.nl.", any, inet),
+        ("core.dns.rocks.nl.", a, inet, "dns.core.rocks.nl.", a, inet),
+    ] {
+        let before = up.seen.lock().unwrap().len();
+        let (t, c) = (ft.to_string(), fc.to_string());
+        let out = s.dig(&["+noedns", "-c", &c, "-t", &t, "-q", from]);
+        let names: Vec<String> = up.seen.lock().unwrap()[before..]
+            .iter()
+            .map(|(_, m)| m.queries[0].to_string())
+            .collect();
+        assert_eq!(names.len(), 1, "{from}: {names:?}");
+        assert_eq!(last_seen(), (to.to_string(), tt, tc), "{from} {t} {c}");
+        // The client sees its own question.
+        assert!(
+            ws(&out).contains(&format!(";{from} {c} {t}")),
+            "{from} {t} {c}: {out}"
+        );
+    }
+}
