@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests use, from Debian's packages, only where missing: dig/nslookup
-# (dnsutils), kdig (knot-dnsutils), knotd and unbound (real upstreams and peers), dnsperf
+# (dnsutils), kdig (knot-dnsutils), knotd and unbound (real upstreams and peers; openssl makes
+# the DNS-over-TLS test's certificates), dnsperf
 # (load), prometheus and promtool (metrics tests), kubectl (`kubectl kustomize` of manifests/;
 # Debian's package is kubernetes-client), python3 (benches/load.py readme --check), jq.
 # Idempotent; quiet when all is there. A test whose tool is missing fails (it never skips),
@@ -13,6 +14,7 @@ have nslookup  || need+=(dnsutils)
 have kdig      || need+=(knot-dnsutils)
 have knotd     || need+=(knot)
 have unbound   || need+=(unbound)
+have openssl   || need+=(openssl)
 have dnsperf   || need+=(dnsperf)
 have prometheus || need+=(prometheus)
 have promtool  || need+=(prometheus)

@@ -67,7 +67,7 @@ fn minimal(config: &Config) -> Result<Node, CorefileError> {
     let defaults = Config::default();
     // Sections that are off by default (`hosts: null`) are compared, when on, with their own
     // defaults.
-    let sections_on = Config {
+    let mut sections_on = Config {
         hosts: Some(HostsConfig::default()),
         source: SourceConfig {
             kubernetes: Some(KubernetesSourceConfig::default()),
@@ -79,6 +79,16 @@ fn minimal(config: &Config) -> Result<Node, CorefileError> {
         },
         ..Config::default()
     };
+    // A domain's own cache is compared with the cache defaults.
+    for zone in config.forward.domains.keys() {
+        sections_on.forward.domains.insert(
+            zone.clone(),
+            crate::config::DomainForwardConfig {
+                cache: Some(crate::config::CacheConfig::default()),
+                ..Default::default()
+            },
+        );
+    }
     let mut always: Vec<&str> = ALWAYS_WRITTEN.to_vec();
     if config.cluster.enabled {
         always.push("cluster.zone");
@@ -321,6 +331,8 @@ mod tests {
                 "cache.max_negative_ttl",
                 "cache.prefetch",
                 "cache.serve_stale",
+                "cache.success_capacity",
+                "cache.denial_capacity",
                 "metrics.listen",
                 "health.listen",
                 "ready.listen",

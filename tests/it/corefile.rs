@@ -142,27 +142,13 @@ fn aks_coredns_custom_overrides_and_servers_convert() {
         cfg.forward.stub_domains["db.private.contoso.com"],
         ["168.63.129.16"]
     );
-    // custom.server: openai.com to /etc/resolv.conf like everything else, but over TCP. No stub;
-    // force_tcp now covers all forwarding, and the notes say so.
+    // custom.server: openai.com to /etc/resolv.conf like everything else, but over TCP: a
+    // domain of its own with no upstreams (the resolv.conf's) and force_tcp for it alone.
     assert!(!cfg.forward.stub_domains.contains_key("openai.com"));
-    assert!(cfg.forward.force_tcp);
-    assert!(
-        has_note(
-            &c,
-            &[
-                "custom/custom.server:3",
-                "force_tcp",
-                "every forwarded name"
-            ]
-        ),
-        "{:#?}",
-        c.notes
-    );
-    assert!(
-        has_note(&c, &["openai.com", "no stub domain needed"]),
-        "{:#?}",
-        c.notes
-    );
+    let openai = &cfg.forward.domains["openai.com"];
+    assert!(openai.upstreams.is_empty());
+    assert_eq!(openai.force_tcp, Some(true));
+    assert!(!cfg.forward.force_tcp);
     // test.override: inline hosts entries became a hosts file for the ConfigMap.
     let hosts = cfg.hosts.as_ref().expect("hosts");
     assert_eq!(
@@ -185,7 +171,7 @@ fn aks_coredns_custom_overrides_and_servers_convert() {
     assert!(cfg.cache.enabled);
     assert_eq!(cfg.cache.max_ttl, 30);
     assert!(
-        has_note(&c, &["custom/puglife.server:3", "one clusterdns cache"]),
+        has_note(&c, &["custom/puglife.server:3", "shared cache"]),
         "{:#?}",
         c.notes
     );
@@ -223,11 +209,24 @@ fn nodelocal_dnscache_corefile_converts() {
     assert!(cfg.source.kubernetes.is_none() && cfg.source.file.is_none());
     assert_eq!(cfg.listen, vec!["169.254.20.10:53".parse().unwrap()]);
     for zone in ["cluster.local", "in-addr.arpa", "ip6.arpa"] {
-        assert_eq!(cfg.forward.stub_domains[zone], ["10.96.0.10"], "{zone}");
+        let d = &cfg.forward.domains[zone];
+        assert_eq!(d.upstreams, ["10.96.0.10"], "{zone}");
+        assert_eq!(
+            d.force_tcp,
+            Some(true),
+            "{zone}: force_tcp for this zone only"
+        );
     }
+    // The cluster zone's block caches with its own settings; the reverse zones' as `.`'s.
+    let own = cfg.forward.domains["cluster.local"].cache.as_ref().unwrap();
+    assert_eq!((own.max_ttl, own.max_negative_ttl), (30, 5));
+    assert!(cfg.forward.domains["in-addr.arpa"].cache.is_none());
     assert!(cfg.forward.upstreams.is_empty());
     assert_eq!(cfg.forward.resolv_conf, Path::new("/etc/resolv.conf"));
-    assert!(cfg.forward.force_tcp, "lifted from the stub blocks");
+    assert!(
+        !cfg.forward.force_tcp,
+        "the default upstreams over UDP, as NodeLocal DNSCache"
+    );
     assert!(cfg.cache.enabled);
     assert_eq!(cfg.cache.max_ttl, 30);
     assert_eq!(cfg.metrics.listen.as_deref(), Some(":9253"));
@@ -249,20 +248,35 @@ const UNSUPPORTED: &[(&str, &str, Option<&str>, usize, &str)] = &[
         "does not sign",
     ),
     (
-        "unsupported/forward-tls.Corefile",
+        "unsupported/forward-tls-client-cert.Corefile",
+        "forward",
+        Some("tls"),
+        4,
+        "client certificate",
+    ),
+    (
+        "unsupported/forward-https.Corefile",
         "forward",
         None,
         3,
-        "plain DNS",
-    ),
-    (
-        "unsupported/forward-except.Corefile",
-        "forward",
-        Some("except"),
-        4,
-        "stub domain",
+        "DNS over TLS (tls://) only",
     ),
 ];
+
+/// `forward` over TLS and with `except`: carried over one to one.
+#[test]
+fn forward_tls_and_except_convert() {
+    let c = convert_fixture("forward/tls.Corefile").unwrap();
+    assert_round_trip(&c);
+    assert_eq!(c.config.forward.upstreams, ["tls://9.9.9.9"]);
+    assert_eq!(
+        c.config.forward.tls_servername.as_deref(),
+        Some("dns.quad9.net")
+    );
+    let c = convert_fixture("forward/except.Corefile").unwrap();
+    assert_round_trip(&c);
+    assert_eq!(c.config.forward.except, ["internal.example"]);
+}
 
 #[test]
 fn unsupported_plugins_name_directive_block_line_and_reason() {
@@ -397,11 +411,7 @@ cluster.example:53 {
     assert_eq!(cfg.forward.health_check, Duration::from_secs(1));
     assert!(cfg.forward.prefer_udp && !cfg.forward.force_tcp);
     assert_eq!(cfg.forward.max_concurrent, 500);
-    assert!(
-        has_note(&c, &["forward expire", "dropped"]),
-        "{:#?}",
-        c.notes
-    );
+    assert_eq!(cfg.forward.expire, Duration::from_secs(10));
     assert_eq!(
         (cfg.cache.max_entries, cfg.cache.max_ttl, cfg.cache.min_ttl),
         (1500, 600, 10)
@@ -412,6 +422,11 @@ cluster.example:53 {
     );
     assert_eq!(cfg.cache.prefetch, 5);
     assert_eq!(cfg.cache.serve_stale, Duration::from_secs(1800));
+    assert_eq!(
+        cfg.cache.serve_stale_refresh,
+        clusterdns::config::StaleRefresh::Immediate,
+        "CoreDNS's default mode"
+    );
     let h = cfg.hosts.as_ref().unwrap();
     assert_eq!(h.file.as_deref(), Some(Path::new("/etc/coredns/hosts.db")));
     assert_eq!(

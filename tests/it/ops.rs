@@ -264,6 +264,7 @@ fn lifecycle_child() {
             settings,
             resolver: None,
             metrics: m.clone(),
+            lifecycle: Some(lc.clone()),
         };
         let life = lc.run().unwrap();
         let hangups = clusterdns::reload::hangups().unwrap();

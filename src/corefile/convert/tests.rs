@@ -71,11 +71,8 @@ fn unsupported_directive_names_block_line_and_reason() {
 fn unknown_directive_and_option() {
     let e = conv(".:53 {\n frobnicate\n}\n").unwrap_err();
     assert_eq!(e.directive(), Some("frobnicate"));
-    let e = conv(".:53 {\n forward . 8.8.8.8 {\n  except corp.example\n }\n}\n").unwrap_err();
-    assert_eq!(
-        (e.directive(), e.option()),
-        (Some("forward"), Some("except"))
-    );
+    let e = conv(".:53 {\n forward . 8.8.8.8 {\n  next NXDOMAIN\n }\n}\n").unwrap_err();
+    assert_eq!((e.directive(), e.option()), (Some("forward"), Some("next")));
     assert_eq!(e.pos().unwrap().line, 3);
 }
 
@@ -86,35 +83,41 @@ fn two_cluster_domains_rejected() {
 }
 
 #[test]
-fn stub_block_and_lifted_force_tcp() {
+fn stub_blocks_keep_their_own_forward_options() {
     let c = conv(
-        ".:53 {\n kubernetes cluster.local\n forward . 10.0.0.2\n cache 30\n}\ncorp.example:53 {\n errors\n forward . 10.0.0.5 10.0.0.6:5353 {\n  force_tcp\n }\n}\n",
+        ".:53 {\n kubernetes cluster.local\n forward . 10.0.0.2 {\n  policy sequential\n  except blocked.example\n  expire 30s\n  read_timeout 1500ms\n }\n cache 30\n}\ncorp.example:53 {\n errors\n forward . 10.0.0.5 10.0.0.6:5353 {\n  force_tcp\n  policy round_robin\n  max_concurrent 50\n  except secret.corp.example\n }\n}\nplain.example:53 {\n forward . 10.0.0.7\n}\ndot.example:53 {\n forward . tls://10.0.0.8 tls://10.0.0.9:8853 {\n  tls_servername dns.dot.example\n  tls ca.pem\n }\n}\n",
     )
     .unwrap();
+    let f = &c.config.forward;
+    // The main block's options are the section's.
+    assert_eq!(f.policy, ForwardPolicy::Sequential);
+    assert_eq!(f.except, ["blocked.example"]);
+    assert_eq!(f.expire, Duration::from_secs(30));
+    assert_eq!(f.timeout, Duration::from_millis(1500), "read_timeout");
+    assert!(!f.force_tcp, "a zone block's force_tcp stays its own");
+    // A zone block with options: a domain with exactly those.
+    let corp = &f.domains["corp.example"];
+    assert_eq!(corp.upstreams, ["10.0.0.5", "10.0.0.6:5353"]);
+    assert_eq!(corp.force_tcp, Some(true));
+    assert_eq!(corp.policy, Some(ForwardPolicy::RoundRobin));
+    assert_eq!(corp.max_concurrent, Some(50));
     assert_eq!(
-        c.config.forward.stub_domains["corp.example"],
-        ["10.0.0.5", "10.0.0.6:5353"]
+        corp.except.as_deref(),
+        Some(&["secret.corp.example".to_string()][..])
     );
-    assert!(c.config.forward.force_tcp);
-    assert!(
-        c.notes
-            .iter()
-            .any(|n| n.contains("force_tcp") && n.contains("every forwarded name")),
-        "{:?}",
-        c.notes
-    );
-}
-
-#[test]
-fn conflicting_forward_options_rejected() {
-    let e = conv(
-        ".:53 {\n kubernetes cluster.local\n forward . 10.0.0.2 {\n  policy sequential\n }\n}\ncorp.example:53 {\n forward . 10.0.0.5 {\n  policy round_robin\n }\n}\n",
-    )
-    .unwrap_err();
-    assert_eq!(
-        (e.directive(), e.option()),
-        (Some("forward"), Some("policy"))
-    );
+    assert_eq!(corp.health_check, None, "unset: the section's");
+    // Without options: a plain stub domain.
+    assert_eq!(f.stub_domains["plain.example"], ["10.0.0.7"]);
+    // DNS over TLS.
+    let dot = &f.domains["dot.example"];
+    assert_eq!(dot.upstreams, ["tls://10.0.0.8", "tls://10.0.0.9:8853"]);
+    assert_eq!(dot.tls_servername.as_deref(), Some("dns.dot.example"));
+    assert_eq!(dot.tls_ca.as_deref(), Some(Path::new("ca.pem")));
+    c.config.validate().unwrap();
+    // A client certificate is not offered.
+    let e =
+        conv(".:53 {\n forward . tls://10.0.0.8 {\n  tls cert.pem key.pem\n }\n}\n").unwrap_err();
+    assert_eq!((e.directive(), e.option()), (Some("forward"), Some("tls")));
 }
 
 #[test]
@@ -265,4 +268,37 @@ fn autopath_and_k8s_external_convert() {
     assert_eq!(x.zones, ["example.org", "example.net"]);
     assert_eq!((x.apex.as_str(), x.ttl, x.headless), ("ns", 10, true));
     assert_eq!(x.fallthrough, ["."]);
+}
+
+#[test]
+fn cache_options_map_one_to_one() {
+    let c = conv(".:53 {\n forward . 10.0.0.2\n cache 300 {\n  success 5000 600 10\n  denial 2000\n  serve_stale 2h immediate 30s\n  servfail 10s\n  keepttl\n }\n}\n").unwrap();
+    let k = &c.config.cache;
+    assert_eq!(
+        (k.success_capacity, k.denial_capacity),
+        (Some(5000), Some(2000))
+    );
+    assert_eq!((k.max_ttl, k.min_ttl), (600, 10));
+    assert_eq!(k.serve_stale, Duration::from_secs(7200));
+    assert_eq!(
+        k.serve_stale_refresh,
+        crate::config::StaleRefresh::Immediate
+    );
+    assert_eq!(k.serve_stale_ttl, 30);
+    assert_eq!(k.servfail_ttl, Duration::from_secs(10));
+    assert!(k.keepttl);
+    // `verify`, and CoreDNS's default mode (`immediate`) when none is given.
+    let c = conv(".:53 {\n forward . 10.0.0.2\n cache {\n  serve_stale 1h verify 0 5s\n }\n}\n")
+        .unwrap();
+    assert_eq!(
+        c.config.cache.serve_stale_refresh,
+        crate::config::StaleRefresh::Verify
+    );
+    assert_eq!(c.config.cache.serve_stale_ttl, 5);
+    let c = conv(".:53 {\n forward . 10.0.0.2\n cache {\n  serve_stale\n }\n}\n").unwrap();
+    assert_eq!(
+        c.config.cache.serve_stale_refresh,
+        crate::config::StaleRefresh::Immediate
+    );
+    assert!(conv(".:53 {\n forward . 10.0.0.2\n cache {\n  servfail 6m\n }\n}\n").is_err());
 }

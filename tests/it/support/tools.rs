@@ -11,6 +11,7 @@ fn package_of(tool: &str) -> &'static str {
         "kdig" => "knot-dnsutils",
         "knotd" => "knot",
         "unbound" => "unbound",
+        "openssl" => "openssl",
         "prometheus" | "promtool" => "prometheus",
         "kubectl" => "kubernetes-client",
         "python3" => "python3",
