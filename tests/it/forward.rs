@@ -100,7 +100,10 @@ fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
 #[tokio::test]
 async fn passthrough_is_faithful_with_client_id_and_case() {
     let up = Fake::start(|q, _| Action::Reply(rich_reply(q))).await;
-    let r = resolver(&config(&[up.addr]));
+    // Faithful: the upstream's record order too (`loadbalance` would rotate it).
+    let mut c = config(&[up.addr]);
+    c.cluster.loadbalance = false;
+    let r = resolver(&c);
     let q = query("WwW.ExAmple.TEST.", RecordType::A, 0xBEEF, Some(1232));
     let (m, raw, src) = ask_raw(&r, &q, 1232).await;
     assert_eq!(src, AnswerSource::Forward);
