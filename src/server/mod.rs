@@ -8,10 +8,13 @@
 //!   queries answered as they complete, idle timeout); the engine's bytes are sent unchanged.
 //! - [`rrl`]: per-client response rate limiting, decided per query before any work.
 //! - [`listen`]: binding the listen addresses, one socket per address family.
+//! - [`shape`]: answer shaping between the sockets and the zone/resolver: CoreDNS's `rewrite`,
+//!   `autopath`, `template`, `k8s_external`, and the AAAA filter for forwarded names.
 
 pub mod handler;
 pub mod listen;
 pub mod rrl;
+pub mod shape;
 pub mod tcp;
 pub mod udp;
 

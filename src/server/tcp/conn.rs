@@ -121,7 +121,7 @@ impl Connection {
                             continue;
                         }
                     }
-                    match engine.answer_local(&msg, Proto::Tcp, &mut out) {
+                    match engine.answer_from(&msg, Proto::Tcp, Some(peer.ip()), &mut out) {
                         Local::Reply(f) => {
                             if !write_frame(&mut wr, &out, idle).await {
                                 break;
