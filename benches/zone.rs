@@ -226,6 +226,7 @@ fn benches(cr: &mut Criterion) {
         max_udp: 1232,
         querylog: None,
         count: true,
+        xfr: None,
     };
     let mut out = Vec::with_capacity(4096);
     for (name, qname, qtype) in [

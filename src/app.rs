@@ -51,11 +51,13 @@ pub struct Bound {
 
 /// Start the zone: builder task and source task. Returns the snapshot handle. Cluster
 /// settings sent on `settings` later are applied without a restart.
+/// `journal`: zone transfers are on, and it receives every snapshot.
 pub fn start_zone(
     cfg: &Config,
     shutdown: watch::Receiver<bool>,
     on_synced: Box<dyn Fn() + Send>,
     settings: watch::Receiver<crate::config::ClusterConfig>,
+    journal: Option<Arc<crate::zone::xfr::Journal>>,
 ) -> Arc<ArcSwap<Snapshot>> {
     let swap = Arc::new(ArcSwap::from_pointee(Snapshot::empty(&cfg.cluster)));
     let source = choose_source(cfg);
@@ -63,7 +65,11 @@ pub fn start_zone(
         SourceChoice::None => vec![],
         _ => required_kinds(&cfg.cluster),
     };
-    let builder = ZoneBuilder::new(&cfg.cluster, &required);
+    let mut builder = ZoneBuilder::new(&cfg.cluster, &required);
+    if matches!(source, SourceChoice::Kubernetes(_)) {
+        // Serials from the API state, the same on every replica (`zone::serial`).
+        builder.set_serial_source(crate::zone::serial::SerialSource::Revisions);
+    }
     let (tx, rx) = mpsc::unbounded_channel();
     if matches!(source, SourceChoice::None) {
         on_synced();
@@ -75,6 +81,7 @@ pub fn start_zone(
         swap.clone(),
         on_synced,
         settings,
+        journal,
     ));
     match source {
         SourceChoice::File(p) => {
@@ -278,11 +285,13 @@ pub async fn serve(
         .map_err(|e| Error::Other(format!("signal handlers: {e}")))?;
     let (settings_tx, settings_rx) = watch::channel(cfg.cluster.clone());
     let on_synced = readiness.setter("kubernetes");
+    let transfers = crate::xfr::Transfers::from_config(&cfg).map_err(Error::Other)?;
     let zone = start_zone(
         &cfg,
         lc.signal().as_bool(Phase::Stopped),
         Box::new(on_synced),
         settings_rx,
+        transfers.as_ref().map(|t| t.journal().clone()),
     );
     let resolver = crate::app_ops::resolver(&cfg)?;
     let engine = Arc::new(Engine {
@@ -292,6 +301,7 @@ pub async fn serve(
         max_udp: cfg.server.max_udp_size,
         querylog: crate::app_ops::querylog(&cfg),
         count: cfg.metrics.listen.is_some(),
+        xfr: transfers.clone(),
     });
     let shared: crate::server::SharedEngine = Arc::new(arc_swap::ArcSwap::new(engine));
     if let Some(loader) = loader {
@@ -329,6 +339,15 @@ pub async fn serve(
         );
     }
     crate::app_ops::after_listen(&resolver);
+    if let Some(t) = &transfers {
+        let targets = cfg
+            .transfer
+            .notify
+            .iter()
+            .filter_map(|n| crate::config::parse_upstream(n).ok())
+            .collect();
+        crate::xfr::notify::spawn(t.journal().clone(), targets, t.key().cloned());
+    }
     if let Some(nl) = &nodelocal {
         tokio::spawn(nl.clone().run(
             metrics::global(),

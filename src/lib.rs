@@ -26,6 +26,9 @@
 //! - [`ops`]: metrics, health and readiness endpoints, query log, lifecycle.
 //! - [`nodelocal`]: node-local mode: the interface, node-cache's interception rules, the
 //!   handover lease between two instances, the periodic check.
+//! - [`xfr`]: zone transfers out (AXFR, IXFR, TSIG, NOTIFY): clusterdns as the primary of its
+//!   cluster zone for secondaries outside the cluster; beside the query path, which routes
+//!   transfer requests to it.
 //! - [`corefile`]: converting a CoreDNS Corefile into a clusterdns config: lexer, imports,
 //!   parser, a converter per plugin family that builds a [`config::Config`], and its YAML.
 
@@ -46,6 +49,7 @@ pub mod source;
 #[doc(hidden)]
 pub mod testkit;
 pub mod wire;
+pub mod xfr;
 pub mod zone;
 
 pub use error::Error;

@@ -64,6 +64,7 @@ impl Reloader {
                 new.ready.listen != self.current.ready.listen,
             ),
             ("server", new.server != self.current.server),
+            ("transfer", new.transfer != self.current.transfer),
         ] {
             if changed {
                 tracing::warn!(
@@ -103,6 +104,7 @@ impl Reloader {
             max_udp: self.current.server.max_udp_size,
             querylog: (self.querylog)(&new),
             count: old.count,
+            xfr: old.xfr.clone(),
         };
         self.shared.store(Arc::new(engine));
         if new.cluster != self.current.cluster {

@@ -510,6 +510,7 @@ impl ClusterState {
                 self.sweep();
             }
             ClusterEvent::WatchRestart { .. } => {}
+            ClusterEvent::AtRevision { event, .. } => return self.apply(*event, changes),
         }
         if self.strings.len() + self.port_sets.len() >= self.sweep_at {
             self.sweep();

@@ -36,6 +36,10 @@ pub enum Local {
     Drop,
     /// The query must wait for an upstream: call [`Engine::forward`].
     Forward(Box<Pending>),
+    /// A zone transfer (AXFR, IXFR) or a signed SOA query for a zone offered for transfer:
+    /// answered by [`crate::xfr::Transfers`] (in [`Engine::xfr`]), which checks who asks. Over
+    /// TCP it may stream many messages: the connection is a transfer connection from then on.
+    Transfer(Box<crate::xfr::Request>),
 }
 
 /// The reply to a query that went to the resolver, and where it came from.
@@ -97,6 +101,8 @@ pub struct Engine {
     /// Count queries in the metrics (off when no metrics endpoint is configured: nobody could
     /// read them).
     pub count: bool,
+    /// Zone transfers out; None: off (AXFR and IXFR get REFUSED).
+    pub xfr: Option<Arc<crate::xfr::Transfers>>,
 }
 
 /// The largest reply a client of `proto` takes.
@@ -151,13 +157,18 @@ impl Engine {
             wire::rcode_reply(out, &q, rcode::REFUSED, false, self.max_udp);
             return Local::Reply(facts(AnswerSource::Server, rcode::REFUSED));
         }
+        if let Some(x) = &self.xfr
+            && x.takes(&q, msg)
+        {
+            return Local::Transfer(Box::new(crate::xfr::Request::new(&q, msg)));
+        }
         if self.cluster_enabled {
             let snap = self.zone.load();
             let mut w = Writer::new(out, &q, max);
             match answer::answer(&snap, &q, &mut w, self.resolver.is_some()) {
                 Outcome::Answered { rcode } => {
-                    // Zone transfers are not offered (yet): RFC 5936 §2.2.1 REFUSED is the
-                    // answer an operator expects from a server that does not do them.
+                    // Zone transfers of this zone are not offered (`transfer`): RFC 5936
+                    // §2.2.1 REFUSED is the answer an operator expects.
                     if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
                         wire::rcode_reply(out, &q, rcode::REFUSED, false, self.max_udp);
                         return Local::Reply(facts(AnswerSource::Server, rcode::REFUSED));
@@ -313,6 +324,17 @@ async fn chase_external(
             upstream: up.upstream,
         },
         _ => cname_only(true),
+    }
+}
+
+/// Facts of a transfer request answered with `rcode`.
+pub fn transfer_facts(q: &Query<'_>, rcode: u16) -> Facts {
+    Facts {
+        source: AnswerSource::Zone,
+        qtype: q.qtype,
+        do_bit: q.do_bit(),
+        rcode,
+        upstream: None,
     }
 }
 

@@ -229,6 +229,8 @@ async fn watch_kind<K>(
         let mut stream = std::pin::pin!(stream);
 
         while let Some(item) = stream.next().await {
+            // The API revision after the event (its resourceVersion), for the zone's serial.
+            let revision: Option<u64>;
             let event = match item {
                 Ok(Event::Init) => {
                     listing = Some(Vec::new());
@@ -262,10 +264,12 @@ async fn watch_kind<K>(
                     if let Some(known) = known.as_mut() {
                         *known = objects.iter().map(Object::key).collect();
                     }
+                    revision = list_revision(&api, &config).await;
                     ClusterEvent::Relist { kind, objects }
                 }
                 Ok(Event::Apply(obj)) => {
                     let key = key_of(kind, obj.meta());
+                    revision = revision_of(obj.meta());
                     let c = convert(obj);
                     match c.object {
                         Ok(object) => {
@@ -294,6 +298,7 @@ async fn watch_kind<K>(
                     }
                 }
                 Ok(Event::Delete(obj)) => {
+                    revision = revision_of(obj.meta());
                     let Some(key) = key_of(kind, obj.meta()) else {
                         tracing::warn!(
                             kind = kind_str,
@@ -330,11 +335,64 @@ async fn watch_kind<K>(
                     continue;
                 }
             };
+            let event = match revision {
+                Some(revision) => ClusterEvent::AtRevision {
+                    revision,
+                    event: Box::new(event),
+                },
+                None => event,
+            };
             if tx.send(event).is_err() {
                 return;
             }
         }
         return; // a watcher stream never ends
+    }
+}
+
+/// An object's resourceVersion as the integer etcd makes it (the API calls it opaque; every
+/// etcd-backed server, and kine, writes the revision in decimal). None when it is not one: the
+/// zone's serial then just counts up (see `zone::serial`), which is logged once.
+fn revision_of(meta: &ObjectMeta) -> Option<u64> {
+    let rv = meta.resource_version.as_deref()?;
+    let r = rv.parse().ok();
+    if r.is_none() {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                resource_version = rv,
+                "resourceVersions are not integers: zone serials will not agree between replicas"
+            );
+        });
+    }
+    r
+}
+
+/// The revision of a list just completed: the resourceVersion of a list made now (one item;
+/// a consistent read, at least the list's own revision). Not the newest of the list's
+/// objects: an object deleted before the list left nothing behind, and the serial must be past
+/// its deletion (after a restart especially). None if the API does not answer.
+async fn list_revision<K>(api: &Api<K>, watch: &watcher::Config) -> Option<u64>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    // The watch's selectors: asked exactly as the watch is (the same RBAC, the same filters).
+    let mut lp = kube::api::ListParams::default().limit(1);
+    if let Some(l) = &watch.label_selector {
+        lp = lp.labels(l);
+    }
+    if let Some(f) = &watch.field_selector {
+        lp = lp.fields(f);
+    }
+    match api.list(&lp).await {
+        Ok(list) => revision_of(&ObjectMeta {
+            resource_version: list.metadata.resource_version,
+            ..ObjectMeta::default()
+        }),
+        Err(e) => {
+            tracing::debug!(error = %e, "list revision");
+            None
+        }
     }
 }
 

@@ -13,6 +13,7 @@ use crate::cluster::selector::Selector;
 use crate::cluster::state::{Changes, ClusterState, EntryKind, Key, ServiceEntry};
 use crate::config::{ClusterConfig, PodsMode};
 
+use super::serial::{SerialSource, Serials};
 use super::snapshot::{
     ClusterIps, Endpoints, Label, NewEndpoint, Ports, RecordsKind, ServiceRecords, Snapshot,
     dashed_label,
@@ -39,6 +40,12 @@ pub struct ZoneBuilder {
     /// Service ids ([`ServiceRecords::id`]) given back, and the next never given.
     free_ids: Vec<u32>,
     next_id: u32,
+    /// Where serials come from, and the API revision the state is at (`zone::serial`).
+    serials: Serials,
+    /// The serial of the last synced snapshot published (None before the first).
+    synced_serial: Option<u32>,
+    /// Whether anything was published yet (the first publish happens even with no change).
+    published: bool,
 }
 
 impl ZoneBuilder {
@@ -67,7 +74,15 @@ impl ZoneBuilder {
             required: required.iter().copied().collect(),
             free_ids: Vec::new(),
             next_id: 0,
+            serials: Serials::default(),
+            synced_serial: None,
+            published: false,
         }
+    }
+
+    /// Derive serials from `source` (the Kubernetes source: API revisions; default: the clock).
+    pub fn set_serial_source(&mut self, source: SerialSource) {
+        self.serials = Serials::new(source);
     }
 
     /// Take new cluster settings (a config reload): the next publish rebuilds every record from
@@ -77,6 +92,9 @@ impl ZoneBuilder {
         let state = std::mem::take(&mut self.state);
         let mut fresh = ZoneBuilder::new(cfg, required);
         fresh.snap.serial = serial;
+        fresh.serials = self.serials.clone();
+        fresh.synced_serial = self.synced_serial;
+        fresh.published = self.published;
         for k in state.service_keys() {
             fresh.pending.services.insert(k.clone());
             fresh.pending.ns_touched.insert(k.0.clone());
@@ -90,8 +108,29 @@ impl ZoneBuilder {
     }
 
     /// Apply one event; nothing is published until [`ZoneBuilder::publish`].
+    ///
+    /// An event at an API revision raises the revision the serial is derived from when it
+    /// changed the state (or may have: an event for something already changed since the last
+    /// publish is counted, the safe side, see `zone::serial`), and always for a kind's first
+    /// list (after a restart, the lists' revision is what keeps the serial from going back).
     pub fn apply(&mut self, event: ClusterEvent) {
-        self.state.apply(event, &mut self.pending);
+        match event {
+            ClusterEvent::AtRevision { revision, event } => {
+                let first_list = matches!(event.inner(), ClusterEvent::Relist { kind, .. }
+                    if !self.state.synced.contains(kind));
+                let pending_before = touched(&self.pending);
+                self.apply(*event);
+                if first_list || pending_before > 0 || touched(&self.pending) > 0 {
+                    self.serials.observe(revision);
+                }
+            }
+            event => self.state.apply(event, &mut self.pending),
+        }
+    }
+
+    /// The API revision the state is at, when the source has revisions.
+    pub fn revision(&self) -> Option<u64> {
+        self.serials.revision()
     }
 
     /// Whether every required kind has completed its first list.
@@ -105,7 +144,7 @@ impl ZoneBuilder {
 
     /// Whether applied events changed anything since the last publish (or sync state changed).
     pub fn has_changes(&self) -> bool {
-        !self.pending.is_empty() || self.snap.synced != self.synced() || self.snap.serial == 0
+        !self.pending.is_empty() || self.snap.synced != self.synced() || !self.published
     }
 
     /// Recompute what changed and return the new snapshot (with a new serial) plus the
@@ -180,13 +219,13 @@ impl ZoneBuilder {
             self.snap.ns_addrs = Arc::from(default_ns_addrs(&self.cfg, kube_dns));
         }
         self.snap.synced = self.synced();
-        // RFC 1982 serial arithmetic: any change must increase the serial. Seconds since the
-        // epoch, as CoreDNS uses, but never less than the previous serial + 1.
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(0);
-        self.snap.serial = now.max(self.snap.serial.wrapping_add(1));
+        // Every synced snapshot has a serial above the last one (RFC 1982), derived from the
+        // API state where the source has revisions (`zone::serial`).
+        self.snap.serial = self.serials.next(self.synced_serial);
+        if self.snap.synced {
+            self.synced_serial = Some(self.snap.serial);
+        }
+        self.published = true;
         (Arc::new(self.snap.clone()), programmed)
     }
 
@@ -283,6 +322,11 @@ impl ZoneBuilder {
     fn selected(&self, s: &ServiceEntry) -> bool {
         self.labels == Selector::default() || self.labels.matches(&s.labels_map())
     }
+}
+
+/// How much is waiting to be published (0: nothing).
+fn touched(c: &Changes) -> usize {
+    c.services.len() + c.namespaces.len() + c.ns_touched.len() + c.pods.len()
 }
 
 fn default_ns_addrs(cfg: &ClusterConfig, kube_dns: Option<&ServiceEntry>) -> Vec<IpAddr> {

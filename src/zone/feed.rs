@@ -9,16 +9,19 @@ use tokio::sync::mpsc;
 
 use super::build::ZoneBuilder;
 use super::snapshot::Snapshot;
+use super::xfr::Journal;
 use crate::cluster::ClusterEvent;
 
 /// Run until the channel closes. `on_synced` is called once, when every required kind has
-/// been listed.
+/// been listed. `journal`: zone transfers are on; every snapshot goes to it before queries
+/// can see its serial.
 pub async fn run(
     mut builder: ZoneBuilder,
     mut rx: mpsc::UnboundedReceiver<ClusterEvent>,
     swap: Arc<ArcSwap<Snapshot>>,
     on_synced: Box<dyn Fn() + Send>,
     mut settings: tokio::sync::watch::Receiver<crate::config::ClusterConfig>,
+    journal: Option<Arc<Journal>>,
 ) {
     let mut announced = false;
     let mut settings_alive = true;
@@ -27,7 +30,7 @@ pub async fn run(
         tokio::select! {
             ev = rx.recv() => match ev {
                 Some(ev) => {
-                    relisted |= matches!(ev, ClusterEvent::Relist { .. } | ClusterEvent::ReplaceAll { .. });
+                    relisted |= ev.is_list();
                     apply(&mut builder, ev)
                 }
                 None => return,
@@ -46,10 +49,7 @@ pub async fn run(
         }
         // A burst of changes becomes one swap: drain what is already queued.
         while let Ok(ev) = rx.try_recv() {
-            relisted |= matches!(
-                ev,
-                ClusterEvent::Relist { .. } | ClusterEvent::ReplaceAll { .. }
-            );
+            relisted |= ev.is_list();
             apply(&mut builder, ev);
         }
         if !builder.has_changes() {
@@ -57,7 +57,13 @@ pub async fn run(
         }
         let (snap, programmed) = builder.publish();
         let counts = snap.counts();
+        if let Some(j) = &journal {
+            j.publish(&snap);
+        }
         swap.store(snap);
+        if let Some(j) = &journal {
+            j.announce();
+        }
         let m = crate::ops::metrics::global();
         m.snapshot_published(
             counts.services,
@@ -106,7 +112,7 @@ fn release_free_memory() {
 fn release_free_memory() {}
 
 fn apply(b: &mut ZoneBuilder, ev: ClusterEvent) {
-    if let ClusterEvent::WatchRestart { kind } = &ev {
+    if let ClusterEvent::WatchRestart { kind } = ev.inner() {
         crate::ops::metrics::global().watch_restart(kind.as_str());
     }
     b.apply(ev);
