@@ -23,4 +23,5 @@ mod serve_forward;
 mod support;
 mod wire_hostile;
 mod wire_large;
+mod xfr_secondaries;
 mod zone_dig;
