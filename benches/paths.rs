@@ -8,8 +8,10 @@ use std::hint::black_box;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
 
+use clusterdns::clock::Clock;
 use clusterdns::config::{Config, HostsConfig};
-use clusterdns::ops::metrics::{AnswerSource, Metrics, Proto, QueryObservation};
+use clusterdns::observe::{AnswerSource, Proto, QueryObservation};
+use clusterdns::ops::metrics::Metrics;
 use clusterdns::resolve::Resolver;
 use criterion::{Criterion, criterion_group, criterion_main};
 use hickory_proto::op::{Message, OpCode};
@@ -62,7 +64,7 @@ fn benches(cr: &mut Criterion) {
         file: Some(hosts),
         ..Default::default()
     });
-    let r = Resolver::new(&cfg).unwrap();
+    let r = Resolver::new(&cfg, Default::default(), Clock::system()).unwrap();
     rt.block_on(r.resolve(&query("www.example.test.", 1), 1232));
 
     let mut out = Vec::with_capacity(1232);

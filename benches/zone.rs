@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use clusterdns::cluster::{ClusterEvent, Object};
 use clusterdns::config::{ClusterConfig, PodsMode};
-use clusterdns::ops::metrics::Proto;
+use clusterdns::observe::Proto;
 use clusterdns::server::{Engine, Local};
 use clusterdns::zone::build::{ZoneBuilder, required_kinds};
 use criterion::{Criterion, criterion_group, criterion_main};
@@ -219,15 +219,9 @@ fn benches(cr: &mut Criterion) {
         })
     });
     let swap = std::sync::Arc::new(arc_swap::ArcSwap::new(snap));
-    let engine = Engine {
-        zone: swap,
-        cluster_enabled: true,
-        resolver: None,
-        max_udp: 1232,
-        querylog: None,
-        count: true,
-        xfr: None,
-    };
+    let mut config = clusterdns::config::Config::default();
+    config.forward.enabled = false;
+    let engine = Engine::new(&config, swap, None, Default::default());
     let mut out = Vec::with_capacity(4096);
     for (name, qname, qtype) in [
         ("answer_a_hit", "svc-4321.team-121.svc.cluster.local", 1u16),

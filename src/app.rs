@@ -11,6 +11,8 @@ use tokio::sync::{mpsc, watch};
 use crate::Error;
 use crate::cluster::Kind;
 use crate::config::Config;
+use crate::ops::lifecycle::DrainGuard;
+use crate::ops::metrics::Metrics;
 use crate::server::listen::Listener;
 use crate::server::{Engine, udp};
 use crate::zone::build::{ZoneBuilder, required_kinds};
@@ -49,8 +51,8 @@ pub struct Bound {
     pub dns: Vec<SocketAddr>,
 }
 
-/// Start the zone: builder task and source task. Returns the snapshot handle. Cluster
-/// settings sent on `settings` later are applied without a restart.
+/// Start the zone: builder task and source task, both counting into `metrics`. Returns the
+/// snapshot handle. Cluster settings sent on `settings` later are applied without a restart.
 /// `journal`: zone transfers are on, and it receives every snapshot.
 pub fn start_zone(
     cfg: &Config,
@@ -58,6 +60,7 @@ pub fn start_zone(
     on_synced: Box<dyn Fn() + Send>,
     settings: watch::Receiver<crate::config::ClusterConfig>,
     journal: Option<Arc<crate::zone::xfr::Journal>>,
+    metrics: Arc<Metrics>,
 ) -> Arc<ArcSwap<Snapshot>> {
     let swap = Arc::new(ArcSwap::from_pointee(Snapshot::empty(&cfg.cluster)));
     let source = choose_source(cfg);
@@ -82,6 +85,7 @@ pub fn start_zone(
         on_synced,
         settings,
         journal,
+        metrics.clone(),
     ));
     match source {
         SourceChoice::File(p) => {
@@ -90,6 +94,7 @@ pub fn start_zone(
                 tx,
                 shutdown,
                 Duration::from_millis(500),
+                metrics,
             ));
         }
         SourceChoice::Embedded => {
@@ -101,10 +106,11 @@ pub fn start_zone(
                 tx,
                 shutdown,
                 Duration::from_secs(3600),
+                metrics,
             ));
         }
         SourceChoice::Kubernetes(k) => {
-            start_kube(cfg, k, tx, shutdown);
+            start_kube(cfg, k, tx, shutdown, metrics);
         }
         SourceChoice::None => {}
     }
@@ -116,6 +122,7 @@ fn start_kube(
     k: crate::config::KubernetesSourceConfig,
     tx: mpsc::UnboundedSender<crate::cluster::ClusterEvent>,
     shutdown: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) {
     let opts = crate::source::kube::KubeSourceOptions {
         kubeconfig: k.kubeconfig.clone(),
@@ -133,7 +140,7 @@ fn start_kube(
                 return;
             }
         };
-        if let Err(e) = rt.block_on(crate::source::kube::run(opts, tx, shutdown)) {
+        if let Err(e) = rt.block_on(crate::source::kube::run(opts, tx, shutdown, metrics)) {
             tracing::error!(error = %e, "kubernetes source stopped; the last snapshot keeps serving");
         }
     });
@@ -142,8 +149,8 @@ fn start_kube(
     }
 }
 
-/// Bind the DNS sockets: per listen address, `workers` UDP sockets and one TCP listener on
-/// the same port, one socket per address family (see [`crate::server::listen`]).
+/// Bind the DNS sockets: per listen address, `server.udp_workers` UDP sockets (0: one per
+/// CPU) and one TCP listener on the same port, one socket per address family (see [`crate::server::listen`]).
 pub fn bind_dns(cfg: &Config) -> Result<(Vec<Listener>, Bound), Error> {
     let workers = if cfg.server.udp_workers == 0 {
         std::thread::available_parallelism()
@@ -165,31 +172,32 @@ pub fn bind_dns(cfg: &Config) -> Result<(Vec<Listener>, Bound), Error> {
     Ok((listeners, bound))
 }
 
-/// Run the DNS server until `stop` turns true, then stop accepting and wait (bounded) for
-/// in-flight queries: UDP workers answer what is queued, forwarded UDP queries get their
-/// answers, TCP connections answer what they have read.
+/// Run the DNS server until `stop` turns true, then stop accepting and return once the UDP
+/// workers have answered what their sockets queued. The work still under way — forwarded UDP
+/// queries waiting for their answers, TCP connections answering what they have read — holds
+/// clones of `drain`, and the shutdown's drain waits for it (bounded by `health.drain_timeout`).
 pub async fn run_dns(
     cfg: &Config,
     engine: crate::server::SharedEngine,
     listeners: Vec<Listener>,
     stop: watch::Receiver<bool>,
+    drain: DrainGuard,
 ) -> Result<(), Error> {
-    let inflight = Arc::new(udp::InFlight::default());
     let udp_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut workers = Vec::new();
     let mut tcp_servers = Vec::new();
     let settings = crate::server::tcp::TcpSettings::new(cfg.server.tcp_idle_timeout);
     for Listener { addr, udp, tcp } in listeners {
         for (i, s) in udp.into_iter().enumerate() {
-            let (engine, stop, inflight, rt) = (
+            let (engine, stop, drain, rt) = (
                 engine.clone(),
                 udp_stop.clone(),
-                inflight.clone(),
+                drain.clone(),
                 tokio::runtime::Handle::current(),
             );
             let t = std::thread::Builder::new()
                 .name(format!("udp-{}-{i}", addr.port()))
-                .spawn(move || udp::worker(s, engine, stop, inflight, rt))
+                .spawn(move || udp::worker(s, engine, stop, drain, rt))
                 .map_err(|e| Error::Other(format!("cannot start a UDP worker: {e}")))?;
             workers.push(t);
         }
@@ -202,6 +210,7 @@ pub async fn run_dns(
             engine.clone(),
             settings.clone(),
             stop.clone(),
+            drain.clone(),
         )));
     }
     let mut stop2 = stop.clone();
@@ -217,12 +226,7 @@ pub async fn run_dns(
         }
     })
     .await;
-    // In-flight forwarded UDP queries get their answers (bounded by the forward timeout).
-    let deadline = tokio::time::Instant::now() + cfg.forward.timeout * 2;
-    while inflight.count() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // TCP connections finish what they have read (bounded inside `serve`).
+    // The accept loops have stopped; their connections run on, each holding a drain guard.
     for t in tcp_servers {
         let _ = t.await;
     }
@@ -244,11 +248,10 @@ pub fn snapshot_counts(
 pub async fn serve(
     cfg: Config,
     config_path: Option<std::path::PathBuf>,
-    loader: Option<crate::reload::Loader>,
+    loader: crate::reload::Loader,
 ) -> Result<(), Error> {
     use crate::ops::lifecycle::{Lifecycle, Phase, Readiness};
     use crate::ops::metrics;
-    metrics::install_panic_hook();
     // Node-local mode: the addresses must be on the node before the sockets can bind them.
     let nodelocal = match cfg.nodelocal.enabled {
         true => Some(Arc::new(
@@ -259,14 +262,16 @@ pub async fn serve(
         false => None,
     };
     // Bind first: `server="dns://:53"` as CoreDNS labels it comes from the port actually bound,
-    // and the metrics must know it before anything (the resolver's upstream handles) counts.
+    // and the registry must know it before anything (the resolver's upstream handles) counts.
     // Queries that arrive before the workers start wait in the sockets' queues.
     let (sockets, bound) = bind_dns(&cfg)?;
-    metrics::global().configure(
+    // The process's one registry: everything that counts is handed this handle.
+    let metrics = Arc::new(Metrics::new(
         &metrics::server_label(bound.dns.first().map(|a| a.port()).unwrap_or(53)),
         cfg.forward.legacy_metrics,
         &metrics::plugins_for(&cfg),
-    );
+    ));
+    metrics::install_panic_hook(metrics.clone());
     let mut pending = Vec::<&str>::new();
     if cfg.cluster.enabled {
         pending.push("kubernetes");
@@ -275,48 +280,46 @@ pub async fn serve(
         // Ready once interface and rules are in place: a rolling update (maxUnavailable 0)
         // stops the old pod only then.
         pending.push("nodelocal");
-        metrics::global().nodecache_setup_errors_init(&crate::nodelocal::SETUP_ERROR_TYPES);
+        metrics.nodecache_setup_errors_init(&crate::nodelocal::SETUP_ERROR_TYPES);
     }
     let readiness = Readiness::new(pending);
-    let lc = Lifecycle::new(readiness.clone(), &cfg.health).with_metrics(metrics::global());
-    // Signals are caught from here on: a SIGTERM during start-up still drains properly.
-    let life = lc
-        .run(|| async { Ok::<(), String>(()) })
-        .map_err(|e| Error::Other(format!("signal handlers: {e}")))?;
+    let lc = Lifecycle::new(readiness.clone(), &cfg.health);
+    // Signals are caught from here on: a SIGTERM during start-up still drains properly, and a
+    // SIGHUP waits for the reloader instead of ending the process.
+    let signal_err = |e: std::io::Error| Error::Other(format!("signal handlers: {e}"));
+    let life = lc.run().map_err(signal_err)?;
+    let hangups = crate::reload::hangups().map_err(signal_err)?;
     let (settings_tx, settings_rx) = watch::channel(cfg.cluster.clone());
     let on_synced = readiness.setter("kubernetes");
-    let transfers = crate::xfr::Transfers::from_config(&cfg).map_err(Error::Other)?;
+    let transfers = crate::xfr::Transfers::from_config(&cfg, &metrics).map_err(Error::Other)?;
     let zone = start_zone(
         &cfg,
         lc.signal().as_bool(Phase::Stopped),
         Box::new(on_synced),
         settings_rx,
         transfers.as_ref().map(|t| t.journal().clone()),
+        metrics.clone(),
     );
-    let resolver = crate::app_ops::resolver(&cfg)?;
-    let engine = Arc::new(Engine {
-        zone: zone.clone(),
-        cluster_enabled: cfg.cluster.enabled,
-        resolver: crate::app_ops::as_upstream(&resolver),
-        max_udp: cfg.server.max_udp_size,
-        querylog: crate::app_ops::querylog(&cfg),
-        count: cfg.metrics.listen.is_some(),
-        xfr: transfers.clone(),
-    });
-    let shared: crate::server::SharedEngine = Arc::new(arc_swap::ArcSwap::new(engine));
-    if let Some(loader) = loader {
-        let reloader = crate::reload::Reloader {
-            current: cfg.clone(),
-            loader,
-            path: config_path.clone(),
-            shared: shared.clone(),
-            settings: settings_tx,
-            querylog: Box::new(crate::app_ops::querylog),
-            resolver: resolver.clone(),
-        };
-        tokio::spawn(reloader.run(lc.signal().as_bool(Phase::Draining)));
-    }
-    let ep = crate::ops::http::start(&cfg, metrics::global(), readiness.clone(), lc.signal())
+    let resolver = crate::app_ops::resolver(&cfg, &metrics)?;
+    let engine = Engine::new(
+        &cfg,
+        zone,
+        crate::app_ops::as_upstream(&resolver),
+        metrics.clone(),
+    )
+    .with_transfers(transfers.clone());
+    let shared: crate::server::SharedEngine = Arc::new(ArcSwap::from_pointee(engine));
+    let reloader = crate::reload::Reloader {
+        current: cfg.clone(),
+        loader,
+        path: config_path.clone(),
+        shared: shared.clone(),
+        settings: settings_tx,
+        resolver: resolver.clone(),
+        metrics: metrics.clone(),
+    };
+    tokio::spawn(reloader.run(hangups, lc.signal().as_bool(Phase::Draining)));
+    let ep = crate::ops::http::start(&cfg, metrics.clone(), readiness.clone(), lc.signal())
         .await
         .map_err(|e| Error::Other(e.to_string()))?;
     for a in &bound.dns {
@@ -346,14 +349,18 @@ pub async fn serve(
             .iter()
             .filter_map(|n| crate::config::parse_upstream(n).ok())
             .collect();
-        crate::xfr::notify::spawn(t.journal().clone(), targets, t.key().cloned());
+        crate::xfr::notify::spawn(
+            t.journal().clone(),
+            targets,
+            t.key().cloned(),
+            metrics.clone(),
+        );
     }
     if let Some(nl) = &nodelocal {
-        tokio::spawn(nl.clone().run(
-            metrics::global(),
-            readiness.setter("nodelocal"),
-            lc.signal(),
-        ));
+        tokio::spawn(
+            nl.clone()
+                .run(metrics.clone(), readiness.setter("nodelocal"), lc.signal()),
+        );
     }
     let startup_timeout = cfg
         .source
@@ -372,14 +379,10 @@ pub async fn serve(
             }
         });
     }
-    let guard = lc.drain_guard();
+    let drain = lc.drain_guard();
     let dns_stop = lc.signal().as_bool(Phase::Draining);
     let cfg2 = cfg.clone();
-    let dns = tokio::spawn(async move {
-        let r = run_dns(&cfg2, shared, sockets, dns_stop).await;
-        drop(guard);
-        r
-    });
+    let dns = tokio::spawn(async move { run_dns(&cfg2, shared, sockets, dns_stop, drain).await });
     life.await;
     ep.join().await;
     match dns.await {

@@ -988,6 +988,17 @@ impl Config {
                         "a TSIG key needs its secret (`secret` or `secret_file`)".into(),
                     ));
                 }
+                (Some(secret), None) => {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(secret.trim())
+                        .map_err(|e| {
+                            invalid(
+                                "transfer.tsig.secret",
+                                format!("not base64 (as tsig-keygen prints it): {e}"),
+                            )
+                        })?;
+                }
                 _ => {}
             }
         }
@@ -1368,6 +1379,43 @@ mod tests {
             .insert("corp..example".into(), vec!["10.0.0.5".into()]);
         let e = c.validate().unwrap_err().to_string();
         assert!(e.contains("forward.stub_domains"), "{e}");
+        // Every forwarding value the resolver relies on is checked here, and only here (the
+        // resolver trusts a validated config).
+        let bad = |f: &dyn Fn(&mut Config), key: &str| {
+            let mut c = Config::default();
+            f(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        };
+        bad(
+            &|c| c.forward.upstreams = vec!["127.0.0.1:9".into(), "nope".into()],
+            "forward.upstreams[1]",
+        );
+        bad(
+            &|c| {
+                c.forward
+                    .stub_domains
+                    .insert("corp.example".into(), vec!["x.y".into()]);
+            },
+            "forward.stub_domains.corp.example[0]",
+        );
+        bad(
+            &|c| {
+                c.forward.stub_domains.insert("corp.example".into(), vec![]);
+            },
+            "forward.stub_domains.corp.example",
+        );
+        bad(&|c| c.forward.max_concurrent = 0, "forward.max_concurrent");
+        bad(&|c| c.forward.timeout = Duration::ZERO, "forward.timeout");
+        bad(
+            &|c| {
+                c.hosts = Some(HostsConfig {
+                    critical_names: vec!["a..b".into()],
+                    ..Default::default()
+                })
+            },
+            "hosts.critical_names[0]",
+        );
     }
 
     #[test]
@@ -1385,5 +1433,91 @@ mod tests {
             parse_http_listen(":9153").unwrap(),
             "0.0.0.0:9153".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn transfer_config_is_checked_key_by_key() {
+        let base = "cluster:\n  reverse_zones: [10.in-addr.arpa, in-addr.arpa]\n";
+        let err = |transfer: &str| {
+            Config::from_yaml(&format!("{base}transfer:\n{transfer}"), Path::new("x"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let ok = Config::from_yaml(
+            &format!(
+                "{base}transfer:\n  allow: [192.0.2.0/24, \"2001:db8::1\"]\n  zones: [cluster.local., 10.in-addr.arpa]\n  notify: [\"192.0.2.7:5300\"]\n  tsig:\n    name: k\n    secret: \"AAAA\"\n"
+            ),
+            Path::new("x"),
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.transfer_zones(), ["cluster.local", "10.in-addr.arpa"]);
+        for (transfer, key, why) in [
+            (
+                "  allow: [10.0.0.0/33]\n",
+                "transfer.allow[0]",
+                "prefix length",
+            ),
+            ("  allow: [nope]\n", "transfer.allow[0]", "not an address"),
+            ("  notify: [\"x:y\"]\n", "transfer.notify[0]", ""),
+            ("  zones: [in-addr.arpa]\n", "transfer.zones[0]", "too wide"),
+            ("  zones: [example.org]\n", "transfer.zones[0]", "neither"),
+            (
+                "  zones: [10.in-addr.arpa, 10.in-addr.arpa.]\n",
+                "transfer.zones[1]",
+                "overlaps",
+            ),
+            (
+                "  tsig:\n    name: k\n",
+                "transfer.tsig.secret",
+                "needs its secret",
+            ),
+            (
+                "  tsig:\n    name: k\n    secret: \"not base64!\"\n",
+                "transfer.tsig.secret",
+                "base64",
+            ),
+            (
+                "  tsig:\n    secret: AAAA\n    secret_file: /k\n",
+                "transfer.tsig",
+                "either",
+            ),
+            (
+                "  tsig:\n    secret: AAAA\n    algorithm: hmac-md5\n",
+                "transfer.tsig.algorithm",
+                "not one of",
+            ),
+            (
+                "  max_transfers: 0\n",
+                "transfer.max_transfers",
+                "at least 1",
+            ),
+            (
+                "  journal_entries: 0\n",
+                "transfer.journal_entries",
+                "at least 1",
+            ),
+            (
+                "  write_timeout: 0s\n",
+                "transfer.write_timeout",
+                "above zero",
+            ),
+        ] {
+            let e = err(transfer);
+            assert!(e.contains(key) && e.contains(why), "{transfer}: {e}");
+        }
+        // A reverse zone after a wider one that holds it: its names would be answered as the
+        // wider zone's.
+        let e = Config::from_yaml(
+            "cluster:\n  reverse_zones: [in-addr.arpa, 10.in-addr.arpa]\ntransfer:\n  zones: [10.in-addr.arpa]\n",
+            Path::new("x"),
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("list 10.in-addr.arpa first"), "{e}");
     }
 }

@@ -14,6 +14,9 @@
 //! ops/: metrics, health, readiness, query log — off the query path, reading counters it bumps.
 //! ```
 //!
+//! The folders are also layers: a module imports only the ones below it (ARCHITECTURE.md's
+//! "Layers" list, checked by `tests/it/layers.rs`).
+//!
 //! - [`config`]: the YAML configuration, defaults (only there) and validation; below it only
 //!   [`names`] (the domain-name validator) and [`selector`] (label selectors).
 //! - [`source`]: where cluster objects come from (a watched file, or kube-rs watchers).
@@ -23,7 +26,11 @@
 //! - [`resolve`]: names outside the cluster: hosts file, cache, forwarding.
 //! - [`wire`]: the DNS wire format, the one layer that parses queries (once) and writes and
 //!   rewrites replies, for the zone, the resolver and the cache.
-//! - [`ops`]: metrics, health and readiness endpoints, query log, lifecycle.
+//! - [`ops`]: metrics, health and readiness endpoints, query log, lifecycle (the one drain).
+//! - [`observe`]: what the query path tells the metrics and the query log (below both).
+//! - [`clock`]: time for the resolver and cache, injectable (tests move it by hand).
+//! - [`filewatch`]: has a file changed? (the config, hosts and cluster-objects files).
+//! - [`reload`]: config reload on SIGHUP or a changed config file.
 //! - [`nodelocal`]: node-local mode: the interface, node-cache's interception rules, the
 //!   handover lease between two instances, the periodic check.
 //! - [`xfr`]: zone transfers out (AXFR, IXFR, TSIG, NOTIFY): clusterdns as the primary of its
@@ -34,12 +41,16 @@
 
 pub mod app;
 pub mod app_ops;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod corefile;
 pub mod error;
+pub mod filewatch;
+pub mod memory;
 pub mod names;
 pub mod nodelocal;
+pub mod observe;
 pub mod ops;
 pub mod reload;
 pub mod resolve;

@@ -236,11 +236,7 @@ fn main() -> ExitCode {
             };
             let overrides = a.o.clone();
             let loader: clusterdns::reload::Loader = Box::new(move || load_config(&overrides));
-            match rt.block_on(clusterdns::app::serve(
-                cfg,
-                a.o.config.clone(),
-                Some(loader),
-            )) {
+            match rt.block_on(clusterdns::app::serve(cfg, a.o.config.clone(), loader)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("clusterdns: {e}");
@@ -328,7 +324,11 @@ fn check(o: &Overrides) -> Result<(), clusterdns::Error> {
     // The upstreams as `serve` takes them: a resolv.conf that cannot be read, or an upstream
     // that is our own listen address (a loop), fails here as it would there.
     if cfg.forward.enabled {
-        clusterdns::resolve::Resolver::new(&cfg)?;
+        clusterdns::resolve::Resolver::new(
+            &cfg,
+            Default::default(), // a registry of its own: nothing is served
+            clusterdns::clock::Clock::system(),
+        )?;
     }
     println!("config: ok");
     println!(

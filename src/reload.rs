@@ -3,31 +3,41 @@
 //! before anything is switched. Then the engine is replaced with one `ArcSwap::store` and the
 //! cluster settings go to the zone builder, which rebuilds the zone from the state it holds.
 //! An invalid config is rejected with a log line naming the key, counted in
-//! `coredns_reload_failed_total`, and the running config stays.
+//! `coredns_reload_failed_total`, and the running config stays. This is the only place SIGHUP
+//! is handled.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::signal::unix::Signal;
 use tokio::sync::watch;
 
 use crate::Error;
 use crate::config::{ClusterConfig, Config};
-use crate::server::{Engine, QueryLogger, SharedEngine};
+use crate::filewatch::FileWatch;
+use crate::ops::metrics::Metrics;
+use crate::server::{Engine, SharedEngine};
 
-/// Loads the config as the command line asked for it (file plus flags).
+/// Loads the config as the command line asked for it (file plus flags), validated.
 pub type Loader = Box<dyn Fn() -> Result<Config, Error> + Send + Sync>;
+
+/// How often the config file is looked at.
+const POLL: Duration = Duration::from_secs(1);
 
 /// What a reload may replace.
 pub struct Reloader {
+    /// The config in force (its restart-only parts as the process started with them).
     pub current: Config,
     pub loader: Loader,
+    /// The config file, watched for changes.
     pub path: Option<PathBuf>,
     pub shared: SharedEngine,
     pub settings: watch::Sender<ClusterConfig>,
-    pub querylog: Box<dyn Fn(&Config) -> Option<Arc<dyn QueryLogger>> + Send + Sync>,
     /// The resolver in force (kept for the loop probe and so its background tasks live).
     pub resolver: Option<Arc<crate::resolve::Resolver>>,
+    /// Where reload failures and the new resolver count.
+    pub metrics: Arc<Metrics>,
 }
 
 /// Why a reload did nothing.
@@ -38,6 +48,19 @@ pub enum Outcome {
     Rejected(String),
 }
 
+/// `new` with the parts that take effect only on a restart as they are in `current`, so the
+/// config in force says what really runs.
+fn in_force(mut new: Config, current: &Config) -> Config {
+    new.listen = current.listen.clone();
+    new.source = current.source.clone();
+    new.metrics.listen = current.metrics.listen.clone();
+    new.health.listen = current.health.listen.clone();
+    new.ready.listen = current.ready.listen.clone();
+    new.server = current.server.clone();
+    new.transfer = current.transfer.clone();
+    new
+}
+
 impl Reloader {
     /// Read the config again and apply what changed.
     pub fn reload(&mut self) -> Outcome {
@@ -45,9 +68,6 @@ impl Reloader {
             Ok(c) => c,
             Err(e) => return self.reject(e.to_string()),
         };
-        if new == self.current {
-            return Outcome::Unchanged;
-        }
         for (what, changed) in [
             ("listen", new.listen != self.current.listen),
             ("source", new.source != self.current.source),
@@ -73,39 +93,35 @@ impl Reloader {
                 );
             }
         }
+        let new = in_force(new, &self.current);
+        if new == self.current {
+            return Outcome::Unchanged;
+        }
         // Build first, switch after: a resolver that cannot be built rejects the whole reload.
         let resolve_changed = new.forward != self.current.forward
             || new.cache != self.current.cache
             || new.hosts != self.current.hosts;
         let resolver = if resolve_changed {
-            if new.forward.enabled {
-                match crate::resolve::Resolver::new(&new) {
-                    Ok(r) => {
-                        r.start();
-                        // New upstreams are probed for loops as at start-up.
-                        crate::app_ops::after_listen(&Some(r.clone()));
-                        Some(r)
-                    }
-                    Err(e) => return self.reject(e.to_string()),
+            match crate::app_ops::resolver(&new, &self.metrics) {
+                Ok(r) => {
+                    // New upstreams are probed for loops as at start-up.
+                    crate::app_ops::after_listen(&r);
+                    r
                 }
-            } else {
-                None
+                Err(e) => return self.reject(e.to_string()),
             }
         } else {
             self.resolver.clone()
         };
         let old = self.shared.load_full();
-        let engine = Engine {
-            zone: old.zone.clone(),
-            cluster_enabled: new.cluster.enabled,
-            resolver: resolver
-                .clone()
-                .map(|r| r as Arc<dyn crate::server::Upstream>),
-            max_udp: self.current.server.max_udp_size,
-            querylog: (self.querylog)(&new),
-            count: old.count,
-            xfr: old.xfr.clone(),
-        };
+        // The transfer service and its journal stay (`transfer` needs a restart).
+        let engine = Engine::new(
+            &new,
+            old.zone().clone(),
+            crate::app_ops::as_upstream(&resolver),
+            self.metrics.clone(),
+        )
+        .with_transfers(old.xfr().cloned());
         self.shared.store(Arc::new(engine));
         if new.cluster != self.current.cluster {
             let _ = self.settings.send(new.cluster.clone());
@@ -117,33 +133,39 @@ impl Reloader {
     }
 
     fn reject(&self, why: String) -> Outcome {
-        crate::ops::metrics::global().reload_failed();
+        self.metrics.reload_failed();
         tracing::error!(error = %why, "config reload rejected; the running config stays");
         Outcome::Rejected(why)
     }
 
-    /// Reload on SIGHUP and when the config file changes (polled: ConfigMap volumes swap a
-    /// symlink, which inotify on the file itself would miss).
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hup = signal(SignalKind::hangup()).ok();
-        let mut last = self.path.as_deref().and_then(stamp);
+    /// Reload on each signal `hangups` delivers (see [`hangups`]) and when the config file
+    /// changes (see [`crate::filewatch`]: ConfigMap volumes swap a symlink, which inotify on
+    /// the file itself would miss), until `stop` turns true.
+    pub async fn run(mut self, mut hangups: Signal, mut stop: watch::Receiver<bool>) {
+        let mut file = self.path.clone().map(FileWatch::new);
+        // The version read at start is the one in force.
+        if let Some(f) = file.as_mut() {
+            f.check();
+        }
         loop {
             let by_signal = tokio::select! {
-                _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending::<()>().await } } => true,
-                _ = tokio::time::sleep(Duration::from_secs(1)) => false,
+                _ = hangups.recv() => true,
+                _ = tokio::time::sleep(POLL) => false,
                 _ = stop.changed() => return,
             };
-            let now = self.path.as_deref().and_then(stamp);
-            if by_signal || now != last {
-                last = now;
+            if by_signal {
+                tracing::info!(signal = "SIGHUP", "reloading the config");
+            }
+            let changed = file.as_mut().is_some_and(|f| f.check().is_some());
+            if by_signal || changed {
                 self.reload();
             }
         }
     }
 }
 
-fn stamp(p: &std::path::Path) -> Option<(u64, std::time::SystemTime)> {
-    let m = std::fs::metadata(p).ok()?;
-    Some((m.len(), m.modified().ok()?))
+/// Catch SIGHUP from now on (its default action ends the process): call this early at start,
+/// before anything could send one, and hand the stream to [`Reloader::run`].
+pub fn hangups() -> std::io::Result<Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }

@@ -233,17 +233,17 @@ impl NodeLocal {
     /// `sync_interval` until the drain starts.
     pub async fn run(
         self: Arc<Self>,
-        metrics: &'static Metrics,
+        metrics: Arc<Metrics>,
         on_ready: Box<dyn Fn() + Send + Sync>,
         mut signal: ShutdownSignal,
     ) {
         let mut ready = false;
         let mut wait = Duration::from_secs(1);
         loop {
-            let me = self.clone();
+            let (me, metrics) = (self.clone(), metrics.clone());
             let ok = tokio::task::spawn_blocking(move || {
-                let ok = me.ensure(metrics);
-                release_free_memory();
+                let ok = me.ensure(&metrics);
+                crate::memory::release_free_memory();
                 ok
             })
             .await
@@ -315,19 +315,6 @@ impl NodeLocal {
         &self.cfg.addresses
     }
 }
-
-/// A node cache is small and long-lived: give the memory that queries' transient buffers left
-/// in glibc's free lists back to the node once per check, so RSS tracks what the cache holds.
-#[cfg(target_env = "gnu")]
-fn release_free_memory() {
-    // SAFETY: malloc_trim only walks glibc's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(target_env = "gnu"))]
-fn release_free_memory() {}
 
 #[cfg(test)]
 mod tests {

@@ -76,7 +76,7 @@ pub struct BindError {
 }
 
 struct State {
-    metrics: &'static Metrics,
+    metrics: Arc<Metrics>,
     readiness: Readiness,
 }
 
@@ -84,11 +84,14 @@ struct State {
 /// [`Phase::Stopped`]. Binding happens before this returns, so the addresses are live.
 pub async fn start(
     cfg: &Config,
-    metrics: &'static Metrics,
+    metrics: Arc<Metrics>,
     readiness: Readiness,
     signal: ShutdownSignal,
 ) -> Result<OpsHttp, BindError> {
-    let state = Arc::new(State { metrics, readiness });
+    let state = Arc::new(State {
+        metrics: metrics.clone(),
+        readiness,
+    });
     let mut out = OpsHttp {
         metrics: None,
         health: None,
@@ -125,7 +128,7 @@ pub async fn start(
                 if ep == Endpoint::Health {
                     out.tasks.push(tokio::spawn(health_self_check(
                         target,
-                        metrics,
+                        metrics.clone(),
                         signal.clone(),
                     )));
                 }
@@ -162,7 +165,7 @@ pub async fn start(
         if ep == Endpoint::Health {
             out.tasks.push(tokio::spawn(health_self_check(
                 Target::Tcp(local),
-                metrics,
+                metrics.clone(),
                 signal.clone(),
             )));
         }
@@ -221,7 +224,7 @@ async fn bind_when_free(
     };
     tracing::info!(endpoint = ?ep, addr = %local, "listening");
     eprintln!("clusterdns: listening {}={local}", ep.name());
-    let metrics = state.metrics;
+    let metrics = state.metrics.clone();
     let served = serve(Listener::Tcp(listener), ep, state, signal.clone());
     if ep == Endpoint::Health {
         tokio::join!(
@@ -244,7 +247,7 @@ enum Listener {
 pub async fn serve_listener(
     listener: TcpListener,
     ep: Endpoint,
-    metrics: &'static Metrics,
+    metrics: Arc<Metrics>,
     readiness: Readiness,
     signal: ShutdownSignal,
 ) {
@@ -367,7 +370,7 @@ fn accepts_gzip<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> bool {
 }
 
 /// Request our own `/health` once a second, as CoreDNS's health plugin does.
-async fn health_self_check(target: Target, metrics: &'static Metrics, mut signal: ShutdownSignal) {
+async fn health_self_check(target: Target, metrics: Arc<Metrics>, mut signal: ShutdownSignal) {
     let target = target.connectable();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

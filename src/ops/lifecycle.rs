@@ -1,4 +1,4 @@
-//! Readiness, the shutdown sequence, and SIGHUP reloads.
+//! Readiness and the shutdown sequence. (SIGHUP belongs to the config reload, `crate::reload`.)
 //!
 //! # Readiness
 //!
@@ -20,8 +20,10 @@
 //!
 //! The phase is a `tokio::sync::watch` channel (the mini-redis pattern): each server holds a
 //! [`ShutdownSignal`] (`draining().await` = stop accepting), and a [`DrainGuard`] per piece of
-//! work it must finish (a listener task, a connection, an in-flight forwarded query); dropping
-//! the last one tells [`Lifecycle::run`] the drain is complete.
+//! work it must finish (a UDP worker answering what its socket queued, a forwarded UDP query, a
+//! TCP connection); dropping the last one tells [`Lifecycle::run`] the drain is complete. This
+//! is the one drain mechanism: nothing else polls counters or waits fixed times, and the whole
+//! drain is bounded by `health.drain_timeout`.
 //!
 //! ```no_run
 //! # async fn demo(cfg: clusterdns::config::Config) -> std::io::Result<()> {
@@ -36,14 +38,9 @@
 //!     drop(guard);
 //! });
 //! // on the first sync: readiness.set_ready("kubernetes");
-//! lc.run(|| async { Ok::<(), String>(()) /* reload the config */ })?.await;
+//! lc.run()?.await;
 //! # Ok(()) }
 //! ```
-//!
-//! # Reload
-//!
-//! SIGHUP calls the reload hook given to [`Lifecycle::run`]; an `Err` is logged and counted in
-//! `coredns_reload_failed_total`.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -53,7 +50,6 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use crate::config::HealthConfig;
-use crate::ops::metrics::{self, Metrics};
 
 // ---------------------------------------------------------------------------------------------
 // Readiness.
@@ -267,7 +263,6 @@ pub struct Lifecycle {
     readiness: Readiness,
     lameduck: Duration,
     drain_timeout: Duration,
-    metrics: &'static Metrics,
     shared: Arc<Shared>,
 }
 
@@ -287,7 +282,6 @@ impl Lifecycle {
             readiness,
             lameduck,
             drain_timeout,
-            metrics: metrics::global(),
             shared: Arc::new(Shared {
                 phase,
                 guards: AtomicUsize::new(0),
@@ -296,12 +290,6 @@ impl Lifecycle {
                 requested_flag: AtomicBool::new(false),
             }),
         }
-    }
-
-    /// Count reload failures in `m` instead of [`metrics::global`].
-    pub fn with_metrics(mut self, m: &'static Metrics) -> Lifecycle {
-        self.metrics = m;
-        self
     }
 
     pub fn readiness(&self) -> &Readiness {
@@ -334,51 +322,24 @@ impl Lifecycle {
         self.shared.requested.notify_one();
     }
 
-    /// Install the SIGTERM, SIGINT and SIGHUP handlers now (so no signal is missed between this
-    /// call and the first poll), and return the future that runs the process's lifetime: each
-    /// SIGHUP runs `reload` (failures logged and counted in `coredns_reload_failed_total`); the
-    /// first SIGTERM/SIGINT or [`request_shutdown`](Self::request_shutdown) runs the shutdown
+    /// Install the SIGTERM and SIGINT handlers now (so no signal is missed between this call
+    /// and the first poll), and return the future that runs the process's lifetime: the first
+    /// SIGTERM/SIGINT or [`request_shutdown`](Self::request_shutdown) runs the shutdown
     /// sequence, and the future completes when it is done. Must be called inside a tokio
-    /// runtime.
-    pub fn run<F, Fut, E>(
-        &self,
-        reload: F,
-    ) -> std::io::Result<impl Future<Output = ()> + Send + 'static>
-    where
-        F: FnMut() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<(), E>> + Send,
-        E: std::fmt::Display,
-    {
+    /// runtime. (SIGHUP is the config reload's: `crate::reload::Reloader::run`.)
+    pub fn run(&self) -> std::io::Result<impl Future<Output = ()> + Send + 'static> {
         use tokio::signal::unix::{SignalKind, signal};
         let term = signal(SignalKind::terminate())?;
         let int = signal(SignalKind::interrupt())?;
-        let hup = signal(SignalKind::hangup())?;
         let me = self.clone();
-        Ok(async move { me.lifetime(Signals { term, int, hup }, reload).await })
+        Ok(async move { me.lifetime(Signals { term, int }).await })
     }
 
-    async fn lifetime<F, Fut, E>(&self, mut sig: Signals, mut reload: F)
-    where
-        F: FnMut() -> Fut + Send,
-        Fut: Future<Output = Result<(), E>> + Send,
-        E: std::fmt::Display,
-    {
-        loop {
-            tokio::select! {
-                _ = sig.term.recv() => { tracing::info!(signal = "SIGTERM", "shutdown requested"); break; }
-                _ = sig.int.recv() => { tracing::info!(signal = "SIGINT", "shutdown requested"); break; }
-                _ = self.requested() => { tracing::info!("shutdown requested"); break; }
-                _ = sig.hup.recv() => {
-                    tracing::info!(signal = "SIGHUP", "reloading");
-                    match reload().await {
-                        Ok(()) => tracing::info!("reloaded"),
-                        Err(e) => {
-                            self.metrics.reload_failed();
-                            tracing::error!(error = %e, "reload failed; keeping the running configuration");
-                        }
-                    }
-                }
-            }
+    async fn lifetime(&self, mut sig: Signals) {
+        tokio::select! {
+            _ = sig.term.recv() => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+            _ = sig.int.recv() => tracing::info!(signal = "SIGINT", "shutdown requested"),
+            _ = self.requested() => tracing::info!("shutdown requested"),
         }
         let again = async {
             tokio::select! {
@@ -451,7 +412,6 @@ impl Lifecycle {
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
 }
 
 #[cfg(test)]

@@ -11,7 +11,7 @@
 //! | `coredns_cache_*` | `cache_*` methods |
 //! | `coredns_proxy_*`, `coredns_forward_*` | [`UpstreamMetrics`], `forward_*` methods |
 //! | `coredns_kubernetes_dns_programming_duration_seconds` | [`Metrics::dns_programming`] |
-//! | `coredns_build_info`, `_panics_total`, `_plugin_enabled`, `_reload_failed_total`, `_hosts_entries`, `coredns_health_*` | startup, [`Metrics::configure`], lifecycle, http |
+//! | `coredns_build_info`, `_panics_total`, `_plugin_enabled`, `_reload_failed_total`, `_hosts_entries`, `coredns_health_*` | startup, [`Metrics::new`], reload, http |
 //! | `process_*`, `go_goroutines` | read from `/proc/self` at each scrape |
 //! | `clusterdns_*` | clusterdns's own: snapshot, watches, upstream health and loops, drops |
 //! | `clusterdns_transfer*`, `clusterdns_notify_total`, `clusterdns_zone_serial` | zone transfers ([`TransferMetrics`]) |
@@ -38,9 +38,9 @@
 //!
 //! # Server label
 //!
-//! Handles carry the `server` label (`dns://:<port>`), so the registry is built once, on
-//! [`Metrics::configure`] (call it at startup, before the first query) or on first use with the
-//! default `dns://:53`.
+//! Handles carry the `server` label (`dns://:<port>`), so a registry is built for one label
+//! ([`Metrics::new`]): `app::serve` builds the process's one registry once the DNS port is bound,
+//! and passes it to every component that counts.
 
 use std::fmt;
 use std::io::Write as _;
@@ -56,55 +56,10 @@ use prometheus::{
     Registry, TextEncoder,
 };
 
-/// Transport a query came in on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Proto {
-    Udp,
-    Tcp,
-}
-
-impl Proto {
-    /// The `proto` label value: `udp` or `tcp`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Udp => "udp",
-            Proto::Tcp => "tcp",
-        }
-    }
-}
-
-/// Who wrote the answer (CoreDNS's `plugin` label, and the query log's `source`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnswerSource {
-    /// The cluster zone snapshot (`kubernetes`).
-    Zone,
-    /// The hosts file or critical names (`hosts`).
-    Hosts,
-    /// The cache (`cache`).
-    Cache,
-    /// An upstream (`forward`).
-    Forward,
-    /// The server itself (FORMERR, NOTIMP, REFUSED, ...): no plugin.
-    Server,
-}
-
-impl AnswerSource {
-    /// The `plugin` label value of `coredns_dns_responses_total`: `kubernetes`, `hosts`,
-    /// `cache`, `forward`, or empty for answers the server wrote itself.
-    pub fn plugin_label(self) -> &'static str {
-        PLUGIN_LABELS[self as usize]
-    }
-    /// The query log's `source` value: `zone`, `hosts`, `cache`, `forward` or `server`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            AnswerSource::Zone => "zone",
-            AnswerSource::Hosts => "hosts",
-            AnswerSource::Cache => "cache",
-            AnswerSource::Forward => "forward",
-            AnswerSource::Server => "server",
-        }
-    }
-}
+use crate::observe::PLUGIN_LABELS;
+// The words the query path and the metrics share live below both, in `crate::observe`; they
+// are re-exported here for code written against these paths.
+pub use crate::observe::{AnswerSource, Proto, QueryObservation};
 
 /// Kind of cache entry, CoreDNS's `type` label on cache metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,22 +85,6 @@ pub enum DropReason {
     MaxConcurrent,
     /// TCP connection limit reached.
     TcpConnLimit,
-}
-
-/// Everything measured about one answered query.
-#[derive(Debug, Clone, Copy)]
-pub struct QueryObservation {
-    pub proto: Proto,
-    /// Client address family: true for IPv6.
-    pub ipv6: bool,
-    pub qtype: u16,
-    /// The response code including EDNS extended bits (e.g. 16 for BADVERS).
-    pub rcode: u16,
-    pub source: AnswerSource,
-    pub request_size: usize,
-    pub response_size: usize,
-    pub duration: Duration,
-    pub do_bit: bool,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -177,8 +116,7 @@ const ZONE_ROOT: usize = 0;
 const ZONE_DROPPED: usize = 1;
 const PROTOS: [&str; 2] = ["udp", "tcp"];
 const FAMILIES: [&str; 2] = ["1", "2"];
-const PLUGIN_LABELS: [&str; 5] = ["kubernetes", "hosts", "cache", "forward", ""];
-const NSOURCES: usize = 5;
+const NSOURCES: usize = AnswerSource::COUNT;
 const CACHE_KINDS: [&str; 2] = ["success", "denial"];
 const SERVICE_KINDS: [&str; 3] = [
     "cluster_ip",
@@ -854,29 +792,27 @@ impl Inner {
     }
 }
 
-/// The process-wide metrics.
+/// A metrics registry and its handles. `app::serve` makes the process's one registry (after
+/// binding, when the `server` label is known) and hands it, as an `Arc<Metrics>`, to every
+/// component that counts; tests make their own. There is no global registry.
 pub struct Metrics {
-    inner: OnceLock<Inner>,
+    inner: Inner,
     renders: AtomicU64,
 }
 
 impl Default for Metrics {
+    /// A registry for the stock `.:53` block with the legacy forward names and no plugin names.
     fn default() -> Self {
-        Metrics {
-            inner: OnceLock::new(),
-            renders: AtomicU64::new(0),
-        }
+        Metrics::new(DEFAULT_SERVER_LABEL, true, &[])
     }
 }
 
 impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut d = f.debug_struct("Metrics");
-        if let Some(i) = self.inner.get() {
-            d.field("server", &i.server)
-                .field("legacy_forward", &i.legacy_forward);
-        }
-        d.finish_non_exhaustive()
+        f.debug_struct("Metrics")
+            .field("server", &self.inner.server)
+            .field("legacy_forward", &self.inner.legacy_forward)
+            .finish_non_exhaustive()
     }
 }
 
@@ -884,31 +820,22 @@ impl fmt::Debug for Metrics {
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
 impl Metrics {
-    /// A separate, configured registry (tests, or embedding); the server uses [`global`].
+    /// A registry with the `server` label `server_label` (`dns://:<port>`, see
+    /// [`server_label`]; it is baked into the handles), the pre-1.11 `coredns_forward_*` names
+    /// when `legacy_forward`, and the `coredns_plugin_enabled` names `plugins` (see
+    /// [`plugins_for`]).
     pub fn new(server_label: &str, legacy_forward: bool, plugins: &[&str]) -> Metrics {
-        let m = Metrics::default();
-        m.configure(server_label, legacy_forward, plugins);
+        let m = Metrics {
+            inner: Inner::new(server_label, legacy_forward),
+            renders: AtomicU64::new(0),
+        };
+        m.enable_plugins(plugins);
         m
     }
 
-    /// Set the `server` label (`dns://:<port>`, see [`server_label`]), whether the pre-1.11
-    /// `coredns_forward_*` names are exported, and the `coredns_plugin_enabled` names (see
-    /// [`plugins_for`]). Call once at startup, before the first query: the label is baked into
-    /// the handles, so a later call only adds plugin names (and logs a warning if the label or
-    /// the legacy switch differ).
-    pub fn configure(&self, server_label: &str, legacy_forward: bool, plugins: &[&str]) {
-        let mut fresh = false;
-        let inner = self.inner.get_or_init(|| {
-            fresh = true;
-            Inner::new(server_label, legacy_forward)
-        });
-        if !fresh && (inner.server != server_label || inner.legacy_forward != legacy_forward) {
-            tracing::warn!(
-                server = %inner.server,
-                legacy_forward = inner.legacy_forward,
-                "metrics were used before Metrics::configure; keeping the first settings"
-            );
-        }
+    /// Show `coredns_plugin_enabled` at 1 for each of `plugins`.
+    pub fn enable_plugins(&self, plugins: &[&str]) {
+        let inner = self.inner();
         for p in plugins {
             inner
                 .plugin_enabled
@@ -919,8 +846,7 @@ impl Metrics {
 
     #[inline]
     fn inner(&self) -> &Inner {
-        self.inner
-            .get_or_init(|| Inner::new(DEFAULT_SERVER_LABEL, true))
+        &self.inner
     }
 
     /// The `server` label in use.
@@ -1080,8 +1006,6 @@ impl Metrics {
     pub fn panicked(&self) {
         self.inner().panics.inc();
     }
-    /// One self-check of `/health` (`coredns_health_request_duration_seconds`, and
-    /// `coredns_health_request_failures_total` when it failed).
     /// Node-local mode is on: show `coredns_nodecache_setup_errors_total` at 0 for every
     /// `errortype` node-cache exports, as node-cache's `registerMetrics` does.
     pub fn nodecache_setup_errors_init(&self, errortypes: &[&str]) {
@@ -1101,6 +1025,8 @@ impl Metrics {
             .inc();
     }
 
+    /// One self-check of `/health` (`coredns_health_request_duration_seconds`, and
+    /// `coredns_health_request_failures_total` when it failed).
     pub fn health_check(&self, duration: Duration, ok: bool) {
         let i = self.inner();
         i.health_duration.observe(duration.as_secs_f64());
@@ -1140,21 +1066,16 @@ pub(crate) fn gzip(data: &[u8]) -> Vec<u8> {
     enc.finish().expect("writing to a Vec")
 }
 
-/// The one registry of this process.
-pub fn global() -> &'static Metrics {
-    static M: std::sync::OnceLock<Metrics> = std::sync::OnceLock::new();
-    M.get_or_init(Metrics::default)
-}
-
-/// Count panics in `coredns_panics_total` (of [`global`]), then run the previous hook.
-pub fn install_panic_hook() {
+/// Count panics in `coredns_panics_total` of `metrics`, then run the previous hook. The hook
+/// owns its handle: no static is needed (a panic hook is process-wide by nature, so call this
+/// once, for the process's registry).
+pub fn install_panic_hook(metrics: Arc<Metrics>) {
     let prev = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        global().panicked();
+        metrics.panicked();
         prev(info);
     }));
 }
-
 // ---------------------------------------------------------------------------------------------
 // Values read at scrape time: /proc/self, and the snapshot's age.
 

@@ -16,7 +16,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::config::QueryLogConfig;
-use crate::ops::metrics::{AnswerSource, Proto, rcode_label};
+use crate::observe::{AnswerSource, Proto, QueryLogger, QueryObservation};
+use crate::ops::metrics::rcode_label;
 
 /// The tracing target of query log events.
 pub const TARGET: &str = "clusterdns::querylog";
@@ -88,7 +89,7 @@ impl QueryLog {
         }
     }
 
-    /// Log `entry` (the caller already sampled).
+    /// Log `e` (the caller already sampled).
     pub fn log(&self, e: &QueryLogEntry<'_>) {
         tracing::info!(
             target: "clusterdns::querylog",
@@ -151,15 +152,15 @@ where
         )
 }
 
-/// The server's query-log seam: every observed query goes through the sampling decision; the
-/// qname string is built only for sampled ones.
-impl crate::server::QueryLogger for QueryLog {
+/// The query path's query-log seam: every observed query goes through the sampling decision;
+/// the qname string is built only for sampled ones.
+impl QueryLogger for QueryLog {
     fn log(
         &self,
         src: SocketAddr,
         qname: &[u8],
         upstream: Option<SocketAddr>,
-        o: &crate::ops::metrics::QueryObservation,
+        o: &QueryObservation,
     ) {
         if !self.sampled() {
             return;

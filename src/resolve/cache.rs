@@ -9,12 +9,12 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::config::CacheConfig;
-use crate::ops::metrics::{self, CacheKind};
+use crate::ops::metrics::{CacheKind, Metrics};
 
 use crate::wire::{self, F_TC, HEADER_LEN, Query, Section, rcode, rtype};
 
@@ -251,10 +251,13 @@ pub struct Cache {
     pub prefetch: u32,
     success: AtomicUsize,
     denial: AtomicUsize,
+    metrics: Arc<Metrics>,
 }
 
 impl Cache {
-    pub fn new(c: &CacheConfig) -> Self {
+    /// An empty cache for `c`, counting into `metrics`. Time is the caller's: every call that
+    /// depends on it takes `now`.
+    pub fn new(c: &CacheConfig, metrics: Arc<Metrics>) -> Self {
         let max = c.max_entries.max(1);
         let n = if max >= 1024 { 16 } else { 1 };
         let cap = max.div_ceil(n);
@@ -276,6 +279,7 @@ impl Cache {
             prefetch: c.prefetch,
             success: AtomicUsize::new(0),
             denial: AtomicUsize::new(0),
+            metrics,
         }
     }
 
@@ -324,7 +328,7 @@ impl Cache {
         } else {
             c.fetch_sub(1, Ordering::Relaxed) - 1
         };
-        metrics::global().set_cache_entries(kind, n);
+        self.metrics.set_cache_entries(kind, n);
     }
 
     /// Store an upstream reply under `key` if it is cacheable. `reply` is the reply as
@@ -346,7 +350,7 @@ impl Cache {
         let (kind, ttl) = match verdict {
             Verdict::Store(kind, ttl) => (kind, ttl),
             Verdict::Drop => {
-                metrics::global().cache_drop();
+                self.metrics.cache_drop();
                 return None;
             }
             Verdict::Skip => return None,
@@ -413,7 +417,7 @@ impl Cache {
         }
         drop(guard);
         if let Some(k) = evicted {
-            metrics::global().cache_eviction(k);
+            self.metrics.cache_eviction(k);
             self.count(k, false);
         }
         self.count(kind, true);
@@ -497,6 +501,11 @@ mod tests {
 
     fn parse_query(m: &[u8]) -> Query<'_> {
         Query::parse(m).unwrap()
+    }
+
+    /// A cache with a registry of its own.
+    fn new_cache(c: &CacheConfig) -> Cache {
+        Cache::new(c, Arc::new(Metrics::default()))
     }
 
     fn cfg(max: usize) -> CacheConfig {
@@ -595,7 +604,7 @@ mod tests {
 
     #[test]
     fn replies_to_another_question_are_dropped() {
-        let c = Cache::new(&cfg(10));
+        let c = new_cache(&cfg(10));
         let qm = query("asked.example");
         let other = query("other.example");
         assert_eq!(
@@ -612,7 +621,7 @@ mod tests {
 
     #[test]
     fn positive_ttls_clamped_and_counted_down() {
-        let c = Cache::new(&CacheConfig {
+        let c = new_cache(&CacheConfig {
             min_ttl: 10,
             max_ttl: 100,
             ..cfg(10)
@@ -658,7 +667,7 @@ mod tests {
 
     #[test]
     fn negative_uses_soa_minimum() {
-        let c = Cache::new(&CacheConfig {
+        let c = new_cache(&CacheConfig {
             min_negative_ttl: 1,
             max_negative_ttl: 600,
             ..cfg(10)
@@ -681,7 +690,7 @@ mod tests {
         let lay = wire::layout(&out).unwrap();
         assert_eq!(wire::u32_at(&out, lay.records[0].ttl_off), 5);
         // Cap.
-        let c = Cache::new(&CacheConfig {
+        let c = new_cache(&CacheConfig {
             min_negative_ttl: 1,
             max_negative_ttl: 60,
             ..cfg(10)
@@ -695,7 +704,7 @@ mod tests {
 
     #[test]
     fn servfail_and_truncated_not_cached() {
-        let c = Cache::new(&cfg(10));
+        let c = new_cache(&cfg(10));
         let qm = query("sf.example");
         let mut r = positive(&qm, &[60]);
         r[3] = (r[3] & 0xF0) | rcode::SERVFAIL as u8;
@@ -708,7 +717,7 @@ mod tests {
 
     #[test]
     fn bounded_with_clock_eviction() {
-        let c = Cache::new(&cfg(4));
+        let c = new_cache(&cfg(4));
         let t0 = Instant::now();
         let names: Vec<Vec<u8>> = (0..4).map(|i| query(&format!("n{i}.example"))).collect();
         for qm in &names {
@@ -736,7 +745,7 @@ mod tests {
 
     #[test]
     fn prefetch_trigger() {
-        let c = Cache::new(&CacheConfig {
+        let c = new_cache(&CacheConfig {
             min_ttl: 1,
             ..cfg(10)
         });

@@ -10,11 +10,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use arc_swap::ArcSwapOption;
 use serde::{Deserialize, Serialize};
 
+use crate::clock::Clock;
 use crate::wire::{self, CLASS_IN, EDNS_SIZE, Query, Writer, rcode, rtype};
 
 /// TTL cap of answers served from a set past its TTL (refreshes are failing).
@@ -54,8 +55,10 @@ pub struct StateFile {
     pub names: BTreeMap<String, BTreeMap<String, RecordSet>>,
 }
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
+/// Unix time in milliseconds on `clock` (the state file outlives the process: wall time).
+fn unix_ms(clock: &Clock) -> u64 {
+    clock
+        .wall()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
@@ -95,6 +98,8 @@ pub struct Critical {
     max_ttl: u32,
     sched: Mutex<Vec<[Sched; 2]>>,
     last_saved: Mutex<Option<StateFile>>,
+    /// When refreshes are due, and the age of the last good answers.
+    clock: Clock,
 }
 
 /// The result of one refresh query.
@@ -107,11 +112,19 @@ pub enum Fetch {
 
 impl Critical {
     /// `names` must already be validated domain names. Loads the state file if there is one.
-    pub fn new(names: &[String], state_file: Option<PathBuf>, min_ttl: u32, max_ttl: u32) -> Self {
+    /// Every name is due for a refresh at once; time is `clock`'s.
+    pub fn new(
+        names: &[String],
+        state_file: Option<PathBuf>,
+        min_ttl: u32,
+        max_ttl: u32,
+        clock: Clock,
+    ) -> Self {
+        let now = clock.now();
         let mut list = Vec::new();
         let mut index = HashMap::new();
         for n in names {
-            let Ok(name) = crate::zone::names::parse_domain(n) else {
+            let Ok(name) = crate::names::parse_domain(n) else {
                 continue;
             };
             if index.contains_key(&name) {
@@ -127,7 +140,6 @@ impl Critical {
                 sets: [ArcSwapOption::empty(), ArcSwapOption::empty()],
             });
         }
-        let now = Instant::now();
         let sched = list
             .iter()
             .map(|_| {
@@ -145,6 +157,7 @@ impl Critical {
             max_ttl: max_ttl.max(1),
             sched: Mutex::new(sched),
             last_saved: Mutex::new(None),
+            clock,
         };
         c.load();
         c
@@ -205,7 +218,7 @@ impl Critical {
         let Some(set) = guard.as_ref() else {
             return false;
         };
-        let ttl = set.ttl_at(now_ms());
+        let ttl = set.ttl_at(unix_ms(&self.clock));
         let mut w = Writer::new(out, q, usize::MAX);
         for ip in &set.ips {
             match ip {
@@ -218,8 +231,9 @@ impl Critical {
         true
     }
 
-    /// (name index, type) pairs due for a refresh, and when the next one after them is due.
-    pub fn due(&self, now: Instant) -> (Vec<(usize, u16)>, Option<Instant>) {
+    /// (name index, type) pairs due for a refresh now, and when the next one after them is due.
+    pub fn due(&self) -> (Vec<(usize, u16)>, Option<Instant>) {
+        let now = self.clock.now();
         let sched = self.sched.lock().unwrap_or_else(|e| e.into_inner());
         let mut due = Vec::new();
         let mut next: Option<Instant> = None;
@@ -238,7 +252,8 @@ impl Critical {
     /// Record the result of a refresh and schedule the next one: at 90% of the TTL after a good
     /// answer; after a failure, with a backoff doubling from 1 s to 30 s (the last good answer
     /// stays in use meanwhile). Returns true if the set changed.
-    pub fn update(&self, i: usize, qtype: u16, fetch: Fetch, now: Instant) -> bool {
+    pub fn update(&self, i: usize, qtype: u16, fetch: Fetch) -> bool {
+        let now = self.clock.now();
         let Some(ti) = type_index(qtype) else {
             return false;
         };
@@ -252,7 +267,7 @@ impl Critical {
                 let set = RecordSet {
                     ips,
                     ttl,
-                    fetched_ms: now_ms(),
+                    fetched_ms: unix_ms(&self.clock),
                 };
                 let old = self.names[i].sets[ti].swap(Some(std::sync::Arc::new(set.clone())));
                 let refresh =
@@ -422,6 +437,7 @@ pub fn extract(reply: &[u8], qtype: u16) -> Fetch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::clock::ManualClock;
 
     #[test]
     fn ttl_countdown_and_stale() {
@@ -446,50 +462,45 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state.json");
         let names = vec!["Crit.Example.".to_string(), "other.example".to_string()];
-        let c = Critical::new(&names, Some(state.clone()), 1, 3600);
+        let m = ManualClock::new();
+        let t0 = m.now();
+        let c = Critical::new(&names, Some(state.clone()), 1, 3600, m.clock());
         assert_eq!(c.names[0].name, "crit.example");
-        let t0 = Instant::now();
-        assert_eq!(c.due(t0).0.len(), 4);
+        assert_eq!(c.due().0.len(), 4);
         let ip: IpAddr = "192.0.2.7".parse().unwrap();
-        assert!(c.update(0, rtype::A, Fetch::Good(vec![ip], 100), t0));
+        assert!(c.update(0, rtype::A, Fetch::Good(vec![ip], 100)));
         assert!(
-            !c.update(0, rtype::A, Fetch::Good(vec![ip], 100), t0),
+            !c.update(0, rtype::A, Fetch::Good(vec![ip], 100)),
             "same addresses"
         );
-        c.update(0, rtype::AAAA, Fetch::Failed("timeout".into()), t0);
-        let (due, next) = c.due(t0);
+        c.update(0, rtype::AAAA, Fetch::Failed("timeout".into()));
+        let (due, next) = c.due();
         assert_eq!(due.len(), 2, "other.example A and AAAA");
         assert_eq!(
             next,
             Some(t0 + Duration::from_secs(1)),
             "failed AAAA retried after 1 s"
         );
-        assert!(
-            c.due(t0 + Duration::from_secs(89))
-                .0
-                .iter()
-                .all(|&(i, t)| !(i == 0 && t == rtype::A))
-        );
-        assert!(
-            c.due(t0 + Duration::from_secs(90))
-                .0
-                .contains(&(0, rtype::A))
-        );
+        m.advance(Duration::from_secs(89));
+        assert!(c.due().0.iter().all(|&(i, t)| !(i == 0 && t == rtype::A)));
+        m.advance(Duration::from_secs(1));
+        assert!(c.due().0.contains(&(0, rtype::A)), "due at 90% of its TTL");
         c.save(Duration::from_secs(60));
         assert!(state.exists());
         // A restart reads it back.
-        let c2 = Critical::new(&names, Some(state.clone()), 1, 3600);
+        let c2 = Critical::new(&names, Some(state.clone()), 1, 3600, m.clock());
         assert_eq!(c2.get("crit.example", rtype::A).unwrap().ips, vec![ip]);
         assert!(c2.get("crit.example", rtype::AAAA).is_none());
         // A corrupt state file is ignored.
         std::fs::write(&state, "{not json").unwrap();
-        let c3 = Critical::new(&names, Some(state), 1, 3600);
+        let c3 = Critical::new(&names, Some(state), 1, 3600, m.clock());
         assert!(c3.get("crit.example", rtype::A).is_none());
     }
 
     #[test]
     fn answers_from_last_good() {
-        let c = Critical::new(&["crit.example".into()], None, 1, 3600);
+        let m = ManualClock::new();
+        let c = Critical::new(&["crit.example".into()], None, 1, 3600, m.clock());
         let q = wire::query::build(
             9,
             &wire::dotted_to_wire("CRIT.example").unwrap(),
@@ -510,13 +521,18 @@ mod tests {
                 vec!["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()],
                 300,
             ),
-            Instant::now(),
         );
         assert!(c.answer(&pq, "crit.example", &mut out));
         let lay = wire::layout(&out).unwrap();
         assert_eq!(wire::u16_at(&out, 6), 2);
         assert!(lay.opt.is_some());
         assert_eq!(&out[12..pq.question_end()], pq.question());
+        let ttl = |out: &[u8]| wire::u32_at(out, wire::layout(out).unwrap().records[0].ttl_off);
+        assert_eq!(ttl(&out), 300);
+        // The TTL counts down with the clock.
+        m.advance(Duration::from_secs(100));
+        assert!(c.answer(&pq, "crit.example", &mut out));
+        assert_eq!(ttl(&out), 200);
     }
 
     #[test]

@@ -1,15 +1,16 @@
 //! A hosts file (/etc/hosts format), as CoreDNS's `hosts` plugin: A, AAAA and PTR for its
 //! addresses, NODATA for other types of its names, and NXDOMAIN for other names unless
-//! `fallthrough`. The file is polled for changes (mtime, size, inode) and swapped in whole.
+//! `fallthrough`. The file is polled for changes ([`crate::filewatch`]) and swapped in whole.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::SystemTime;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 
+use crate::filewatch::{Change, FileWatch};
+use crate::ops::metrics::Metrics;
 use crate::wire::{self, CLASS_IN, EDNS_SIZE, Query, Writer, rcode, rtype};
 
 /// The parsed contents of a hosts file.
@@ -40,7 +41,7 @@ impl Table {
             };
             let mut any = false;
             for name in fields {
-                let Ok(name) = crate::zone::names::parse_domain(name) else {
+                let Ok(name) = crate::names::parse_domain(name) else {
                     bad += 1;
                     continue;
                 };
@@ -80,31 +81,14 @@ fn push_unique<T: PartialEq>(v: &mut Vec<T>, x: T) -> bool {
     }
 }
 
-/// What identifies a version of the file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Stamp {
-    mtime: Option<SystemTime>,
-    len: u64,
-    ino: u64,
-}
-
-fn stamp(path: &Path) -> Option<Stamp> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path).ok()?;
-    Some(Stamp {
-        mtime: m.modified().ok(),
-        len: m.len(),
-        ino: m.ino(),
-    })
-}
-
 /// The hosts file and its current table.
 pub struct Hosts {
     pub file: Option<PathBuf>,
     pub fallthrough: bool,
     pub ttl: u32,
     table: ArcSwap<Table>,
-    stamp: Mutex<Option<Stamp>>,
+    watch: Mutex<Option<FileWatch>>,
+    metrics: Arc<Metrics>,
 }
 
 /// What the hosts file says about a question.
@@ -117,19 +101,16 @@ pub enum Outcome {
 }
 
 impl Hosts {
-    pub fn new(file: Option<PathBuf>, fallthrough: bool, ttl: u32) -> Self {
+    /// The hosts file `file` (read now, if it exists), counting its entries in `metrics`.
+    pub fn new(file: Option<PathBuf>, fallthrough: bool, ttl: u32, metrics: Arc<Metrics>) -> Self {
         let h = Hosts {
+            watch: Mutex::new(file.as_ref().map(FileWatch::new)),
             file,
             fallthrough,
             ttl,
             table: ArcSwap::from_pointee(Table::default()),
-            stamp: Mutex::new(None),
+            metrics,
         };
-        if let Some(p) = &h.file
-            && !p.exists()
-        {
-            tracing::warn!(file = %p.display(), "hosts file does not exist (yet); it is read once it does");
-        }
         h.reload_if_changed();
         h
     }
@@ -139,35 +120,38 @@ impl Hosts {
         self.table.load()
     }
 
-    /// Re-read the file if its mtime, size or inode changed. Returns true when it was re-read.
-    /// A file that disappears keeps the last table (as CoreDNS does); one that cannot be read
-    /// is logged.
+    /// Re-read the file if it changed (see [`crate::filewatch`]). Returns true when it was
+    /// re-read. A file that disappears keeps the last table (as CoreDNS does); one that cannot
+    /// be read is logged, and read again at the next call.
     pub fn reload_if_changed(&self) -> bool {
-        let Some(path) = &self.file else { return false };
-        let now = stamp(path);
-        let mut last = self.stamp.lock().unwrap_or_else(|e| e.into_inner());
-        if now == *last {
+        let mut guard = self.watch.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(watch) = guard.as_mut() else {
             return false;
+        };
+        let path = watch.path().to_path_buf();
+        match watch.check() {
+            None => return false,
+            Some(Change::Removed) => {
+                tracing::warn!(file = %path.display(), "hosts file missing; serving its last contents until it is back");
+                return false;
+            }
+            Some(Change::Updated) => {}
         }
-        if now.is_none() {
-            tracing::warn!(file = %path.display(), "hosts file missing; keeping its last contents");
-            *last = None;
-            return false;
-        }
-        match std::fs::read_to_string(path) {
+        match std::fs::read_to_string(&path) {
             Ok(text) => {
                 let (t, bad) = Table::parse(&text);
                 if bad > 0 {
                     tracing::warn!(file = %path.display(), bad, "hosts file: lines or names skipped");
                 }
                 tracing::info!(file = %path.display(), entries = t.entries, "hosts file loaded");
-                crate::ops::metrics::global().set_hosts_entries(&path.to_string_lossy(), t.entries);
-                self.table.store(std::sync::Arc::new(t));
-                *last = now;
+                self.metrics
+                    .set_hosts_entries(&path.to_string_lossy(), t.entries);
+                self.table.store(Arc::new(t));
                 true
             }
             Err(e) => {
                 tracing::warn!(file = %path.display(), error = %e, "cannot read hosts file");
+                watch.retry();
                 false
             }
         }
@@ -298,7 +282,7 @@ not-an-ip   bad.example.test
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("hosts");
         std::fs::write(&f, TEXT).unwrap();
-        let h = Hosts::new(Some(f.clone()), true, 3600);
+        let h = Hosts::new(Some(f.clone()), true, 3600, Arc::new(Metrics::default()));
         let (rc, rd) = ask(&h, "WWW.example.test", rtype::A).unwrap();
         assert_eq!(rc, 0);
         assert_eq!(rd, vec![vec![192, 0, 2, 10]]);
@@ -317,7 +301,7 @@ not-an-ip   bad.example.test
         assert!(ask(&h, "99.2.0.192.in-addr.arpa", rtype::PTR).is_none());
         // Fallthrough.
         assert!(ask(&h, "elsewhere.example", rtype::A).is_none());
-        let strict = Hosts::new(Some(f), false, 3600);
+        let strict = Hosts::new(Some(f), false, 3600, Arc::new(Metrics::default()));
         assert_eq!(
             ask(&strict, "elsewhere.example", rtype::A).unwrap().0,
             rcode::NXDOMAIN
@@ -331,7 +315,7 @@ not-an-ip   bad.example.test
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("hosts");
         std::fs::write(&f, "192.0.2.1 a.test\n").unwrap();
-        let h = Hosts::new(Some(f.clone()), true, 60);
+        let h = Hosts::new(Some(f.clone()), true, 60, Arc::new(Metrics::default()));
         assert!(!h.reload_if_changed());
         assert_eq!(h.table().v4["a.test"], vec![Ipv4Addr::new(192, 0, 2, 1)]);
         // Atomic replace (new inode), same size.

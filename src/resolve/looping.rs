@@ -175,6 +175,7 @@ impl Probes {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::metrics::Metrics;
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
@@ -225,8 +226,8 @@ mod tests {
     #[test]
     fn probes_are_recognised_once_registered() {
         let p = Probes::default();
-        let a = Arc::new(Upstream::new(sa("127.0.0.1:40200")));
-        let b = Arc::new(Upstream::new(sa("127.0.0.1:40201")));
+        let a = Arc::new(Upstream::new(sa("127.0.0.1:40200"), &Metrics::default()));
+        let b = Arc::new(Upstream::new(sa("127.0.0.1:40201"), &Metrics::default()));
         let n1 = p.register(&a, b"\x04corp\x00");
         assert_eq!(n1.len(), 2 * 21 + 6);
         assert!(n1.ends_with(b"\x04corp\x00"));

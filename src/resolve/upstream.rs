@@ -17,7 +17,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Notify;
 
 use crate::config::ForwardPolicy;
-use crate::ops::metrics::{self, ConnProto, UpstreamMetrics};
+use crate::ops::metrics::{ConnProto, Metrics, UpstreamMetrics};
 use crate::wire::{self, F_QR, F_TC, HEADER_LEN, rcode};
 
 /// Receive buffer of one UDP exchange.
@@ -44,6 +44,13 @@ pub struct Upstream {
     pub(super) probing: AtomicBool,
     pub metrics: UpstreamMetrics,
     idle_tcp: Mutex<Vec<(TcpStream, Instant)>>,
+}
+
+/// How an exchange with an upstream travels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
 }
 
 /// What an exchange is for: a client's query (counted in
@@ -88,8 +95,9 @@ pub fn is_reply_to(r: &[u8], query: &[u8], question_end: usize) -> bool {
 }
 
 impl Upstream {
-    pub fn new(addr: SocketAddr) -> Self {
-        let m = metrics::global().upstream(addr);
+    /// The upstream at `addr`, counting into its series of `metrics`.
+    pub fn new(addr: SocketAddr, metrics: &Metrics) -> Self {
+        let m = metrics.upstream(addr);
         m.set_healthy(true);
         Upstream {
             addr,
@@ -164,12 +172,33 @@ impl Upstream {
         }
     }
 
-    /// One UDP exchange: `query` (its ID already set) to the upstream, waiting until `deadline`.
-    pub async fn udp(
+    /// One exchange: `query` (its ID already set) to the upstream over `via`, given up after
+    /// `timeout` (the upstream's time on a real socket: tokio's timer, not the resolver's
+    /// clock).
+    pub async fn exchange(
+        &self,
+        via: Transport,
+        query: &[u8],
+        question_end: usize,
+        timeout: Duration,
+        purpose: Purpose,
+    ) -> Result<Vec<u8>, ExchangeError> {
+        let exchange = async {
+            match via {
+                Transport::Udp => self.udp(query, question_end, purpose).await,
+                Transport::Tcp => self.tcp(query, question_end, purpose).await,
+            }
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(ExchangeError::Timeout))
+    }
+
+    /// One UDP exchange, on a new socket.
+    async fn udp(
         &self,
         query: &[u8],
         question_end: usize,
-        deadline: Instant,
         purpose: Purpose,
     ) -> Result<Vec<u8>, ExchangeError> {
         let bind: SocketAddr = if self.addr.is_ipv4() {
@@ -183,25 +212,19 @@ impl Upstream {
         let sock = UdpSocket::bind(bind).await?;
         sock.connect(self.addr).await?;
         sock.send(query).await?;
-        let fut = async {
-            // We advertise at most 1232 bytes (512 without EDNS); a datagram that fills this
-            // buffer may have been cut by the kernel, and is treated as truncated (TC), so the
-            // answer is fetched again over TCP.
-            let mut buf = [0u8; UDP_BUF];
-            loop {
-                let n = sock.recv(&mut buf).await?;
-                if is_reply_to(&buf[..n], query, question_end) {
-                    let mut r = buf[..n].to_vec();
-                    if n == UDP_BUF {
-                        r[2] |= F_TC;
-                    }
-                    return Ok::<_, ExchangeError>(r);
+        // We advertise at most 1232 bytes (512 without EDNS); a datagram that fills this buffer
+        // may have been cut by the kernel, and is treated as truncated (TC), so the answer is
+        // fetched again over TCP.
+        let mut buf = [0u8; UDP_BUF];
+        loop {
+            let n = sock.recv(&mut buf).await?;
+            if is_reply_to(&buf[..n], query, question_end) {
+                let mut r = buf[..n].to_vec();
+                if n == UDP_BUF {
+                    r[2] |= F_TC;
                 }
+                return Ok(r);
             }
-        };
-        match tokio::time::timeout_at(deadline.into(), fut).await {
-            Ok(r) => r,
-            Err(_) => Err(ExchangeError::Timeout),
         }
     }
 
@@ -223,41 +246,34 @@ impl Upstream {
     }
 
     /// One TCP exchange, on an idle connection if there is one (a fresh one if that fails).
-    pub async fn tcp(
+    async fn tcp(
         &self,
         query: &[u8],
         question_end: usize,
-        deadline: Instant,
         purpose: Purpose,
     ) -> Result<Vec<u8>, ExchangeError> {
         let counted = purpose == Purpose::Query;
         let mut framed = Vec::with_capacity(query.len() + 2);
         framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
         framed.extend_from_slice(query);
-        let fut = async {
-            if let Some(mut s) = self.take_idle() {
-                if counted {
-                    self.metrics.conn_cache_hit(ConnProto::Tcp);
-                }
-                // The server may have closed it; on any error, retry on a fresh connection.
-                if let Ok(r) = tcp_roundtrip(&mut s, &framed, query, question_end).await {
-                    self.put_idle(s);
-                    return Ok(r);
-                }
-            }
+        if let Some(mut s) = self.take_idle() {
             if counted {
-                self.metrics.conn_cache_miss(ConnProto::Tcp);
+                self.metrics.conn_cache_hit(ConnProto::Tcp);
             }
-            let mut s = TcpStream::connect(self.addr).await?;
-            let _ = s.set_nodelay(true);
-            let r = tcp_roundtrip(&mut s, &framed, query, question_end).await?;
-            self.put_idle(s);
-            Ok(r)
-        };
-        match tokio::time::timeout_at(deadline.into(), fut).await {
-            Ok(r) => r,
-            Err(_) => Err(ExchangeError::Timeout),
+            // The server may have closed it; on any error, retry on a fresh connection.
+            if let Ok(r) = tcp_roundtrip(&mut s, &framed, query, question_end).await {
+                self.put_idle(s);
+                return Ok(r);
+            }
         }
+        if counted {
+            self.metrics.conn_cache_miss(ConnProto::Tcp);
+        }
+        let mut s = TcpStream::connect(self.addr).await?;
+        let _ = s.set_nodelay(true);
+        let r = tcp_roundtrip(&mut s, &framed, query, question_end).await?;
+        self.put_idle(s);
+        Ok(r)
     }
 }
 
@@ -289,9 +305,12 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(addrs: &[SocketAddr], policy: ForwardPolicy) -> Self {
+    pub fn new(addrs: &[SocketAddr], policy: ForwardPolicy, metrics: &Metrics) -> Self {
         Pool {
-            upstreams: addrs.iter().map(|a| Arc::new(Upstream::new(*a))).collect(),
+            upstreams: addrs
+                .iter()
+                .map(|a| Arc::new(Upstream::new(*a, metrics)))
+                .collect(),
             policy,
             next: AtomicUsize::new(0),
         }
@@ -334,7 +353,7 @@ mod tests {
 
     #[test]
     fn sequential_puts_down_upstreams_last() {
-        let p = Pool::new(&addrs(3), ForwardPolicy::Sequential);
+        let p = Pool::new(&addrs(3), ForwardPolicy::Sequential, &Metrics::default());
         let order: Vec<u16> = p.order().0.iter().map(|u| u.addr.port()).collect();
         assert_eq!(order, vec![40000, 40001, 40002]);
         p.upstreams[0].failed(2);
@@ -352,7 +371,7 @@ mod tests {
 
     #[test]
     fn looping_upstreams_are_left_out() {
-        let p = Pool::new(&addrs(2), ForwardPolicy::Sequential);
+        let p = Pool::new(&addrs(2), ForwardPolicy::Sequential, &Metrics::default());
         assert!(p.upstreams[1].set_looping(true));
         assert!(!p.upstreams[1].set_looping(true), "no change");
         let order: Vec<u16> = p.order().0.iter().map(|u| u.addr.port()).collect();
@@ -365,7 +384,10 @@ mod tests {
 
     #[tokio::test]
     async fn a_loop_found_ends_the_tries_under_way() {
-        let u = Arc::new(Upstream::new("127.0.0.1:40100".parse().unwrap()));
+        let u = Arc::new(Upstream::new(
+            "127.0.0.1:40100".parse().unwrap(),
+            &Metrics::default(),
+        ));
         let u2 = u.clone();
         let t = tokio::spawn(async move {
             u2.guarded(std::future::pending::<Result<Vec<u8>, ExchangeError>>())
@@ -386,10 +408,10 @@ mod tests {
 
     #[test]
     fn round_robin_rotates_and_random_covers() {
-        let p = Pool::new(&addrs(3), ForwardPolicy::RoundRobin);
+        let p = Pool::new(&addrs(3), ForwardPolicy::RoundRobin, &Metrics::default());
         let firsts: Vec<u16> = (0..6).map(|_| p.order().0[0].addr.port()).collect();
         assert_eq!(firsts, vec![40000, 40001, 40002, 40000, 40001, 40002]);
-        let p = Pool::new(&addrs(3), ForwardPolicy::Random);
+        let p = Pool::new(&addrs(3), ForwardPolicy::Random, &Metrics::default());
         let mut seen = std::collections::HashSet::new();
         for _ in 0..200 {
             let o = p.order().0;
@@ -401,7 +423,7 @@ mod tests {
 
     #[test]
     fn all_down_reported() {
-        let p = Pool::new(&addrs(2), ForwardPolicy::Sequential);
+        let p = Pool::new(&addrs(2), ForwardPolicy::Sequential, &Metrics::default());
         for u in &p.upstreams {
             u.failed(1);
         }

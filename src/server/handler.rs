@@ -8,7 +8,9 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 
-use crate::ops::metrics::{self, AnswerSource, Proto, QueryObservation};
+use crate::config::Config;
+use crate::observe::{AnswerSource, Proto, QueryLogger, QueryObservation};
+use crate::ops::metrics::{DropReason, Metrics};
 use crate::wire::{self, HEADER_LEN, ParseError, Query, Writer, rcode, rtype};
 use crate::zone::answer::{self, Outcome};
 use crate::zone::snapshot::Snapshot;
@@ -69,19 +71,6 @@ pub trait Upstream: Send + Sync + 'static {
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Resolved> + Send + 'a>>;
 }
 
-/// Something that logs sampled queries.
-pub trait QueryLogger: Send + Sync + 'static {
-    /// `qname`: the question name in wire form, as the client wrote it.
-    fn log(
-        &self,
-        src: SocketAddr,
-        qname: &[u8],
-        upstream: Option<SocketAddr>,
-        o: &QueryObservation,
-    );
-    fn enabled(&self) -> bool;
-}
-
 /// A query that waits for an upstream: the parsed query, owning its bytes now.
 pub struct Pending {
     pub query: Query<'static>,
@@ -90,19 +79,22 @@ pub struct Pending {
     pub chase: Option<(Vec<u8>, Vec<u8>)>,
 }
 
-/// The request router, shared by every socket.
+/// The request router, shared by every socket. Built by [`Engine::new`] only (at start and on
+/// each config reload).
 pub struct Engine {
-    pub zone: Arc<ArcSwap<Snapshot>>,
+    zone: Arc<ArcSwap<Snapshot>>,
     /// Serve the cluster zone at all.
-    pub cluster_enabled: bool,
-    pub resolver: Option<Arc<dyn Upstream>>,
-    pub max_udp: u16,
-    pub querylog: Option<Arc<dyn QueryLogger>>,
+    cluster_enabled: bool,
+    resolver: Option<Arc<dyn Upstream>>,
+    max_udp: u16,
+    querylog: Option<Arc<dyn QueryLogger>>,
+    metrics: Arc<Metrics>,
     /// Count queries in the metrics (off when no metrics endpoint is configured: nobody could
     /// read them).
-    pub count: bool,
-    /// Zone transfers out; None: off (AXFR and IXFR get REFUSED).
-    pub xfr: Option<Arc<crate::xfr::Transfers>>,
+    count: bool,
+    /// Zone transfers out; None: off (AXFR and IXFR get REFUSED). Set by
+    /// [`Engine::with_transfers`]: the service and its journal outlive each engine.
+    xfr: Option<Arc<crate::xfr::Transfers>>,
 }
 
 /// The largest reply a client of `proto` takes.
@@ -114,6 +106,53 @@ fn limit(q: &Query<'_>, proto: Proto, max_udp: u16) -> usize {
 }
 
 impl Engine {
+    /// The engine `cfg` asks for: the cluster zone served from `zone` (when `cluster.enabled`),
+    /// names outside it to `resolver`, replies to UDP clients within `server.max_udp_size`, the
+    /// sampled query log when `querylog.enabled`, and queries counted in `metrics` when a
+    /// metrics endpoint is configured (`metrics.listen`).
+    pub fn new(
+        cfg: &Config,
+        zone: Arc<ArcSwap<Snapshot>>,
+        resolver: Option<Arc<dyn Upstream>>,
+        metrics: Arc<Metrics>,
+    ) -> Engine {
+        let querylog = cfg.querylog.enabled.then(|| {
+            Arc::new(crate::ops::querylog::QueryLog::new(&cfg.querylog)) as Arc<dyn QueryLogger>
+        });
+        Engine {
+            zone,
+            cluster_enabled: cfg.cluster.enabled,
+            resolver,
+            max_udp: cfg.server.max_udp_size,
+            querylog,
+            metrics,
+            count: cfg.metrics.listen.is_some(),
+            xfr: None,
+        }
+    }
+
+    /// This engine, routing zone transfers to `xfr` (made once at start from `transfer`, and
+    /// handed to every engine a reload builds: it holds the journal secondaries follow).
+    pub fn with_transfers(mut self, xfr: Option<Arc<crate::xfr::Transfers>>) -> Engine {
+        self.xfr = xfr;
+        self
+    }
+
+    /// The zone transfer service, when transfers are on.
+    pub fn xfr(&self) -> Option<&Arc<crate::xfr::Transfers>> {
+        self.xfr.as_ref()
+    }
+
+    /// The snapshot handle this engine answers from (kept across reloads).
+    pub fn zone(&self) -> &Arc<ArcSwap<Snapshot>> {
+        &self.zone
+    }
+
+    /// The registry this engine counts into.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
     /// Answer what can be answered without waiting: the zone, errors, hosts and cache hits.
     /// `out` receives the reply, at most as large as `proto` allows the client (RFC 1035
     /// §4.2.1, RFC 6891 §6.2.5 over UDP; 65,535 bytes over TCP).
@@ -126,7 +165,7 @@ impl Engine {
         let q = match Query::parse(msg) {
             Ok(q) => q,
             Err(ParseError::Drop) => {
-                metrics::global().dropped(metrics::DropReason::Malformed);
+                self.metrics.dropped(DropReason::Malformed);
                 return Local::Drop;
             }
             Err(e @ ParseError::Reply { rcode, .. }) => {
@@ -261,7 +300,7 @@ impl Engine {
             do_bit: f.do_bit,
         };
         if self.count {
-            metrics::global().observe_query(&o);
+            self.metrics.observe_query(&o);
         }
         if let Some(ql) = &self.querylog
             && ql.enabled()

@@ -13,7 +13,8 @@ pub mod listen;
 pub mod tcp;
 pub mod udp;
 
-pub use handler::{Engine, Facts, Local, Pending, QueryLogger, Resolved, Upstream};
+pub use crate::observe::QueryLogger;
+pub use handler::{Engine, Facts, Local, Pending, Resolved, Upstream};
 
 /// The engine in force: replaced as a whole on a config reload, so a query sees either the old
 /// settings or the new ones, never a mix, and none is lost in between.

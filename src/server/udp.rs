@@ -10,12 +10,14 @@ use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::handler::forwarded_facts;
 use super::{Local, SharedEngine};
-use crate::ops::metrics::{self, Proto};
+use crate::observe::Proto;
+use crate::ops::lifecycle::DrainGuard;
+use crate::ops::metrics::DropReason;
 
 /// Datagrams taken per `recvmmsg`.
 const BATCH: usize = 32;
@@ -25,23 +27,15 @@ const DGRAM: usize = 4096;
 /// How often a blocked worker wakes to look at the stop flag.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
-/// Queries waiting for upstream answers, for a graceful stop.
-#[derive(Default)]
-pub struct InFlight(AtomicUsize);
-
-impl InFlight {
-    pub fn count(&self) -> usize {
-        self.0.load(Ordering::Acquire)
-    }
-}
-
 /// Run one worker on the calling thread until `stop` is set. Queries received before the stop
-/// are answered; forwarded ones finish on the runtime (counted in `inflight`).
+/// are answered; forwarded ones finish on the runtime. The worker holds `drain` until its
+/// socket's queue is answered, and each forwarded query a clone of it until its reply is sent,
+/// so the shutdown's drain waits for both.
 pub fn worker(
     sock: std::net::UdpSocket,
     shared: SharedEngine,
     stop: Arc<AtomicBool>,
-    inflight: Arc<InFlight>,
+    drain: DrainGuard,
     rt: tokio::runtime::Handle,
 ) {
     if let Err(e) = sock
@@ -97,7 +91,7 @@ pub fn worker(
             let (msg, src, out) = batch.slot(i);
             if src.port() == 0 {
                 // A reply to port 0 cannot arrive; such a source is spoofed (reflection).
-                metrics::global().dropped(metrics::DropReason::Malformed);
+                engine.metrics().dropped(DropReason::Malformed);
                 continue;
             }
             match engine.answer_local(msg, Proto::Udp, out) {
@@ -109,7 +103,7 @@ pub fn worker(
                 Local::Drop => {}
                 Local::Transfer(req) => {
                     // IXFR over UDP and signed SOA queries: one message, answered here.
-                    if let Some(x) = &engine.xfr {
+                    if let Some(x) = engine.xfr() {
                         let code = x.answer_udp(&req, src.ip(), out);
                         let f = super::handler::transfer_facts(&req.query, code);
                         engine.observe(&f, msg.len(), out, Proto::Udp, src, start);
@@ -120,8 +114,7 @@ pub fn worker(
                 Local::Forward(p) => {
                     let engine = arc_swap::Guard::into_inner(shared.load());
                     let sock = sock.clone();
-                    let inflight = inflight.clone();
-                    inflight.0.fetch_add(1, Ordering::AcqRel);
+                    let held = drain.clone();
                     rt.spawn(async move {
                         let r = engine.forward(&p, Proto::Udp).await;
                         if let Err(e) = sock.send_to(&r.reply, src) {
@@ -129,7 +122,7 @@ pub fn worker(
                         }
                         let f = forwarded_facts(&p.query, &r);
                         engine.observe(&f, p.query.size, &r.reply, Proto::Udp, src, start);
-                        inflight.0.fetch_sub(1, Ordering::AcqRel);
+                        drop(held);
                     });
                 }
             }

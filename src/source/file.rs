@@ -7,6 +7,7 @@
 //! become DNS records (an unparsable IP, a missing name) are skipped with a log line naming them.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
@@ -17,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use crate::cluster::ClusterEvent;
 use crate::cluster::objects::{NamespaceInfo, Object, PodInfo, ServiceInfo, SliceInfo};
 use crate::error::{ObjectError, SourceError};
+use crate::ops::metrics::Metrics;
 
 /// The sample cluster compiled into the binary: what `serve` answers with no source at all.
 pub const EMBEDDED_SAMPLE: &str = include_str!("../../config/cluster.yaml");
@@ -135,12 +137,14 @@ fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime, u64)> {
     Some((m.len(), m.modified().ok()?, m.ino()))
 }
 
-/// Emit the file's objects, then watch it and emit them again whenever it changes.
+/// Emit the file's objects, then watch it and emit them again whenever it changes. A new
+/// version that cannot be read is counted in `metrics` (`coredns_reload_failed_total`).
 pub async fn run(
     path: Option<PathBuf>,
     tx: mpsc::UnboundedSender<ClusterEvent>,
     mut shutdown: watch::Receiver<bool>,
     poll: Duration,
+    metrics: Arc<Metrics>,
 ) {
     let Some(path) = path else {
         // The embedded sample: parsed once, never changes.
@@ -170,7 +174,7 @@ pub async fn run(
                     }
                 }
                 Err(e) => {
-                    crate::ops::metrics::global().reload_failed();
+                    metrics.reload_failed();
                     tracing::error!(error = %e, "cluster objects file is invalid; still serving the previous snapshot");
                 }
             }

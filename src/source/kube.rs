@@ -49,6 +49,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::fmt::Debug;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::StreamExt;
@@ -71,6 +72,7 @@ use tokio::task::JoinSet;
 use crate::cluster::objects::{NamespaceInfo, PodInfo, ServiceInfo, SliceInfo};
 use crate::cluster::{ClusterEvent, Kind, Object, ObjectKey};
 use crate::error::{ObjectError, SourceError};
+use crate::ops::metrics::Metrics;
 
 /// How the API source connects and what it watches.
 #[derive(Debug, Clone, Default)]
@@ -105,11 +107,12 @@ pub const POD_FIELD_SELECTOR: &str =
 /// [`ClusterEvent::Apply`] / [`ClusterEvent::Delete`] for watch events, and
 /// [`ClusterEvent::WatchRestart`] for every watch error. Returns an error only if no client can be
 /// built (no usable kubeconfig or in-cluster config); once running, API errors are retried
-/// forever with backoff.
+/// forever with backoff. Relists and watch restarts are counted in `metrics`.
 pub async fn run(
     opts: KubeSourceOptions,
     tx: UnboundedSender<ClusterEvent>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 ) -> Result<(), SourceError> {
     let client = client(&opts).await?;
     tracing::info!(
@@ -126,6 +129,7 @@ pub async fn run(
         Kind::Namespace,
         tx.clone(),
         convert_namespace,
+        metrics.clone(),
     ));
     let mut svc_cfg = watcher::Config::default();
     if let Some(sel) = opts
@@ -142,6 +146,7 @@ pub async fn run(
         Kind::Service,
         tx.clone(),
         convert_service,
+        metrics.clone(),
     ));
     if opts.watch_endpoints {
         tasks.spawn(watch_kind(
@@ -150,6 +155,7 @@ pub async fn run(
             Kind::EndpointSlice,
             tx.clone(),
             convert_slice,
+            metrics.clone(),
         ));
     }
     if opts.watch_pods {
@@ -159,6 +165,7 @@ pub async fn run(
             Kind::Pod,
             tx.clone(),
             convert_pod,
+            metrics.clone(),
         ));
     }
     tokio::select! {
@@ -210,11 +217,11 @@ async fn watch_kind<K>(
     kind: Kind,
     tx: UnboundedSender<ClusterEvent>,
     convert: fn(K) -> Converted,
+    metrics: Arc<Metrics>,
 ) where
     K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
 {
     let kind_str = kind.as_str();
-    let metrics = crate::ops::metrics::global();
     // The objects of the list in progress (Init..InitDone).
     let mut listing: Option<Vec<Object>> = None;
     let mut skipped = 0usize;

@@ -212,12 +212,18 @@ impl<'a> Writer<'a> {
     /// TYPE, CLASS IN, TTL; returns the offset of RDLENGTH to patch with [`Writer::end_rdata`].
     #[inline]
     pub fn rr_head(&mut self, typ: u16, ttl: u32) -> usize {
+        let at = self.buf.len() + 8;
+        self.head(typ, ttl, 0);
+        at
+    }
+
+    /// TYPE, CLASS IN, TTL, RDLENGTH.
+    #[inline]
+    fn head(&mut self, typ: u16, ttl: u32, rdlen: u16) {
         self.buf.extend_from_slice(&typ.to_be_bytes());
         self.buf.extend_from_slice(&CLASS_IN.to_be_bytes());
         self.buf.extend_from_slice(&ttl.to_be_bytes());
-        let at = self.buf.len();
-        self.buf.extend_from_slice(&[0, 0]);
-        at
+        self.buf.extend_from_slice(&rdlen.to_be_bytes());
     }
 
     #[inline]
@@ -228,20 +234,20 @@ impl<'a> Writer<'a> {
 
     #[inline]
     pub fn a(&mut self, ttl: u32, ip: Ipv4Addr) {
-        self.buf.extend_from_slice(&rtype::A.to_be_bytes());
-        self.buf.extend_from_slice(&CLASS_IN.to_be_bytes());
-        self.buf.extend_from_slice(&ttl.to_be_bytes());
-        self.buf.extend_from_slice(&[0, 4]);
-        self.buf.extend_from_slice(&ip.octets());
+        self.fixed_rdata(rtype::A, ttl, &ip.octets());
     }
 
     #[inline]
     pub fn aaaa(&mut self, ttl: u32, ip: Ipv6Addr) {
-        self.buf.extend_from_slice(&rtype::AAAA.to_be_bytes());
-        self.buf.extend_from_slice(&CLASS_IN.to_be_bytes());
-        self.buf.extend_from_slice(&ttl.to_be_bytes());
-        self.buf.extend_from_slice(&[0, 16]);
-        self.buf.extend_from_slice(&ip.octets());
+        self.fixed_rdata(rtype::AAAA, ttl, &ip.octets());
+    }
+
+    /// The rest of a record whose RDATA has a length known up front (an address): nothing to
+    /// patch afterwards.
+    #[inline]
+    fn fixed_rdata<const N: usize>(&mut self, typ: u16, ttl: u32, rdata: &[u8; N]) {
+        self.head(typ, ttl, N as u16);
+        self.buf.extend_from_slice(rdata);
     }
 
     /// Finish the reply: flags, rcode, counts, and the OPT record when the query had one

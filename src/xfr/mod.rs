@@ -34,7 +34,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::config::Config;
-use crate::ops::metrics::{self, TransferKind, TransferResult};
+use crate::ops::metrics::{Metrics, TransferKind, TransferResult};
 use crate::wire::{self, Query, Writer, rcode, rtype};
 use crate::zone::answer::{self, Outcome};
 use crate::zone::xfr::records::TransferZone;
@@ -54,6 +54,8 @@ pub struct Transfers {
     slots: Arc<Semaphore>,
     write_timeout: Duration,
     max_udp: u16,
+    /// Where transfers are counted.
+    metrics: Arc<Metrics>,
 }
 
 /// A request the engine routed here: the parsed query, and the message as received (a TSIG
@@ -87,8 +89,12 @@ enum Admitted {
 }
 
 impl Transfers {
-    /// From the config; None when transfers are off (`transfer.allow` empty).
-    pub fn from_config(cfg: &Config) -> Result<Option<Arc<Transfers>>, String> {
+    /// From the config, counting into `metrics`; None when transfers are off (`transfer.allow`
+    /// empty).
+    pub fn from_config(
+        cfg: &Config,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Option<Arc<Transfers>>, String> {
         let t = &cfg.transfer;
         if t.allow.is_empty() {
             return Ok(None);
@@ -122,6 +128,7 @@ impl Transfers {
                 entries: t.journal_entries,
                 bytes: t.journal_bytes,
             },
+            metrics.clone(),
         ));
         Ok(Some(Arc::new(Transfers {
             journal,
@@ -130,6 +137,7 @@ impl Transfers {
             slots: Arc::new(Semaphore::new(t.max_transfers)),
             write_timeout: t.write_timeout,
             max_udp: cfg.server.max_udp_size,
+            metrics: metrics.clone(),
         })))
     }
 
@@ -265,7 +273,7 @@ impl Transfers {
     /// Answer over UDP, into `out`; returns the rcode.
     pub fn answer_udp(&self, req: &Request, peer: IpAddr, out: &mut Vec<u8>) -> u16 {
         let q = &req.query;
-        let m = metrics::global().transfer();
+        let m = self.metrics.transfer();
         let max = wire::udp_limit(q, self.max_udp);
         let soa_query = q.qtype == rtype::SOA;
         let kind = Self::kind(q);
@@ -338,7 +346,7 @@ impl Transfers {
     /// Answer over TCP: one reply in `out`, or a transfer to stream.
     pub fn answer_tcp(&self, req: &Request, peer: IpAddr, out: &mut Vec<u8>) -> TcpAnswer {
         let q = &req.query;
-        let m = metrics::global().transfer();
+        let m = self.metrics.transfer();
         let soa_query = q.qtype == rtype::SOA;
         let kind = Self::kind(q);
         let admitted = match self.admit(req, peer, out, !soa_query) {
@@ -378,6 +386,7 @@ impl Transfers {
                     sent: 0,
                     _permit: permit,
                     peer,
+                    metrics: self.metrics.clone(),
                     done: false,
                 }))
             }
@@ -409,6 +418,7 @@ pub struct Transfer {
     _permit: OwnedSemaphorePermit,
     peer: IpAddr,
     done: bool,
+    metrics: Arc<Metrics>,
 }
 
 impl Transfer {
@@ -417,7 +427,7 @@ impl Transfer {
         let more = self.msgs.next(out, tsig::now());
         if more {
             self.sent += 1;
-            metrics::global().transfer().message(out.len());
+            self.metrics.transfer().message(out.len());
         }
         more
     }
@@ -430,7 +440,7 @@ impl Transfer {
     /// The transfer ended: `complete` when every message was written.
     pub fn finish(mut self, complete: bool) {
         self.done = true;
-        let m = metrics::global().transfer();
+        let m = self.metrics.transfer();
         m.finished(self.kind, self.started.elapsed());
         let result = if !complete {
             TransferResult::Broken
@@ -457,7 +467,7 @@ impl Drop for Transfer {
     fn drop(&mut self) {
         if !self.done {
             // Dropped mid-way (the connection task ended): count it as broken.
-            let m = metrics::global().transfer();
+            let m = self.metrics.transfer();
             m.finished(self.kind, self.started.elapsed());
             m.result(self.kind, TransferResult::Broken);
         }

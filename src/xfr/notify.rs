@@ -19,7 +19,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 
 use super::tsig;
-use crate::ops::metrics;
+use crate::ops::metrics::Metrics;
 use crate::wire::{self, CLASS_IN, rtype};
 use crate::zone::xfr::Journal;
 use crate::zone::xfr::records::{self, TransferZone};
@@ -30,14 +30,30 @@ pub const OPCODE_NOTIFY: u8 = 4;
 const TRIES: u32 = 5;
 const FIRST_WAIT: Duration = Duration::from_secs(1);
 
-/// Start one NOTIFY task per secondary; they end when the journal is dropped.
-pub fn spawn(journal: Arc<Journal>, targets: Vec<SocketAddr>, key: Option<Arc<tsig::Key>>) {
+/// Start one NOTIFY task per secondary, counting into `metrics`; they end when the journal is
+/// dropped.
+pub fn spawn(
+    journal: Arc<Journal>,
+    targets: Vec<SocketAddr>,
+    key: Option<Arc<tsig::Key>>,
+    metrics: Arc<Metrics>,
+) {
     for target in targets {
-        tokio::spawn(notify_loop(journal.clone(), target, key.clone()));
+        tokio::spawn(notify_loop(
+            journal.clone(),
+            target,
+            key.clone(),
+            metrics.clone(),
+        ));
     }
 }
 
-async fn notify_loop(journal: Arc<Journal>, target: SocketAddr, key: Option<Arc<tsig::Key>>) {
+async fn notify_loop(
+    journal: Arc<Journal>,
+    target: SocketAddr,
+    key: Option<Arc<tsig::Key>>,
+    metrics: Arc<Metrics>,
+) {
     let mut serials = journal.serials();
     let label = target.to_string();
     let mut acked: Option<u32> = None;
@@ -66,7 +82,7 @@ async fn notify_loop(journal: Arc<Journal>, target: SocketAddr, key: Option<Arc<
         };
         for apex in journal.apexes().to_vec() {
             let outcome = notify_zone(&sock, &journal, &apex, target, key.as_deref()).await;
-            metrics::global().transfer().notify(&label, outcome);
+            metrics.transfer().notify(&label, outcome);
         }
         acked = serial;
     }

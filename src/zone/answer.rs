@@ -21,7 +21,7 @@
 //! non-terminals such as `svc.<zone>` and `<ns>.svc.<zone>` (RFC 2308 §2.1, §2.2; RFC 8020).
 
 use std::cell::Cell;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use crate::config::PodsMode;
 use crate::wire::{ADDITIONAL, ANSWER, AUTHORITY, Query, Writer, rcode, rtype};
@@ -390,6 +390,16 @@ fn apex(snap: &Snapshot, qt: u16, w: &mut Writer<'_>) -> Res {
     if any { Res::Answer } else { Res::NoData }
 }
 
+/// An SRV record's type, TTL, priority 0, `weight` and `port`, after its owner; the target
+/// follows. Returns where the RDATA starts (for `end_rdata`).
+fn srv_head(w: &mut Writer<'_>, ttl: u32, weight: u16, port: u16) -> usize {
+    let at = w.rr_head(rtype::SRV, ttl);
+    w.bytes(&[0, 0]);
+    w.bytes(&weight.to_be_bytes());
+    w.bytes(&port.to_be_bytes());
+    at
+}
+
 fn addr_record(w: &mut Writer<'_>, ttl: u32, ip: IpAddr) {
     match ip {
         IpAddr::V4(a) => w.a(ttl, a),
@@ -409,45 +419,27 @@ fn write_addrs(
     let want6 = wants(qt, rtype::AAAA);
     let mut any = false;
     if want4 {
-        let v4 = ips
-            .clone()
-            .filter_map(|i| if let IpAddr::V4(a) = i { Some(a) } else { None });
-        any |= write_rotated_v4(snap, w, v4);
+        any |= write_rotated(snap, w, ips.clone().filter(IpAddr::is_ipv4));
     }
     if want6 {
-        let v6 = ips.filter_map(|i| if let IpAddr::V6(a) = i { Some(a) } else { None });
-        any |= write_rotated_v6(snap, w, v6);
+        any |= write_rotated(snap, w, ips.filter(IpAddr::is_ipv6));
     }
     any
 }
 
-fn write_rotated_v4(
+/// Records for `ips` (all of one family) owned by the question name, starting at the rotation
+/// point when `loadbalance` is on. Returns whether there were any.
+fn write_rotated(
     snap: &Snapshot,
     w: &mut Writer<'_>,
-    ips: impl Iterator<Item = Ipv4Addr> + Clone,
+    ips: impl Iterator<Item = IpAddr> + Clone,
 ) -> bool {
     let n = ips.clone().count();
     let start = rotation(n, snap.loadbalance);
     for ip in ips.clone().skip(start).chain(ips.take(start)) {
         w.record(|w| {
             w.owner_qname();
-            w.a(snap.ttl, ip);
-        });
-    }
-    n > 0
-}
-
-fn write_rotated_v6(
-    snap: &Snapshot,
-    w: &mut Writer<'_>,
-    ips: impl Iterator<Item = Ipv6Addr> + Clone,
-) -> bool {
-    let n = ips.clone().count();
-    let start = rotation(n, snap.loadbalance);
-    for ip in ips.clone().skip(start).chain(ips.take(start)) {
-        w.record(|w| {
-            w.owner_qname();
-            w.aaaa(snap.ttl, ip);
+            addr_record(w, snap.ttl, ip);
         });
     }
     n > 0
@@ -542,10 +534,7 @@ fn srv(
                 }
                 w.record(|w| {
                     w.owner_qname();
-                    let at = w.rr_head(rtype::SRV, ttl);
-                    w.bytes(&[0, 0]);
-                    w.bytes(&weight.to_be_bytes());
-                    w.bytes(&p.port.to_be_bytes());
+                    let at = srv_head(w, ttl, weight, p.port);
                     // RFC 2782: the target is never compressed (Go's resolver rejects it).
                     if svc_at.is_none() {
                         svc_at = Some(w.pos());
@@ -615,10 +604,7 @@ fn srv(
                     let mut at_target = 0;
                     let kept = w.record(|w| {
                         w.owner_qname();
-                        let at = w.rr_head(rtype::SRV, ttl);
-                        w.bytes(&[0, 0]);
-                        w.bytes(&weight.to_be_bytes());
-                        w.bytes(&port.to_be_bytes());
+                        let at = srv_head(w, ttl, weight, port);
                         // RFC 2782: the target is written in full, never compressed;
                         // the additional section's owners may point at it.
                         at_target = w.pos();
@@ -655,10 +641,7 @@ fn srv(
             for p in ports.iter().filter(|p| matches(p)) {
                 w.record(|w| {
                     w.owner_qname();
-                    let at = w.rr_head(rtype::SRV, ttl);
-                    w.bytes(&[0, 0]);
-                    w.bytes(&weight.to_be_bytes());
-                    w.bytes(&p.port.to_be_bytes());
+                    let at = srv_head(w, ttl, weight, p.port);
                     w.bytes(target);
                     w.end_rdata(at);
                 });

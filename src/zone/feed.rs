@@ -11,10 +11,12 @@ use super::build::ZoneBuilder;
 use super::snapshot::Snapshot;
 use super::xfr::Journal;
 use crate::cluster::ClusterEvent;
+use crate::ops::metrics::Metrics;
 
 /// Run until the channel closes. `on_synced` is called once, when every required kind has
-/// been listed. `journal`: zone transfers are on; every snapshot goes to it before queries
-/// can see its serial.
+/// been listed. Snapshots, programming delays and watch restarts are counted in `metrics`.
+/// `journal`: zone transfers are on; every snapshot goes to it before queries can see its
+/// serial.
 pub async fn run(
     mut builder: ZoneBuilder,
     mut rx: mpsc::UnboundedReceiver<ClusterEvent>,
@@ -22,6 +24,7 @@ pub async fn run(
     on_synced: Box<dyn Fn() + Send>,
     mut settings: tokio::sync::watch::Receiver<crate::config::ClusterConfig>,
     journal: Option<Arc<Journal>>,
+    metrics: Arc<Metrics>,
 ) {
     let mut announced = false;
     let mut settings_alive = true;
@@ -31,7 +34,7 @@ pub async fn run(
             ev = rx.recv() => match ev {
                 Some(ev) => {
                     relisted |= ev.is_list();
-                    apply(&mut builder, ev)
+                    apply(&mut builder, ev, &metrics)
                 }
                 None => return,
             },
@@ -50,7 +53,7 @@ pub async fn run(
         // A burst of changes becomes one swap: drain what is already queued.
         while let Ok(ev) = rx.try_recv() {
             relisted |= ev.is_list();
-            apply(&mut builder, ev);
+            apply(&mut builder, ev, &metrics);
         }
         if !builder.has_changes() {
             continue;
@@ -64,7 +67,7 @@ pub async fn run(
         if let Some(j) = &journal {
             j.announce();
         }
-        let m = crate::ops::metrics::global();
+        let m = &metrics;
         m.snapshot_published(
             counts.services,
             counts.endpoints,
@@ -86,7 +89,7 @@ pub async fn run(
         if std::mem::take(&mut relisted) {
             // A full list decodes the whole cluster once and frees most of it again: hand the
             // freed pages back, so resident memory reflects what is held, not the peak.
-            release_free_memory();
+            crate::memory::release_free_memory();
         }
         if !announced && builder.synced() {
             announced = true;
@@ -100,20 +103,9 @@ pub async fn run(
     }
 }
 
-#[cfg(target_env = "gnu")]
-fn release_free_memory() {
-    // SAFETY: malloc_trim only walks glibc's own free lists.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
-#[cfg(not(target_env = "gnu"))]
-fn release_free_memory() {}
-
-fn apply(b: &mut ZoneBuilder, ev: ClusterEvent) {
+fn apply(b: &mut ZoneBuilder, ev: ClusterEvent, metrics: &Metrics) {
     if let ClusterEvent::WatchRestart { kind } = ev.inner() {
-        crate::ops::metrics::global().watch_restart(kind.as_str());
+        metrics.watch_restart(kind.as_str());
     }
     b.apply(ev);
 }

@@ -14,8 +14,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
+use clusterdns::clock::{Clock, ManualClock};
 use clusterdns::config::{Config, ForwardPolicy, HostsConfig};
-use clusterdns::ops::metrics::AnswerSource;
+use clusterdns::observe::AnswerSource;
 use clusterdns::resolve::Resolver;
 use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::{RData, RecordType};
@@ -37,6 +38,21 @@ fn config(upstreams: &[SocketAddr]) -> Config {
     c.cache.min_ttl = 1;
     c.cache.min_negative_ttl = 1;
     c
+}
+
+/// A resolver for `c` (valid) on the system clock, with a registry of its own.
+fn resolver(c: &Config) -> Arc<Resolver> {
+    try_resolver(c).unwrap()
+}
+
+fn try_resolver(c: &Config) -> Result<Arc<Resolver>, clusterdns::Error> {
+    Resolver::new(c, Default::default(), Clock::system())
+}
+
+/// A resolver for `c` on a clock the test moves: TTLs, prefetch windows, health checks and
+/// refreshes follow `clock`, and take no real time.
+fn resolver_at(c: &Config, clock: &ManualClock) -> Arc<Resolver> {
+    Resolver::new(c, Default::default(), clock.clock()).unwrap()
 }
 
 /// `resolve` a query, returning the parsed reply, the raw bytes and the source.
@@ -84,7 +100,7 @@ fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
 #[tokio::test]
 async fn passthrough_is_faithful_with_client_id_and_case() {
     let up = Fake::start(|q, _| Action::Reply(rich_reply(q))).await;
-    let r = Resolver::new(&config(&[up.addr])).unwrap();
+    let r = resolver(&config(&[up.addr]));
     let q = query("WwW.ExAmple.TEST.", RecordType::A, 0xBEEF, Some(1232));
     let (m, raw, src) = ask_raw(&r, &q, 1232).await;
     assert_eq!(src, AnswerSource::Forward);
@@ -134,7 +150,7 @@ async fn passthrough_is_faithful_with_client_id_and_case() {
         Action::Reply(m)
     })
     .await;
-    let r = Resolver::new(&config(&[up2.addr])).unwrap();
+    let r = resolver(&config(&[up2.addr]));
     assert_eq!(
         ask(&r, "refused.example.", RecordType::A)
             .await
@@ -162,7 +178,7 @@ async fn rd0_queries_are_forwarded_as_is() {
         Action::Reply(m)
     })
     .await;
-    let r = Resolver::new(&config(&[up.addr])).unwrap();
+    let r = resolver(&config(&[up.addr]));
     let (m, _, src) = ask_raw(
         &r,
         &query_rd("norec.example.", RecordType::A, 7, false, None),
@@ -198,7 +214,7 @@ async fn failover_marks_dead_upstream_down() {
     let mut c = config(&[dead.addr, good.addr]);
     c.forward.max_fails = 1;
     c.forward.health_check = Duration::from_secs(60); // no health check interfering
-    let r = Resolver::new(&c).unwrap();
+    let r = resolver(&c);
     r.start();
     let t = Instant::now();
     let (m, src) = ask(&r, "one.example.", RecordType::A).await;
@@ -228,8 +244,9 @@ async fn health_check_brings_upstream_back() {
     flaky.stop();
     let mut c = config(&[addr]);
     c.forward.max_fails = 1;
-    c.forward.health_check = Duration::from_millis(50);
-    let r = Resolver::new(&c).unwrap();
+    c.forward.health_check = Duration::from_secs(30);
+    let clock = ManualClock::new();
+    let r = resolver_at(&c, &clock);
     r.start();
     let (m, _) = ask(&r, "x.example.", RecordType::A).await;
     assert_eq!(
@@ -238,28 +255,38 @@ async fn health_check_brings_upstream_back() {
         "the only upstream is gone"
     );
     assert_eq!(r.upstreams(), vec![(addr, false)]);
-    // The same address answers again: health checks notice.
-    let _back = Fake::start_on(addr, |q, _| {
+    // The same address answers again: the next health check notices (every 30 s on the
+    // test's clock; each look moves it on by one interval).
+    let back = Fake::start_on(addr, |q, _| {
         Action::Reply(a_reply(q, &[ip(192, 0, 2, 4)], 60))
     })
     .await;
+    tokio::task::yield_now().await;
+    assert_eq!(
+        r.upstreams(),
+        vec![(addr, false)],
+        "no check before it is due"
+    );
     assert!(
-        wait_for_async(Duration::from_secs(2), || r.upstreams()
-            == vec![(addr, true)])
+        wait_for_async(Duration::from_secs(5), || {
+            clock.advance(c.forward.health_check);
+            r.upstreams() == vec![(addr, true)]
+        })
         .await,
         "upstream back up"
     );
+    assert!(back.queries() >= 1, "the health check asked it");
 }
 
 #[tokio::test]
 async fn servfail_upstream_fails_over_and_is_not_cached() {
     let bad = Fake::start(|q, _| Action::Reply(servfail(q))).await;
     let good = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 5)], 60))).await;
-    let r = Resolver::new(&config(&[bad.addr, good.addr])).unwrap();
+    let r = resolver(&config(&[bad.addr, good.addr]));
     let (m, _) = ask(&r, "sf.example.", RecordType::A).await;
     assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 5)]);
     // Only SERVFAIL anywhere: passed through, not cached.
-    let r = Resolver::new(&config(&[bad.addr])).unwrap();
+    let r = resolver(&config(&[bad.addr]));
     let q = query("sf2.example.", RecordType::A, 1, Some(1232));
     let (m, _, src) = ask_raw(&r, &q, 1232).await;
     assert_eq!(
@@ -283,7 +310,7 @@ async fn truncated_udp_answer_is_retried_over_tcp() {
         Transport::Tcp => Action::Reply(a_reply(q, &m2, 60)),
     })
     .await;
-    let r = Resolver::new(&config(&[up.addr])).unwrap();
+    let r = resolver(&config(&[up.addr]));
     let q = query("big.example.", RecordType::A, 9, Some(1232));
     let (m, _, src) = ask_raw(&r, &q, 4096).await;
     assert_eq!(src, AnswerSource::Forward);
@@ -309,7 +336,7 @@ async fn force_tcp_and_prefer_udp() {
     let up = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 6)], 60))).await;
     let mut c = config(&[up.addr]);
     c.forward.force_tcp = true;
-    let r = Resolver::new(&c).unwrap();
+    let r = resolver(&c);
     let (m, _) = ask(&r, "tcp.example.", RecordType::A).await;
     assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 6)]);
     ask(&r, "tcp2.example.", RecordType::A).await;
@@ -320,7 +347,7 @@ async fn force_tcp_and_prefer_udp() {
 
     // A TCP client (65535) is forwarded over TCP by default ...
     let up = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 6)], 60))).await;
-    let r = Resolver::new(&config(&[up.addr])).unwrap();
+    let r = resolver(&config(&[up.addr]));
     r.resolve(&query("t.example.", RecordType::A, 1, None), 65535)
         .await;
     assert_eq!(
@@ -331,7 +358,7 @@ async fn force_tcp_and_prefer_udp() {
     let up = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 6)], 60))).await;
     let mut c = config(&[up.addr]);
     c.forward.prefer_udp = true;
-    let r = Resolver::new(&c).unwrap();
+    let r = resolver(&c);
     r.resolve(&query("t.example.", RecordType::A, 1, None), 65535)
         .await;
     assert_eq!(
@@ -343,22 +370,25 @@ async fn force_tcp_and_prefer_udp() {
 #[tokio::test]
 async fn cache_hit_has_client_id_case_and_counted_down_ttl() {
     let up = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 7)], 100))).await;
-    let r = Resolver::new(&config(&[up.addr])).unwrap();
+    let clock = ManualClock::new();
+    let r = resolver_at(&config(&[up.addr]), &clock);
     let q1 = query("cache.Example.TEST.", RecordType::A, 1, Some(1232));
     let (m, _, _) = ask_raw(&r, &q1, 1232).await;
     assert_eq!(ttls(&m), vec![100]);
     let q2 = query("CACHE.EXAMPLE.TEST.", RecordType::A, 0x4321, Some(1232));
-    // TTLs count down in whole seconds: wait for the first second to pass.
-    let counted_down = || local(&r, &q2, 1232).is_some_and(|(m, _, _)| ttls(&m)[0] < 100);
-    assert!(wait_for_async(Duration::from_secs(3), counted_down).await);
+    // TTLs count down in whole seconds.
+    clock.advance(Duration::from_millis(2500));
     let (m, raw, src) = local(&r, &q2, 1232).unwrap();
     assert_eq!(src, AnswerSource::Cache);
     assert_eq!(m.metadata.id, 0x4321);
     assert_eq!(m.queries[0].name().to_ascii(), "CACHE.EXAMPLE.TEST.");
     let qlen = q2.len() - 12 - 11;
     assert_eq!(&raw[12..12 + qlen], &q2[12..12 + qlen]);
-    let t = ttls(&m)[0];
-    assert!((98..=99).contains(&t), "TTL counted down: {t}");
+    assert_eq!(
+        ttls(&m),
+        vec![98],
+        "TTL counted down by the 2 whole seconds gone"
+    );
     assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 7)]);
     // `resolve` answers from the cache too, without the upstream.
     let (_, _, src) = ask_raw(&r, &q2, 1232).await;
@@ -377,7 +407,8 @@ async fn negative_answers_cached_for_the_soa_minimum() {
         })
     })
     .await;
-    let r = Resolver::new(&config(&[up.addr])).unwrap();
+    let clock = ManualClock::new();
+    let r = resolver_at(&config(&[up.addr]), &clock);
     let q = query("missing.example.test.", RecordType::A, 2, Some(1232));
     let (m, _, _) = ask_raw(&r, &q, 1232).await;
     assert_eq!(m.metadata.response_code, ResponseCode::NXDomain);
@@ -402,8 +433,14 @@ async fn negative_answers_cached_for_the_soa_minimum() {
     );
     assert_eq!(r.cache_entries(), (0, 2));
     assert_eq!(up.queries(), 2);
+    clock.advance(Duration::from_millis(999));
     assert!(
-        wait_for_async(Duration::from_secs(3), || local(&r, &q, 1232).is_none()).await,
+        local(&r, &q, 1232).is_some(),
+        "fresh within the SOA minimum"
+    );
+    clock.advance(Duration::from_millis(1));
+    assert!(
+        local(&r, &q, 1232).is_none(),
         "expired after the SOA minimum"
     );
     ask_raw(&r, &q, 1232).await;
@@ -415,26 +452,32 @@ async fn serve_stale_when_every_upstream_fails() {
     let up = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 8)], 1))).await;
     let mut c = config(&[up.addr]);
     c.cache.serve_stale = Duration::from_secs(60);
-    let r = Resolver::new(&c).unwrap();
+    let clock = ManualClock::new();
+    let r = resolver_at(&c, &clock);
     let mut c0 = c.clone();
     c0.cache.serve_stale = Duration::ZERO;
-    let r0 = Resolver::new(&c0).unwrap();
+    let r0 = resolver_at(&c0, &clock);
     let q = query("stale.example.", RecordType::A, 5, Some(1232));
     ask_raw(&r, &q, 1232).await;
     ask_raw(&r0, &q, 1232).await;
     up.stop();
+    clock.advance(Duration::from_secs(1));
     assert!(
-        wait_for_async(Duration::from_secs(3), || local(&r, &q, 1232).is_none()).await,
+        local(&r, &q, 1232).is_none(),
         "expired entries are not served while upstreams may answer"
     );
     let (m, _, src) = ask_raw(&r, &q, 1232).await;
     assert_eq!(src, AnswerSource::Cache);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 8)]);
-    assert!(ttls(&m)[0] <= 30);
+    assert_eq!(ttls(&m), vec![1], "the stored TTL, at most 30 s (RFC 8767)");
     assert_eq!(m.metadata.id, 5);
     // Without serve-stale: SERVFAIL.
     let (m, _, _) = ask_raw(&r0, &q, 1232).await;
+    assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
+    // Past the serve-stale window: SERVFAIL too.
+    clock.advance(Duration::from_secs(60));
+    let (m, _, _) = ask_raw(&r, &q, 1232).await;
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
 }
 
@@ -450,7 +493,7 @@ async fn stub_domains_go_to_their_upstreams() {
     c.forward
         .stub_domains
         .insert("lab.corp.example.".into(), vec![deeper.addr.to_string()]);
-    let r = Resolver::new(&c).unwrap();
+    let r = resolver(&c);
     assert_eq!(
         a_addrs(&ask(&r, "Host.CORP.example.", RecordType::A).await.0),
         vec![ip(10, 0, 0, 5)]
@@ -491,7 +534,7 @@ async fn hosts_file_answers_and_reloads() {
         reload: Duration::from_millis(100),
         ..Default::default()
     });
-    let r = Resolver::new(&c).unwrap();
+    let r = resolver(&c);
     r.start();
     let q = query("WEB.example.test.", RecordType::A, 11, None);
     let (m, _, src) = local(&r, &q, 512).unwrap();
@@ -545,7 +588,7 @@ async fn hosts_file_answers_and_reloads() {
     // Without fallthrough: NXDOMAIN for other names.
     let mut c2 = c.clone();
     c2.hosts.as_mut().unwrap().fallthrough = false;
-    let r2 = Resolver::new(&c2).unwrap();
+    let r2 = resolver(&c2);
     let (m, _, src) = local(&r2, &query("else.example.", RecordType::A, 1, None), 512).unwrap();
     assert_eq!(
         (m.metadata.response_code, src),
@@ -587,8 +630,11 @@ async fn critical_names_survive_outage_and_restart() {
     });
     let q = query("Crit.Example.Test.", RecordType::A, 21, None);
     let qa = query("crit.example.test.", RecordType::AAAA, 22, None);
+    let clock = ManualClock::new();
+    // Each look moves the test's clock on, so refreshes that are due run.
+    let tick = || clock.advance(Duration::from_millis(250));
     {
-        let r = Resolver::new(&c).unwrap();
+        let r = resolver_at(&c, &clock);
         assert!(
             local(&r, &q, 512).is_none(),
             "nothing known before the first refresh"
@@ -608,7 +654,8 @@ async fn critical_names_survive_outage_and_restart() {
         );
         // Kept fresh by its TTL: a new address upstream shows up.
         last.store(51, Ordering::SeqCst);
-        let ok = wait_for_async(Duration::from_secs(3), || {
+        let ok = wait_for_async(Duration::from_secs(5), || {
+            tick();
             local(&r, &q, 512).is_some_and(|(m, _, _)| a_addrs(&m) == vec![ip(192, 0, 2, 51)])
         })
         .await;
@@ -624,8 +671,11 @@ async fn critical_names_survive_outage_and_restart() {
         // Upstream outage: refreshes fail (the only traffic there is, so the upstream is marked
         // down after `max_fails` of them, each past the 1 s TTL), the last good answer stays.
         up.stop();
-        let refreshes_failed = || r.upstreams() == vec![(up.addr, false)];
-        assert!(wait_for_async(Duration::from_secs(5), refreshes_failed).await);
+        let refreshes_failed = || {
+            tick();
+            r.upstreams() == vec![(up.addr, false)]
+        };
+        assert!(wait_for_async(Duration::from_secs(10), refreshes_failed).await);
         let (m, _, _) = local(&r, &q, 512).unwrap();
         assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 51)]);
         assert!(ttls(&m)[0] >= 1);
@@ -634,7 +684,7 @@ async fn critical_names_survive_outage_and_restart() {
         assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     }
     // Restart with the upstream still down: answered from the state file at once.
-    let r = Resolver::new(&c).unwrap();
+    let r = resolver_at(&c, &clock);
     let (m, _, src) = local(&r, &q, 512).unwrap();
     assert_eq!(src, AnswerSource::Hosts);
     assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 51)]);
@@ -652,7 +702,7 @@ async fn forwarding_to_ourselves_is_refused_at_start() {
     let mut c = config(&[]);
     c.listen = vec!["127.0.0.1:45353".parse().unwrap()];
     c.forward.upstreams = vec!["10.0.0.1".into(), "127.0.0.1:45353".into()];
-    let e = Resolver::new(&c).unwrap_err();
+    let e = try_resolver(&c).unwrap_err();
     assert!(matches!(e, clusterdns::Error::Loop(_)), "{e}");
     let msg = e.to_string();
     assert!(
@@ -662,7 +712,7 @@ async fn forwarding_to_ourselves_is_refused_at_start() {
     // Listening on every address: any local address on that port loops.
     c.listen = vec!["0.0.0.0:45353".parse().unwrap()];
     c.forward.upstreams = vec!["127.0.0.2:45353".into()];
-    let msg = Resolver::new(&c).unwrap_err().to_string();
+    let msg = try_resolver(&c).unwrap_err().to_string();
     assert!(
         msg.contains("forward.upstreams[0]") && msg.contains("0.0.0.0:45353"),
         "{msg}"
@@ -673,28 +723,28 @@ async fn forwarding_to_ourselves_is_refused_at_start() {
     c.forward.resolv_conf = dir.path().join("resolv.conf");
     std::fs::write(&c.forward.resolv_conf, "nameserver 127.0.0.1\n").unwrap();
     c.listen = vec!["0.0.0.0:53".parse().unwrap()];
-    let msg = Resolver::new(&c).unwrap_err().to_string();
+    let msg = try_resolver(&c).unwrap_err().to_string();
     assert!(
         msg.contains("forward.resolv_conf") && msg.contains("127.0.0.1:53"),
         "{msg}"
     );
-    // Bad keys are named.
+    // Bad keys are named, by the config's validation (the one place they are checked).
     let mut c = config(&[]);
     c.forward.upstreams = vec!["dns.example".into()];
-    let msg = Resolver::new(&c).unwrap_err().to_string();
+    let msg = c.validate().unwrap_err().to_string();
     assert!(msg.contains("forward.upstreams[0]"), "{msg}");
     let mut c = config(&["127.0.0.1:9".parse().unwrap()]);
     c.forward
         .stub_domains
         .insert("not a name".into(), vec!["10.0.0.5".into()]);
-    let msg = Resolver::new(&c).unwrap_err().to_string();
+    let msg = c.validate().unwrap_err().to_string();
     assert!(msg.contains("forward.stub_domains.not a name"), "{msg}");
 }
 
 #[tokio::test]
 async fn loop_probe_coming_back_is_recognised() {
     let up = Fake::start(|q, _| Action::Reply(nx_reply(q, ".", 60, 60))).await;
-    let r = Resolver::new(&config(&[up.addr])).unwrap();
+    let r = resolver(&config(&[up.addr]));
     assert!(!r.is_loop_probe(b"\x011\x012\x00"));
     r.send_loop_probe().await;
     let seen = up.seen.lock().unwrap()[0].1.clone();
@@ -732,7 +782,7 @@ async fn concurrency_bound_refuses_quickly() {
     let mut c = config(&[up.addr]);
     c.forward.max_concurrent = 4;
     c.forward.timeout = Duration::from_secs(2);
-    let r = Resolver::new(&c).unwrap();
+    let r = resolver(&c);
     let queries: Vec<Vec<u8>> = (0..40)
         .map(|i| query(&format!("n{i}.example."), RecordType::A, i, None))
         .collect();
@@ -785,7 +835,7 @@ async fn identical_queries_are_coalesced() {
         )
     })
     .await;
-    let r = Resolver::new(&config(&[up.addr])).unwrap();
+    let r = resolver(&config(&[up.addr]));
     let queries: Vec<Vec<u8>> = (0..10u16)
         .map(|i| query("same.example.", RecordType::A, 100 + i, None))
         .collect();
@@ -804,32 +854,38 @@ async fn popular_entries_are_prefetched() {
     let up = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 40)], 2))).await;
     let mut c = config(&[up.addr]);
     c.cache.prefetch = 2;
-    let r = Resolver::new(&c).unwrap();
+    let clock = ManualClock::new();
+    let r = resolver_at(&c, &clock);
     r.start();
     let q = query("popular.example.", RecordType::A, 1, None);
     ask_raw(&r, &q, 512).await;
-    let first_expires = tokio::time::Instant::now() + Duration::from_secs(2);
     for _ in 0..3 {
         local(&r, &q, 512).unwrap();
     }
+    tokio::task::yield_now().await;
     assert_eq!(up.queries(), 1, "not yet near expiry");
-    // Hits go on; one near the end of the TTL sends the prefetch.
-    let hit_until_prefetched = || local(&r, &q, 512).is_some() && up.queries() == 2;
+    // In the last second of the 2 s TTL, a hit sends the prefetch.
+    clock.advance(Duration::from_millis(1200));
+    local(&r, &q, 512).expect("still fresh");
+    // The prefetched entry replaces the old one: a full TTL again (the old one has 1 s left).
+    let refreshed = || local(&r, &q, 512).is_some_and(|(m, _, _)| ttls(&m) == vec![2]);
     assert!(
-        wait_for_async(Duration::from_secs(3), hit_until_prefetched).await,
+        wait_for_async(Duration::from_secs(5), refreshed).await,
         "prefetched"
     );
-    // Past the first entry's expiry, still a hit (the prefetched entry).
-    tokio::time::sleep_until(first_expires + Duration::from_millis(100)).await;
-    let (_, _, src) = local(&r, &q, 512).expect("still cached after prefetch");
+    assert_eq!(up.queries(), 2);
+    // Past the first entry's expiry, still a hit: the prefetched entry (stored at 1.2 s).
+    clock.advance(Duration::from_millis(1000));
+    let (m, _, src) = local(&r, &q, 512).expect("still cached after prefetch");
     assert_eq!(src, AnswerSource::Cache);
+    assert_eq!(ttls(&m), vec![1], "the prefetched entry, 1 s old");
     assert_eq!(up.queries(), 2);
 }
 
 #[tokio::test]
 async fn real_knotd_upstream() {
     let knot = tokio::task::spawn_blocking(start_knot).await.unwrap();
-    let r = Resolver::new(&config(&[knot.addr])).unwrap();
+    let r = resolver(&config(&[knot.addr]));
     let (m, src) = ask(&r, "WWW.example.TEST.", RecordType::A).await;
     assert_eq!(src, AnswerSource::Forward);
     assert!(m.metadata.authoritative, "knot's AA passes through");
@@ -862,7 +918,7 @@ async fn real_knotd_upstream() {
     // Negative and positive answers over force_tcp too.
     let mut c = config(&[knot.addr]);
     c.forward.force_tcp = true;
-    let r = Resolver::new(&c).unwrap();
+    let r = resolver(&c);
     assert_eq!(
         a_addrs(&ask(&r, "www.example.test.", RecordType::A).await.0),
         vec![ip(192, 0, 2, 10)]

@@ -67,7 +67,7 @@ impl Source {
         opts.kubeconfig = Some(api.write_kubeconfig(dir.path()));
         let (tx, rx) = mpsc::unbounded_channel();
         let (shutdown, shutdown_rx) = watch::channel(false);
-        let task = tokio::spawn(run(opts, tx, shutdown_rx));
+        let task = tokio::spawn(run(opts, tx, shutdown_rx, Default::default()));
         Source {
             rx,
             shutdown,
@@ -1032,7 +1032,9 @@ async fn kube_missing_kubeconfig_is_an_error() {
         kubeconfig: Some("/nonexistent/kubeconfig".into()),
         ..opts_all()
     };
-    let err = run(opts, tx, stop_rx).await.expect_err("no kubeconfig");
+    let err = run(opts, tx, stop_rx, Default::default())
+        .await
+        .expect_err("no kubeconfig");
     assert!(
         matches!(err, SourceError::Kube(ref m) if m.contains("/nonexistent/kubeconfig")),
         "{err}"

@@ -11,6 +11,7 @@ mod forward_edns;
 mod forward_loop;
 mod kube;
 mod kube_dns;
+mod layers;
 mod manifests;
 mod netns;
 mod nodelocal;

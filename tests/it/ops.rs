@@ -1,17 +1,19 @@
 //! The operator endpoints for real: `/health`, `/ready`, `/metrics` over TCP, the shutdown
-//! sequence driven by real signals in a child process, and a real Prometheus (Debian package
-//! `prometheus`) scraping `/metrics` and evaluating the CoreDNS mixin's alert expressions.
+//! sequence and the config reload driven by real signals in a child process, and a real
+//! Prometheus (Debian package `prometheus`) scraping `/metrics` and evaluating the CoreDNS
+//! mixin's alert expressions.
 
 use std::io::{BufRead as _, Read as _};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use clusterdns::config::Config;
+use clusterdns::observe::{AnswerSource, Proto, QueryObservation};
 use clusterdns::ops::http;
 use clusterdns::ops::lifecycle::{Lifecycle, Readiness, ShutdownSignal};
-use clusterdns::ops::metrics::{AnswerSource, Metrics, Proto, QueryObservation, UpstreamMetrics};
+use clusterdns::ops::metrics::{Metrics, UpstreamMetrics};
 
 use crate::support::{Prometheus, get, metric_value, status_body, wait_for};
 
@@ -23,10 +25,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
-}
-
-fn leak(m: Metrics) -> &'static Metrics {
-    Box::leak(Box::new(m))
 }
 
 /// Every endpoint on 127.0.0.1 with a port of the kernel's choosing.
@@ -88,14 +86,13 @@ fn q(rcode: u16, source: AnswerSource, secs: f64) -> QueryObservation {
 #[test]
 fn health_ready_and_lameduck() {
     let rt = runtime();
-    let m = leak(Metrics::new("dns://:53", true, &[]));
+    let m = Arc::new(Metrics::new("dns://:53", true, &[]));
     let readiness = Readiness::new(["kubernetes"]);
-    let lc = Lifecycle::with_timings(readiness.clone(), 1500 * MS, Duration::from_secs(3))
-        .with_metrics(m);
+    let lc = Lifecycle::with_timings(readiness.clone(), 1500 * MS, Duration::from_secs(3));
     let ep = rt
         .block_on(http::start(
             &loopback_config(),
-            m,
+            m.clone(),
             readiness.clone(),
             lc.signal(),
         ))
@@ -161,12 +158,12 @@ fn health_ready_and_lameduck() {
 #[test]
 fn metrics_endpoint_plain_gzip_and_health_self_check() {
     let rt = runtime();
-    let m = leak(Metrics::new("dns://:53", true, &["errors", "kubernetes"]));
+    let m = Arc::new(Metrics::new("dns://:53", true, &["errors", "kubernetes"]));
     m.observe_query(&q(0, AnswerSource::Zone, 0.001));
     let ep = rt
         .block_on(http::start(
             &loopback_config(),
-            m,
+            m.clone(),
             Readiness::new(["kubernetes"]),
             ShutdownSignal::never(),
         ))
@@ -208,7 +205,8 @@ fn metrics_endpoint_plain_gzip_and_health_self_check() {
 }
 
 /// Run by `signals_reload_then_graceful_exit` in a child process (real signals, real exit
-/// status); a no-op in a normal test run.
+/// status); a no-op in a normal test run. SIGHUP goes to the config reload (the one handler
+/// of it), SIGTERM to the lifecycle.
 #[test]
 fn lifecycle_child() {
     if std::env::var_os("CLUSTERDNS_OPS_CHILD").is_none() {
@@ -216,13 +214,17 @@ fn lifecycle_child() {
     }
     let rt = runtime();
     rt.block_on(async {
-        let m = leak(Metrics::new("dns://:53", true, &[]));
+        let m = Arc::new(Metrics::new("dns://:53", true, &[]));
         let readiness = Readiness::new(["kubernetes"]);
-        let lc = Lifecycle::with_timings(readiness.clone(), 1500 * MS, Duration::from_secs(3))
-            .with_metrics(m);
-        let ep = http::start(&loopback_config(), m, readiness.clone(), lc.signal())
-            .await
-            .unwrap();
+        let lc = Lifecycle::with_timings(readiness.clone(), 1500 * MS, Duration::from_secs(3));
+        let ep = http::start(
+            &loopback_config(),
+            m.clone(),
+            readiness.clone(),
+            lc.signal(),
+        )
+        .await
+        .unwrap();
         let guard = lc.drain_guard();
         let mut sig = lc.signal();
         tokio::spawn(async move {
@@ -232,26 +234,43 @@ fn lifecycle_child() {
             println!("CHILD drained");
             drop(guard);
         });
-        // First SIGHUP: the reload fails (and, for the test to see it, readiness comes);
-        // second: it succeeds.
-        let mut calls = 0u32;
-        let r = readiness.clone();
-        let life = lc
-            .run(move || {
-                calls += 1;
-                let n = calls;
-                let r = r.clone();
-                async move {
-                    if n == 1 {
-                        r.set_ready("kubernetes");
-                        Err("bad config".to_string())
-                    } else {
-                        println!("CHILD reload ok");
-                        Ok(())
-                    }
-                }
-            })
-            .unwrap();
+        // First SIGHUP: the config cannot be loaded (and, for the test to see it, readiness
+        // comes); second: a changed config is applied.
+        let mut cfg = loopback_config();
+        cfg.forward.enabled = false;
+        cfg.source.file = Some("/nonexistent/cluster.yaml".into());
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let (r, next) = (readiness.clone(), cfg.clone());
+        let loader: clusterdns::reload::Loader = Box::new(move || {
+            if calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                r.set_ready("kubernetes");
+                return Err(clusterdns::Error::Other("bad config".into()));
+            }
+            println!("CHILD reload ok");
+            let mut c = next.clone();
+            c.cluster.ttl = 7;
+            Ok(c)
+        });
+        let zone = Arc::new(arc_swap::ArcSwap::from_pointee(
+            clusterdns::zone::snapshot::Snapshot::empty(&cfg.cluster),
+        ));
+        let engine = clusterdns::server::Engine::new(&cfg, zone, None, m.clone());
+        let (settings, _settings_rx) = tokio::sync::watch::channel(cfg.cluster.clone());
+        let reloader = clusterdns::reload::Reloader {
+            current: cfg,
+            loader,
+            path: None,
+            shared: Arc::new(arc_swap::ArcSwap::from_pointee(engine)),
+            settings,
+            resolver: None,
+            metrics: m.clone(),
+        };
+        let life = lc.run().unwrap();
+        let hangups = clusterdns::reload::hangups().unwrap();
+        let stop = lc
+            .signal()
+            .as_bool(clusterdns::ops::lifecycle::Phase::Draining);
+        tokio::spawn(reloader.run(hangups, stop));
         println!(
             "CHILD addrs {} {} {}",
             ep.health.unwrap(),
@@ -397,7 +416,7 @@ fn close(got: f64, want: f64) -> bool {
 fn prometheus_scrapes_and_mixin_alerts_evaluate() {
     let deadline = Instant::now() + Duration::from_secs(55);
     let rt = runtime();
-    let m = leak(Metrics::new(
+    let m = Arc::new(Metrics::new(
         "dns://:53",
         true,
         &["errors", "prometheus", "cache", "kubernetes", "forward"],
@@ -409,7 +428,7 @@ fn prometheus_scrapes_and_mixin_alerts_evaluate() {
     let ep = rt
         .block_on(http::start(
             &cfg,
-            m,
+            m.clone(),
             Readiness::new(Vec::<String>::new()),
             ShutdownSignal::never(),
         ))
@@ -429,7 +448,7 @@ fn prometheus_scrapes_and_mixin_alerts_evaluate() {
     };
     for _ in 0..5 {
         next_scrape();
-        inject(m, &a);
+        inject(&m, &a);
     }
     next_scrape();
     // Prometheus holds the scrape that saw the last batch (5 batches of 100 responses).

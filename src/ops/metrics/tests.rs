@@ -397,8 +397,8 @@ fn server_label_and_plugins() {
         &t,
         r#"coredns_plugin_enabled{name="errors",server="dns://:1053",view="",zone="."} 1"#,
     );
-    // A second configure keeps the label and only adds plugin names.
-    m.configure("dns://:99", true, &["cache"]);
+    // More plugin names later keep the label.
+    m.enable_plugins(&["cache"]);
     assert_eq!(m.server(), "dns://:1053");
     assert_has(
         &m.render(),

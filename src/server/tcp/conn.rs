@@ -18,18 +18,22 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use super::{Admitted, TcpSettings, stopped};
-use crate::ops::metrics::Proto;
+use crate::observe::Proto;
+use crate::ops::lifecycle::DrainGuard;
 use crate::server::handler::{TCP_MAX, forwarded_facts};
 use crate::server::{Engine, Local, Pending, Resolved, SharedEngine};
 
 /// A connection accepted and admitted, ready to [`run`](Connection::run).
 pub struct Connection {
-    stream: TcpStream,
-    peer: SocketAddr,
-    engine: SharedEngine,
-    settings: TcpSettings,
-    stop: watch::Receiver<bool>,
-    admitted: Admitted,
+    pub(super) stream: TcpStream,
+    pub(super) peer: SocketAddr,
+    pub(super) engine: SharedEngine,
+    pub(super) settings: TcpSettings,
+    /// Turns true when the server stops accepting: answer what has been read, then close.
+    pub(super) stop: watch::Receiver<bool>,
+    pub(super) admitted: Admitted,
+    /// Held until the connection closes: the shutdown's drain waits for it.
+    pub(super) drain: DrainGuard,
 }
 
 /// A forwarded query answered: the reply, the query, when it arrived, and the engine that
@@ -37,24 +41,6 @@ pub struct Connection {
 type Done = (Resolved, Box<Pending>, Instant, Arc<Engine>);
 
 impl Connection {
-    pub fn new(
-        stream: TcpStream,
-        peer: SocketAddr,
-        engine: SharedEngine,
-        settings: TcpSettings,
-        stop: watch::Receiver<bool>,
-        admitted: Admitted,
-    ) -> Self {
-        Connection {
-            stream,
-            peer,
-            engine,
-            settings,
-            stop,
-            admitted,
-        }
-    }
-
     /// Serve the connection until the client closes it, it idles out, a write fails, or the
     /// server stops (then what has been read is still answered).
     pub async fn run(self) {
@@ -65,6 +51,7 @@ impl Connection {
             settings,
             mut stop,
             admitted,
+            drain,
         } = self;
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
@@ -140,6 +127,7 @@ impl Connection {
             tracing::debug!(%peer, "transfer connection closed");
         }
         drop(admitted);
+        drop(drain);
     }
 }
 
@@ -156,7 +144,7 @@ async fn serve_transfer(
     idle: Duration,
     start: Instant,
 ) -> bool {
-    let Some(x) = engine.xfr.clone() else {
+    let Some(x) = engine.xfr().cloned() else {
         return true;
     };
     let size = req.raw.len();

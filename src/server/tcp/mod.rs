@@ -17,12 +17,9 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio::task::JoinSet;
 
 use super::SharedEngine;
-
-/// How long stopping waits for connections to answer what they have read.
-const DRAIN: Duration = Duration::from_secs(5);
+use crate::ops::lifecycle::DrainGuard;
 
 /// Per-connection limits.
 #[derive(Debug, Clone)]
@@ -86,16 +83,18 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     }
 }
 
-/// Accept and serve connections until `stop` turns true; then stop accepting, let each
-/// connection answer what it has read (at most 5 seconds), and return.
+/// Accept and serve connections until `stop` turns true; then stop accepting and return.
+/// Each connection runs on as its own task, answering what it has read, and holds a clone of
+/// `drain` until it closes: the shutdown's drain (bounded by `health.drain_timeout`) waits for
+/// them.
 pub async fn serve(
     listener: TcpListener,
     engine: SharedEngine,
     settings: TcpSettings,
     mut stop: watch::Receiver<bool>,
+    drain: DrainGuard,
 ) {
     let gate = Arc::new(Gate::default());
-    let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             r = listener.accept() => match r {
@@ -103,15 +102,16 @@ pub async fn serve(
                     let Some(admitted) = gate.admit(peer) else {
                         continue;
                     };
-                    let c = conn::Connection::new(
+                    let c = conn::Connection {
                         stream,
                         peer,
-                        engine.clone(),
-                        settings.clone(),
-                        stop.clone(),
+                        engine: engine.clone(),
+                        settings: settings.clone(),
+                        stop: stop.clone(),
                         admitted,
-                    );
-                    conns.spawn(c.run());
+                        drain: drain.clone(),
+                    };
+                    tokio::spawn(c.run());
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off a little, go on.
@@ -119,14 +119,7 @@ pub async fn serve(
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             },
-            Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = stopped(&mut stop) => break,
         }
-    }
-    drop(listener);
-    let drained =
-        tokio::time::timeout(DRAIN, async { while conns.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        conns.abort_all();
     }
 }

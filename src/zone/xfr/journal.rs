@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 use super::records::{self, Rr, TransferZone, ZoneKind};
+use crate::ops::metrics::Metrics;
 use crate::zone::serial::serial_gt;
 use crate::zone::snapshot::Snapshot;
 
@@ -66,11 +67,14 @@ pub struct Journal {
     state: Mutex<State>,
     /// The serial of the newest synced snapshot, for NOTIFY.
     serial: watch::Sender<Option<u32>>,
+    /// Where its size and the serial are shown.
+    metrics: Arc<Metrics>,
 }
 
 impl Journal {
-    /// A journal for the zones named (dotted: the cluster zone, reverse zones).
-    pub fn new(zones: &[String], limits: JournalLimits) -> Journal {
+    /// A journal for the zones named (dotted: the cluster zone, reverse zones), its size and
+    /// serial shown in `metrics`.
+    pub fn new(zones: &[String], limits: JournalLimits, metrics: Arc<Metrics>) -> Journal {
         let apexes = zones
             .iter()
             .filter_map(|z| crate::wire::dotted_to_wire(&z.to_ascii_lowercase()).ok())
@@ -85,6 +89,7 @@ impl Journal {
                 bytes: 0,
             }),
             serial: watch::channel(None).0,
+            metrics,
         }
     }
 
@@ -140,7 +145,7 @@ impl Journal {
                 }
             }
         }
-        crate::ops::metrics::global()
+        self.metrics
             .transfer()
             .journal(st.steps.len(), st.bytes, snap.serial);
     }

@@ -414,6 +414,7 @@ fn journal_steps_turn_each_version_into_the_next() {
             entries: 1000,
             bytes: 1 << 30,
         },
+        Default::default(),
     );
     let mut versions = Vec::new();
     let first = b.publish().0;
@@ -542,6 +543,7 @@ fn the_journal_keeps_within_its_bounds() {
             entries: 3,
             bytes: 1 << 30,
         },
+        Default::default(),
     );
     let mut serials = Vec::new();
     for i in 0..6 {
@@ -569,6 +571,7 @@ fn the_journal_keeps_within_its_bounds() {
             entries: 100,
             bytes: 10,
         },
+        Default::default(),
     );
     let s1 = b.publish().0;
     tiny.publish(&s1);
