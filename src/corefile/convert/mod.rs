@@ -8,7 +8,7 @@
 //! where they agree, it relies on the config's default, which a test here holds to CoreDNS's.
 //!
 //! One file per plugin family: [`kubernetes`], [`forward`], [`cache`], [`hosts`], [`server`]
-//! (bind, bufsize, health, ready, prometheus, log, errors, loadbalance), and [`refused`]
+//! (bind, bufsize, health, ready, prometheus, log, errors, loadbalance), [`transfer`], and [`refused`]
 //! (plugins refused or dropped, and why).
 
 mod cache;
@@ -20,6 +20,7 @@ mod refused;
 mod server;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -96,6 +97,7 @@ struct Converter {
     caching: cache::Caching,
     hosts: Option<Set<crate::config::HostsConfig>>,
     ops: server::Ops,
+    transfers: Vec<transfer::TransferLine>,
 }
 
 impl Converter {
@@ -217,6 +219,7 @@ impl Converter {
                     ips.extend(server::bind_addresses(&ctx)?);
                 }
                 "bufsize" => self.bufsize(&ctx)?,
+                "transfer" => self.transfer(&ctx)?,
                 name => {
                     if let Some(reason) = refused::unsupported_reason(name) {
                         return Err(ctx.unsupported(reason.to_string()));
@@ -258,6 +261,7 @@ impl Converter {
         let mut config = Config::default();
         self.write_listen(&mut config);
         self.write_cluster(&mut config);
+        self.write_transfer(&mut config);
         self.write_forward(&mut config);
         self.write_cache(&mut config);
         self.write_hosts(&mut config);

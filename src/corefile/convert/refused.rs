@@ -28,8 +28,9 @@ pub(super) fn unsupported_reason(name: &str) -> Option<&'static str> {
         "k8s_external" => {
             "it answers for Services' external and LoadBalancer IPs under an external zone; clusterdns serves the cluster zone only"
         }
-        "transfer" => "it allows zone transfers (AXFR/IXFR) out; clusterdns refuses zone transfers",
-        "tsig" => "it checks TSIG signatures on queries; clusterdns does not verify TSIG",
+        "tsig" => {
+            "it checks TSIG signatures on queries; clusterdns checks TSIG on zone transfers only, with the one key of transfer.tsig: set that by hand (its secret from the Secret CoreDNS read) and remove the line to convert"
+        }
         "acl" => {
             "it blocks or filters clients by source address; clusterdns has no per-client policy, and dropping it would open access the Corefile denies. Use a NetworkPolicy for the clusterdns pods instead"
         }
