@@ -107,7 +107,7 @@ impl Converter {
         }
         let t = &mut cfg.transfer;
         let mut zones: Vec<String> = Vec::new();
-        let mut add = |z: &str, zones: &mut Vec<String>| {
+        let add = |z: &str, zones: &mut Vec<String>| {
             if !zones.iter().any(|o| o == z) {
                 zones.push(z.to_string());
             }
