@@ -56,7 +56,11 @@ async fn notify_loop(
 ) {
     let mut serials = journal.serials();
     let label = target.to_string();
-    let mut acked: Option<u32> = None;
+    // Per zone, the serial the secondary last acknowledged (or that its tries ran out with):
+    // a zone already told of the newest serial is not told again (a serial published during
+    // one zone's NOTIFY is folded into it, and the next round skips that zone).
+    let apexes = journal.apexes().to_vec();
+    let mut told: Vec<Option<u32>> = vec![None; apexes.len()];
     let bind: SocketAddr = if target.is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
     } else {
@@ -70,43 +74,48 @@ async fn notify_loop(
         }
     };
     loop {
-        // The newest serial not yet acknowledged.
-        let serial = loop {
+        // Wait for a serial some zone has not been told of.
+        loop {
             let s = *serials.borrow_and_update();
-            if s.is_some() && s != acked {
-                break s;
+            if s.is_some() && told.iter().any(|t| *t != s) {
+                break;
             }
             if serials.changed().await.is_err() {
                 return;
             }
-        };
-        for apex in journal.apexes().to_vec() {
-            let outcome = notify_zone(&sock, &journal, &apex, target, key.as_deref()).await;
-            metrics.transfer().notify(&label, outcome);
         }
-        acked = serial;
+        for (i, apex) in apexes.iter().enumerate() {
+            if told[i].is_some() && told[i] == *serials.borrow() {
+                continue;
+            }
+            let (outcome, sent) = notify_zone(&sock, &journal, apex, target, key.as_deref()).await;
+            metrics.transfer().notify(&label, outcome);
+            told[i] = sent;
+        }
     }
 }
 
 /// Send NOTIFY for one zone until a reply comes or the tries run out; the outcome for the
-/// metrics (`ok`, `rcode`, `timeout`, `error`).
+/// metrics (`ok`, `rcode`, `timeout`, `error`), and the serial of the last try (None: none sent).
 async fn notify_zone(
     sock: &UdpSocket,
     journal: &Journal,
     apex: &[u8],
     target: SocketAddr,
     key: Option<&tsig::Key>,
-) -> &'static str {
+) -> (&'static str, Option<u32>) {
     let mut wait = FIRST_WAIT;
+    let mut sent = None;
     let mut buf = vec![0u8; 4096];
     for attempt in 1..=TRIES {
         // Each try carries the newest serial (a serial published meanwhile is folded in).
         let Some(snap) = journal.current() else {
-            return "error";
+            return ("error", sent);
         };
         let Some(zone) = TransferZone::of(&snap, apex) else {
-            return "error";
+            return ("error", sent);
         };
+        sent = Some(snap.serial);
         let id: u16 = fastrand::u16(..);
         let mut msg = message(id, &snap, &zone);
         let mac = key.map(|k| tsig::sign_request(k, &mut msg, tsig::now()));
@@ -141,15 +150,15 @@ async fn notify_zone(
             let code = wire::rcode_of(reply);
             if code != wire::rcode::NOERROR {
                 tracing::info!(%target, zone = %wire::display_name(apex), rcode = code, "NOTIFY refused by the secondary");
-                return "rcode";
+                return ("rcode", sent);
             }
             tracing::debug!(%target, zone = %wire::display_name(apex), serial = snap.serial, attempt, "NOTIFY acknowledged");
-            return "ok";
+            return ("ok", sent);
         }
         wait *= 2;
     }
     tracing::info!(%target, zone = %wire::display_name(apex), "NOTIFY not answered; the secondary will refresh on its own timer");
-    "timeout"
+    ("timeout", sent)
 }
 
 /// A NOTIFY for `zone` at `snap`'s serial: header (opcode 4, AA), the question `<zone> SOA IN`,
