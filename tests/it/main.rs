@@ -24,5 +24,6 @@ mod serve_forward;
 mod support;
 mod wire_hostile;
 mod wire_large;
+mod xfr_rules;
 mod xfr_secondaries;
 mod zone_dig;
