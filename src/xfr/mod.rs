@@ -473,3 +473,6 @@ impl Drop for Transfer {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
