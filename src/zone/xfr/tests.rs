@@ -588,3 +588,28 @@ fn the_journal_keeps_within_its_bounds() {
     tiny.publish(&s2);
     assert!(tiny.plan(Some(s1.serial)).unwrap().steps.is_none());
 }
+
+/// In `pods: insecure` mode pod names are synthesised from the query for any address: they are
+/// in no list, so the transferred zone holds none (docs/transfer.md says so); the rest stays.
+#[test]
+fn insecure_pod_names_are_not_transferred() {
+    let c = ClusterConfig {
+        pods: PodsMode::Insecure,
+        ..cfg()
+    };
+    let mut b = ZoneBuilder::new(&c, &required_kinds(&c));
+    b.apply(ClusterEvent::ReplaceAll { objects: objects() });
+    let snap = b.publish().0;
+    let z = zone(&snap, "cluster.local.");
+    let t = texts(&z.apex, &all(&snap, &z));
+    assert!(
+        !t.iter().any(|r| r.contains(".pod.cluster.local.")),
+        "{t:#?}"
+    );
+    assert!(
+        t.iter()
+            .any(|r| r.starts_with("web.prod.svc.cluster.local."))
+    );
+    // The answer path still answers them, synthesised.
+    assert_eq!(asked(&snap, "10-2-0-1.prod.pod.cluster.local.", 1).0, 0);
+}
