@@ -20,39 +20,16 @@ use std::sync::{Arc, Mutex};
 
 use super::upstream::Upstream;
 
-/// Addresses of this machine's interfaces (getifaddrs), plus loopback.
+/// Addresses of this machine's interfaces (getifaddrs, through `if-addrs`), plus loopback.
 pub fn local_addrs() -> Vec<IpAddr> {
     let mut out = vec![
         IpAddr::from([127, 0, 0, 1]),
         IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
     ];
-    // SAFETY: getifaddrs fills a linked list we only read and then free with freeifaddrs.
-    unsafe {
-        let mut ifap: *mut libc::ifaddrs = std::ptr::null_mut();
-        if libc::getifaddrs(&mut ifap) != 0 {
-            return out;
-        }
-        let mut p = ifap;
-        while !p.is_null() {
-            let sa = (*p).ifa_addr;
-            if !sa.is_null() {
-                match i32::from((*sa).sa_family) {
-                    libc::AF_INET => {
-                        let sin = &*(sa as *const libc::sockaddr_in);
-                        out.push(IpAddr::from(
-                            u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                        ));
-                    }
-                    libc::AF_INET6 => {
-                        let sin6 = &*(sa as *const libc::sockaddr_in6);
-                        out.push(IpAddr::from(sin6.sin6_addr.s6_addr));
-                    }
-                    _ => {}
-                }
-            }
-            p = (*p).ifa_next;
-        }
-        libc::freeifaddrs(ifap);
+    // Without the list, only loopback counts as local: the start-up check still refuses the
+    // common mistake (an upstream on loopback) and the run-time probes find the rest.
+    if let Ok(ifaces) = if_addrs::get_if_addrs() {
+        out.extend(ifaces.into_iter().map(|i| i.ip()));
     }
     out
 }

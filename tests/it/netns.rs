@@ -272,10 +272,21 @@ impl Cluster {
         self.pod.within(move || ask_a(server, &name))
     }
 
-    /// Sum of `coredns_dns_requests_total` at `addr` (an endpoint on the node's loopback).
+    /// Sum of `coredns_dns_requests_total` at `addr` (an endpoint on the node's loopback), once
+    /// settled: a request is counted when its reply has been sent, so right after a reply the
+    /// count may still be one short. Read until two reads 50 ms apart agree (at most 2 s).
     pub fn requests(&self, addr: &str) -> u64 {
-        let text = self.scrape(addr);
-        sum_family(&text, "coredns_dns_requests_total")
+        let read = || sum_family(&self.scrape(addr), "coredns_dns_requests_total");
+        let mut last = read();
+        for _ in 0..40 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            let now = read();
+            if now == last {
+                break;
+            }
+            last = now;
+        }
+        last
     }
 
     pub fn scrape(&self, addr: &str) -> String {
