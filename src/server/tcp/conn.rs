@@ -110,7 +110,7 @@ impl Connection {
                         Local::Drop => {}
                         Local::Forward(p) => in_flight.push(Box::pin(forward(engine, p, start))),
                         Local::Transfer(req) => {
-                            // From here on this is a transfer connection (see `tcp`'s docs).
+                            // From here on this is a transfer connection (`serve_transfer`).
                             transfer = true;
                             if !serve_transfer(&engine, *req, peer, &mut wr, &mut out, idle, start).await {
                                 break;
