@@ -97,6 +97,21 @@ fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
 }
 
+fn us(d: Duration) -> String {
+    format!("{:.1}", d.as_secs_f64() * 1e6)
+}
+
+fn summary_us(v: &mut [Duration]) -> String {
+    v.sort();
+    format!(
+        "p50 {} µs, p90 {} µs, p99 {} µs, max {} µs",
+        us(pct(v, 0.5)),
+        us(pct(v, 0.9)),
+        us(pct(v, 0.99)),
+        us(*v.last().unwrap())
+    )
+}
+
 fn summary(v: &mut [Duration]) -> String {
     v.sort();
     format!(
@@ -263,7 +278,7 @@ fn main() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_clusterdns"))
         .args(["serve", "--config"])
         .arg(&cfg)
-        .env("CLUSTERDNS_LOG", "warn")
+        .env("CLUSTERDNS_LOG", "warn,clusterdns::xfr::notify=debug")
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -276,7 +291,14 @@ fn main() {
             break a.trim().parse().unwrap();
         }
     };
-    std::thread::spawn(move || for _ in lines {});
+    // NOTIFY's own reports (not answered, refused) are shown: they explain slow changes.
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            if l.contains("NOTIFY") && !l.contains("acknowledged") {
+                eprintln!("clusterdns: {l}");
+            }
+        }
+    });
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
@@ -335,12 +357,12 @@ fn main() {
     println!(
         "queries one at a time, no transfer: {} queries in 3 s, {}",
         quiet.len(),
-        summary(&mut quiet)
+        summary_us(&mut quiet)
     );
     println!(
         "queries one at a time, during {n} back-to-back AXFRs: {} queries in 3 s, {}",
         busy.len(),
-        summary(&mut busy)
+        summary_us(&mut busy)
     );
 
     // 2. From the API to the secondaries.
@@ -409,7 +431,16 @@ fn main() {
             );
         }
         for (k, d) in done.into_iter().enumerate() {
-            lat[k].push(d.unwrap());
+            let d = d.unwrap();
+            if d > Duration::from_millis(100) {
+                let who = if k == 0 {
+                    "clusterdns"
+                } else {
+                    secs[k - 1].flavor.name()
+                };
+                eprintln!("change {c}: {who} answered after {} ms", ms(d));
+            }
+            lat[k].push(d);
         }
     }
     println!("API change -> clusterdns answers: {}", summary(&mut lat[0]));

@@ -126,7 +126,10 @@ async fn notify_zone(
         loop {
             let r = tokio::time::timeout_at(deadline, sock.recv_from(&mut buf)).await;
             let (n, from) = match r {
-                Err(_) => break, // no reply in time: try again
+                Err(_) => {
+                    tracing::debug!(%target, zone = %wire::display_name(apex), attempt, ?wait, "NOTIFY not answered in time; trying again");
+                    break;
+                }
                 Ok(Err(e)) => {
                     // ICMP unreachable from an earlier send shows up here: the secondary is
                     // not listening (yet); wait out the interval and try again.
@@ -144,6 +147,7 @@ async fn notify_zone(
                 let signed = matches!(tsig::find(reply), Ok(Some(ref rec)) if tsig::verify_reply(k, reply, rec, mac, tsig::now()));
                 if !signed && wire::rcode_of(reply) == wire::rcode::NOERROR {
                     // An unsigned (or forged) acknowledgement of a signed NOTIFY: not taken.
+                    tracing::debug!(%target, zone = %wire::display_name(apex), "NOTIFY reply without a valid TSIG: not taken");
                     continue;
                 }
             }
