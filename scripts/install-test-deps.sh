@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests use, from Debian's packages, only where missing: dig/nslookup
 # (dnsutils), kdig (knot-dnsutils), knotd, named (bind9) and unbound (real upstreams, peers and
-# zone-transfer secondaries), dnsperf
+# zone-transfer secondaries; openssl makes the DNS-over-TLS test's certificates), dnsperf
 # (load), prometheus and promtool (metrics tests), kubectl (`kubectl kustomize` of manifests/;
 # Debian's package is kubernetes-client), python3 (benches/load.py readme --check), jq.
 # Idempotent; quiet when all is there. A test whose tool is missing fails (it never skips),
@@ -15,6 +15,7 @@ have kdig      || need+=(knot-dnsutils)
 have knotd     || need+=(knot)
 have named     || need+=(bind9)
 have unbound   || need+=(unbound)
+have openssl   || need+=(openssl)
 have dnsperf   || need+=(dnsperf)
 have prometheus || need+=(prometheus)
 have promtool  || need+=(prometheus)

@@ -68,12 +68,16 @@ pub fn start_zone(
         SourceChoice::None => vec![],
         _ => required_kinds(&cfg.cluster),
     };
-    let mut builder = ZoneBuilder::new(&cfg.cluster, &required);
+    // Autopath needs each client pod's namespace: the Pod watch and the address index.
+    let client_namespaces = cfg.shape.autopath.enabled && cfg.cluster.enabled;
+    let mut builder = ZoneBuilder::new(&cfg.cluster, &required)
+        .with_client_namespaces(client_namespaces && !matches!(source, SourceChoice::None));
     if matches!(source, SourceChoice::Kubernetes(_)) {
         // Serials from the API state, the same on every replica (`zone::serial`).
         builder.set_serial_source(crate::zone::serial::SerialSource::Revisions);
     }
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(crate::zone::feed::QUEUE);
+    let settings_for_source = settings.clone();
     if matches!(source, SourceChoice::None) {
         on_synced();
         return swap;
@@ -110,25 +114,77 @@ pub fn start_zone(
             ));
         }
         SourceChoice::Kubernetes(k) => {
-            start_kube(cfg, k, tx, shutdown, metrics);
+            start_kube(
+                k,
+                client_namespaces,
+                tx,
+                shutdown,
+                settings_for_source,
+                metrics,
+            );
         }
         SourceChoice::None => {}
     }
     swap
 }
 
+/// What the API source watches for `cluster` settings (and Pods for `autopath`, set at start),
+/// and how it connects.
+fn kube_options(
+    k: &crate::config::KubernetesSourceConfig,
+    cluster: &crate::config::ClusterConfig,
+    autopath: bool,
+) -> crate::source::kube::KubeSourceOptions {
+    crate::source::kube::KubeSourceOptions {
+        kubeconfig: k.kubeconfig.clone(),
+        context: k.context.clone(),
+        endpoint: k.endpoint.clone(),
+        watch_pods: cluster.pods == crate::config::PodsMode::Verified || autopath,
+        service_label_selector: cluster.labels.clone(),
+        watch_endpoints: !cluster.noendpoints,
+    }
+}
+
+/// Run the API source; when reloaded cluster settings (`settings`) change what must be
+/// watched (`pods: verified`, `noendpoints`, `labels`), its watches are stopped and started
+/// again with the new set: each kind is listed again (a relist: objects missing from it, e.g.
+/// services the new `labels` leave out, are gone), and the zone, which now requires the new
+/// kinds, syncs as soon as they are listed. What is served meanwhile stays.
 fn start_kube(
-    cfg: &Config,
     k: crate::config::KubernetesSourceConfig,
-    tx: mpsc::UnboundedSender<crate::cluster::ClusterEvent>,
-    shutdown: watch::Receiver<bool>,
+    autopath: bool,
+    tx: mpsc::Sender<crate::cluster::ClusterEvent>,
+    mut shutdown: watch::Receiver<bool>,
+    mut settings: watch::Receiver<crate::config::ClusterConfig>,
     metrics: Arc<Metrics>,
 ) {
-    let opts = crate::source::kube::KubeSourceOptions {
-        kubeconfig: k.kubeconfig.clone(),
-        watch_pods: cfg.cluster.pods == crate::config::PodsMode::Verified,
-        service_label_selector: cfg.cluster.labels.clone(),
-        watch_endpoints: !cfg.cluster.noendpoints,
+    let supervise = async move {
+        loop {
+            let opts = kube_options(&k, &settings.borrow_and_update(), autopath);
+            let (stop_tx, stop_rx) = watch::channel(false);
+            let run = crate::source::kube::run(opts.clone(), tx.clone(), stop_rx, metrics.clone());
+            tokio::pin!(run);
+            let mut settings_alive = true;
+            loop {
+                tokio::select! {
+                    r = &mut run => return r,
+                    _ = async { drop(shutdown.wait_for(|stop| *stop).await) } => {
+                        let _ = stop_tx.send(true);
+                        return run.await;
+                    }
+                    c = settings.changed(), if settings_alive => {
+                        if c.is_err() {
+                            settings_alive = false;
+                        } else if kube_options(&k, &settings.borrow(), autopath) != opts {
+                            break;
+                        }
+                    }
+                }
+            }
+            let _ = stop_tx.send(true);
+            run.await?;
+            tracing::info!("cluster settings changed what is watched: watches started again");
+        }
     };
     // The watchers get a thread and runtime of their own: decoding a relist of a large cluster
     // is CPU work that must not delay the query path's workers.
@@ -140,7 +196,7 @@ fn start_kube(
                 return;
             }
         };
-        if let Err(e) = rt.block_on(crate::source::kube::run(opts, tx, shutdown, metrics)) {
+        if let Err(e) = rt.block_on(supervise) {
             tracing::error!(error = %e, "kubernetes source stopped; the last snapshot keeps serving");
         }
     });
@@ -243,6 +299,41 @@ pub fn snapshot_counts(
     b.publish().0.counts()
 }
 
+/// Counts of the snapshot a file of objects makes under `cfg` (for `check`), and the objects
+/// skipped: the file is read object by object, in bounded memory whatever its size.
+pub fn file_snapshot_counts(
+    cfg: &Config,
+    path: &std::path::Path,
+) -> Result<
+    (
+        crate::zone::snapshot::SnapshotCounts,
+        Vec<crate::error::ObjectError>,
+    ),
+    Error,
+> {
+    use crate::cluster::ClusterEvent;
+    let file = std::fs::File::open(path).map_err(|source| crate::error::SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut b = ZoneBuilder::new(&cfg.cluster, &required_kinds(&cfg.cluster));
+    let mut skipped = Vec::new();
+    for kind in Kind::ALL {
+        b.apply(ClusterEvent::ListBegin { kind });
+    }
+    crate::source::file::read_objects(file, path, &mut |item| {
+        match item {
+            Ok(object) => b.apply(ClusterEvent::Listed { object }),
+            Err(e) => skipped.push(e),
+        }
+        true
+    })?;
+    for kind in Kind::ALL {
+        b.apply(ClusterEvent::ListEnd { kind });
+    }
+    Ok((b.publish().0.counts(), skipped))
+}
+
 /// `clusterdns serve`: run until SIGTERM/SIGINT, then readiness off at once, DNS through the
 /// lameduck period, drain in-flight queries, and return (exit 0).
 pub async fn serve(
@@ -300,11 +391,13 @@ pub async fn serve(
         transfers.as_ref().map(|t| t.journal().clone()),
         metrics.clone(),
     );
-    let resolver = crate::app_ops::resolver(&cfg, &metrics)?;
+    let shape = crate::server::shape::Shaper::new(&cfg)?;
+    let resolver = crate::app_ops::resolver(&cfg, &metrics, None)?;
     let engine = Engine::new(
         &cfg,
         zone,
         crate::app_ops::as_upstream(&resolver),
+        shape,
         metrics.clone(),
     )
     .with_transfers(transfers.clone());
@@ -317,6 +410,7 @@ pub async fn serve(
         settings: settings_tx,
         resolver: resolver.clone(),
         metrics: metrics.clone(),
+        lifecycle: Some(lc.clone()),
     };
     tokio::spawn(reloader.run(hangups, lc.signal().as_bool(Phase::Draining)));
     let ep = crate::ops::http::start(&cfg, metrics.clone(), readiness.clone(), lc.signal())

@@ -12,12 +12,17 @@ use crate::server::Upstream;
 /// The resolver for names outside the zone, when forwarding is on, counting into `metrics` and
 /// on the system clock. Its background work (health checks, hosts reload, critical names,
 /// prefetch) starts on the current runtime. The one place a running server builds a resolver
-/// (at start and on a reload).
-pub fn resolver(cfg: &Config, metrics: &Arc<Metrics>) -> Result<Option<Arc<Resolver>>, Error> {
+/// (at start and on a reload; then the caches of `previous` whose config is unchanged are
+/// kept).
+pub fn resolver(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    previous: Option<&Resolver>,
+) -> Result<Option<Arc<Resolver>>, Error> {
     if !cfg.forward.enabled {
         return Ok(None);
     }
-    let r = Resolver::new(cfg, metrics.clone(), Clock::system())?;
+    let r = Resolver::build(cfg, metrics.clone(), Clock::system(), previous)?;
     r.start();
     Ok(Some(r))
 }

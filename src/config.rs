@@ -46,6 +46,8 @@ pub struct Config {
     pub nodelocal: NodeLocalConfig,
     /// Zone transfers (AXFR/IXFR) of the cluster zone to secondaries, and NOTIFY.
     pub transfer: TransferConfig,
+    /// Answer shaping: CoreDNS's `rewrite`, `autopath`, `template` and `k8s_external`.
+    pub shape: ShapeConfig,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             server: ServerConfig::default(),
             nodelocal: NodeLocalConfig::default(),
             transfer: TransferConfig::default(),
+            shape: ShapeConfig::default(),
         }
     }
 }
@@ -113,7 +116,8 @@ pub struct ClusterConfig {
     pub ignore_empty_service: bool,
     /// Addresses of `ns.dns.<zone>`; empty: the `kube-system/kube-dns` ClusterIPs, else 127.0.0.1.
     pub nameserver_ips: Vec<std::net::IpAddr>,
-    /// Rotate the order of A/AAAA records from query to query (CoreDNS's `loadbalance`).
+    /// Rotate the order of A/AAAA records from query to query (CoreDNS's `loadbalance`): the
+    /// cluster zone's, and those of forwarded, cached and hosts-file answers.
     pub loadbalance: bool,
 }
 
@@ -154,6 +158,12 @@ pub struct SourceConfig {
 pub struct KubernetesSourceConfig {
     /// A kubeconfig file; absent: `KUBECONFIG`, `~/.kube/config`, then in-cluster.
     pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (CoreDNS's `kubeconfig FILE CONTEXT`); absent: its
+    /// current context.
+    pub context: Option<String>,
+    /// The API server URL (CoreDNS's `endpoint`), e.g. `https://10.0.0.1:6443`; it replaces
+    /// the URL of the kubeconfig or the in-cluster one, the credentials stay theirs.
+    pub endpoint: Option<String>,
     /// How long to wait for the first sync before serving what there is.
     #[serde(with = "duration_text")]
     pub startup_timeout: Duration,
@@ -163,6 +173,8 @@ impl Default for KubernetesSourceConfig {
     fn default() -> Self {
         Self {
             kubeconfig: None,
+            context: None,
+            endpoint: None,
             startup_timeout: Duration::from_secs(5),
         }
     }
@@ -190,6 +202,12 @@ pub struct ForwardConfig {
     pub resolv_conf: PathBuf,
     /// Per-domain upstreams (kube-dns `stubDomains`): domain -> upstreams.
     pub stub_domains: std::collections::BTreeMap<String, Vec<String>>,
+    /// Per-domain forwarding with options of its own (a CoreDNS server block's `forward` and
+    /// `cache`): domain -> upstreams and options; an option left out is this section's.
+    pub domains: std::collections::BTreeMap<String, DomainForwardConfig>,
+    /// Names under these domains are not forwarded (CoreDNS's `except`): SERVFAIL, as CoreDNS
+    /// answers when no plugin follows `forward`.
+    pub except: Vec<String>,
     pub policy: ForwardPolicy,
     /// Consecutive failures before an upstream is marked down.
     pub max_fails: u32,
@@ -202,11 +220,24 @@ pub struct ForwardConfig {
     pub prefer_udp: bool,
     /// Bound on concurrent forwarded queries; past it, a quick REFUSED.
     pub max_concurrent: usize,
+    /// Idle upstream connections (TCP, TLS) older than this are closed rather than reused
+    /// (CoreDNS's `expire`).
+    #[serde(with = "duration_text")]
+    pub expire: Duration,
+    /// The name `tls://` upstreams' certificates are checked against (CoreDNS's
+    /// `tls_servername`); absent: the upstream's IP address.
+    pub tls_servername: Option<String>,
+    /// PEM file of the CAs `tls://` upstreams' certificates must chain to; absent: the
+    /// system's roots.
+    pub tls_ca: Option<PathBuf>,
     /// Also export the pre-1.11 `coredns_forward_*` names that the CoreDNS mixin's alerts query.
     pub legacy_metrics: bool,
     /// The EDNS Client Subnet option (RFC 7871) of a client's query: `strip` it before
     /// forwarding, or `forward` it (then it is part of the cache key).
     pub client_subnet: ClientSubnet,
+    /// AAAA questions that would be forwarded get NOERROR with no answer at once (IPv4-only
+    /// clusters: the AAAA half of every search-path expansion never leaves the node).
+    pub filter_aaaa: bool,
 }
 
 /// What forwarding does with a query's EDNS Client Subnet option.
@@ -220,6 +251,43 @@ pub enum ClientSubnet {
     Forward,
 }
 
+/// One domain's forwarding (what a CoreDNS server block for that domain holds in `forward`
+/// and `cache`). Options left out are the `forward` section's.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct DomainForwardConfig {
+    /// `IP`, `IP:PORT`, `tls://IP` or `tls://IP:PORT` (853 by default); empty: the
+    /// nameservers of `forward.resolv_conf`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub upstreams: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub except: Option<Vec<String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<ForwardPolicy>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub force_tcp: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prefer_udp: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_concurrent: Option<usize>,
+    #[serde(with = "opt_duration_text", skip_serializing_if = "Option::is_none")]
+    pub health_check: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_fails: Option<u32>,
+    #[serde(with = "opt_duration_text", skip_serializing_if = "Option::is_none")]
+    pub expire: Option<Duration>,
+    #[serde(with = "opt_duration_text", skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<Duration>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_servername: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ca: Option<PathBuf>,
+    /// A cache of this domain's own (CoreDNS: each server block has its own); absent: the
+    /// `cache` section's, shared.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheConfig>,
+}
+
 impl Default for ForwardConfig {
     fn default() -> Self {
         Self {
@@ -227,6 +295,8 @@ impl Default for ForwardConfig {
             upstreams: vec![],
             resolv_conf: "/etc/resolv.conf".into(),
             stub_domains: Default::default(),
+            domains: Default::default(),
+            except: vec![],
             policy: ForwardPolicy::Random,
             max_fails: 2,
             health_check: Duration::from_millis(500),
@@ -234,9 +304,104 @@ impl Default for ForwardConfig {
             force_tcp: false,
             prefer_udp: false,
             max_concurrent: 1000,
+            expire: Duration::from_secs(10),
+            tls_servername: None,
+            tls_ca: None,
             legacy_metrics: true,
             client_subnet: ClientSubnet::Strip,
+            filter_aaaa: false,
         }
+    }
+}
+
+/// One place names are forwarded to, every option resolved: the default upstreams, a stub
+/// domain, or an entry of `forward.domains` (its options, else the `forward` section's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardRoute {
+    /// `.` for the default upstreams.
+    pub domain: String,
+    /// The config key the upstreams are under (for errors).
+    pub key: String,
+    /// As written; empty for the default route: the nameservers of `forward.resolv_conf`.
+    pub upstreams: Vec<String>,
+    pub except: Vec<String>,
+    pub policy: ForwardPolicy,
+    pub force_tcp: bool,
+    pub prefer_udp: bool,
+    pub max_concurrent: usize,
+    pub health_check: Duration,
+    pub max_fails: u32,
+    pub expire: Duration,
+    pub timeout: Duration,
+    pub tls_servername: Option<String>,
+    pub tls_ca: Option<PathBuf>,
+    /// A cache of the route's own; None: the shared one.
+    pub cache: Option<CacheConfig>,
+}
+
+impl ForwardConfig {
+    /// Where names are forwarded: the default upstreams (when forwarding is on), each stub
+    /// domain (the section's options), each of `domains` (its own options over the section's).
+    /// The one place a per-domain option falls back to the section's.
+    pub fn routes(&self) -> Vec<ForwardRoute> {
+        let base = |domain: &str, key: String, upstreams: Vec<String>| ForwardRoute {
+            domain: domain.to_string(),
+            key,
+            upstreams,
+            except: self.except.clone(),
+            policy: self.policy,
+            force_tcp: self.force_tcp,
+            prefer_udp: self.prefer_udp,
+            max_concurrent: self.max_concurrent,
+            health_check: self.health_check,
+            max_fails: self.max_fails,
+            expire: self.expire,
+            timeout: self.timeout,
+            tls_servername: self.tls_servername.clone(),
+            tls_ca: self.tls_ca.clone(),
+            cache: None,
+        };
+        if !self.enabled {
+            return vec![];
+        }
+        let mut out = vec![base(
+            ".",
+            "forward.upstreams".into(),
+            self.upstreams.clone(),
+        )];
+        for (domain, ups) in &self.stub_domains {
+            let mut r = base(
+                domain,
+                format!("forward.stub_domains.{domain}"),
+                ups.clone(),
+            );
+            // The section's `except` is about the default upstreams' names.
+            r.except = vec![];
+            out.push(r);
+        }
+        for (domain, d) in &self.domains {
+            let b = base(
+                domain,
+                format!("forward.domains.{domain}.upstreams"),
+                d.upstreams.clone(),
+            );
+            out.push(ForwardRoute {
+                except: d.except.clone().unwrap_or_default(),
+                policy: d.policy.unwrap_or(b.policy),
+                force_tcp: d.force_tcp.unwrap_or(b.force_tcp),
+                prefer_udp: d.prefer_udp.unwrap_or(b.prefer_udp),
+                max_concurrent: d.max_concurrent.unwrap_or(b.max_concurrent),
+                health_check: d.health_check.unwrap_or(b.health_check),
+                max_fails: d.max_fails.unwrap_or(b.max_fails),
+                expire: d.expire.unwrap_or(b.expire),
+                timeout: d.timeout.unwrap_or(b.timeout),
+                tls_servername: d.tls_servername.clone().or(b.tls_servername.clone()),
+                tls_ca: d.tls_ca.clone().or(b.tls_ca.clone()),
+                cache: d.cache.clone(),
+                ..b
+            });
+        }
+        out
     }
 }
 
@@ -255,9 +420,38 @@ pub struct CacheConfig {
     pub min_negative_ttl: u32,
     /// Entries asked this many times within their TTL are refreshed before they expire (0: off).
     pub prefetch: u32,
-    /// Serve expired entries for up to this long when every upstream fails (RFC 8767; 0: off).
+    /// Serve expired entries for up to this long after they expire (RFC 8767; 0: off).
     #[serde(with = "duration_text")]
     pub serve_stale: Duration,
+    /// When a stale entry is served: `verify` (only once every upstream failed to refresh it)
+    /// or `immediate` (at once, refreshed in the background: RFC 8767's "stale-while-refresh";
+    /// CoreDNS's default when a Corefile says `serve_stale`).
+    pub serve_stale_refresh: StaleRefresh,
+    /// The TTL of every record of a stale answer, seconds (CoreDNS's RESPONSE_TTL, default 0;
+    /// RFC 8767 recommends 30).
+    pub serve_stale_ttl: u32,
+    /// Most positive entries (CoreDNS's `success CAPACITY`); absent: bounded by `max_entries`
+    /// only.
+    pub success_capacity: Option<usize>,
+    /// Most negative entries, SERVFAIL ones included (CoreDNS's `denial CAPACITY`).
+    pub denial_capacity: Option<usize>,
+    /// How long a SERVFAIL is cached, from an upstream or when no upstream answered (CoreDNS's
+    /// `servfail`, default 5s, at most 5m; 0s: never).
+    #[serde(with = "duration_text")]
+    pub servfail_ttl: Duration,
+    /// Serve the TTLs as they were stored instead of counting them down (CoreDNS's `keepttl`).
+    pub keepttl: bool,
+}
+
+/// When stale cache entries are served (RFC 8767), as CoreDNS's `serve_stale` REFRESH_MODE.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum StaleRefresh {
+    /// Ask the upstreams first; the stale entry only when none answers.
+    #[default]
+    Verify,
+    /// Answer from the stale entry at once, and refresh it in the background.
+    Immediate,
 }
 
 impl Default for CacheConfig {
@@ -271,6 +465,12 @@ impl Default for CacheConfig {
             min_negative_ttl: 5,
             prefetch: 10,
             serve_stale: Duration::from_secs(3600),
+            serve_stale_refresh: StaleRefresh::Verify,
+            serve_stale_ttl: 0,
+            success_capacity: None,
+            denial_capacity: None,
+            servfail_ttl: Duration::from_secs(5),
+            keepttl: false,
         }
     }
 }
@@ -529,6 +729,136 @@ impl Default for TransferConfig {
     }
 }
 
+/// Answer shaping, in CoreDNS's plugin order: `rewrites`, then `autopath`, then `templates`,
+/// then `external` (k8s_external), then the cluster zone and forwarding. Compiled (regexes,
+/// template fields, record texts) by `shape::Shaper::new`, whose errors name the key.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShapeConfig {
+    /// CoreDNS `rewrite` rules, in order.
+    pub rewrites: Vec<RewriteRule>,
+    /// CoreDNS `template` blocks, in order.
+    pub templates: Vec<TemplateRule>,
+    /// Server-side search path (CoreDNS `autopath @kubernetes`).
+    pub autopath: AutopathConfig,
+    /// Services' external and LoadBalancer IPs under other zones (CoreDNS `k8s_external`).
+    pub external: Option<ExternalConfig>,
+}
+
+/// What a rewrite rule rewrites.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RewriteField {
+    /// The question name.
+    #[default]
+    Name,
+    /// The question type (`from`/`to`: type names, e.g. ANY → HINFO).
+    Type,
+    /// The question class (`from`/`to`: IN, CH, HS).
+    Class,
+}
+
+/// How a `name` rule matches the question name.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NameMatch {
+    #[default]
+    Exact,
+    Prefix,
+    Suffix,
+    Substring,
+    Regex,
+}
+
+/// A regular expression and its replacement (`{1}` for the first group).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    pub from: String,
+    pub to: String,
+}
+
+/// One CoreDNS `rewrite` rule.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewriteRule {
+    /// After this rule matched: stop (default) or go on with the next rule (`continue`).
+    #[serde(rename = "continue")]
+    pub continue_: bool,
+    pub field: RewriteField,
+    /// For `field: name`.
+    #[serde(rename = "match")]
+    pub match_: NameMatch,
+    pub from: String,
+    pub to: String,
+    /// Names in the reply that are the rewritten name (or end in it) become the asked name
+    /// again (`answer auto`; always so for `exact`).
+    pub answer_auto: bool,
+    /// Owner names in the reply rewritten by regex (`answer name FROM TO`).
+    pub answer_name: Vec<RegexRewrite>,
+    /// Names inside records (CNAME, SRV, MX, NS, PTR, SOA targets) rewritten by regex
+    /// (`answer value FROM TO`).
+    pub answer_value: Vec<RegexRewrite>,
+}
+
+impl Default for RewriteRule {
+    fn default() -> Self {
+        Self {
+            continue_: false,
+            field: RewriteField::Name,
+            match_: NameMatch::Exact,
+            from: String::new(),
+            to: String::new(),
+            answer_auto: false,
+            answer_name: vec![],
+            answer_value: vec![],
+        }
+    }
+}
+
+/// One CoreDNS `template` block.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplateRule {
+    /// The question class it answers: IN, CH, HS or ANY.
+    pub class: String,
+    /// The question type it answers (A, AAAA, PTR, ..., or ANY).
+    #[serde(rename = "type")]
+    pub qtype: String,
+    /// Zones it is for (`.`: every name).
+    pub zones: Vec<String>,
+    /// Regular expressions (RE2 syntax) matched against the lowercase question name with its
+    /// trailing dot; the first that matches wins. Empty: every name.
+    #[serde(rename = "match")]
+    pub matches: Vec<String>,
+    /// Records, as zone-file lines with template fields (`{{ .Name }}`, `{{ .Group.x }}`,
+    /// `{{ index .Match 1 }}`, `{{ .Zone }}`, `{{ .Class }}`, `{{ .Type }}`, `{{ .Remote }}`).
+    pub answer: Vec<String>,
+    pub additional: Vec<String>,
+    pub authority: Vec<String>,
+    /// The reply's rcode (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...).
+    pub rcode: String,
+    /// Names of these zones that no regex matches go on (`.`: all of them); names of the
+    /// template's zones that match nothing and do not fall through get SERVFAIL.
+    pub fallthrough: Vec<String>,
+}
+
+impl Default for TemplateRule {
+    fn default() -> Self {
+        Self {
+            class: "ANY".into(),
+            qtype: "ANY".into(),
+            zones: vec![".".into()],
+            matches: vec![],
+            answer: vec![],
+            additional: vec![],
+            authority: vec![],
+            rcode: "NOERROR".into(),
+            fallthrough: vec![],
+        }
+    }
+}
+
 /// A TSIG key shared with the secondaries.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -558,6 +888,26 @@ impl Default for TsigConfig {
     }
 }
 
+/// Server-side search path completion.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutopathConfig {
+    pub enabled: bool,
+    /// The host search domains that follow `<ns>.svc.<zone> svc.<zone> <zone>` in a pod's
+    /// search list: the `search` line of this file (the node's, as the kubelet copies it into
+    /// pods); null: none.
+    pub resolv_conf: Option<PathBuf>,
+}
+
+impl Default for AutopathConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            resolv_conf: Some("/etc/resolv.conf".into()),
+        }
+    }
+}
+
 /// TSIG algorithms clusterdns signs and verifies with.
 pub const TSIG_ALGORITHMS: [&str; 3] = ["hmac-sha256", "hmac-sha384", "hmac-sha512"];
 
@@ -581,6 +931,34 @@ pub fn parse_prefix(s: &str) -> Result<(std::net::IpAddr, u8), String> {
             .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
     };
     Ok((ip, len))
+}
+
+/// Services' external addresses under zones of their own (CoreDNS `k8s_external`):
+/// `<svc>.<ns>.<zone>`, `<endpoint>.<svc>.<ns>.<zone>` (headless), `_<port>._<proto>.<svc>.<ns>.<zone>`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExternalConfig {
+    pub zones: Vec<String>,
+    /// The label of the apex's name server names (`ns1.<apex>.<zone>`).
+    pub apex: String,
+    /// TTL of its records, seconds.
+    pub ttl: u32,
+    /// Headless services' endpoints with external IPs.
+    pub headless: bool,
+    /// Names of these zones that do not exist go on to forwarding (`.`: all).
+    pub fallthrough: Vec<String>,
+}
+
+impl Default for ExternalConfig {
+    fn default() -> Self {
+        Self {
+            zones: vec![],
+            apex: "dns".into(),
+            ttl: 5,
+            headless: false,
+            fallthrough: vec![],
+        }
+    }
 }
 
 /// Parse a duration as the config writes it: Go's `time.ParseDuration` syntax (`500ms`, `5s`,
@@ -722,6 +1100,36 @@ mod duration_text {
     }
 }
 
+/// Optional durations in the YAML, as [`duration_text`].
+mod opt_duration_text {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&format_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Num(u64),
+            Str(String),
+        }
+        match Option::<Raw>::deserialize(d)? {
+            None => Ok(None),
+            Some(Raw::Num(n)) => parse_duration(&n.to_string())
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+            Some(Raw::Str(s)) => parse_duration(&s)
+                .map(Some)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 impl Config {
     /// Parse YAML text; errors carry the line and column of the offending key.
     pub fn from_yaml(text: &str, origin: &Path) -> Result<Self, ConfigError> {
@@ -771,6 +1179,14 @@ impl Config {
         {
             fix(f);
         }
+        if let Some(f) = self.forward.tls_ca.as_mut() {
+            fix(f);
+        }
+        for d in self.forward.domains.values_mut() {
+            if let Some(f) = d.tls_ca.as_mut() {
+                fix(f);
+            }
+        }
         if let Some(h) = self.hosts.as_mut() {
             if let Some(f) = h.file.as_mut() {
                 fix(f);
@@ -778,6 +1194,9 @@ impl Config {
             if let Some(f) = h.state_file.as_mut() {
                 fix(f);
             }
+        }
+        if let Some(f) = self.shape.autopath.resolv_conf.as_mut() {
+            fix(f);
         }
     }
 
@@ -809,6 +1228,22 @@ impl Config {
         if let Some(sel) = &self.cluster.namespace_labels {
             Selector::parse(sel).map_err(|e| invalid("cluster.namespace_labels", e))?;
         }
+        if let Some(url) = self
+            .source
+            .kubernetes
+            .as_ref()
+            .and_then(|k| k.endpoint.as_ref())
+        {
+            let rest = url
+                .strip_prefix("https://")
+                .or_else(|| url.strip_prefix("http://"));
+            if rest.is_none_or(|r| r.is_empty() || r.contains(char::is_whitespace)) {
+                return Err(invalid(
+                    "source.kubernetes.endpoint",
+                    format!("{url:?} is not an API server URL (https://HOST[:PORT])"),
+                ));
+            }
+        }
         if self.source.file.is_some() && self.source.kubernetes.is_some() {
             return Err(invalid(
                 "source",
@@ -818,6 +1253,46 @@ impl Config {
         for (i, u) in self.forward.upstreams.iter().enumerate() {
             parse_upstream(u).map_err(|e| invalid(&format!("forward.upstreams[{i}]"), e))?;
         }
+        for (i, d) in self.forward.except.iter().enumerate() {
+            parse_domain(d).map_err(|e| invalid(&format!("forward.except[{i}]"), e))?;
+        }
+        for (domain, d) in &self.forward.domains {
+            let key = format!("forward.domains.{domain}");
+            parse_domain(domain).map_err(|e| invalid(&key, e))?;
+            if self.forward.stub_domains.contains_key(domain) {
+                return Err(invalid(
+                    &key,
+                    "also in forward.stub_domains: give it once".into(),
+                ));
+            }
+            for (i, u) in d.upstreams.iter().enumerate() {
+                parse_upstream(u).map_err(|e| invalid(&format!("{key}.upstreams[{i}]"), e))?;
+            }
+            for (i, x) in d.except.iter().flatten().enumerate() {
+                parse_domain(x).map_err(|e| invalid(&format!("{key}.except[{i}]"), e))?;
+            }
+            if d.max_concurrent == Some(0) {
+                return Err(invalid(
+                    &format!("{key}.max_concurrent"),
+                    "must be at least 1".into(),
+                ));
+            }
+            if d.timeout.is_some_and(|t| t.is_zero()) {
+                return Err(invalid(
+                    &format!("{key}.timeout"),
+                    "must be above zero".into(),
+                ));
+            }
+            if let Some(c) = &d.cache {
+                validate_cache(c, &format!("{key}.cache"))?;
+            }
+        }
+        for r in self.forward.routes() {
+            if let Some(n) = &r.tls_servername {
+                parse_domain(n).map_err(|e| invalid(&format!("{}: tls_servername", r.key), e))?;
+            }
+        }
+        validate_cache(&self.cache, "cache")?;
         for (domain, ups) in &self.forward.stub_domains {
             parse_domain(domain)
                 .map_err(|e| invalid(&format!("forward.stub_domains.{domain}"), e))?;
@@ -871,6 +1346,30 @@ impl Config {
         }
         Ok(())
     }
+}
+
+/// What types cannot say about a cache section (`key`: where it is).
+fn validate_cache(c: &CacheConfig, key: &str) -> Result<(), ConfigError> {
+    let invalid = |k: &str, message: &str| ConfigError::Invalid {
+        key: format!("{key}.{k}"),
+        message: message.into(),
+    };
+    // CoreDNS: "DURATION may not be greater than 5 minutes" (RFC 2308 section 7.1).
+    if c.servfail_ttl > Duration::from_secs(300) {
+        return Err(invalid("servfail_ttl", "at most 5m (RFC 2308 section 7.1)"));
+    }
+    if c.success_capacity == Some(0) || c.denial_capacity == Some(0) {
+        let k = if c.success_capacity == Some(0) {
+            "success_capacity"
+        } else {
+            "denial_capacity"
+        };
+        return Err(invalid(k, "must be at least 1"));
+    }
+    if c.max_entries == 0 {
+        return Err(invalid("max_entries", "must be at least 1"));
+    }
+    Ok(())
 }
 
 impl Config {
@@ -1153,17 +1652,36 @@ fn de_listen<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Erro
     Ok(out)
 }
 
-/// `IP` or `IP:PORT` or `[v6]:PORT` (port 53 by default).
+/// `IP` or `IP:PORT` or `[v6]:PORT` (port 53 by default), with or without `dns://`; or
+/// `tls://` and one of those (port 853 by default).
 pub fn parse_upstream(s: &str) -> Result<SocketAddr, String> {
+    parse_upstream_target(s).map(|t| t.addr)
+}
+
+/// An upstream as the config writes it: plain DNS, or DNS over TLS (RFC 7858).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamTarget {
+    pub addr: SocketAddr,
+    pub tls: bool,
+}
+
+/// [`parse_upstream`], telling DNS over TLS (`tls://`) apart.
+pub fn parse_upstream_target(s: &str) -> Result<UpstreamTarget, String> {
     let s = s.trim();
-    let s = s.strip_prefix("dns://").unwrap_or(s);
-    if let Ok(sa) = s.parse::<SocketAddr>() {
-        return Ok(sa);
-    }
-    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
-        return Ok(SocketAddr::new(ip, 53));
-    }
-    Err(format!("{s:?} is not an address (IP or IP:PORT)"))
+    let (rest, tls, port) = match s.strip_prefix("tls://") {
+        Some(r) => (r, true, 853),
+        None => (s.strip_prefix("dns://").unwrap_or(s), false, 53),
+    };
+    let addr = if let Ok(sa) = rest.parse::<SocketAddr>() {
+        sa
+    } else if let Ok(ip) = rest.parse::<std::net::IpAddr>() {
+        SocketAddr::new(ip, port)
+    } else {
+        return Err(format!(
+            "{s:?} is not an upstream (IP, IP:PORT, tls://IP or tls://IP:PORT)"
+        ));
+    };
+    Ok(UpstreamTarget { addr, tls })
 }
 
 /// `host:port` or `:port` (every address).
@@ -1406,6 +1924,35 @@ mod tests {
             "forward.stub_domains.corp.example",
         );
         bad(&|c| c.forward.max_concurrent = 0, "forward.max_concurrent");
+        bad(
+            &|c| {
+                c.source.kubernetes = Some(KubernetesSourceConfig {
+                    endpoint: Some("10.0.0.1:6443".into()),
+                    ..Default::default()
+                })
+            },
+            "source.kubernetes.endpoint",
+        );
+        bad(
+            &|c| c.forward.except = vec!["a..b".into()],
+            "forward.except[0]",
+        );
+        bad(
+            &|c| {
+                c.forward.domains.insert(
+                    "corp.example".into(),
+                    DomainForwardConfig {
+                        upstreams: vec!["10.0.0.5".into()],
+                        cache: Some(CacheConfig {
+                            success_capacity: Some(0),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    },
+                );
+            },
+            "forward.domains.corp.example.cache.success_capacity",
+        );
         bad(&|c| c.forward.timeout = Duration::ZERO, "forward.timeout");
         bad(
             &|c| {

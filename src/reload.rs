@@ -5,6 +5,12 @@
 //! An invalid config is rejected with a log line naming the key, counted in
 //! `coredns_reload_failed_total`, and the running config stays. This is the only place SIGHUP
 //! is handled.
+//!
+//! Every key takes effect on a reload except those [`RESTART_ONLY`] names, each named in a
+//! log line when it changed. `health.lameduck`/`drain_timeout` go to the lifecycle,
+//! `forward.legacy_metrics` to the registry; `cluster.pods`, `noendpoints` and `labels` make
+//! the API source start the watches they need (see `app::start_kube`); a new resolver keeps
+//! the caches whose config did not change.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,7 +44,23 @@ pub struct Reloader {
     pub resolver: Option<Arc<crate::resolve::Resolver>>,
     /// Where reload failures and the new resolver count.
     pub metrics: Arc<Metrics>,
+    /// The shutdown sequence, for `health.lameduck` and `health.drain_timeout`.
+    pub lifecycle: Option<crate::ops::lifecycle::Lifecycle>,
 }
+
+/// The keys that take effect only on a restart: sockets bound, the source chosen, the node set
+/// up at start.
+pub const RESTART_ONLY: [&str; 9] = [
+    "listen",
+    "source",
+    "metrics.listen",
+    "health.listen",
+    "ready.listen",
+    "server",
+    "nodelocal",
+    "cluster.enabled",
+    "transfer",
+];
 
 /// Why a reload did nothing.
 #[derive(Debug, PartialEq, Eq)]
@@ -58,7 +80,29 @@ fn in_force(mut new: Config, current: &Config) -> Config {
     new.ready.listen = current.ready.listen.clone();
     new.server = current.server.clone();
     new.transfer = current.transfer.clone();
+    new.nodelocal = current.nodelocal.clone();
+    new.cluster.enabled = current.cluster.enabled;
     new
+}
+
+/// Which [`RESTART_ONLY`] keys differ between `a` and `b`.
+fn restart_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
+    let changed = [
+        a.listen != b.listen,
+        a.source != b.source,
+        a.metrics.listen != b.metrics.listen,
+        a.health.listen != b.health.listen,
+        a.ready.listen != b.ready.listen,
+        a.server != b.server,
+        a.nodelocal != b.nodelocal,
+        a.cluster.enabled != b.cluster.enabled,
+        a.transfer != b.transfer,
+    ];
+    RESTART_ONLY
+        .into_iter()
+        .zip(changed)
+        .filter_map(|(k, c)| c.then_some(k))
+        .collect()
 }
 
 impl Reloader {
@@ -68,41 +112,28 @@ impl Reloader {
             Ok(c) => c,
             Err(e) => return self.reject(e.to_string()),
         };
-        for (what, changed) in [
-            ("listen", new.listen != self.current.listen),
-            ("source", new.source != self.current.source),
-            (
-                "metrics.listen",
-                new.metrics.listen != self.current.metrics.listen,
-            ),
-            (
-                "health.listen",
-                new.health.listen != self.current.health.listen,
-            ),
-            (
-                "ready.listen",
-                new.ready.listen != self.current.ready.listen,
-            ),
-            ("server", new.server != self.current.server),
-            ("transfer", new.transfer != self.current.transfer),
-        ] {
-            if changed {
-                tracing::warn!(
-                    key = what,
-                    "this part of the config takes effect only on a restart"
-                );
-            }
+        for key in restart_only_changes(&new, &self.current) {
+            tracing::warn!(
+                key,
+                "this part of the config takes effect only on a restart"
+            );
         }
         let new = in_force(new, &self.current);
         if new == self.current {
             return Outcome::Unchanged;
         }
-        // Build first, switch after: a resolver that cannot be built rejects the whole reload.
+        // Build first, switch after: shaping or a resolver that cannot be built rejects the
+        // whole reload (shaping first: it starts nothing).
+        let shape = match crate::server::shape::Shaper::new(&new) {
+            Ok(s) => s,
+            Err(e) => return self.reject(e.to_string()),
+        };
         let resolve_changed = new.forward != self.current.forward
             || new.cache != self.current.cache
-            || new.hosts != self.current.hosts;
+            || new.hosts != self.current.hosts
+            || new.cluster.loadbalance != self.current.cluster.loadbalance;
         let resolver = if resolve_changed {
-            match crate::app_ops::resolver(&new, &self.metrics) {
+            match crate::app_ops::resolver(&new, &self.metrics, self.resolver.as_deref()) {
                 Ok(r) => {
                     // New upstreams are probed for loops as at start-up.
                     crate::app_ops::after_listen(&r);
@@ -119,10 +150,20 @@ impl Reloader {
             &new,
             old.zone().clone(),
             crate::app_ops::as_upstream(&resolver),
+            shape,
             self.metrics.clone(),
         )
         .with_transfers(old.xfr().cloned());
         self.shared.store(Arc::new(engine));
+        if new.health != self.current.health
+            && let Some(lc) = &self.lifecycle
+        {
+            lc.set_timings(&new.health);
+        }
+        self.metrics.set_legacy_forward(new.forward.legacy_metrics);
+        // Plugins turned on (the query log, hosts, ...) show in `coredns_plugin_enabled`.
+        self.metrics
+            .enable_plugins(&crate::ops::metrics::plugins_for(&new));
         if new.cluster != self.current.cluster {
             let _ = self.settings.send(new.cluster.clone());
         }

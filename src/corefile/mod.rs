@@ -32,7 +32,8 @@
 //! |---|---|
 //! | the `.` block and the block holding `kubernetes` | the whole config (`listen`, `cluster`, `forward`, `cache`, ...) |
 //! | a block for another zone with `forward . IPs` (coredns-custom `*.server`) | `forward.stub_domains` |
-//! | a block for another zone with `forward . /etc/resolv.conf`, while `.` forwards there too | nothing: ordinary forwarding |
+//! | the same with `forward` options, `tls://` upstreams or a `cache` unlike the `.` block's | `forward.domains.<zone>` with those options and cache |
+//! | a block for another zone with `forward . /etc/resolv.conf`, while `.` forwards there too | nothing: ordinary forwarding (a `forward.domains` entry without upstreams when it has options) |
 //! | `import custom/*.override` in the `.` block | its directives, as if written there |
 //! | `health`, `ready`, `prometheus` in any block | process-wide listeners, as in CoreDNS |
 

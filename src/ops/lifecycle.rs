@@ -255,14 +255,14 @@ struct Shared {
     drained: Notify,
     requested: Notify,
     requested_flag: AtomicBool,
+    /// `health.lameduck` and `health.drain_timeout`, as a reload may change them.
+    timings: std::sync::Mutex<(Duration, Duration)>,
 }
 
 /// The shutdown sequence and the signal handlers. Cheap to clone (shared state).
 #[derive(Debug, Clone)]
 pub struct Lifecycle {
     readiness: Readiness,
-    lameduck: Duration,
-    drain_timeout: Duration,
     shared: Arc<Shared>,
 }
 
@@ -280,9 +280,8 @@ impl Lifecycle {
         let (phase, _) = watch::channel(Phase::Running);
         Lifecycle {
             readiness,
-            lameduck,
-            drain_timeout,
             shared: Arc::new(Shared {
+                timings: std::sync::Mutex::new((lameduck, drain_timeout)),
                 phase,
                 guards: AtomicUsize::new(0),
                 drained: Notify::new(),
@@ -294,6 +293,24 @@ impl Lifecycle {
 
     pub fn readiness(&self) -> &Readiness {
         &self.readiness
+    }
+
+    /// Take `health.lameduck` and `health.drain_timeout` from a reloaded config (a shutdown
+    /// already under way keeps the ones it started with).
+    pub fn set_timings(&self, health: &HealthConfig) {
+        *self
+            .shared
+            .timings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = (health.lameduck, health.drain_timeout);
+    }
+
+    fn timings(&self) -> (Duration, Duration) {
+        *self
+            .shared
+            .timings
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// For a server: when to stop accepting, when to close.
@@ -374,11 +391,15 @@ impl Lifecycle {
     /// The sequence itself: readiness off, lameduck (cut short when `cut_short` resolves),
     /// drain (bounded), stop.
     async fn shutdown_sequence(&self, cut_short: impl Future<Output = ()>) {
+        let (lameduck, drain_timeout) = self.timings();
         self.readiness.start_shutdown();
         self.shared.phase.send_replace(Phase::LameDuck);
-        tracing::info!(lameduck = ?self.lameduck, "readiness off; serving through the lameduck period");
+        tracing::info!(
+            ?lameduck,
+            "readiness off; serving through the lameduck period"
+        );
         tokio::select! {
-            _ = tokio::time::sleep(self.lameduck) => {}
+            _ = tokio::time::sleep(lameduck) => {}
             _ = cut_short => tracing::warn!("second signal: cutting the lameduck period short"),
         }
         self.shared.phase.send_replace(Phase::Draining);
@@ -394,13 +415,10 @@ impl Lifecycle {
                 n.await;
             }
         };
-        if tokio::time::timeout(self.drain_timeout, drained)
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(drain_timeout, drained).await.is_err() {
             tracing::warn!(
                 left = self.shared.guards.load(Ordering::Acquire),
-                timeout = ?self.drain_timeout,
+                timeout = ?drain_timeout,
                 "drain timeout: stopping with work in flight"
             );
         }

@@ -450,7 +450,10 @@ pub enum ConnProto {
 struct Inner {
     registry: Registry,
     server: String,
-    legacy_forward: bool,
+    /// Whether the exposition shows `legacy_registry` (`forward.legacy_metrics`, reloadable:
+    /// the series always count, so a reload that turns them on shows whole totals).
+    legacy_forward: std::sync::atomic::AtomicBool,
+    legacy_registry: Registry,
 
     /// The per-query families and the cache counters, sharded per thread.
     hot: Arc<hot::Hot>,
@@ -466,6 +469,7 @@ struct Inner {
     cache_prefetch: IntCounter,
     cache_drops: IntCounter,
     cache_served_stale: IntCounter,
+    autopath_success: IntCounter,
     cache_evictions: [IntCounter; 2],
 
     proxy_duration: HistogramVec,
@@ -474,7 +478,7 @@ struct Inner {
     proxy_conn_misses: IntCounterVec,
     forward_broken: IntCounter,
     forward_max_concurrent: IntCounter,
-    legacy: Option<LegacyVecs>,
+    legacy: LegacyVecs,
 
     programming_vec: HistogramVec,
     programming: [OnceLock<Histogram>; 3],
@@ -485,6 +489,7 @@ struct Inner {
     snapshot_timestamp: prometheus::Gauge,
     watch_restarts: IntCounterVec,
     relists: IntCounterVec,
+    watch_staleness: WatchStaleness,
     upstream_healthy: IntGaugeVec,
     forward_loops: IntCounterVec,
     dropped: [IntCounter; 3],
@@ -604,6 +609,13 @@ impl Inner {
         let cache_drops = plain(&cache_drops_vec);
         let cache_served_stale = plain(&cache_stale_vec);
         let cache_evictions = by_kind(&cache_evictions_vec);
+        let autopath_success = counter_vec(
+            &r,
+            "coredns_autopath_success_total",
+            "Counter of requests that did autopath.",
+            &["server"],
+        )
+        .with_label_values(&[&s]);
 
         // Forwarding.
         let proxy_duration = histogram_vec(
@@ -641,33 +653,34 @@ impl Inner {
             "coredns_forward_max_concurrent_rejects_total",
             "Counter of the number of queries rejected because the concurrent queries were at maximum.",
         );
-        let legacy = legacy_forward.then(|| LegacyVecs {
+        let lr = Registry::new();
+        let legacy = LegacyVecs {
             requests: counter_vec(
-                &r,
+                &lr,
                 "coredns_forward_requests_total",
                 "Counter of requests made per upstream.",
                 &["to"],
             ),
             responses: counter_vec(
-                &r,
+                &lr,
                 "coredns_forward_responses_total",
                 "Counter of responses received per upstream.",
                 &["rcode", "to"],
             ),
             duration: histogram_vec(
-                &r,
+                &lr,
                 "coredns_forward_request_duration_seconds",
                 "Histogram of the time each request took.",
                 &["to", "rcode"],
                 &TIME_BUCKETS,
             ),
             hc_failures: counter_vec(
-                &r,
+                &lr,
                 "coredns_forward_healthcheck_failures_total",
                 "Counter of the number of failed healthchecks.",
                 &["to"],
             ),
-        });
+        };
 
         let programming_vec = histogram_vec(
             &r,
@@ -716,6 +729,9 @@ impl Inner {
             "Full relists of a kind from the Kubernetes API (first list included).",
             &["kind"],
         );
+        let watch_staleness = WatchStaleness::new();
+        r.register(Box::new(watch_staleness.clone()))
+            .expect("metric names are unique");
         let upstream_healthy = gauge_vec(
             &r,
             "clusterdns_upstream_healthy",
@@ -754,7 +770,8 @@ impl Inner {
         Inner {
             registry: r,
             server: s,
-            legacy_forward,
+            legacy_forward: std::sync::atomic::AtomicBool::new(legacy_forward),
+            legacy_registry: lr,
             hot,
             panics,
             plugin_enabled,
@@ -766,6 +783,7 @@ impl Inner {
             cache_prefetch,
             cache_drops,
             cache_served_stale,
+            autopath_success,
             cache_evictions,
             proxy_duration,
             proxy_hc_failures,
@@ -782,6 +800,7 @@ impl Inner {
             snapshot_timestamp,
             watch_restarts,
             relists,
+            watch_staleness,
             upstream_healthy,
             forward_loops,
             dropped,
@@ -811,7 +830,10 @@ impl fmt::Debug for Metrics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Metrics")
             .field("server", &self.inner.server)
-            .field("legacy_forward", &self.inner.legacy_forward)
+            .field(
+                "legacy_forward",
+                &self.inner.legacy_forward.load(Ordering::Relaxed),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -831,6 +853,12 @@ impl Metrics {
         };
         m.enable_plugins(plugins);
         m
+    }
+
+    /// Show the pre-1.11 `coredns_forward_*` names or not (`forward.legacy_metrics`, on a
+    /// reload too).
+    pub fn set_legacy_forward(&self, on: bool) {
+        self.inner().legacy_forward.store(on, Ordering::Relaxed);
     }
 
     /// Show `coredns_plugin_enabled` at 1 for each of `plugins`.
@@ -889,7 +917,8 @@ impl Metrics {
     pub fn upstream(&self, addr: SocketAddr) -> UpstreamMetrics {
         let i = self.inner();
         let to = addr.to_string();
-        let legacy = i.legacy.as_ref().map(|l| LegacyUpstream {
+        let l = &i.legacy;
+        let legacy = Some(LegacyUpstream {
             requests: l.requests.with_label_values(&[&to]),
             responses_vec: l.responses.clone(),
             responses: slots(),
@@ -943,11 +972,21 @@ impl Metrics {
     pub fn cache_served_stale(&self) {
         self.inner().cache_served_stale.inc();
     }
+    /// A pod's query answered from a later search-path expansion
+    /// (`coredns_autopath_success_total`).
+    pub fn autopath_success(&self) {
+        self.inner().autopath_success.inc();
+    }
     pub fn cache_eviction(&self, kind: CacheKind) {
         self.inner().cache_evictions[kind as usize].inc();
     }
     pub fn set_cache_entries(&self, kind: CacheKind, n: usize) {
         self.inner().cache_entries[kind as usize].set(n as i64);
+    }
+    /// Entries of one kind added to (or, negative, removed from) one of several caches: the
+    /// gauge is their sum (a domain's own cache beside the shared one).
+    pub fn add_cache_entries(&self, kind: CacheKind, delta: i64) {
+        self.inner().cache_entries[kind as usize].add(delta);
     }
     /// `coredns_hosts_entries{hostsfile}` (the file's path).
     pub fn set_hosts_entries(&self, file: &str, n: usize) {
@@ -971,6 +1010,12 @@ impl Metrics {
     /// A full list of `kind` (the first one included).
     pub fn relist(&self, kind: &'static str) {
         self.inner().relists.with_label_values(&[kind]).inc();
+    }
+    /// The handle a source touches whenever the Kubernetes API confirms `kind`'s state (a list
+    /// page, a watch event, a bookmark); `clusterdns_watch_staleness_seconds{kind}` is the time
+    /// since, at each scrape. It counts from now until the first touch.
+    pub fn watch_freshness(&self, kind: &'static str) -> WatchFreshness {
+        self.inner().watch_staleness.handle(kind)
     }
     /// Snapshot contents: `clusterdns_snapshot_objects{kind}`, `clusterdns_snapshot_records`,
     /// and the time it was published (for `clusterdns_snapshot_age_seconds`).
@@ -1037,7 +1082,12 @@ impl Metrics {
 
     /// The whole exposition, Prometheus text format 0.0.4 ([`CONTENT_TYPE`]).
     pub fn render(&self) -> String {
-        let families = self.inner().registry.gather();
+        let i = self.inner();
+        let mut families = i.registry.gather();
+        if i.legacy_forward.load(Ordering::Relaxed) {
+            families.extend(i.legacy_registry.gather());
+            families.sort_by(|a, b| a.name().cmp(b.name()));
+        }
         let mut out = String::with_capacity(32 * 1024);
         if let Err(e) = TextEncoder::new().encode_utf8(&families, &mut out) {
             tracing::error!(error = %e, "encoding metrics");
@@ -1268,3 +1318,74 @@ pub use transfer::{TransferKind, TransferMetrics, TransferResult};
 
 #[cfg(test)]
 mod tests;
+
+/// When the Kubernetes API last confirmed one kind's state; see [`Metrics::watch_freshness`].
+#[derive(Clone, Debug)]
+pub struct WatchFreshness(Arc<AtomicU64>);
+
+impl WatchFreshness {
+    /// The state of the kind was confirmed just now.
+    pub fn touch(&self) {
+        self.0.store(unix_micros(), Ordering::Relaxed);
+    }
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+/// `clusterdns_watch_staleness_seconds{kind}`, computed at each scrape from the
+/// [`WatchFreshness`] handles: it keeps growing while the API server is away, and `/ready`
+/// stays up meanwhile (the last state keeps answering), so this is where an outage shows.
+#[derive(Clone)]
+struct WatchStaleness {
+    gauge: prometheus::GaugeVec,
+    kinds: Arc<std::sync::Mutex<Vec<(&'static str, Arc<AtomicU64>)>>>,
+}
+
+impl WatchStaleness {
+    fn new() -> Self {
+        WatchStaleness {
+            gauge: prometheus::GaugeVec::new(
+                Opts::new(
+                    "clusterdns_watch_staleness_seconds",
+                    "Seconds since the Kubernetes API last confirmed the state of a kind (a list page, a watch event or a bookmark).",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            kinds: Arc::default(),
+        }
+    }
+
+    fn handle(&self, kind: &'static str) -> WatchFreshness {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let t = match kinds.iter().find(|(k, _)| *k == kind) {
+            Some((_, t)) => t.clone(),
+            None => {
+                let t = Arc::new(AtomicU64::new(unix_micros()));
+                kinds.push((kind, t.clone()));
+                t
+            }
+        };
+        WatchFreshness(t)
+    }
+}
+
+impl Collector for WatchStaleness {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let now = unix_micros();
+        for (kind, t) in self.kinds.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let age = now.saturating_sub(t.load(Ordering::Relaxed)) as f64 / 1e6;
+            self.gauge.with_label_values(&[kind]).set(age);
+        }
+        self.gauge.collect()
+    }
+}

@@ -5,7 +5,12 @@
 //! and a TTL countdown — no parse. Positive and negative (RFC 2308) entries share one bounded
 //! store, split into shards, each evicting with the CLOCK algorithm (an approximation of LRU:
 //! entries hit since the hand last passed get a second chance; entries past their serve-stale
-//! window go first).
+//! window go first), each kind within its own capacity when one is set (CoreDNS's `success` and
+//! `denial` CAPACITY).
+//!
+//! As CoreDNS's cache: SERVFAIL answers are kept `servfail_ttl` (5 s) as denial entries, and
+//! never replace an entry that could still be served stale; stale answers (RFC 8767) carry
+//! `serve_stale_ttl` in every record; `keepttl` serves the TTLs as stored.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -17,9 +22,6 @@ use crate::config::CacheConfig;
 use crate::ops::metrics::{CacheKind, Metrics};
 
 use crate::wire::{self, F_TC, HEADER_LEN, Query, Section, rcode, rtype};
-
-/// TTL of answers served stale (RFC 8767 section 4 recommends 30 seconds).
-pub const STALE_TTL: u32 = 30;
 
 /// One cached reply.
 #[derive(Debug)]
@@ -55,9 +57,14 @@ impl Entry {
         self.ttl
     }
 
+    /// A cached SERVFAIL (never served stale, never replacing a stale-servable entry).
+    pub fn is_servfail(&self) -> bool {
+        wire::rcode_of(&self.wire) == rcode::SERVFAIL
+    }
+
     /// Write the reply for a client: the stored bytes with the client's ID and question, TTLs
-    /// counted down (or set to [`STALE_TTL`] when serving stale). Does not truncate.
-    pub fn write_reply(&self, q: &Query<'_>, now: Instant, stale: bool, out: &mut Vec<u8>) {
+    /// as `ttls` says. Does not truncate.
+    pub fn write_reply(&self, q: &Query<'_>, ttls: Ttls, out: &mut Vec<u8>) {
         out.clear();
         out.extend_from_slice(&self.wire);
         out[0..2].copy_from_slice(&q.id.to_be_bytes());
@@ -65,17 +72,25 @@ impl Entry {
         if qe == q.question_end() {
             out[HEADER_LEN..qe].copy_from_slice(q.question());
         }
-        let age = self.age(now).as_secs().min(u64::from(u32::MAX)) as u32;
         for &off in self.ttl_offs.iter() {
             let off = off as usize;
             let t = wire::u32_at(out, off);
-            let nt = if stale {
-                t.min(STALE_TTL)
-            } else {
-                t.saturating_sub(age)
+            let nt = match ttls {
+                Ttls::CountDown(now) => {
+                    let age = self.age(now).as_secs().min(u64::from(u32::MAX)) as u32;
+                    t.saturating_sub(age)
+                }
+                Ttls::Stored => t,
+                Ttls::All(v) => v,
             };
             wire::put_u32(out, off, nt);
         }
+    }
+
+    /// Mark a refresh of this entry as under way; false if one already is (RFC 8767 and
+    /// CoreDNS: at most one background refresh per entry).
+    pub fn begin_refresh(&self) -> bool {
+        !self.prefetching.swap(true, Ordering::AcqRel)
     }
 
     /// Count a hit; true when the entry should be prefetched now (popular and about to expire)
@@ -97,6 +112,17 @@ impl Entry {
     }
 }
 
+/// The TTLs a reply from the cache carries.
+#[derive(Debug, Clone, Copy)]
+pub enum Ttls {
+    /// Counted down by the entry's age at this time.
+    CountDown(Instant),
+    /// As stored (`keepttl`).
+    Stored,
+    /// Every record the same (a stale answer's TTL).
+    All(u32),
+}
+
 /// What the cache decides about an upstream reply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {
@@ -115,6 +141,8 @@ pub struct Policy {
     pub max_ttl: u32,
     pub min_negative_ttl: u32,
     pub max_negative_ttl: u32,
+    /// Seconds a SERVFAIL is kept (0: not cached).
+    pub servfail_ttl: u32,
 }
 
 impl Policy {
@@ -124,6 +152,8 @@ impl Policy {
             max_ttl: c.max_ttl,
             min_negative_ttl: c.min_negative_ttl.min(c.max_negative_ttl),
             max_negative_ttl: c.max_negative_ttl,
+            // Whole seconds, as a TTL; a fraction of one rounds up (5ms still caches).
+            servfail_ttl: c.servfail_ttl.as_millis().div_ceil(1000).min(300) as u32,
         }
     }
 }
@@ -131,7 +161,9 @@ impl Policy {
 /// Prepare an upstream reply for storage: decide whether and how long to cache it, and rewrite
 /// its TTL fields to the capped/floored values. Returns the TTL offsets and verdict.
 ///
-/// - TC set, or an rcode other than NOERROR/NXDOMAIN (SERVFAIL, REFUSED, ...): not cached.
+/// - TC set, or an rcode other than NOERROR/NXDOMAIN/SERVFAIL (REFUSED, ...): not cached.
+/// - SERVFAIL: negative, for `servfail_ttl` (RFC 2308 section 7.1: "a server MAY cache a
+///   server failure response... no longer than five (5) minutes"); not at all when it is 0.
 /// - A question that is not `question` (the query's, bytes 12 to its end; case aside), or none,
 ///   or records that cannot be walked: dropped ([`Verdict::Drop`]).
 /// - NXDOMAIN, or NOERROR without answers: negative, TTL = min(SOA TTL, SOA MINIMUM) of the
@@ -144,7 +176,8 @@ pub fn prepare(msg: &mut [u8], question: &[u8], p: &Policy) -> (Verdict, Vec<u16
         return (Verdict::Skip, vec![], 0);
     }
     let rc = wire::rcode_of(msg);
-    if rc != rcode::NOERROR && rc != rcode::NXDOMAIN {
+    let servfail = rc == rcode::SERVFAIL;
+    if !(rc == rcode::NOERROR || rc == rcode::NXDOMAIN || servfail && p.servfail_ttl > 0) {
         return (Verdict::Skip, vec![], 0);
     }
     let Ok(lay) = wire::layout(msg) else {
@@ -169,6 +202,18 @@ pub fn prepare(msg: &mut [u8], question: &[u8], p: &Policy) -> (Verdict, Vec<u16
         .filter(|r| r.rtype != rtype::OPT)
         .map(|r| r.ttl_off as u16)
         .collect();
+    if servfail {
+        let ttl = p.servfail_ttl;
+        for &off in &ttl_offs {
+            let t = wire::u32_at(msg, off as usize).min(ttl);
+            wire::put_u32(msg, off as usize, t);
+        }
+        return (
+            Verdict::Store(CacheKind::Denial, ttl),
+            ttl_offs,
+            lay.question_end,
+        );
+    }
     if negative {
         let soa = lay.records.iter().find(|r| {
             r.section == Section::Authority && r.rtype == rtype::SOA && r.end >= r.rdata + 20
@@ -230,6 +275,16 @@ struct Shard {
     slots: Vec<Slot>,
     hand: usize,
     cap: usize,
+    /// Most entries of each kind ([success, denial]), and how many there are.
+    kind_cap: [usize; 2],
+    kind_len: [usize; 2],
+}
+
+fn kind_index(k: CacheKind) -> usize {
+    match k {
+        CacheKind::Success => 0,
+        CacheKind::Denial => 1,
+    }
 }
 
 /// What a lookup found.
@@ -244,6 +299,8 @@ pub enum Found {
 pub struct Cache {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
+    /// The config it was made from (a reload keeps a cache whose config did not change).
+    pub config: CacheConfig,
     pub policy: Policy,
     /// How long after expiry an entry may still be served when upstreams fail.
     pub serve_stale: Duration,
@@ -261,6 +318,8 @@ impl Cache {
         let max = c.max_entries.max(1);
         let n = if max >= 1024 { 16 } else { 1 };
         let cap = max.div_ceil(n);
+        let per_shard = |k: Option<usize>| k.map_or(cap, |k| k.max(1).div_ceil(n).min(cap));
+        let kind_cap = [per_shard(c.success_capacity), per_shard(c.denial_capacity)];
         let shards = (0..n)
             .map(|_| {
                 Mutex::new(Shard {
@@ -268,12 +327,15 @@ impl Cache {
                     slots: Vec::with_capacity(cap.min(4096)),
                     hand: 0,
                     cap,
+                    kind_cap,
+                    kind_len: [0, 0],
                 })
             })
             .collect();
         Cache {
             shards,
             hasher: RandomState::new(),
+            config: c.clone(),
             policy: Policy::from_config(c),
             serve_stale: c.serve_stale,
             prefetch: c.prefetch,
@@ -304,10 +366,30 @@ impl Cache {
             slot.referenced = true;
             return Found::Fresh(e.clone());
         }
-        if allow_stale && self.within_stale(e, now) {
+        if allow_stale && !e.is_servfail() && self.within_stale(e, now) {
             return Found::Stale(e.clone());
         }
         Found::Miss
+    }
+
+    /// Write `e`'s reply for `q` as this cache serves it: `stale` with `serve_stale_ttl` in
+    /// every record (as CoreDNS), else counted down, or as stored with `keepttl`.
+    pub fn write_reply(
+        &self,
+        e: &Entry,
+        q: &Query<'_>,
+        now: Instant,
+        stale: bool,
+        out: &mut Vec<u8>,
+    ) {
+        let ttls = if stale {
+            Ttls::All(self.config.serve_stale_ttl)
+        } else if self.config.keepttl {
+            Ttls::Stored
+        } else {
+            Ttls::CountDown(now)
+        };
+        e.write_reply(q, ttls, out);
     }
 
     fn within_stale(&self, e: &Entry, now: Instant) -> bool {
@@ -323,12 +405,13 @@ impl Cache {
 
     fn count(&self, kind: CacheKind, add: bool) {
         let c = self.counter(kind);
-        let n = if add {
-            c.fetch_add(1, Ordering::Relaxed) + 1
+        if add {
+            c.fetch_add(1, Ordering::Relaxed);
         } else {
-            c.fetch_sub(1, Ordering::Relaxed) - 1
-        };
-        self.metrics.set_cache_entries(kind, n);
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.metrics
+            .add_cache_entries(kind, if add { 1 } else { -1 });
     }
 
     /// Store an upstream reply under `key` if it is cacheable. `reply` is the reply as
@@ -366,11 +449,25 @@ impl Cache {
             prefetching: AtomicBool::new(false),
             query: query.into(),
         });
+        let servfail = entry.is_servfail();
         let mut guard = Self::lock(self.shard(key));
         let s = &mut *guard;
         if let Some(&i) = s.map.get(key) {
+            let held = &s.slots[i].entry;
+            // A SERVFAIL never replaces an answer that can still be served stale.
+            if servfail
+                && !held.is_servfail()
+                && !self.serve_stale.is_zero()
+                && self.within_stale(held, now)
+            {
+                return None;
+            }
             let old = std::mem::replace(&mut s.slots[i].entry, entry);
             s.slots[i].referenced = true;
+            if old.kind != kind {
+                s.kind_len[kind_index(old.kind)] -= 1;
+                s.kind_len[kind_index(kind)] += 1;
+            }
             drop(guard);
             if old.kind != kind {
                 self.count(old.kind, false);
@@ -379,7 +476,9 @@ impl Cache {
             return Some(kind);
         }
         let mut evicted = None;
-        if s.slots.len() < s.cap {
+        let k = kind_index(kind);
+        if s.slots.len() < s.cap && s.kind_len[k] < s.kind_cap[k] {
+            s.kind_len[k] += 1;
             let i = s.slots.len();
             s.slots.push(Slot {
                 key: key.into(),
@@ -389,20 +488,33 @@ impl Cache {
             s.map.insert(key.into(), i);
         } else {
             // CLOCK: entries beyond their stale window go at once; others get a second chance
-            // if referenced since the hand last passed.
+            // if referenced since the hand last passed. When the kind is at its own capacity,
+            // only an entry of that kind makes room.
+            let same_kind_only = s.kind_len[k] >= s.kind_cap[k];
             let n = s.slots.len();
             let mut victim = None;
             for _ in 0..2 * n {
                 let i = s.hand;
                 s.hand = (s.hand + 1) % n;
                 let slot = &mut s.slots[i];
+                if same_kind_only && slot.entry.kind != kind {
+                    continue;
+                }
                 if !self.within_stale(&slot.entry, now) || !slot.referenced {
                     victim = Some(i);
                     break;
                 }
                 slot.referenced = false;
             }
-            let i = victim.unwrap_or(s.hand);
+            let i = victim.unwrap_or_else(|| {
+                // Every candidate was referenced twice over: the first of the right kind.
+                (0..n)
+                    .map(|j| (s.hand + j) % n)
+                    .find(|&j| !same_kind_only || s.slots[j].entry.kind == kind)
+                    .unwrap_or(s.hand)
+            });
+            s.kind_len[kind_index(s.slots[i].entry.kind)] -= 1;
+            s.kind_len[k] += 1;
             let old = std::mem::replace(
                 &mut s.slots[i],
                 Slot {
@@ -434,6 +546,17 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == (0, 0)
+    }
+}
+
+impl Drop for Cache {
+    /// A cache replaced on a reload takes its entries out of `coredns_cache_entries`.
+    fn drop(&mut self) {
+        let (success, denial) = self.len();
+        self.metrics
+            .add_cache_entries(CacheKind::Success, -(success as i64));
+        self.metrics
+            .add_cache_entries(CacheKind::Denial, -(denial as i64));
     }
 }
 
@@ -640,7 +763,11 @@ mod tests {
         q2[1] = 0xCD;
         let pq = parse_query(&q2);
         let mut out = Vec::new();
-        e.write_reply(&pq, t0 + Duration::from_millis(3500), false, &mut out);
+        e.write_reply(
+            &pq,
+            Ttls::CountDown(t0 + Duration::from_millis(3500)),
+            &mut out,
+        );
         assert_eq!(&out[0..2], &[0xAB, 0xCD]);
         assert_eq!(&out[12..pq.question_end()], pq.question());
         let lay = wire::layout(&out).unwrap();
@@ -683,8 +810,7 @@ mod tests {
         let mut out = Vec::new();
         e.write_reply(
             &parse_query(&qm),
-            t0 + Duration::from_secs(2),
-            false,
+            Ttls::CountDown(t0 + Duration::from_secs(2)),
             &mut out,
         );
         let lay = wire::layout(&out).unwrap();
@@ -703,16 +829,138 @@ mod tests {
     }
 
     #[test]
-    fn servfail_and_truncated_not_cached() {
-        let c = new_cache(&cfg(10));
+    fn servfail_cached_briefly_truncated_never() {
+        let t0 = Instant::now();
         let qm = query("sf.example");
-        let mut r = positive(&qm, &[60]);
-        r[3] = (r[3] & 0xF0) | rcode::SERVFAIL as u8;
-        assert_eq!(c.insert(&key(&qm), &r, &qm, Instant::now()), None);
+        let mut sf = positive(&qm, &[60]);
+        sf[3] = (sf[3] & 0xF0) | rcode::SERVFAIL as u8;
+        // CoreDNS's default: 5 s, in the denial cache.
+        let c = new_cache(&cfg(10));
+        assert_eq!(c.insert(&key(&qm), &sf, &qm, t0), Some(CacheKind::Denial));
+        let Found::Fresh(e) = c.get(&key(&qm), t0 + Duration::from_secs(4), true) else {
+            panic!("a SERVFAIL is kept 5 s")
+        };
+        assert!(e.is_servfail());
+        assert_eq!(e.ttl(), 5);
+        // Past it, gone, and never served stale.
+        assert!(matches!(
+            c.get(&key(&qm), t0 + Duration::from_secs(5), true),
+            Found::Miss
+        ));
+        // `servfail: 0s`: not cached.
+        let c = new_cache(&CacheConfig {
+            servfail_ttl: Duration::ZERO,
+            ..cfg(10)
+        });
+        assert_eq!(c.insert(&key(&qm), &sf, &qm, t0), None);
         let mut r = positive(&qm, &[60]);
         r[2] |= F_TC;
-        assert_eq!(c.insert(&key(&qm), &r, &qm, Instant::now()), None);
+        assert_eq!(c.insert(&key(&qm), &r, &qm, t0), None);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn servfail_never_replaces_an_answer_that_can_be_served_stale() {
+        let c = new_cache(&cfg(10));
+        let t0 = Instant::now();
+        let qm = query("keep.example");
+        c.insert(&key(&qm), &positive(&qm, &[10]), &qm, t0);
+        let mut sf = positive(&qm, &[]);
+        sf[3] = (sf[3] & 0xF0) | rcode::SERVFAIL as u8;
+        let later = t0 + Duration::from_secs(20);
+        assert_eq!(c.insert(&key(&qm), &sf, &qm, later), None);
+        let Found::Stale(e) = c.get(&key(&qm), later, true) else {
+            panic!("the stale answer is kept")
+        };
+        assert!(!e.is_servfail());
+        // Without serve-stale the SERVFAIL takes the expired entry's place.
+        let c = new_cache(&CacheConfig {
+            serve_stale: Duration::ZERO,
+            ..cfg(10)
+        });
+        c.insert(&key(&qm), &positive(&qm, &[10]), &qm, t0);
+        assert_eq!(
+            c.insert(&key(&qm), &sf, &qm, later),
+            Some(CacheKind::Denial)
+        );
+        assert_eq!(c.len(), (0, 1));
+    }
+
+    #[test]
+    fn stale_ttl_and_keepttl() {
+        let t0 = Instant::now();
+        let qm = query("t.example");
+        let ttls_of = |c: &Cache, at: Instant, stale: bool| {
+            let (Found::Fresh(e) | Found::Stale(e)) = c.get(&key(&qm), at, true) else {
+                panic!("miss")
+            };
+            let mut out = Vec::new();
+            c.write_reply(&e, &parse_query(&qm), at, stale, &mut out);
+            let lay = wire::layout(&out).unwrap();
+            lay.records
+                .iter()
+                .map(|r| wire::u32_at(&out, r.ttl_off))
+                .collect::<Vec<_>>()
+        };
+        let c = new_cache(&cfg(10));
+        c.insert(&key(&qm), &positive(&qm, &[20, 40]), &qm, t0);
+        assert_eq!(ttls_of(&c, t0 + Duration::from_secs(5), false), [15, 35]);
+        // Stale: CoreDNS's RESPONSE_TTL (default 0) in every record.
+        assert_eq!(ttls_of(&c, t0 + Duration::from_secs(25), true), [0, 0]);
+        let c = new_cache(&CacheConfig {
+            serve_stale_ttl: 30,
+            keepttl: true,
+            ..cfg(10)
+        });
+        c.insert(&key(&qm), &positive(&qm, &[20, 40]), &qm, t0);
+        assert_eq!(ttls_of(&c, t0 + Duration::from_secs(5), false), [20, 40]);
+        assert_eq!(ttls_of(&c, t0 + Duration::from_secs(25), true), [30, 30]);
+    }
+
+    #[test]
+    fn entries_gauge_sums_every_cache_and_forgets_a_dropped_one() {
+        let m = Arc::new(Metrics::default());
+        let (a, b) = (
+            Cache::new(&cfg(10), m.clone()),
+            Cache::new(&cfg(10), m.clone()),
+        );
+        let t0 = Instant::now();
+        for (c, name) in [(&a, "a.example"), (&b, "b.example"), (&b, "c.example")] {
+            let qm = query(name);
+            c.insert(&key(&qm), &positive(&qm, &[60]), &qm, t0);
+        }
+        let gauge = |m: &Metrics| {
+            m.render()
+                .lines()
+                .find(|l| l.starts_with("coredns_cache_entries{") && l.contains("success"))
+                .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        };
+        assert_eq!(gauge(&m).as_deref(), Some("3"));
+        drop(b);
+        assert_eq!(gauge(&m).as_deref(), Some("1"));
+    }
+
+    #[test]
+    fn each_kind_within_its_capacity() {
+        let c = new_cache(&CacheConfig {
+            denial_capacity: Some(2),
+            ..cfg(10)
+        });
+        let t0 = Instant::now();
+        for i in 0..5 {
+            let qm = query(&format!("p{i}.example"));
+            c.insert(&key(&qm), &positive(&qm, &[60]), &qm, t0);
+        }
+        for i in 0..6 {
+            let qm = query(&format!("n{i}.example"));
+            c.insert(&key(&qm), &negative(&qm, 60, 60), &qm, t0);
+        }
+        // Negative answers evicted each other, never the positive ones.
+        assert_eq!(c.len(), (5, 2));
+        for i in 0..5 {
+            let qm = query(&format!("p{i}.example"));
+            assert!(matches!(c.get(&key(&qm), t0, false), Found::Fresh(_)));
+        }
     }
 
     #[test]

@@ -3,19 +3,25 @@
 //! What CoreDNS's `hosts`, `cache`, `forward` and `loop` plugins do, at the packet level:
 //!
 //! ```text
-//! query ─> hosts file ─> critical names ─> cache (fresh) ─────────────────────> reply
-//!              │ (fallthrough)                 │ miss
-//!              v                               v
-//!          NXDOMAIN                 concurrency bound ──(full)──> REFUSED
+//! query ─> hosts file ─> critical names ─> route (longest domain) ─> its cache ──> reply
+//!              │ (fallthrough)                 │ `except` ─> SERVFAIL    │ fresh, or stale with
+//!              v                               │                        │ `immediate` (refresh
+//!          NXDOMAIN                            v miss                   v  behind it)
+//!                                   the route's concurrency bound ──(full)──> REFUSED
 //!                                              │
 //!                                   coalescing (one upstream query per key)
 //!                                              │
-//!                           stub domain pool, else default pool (policy, health)
-//!                                   UDP (TC -> TCP) / TCP, timeout per try
+//!                           the route's pool (policy, health checks, max_fails)
+//!                     UDP (TC -> TCP) / TCP / TLS, timeout per try, 3 s for all tries,
+//!                           one short try when every upstream is down
 //!                                              │
 //!                          reply passed through ─> cache ─> client ID + question
-//!                          all failed ─> stale entry (RFC 8767) or SERVFAIL
+//!                          all failed ─> stale entry (RFC 8767) or SERVFAIL (cached 5 s)
 //! ```
+//!
+//! A route is the default upstreams, a stub domain, or a `forward.domains` entry, each with its
+//! own options and cache (or the shared one), as CoreDNS's server blocks each have their own
+//! `forward` and `cache`.
 //!
 //! The upstream's reply reaches the client as the upstream wrote it (rcode, flags, sections,
 //! EDNS), with the client's ID and question bytes; it is truncated (TC set) to `max_size`.
@@ -39,7 +45,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::clock::Clock;
-use crate::config::{ClientSubnet, Config, parse_upstream};
+use crate::config::{ClientSubnet, Config, ForwardRoute, StaleRefresh, parse_upstream_target};
 use crate::error::{ConfigError, Error};
 use crate::observe::AnswerSource;
 use crate::ops::metrics::Metrics;
@@ -66,6 +72,11 @@ const SLOW_TRY: Duration = Duration::from_millis(500);
 /// An upstream is sent a loop probe at most this often (suspicions, and the re-probes of a
 /// looping upstream that find the loop gone).
 const PROBE_EVERY: Duration = Duration::from_secs(1);
+/// The time all tries of one forwarded query may take together (at least one `timeout`):
+/// below glibc's 5-second timeout, so that a client gets our SERVFAIL rather than giving up.
+const FORWARD_BUDGET: Duration = Duration::from_secs(3);
+/// The timeout of the one try made when every upstream of a route is down.
+const ALL_DOWN_TRY: Duration = Duration::from_millis(1000);
 
 /// Keys being fetched, with the clients waiting for the same answer.
 type Waiting = Mutex<HashMap<Box<[u8]>, Flight>>;
@@ -93,49 +104,91 @@ enum Fetched {
     Failed,
 }
 
-/// A stub domain: its lowercase wire name and upstreams.
-struct Stub {
+/// Where names under a domain are forwarded (the default upstreams: the root), with the
+/// options of its `forward` (and `cache`): what a CoreDNS server block's `forward` is.
+struct Route {
+    /// Dotted, `.` for the root.
     domain: String,
+    /// Lowercase wire form; loop probes are asked under it.
     wire: Vec<u8>,
     pool: Pool,
+    /// Names under these (lowercase wire) are not forwarded (CoreDNS's `except`).
+    except: Vec<Vec<u8>>,
+    s: RouteSettings,
+    /// Forwarded queries under way (bounded by `max_concurrent`).
+    in_flight: AtomicUsize,
+    /// Its cache: its own, or the shared one.
+    cache: Option<Arc<Cache>>,
+    /// Whether `cache` is the route's own (a cache config of its own).
+    own_cache: bool,
 }
 
-/// Where a name is forwarded: a pool, and the domain its loop probes are asked under.
-#[derive(Clone, Copy)]
-struct Route<'a> {
-    pool: &'a Pool,
-    domain: &'a [u8],
-}
-
-/// The root, the domain of the default upstreams' loop probes.
-const ROOT: &[u8] = &[0];
-
-/// The forwarding settings of [`crate::config::ForwardConfig`] the query path needs.
+/// A route's forwarding options.
 #[derive(Debug, Clone)]
-struct Settings {
+struct RouteSettings {
     timeout: Duration,
     force_tcp: bool,
     prefer_udp: bool,
     max_fails: u32,
     health_check: Duration,
     max_concurrent: usize,
+}
+
+impl Route {
+    /// Is `name` (lowercase wire) under one of the route's `except` domains?
+    fn excepts(&self, name: &[u8]) -> bool {
+        self.except.iter().any(|d| wire::in_domain(name, d))
+    }
+
+    fn try_slot(&self) -> Option<SlotGuard<'_>> {
+        let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
+        if n >= self.s.max_concurrent {
+            self.in_flight.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(SlotGuard(&self.in_flight))
+    }
+
+    /// How our own probes (health checks, loop probes) travel: over TCP only with `force_tcp`
+    /// (a `tls://` upstream always over TLS).
+    fn probe_transport(&self) -> Transport {
+        if self.s.force_tcp {
+            Transport::Tcp
+        } else {
+            Transport::Udp
+        }
+    }
+}
+
+/// A cache of the previous resolver that a new one may take over: for a route's own cache
+/// config (None: the shared one's) and the route's domain.
+type KeptCache<'a> = dyn Fn(Option<&crate::config::CacheConfig>, &str) -> Option<Arc<Cache>> + 'a;
+
+/// The root, the domain of the default upstreams' loop probes.
+const ROOT: &[u8] = &[0];
+
+/// The settings of the whole resolver (each route has its own forwarding options).
+#[derive(Debug, Clone)]
+struct Settings {
     hosts_reload: Duration,
     /// The payload size advertised in the OPT records of our own replies.
     max_udp: u16,
     pass_client_subnet: bool,
+    /// Rotate the address records of every reply (CoreDNS's `loadbalance` covers forwarded and
+    /// cached answers, not only the cluster zone's).
+    loadbalance: bool,
 }
 
 /// Everything for names outside the cluster zones.
 pub struct Resolver {
     s: Settings,
-    /// None when forwarding is off.
-    default_pool: Option<Pool>,
-    /// Longest domain first.
-    stubs: Vec<Stub>,
-    cache: Option<Cache>,
+    /// Longest domain first, so the first that holds a name is its route; the default
+    /// upstreams (the root) last. Empty when forwarding is off.
+    routes: Vec<Route>,
+    /// The shared cache (`cache`), also kept across a reload that leaves `cache` as it was.
+    cache: Option<Arc<Cache>>,
     hosts: Option<Hosts>,
     critical: Option<Critical>,
-    in_flight: AtomicUsize,
     waiting: Waiting,
     prefetch_tx: mpsc::Sender<Arc<cache::Entry>>,
     prefetch_rx: Mutex<Option<mpsc::Receiver<Arc<cache::Entry>>>>,
@@ -155,8 +208,8 @@ impl std::fmt::Debug for Resolver {
         f.debug_struct("Resolver")
             .field("upstreams", &self.upstreams())
             .field(
-                "stub_domains",
-                &self.stubs.iter().map(|s| &s.domain).collect::<Vec<_>>(),
+                "routes",
+                &self.routes.iter().map(|r| &r.domain).collect::<Vec<_>>(),
             )
             .field("cache", &self.cache.as_ref().map(|c| c.len()))
             .finish()
@@ -238,66 +291,42 @@ impl Resolver {
     /// Everything counts into `metrics`; TTLs, stale windows and the health-check and refresh
     /// schedules follow `clock`.
     pub fn new(cfg: &Config, metrics: Arc<Metrics>, clock: Clock) -> Result<Arc<Resolver>, Error> {
+        Self::build(cfg, metrics, clock, None)
+    }
+
+    /// [`Resolver::new`], keeping the caches of `previous` (a reload) whose config is the same:
+    /// a change to another part of the config does not empty them.
+    pub fn build(
+        cfg: &Config,
+        metrics: Arc<Metrics>,
+        clock: Clock,
+        previous: Option<&Resolver>,
+    ) -> Result<Arc<Resolver>, Error> {
         let f = &cfg.forward;
-        // Every upstream with the key it came from, for errors and the loop check. Entries
-        // `validate` would reject do not parse here either and are left out.
-        let keyed_list = |key: &str, list: &[String]| -> Vec<(String, SocketAddr)> {
-            list.iter()
-                .enumerate()
-                .filter_map(|(i, u)| Some((format!("{key}[{i}]"), parse_upstream(u).ok()?)))
-                .collect()
-        };
+        // Every upstream with the key it came from, for the loop check.
         let mut keyed: Vec<(String, SocketAddr)> = Vec::new();
-        let mut default_pool = None;
-        if f.enabled {
-            let addrs = if f.upstreams.is_empty() {
-                let path = &f.resolv_conf;
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    invalid(
-                        "forward.resolv_conf",
-                        format!("cannot read {}: {e}", path.display()),
-                    )
-                })?;
-                let addrs = resolv_conf_nameservers(&text);
-                if addrs.is_empty() {
-                    return Err(invalid(
-                        "forward.resolv_conf",
-                        format!(
-                            "{} names no usable nameserver (or give forward.upstreams)",
-                            path.display()
-                        ),
-                    ));
-                }
-                let key = format!("forward.resolv_conf ({}) nameserver", path.display());
-                keyed.extend(addrs.iter().map(|a| (key.clone(), *a)));
-                addrs
-            } else {
-                let list = keyed_list("forward.upstreams", &f.upstreams);
-                keyed.extend(list.iter().cloned());
-                list.into_iter().map(|(_, a)| a).collect()
-            };
-            default_pool = Some(Pool::new(&addrs, f.policy, &metrics));
+        let kept = |own: Option<&crate::config::CacheConfig>, domain: &str| {
+            let old = previous?;
+            match own {
+                None => old.cache.clone().filter(|c| c.config == cfg.cache),
+                Some(want) => old
+                    .routes
+                    .iter()
+                    .find(|r| r.own_cache && r.domain == domain)
+                    .and_then(|r| r.cache.clone())
+                    .filter(|c| &c.config == want),
+            }
+        };
+        let cache = cfg.cache.enabled.then(|| {
+            kept(None, ".").unwrap_or_else(|| Arc::new(Cache::new(&cfg.cache, metrics.clone())))
+        });
+        let mut routes = Vec::new();
+        for r in f.routes() {
+            routes.push(Self::route_of(
+                &r, cfg, &metrics, &cache, &kept, &mut keyed,
+            )?);
         }
-        let mut stubs = Vec::new();
-        for (domain, ups) in &f.stub_domains {
-            let (Ok(d), list) = (
-                crate::names::parse_domain(domain),
-                keyed_list(&format!("forward.stub_domains.{domain}"), ups),
-            ) else {
-                continue;
-            };
-            let Ok(wire) = wire::dotted_to_wire(&d) else {
-                continue;
-            };
-            keyed.extend(list.iter().cloned());
-            let addrs: Vec<SocketAddr> = list.into_iter().map(|(_, a)| a).collect();
-            stubs.push(Stub {
-                domain: d,
-                wire,
-                pool: Pool::new(&addrs, f.policy, &metrics),
-            });
-        }
-        stubs.sort_by_key(|s| std::cmp::Reverse(s.wire.len()));
+        routes.sort_by_key(|r| std::cmp::Reverse(r.wire.len()));
         looping::check(&cfg.listen, &keyed).map_err(Error::Loop)?;
 
         let (hosts, critical) = match &cfg.hosts {
@@ -319,30 +348,19 @@ impl Resolver {
                 (hosts, critical)
             }
         };
-        let cache = cfg
-            .cache
-            .enabled
-            .then(|| Cache::new(&cfg.cache, metrics.clone()));
         let (prefetch_tx, prefetch_rx) = mpsc::channel(PREFETCH_QUEUE);
         let s = Settings {
-            timeout: f.timeout,
-            force_tcp: f.force_tcp,
-            prefer_udp: f.prefer_udp,
-            max_fails: f.max_fails,
-            health_check: f.health_check,
-            max_concurrent: f.max_concurrent,
             hosts_reload: cfg.hosts.as_ref().map_or(Duration::ZERO, |h| h.reload),
             max_udp: cfg.server.max_udp_size,
             pass_client_subnet: f.client_subnet == ClientSubnet::Forward,
+            loadbalance: cfg.cluster.loadbalance,
         };
         Ok(Arc::new_cyclic(|me| Resolver {
             s,
-            default_pool,
-            stubs,
+            routes,
             cache,
             hosts,
             critical,
-            in_flight: AtomicUsize::new(0),
             waiting: Mutex::new(HashMap::new()),
             prefetch_tx,
             prefetch_rx: Mutex::new(Some(prefetch_rx)),
@@ -354,6 +372,125 @@ impl Resolver {
         }))
     }
 
+    /// Build one route: its upstreams (the default route without any: the nameservers of
+    /// `forward.resolv_conf`), TLS settings, `except` names and cache.
+    fn route_of(
+        r: &ForwardRoute,
+        cfg: &Config,
+        metrics: &Arc<Metrics>,
+        shared_cache: &Option<Arc<Cache>>,
+        kept: &KeptCache<'_>,
+        keyed: &mut Vec<(String, SocketAddr)>,
+    ) -> Result<Route, Error> {
+        let mut targets = Vec::new();
+        if r.upstreams.is_empty() {
+            let path = &cfg.forward.resolv_conf;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "forward.resolv_conf",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            let addrs = resolv_conf_nameservers(&text);
+            if addrs.is_empty() {
+                return Err(invalid(
+                    "forward.resolv_conf",
+                    format!(
+                        "{} names no usable nameserver (or give forward.upstreams)",
+                        path.display()
+                    ),
+                ));
+            }
+            let key = format!("forward.resolv_conf ({}) nameserver", path.display());
+            for a in addrs {
+                keyed.push((key.clone(), a));
+                targets.push(crate::config::UpstreamTarget {
+                    addr: a,
+                    tls: false,
+                });
+            }
+        } else {
+            // `validate` checked them; one that does not parse is left out.
+            for (i, u) in r.upstreams.iter().enumerate() {
+                if let Ok(t) = parse_upstream_target(u) {
+                    keyed.push((format!("{}[{i}]", r.key), t.addr));
+                    targets.push(t);
+                }
+            }
+        }
+        let connector = if targets.iter().any(|t| t.tls) {
+            Some(
+                upstream::tls_connector(r.tls_ca.as_deref())
+                    .map_err(|e| invalid(format!("{} (tls_ca)", r.key), e))?,
+            )
+        } else {
+            None
+        };
+        let upstreams = targets
+            .iter()
+            .map(|t| {
+                let tls = match (&connector, t.tls) {
+                    (Some(c), true) => {
+                        let name = match &r.tls_servername {
+                            Some(n) => {
+                                rustls::pki_types::ServerName::try_from(n.clone()).map_err(|e| {
+                                    invalid(format!("{} (tls_servername)", r.key), e.to_string())
+                                })?
+                            }
+                            None => rustls::pki_types::ServerName::IpAddress(t.addr.ip().into()),
+                        };
+                        Some(upstream::TlsTarget {
+                            connector: c.clone(),
+                            name,
+                        })
+                    }
+                    _ => None,
+                };
+                Ok(Arc::new(Upstream::with_options(
+                    t.addr, metrics, r.expire, tls,
+                )))
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let wire_of = |d: &str| {
+            crate::names::parse_domain(d)
+                .ok()
+                .and_then(|d| wire::dotted_to_wire(&d).ok())
+        };
+        let wire = if r.domain == "." {
+            ROOT.to_vec()
+        } else {
+            wire_of(&r.domain).ok_or_else(|| invalid(r.key.clone(), "not a domain name"))?
+        };
+        let (cache, own_cache) = match &r.cache {
+            Some(c) if c.enabled => (
+                Some(
+                    kept(Some(c), &r.domain)
+                        .unwrap_or_else(|| Arc::new(Cache::new(c, metrics.clone()))),
+                ),
+                true,
+            ),
+            Some(_) => (None, true),
+            None => (shared_cache.clone(), false),
+        };
+        Ok(Route {
+            domain: r.domain.clone(),
+            wire,
+            pool: Pool::of(upstreams, r.policy),
+            except: r.except.iter().filter_map(|d| wire_of(d)).collect(),
+            s: RouteSettings {
+                timeout: r.timeout,
+                force_tcp: r.force_tcp,
+                prefer_udp: r.prefer_udp,
+                max_fails: r.max_fails,
+                health_check: r.health_check,
+                max_concurrent: r.max_concurrent,
+            },
+            in_flight: AtomicUsize::new(0),
+            cache,
+            own_cache,
+        })
+    }
+
     /// Spawn the background work on the current tokio runtime: upstream health checks, hosts
     /// file reload, critical-name refresh, cache prefetch, re-probes of looping upstreams. The
     /// tasks hold only a weak reference and end once the resolver is dropped (or with the
@@ -363,14 +500,17 @@ impl Resolver {
             return;
         }
         let weak = Arc::downgrade(self);
-        if !self.s.health_check.is_zero() && self.routes().next().is_some() {
-            tokio::spawn(health_loop(
-                weak.clone(),
-                self.clock.clone(),
-                self.s.health_check,
-            ));
+        for (i, r) in self.routes.iter().enumerate() {
+            if !r.s.health_check.is_zero() && r.s.max_fails > 0 {
+                tokio::spawn(health_loop(
+                    weak.clone(),
+                    self.clock.clone(),
+                    i,
+                    r.s.health_check,
+                ));
+            }
         }
-        if self.routes().next().is_some() {
+        if !self.routes.is_empty() {
             tokio::spawn(loop_watch(weak.clone()));
         }
         if self.hosts.as_ref().is_some_and(|h| h.file.is_some()) && !self.s.hosts_reload.is_zero() {
@@ -380,7 +520,7 @@ impl Resolver {
                 self.s.hosts_reload,
             ));
         }
-        if self.critical.is_some() && self.routes().next().is_some() {
+        if self.critical.is_some() && !self.routes.is_empty() {
             tokio::spawn(critical_loop(weak.clone(), self.clock.clone()));
         }
         if let Some(rx) = self
@@ -434,8 +574,18 @@ impl Resolver {
         let r = self.local(q, &kbuf[..klen], self.clock.now(), max_size, out);
         if r.is_none() {
             out.clear();
+        } else {
+            self.rotate(out);
         }
         r
+    }
+
+    /// `loadbalance`: a random rotation of the reply's address records, as CoreDNS shuffles them.
+    #[inline]
+    fn rotate(&self, reply: &mut [u8]) {
+        if self.s.loadbalance {
+            wire::reply::rotate_addresses(reply, fastrand::usize(..));
+        }
     }
 
     /// RFC 7871 §7.1.1: a malformed client subnet option gets FORMERR — when we would pass it
@@ -477,17 +627,41 @@ impl Resolver {
                 }
             }
         }
-        let c = self.cache.as_ref()?;
-        let Found::Fresh(e) = c.get(key, now, false) else {
-            return None;
-        };
-        e.write_reply(q, now, false, out);
-        wire::fit(out, max_size);
-        self.metrics.cache_hit(e.kind);
-        if e.hit_wants_prefetch(now, c.prefetch) && self.prefetch_tx.try_send(e.clone()).is_err() {
-            e.prefetch_done();
+        let route = self.route(q.qname_lower())?;
+        let c = route.cache.as_ref()?;
+        let immediate = c.config.serve_stale_refresh == StaleRefresh::Immediate;
+        match c.get(key, now, immediate) {
+            Found::Fresh(e) => {
+                c.write_reply(&e, q, now, false, out);
+                wire::fit(out, max_size);
+                self.metrics.cache_hit(e.kind);
+                if e.hit_wants_prefetch(now, c.prefetch) {
+                    self.refresh_in_background(e);
+                }
+            }
+            // RFC 8767 section 5 ("stale-while-refresh"): the stale answer at once, the
+            // refresh behind it, at most one per entry.
+            Found::Stale(e) => {
+                c.write_reply(&e, q, now, true, out);
+                wire::fit(out, max_size);
+                self.metrics.cache_served_stale();
+                if e.begin_refresh() {
+                    self.refresh_in_background(e);
+                }
+            }
+            Found::Miss => return None,
         }
         Some(AnswerSource::Cache)
+    }
+
+    /// Hand an entry (marked as being refreshed) to the prefetch worker; if its queue is full,
+    /// a later hit tries again.
+    fn refresh_in_background(&self, e: Arc<cache::Entry>) {
+        if let Err(mpsc::error::TrySendError::Full(e) | mpsc::error::TrySendError::Closed(e)) =
+            self.prefetch_tx.try_send(e)
+        {
+            e.prefetch_done();
+        }
     }
 
     /// [`Resolver::resolve_query`] of a query message (for tests and tools); a message that is
@@ -509,6 +683,14 @@ impl Resolver {
     /// Full path: hosts, critical names, cache, then upstreams (stub domain first, else the
     /// default ones). Always produces a reply, at most `max_size` bytes.
     pub async fn resolve_query(&self, q: &Query<'_>, max_size: usize) -> Resolved {
+        let mut r = self.resolve_query_unrotated(q, max_size).await;
+        if r.source != AnswerSource::Server {
+            self.rotate(&mut r.reply);
+        }
+        r
+    }
+
+    async fn resolve_query_unrotated(&self, q: &Query<'_>, max_size: usize) -> Resolved {
         let mut out = Vec::with_capacity(512);
         let ours = |out: Vec<u8>, source| Resolved {
             reply: out,
@@ -536,10 +718,16 @@ impl Resolver {
         let Some(route) = self.route(q.qname_lower()) else {
             return refuse(out);
         };
-        if self.cache.is_some() {
+        // CoreDNS's `forward` passes a name in `except` to the next plugin, and with none
+        // left the answer is SERVFAIL.
+        if route.excepts(q.qname_lower()) {
+            wire::rcode_reply(&mut out, q, rcode::SERVFAIL, true, self.s.max_udp);
+            return ours(out, AnswerSource::Server);
+        }
+        if route.cache.is_some() {
             self.metrics.cache_miss();
         }
-        let Some(_slot) = self.try_slot() else {
+        let Some(_slot) = route.try_slot() else {
             self.metrics.forward_max_concurrent_reject();
             return refuse(out);
         };
@@ -560,23 +748,25 @@ impl Resolver {
             };
         }
         // Every upstream failed (or said SERVFAIL): RFC 8767 stale data if allowed.
-        if let Some(c) = &self.cache
+        if let Some(c) = &route.cache
             && !c.serve_stale.is_zero()
         {
             let now = self.clock.now();
             match c.get(key, now, true) {
                 Found::Stale(e) => {
-                    e.write_reply(q, now, true, &mut out);
+                    c.write_reply(&e, q, now, true, &mut out);
                     wire::fit(&mut out, max_size);
                     self.metrics.cache_served_stale();
                     return ours(out, AnswerSource::Cache);
                 }
-                Found::Fresh(e) => {
-                    e.write_reply(q, now, false, &mut out);
+                // Fresh now: another query's refresh landed meanwhile (a cached SERVFAIL is
+                // no better than ours).
+                Found::Fresh(e) if !e.is_servfail() => {
+                    c.write_reply(&e, q, now, false, &mut out);
                     wire::fit(&mut out, max_size);
                     return ours(out, AnswerSource::Cache);
                 }
-                Found::Miss => {}
+                Found::Fresh(_) | Found::Miss => {}
             }
         }
         match fetched {
@@ -610,12 +800,10 @@ impl Resolver {
     /// Probe every upstream for a forwarding loop (see [`looping`]), and wait for the probes.
     /// Run once the DNS sockets are open: a probe that comes back must find us listening.
     pub async fn send_loop_probe(&self) {
-        let jobs = self.routes().flat_map(|r| {
-            r.pool
-                .upstreams
-                .iter()
-                .map(move |u| self.probe(u, r.domain))
-        });
+        let jobs = self
+            .routes
+            .iter()
+            .flat_map(|r| r.pool.upstreams.iter().map(move |u| self.probe(u, &r.wire)));
         futures::future::join_all(jobs).await;
     }
 
@@ -627,12 +815,15 @@ impl Resolver {
         up.probing.store(true, Ordering::Release);
         let name = self.probes.register(up, domain);
         let msg = wire::query::build(fastrand::u16(..), &name, rtype::HINFO, true, None);
+        let Some(route) = self.routes.iter().find(|r| r.wire == domain) else {
+            return;
+        };
         let r = up
             .exchange(
-                self.probe_transport(),
+                route.probe_transport(),
                 &msg,
                 msg.len(),
-                self.s.timeout,
+                route.s.timeout,
                 Purpose::Probe,
             )
             .await;
@@ -685,55 +876,34 @@ impl Resolver {
 
     /// Forwarded queries under way now.
     pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        self.routes
+            .iter()
+            .map(|r| r.in_flight.load(Ordering::Relaxed))
+            .sum()
     }
 
-    /// Every upstream (default, then stub domains) and whether it is considered healthy.
+    /// Every upstream (longest domain first, the default ones last) and whether it is
+    /// considered healthy.
     pub fn upstreams(&self) -> Vec<(SocketAddr, bool)> {
-        self.routes()
+        self.routes
+            .iter()
             .flat_map(|r| r.pool.upstreams.iter().map(|u| (u.addr, !u.is_down())))
             .collect()
     }
 
-    /// Cache entries held (positive, negative).
+    /// Cache entries held (positive, negative), in every cache.
     pub fn cache_entries(&self) -> (usize, usize) {
-        self.cache.as_ref().map_or((0, 0), |c| c.len())
+        let own = self.routes.iter().filter(|r| r.own_cache);
+        own.filter_map(|r| r.cache.as_ref())
+            .chain(self.cache.as_ref())
+            .map(|c| c.len())
+            .fold((0, 0), |(a, b), (c, d)| (a + c, b + d))
     }
 
-    /// Every pool with its probe domain: the default upstreams, then the stub domains'.
-    fn routes(&self) -> impl Iterator<Item = Route<'_>> {
-        self.default_pool
-            .iter()
-            .map(|pool| Route { pool, domain: ROOT })
-            .chain(self.stubs.iter().map(|s| Route {
-                pool: &s.pool,
-                domain: &s.wire,
-            }))
-    }
-
-    /// Where a name (lowercase wire form) goes: the longest matching stub domain, else the
-    /// default upstreams.
-    fn route(&self, name: &[u8]) -> Option<Route<'_>> {
-        for s in &self.stubs {
-            if wire::in_domain(name, &s.wire) {
-                return Some(Route {
-                    pool: &s.pool,
-                    domain: &s.wire,
-                });
-            }
-        }
-        self.default_pool
-            .as_ref()
-            .map(|pool| Route { pool, domain: ROOT })
-    }
-
-    fn try_slot(&self) -> Option<SlotGuard<'_>> {
-        let n = self.in_flight.fetch_add(1, Ordering::AcqRel);
-        if n >= self.s.max_concurrent {
-            self.in_flight.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
-        Some(SlotGuard(&self.in_flight))
+    /// Where a name (lowercase wire form) goes: the longest matching domain, the default
+    /// upstreams last.
+    fn route(&self, name: &[u8]) -> Option<&Route> {
+        self.routes.iter().find(|r| wire::in_domain(name, &r.wire))
     }
 
     /// Forward with coalescing: the first client asking for a key queries upstream; clients
@@ -741,7 +911,7 @@ impl Resolver {
     /// client's query (None for our own refreshes).
     async fn fetch(
         &self,
-        route: Route<'_>,
+        route: &Route,
         key: &[u8],
         msg: &[u8],
         question_end: usize,
@@ -765,7 +935,7 @@ impl Resolver {
                 }
             };
             if let Some(up) = suspect {
-                let _ = self.suspect(&up, route.domain, true);
+                let _ = self.suspect(&up, &route.wire, true);
             }
             if let Some(rx) = rx {
                 match rx.await {
@@ -782,8 +952,22 @@ impl Resolver {
             let f = self
                 .forward(route, msg, question_end, client_tcp, Some(key))
                 .await;
-            if let (Fetched::Reply { reply, .. }, Some(c)) = (&f, &self.cache) {
-                c.insert(key, reply, msg, self.clock.now());
+            if let Some(c) = &route.cache {
+                let now = self.clock.now();
+                match &f {
+                    Fetched::Reply { reply, .. } => {
+                        c.insert(key, reply, msg, now);
+                    }
+                    // RFC 9520 section 3.2: "resolvers MUST cache resolution failures", so
+                    // that a dead upstream is not asked again for every query meanwhile.
+                    Fetched::Failed => {
+                        if let Ok(q) = Query::parse(msg) {
+                            let mut sf = Vec::with_capacity(msg.len() + 16);
+                            wire::rcode_reply(&mut sf, &q, rcode::SERVFAIL, true, self.s.max_udp);
+                            c.insert(key, &sf, msg, now);
+                        }
+                    }
+                }
             }
             for tx in guard.finish() {
                 let _ = tx.send(f.clone());
@@ -798,30 +982,46 @@ impl Resolver {
     /// only if no upstream did better. `flight`: the coalescing key whose tries these are.
     async fn forward(
         &self,
-        route: Route<'_>,
+        route: &Route,
         query: &[u8],
         question_end: usize,
         client_tcp: bool,
         flight: Option<&[u8]>,
     ) -> Fetched {
-        let (order, all_down) = route.pool.order();
+        let (mut order, all_down) = route.pool.order();
         if order.is_empty() {
             return Fetched::Failed;
         }
-        if all_down {
-            self.metrics.forward_broken();
-        }
-        let mut msg = query.to_vec();
-        let tcp_first = self.s.force_tcp || (client_tcp && !self.s.prefer_udp);
-        let mut servfail = None;
+        let rs = &route.s;
         // Each upstream once; a lone upstream gets a second try (a lost datagram is not an
         // outage), but not after a SERVFAIL.
-        let tries = order.len().max(2);
+        let mut tries = order.len().max(2);
+        let mut timeout = rs.timeout;
+        if all_down {
+            // Every upstream failed its health checks: one try, short, so that a client sees
+            // SERVFAIL well before its own timeout (glibc: 5 s) instead of after every
+            // upstream's full timeout. CoreDNS likewise tries one random upstream then. The
+            // health checks bring an upstream back as soon as it answers.
+            self.metrics.forward_broken();
+            order.truncate(1);
+            tries = 1;
+            timeout = timeout.min(ALL_DOWN_TRY);
+        }
+        let deadline = Instant::now() + rs.timeout.max(FORWARD_BUDGET);
+        let mut msg = query.to_vec();
+        let tcp_first = rs.force_tcp || (client_tcp && !rs.prefer_udp);
+        let mut servfail = None;
         for i in 0..tries {
             let up = order[i % order.len()];
             if i >= order.len() && servfail.is_some() {
                 break;
             }
+            // The tries of one query share a budget: the last one gets what is left.
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            let timeout = timeout.min(left);
             let id = fastrand::u16(..);
             msg[0..2].copy_from_slice(&id.to_be_bytes());
             if let Some(k) = flight
@@ -835,9 +1035,10 @@ impl Resolver {
                 f.upstream = Some(up.clone());
             }
             let start = Instant::now();
-            let exchange = up.guarded(self.try_upstream(up, &msg, question_end, tcp_first));
+            let exchange =
+                up.guarded(self.try_upstream(up, &msg, question_end, tcp_first, timeout));
             tokio::pin!(exchange);
-            let res = if self.s.timeout > SLOW_TRY {
+            let res = if timeout > SLOW_TRY {
                 // Slow: suspect a loop (as soon as a probe may go), and go on waiting.
                 let mut wake = Instant::now() + SLOW_TRY;
                 loop {
@@ -848,7 +1049,7 @@ impl Resolver {
                                 wake = Instant::now() + SLOW_TRY;
                                 continue;
                             }
-                            match self.suspect(up, route.domain, false) {
+                            match self.suspect(up, &route.wire, false) {
                                 Some(next) => wake = next,
                                 None => break exchange.await,
                             }
@@ -876,10 +1077,10 @@ impl Resolver {
                 Err(ExchangeError::Loop) => {}
                 Err(e) => {
                     tracing::debug!(upstream = %up.addr, error = %e, "upstream try failed");
-                    up.failed(self.s.max_fails);
+                    up.failed(rs.max_fails);
                     if matches!(e, ExchangeError::Timeout) {
                         // Queries circling through a loop never come back as answers.
-                        let _ = self.suspect(up, route.domain, false);
+                        let _ = self.suspect(up, &route.wire, false);
                     }
                 }
             }
@@ -908,8 +1109,9 @@ impl Resolver {
         msg: &[u8],
         question_end: usize,
         tcp: bool,
+        timeout: Duration,
     ) -> Result<Vec<u8>, ExchangeError> {
-        let ask = |via| up.exchange(via, msg, question_end, self.s.timeout, Purpose::Query);
+        let ask = |via| up.exchange(via, msg, question_end, timeout, Purpose::Query);
         if tcp {
             return ask(Transport::Tcp).await;
         }
@@ -928,25 +1130,16 @@ impl Resolver {
         }
     }
 
-    /// How our own probes (health checks, loop probes) travel: over TCP only with `force_tcp`.
-    fn probe_transport(&self) -> Transport {
-        if self.s.force_tcp {
-            Transport::Tcp
-        } else {
-            Transport::Udp
-        }
-    }
-
-    /// One health probe (`. IN NS`) to an upstream.
-    async fn probe_upstream(&self, up: &Upstream) {
+    /// One health probe (`. IN NS`) to an upstream of `route`.
+    async fn probe_upstream(&self, route: &Route, up: &Upstream) {
         let msg = wire::query::build(fastrand::u16(..), ROOT, rtype::NS, true, None);
         let qe = HEADER_LEN + 1 + 4;
         let r = up
             .exchange(
-                self.probe_transport(),
+                route.probe_transport(),
                 &msg,
                 qe,
-                self.s.timeout,
+                route.s.timeout,
                 Purpose::Probe,
             )
             .await;
@@ -954,7 +1147,7 @@ impl Resolver {
             Ok(_) => up.succeeded(),
             Err(e) => {
                 tracing::debug!(upstream = %up.addr, error = %e, "health check failed");
-                up.failed(self.s.max_fails);
+                up.failed(route.s.max_fails);
             }
         }
     }
@@ -969,7 +1162,7 @@ impl Resolver {
         let Some(route) = self.route(q.qname_lower()) else {
             return;
         };
-        if let Some(_slot) = self.try_slot() {
+        if let Some(_slot) = route.try_slot() {
             self.metrics.cache_prefetch();
             self.fetch(route, key, &e.query, q.question_end(), false, None)
                 .await;
@@ -1025,16 +1218,16 @@ impl crate::server::Upstream for Resolver {
     }
 }
 
-async fn health_loop(weak: Weak<Resolver>, clock: Clock, every: Duration) {
+/// Health checks of one route's upstreams (`route`: its index), every `every`.
+async fn health_loop(weak: Weak<Resolver>, clock: Clock, route: usize, every: Duration) {
     loop {
         clock.sleep(every).await;
         let Some(r) = weak.upgrade() else { return };
-        let suspects: Vec<&Upstream> = r
-            .routes()
-            .flat_map(|route| route.pool.upstreams.iter().map(|u| &**u))
-            .filter(|u| u.fails() > 0)
-            .collect();
-        futures::future::join_all(suspects.into_iter().map(|u| r.probe_upstream(u))).await;
+        let Some(route) = r.routes.get(route) else {
+            return;
+        };
+        let suspects = route.pool.upstreams.iter().filter(|u| u.fails() > 0);
+        futures::future::join_all(suspects.map(|u| r.probe_upstream(route, u))).await;
     }
 }
 
@@ -1043,9 +1236,9 @@ async fn loop_watch(weak: Weak<Resolver>) {
     loop {
         tokio::time::sleep(PROBE_EVERY / 4).await;
         let Some(r) = weak.upgrade() else { return };
-        for route in r.routes() {
+        for route in &r.routes {
             for up in route.pool.upstreams.iter().filter(|u| u.is_looping()) {
-                let _ = r.suspect(up, route.domain, false);
+                let _ = r.suspect(up, &route.wire, false);
             }
         }
     }
@@ -1188,7 +1381,7 @@ mod tests {
     fn probe_matching_forms() {
         let r = resolver(&cfg_with(vec!["127.0.0.1:9".into()])).unwrap();
         assert!(!r.is_loop_probe(b"1.2."));
-        let up = r.default_pool.as_ref().unwrap().upstreams[0].clone();
+        let up = r.routes[0].pool.upstreams[0].clone();
         let name = r.probes.register(&up, ROOT);
         let dotted = wire::display_name(&name);
         assert!(r.is_loop_probe(&name));
@@ -1200,7 +1393,7 @@ mod tests {
     #[tokio::test]
     async fn our_probe_coming_back_marks_the_upstream_and_is_not_forwarded() {
         let r = resolver(&cfg_with(vec!["127.0.0.1:9".into()])).unwrap();
-        let up = r.default_pool.as_ref().unwrap().upstreams[0].clone();
+        let up = r.routes[0].pool.upstreams[0].clone();
         let name = r.probes.register(&up, ROOT);
         let m = wire::query::build(7, &name, rtype::HINFO, true, None);
         let (reply, src) = r.resolve(&m, 512).await;

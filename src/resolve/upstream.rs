@@ -3,8 +3,11 @@
 //! UDP: a new socket on a random port per try, connected to the upstream (so the kernel drops
 //! datagrams from anyone else), and a random message ID; replies must echo the ID and the
 //! question. TCP: connections are kept and reused one exchange at a time (a small idle pool per
-//! upstream), as CoreDNS's `forward` does; `coredns_proxy_conn_cache_{hits,misses}_total` count
-//! reused and new connections (every UDP exchange opens a new socket: a miss).
+//! upstream, closed once idle longer than `expire`), as CoreDNS's `forward` does;
+//! `coredns_proxy_conn_cache_{hits,misses}_total` count reused and new connections (every UDP
+//! exchange opens a new socket: a miss). A `tls://` upstream is DNS over TLS (RFC 7858): every
+//! exchange goes over TLS on TCP ("DNS over TLS... MUST use TCP"), with the same idle pool;
+//! rustls checks its certificate against the system's roots or the configured CA file.
 
 use std::io;
 use std::net::SocketAddr;
@@ -12,7 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Notify;
 
@@ -24,8 +27,29 @@ use crate::wire::{self, F_QR, F_TC, HEADER_LEN, rcode};
 const UDP_BUF: usize = 4096;
 /// Idle TCP connections kept per upstream.
 const TCP_IDLE_MAX: usize = 8;
-/// Idle TCP connections older than this are closed rather than reused.
-const TCP_IDLE_EXPIRE: Duration = Duration::from_secs(10);
+
+/// How a `tls://` upstream is reached: the client config (roots) and the name its certificate
+/// must hold.
+#[derive(Clone)]
+pub struct TlsTarget {
+    pub connector: tokio_rustls::TlsConnector,
+    pub name: rustls::pki_types::ServerName<'static>,
+}
+
+impl std::fmt::Debug for TlsTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsTarget")
+            .field("name", &self.name)
+            .finish()
+    }
+}
+
+/// A kept connection to an upstream.
+#[derive(Debug)]
+enum Conn {
+    Tcp(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
 
 /// One upstream server.
 #[derive(Debug)]
@@ -43,7 +67,11 @@ pub struct Upstream {
     pub(super) last_probe: Mutex<Option<Instant>>,
     pub(super) probing: AtomicBool,
     pub metrics: UpstreamMetrics,
-    idle_tcp: Mutex<Vec<(TcpStream, Instant)>>,
+    idle: Mutex<Vec<(Conn, Instant)>>,
+    /// Idle connections older than this are closed rather than reused (CoreDNS's `expire`).
+    expire: Duration,
+    /// Set for a `tls://` upstream: every exchange goes over TLS.
+    tls: Option<TlsTarget>,
 }
 
 /// How an exchange with an upstream travels.
@@ -95,8 +123,19 @@ pub fn is_reply_to(r: &[u8], query: &[u8], question_end: usize) -> bool {
 }
 
 impl Upstream {
-    /// The upstream at `addr`, counting into its series of `metrics`.
+    /// The upstream at `addr`, counting into its series of `metrics`, plain DNS, idle
+    /// connections kept 10 s.
     pub fn new(addr: SocketAddr, metrics: &Metrics) -> Self {
+        Self::with_options(addr, metrics, Duration::from_secs(10), None)
+    }
+
+    /// [`Upstream::new`] with idle connections kept `expire`, and over TLS when `tls`.
+    pub fn with_options(
+        addr: SocketAddr,
+        metrics: &Metrics,
+        expire: Duration,
+        tls: Option<TlsTarget>,
+    ) -> Self {
         let m = metrics.upstream(addr);
         m.set_healthy(true);
         Upstream {
@@ -108,7 +147,9 @@ impl Upstream {
             last_probe: Mutex::new(None),
             probing: AtomicBool::new(false),
             metrics: m,
-            idle_tcp: Mutex::new(Vec::new()),
+            idle: Mutex::new(Vec::new()),
+            expire,
+            tls,
         }
     }
 
@@ -185,8 +226,9 @@ impl Upstream {
     ) -> Result<Vec<u8>, ExchangeError> {
         let exchange = async {
             match via {
+                _ if self.tls.is_some() => self.stream(query, question_end, purpose).await,
                 Transport::Udp => self.udp(query, question_end, purpose).await,
-                Transport::Tcp => self.tcp(query, question_end, purpose).await,
+                Transport::Tcp => self.stream(query, question_end, purpose).await,
             }
         };
         tokio::time::timeout(timeout, exchange)
@@ -228,62 +270,101 @@ impl Upstream {
         }
     }
 
-    fn take_idle(&self) -> Option<TcpStream> {
-        let mut idle = self.idle_tcp.lock().unwrap_or_else(|e| e.into_inner());
+    /// Whether this upstream speaks DNS over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some((s, at)) = idle.pop() {
-            if at.elapsed() < TCP_IDLE_EXPIRE {
+            if at.elapsed() < self.expire {
                 return Some(s);
             }
         }
         None
     }
 
-    fn put_idle(&self, s: TcpStream) {
-        let mut idle = self.idle_tcp.lock().unwrap_or_else(|e| e.into_inner());
+    fn put_idle(&self, s: Conn) {
+        if self.expire.is_zero() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < TCP_IDLE_MAX {
             idle.push((s, Instant::now()));
         }
     }
 
-    /// One TCP exchange, on an idle connection if there is one (a fresh one if that fails).
-    async fn tcp(
+    async fn connect(&self) -> Result<Conn, ExchangeError> {
+        let s = TcpStream::connect(self.addr).await?;
+        let _ = s.set_nodelay(true);
+        match &self.tls {
+            None => Ok(Conn::Tcp(s)),
+            Some(t) => {
+                let tls = t.connector.connect(t.name.clone(), s).await?;
+                Ok(Conn::Tls(Box::new(tls)))
+            }
+        }
+    }
+
+    /// One exchange over a stream (TCP, or TLS for a `tls://` upstream), on an idle
+    /// connection if there is one (a fresh one if that fails).
+    async fn stream(
         &self,
         query: &[u8],
         question_end: usize,
         purpose: Purpose,
     ) -> Result<Vec<u8>, ExchangeError> {
         let counted = purpose == Purpose::Query;
+        let proto = if self.tls.is_some() {
+            ConnProto::TcpTls
+        } else {
+            ConnProto::Tcp
+        };
         let mut framed = Vec::with_capacity(query.len() + 2);
         framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
         framed.extend_from_slice(query);
         if let Some(mut s) = self.take_idle() {
             if counted {
-                self.metrics.conn_cache_hit(ConnProto::Tcp);
+                self.metrics.conn_cache_hit(proto);
             }
             // The server may have closed it; on any error, retry on a fresh connection.
-            if let Ok(r) = tcp_roundtrip(&mut s, &framed, query, question_end).await {
+            if let Ok(r) = roundtrip(&mut s, &framed, query, question_end).await {
                 self.put_idle(s);
                 return Ok(r);
             }
         }
         if counted {
-            self.metrics.conn_cache_miss(ConnProto::Tcp);
+            self.metrics.conn_cache_miss(proto);
         }
-        let mut s = TcpStream::connect(self.addr).await?;
-        let _ = s.set_nodelay(true);
-        let r = tcp_roundtrip(&mut s, &framed, query, question_end).await?;
+        let mut s = self.connect().await?;
+        let r = roundtrip(&mut s, &framed, query, question_end).await?;
         self.put_idle(s);
         Ok(r)
     }
 }
 
-async fn tcp_roundtrip(
-    s: &mut TcpStream,
+async fn roundtrip(
+    s: &mut Conn,
+    framed: &[u8],
+    query: &[u8],
+    question_end: usize,
+) -> Result<Vec<u8>, ExchangeError> {
+    match s {
+        Conn::Tcp(s) => stream_roundtrip(s, framed, query, question_end).await,
+        Conn::Tls(s) => stream_roundtrip(&mut **s, framed, query, question_end).await,
+    }
+}
+
+/// RFC 7766 framing: a two-byte length before each message.
+async fn stream_roundtrip<S: AsyncRead + AsyncWrite + Unpin>(
+    s: &mut S,
     framed: &[u8],
     query: &[u8],
     question_end: usize,
 ) -> Result<Vec<u8>, ExchangeError> {
     s.write_all(framed).await?;
+    s.flush().await?;
     loop {
         let mut len = [0u8; 2];
         s.read_exact(&mut len).await?;
@@ -296,6 +377,48 @@ async fn tcp_roundtrip(
     }
 }
 
+/// The TLS client settings of a route's `tls://` upstreams: the CAs of `ca_file` (PEM), else
+/// the system's roots; TLS 1.2 at least, as CoreDNS.
+pub fn tls_connector(
+    ca_file: Option<&std::path::Path>,
+) -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    match ca_file {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{} holds no PEM certificate", path.display()));
+            }
+            for c in certs {
+                roots
+                    .add(c)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for c in found.certs {
+                let _ = roots.add(c);
+            }
+            if roots.is_empty() {
+                return Err("no system root certificates found (give a CA file)".into());
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
 /// A set of upstreams with a selection policy (the default upstreams, or a stub domain's).
 #[derive(Debug)]
 pub struct Pool {
@@ -306,11 +429,19 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(addrs: &[SocketAddr], policy: ForwardPolicy, metrics: &Metrics) -> Self {
-        Pool {
-            upstreams: addrs
+        Self::of(
+            addrs
                 .iter()
                 .map(|a| Arc::new(Upstream::new(*a, metrics)))
                 .collect(),
+            policy,
+        )
+    }
+
+    /// A pool of upstreams made by the caller.
+    pub fn of(upstreams: Vec<Arc<Upstream>>, policy: ForwardPolicy) -> Self {
+        Pool {
+            upstreams,
             policy,
             next: AtomicUsize::new(0),
         }

@@ -1,22 +1,28 @@
 //! Cluster state → zone snapshot, incrementally: only the services, namespaces and pods an
 //! event touched are recomputed, and the persistent maps of the previous snapshot are updated
 //! in place of being rebuilt.
+//!
+//! A list in progress ([`ClusterEvent::ListBegin`] .. [`ClusterEvent::ListEnd`]) is applied to
+//! the state object by object, but what it changes is held back and published with its end:
+//! until then DNS answers the last complete state. Lists of different kinds are independent,
+//! and changes from watch events are published at once, during any list: a Service change
+//! never waits for a list of 150,000 Pods.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::cluster::ClusterEvent;
-use crate::cluster::objects::Kind;
+use crate::cluster::objects::{ExternalAddr, Kind};
 use crate::cluster::selector::Selector;
 use crate::cluster::state::{Changes, ClusterState, EntryKind, Key, ServiceEntry};
 use crate::config::{ClusterConfig, PodsMode};
 
 use super::serial::{SerialSource, Serials};
 use super::snapshot::{
-    ClusterIps, Endpoints, Label, NewEndpoint, Ports, RecordsKind, ServiceRecords, Snapshot,
-    dashed_label,
+    ClusterIps, Endpoints, ExternalAddrs, Label, NewEndpoint, Ports, RecordsKind, ServiceRecords,
+    Snapshot, dashed_label,
 };
 use crate::wire::encode_labels;
 
@@ -34,7 +40,10 @@ pub struct ZoneBuilder {
     namespace_labels: Option<Selector>,
     state: ClusterState,
     snap: Snapshot,
+    /// What applied events changed, for the next publish.
     pending: Changes,
+    /// What each list in progress changed so far: published with its end.
+    listing: BTreeMap<Kind, Changes>,
     /// Kinds that must be listed before the zone counts as synced.
     required: HashSet<Kind>,
     /// Service ids ([`ServiceRecords::id`]) given back, and the next never given.
@@ -46,6 +55,8 @@ pub struct ZoneBuilder {
     synced_serial: Option<u32>,
     /// Whether anything was published yet (the first publish happens even with no change).
     published: bool,
+    /// Keep the namespace of each pod's address ([`Snapshot::pod_namespaces`], for autopath).
+    client_namespaces: bool,
 }
 
 impl ZoneBuilder {
@@ -71,12 +82,14 @@ impl ZoneBuilder {
             state: ClusterState::default(),
             snap,
             pending: Changes::default(),
+            listing: BTreeMap::new(),
             required: required.iter().copied().collect(),
             free_ids: Vec::new(),
             next_id: 0,
             serials: Serials::default(),
             synced_serial: None,
             published: false,
+            client_namespaces: false,
         }
     }
 
@@ -85,21 +98,47 @@ impl ZoneBuilder {
         self.serials = Serials::new(source);
     }
 
+    /// Also index which namespace the pod holding each address is in (autopath's clients):
+    /// Pods must then be listed before the zone counts as synced. Set at start; a reload keeps
+    /// it (the Pod watch is started with the source).
+    pub fn with_client_namespaces(mut self, on: bool) -> Self {
+        self.client_namespaces = on;
+        if on {
+            self.required.insert(Kind::Pod);
+        }
+        self
+    }
+
     /// Take new cluster settings (a config reload): the next publish rebuilds every record from
     /// the state already held, without asking the sources again.
     pub fn reconfigure(&mut self, cfg: &ClusterConfig, required: &[Kind]) {
         let serial = self.snap.serial;
+        let was_synced = self.synced();
         let state = std::mem::take(&mut self.state);
-        let mut fresh = ZoneBuilder::new(cfg, required);
+        let mut fresh =
+            ZoneBuilder::new(cfg, required).with_client_namespaces(self.client_namespaces);
+        if was_synced {
+            // A kind required anew (pods, for `pods: verified`) is listed by the watch the
+            // reload starts; meanwhile the zone answers from what it holds instead of turning
+            // every name it does not hold into SERVFAIL.
+            fresh.required.retain(|k| state.synced.contains(k));
+        }
         fresh.snap.serial = serial;
         fresh.serials = self.serials.clone();
         fresh.synced_serial = self.synced_serial;
         fresh.published = self.published;
+        // The fresh build covers everything the state holds, lists in progress included; their
+        // later objects are still held until their ends.
+        fresh.listing = self
+            .listing
+            .keys()
+            .map(|k| (*k, Changes::default()))
+            .collect();
         for k in state.service_keys() {
             fresh.pending.services.insert(k.clone());
             fresh.pending.ns_touched.insert(k.0.clone());
         }
-        for n in state.namespaces.keys() {
+        for n in state.namespace_names() {
             fresh.pending.namespaces.insert(n.clone());
         }
         state.for_each_pod(|p| fresh.pending.pods.push((None, Some(p))));
@@ -107,7 +146,8 @@ impl ZoneBuilder {
         *self = fresh;
     }
 
-    /// Apply one event; nothing is published until [`ZoneBuilder::publish`].
+    /// Apply one event; nothing is published until [`ZoneBuilder::publish`], and nothing a list
+    /// changes until its end.
     ///
     /// An event at an API revision raises the revision the serial is derived from when it
     /// changed the state (or may have: an event for something already changed since the last
@@ -116,13 +156,32 @@ impl ZoneBuilder {
     pub fn apply(&mut self, event: ClusterEvent) {
         match event {
             ClusterEvent::AtRevision { revision, event } => {
-                let first_list = matches!(event.inner(), ClusterEvent::Relist { kind, .. }
+                let first_list = matches!(event.inner(), ClusterEvent::Relist { kind, .. } | ClusterEvent::ListEnd { kind }
                     if !self.state.synced.contains(kind));
                 let pending_before = touched(&self.pending);
                 self.apply(*event);
                 if first_list || pending_before > 0 || touched(&self.pending) > 0 {
                     self.serials.observe(revision);
                 }
+            }
+            ClusterEvent::ListBegin { kind } => {
+                // A list begun again keeps what its unfinished start changed: those objects are
+                // in the state, and this list will confirm or remove them.
+                self.listing.entry(kind).or_default();
+                self.state.begin_list(kind);
+            }
+            ClusterEvent::Listed { object } => match self.listing.get_mut(&object.kind()) {
+                Some(held) => self.state.apply(ClusterEvent::Listed { object }, held),
+                None => {
+                    tracing::debug!(kind = ?object.kind(), "an object listed outside a list");
+                    self.state
+                        .apply(ClusterEvent::Listed { object }, &mut self.pending)
+                }
+            },
+            ClusterEvent::ListEnd { kind } => {
+                let mut changed = self.listing.remove(&kind).unwrap_or_default();
+                self.state.end_list(kind, &mut changed);
+                self.pending.merge(changed);
             }
             event => self.state.apply(event, &mut self.pending),
         }
@@ -131,6 +190,11 @@ impl ZoneBuilder {
     /// The API revision the state is at, when the source has revisions.
     pub fn revision(&self) -> Option<u64> {
         self.serials.revision()
+    }
+
+    /// Whether a list of `kind` is in progress.
+    pub fn listing(&self, kind: Kind) -> bool {
+        self.listing.contains_key(&kind)
     }
 
     /// Whether every required kind has completed its first list.
@@ -195,17 +259,31 @@ impl ZoneBuilder {
         for ns in &touched_ns {
             self.update_namespace(ns);
         }
+        // Pods feed two indexes: (namespace, address) for `pods verified`, and address →
+        // namespace for autopath, which leaves host-network pods out (their address is the
+        // node's: it names no one client).
+        let verified = self.cfg.pods == PodsMode::Verified;
         for (old, new) in changes.pods {
             if let Some(p) = old {
                 let ns = encode_labels(&[&p.namespace]);
                 for ip in p.ips.iter() {
-                    self.snap.pods.remove(&ns, &ip);
+                    if verified {
+                        self.snap.pods.remove(&ns, &ip);
+                    }
+                    if self.client_namespaces && !p.host_network {
+                        self.snap.pod_namespaces.remove(&ns, ip);
+                    }
                 }
             }
             if let Some(p) = new {
                 let ns = encode_labels(&[&p.namespace]);
                 for ip in p.ips.iter() {
-                    self.snap.pods.add(&ns, &ip);
+                    if verified {
+                        self.snap.pods.add(&ns, &ip);
+                    }
+                    if self.client_namespaces && !p.host_network {
+                        self.snap.pod_namespaces.add(&ns, ip);
+                    }
                 }
             }
         }
@@ -240,7 +318,7 @@ impl ZoneBuilder {
             return false;
         }
         if let Some(sel) = &self.namespace_labels {
-            return match self.state.namespaces.get(ns) {
+            return match self.state.namespace(ns) {
                 Some(n) => sel.matches(&n.labels),
                 None => false,
             };
@@ -251,7 +329,7 @@ impl ZoneBuilder {
     fn update_namespace(&mut self, ns: &Arc<str>) {
         let k = encode_labels(&[ns]);
         let exists = self.exposed_ns(ns)
-            && (self.state.namespaces.contains_key(ns)
+            && (self.state.namespace(ns).is_some()
                 || self.state.services_by_ns.get(ns).is_some_and(|s| {
                     s.iter()
                         .any(|n| self.snap.services.contains_key(&*encode_labels(&[n, ns])))
@@ -443,11 +521,32 @@ pub fn build_service(
             }
         }
     };
+    let external = (!s.external.is_empty()).then(|| {
+        let mut ips = Vec::new();
+        let mut hosts = Vec::new();
+        for a in s.external.iter() {
+            match a {
+                ExternalAddr::Ip(ip) => ips.push(*ip),
+                ExternalAddr::Host(h) => {
+                    let mut t = Vec::new();
+                    if crate::wire::encode_name(h, &mut t).is_ok() {
+                        hosts.push(t.into_boxed_slice());
+                    }
+                }
+            }
+        }
+        Box::new(ExternalAddrs {
+            ips: ips.into(),
+            hosts: hosts.into(),
+            ports: s.ports.clone(),
+        })
+    });
     ServiceRecords {
         labels,
         kind,
         endpoints,
         id,
+        external,
     }
 }
 
@@ -461,4 +560,129 @@ pub fn required_kinds(cfg: &ClusterConfig) -> Vec<Kind> {
         k.push(Kind::Pod);
     }
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Object;
+    use crate::cluster::objects::{PodInfo, ServiceInfo, ServiceKind};
+
+    fn svc(name: &str, ip: &str) -> Object {
+        Object::Service(ServiceInfo {
+            namespace: "ns".into(),
+            name: name.into(),
+            kind: ServiceKind::ClusterIp(vec![ip.parse().unwrap()]),
+            ports: vec![],
+            publish_not_ready: false,
+            labels: Default::default(),
+            external: vec![],
+        })
+    }
+
+    fn pod(name: &str, ip: &str) -> Object {
+        Object::Pod(PodInfo {
+            namespace: "ns".into(),
+            name: name.into(),
+            ips: vec![ip.parse().unwrap()],
+            host_network: false,
+        })
+    }
+
+    fn has_svc(snap: &Snapshot, name: &str) -> bool {
+        snap.services.contains_key(&encode_labels(&[name, "ns"]))
+    }
+
+    fn has_pod(snap: &Snapshot, ip: &str) -> bool {
+        snap.pods
+            .contains(&encode_labels(&["ns"]), &ip.parse().unwrap())
+    }
+
+    /// What a list changes is published with its end, not before; a watch event of another
+    /// kind is published at once, in the middle of the list.
+    #[test]
+    fn a_list_is_published_whole_and_other_kinds_do_not_wait() {
+        let mut cfg = ClusterConfig::default();
+        cfg.pods = PodsMode::Verified;
+        let mut b = ZoneBuilder::new(&cfg, &required_kinds(&cfg));
+        for kind in Kind::ALL {
+            b.apply(ClusterEvent::Relist {
+                kind,
+                objects: vec![],
+            });
+        }
+        b.apply(ClusterEvent::Apply {
+            object: pod("old", "10.1.0.9"),
+            changed_at: None,
+        });
+        let (snap, _) = b.publish();
+        assert!(snap.synced && has_pod(&snap, "10.1.0.9"));
+
+        b.apply(ClusterEvent::ListBegin { kind: Kind::Pod });
+        b.apply(ClusterEvent::Listed {
+            object: pod("new", "10.1.0.1"),
+        });
+        assert!(b.listing(Kind::Pod));
+        assert!(!b.has_changes(), "a list in progress publishes nothing");
+        b.apply(ClusterEvent::Apply {
+            object: svc("web", "10.0.0.1"),
+            changed_at: None,
+        });
+        assert!(b.has_changes());
+        let (snap, _) = b.publish();
+        assert!(
+            has_svc(&snap, "web"),
+            "the service change is published during the list"
+        );
+        assert!(
+            !has_pod(&snap, "10.1.0.1"),
+            "the list's changes wait for its end"
+        );
+        assert!(has_pod(&snap, "10.1.0.9"), "so does its sweep");
+
+        b.apply(ClusterEvent::ListEnd { kind: Kind::Pod });
+        assert!(!b.listing(Kind::Pod));
+        let (snap, _) = b.publish();
+        assert!(has_pod(&snap, "10.1.0.1"));
+        assert!(
+            !has_pod(&snap, "10.1.0.9"),
+            "the pod the list did not list is gone"
+        );
+        assert!(has_svc(&snap, "web"));
+    }
+
+    /// A settings reload during a list rebuilds from the state held; the list's remaining
+    /// objects and its sweep still wait for its end.
+    #[test]
+    fn a_reload_during_a_list_keeps_it_whole() {
+        let mut cfg = ClusterConfig::default();
+        cfg.pods = PodsMode::Verified;
+        let mut b = ZoneBuilder::new(&cfg, &required_kinds(&cfg));
+        for kind in Kind::ALL {
+            b.apply(ClusterEvent::Relist {
+                kind,
+                objects: vec![pod("a", "10.1.0.1"), pod("b", "10.1.0.2")]
+                    .into_iter()
+                    .filter(|o| o.kind() == kind)
+                    .collect(),
+            });
+        }
+        b.publish();
+        b.apply(ClusterEvent::ListBegin { kind: Kind::Pod });
+        b.apply(ClusterEvent::Listed {
+            object: pod("a", "10.1.0.1"),
+        });
+        b.reconfigure(&cfg, &required_kinds(&cfg));
+        let (snap, _) = b.publish();
+        assert!(has_pod(&snap, "10.1.0.1") && has_pod(&snap, "10.1.0.2"));
+        b.apply(ClusterEvent::Listed {
+            object: pod("c", "10.1.0.3"),
+        });
+        assert!(!b.has_changes());
+        b.apply(ClusterEvent::ListEnd { kind: Kind::Pod });
+        let (snap, _) = b.publish();
+        assert!(has_pod(&snap, "10.1.0.1") && has_pod(&snap, "10.1.0.3"));
+        assert!(!has_pod(&snap, "10.1.0.2"));
+        assert_eq!(snap.pods.len(), 2);
+    }
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use clusterdns::config::{Config, HostsConfig, KubernetesSourceConfig, TsigConfig};
+use clusterdns::config::{Config, ExternalConfig, HostsConfig, KubernetesSourceConfig, TsigConfig};
 
 use crate::support::repo;
 
@@ -125,6 +125,7 @@ fn config_reference_commented_sections_hold_their_defaults() {
         secret_file: Some("/etc/clusterdns/tsig/secret".into()),
         ..TsigConfig::default()
     });
+    want.shape.external = Some(ExternalConfig::default());
     assert_eq!(on, want);
 }
 

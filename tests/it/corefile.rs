@@ -142,27 +142,13 @@ fn aks_coredns_custom_overrides_and_servers_convert() {
         cfg.forward.stub_domains["db.private.contoso.com"],
         ["168.63.129.16"]
     );
-    // custom.server: openai.com to /etc/resolv.conf like everything else, but over TCP. No stub;
-    // force_tcp now covers all forwarding, and the notes say so.
+    // custom.server: openai.com to /etc/resolv.conf like everything else, but over TCP: a
+    // domain of its own with no upstreams (the resolv.conf's) and force_tcp for it alone.
     assert!(!cfg.forward.stub_domains.contains_key("openai.com"));
-    assert!(cfg.forward.force_tcp);
-    assert!(
-        has_note(
-            &c,
-            &[
-                "custom/custom.server:3",
-                "force_tcp",
-                "every forwarded name"
-            ]
-        ),
-        "{:#?}",
-        c.notes
-    );
-    assert!(
-        has_note(&c, &["openai.com", "no stub domain needed"]),
-        "{:#?}",
-        c.notes
-    );
+    let openai = &cfg.forward.domains["openai.com"];
+    assert!(openai.upstreams.is_empty());
+    assert_eq!(openai.force_tcp, Some(true));
+    assert!(!cfg.forward.force_tcp);
     // test.override: inline hosts entries became a hosts file for the ConfigMap.
     let hosts = cfg.hosts.as_ref().expect("hosts");
     assert_eq!(
@@ -185,28 +171,33 @@ fn aks_coredns_custom_overrides_and_servers_convert() {
     assert!(cfg.cache.enabled);
     assert_eq!(cfg.cache.max_ttl, 30);
     assert!(
-        has_note(&c, &["custom/puglife.server:3", "one clusterdns cache"]),
+        has_note(&c, &["custom/puglife.server:3", "shared cache"]),
         "{:#?}",
         c.notes
     );
 }
 
 #[test]
-fn aks_corefile_with_templates_is_refused_precisely() {
-    let e = convert_fixture("aks-full/Corefile").unwrap_err();
-    assert_eq!(e.directive(), Some("template"));
-    assert_eq!(e.block(), Some(".:53"));
-    let at = e.pos().unwrap();
-    assert_eq!((at.file.as_str(), at.line), ("Corefile", 19));
-    let msg = e.to_string();
-    assert!(
-        msg.starts_with("Corefile:19: `template` in server block `.:53` cannot be carried over: "),
-        "{msg}"
+fn aks_full_stock_corefile_with_templates_converts() {
+    let c = convert_fixture("aks-full/Corefile").unwrap();
+    assert_round_trip(&c);
+    let t = &c.config.shape.templates;
+    assert_eq!(t.len(), 2, "{t:#?}");
+    // internal.cloudapp.net: four or more labels before the zone are NXDOMAIN, the rest goes on.
+    assert_eq!((t[0].class.as_str(), t[0].qtype.as_str()), ("ANY", "ANY"));
+    assert_eq!(t[0].zones, ["internal.cloudapp.net"]);
+    assert_eq!(
+        t[0].matches,
+        [r"^(?:[^.]+\.){4,}internal\.cloudapp\.net\.$"]
     );
-    assert!(
-        msg.contains("internal.cloudapp.net"),
-        "the reason speaks to AKS's own templates: {msg}"
-    );
+    assert_eq!(t[0].rcode, "NXDOMAIN");
+    assert_eq!(t[0].fallthrough, ["."]);
+    // reddog.microsoft.com: the whole zone NXDOMAIN, no fallthrough.
+    assert_eq!(t[1].zones, ["reddog.microsoft.com"]);
+    assert!(t[1].matches.is_empty() && t[1].fallthrough.is_empty());
+    assert_eq!(t[1].rcode, "NXDOMAIN");
+    assert!(c.config.cluster.loadbalance);
+    assert!(c.config.cache.enabled);
 }
 
 #[test]
@@ -218,11 +209,24 @@ fn nodelocal_dnscache_corefile_converts() {
     assert!(cfg.source.kubernetes.is_none() && cfg.source.file.is_none());
     assert_eq!(cfg.listen, vec!["169.254.20.10:53".parse().unwrap()]);
     for zone in ["cluster.local", "in-addr.arpa", "ip6.arpa"] {
-        assert_eq!(cfg.forward.stub_domains[zone], ["10.96.0.10"], "{zone}");
+        let d = &cfg.forward.domains[zone];
+        assert_eq!(d.upstreams, ["10.96.0.10"], "{zone}");
+        assert_eq!(
+            d.force_tcp,
+            Some(true),
+            "{zone}: force_tcp for this zone only"
+        );
     }
+    // The cluster zone's block caches with its own settings; the reverse zones' as `.`'s.
+    let own = cfg.forward.domains["cluster.local"].cache.as_ref().unwrap();
+    assert_eq!((own.max_ttl, own.max_negative_ttl), (30, 5));
+    assert!(cfg.forward.domains["in-addr.arpa"].cache.is_none());
     assert!(cfg.forward.upstreams.is_empty());
     assert_eq!(cfg.forward.resolv_conf, Path::new("/etc/resolv.conf"));
-    assert!(cfg.forward.force_tcp, "lifted from the stub blocks");
+    assert!(
+        !cfg.forward.force_tcp,
+        "the default upstreams over UDP, as NodeLocal DNSCache"
+    );
     assert!(cfg.cache.enabled);
     assert_eq!(cfg.cache.max_ttl, 30);
     assert_eq!(cfg.metrics.listen.as_deref(), Some(":9253"));
@@ -235,27 +239,6 @@ fn nodelocal_dnscache_corefile_converts() {
 /// Corefiles with plugins clusterdns cannot carry over: (fixture, directive, option, line, a
 /// phrase of the reason).
 const UNSUPPORTED: &[(&str, &str, Option<&str>, usize, &str)] = &[
-    (
-        "unsupported/rewrite.Corefile",
-        "rewrite",
-        None,
-        7,
-        "no rewrite stage",
-    ),
-    (
-        "unsupported/autopath.Corefile",
-        "autopath",
-        None,
-        7,
-        "search list",
-    ),
-    (
-        "unsupported/k8s_external.Corefile",
-        "k8s_external",
-        None,
-        4,
-        "external",
-    ),
     ("unsupported/file.Corefile", "file", None, 6, "zone file"),
     (
         "unsupported/dnssec.Corefile",
@@ -265,20 +248,35 @@ const UNSUPPORTED: &[(&str, &str, Option<&str>, usize, &str)] = &[
         "does not sign",
     ),
     (
-        "unsupported/forward-tls.Corefile",
+        "unsupported/forward-tls-client-cert.Corefile",
+        "forward",
+        Some("tls"),
+        4,
+        "client certificate",
+    ),
+    (
+        "unsupported/forward-https.Corefile",
         "forward",
         None,
         3,
-        "plain DNS",
-    ),
-    (
-        "unsupported/forward-except.Corefile",
-        "forward",
-        Some("except"),
-        4,
-        "stub domain",
+        "DNS over TLS (tls://) only",
     ),
 ];
+
+/// `forward` over TLS and with `except`: carried over one to one.
+#[test]
+fn forward_tls_and_except_convert() {
+    let c = convert_fixture("forward/tls.Corefile").unwrap();
+    assert_round_trip(&c);
+    assert_eq!(c.config.forward.upstreams, ["tls://9.9.9.9"]);
+    assert_eq!(
+        c.config.forward.tls_servername.as_deref(),
+        Some("dns.quad9.net")
+    );
+    let c = convert_fixture("forward/except.Corefile").unwrap();
+    assert_round_trip(&c);
+    assert_eq!(c.config.forward.except, ["internal.example"]);
+}
 
 #[test]
 fn unsupported_plugins_name_directive_block_line_and_reason() {
@@ -307,9 +305,9 @@ fn unsupported_plugins_name_directive_block_line_and_reason() {
 fn error_in_an_imported_file_points_into_it() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("custom")).unwrap();
-    std::fs::write(dir.path().join("custom/bad.server"), "corp.example:53 {\n    errors\n    template IN A corp.example {\n        answer \"{{ .Name }} 60 IN A 10.0.0.1\"\n    }\n}\n").unwrap();
+    std::fs::write(dir.path().join("custom/bad.server"), "corp.example:53 {\n    errors\n    dns64 {\n        prefix 64:ff9b::/96\n    }\n    forward . 10.0.0.5\n}\n").unwrap();
     let e = corefile::convert(&read("aks/Corefile"), dir.path()).unwrap_err();
-    assert_eq!(e.directive(), Some("template"));
+    assert_eq!(e.directive(), Some("dns64"));
     assert_eq!(e.block(), Some("corp.example:53"));
     let at = e.pos().unwrap();
     assert_eq!((at.file.as_str(), at.line), ("custom/bad.server", 3));
@@ -413,11 +411,7 @@ cluster.example:53 {
     assert_eq!(cfg.forward.health_check, Duration::from_secs(1));
     assert!(cfg.forward.prefer_udp && !cfg.forward.force_tcp);
     assert_eq!(cfg.forward.max_concurrent, 500);
-    assert!(
-        has_note(&c, &["forward expire", "dropped"]),
-        "{:#?}",
-        c.notes
-    );
+    assert_eq!(cfg.forward.expire, Duration::from_secs(10));
     assert_eq!(
         (cfg.cache.max_entries, cfg.cache.max_ttl, cfg.cache.min_ttl),
         (1500, 600, 10)
@@ -428,6 +422,11 @@ cluster.example:53 {
     );
     assert_eq!(cfg.cache.prefetch, 5);
     assert_eq!(cfg.cache.serve_stale, Duration::from_secs(1800));
+    assert_eq!(
+        cfg.cache.serve_stale_refresh,
+        clusterdns::config::StaleRefresh::Immediate,
+        "CoreDNS's default mode"
+    );
     let h = cfg.hosts.as_ref().unwrap();
     assert_eq!(h.file.as_deref(), Some(Path::new("/etc/coredns/hosts.db")));
     assert_eq!(
@@ -548,14 +547,14 @@ fn cli_prints_the_config_and_every_note() {
     // stderr, exit code 2.
     let out = std::process::Command::new(support::bin())
         .arg("convert-corefile")
-        .arg(fixtures().join("unsupported/rewrite.Corefile"))
+        .arg(fixtures().join("unsupported/dnssec.Corefile"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains("rewrite.Corefile:7: `rewrite` in server block"),
+        stderr.contains("dnssec.Corefile:3: `dnssec` in server block"),
         "{stderr}"
     );
 }
@@ -569,6 +568,11 @@ fn converted_configs_write_only_what_differs_from_the_defaults() {
         "aks/Corefile",
         "aks-custom/Corefile",
         "nodelocal/Corefile",
+        "aks-full/Corefile",
+        "shape/template.Corefile",
+        "shape/rewrite.Corefile",
+        "shape/autopath.Corefile",
+        "shape/k8s_external.Corefile",
     ] {
         let c = convert_fixture(rel).unwrap();
         // A key holding its default is dropped: the config reads back the same without it.
@@ -600,4 +604,43 @@ fn converted_configs_write_only_what_differs_from_the_defaults() {
             c.config_yaml
         );
     }
+}
+
+/// Each answer-shaping plugin's Corefile converts to its `shape` section, and the config reads
+/// back the same and validates.
+#[test]
+fn shaping_plugins_convert() {
+    use clusterdns::config::{NameMatch, RewriteField};
+    let c = convert_fixture("shape/rewrite.Corefile").unwrap();
+    assert_round_trip(&c);
+    let r = &c.config.shape.rewrites;
+    assert_eq!(r.len(), 1);
+    assert_eq!(
+        (r[0].field, r[0].match_),
+        (RewriteField::Name, NameMatch::Regex)
+    );
+    assert_eq!(r[0].from, r"(.*)\.corp\.example");
+    assert_eq!(r[0].to, "{1}.default.svc.cluster.local");
+    assert!(r[0].answer_auto && !r[0].continue_);
+
+    let c = convert_fixture("shape/autopath.Corefile").unwrap();
+    assert_round_trip(&c);
+    assert!(c.config.shape.autopath.enabled);
+    assert!(has_note(&c, &["autopath", "node-local"]), "{:#?}", c.notes);
+
+    let c = convert_fixture("shape/k8s_external.Corefile").unwrap();
+    assert_round_trip(&c);
+    let e = c.config.shape.external.as_ref().expect("external");
+    assert_eq!(e.zones, ["example.org"]);
+    assert_eq!((e.apex.as_str(), e.ttl, e.headless), ("dns", 5, false));
+
+    let c = convert_fixture("shape/template.Corefile").unwrap();
+    assert_round_trip(&c);
+    let t = &c.config.shape.templates;
+    assert_eq!(t.len(), 5);
+    assert_eq!(t[0].authority.len(), 1);
+    assert_eq!(t[1].zones, ["example"]);
+    assert_eq!(t[2].qtype, "PTR");
+    assert_eq!(t[3].additional.len(), 1);
+    assert_eq!(t[4].answer, ["foogle.com 60 IN CNAME google.com"]);
 }

@@ -100,7 +100,10 @@ fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
 #[tokio::test]
 async fn passthrough_is_faithful_with_client_id_and_case() {
     let up = Fake::start(|q, _| Action::Reply(rich_reply(q))).await;
-    let r = resolver(&config(&[up.addr]));
+    // Faithful: the upstream's record order too (`loadbalance` would rotate it).
+    let mut c = config(&[up.addr]);
+    c.cluster.loadbalance = false;
+    let r = resolver(&c);
     let q = query("WwW.ExAmple.TEST.", RecordType::A, 0xBEEF, Some(1232));
     let (m, raw, src) = ask_raw(&r, &q, 1232).await;
     assert_eq!(src, AnswerSource::Forward);
@@ -279,20 +282,38 @@ async fn health_check_brings_upstream_back() {
 }
 
 #[tokio::test]
-async fn servfail_upstream_fails_over_and_is_not_cached() {
+async fn servfail_upstream_fails_over_and_is_cached_five_seconds() {
     let bad = Fake::start(|q, _| Action::Reply(servfail(q))).await;
     let good = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 5)], 60))).await;
     let r = resolver(&config(&[bad.addr, good.addr]));
     let (m, _) = ask(&r, "sf.example.", RecordType::A).await;
     assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 5)]);
-    // Only SERVFAIL anywhere: passed through, not cached.
-    let r = resolver(&config(&[bad.addr]));
+    // Only SERVFAIL anywhere: passed through, and cached 5 s as CoreDNS's `servfail`
+    // default (a denial entry).
+    let clock = ManualClock::new();
+    let r = resolver_at(&config(&[bad.addr]), &clock);
     let q = query("sf2.example.", RecordType::A, 1, Some(1232));
     let (m, _, src) = ask_raw(&r, &q, 1232).await;
     assert_eq!(
         (m.metadata.response_code, src),
         (ResponseCode::ServFail, AnswerSource::Forward)
     );
+    assert_eq!(r.cache_entries(), (0, 1));
+    let asked = bad.queries();
+    clock.advance(Duration::from_millis(4900));
+    let (m, _, src) = ask_raw(&r, &q, 1232).await;
+    assert_eq!(
+        (m.metadata.response_code, src),
+        (ResponseCode::ServFail, AnswerSource::Cache)
+    );
+    assert_eq!(bad.queries(), asked, "answered from the cache");
+    clock.advance(Duration::from_millis(100));
+    assert!(local(&r, &q, 1232).is_none(), "gone after 5 s");
+    // `servfail_ttl: 0s`: never cached.
+    let mut c = config(&[bad.addr]);
+    c.cache.servfail_ttl = Duration::ZERO;
+    let r = resolver(&c);
+    ask_raw(&r, &q, 1232).await;
     assert!(local(&r, &q, 1232).is_none(), "SERVFAIL is not cached");
     assert_eq!(r.cache_entries(), (0, 0));
 }
@@ -315,7 +336,10 @@ async fn truncated_udp_answer_is_retried_over_tcp() {
     let (m, _, src) = ask_raw(&r, &q, 4096).await;
     assert_eq!(src, AnswerSource::Forward);
     assert!(!m.metadata.truncation);
-    assert_eq!(a_addrs(&m), many);
+    // Every address, in an order `loadbalance` (on by default) may have rotated.
+    let mut got = a_addrs(&m);
+    got.sort();
+    assert_eq!(got, many);
     assert_eq!(
         (up.udp.load(Ordering::SeqCst), up.tcp.load(Ordering::SeqCst)),
         (1, 1)
@@ -470,7 +494,11 @@ async fn serve_stale_when_every_upstream_fails() {
     assert_eq!(src, AnswerSource::Cache);
     assert_eq!(m.metadata.response_code, ResponseCode::NoError);
     assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 8)]);
-    assert_eq!(ttls(&m), vec![1], "the stored TTL, at most 30 s (RFC 8767)");
+    assert_eq!(
+        ttls(&m),
+        vec![0],
+        "CoreDNS's stale RESPONSE_TTL: 0 by default"
+    );
     assert_eq!(m.metadata.id, 5);
     // Without serve-stale: SERVFAIL.
     let (m, _, _) = ask_raw(&r0, &q, 1232).await;
@@ -923,4 +951,203 @@ async fn real_knotd_upstream() {
         a_addrs(&ask(&r, "www.example.test.", RecordType::A).await.0),
         vec![ip(192, 0, 2, 10)]
     );
+}
+
+/// `forward.domains`: a domain with upstreams and options of its own (here `force_tcp`),
+/// `except` inside it and in the default route (SERVFAIL, never forwarded, as CoreDNS answers
+/// with no plugin after `forward`).
+#[tokio::test]
+async fn domains_have_their_own_options_and_except() {
+    let default = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 1)], 60))).await;
+    let corp = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 2)], 60))).await;
+    let mut c = config(&[default.addr]);
+    c.forward.except = vec!["blocked.example".into()];
+    c.forward.domains.insert(
+        "corp.example".into(),
+        clusterdns::config::DomainForwardConfig {
+            upstreams: vec![corp.addr.to_string()],
+            force_tcp: Some(true),
+            except: Some(vec!["secret.corp.example".into()]),
+            ..Default::default()
+        },
+    );
+    c.validate().unwrap();
+    let r = resolver(&c);
+    let (m, _) = ask(&r, "a.corp.example.", RecordType::A).await;
+    assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 2)]);
+    assert_eq!(
+        (
+            corp.tcp.load(Ordering::SeqCst),
+            corp.udp.load(Ordering::SeqCst)
+        ),
+        (1, 0),
+        "force_tcp for this domain only"
+    );
+    let (m, _) = ask(&r, "www.example.", RecordType::A).await;
+    assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 1)]);
+    assert_eq!(default.udp.load(Ordering::SeqCst), 1, "UDP elsewhere");
+    for name in [
+        "x.secret.corp.example.",
+        "blocked.example.",
+        "a.blocked.example.",
+    ] {
+        let (m, _) = ask(&r, name, RecordType::A).await;
+        assert_eq!(m.metadata.response_code, ResponseCode::ServFail, "{name}");
+    }
+    assert_eq!(
+        default.queries() + corp.queries(),
+        2,
+        "excepted names are not forwarded"
+    );
+    // A domain's `except` is its own: the default route's does not reach into it.
+    let (m, _) = ask(&r, "b.corp.example.", RecordType::A).await;
+    assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 2)]);
+    // Bad values are named.
+    let mut bad = c.clone();
+    bad.forward
+        .domains
+        .get_mut("corp.example")
+        .unwrap()
+        .upstreams = vec!["tls://nope".into()];
+    let e = bad.validate().unwrap_err().to_string();
+    assert!(
+        e.contains("forward.domains.corp.example.upstreams[0]"),
+        "{e}"
+    );
+    let mut bad = c.clone();
+    bad.cache.servfail_ttl = Duration::from_secs(301);
+    assert!(
+        bad.validate()
+            .unwrap_err()
+            .to_string()
+            .contains("cache.servfail_ttl")
+    );
+}
+
+/// `serve_stale_refresh: immediate` (RFC 8767's stale-while-refresh, CoreDNS's default mode):
+/// an expired entry is answered at once with `serve_stale_ttl`, and refreshed behind it.
+#[tokio::test]
+async fn stale_immediate_answers_at_once_and_refreshes_behind() {
+    let answer = Arc::new(AtomicU8::new(1));
+    let a = answer.clone();
+    let up = Fake::start(move |q, _| {
+        Action::Reply(a_reply(q, &[ip(192, 0, 2, a.load(Ordering::SeqCst))], 10))
+    })
+    .await;
+    let mut c = config(&[up.addr]);
+    c.cache.serve_stale_refresh = clusterdns::config::StaleRefresh::Immediate;
+    c.cache.serve_stale_ttl = 30;
+    let clock = ManualClock::new();
+    let r = resolver_at(&c, &clock);
+    r.start();
+    let q = query("imm.example.", RecordType::A, 9, Some(1232));
+    ask_raw(&r, &q, 1232).await;
+    answer.store(2, Ordering::SeqCst);
+    clock.advance(Duration::from_secs(11));
+    let (m, _, src) = local(&r, &q, 1232).expect("answered at once, from the stale entry");
+    assert_eq!(src, AnswerSource::Cache);
+    assert_eq!(a_addrs(&m), vec![ip(192, 0, 2, 1)]);
+    assert_eq!(ttls(&m), vec![30], "serve_stale_ttl");
+    assert!(
+        wait_for_async(Duration::from_secs(5), || {
+            local(&r, &q, 1232).is_some_and(|(m, _, _)| a_addrs(&m) == vec![ip(192, 0, 2, 2)])
+        })
+        .await,
+        "refreshed in the background"
+    );
+    assert_eq!(up.queries(), 2, "one refresh");
+}
+
+/// A reload that changes another part of the config keeps the cache; one that changes the
+/// cache's own config starts a new one.
+#[tokio::test]
+async fn a_new_resolver_keeps_the_cache_when_its_config_is_unchanged() {
+    let up = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 4)], 60))).await;
+    let c = config(&[up.addr]);
+    let r = resolver(&c);
+    ask(&r, "kept.example.", RecordType::A).await;
+    assert_eq!(r.cache_entries(), (1, 0));
+    let mut c2 = c.clone();
+    c2.forward.timeout = Duration::from_millis(1500);
+    c2.forward.legacy_metrics = false;
+    let r2 = Resolver::build(&c2, Arc::new(Default::default()), Clock::system(), Some(&r)).unwrap();
+    assert_eq!(r2.cache_entries(), (1, 0), "kept");
+    let mut c3 = c2.clone();
+    c3.cache.max_ttl = 60;
+    let r3 = Resolver::build(
+        &c3,
+        Arc::new(Default::default()),
+        Clock::system(),
+        Some(&r2),
+    )
+    .unwrap();
+    assert_eq!(
+        r3.cache_entries(),
+        (0, 0),
+        "a new cache for a new cache config"
+    );
+}
+
+/// A domain's own `max_concurrent`, `policy` and `max_fails`: its slots are its own (the
+/// default route's stay free), its upstreams are tried in its order and marked down after its
+/// own number of failures.
+#[tokio::test]
+async fn a_domains_concurrency_bound_policy_and_max_fails_are_its_own() {
+    let slow = Fake::start(|q, _| {
+        Action::Delay(
+            Duration::from_millis(300),
+            a_reply(q, &[ip(192, 0, 2, 40)], 60),
+        )
+    })
+    .await;
+    let fast = Fake::start(|q, _| Action::Reply(a_reply(q, &[ip(192, 0, 2, 41)], 60))).await;
+    let dead = Dead::new();
+    let mut c = config(&[fast.addr]);
+    c.forward.max_concurrent = 100;
+    c.forward.domains.insert(
+        "slow.example".into(),
+        clusterdns::config::DomainForwardConfig {
+            upstreams: vec![dead.addr.to_string(), slow.addr.to_string()],
+            policy: Some(ForwardPolicy::Sequential),
+            max_concurrent: Some(2),
+            max_fails: Some(1),
+            timeout: Some(Duration::from_millis(500)),
+            ..Default::default()
+        },
+    );
+    c.validate().unwrap();
+    let r = resolver(&c);
+    let slow_q: Vec<Vec<u8>> = (0..6)
+        .map(|i| query(&format!("n{i}.slow.example."), RecordType::A, i, None))
+        .collect();
+    let other_q: Vec<Vec<u8>> = (0..6)
+        .map(|i| {
+            query(
+                &format!("n{i}.other.example."),
+                RecordType::A,
+                100 + i,
+                None,
+            )
+        })
+        .collect();
+    async fn rcodes(r: &Resolver, qs: &[Vec<u8>]) -> Vec<ResponseCode> {
+        futures::future::join_all(
+            qs.iter()
+                .map(|q| async move { decode(&r.resolve(q, 512).await.0).metadata.response_code }),
+        )
+        .await
+    }
+    let (slow_rc, other_rc) = tokio::join!(rcodes(&r, &slow_q), rcodes(&r, &other_q));
+    let count = |v: &[ResponseCode], rc| v.iter().filter(|x| **x == rc).count();
+    assert_eq!(count(&slow_rc, ResponseCode::NoError), 2, "{slow_rc:?}");
+    assert_eq!(count(&slow_rc, ResponseCode::Refused), 4, "{slow_rc:?}");
+    assert_eq!(
+        count(&other_rc, ResponseCode::NoError),
+        6,
+        "the default route's slots are its own"
+    );
+    // Sequential: the dead one first; one failure (its max_fails) marked it down.
+    let ups = r.upstreams();
+    assert!(ups.contains(&(dead.addr, false)), "{ups:?}");
+    assert!(ups.contains(&(fast.addr, true)), "{ups:?}");
 }

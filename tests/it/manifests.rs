@@ -1380,9 +1380,9 @@ fn node_local_manifests_hold_their_invariants() {
     );
     for zone in ["cluster.local", "in-addr.arpa", "ip6.arpa"] {
         assert_eq!(
-            cfg.forward.stub_domains.get(zone),
+            cfg.forward.domains.get(zone).map(|d| &d.upstreams),
             Some(&vec![upstream.clone()]),
-            "stub domain {zone}"
+            "forwarded domain {zone}"
         );
     }
     for ip in &cfg.nodelocal.addresses {
@@ -1422,9 +1422,21 @@ fn node_local_configmap_does_what_nodelocaldns_corefile_did() {
     }
     assert_eq!(shipped.cluster.enabled, nodelocal.cluster.enabled);
     assert_eq!(
-        shipped.forward.stub_domains.keys().collect::<Vec<_>>(),
-        nodelocal.forward.stub_domains.keys().collect::<Vec<_>>()
+        shipped.forward.domains.keys().collect::<Vec<_>>(),
+        nodelocal.forward.domains.keys().collect::<Vec<_>>()
     );
+    for (zone, d) in &nodelocal.forward.domains {
+        let s = &shipped.forward.domains[zone];
+        assert_eq!(
+            s.force_tcp, d.force_tcp,
+            "{zone}: force_tcp as NodeLocal DNSCache"
+        );
+        let ttls = |c: &Option<clusterdns::config::CacheConfig>| {
+            c.as_ref()
+                .map(|c| (c.max_ttl, c.max_negative_ttl, c.prefetch, c.serve_stale))
+        };
+        assert_eq!(ttls(&s.cache), ttls(&d.cache), "{zone}: its own cache");
+    }
     assert_eq!(shipped.forward.upstreams, nodelocal.forward.upstreams);
     assert_eq!(shipped.forward.resolv_conf, nodelocal.forward.resolv_conf);
     assert_eq!(
@@ -1433,9 +1445,8 @@ fn node_local_configmap_does_what_nodelocaldns_corefile_did() {
     );
     assert_eq!(shipped.metrics, nodelocal.metrics);
     // Deliberate differences: the zones go to kube-dns-upstream (node-cache rewrites the
-    // Corefile's kube-dns IP to it at start); health is a unix socket for exec probes; and
-    // NodeLocal DNSCache's force_tcp for the cluster zones waits for per-zone forwarding.
-    assert!(nodelocal.forward.force_tcp && !shipped.forward.force_tcp);
+    // Corefile's kube-dns IP to it at start); health is a unix socket for exec probes.
+    assert!(!nodelocal.forward.force_tcp && !shipped.forward.force_tcp);
 }
 
 #[test]

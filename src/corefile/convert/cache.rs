@@ -1,10 +1,12 @@
-//! The `cache` plugin: clusterdns has one cache, in front of forwarding, set by the `.` block's
-//! `cache` (the cluster zone is answered from memory and never cached).
+//! The `cache` plugin: the `.` block's `cache` is the shared cache in front of forwarding (the
+//! cluster zone is answered from memory and never cached); a zone block's `cache` that differs
+//! from it becomes that forwarded domain's own (`forward.domains.<zone>.cache`), as each CoreDNS
+//! server block has its own cache.
 
 use std::time::Duration;
 
 use super::{Converter, Ctx, Role, Set};
-use crate::config::{CacheConfig, Config};
+use crate::config::{CacheConfig, Config, StaleRefresh};
 use crate::corefile::{CorefileError, Pos};
 use crate::names::in_zone;
 
@@ -17,6 +19,8 @@ pub(super) struct Caching {
     cache: Option<Set<CacheConfig>>,
     /// `cache { disable ... }` lines, judged once the cluster zone is known.
     disable: Vec<(Pos, String, Vec<String>)>,
+    /// Zone blocks' caches, with the block's zones: placed once forwarding is known.
+    zone_caches: Vec<(Vec<String>, Set<CacheConfig>)>,
 }
 
 impl Converter {
@@ -85,14 +89,37 @@ impl Converter {
                         self.note(&o.at, ctx.block, "cache prefetch", &format!("`{}` dropped: clusterdns refreshes an entry asked {} times within its TTL shortly before it expires", o.args[1..].join(" "), c.prefetch));
                     }
                 }
+                // serve_stale [DURATION] [immediate [RESPONSE_TTL [RECHECK]] |
+                // verify [VERIFY_TIMEOUT [RESPONSE_TTL [RECHECK]]]]
                 "serve_stale" => {
                     c.serve_stale = match o.args.first() {
                         Some(v) => ctx.duration(o, v)?,
                         // CoreDNS's default: an hour.
                         None => Duration::from_secs(3600),
                     };
-                    if o.args.get(1).is_some_and(|m| m == "verify") {
-                        self.note(&o.at, ctx.block, "cache serve_stale verify", "clusterdns serves stale entries only when every upstream fails (RFC 8767), which is what `verify` aims at");
+                    // CoreDNS's default mode is `immediate`.
+                    c.serve_stale_refresh = StaleRefresh::Immediate;
+                    let ttl_arg = match o.args.get(1).map(String::as_str) {
+                        None => None,
+                        Some("immediate") => o.args.get(2),
+                        Some("verify") => {
+                            c.serve_stale_refresh = StaleRefresh::Verify;
+                            if let Some(t) = o.args.get(2)
+                                && !ctx.duration(o, t)?.is_zero()
+                            {
+                                self.note(&o.at, ctx.block, "cache serve_stale verify", &format!("VERIFY_TIMEOUT {t} dropped: clusterdns waits for the upstreams' own timeout (CoreDNS's `verify` with 0)"));
+                            }
+                            o.args.get(3)
+                        }
+                        Some(m) => {
+                            return Err(
+                                ctx.invalid_opt(o, format!("{m:?} is not immediate or verify"))
+                            );
+                        }
+                    };
+                    if let Some(t) = ttl_arg {
+                        c.serve_stale_ttl =
+                            ctx.duration(o, t)?.as_secs().min(u64::from(u32::MAX)) as u32;
                     }
                 }
                 "disable" => {
@@ -110,24 +137,24 @@ impl Converter {
                         o.args.clone(),
                     ));
                 }
-                "keepttl" => self.note(
-                    &o.at,
-                    ctx.block,
-                    "cache keepttl",
-                    "dropped: clusterdns answers from the cache with the remaining TTL",
-                ),
-                "servfail" => self.note(
-                    &o.at,
-                    ctx.block,
-                    "cache servfail",
-                    "dropped: clusterdns does not cache SERVFAIL answers this way",
-                ),
+                "keepttl" => c.keepttl = true,
+                "servfail" => {
+                    let [v] = o.args.as_slice() else {
+                        return Err(ctx.invalid_opt(o, "takes DURATION".into()));
+                    };
+                    c.servfail_ttl = ctx.duration(o, v)?;
+                    if c.servfail_ttl > Duration::from_secs(300) {
+                        return Err(ctx.invalid_opt(o, "may not be greater than 5 minutes".into()));
+                    }
+                }
                 _ => return Err(ctx.unknown_option(o)),
             }
         }
         c.min_ttl = c.min_ttl.min(c.max_ttl);
         c.min_negative_ttl = c.min_negative_ttl.min(c.max_negative_ttl);
         c.max_entries = success_cap + denial_cap;
+        c.success_capacity = Some(success_cap);
+        c.denial_capacity = Some(denial_cap);
 
         let cluster_only_block = ctx.role == Role::Main
             && !ctx.keys.iter().any(|k| k.is_root())
@@ -141,20 +168,10 @@ impl Converter {
             return Ok(());
         }
         if ctx.role == Role::Zone {
-            let text = match &self.caching.cache {
-                Some(main)
-                    if main.value.max_ttl == c.max_ttl
-                        && main.value.max_negative_ttl == c.max_negative_ttl =>
-                {
-                    "this zone's answers go through the one clusterdns cache".to_string()
-                }
-                Some(main) => format!(
-                    "clusterdns has one cache for all forwarded names: this zone's answers are cached with the `{}` block's settings",
-                    main.block
-                ),
-                None => "clusterdns has one cache for all forwarded names; it follows the `.` block (this zone's cache settings are dropped)".to_string(),
-            };
-            self.note(&d.at, ctx.block, "cache", &text);
+            let zones = ctx.keys.iter().map(|k| k.zone.clone()).collect();
+            self.caching
+                .zone_caches
+                .push((zones, Set::new(c, &d.at, ctx.block)));
             return Ok(());
         }
         if !zones.is_empty() && !zones.iter().any(|z| z == ".") {
@@ -202,6 +219,32 @@ impl Converter {
 
     /// `cache`: without a `cache` in the `.` block, nothing is cached, as in CoreDNS.
     pub(super) fn write_cache(&mut self, cfg: &mut Config) {
+        for (zones, set) in std::mem::take(&mut self.caching.zone_caches) {
+            let same = self
+                .caching
+                .cache
+                .as_ref()
+                .is_some_and(|m| m.value == set.value);
+            for zone in zones {
+                let f = &mut cfg.forward;
+                if same {
+                    self.note(&set.at, &set.block, "cache", &format!("`{zone}` answers go through the shared cache (the same settings as the `.` block's)"));
+                } else if let Some(d) = f.domains.get_mut(&zone) {
+                    d.cache = Some(set.value.clone());
+                } else if let Some(ups) = f.stub_domains.remove(&zone) {
+                    f.domains.insert(
+                        zone,
+                        crate::config::DomainForwardConfig {
+                            upstreams: ups,
+                            cache: Some(set.value.clone()),
+                            ..Default::default()
+                        },
+                    );
+                } else {
+                    self.note(&set.at, &set.block, "cache", &format!("dropped: `{zone}` is not forwarded, and clusterdns caches only forwarded names"));
+                }
+            }
+        }
         match &self.caching.cache {
             Some(c) => cfg.cache = c.value.clone(),
             None => {

@@ -1,13 +1,15 @@
 //! The `forward` plugin: the default upstreams (`forward .` of the main block), stub domains
-//! (a zone block's `forward . IPs`, or `forward ZONE IPs`), and the transport options, which
-//! clusterdns holds once for all forwarding where CoreDNS holds them per `forward`.
+//! (a zone block's `forward . IPs`, or `forward ZONE IPs`), and each `forward`'s options: the
+//! main block's are the `forward` section's; a zone block's that sets options (or forwards
+//! over TLS) becomes a `forward.domains` entry with those options, one to one.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::{Converter, Ctx, Role, Set};
-use crate::config::{self, Config, ForwardConfig, ForwardPolicy};
+use crate::config::{self, Config, DomainForwardConfig, ForwardConfig, ForwardPolicy};
 use crate::corefile::CorefileError;
 use crate::corefile::zones::{Zone, parse_zone};
 use crate::names::in_zone;
@@ -17,15 +19,14 @@ use crate::names::in_zone;
 pub(super) struct Forwarding {
     /// `forward .` of a main block: the default upstreams.
     default: Option<Set<Upstreams>>,
-    /// The options clusterdns holds once for all forwarding.
+    /// The default forward's options: the `forward` section's.
     opts: ForwardOpts,
-    /// Stub blocks' options, lifted after every block is read (the main block's take
-    /// precedence).
-    stub_opts: Vec<ForwardOpts>,
+    /// Stub zones' own options (a `forward.domains` entry each when any is set).
+    stub_opts: BTreeMap<String, ForwardOpts>,
     stubs: BTreeMap<String, Set<Vec<String>>>,
     /// Zones of blocks that forward to a resolv.conf: plain forwarding if `.` forwards to the
-    /// same file.
-    resolv_conf_zones: Vec<(String, Set<String>)>,
+    /// same file (a domain of its own, with no upstreams, when it has options).
+    resolv_conf_zones: Vec<(String, Set<String>, ForwardOpts)>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,9 +44,29 @@ struct ForwardOpts {
     force_tcp: Option<Set<bool>>,
     prefer_udp: Option<Set<bool>>,
     max_concurrent: Option<Set<usize>>,
+    expire: Option<Set<Duration>>,
+    read_timeout: Option<Set<Duration>>,
+    except: Option<Set<Vec<String>>>,
+    tls_servername: Option<Set<String>>,
+    tls_ca: Option<Set<PathBuf>>,
 }
 
 impl ForwardOpts {
+    /// Whether any option is set.
+    fn any(&self) -> bool {
+        self.policy.is_some()
+            || self.max_fails.is_some()
+            || self.health_check.is_some()
+            || self.force_tcp.is_some()
+            || self.prefer_udp.is_some()
+            || self.max_concurrent.is_some()
+            || self.expire.is_some()
+            || self.read_timeout.is_some()
+            || self.except.is_some()
+            || self.tls_servername.is_some()
+            || self.tls_ca.is_some()
+    }
+
     /// The options `other` sets replace these.
     fn override_with(&mut self, other: ForwardOpts) {
         fn take<T>(slot: &mut Option<Set<T>>, new: Option<Set<T>>) {
@@ -59,6 +80,11 @@ impl ForwardOpts {
         take(&mut self.force_tcp, other.force_tcp);
         take(&mut self.prefer_udp, other.prefer_udp);
         take(&mut self.max_concurrent, other.max_concurrent);
+        take(&mut self.expire, other.expire);
+        take(&mut self.read_timeout, other.read_timeout);
+        take(&mut self.except, other.except);
+        take(&mut self.tls_servername, other.tls_servername);
+        take(&mut self.tls_ca, other.tls_ca);
     }
 }
 
@@ -74,7 +100,7 @@ impl Converter {
             return Err(ctx.invalid("needs at least one upstream after FROM".into()));
         }
         let upstreams = upstreams(ctx, to)?;
-        let mut opts = self.forward_options(ctx)?;
+        let opts = self.forward_options(ctx)?;
 
         // Where it applies: `.` in a main block is the default; anything else a stub domain.
         let zones: Vec<String> = match parse_zone(from) {
@@ -98,9 +124,6 @@ impl Converter {
             self.forwarding.opts.override_with(opts);
             return Ok(());
         }
-        if let Some(mc) = opts.max_concurrent.take() {
-            self.note(&mc.at, &mc.block, "forward max_concurrent", "dropped for this zone: clusterdns bounds all forwarding with one limit (forward.max_concurrent)");
-        }
         for z in zones {
             match &upstreams {
                 Upstreams::Addrs(a) => {
@@ -111,15 +134,17 @@ impl Converter {
                         )));
                     }
                     let set = Set::new(a.clone(), &d.at, block);
-                    self.forwarding.stubs.insert(z, set);
+                    self.forwarding.stubs.insert(z.clone(), set);
+                    self.forwarding.stub_opts.insert(z, opts.clone());
                 }
                 Upstreams::ResolvConf(f) => {
                     let set = Set::new(f.clone(), &d.at, block);
-                    self.forwarding.resolv_conf_zones.push((z, set));
+                    self.forwarding
+                        .resolv_conf_zones
+                        .push((z, set, opts.clone()));
                 }
             }
         }
-        self.forwarding.stub_opts.push(opts);
         Ok(())
     }
 
@@ -180,13 +205,16 @@ impl Converter {
                 }
                 "expire" => {
                     let v = ctx.one_arg(o)?;
-                    ctx.duration(o, v)?;
-                    self.note(
-                        &o.at,
-                        ctx.block,
-                        "forward expire",
-                        "dropped: clusterdns manages upstream TCP connections itself",
-                    );
+                    let dur = ctx.duration(o, v)?;
+                    opts.expire = Some(Set::new(dur, &o.at, ctx.block));
+                }
+                "read_timeout" => {
+                    let v = ctx.one_arg(o)?;
+                    let dur = ctx.duration(o, v)?;
+                    if dur.is_zero() {
+                        return Err(ctx.invalid_opt(o, "must be above zero".into()));
+                    }
+                    opts.read_timeout = Some(Set::new(dur, &o.at, ctx.block));
                 }
                 "failfast_all_unhealthy_upstreams" => {
                     self.note(&o.at, ctx.block, "forward failfast_all_unhealthy_upstreams", "dropped: when every upstream is down clusterdns still tries one (as CoreDNS does without this option)");
@@ -200,14 +228,40 @@ impl Converter {
                     );
                 }
                 "except" => {
-                    return Err(ctx.unsupported_opt(o, "it keeps some subdomains out of this forward; clusterdns forwards whole domains: give each excepted domain its own server block (a stub domain) instead".into()));
+                    if o.args.is_empty() {
+                        return Err(ctx.invalid_opt(o, "needs at least one domain".into()));
+                    }
+                    let mut names = Vec::new();
+                    for a in &o.args {
+                        match parse_zone(a) {
+                            Ok(Zone::Name(z)) => names.push(z),
+                            Ok(Zone::Root) => {
+                                return Err(ctx.invalid_opt(
+                                    o,
+                                    "`.` would except every name: remove the forward instead"
+                                        .into(),
+                                ));
+                            }
+                            Err(e) => return Err(ctx.invalid_opt(o, format!("{a:?}: {e}"))),
+                        }
+                    }
+                    opts.except = Some(Set::new(names, &o.at, ctx.block));
                 }
-                "tls" | "tls_servername" => {
-                    return Err(ctx.unsupported_opt(
-                        o,
-                        "DNS over TLS to upstreams is not supported by clusterdns".into(),
-                    ));
+                "tls_servername" => {
+                    let v = ctx.one_arg(o)?;
+                    crate::names::parse_domain(v)
+                        .map_err(|e| ctx.invalid_opt(o, format!("{v:?}: {e}")))?;
+                    opts.tls_servername = Some(Set::new(v.clone(), &o.at, ctx.block));
                 }
+                // `tls` (system CAs) or `tls CA`; a client certificate (`tls CERT KEY [CA]`) is
+                // not offered by clusterdns.
+                "tls" => match o.args.as_slice() {
+                    [] => {}
+                    [ca] => opts.tls_ca = Some(Set::new(PathBuf::from(ca), &o.at, ctx.block)),
+                    _ => {
+                        return Err(ctx.unsupported_opt(o, "a client certificate (CERT KEY) for upstreams is not supported by clusterdns; `tls` or `tls CA` is".into()));
+                    }
+                },
                 "next" => {
                     return Err(ctx.unsupported_opt(o, "it passes answers with some rcodes on to the next plugin; clusterdns returns the upstream's answer".into()));
                 }
@@ -226,8 +280,15 @@ impl Converter {
     /// forward, and stub blocks' options lifted to the one forward section.
     pub(super) fn finish_forwarding(&mut self) -> Result<(), CorefileError> {
         // Zones sent to a resolv.conf: plain forwarding if `.` forwards to the same file.
-        for (zone, set) in std::mem::take(&mut self.forwarding.resolv_conf_zones) {
+        for (zone, set, opts) in std::mem::take(&mut self.forwarding.resolv_conf_zones) {
             match self.forwarding.default.as_ref().map(|f| &f.value) {
+                Some(Upstreams::ResolvConf(main)) if *main == set.value && opts.any() => {
+                    // Its own options over the same nameservers: a domain with no upstreams.
+                    self.forwarding
+                        .stubs
+                        .insert(zone.clone(), Set::new(Vec::new(), &set.at, &set.block));
+                    self.forwarding.stub_opts.insert(zone, opts);
+                }
                 Some(Upstreams::ResolvConf(main)) if *main == set.value => {
                     self.note(&set.at, &set.block, "forward", &format!(
                         "`{zone}` goes to the nameservers of {} like every other name: no stub domain needed",
@@ -262,30 +323,6 @@ impl Converter {
                     ));
                 }
             }
-        }
-        // Stub blocks' transport options: clusterdns has them once, for all forwarding.
-        for stub in std::mem::take(&mut self.forwarding.stub_opts) {
-            let opts = &mut self.forwarding.opts;
-            let notes = &mut self.notes;
-            lift(&mut opts.force_tcp, stub.force_tcp, "force_tcp", notes)?;
-            lift(&mut opts.prefer_udp, stub.prefer_udp, "prefer_udp", notes)?;
-            lift(&mut opts.policy, stub.policy, "policy", notes)?;
-            lift(&mut opts.max_fails, stub.max_fails, "max_fails", notes)?;
-            lift(
-                &mut opts.health_check,
-                stub.health_check,
-                "health_check",
-                notes,
-            )?;
-        }
-        if let Some(f) = &self.forwarding.opts.force_tcp
-            && self.forwarding.opts.prefer_udp.is_some()
-        {
-            return Err(f.unsupported(
-                "forward",
-                Some("force_tcp"),
-                "another block sets prefer_udp; clusterdns has one transport choice for all forwarding".into(),
-            ));
         }
         Ok(())
     }
@@ -322,11 +359,34 @@ impl Converter {
                 ));
             }
         }
-        f.stub_domains = fw
-            .stubs
-            .iter()
-            .map(|(zone, ups)| (zone.clone(), ups.value.clone()))
-            .collect();
+        // A zone block's forward with options of its own (or over TLS) is a domain of its own;
+        // one with none a plain stub domain (kube-dns's form).
+        for (zone, ups) in &fw.stubs {
+            let own = fw.stub_opts.get(zone).cloned().unwrap_or_default();
+            let tls = ups.value.iter().any(|u| u.starts_with("tls://"));
+            if !own.any() && !tls && !ups.value.is_empty() {
+                f.stub_domains.insert(zone.clone(), ups.value.clone());
+                continue;
+            }
+            f.domains.insert(
+                zone.clone(),
+                DomainForwardConfig {
+                    upstreams: ups.value.clone(),
+                    except: own.except.as_ref().map(|s| s.value.clone()),
+                    policy: v(&own.policy),
+                    force_tcp: own.force_tcp.as_ref().map(|_| true),
+                    prefer_udp: own.prefer_udp.as_ref().map(|_| true),
+                    max_concurrent: v(&own.max_concurrent),
+                    health_check: v(&own.health_check),
+                    max_fails: v(&own.max_fails),
+                    expire: v(&own.expire),
+                    timeout: v(&own.read_timeout),
+                    tls_servername: own.tls_servername.as_ref().map(|s| s.value.clone()),
+                    tls_ca: own.tls_ca.as_ref().map(|s| s.value.clone()),
+                    cache: None,
+                },
+            );
+        }
         // CoreDNS's forward defaults are clusterdns's (a test holds them so): an option the
         // Corefile does not set keeps the config's default.
         let opts = &fw.opts;
@@ -341,6 +401,17 @@ impl Converter {
         }
         f.force_tcp = opts.force_tcp.is_some();
         f.prefer_udp = opts.prefer_udp.is_some();
+        if let Some(e) = &opts.expire {
+            f.expire = e.value;
+        }
+        if let Some(t) = &opts.read_timeout {
+            f.timeout = t.value;
+        }
+        if let Some(e) = &opts.except {
+            f.except = e.value.clone();
+        }
+        f.tls_servername = opts.tls_servername.as_ref().map(|s| s.value.clone());
+        f.tls_ca = opts.tls_ca.as_ref().map(|s| s.value.clone());
         match &opts.max_concurrent {
             Some(m) => f.max_concurrent = m.value,
             None if fw.default.is_some() || !fw.stubs.is_empty() => {
@@ -360,11 +431,23 @@ fn upstreams(ctx: &Ctx<'_>, to: &[String]) -> Result<Upstreams, CorefileError> {
     let mut addrs = Vec::new();
     for t in to {
         let lower = t.to_ascii_lowercase();
-        if ["tls://", "https://", "grpc://", "quic://"]
+        if ["https://", "grpc://", "quic://"]
             .iter()
             .any(|scheme| lower.starts_with(scheme))
         {
-            return Err(ctx.unsupported(format!("upstream {t:?} is reached over TLS/HTTPS/gRPC/QUIC; clusterdns forwards over plain DNS (UDP/TCP) only")));
+            return Err(ctx.unsupported(format!("upstream {t:?} is reached over HTTPS/gRPC/QUIC; clusterdns forwards over plain DNS (UDP/TCP) and DNS over TLS (tls://) only")));
+        }
+        if lower.starts_with("tls://") {
+            if t.contains('%') {
+                return Err(ctx.unsupported(format!("upstream {t:?} names its TLS server after `%`; clusterdns takes one `tls_servername` per forward: use that")));
+            }
+            let target = config::parse_upstream_target(t).map_err(|e| ctx.invalid(e))?;
+            addrs.push(if target.addr.port() == 853 {
+                format!("tls://{}", target.addr.ip())
+            } else {
+                format!("tls://{}", target.addr)
+            });
+            continue;
         }
         if t.starts_with('/') || t.starts_with('.') {
             files.push(t.clone());
@@ -384,41 +467,16 @@ fn upstreams(ctx: &Ctx<'_>, to: &[String]) -> Result<Upstreams, CorefileError> {
     }
 }
 
+/// The value of a set option.
+fn v<T: Copy>(o: &Option<Set<T>>) -> Option<T> {
+    o.as_ref().map(|s| s.value)
+}
+
 /// An upstream as the config writes it: the port only when it is not 53.
 fn format_upstream(a: SocketAddr) -> String {
     if a.port() == 53 {
         a.ip().to_string()
     } else {
         a.to_string()
-    }
-}
-
-/// A stub block's option `new` becomes the one option for all forwarding, unless another block
-/// set it differently.
-fn lift<T: PartialEq>(
-    slot: &mut Option<Set<T>>,
-    new: Option<Set<T>>,
-    name: &str,
-    notes: &mut Vec<String>,
-) -> Result<(), CorefileError> {
-    let Some(v) = new else { return Ok(()) };
-    match slot {
-        Some(prev) if prev.value != v.value => Err(v.unsupported(
-            "forward",
-            Some(name),
-            format!(
-                "clusterdns has one `{name}` for all forwarding, and `{}` ({}) sets it differently; make them agree",
-                prev.block, prev.at
-            ),
-        )),
-        Some(_) => Ok(()),
-        None => {
-            notes.push(format!(
-                "{} (`{}`) forward {name}: clusterdns has one forward.{name} for all forwarding: it now applies to every forwarded name, not only this zone's",
-                v.at, v.block
-            ));
-            *slot = Some(v);
-            Ok(())
-        }
     }
 }

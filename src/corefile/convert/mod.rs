@@ -8,16 +8,21 @@
 //! where they agree, it relies on the config's default, which a test here holds to CoreDNS's.
 //!
 //! One file per plugin family: [`kubernetes`], [`forward`], [`cache`], [`hosts`], [`server`]
-//! (bind, bufsize, health, ready, prometheus, log, errors, loadbalance), [`transfer`], and [`refused`]
-//! (plugins refused or dropped, and why).
+//! (bind, bufsize, health, ready, prometheus, log, errors, loadbalance), the answer-shaping
+//! plugins [`template`], [`rewrite`], [`autopath`] and [`external`] (`k8s_external`),
+//! [`transfer`], and [`refused`] (plugins refused or dropped, and why).
 
+mod autopath;
 mod cache;
 mod ctx;
+mod external;
 mod forward;
 mod hosts;
 mod kubernetes;
 mod refused;
+mod rewrite;
 mod server;
+mod template;
 #[cfg(test)]
 mod tests;
 mod transfer;
@@ -98,6 +103,8 @@ struct Converter {
     hosts: Option<Set<crate::config::HostsConfig>>,
     ops: server::Ops,
     transfers: Vec<transfer::TransferLine>,
+    /// `template`, `rewrite`, `autopath`, `k8s_external`, in Corefile order.
+    shape: crate::config::ShapeConfig,
 }
 
 impl Converter {
@@ -183,7 +190,10 @@ impl Converter {
             // CoreDNS takes several `forward` (different FROM), `bind` (addresses add up),
             // `log` and `errors` lines in one block; every other plugin once.
             if let Some(prev) = seen_names.insert(d.name.as_str(), &d.at)
-                && !matches!(d.name.as_str(), "forward" | "bind" | "log" | "errors")
+                && !matches!(
+                    d.name.as_str(),
+                    "forward" | "bind" | "log" | "errors" | "template" | "rewrite"
+                )
             {
                 return Err(CorefileError::Invalid {
                     at: d.at.clone(),
@@ -220,6 +230,10 @@ impl Converter {
                 }
                 "bufsize" => self.bufsize(&ctx)?,
                 "transfer" => self.transfer(&ctx)?,
+                "template" => self.template(&ctx)?,
+                "rewrite" => self.rewrite(&ctx)?,
+                "autopath" => self.autopath(&ctx)?,
+                "k8s_external" => self.k8s_external(&ctx)?,
                 name => {
                     if let Some(reason) = refused::unsupported_reason(name) {
                         return Err(ctx.unsupported(reason.to_string()));
@@ -266,6 +280,7 @@ impl Converter {
         self.write_cache(&mut config);
         self.write_hosts(&mut config);
         self.write_ops(&mut config);
+        config.shape = std::mem::take(&mut self.shape);
         Converted {
             config,
             notes: self.notes,

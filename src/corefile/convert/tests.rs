@@ -56,14 +56,13 @@ fn minimal_corefile_converts_and_validates() {
 
 #[test]
 fn unsupported_directive_names_block_line_and_reason() {
-    let e = conv(".:53 {\n errors\n rewrite name foo.example bar.example\n forward . 8.8.8.8\n}\n")
-        .unwrap_err();
-    assert_eq!(e.directive(), Some("rewrite"));
+    let e = conv(".:53 {\n errors\n dns64\n forward . 8.8.8.8\n}\n").unwrap_err();
+    assert_eq!(e.directive(), Some("dns64"));
     assert_eq!(e.block(), Some(".:53"));
     assert_eq!(e.pos().unwrap().line, 3);
     let msg = e.to_string();
     assert!(
-        msg.starts_with("Corefile:3: `rewrite` in server block `.:53` cannot be carried over: "),
+        msg.starts_with("Corefile:3: `dns64` in server block `.:53` cannot be carried over: "),
         "{msg}"
     );
 }
@@ -72,11 +71,8 @@ fn unsupported_directive_names_block_line_and_reason() {
 fn unknown_directive_and_option() {
     let e = conv(".:53 {\n frobnicate\n}\n").unwrap_err();
     assert_eq!(e.directive(), Some("frobnicate"));
-    let e = conv(".:53 {\n forward . 8.8.8.8 {\n  except corp.example\n }\n}\n").unwrap_err();
-    assert_eq!(
-        (e.directive(), e.option()),
-        (Some("forward"), Some("except"))
-    );
+    let e = conv(".:53 {\n forward . 8.8.8.8 {\n  next NXDOMAIN\n }\n}\n").unwrap_err();
+    assert_eq!((e.directive(), e.option()), (Some("forward"), Some("next")));
     assert_eq!(e.pos().unwrap().line, 3);
 }
 
@@ -87,35 +83,41 @@ fn two_cluster_domains_rejected() {
 }
 
 #[test]
-fn stub_block_and_lifted_force_tcp() {
+fn stub_blocks_keep_their_own_forward_options() {
     let c = conv(
-        ".:53 {\n kubernetes cluster.local\n forward . 10.0.0.2\n cache 30\n}\ncorp.example:53 {\n errors\n forward . 10.0.0.5 10.0.0.6:5353 {\n  force_tcp\n }\n}\n",
+        ".:53 {\n kubernetes cluster.local\n forward . 10.0.0.2 {\n  policy sequential\n  except blocked.example\n  expire 30s\n  read_timeout 1500ms\n }\n cache 30\n}\ncorp.example:53 {\n errors\n forward . 10.0.0.5 10.0.0.6:5353 {\n  force_tcp\n  policy round_robin\n  max_concurrent 50\n  except secret.corp.example\n }\n}\nplain.example:53 {\n forward . 10.0.0.7\n}\ndot.example:53 {\n forward . tls://10.0.0.8 tls://10.0.0.9:8853 {\n  tls_servername dns.dot.example\n  tls ca.pem\n }\n}\n",
     )
     .unwrap();
+    let f = &c.config.forward;
+    // The main block's options are the section's.
+    assert_eq!(f.policy, ForwardPolicy::Sequential);
+    assert_eq!(f.except, ["blocked.example"]);
+    assert_eq!(f.expire, Duration::from_secs(30));
+    assert_eq!(f.timeout, Duration::from_millis(1500), "read_timeout");
+    assert!(!f.force_tcp, "a zone block's force_tcp stays its own");
+    // A zone block with options: a domain with exactly those.
+    let corp = &f.domains["corp.example"];
+    assert_eq!(corp.upstreams, ["10.0.0.5", "10.0.0.6:5353"]);
+    assert_eq!(corp.force_tcp, Some(true));
+    assert_eq!(corp.policy, Some(ForwardPolicy::RoundRobin));
+    assert_eq!(corp.max_concurrent, Some(50));
     assert_eq!(
-        c.config.forward.stub_domains["corp.example"],
-        ["10.0.0.5", "10.0.0.6:5353"]
+        corp.except.as_deref(),
+        Some(&["secret.corp.example".to_string()][..])
     );
-    assert!(c.config.forward.force_tcp);
-    assert!(
-        c.notes
-            .iter()
-            .any(|n| n.contains("force_tcp") && n.contains("every forwarded name")),
-        "{:?}",
-        c.notes
-    );
-}
-
-#[test]
-fn conflicting_forward_options_rejected() {
-    let e = conv(
-        ".:53 {\n kubernetes cluster.local\n forward . 10.0.0.2 {\n  policy sequential\n }\n}\ncorp.example:53 {\n forward . 10.0.0.5 {\n  policy round_robin\n }\n}\n",
-    )
-    .unwrap_err();
-    assert_eq!(
-        (e.directive(), e.option()),
-        (Some("forward"), Some("policy"))
-    );
+    assert_eq!(corp.health_check, None, "unset: the section's");
+    // Without options: a plain stub domain.
+    assert_eq!(f.stub_domains["plain.example"], ["10.0.0.7"]);
+    // DNS over TLS.
+    let dot = &f.domains["dot.example"];
+    assert_eq!(dot.upstreams, ["tls://10.0.0.8", "tls://10.0.0.9:8853"]);
+    assert_eq!(dot.tls_servername.as_deref(), Some("dns.dot.example"));
+    assert_eq!(dot.tls_ca.as_deref(), Some(Path::new("ca.pem")));
+    c.config.validate().unwrap();
+    // A client certificate is not offered.
+    let e =
+        conv(".:53 {\n forward . tls://10.0.0.8 {\n  tls cert.pem key.pem\n }\n}\n").unwrap_err();
+    assert_eq!((e.directive(), e.option()), (Some("forward"), Some("tls")));
 }
 
 #[test]
@@ -224,4 +226,138 @@ fn transfer_to_becomes_allow_and_notify() {
         let e = conv(text).unwrap_err();
         assert!(e.to_string().contains(why), "{text}: {e}");
     }
+}
+
+const KUBE: &str = " kubernetes cluster.local in-addr.arpa ip6.arpa\n forward . 10.0.0.2\n";
+
+fn conv_main(body: &str) -> Result<Conversion, CorefileError> {
+    conv(&format!(".:53 {{\n{KUBE}{body}}}\n"))
+}
+
+#[test]
+fn template_blocks_convert_in_order_with_their_options() {
+    let c = conv_main(
+        " template IN A example {\n  match ^ip-(?P<a>[0-9]+)[.]example[.]$ \"^x[.]example[.]$\"\n  answer \"{{ .Name }} 60 IN A 10.0.0.{{ .Group.a }}\"\n  additional \"ns.example. 60 IN A 10.0.0.1\"\n  authority \"example. 60 IN NS ns.example.\"\n  fallthrough example\n }\n template ANY ANY {\n  rcode REFUSED\n }\n",
+    )
+    .unwrap();
+    let t = &c.config.shape.templates;
+    assert_eq!(t.len(), 2);
+    assert_eq!((t[0].class.as_str(), t[0].qtype.as_str()), ("IN", "A"));
+    assert_eq!(t[0].zones, ["example"]);
+    assert_eq!(t[0].matches.len(), 2);
+    assert_eq!(
+        (
+            t[0].answer.len(),
+            t[0].additional.len(),
+            t[0].authority.len()
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(t[0].fallthrough, ["example"]);
+    // Without zones: the server block's.
+    assert_eq!(t[1].zones, ["."]);
+    assert_eq!(t[1].rcode, "REFUSED");
+}
+
+#[test]
+fn template_options_clusterdns_cannot_run_are_refused_with_the_reason() {
+    let e = conv_main(" template IN A example {\n  answer \"{{ .Meta \\\"kubernetes/client-namespace\\\" }}.example. 60 IN A 10.0.0.1\"\n }\n")
+        .unwrap_err();
+    assert_eq!(e.directive(), Some("template"));
+    assert!(e.to_string().contains("metadata"), "{e}");
+    let e = conv_main(" template IN A example {\n  var ip group('x')\n }\n").unwrap_err();
+    assert_eq!((e.directive(), e.option()), (Some("template"), Some("var")));
+    let e = conv_main(" template IN A example {\n  ederror 21\n }\n").unwrap_err();
+    assert_eq!(e.option(), Some("ederror"));
+    let e = conv_main(" template IN A example {\n  match ([a\n }\n").unwrap_err();
+    assert!(matches!(e, CorefileError::Invalid { .. }), "{e:?}");
+    let e = conv_main(" template IN BOGUS example\n").unwrap_err();
+    assert!(e.to_string().contains("record type"), "{e}");
+    let e = conv_main(" template IN\n").unwrap_err();
+    assert!(matches!(e, CorefileError::Invalid { .. }), "{e:?}");
+}
+
+#[test]
+fn rewrite_rules_convert_inline_and_as_blocks() {
+    use crate::config::{NameMatch, RewriteField};
+    let c = conv_main(
+        " rewrite continue name suffix .corp.example .svc.cluster.local answer auto\n rewrite stop {\n  name regex (.*)-(us-west-1)\\.example\\.org {1}.service.{2}.consul\n  answer name (.*)\\.service\\.(us-west-1)\\.consul {1}-{2}.example.org\n  answer value (.*)\\.consul {1}.example.org\n }\n rewrite type ANY HINFO\n rewrite class CH IN\n rewrite name a.example b.example\n",
+    )
+    .unwrap();
+    let r = &c.config.shape.rewrites;
+    assert_eq!(r.len(), 5);
+    assert!(r[0].continue_ && r[0].answer_auto);
+    assert_eq!(r[0].match_, NameMatch::Suffix);
+    assert_eq!(r[1].match_, NameMatch::Regex);
+    assert_eq!(r[1].answer_name.len(), 1);
+    assert_eq!(r[1].answer_value[0].to, "{1}.example.org");
+    assert_eq!(
+        (r[2].field, r[2].from.as_str(), r[2].to.as_str()),
+        (RewriteField::Type, "ANY", "HINFO")
+    );
+    assert_eq!(r[3].field, RewriteField::Class);
+    assert_eq!(
+        (r[4].match_, r[4].from.as_str()),
+        (NameMatch::Exact, "a.example")
+    );
+}
+
+#[test]
+fn rewrite_forms_clusterdns_cannot_run_are_refused() {
+    let e = conv_main(" rewrite edns0 local set 0xffee abcd\n").unwrap_err();
+    assert!(matches!(e, CorefileError::Unsupported { .. }), "{e:?}");
+    let e = conv_main(" rewrite ttl example.com. 10\n").unwrap_err();
+    assert!(e.to_string().contains("TTL"), "{e}");
+    let e = conv_main(" rewrite name regex ([a]\\.com new-{1}.com\n").unwrap_err();
+    assert!(matches!(e, CorefileError::Invalid { .. }), "{e:?}");
+    let e = conv_main(" rewrite name a.com\n").unwrap_err();
+    assert!(matches!(e, CorefileError::Invalid { .. }), "{e:?}");
+    let e = conv_main(" rewrite name suffix a b answer auto answer name x y\n").unwrap_err();
+    assert!(e.to_string().contains("auto"), "{e}");
+}
+
+#[test]
+fn autopath_and_k8s_external_convert() {
+    let c = conv_main(" autopath @kubernetes\n").unwrap();
+    assert!(c.config.shape.autopath.enabled);
+    let e = conv_main(" autopath /etc/resolv.conf\n").unwrap_err();
+    assert!(matches!(e, CorefileError::Unsupported { .. }), "{e:?}");
+    let c = conv_main(" k8s_external example.org example.net {\n  apex ns\n  ttl 10\n  headless\n  fallthrough\n }\n").unwrap();
+    let x = c.config.shape.external.unwrap();
+    assert_eq!(x.zones, ["example.org", "example.net"]);
+    assert_eq!((x.apex.as_str(), x.ttl, x.headless), ("ns", 10, true));
+    assert_eq!(x.fallthrough, ["."]);
+}
+
+#[test]
+fn cache_options_map_one_to_one() {
+    let c = conv(".:53 {\n forward . 10.0.0.2\n cache 300 {\n  success 5000 600 10\n  denial 2000\n  serve_stale 2h immediate 30s\n  servfail 10s\n  keepttl\n }\n}\n").unwrap();
+    let k = &c.config.cache;
+    assert_eq!(
+        (k.success_capacity, k.denial_capacity),
+        (Some(5000), Some(2000))
+    );
+    assert_eq!((k.max_ttl, k.min_ttl), (600, 10));
+    assert_eq!(k.serve_stale, Duration::from_secs(7200));
+    assert_eq!(
+        k.serve_stale_refresh,
+        crate::config::StaleRefresh::Immediate
+    );
+    assert_eq!(k.serve_stale_ttl, 30);
+    assert_eq!(k.servfail_ttl, Duration::from_secs(10));
+    assert!(k.keepttl);
+    // `verify`, and CoreDNS's default mode (`immediate`) when none is given.
+    let c = conv(".:53 {\n forward . 10.0.0.2\n cache {\n  serve_stale 1h verify 0 5s\n }\n}\n")
+        .unwrap();
+    assert_eq!(
+        c.config.cache.serve_stale_refresh,
+        crate::config::StaleRefresh::Verify
+    );
+    assert_eq!(c.config.cache.serve_stale_ttl, 5);
+    let c = conv(".:53 {\n forward . 10.0.0.2\n cache {\n  serve_stale\n }\n}\n").unwrap();
+    assert_eq!(
+        c.config.cache.serve_stale_refresh,
+        crate::config::StaleRefresh::Immediate
+    );
+    assert!(conv(".:53 {\n forward . 10.0.0.2\n cache {\n  servfail 6m\n }\n}\n").is_err());
 }

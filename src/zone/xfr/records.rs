@@ -219,21 +219,10 @@ pub fn service(snap: &Snapshot, r: &ServiceRecords, out: &mut Vec<Rr>) {
             }
             endpoint_names(snap, r, out);
         }
-        RecordsKind::External { target, ports } => {
+        // The CNAME alone: no port or protocol names under an ExternalName (the answer path
+        // gives NXDOMAIN for them, as CoreDNS does).
+        RecordsKind::External { target, .. } => {
             out.push(Rr::new(own, rtype::CNAME, ttl, target.to_vec()));
-            for p in ports.iter().filter(|p| !p.name.is_empty()) {
-                let sel = ports
-                    .iter()
-                    .filter(|q| q.name == p.name && q.protocol == p.protocol)
-                    .count();
-                let w = (100 / sel).max(1) as u16;
-                out.push(Rr::new(
-                    &with(&port_owner(p)),
-                    rtype::SRV,
-                    ttl,
-                    srv_rdata(w, p.port, &[target]),
-                ));
-            }
         }
     }
     let mine = &mut out[start..];

@@ -12,6 +12,7 @@ fn package_of(tool: &str) -> &'static str {
         "knotd" => "knot",
         "named" => "bind9",
         "unbound" => "unbound",
+        "openssl" => "openssl",
         "prometheus" | "promtool" => "prometheus",
         "kubectl" => "kubernetes-client",
         "python3" => "python3",
