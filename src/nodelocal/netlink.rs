@@ -151,7 +151,7 @@ impl Netlink {
             libc::bind(
                 fd.as_raw_fd(),
                 (&sa as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
             )
         };
         if r < 0 {
@@ -168,7 +168,7 @@ impl Netlink {
                 libc::SOL_SOCKET,
                 libc::SO_RCVTIMEO,
                 (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+                size_of::<libc::timeval>() as libc::socklen_t,
             );
         }
         Ok(Netlink { fd, seq: 1 })
@@ -191,7 +191,7 @@ impl Netlink {
                 bytes.len(),
                 0,
                 (&sa as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
+                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
             )
         };
         if n < 0 {

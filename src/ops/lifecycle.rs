@@ -256,7 +256,7 @@ struct Shared {
     requested: Notify,
     requested_flag: AtomicBool,
     /// `health.lameduck` and `health.drain_timeout`, as a reload may change them.
-    timings: std::sync::Mutex<(Duration, Duration)>,
+    timings: Mutex<(Duration, Duration)>,
 }
 
 /// The shutdown sequence and the signal handlers. Cheap to clone (shared state).
@@ -281,7 +281,7 @@ impl Lifecycle {
         Lifecycle {
             readiness,
             shared: Arc::new(Shared {
-                timings: std::sync::Mutex::new((lameduck, drain_timeout)),
+                timings: Mutex::new((lameduck, drain_timeout)),
                 phase,
                 guards: AtomicUsize::new(0),
                 drained: Notify::new(),

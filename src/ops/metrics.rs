@@ -518,7 +518,7 @@ struct Inner {
     dropped: [IntCounter; DROP_REASONS.len()],
     nodecache_setup_errors: IntCounterVec,
     /// Zone transfers and NOTIFY (`transfer.rs`).
-    transfer: transfer::TransferMetrics,
+    transfer: TransferMetrics,
 
     scrape: Arc<ScrapeState>,
 }
@@ -782,7 +782,7 @@ impl Inner {
             &["errortype"],
         );
 
-        let transfer = transfer::TransferMetrics::new(&r);
+        let transfer = TransferMetrics::new(&r);
 
         let scrape = Arc::new(ScrapeState {
             snapshot_published_us: AtomicU64::new(0),

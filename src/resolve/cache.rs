@@ -266,7 +266,7 @@ pub fn prepare(msg: &mut [u8], question: &[u8], p: &Policy) -> (Verdict, Vec<u16
 
 struct Slot {
     key: Box<[u8]>,
-    entry: std::sync::Arc<Entry>,
+    entry: Arc<Entry>,
     referenced: bool,
 }
 
@@ -289,9 +289,9 @@ fn kind_index(k: CacheKind) -> usize {
 
 /// What a lookup found.
 pub enum Found {
-    Fresh(std::sync::Arc<Entry>),
+    Fresh(Arc<Entry>),
     /// Expired, but within the serve-stale window.
-    Stale(std::sync::Arc<Entry>),
+    Stale(Arc<Entry>),
     Miss,
 }
 
@@ -438,7 +438,7 @@ impl Cache {
             }
             Verdict::Skip => return None,
         };
-        let entry = std::sync::Arc::new(Entry {
+        let entry = Arc::new(Entry {
             wire: msg.into_boxed_slice(),
             ttl_offs: ttl_offs.into_boxed_slice(),
             question_end: question_end as u16,

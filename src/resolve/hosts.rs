@@ -116,7 +116,7 @@ impl Hosts {
     }
 
     /// The current table.
-    pub fn table(&self) -> arc_swap::Guard<std::sync::Arc<Table>> {
+    pub fn table(&self) -> arc_swap::Guard<Arc<Table>> {
         self.table.load()
     }
 
@@ -172,7 +172,7 @@ impl Hosts {
         }
         let t = self.table.load();
         if q.qtype == rtype::PTR
-            && let Some(ip) = crate::wire::reverse_ip(q.qname())
+            && let Some(ip) = wire::reverse_ip(q.qname())
         {
             // Addresses not in the file always go on, as in CoreDNS.
             let Some(names) = t.rev.get(&ip) else {

@@ -1213,7 +1213,7 @@ impl crate::server::Upstream for Resolver {
         &'a self,
         q: &'a Query<'_>,
         max_size: usize,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Resolved> + Send + 'a>> {
+    ) -> std::pin::Pin<Box<dyn Future<Output = Resolved> + Send + 'a>> {
         Box::pin(self.resolve_query(q, max_size))
     }
 }

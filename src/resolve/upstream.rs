@@ -198,7 +198,7 @@ impl Upstream {
     /// Run one exchange unless a loop through this upstream is (or becomes) known.
     pub async fn guarded<F>(&self, exchange: F) -> Result<Vec<u8>, ExchangeError>
     where
-        F: std::future::Future<Output = Result<Vec<u8>, ExchangeError>>,
+        F: Future<Output = Result<Vec<u8>, ExchangeError>>,
     {
         let found = self.loop_found.notified();
         tokio::pin!(found);

@@ -73,7 +73,7 @@ pub trait Upstream: Send + Sync + 'static {
         &'a self,
         q: &'a Query<'_>,
         max_size: usize,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Resolved> + Send + 'a>>;
+    ) -> std::pin::Pin<Box<dyn Future<Output = Resolved> + Send + 'a>>;
 }
 
 /// A query that waits for an upstream: the parsed query, owning its bytes now.
@@ -326,7 +326,7 @@ impl Engine {
         &self,
         msg: &[u8],
         proto: Proto,
-        client: Option<std::net::IpAddr>,
+        client: Option<IpAddr>,
         out: &mut Vec<u8>,
     ) -> Local {
         let q = match Query::parse(msg) {

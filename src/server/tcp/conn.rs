@@ -62,9 +62,8 @@ impl Connection {
         let idle = settings.idle_timeout;
         let tracked = admitted.tracked.clone();
         let mut frames = Frames::default();
-        let mut in_flight: FuturesUnordered<
-            std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>,
-        > = FuturesUnordered::new();
+        let mut in_flight: FuturesUnordered<std::pin::Pin<Box<dyn Future<Output = Done> + Send>>> =
+            FuturesUnordered::new();
         let mut out = Vec::with_capacity(512);
         let mut reading = true;
         let mut deadline = tokio::time::Instant::now() + idle;

@@ -267,7 +267,7 @@ impl Journal {
             .flat_map(|d| d.removed.iter().chain(&d.added))
             .map(Rr::size)
             .sum::<usize>()
-            + std::mem::size_of::<Step>();
+            + size_of::<Step>();
         Step {
             from: old.serial,
             to: new.serial,

@@ -34,7 +34,7 @@ impl Rr {
 
     /// What the record costs to keep (for the journal's byte bound).
     pub fn size(&self) -> usize {
-        self.owner.len() + self.rdata.len() + 10 + std::mem::size_of::<Rr>()
+        self.owner.len() + self.rdata.len() + 10 + size_of::<Rr>()
     }
 }
 
