@@ -44,6 +44,61 @@ pub struct Config {
     pub server: ServerConfig,
     /// Node-local mode (NodeLocal DNSCache's node-cache): interface, interception rules, handover.
     pub nodelocal: NodeLocalConfig,
+    /// Answers decided by the query name alone, before the cluster zone and forwarding, as
+    /// CoreDNS's `template` plugin with `rcode` and no records (AKS's search-path short cuts).
+    pub templates: Vec<TemplateConfig>,
+}
+
+/// One rcode-only template: queries for names in `zone` (of `qtype`, or any type) whose name
+/// matches one of `match` (all names when empty) get `rcode` and no records. A name in the zone
+/// that matches none gets NXDOMAIN, or goes on to the next template and then to the cluster zone
+/// and forwarding when `fallthrough` is set, as CoreDNS's `template` does.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateConfig {
+    /// The zone, e.g. `internal.cloudapp.net`.
+    pub zone: String,
+    /// The query type it applies to (`A`, `AAAA`, ...); any when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub qtype: Option<String>,
+    /// Regular expressions matched against the query name in full, lowercase, with its
+    /// trailing dot (`a.b.internal.cloudapp.net.`), as CoreDNS matches them.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<String>,
+    /// The answer's rcode: `NXDOMAIN`, `NOERROR` (no data), `SERVFAIL` or `REFUSED`.
+    pub rcode: String,
+    /// Names in the zone matching none of `match` go on instead of getting NXDOMAIN.
+    #[serde(default)]
+    pub fallthrough: bool,
+}
+
+/// A template's rcode by name (the names `TemplateConfig::rcode` takes).
+pub fn template_rcode(name: &str) -> Option<u16> {
+    Some(match name.to_ascii_uppercase().as_str() {
+        "NOERROR" => 0,
+        "SERVFAIL" => 2,
+        "NXDOMAIN" => 3,
+        "REFUSED" => 5,
+        _ => return None,
+    })
+}
+
+/// A query type by its name, for templates (the types a cluster DNS is asked).
+pub fn template_qtype(name: &str) -> Option<u16> {
+    Some(match name.to_ascii_uppercase().as_str() {
+        "A" => 1,
+        "NS" => 2,
+        "CNAME" => 5,
+        "SOA" => 6,
+        "PTR" => 12,
+        "MX" => 15,
+        "TXT" => 16,
+        "AAAA" => 28,
+        "SRV" => 33,
+        "HTTPS" => 65,
+        "SVCB" => 64,
+        _ => return None,
+    })
 }
 
 impl Default for Config {
@@ -61,6 +116,7 @@ impl Default for Config {
             querylog: QueryLogConfig::default(),
             server: ServerConfig::default(),
             nodelocal: NodeLocalConfig::default(),
+            templates: Vec::new(),
         }
     }
 }
@@ -1034,6 +1090,30 @@ impl Config {
             }
         }
         self.validate_nodelocal()?;
+        for (i, t) in self.templates.iter().enumerate() {
+            let key = |k: &str| format!("templates[{i}].{k}");
+            parse_domain(&t.zone).map_err(|e| invalid(&key("zone"), e))?;
+            if let Some(q) = &t.qtype
+                && template_qtype(q).is_none()
+            {
+                return Err(invalid(
+                    &key("qtype"),
+                    format!(
+                        "{q:?} is not a query type this knows (A, AAAA, CNAME, PTR, SRV, TXT, MX, NS, SOA, SVCB, HTTPS)"
+                    ),
+                ));
+            }
+            if template_rcode(&t.rcode).is_none() {
+                return Err(invalid(
+                    &key("rcode"),
+                    format!("{:?}: one of NXDOMAIN, NOERROR, SERVFAIL, REFUSED", t.rcode),
+                ));
+            }
+            for (j, m) in t.matches.iter().enumerate() {
+                regex::Regex::new(m)
+                    .map_err(|e| invalid(&key(&format!("match[{j}]")), e.to_string()))?;
+            }
+        }
         if !(0.0..=1.0).contains(&self.querylog.sample) {
             return Err(invalid(
                 "querylog.sample",

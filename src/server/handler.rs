@@ -88,6 +88,8 @@ pub struct Engine {
     /// Count queries in the metrics (off when no metrics endpoint is configured: nobody could
     /// read them).
     count: bool,
+    /// Rcode-only templates, asked before the zone (`templates`).
+    templates: Option<super::template::Templates>,
 }
 
 /// The largest reply a client of `proto` takes.
@@ -120,6 +122,7 @@ impl Engine {
             querylog,
             metrics,
             count: cfg.metrics.listen.is_some(),
+            templates: super::template::Templates::new(&cfg.templates),
         }
     }
 
@@ -175,6 +178,12 @@ impl Engine {
         if q.qclass != wire::CLASS_IN && q.qclass != wire::CLASS_ANY {
             wire::rcode_reply(out, &q, rcode::REFUSED, false, self.max_udp);
             return Local::Reply(facts(AnswerSource::Server, rcode::REFUSED));
+        }
+        if let Some(rc) = self.templates.as_ref().and_then(|t| t.rcode(&q)) {
+            // CoreDNS's template answers authoritatively (its `msg.Authoritative = true`).
+            let w = Writer::new(out, &q, max);
+            w.finish(&q, rc, true, self.resolver.is_some(), self.max_udp);
+            return Local::Reply(facts(AnswerSource::Server, rc));
         }
         if self.cluster_enabled {
             let snap = self.zone.load();

@@ -11,6 +11,7 @@
 pub mod handler;
 pub mod listen;
 pub mod tcp;
+mod template;
 pub mod udp;
 
 pub use crate::observe::QueryLogger;

@@ -18,6 +18,7 @@ mod hosts;
 mod kubernetes;
 mod refused;
 mod server;
+mod template;
 #[cfg(test)]
 mod tests;
 
@@ -29,7 +30,7 @@ use ctx::Ctx;
 
 use super::parser::{Corefile, ServerBlock};
 use super::zones::{Key, parse_key};
-use super::{CorefileError, Pos};
+use super::{CorefileError, Options, Pos};
 use crate::config::Config;
 
 /// A converted Corefile, before it is written out.
@@ -42,8 +43,13 @@ pub(super) struct Converted {
 }
 
 /// Convert parsed server blocks into a config.
-pub(super) fn convert(corefile: Corefile) -> Result<Converted, CorefileError> {
-    Converter::default().run(corefile)
+pub(super) fn convert(corefile: Corefile, opts: &Options) -> Result<Converted, CorefileError> {
+    Converter {
+        mounted: opts.mounted.clone(),
+        base_dir: Some(opts.base_dir.clone()),
+        ..Converter::default()
+    }
+    .run(corefile)
 }
 
 /// A value set in one place, remembered with where, so a second, different setting is reported.
@@ -96,6 +102,12 @@ struct Converter {
     caching: cache::Caching,
     hosts: Option<Set<crate::config::HostsConfig>>,
     ops: server::Ops,
+    /// The CoreDNS ConfigMap's other keys, mounted beside the Corefile ([`Options::mounted`]).
+    mounted: BTreeMap<String, String>,
+    /// `template` directives, in order.
+    templates: Vec<crate::config::TemplateConfig>,
+    /// The Corefile's folder, where such files may sit too.
+    base_dir: Option<std::path::PathBuf>,
 }
 
 impl Converter {
@@ -179,9 +191,12 @@ impl Converter {
         let mut block_binds: Option<(Vec<IpAddr>, Pos)> = None;
         for d in &b.directives {
             // CoreDNS takes several `forward` (different FROM), `bind` (addresses add up),
-            // `log` and `errors` lines in one block; every other plugin once.
+            // `log`, `errors` and `template` lines in one block; every other plugin once.
             if let Some(prev) = seen_names.insert(d.name.as_str(), &d.at)
-                && !matches!(d.name.as_str(), "forward" | "bind" | "log" | "errors")
+                && !matches!(
+                    d.name.as_str(),
+                    "forward" | "bind" | "log" | "errors" | "template"
+                )
             {
                 return Err(CorefileError::Invalid {
                     at: d.at.clone(),
@@ -207,6 +222,7 @@ impl Converter {
                 }
                 "cache" => self.cache(&ctx)?,
                 "hosts" => self.hosts(&ctx)?,
+                "template" => self.template(&ctx)?,
                 "prometheus" | "health" | "ready" => self.listener(&ctx)?,
                 "errors" => self.errors(&ctx),
                 "log" => self.log(&ctx),
@@ -262,6 +278,7 @@ impl Converter {
         self.write_cache(&mut config);
         self.write_hosts(&mut config);
         self.write_ops(&mut config);
+        self.write_templates(&mut config);
         Converted {
             config,
             notes: self.notes,

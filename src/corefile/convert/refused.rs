@@ -7,9 +7,6 @@ pub(super) fn unsupported_reason(name: &str) -> Option<&'static str> {
         "rewrite" => {
             "it rewrites query or answer names and types before lookup; clusterdns answers names as asked and has no rewrite stage. For an alias of a Service use an ExternalName Service (a CNAME); for another domain use a server block with `forward` (a stub domain)"
         }
-        "template" => {
-            "it synthesises answers (or NXDOMAIN) from regular expressions; clusterdns has no template stage. AKS's `internal.cloudapp.net` / `reddog.microsoft.com` templates only short-cut search-path queries with NXDOMAIN: without them those queries are forwarded and answered NXDOMAIN upstream, so the answers stay the same but cost an upstream round trip; remove the template to convert"
-        }
         "autopath" => {
             "server-side search-path completion needs the client pod's namespace from its IP and answers with CNAMEs; clusterdns does not implement it. Clients then walk their resolv.conf search list themselves: the final answers are the same, with more queries per lookup; remove the line to convert"
         }
