@@ -67,7 +67,7 @@ pub fn start_zone(
         _ => required_kinds(&cfg.cluster),
     };
     let builder = ZoneBuilder::new(&cfg.cluster, &required);
-    let (tx, rx) = mpsc::unbounded_channel();
+    let (tx, rx) = mpsc::channel(crate::zone::feed::QUEUE);
     let settings_for_source = settings.clone();
     if matches!(source, SourceChoice::None) {
         on_synced();
@@ -133,7 +133,7 @@ fn kube_options(
 /// kinds, syncs as soon as they are listed. What is served meanwhile stays.
 fn start_kube(
     k: crate::config::KubernetesSourceConfig,
-    tx: mpsc::UnboundedSender<crate::cluster::ClusterEvent>,
+    tx: mpsc::Sender<crate::cluster::ClusterEvent>,
     mut shutdown: watch::Receiver<bool>,
     mut settings: watch::Receiver<crate::config::ClusterConfig>,
     metrics: Arc<Metrics>,
@@ -277,6 +277,41 @@ pub fn snapshot_counts(
     let mut b = ZoneBuilder::new(&cfg.cluster, &required_kinds(&cfg.cluster));
     b.apply(crate::cluster::ClusterEvent::ReplaceAll { objects });
     b.publish().0.counts()
+}
+
+/// Counts of the snapshot a file of objects makes under `cfg` (for `check`), and the objects
+/// skipped: the file is read object by object, in bounded memory whatever its size.
+pub fn file_snapshot_counts(
+    cfg: &Config,
+    path: &std::path::Path,
+) -> Result<
+    (
+        crate::zone::snapshot::SnapshotCounts,
+        Vec<crate::error::ObjectError>,
+    ),
+    Error,
+> {
+    use crate::cluster::ClusterEvent;
+    let file = std::fs::File::open(path).map_err(|source| crate::error::SourceError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut b = ZoneBuilder::new(&cfg.cluster, &required_kinds(&cfg.cluster));
+    let mut skipped = Vec::new();
+    for kind in Kind::ALL {
+        b.apply(ClusterEvent::ListBegin { kind });
+    }
+    crate::source::file::read_objects(file, path, &mut |item| {
+        match item {
+            Ok(object) => b.apply(ClusterEvent::Listed { object }),
+            Err(e) => skipped.push(e),
+        }
+        true
+    })?;
+    for kind in Kind::ALL {
+        b.apply(ClusterEvent::ListEnd { kind });
+    }
+    Ok((b.publish().0.counts(), skipped))
 }
 
 /// `clusterdns serve`: run until SIGTERM/SIGINT, then readiness off at once, DNS through the

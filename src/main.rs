@@ -387,22 +387,23 @@ fn check(o: &Overrides) -> Result<(), clusterdns::Error> {
         }
         clusterdns::app::SourceChoice::None => println!("source: none (cluster zone disabled)"),
         choice => {
-            let (loaded, name) = match &choice {
+            let (counts, skipped, name) = match &choice {
                 clusterdns::app::SourceChoice::File(p) => {
-                    (clusterdns::source::file::load(p)?, p.display().to_string())
+                    let (counts, skipped) = clusterdns::app::file_snapshot_counts(&cfg, p)?;
+                    (counts, skipped, p.display().to_string())
                 }
-                _ => (
-                    clusterdns::source::file::parse_objects(
+                _ => {
+                    let loaded = clusterdns::source::file::parse_objects(
                         clusterdns::source::file::EMBEDDED_SAMPLE,
                         Path::new("<embedded sample>"),
-                    )?,
-                    "<embedded sample>".to_string(),
-                ),
+                    )?;
+                    let counts = clusterdns::app::snapshot_counts(&cfg, loaded.objects);
+                    (counts, loaded.skipped, "<embedded sample>".to_string())
+                }
             };
-            for e in &loaded.skipped {
+            for e in &skipped {
                 println!("skipped: {e}");
             }
-            let counts = clusterdns::app::snapshot_counts(&cfg, loaded.objects);
             println!("source: file {name}");
             println!(
                 "would serve: {} services, {} endpoints, {} pods, {} namespaces, {} records",

@@ -149,6 +149,9 @@ impl Reloader {
             lc.set_timings(&new.health);
         }
         self.metrics.set_legacy_forward(new.forward.legacy_metrics);
+        // Plugins turned on (the query log, hosts, ...) show in `coredns_plugin_enabled`.
+        self.metrics
+            .enable_plugins(&crate::ops::metrics::plugins_for(&new));
         if new.cluster != self.current.cluster {
             let _ = self.settings.send(new.cluster.clone());
         }

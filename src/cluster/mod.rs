@@ -13,8 +13,20 @@ use std::time::SystemTime;
 
 pub use objects::{Kind, Object, ObjectKey};
 
-/// What a source tells the zone builder. A source emits these on one channel; the builder
-/// coalesces whatever is pending into one new snapshot.
+/// What a source tells the zone builder. A source emits these on one bounded channel (a source
+/// that outruns the builder waits, so nothing piles up in between); the builder coalesces
+/// whatever is pending into one new snapshot.
+///
+/// A complete list of a kind arrives as a stream, never as one collection: [`ListBegin`], one
+/// [`Listed`] per object, [`ListEnd`]. The builder applies each listed object as it comes,
+/// marking it; at `ListEnd` it removes the objects of the kind that were not listed (mark and
+/// sweep) and publishes everything the list changed at once. So a list of any size costs no
+/// more memory than the objects that changed, and DNS answers the last complete state until
+/// the list is complete.
+///
+/// [`ListBegin`]: ClusterEvent::ListBegin
+/// [`Listed`]: ClusterEvent::Listed
+/// [`ListEnd`]: ClusterEvent::ListEnd
 #[derive(Debug, Clone)]
 pub enum ClusterEvent {
     /// An object was added or changed. `changed_at` is when the change happened in the cluster,
@@ -26,11 +38,20 @@ pub enum ClusterEvent {
     },
     /// An object was deleted.
     Delete { key: ObjectKey },
-    /// A complete list of one kind (first sync or relist after a dropped watch or 410 Gone):
-    /// objects of that kind not in the list are gone. Marks the kind synced.
+    /// A complete list of `kind` begins (the first sync, a relist after a 410 Gone, or a file
+    /// read again): the [`ClusterEvent::Listed`] objects that follow are the kind's whole
+    /// state. A `ListBegin` before the previous list's `ListEnd` starts the list over.
+    ListBegin { kind: Kind },
+    /// One object of the list in progress of its kind.
+    Listed { object: Object },
+    /// The list of `kind` is complete: objects of the kind not listed since its `ListBegin` are
+    /// gone. Marks the kind synced.
+    ListEnd { kind: Kind },
+    /// A complete list of one kind given at once (tests, benchmarks): the same as `ListBegin`,
+    /// `Listed` for each object, `ListEnd`.
     Relist { kind: Kind, objects: Vec<Object> },
-    /// The complete cluster (the file source): replaces every kind and marks all synced.
+    /// The complete cluster given at once (`check`, tests): every kind listed as by `Relist`.
     ReplaceAll { objects: Vec<Object> },
-    /// A watch restarted (dropped, expired, or errored); for metrics.
+    /// A watch restarted (dropped, expired, or errored); for the event log of tests.
     WatchRestart { kind: Kind },
 }

@@ -128,6 +128,14 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every kind, in the order a whole cluster is applied.
+    pub const ALL: [Kind; 4] = [
+        Kind::Namespace,
+        Kind::Service,
+        Kind::EndpointSlice,
+        Kind::Pod,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Namespace => "Namespace",
@@ -147,6 +155,15 @@ pub struct ObjectKey {
 }
 
 impl Object {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Object::Service(_) => Kind::Service,
+            Object::Slice(_) => Kind::EndpointSlice,
+            Object::Pod(_) => Kind::Pod,
+            Object::Namespace(_) => Kind::Namespace,
+        }
+    }
+
     pub fn key(&self) -> ObjectKey {
         match self {
             Object::Service(s) => ObjectKey {

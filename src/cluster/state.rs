@@ -4,6 +4,12 @@
 //! only those services, namespaces and pods. Objects equal to what is already held change
 //! nothing, so a relist that finds the cluster as it was publishes no new snapshot.
 //!
+//! A complete list of a kind is applied as a mark and sweep ([`ClusterState::begin_list`],
+//! then each listed object, then [`ClusterState::end_list`]): every object carries a mark that
+//! the list's begin clears and listing the object sets, and the list's end removes what is still
+//! unmarked. A list thus never holds a second copy of anything: not of the objects (they arrive
+//! one by one), not of their keys.
+//!
 //! The state is held for as long as the server runs, so it keeps each object in the least
 //! memory that still rebuilds every record after any change or config reload: names are
 //! interned (one allocation per distinct namespace and service name), an EndpointSlice's
@@ -11,9 +17,12 @@
 //! bytes), and a pod is its name and addresses in a map per namespace.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::hash::{BuildHasher, RandomState};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::SystemTime;
+
+use hashbrown::HashTable;
 
 use super::ClusterEvent;
 use super::objects::{
@@ -44,6 +53,20 @@ impl Changes {
             && self.namespaces.is_empty()
             && self.ns_touched.is_empty()
             && self.pods.is_empty()
+    }
+
+    /// Adds what `later` touched (pod changes in order, after these).
+    pub fn merge(&mut self, later: Changes) {
+        self.services.extend(later.services);
+        self.namespaces.extend(later.namespaces);
+        self.ns_touched.extend(later.ns_touched);
+        self.pods.extend(later.pods);
+        for (k, t) in later.changed_at {
+            let e = self.changed_at.entry(k).or_insert(t);
+            if t < *e {
+                *e = t;
+            }
+        }
     }
 }
 
@@ -81,22 +104,21 @@ impl Addrs {
     }
 }
 
-/// A pod as the state holds it: its addresses and its name in one allocation, looked up by
-/// the name.
+/// A pod as the state holds it: its list mark, addresses and name in one allocation, looked
+/// up by the name.
 #[derive(Debug, Clone)]
 struct PodRec(Box<[u8]>);
 
-impl PartialEq for PodRec {
-    fn eq(&self, o: &Self) -> bool {
-        self.name() == o.name()
-    }
-}
-impl Eq for PodRec {}
+/// [`PodRec`]'s first byte: the pod was listed by the list in progress (or changed since it
+/// began).
+const POD_LISTED: u8 = 1;
 
 impl PodRec {
-    /// Layout: address count (LEB128), then per address 4 or 6 and its bytes, then the name.
+    /// Layout: the mark byte, the address count (LEB128), then per address 4 or 6 and its
+    /// bytes, then the name.
     fn new(name: &str, ips: &Addrs) -> Self {
-        let mut b = Vec::with_capacity(1 + 5 + name.len());
+        let mut b = Vec::with_capacity(2 + 5 + name.len());
+        b.push(POD_LISTED);
         put_len(&mut b, ips.iter().count());
         for ip in ips.iter() {
             match ip {
@@ -113,10 +135,20 @@ impl PodRec {
         b.extend_from_slice(name.as_bytes());
         PodRec(b.into_boxed_slice())
     }
+    fn listed(&self) -> bool {
+        self.0[0] & POD_LISTED != 0
+    }
+    fn set_listed(&mut self, listed: bool) {
+        self.0[0] = if listed { POD_LISTED } else { 0 };
+    }
+    /// Same name and addresses (the mark aside).
+    fn same(&self, o: &PodRec) -> bool {
+        self.0[1..] == o.0[1..]
+    }
     /// The addresses, and where the name starts.
     fn decode(&self) -> (Vec<IpAddr>, usize) {
         let b = &self.0;
-        let mut p = 0;
+        let mut p = 1;
         let n = get_len(b, &mut p);
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
@@ -138,7 +170,7 @@ impl PodRec {
     }
     fn name(&self) -> &str {
         let b = &self.0;
-        let mut p = 0;
+        let mut p = 1;
         let n = get_len(b, &mut p);
         for _ in 0..n {
             p += if b[p] == 4 { 5 } else { 17 };
@@ -150,22 +182,26 @@ impl PodRec {
     }
 }
 
-impl std::hash::Hash for PodRec {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        // as the name hashes: the set is looked up by name
-        self.name().hash(h)
-    }
-}
-
-impl std::borrow::Borrow<str> for PodRec {
-    fn borrow(&self) -> &str {
-        self.name()
-    }
-}
-
-/// Pods of one namespace, by name (`PodRec` equality is by name too).
+/// Pods of one namespace, by name. A table rather than a set: the list mark inside a record
+/// changes in place.
 #[derive(Debug, Default)]
-struct Pods(HashSet<PodRec>);
+struct Pods(HashTable<PodRec>);
+
+impl Pods {
+    fn find_mut(&mut self, h: &RandomState, name: &str) -> Option<&mut PodRec> {
+        self.0.find_mut(h.hash_one(name), |r| r.name() == name)
+    }
+    fn insert_new(&mut self, h: &RandomState, rec: PodRec) {
+        self.0
+            .insert_unique(h.hash_one(rec.name()), rec, |r| h.hash_one(r.name()));
+    }
+    fn take(&mut self, h: &RandomState, name: &str) -> Option<PodRec> {
+        match self.0.find_entry(h.hash_one(name), |r| r.name() == name) {
+            Ok(e) => Some(e.remove().0),
+            Err(_) => None,
+        }
+    }
+}
 
 /// What records a service gets (see [`ServiceKind`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -404,7 +440,23 @@ impl SliceEntry {
 #[derive(Debug, Default)]
 struct ServiceSlot {
     service: Option<ServiceEntry>,
+    /// The Service was listed by the list in progress (or changed since it began).
+    listed: bool,
     slices: SliceNames,
+}
+
+/// An EndpointSlice and its list mark.
+#[derive(Debug)]
+struct SliceSlot {
+    entry: SliceEntry,
+    listed: bool,
+}
+
+/// A Namespace and its list mark.
+#[derive(Debug)]
+struct NamespaceSlot {
+    info: NamespaceInfo,
+    listed: bool,
 }
 
 /// Slice names, sorted; most services have one slice.
@@ -455,11 +507,13 @@ impl SliceNames {
 pub struct ClusterState {
     /// `(namespace, service)` → the Service and the names of its slices.
     services: HashMap<Key, ServiceSlot>,
-    slices: HashMap<Key, SliceEntry>,
+    slices: HashMap<Key, SliceSlot>,
     pub services_by_ns: HashMap<Arc<str>, BTreeSet<Arc<str>>>,
     /// Pods: namespace → pod name → addresses.
     pods: HashMap<Arc<str>, Pods>,
-    pub namespaces: HashMap<Arc<str>, NamespaceInfo>,
+    /// How pod names hash in [`Pods`].
+    pod_hasher: RandomState,
+    namespaces: HashMap<Arc<str>, NamespaceSlot>,
     /// Kinds that have completed a full list.
     pub synced: BTreeSet<Kind>,
     /// Namespace and service names, one allocation each.
@@ -488,26 +542,26 @@ impl ClusterState {
                 self.upsert(object, changes);
             }
             ClusterEvent::Delete { key } => self.remove(&key, changes),
+            ClusterEvent::ListBegin { kind } => self.begin_list(kind),
+            ClusterEvent::Listed { object } => self.upsert(object, changes),
+            ClusterEvent::ListEnd { kind } => self.end_list(kind, changes),
             ClusterEvent::Relist { kind, objects } => {
-                self.relist(kind, objects, changes);
-                self.synced.insert(kind);
-                self.sweep();
+                self.begin_list(kind);
+                for o in objects {
+                    self.upsert(o, changes);
+                }
+                self.end_list(kind, changes);
             }
             ClusterEvent::ReplaceAll { objects } => {
-                let mut by_kind: HashMap<Kind, Vec<Object>> = HashMap::new();
+                for kind in Kind::ALL {
+                    self.begin_list(kind);
+                }
                 for o in objects {
-                    by_kind.entry(o.key().kind).or_default().push(o);
+                    self.upsert(o, changes);
                 }
-                for kind in [
-                    Kind::Namespace,
-                    Kind::Service,
-                    Kind::EndpointSlice,
-                    Kind::Pod,
-                ] {
-                    self.relist(kind, by_kind.remove(&kind).unwrap_or_default(), changes);
-                    self.synced.insert(kind);
+                for kind in Kind::ALL {
+                    self.end_list(kind, changes);
                 }
-                self.sweep();
             }
             ClusterEvent::WatchRestart { .. } => {}
         }
@@ -532,6 +586,100 @@ impl ClusterState {
     /// Whether any EndpointSlice names the service.
     pub fn has_slices(&self, k: &Key) -> bool {
         self.services.get(k).is_some_and(|s| !s.slices.is_empty())
+    }
+
+    /// A Namespace object held.
+    pub fn namespace(&self, name: &str) -> Option<&NamespaceInfo> {
+        self.namespaces.get(name).map(|n| &n.info)
+    }
+
+    /// The names of every Namespace object held.
+    pub fn namespace_names(&self) -> impl Iterator<Item = &Arc<str>> {
+        self.namespaces.keys()
+    }
+
+    /// Every object held, by kind: Namespace objects, Services, EndpointSlices, Pods.
+    pub fn counts(&self) -> [usize; 4] {
+        [
+            self.namespaces.len(),
+            self.service_keys().count(),
+            self.slices.len(),
+            self.pods.values().map(|p| p.0.len()).sum(),
+        ]
+    }
+
+    /// A complete list of `kind` begins: every object of the kind is unmarked. Listing an
+    /// object marks it (so does any change to it); [`Self::end_list`] removes the unmarked.
+    pub fn begin_list(&mut self, kind: Kind) {
+        match kind {
+            Kind::Service => self.services.values_mut().for_each(|s| s.listed = false),
+            Kind::EndpointSlice => self.slices.values_mut().for_each(|s| s.listed = false),
+            Kind::Pod => self
+                .pods
+                .values_mut()
+                .flat_map(|p| p.0.iter_mut())
+                .for_each(|r| r.set_listed(false)),
+            Kind::Namespace => self.namespaces.values_mut().for_each(|n| n.listed = false),
+        }
+    }
+
+    /// The list of `kind` is complete: whatever of the kind it did not mark is gone. Marks the
+    /// kind synced.
+    pub fn end_list(&mut self, kind: Kind, changes: &mut Changes) {
+        match kind {
+            Kind::Service => {
+                let gone: Vec<Key> = self
+                    .services
+                    .iter()
+                    .filter(|(_, s)| s.service.is_some() && !s.listed)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for (ns, n) in gone {
+                    self.remove(&key(kind, &ns, &n), changes);
+                }
+            }
+            Kind::EndpointSlice => {
+                let gone: Vec<Key> = self
+                    .slices
+                    .iter()
+                    .filter(|(_, s)| !s.listed)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for (ns, n) in gone {
+                    self.remove(&key(kind, &ns, &n), changes);
+                }
+            }
+            Kind::Pod => {
+                for (ns, pods) in self.pods.iter_mut() {
+                    pods.0.retain(|r| {
+                        if !r.listed() {
+                            changes.pods.push((
+                                Some(PodAddrs {
+                                    namespace: ns.clone(),
+                                    ips: r.ips(),
+                                }),
+                                None,
+                            ));
+                        }
+                        r.listed()
+                    });
+                }
+                self.pods.retain(|_, p| !p.0.is_empty());
+            }
+            Kind::Namespace => {
+                let gone: Vec<Arc<str>> = self
+                    .namespaces
+                    .iter()
+                    .filter(|(_, n)| !n.listed)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                for n in gone {
+                    self.remove(&key(kind, &Arc::from(""), &n), changes);
+                }
+            }
+        }
+        self.synced.insert(kind);
+        self.sweep();
     }
 
     /// The one shared copy of a namespace or service name.
@@ -587,53 +735,6 @@ impl ClusterState {
         }
     }
 
-    fn relist(&mut self, kind: Kind, objects: Vec<Object>, changes: &mut Changes) {
-        let listed: HashSet<ObjectKey> = objects.iter().map(Object::key).collect();
-        let gone: Vec<ObjectKey> = match kind {
-            Kind::Service => self
-                .service_keys()
-                .map(|(ns, n)| key(kind, ns, n))
-                .collect(),
-            Kind::EndpointSlice => self.slices.keys().map(|(ns, n)| key(kind, ns, n)).collect(),
-            Kind::Pod => self
-                .pods
-                .iter()
-                .flat_map(|(ns, pods)| {
-                    pods.0
-                        .iter()
-                        .map(move |p| key(kind, ns, &Arc::from(p.name())))
-                })
-                .collect(),
-            Kind::Namespace => self
-                .namespaces
-                .keys()
-                .map(|n| key(kind, &Arc::from(""), n))
-                .collect(),
-        };
-        for k in gone.into_iter().filter(|k| !listed.contains(k)) {
-            self.remove(&k, changes);
-        }
-        drop(listed);
-        // Everything the state keeps is allocated before any of the objects is freed: freed
-        // memory handed straight back out (the allocator's per-thread cache does that) would
-        // place what is kept for good among the list's freed pages, which then could never be
-        // returned to the system.
-        let compact: Vec<Compact> = objects.iter().map(|o| self.compact(o)).collect();
-        drop(objects);
-        match kind {
-            Kind::Service => self
-                .services
-                .reserve(compact.len().saturating_sub(self.services.len())),
-            Kind::EndpointSlice => self
-                .slices
-                .reserve(compact.len().saturating_sub(self.slices.len())),
-            _ => {}
-        }
-        for c in compact {
-            self.put(c, changes);
-        }
-    }
-
     fn upsert(&mut self, object: Object, changes: &mut Changes) {
         let c = self.compact(&object);
         drop(object);
@@ -672,7 +773,10 @@ impl ClusterState {
     fn put(&mut self, c: Compact, changes: &mut Changes) {
         match c {
             Compact::Service(k, e) => {
-                if self.service(&k) == Some(&e) {
+                if let Some(slot) = self.services.get_mut(&k)
+                    && slot.service.as_ref() == Some(&e)
+                {
+                    slot.listed = true;
                     return;
                 }
                 self.services_by_ns
@@ -681,14 +785,19 @@ impl ClusterState {
                     .insert(k.1.clone());
                 changes.ns_touched.insert(k.0.clone());
                 changes.services.insert(k.clone());
-                self.services.entry(k).or_default().service = Some(e);
+                let slot = self.services.entry(k).or_default();
+                slot.service = Some(e);
+                slot.listed = true;
             }
             Compact::Slice(k, e) => {
-                if self.slices.get(&k) == Some(&e) {
+                if let Some(slot) = self.slices.get_mut(&k)
+                    && slot.entry == e
+                {
+                    slot.listed = true;
                     return;
                 }
                 if let Some(old) = self.slices.remove(&k) {
-                    self.unlink_slice(&k, &old, changes);
+                    self.unlink_slice(&k, &old.entry, changes);
                 }
                 if let Some(svc) = &e.service {
                     let sk = (k.0.clone(), svc.clone());
@@ -699,33 +808,52 @@ impl ClusterState {
                         .insert(&k.1);
                     changes.services.insert(sk);
                 }
-                self.slices.insert(k, e);
+                self.slices.insert(
+                    k,
+                    SliceSlot {
+                        entry: e,
+                        listed: true,
+                    },
+                );
             }
             Compact::Pod(ns, rec) => {
+                let h = &self.pod_hasher;
                 let pods = self.pods.entry(ns.clone()).or_default();
-                let old = pods.0.get(rec.name());
-                if old.is_some_and(|o| o.0 == rec.0) {
-                    return;
-                }
-                let old = old.map(|o| PodAddrs {
+                let new = PodAddrs {
                     namespace: ns.clone(),
-                    ips: o.ips(),
-                });
-                changes.pods.push((
-                    old,
-                    Some(PodAddrs {
-                        namespace: ns,
-                        ips: rec.ips(),
-                    }),
-                ));
-                pods.0.replace(rec);
+                    ips: rec.ips(),
+                };
+                match pods.find_mut(h, rec.name()) {
+                    Some(old) if old.same(&rec) => old.set_listed(true),
+                    Some(old) => {
+                        let before = PodAddrs {
+                            namespace: ns,
+                            ips: old.ips(),
+                        };
+                        *old = rec;
+                        changes.pods.push((Some(before), Some(new)));
+                    }
+                    None => {
+                        pods.insert_new(h, rec);
+                        changes.pods.push((None, Some(new)));
+                    }
+                }
             }
             Compact::Namespace(n) => {
-                if self.namespaces.get(&n.name) == Some(&n) {
+                if let Some(slot) = self.namespaces.get_mut(&n.name)
+                    && slot.info == n
+                {
+                    slot.listed = true;
                     return;
                 }
                 changes.namespaces.insert(n.name.clone());
-                self.namespaces.insert(n.name.clone(), n);
+                self.namespaces.insert(
+                    n.name.clone(),
+                    NamespaceSlot {
+                        info: n,
+                        listed: true,
+                    },
+                );
             }
         }
     }
@@ -770,7 +898,7 @@ impl ClusterState {
             }
             Kind::EndpointSlice => {
                 if let Some((k, old)) = self.slices.remove_entry(&k) {
-                    self.unlink_slice(&k, &old, changes);
+                    self.unlink_slice(&k, &old.entry, changes);
                 }
             }
             Kind::Pod => {
@@ -778,7 +906,7 @@ impl ClusterState {
                     return;
                 };
                 let pods = self.pods.get_mut(&ns).expect("just found");
-                if let Some(old) = pods.0.take(&*k.1) {
+                if let Some(old) = pods.take(&self.pod_hasher, &k.1) {
                     changes.pods.push((
                         Some(PodAddrs {
                             namespace: ns.clone(),
@@ -809,6 +937,7 @@ impl ClusterState {
         names
             .iter()
             .filter_map(move |n| self.slices.get(&(ns.clone(), n.clone())))
+            .map(|s| &s.entry)
     }
 
     /// Every pod held.
@@ -908,21 +1037,219 @@ mod tests {
             vec!["10.0.0.1".parse().unwrap(), "fd00::1".parse().unwrap()],
             many,
         ];
-        let mut set = HashSet::new();
+        let h = RandomState::new();
+        let mut set = Pods::default();
         for (i, ips) in cases.iter().enumerate() {
             let name = format!("pod-{i}");
             let r = PodRec::new(&name, &Addrs::new(ips));
             assert_eq!(r.name(), name);
+            assert!(r.listed());
             assert_eq!(r.ips().iter().collect::<Vec<_>>(), *ips);
-            set.insert(r);
+            set.insert_new(&h, r);
         }
         for (i, ips) in cases.iter().enumerate() {
-            assert_eq!(
-                set.get(format!("pod-{i}").as_str())
-                    .map(|r| r.ips().iter().collect::<Vec<_>>()),
-                Some(ips.clone())
-            );
+            let found = set.find_mut(&h, &format!("pod-{i}")).expect("found");
+            assert_eq!(found.ips().iter().collect::<Vec<_>>(), *ips);
+            found.set_listed(false);
+            assert!(!found.listed());
+            assert_eq!(found.name(), format!("pod-{i}"));
         }
-        assert!(set.get("pod-9").is_none());
+        assert!(set.find_mut(&h, "pod-9").is_none());
+        assert!(set.take(&h, "pod-1").is_some());
+        assert!(set.take(&h, "pod-1").is_none());
+    }
+
+    fn svc(ns: &str, name: &str, ip: &str) -> Object {
+        Object::Service(ServiceInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            kind: ServiceKind::ClusterIp(vec![ip.parse().unwrap()]),
+            ports: vec![],
+            publish_not_ready: false,
+            labels: Default::default(),
+        })
+    }
+
+    fn pod(ns: &str, name: &str, ip: &str) -> Object {
+        Object::Pod(crate::cluster::objects::PodInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            ips: vec![ip.parse().unwrap()],
+        })
+    }
+
+    fn slice_of(ns: &str, name: &str, service: &str, ip: &str) -> Object {
+        Object::Slice(SliceInfo {
+            namespace: ns.into(),
+            name: name.into(),
+            service: Some(service.into()),
+            endpoints: vec![EndpointInfo {
+                addresses: vec![ip.parse().unwrap()],
+                ready: true,
+                hostname: None,
+                pod_name: None,
+            }],
+            ports: vec![],
+        })
+    }
+
+    fn ns(name: &str) -> Object {
+        Object::Namespace(NamespaceInfo {
+            name: name.into(),
+            labels: Default::default(),
+        })
+    }
+
+    fn listed(st: &mut ClusterState, kind: Kind, objects: Vec<Object>) -> Changes {
+        let mut c = Changes::default();
+        st.apply(ClusterEvent::ListBegin { kind }, &mut c);
+        for object in objects {
+            st.apply(ClusterEvent::Listed { object }, &mut c);
+        }
+        st.apply(ClusterEvent::ListEnd { kind }, &mut c);
+        c
+    }
+
+    fn key_of(ns: &str, n: &str) -> Key {
+        (ns.into(), n.into())
+    }
+
+    /// A list marks what it contains and sweeps the rest; an unchanged object changes nothing.
+    #[test]
+    fn a_list_sweeps_what_it_did_not_mark() {
+        let mut st = ClusterState::default();
+        let c = listed(
+            &mut st,
+            Kind::Service,
+            vec![svc("a", "x", "10.0.0.1"), svc("a", "y", "10.0.0.2")],
+        );
+        assert_eq!(c.services.len(), 2);
+        listed(
+            &mut st,
+            Kind::Pod,
+            vec![pod("a", "p", "10.1.0.1"), pod("a", "q", "10.1.0.2")],
+        );
+        listed(&mut st, Kind::Namespace, vec![ns("a"), ns("b")]);
+        listed(
+            &mut st,
+            Kind::EndpointSlice,
+            vec![
+                slice_of("a", "x-1", "x", "10.1.0.1"),
+                slice_of("a", "y-1", "y", "10.1.0.2"),
+            ],
+        );
+        assert_eq!(st.counts(), [2, 2, 2, 2]);
+
+        // The same cluster listed again: nothing changes.
+        assert!(
+            listed(
+                &mut st,
+                Kind::Service,
+                vec![svc("a", "y", "10.0.0.2"), svc("a", "x", "10.0.0.1")]
+            )
+            .is_empty()
+        );
+        assert!(
+            listed(
+                &mut st,
+                Kind::Pod,
+                vec![pod("a", "q", "10.1.0.2"), pod("a", "p", "10.1.0.1")]
+            )
+            .is_empty()
+        );
+        assert!(listed(&mut st, Kind::Namespace, vec![ns("b"), ns("a")]).is_empty());
+
+        // One of each gone, one changed.
+        let c = listed(&mut st, Kind::Service, vec![svc("a", "y", "10.0.0.22")]);
+        assert_eq!(
+            c.services,
+            HashSet::from([key_of("a", "x"), key_of("a", "y")])
+        );
+        assert!(st.service(&key_of("a", "x")).is_none());
+        assert!(
+            st.has_slices(&key_of("a", "x")),
+            "the slice of a deleted service stays"
+        );
+        let c = listed(&mut st, Kind::Pod, vec![pod("a", "q", "10.1.0.3")]);
+        assert_eq!(c.pods.len(), 2, "{:?}", c.pods);
+        let c = listed(
+            &mut st,
+            Kind::EndpointSlice,
+            vec![slice_of("a", "y-1", "y", "10.1.0.2")],
+        );
+        assert_eq!(c.services, HashSet::from([key_of("a", "x")]));
+        assert!(!st.has_slices(&key_of("a", "x")));
+        let c = listed(&mut st, Kind::Namespace, vec![ns("b")]);
+        assert_eq!(c.namespaces.len(), 1);
+        assert_eq!(st.counts(), [1, 1, 1, 1]);
+        let mut pods = Vec::new();
+        st.for_each_pod(|p| pods.extend(p.ips.iter()));
+        assert_eq!(pods, vec!["10.1.0.3".parse::<IpAddr>().unwrap()]);
+    }
+
+    /// A list begun again before its end (a page failed) counts only what the new list lists.
+    #[test]
+    fn a_list_begun_again_starts_over() {
+        let mut st = ClusterState::default();
+        listed(
+            &mut st,
+            Kind::Pod,
+            vec![pod("a", "p", "10.1.0.1"), pod("a", "q", "10.1.0.2")],
+        );
+        let mut c = Changes::default();
+        st.apply(ClusterEvent::ListBegin { kind: Kind::Pod }, &mut c);
+        st.apply(
+            ClusterEvent::Listed {
+                object: pod("a", "p", "10.1.0.1"),
+            },
+            &mut c,
+        );
+        st.apply(ClusterEvent::ListBegin { kind: Kind::Pod }, &mut c);
+        st.apply(
+            ClusterEvent::Listed {
+                object: pod("a", "q", "10.1.0.2"),
+            },
+            &mut c,
+        );
+        st.apply(ClusterEvent::ListEnd { kind: Kind::Pod }, &mut c);
+        assert_eq!(st.counts()[3], 1);
+        let mut left = Vec::new();
+        st.for_each_pod(|p| left.extend(p.ips.iter()));
+        assert_eq!(left, vec!["10.1.0.2".parse::<IpAddr>().unwrap()]);
+    }
+
+    /// Watch events of one kind during another kind's list, and a batch `Relist`, follow the
+    /// same rules.
+    #[test]
+    fn lists_of_kinds_are_independent() {
+        let mut st = ClusterState::default();
+        let mut c = Changes::default();
+        st.apply(ClusterEvent::ListBegin { kind: Kind::Pod }, &mut c);
+        st.apply(
+            ClusterEvent::Listed {
+                object: pod("a", "p", "10.1.0.1"),
+            },
+            &mut c,
+        );
+        st.apply(
+            ClusterEvent::Apply {
+                object: svc("a", "x", "10.0.0.1"),
+                changed_at: None,
+            },
+            &mut c,
+        );
+        st.apply(ClusterEvent::ListEnd { kind: Kind::Pod }, &mut c);
+        assert!(st.service(&key_of("a", "x")).is_some());
+        assert!(st.synced.contains(&Kind::Pod) && !st.synced.contains(&Kind::Service));
+        let mut c = Changes::default();
+        st.apply(
+            ClusterEvent::Relist {
+                kind: Kind::Service,
+                objects: vec![],
+            },
+            &mut c,
+        );
+        assert!(st.service(&key_of("a", "x")).is_none());
+        assert_eq!(st.counts()[3], 1);
     }
 }

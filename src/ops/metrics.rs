@@ -487,6 +487,7 @@ struct Inner {
     snapshot_timestamp: prometheus::Gauge,
     watch_restarts: IntCounterVec,
     relists: IntCounterVec,
+    watch_staleness: WatchStaleness,
     upstream_healthy: IntGaugeVec,
     forward_loops: IntCounterVec,
     dropped: [IntCounter; 3],
@@ -717,6 +718,9 @@ impl Inner {
             "Full relists of a kind from the Kubernetes API (first list included).",
             &["kind"],
         );
+        let watch_staleness = WatchStaleness::new();
+        r.register(Box::new(watch_staleness.clone()))
+            .expect("metric names are unique");
         let upstream_healthy = gauge_vec(
             &r,
             "clusterdns_upstream_healthy",
@@ -782,6 +786,7 @@ impl Inner {
             snapshot_timestamp,
             watch_restarts,
             relists,
+            watch_staleness,
             upstream_healthy,
             forward_loops,
             dropped,
@@ -958,6 +963,11 @@ impl Metrics {
     pub fn set_cache_entries(&self, kind: CacheKind, n: usize) {
         self.inner().cache_entries[kind as usize].set(n as i64);
     }
+    /// Entries of one kind added to (or, negative, removed from) one of several caches: the
+    /// gauge is their sum (a domain's own cache beside the shared one).
+    pub fn add_cache_entries(&self, kind: CacheKind, delta: i64) {
+        self.inner().cache_entries[kind as usize].add(delta);
+    }
     /// `coredns_hosts_entries{hostsfile}` (the file's path).
     pub fn set_hosts_entries(&self, file: &str, n: usize) {
         self.inner()
@@ -980,6 +990,12 @@ impl Metrics {
     /// A full list of `kind` (the first one included).
     pub fn relist(&self, kind: &'static str) {
         self.inner().relists.with_label_values(&[kind]).inc();
+    }
+    /// The handle a source touches whenever the Kubernetes API confirms `kind`'s state (a list
+    /// page, a watch event, a bookmark); `clusterdns_watch_staleness_seconds{kind}` is the time
+    /// since, at each scrape. It counts from now until the first touch.
+    pub fn watch_freshness(&self, kind: &'static str) -> WatchFreshness {
+        self.inner().watch_staleness.handle(kind)
     }
     /// Snapshot contents: `clusterdns_snapshot_objects{kind}`, `clusterdns_snapshot_records`,
     /// and the time it was published (for `clusterdns_snapshot_age_seconds`).
@@ -1276,3 +1292,74 @@ mod hot;
 
 #[cfg(test)]
 mod tests;
+
+/// When the Kubernetes API last confirmed one kind's state; see [`Metrics::watch_freshness`].
+#[derive(Clone, Debug)]
+pub struct WatchFreshness(Arc<AtomicU64>);
+
+impl WatchFreshness {
+    /// The state of the kind was confirmed just now.
+    pub fn touch(&self) {
+        self.0.store(unix_micros(), Ordering::Relaxed);
+    }
+}
+
+fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_micros() as u64
+}
+
+/// `clusterdns_watch_staleness_seconds{kind}`, computed at each scrape from the
+/// [`WatchFreshness`] handles: it keeps growing while the API server is away, and `/ready`
+/// stays up meanwhile (the last state keeps answering), so this is where an outage shows.
+#[derive(Clone)]
+struct WatchStaleness {
+    gauge: prometheus::GaugeVec,
+    kinds: Arc<std::sync::Mutex<Vec<(&'static str, Arc<AtomicU64>)>>>,
+}
+
+impl WatchStaleness {
+    fn new() -> Self {
+        WatchStaleness {
+            gauge: prometheus::GaugeVec::new(
+                Opts::new(
+                    "clusterdns_watch_staleness_seconds",
+                    "Seconds since the Kubernetes API last confirmed the state of a kind (a list page, a watch event or a bookmark).",
+                ),
+                &["kind"],
+            )
+            .expect("valid metric"),
+            kinds: Arc::default(),
+        }
+    }
+
+    fn handle(&self, kind: &'static str) -> WatchFreshness {
+        let mut kinds = self.kinds.lock().unwrap_or_else(|e| e.into_inner());
+        let t = match kinds.iter().find(|(k, _)| *k == kind) {
+            Some((_, t)) => t.clone(),
+            None => {
+                let t = Arc::new(AtomicU64::new(unix_micros()));
+                kinds.push((kind, t.clone()));
+                t
+            }
+        };
+        WatchFreshness(t)
+    }
+}
+
+impl Collector for WatchStaleness {
+    fn desc(&self) -> Vec<&Desc> {
+        self.gauge.desc()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let now = unix_micros();
+        for (kind, t) in self.kinds.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let age = now.saturating_sub(t.load(Ordering::Relaxed)) as f64 / 1e6;
+            self.gauge.with_label_values(&[kind]).set(age);
+        }
+        self.gauge.collect()
+    }
+}

@@ -405,12 +405,13 @@ impl Cache {
 
     fn count(&self, kind: CacheKind, add: bool) {
         let c = self.counter(kind);
-        let n = if add {
-            c.fetch_add(1, Ordering::Relaxed) + 1
+        if add {
+            c.fetch_add(1, Ordering::Relaxed);
         } else {
-            c.fetch_sub(1, Ordering::Relaxed) - 1
-        };
-        self.metrics.set_cache_entries(kind, n);
+            c.fetch_sub(1, Ordering::Relaxed);
+        }
+        self.metrics
+            .add_cache_entries(kind, if add { 1 } else { -1 });
     }
 
     /// Store an upstream reply under `key` if it is cacheable. `reply` is the reply as
@@ -545,6 +546,17 @@ impl Cache {
 
     pub fn is_empty(&self) -> bool {
         self.len() == (0, 0)
+    }
+}
+
+impl Drop for Cache {
+    /// A cache replaced on a reload takes its entries out of `coredns_cache_entries`.
+    fn drop(&mut self) {
+        let (success, denial) = self.len();
+        self.metrics
+            .add_cache_entries(CacheKind::Success, -(success as i64));
+        self.metrics
+            .add_cache_entries(CacheKind::Denial, -(denial as i64));
     }
 }
 
@@ -903,6 +915,29 @@ mod tests {
         c.insert(&key(&qm), &positive(&qm, &[20, 40]), &qm, t0);
         assert_eq!(ttls_of(&c, t0 + Duration::from_secs(5), false), [20, 40]);
         assert_eq!(ttls_of(&c, t0 + Duration::from_secs(25), true), [30, 30]);
+    }
+
+    #[test]
+    fn entries_gauge_sums_every_cache_and_forgets_a_dropped_one() {
+        let m = Arc::new(Metrics::default());
+        let (a, b) = (
+            Cache::new(&cfg(10), m.clone()),
+            Cache::new(&cfg(10), m.clone()),
+        );
+        let t0 = Instant::now();
+        for (c, name) in [(&a, "a.example"), (&b, "b.example"), (&b, "c.example")] {
+            let qm = query(name);
+            c.insert(&key(&qm), &positive(&qm, &[60]), &qm, t0);
+        }
+        let gauge = |m: &Metrics| {
+            m.render()
+                .lines()
+                .find(|l| l.starts_with("coredns_cache_entries{") && l.contains("success"))
+                .map(|l| l.rsplit(' ').next().unwrap().to_string())
+        };
+        assert_eq!(gauge(&m).as_deref(), Some("3"));
+        drop(b);
+        assert_eq!(gauge(&m).as_deref(), Some("1"));
     }
 
     #[test]

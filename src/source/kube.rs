@@ -1,26 +1,48 @@
-//! The live Kubernetes API as a source: kube-rs watchers on Namespaces (metadata only), Services,
-//! EndpointSlices (`discovery.k8s.io/v1`) and, when asked, Pods.
+//! The live Kubernetes API as a source: one list-and-watch loop per kind on Namespaces
+//! (metadata only), Services, EndpointSlices (`discovery.k8s.io/v1`) and, when asked, Pods.
 //!
-//! Each kind runs one `kube::runtime::watcher` stream (list + watch, bookmarks on, paginated lists
-//! of 500) in its own task. Objects are deserialized into trimmed serde types that keep only the
-//! fields DNS needs (no `managedFields`, no annotations but the one this module reads, no pod
-//! spec), converted at once into the compact [`crate::cluster::objects`] types, and dropped:
-//! nothing here keeps objects, there is no reflector store. The zone builder's indexes are the
-//! state.
+//! Each kind lists (pages of [`PAGE_SIZE`], a consistent read) and then watches from the list's
+//! resourceVersion (bookmarks on, server-side timeout 290 s), in a task of its own. Objects are
+//! deserialized into the trimmed types of [`super::trimmed`], converted at once into the compact
+//! [`crate::cluster::objects`] types, and dropped: nothing here keeps objects, there is no
+//! reflector store. The zone builder's indexes are the state.
 //!
 //! What is emitted on the channel, per kind:
-//! - [`ClusterEvent::Relist`] after every complete list (the first sync and every relist after a
-//!   `410 Gone` or a failed list): the `InitApply` objects between kube-rs's `Init` and `InitDone`
-//!   are buffered and sent as one list, so objects deleted while the watch was down disappear.
+//! - a list, streamed as it is read: [`ClusterEvent::ListBegin`], one [`ClusterEvent::Listed`]
+//!   per object of each page as the page arrives, [`ClusterEvent::ListEnd`]. Neither the list
+//!   nor a copy of it is ever held: the builder marks what is listed and sweeps the rest at the
+//!   end (objects deleted while the watch was down disappear), and the channel is bounded, so
+//!   a source faster than the builder waits (and with it, over TCP, the API server).
 //! - [`ClusterEvent::Apply`] / [`ClusterEvent::Delete`] for watch events.
-//! - [`ClusterEvent::WatchRestart`] for every error the watcher reports (410 Gone, a watch or list
-//!   that could not be started, a broken stream). kube-rs resumes a watch that merely ended (server
-//!   timeout, connection closed at a chunk boundary) from its resourceVersion without reporting
-//!   anything, so such a resume emits nothing, and needs nothing.
+//! - [`ClusterEvent::WatchRestart`] for every error (410 Gone, a list or watch that could not be
+//!   started, a broken stream).
+//!
+//! Why a loop of its own rather than kube-runtime's `watcher`: the watcher hides bookmarks (so it
+//! cannot tell a quiet, healthy watch from a dead one: [`WatchFreshness`] needs them), backs off
+//! on a 410 Gone as on a failure (a relist after an API server restart should start at once),
+//! and retries a watch refused with an HTTP 410 from the same resourceVersion forever.
+//!
+//! Retries, as client-go's reflector:
+//! - a watch that ends (the server's timeout, a closed connection at a chunk boundary) resumes
+//!   at once from its resourceVersion; so does one idle for longer than its timeout plus
+//!   [`IDLE_MARGIN`] (a dead connection);
+//! - `410 Gone` (on the watch, or on a page of a list) lists again at once: the relist after an
+//!   API server restart starts the moment the server answers. Only when a list is of no use
+//!   twice in a row (its own pages expire, or the first watch from it is refused with 410: the
+//!   server compacts faster than a list takes) does the next list wait, as after a failure;
+//! - anything else (refused, reset, 5xx) retries after a delay growing from 800 ms to 30 s
+//!   (never more: an API server back from an outage is seen within 30 s), except that the first
+//!   failure after 10 quiet seconds retries at once ([`Retry`]); a list or a watch event starts
+//!   the delays over.
 //!
 //! While the API server is away, nothing but `WatchRestart` is emitted, so the last snapshot keeps
-//! serving unchanged; when it returns, the watch resumes from its resourceVersion (replaying what
-//! was missed) or, if that history is gone, relists.
+//! serving unchanged (and `/ready` stays up: the data is still good);
+//! `clusterdns_watch_staleness_seconds{kind}` grows. When the server returns, the watch resumes
+//! from its resourceVersion (replaying what was missed) or, if that history is gone, relists.
+//!
+//! Lists are consistent reads (no `resourceVersion`): a relist after a 410 must not go back in
+//! time, which a lagging watch cache could make it do. Pods are listed and watched with
+//! [`POD_FIELD_SELECTOR`], as CoreDNS does; the label selector applies to Services only.
 //!
 //! Bad objects (an unparsable IP, an unknown protocol, a missing name) are logged with
 //! `tracing::warn!` naming the object and skipped. A watch event that turns a good object bad
@@ -31,48 +53,40 @@
 //! - EndpointSlice: the `endpoints.kubernetes.io/last-change-trigger-time` annotation (RFC 3339),
 //!   when present and valid, as CoreDNS does.
 //! - Service: `metadata.creationTimestamp`, only for the first watch event of a service this
-//!   source has not seen before (i.e. a creation, kube-rs merges ADDED and MODIFIED into `Apply`)
+//!   source has not seen before (i.e. a creation, the API's ADDED and MODIFIED are one `Apply`)
 //!   and only when that timestamp is less than [`FRESH_CREATION`] old (a service that starts
 //!   matching the label selector long after its creation is not a creation).
-//! - Pod, Namespace, and every object in a `Relist`: none.
+//! - Pod, Namespace, and every listed object: none.
 //!
-//! Retries use kube-rs's default watcher backoff (800 ms doubling to 30 s, jittered: client-go's
-//! parameters), except that the first error after 10 quiet seconds is retried at once
-//! ([`QuickRetry`]): a `410 Gone` relists in milliseconds, not after 0.8-1.6 s. Lists are
-//! consistent reads (kube-rs's default `MostRecent`, no `resourceVersion=0`): a relist after a 410
-//! must not go back in time, which a lagging watch cache could make it do. Pods are watched with
-//! [`POD_FIELD_SELECTOR`], as CoreDNS does; the label selector applies to Services only.
-//!
-//! Metrics: `watch_restart(kind)` for every `WatchRestart`; `relist(kind)` for every complete
-//! list after the first one of the kind (the initial sync is not a relist).
+//! Metrics (a handle passed in): `watch_restart(kind)` for every `WatchRestart` (counted by the
+//! zone builder as it receives it); `relist(kind)` for every complete
+//! list after the first one of the kind (the initial sync is not a relist); the kind's
+//! [`WatchFreshness`] on every list page, watch event and bookmark.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::fmt::Debug;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use k8s_openapi::api::core::v1::{
-    Namespace, ObjectReference, Pod, PodIP, PodStatus, Service, ServicePort, ServiceSpec,
-};
-use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort, EndpointSlice};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::Api;
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ListMeta, ObjectMeta};
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
 use kube::core::PartialObjectMeta;
-use kube::runtime::WatchStreamExt;
-use kube::runtime::utils::Backoff;
-use kube::runtime::watcher::{self, DefaultBackoff, Event};
-use kube::{Client, Resource};
-use serde::Deserialize;
-use serde::de::{DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
-use tokio::sync::mpsc::UnboundedSender;
+use kube::{Client, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::mpsc::Sender;
 use tokio::task::JoinSet;
 
-use crate::cluster::objects::{NamespaceInfo, PodInfo, ServiceInfo, SliceInfo};
-use crate::cluster::{ClusterEvent, Kind, Object, ObjectKey};
+use super::pages::ItemSplitter;
+use super::trimmed::{
+    Converted, TrimPod, TrimService, TrimSlice, convert_namespace, convert_pod, convert_service,
+    convert_slice,
+};
+use crate::cluster::{ClusterEvent, Kind, ObjectKey};
 use crate::error::{ObjectError, SourceError};
-use crate::ops::metrics::Metrics;
+use crate::ops::metrics::{Metrics, WatchFreshness};
 
 /// How the API source connects and what it watches.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -92,10 +106,6 @@ pub struct KubeSourceOptions {
     pub watch_endpoints: bool,
 }
 
-/// The annotation the EndpointSlice controller sets to the time of the change that triggered
-/// the slice's last update.
-pub const LAST_CHANGE_TRIGGER_TIME: &str = "endpoints.kubernetes.io/last-change-trigger-time";
-
 /// A service first seen on the watch counts as created (and gets `changed_at` =
 /// `creationTimestamp`) only if it was created less than this long ago.
 pub const FRESH_CREATION: Duration = Duration::from_secs(60);
@@ -105,16 +115,26 @@ pub const FRESH_CREATION: Duration = Duration::from_secs(60);
 pub const POD_FIELD_SELECTOR: &str =
     "status.phase!=Succeeded,status.phase!=Failed,status.phase!=Unknown";
 
+/// Objects per list page (client-go's and kube-runtime's default).
+pub const PAGE_SIZE: u32 = 500;
+
+/// The server-side watch timeout, in seconds (kube-runtime's default; client-go picks 5-10 min).
+const WATCH_TIMEOUT_SECS: u32 = 290;
+
+/// A watch silent for its timeout plus this long is taken for a dead connection.
+pub const IDLE_MARGIN: Duration = Duration::from_secs(5);
+
 /// Runs until `shutdown` becomes true (or its sender is dropped), or until `tx` is closed.
 ///
-/// Emits, per watched kind, [`ClusterEvent::Relist`] after each complete (re)list,
-/// [`ClusterEvent::Apply`] / [`ClusterEvent::Delete`] for watch events, and
-/// [`ClusterEvent::WatchRestart`] for every watch error. Returns an error only if no client can be
-/// built (no usable kubeconfig or in-cluster config); once running, API errors are retried
-/// forever with backoff. Relists and watch restarts are counted in `metrics`.
+/// Emits, per watched kind, each complete (re)list as it is read ([`ClusterEvent::ListBegin`],
+/// [`ClusterEvent::Listed`] each, [`ClusterEvent::ListEnd`]), [`ClusterEvent::Apply`] /
+/// [`ClusterEvent::Delete`] for watch events, and [`ClusterEvent::WatchRestart`] for every
+/// error. Returns an error only if no client can be built (no usable kubeconfig or in-cluster
+/// config); once running, API errors are retried forever. Relists and the kinds' freshness are
+/// counted in `metrics` (watch restarts by the zone builder, from `WatchRestart`).
 pub async fn run(
     opts: KubeSourceOptions,
-    tx: UnboundedSender<ClusterEvent>,
+    tx: Sender<ClusterEvent>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
     metrics: Arc<Metrics>,
 ) -> Result<(), SourceError> {
@@ -127,50 +147,52 @@ pub async fn run(
     );
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(watch_kind(
-        Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
-        watcher::Config::default(),
-        Kind::Namespace,
+    tasks.spawn(
+        KindLoop::new(
+            Api::<PartialObjectMeta<Namespace>>::all(client.clone()),
+            Kind::Namespace,
+            convert_namespace,
+            tx.clone(),
+            &metrics,
+        )
+        .run(),
+    );
+    let mut services = KindLoop::new(
+        Api::<TrimService>::all(client.clone()),
+        Kind::Service,
+        convert_service,
         tx.clone(),
-        convert_namespace,
-        metrics.clone(),
-    ));
-    let mut svc_cfg = watcher::Config::default();
-    if let Some(sel) = opts
+        &metrics,
+    );
+    services.labels = opts
         .service_label_selector
         .as_deref()
         .map(str::trim)
         .filter(|s| !s.is_empty())
-    {
-        svc_cfg = svc_cfg.labels(sel);
-    }
-    tasks.spawn(watch_kind(
-        Api::<TrimService>::all(client.clone()),
-        svc_cfg,
-        Kind::Service,
-        tx.clone(),
-        convert_service,
-        metrics.clone(),
-    ));
+        .map(str::to_string);
+    tasks.spawn(services.run());
     if opts.watch_endpoints {
-        tasks.spawn(watch_kind(
-            Api::<TrimSlice>::all(client.clone()),
-            watcher::Config::default(),
-            Kind::EndpointSlice,
-            tx.clone(),
-            convert_slice,
-            metrics.clone(),
-        ));
+        tasks.spawn(
+            KindLoop::new(
+                Api::<TrimSlice>::all(client.clone()),
+                Kind::EndpointSlice,
+                convert_slice,
+                tx.clone(),
+                &metrics,
+            )
+            .run(),
+        );
     }
     if opts.watch_pods {
-        tasks.spawn(watch_kind(
+        let mut pods = KindLoop::new(
             Api::<TrimPod>::all(client.clone()),
-            watcher::Config::default().fields(POD_FIELD_SELECTOR),
             Kind::Pod,
-            tx.clone(),
             convert_pod,
-            metrics.clone(),
-        ));
+            tx.clone(),
+            &metrics,
+        );
+        pods.fields = Some(POD_FIELD_SELECTOR.to_string());
+        tasks.spawn(pods.run());
     }
     tokio::select! {
         // Err: the sender is gone, nobody can ask any more; stop as well.
@@ -226,157 +248,478 @@ async fn client(opts: &KubeSourceOptions) -> Result<Client, SourceError> {
     Client::try_from(config).map_err(|e| SourceError::Kube(format!("cannot build a client: {e}")))
 }
 
-/// One object turned into its DNS form, with the timestamps `changed_at` may come from.
-struct Converted {
-    object: Result<Object, ObjectError>,
-    /// `metadata.creationTimestamp`.
-    created: Option<SystemTime>,
-    /// The EndpointSlice last-change-trigger-time annotation.
-    triggered: Option<SystemTime>,
+/// The channel is closed: nobody listens any more, the loop ends.
+struct Closed;
+
+/// How a list attempt failed.
+enum ListFailed {
+    Closed,
+    /// `410 Gone` (a continue token older than the server's history): list again.
+    Gone,
+    /// Anything else: list again after the backoff.
+    Other,
 }
 
-/// Drives one kind's watcher until the channel closes.
-async fn watch_kind<K>(
-    api: Api<K>,
-    config: watcher::Config,
-    kind: Kind,
-    tx: UnboundedSender<ClusterEvent>,
-    convert: fn(K) -> Converted,
-    metrics: Arc<Metrics>,
-) where
-    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
-{
-    let kind_str = kind.as_str();
-    // The objects of the list in progress (Init..InitDone).
-    let mut listing: Option<Vec<Object>> = None;
-    let mut skipped = 0usize;
-    let mut lists = 0u64;
-    // Services only: keys seen, to tell a creation from an update (for `changed_at`).
-    let mut known: Option<HashSet<ObjectKey>> = (kind == Kind::Service).then(HashSet::new);
-    // Paces the (rare) restarts of the whole watcher, below.
-    let mut restart_backoff = QuickRetry::default();
+/// How a page of a list failed.
+enum PageFailed {
+    Closed,
+    /// The API server's answer (`gone`: 410), or a broken or garbled response.
+    Api {
+        gone: bool,
+        error: String,
+    },
+}
 
-    'restart: loop {
-        let stream = watcher::watcher(api.clone(), config.clone()).backoff(QuickRetry::default());
-        let mut stream = std::pin::pin!(stream);
-
-        while let Some(item) = stream.next().await {
-            let event = match item {
-                Ok(Event::Init) => {
-                    listing = Some(Vec::new());
-                    skipped = 0;
-                    continue;
-                }
-                Ok(Event::InitApply(obj)) => {
-                    match (convert(obj).object, listing.as_mut()) {
-                        (Ok(object), Some(list)) => list.push(object),
-                        (Ok(_), None) => {} // cannot happen: kube-rs sends Init first
-                        (Err(e), _) => {
-                            skipped += 1;
-                            tracing::warn!(kind = kind_str, error = %e, "skipping bad object");
-                        }
-                    }
-                    continue;
-                }
-                Ok(Event::InitDone) => {
-                    let objects = listing.take().unwrap_or_default();
-                    lists += 1;
-                    if lists > 1 {
-                        metrics.relist(kind_str);
-                    }
-                    tracing::info!(
-                        kind = kind_str,
-                        objects = objects.len(),
-                        skipped,
-                        relist = lists > 1,
-                        "listed"
-                    );
-                    if let Some(known) = known.as_mut() {
-                        *known = objects.iter().map(Object::key).collect();
-                    }
-                    ClusterEvent::Relist { kind, objects }
-                }
-                Ok(Event::Apply(obj)) => {
-                    let key = key_of(kind, obj.meta());
-                    let c = convert(obj);
-                    match c.object {
-                        Ok(object) => {
-                            let changed_at = match kind {
-                                Kind::EndpointSlice => c.triggered,
-                                Kind::Service => {
-                                    let new =
-                                        known.as_mut().is_some_and(|k| k.insert(object.key()));
-                                    c.created.filter(|t| {
-                                        new && t.elapsed().map_or(true, |age| age < FRESH_CREATION)
-                                    })
-                                }
-                                _ => None,
-                            };
-                            ClusterEvent::Apply { object, changed_at }
-                        }
-                        Err(e) => {
-                            tracing::warn!(kind = kind_str, error = %e, "skipping bad object");
-                            // Whatever version was good before is not the object any more.
-                            let Some(key) = key else { continue };
-                            if let Some(known) = known.as_mut() {
-                                known.remove(&key);
-                            }
-                            ClusterEvent::Delete { key }
-                        }
-                    }
-                }
-                Ok(Event::Delete(obj)) => {
-                    let Some(key) = key_of(kind, obj.meta()) else {
-                        tracing::warn!(
-                            kind = kind_str,
-                            "ignoring the deletion of an object without a name"
-                        );
-                        continue;
-                    };
-                    if let Some(known) = known.as_mut() {
-                        known.remove(&key);
-                    }
-                    ClusterEvent::Delete { key }
-                }
-                Err(e) => {
-                    if is_gone(&e) {
-                        tracing::info!(kind = kind_str, error = %e, "watch expired; relisting");
-                    } else {
-                        tracing::warn!(kind = kind_str, error = %e, "watch failed; retrying");
-                    }
-                    metrics.watch_restart(kind_str);
-                    if tx.send(ClusterEvent::WatchRestart { kind }).is_err() {
-                        return;
-                    }
-                    // A watch refused with an HTTP 410 (rather than the usual ERROR event in the
-                    // stream) leaves kube-rs 5 retrying the same expired resourceVersion forever:
-                    // start a new watcher, which lists again.
-                    if matches!(&e, watcher::Error::WatchStartFailed(kube::Error::Api(s)) if s.code == 410)
-                    {
-                        tokio::time::sleep(
-                            restart_backoff.next().unwrap_or(Duration::from_secs(30)),
-                        )
-                        .await;
-                        continue 'restart;
-                    }
-                    continue;
-                }
-            };
-            if tx.send(event).is_err() {
-                return;
-            }
+impl PageFailed {
+    fn other(e: impl std::fmt::Display) -> Self {
+        PageFailed::Api {
+            gone: false,
+            error: e.to_string(),
         }
-        return; // a watcher stream never ends
     }
 }
 
-/// `410 Gone`: the resourceVersion is older than the server's history; kube-rs relists.
-fn is_gone(e: &watcher::Error) -> bool {
-    match e {
-        watcher::Error::WatchError(status) => status.code == 410,
-        watcher::Error::InitialListFailed(kube::Error::Api(status))
-        | watcher::Error::WatchStartFailed(kube::Error::Api(status)) => status.code == 410,
-        _ => false,
+/// An object of a list that does not decode into its trimmed type (a field of the wrong type),
+/// named as far as its metadata can be read.
+fn undecodable(kind: Kind, bytes: &[u8], e: &serde_json::Error) -> ObjectError {
+    #[derive(serde::Deserialize, Default)]
+    struct Names {
+        #[serde(default)]
+        name: Option<String>,
+        #[serde(default)]
+        namespace: Option<String>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Meta {
+        #[serde(default)]
+        metadata: Names,
+    }
+    let names = serde_json::from_slice::<Meta>(bytes)
+        .map(|m| m.metadata)
+        .unwrap_or_default();
+    ObjectError {
+        kind: kind.as_str(),
+        namespace: names.namespace.unwrap_or_default(),
+        name: names.name.unwrap_or_else(|| "<unnamed>".into()),
+        message: e.to_string(),
+    }
+}
+
+/// How a watch ended.
+enum WatchEnded {
+    Closed,
+    /// Normally (server timeout, idle): resume from the resourceVersion at once.
+    Ended,
+    /// `410 Gone`: the resourceVersion is older than the server's history; list again.
+    Gone,
+    /// Anything else: resume after the backoff.
+    Failed,
+}
+
+/// One kind's list-and-watch loop.
+struct KindLoop<K> {
+    api: Api<K>,
+    kind: Kind,
+    convert: fn(K) -> Converted,
+    tx: Sender<ClusterEvent>,
+    /// `labelSelector` of the list and the watch.
+    labels: Option<String>,
+    /// `fieldSelector` of the list and the watch.
+    fields: Option<String>,
+    /// The API serves only metadata (`PartialObjectMeta`): lists ask for metadata lists.
+    metadata_only: bool,
+    metrics: Arc<Metrics>,
+    freshness: WatchFreshness,
+    /// Services only: the services seen, to tell a creation from an update (for `changed_at`).
+    known: Option<Known>,
+    retry: Retry,
+    /// Complete lists so far.
+    lists: u64,
+    /// Lists in a row that were of no use: expired before their end, or before any watch from
+    /// them worked.
+    useless_lists: u32,
+}
+
+impl<K> KindLoop<K>
+where
+    K: Resource + Clone + DeserializeOwned + Debug + Send + 'static,
+{
+    fn new(
+        api: Api<K>,
+        kind: Kind,
+        convert: fn(K) -> Converted,
+        tx: Sender<ClusterEvent>,
+        metrics: &Arc<Metrics>,
+    ) -> Self {
+        KindLoop {
+            api,
+            kind,
+            convert,
+            tx,
+            labels: None,
+            fields: None,
+            metadata_only: K::metadata_api(),
+            metrics: metrics.clone(),
+            freshness: metrics.watch_freshness(kind.as_str()),
+            known: (kind == Kind::Service).then(Known::default),
+            retry: Retry::default(),
+            lists: 0,
+            useless_lists: 0,
+        }
+    }
+
+    async fn run(mut self) {
+        'list: loop {
+            if self.useless_lists >= 2 {
+                self.pause().await;
+            }
+            let mut rv = match self.list().await {
+                Ok(rv) => rv,
+                Err(ListFailed::Closed) => return,
+                Err(ListFailed::Gone) => {
+                    self.useless_lists += 1;
+                    continue 'list;
+                }
+                Err(ListFailed::Other) => {
+                    self.pause().await;
+                    continue 'list;
+                }
+            };
+            // A watch from this list delivered something or ran to its end.
+            let mut worked = false;
+            loop {
+                match self.watch(&mut rv, &mut worked).await {
+                    WatchEnded::Closed => return,
+                    WatchEnded::Ended => worked = true,
+                    WatchEnded::Gone => {
+                        self.useless_lists = if worked { 0 } else { self.useless_lists + 1 };
+                        continue 'list;
+                    }
+                    WatchEnded::Failed => self.pause().await,
+                }
+            }
+        }
+    }
+
+    /// Waits out the backoff after a failure.
+    async fn pause(&mut self) {
+        tokio::time::sleep(self.retry.next()).await;
+    }
+
+    async fn send(&self, ev: ClusterEvent) -> Result<(), Closed> {
+        self.tx.send(ev).await.map_err(|_| Closed)
+    }
+
+    /// A watch or list failed: told to the zone builder, which counts it.
+    async fn restart(
+        &self,
+        gone: bool,
+        what: &str,
+        error: impl std::fmt::Display,
+    ) -> Result<(), Closed> {
+        let kind = self.kind.as_str();
+        let error = error.to_string();
+        if gone {
+            tracing::info!(kind, error = %error, "{what} expired; relisting");
+        } else {
+            tracing::warn!(kind, error = %error, "{what} failed; retrying");
+        }
+        self.send(ClusterEvent::WatchRestart { kind: self.kind })
+            .await
+    }
+
+    /// Lists the kind page by page, each object sent on as soon as its page is in. Returns the
+    /// resourceVersion to watch from.
+    async fn list(&mut self) -> Result<String, ListFailed> {
+        let began = Instant::now();
+        let kind = self.kind.as_str();
+        self.send(ClusterEvent::ListBegin { kind: self.kind })
+            .await
+            .map_err(|_| ListFailed::Closed)?;
+        let mut known = self.known.as_ref().map(Known::fresh);
+        let mut lp = ListParams {
+            label_selector: self.labels.clone(),
+            field_selector: self.fields.clone(),
+            limit: Some(PAGE_SIZE),
+            ..ListParams::default()
+        };
+        let (mut listed, mut skipped, mut pages) = (0usize, 0usize, 0usize);
+        let rv = loop {
+            let page = match self
+                .list_page(&lp, &mut known, &mut listed, &mut skipped)
+                .await
+            {
+                Ok(page) => page,
+                Err(PageFailed::Closed) => return Err(ListFailed::Closed),
+                Err(PageFailed::Api { gone, error }) => {
+                    self.restart(gone, "list", error)
+                        .await
+                        .map_err(|_| ListFailed::Closed)?;
+                    return Err(if gone {
+                        ListFailed::Gone
+                    } else {
+                        ListFailed::Other
+                    });
+                }
+            };
+            pages += 1;
+            self.freshness.touch();
+            match page.continue_.filter(|c| !c.is_empty()) {
+                Some(token) => lp.continue_token = Some(token),
+                None => match page.resource_version.filter(|v| !v.is_empty()) {
+                    Some(rv) => break rv,
+                    None => {
+                        self.restart(false, "list", "the list has no resourceVersion")
+                            .await
+                            .map_err(|_| ListFailed::Closed)?;
+                        return Err(ListFailed::Other);
+                    }
+                },
+            }
+        };
+        self.send(ClusterEvent::ListEnd { kind: self.kind })
+            .await
+            .map_err(|_| ListFailed::Closed)?;
+        if known.is_some() {
+            self.known = known;
+        }
+        self.lists += 1;
+        if self.lists > 1 {
+            self.metrics.relist(kind);
+        }
+        self.retry.reset();
+        tracing::info!(
+            kind,
+            objects = listed,
+            skipped,
+            pages,
+            ms = began.elapsed().as_secs_f64() * 1e3,
+            relist = self.lists > 1,
+            "listed"
+        );
+        Ok(rv)
+    }
+
+    /// One page of the list, each object sent on as soon as its last byte has arrived (see
+    /// [`super::pages`]): only one object of the page is ever held, decoded or not. Returns the
+    /// page's list metadata (continue token, resourceVersion).
+    async fn list_page(
+        &mut self,
+        lp: &ListParams,
+        known: &mut Option<Known>,
+        listed: &mut usize,
+        skipped: &mut usize,
+    ) -> Result<ListMeta, PageFailed> {
+        use futures::{AsyncBufRead, AsyncBufReadExt};
+        let kind = self.kind.as_str();
+        let request = kube::core::Request::new(self.api.resource_url());
+        let request = if self.metadata_only {
+            request.list_metadata(lp)
+        } else {
+            request.list(lp)
+        };
+        let request = request.map_err(|e| PageFailed::other(e))?;
+        let body = self
+            .api
+            .clone()
+            .into_client()
+            .request_stream(request)
+            .await
+            .map_err(|e| PageFailed::Api {
+                gone: matches!(&e, kube::Error::Api(s) if s.code == 410),
+                error: e.to_string(),
+            })?;
+        let mut body = Box::pin(body);
+        let mut items = ItemSplitter::default();
+        loop {
+            let n = {
+                let chunk = body.fill_buf().await.map_err(PageFailed::other)?;
+                items.push(chunk);
+                chunk.len()
+            };
+            if n == 0 {
+                break;
+            }
+            body.as_mut().consume(n);
+            while let Some(bytes) = items.next_item() {
+                let object = match serde_json::from_slice::<K>(&bytes) {
+                    Ok(obj) => (self.convert)(obj).object,
+                    Err(e) => Err(undecodable(self.kind, &bytes, &e)),
+                };
+                items.recycle(bytes);
+                match object {
+                    Ok(object) => {
+                        if let Some(k) = known.as_mut() {
+                            k.insert(&object.key());
+                        }
+                        *listed += 1;
+                        self.send(ClusterEvent::Listed { object })
+                            .await
+                            .map_err(|_| PageFailed::Closed)?;
+                    }
+                    Err(e) => {
+                        *skipped += 1;
+                        tracing::warn!(kind, error = %e, "skipping bad object");
+                    }
+                }
+            }
+        }
+        let rest = items
+            .finish()
+            .ok_or_else(|| PageFailed::other("the list response ended early"))?;
+        #[derive(serde::Deserialize)]
+        struct Head {
+            #[serde(default)]
+            metadata: ListMeta,
+        }
+        let head: Head = serde_json::from_slice(&rest).map_err(PageFailed::other)?;
+        Ok(head.metadata)
+    }
+
+    /// Watches from `rv` (kept up to date with events and bookmarks) until the watch ends;
+    /// `worked` is set once it delivers anything.
+    async fn watch(&mut self, rv: &mut String, worked: &mut bool) -> WatchEnded {
+        let wp = WatchParams {
+            label_selector: self.labels.clone(),
+            field_selector: self.fields.clone(),
+            timeout: Some(WATCH_TIMEOUT_SECS),
+            bookmarks: true,
+            send_initial_events: false,
+        };
+        let idle = Duration::from_secs(WATCH_TIMEOUT_SECS.into()) + IDLE_MARGIN;
+        let stream = match self.api.watch(&wp, rv).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                // A watch refused with an HTTP 410 rather than the usual ERROR event.
+                let gone = matches!(&e, kube::Error::Api(s) if s.code == 410);
+                if self.restart(gone, "watch", e).await.is_err() {
+                    return WatchEnded::Closed;
+                }
+                return if gone {
+                    WatchEnded::Gone
+                } else {
+                    WatchEnded::Failed
+                };
+            }
+        };
+        let mut stream = std::pin::pin!(stream);
+        let mut delivered = false;
+        loop {
+            let event = match tokio::time::timeout(idle, stream.next()).await {
+                Ok(Some(event)) => event,
+                Ok(None) => return WatchEnded::Ended,
+                Err(_) => {
+                    tracing::debug!(kind = self.kind.as_str(), "watch idle: reconnecting");
+                    return WatchEnded::Ended;
+                }
+            };
+            let sent = match event {
+                Ok(WatchEvent::Added(obj) | WatchEvent::Modified(obj)) => {
+                    if let Some(v) = obj.resource_version().filter(|v| !v.is_empty()) {
+                        *rv = v;
+                    }
+                    self.applied(obj).await
+                }
+                Ok(WatchEvent::Deleted(obj)) => {
+                    if let Some(v) = obj.resource_version().filter(|v| !v.is_empty()) {
+                        *rv = v;
+                    }
+                    self.deleted(obj.meta()).await
+                }
+                Ok(WatchEvent::Bookmark(b)) => {
+                    *rv = b.metadata.resource_version;
+                    Ok(())
+                }
+                Ok(WatchEvent::Error(status)) => {
+                    let gone = status.code == 410;
+                    if self.restart(gone, "watch", status).await.is_err() {
+                        return WatchEnded::Closed;
+                    }
+                    return if gone {
+                        WatchEnded::Gone
+                    } else {
+                        WatchEnded::Failed
+                    };
+                }
+                // One event that does not decode into the trimmed type (a field of the wrong
+                // type): skipped, the watch goes on (resuming would replay it forever). kube-client
+                // reports such a line as a `Status` with no code when it parses as one, which any
+                // JSON object does.
+                Err(kube::Error::SerdeError(e)) => {
+                    tracing::warn!(kind = self.kind.as_str(), error = %e, "skipping a watch event that does not decode");
+                    continue;
+                }
+                Err(kube::Error::Api(status)) if status.code == 0 => {
+                    tracing::warn!(
+                        kind = self.kind.as_str(),
+                        "skipping a watch event that does not decode"
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    if self.restart(false, "watch", e).await.is_err() {
+                        return WatchEnded::Closed;
+                    }
+                    return WatchEnded::Failed;
+                }
+            };
+            if sent.is_err() {
+                return WatchEnded::Closed;
+            }
+            self.freshness.touch();
+            if !delivered {
+                delivered = true;
+                *worked = true;
+                self.useless_lists = 0;
+                self.retry.reset();
+            }
+        }
+    }
+
+    /// An ADDED or MODIFIED watch event.
+    async fn applied(&mut self, obj: K) -> Result<(), Closed> {
+        let kind = self.kind;
+        let key = key_of(kind, obj.meta());
+        let c = (self.convert)(obj);
+        let event = match c.object {
+            Ok(object) => {
+                let changed_at = match kind {
+                    Kind::EndpointSlice => c.triggered,
+                    Kind::Service => {
+                        let new = self.known.as_mut().is_some_and(|k| k.insert(&object.key()));
+                        c.created
+                            .filter(|t| new && t.elapsed().map_or(true, |age| age < FRESH_CREATION))
+                    }
+                    _ => None,
+                };
+                ClusterEvent::Apply { object, changed_at }
+            }
+            Err(e) => {
+                tracing::warn!(kind = kind.as_str(), error = %e, "skipping bad object");
+                // Whatever version was good before is not the object any more.
+                let Some(key) = key else { return Ok(()) };
+                if let Some(known) = self.known.as_mut() {
+                    known.remove(&key);
+                }
+                ClusterEvent::Delete { key }
+            }
+        };
+        self.send(event).await
+    }
+
+    /// A DELETED watch event.
+    async fn deleted(&mut self, meta: &ObjectMeta) -> Result<(), Closed> {
+        let Some(key) = key_of(self.kind, meta) else {
+            tracing::warn!(
+                kind = self.kind.as_str(),
+                "ignoring the deletion of an object without a name"
+            );
+            return Ok(());
+        };
+        if let Some(known) = self.known.as_mut() {
+            known.remove(&key);
+        }
+        self.send(ClusterEvent::Delete { key }).await
     }
 }
 
@@ -400,387 +743,75 @@ fn key_of(kind: Kind, meta: &ObjectMeta) -> Option<ObjectKey> {
     })
 }
 
-/// The default watcher backoff (800 ms doubling to 30 s with jitter, client-go's parameters),
-/// except that the first error after a quiet period is retried at once: a `410 Gone` relists in
-/// milliseconds instead of after 0.8-1.6 s. At most one immediate retry per [`Self::QUIET`], so
-/// a server that keeps failing is never hammered.
-#[derive(Default)]
-struct QuickRetry {
-    inner: DefaultBackoff,
+/// The objects a source has seen, by a 64-bit hash of their key: the keys themselves would keep
+/// the allocations of the objects they came from alive, scattered over the pages a list was
+/// decoded in, which could then never be handed back. (A collision makes a creation look like
+/// an update, which only leaves it out of the programming-duration metric.)
+#[derive(Debug, Default)]
+struct Known {
+    hashes: HashSet<u64>,
+    hasher: std::hash::RandomState,
+}
+
+impl Known {
+    /// An empty set hashing alike.
+    fn fresh(&self) -> Known {
+        Known {
+            hashes: HashSet::new(),
+            hasher: self.hasher.clone(),
+        }
+    }
+    fn hash(&self, key: &ObjectKey) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one(key)
+    }
+    /// Whether the key is new.
+    fn insert(&mut self, key: &ObjectKey) -> bool {
+        let h = self.hash(key);
+        self.hashes.insert(h)
+    }
+    fn remove(&mut self, key: &ObjectKey) {
+        let h = self.hash(key);
+        self.hashes.remove(&h);
+    }
+}
+
+/// Delays before retrying after failures. The first failure after [`Self::QUIET`] without one is
+/// retried at once: a watch cut by an API server restart is asked again in milliseconds. After
+/// that, 800 ms doubling to 30 s (client-go's reflector), each delay drawn between half and all
+/// of its step, so that replicas cut off at the same moment do not come back in step, and so
+/// that no wait is ever longer than 30 s: an API server back from an outage is seen within 30 s.
+#[derive(Debug, Default)]
+struct Retry {
+    /// Failures since the last success (or since the last immediate retry).
+    failures: u32,
     last_immediate: Option<Instant>,
 }
 
-impl QuickRetry {
+impl Retry {
     const QUIET: Duration = Duration::from_secs(10);
-}
+    const FIRST: Duration = Duration::from_millis(800);
+    const MAX: Duration = Duration::from_secs(30);
 
-impl Iterator for QuickRetry {
-    type Item = Duration;
-    fn next(&mut self) -> Option<Duration> {
+    fn next(&mut self) -> Duration {
         let now = Instant::now();
         if self
             .last_immediate
             .is_none_or(|t| now.duration_since(t) >= Self::QUIET)
         {
             self.last_immediate = Some(now);
-            return Some(Duration::ZERO);
+            return Duration::ZERO;
         }
-        self.inner.next()
+        let step = Self::FIRST
+            .saturating_mul(1 << self.failures.min(16))
+            .min(Self::MAX);
+        self.failures += 1;
+        step.mul_f64(0.5 + 0.5 * fastrand::f64())
     }
-}
 
-impl Backoff for QuickRetry {
+    /// The server answered: the next failures start from the first step again.
     fn reset(&mut self) {
-        self.inner.reset();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Trimmed API types: only the fields DNS needs. Everything else in the JSON is skipped while
-// parsing (no allocation for it). Field names are the API's, which are not all camelCase
-// (`clusterIP`, `clusterIPs`, `podIP`, `podIPs`).
-
-fn time_to_system(t: &Time) -> SystemTime {
-    SystemTime::from(t.0)
-}
-
-/// `metadata` with name, namespace, resourceVersion, labels, creationTimestamp and only the
-/// last-change-trigger-time annotation.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct MetaFields {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    resource_version: Option<String>,
-    #[serde(default)]
-    labels: Option<BTreeMap<String, String>>,
-    #[serde(default)]
-    annotations: Option<TriggerTimeOnly>,
-    #[serde(default)]
-    creation_timestamp: Option<Time>,
-}
-
-fn trimmed_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
-    let m = MetaFields::deserialize(d)?;
-    Ok(ObjectMeta {
-        name: m.name,
-        namespace: m.namespace,
-        resource_version: m.resource_version,
-        labels: m.labels,
-        annotations: m
-            .annotations
-            .and_then(|a| a.0)
-            .map(|v| BTreeMap::from([(LAST_CHANGE_TRIGGER_TIME.to_string(), v)])),
-        creation_timestamp: m.creation_timestamp,
-        ..ObjectMeta::default()
-    })
-}
-
-/// `metadata` with name, namespace and resourceVersion only (Pods).
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct NameFields {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    namespace: Option<String>,
-    #[serde(default)]
-    resource_version: Option<String>,
-}
-
-fn names_only_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
-    let m = NameFields::deserialize(d)?;
-    Ok(ObjectMeta {
-        name: m.name,
-        namespace: m.namespace,
-        resource_version: m.resource_version,
-        ..ObjectMeta::default()
-    })
-}
-
-/// An annotations map of which only [`LAST_CHANGE_TRIGGER_TIME`] is kept; other values (such
-/// as `kubectl.kubernetes.io/last-applied-configuration`) are skipped without allocating.
-struct TriggerTimeOnly(Option<String>);
-
-impl<'de> Deserialize<'de> for TriggerTimeOnly {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = TriggerTimeOnly;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a map of annotations")
-            }
-            fn visit_unit<E>(self) -> Result<Self::Value, E> {
-                Ok(TriggerTimeOnly(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut found = None;
-                while let Some(wanted) = map.next_key::<IsTriggerTime>()? {
-                    if wanted.0 {
-                        found = map.next_value::<Option<String>>()?;
-                    } else {
-                        map.next_value::<IgnoredAny>()?;
-                    }
-                }
-                Ok(TriggerTimeOnly(found))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A map key compared with [`LAST_CHANGE_TRIGGER_TIME`] without being allocated.
-struct IsTriggerTime(bool);
-
-impl<'de> Deserialize<'de> for IsTriggerTime {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl Visitor<'_> for V {
-            type Value = IsTriggerTime;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an annotation key")
-            }
-            fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(IsTriggerTime(v == LAST_CHANGE_TRIGGER_TIME))
-            }
-        }
-        d.deserialize_str(V)
-    }
-}
-
-/// A Service with only what DNS needs.
-#[derive(Clone, Debug, Deserialize, kube::Resource)]
-#[resource(inherit = Service)]
-struct TrimService {
-    #[serde(deserialize_with = "trimmed_meta")]
-    metadata: ObjectMeta,
-    #[serde(default)]
-    spec: Option<TrimServiceSpec>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct TrimServiceSpec {
-    #[serde(rename = "type", default)]
-    type_: Option<String>,
-    #[serde(rename = "clusterIP", default)]
-    cluster_ip: Option<String>,
-    #[serde(rename = "clusterIPs", default)]
-    cluster_ips: Option<Vec<String>>,
-    #[serde(rename = "externalName", default)]
-    external_name: Option<String>,
-    #[serde(default)]
-    ports: Option<Vec<TrimServicePort>>,
-    #[serde(rename = "publishNotReadyAddresses", default)]
-    publish_not_ready_addresses: Option<bool>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct TrimServicePort {
-    #[serde(default)]
-    name: Option<String>,
-    /// Absent: 0, which the conversion rejects naming the object.
-    #[serde(default)]
-    port: i32,
-    #[serde(default)]
-    protocol: Option<String>,
-}
-
-fn convert_service(t: TrimService) -> Converted {
-    let created = t.metadata.creation_timestamp.as_ref().map(time_to_system);
-    let svc = Service {
-        metadata: t.metadata,
-        spec: t.spec.map(|s| ServiceSpec {
-            type_: s.type_,
-            cluster_ip: s.cluster_ip,
-            cluster_ips: s.cluster_ips,
-            external_name: s.external_name,
-            ports: s.ports.map(|ps| {
-                ps.into_iter()
-                    .map(|p| ServicePort {
-                        name: p.name,
-                        port: p.port,
-                        protocol: p.protocol,
-                        ..ServicePort::default()
-                    })
-                    .collect()
-            }),
-            publish_not_ready_addresses: s.publish_not_ready_addresses,
-            ..ServiceSpec::default()
-        }),
-        status: None,
-    };
-    Converted {
-        object: ServiceInfo::try_from(&svc).map(Object::Service),
-        created,
-        triggered: None,
-    }
-}
-
-/// An EndpointSlice with only what DNS needs.
-#[derive(Clone, Debug, Deserialize, kube::Resource)]
-#[resource(inherit = EndpointSlice)]
-struct TrimSlice {
-    #[serde(deserialize_with = "trimmed_meta")]
-    metadata: ObjectMeta,
-    #[serde(rename = "addressType", default)]
-    address_type: String,
-    /// `null` for a slice without endpoints.
-    #[serde(default)]
-    endpoints: Option<Vec<TrimEndpoint>>,
-    #[serde(default)]
-    ports: Option<Vec<TrimSlicePort>>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct TrimEndpoint {
-    #[serde(default)]
-    addresses: Option<Vec<String>>,
-    #[serde(default)]
-    conditions: Option<TrimConditions>,
-    #[serde(default)]
-    hostname: Option<String>,
-    #[serde(rename = "targetRef", default)]
-    target_ref: Option<TrimTargetRef>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct TrimConditions {
-    #[serde(default)]
-    ready: Option<bool>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct TrimTargetRef {
-    #[serde(default)]
-    kind: Option<String>,
-    #[serde(default)]
-    name: Option<String>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct TrimSlicePort {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    port: Option<i32>,
-    #[serde(default)]
-    protocol: Option<String>,
-}
-
-fn convert_slice(t: TrimSlice) -> Converted {
-    let triggered = t
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(LAST_CHANGE_TRIGGER_TIME))
-        .and_then(|s| match s.trim().parse::<k8s_openapi::jiff::Timestamp>() {
-            Ok(ts) => Some(SystemTime::from(ts)),
-            Err(_) => {
-                tracing::debug!(
-                    namespace = t.metadata.namespace.as_deref().unwrap_or(""),
-                    name = t.metadata.name.as_deref().unwrap_or(""),
-                    value = s.as_str(),
-                    "invalid {LAST_CHANGE_TRIGGER_TIME} annotation"
-                );
-                None
-            }
-        });
-    let created = t.metadata.creation_timestamp.as_ref().map(time_to_system);
-    let es = EndpointSlice {
-        metadata: t.metadata,
-        address_type: t.address_type,
-        endpoints: t
-            .endpoints
-            .unwrap_or_default()
-            .into_iter()
-            .map(|e| Endpoint {
-                addresses: e.addresses.unwrap_or_default(),
-                conditions: e.conditions.map(|c| EndpointConditions {
-                    ready: c.ready,
-                    ..EndpointConditions::default()
-                }),
-                hostname: e.hostname,
-                target_ref: e.target_ref.map(|r| ObjectReference {
-                    kind: r.kind,
-                    name: r.name,
-                    ..ObjectReference::default()
-                }),
-                ..Endpoint::default()
-            })
-            .collect(),
-        ports: t.ports.map(|ps| {
-            ps.into_iter()
-                .map(|p| EndpointPort {
-                    name: p.name,
-                    port: p.port,
-                    protocol: p.protocol,
-                    ..EndpointPort::default()
-                })
-                .collect()
-        }),
-    };
-    Converted {
-        object: SliceInfo::try_from(&es).map(Object::Slice),
-        created,
-        triggered,
-    }
-}
-
-/// A Pod with only what DNS needs: its name and IPs.
-#[derive(Clone, Debug, Deserialize, kube::Resource)]
-#[resource(inherit = Pod)]
-struct TrimPod {
-    #[serde(deserialize_with = "names_only_meta")]
-    metadata: ObjectMeta,
-    #[serde(default)]
-    status: Option<TrimPodStatus>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct TrimPodStatus {
-    #[serde(rename = "podIP", default)]
-    pod_ip: Option<String>,
-    #[serde(rename = "podIPs", default)]
-    pod_ips: Option<Vec<TrimPodIp>>,
-}
-
-#[derive(Clone, Debug, Deserialize)]
-struct TrimPodIp {
-    #[serde(default)]
-    ip: String,
-}
-
-fn convert_pod(t: TrimPod) -> Converted {
-    let pod = Pod {
-        metadata: t.metadata,
-        spec: None,
-        status: t.status.map(|s| PodStatus {
-            pod_ip: s.pod_ip,
-            pod_ips: s
-                .pod_ips
-                .map(|ips| ips.into_iter().map(|p| PodIP { ip: p.ip }).collect()),
-            ..PodStatus::default()
-        }),
-    };
-    Converted {
-        object: PodInfo::try_from(&pod).map(Object::Pod),
-        created: None,
-        triggered: None,
-    }
-}
-
-fn convert_namespace(m: PartialObjectMeta<Namespace>) -> Converted {
-    let ns = Namespace {
-        metadata: m.metadata,
-        ..Namespace::default()
-    };
-    Converted {
-        object: NamespaceInfo::try_from(&ns).map(Object::Namespace),
-        created: None,
-        triggered: None,
+        self.failures = 0;
     }
 }
 
@@ -789,73 +820,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn trimmed_service_keeps_dns_fields() {
-        let json = r#"{"apiVersion":"v1","kind":"Service","metadata":{"name":"Web","namespace":"prod",
-            "resourceVersion":"7","labels":{"app":"web"},"creationTimestamp":"2024-01-02T03:04:05Z",
-            "annotations":{"kubectl.kubernetes.io/last-applied-configuration":"{\"huge\":[1,2,3]}"},
-            "managedFields":[{"manager":"kubectl","fieldsV1":{"f:spec":{}}}]},
-            "spec":{"type":"ClusterIP","clusterIP":"10.0.0.1","clusterIPs":["10.0.0.1","fd00::1"],
-            "ports":[{"name":"HTTP","port":80,"protocol":"TCP","targetPort":8080}],"selector":{"app":"web"}},
-            "status":{"loadBalancer":{}}}"#;
-        let t: TrimService = serde_json::from_str(json).unwrap();
-        assert_eq!(t.metadata.resource_version.as_deref(), Some("7"));
-        assert!(t.metadata.annotations.is_none());
-        assert!(t.metadata.managed_fields.is_none());
-        let c = convert_service(t);
-        let Ok(Object::Service(s)) = c.object else {
-            panic!("{:?}", c.object)
-        };
-        assert_eq!(&*s.name, "web");
-        assert_eq!(&*s.namespace, "prod");
-        assert_eq!(
-            s.kind,
-            crate::cluster::objects::ServiceKind::ClusterIp(vec![
-                "10.0.0.1".parse().unwrap(),
-                "fd00::1".parse().unwrap()
-            ])
+    fn retry_is_immediate_once_per_quiet_period_then_grows_to_30s() {
+        let mut r = Retry::default();
+        assert_eq!(r.next(), Duration::ZERO);
+        let second = r.next();
+        assert!(
+            (Duration::from_millis(400)..=Duration::from_millis(800)).contains(&second),
+            "{second:?}"
         );
-        assert_eq!(&*s.ports[0].name, "http");
-        assert_eq!(s.labels.get("app").map(String::as_str), Some("web"));
-        assert!(c.created.is_some());
-    }
-
-    #[test]
-    fn trimmed_slice_reads_trigger_time_and_null_endpoints() {
-        let json = r#"{"metadata":{"name":"web-abc","namespace":"prod","resourceVersion":"9",
-            "labels":{"kubernetes.io/service-name":"web"},
-            "annotations":{"a":"b","endpoints.kubernetes.io/last-change-trigger-time":"2024-01-02T03:04:05.5Z"}},
-            "addressType":"IPv4","endpoints":null,"ports":[{"name":"http","port":80,"protocol":"TCP"}]}"#;
-        let t: TrimSlice = serde_json::from_str(json).unwrap();
-        let c = convert_slice(t);
-        let Ok(Object::Slice(s)) = c.object else {
-            panic!()
-        };
-        assert_eq!(s.service.as_deref(), Some("web"));
-        assert!(s.endpoints.is_empty());
-        let want = SystemTime::UNIX_EPOCH + Duration::from_millis(1_704_164_645_500);
-        assert_eq!(c.triggered, Some(want));
-    }
-
-    #[test]
-    fn trimmed_pod_reads_ips() {
-        let json = r#"{"metadata":{"name":"p","namespace":"ns","resourceVersion":"3","labels":{"x":"y"}},
-            "spec":{"containers":[{"name":"c","image":"i"}]},
-            "status":{"phase":"Running","podIP":"10.1.0.5","podIPs":[{"ip":"10.1.0.5"},{"ip":"fd00::5"}]}}"#;
-        let t: TrimPod = serde_json::from_str(json).unwrap();
-        assert!(t.metadata.labels.is_none());
-        let Ok(Object::Pod(p)) = convert_pod(t).object else {
-            panic!()
-        };
-        assert_eq!(p.ips.len(), 2);
-    }
-
-    #[test]
-    fn quick_retry_is_immediate_once_per_quiet_period() {
-        let mut b = QuickRetry::default();
-        assert_eq!(b.next(), Some(Duration::ZERO));
-        let second = b.next().unwrap();
-        assert!(second >= Duration::from_millis(800), "{second:?}");
-        b.reset();
-        assert!(b.next().unwrap() >= Duration::from_millis(800));
+        let third = r.next();
+        assert!(
+            (Duration::from_millis(800)..=Duration::from_millis(1600)).contains(&third),
+            "{third:?}"
+        );
+        let later: Vec<Duration> = (0..24).map(|_| r.next()).skip(4).collect();
+        assert!(
+            later
+                .iter()
+                .all(|d| (Duration::from_secs(15)..=Duration::from_secs(30)).contains(d)),
+            "{later:?}"
+        );
+        r.reset();
+        assert!(r.next() <= Duration::from_millis(800), "reset starts over");
     }
 }

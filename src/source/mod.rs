@@ -3,3 +3,5 @@
 
 pub mod file;
 pub mod kube;
+mod pages;
+pub mod trimmed;

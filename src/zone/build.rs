@@ -1,8 +1,14 @@
 //! Cluster state → zone snapshot, incrementally: only the services, namespaces and pods an
 //! event touched are recomputed, and the persistent maps of the previous snapshot are updated
 //! in place of being rebuilt.
+//!
+//! A list in progress ([`ClusterEvent::ListBegin`] .. [`ClusterEvent::ListEnd`]) is applied to
+//! the state object by object, but what it changes is held back and published with its end:
+//! until then DNS answers the last complete state. Lists of different kinds are independent,
+//! and changes from watch events are published at once, during any list: a Service change
+//! never waits for a list of 150,000 Pods.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -33,7 +39,10 @@ pub struct ZoneBuilder {
     namespace_labels: Option<Selector>,
     state: ClusterState,
     snap: Snapshot,
+    /// What applied events changed, for the next publish.
     pending: Changes,
+    /// What each list in progress changed so far: published with its end.
+    listing: BTreeMap<Kind, Changes>,
     /// Kinds that must be listed before the zone counts as synced.
     required: HashSet<Kind>,
     /// Service ids ([`ServiceRecords::id`]) given back, and the next never given.
@@ -64,6 +73,7 @@ impl ZoneBuilder {
             state: ClusterState::default(),
             snap,
             pending: Changes::default(),
+            listing: BTreeMap::new(),
             required: required.iter().copied().collect(),
             free_ids: Vec::new(),
             next_id: 0,
@@ -84,11 +94,18 @@ impl ZoneBuilder {
             fresh.required.retain(|k| state.synced.contains(k));
         }
         fresh.snap.serial = serial;
+        // The fresh build covers everything the state holds, lists in progress included; their
+        // later objects are still held until their ends.
+        fresh.listing = self
+            .listing
+            .keys()
+            .map(|k| (*k, Changes::default()))
+            .collect();
         for k in state.service_keys() {
             fresh.pending.services.insert(k.clone());
             fresh.pending.ns_touched.insert(k.0.clone());
         }
-        for n in state.namespaces.keys() {
+        for n in state.namespace_names() {
             fresh.pending.namespaces.insert(n.clone());
         }
         state.for_each_pod(|p| fresh.pending.pods.push((None, Some(p))));
@@ -96,9 +113,36 @@ impl ZoneBuilder {
         *self = fresh;
     }
 
-    /// Apply one event; nothing is published until [`ZoneBuilder::publish`].
+    /// Apply one event; nothing is published until [`ZoneBuilder::publish`], and nothing a list
+    /// changes until its end.
     pub fn apply(&mut self, event: ClusterEvent) {
-        self.state.apply(event, &mut self.pending);
+        match event {
+            ClusterEvent::ListBegin { kind } => {
+                // A list begun again keeps what its unfinished start changed: those objects are
+                // in the state, and this list will confirm or remove them.
+                self.listing.entry(kind).or_default();
+                self.state.begin_list(kind);
+            }
+            ClusterEvent::Listed { object } => match self.listing.get_mut(&object.kind()) {
+                Some(held) => self.state.apply(ClusterEvent::Listed { object }, held),
+                None => {
+                    tracing::debug!(kind = ?object.kind(), "an object listed outside a list");
+                    self.state
+                        .apply(ClusterEvent::Listed { object }, &mut self.pending)
+                }
+            },
+            ClusterEvent::ListEnd { kind } => {
+                let mut changed = self.listing.remove(&kind).unwrap_or_default();
+                self.state.end_list(kind, &mut changed);
+                self.pending.merge(changed);
+            }
+            event => self.state.apply(event, &mut self.pending),
+        }
+    }
+
+    /// Whether a list of `kind` is in progress.
+    pub fn listing(&self, kind: Kind) -> bool {
+        self.listing.contains_key(&kind)
     }
 
     /// Whether every required kind has completed its first list.
@@ -208,7 +252,7 @@ impl ZoneBuilder {
             return false;
         }
         if let Some(sel) = &self.namespace_labels {
-            return match self.state.namespaces.get(ns) {
+            return match self.state.namespace(ns) {
                 Some(n) => sel.matches(&n.labels),
                 None => false,
             };
@@ -219,7 +263,7 @@ impl ZoneBuilder {
     fn update_namespace(&mut self, ns: &Arc<str>) {
         let k = encode_labels(&[ns]);
         let exists = self.exposed_ns(ns)
-            && (self.state.namespaces.contains_key(ns)
+            && (self.state.namespace(ns).is_some()
                 || self.state.services_by_ns.get(ns).is_some_and(|s| {
                     s.iter()
                         .any(|n| self.snap.services.contains_key(&*encode_labels(&[n, ns])))
@@ -424,4 +468,127 @@ pub fn required_kinds(cfg: &ClusterConfig) -> Vec<Kind> {
         k.push(Kind::Pod);
     }
     k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::Object;
+    use crate::cluster::objects::{PodInfo, ServiceInfo, ServiceKind};
+
+    fn svc(name: &str, ip: &str) -> Object {
+        Object::Service(ServiceInfo {
+            namespace: "ns".into(),
+            name: name.into(),
+            kind: ServiceKind::ClusterIp(vec![ip.parse().unwrap()]),
+            ports: vec![],
+            publish_not_ready: false,
+            labels: Default::default(),
+        })
+    }
+
+    fn pod(name: &str, ip: &str) -> Object {
+        Object::Pod(PodInfo {
+            namespace: "ns".into(),
+            name: name.into(),
+            ips: vec![ip.parse().unwrap()],
+        })
+    }
+
+    fn has_svc(snap: &Snapshot, name: &str) -> bool {
+        snap.services.contains_key(&encode_labels(&[name, "ns"]))
+    }
+
+    fn has_pod(snap: &Snapshot, ip: &str) -> bool {
+        snap.pods
+            .contains(&encode_labels(&["ns"]), &ip.parse().unwrap())
+    }
+
+    /// What a list changes is published with its end, not before; a watch event of another
+    /// kind is published at once, in the middle of the list.
+    #[test]
+    fn a_list_is_published_whole_and_other_kinds_do_not_wait() {
+        let mut cfg = ClusterConfig::default();
+        cfg.pods = PodsMode::Verified;
+        let mut b = ZoneBuilder::new(&cfg, &required_kinds(&cfg));
+        for kind in Kind::ALL {
+            b.apply(ClusterEvent::Relist {
+                kind,
+                objects: vec![],
+            });
+        }
+        b.apply(ClusterEvent::Apply {
+            object: pod("old", "10.1.0.9"),
+            changed_at: None,
+        });
+        let (snap, _) = b.publish();
+        assert!(snap.synced && has_pod(&snap, "10.1.0.9"));
+
+        b.apply(ClusterEvent::ListBegin { kind: Kind::Pod });
+        b.apply(ClusterEvent::Listed {
+            object: pod("new", "10.1.0.1"),
+        });
+        assert!(b.listing(Kind::Pod));
+        assert!(!b.has_changes(), "a list in progress publishes nothing");
+        b.apply(ClusterEvent::Apply {
+            object: svc("web", "10.0.0.1"),
+            changed_at: None,
+        });
+        assert!(b.has_changes());
+        let (snap, _) = b.publish();
+        assert!(
+            has_svc(&snap, "web"),
+            "the service change is published during the list"
+        );
+        assert!(
+            !has_pod(&snap, "10.1.0.1"),
+            "the list's changes wait for its end"
+        );
+        assert!(has_pod(&snap, "10.1.0.9"), "so does its sweep");
+
+        b.apply(ClusterEvent::ListEnd { kind: Kind::Pod });
+        assert!(!b.listing(Kind::Pod));
+        let (snap, _) = b.publish();
+        assert!(has_pod(&snap, "10.1.0.1"));
+        assert!(
+            !has_pod(&snap, "10.1.0.9"),
+            "the pod the list did not list is gone"
+        );
+        assert!(has_svc(&snap, "web"));
+    }
+
+    /// A settings reload during a list rebuilds from the state held; the list's remaining
+    /// objects and its sweep still wait for its end.
+    #[test]
+    fn a_reload_during_a_list_keeps_it_whole() {
+        let mut cfg = ClusterConfig::default();
+        cfg.pods = PodsMode::Verified;
+        let mut b = ZoneBuilder::new(&cfg, &required_kinds(&cfg));
+        for kind in Kind::ALL {
+            b.apply(ClusterEvent::Relist {
+                kind,
+                objects: vec![pod("a", "10.1.0.1"), pod("b", "10.1.0.2")]
+                    .into_iter()
+                    .filter(|o| o.kind() == kind)
+                    .collect(),
+            });
+        }
+        b.publish();
+        b.apply(ClusterEvent::ListBegin { kind: Kind::Pod });
+        b.apply(ClusterEvent::Listed {
+            object: pod("a", "10.1.0.1"),
+        });
+        b.reconfigure(&cfg, &required_kinds(&cfg));
+        let (snap, _) = b.publish();
+        assert!(has_pod(&snap, "10.1.0.1") && has_pod(&snap, "10.1.0.2"));
+        b.apply(ClusterEvent::Listed {
+            object: pod("c", "10.1.0.3"),
+        });
+        assert!(!b.has_changes());
+        b.apply(ClusterEvent::ListEnd { kind: Kind::Pod });
+        let (snap, _) = b.publish();
+        assert!(has_pod(&snap, "10.1.0.1") && has_pod(&snap, "10.1.0.3"));
+        assert!(!has_pod(&snap, "10.1.0.2"));
+        assert_eq!(snap.pods.len(), 2);
+    }
 }

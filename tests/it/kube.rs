@@ -17,9 +17,10 @@ use tokio::task::JoinHandle;
 use crate::apiserver::*;
 use crate::support::kube_client;
 
-/// A running `source::kube::run` and everything it emitted.
+/// A running `source::kube::run` and everything it emitted. A list streamed as `ListBegin`,
+/// `Listed`..., `ListEnd` is checked for order and recorded as one `Relist` of its objects.
 struct Source {
-    rx: mpsc::UnboundedReceiver<ClusterEvent>,
+    rx: mpsc::Receiver<ClusterEvent>,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<Result<(), SourceError>>,
     _dir: tempfile::TempDir,
@@ -27,6 +28,8 @@ struct Source {
     seen: Vec<ClusterEvent>,
     /// The cluster as the events describe it.
     model: BTreeMap<ObjectKey, Object>,
+    /// Lists in progress: the objects listed so far.
+    listing: BTreeMap<Kind, Vec<Object>>,
 }
 
 fn opts_all() -> KubeSourceOptions {
@@ -64,7 +67,7 @@ impl Source {
     async fn start(api: &ApiServer, mut opts: KubeSourceOptions) -> Source {
         let dir = tempfile::tempdir().unwrap();
         opts.kubeconfig = Some(api.write_kubeconfig(dir.path()));
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(64);
         let (shutdown, shutdown_rx) = watch::channel(false);
         let task = tokio::spawn(run(opts, tx, shutdown_rx, Default::default()));
         Source {
@@ -74,6 +77,42 @@ impl Source {
             _dir: dir,
             seen: Vec::new(),
             model: BTreeMap::new(),
+            listing: BTreeMap::new(),
+        }
+    }
+
+    /// A streamed list's events: `Some(Relist)` once one is complete, `None` while it is not.
+    fn assemble(&mut self, ev: ClusterEvent) -> Option<ClusterEvent> {
+        match ev {
+            ClusterEvent::ListBegin { kind } => {
+                // A list begun again (a failed page) starts over.
+                self.listing.insert(kind, Vec::new());
+                None
+            }
+            ClusterEvent::Listed { object } => {
+                let kind = object.key().kind;
+                self.listing
+                    .get_mut(&kind)
+                    .unwrap_or_else(|| panic!("{kind:?} listed outside a list: {object:?}"))
+                    .push(object);
+                None
+            }
+            ClusterEvent::ListEnd { kind } => {
+                let objects = self
+                    .listing
+                    .remove(&kind)
+                    .unwrap_or_else(|| panic!("ListEnd of {kind:?} without ListBegin"));
+                Some(ClusterEvent::Relist { kind, objects })
+            }
+            ev => {
+                if let ClusterEvent::Apply { object, .. } = &ev {
+                    assert!(
+                        !self.listing.contains_key(&object.key().kind),
+                        "a watch event during a list of its kind: {ev:?}"
+                    );
+                }
+                Some(ev)
+            }
         }
     }
 
@@ -91,24 +130,30 @@ impl Source {
             ClusterEvent::Delete { key } => {
                 self.model.remove(key);
             }
-            ClusterEvent::ReplaceAll { .. } => panic!("the API source never sends ReplaceAll"),
             ClusterEvent::WatchRestart { .. } => {}
+            other => panic!("not an event of the API source: {other:?}"),
         }
         self.seen.push(ev.clone());
     }
 
-    /// The next event, if one comes within `within`.
+    /// The next event (a complete list as one `Relist`), if one comes within `within`.
     async fn next(&mut self, within: Duration) -> Option<ClusterEvent> {
-        match tokio::time::timeout(within, self.rx.recv()).await {
-            Ok(Some(ev)) => {
-                self.record(&ev);
-                Some(ev)
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.rx.recv()).await {
+                Ok(Some(ev)) => {
+                    if let Some(ev) = self.assemble(ev) {
+                        self.record(&ev);
+                        return Some(ev);
+                    }
+                }
+                Ok(None) => panic!(
+                    "the source closed its channel; run returned {:?}",
+                    self.task.is_finished()
+                ),
+                Err(_) => return None,
             }
-            Ok(None) => panic!(
-                "the source closed its channel; run returned {:?}",
-                self.task.is_finished()
-            ),
-            Err(_) => None,
         }
     }
 
@@ -864,6 +909,8 @@ async fn kube_bad_objects_are_skipped_and_logged() {
     api.create(slice("prod", "bad-ep", "good").endpoint(ep(&["10.1.0.300"])));
     api.create(slice("prod", "good-ep", "good").endpoint(ep(&["10.1.0.3"])));
     api.create(pod("prod", "bad-pod").ip("10.1.0.1.1"));
+    // Does not even decode (kube-rs's list would fail whole, and forever, on it).
+    api.create(pod("prod", "odd-pod").set("/status/podIPs", "not-a-list"));
     api.create(pod("prod", "good-pod").ip("10.1.0.4"));
 
     let mut src = Source::watching(&api, &ALL).await;
@@ -878,11 +925,19 @@ async fn kube_bad_objects_are_skipped_and_logged() {
         "QUIC",
         "EndpointSlice prod/bad-ep",
         "Pod prod/bad-pod",
+        "Pod prod/odd-pod",
     ] {
         assert!(text.contains(needle), "no {needle:?} in the log:\n{text}");
     }
 
-    // On the watch: a bad new object is skipped, the next good one arrives.
+    // On the watch: a bad new object is skipped, the next good one arrives; so does one after
+    // an event that does not decode.
+    api.create(pod("prod", "odd-2").set("/status/podIPs", "not-a-list"));
+    api.create(pod("prod", "good-2").ip("10.1.0.5"));
+    src.expect("the good pod after one that does not decode", FAST, |e| {
+        is_apply_of(e, Kind::Pod, "prod", "good-2")
+    })
+    .await;
     api.create(svc("prod", "bad-2").external_name("bad..name"));
     api.create(svc("prod", "good-2").cluster_ip("10.0.0.5"));
     src.applied(Kind::Service, "prod", "good-2").await;
@@ -1017,7 +1072,7 @@ async fn kube_paginated_list_is_complete() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_missing_kubeconfig_is_an_error() {
-    let (tx, _rx) = mpsc::unbounded_channel();
+    let (tx, _rx) = mpsc::channel(8);
     let (_stop, stop_rx) = watch::channel(false);
     let opts = KubeSourceOptions {
         kubeconfig: Some("/nonexistent/kubeconfig".into()),

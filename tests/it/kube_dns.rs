@@ -272,3 +272,360 @@ fn kubeconfig_context_and_endpoint_choose_the_api_server() {
     let s = start(one_dead, &format!("    endpoint: {}\n", api.url()));
     converge(&s, "web.demo.svc.cluster.local", "10.0.0.1");
 }
+
+// ---- relists, expiries and outages ------------------------------------------------------
+
+use std::collections::BTreeMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use clusterdns::cluster::Kind;
+
+/// Asks a set of names over and over (raw UDP, from a thread of its own) and keeps every answer
+/// that is not the expected one: a wrong address, no address, an error code, no reply.
+struct Poller {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, Vec<String>)>,
+}
+
+impl Poller {
+    fn start(dns: SocketAddr, expect: Vec<(String, Vec<Ipv4Addr>)>) -> Poller {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut asked, mut wrong) = (0u64, Vec::new());
+            let mut id = 0u16;
+            while !flag.load(Ordering::Relaxed) {
+                for (name, want) in &expect {
+                    id = id.wrapping_add(1);
+                    asked += 1;
+                    let got = udp_exchange(dns, &query(name, 1, id, None)).map(|r| {
+                        let m = decode(&r);
+                        let mut a = a_addrs(&m);
+                        a.sort();
+                        (m.metadata.response_code, a)
+                    });
+                    match got {
+                        Some((_, a)) if a == *want => {}
+                        other => wrong.push(format!("{name}: {other:?}, want {want:?}")),
+                    }
+                }
+            }
+            (asked, wrong)
+        });
+        Poller { stop, thread }
+    }
+
+    /// Stops; how many questions were asked, and the wrong answers.
+    fn finish(self) -> (u64, Vec<String>) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("poller")
+    }
+}
+
+/// The names of `expect` that do not answer their addresses (asked once each, raw UDP).
+fn wrong_answers(s: &Server, expect: &[(String, Vec<Ipv4Addr>)]) -> Vec<String> {
+    let mut wrong = Vec::new();
+    for (id, (name, want)) in expect.iter().enumerate() {
+        let got = udp_exchange(s.dns, &query(name, 1, id as u16, None)).map(|r| {
+            let mut a = a_addrs(&decode(&r));
+            a.sort();
+            a
+        });
+        if got.as_ref() != Some(want) {
+            wrong.push(format!("{name}: {got:?}, want {want:?}"));
+        }
+    }
+    wrong
+}
+
+/// Waits until every name of `expect` answers its addresses.
+fn await_all(s: &Server, expect: &[(String, Vec<Ipv4Addr>)]) {
+    let done = wait_for(Duration::from_secs(20), || {
+        wrong_answers(s, expect).is_empty()
+    });
+    assert!(done, "not served: {:?}", wrong_answers(s, expect));
+}
+
+/// A cluster of `services` ClusterIP services (every tenth headless, with five endpoints) in
+/// four namespaces and `pods` pods; returns the names to poll and their answers.
+fn fill(api: &ApiServer, services: usize, pods: usize) -> Vec<(String, Vec<Ipv4Addr>)> {
+    let mut expect = Vec::new();
+    for n in 0..4 {
+        api.create(namespace(&format!("ns{n}")));
+    }
+    for i in 0..services {
+        let ns = format!("ns{}", i % 4);
+        let name = format!("s{i}");
+        if i % 10 == 0 {
+            api.create(svc(&ns, &name).headless().port("http", 80, "TCP"));
+            let mut sl = slice(&ns, &format!("{name}-1"), &name).port("http", 80, "TCP");
+            let mut ips = Vec::new();
+            for e in 0..5u8 {
+                let ip = Ipv4Addr::new(10, 2, i as u8, e + 1);
+                sl = sl.endpoint(ep(&[&ip.to_string()]));
+                ips.push(ip);
+            }
+            api.create(sl);
+            expect.push((format!("{name}.{ns}.svc.cluster.local"), ips));
+        } else {
+            let ip = Ipv4Addr::new(10, 0, (i / 250) as u8, (i % 250 + 1) as u8);
+            api.create(
+                svc(&ns, &name)
+                    .cluster_ip(&ip.to_string())
+                    .port("http", 80, "TCP"),
+            );
+            api.create(
+                slice(&ns, &format!("{name}-1"), &name)
+                    .port("http", 80, "TCP")
+                    .endpoint(ep(&[&format!("10.3.{}.{}", i / 250, i % 250 + 1)])),
+            );
+            expect.push((format!("{name}.{ns}.svc.cluster.local"), vec![ip]));
+        }
+    }
+    for p in 0..pods {
+        let ns = format!("ns{}", p % 4);
+        let ip = Ipv4Addr::new(10, 1, (p / 250) as u8, (p % 250 + 1) as u8);
+        api.create(pod(&ns, &format!("p{p}")).ip(&ip.to_string()));
+        if p % 4 == 0 {
+            let dashed = ip.to_string().replace('.', "-");
+            expect.push((format!("{dashed}.{ns}.pod.cluster.local"), vec![ip]));
+        }
+    }
+    expect
+}
+
+/// `clusterdns_relists_total` per kind, from the metrics endpoint.
+fn relists(s: &Server) -> BTreeMap<String, f64> {
+    metric_values(s, "clusterdns_relists_total")
+}
+
+/// The values of one metric family by its `kind` label.
+fn metric_values(s: &Server, family: &str) -> BTreeMap<String, f64> {
+    let addr = s.listen("metrics").expect("metrics address");
+    let text = get(addr, "/metrics", &[]).expect("scrape").text();
+    text.lines()
+        .filter_map(|l| l.strip_prefix(family)?.strip_prefix("{kind=\""))
+        .filter_map(|l| {
+            let (kind, rest) = l.split_once("\"}")?;
+            Some((kind.to_string(), rest.trim().parse().ok()?))
+        })
+        .collect()
+}
+
+fn ready_status(s: &Server) -> u16 {
+    let addr = s.listen("ready").expect("ready address");
+    get(addr, "/ready", &[]).map_or(0, |r| r.status)
+}
+
+/// Every watch ends and the history is compacted (an API server restart), three times, while a
+/// client keeps asking: no answer is ever wrong, every kind relists, and what changed while the
+/// watches were cut off is there after the relist.
+#[test]
+fn kube_forced_expiry_relists_every_kind_without_a_wrong_answer() {
+    let (api, _) = ApiServer::start_blocking();
+    let expect = fill(&api, 80, 240);
+    api.create(svc("ns1", "gone").cluster_ip("10.0.9.1"));
+    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
+    await_all(&s, &expect);
+    converge(&s, "gone.ns1.svc.cluster.local", "10.0.9.1");
+    let poller = Poller::start(s.dns, expect.clone());
+    let kinds = Kind::ALL.map(|k| k.as_str().to_string());
+    for round in 0..3 {
+        let before = relists(&s);
+        if round == 1 {
+            // Changes the cut-off watches never deliver: only the relist can bring them.
+            api.partition_watches();
+            api.create(svc("ns2", "late").cluster_ip("10.0.9.2"));
+            api.delete_named("Service", "ns1", "gone");
+        }
+        api.force_expiry();
+        let t0 = Instant::now();
+        loop {
+            let now = relists(&s);
+            let done = kinds.iter().all(|k| {
+                now.get(k).copied().unwrap_or(0.0) > before.get(k).copied().unwrap_or(0.0)
+            });
+            if done {
+                eprintln!(
+                    "round {round}: every kind relisted after {:?}",
+                    t0.elapsed()
+                );
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(15),
+                "not every kind relisted: before {before:?}, now {now:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if round == 1 {
+            converge(&s, "late.ns2.svc.cluster.local", "10.0.9.2");
+            converge(&s, "gone.ns1.svc.cluster.local", "");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let (asked, wrong) = poller.finish();
+    eprintln!("{asked} questions asked during the relists");
+    assert!(asked > 100, "the poller asked only {asked} questions");
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(20)]
+    );
+}
+
+/// A relist holds back only its own kind's changes: while the Pod relist is in progress (the
+/// API server answers its first page and holds the next), a Service changed after the expiry
+/// is served, and the pods the relist adds or removes are not (DNS answers the last complete
+/// state, every name as before); once the list completes, they are.
+#[test]
+fn kube_relist_of_one_kind_holds_back_only_its_own_changes() {
+    let (api, _) = ApiServer::start_blocking();
+    // More pods than one page (500): the Pod list has pages after the first.
+    let expect = fill(&api, 20, 1200);
+    api.create(svc("ns0", "web").cluster_ip("10.0.8.1"));
+    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
+    await_all(&s, &expect);
+    converge(&s, "web.ns0.svc.cluster.local", "10.0.8.1");
+    let (old_pod, new_pod) = (
+        "10-1-0-1.ns0.pod.cluster.local",
+        "10-1-99-1.ns0.pod.cluster.local",
+    );
+    converge(&s, old_pod, "10.1.0.1");
+    // Changes to pods that only the relist can bring (the watches are cut off first): p0 is
+    // deleted, and a new pod sorts first in its namespace, so it is on the first page.
+    api.partition_watches();
+    api.delete_named("Pod", "ns0", "p0");
+    api.create(pod("ns0", "a-new").ip("10.1.99.1"));
+    api.hold_list_pages(Res::Pods);
+    api.force_expiry();
+    let pod_list_held = wait_for(Duration::from_secs(10), || {
+        api.requests().iter().any(|r| {
+            r.path.ends_with("/pods")
+                && r.param("watch").is_none()
+                && r.param("continue").is_some_and(|c| !c.is_empty())
+        })
+    });
+    assert!(
+        pod_list_held,
+        "the Pod relist never asked for its second page"
+    );
+
+    api.update(svc("ns0", "web").cluster_ip("10.0.8.2"));
+    converge(&s, "web.ns0.svc.cluster.local", "10.0.8.2");
+    assert_eq!(short(&s, old_pod), "10.1.0.1", "a pod the relist removes");
+    assert_eq!(s.status(&[new_pod]), "NXDOMAIN", "a pod the relist adds");
+    let wrong = wrong_answers(&s, &expect);
+    assert!(wrong.is_empty(), "during the relist: {wrong:?}");
+
+    api.release_list_pages();
+    converge(&s, new_pod, "10.1.99.1");
+    converge(&s, old_pod, "");
+    api.update(svc("ns0", "web").cluster_ip("10.0.8.3"));
+    converge(&s, "web.ns0.svc.cluster.local", "10.0.8.3");
+}
+
+/// A change made right after every watch expired reaches DNS without waiting for anything but
+/// the relist (bounded generously here; the benchmark measures it).
+#[test]
+fn kube_changes_right_after_an_expiry_reach_dns() {
+    let (api, _) = ApiServer::start_blocking();
+    fill(&api, 60, 200);
+    api.create(svc("ns0", "web").cluster_ip("10.0.8.1"));
+    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
+    converge(&s, "web.ns0.svc.cluster.local", "10.0.8.1");
+    let mut took = Vec::new();
+    for i in 0..8u8 {
+        api.force_expiry();
+        let ip = format!("10.0.8.{}", i + 2);
+        let t0 = Instant::now();
+        api.update(svc("ns0", "web").cluster_ip(&ip));
+        let want = vec![ip.parse::<Ipv4Addr>().unwrap()];
+        let mut id = 0u16;
+        loop {
+            id = id.wrapping_add(1);
+            let got = udp_exchange(s.dns, &query("web.ns0.svc.cluster.local", 1, id, None))
+                .map(|r| a_addrs(&decode(&r)));
+            if got.as_ref() == Some(&want) {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "change {i} never arrived: {got:?}"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        took.push(t0.elapsed());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    took.sort();
+    eprintln!(
+        "change after an expiry visible in DNS: median {:?}, max {:?}",
+        took[took.len() / 2],
+        took.last().unwrap()
+    );
+}
+
+/// The API server is away for 30 seconds: every name keeps its answer, `/ready` stays 200, the
+/// staleness metric grows; then the watch resumes by itself and the changes made meanwhile and
+/// after are served.
+#[test]
+fn kube_api_outage_of_30s_keeps_answers_and_resumes() {
+    let (api, _) = ApiServer::start_blocking();
+    let expect = fill(&api, 20, 40);
+    api.create(svc("ns3", "moved").cluster_ip("10.0.7.1"));
+    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
+    await_all(&s, &expect);
+    converge(&s, "moved.ns3.svc.cluster.local", "10.0.7.1");
+    let stale_before = metric_values(&s, "clusterdns_watch_staleness_seconds");
+    assert_eq!(stale_before.len(), 4, "{stale_before:?}");
+    assert!(stale_before.values().all(|v| *v < 5.0), "{stale_before:?}");
+    let poller = Poller::start(s.dns, expect.clone());
+
+    api.stop_blocking();
+    let t0 = Instant::now();
+    api.update(svc("ns3", "moved").cluster_ip("10.0.7.2"));
+    let mut staleness = Vec::new();
+    while t0.elapsed() < Duration::from_secs(30) {
+        assert_eq!(ready_status(&s), 200, "/ready during the outage");
+        assert_eq!(short(&s, "moved.ns3.svc.cluster.local"), "10.0.7.1");
+        staleness.push(metric_values(&s, "clusterdns_watch_staleness_seconds")["Service"]);
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(
+        staleness.windows(2).all(|w| w[1] >= w[0]) && *staleness.last().unwrap() >= 25.0,
+        "the staleness grows through the outage: {staleness:?}"
+    );
+
+    api.restart_blocking();
+    let back = Instant::now();
+    // The watch resumes at its next retry (the backoff reaches 30 s, jittered up to 60 s).
+    let deadline = Duration::from_secs(75);
+    while short(&s, "moved.ns3.svc.cluster.local") != "10.0.7.2" {
+        assert!(
+            back.elapsed() < deadline,
+            "the watch did not resume within {deadline:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!(
+        "resumed {:?} after the API server came back",
+        back.elapsed()
+    );
+    api.create(svc("ns0", "after").cluster_ip("10.0.7.3"));
+    converge(&s, "after.ns0.svc.cluster.local", "10.0.7.3");
+    let stale_after = metric_values(&s, "clusterdns_watch_staleness_seconds");
+    assert!(stale_after["Service"] < 5.0, "{stale_after:?}");
+    assert_eq!(ready_status(&s), 200);
+    let (asked, wrong) = poller.finish();
+    assert!(asked > 100, "{asked}");
+    assert!(
+        wrong.is_empty(),
+        "{} wrong answers: {:#?}",
+        wrong.len(),
+        &wrong[..wrong.len().min(20)]
+    );
+}

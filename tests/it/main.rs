@@ -17,6 +17,7 @@ mod layers;
 mod manifests;
 mod netns;
 mod nodelocal;
+mod objects_file;
 mod ops;
 mod ops_e2e;
 mod prom;

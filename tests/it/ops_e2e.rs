@@ -86,7 +86,10 @@ enum Got {
 fn sigterm_drains_without_losing_a_query() {
     let mut s = Server::sample("");
     let (dns, ready) = (s.dns, s.listen("ready").unwrap());
-    assert_eq!(status_body(ready, "/ready").map(|r| r.0), Some(200));
+    // Ready once the objects file is loaded, which on a busy machine can take longer than the
+    // start-up: wait for it (bounded).
+    let ready_now = || status_body(ready, "/ready").map(|r| r.0) == Some(200);
+    assert!(wait_for(Duration::from_secs(10), ready_now), "never ready");
 
     // a client querying back to back on a connected socket: after the socket closes, the
     // kernel's port-unreachable turns into an immediate "refused"

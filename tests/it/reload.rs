@@ -275,7 +275,7 @@ fn forward_cache_metrics_and_lameduck_reload_under_load() {
             &format!("upstreams: [\"{}\"]\n  legacy_metrics: false\n", k2.addr),
         )
         .replace("lameduck: 1s", "lameduck: 1500ms")
-        + "server:\n  tcp_idle_timeout: 3s\n";
+        + "server:\n  tcp_idle_timeout: 3s\nquerylog:\n  enabled: true\n  sample: 0.0\n";
     std::fs::write(&cfg_path, &new).unwrap();
     let logs = s.log_until(Duration::from_secs(10), |l| l.contains("config reloaded"));
     assert!(
@@ -286,6 +286,10 @@ fn forward_cache_metrics_and_lameduck_reload_under_load() {
     assert!(wait_for(Duration::from_secs(5), || {
         !metrics().contains("coredns_forward_requests_total")
     }));
+    assert!(
+        metrics().contains("coredns_plugin_enabled{name=\"log\""),
+        "the query log turned on shows as a plugin"
+    );
     // The cached answer is kept: asking again does not reach the new upstream ...
     let before = proxy_requests(&s, k2.addr);
     assert_eq!(

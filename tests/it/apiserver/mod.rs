@@ -7,7 +7,9 @@
 //!   (`.../services/{name}`); `/version`, `/healthz`, `/readyz`, `/livez`.
 //! - Lists: a `*List` object with `metadata.resourceVersion`; `limit` / `continue` pagination
 //!   served from a consistent snapshot (the list's resourceVersion, `410 Expired` once that is
-//!   compacted away); `resourceVersion` (unset or `0`: current state; `N` with
+//!   compacted away; `remainingItemCount` for lists without selectors), without copying the
+//!   store per page unless it changed since the list began (lists of 150,000 objects are served
+//!   in seconds); `resourceVersion` (unset or `0`: current state; `N` with
 //!   `resourceVersionMatch=Exact`: the state at N; otherwise not older than N); `labelSelector`
 //!   (equality and set-based forms) and `fieldSelector` (`=`, `==`, `!=` on dotted paths such as
 //!   `metadata.name` or `status.phase`).
@@ -29,9 +31,11 @@
 //! `delete`), and breaks things: `drop_all_watches` (connections cut mid-stream),
 //! `end_all_watches` (clean end, as at `timeoutSeconds`), `partition_watches` (open watches stop
 //! receiving anything, as over a dead network path), `expire_history` (compaction: a watch or
-//! continue token from an older resourceVersion gets 410), `stop` / `restart` (an outage; the
+//! continue token from an older resourceVersion gets 410), `force_expiry` (an API server restart
+//! as clients see it: every watch ends and every resourceVersion given out is compacted away), `stop` / `restart` (an outage; the
 //! cluster state and history survive, the port stays the same), `set_max_watch_duration`,
-//! `set_bookmark_interval`, `set_expired_watch_as_http_410`. `wait_watching` waits until a
+//! `set_bookmark_interval`, `set_expired_watch_as_http_410`, `hold_list_pages` (a kind's list
+//! pages after the first wait until `release_list_pages`: a relist kept in progress). `wait_watching` waits until a
 //! client's watches are open (a watch starts only after its list is consumed); `requests()`
 //! records every request (path, decoded query, Accept, Authorization). `start_blocking` runs the
 //! server on a runtime of its own, for tests that drive the `clusterdns` binary without tokio.
@@ -181,7 +185,21 @@ struct HistEvent {
 #[derive(Default)]
 struct Store {
     objects: BTreeMap<Key, Arc<Value>>,
+    /// Each object as a list item (JSON without `kind` and `apiVersion`), encoded once when
+    /// stored, as the API server's watch cache keeps objects serialized: a list of 150,000
+    /// pods costs the test server copies of bytes, not 150,000 encodings.
+    encoded: HashMap<Key, Bytes>,
     history: VecDeque<HistEvent>,
+}
+
+/// An object as a list item: JSON without `kind` and `apiVersion`.
+fn list_item(obj: &Value) -> Bytes {
+    let mut item = obj.clone();
+    if let Some(m) = item.as_object_mut() {
+        m.remove("kind");
+        m.remove("apiVersion");
+    }
+    Bytes::from(serde_json::to_vec(&item).expect("json"))
 }
 
 #[derive(Clone, Debug, Default)]
@@ -434,6 +452,8 @@ fn key_of(r: Res, obj: &Value) -> Key {
 
 struct Inner {
     state: Mutex<State>,
+    /// Kinds whose list pages after the first wait (see [`ApiServer::hold_list_pages`]).
+    held_pages: tokio::sync::watch::Sender<Vec<Res>>,
     addr: SocketAddr,
     running: Mutex<Option<Running>>,
     /// Where the server's tasks run.
@@ -492,6 +512,7 @@ impl ApiServer {
                 max_watch: None,
                 expired_watch_as_http_410: false,
             }),
+            held_pages: tokio::sync::watch::Sender::new(Vec::new()),
             addr,
             running: Mutex::new(None),
             rt: tokio::runtime::Handle::current(),
@@ -510,7 +531,7 @@ impl ApiServer {
     /// [`Self::restart_blocking`]; everything else is synchronous anyway.
     pub fn start_blocking() -> (ApiServer, String) {
         let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
+            .worker_threads(2)
             .thread_name("test-apiserver")
             .enable_all()
             .build()
@@ -550,6 +571,9 @@ impl ApiServer {
                 tokio::select! {
                     accepted = listener.accept() => {
                         let Ok((stream, _)) = accepted else { continue };
+                        // As Go's servers do: a watch event is a small write after the headers,
+                        // which Nagle's algorithm would hold until the client's delayed ACK.
+                        let _ = stream.set_nodelay(true);
                         let inner = inner.clone();
                         conns.spawn(async move {
                             let service = hyper::service::service_fn(move |req| handle(inner.clone(), req));
@@ -652,7 +676,9 @@ impl ApiServer {
             .or_insert_with(|| json!(now_rfc3339()));
         meta.entry("generation").or_insert(json!(1));
         let obj = Arc::new(obj);
-        st.store(r).objects.insert(key, obj.clone());
+        let store = st.store(r);
+        store.encoded.insert(key.clone(), list_item(&obj));
+        store.objects.insert(key, obj.clone());
         st.publish(r, EvType::Added, obj.clone(), None);
         (*obj).clone()
     }
@@ -683,7 +709,9 @@ impl ApiServer {
             .unwrap_or(1);
         meta.insert("generation".into(), json!(generation + 1));
         let obj = Arc::new(obj);
-        st.store(r).objects.insert(key, obj.clone());
+        let store = st.store(r);
+        store.encoded.insert(key.clone(), list_item(&obj));
+        store.objects.insert(key, obj.clone());
         st.publish(r, EvType::Modified, obj.clone(), Some(prev));
         (*obj).clone()
     }
@@ -712,6 +740,7 @@ impl ApiServer {
         let r = Res::from_kind(kind).unwrap_or_else(|| panic!("unknown kind {kind}"));
         let key = key_in(r, namespace, name);
         let mut st = self.state();
+        st.store(r).encoded.remove(&key);
         let prev = st
             .store(r)
             .objects
@@ -779,6 +808,33 @@ impl ApiServer {
         for s in st.stores.values_mut() {
             s.history.clear();
         }
+    }
+
+    /// What clients see of an API server restart with a cold watch cache: every watch ends
+    /// (cleanly, as at its timeout) and the history is compacted past every resourceVersion
+    /// given out so far, so a client resuming its watch gets `410 Gone` and must list again.
+    /// The objects stay as they are.
+    pub fn force_expiry(&self) {
+        let mut st = self.state();
+        st.rv += 1;
+        st.compacted = st.rv;
+        for s in st.stores.values_mut() {
+            s.history.clear();
+        }
+        st.watchers.clear();
+        st.partitioned.clear();
+    }
+
+    /// From now on, a list of `res` gets its first page, and its next pages wait (the client's
+    /// request open, unanswered) until [`Self::release_list_pages`]: a relist that stays in
+    /// progress for as long as a test needs, as a list of a huge kind does.
+    pub fn hold_list_pages(&self, res: Res) {
+        self.inner.held_pages.send_modify(|h| h.push(res));
+    }
+
+    /// Answers the list pages held by [`Self::hold_list_pages`], and holds none from now on.
+    pub fn release_list_pages(&self) {
+        self.inner.held_pages.send_modify(Vec::clear);
     }
 
     /// Sends a BOOKMARK at the current resourceVersion to every watch that allows them.
@@ -1092,6 +1148,12 @@ async fn handle(inner: Arc<Inner>, req: Request<Incoming>) -> Result<Response<Bo
         match filter_of(&target, &params) {
             Err(m) => error(400, "BadRequest", &m),
             Ok(filter) => {
+                let next_page = params.get("continue").is_some_and(|c| !c.is_empty());
+                if !watch && next_page {
+                    let mut held = inner.held_pages.subscribe();
+                    // Err: the server is being dropped; answer anyway.
+                    let _ = held.wait_for(|h| !h.contains(&target.res)).await;
+                }
                 let read = Read {
                     inner: &inner,
                     t: &target,
@@ -1194,22 +1256,19 @@ fn list(read: Read<'_>) -> Response<Body> {
     };
     let mut st = inner.state.lock().unwrap();
     let current = st.rv;
-    let (list_rv, after, objects) = if let Some(c) =
-        params.get("continue").filter(|s| !s.is_empty())
-    {
+    // Which state the list shows: the one at `at`, from the object after `after` on.
+    let (list_rv, after, at) = if let Some(c) = params.get("continue").filter(|s| !s.is_empty()) {
         let Some((rv, after)) = decode_continue(c) else {
             return error(400, "BadRequest", "invalid continue token");
         };
-        match st.objects_at(t.res, rv) {
-            Some(o) => (rv, Some(after), o),
-            None => {
-                return error(
-                    410,
-                    "Expired",
-                    "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                );
-            }
+        if rv < st.compacted {
+            return error(
+                410,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            );
         }
+        (rv, Some(after), rv)
     } else {
         let rv_param = params
             .get("resourceVersion")
@@ -1217,7 +1276,7 @@ fn list(read: Read<'_>) -> Response<Body> {
             .unwrap_or("");
         let exact = params.get("resourceVersionMatch").map(String::as_str) == Some("Exact");
         match rv_param {
-            "" | "0" => (current, None, st.store(t.res).objects.clone()),
+            "" | "0" => (current, None, current),
             n => {
                 let Ok(n) = n.parse::<u64>() else {
                     return error(400, "BadRequest", &format!("invalid resourceVersion {n:?}"));
@@ -1229,63 +1288,111 @@ fn list(read: Read<'_>) -> Response<Body> {
                         &format!("Too large resource version: {n}, current: {current}"),
                     );
                 }
+                if exact && n < st.compacted {
+                    return error(
+                        410,
+                        "Expired",
+                        &format!("too old resource version: {n} ({})", st.compacted),
+                    );
+                }
                 if exact {
-                    match st.objects_at(t.res, n) {
-                        Some(o) => (n, None, o),
-                        None => {
-                            return error(
-                                410,
-                                "Expired",
-                                &format!("too old resource version: {n} ({})", st.compacted),
-                            );
-                        }
-                    }
+                    (n, None, n)
                 } else {
-                    (current, None, st.store(t.res).objects.clone())
+                    (current, None, current)
                 }
             }
         }
     };
-    drop(st);
+    // The objects as they were at `at`: the store itself when nothing changed since (every page
+    // of a list of a quiet cluster: no copy of a large store per page), else a reconstruction.
+    let changed_since = st.store(t.res).history.back().is_some_and(|e| e.rv > at);
+    let reconstructed = if changed_since {
+        match st.objects_at(t.res, at) {
+            Some(o) => Some(o),
+            None => return error(410, "Expired", &format!("too old resource version: {at}")),
+        }
+    } else {
+        None
+    };
+    let objects = match &reconstructed {
+        Some(o) => o,
+        None => &st.stores.entry(t.res).or_default().objects,
+    };
 
-    let mut items = Vec::new();
-    let mut last_key = None;
-    let mut remaining = 0usize;
-    let range = objects
-        .iter()
-        .filter(|(k, _)| after.as_ref().is_none_or(|a| *k > a))
+    use std::ops::Bound;
+    let from = match &after {
+        Some(a) => Bound::Excluded(a.clone()),
+        None => Bound::Unbounded,
+    };
+    let mut matching = objects
+        .range((from, Bound::Unbounded))
         .filter(|(_, o)| filter.matches(o));
-    for (k, o) in range {
-        if limit.is_some_and(|l| items.len() >= l) {
-            remaining += 1;
-            continue;
-        }
-        let mut item = if meta {
-            partial_metadata(o)
-        } else {
-            (**o).clone()
-        };
-        if let Some(m) = item.as_object_mut() {
-            m.remove("kind");
-            m.remove("apiVersion");
-        }
-        items.push(item);
+    let mut page: Vec<Arc<Value>> = Vec::new();
+    let mut last_key = None;
+    for (k, o) in matching.by_ref() {
+        page.push(o.clone());
         last_key = Some(k.clone());
+        if limit.is_some_and(|l| page.len() >= l) {
+            break;
+        }
     }
+    let more = limit.is_some() && matching.next().is_some();
+    // As the API server: the count of what is left only for lists without selectors.
+    let remaining =
+        (more && filter.labels.is_none() && filter.fields.is_empty()).then(|| 1 + matching.count());
+    // Items as stored, when the store is what the list shows (encoded anew otherwise).
+    let encoded: Vec<Option<Bytes>> = if meta || reconstructed.is_some() {
+        vec![None; page.len()]
+    } else {
+        let store = st.stores.entry(t.res).or_default();
+        page.iter()
+            .map(|o| store.encoded.get(&key_of(t.res, o)).cloned())
+            .collect()
+    };
+    drop(st);
+    // Assembled without the lock: other requests (and the test) go on meanwhile.
+    let items: Vec<Bytes> = page
+        .iter()
+        .zip(encoded)
+        .map(|(o, e)| match e {
+            Some(b) => b,
+            None if meta => Bytes::from(serde_json::to_vec(&partial_metadata(o)).expect("json")),
+            None => list_item(o),
+        })
+        .collect();
+
     let mut list_meta = json!({ "resourceVersion": list_rv.to_string() });
-    if remaining > 0 {
+    if more {
         list_meta["continue"] = json!(encode_continue(list_rv, last_key.as_ref().unwrap()));
-        list_meta["remainingItemCount"] = json!(remaining);
+        if let Some(n) = remaining {
+            list_meta["remainingItemCount"] = json!(n);
+        }
     }
     let (kind, api_version) = if meta {
         ("PartialObjectMetadataList".to_string(), "meta.k8s.io/v1")
     } else {
         (format!("{}List", t.res.kind()), t.res.api_version())
     };
-    full(
-        StatusCode::OK,
-        &json!({ "kind": kind, "apiVersion": api_version, "metadata": list_meta, "items": items }),
-    )
+    let head = json!({ "kind": kind, "apiVersion": api_version, "metadata": list_meta });
+    let mut body = serde_json::to_vec(&head).expect("json");
+    body.pop(); // the closing brace: the items follow
+    body.extend_from_slice(b",\"items\":[");
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(item);
+    }
+    body.extend_from_slice(b"]}");
+    Response::builder()
+        .status(StatusCode::OK)
+        .header("content-type", "application/json")
+        .body(
+            Full::new(Bytes::from(body))
+                .map_err(|e: Infallible| match e {})
+                .boxed_unsync(),
+        )
+        .unwrap()
 }
 
 /// A watch stream of what `filter` selects, from the request's `resourceVersion`.
