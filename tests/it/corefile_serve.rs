@@ -9,7 +9,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use clusterdns::config::Config;
 use clusterdns::corefile::{self, Conversion, Options};
 
-use crate::support::upstream::{Action, Fake, a_reply};
+use crate::support::upstream::{Action, Fake, Transport, a_reply, qname};
 use crate::support::{self, Server, corefile_fixtures as fixtures, fixture_text as read};
 
 /// A test upstream answering every A query with `ip`.
@@ -71,7 +71,18 @@ fn serve(c: &Conversion, routes: &[(&str, SocketAddr)]) -> Server {
         "check: {}\n{yaml}",
         String::from_utf8_lossy(&check.stderr)
     );
-    Server::start_in(dir, &yaml, &[])
+    let cluster = cfg.cluster.enabled;
+    let s = Server::start_in(dir, &yaml, &[]);
+    if cluster {
+        // The objects file may load after the listeners are up on a busy machine: wait
+        // (bounded) until the zone answers, as a kubelet waits for /ready.
+        s.wait_for(
+            &["kubernetes.default.svc.cluster.local", "A"],
+            |out| out.contains("status: NOERROR"),
+            std::time::Duration::from_secs(20),
+        );
+    }
+    s
 }
 
 /// `dig` for `name` `qtype`: (status, A addresses).
@@ -221,4 +232,75 @@ async fn aks_config_serves_templates_hosts_and_custom_servers() {
         udp_before
     );
     assert!(tcp.tcp.load(std::sync::atomic::Ordering::SeqCst) > tcp_before);
+}
+
+/// NodeLocal DNSCache's Corefile as shipped, its placeholders given: the cluster and reverse
+/// zones go to kube-dns-upstream over TCP only, everything else over UDP, and the cluster
+/// zone's answers are cached by its own cache (capped at 30 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodelocal_config_forwards_cluster_zone_over_tcp_and_the_rest_over_udp() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let kube_dns =
+        Fake::start(|q, _| Action::Reply(a_reply(q, &[Ipv4Addr::new(10, 96, 7, 7)], 3600))).await;
+    let root = upstream(ROOT).await;
+    let pillars = [
+        ("DNS__DOMAIN", "cluster.local"),
+        ("LOCAL__DNS", "169.254.20.10"),
+        ("DNS__SERVER", "10.96.0.10"),
+        ("CLUSTER__DNS", "10.96.0.11"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let c = corefile::convert_with(
+        &read("nodelocal/Corefile.pillar"),
+        &Options {
+            base_dir: "/nonexistent".into(),
+            pillars,
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    let s = serve(
+        &c,
+        &[
+            (".", root.addr),
+            ("cluster.local", kube_dns.addr),
+            ("in-addr.arpa", kube_dns.addr),
+            ("ip6.arpa", kube_dns.addr),
+        ],
+    );
+    let out = s.dig(&["web.default.svc.cluster.local", "A", "+short"]);
+    assert_eq!(out.trim(), "10.96.7.7");
+    assert_eq!(asked(&kube_dns, "web.default"), [Transport::Tcp]);
+    assert!(
+        kube_dns.udp.load(SeqCst) == 0,
+        "nothing over UDP to kube-dns (loop probes included)"
+    );
+    assert_eq!(
+        ask(&s, "example.org", "A"),
+        ("NOERROR".into(), vec![ROOT.to_string()])
+    );
+    assert_eq!(asked(&root, "example.org"), [Transport::Udp]);
+    // Asked again: the cluster zone's cache answers, its TTL capped at 30 s (the upstream
+    // gave 3600).
+    let again = s.dig(&["web.default.svc.cluster.local", "A", "+noall", "+answer"]);
+    assert!(again.contains("10.96.7.7"), "{again}");
+    let ttl: u32 = again.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(
+        ttl <= 30,
+        "the cluster zone's cache caps TTLs at 30 s: {again}"
+    );
+    assert_eq!(asked(&kube_dns, "web.default"), [Transport::Tcp]);
+}
+
+/// How `up` was asked for names starting with `prefix`, in order.
+fn asked(up: &Fake, prefix: &str) -> Vec<Transport> {
+    up.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(_, m)| qname(m).to_ascii().starts_with(prefix))
+        .map(|(t, _)| *t)
+        .collect()
 }
