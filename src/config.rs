@@ -68,7 +68,7 @@ pub struct TemplateConfig {
     /// The answer's rcode: `NXDOMAIN`, `NOERROR` (no data), `SERVFAIL` or `REFUSED`.
     pub rcode: String,
     /// Names in the zone matching none of `match` go on instead of getting NXDOMAIN.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fallthrough: bool,
 }
 

@@ -568,6 +568,10 @@ fn converted_configs_write_only_what_differs_from_the_defaults() {
         "kubeadm/Corefile",
         "aks/Corefile",
         "aks-custom/Corefile",
+        "aks-full/Corefile",
+        "eks/Corefile",
+        "rke2/Corefile",
+        "kube-dns/kube-dns-configmap.yaml",
         "nodelocal/Corefile",
     ] {
         let c = convert_fixture(rel).unwrap();
@@ -873,4 +877,19 @@ fn nodelocal_pillar_corefile_converts_with_per_zone_options() {
     let printed =
         Config::from_yaml(&String::from_utf8(out.stdout).unwrap(), Path::new("stdout")).unwrap();
     assert_eq!(printed, c.config);
+}
+
+/// A `.`-block template over a zone another server block serves never sees that zone's names
+/// in CoreDNS; clusterdns's would answer them: refused, naming both.
+#[test]
+fn template_over_another_blocks_zone_is_refused() {
+    let text = ".:53 {\n    template ANY ANY corp.example {\n        rcode NXDOMAIN\n    }\n    forward . 10.0.0.1\n}\ndev.corp.example:53 {\n    forward . 10.0.0.5\n}\n";
+    let e = corefile::convert(text, Path::new("/nonexistent")).unwrap_err();
+    assert_eq!((e.directive(), e.block()), (Some("template"), Some(".:53")));
+    assert_eq!(e.pos().unwrap().line, 2);
+    assert!(e.to_string().contains("dev.corp.example"), "{e}");
+    // The same template inside the zone's own block applies there, as in CoreDNS.
+    let text = ".:53 {\n    forward . 10.0.0.1\n}\ndev.corp.example:53 {\n    template ANY ANY {\n        rcode NXDOMAIN\n    }\n    forward . 10.0.0.5\n}\n";
+    let c = corefile::convert(text, Path::new("/nonexistent")).unwrap();
+    assert_eq!(c.config.templates[0].zone, "dev.corp.example");
 }

@@ -105,7 +105,7 @@ struct Converter {
     /// The CoreDNS ConfigMap's other keys, mounted beside the Corefile ([`Options::mounted`]).
     mounted: BTreeMap<String, String>,
     /// `template` directives, in order.
-    templates: Vec<crate::config::TemplateConfig>,
+    templates: Vec<(Set<crate::config::TemplateConfig>, Role)>,
     /// The Corefile's folder, where such files may sit too.
     base_dir: Option<std::path::PathBuf>,
 }
@@ -155,6 +155,7 @@ impl Converter {
         }
 
         // The main blocks: `.` and the one holding `kubernetes`; the rest are zone blocks.
+        let mut zone_blocks = Vec::new();
         for (keys, b) in &keyed {
             let is_root = keys.iter().any(Key::is_root);
             let has_kube = b.directives.iter().any(|d| d.name == "kubernetes");
@@ -173,8 +174,12 @@ impl Converter {
             } else {
                 Role::Zone
             };
+            if role == Role::Zone {
+                zone_blocks.extend(keys.iter().map(|k| k.zone.clone()));
+            }
             self.block(b, keys, role)?;
         }
+        self.check_templates(&zone_blocks)?;
         self.finish_forwarding()?;
         self.finish_caching();
         Ok(self.write())

@@ -2,7 +2,7 @@
 //! `internal.cloudapp.net` / `reddog.microsoft.com` templates): `templates` in the config.
 //! Templates that synthesise records (`answer`, `additional`, `authority`) are refused.
 
-use super::{Converter, Ctx, Role};
+use super::{Converter, Ctx, Role, Set};
 use crate::config::{Config, TemplateConfig, template_qtype, template_rcode};
 use crate::corefile::CorefileError;
 use crate::corefile::zones::{BadZone, Zone, parse_zone};
@@ -94,13 +94,34 @@ impl Converter {
             }
         }
         for zone in zones {
-            self.templates.push(TemplateConfig { zone, ..t.clone() });
+            let one = TemplateConfig { zone, ..t.clone() };
+            self.templates
+                .push((Set::new(one, &d.at, ctx.block), ctx.role));
+        }
+        Ok(())
+    }
+
+    /// A template in a main block whose zone overlaps a zone block's: CoreDNS sends that
+    /// block's names to the block, never to this template, while clusterdns's templates apply
+    /// to every name of their zone; refused rather than answered differently.
+    pub(super) fn check_templates(&self, zone_blocks: &[String]) -> Result<(), CorefileError> {
+        for (t, role) in &self.templates {
+            if *role != Role::Main {
+                continue;
+            }
+            let z = &t.value.zone;
+            if let Some(b) = zone_blocks.iter().find(|b| in_zone(b, z) || in_zone(z, b)) {
+                return Err(t.unsupported("template", None, format!("names in {b} go to the `{b}` server block in CoreDNS and never reach this template, but clusterdns's templates apply to every name of their zone ({z}); move the template into the `{b}` block, or narrow its zone")));
+            }
         }
         Ok(())
     }
 
     /// `templates`: in the order of the Corefile, as CoreDNS asks them.
     pub(super) fn write_templates(&mut self, cfg: &mut Config) {
-        cfg.templates = std::mem::take(&mut self.templates);
+        cfg.templates = std::mem::take(&mut self.templates)
+            .into_iter()
+            .map(|(t, _)| t.value)
+            .collect();
     }
 }
