@@ -16,7 +16,7 @@
 //! option) and the reason.
 //!
 //! The rule the converter follows: **what clients get back must not change silently.**
-//! - A directive that changes answers and that clusterdns cannot express (`rewrite`, `template`,
+//! - A directive that changes answers and that clusterdns cannot express (`rewrite`, a `template` that synthesises records,
 //!   `autopath`, `file`, `acl`, ...) is a [`CorefileError::Unsupported`] naming the directive,
 //!   its server block and line, and why.
 //! - A directive that only concerns tuning or observability and has no clusterdns equivalent
@@ -36,6 +36,13 @@
 //! | a block for another zone with `forward . /etc/resolv.conf`, while `.` forwards there too | nothing: ordinary forwarding (a `forward.domains` entry without upstreams when it has options) |
 //! | `import custom/*.override` in the `.` block | its directives, as if written there |
 //! | `health`, `ready`, `prometheus` in any block | process-wide listeners, as in CoreDNS |
+//! | `template` with `rcode` (and `match`, `fallthrough`) | `templates`, asked before the cluster zone |
+//! | `hosts /etc/coredns/<key>` (k3s's `NodeHosts`) | that ConfigMap key, carried over as a file |
+//!
+//! Inputs (`input`): a Corefile, or a ConfigMap's YAML — CoreDNS's (its `Corefile` and the
+//! files mounted beside it), `coredns-custom` (for imports), kube-dns's (`stubDomains`,
+//! `upstreamNameservers`, converted as CoreDNS's migration does); NodeLocal DNSCache's
+//! `__PILLAR__` placeholders filled from [`Options::pillars`].
 
 // Errors carry the position, block, directive and reason as owned strings; they are built once,
 // on the cold path of a one-shot command, so their size does not matter.
