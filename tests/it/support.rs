@@ -105,7 +105,21 @@ impl Server {
         let objects = dir.path().join("objects.yaml");
         std::fs::write(&objects, objects_yaml).unwrap();
         let cfg = base_config(&objects, extra);
-        Self::start_in(dir, &cfg, &[])
+        let server = Self::start_in(dir, &cfg, &[]);
+        server.wait_ready();
+        server
+    }
+
+    /// Wait (at most 20 s) until `/ready` says 200: the sockets open before the first state
+    /// is loaded, and on a busy machine a query sent at once may find no zone yet.
+    pub fn wait_ready(&self) {
+        let Some(ready) = self.listen("ready") else {
+            return;
+        };
+        let ok = wait_for(Duration::from_secs(20), || {
+            matches!(http::status_body(ready, "/ready"), Some((200, _)))
+        });
+        assert!(ok, "server not ready within 20 s");
     }
 
     /// Serving the sample cluster of `config/cluster.yaml`, with [`base_config`] plus `extra`.
