@@ -90,6 +90,10 @@ pub struct Engine {
     count: bool,
     /// Rcode-only templates, asked before the zone (`templates`).
     templates: Option<super::template::Templates>,
+    /// Forwarding domains inside the cluster zone (`forward.stub_domains`/`domains`, e.g.
+    /// kube-dns's `my.cluster.local`): their names skip the zone and are forwarded, as the
+    /// more specific server block wins in CoreDNS.
+    delegated: Vec<String>,
 }
 
 /// The largest reply a client of `proto` takes.
@@ -123,6 +127,7 @@ impl Engine {
             metrics,
             count: cfg.metrics.listen.is_some(),
             templates: super::template::Templates::new(&cfg.templates),
+            delegated: delegated_domains(cfg),
         }
     }
 
@@ -185,7 +190,7 @@ impl Engine {
             w.finish(&q, rc, true, self.resolver.is_some(), self.max_udp);
             return Local::Reply(facts(AnswerSource::Server, rc));
         }
-        if self.cluster_enabled {
+        if self.cluster_enabled && !self.is_delegated(&q) {
             let snap = self.zone.load();
             let mut w = Writer::new(out, &q, max);
             match answer::answer(&snap, &q, &mut w, self.resolver.is_some()) {
@@ -234,6 +239,18 @@ impl Engine {
                 Local::Reply(facts(AnswerSource::Server, rcode::REFUSED))
             }
         }
+    }
+
+    /// Whether `q`'s name is under a forwarding domain inside the cluster zone.
+    fn is_delegated(&self, q: &Query<'_>) -> bool {
+        if self.delegated.is_empty() || self.resolver.is_none() {
+            return false;
+        }
+        let shown = wire::name::display_name(q.qname_lower());
+        let name = shown.trim_end_matches('.');
+        self.delegated
+            .iter()
+            .any(|d| crate::names::in_zone(name, d))
     }
 
     /// The waiting part: ask the resolver.
@@ -359,4 +376,21 @@ pub fn forwarded_facts(q: &Query<'_>, r: &Resolved) -> Facts {
         rcode: wire::rcode_of(&r.reply),
         upstream: r.upstream,
     }
+}
+
+/// The forwarding domains of `cfg` inside its cluster zone (normalised), when forwarding is on.
+fn delegated_domains(cfg: &Config) -> Vec<String> {
+    if !cfg.forward.enabled || !cfg.cluster.enabled {
+        return Vec::new();
+    }
+    let Ok(zone) = crate::names::parse_domain(&cfg.cluster.zone) else {
+        return Vec::new();
+    };
+    cfg.forward
+        .stub_domains
+        .keys()
+        .chain(cfg.forward.domains.keys())
+        .filter_map(|d| crate::names::parse_domain(d).ok())
+        .filter(|d| crate::names::in_zone(d, &zone))
+        .collect()
 }

@@ -779,10 +779,20 @@ fn kube_dns_stub_domains_configmap_converts() {
         "the node's resolv.conf"
     );
 
-    // A stub domain inside the cluster zone: refused, naming the generated block.
-    let e = convert_fixture("kube-dns/inside-cluster-zone.yaml").unwrap_err();
-    assert_eq!(e.block(), Some("my.cluster.local:53"), "{e}");
-    assert!(e.to_string().contains("inside the cluster zone"), "{e}");
+    // A stub domain inside the cluster zone (the Kubernetes documentation's example): its
+    // names are forwarded, as kube-dns's dnsmasq did.
+    let c = convert_fixture("kube-dns/inside-cluster-zone.yaml").unwrap();
+    assert_round_trip(&c);
+    assert_eq!(
+        c.config.forward.stub_domains["my.cluster.local"],
+        ["2.3.4.5"]
+    );
+    assert_eq!(c.config.forward.stub_domains["abc.com"], ["1.2.3.4"]);
+    assert!(
+        has_note(&c, &["my.cluster.local", "inside the cluster zone"]),
+        "{:#?}",
+        c.notes
+    );
     // Bad JSON: the key named.
     let bad = "kind: ConfigMap\ndata:\n  stubDomains: '{\"a.example\": \"1.2.3.4\"}'\n";
     let e = corefile::convert(bad, Path::new("/nonexistent")).unwrap_err();

@@ -135,6 +135,32 @@ async fn kubeadm_eks_rke2_and_kube_dns_configs_serve() {
         ("NOERROR".into(), vec![STUB.to_string()])
     );
     assert!(stub.queries() >= 1);
+
+    // The Kubernetes documentation's example with a stub domain inside the cluster zone: its
+    // names go to its server, the rest of the zone is answered from the cluster.
+    let c = support::convert_fixture("kube-dns/inside-cluster-zone.yaml").unwrap();
+    let inner = upstream(Ipv4Addr::new(10, 53, 0, 4)).await;
+    let s = serve(
+        &c,
+        &[
+            (".", root.addr),
+            ("abc.com", stub.addr),
+            ("my.cluster.local", inner.addr),
+        ],
+    );
+    assert_cluster_and_root(&s);
+    assert_eq!(
+        ask(&s, "db.my.cluster.local", "A"),
+        ("NOERROR".into(), vec!["10.53.0.4".into()])
+    );
+    assert_eq!(
+        ask(&s, "www.abc.com", "A"),
+        ("NOERROR".into(), vec![STUB.to_string()])
+    );
+    assert_eq!(
+        ask(&s, "nosuch.default.svc.cluster.local", "A").0,
+        "NXDOMAIN"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
