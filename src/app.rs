@@ -66,7 +66,10 @@ pub fn start_zone(
         SourceChoice::None => vec![],
         _ => required_kinds(&cfg.cluster),
     };
-    let builder = ZoneBuilder::new(&cfg.cluster, &required);
+    // Autopath needs each client pod's namespace: the Pod watch and the address index.
+    let client_namespaces = cfg.shape.autopath.enabled && cfg.cluster.enabled;
+    let builder = ZoneBuilder::new(&cfg.cluster, &required)
+        .with_client_namespaces(client_namespaces && !matches!(source, SourceChoice::None));
     let (tx, rx) = mpsc::channel(crate::zone::feed::QUEUE);
     let settings_for_source = settings.clone();
     if matches!(source, SourceChoice::None) {
@@ -104,23 +107,32 @@ pub fn start_zone(
             ));
         }
         SourceChoice::Kubernetes(k) => {
-            start_kube(k, tx, shutdown, settings_for_source, metrics);
+            start_kube(
+                k,
+                client_namespaces,
+                tx,
+                shutdown,
+                settings_for_source,
+                metrics,
+            );
         }
         SourceChoice::None => {}
     }
     swap
 }
 
-/// What the API source watches for `cluster` settings, and how it connects.
+/// What the API source watches for `cluster` settings (and Pods for `autopath`, set at start),
+/// and how it connects.
 fn kube_options(
     k: &crate::config::KubernetesSourceConfig,
     cluster: &crate::config::ClusterConfig,
+    autopath: bool,
 ) -> crate::source::kube::KubeSourceOptions {
     crate::source::kube::KubeSourceOptions {
         kubeconfig: k.kubeconfig.clone(),
         context: k.context.clone(),
         endpoint: k.endpoint.clone(),
-        watch_pods: cluster.pods == crate::config::PodsMode::Verified,
+        watch_pods: cluster.pods == crate::config::PodsMode::Verified || autopath,
         service_label_selector: cluster.labels.clone(),
         watch_endpoints: !cluster.noendpoints,
     }
@@ -133,6 +145,7 @@ fn kube_options(
 /// kinds, syncs as soon as they are listed. What is served meanwhile stays.
 fn start_kube(
     k: crate::config::KubernetesSourceConfig,
+    autopath: bool,
     tx: mpsc::Sender<crate::cluster::ClusterEvent>,
     mut shutdown: watch::Receiver<bool>,
     mut settings: watch::Receiver<crate::config::ClusterConfig>,
@@ -140,7 +153,7 @@ fn start_kube(
 ) {
     let supervise = async move {
         loop {
-            let opts = kube_options(&k, &settings.borrow_and_update());
+            let opts = kube_options(&k, &settings.borrow_and_update(), autopath);
             let (stop_tx, stop_rx) = watch::channel(false);
             let run = crate::source::kube::run(opts.clone(), tx.clone(), stop_rx, metrics.clone());
             tokio::pin!(run);
@@ -155,7 +168,7 @@ fn start_kube(
                     c = settings.changed(), if settings_alive => {
                         if c.is_err() {
                             settings_alive = false;
-                        } else if kube_options(&k, &settings.borrow()) != opts {
+                        } else if kube_options(&k, &settings.borrow(), autopath) != opts {
                             break;
                         }
                     }
@@ -369,11 +382,13 @@ pub async fn serve(
         settings_rx,
         metrics.clone(),
     );
+    let shape = crate::server::shape::Shaper::new(&cfg)?;
     let resolver = crate::app_ops::resolver(&cfg, &metrics, None)?;
     let engine = Engine::new(
         &cfg,
         zone,
         crate::app_ops::as_upstream(&resolver),
+        shape,
         metrics.clone(),
     );
     let shared: crate::server::SharedEngine = Arc::new(ArcSwap::from_pointee(engine));

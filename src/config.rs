@@ -44,61 +44,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Node-local mode (NodeLocal DNSCache's node-cache): interface, interception rules, handover.
     pub nodelocal: NodeLocalConfig,
-    /// Answers decided by the query name alone, before the cluster zone and forwarding, as
-    /// CoreDNS's `template` plugin with `rcode` and no records (AKS's search-path short cuts).
-    pub templates: Vec<TemplateConfig>,
-}
-
-/// One rcode-only template: queries for names in `zone` (of `qtype`, or any type) whose name
-/// matches one of `match` (all names when empty) get `rcode` and no records. A name in the zone
-/// that matches none gets NXDOMAIN, or goes on to the next template and then to the cluster zone
-/// and forwarding when `fallthrough` is set, as CoreDNS's `template` does.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct TemplateConfig {
-    /// The zone, e.g. `internal.cloudapp.net`.
-    pub zone: String,
-    /// The query type it applies to (`A`, `AAAA`, ...); any when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub qtype: Option<String>,
-    /// Regular expressions matched against the query name in full, lowercase, with its
-    /// trailing dot (`a.b.internal.cloudapp.net.`), as CoreDNS matches them.
-    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
-    pub matches: Vec<String>,
-    /// The answer's rcode: `NXDOMAIN`, `NOERROR` (no data), `SERVFAIL` or `REFUSED`.
-    pub rcode: String,
-    /// Names in the zone matching none of `match` go on instead of getting NXDOMAIN.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub fallthrough: bool,
-}
-
-/// A template's rcode by name (the names `TemplateConfig::rcode` takes).
-pub fn template_rcode(name: &str) -> Option<u16> {
-    Some(match name.to_ascii_uppercase().as_str() {
-        "NOERROR" => 0,
-        "SERVFAIL" => 2,
-        "NXDOMAIN" => 3,
-        "REFUSED" => 5,
-        _ => return None,
-    })
-}
-
-/// A query type by its name, for templates (the types a cluster DNS is asked).
-pub fn template_qtype(name: &str) -> Option<u16> {
-    Some(match name.to_ascii_uppercase().as_str() {
-        "A" => 1,
-        "NS" => 2,
-        "CNAME" => 5,
-        "SOA" => 6,
-        "PTR" => 12,
-        "MX" => 15,
-        "TXT" => 16,
-        "AAAA" => 28,
-        "SRV" => 33,
-        "HTTPS" => 65,
-        "SVCB" => 64,
-        _ => return None,
-    })
+    /// Answer shaping: CoreDNS's `rewrite`, `autopath`, `template` and `k8s_external`.
+    pub shape: ShapeConfig,
 }
 
 impl Default for Config {
@@ -116,7 +63,7 @@ impl Default for Config {
             querylog: QueryLogConfig::default(),
             server: ServerConfig::default(),
             nodelocal: NodeLocalConfig::default(),
-            templates: Vec::new(),
+            shape: ShapeConfig::default(),
         }
     }
 }
@@ -166,7 +113,8 @@ pub struct ClusterConfig {
     pub ignore_empty_service: bool,
     /// Addresses of `ns.dns.<zone>`; empty: the `kube-system/kube-dns` ClusterIPs, else 127.0.0.1.
     pub nameserver_ips: Vec<std::net::IpAddr>,
-    /// Rotate the order of A/AAAA records from query to query (CoreDNS's `loadbalance`).
+    /// Rotate the order of A/AAAA records from query to query (CoreDNS's `loadbalance`): the
+    /// cluster zone's, and those of forwarded, cached and hosts-file answers.
     pub loadbalance: bool,
 }
 
@@ -286,6 +234,9 @@ pub struct ForwardConfig {
     /// The EDNS Client Subnet option (RFC 7871) of a client's query: `strip` it before
     /// forwarding, or `forward` it (then it is part of the cache key).
     pub client_subnet: ClientSubnet,
+    /// AAAA questions that would be forwarded get NOERROR with no answer at once (IPv4-only
+    /// clusters: the AAAA half of every search-path expansion never leaves the node).
+    pub filter_aaaa: bool,
 }
 
 /// What forwarding does with a query's EDNS Client Subnet option.
@@ -357,6 +308,7 @@ impl Default for ForwardConfig {
             tls_ca: None,
             legacy_metrics: true,
             client_subnet: ClientSubnet::Strip,
+            filter_aaaa: false,
         }
     }
 }
@@ -733,6 +685,184 @@ impl Default for NodeLocalConfig {
     }
 }
 
+/// Answer shaping, in CoreDNS's plugin order: `rewrites`, then `autopath`, then `templates`,
+/// then `external` (k8s_external), then the cluster zone and forwarding. Compiled (regexes,
+/// template fields, record texts) by `shape::Shaper::new`, whose errors name the key.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShapeConfig {
+    /// CoreDNS `rewrite` rules, in order.
+    pub rewrites: Vec<RewriteRule>,
+    /// CoreDNS `template` blocks, in order.
+    pub templates: Vec<TemplateRule>,
+    /// Server-side search path (CoreDNS `autopath @kubernetes`).
+    pub autopath: AutopathConfig,
+    /// Services' external and LoadBalancer IPs under other zones (CoreDNS `k8s_external`).
+    pub external: Option<ExternalConfig>,
+}
+
+/// What a rewrite rule rewrites.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RewriteField {
+    /// The question name.
+    #[default]
+    Name,
+    /// The question type (`from`/`to`: type names, e.g. ANY → HINFO).
+    Type,
+    /// The question class (`from`/`to`: IN, CH, HS).
+    Class,
+}
+
+/// How a `name` rule matches the question name.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NameMatch {
+    #[default]
+    Exact,
+    Prefix,
+    Suffix,
+    Substring,
+    Regex,
+}
+
+/// A regular expression and its replacement (`{1}` for the first group).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct RegexRewrite {
+    pub from: String,
+    pub to: String,
+}
+
+/// One CoreDNS `rewrite` rule.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RewriteRule {
+    /// After this rule matched: stop (default) or go on with the next rule (`continue`).
+    #[serde(rename = "continue")]
+    pub continue_: bool,
+    pub field: RewriteField,
+    /// For `field: name`.
+    #[serde(rename = "match")]
+    pub match_: NameMatch,
+    pub from: String,
+    pub to: String,
+    /// Names in the reply that are the rewritten name (or end in it) become the asked name
+    /// again (`answer auto`; always so for `exact`).
+    pub answer_auto: bool,
+    /// Owner names in the reply rewritten by regex (`answer name FROM TO`).
+    pub answer_name: Vec<RegexRewrite>,
+    /// Names inside records (CNAME, SRV, MX, NS, PTR, SOA targets) rewritten by regex
+    /// (`answer value FROM TO`).
+    pub answer_value: Vec<RegexRewrite>,
+}
+
+impl Default for RewriteRule {
+    fn default() -> Self {
+        Self {
+            continue_: false,
+            field: RewriteField::Name,
+            match_: NameMatch::Exact,
+            from: String::new(),
+            to: String::new(),
+            answer_auto: false,
+            answer_name: vec![],
+            answer_value: vec![],
+        }
+    }
+}
+
+/// One CoreDNS `template` block.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TemplateRule {
+    /// The question class it answers: IN, CH, HS or ANY.
+    pub class: String,
+    /// The question type it answers (A, AAAA, PTR, ..., or ANY).
+    #[serde(rename = "type")]
+    pub qtype: String,
+    /// Zones it is for (`.`: every name).
+    pub zones: Vec<String>,
+    /// Regular expressions (RE2 syntax) matched against the lowercase question name with its
+    /// trailing dot; the first that matches wins. Empty: every name.
+    #[serde(rename = "match")]
+    pub matches: Vec<String>,
+    /// Records, as zone-file lines with template fields (`{{ .Name }}`, `{{ .Group.x }}`,
+    /// `{{ index .Match 1 }}`, `{{ .Zone }}`, `{{ .Class }}`, `{{ .Type }}`, `{{ .Remote }}`).
+    pub answer: Vec<String>,
+    pub additional: Vec<String>,
+    pub authority: Vec<String>,
+    /// The reply's rcode (NOERROR, NXDOMAIN, SERVFAIL, REFUSED, ...).
+    pub rcode: String,
+    /// Names of these zones that no regex matches go on (`.`: all of them); names of the
+    /// template's zones that match nothing and do not fall through get SERVFAIL.
+    pub fallthrough: Vec<String>,
+}
+
+impl Default for TemplateRule {
+    fn default() -> Self {
+        Self {
+            class: "ANY".into(),
+            qtype: "ANY".into(),
+            zones: vec![".".into()],
+            matches: vec![],
+            answer: vec![],
+            additional: vec![],
+            authority: vec![],
+            rcode: "NOERROR".into(),
+            fallthrough: vec![],
+        }
+    }
+}
+
+/// Server-side search path completion.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AutopathConfig {
+    pub enabled: bool,
+    /// The host search domains that follow `<ns>.svc.<zone> svc.<zone> <zone>` in a pod's
+    /// search list: the `search` line of this file (the node's, as the kubelet copies it into
+    /// pods); null: none.
+    pub resolv_conf: Option<PathBuf>,
+}
+
+impl Default for AutopathConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            resolv_conf: Some("/etc/resolv.conf".into()),
+        }
+    }
+}
+
+/// Services' external addresses under zones of their own (CoreDNS `k8s_external`):
+/// `<svc>.<ns>.<zone>`, `<endpoint>.<svc>.<ns>.<zone>` (headless), `_<port>._<proto>.<svc>.<ns>.<zone>`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExternalConfig {
+    pub zones: Vec<String>,
+    /// The label of the apex's name server names (`ns1.<apex>.<zone>`).
+    pub apex: String,
+    /// TTL of its records, seconds.
+    pub ttl: u32,
+    /// Headless services' endpoints with external IPs.
+    pub headless: bool,
+    /// Names of these zones that do not exist go on to forwarding (`.`: all).
+    pub fallthrough: Vec<String>,
+}
+
+impl Default for ExternalConfig {
+    fn default() -> Self {
+        Self {
+            zones: vec![],
+            apex: "dns".into(),
+            ttl: 5,
+            headless: false,
+            fallthrough: vec![],
+        }
+    }
+}
+
 /// Parse a duration as the config writes it: Go's `time.ParseDuration` syntax (`500ms`, `5s`,
 /// `1m30s`, `1.5h`, `0`; units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), or a bare number of seconds
 /// (`7`, `0.5`).
@@ -959,6 +1089,9 @@ impl Config {
                 fix(f);
             }
         }
+        if let Some(f) = self.shape.autopath.resolv_conf.as_mut() {
+            fix(f);
+        }
     }
 
     /// Checks that types alone cannot express. Errors name the key.
@@ -1092,30 +1225,6 @@ impl Config {
             }
         }
         self.validate_nodelocal()?;
-        for (i, t) in self.templates.iter().enumerate() {
-            let key = |k: &str| format!("templates[{i}].{k}");
-            parse_domain(&t.zone).map_err(|e| invalid(&key("zone"), e))?;
-            if let Some(q) = &t.qtype
-                && template_qtype(q).is_none()
-            {
-                return Err(invalid(
-                    &key("qtype"),
-                    format!(
-                        "{q:?} is not a query type this knows (A, AAAA, CNAME, PTR, SRV, TXT, MX, NS, SOA, SVCB, HTTPS)"
-                    ),
-                ));
-            }
-            if template_rcode(&t.rcode).is_none() {
-                return Err(invalid(
-                    &key("rcode"),
-                    format!("{:?}: one of NXDOMAIN, NOERROR, SERVFAIL, REFUSED", t.rcode),
-                ));
-            }
-            for (j, m) in t.matches.iter().enumerate() {
-                regex::Regex::new(m)
-                    .map_err(|e| invalid(&key(&format!("match[{j}]")), e.to_string()))?;
-            }
-        }
         if !(0.0..=1.0).contains(&self.querylog.sample) {
             return Err(invalid(
                 "querylog.sample",

@@ -119,10 +119,16 @@ impl Reloader {
         if new == self.current {
             return Outcome::Unchanged;
         }
-        // Build first, switch after: a resolver that cannot be built rejects the whole reload.
+        // Build first, switch after: shaping or a resolver that cannot be built rejects the
+        // whole reload (shaping first: it starts nothing).
+        let shape = match crate::server::shape::Shaper::new(&new) {
+            Ok(s) => s,
+            Err(e) => return self.reject(e.to_string()),
+        };
         let resolve_changed = new.forward != self.current.forward
             || new.cache != self.current.cache
-            || new.hosts != self.current.hosts;
+            || new.hosts != self.current.hosts
+            || new.cluster.loadbalance != self.current.cluster.loadbalance;
         let resolver = if resolve_changed {
             match crate::app_ops::resolver(&new, &self.metrics, self.resolver.as_deref()) {
                 Ok(r) => {
@@ -140,6 +146,7 @@ impl Reloader {
             &new,
             zone,
             crate::app_ops::as_upstream(&resolver),
+            shape,
             self.metrics.clone(),
         );
         self.shared.store(Arc::new(engine));

@@ -73,6 +73,7 @@ pub fn synthetic_cluster(
             }],
             publish_not_ready: false,
             labels: Default::default(),
+            external: vec![],
         }));
         let endpoints = (0..endpoints_per)
             .map(|_| {
@@ -104,6 +105,7 @@ pub fn synthetic_cluster(
             namespace: ns_name(p % namespaces).into(),
             name: format!("pod-{p}").into(),
             ips: vec![IpAddr::V4(Ipv4Addr::from(pod_ip))],
+            host_network: false,
         }));
     }
     out

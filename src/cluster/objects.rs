@@ -69,6 +69,17 @@ pub struct ServiceInfo {
     pub ports: Vec<Port>,
     pub publish_not_ready: bool,
     pub labels: BTreeMap<String, String>,
+    /// `spec.externalIPs`, then `status.loadBalancer.ingress` (an IP, or else a host name), for
+    /// `k8s_external`; most services have none.
+    pub external: Vec<ExternalAddr>,
+}
+
+/// An address a Service is reached at from outside the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExternalAddr {
+    Ip(IpAddr),
+    /// A load balancer's host name (lowercase, no trailing dot).
+    Host(Box<str>),
 }
 
 /// One endpoint of an EndpointSlice.
@@ -94,12 +105,14 @@ pub struct SliceInfo {
     pub ports: Vec<Port>,
 }
 
-/// A Pod, trimmed: where it is and its IPs.
+/// A Pod, trimmed: where it is, its IPs, and whether they are the node's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodInfo {
     pub namespace: Arc<str>,
     pub name: Arc<str>,
     pub ips: Vec<IpAddr>,
+    /// `spec.hostNetwork`: the pod's IPs are its node's.
+    pub host_network: bool,
 }
 
 /// A Namespace, trimmed.
@@ -319,6 +332,35 @@ impl TryFrom<&Service> for ServiceInfo {
                 }
             }
         };
+        // As CoreDNS's object.Service: external IPs first, then each ingress's IP or else its
+        // host name. An entry that is neither is left out: the service's own records do not
+        // depend on it, so they are not lost over it.
+        let mut external = Vec::new();
+        for ip in spec.external_ips.iter().flatten() {
+            if let Ok(ip) = ip.trim().parse() {
+                external.push(ExternalAddr::Ip(ip));
+            }
+        }
+        let ingress = svc
+            .status
+            .as_ref()
+            .and_then(|s| s.load_balancer.as_ref())
+            .and_then(|lb| lb.ingress.as_ref());
+        for ing in ingress.into_iter().flatten() {
+            match (ing.ip.as_deref(), ing.hostname.as_deref()) {
+                (Some(ip), _) if !ip.is_empty() => {
+                    if let Ok(ip) = ip.trim().parse() {
+                        external.push(ExternalAddr::Ip(ip));
+                    }
+                }
+                (_, Some(h)) if !h.is_empty() => {
+                    if let Ok(h) = external_name(K, &namespace, &name, h) {
+                        external.push(ExternalAddr::Host(h));
+                    }
+                }
+                _ => {}
+            }
+        }
         Ok(ServiceInfo {
             namespace,
             name,
@@ -326,6 +368,7 @@ impl TryFrom<&Service> for ServiceInfo {
             ports,
             publish_not_ready: spec.publish_not_ready_addresses.unwrap_or(false),
             labels: svc.metadata.labels.clone().unwrap_or_default(),
+            external,
         })
     }
 }
@@ -424,10 +467,16 @@ impl TryFrom<&Pod> for PodInfo {
         {
             ips.push(parse_ip(K, &namespace, &name, "status.podIP", ip)?);
         }
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
         Ok(PodInfo {
             namespace,
             name,
             ips,
+            host_network,
         })
     }
 }

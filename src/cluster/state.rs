@@ -75,6 +75,9 @@ impl Changes {
 pub struct PodAddrs {
     pub namespace: Arc<str>,
     pub ips: Addrs,
+    /// On the node's network (`spec.hostNetwork`): its address is the node's, shared with
+    /// everything else on the node, so it names no one client.
+    pub host_network: bool,
 }
 
 /// A list of addresses; most objects have none or exactly one IPv4 address, held without a
@@ -114,12 +117,12 @@ struct PodRec(Box<[u8]>);
 const POD_LISTED: u8 = 1;
 
 impl PodRec {
-    /// Layout: the mark byte, the address count (LEB128), then per address 4 or 6 and its
-    /// bytes, then the name.
-    fn new(name: &str, ips: &Addrs) -> Self {
+    /// Layout: the mark byte, the address count times two plus one on the host network
+    /// (LEB128), then per address 4 or 6 and its bytes, then the name.
+    fn new(name: &str, ips: &Addrs, host_network: bool) -> Self {
         let mut b = Vec::with_capacity(2 + 5 + name.len());
         b.push(POD_LISTED);
-        put_len(&mut b, ips.iter().count());
+        put_len(&mut b, ips.iter().count() * 2 + host_network as usize);
         for ip in ips.iter() {
             match ip {
                 IpAddr::V4(a) => {
@@ -149,7 +152,7 @@ impl PodRec {
     fn decode(&self) -> (Vec<IpAddr>, usize) {
         let b = &self.0;
         let mut p = 1;
-        let n = get_len(b, &mut p);
+        let n = get_len(b, &mut p) / 2;
         let mut v = Vec::with_capacity(n);
         for _ in 0..n {
             if b[p] == 4 {
@@ -171,7 +174,7 @@ impl PodRec {
     fn name(&self) -> &str {
         let b = &self.0;
         let mut p = 1;
-        let n = get_len(b, &mut p);
+        let n = get_len(b, &mut p) / 2;
         for _ in 0..n {
             p += if b[p] == 4 { 5 } else { 17 };
         }
@@ -179,6 +182,18 @@ impl PodRec {
     }
     fn ips(&self) -> Addrs {
         Addrs::new(&self.decode().0)
+    }
+    fn host_network(&self) -> bool {
+        let mut p = 1;
+        get_len(&self.0, &mut p) & 1 == 1
+    }
+    /// The pod as the pod index sees it.
+    fn addrs(&self, namespace: &Arc<str>) -> PodAddrs {
+        PodAddrs {
+            namespace: namespace.clone(),
+            ips: self.ips(),
+            host_network: self.host_network(),
+        }
     }
 }
 
@@ -226,6 +241,8 @@ pub struct ServiceEntry {
     pub publish_not_ready: bool,
     /// The service's labels, sorted by key (for the `labels` selector).
     labels: Box<[(Box<str>, Box<str>)]>,
+    /// External IPs and load-balancer addresses (`k8s_external`); empty for most services.
+    pub external: Box<[super::objects::ExternalAddr]>,
 }
 
 impl ServiceEntry {
@@ -244,6 +261,7 @@ impl ServiceEntry {
                 .iter()
                 .map(|(k, v)| (Box::from(k.as_str()), Box::from(v.as_str())))
                 .collect(),
+            external: s.external.iter().cloned().collect(),
         }
     }
 
@@ -653,13 +671,7 @@ impl ClusterState {
                 for (ns, pods) in self.pods.iter_mut() {
                     pods.0.retain(|r| {
                         if !r.listed() {
-                            changes.pods.push((
-                                Some(PodAddrs {
-                                    namespace: ns.clone(),
-                                    ips: r.ips(),
-                                }),
-                                None,
-                            ));
+                            changes.pods.push((Some(r.addrs(ns)), None));
                         }
                         r.listed()
                     });
@@ -757,7 +769,7 @@ impl ClusterState {
             }
             Object::Pod(p) => Compact::Pod(
                 self.intern(&p.namespace),
-                PodRec::new(&p.name, &Addrs::new(&p.ips)),
+                PodRec::new(&p.name, &Addrs::new(&p.ips), p.host_network),
             ),
             Object::Namespace(n) => Compact::Namespace(NamespaceInfo {
                 name: self.intern(&n.name),
@@ -819,17 +831,11 @@ impl ClusterState {
             Compact::Pod(ns, rec) => {
                 let h = &self.pod_hasher;
                 let pods = self.pods.entry(ns.clone()).or_default();
-                let new = PodAddrs {
-                    namespace: ns.clone(),
-                    ips: rec.ips(),
-                };
+                let new = rec.addrs(&ns);
                 match pods.find_mut(h, rec.name()) {
                     Some(old) if old.same(&rec) => old.set_listed(true),
                     Some(old) => {
-                        let before = PodAddrs {
-                            namespace: ns,
-                            ips: old.ips(),
-                        };
+                        let before = old.addrs(&ns);
                         *old = rec;
                         changes.pods.push((Some(before), Some(new)));
                     }
@@ -907,13 +913,7 @@ impl ClusterState {
                 };
                 let pods = self.pods.get_mut(&ns).expect("just found");
                 if let Some(old) = pods.take(&self.pod_hasher, &k.1) {
-                    changes.pods.push((
-                        Some(PodAddrs {
-                            namespace: ns.clone(),
-                            ips: old.ips(),
-                        }),
-                        None,
-                    ));
+                    changes.pods.push((Some(old.addrs(&ns)), None));
                     if pods.0.is_empty() {
                         self.pods.remove(&ns);
                     }
@@ -943,11 +943,8 @@ impl ClusterState {
     /// Every pod held.
     pub fn for_each_pod(&self, mut f: impl FnMut(PodAddrs)) {
         for (ns, pods) in &self.pods {
-            for ips in pods.0.iter().map(PodRec::ips) {
-                f(PodAddrs {
-                    namespace: ns.clone(),
-                    ips: ips.clone(),
-                });
+            for p in pods.0.iter() {
+                f(p.addrs(ns));
             }
         }
     }
@@ -1041,9 +1038,12 @@ mod tests {
         let mut set = Pods::default();
         for (i, ips) in cases.iter().enumerate() {
             let name = format!("pod-{i}");
-            let r = PodRec::new(&name, &Addrs::new(ips));
+            // Odd cases on the host network: the flag shares the count's bytes.
+            let host = i % 2 == 1;
+            let r = PodRec::new(&name, &Addrs::new(ips), host);
             assert_eq!(r.name(), name);
             assert!(r.listed());
+            assert_eq!(r.host_network(), host);
             assert_eq!(r.ips().iter().collect::<Vec<_>>(), *ips);
             set.insert_new(&h, r);
         }
@@ -1067,6 +1067,7 @@ mod tests {
             ports: vec![],
             publish_not_ready: false,
             labels: Default::default(),
+            external: vec![],
         })
     }
 
@@ -1075,6 +1076,7 @@ mod tests {
             namespace: ns.into(),
             name: name.into(),
             ips: vec![ip.parse().unwrap()],
+            host_network: false,
         })
     }
 

@@ -73,6 +73,10 @@ fn minimal(config: &Config) -> Result<Node, CorefileError> {
             kubernetes: Some(KubernetesSourceConfig::default()),
             ..SourceConfig::default()
         },
+        shape: crate::config::ShapeConfig {
+            external: Some(crate::config::ExternalConfig::default()),
+            ..Default::default()
+        },
         ..Config::default()
     };
     // A domain's own cache is compared with the cache defaults.
@@ -119,6 +123,20 @@ fn prune(
     if default == Some(&node) && !holds_always_written {
         return None;
     }
+    // The items of a list of rules (templates, rewrites) hold only what differs from a rule's
+    // defaults.
+    if let Node::Seq(items) = &node
+        && let Some(item_default) = list_item_default(path)
+    {
+        let items = items
+            .iter()
+            .map(|i| {
+                prune(i.clone(), Some(&item_default), None, "", &[])
+                    .unwrap_or(Node::Map(Vec::new()))
+            })
+            .collect();
+        return Some(Node::Seq(items));
+    }
     let Node::Map(entries) = node else {
         return Some(node);
     };
@@ -139,6 +157,15 @@ fn prune(
         })
         .collect();
     Some(Node::Map(kept))
+}
+
+/// The defaults of one item of the lists of rules the config has.
+fn list_item_default(path: &str) -> Option<Node> {
+    match path {
+        "shape.templates" => Node::of(&crate::config::TemplateRule::default()).ok(),
+        "shape.rewrites" => Node::of(&crate::config::RewriteRule::default()).ok(),
+        _ => None,
+    }
 }
 
 /// A YAML (or JSON) value whose mappings keep their keys in order, so the config is written in

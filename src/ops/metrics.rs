@@ -468,6 +468,7 @@ struct Inner {
     cache_prefetch: IntCounter,
     cache_drops: IntCounter,
     cache_served_stale: IntCounter,
+    autopath_success: IntCounter,
     cache_evictions: [IntCounter; 2],
 
     proxy_duration: HistogramVec,
@@ -605,6 +606,13 @@ impl Inner {
         let cache_drops = plain(&cache_drops_vec);
         let cache_served_stale = plain(&cache_stale_vec);
         let cache_evictions = by_kind(&cache_evictions_vec);
+        let autopath_success = counter_vec(
+            &r,
+            "coredns_autopath_success_total",
+            "Counter of requests that did autopath.",
+            &["server"],
+        )
+        .with_label_values(&[&s]);
 
         // Forwarding.
         let proxy_duration = histogram_vec(
@@ -770,6 +778,7 @@ impl Inner {
             cache_prefetch,
             cache_drops,
             cache_served_stale,
+            autopath_success,
             cache_evictions,
             proxy_duration,
             proxy_hc_failures,
@@ -956,6 +965,11 @@ impl Metrics {
     }
     pub fn cache_served_stale(&self) {
         self.inner().cache_served_stale.inc();
+    }
+    /// A pod's query answered from a later search-path expansion
+    /// (`coredns_autopath_success_total`).
+    pub fn autopath_success(&self) {
+        self.inner().autopath_success.inc();
     }
     pub fn cache_eviction(&self, kind: CacheKind) {
         self.inner().cache_evictions[kind as usize].inc();

@@ -174,6 +174,9 @@ struct Settings {
     /// The payload size advertised in the OPT records of our own replies.
     max_udp: u16,
     pass_client_subnet: bool,
+    /// Rotate the address records of every reply (CoreDNS's `loadbalance` covers forwarded and
+    /// cached answers, not only the cluster zone's).
+    loadbalance: bool,
 }
 
 /// Everything for names outside the cluster zones.
@@ -350,6 +353,7 @@ impl Resolver {
             hosts_reload: cfg.hosts.as_ref().map_or(Duration::ZERO, |h| h.reload),
             max_udp: cfg.server.max_udp_size,
             pass_client_subnet: f.client_subnet == ClientSubnet::Forward,
+            loadbalance: cfg.cluster.loadbalance,
         };
         Ok(Arc::new_cyclic(|me| Resolver {
             s,
@@ -570,8 +574,18 @@ impl Resolver {
         let r = self.local(q, &kbuf[..klen], self.clock.now(), max_size, out);
         if r.is_none() {
             out.clear();
+        } else {
+            self.rotate(out);
         }
         r
+    }
+
+    /// `loadbalance`: a random rotation of the reply's address records, as CoreDNS shuffles them.
+    #[inline]
+    fn rotate(&self, reply: &mut [u8]) {
+        if self.s.loadbalance {
+            wire::reply::rotate_addresses(reply, fastrand::usize(..));
+        }
     }
 
     /// RFC 7871 §7.1.1: a malformed client subnet option gets FORMERR — when we would pass it
@@ -669,6 +683,14 @@ impl Resolver {
     /// Full path: hosts, critical names, cache, then upstreams (stub domain first, else the
     /// default ones). Always produces a reply, at most `max_size` bytes.
     pub async fn resolve_query(&self, q: &Query<'_>, max_size: usize) -> Resolved {
+        let mut r = self.resolve_query_unrotated(q, max_size).await;
+        if r.source != AnswerSource::Server {
+            self.rotate(&mut r.reply);
+        }
+        r
+    }
+
+    async fn resolve_query_unrotated(&self, q: &Query<'_>, max_size: usize) -> Resolved {
         let mut out = Vec::with_capacity(512);
         let ours = |out: Vec<u8>, source| Resolved {
             reply: out,

@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use crate::config::Config;
 use crate::observe::{AnswerSource, Proto, QueryLogger, QueryObservation};
 use crate::ops::metrics::{DropReason, Metrics};
+use crate::server::shape;
 use crate::wire::{self, HEADER_LEN, ParseError, Query, Writer, rcode, rtype};
 use crate::zone::answer::{self, Outcome};
 use crate::zone::snapshot::Snapshot;
@@ -73,6 +74,8 @@ pub struct Pending {
     /// An ExternalName's CNAME out of the cluster: our reply so far and the target (absolute
     /// wire name) whose records the resolver adds, as CoreDNS's `kubernetes` plugin does.
     pub chase: Option<(Vec<u8>, Vec<u8>)>,
+    /// What answer shaping still does to the reply (a rewritten question given back).
+    pub after: Option<Box<shape::After>>,
 }
 
 /// The request router, shared by every socket. Built by [`Engine::new`] only (at start and on
@@ -88,8 +91,9 @@ pub struct Engine {
     /// Count queries in the metrics (off when no metrics endpoint is configured: nobody could
     /// read them).
     count: bool,
-    /// Rcode-only templates, asked before the zone (`templates`).
-    templates: Option<super::template::Templates>,
+    /// Answer shaping (rewrite, autopath, template, AAAA filter); None: the query goes straight
+    /// on.
+    shape: Option<Arc<shape::Shaper>>,
     /// Forwarding domains inside the cluster zone (`forward.stub_domains`/`domains`, e.g.
     /// kube-dns's `my.cluster.local`): their names skip the zone and are forwarded, as the
     /// more specific server block wins in CoreDNS.
@@ -108,11 +112,13 @@ impl Engine {
     /// The engine `cfg` asks for: the cluster zone served from `zone` (when `cluster.enabled`),
     /// names outside it to `resolver`, replies to UDP clients within `server.max_udp_size`, the
     /// sampled query log when `querylog.enabled`, and queries counted in `metrics` when a
-    /// metrics endpoint is configured (`metrics.listen`).
+    /// metrics endpoint is configured (`metrics.listen`); `shape`, the answer shaping compiled
+    /// from the same config ([`shape::Shaper::new`]), sits in front of all of it.
     pub fn new(
         cfg: &Config,
         zone: Arc<ArcSwap<Snapshot>>,
         resolver: Option<Arc<dyn Upstream>>,
+        shape: Option<Arc<shape::Shaper>>,
         metrics: Arc<Metrics>,
     ) -> Engine {
         let querylog = cfg.querylog.enabled.then(|| {
@@ -126,7 +132,7 @@ impl Engine {
             querylog,
             metrics,
             count: cfg.metrics.listen.is_some(),
-            templates: super::template::Templates::new(&cfg.templates),
+            shape,
             delegated: delegated_domains(cfg),
         }
     }
@@ -141,6 +147,16 @@ impl Engine {
         &self.metrics
     }
 
+    /// The answer shaping in front of the zone and the resolver, if any is configured.
+    pub(crate) fn shape(&self) -> Option<&Arc<shape::Shaper>> {
+        self.shape.as_ref()
+    }
+
+    /// Whether the cluster zone is served at all (`cluster.enabled`).
+    pub(crate) fn cluster_enabled(&self) -> bool {
+        self.cluster_enabled
+    }
+
     /// Answer what can be answered without waiting: the zone, errors, hosts and cache hits.
     /// `out` receives the reply, at most as large as `proto` allows the client (RFC 1035
     /// §4.2.1, RFC 6891 §6.2.5 over UDP; 65,535 bytes over TCP).
@@ -150,6 +166,17 @@ impl Engine {
     /// question that cannot be read, QDCOUNT other than 1, or a bad OPT record FORMERR; an
     /// EDNS version above 0 BADVERS (RFC 6891 §6.1.3); a class other than IN or ANY REFUSED.
     pub fn answer_local(&self, msg: &[u8], proto: Proto, out: &mut Vec<u8>) -> Local {
+        self.answer_from(msg, proto, None, out)
+    }
+
+    /// [`Engine::answer_local`] of a query from `client` (answer shaping may depend on it).
+    pub fn answer_from(
+        &self,
+        msg: &[u8],
+        proto: Proto,
+        client: Option<std::net::IpAddr>,
+        out: &mut Vec<u8>,
+    ) -> Local {
         let q = match Query::parse(msg) {
             Ok(q) => q,
             Err(ParseError::Drop) => {
@@ -167,6 +194,33 @@ impl Engine {
                 });
             }
         };
+        // RFC 6891 §6.1.3: a version we do not implement gets BADVERS, with our OPT.
+        if q.edns.is_some_and(|e| e.version > 0) {
+            wire::rcode_reply(out, &q, rcode::BADVERS, false, self.max_udp);
+            return Local::Reply(Facts {
+                source: AnswerSource::Server,
+                qtype: q.qtype,
+                do_bit: q.do_bit(),
+                rcode: rcode::BADVERS,
+                upstream: None,
+            });
+        }
+        // The one hook of answer shaping: it routes through `route` itself.
+        if let Some(s) = &self.shape {
+            return s.answer(self, q, proto, client, out);
+        }
+        self.route(q, proto, out)
+    }
+
+    /// The largest reply the client of `q` takes over `proto`.
+    #[inline]
+    pub(crate) fn limit(&self, q: &Query<'_>, proto: Proto) -> usize {
+        limit(q, proto, self.max_udp)
+    }
+
+    /// Route a parsed query: class check, the cluster zone, then the resolver.
+    #[inline]
+    pub(crate) fn route(&self, q: Query<'_>, proto: Proto, out: &mut Vec<u8>) -> Local {
         let facts = |source: AnswerSource, rcode: u16| Facts {
             source,
             qtype: q.qtype,
@@ -175,20 +229,9 @@ impl Engine {
             upstream: None,
         };
         let max = limit(&q, proto, self.max_udp);
-        // RFC 6891 §6.1.3: a version we do not implement gets BADVERS, with our OPT.
-        if q.edns.is_some_and(|e| e.version > 0) {
-            wire::rcode_reply(out, &q, rcode::BADVERS, false, self.max_udp);
-            return Local::Reply(facts(AnswerSource::Server, rcode::BADVERS));
-        }
         if q.qclass != wire::CLASS_IN && q.qclass != wire::CLASS_ANY {
             wire::rcode_reply(out, &q, rcode::REFUSED, false, self.max_udp);
             return Local::Reply(facts(AnswerSource::Server, rcode::REFUSED));
-        }
-        if let Some(rc) = self.templates.as_ref().and_then(|t| t.rcode(&q)) {
-            // CoreDNS's template answers authoritatively (its `msg.Authoritative = true`).
-            let w = Writer::new(out, &q, max);
-            w.finish(&q, rc, true, self.resolver.is_some(), self.max_udp);
-            return Local::Reply(facts(AnswerSource::Server, rc));
         }
         if self.cluster_enabled && !self.is_delegated(&q) {
             let snap = self.zone.load();
@@ -215,6 +258,7 @@ impl Engine {
                             return Local::Forward(Box::new(Pending {
                                 query: q.into_owned(),
                                 chase: Some((out.clone(), target)),
+                                after: None,
                             }));
                         }
                     }
@@ -231,6 +275,7 @@ impl Engine {
                 Local::Forward(Box::new(Pending {
                     query: q.into_owned(),
                     chase: None,
+                    after: None,
                 }))
             }
             None => {
@@ -253,8 +298,20 @@ impl Engine {
             .any(|d| crate::names::in_zone(name, d))
     }
 
-    /// The waiting part: ask the resolver.
+    /// The waiting part: ask the resolver, then finish what answer shaping left to do.
     pub async fn forward(&self, p: &Pending, proto: Proto) -> Resolved {
+        let r = self.forward_plain(p, proto).await;
+        match &p.after {
+            Some(a) => {
+                a.finish(self, proto, limit(&p.query, proto, self.max_udp), r)
+                    .await
+            }
+            None => r,
+        }
+    }
+
+    /// Ask the resolver (or chase a CNAME through it) for `p`.
+    pub(crate) async fn forward_plain(&self, p: &Pending, proto: Proto) -> Resolved {
         let q = &p.query;
         let max = limit(q, proto, self.max_udp);
         match &self.resolver {

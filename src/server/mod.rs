@@ -7,11 +7,13 @@
 //! - [`tcp`]: clusterdns's own TCP accept loop and connections (RFC 7766 framing, pipelined
 //!   queries answered as they complete, idle timeout); the engine's bytes are sent unchanged.
 //! - [`listen`]: binding the listen addresses, one socket per address family.
+//! - [`shape`]: answer shaping between the sockets and the zone/resolver: CoreDNS's `rewrite`,
+//!   `autopath`, `template`, `k8s_external`, and the AAAA filter for forwarded names.
 
 pub mod handler;
 pub mod listen;
+pub mod shape;
 pub mod tcp;
-mod template;
 pub mod udp;
 
 pub use crate::observe::QueryLogger;

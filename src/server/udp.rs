@@ -94,7 +94,7 @@ pub fn worker(
                 engine.metrics().dropped(DropReason::Malformed);
                 continue;
             }
-            match engine.answer_local(msg, Proto::Udp, out) {
+            match engine.answer_from(msg, Proto::Udp, Some(src.ip()), out) {
                 Local::Reply(f) => {
                     engine.observe(&f, msg.len(), out, Proto::Udp, src, start);
                     batch.mark_reply(i);

@@ -153,6 +153,9 @@ pub(crate) struct TrimService {
     metadata: ObjectMeta,
     #[serde(default)]
     spec: Option<TrimServiceSpec>,
+    /// Only `loadBalancer.ingress` (IPs and host names), for `k8s_external`.
+    #[serde(default)]
+    status: Option<k8s_openapi::api::core::v1::ServiceStatus>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -169,6 +172,8 @@ struct TrimServiceSpec {
     ports: Option<Vec<TrimServicePort>>,
     #[serde(rename = "publishNotReadyAddresses", default)]
     publish_not_ready_addresses: Option<bool>,
+    #[serde(rename = "externalIPs", default)]
+    external_ips: Option<Vec<String>>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -202,9 +207,14 @@ pub(crate) fn convert_service(t: TrimService) -> Converted {
                     .collect()
             }),
             publish_not_ready_addresses: s.publish_not_ready_addresses,
+            external_ips: s.external_ips,
             ..ServiceSpec::default()
         }),
-        status: None,
+        // Conditions of the status are not DNS's business: only the ingress is kept.
+        status: t.status.map(|s| k8s_openapi::api::core::v1::ServiceStatus {
+            load_balancer: s.load_balancer,
+            conditions: None,
+        }),
     };
     Converted {
         object: ServiceInfo::try_from(&svc).map(Object::Service),
@@ -323,14 +333,22 @@ pub(crate) fn convert_slice(t: TrimSlice) -> Converted {
     }
 }
 
-/// A Pod with only what DNS needs: its name and IPs.
+/// A Pod with only what DNS needs: its name, IPs, and whether it is on the host network.
 #[derive(Clone, Debug, Deserialize, kube::Resource)]
 #[resource(inherit = Pod)]
 pub(crate) struct TrimPod {
     #[serde(deserialize_with = "names_only_meta")]
     metadata: ObjectMeta,
     #[serde(default)]
+    spec: Option<TrimPodSpec>,
+    #[serde(default)]
     status: Option<TrimPodStatus>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+struct TrimPodSpec {
+    #[serde(rename = "hostNetwork", default)]
+    host_network: Option<bool>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -350,7 +368,10 @@ struct TrimPodIp {
 pub(crate) fn convert_pod(t: TrimPod) -> Converted {
     let pod = Pod {
         metadata: t.metadata,
-        spec: None,
+        spec: t.spec.map(|s| k8s_openapi::api::core::v1::PodSpec {
+            host_network: s.host_network,
+            ..Default::default()
+        }),
         status: t.status.map(|s| PodStatus {
             pod_ip: s.pod_ip,
             pod_ips: s
@@ -443,5 +464,34 @@ mod tests {
             panic!()
         };
         assert_eq!(p.ips.len(), 2);
+        assert!(!p.host_network);
+        let json = r#"{"metadata":{"name":"kp","namespace":"kube-system","resourceVersion":"4"},
+            "spec":{"hostNetwork":true,"nodeName":"n1"},"status":{"podIP":"192.168.0.7"}}"#;
+        let Ok(Object::Pod(p)) = convert_pod(serde_json::from_str(json).unwrap()).object else {
+            panic!()
+        };
+        assert!(p.host_network);
+    }
+
+    #[test]
+    fn trimmed_service_reads_external_addresses() {
+        let json = r#"{"metadata":{"name":"lb","namespace":"ns","resourceVersion":"5"},
+            "spec":{"type":"LoadBalancer","clusterIP":"10.0.0.9","externalIPs":["192.0.2.1"],
+              "ports":[{"name":"http","port":80,"protocol":"TCP"}]},
+            "status":{"loadBalancer":{"ingress":[{"ip":"198.51.100.2"},{"hostname":"LB.Example.com"}]},
+              "conditions":[{"type":"x","status":"True","lastTransitionTime":"2024-01-02T03:04:05Z","reason":"r","message":"m"}]}}"#;
+        let t: TrimService = serde_json::from_str(json).unwrap();
+        let Ok(Object::Service(s)) = convert_service(t).object else {
+            panic!()
+        };
+        use crate::cluster::objects::ExternalAddr;
+        assert_eq!(
+            s.external,
+            [
+                ExternalAddr::Ip("192.0.2.1".parse().unwrap()),
+                ExternalAddr::Ip("198.51.100.2".parse().unwrap()),
+                ExternalAddr::Host("lb.example.com".into()),
+            ]
+        );
     }
 }

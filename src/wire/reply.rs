@@ -91,6 +91,58 @@ pub fn layout(m: &[u8]) -> Result<Layout, WireError> {
     })
 }
 
+/// Rotate the A/AAAA records of the answer section by `by` places: CoreDNS's `loadbalance`
+/// (`round_robin`) for replies clusterdns did not write (forwarded, cached, hosts). Only a
+/// NOERROR reply, and only the run of address records that follows the CNAMEs (the common
+/// shape: every upstream writes them together), is touched. Records are moved whole, and only
+/// when every owner in the run is a pointer to a name before it and no later owner points into
+/// the run, so every compression pointer stays valid. Returns whether records moved.
+pub fn rotate_addresses(msg: &mut [u8], by: usize) -> bool {
+    if msg.len() < HEADER_LEN || rcode_of(msg) != 0 {
+        return false;
+    }
+    let Ok(lay) = layout(msg) else {
+        return false;
+    };
+    let is_addr =
+        |r: &Rec| r.section == Section::Answer && (r.rtype == rtype::A || r.rtype == rtype::AAAA);
+    let Some(first) = lay.records.iter().position(is_addr) else {
+        return false;
+    };
+    let n = lay.records[first..]
+        .iter()
+        .take_while(|r| is_addr(r))
+        .count();
+    if n < 2 || by % n == 0 {
+        return false;
+    }
+    let run = &lay.records[first..first + n];
+    let (start, end) = (run[0].start, run[n - 1].end);
+    let pointer = |at: usize| -> Option<usize> {
+        (msg[at] & 0xC0 == 0xC0)
+            .then(|| (usize::from(msg[at] & 0x3F) << 8) | usize::from(msg[at + 1]))
+    };
+    if run
+        .iter()
+        .any(|r| pointer(r.start).is_none_or(|t| t >= start))
+    {
+        return false;
+    }
+    if lay.records[first + n..]
+        .iter()
+        .any(|r| pointer(r.start).is_some_and(|t| (start..end).contains(&t)))
+    {
+        return false;
+    }
+    let k = by % n;
+    let mut moved = Vec::with_capacity(end - start);
+    for r in run[k..].iter().chain(&run[..k]) {
+        moved.extend_from_slice(&msg[r.start..r.end]);
+    }
+    msg[start..end].copy_from_slice(&moved);
+    true
+}
+
 /// Rewrite `msg` (which must not fit) into `out` so that it fits in `max` bytes: the header,
 /// the question, as many whole records as fit (in message order, so compression pointers stay
 /// valid), and the OPT record. TC is set only when an answer or authority record is left out:
@@ -278,5 +330,55 @@ mod tests {
         let mut bad = full.clone();
         bad[6..12].copy_from_slice(&[0xFF; 6]);
         assert_eq!(layout(&bad).unwrap_err(), WireError::Short);
+    }
+
+    #[test]
+    fn address_records_rotate_whole_and_only_safely() {
+        use hickory_proto::op::{Message, MessageType, OpCode, Query as HQuery};
+        use hickory_proto::rr::{Name, RData, Record, RecordType, rdata};
+        let name = Name::from_ascii("www.example.").unwrap();
+        let target = Name::from_ascii("edge.example.").unwrap();
+        let mut m = Message::new(7, MessageType::Response, OpCode::Query);
+        m.add_query(HQuery::query(name.clone(), RecordType::A));
+        m.answers.push(Record::from_rdata(
+            name.clone(),
+            60,
+            RData::CNAME(rdata::CNAME(target.clone())),
+        ));
+        for i in 1..=3u8 {
+            m.answers.push(Record::from_rdata(
+                target.clone(),
+                60,
+                RData::A(rdata::A::new(10, 0, 0, i)),
+            ));
+        }
+        let mut b = m.to_vec().unwrap();
+        assert!(rotate_addresses(&mut b, 1));
+        let got = Message::from_vec(&b).unwrap();
+        let ips: Vec<String> = got.answers[1..]
+            .iter()
+            .map(|r| r.data.to_string())
+            .collect();
+        assert_eq!(ips, ["10.0.0.2", "10.0.0.3", "10.0.0.1"]);
+        assert_eq!(
+            got.answers[0].record_type(),
+            RecordType::CNAME,
+            "CNAME stays first"
+        );
+        // A rotation by a multiple of the count, a NXDOMAIN, a single address: nothing moves.
+        let before = b.clone();
+        assert!(!rotate_addresses(&mut b, 3));
+        assert_eq!(b, before);
+        let mut nx = before.clone();
+        nx[3] = (nx[3] & 0xF0) | 3;
+        assert!(!rotate_addresses(&mut nx, 1));
+        // Owners written in full (not pointers): left alone rather than risk a pointer into them.
+        let mut full = before.clone();
+        let lay = layout(&full).unwrap();
+        let first_a = lay.records[1].start;
+        let mut w = vec![];
+        crate::wire::encode_name("edge.example.", &mut w).unwrap();
+        full.splice(first_a..first_a + 2, w);
+        assert!(!rotate_addresses(&mut full, 1));
     }
 }

@@ -287,15 +287,18 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
             let Some(r) = service(snap, svc, ns) else {
                 return Res::NxDomain;
             };
+            // An ExternalName has no endpoints and no port or protocol names under it: CoreDNS
+            // skips it for any name below the service's ("External services do not have
+            // endpoints, nor can we accept port/protocol pseudo subdomains in an SRV query").
+            if matches!(r.kind, RecordsKind::External { .. }) {
+                return Res::NxDomain;
+            }
             if host.get(1) == Some(&b'_') {
                 // `_tcp.<svc>...`: an empty non-terminal above its SRV names.
                 let proto = &host[2..];
                 let has = ports_of(r)
                     .any(|p| !p.name.is_empty() && p.protocol.label().as_bytes() == proto);
                 return if has { Res::NoData } else { Res::NxDomain };
-            }
-            if matches!(r.kind, RecordsKind::External { .. }) {
-                return Res::NxDomain;
             }
             let found = r.endpoints.matching(host);
             if found.clone().next().is_none() {
@@ -312,6 +315,9 @@ fn cluster(snap: &Snapshot, qt: u16, rel: &Rel<'_>, w: &mut Writer<'_>) -> Res {
             let Some(r) = service(snap, svc, ns) else {
                 return Res::NxDomain;
             };
+            if matches!(r.kind, RecordsKind::External { .. }) {
+                return Res::NxDomain;
+            }
             let port = strip_underscore(port);
             let proto = strip_underscore(proto);
             let matches = |p: &crate::cluster::objects::Port| {

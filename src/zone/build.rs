@@ -14,14 +14,14 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crate::cluster::ClusterEvent;
-use crate::cluster::objects::Kind;
+use crate::cluster::objects::{ExternalAddr, Kind};
 use crate::cluster::selector::Selector;
 use crate::cluster::state::{Changes, ClusterState, EntryKind, Key, ServiceEntry};
 use crate::config::{ClusterConfig, PodsMode};
 
 use super::snapshot::{
-    ClusterIps, Endpoints, Label, NewEndpoint, Ports, RecordsKind, ServiceRecords, Snapshot,
-    dashed_label,
+    ClusterIps, Endpoints, ExternalAddrs, Label, NewEndpoint, Ports, RecordsKind, ServiceRecords,
+    Snapshot, dashed_label,
 };
 use crate::wire::encode_labels;
 
@@ -48,6 +48,8 @@ pub struct ZoneBuilder {
     /// Service ids ([`ServiceRecords::id`]) given back, and the next never given.
     free_ids: Vec<u32>,
     next_id: u32,
+    /// Keep the namespace of each pod's address ([`Snapshot::pod_namespaces`], for autopath).
+    client_namespaces: bool,
 }
 
 impl ZoneBuilder {
@@ -77,7 +79,19 @@ impl ZoneBuilder {
             required: required.iter().copied().collect(),
             free_ids: Vec::new(),
             next_id: 0,
+            client_namespaces: false,
         }
+    }
+
+    /// Also index which namespace the pod holding each address is in (autopath's clients):
+    /// Pods must then be listed before the zone counts as synced. Set at start; a reload keeps
+    /// it (the Pod watch is started with the source).
+    pub fn with_client_namespaces(mut self, on: bool) -> Self {
+        self.client_namespaces = on;
+        if on {
+            self.required.insert(Kind::Pod);
+        }
+        self
     }
 
     /// Take new cluster settings (a config reload): the next publish rebuilds every record from
@@ -86,7 +100,8 @@ impl ZoneBuilder {
         let serial = self.snap.serial;
         let was_synced = self.synced();
         let state = std::mem::take(&mut self.state);
-        let mut fresh = ZoneBuilder::new(cfg, required);
+        let mut fresh =
+            ZoneBuilder::new(cfg, required).with_client_namespaces(self.client_namespaces);
         if was_synced {
             // A kind required anew (pods, for `pods: verified`) is listed by the watch the
             // reload starts; meanwhile the zone answers from what it holds instead of turning
@@ -207,17 +222,31 @@ impl ZoneBuilder {
         for ns in &touched_ns {
             self.update_namespace(ns);
         }
+        // Pods feed two indexes: (namespace, address) for `pods verified`, and address →
+        // namespace for autopath, which leaves host-network pods out (their address is the
+        // node's: it names no one client).
+        let verified = self.cfg.pods == PodsMode::Verified;
         for (old, new) in changes.pods {
             if let Some(p) = old {
                 let ns = encode_labels(&[&p.namespace]);
                 for ip in p.ips.iter() {
-                    self.snap.pods.remove(&ns, &ip);
+                    if verified {
+                        self.snap.pods.remove(&ns, &ip);
+                    }
+                    if self.client_namespaces && !p.host_network {
+                        self.snap.pod_namespaces.remove(&ns, ip);
+                    }
                 }
             }
             if let Some(p) = new {
                 let ns = encode_labels(&[&p.namespace]);
                 for ip in p.ips.iter() {
-                    self.snap.pods.add(&ns, &ip);
+                    if verified {
+                        self.snap.pods.add(&ns, &ip);
+                    }
+                    if self.client_namespaces && !p.host_network {
+                        self.snap.pod_namespaces.add(&ns, ip);
+                    }
                 }
             }
         }
@@ -450,11 +479,32 @@ pub fn build_service(
             }
         }
     };
+    let external = (!s.external.is_empty()).then(|| {
+        let mut ips = Vec::new();
+        let mut hosts = Vec::new();
+        for a in s.external.iter() {
+            match a {
+                ExternalAddr::Ip(ip) => ips.push(*ip),
+                ExternalAddr::Host(h) => {
+                    let mut t = Vec::new();
+                    if crate::wire::encode_name(h, &mut t).is_ok() {
+                        hosts.push(t.into_boxed_slice());
+                    }
+                }
+            }
+        }
+        Box::new(ExternalAddrs {
+            ips: ips.into(),
+            hosts: hosts.into(),
+            ports: s.ports.clone(),
+        })
+    });
     ServiceRecords {
         labels,
         kind,
         endpoints,
         id,
+        external,
     }
 }
 
@@ -484,6 +534,7 @@ mod tests {
             ports: vec![],
             publish_not_ready: false,
             labels: Default::default(),
+            external: vec![],
         })
     }
 
@@ -492,6 +543,7 @@ mod tests {
             namespace: "ns".into(),
             name: name.into(),
             ips: vec![ip.parse().unwrap()],
+            host_network: false,
         })
     }
 

@@ -43,6 +43,9 @@ pub struct Snapshot {
     pub reverse: ReverseMap,
     /// Pods by namespace and address, for verified pod records.
     pub pods: PodIndex,
+    /// The namespace of the pod holding an address (pods on the host network left out), for
+    /// autopath; empty unless autopath is on.
+    pub pod_namespaces: PodNamespaces,
     /// Addresses of `ns.dns.<zone>`.
     pub ns_addrs: Arc<[IpAddr]>,
 }
@@ -60,6 +63,18 @@ pub struct ServiceRecords {
     /// The builder's number for the service (stable while it exists): the reverse map points
     /// at services by it.
     pub id: u32,
+    /// Where the service is reached from outside the cluster (`k8s_external`); None for most.
+    pub external: Option<Box<ExternalAddrs>>,
+}
+
+/// A service's external IPs and load balancers' addresses, in the order CoreDNS takes them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExternalAddrs {
+    pub ips: Box<[IpAddr]>,
+    /// Load balancers known by host name only: absolute wire names, lowercase.
+    pub hosts: Box<[Box<[u8]>]>,
+    /// The service's own ports (a headless service's too): each address serves each.
+    pub ports: Ports,
 }
 
 impl ServiceRecords {
@@ -899,6 +914,174 @@ impl PodIndex {
     }
 }
 
+/// A pod's IPv4 address, its namespace's id, and the order it came in (the newest holder of a
+/// reused address wins): 12 bytes.
+#[derive(Clone)]
+struct AddrNs4 {
+    ip: u32,
+    ns: u32,
+    seq: u32,
+}
+
+impl Item for AddrNs4 {
+    #[inline]
+    fn hash(&self) -> u64 {
+        hash_u64(self.ip as u64)
+    }
+    fn tie(&self, o: &Self) -> Ordering {
+        (self.ip, self.seq).cmp(&(o.ip, o.seq))
+    }
+}
+
+#[derive(Clone)]
+struct AddrNs6 {
+    ip: [u8; 16],
+    ns: u32,
+    seq: u32,
+}
+
+impl Item for AddrNs6 {
+    #[inline]
+    fn hash(&self) -> u64 {
+        hash_u128(u128::from_be_bytes(self.ip))
+    }
+    fn tie(&self, o: &Self) -> Ordering {
+        (self.ip, self.seq).cmp(&(o.ip, o.seq))
+    }
+}
+
+/// A namespace by its id.
+#[derive(Clone)]
+struct IdNs {
+    id: u32,
+    name: Box<[u8]>,
+}
+
+impl Item for IdNs {
+    #[inline]
+    fn hash(&self) -> u64 {
+        hash_u64(self.id as u64)
+    }
+    fn tie(&self, o: &Self) -> Ordering {
+        self.id.cmp(&o.id)
+    }
+}
+
+/// Which namespace the pod holding an address is in: what autopath needs to know of a client
+/// (CoreDNS's `podWithIP`). Only the address, the namespace (as a small id) and the arrival
+/// order are kept per pod. An address can be held twice for a while (a pod deleted late, its
+/// address already given to a pod of another namespace): the pod that came last answers, and
+/// the other's removal leaves it alone.
+#[derive(Clone, Default)]
+pub struct PodNamespaces {
+    v4: PMap<AddrNs4>,
+    v6: PMap<AddrNs6>,
+    ids: PMap<NsId>,
+    names: PMap<IdNs>,
+    next_id: u32,
+    next_seq: u32,
+}
+
+impl PodNamespaces {
+    /// Entries (a pod with two addresses is two).
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn id(&self, ns_label: &[u8]) -> Option<u32> {
+        self.ids
+            .find(hash_bytes(ns_label))
+            .iter()
+            .find(|i| &*i.name == ns_label)
+            .map(|i| i.id)
+    }
+
+    /// A pod of the namespace (its wire label, lowercase) holds `ip`.
+    pub fn add(&mut self, ns_label: &[u8], ip: IpAddr) {
+        let ns = match self.id(ns_label) {
+            Some(id) => id,
+            None => {
+                let id = self.next_id;
+                self.next_id += 1;
+                self.ids.insert(NsId {
+                    hash: hash_bytes(ns_label),
+                    name: ns_label.into(),
+                    id,
+                });
+                self.names.insert(IdNs {
+                    id,
+                    name: ns_label.into(),
+                });
+                id
+            }
+        };
+        let seq = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1);
+        match pod_addr(&ip) {
+            IpAddr::V4(a) => self.v4.insert(AddrNs4 {
+                ip: a.into(),
+                ns,
+                seq,
+            }),
+            IpAddr::V6(a) => self.v6.insert(AddrNs6 {
+                ip: a.octets(),
+                ns,
+                seq,
+            }),
+        }
+    }
+
+    /// A pod of the namespace no longer holds `ip`: its oldest entry goes.
+    pub fn remove(&mut self, ns_label: &[u8], ip: IpAddr) {
+        let Some(ns) = self.id(ns_label) else { return };
+        match pod_addr(&ip) {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.v4
+                    .remove_some(hash_u64(a as u64), |e| e.ip == a && e.ns == ns, 1);
+            }
+            IpAddr::V6(a) => {
+                let o = a.octets();
+                self.v6
+                    .remove_some(hash_u128(u128::from(a)), |e| e.ip == o && e.ns == ns, 1);
+            }
+        }
+    }
+
+    /// The namespace (wire label) of the newest pod holding `ip`.
+    pub fn namespace_of(&self, ip: IpAddr) -> Option<&[u8]> {
+        let ns = match pod_addr(&ip) {
+            IpAddr::V4(a) => {
+                let a = u32::from(a);
+                self.v4
+                    .find(hash_u64(a as u64))
+                    .iter()
+                    .filter(|e| e.ip == a)
+                    .max_by_key(|e| e.seq)?
+                    .ns
+            }
+            IpAddr::V6(a) => {
+                let o = a.octets();
+                self.v6
+                    .find(hash_u128(u128::from(a)))
+                    .iter()
+                    .filter(|e| e.ip == o)
+                    .max_by_key(|e| e.seq)?
+                    .ns
+            }
+        };
+        self.names
+            .find(hash_u64(ns as u64))
+            .iter()
+            .find(|n| n.id == ns)
+            .map(|n| &*n.name)
+    }
+}
+
 impl Snapshot {
     /// An empty snapshot for `zone`, not yet synced.
     pub fn empty(cfg: &crate::config::ClusterConfig) -> Self {
@@ -920,6 +1103,7 @@ impl Snapshot {
             namespaces: Default::default(),
             reverse: Default::default(),
             pods: Default::default(),
+            pod_namespaces: Default::default(),
             ns_addrs: Arc::from(vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]),
         }
     }

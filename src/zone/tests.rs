@@ -25,6 +25,7 @@ pub fn svc(ns: &str, name: &str) -> ServiceInfo {
         ports: vec![],
         publish_not_ready: false,
         labels: Default::default(),
+        external: vec![],
     }
 }
 
@@ -759,6 +760,7 @@ fn pods_modes() {
         namespace: "podns".into(),
         name: "foo".into(),
         ips: vec!["10.240.0.1".parse().unwrap()],
+        host_network: false,
     }));
     let mut c = cfg();
     c.pods = PodsMode::Disabled;
@@ -1378,4 +1380,32 @@ fn q_len(b: &[u8]) -> usize {
         p += 1 + b[p] as usize;
     }
     p + 1
+}
+
+/// CoreDNS skips an ExternalName service for any name below it ("External services do not have
+/// endpoints, nor can we accept port/protocol pseudo subdomains in an SRV query"): a port and
+/// protocol name under it, or the protocol alone, is NXDOMAIN, not an SRV to the external name.
+#[test]
+fn no_port_or_protocol_names_under_an_external_name() {
+    let snap = snapshot_with(&cfg(), coredns_objects());
+    for (name, t) in [
+        ("_http._tcp.external.testns.svc.cluster.local.", rtype::SRV),
+        ("_http._tcp.external.testns.svc.cluster.local.", rtype::A),
+        ("_tcp.external.testns.svc.cluster.local.", rtype::SRV),
+    ] {
+        let m = ask(&snap, name, t);
+        assert_eq!(
+            m.metadata.response_code,
+            ResponseCode::NXDomain,
+            "{name} {t}"
+        );
+        assert!(m.answers.is_empty(), "{name}: {:?}", m.answers);
+        assert_eq!(m.authorities.len(), 1, "{name}: the zone's SOA");
+    }
+    // The service name itself still answers its CNAME.
+    let m = ask(&snap, "external.testns.svc.cluster.local.", rtype::SRV);
+    assert_eq!(
+        strs(&m.answers),
+        norm(&["external.testns.svc.cluster.local. 5 IN CNAME ext.interwebs.test."])
+    );
 }

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use clusterdns::config::{Config, HostsConfig, KubernetesSourceConfig};
+use clusterdns::config::{Config, ExternalConfig, HostsConfig, KubernetesSourceConfig};
 
 use crate::support::repo;
 
@@ -121,6 +121,7 @@ fn config_reference_commented_sections_hold_their_defaults() {
     let mut want = Config::default();
     want.hosts = Some(HostsConfig::default());
     want.source.kubernetes = Some(KubernetesSourceConfig::default());
+    want.shape.external = Some(ExternalConfig::default());
     assert_eq!(on, want);
 }
 

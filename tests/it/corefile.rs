@@ -180,6 +180,29 @@ fn aks_coredns_custom_overrides_and_servers_convert() {
 }
 
 #[test]
+fn aks_full_stock_corefile_with_templates_converts() {
+    let c = convert_fixture("aks-full/Corefile").unwrap();
+    assert_round_trip(&c);
+    let t = &c.config.shape.templates;
+    assert_eq!(t.len(), 2, "{t:#?}");
+    // internal.cloudapp.net: four or more labels before the zone are NXDOMAIN, the rest goes on.
+    assert_eq!((t[0].class.as_str(), t[0].qtype.as_str()), ("ANY", "ANY"));
+    assert_eq!(t[0].zones, ["internal.cloudapp.net"]);
+    assert_eq!(
+        t[0].matches,
+        [r"^(?:[^.]+\.){4,}internal\.cloudapp\.net\.$"]
+    );
+    assert_eq!(t[0].rcode, "NXDOMAIN");
+    assert_eq!(t[0].fallthrough, ["."]);
+    // reddog.microsoft.com: the whole zone NXDOMAIN, no fallthrough.
+    assert_eq!(t[1].zones, ["reddog.microsoft.com"]);
+    assert!(t[1].matches.is_empty() && t[1].fallthrough.is_empty());
+    assert_eq!(t[1].rcode, "NXDOMAIN");
+    assert!(c.config.cluster.loadbalance);
+    assert!(c.config.cache.enabled);
+}
+
+#[test]
 fn nodelocal_dnscache_corefile_converts() {
     let c = convert_fixture("nodelocal/Corefile").unwrap();
     assert_round_trip(&c);
@@ -218,27 +241,6 @@ fn nodelocal_dnscache_corefile_converts() {
 /// Corefiles with plugins clusterdns cannot carry over: (fixture, directive, option, line, a
 /// phrase of the reason).
 const UNSUPPORTED: &[(&str, &str, Option<&str>, usize, &str)] = &[
-    (
-        "unsupported/rewrite.Corefile",
-        "rewrite",
-        None,
-        7,
-        "no rewrite stage",
-    ),
-    (
-        "unsupported/autopath.Corefile",
-        "autopath",
-        None,
-        7,
-        "search list",
-    ),
-    (
-        "unsupported/k8s_external.Corefile",
-        "k8s_external",
-        None,
-        4,
-        "external",
-    ),
     ("unsupported/file.Corefile", "file", None, 6, "zone file"),
     (
         "unsupported/dnssec.Corefile",
@@ -305,13 +307,12 @@ fn unsupported_plugins_name_directive_block_line_and_reason() {
 fn error_in_an_imported_file_points_into_it() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("custom")).unwrap();
-    std::fs::write(dir.path().join("custom/bad.server"), "corp.example:53 {\n    errors\n    template IN A corp.example {\n        answer \"{{ .Name }} 60 IN A 10.0.0.1\"\n    }\n}\n").unwrap();
+    std::fs::write(dir.path().join("custom/bad.server"), "corp.example:53 {\n    errors\n    dns64 {\n        prefix 64:ff9b::/96\n    }\n    forward . 10.0.0.5\n}\n").unwrap();
     let e = corefile::convert(&read("aks/Corefile"), dir.path()).unwrap_err();
-    assert_eq!(e.directive(), Some("template"));
-    assert_eq!(e.option(), Some("answer"));
+    assert_eq!(e.directive(), Some("dns64"));
     assert_eq!(e.block(), Some("corp.example:53"));
     let at = e.pos().unwrap();
-    assert_eq!((at.file.as_str(), at.line), ("custom/bad.server", 4));
+    assert_eq!((at.file.as_str(), at.line), ("custom/bad.server", 3));
 }
 
 #[test]
@@ -548,14 +549,14 @@ fn cli_prints_the_config_and_every_note() {
     // stderr, exit code 2.
     let out = std::process::Command::new(support::bin())
         .arg("convert-corefile")
-        .arg(fixtures().join("unsupported/rewrite.Corefile"))
+        .arg(fixtures().join("unsupported/dnssec.Corefile"))
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(out.stdout.is_empty());
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(
-        stderr.contains("rewrite.Corefile:7: `rewrite` in server block"),
+        stderr.contains("dnssec.Corefile:3: `dnssec` in server block"),
         "{stderr}"
     );
 }
@@ -573,6 +574,11 @@ fn converted_configs_write_only_what_differs_from_the_defaults() {
         "rke2/Corefile",
         "kube-dns/kube-dns-configmap.yaml",
         "nodelocal/Corefile",
+        "aks-full/Corefile",
+        "shape/template.Corefile",
+        "shape/rewrite.Corefile",
+        "shape/autopath.Corefile",
+        "shape/k8s_external.Corefile",
     ] {
         let c = convert_fixture(rel).unwrap();
         // A key holding its default is dropped: the config reads back the same without it.
@@ -673,11 +679,11 @@ fn k3s_stock_corefile_with_nodehosts_and_custom_imports_converts() {
         assert_eq!(c.files["NodeHosts"], read("k3s/NodeHosts"));
         // custom/lab.server: a stub domain with an AAAA template; log.override: the query log.
         assert_eq!(cfg.forward.stub_domains["lab.example"], ["10.10.0.53"]);
-        assert_eq!(cfg.templates.len(), 1);
-        let t = &cfg.templates[0];
+        assert_eq!(cfg.shape.templates.len(), 1);
+        let t = &cfg.shape.templates[0];
         assert_eq!(
-            (t.zone.as_str(), t.qtype.as_deref(), t.rcode.as_str()),
-            ("lab.example", Some("AAAA"), "NOERROR")
+            (t.zones.as_slice(), t.qtype.as_str(), t.rcode.as_str()),
+            (&["lab.example".to_string()][..], "AAAA", "NOERROR")
         );
         assert!(cfg.querylog.enabled);
         assert!(
@@ -707,30 +713,8 @@ fn aks_stock_corefile_with_templates_converts() {
     for c in [&folder, &yaml] {
         assert_round_trip(c);
         let cfg = &c.config;
-        let t: Vec<_> = cfg
-            .templates
-            .iter()
-            .map(|t| {
-                (
-                    t.zone.as_str(),
-                    t.matches.clone(),
-                    t.rcode.as_str(),
-                    t.fallthrough,
-                )
-            })
-            .collect();
-        assert_eq!(
-            t,
-            [
-                (
-                    "internal.cloudapp.net",
-                    vec![r"^(?:[^.]+\.){4,}internal\.cloudapp\.net\.$".to_string()],
-                    "NXDOMAIN",
-                    true
-                ),
-                ("reddog.microsoft.com", vec![], "NXDOMAIN", false),
-            ]
-        );
+        // The templates themselves: aks_full_stock_corefile_with_templates_converts.
+        assert_eq!(cfg.shape.templates.len(), 2);
         assert_eq!(
             cfg.forward.stub_domains["db.private.contoso.com"],
             ["168.63.129.16"]
@@ -740,19 +724,6 @@ fn aks_stock_corefile_with_templates_converts() {
         assert!(cfg.querylog.enabled);
     }
     assert_eq!(folder.config, yaml.config);
-}
-
-/// A template that synthesises records cannot be carried over: refused at its `answer` line.
-#[test]
-fn templates_with_records_are_refused_precisely() {
-    let text = "corp.example:53 {\n    template IN A corp.example {\n        match ^www\\.\n        answer \"{{ .Name }} 60 IN A 10.0.0.1\"\n    }\n    forward . 10.0.0.5\n}\n";
-    let e = corefile::convert(text, Path::new("/nonexistent")).unwrap_err();
-    assert_eq!(
-        (e.directive(), e.option()),
-        (Some("template"), Some("answer"))
-    );
-    assert_eq!(e.pos().unwrap().line, 4);
-    assert!(e.to_string().contains("rcode only"), "{e}");
 }
 
 /// kube-dns's ConfigMap (GKE's kube-dns): converted as CoreDNS's migration converts it.
@@ -887,19 +858,4 @@ fn nodelocal_pillar_corefile_converts_with_per_zone_options() {
     let printed =
         Config::from_yaml(&String::from_utf8(out.stdout).unwrap(), Path::new("stdout")).unwrap();
     assert_eq!(printed, c.config);
-}
-
-/// A `.`-block template over a zone another server block serves never sees that zone's names
-/// in CoreDNS; clusterdns's would answer them: refused, naming both.
-#[test]
-fn template_over_another_blocks_zone_is_refused() {
-    let text = ".:53 {\n    template ANY ANY corp.example {\n        rcode NXDOMAIN\n    }\n    forward . 10.0.0.1\n}\ndev.corp.example:53 {\n    forward . 10.0.0.5\n}\n";
-    let e = corefile::convert(text, Path::new("/nonexistent")).unwrap_err();
-    assert_eq!((e.directive(), e.block()), (Some("template"), Some(".:53")));
-    assert_eq!(e.pos().unwrap().line, 2);
-    assert!(e.to_string().contains("dev.corp.example"), "{e}");
-    // The same template inside the zone's own block applies there, as in CoreDNS.
-    let text = ".:53 {\n    forward . 10.0.0.1\n}\ndev.corp.example:53 {\n    template ANY ANY {\n        rcode NXDOMAIN\n    }\n    forward . 10.0.0.5\n}\n";
-    let c = corefile::convert(text, Path::new("/nonexistent")).unwrap();
-    assert_eq!(c.config.templates[0].zone, "dev.corp.example");
 }

@@ -100,7 +100,10 @@ fn ip(a: u8, b: u8, c: u8, d: u8) -> Ipv4Addr {
 #[tokio::test]
 async fn passthrough_is_faithful_with_client_id_and_case() {
     let up = Fake::start(|q, _| Action::Reply(rich_reply(q))).await;
-    let r = resolver(&config(&[up.addr]));
+    // Faithful: the upstream's record order too (`loadbalance` would rotate it).
+    let mut c = config(&[up.addr]);
+    c.cluster.loadbalance = false;
+    let r = resolver(&c);
     let q = query("WwW.ExAmple.TEST.", RecordType::A, 0xBEEF, Some(1232));
     let (m, raw, src) = ask_raw(&r, &q, 1232).await;
     assert_eq!(src, AnswerSource::Forward);
@@ -333,7 +336,10 @@ async fn truncated_udp_answer_is_retried_over_tcp() {
     let (m, _, src) = ask_raw(&r, &q, 4096).await;
     assert_eq!(src, AnswerSource::Forward);
     assert!(!m.metadata.truncation);
-    assert_eq!(a_addrs(&m), many);
+    // Every address, in an order `loadbalance` (on by default) may have rotated.
+    let mut got = a_addrs(&m);
+    got.sort();
+    assert_eq!(got, many);
     assert_eq!(
         (up.udp.load(Ordering::SeqCst), up.tcp.load(Ordering::SeqCst)),
         (1, 1)

@@ -24,6 +24,7 @@ mod prom;
 mod readme;
 mod reload;
 mod serve_forward;
+mod shape;
 mod support;
 mod wire_hostile;
 mod wire_large;

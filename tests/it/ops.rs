@@ -254,7 +254,7 @@ fn lifecycle_child() {
         let zone = Arc::new(arc_swap::ArcSwap::from_pointee(
             clusterdns::zone::snapshot::Snapshot::empty(&cfg.cluster),
         ));
-        let engine = clusterdns::server::Engine::new(&cfg, zone, None, m.clone());
+        let engine = clusterdns::server::Engine::new(&cfg, zone, None, None, m.clone());
         let (settings, _settings_rx) = tokio::sync::watch::channel(cfg.cluster.clone());
         let reloader = clusterdns::reload::Reloader {
             current: cfg,

@@ -8,15 +8,19 @@
 //! where they agree, it relies on the config's default, which a test here holds to CoreDNS's.
 //!
 //! One file per plugin family: [`kubernetes`], [`forward`], [`cache`], [`hosts`], [`server`]
-//! (bind, bufsize, health, ready, prometheus, log, errors, loadbalance), and [`refused`]
-//! (plugins refused or dropped, and why).
+//! (bind, bufsize, health, ready, prometheus, log, errors, loadbalance), the answer-shaping
+//! plugins [`template`], [`rewrite`], [`autopath`] and [`external`] (`k8s_external`), and
+//! [`refused`] (plugins refused or dropped, and why).
 
+mod autopath;
 mod cache;
 mod ctx;
+mod external;
 mod forward;
 mod hosts;
 mod kubernetes;
 mod refused;
+mod rewrite;
 mod server;
 mod template;
 #[cfg(test)]
@@ -102,10 +106,10 @@ struct Converter {
     caching: cache::Caching,
     hosts: Option<Set<crate::config::HostsConfig>>,
     ops: server::Ops,
+    /// `template`, `rewrite`, `autopath`, `k8s_external`, in Corefile order.
+    shape: crate::config::ShapeConfig,
     /// The CoreDNS ConfigMap's other keys, mounted beside the Corefile ([`Options::mounted`]).
     mounted: BTreeMap<String, String>,
-    /// `template` directives, in order.
-    templates: Vec<(Set<crate::config::TemplateConfig>, Role)>,
     /// The Corefile's folder, where such files may sit too.
     base_dir: Option<std::path::PathBuf>,
 }
@@ -155,7 +159,6 @@ impl Converter {
         }
 
         // The main blocks: `.` and the one holding `kubernetes`; the rest are zone blocks.
-        let mut zone_blocks = Vec::new();
         for (keys, b) in &keyed {
             let is_root = keys.iter().any(Key::is_root);
             let has_kube = b.directives.iter().any(|d| d.name == "kubernetes");
@@ -174,12 +177,8 @@ impl Converter {
             } else {
                 Role::Zone
             };
-            if role == Role::Zone {
-                zone_blocks.extend(keys.iter().map(|k| k.zone.clone()));
-            }
             self.block(b, keys, role)?;
         }
-        self.check_templates(&zone_blocks)?;
         self.finish_forwarding()?;
         self.finish_caching();
         Ok(self.write())
@@ -200,7 +199,7 @@ impl Converter {
             if let Some(prev) = seen_names.insert(d.name.as_str(), &d.at)
                 && !matches!(
                     d.name.as_str(),
-                    "forward" | "bind" | "log" | "errors" | "template"
+                    "forward" | "bind" | "log" | "errors" | "template" | "rewrite"
                 )
             {
                 return Err(CorefileError::Invalid {
@@ -227,7 +226,6 @@ impl Converter {
                 }
                 "cache" => self.cache(&ctx)?,
                 "hosts" => self.hosts(&ctx)?,
-                "template" => self.template(&ctx)?,
                 "prometheus" | "health" | "ready" => self.listener(&ctx)?,
                 "errors" => self.errors(&ctx),
                 "log" => self.log(&ctx),
@@ -238,6 +236,10 @@ impl Converter {
                     ips.extend(server::bind_addresses(&ctx)?);
                 }
                 "bufsize" => self.bufsize(&ctx)?,
+                "template" => self.template(&ctx)?,
+                "rewrite" => self.rewrite(&ctx)?,
+                "autopath" => self.autopath(&ctx)?,
+                "k8s_external" => self.k8s_external(&ctx)?,
                 name => {
                     if let Some(reason) = refused::unsupported_reason(name) {
                         return Err(ctx.unsupported(reason.to_string()));
@@ -283,7 +285,7 @@ impl Converter {
         self.write_cache(&mut config);
         self.write_hosts(&mut config);
         self.write_ops(&mut config);
-        self.write_templates(&mut config);
+        config.shape = std::mem::take(&mut self.shape);
         Converted {
             config,
             notes: self.notes,

@@ -4,12 +4,6 @@
 /// Directives that change answers in ways clusterdns cannot reproduce, and why.
 pub(super) fn unsupported_reason(name: &str) -> Option<&'static str> {
     Some(match name {
-        "rewrite" => {
-            "it rewrites query or answer names and types before lookup; clusterdns answers names as asked and has no rewrite stage. For an alias of a Service use an ExternalName Service (a CNAME); for another domain use a server block with `forward` (a stub domain)"
-        }
-        "autopath" => {
-            "server-side search-path completion needs the client pod's namespace from its IP and answers with CNAMEs; clusterdns does not implement it. Clients then walk their resolv.conf search list themselves: the final answers are the same, with more queries per lookup; remove the line to convert"
-        }
         "dnssec" => "it signs answers on the fly with zone keys; clusterdns does not sign",
         "sign" => "it signs zone files; clusterdns serves no zone files and does not sign",
         "file" => {
@@ -22,9 +16,6 @@ pub(super) fn unsupported_reason(name: &str) -> Option<&'static str> {
             "it serves zones transferred from a primary (AXFR); clusterdns serves no secondary zones. Forward the zone to the primary instead (a stub domain)"
         }
         "etcd" => "it serves records from etcd (SkyDNS); clusterdns reads only Kubernetes objects",
-        "k8s_external" => {
-            "it answers for Services' external and LoadBalancer IPs under an external zone; clusterdns serves the cluster zone only"
-        }
         "transfer" => "it allows zone transfers (AXFR/IXFR) out; clusterdns refuses zone transfers",
         "tsig" => "it checks TSIG signatures on queries; clusterdns does not verify TSIG",
         "acl" => {

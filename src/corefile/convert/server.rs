@@ -132,7 +132,7 @@ impl Converter {
         if ctx.role == Role::Main {
             self.ops.loadbalance = true;
         } else {
-            self.note(&d.at, ctx.block, "loadbalance", "applies to this zone only in CoreDNS; clusterdns rotates cluster records only (cluster.loadbalance follows the `.` block)");
+            self.note(&d.at, ctx.block, "loadbalance", "applies to this zone only in CoreDNS; clusterdns rotates the address records of every answer or none (cluster.loadbalance follows the `.` block)");
         }
         Ok(())
     }

@@ -56,14 +56,13 @@ fn minimal_corefile_converts_and_validates() {
 
 #[test]
 fn unsupported_directive_names_block_line_and_reason() {
-    let e = conv(".:53 {\n errors\n rewrite name foo.example bar.example\n forward . 8.8.8.8\n}\n")
-        .unwrap_err();
-    assert_eq!(e.directive(), Some("rewrite"));
+    let e = conv(".:53 {\n errors\n dns64\n forward . 8.8.8.8\n}\n").unwrap_err();
+    assert_eq!(e.directive(), Some("dns64"));
     assert_eq!(e.block(), Some(".:53"));
     assert_eq!(e.pos().unwrap().line, 3);
     let msg = e.to_string();
     assert!(
-        msg.starts_with("Corefile:3: `rewrite` in server block `.:53` cannot be carried over: "),
+        msg.starts_with("Corefile:3: `dns64` in server block `.:53` cannot be carried over: "),
         "{msg}"
     );
 }
@@ -178,6 +177,107 @@ fn no_root_block_turns_forwarding_off() {
     let c = conv("cluster.local:53 {\n kubernetes\n}\n").unwrap();
     assert!(!c.config.forward.enabled);
     assert_eq!(c.config.cluster.zone, "cluster.local");
+}
+
+const KUBE: &str = " kubernetes cluster.local in-addr.arpa ip6.arpa\n forward . 10.0.0.2\n";
+
+fn conv_main(body: &str) -> Result<Conversion, CorefileError> {
+    conv(&format!(".:53 {{\n{KUBE}{body}}}\n"))
+}
+
+#[test]
+fn template_blocks_convert_in_order_with_their_options() {
+    let c = conv_main(
+        " template IN A example {\n  match ^ip-(?P<a>[0-9]+)[.]example[.]$ \"^x[.]example[.]$\"\n  answer \"{{ .Name }} 60 IN A 10.0.0.{{ .Group.a }}\"\n  additional \"ns.example. 60 IN A 10.0.0.1\"\n  authority \"example. 60 IN NS ns.example.\"\n  fallthrough example\n }\n template ANY ANY {\n  rcode REFUSED\n }\n",
+    )
+    .unwrap();
+    let t = &c.config.shape.templates;
+    assert_eq!(t.len(), 2);
+    assert_eq!((t[0].class.as_str(), t[0].qtype.as_str()), ("IN", "A"));
+    assert_eq!(t[0].zones, ["example"]);
+    assert_eq!(t[0].matches.len(), 2);
+    assert_eq!(
+        (
+            t[0].answer.len(),
+            t[0].additional.len(),
+            t[0].authority.len()
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(t[0].fallthrough, ["example"]);
+    // Without zones: the server block's.
+    assert_eq!(t[1].zones, ["."]);
+    assert_eq!(t[1].rcode, "REFUSED");
+}
+
+#[test]
+fn template_options_clusterdns_cannot_run_are_refused_with_the_reason() {
+    let e = conv_main(" template IN A example {\n  answer \"{{ .Meta \\\"kubernetes/client-namespace\\\" }}.example. 60 IN A 10.0.0.1\"\n }\n")
+        .unwrap_err();
+    assert_eq!(e.directive(), Some("template"));
+    assert!(e.to_string().contains("metadata"), "{e}");
+    let e = conv_main(" template IN A example {\n  var ip group('x')\n }\n").unwrap_err();
+    assert_eq!((e.directive(), e.option()), (Some("template"), Some("var")));
+    let e = conv_main(" template IN A example {\n  ederror 21\n }\n").unwrap_err();
+    assert_eq!(e.option(), Some("ederror"));
+    let e = conv_main(" template IN A example {\n  match ([a\n }\n").unwrap_err();
+    assert!(matches!(e, CorefileError::Invalid { .. }), "{e:?}");
+    let e = conv_main(" template IN BOGUS example\n").unwrap_err();
+    assert!(e.to_string().contains("record type"), "{e}");
+    let e = conv_main(" template IN\n").unwrap_err();
+    assert!(matches!(e, CorefileError::Invalid { .. }), "{e:?}");
+}
+
+#[test]
+fn rewrite_rules_convert_inline_and_as_blocks() {
+    use crate::config::{NameMatch, RewriteField};
+    let c = conv_main(
+        " rewrite continue name suffix .corp.example .svc.cluster.local answer auto\n rewrite stop {\n  name regex (.*)-(us-west-1)\\.example\\.org {1}.service.{2}.consul\n  answer name (.*)\\.service\\.(us-west-1)\\.consul {1}-{2}.example.org\n  answer value (.*)\\.consul {1}.example.org\n }\n rewrite type ANY HINFO\n rewrite class CH IN\n rewrite name a.example b.example\n",
+    )
+    .unwrap();
+    let r = &c.config.shape.rewrites;
+    assert_eq!(r.len(), 5);
+    assert!(r[0].continue_ && r[0].answer_auto);
+    assert_eq!(r[0].match_, NameMatch::Suffix);
+    assert_eq!(r[1].match_, NameMatch::Regex);
+    assert_eq!(r[1].answer_name.len(), 1);
+    assert_eq!(r[1].answer_value[0].to, "{1}.example.org");
+    assert_eq!(
+        (r[2].field, r[2].from.as_str(), r[2].to.as_str()),
+        (RewriteField::Type, "ANY", "HINFO")
+    );
+    assert_eq!(r[3].field, RewriteField::Class);
+    assert_eq!(
+        (r[4].match_, r[4].from.as_str()),
+        (NameMatch::Exact, "a.example")
+    );
+}
+
+#[test]
+fn rewrite_forms_clusterdns_cannot_run_are_refused() {
+    let e = conv_main(" rewrite edns0 local set 0xffee abcd\n").unwrap_err();
+    assert!(matches!(e, CorefileError::Unsupported { .. }), "{e:?}");
+    let e = conv_main(" rewrite ttl example.com. 10\n").unwrap_err();
+    assert!(e.to_string().contains("TTL"), "{e}");
+    let e = conv_main(" rewrite name regex ([a]\\.com new-{1}.com\n").unwrap_err();
+    assert!(matches!(e, CorefileError::Invalid { .. }), "{e:?}");
+    let e = conv_main(" rewrite name a.com\n").unwrap_err();
+    assert!(matches!(e, CorefileError::Invalid { .. }), "{e:?}");
+    let e = conv_main(" rewrite name suffix a b answer auto answer name x y\n").unwrap_err();
+    assert!(e.to_string().contains("auto"), "{e}");
+}
+
+#[test]
+fn autopath_and_k8s_external_convert() {
+    let c = conv_main(" autopath @kubernetes\n").unwrap();
+    assert!(c.config.shape.autopath.enabled);
+    let e = conv_main(" autopath /etc/resolv.conf\n").unwrap_err();
+    assert!(matches!(e, CorefileError::Unsupported { .. }), "{e:?}");
+    let c = conv_main(" k8s_external example.org example.net {\n  apex ns\n  ttl 10\n  headless\n  fallthrough\n }\n").unwrap();
+    let x = c.config.shape.external.unwrap();
+    assert_eq!(x.zones, ["example.org", "example.net"]);
+    assert_eq!((x.apex.as_str(), x.ttl, x.headless), ("ns", 10, true));
+    assert_eq!(x.fallthrough, ["."]);
 }
 
 #[test]

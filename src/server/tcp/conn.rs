@@ -96,7 +96,7 @@ impl Connection {
                     deadline = tokio::time::Instant::now() + idle;
                     let start = Instant::now();
                     let engine = shared.load_full();
-                    match engine.answer_local(&msg, Proto::Tcp, &mut out) {
+                    match engine.answer_from(&msg, Proto::Tcp, Some(peer.ip()), &mut out) {
                         Local::Reply(f) => {
                             if !write_frame(&mut wr, &out, idle).await {
                                 break;
