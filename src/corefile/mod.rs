@@ -16,8 +16,8 @@
 //! option) and the reason.
 //!
 //! The rule the converter follows: **what clients get back must not change silently.**
-//! - A directive that changes answers and that clusterdns cannot express (`rewrite`, a `template` that synthesises records,
-//!   `autopath`, `file`, `acl`, ...) is a [`CorefileError::Unsupported`] naming the directive,
+//! - A directive that changes answers and that clusterdns cannot express (`file`, `acl`,
+//!   `dnssec`, ...) is a [`CorefileError::Unsupported`] naming the directive,
 //!   its server block and line, and why.
 //! - A directive that only concerns tuning or observability and has no clusterdns equivalent
 //!   (`reload`, `debug`, a cache option, `log` formats) is dropped with a note.
@@ -36,7 +36,7 @@
 //! | a block for another zone with `forward . /etc/resolv.conf`, while `.` forwards there too | nothing: ordinary forwarding (a `forward.domains` entry without upstreams when it has options) |
 //! | `import custom/*.override` in the `.` block | its directives, as if written there |
 //! | `health`, `ready`, `prometheus` in any block | process-wide listeners, as in CoreDNS |
-//! | `template` with `rcode` (and `match`, `fallthrough`) | `templates`, asked before the cluster zone |
+//! | a stub domain inside the cluster zone (kube-dns's `my.cluster.local`) | forwarded, not answered from the cluster |
 //! | `hosts /etc/coredns/<key>` (k3s's `NodeHosts`) | that ConfigMap key, carried over as a file |
 //!
 //! Inputs (`input`): a Corefile, or a ConfigMap's YAML — CoreDNS's (its `Corefile` and the
