@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install what the tests use, from Debian's packages, only where missing: dig/nslookup
-# (dnsutils), kdig (knot-dnsutils), knotd and unbound (real upstreams and peers; openssl makes
-# the DNS-over-TLS test's certificates), dnsperf
+# (dnsutils), kdig (knot-dnsutils), knotd, named (bind9) and unbound (real upstreams, peers and
+# zone-transfer secondaries; openssl makes the DNS-over-TLS test's certificates), dnsperf
 # (load), prometheus and promtool (metrics tests), kubectl (`kubectl kustomize` of manifests/;
 # Debian's package is kubernetes-client), python3 (benches/load.py readme --check), jq.
 # Idempotent; quiet when all is there. A test whose tool is missing fails (it never skips),
@@ -13,6 +13,7 @@ have dig       || need+=(dnsutils)
 have nslookup  || need+=(dnsutils)
 have kdig      || need+=(knot-dnsutils)
 have knotd     || need+=(knot)
+have named     || need+=(bind9)
 have unbound   || need+=(unbound)
 have openssl   || need+=(openssl)
 have dnsperf   || need+=(dnsperf)
@@ -27,7 +28,7 @@ have nft       || need+=(nftables)
 if [ ${#need[@]} -gt 0 ]; then
   sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
   echo "installing: ${need[*]}" >&2
-  # Never let the packages start their system services (knot/unbound would take port 53,
+  # Never let the packages start their system services (knot/unbound/named would take port 53,
   # prometheus 9090): the tests start their own on loopback ports.
   guard=0
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -41,6 +42,6 @@ if [ ${#need[@]} -gt 0 ]; then
   [ "$rc" = 0 ] || { echo "install-test-deps: apt-get failed" >&2; exit 1; }
 fi
 # Debian starts these daemons on install; the tests start their own on loopback ports.
-for svc in knot unbound prometheus; do
+for svc in knot named unbound prometheus; do
   (command -v systemctl >/dev/null && systemctl stop "$svc" 2>/dev/null) || true
 done

@@ -53,11 +53,13 @@ pub struct Bound {
 
 /// Start the zone: builder task and source task, both counting into `metrics`. Returns the
 /// snapshot handle. Cluster settings sent on `settings` later are applied without a restart.
+/// `journal`: zone transfers are on, and it receives every snapshot.
 pub fn start_zone(
     cfg: &Config,
     shutdown: watch::Receiver<bool>,
     on_synced: Box<dyn Fn() + Send>,
     settings: watch::Receiver<crate::config::ClusterConfig>,
+    journal: Option<Arc<crate::zone::xfr::Journal>>,
     metrics: Arc<Metrics>,
 ) -> Arc<ArcSwap<Snapshot>> {
     let swap = Arc::new(ArcSwap::from_pointee(Snapshot::empty(&cfg.cluster)));
@@ -68,8 +70,12 @@ pub fn start_zone(
     };
     // Autopath needs each client pod's namespace: the Pod watch and the address index.
     let client_namespaces = cfg.shape.autopath.enabled && cfg.cluster.enabled;
-    let builder = ZoneBuilder::new(&cfg.cluster, &required)
+    let mut builder = ZoneBuilder::new(&cfg.cluster, &required)
         .with_client_namespaces(client_namespaces && !matches!(source, SourceChoice::None));
+    if matches!(source, SourceChoice::Kubernetes(_)) {
+        // Serials from the API state, the same on every replica (`zone::serial`).
+        builder.set_serial_source(crate::zone::serial::SerialSource::Revisions);
+    }
     let (tx, rx) = mpsc::channel(crate::zone::feed::QUEUE);
     let settings_for_source = settings.clone();
     if matches!(source, SourceChoice::None) {
@@ -82,6 +88,7 @@ pub fn start_zone(
         swap.clone(),
         on_synced,
         settings,
+        journal,
         metrics.clone(),
     ));
     match source {
@@ -375,11 +382,13 @@ pub async fn serve(
     let hangups = crate::reload::hangups().map_err(signal_err)?;
     let (settings_tx, settings_rx) = watch::channel(cfg.cluster.clone());
     let on_synced = readiness.setter("kubernetes");
+    let transfers = crate::xfr::Transfers::from_config(&cfg, &metrics).map_err(Error::Other)?;
     let zone = start_zone(
         &cfg,
         lc.signal().as_bool(Phase::Stopped),
         Box::new(on_synced),
         settings_rx,
+        transfers.as_ref().map(|t| t.journal().clone()),
         metrics.clone(),
     );
     let shape = crate::server::shape::Shaper::new(&cfg)?;
@@ -390,7 +399,8 @@ pub async fn serve(
         crate::app_ops::as_upstream(&resolver),
         shape,
         metrics.clone(),
-    );
+    )
+    .with_transfers(transfers.clone());
     let shared: crate::server::SharedEngine = Arc::new(ArcSwap::from_pointee(engine));
     let reloader = crate::reload::Reloader {
         current: cfg.clone(),
@@ -426,6 +436,20 @@ pub async fn serve(
         );
     }
     crate::app_ops::after_listen(&resolver);
+    if let Some(t) = &transfers {
+        let targets = cfg
+            .transfer
+            .notify
+            .iter()
+            .filter_map(|n| crate::config::parse_upstream(n).ok())
+            .collect();
+        crate::xfr::notify::spawn(
+            t.journal().clone(),
+            targets,
+            t.key().cloned(),
+            metrics.clone(),
+        );
+    }
     if let Some(nl) = &nodelocal {
         tokio::spawn(
             nl.clone()

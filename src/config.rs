@@ -44,6 +44,8 @@ pub struct Config {
     pub server: ServerConfig,
     /// Node-local mode (NodeLocal DNSCache's node-cache): interface, interception rules, handover.
     pub nodelocal: NodeLocalConfig,
+    /// Zone transfers (AXFR/IXFR) of the cluster zone to secondaries, and NOTIFY.
+    pub transfer: TransferConfig,
     /// Answer shaping: CoreDNS's `rewrite`, `autopath`, `template` and `k8s_external`.
     pub shape: ShapeConfig,
 }
@@ -63,6 +65,7 @@ impl Default for Config {
             querylog: QueryLogConfig::default(),
             server: ServerConfig::default(),
             nodelocal: NodeLocalConfig::default(),
+            transfer: TransferConfig::default(),
             shape: ShapeConfig::default(),
         }
     }
@@ -685,6 +688,49 @@ impl Default for NodeLocalConfig {
     }
 }
 
+/// Zone transfers out (RFC 5936 AXFR, RFC 1995 IXFR) and NOTIFY (RFC 1996): clusterdns as the
+/// primary of its cluster zone for secondaries outside the cluster.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TransferConfig {
+    /// Clients allowed to transfer, as prefixes (`10.0.0.0/8`) or addresses; empty: transfers
+    /// are off (REFUSED, as before). Everyone else gets REFUSED.
+    pub allow: Vec<String>,
+    /// Zones offered: the cluster zone, and reverse zones listed in `cluster.reverse_zones`
+    /// that are narrower than `in-addr.arpa`/`ip6.arpa`; empty: the cluster zone alone.
+    pub zones: Vec<String>,
+    /// Secondaries sent a NOTIFY for every zone offered on each new serial: `IP` or `IP:PORT`.
+    pub notify: Vec<String>,
+    /// A TSIG key (RFC 8945): when given, transfers must be signed with it.
+    pub tsig: Option<TsigConfig>,
+    /// Transfers served at the same time; past it, SERVFAIL (the secondary retries).
+    pub max_transfers: usize,
+    /// The longest a secondary may take to read one message of a transfer (instead of the
+    /// resolvers' `server.tcp_idle_timeout`).
+    #[serde(with = "duration_text")]
+    pub write_timeout: Duration,
+    /// Differences between serials kept for IXFR: at most this many...
+    pub journal_entries: usize,
+    /// ...and at most this many bytes of records; older ones are dropped (IXFR from a serial
+    /// no longer held is answered with the whole zone).
+    pub journal_bytes: usize,
+}
+
+impl Default for TransferConfig {
+    fn default() -> Self {
+        Self {
+            allow: vec![],
+            zones: vec![],
+            notify: vec![],
+            tsig: None,
+            max_transfers: 10,
+            write_timeout: Duration::from_secs(30),
+            journal_entries: 1000,
+            journal_bytes: 16 << 20,
+        }
+    }
+}
+
 /// Answer shaping, in CoreDNS's plugin order: `rewrites`, then `autopath`, then `templates`,
 /// then `external` (k8s_external), then the cluster zone and forwarding. Compiled (regexes,
 /// template fields, record texts) by `shape::Shaper::new`, whose errors name the key.
@@ -815,6 +861,35 @@ impl Default for TemplateRule {
     }
 }
 
+/// A TSIG key shared with the secondaries.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TsigConfig {
+    /// The key's name, as the secondaries know it (e.g. `transfer-key`).
+    pub name: String,
+    /// `hmac-sha256` (RFC 8945's mandatory one), `hmac-sha384` or `hmac-sha512`.
+    pub algorithm: String,
+    /// The secret, base64 (what `tsig-keygen` or `keymgr -t` print).
+    pub secret: Option<String>,
+    /// A file holding the secret (base64), e.g. from a Kubernetes Secret; instead of `secret`.
+    pub secret_file: Option<PathBuf>,
+    /// How far the signer's clock may be from ours (RFC 8945 fudge).
+    #[serde(with = "duration_text")]
+    pub fudge: Duration,
+}
+
+impl Default for TsigConfig {
+    fn default() -> Self {
+        Self {
+            name: "transfer-key".into(),
+            algorithm: "hmac-sha256".into(),
+            secret: None,
+            secret_file: None,
+            fudge: Duration::from_secs(300),
+        }
+    }
+}
+
 /// Server-side search path completion.
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
@@ -833,6 +908,31 @@ impl Default for AutopathConfig {
             resolv_conf: Some("/etc/resolv.conf".into()),
         }
     }
+}
+
+/// TSIG algorithms clusterdns signs and verifies with.
+pub const TSIG_ALGORITHMS: [&str; 3] = ["hmac-sha256", "hmac-sha384", "hmac-sha512"];
+
+/// A client prefix: `10.0.0.0/8`, `fd00::/8`, or an address alone (all its bits).
+pub fn parse_prefix(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let s = s.trim();
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let ip: std::net::IpAddr = addr.parse().map_err(|_| {
+        format!("{s:?} is not an address or prefix (10.0.0.0/8, fd00::/8, 192.0.2.7)")
+    })?;
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{s:?}: the prefix length must be 0 to {max}"))?,
+    };
+    Ok((ip, len))
 }
 
 /// Services' external addresses under zones of their own (CoreDNS `k8s_external`):
@@ -1073,6 +1173,14 @@ impl Config {
         {
             fix(f);
         }
+        if let Some(f) = self
+            .transfer
+            .tsig
+            .as_mut()
+            .and_then(|k| k.secret_file.as_mut())
+        {
+            fix(f);
+        }
         if let Some(f) = self.forward.tls_ca.as_mut() {
             fix(f);
         }
@@ -1225,6 +1333,7 @@ impl Config {
             }
         }
         self.validate_nodelocal()?;
+        self.validate_transfer()?;
         if !(0.0..=1.0).contains(&self.querylog.sample) {
             return Err(invalid(
                 "querylog.sample",
@@ -1279,6 +1388,140 @@ impl Config {
         } else {
             self.listen.clone()
         }
+    }
+
+    /// The zones a transfer may be asked for, normalised: `transfer.zones`, or the cluster zone.
+    pub fn transfer_zones(&self) -> Vec<String> {
+        if self.transfer.zones.is_empty() {
+            return vec![self.cluster.zone.trim_end_matches('.').to_ascii_lowercase()];
+        }
+        let mut v: Vec<String> = Vec::new();
+        for z in &self.transfer.zones {
+            let z = parse_domain(z).unwrap_or_else(|_| z.clone());
+            if !v.contains(&z) {
+                v.push(z);
+            }
+        }
+        v
+    }
+
+    fn validate_transfer(&self) -> Result<(), ConfigError> {
+        let t = &self.transfer;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        for (i, a) in t.allow.iter().enumerate() {
+            parse_prefix(a).map_err(|e| invalid(&format!("transfer.allow[{i}]"), e))?;
+        }
+        for (i, n) in t.notify.iter().enumerate() {
+            parse_upstream(n).map_err(|e| invalid(&format!("transfer.notify[{i}]"), e))?;
+        }
+        let cluster = parse_domain(&self.cluster.zone).unwrap_or_default();
+        let reverse: Vec<String> = self
+            .cluster
+            .reverse_zones
+            .iter()
+            .filter_map(|z| parse_domain(z).ok())
+            .collect();
+        let mut zones: Vec<String> = Vec::new();
+        for (i, z) in t.zones.iter().enumerate() {
+            let key = format!("transfer.zones[{i}]");
+            let z = parse_domain(z).map_err(|e| invalid(&key, e))?;
+            if z == "in-addr.arpa" || z == "ip6.arpa" {
+                return Err(invalid(
+                    &key,
+                    format!(
+                        "{z} is too wide to transfer: a secondary holding all of it would answer NXDOMAIN for every address outside the cluster; offer the service and pod ranges' zones (e.g. 10.in-addr.arpa) and list them in cluster.reverse_zones"
+                    ),
+                ));
+            }
+            if z != cluster {
+                let Some(at) = reverse.iter().position(|r| *r == z) else {
+                    return Err(invalid(
+                        &key,
+                        format!(
+                            "{z} is neither cluster.zone nor one of cluster.reverse_zones; only zones clusterdns serves can be transferred"
+                        ),
+                    ));
+                };
+                // Answers for names in `z` must be written with `z` as their zone: no wider
+                // reverse zone may come first in the list (the first that holds a name wins).
+                if let Some(w) = reverse[..at].iter().find(|w| crate::names::in_zone(&z, w)) {
+                    return Err(invalid(
+                        &key,
+                        format!(
+                            "{z} comes after {w} in cluster.reverse_zones, which holds it; list {z} first"
+                        ),
+                    ));
+                }
+            }
+            if let Some(o) = zones
+                .iter()
+                .find(|o| crate::names::in_zone(&z, o) || crate::names::in_zone(o, &z))
+            {
+                return Err(invalid(&key, format!("{z} overlaps {o}, also offered")));
+            }
+            zones.push(z);
+        }
+        if let Some(k) = &t.tsig {
+            parse_domain(&k.name).map_err(|e| invalid("transfer.tsig.name", e))?;
+            if !TSIG_ALGORITHMS.contains(&k.algorithm.to_ascii_lowercase().as_str()) {
+                return Err(invalid(
+                    "transfer.tsig.algorithm",
+                    format!(
+                        "{:?} is not one of {}",
+                        k.algorithm,
+                        TSIG_ALGORITHMS.join(", ")
+                    ),
+                ));
+            }
+            match (&k.secret, &k.secret_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        "transfer.tsig",
+                        "give either `secret` or `secret_file`, not both".into(),
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        "transfer.tsig.secret",
+                        "a TSIG key needs its secret (`secret` or `secret_file`)".into(),
+                    ));
+                }
+                (Some(secret), None) => {
+                    use base64::Engine as _;
+                    base64::engine::general_purpose::STANDARD
+                        .decode(secret.trim())
+                        .map_err(|e| {
+                            invalid(
+                                "transfer.tsig.secret",
+                                format!("not base64 (as tsig-keygen prints it): {e}"),
+                            )
+                        })?;
+                }
+                _ => {}
+            }
+        }
+        if t.max_transfers == 0 {
+            return Err(invalid(
+                "transfer.max_transfers",
+                "must be at least 1".into(),
+            ));
+        }
+        if t.write_timeout.is_zero() {
+            return Err(invalid(
+                "transfer.write_timeout",
+                "must be above zero".into(),
+            ));
+        }
+        if t.journal_entries == 0 {
+            return Err(invalid(
+                "transfer.journal_entries",
+                "must be at least 1 (IXFR needs one difference)".into(),
+            ));
+        }
+        Ok(())
     }
 
     fn validate_nodelocal(&self) -> Result<(), ConfigError> {
@@ -1739,5 +1982,91 @@ mod tests {
             parse_http_listen(":9153").unwrap(),
             "0.0.0.0:9153".parse().unwrap()
         );
+    }
+
+    #[test]
+    fn transfer_config_is_checked_key_by_key() {
+        let base = "cluster:\n  reverse_zones: [10.in-addr.arpa, in-addr.arpa]\n";
+        let err = |transfer: &str| {
+            Config::from_yaml(&format!("{base}transfer:\n{transfer}"), Path::new("x"))
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let ok = Config::from_yaml(
+            &format!(
+                "{base}transfer:\n  allow: [192.0.2.0/24, \"2001:db8::1\"]\n  zones: [cluster.local., 10.in-addr.arpa]\n  notify: [\"192.0.2.7:5300\"]\n  tsig:\n    name: k\n    secret: \"AAAA\"\n"
+            ),
+            Path::new("x"),
+        )
+        .unwrap();
+        ok.validate().unwrap();
+        assert_eq!(ok.transfer_zones(), ["cluster.local", "10.in-addr.arpa"]);
+        for (transfer, key, why) in [
+            (
+                "  allow: [10.0.0.0/33]\n",
+                "transfer.allow[0]",
+                "prefix length",
+            ),
+            ("  allow: [nope]\n", "transfer.allow[0]", "not an address"),
+            ("  notify: [\"x:y\"]\n", "transfer.notify[0]", ""),
+            ("  zones: [in-addr.arpa]\n", "transfer.zones[0]", "too wide"),
+            ("  zones: [example.org]\n", "transfer.zones[0]", "neither"),
+            (
+                "  zones: [10.in-addr.arpa, 10.in-addr.arpa.]\n",
+                "transfer.zones[1]",
+                "overlaps",
+            ),
+            (
+                "  tsig:\n    name: k\n",
+                "transfer.tsig.secret",
+                "needs its secret",
+            ),
+            (
+                "  tsig:\n    name: k\n    secret: \"not base64!\"\n",
+                "transfer.tsig.secret",
+                "base64",
+            ),
+            (
+                "  tsig:\n    secret: AAAA\n    secret_file: /k\n",
+                "transfer.tsig",
+                "either",
+            ),
+            (
+                "  tsig:\n    secret: AAAA\n    algorithm: hmac-md5\n",
+                "transfer.tsig.algorithm",
+                "not one of",
+            ),
+            (
+                "  max_transfers: 0\n",
+                "transfer.max_transfers",
+                "at least 1",
+            ),
+            (
+                "  journal_entries: 0\n",
+                "transfer.journal_entries",
+                "at least 1",
+            ),
+            (
+                "  write_timeout: 0s\n",
+                "transfer.write_timeout",
+                "above zero",
+            ),
+        ] {
+            let e = err(transfer);
+            assert!(e.contains(key) && e.contains(why), "{transfer}: {e}");
+        }
+        // A reverse zone after a wider one that holds it: its names would be answered as the
+        // wider zone's.
+        let e = Config::from_yaml(
+            "cluster:\n  reverse_zones: [in-addr.arpa, 10.in-addr.arpa]\ntransfer:\n  zones: [10.in-addr.arpa]\n",
+            Path::new("x"),
+        )
+        .unwrap()
+        .validate()
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("list 10.in-addr.arpa first"), "{e}");
     }
 }

@@ -33,6 +33,9 @@
 //! - [`reload`]: config reload on SIGHUP or a changed config file.
 //! - [`nodelocal`]: node-local mode: the interface, node-cache's interception rules, the
 //!   handover lease between two instances, the periodic check.
+//! - [`xfr`]: zone transfers out (AXFR, IXFR, TSIG, NOTIFY): clusterdns as the primary of its
+//!   cluster zone for secondaries outside the cluster; beside the query path, which routes
+//!   transfer requests to it.
 //! - [`corefile`]: converting a CoreDNS Corefile into a clusterdns config: lexer, imports,
 //!   parser, a converter per plugin family that builds a [`config::Config`], and its YAML.
 
@@ -57,6 +60,7 @@ pub mod source;
 #[doc(hidden)]
 pub mod testkit;
 pub mod wire;
+pub mod xfr;
 pub mod zone;
 
 pub use error::Error;

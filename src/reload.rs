@@ -50,7 +50,7 @@ pub struct Reloader {
 
 /// The keys that take effect only on a restart: sockets bound, the source chosen, the node set
 /// up at start.
-pub const RESTART_ONLY: [&str; 8] = [
+pub const RESTART_ONLY: [&str; 9] = [
     "listen",
     "source",
     "metrics.listen",
@@ -59,6 +59,7 @@ pub const RESTART_ONLY: [&str; 8] = [
     "server",
     "nodelocal",
     "cluster.enabled",
+    "transfer",
 ];
 
 /// Why a reload did nothing.
@@ -78,6 +79,7 @@ fn in_force(mut new: Config, current: &Config) -> Config {
     new.health.listen = current.health.listen.clone();
     new.ready.listen = current.ready.listen.clone();
     new.server = current.server.clone();
+    new.transfer = current.transfer.clone();
     new.nodelocal = current.nodelocal.clone();
     new.cluster.enabled = current.cluster.enabled;
     new
@@ -94,6 +96,7 @@ fn restart_only_changes(a: &Config, b: &Config) -> Vec<&'static str> {
         a.server != b.server,
         a.nodelocal != b.nodelocal,
         a.cluster.enabled != b.cluster.enabled,
+        a.transfer != b.transfer,
     ];
     RESTART_ONLY
         .into_iter()
@@ -141,14 +144,16 @@ impl Reloader {
         } else {
             self.resolver.clone()
         };
-        let zone = self.shared.load().zone().clone();
+        let old = self.shared.load_full();
+        // The transfer service and its journal stay (`transfer` needs a restart).
         let engine = Engine::new(
             &new,
-            zone,
+            old.zone().clone(),
             crate::app_ops::as_upstream(&resolver),
             shape,
             self.metrics.clone(),
-        );
+        )
+        .with_transfers(old.xfr().cloned());
         self.shared.store(Arc::new(engine));
         if new.health != self.current.health
             && let Some(lc) = &self.lifecycle

@@ -54,4 +54,29 @@ pub enum ClusterEvent {
     ReplaceAll { objects: Vec<Object> },
     /// A watch restarted (dropped, expired, or errored); for the event log of tests.
     WatchRestart { kind: Kind },
+    /// `event`, after which the API state is at `revision` (its `resourceVersion` as an
+    /// integer: the object's for a watch event, the list's for a list). The zone's serial is
+    /// derived from it (`zone::serial`); sources without revisions (a file) send events bare.
+    AtRevision {
+        revision: u64,
+        event: Box<ClusterEvent>,
+    },
+}
+
+impl ClusterEvent {
+    /// The event itself, without its revision.
+    pub fn inner(&self) -> &ClusterEvent {
+        match self {
+            ClusterEvent::AtRevision { event, .. } => event.inner(),
+            e => e,
+        }
+    }
+
+    /// A complete list (of one kind, or of everything).
+    pub fn is_list(&self) -> bool {
+        matches!(
+            self.inner(),
+            ClusterEvent::Relist { .. } | ClusterEvent::ReplaceAll { .. }
+        )
+    }
 }

@@ -582,6 +582,7 @@ impl ClusterState {
                 }
             }
             ClusterEvent::WatchRestart { .. } => {}
+            ClusterEvent::AtRevision { event, .. } => return self.apply(*event, changes),
         }
         if self.strings.len() + self.port_sets.len() >= self.sweep_at {
             self.sweep();

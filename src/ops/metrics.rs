@@ -14,6 +14,7 @@
 //! | `coredns_build_info`, `_panics_total`, `_plugin_enabled`, `_reload_failed_total`, `_hosts_entries`, `coredns_health_*` | startup, [`Metrics::new`], reload, http |
 //! | `process_*`, `go_goroutines` | read from `/proc/self` at each scrape |
 //! | `clusterdns_*` | clusterdns's own: snapshot, watches, upstream health and loops, drops |
+//! | `clusterdns_transfer*`, `clusterdns_notify_total`, `clusterdns_zone_serial` | zone transfers ([`TransferMetrics`]) |
 //!
 //! Beyond CoreDNS 1.12, the pre-1.11 names `coredns_forward_requests_total{to}`,
 //! `coredns_forward_responses_total{rcode,to}`, `coredns_forward_request_duration_seconds{rcode,to}`
@@ -493,6 +494,8 @@ struct Inner {
     forward_loops: IntCounterVec,
     dropped: [IntCounter; 3],
     nodecache_setup_errors: IntCounterVec,
+    /// Zone transfers and NOTIFY (`transfer.rs`).
+    transfer: transfer::TransferMetrics,
 
     scrape: Arc<ScrapeState>,
 }
@@ -756,6 +759,8 @@ impl Inner {
             &["errortype"],
         );
 
+        let transfer = transfer::TransferMetrics::new(&r);
+
         let scrape = Arc::new(ScrapeState {
             snapshot_published_us: AtomicU64::new(0),
         });
@@ -800,6 +805,7 @@ impl Inner {
             forward_loops,
             dropped,
             nodecache_setup_errors,
+            transfer,
             scrape,
         }
     }
@@ -1036,6 +1042,10 @@ impl Metrics {
     }
     pub fn reload_failed(&self) {
         self.inner().reload_failed.inc();
+    }
+    /// Zone transfer and NOTIFY metrics.
+    pub fn transfer(&self) -> &TransferMetrics {
+        &self.inner().transfer
     }
     /// A panic was caught (`coredns_panics_total`); see [`install_panic_hook`].
     pub fn panicked(&self) {
@@ -1303,6 +1313,8 @@ fn threads() -> Option<f64> {
 }
 
 mod hot;
+mod transfer;
+pub use transfer::{TransferKind, TransferMetrics, TransferResult};
 
 #[cfg(test)]
 mod tests;

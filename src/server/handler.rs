@@ -39,6 +39,10 @@ pub enum Local {
     Drop,
     /// The query must wait for an upstream: call [`Engine::forward`].
     Forward(Box<Pending>),
+    /// A zone transfer (AXFR, IXFR) or a signed SOA query for a zone offered for transfer:
+    /// answered by [`crate::xfr::Transfers`] (in [`Engine::xfr`]), which checks who asks. Over
+    /// TCP it may stream many messages: the connection is a transfer connection from then on.
+    Transfer(Box<crate::xfr::Request>),
 }
 
 /// The reply to a query that went to the resolver, and where it came from.
@@ -91,6 +95,9 @@ pub struct Engine {
     /// Count queries in the metrics (off when no metrics endpoint is configured: nobody could
     /// read them).
     count: bool,
+    /// Zone transfers out; None: off (AXFR and IXFR get REFUSED). Set by
+    /// [`Engine::with_transfers`]: the service and its journal outlive each engine.
+    xfr: Option<Arc<crate::xfr::Transfers>>,
     /// Answer shaping (rewrite, autopath, template, AAAA filter); None: the query goes straight
     /// on.
     shape: Option<Arc<shape::Shaper>>,
@@ -132,9 +139,22 @@ impl Engine {
             querylog,
             metrics,
             count: cfg.metrics.listen.is_some(),
+            xfr: None,
             shape,
             delegated: delegated_domains(cfg),
         }
+    }
+
+    /// This engine, routing zone transfers to `xfr` (made once at start from `transfer`, and
+    /// handed to every engine a reload builds: it holds the journal secondaries follow).
+    pub fn with_transfers(mut self, xfr: Option<Arc<crate::xfr::Transfers>>) -> Engine {
+        self.xfr = xfr;
+        self
+    }
+
+    /// The zone transfer service, when transfers are on.
+    pub fn xfr(&self) -> Option<&Arc<crate::xfr::Transfers>> {
+        self.xfr.as_ref()
     }
 
     /// The snapshot handle this engine answers from (kept across reloads).
@@ -205,6 +225,14 @@ impl Engine {
                 upstream: None,
             });
         }
+        // Zone transfers (and signed SOA queries of a zone offered for transfer) go to the
+        // transfer service as they came: no answer shaping applies to them.
+        if (q.qclass == wire::CLASS_IN || q.qclass == wire::CLASS_ANY)
+            && let Some(x) = &self.xfr
+            && x.takes(&q, msg)
+        {
+            return Local::Transfer(Box::new(crate::xfr::Request::new(&q, msg)));
+        }
         // The one hook of answer shaping: it routes through `route` itself.
         if let Some(s) = &self.shape {
             return s.answer(self, q, proto, client, out);
@@ -238,8 +266,8 @@ impl Engine {
             let mut w = Writer::new(out, &q, max);
             match answer::answer(&snap, &q, &mut w, self.resolver.is_some()) {
                 Outcome::Answered { rcode } => {
-                    // Zone transfers are not offered (yet): RFC 5936 §2.2.1 REFUSED is the
-                    // answer an operator expects from a server that does not do them.
+                    // Zone transfers of this zone are not offered (`transfer`): RFC 5936
+                    // §2.2.1 REFUSED is the answer an operator expects.
                     if q.qtype == rtype::AXFR || q.qtype == rtype::IXFR {
                         wire::rcode_reply(out, &q, rcode::REFUSED, false, self.max_udp);
                         return Local::Reply(facts(AnswerSource::Server, rcode::REFUSED));
@@ -421,6 +449,17 @@ async fn chase_external(
             upstream: up.upstream,
         },
         _ => cname_only(true),
+    }
+}
+
+/// Facts of a transfer request answered with `rcode`.
+pub fn transfer_facts(q: &Query<'_>, rcode: u16) -> Facts {
+    Facts {
+        source: AnswerSource::Zone,
+        qtype: q.qtype,
+        do_bit: q.do_bit(),
+        rcode,
+        upstream: None,
     }
 }
 

@@ -101,6 +101,16 @@ pub fn worker(
                     replies += 1;
                 }
                 Local::Drop => {}
+                Local::Transfer(req) => {
+                    // IXFR over UDP and signed SOA queries: one message, answered here.
+                    if let Some(x) = engine.xfr() {
+                        let code = x.answer_udp(&req, src.ip(), out);
+                        let f = super::handler::transfer_facts(&req.query, code);
+                        engine.observe(&f, msg.len(), out, Proto::Udp, src, start);
+                        batch.mark_reply(i);
+                        replies += 1;
+                    }
+                }
                 Local::Forward(p) => {
                     let engine = arc_swap::Guard::into_inner(shared.load());
                     let sock = sock.clone();

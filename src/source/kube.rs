@@ -477,9 +477,14 @@ where
                 },
             }
         };
-        self.send(ClusterEvent::ListEnd { kind: self.kind })
-            .await
-            .map_err(|_| ListFailed::Closed)?;
+        // The list's own resourceVersion is the API revision the listed state is at (a
+        // consistent read): the zone's serial is derived from it.
+        self.send(at_revision(
+            revision_of(Some(&rv)),
+            ClusterEvent::ListEnd { kind: self.kind },
+        ))
+        .await
+        .map_err(|_| ListFailed::Closed)?;
         if known.is_some() {
             self.known = known;
         }
@@ -680,6 +685,7 @@ where
     async fn applied(&mut self, obj: K) -> Result<(), Closed> {
         let kind = self.kind;
         let key = key_of(kind, obj.meta());
+        let revision = revision_of(obj.meta().resource_version.as_ref());
         let c = (self.convert)(obj);
         let event = match c.object {
             Ok(object) => {
@@ -704,7 +710,7 @@ where
                 ClusterEvent::Delete { key }
             }
         };
-        self.send(event).await
+        self.send(at_revision(revision, event)).await
     }
 
     /// A DELETED watch event.
@@ -719,7 +725,9 @@ where
         if let Some(known) = self.known.as_mut() {
             known.remove(&key);
         }
-        self.send(ClusterEvent::Delete { key }).await
+        let revision = revision_of(meta.resource_version.as_ref());
+        self.send(at_revision(revision, ClusterEvent::Delete { key }))
+            .await
     }
 }
 
@@ -843,4 +851,33 @@ mod tests {
         r.reset();
         assert!(r.next() <= Duration::from_millis(800), "reset starts over");
     }
+}
+
+/// An event at an API revision, when there is one.
+fn at_revision(revision: Option<u64>, event: ClusterEvent) -> ClusterEvent {
+    match revision {
+        Some(revision) => ClusterEvent::AtRevision {
+            revision,
+            event: Box::new(event),
+        },
+        None => event,
+    }
+}
+
+/// A resourceVersion as the integer etcd makes it (the API calls it opaque; every etcd-backed
+/// server, and kine, writes the revision in decimal). None when it is not one: the zone's
+/// serial then just counts up (see `zone::serial`), which is logged once.
+fn revision_of(rv: Option<&String>) -> Option<u64> {
+    let rv = rv?;
+    let r = rv.parse().ok();
+    if r.is_none() {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                resource_version = rv.as_str(),
+                "resourceVersions are not integers: zone serials will not agree between replicas"
+            );
+        });
+    }
+    r
 }

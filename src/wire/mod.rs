@@ -22,7 +22,7 @@ pub use decoder::{Decoder, WireError};
 pub use edns::{Edns, OPT_LEN, push_opt};
 pub use name::{
     MAX_NAME, display_name, dotted_to_wire, encode_labels, encode_name, eq_ignore_case, in_domain,
-    lower_into, reverse_ip, wire_to_dotted,
+    lower_into, reverse_ip, reverse_name, wire_to_dotted,
 };
 pub use query::{ParseError, Query};
 pub use reply::{Layout, Rec, Section, fit, layout};

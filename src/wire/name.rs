@@ -284,9 +284,52 @@ pub fn reverse_ip(qname: &[u8]) -> Option<IpAddr> {
     None
 }
 
+/// The reverse name of an address (the inverse of [`reverse_ip`]), wire form, lowercase:
+/// 1.2.3.4 → `4.3.2.1.in-addr.arpa.`, an IPv6 address → its 32 nibbles under `ip6.arpa.`.
+pub fn reverse_name(ip: IpAddr) -> Vec<u8> {
+    let mut out = Vec::with_capacity(74);
+    match ip {
+        IpAddr::V4(a) => {
+            for o in a.octets().iter().rev() {
+                let t = o.to_string();
+                out.push(t.len() as u8);
+                out.extend_from_slice(t.as_bytes());
+            }
+            out.extend_from_slice(b"\x07in-addr\x04arpa\x00");
+        }
+        IpAddr::V6(a) => {
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            for o in a.octets().iter().rev() {
+                out.extend_from_slice(&[1, HEX[(o & 0xF) as usize], 1, HEX[(o >> 4) as usize]]);
+            }
+            out.extend_from_slice(b"\x03ip6\x04arpa\x00");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reverse_names_round_trip() {
+        for s in [
+            "10.96.0.10",
+            "0.0.0.0",
+            "255.1.20.3",
+            "fd00::1",
+            "2001:db8::abcd:1",
+        ] {
+            let ip: IpAddr = s.parse().unwrap();
+            let n = reverse_name(ip);
+            assert_eq!(reverse_ip(&n), Some(ip), "{s}");
+        }
+        assert_eq!(
+            display_name(&reverse_name("10.96.0.1".parse().unwrap())),
+            "1.0.96.10.in-addr.arpa."
+        );
+    }
 
     fn read(msg: &[u8], at: usize) -> Result<(String, usize, bool), WireError> {
         let mut d = Decoder::at(msg, at);

@@ -29,11 +29,11 @@ use crate::wire::{ADDITIONAL, ANSWER, AUTHORITY, Query, Writer, rcode, rtype};
 use super::snapshot::{RecordsKind, ServiceRecords, Snapshot, undash_ip};
 
 /// The TTL CoreDNS gives `dns-version` (its default for the schema record).
-const DNS_VERSION_TTL: u32 = 28800;
+pub(crate) const DNS_VERSION_TTL: u32 = 28800;
 /// SOA timers, as CoreDNS writes them.
-const SOA_REFRESH: u32 = 7200;
-const SOA_RETRY: u32 = 1800;
-const SOA_EXPIRE: u32 = 86400;
+pub(crate) const SOA_REFRESH: u32 = 7200;
+pub(crate) const SOA_RETRY: u32 = 1800;
+pub(crate) const SOA_EXPIRE: u32 = 86400;
 
 /// What the zone made of a question.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

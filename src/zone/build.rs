@@ -19,6 +19,7 @@ use crate::cluster::selector::Selector;
 use crate::cluster::state::{Changes, ClusterState, EntryKind, Key, ServiceEntry};
 use crate::config::{ClusterConfig, PodsMode};
 
+use super::serial::{SerialSource, Serials};
 use super::snapshot::{
     ClusterIps, Endpoints, ExternalAddrs, Label, NewEndpoint, Ports, RecordsKind, ServiceRecords,
     Snapshot, dashed_label,
@@ -48,6 +49,12 @@ pub struct ZoneBuilder {
     /// Service ids ([`ServiceRecords::id`]) given back, and the next never given.
     free_ids: Vec<u32>,
     next_id: u32,
+    /// Where serials come from, and the API revision the state is at (`zone::serial`).
+    serials: Serials,
+    /// The serial of the last synced snapshot published (None before the first).
+    synced_serial: Option<u32>,
+    /// Whether anything was published yet (the first publish happens even with no change).
+    published: bool,
     /// Keep the namespace of each pod's address ([`Snapshot::pod_namespaces`], for autopath).
     client_namespaces: bool,
 }
@@ -79,8 +86,16 @@ impl ZoneBuilder {
             required: required.iter().copied().collect(),
             free_ids: Vec::new(),
             next_id: 0,
+            serials: Serials::default(),
+            synced_serial: None,
+            published: false,
             client_namespaces: false,
         }
+    }
+
+    /// Derive serials from `source` (the Kubernetes source: API revisions; default: the clock).
+    pub fn set_serial_source(&mut self, source: SerialSource) {
+        self.serials = Serials::new(source);
     }
 
     /// Also index which namespace the pod holding each address is in (autopath's clients):
@@ -109,6 +124,9 @@ impl ZoneBuilder {
             fresh.required.retain(|k| state.synced.contains(k));
         }
         fresh.snap.serial = serial;
+        fresh.serials = self.serials.clone();
+        fresh.synced_serial = self.synced_serial;
+        fresh.published = self.published;
         // The fresh build covers everything the state holds, lists in progress included; their
         // later objects are still held until their ends.
         fresh.listing = self
@@ -130,8 +148,22 @@ impl ZoneBuilder {
 
     /// Apply one event; nothing is published until [`ZoneBuilder::publish`], and nothing a list
     /// changes until its end.
+    ///
+    /// An event at an API revision raises the revision the serial is derived from when it
+    /// changed the state (or may have: an event for something already changed since the last
+    /// publish is counted, the safe side, see `zone::serial`), and always for a kind's first
+    /// list (after a restart, the lists' revision is what keeps the serial from going back).
     pub fn apply(&mut self, event: ClusterEvent) {
         match event {
+            ClusterEvent::AtRevision { revision, event } => {
+                let first_list = matches!(event.inner(), ClusterEvent::Relist { kind, .. } | ClusterEvent::ListEnd { kind }
+                    if !self.state.synced.contains(kind));
+                let pending_before = touched(&self.pending);
+                self.apply(*event);
+                if first_list || pending_before > 0 || touched(&self.pending) > 0 {
+                    self.serials.observe(revision);
+                }
+            }
             ClusterEvent::ListBegin { kind } => {
                 // A list begun again keeps what its unfinished start changed: those objects are
                 // in the state, and this list will confirm or remove them.
@@ -155,6 +187,11 @@ impl ZoneBuilder {
         }
     }
 
+    /// The API revision the state is at, when the source has revisions.
+    pub fn revision(&self) -> Option<u64> {
+        self.serials.revision()
+    }
+
     /// Whether a list of `kind` is in progress.
     pub fn listing(&self, kind: Kind) -> bool {
         self.listing.contains_key(&kind)
@@ -171,7 +208,7 @@ impl ZoneBuilder {
 
     /// Whether applied events changed anything since the last publish (or sync state changed).
     pub fn has_changes(&self) -> bool {
-        !self.pending.is_empty() || self.snap.synced != self.synced() || self.snap.serial == 0
+        !self.pending.is_empty() || self.snap.synced != self.synced() || !self.published
     }
 
     /// Recompute what changed and return the new snapshot (with a new serial) plus the
@@ -260,13 +297,13 @@ impl ZoneBuilder {
             self.snap.ns_addrs = Arc::from(default_ns_addrs(&self.cfg, kube_dns));
         }
         self.snap.synced = self.synced();
-        // RFC 1982 serial arithmetic: any change must increase the serial. Seconds since the
-        // epoch, as CoreDNS uses, but never less than the previous serial + 1.
-        let now = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map(|d| d.as_secs() as u32)
-            .unwrap_or(0);
-        self.snap.serial = now.max(self.snap.serial.wrapping_add(1));
+        // Every synced snapshot has a serial above the last one (RFC 1982), derived from the
+        // API state where the source has revisions (`zone::serial`).
+        self.snap.serial = self.serials.next(self.synced_serial);
+        if self.snap.synced {
+            self.synced_serial = Some(self.snap.serial);
+        }
+        self.published = true;
         (Arc::new(self.snap.clone()), programmed)
     }
 
@@ -363,6 +400,11 @@ impl ZoneBuilder {
     fn selected(&self, s: &ServiceEntry) -> bool {
         self.labels == Selector::default() || self.labels.matches(&s.labels_map())
     }
+}
+
+/// How much is waiting to be published (0: nothing).
+fn touched(c: &Changes) -> usize {
+    c.services.len() + c.namespaces.len() + c.ns_touched.len() + c.pods.len()
 }
 
 fn default_ns_addrs(cfg: &ClusterConfig, kube_dns: Option<&ServiceEntry>) -> Vec<IpAddr> {

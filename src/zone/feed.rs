@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 
 use super::build::ZoneBuilder;
 use super::snapshot::Snapshot;
+use super::xfr::Journal;
 use crate::cluster::{ClusterEvent, Kind};
 use crate::ops::metrics::Metrics;
 
@@ -26,12 +27,15 @@ const LARGE_LIST: usize = 10_000;
 
 /// Run until the channel closes. `on_synced` is called once, when every required kind has
 /// been listed. Snapshots, programming delays and watch restarts are counted in `metrics`.
+/// `journal`: zone transfers are on; every snapshot goes to it before queries can see its
+/// serial.
 pub async fn run(
     mut builder: ZoneBuilder,
     mut rx: mpsc::Receiver<ClusterEvent>,
     swap: Arc<ArcSwap<Snapshot>>,
     on_synced: Box<dyn Fn() + Send>,
     mut settings: tokio::sync::watch::Receiver<crate::config::ClusterConfig>,
+    journal: Option<Arc<Journal>>,
     metrics: Arc<Metrics>,
 ) {
     let mut announced = false;
@@ -71,7 +75,13 @@ pub async fn run(
         }
         let (snap, programmed) = builder.publish();
         let counts = snap.counts();
+        if let Some(j) = &journal {
+            j.publish(&snap);
+        }
         swap.store(snap);
+        if let Some(j) = &journal {
+            j.announce();
+        }
         let m = &metrics;
         m.snapshot_published(
             counts.services,
@@ -117,7 +127,8 @@ struct Lists {
 
 impl Lists {
     fn apply(&mut self, b: &mut ZoneBuilder, ev: ClusterEvent, metrics: &Metrics) {
-        match &ev {
+        // An event at an API revision (for the zone's serial) is looked at as the event it wraps.
+        match ev.inner() {
             ClusterEvent::WatchRestart { kind } => metrics.watch_restart(kind.as_str()),
             ClusterEvent::ListBegin { kind } => {
                 self.open.insert(*kind, (Instant::now(), 0));

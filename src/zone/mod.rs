@@ -6,7 +6,9 @@ pub mod build;
 pub mod feed;
 pub mod names;
 pub mod pmap;
+pub mod serial;
 pub mod snapshot;
+pub mod xfr;
 
 #[cfg(test)]
 mod tests;

@@ -198,6 +198,15 @@ impl<E: Item> PMap<E> {
         n
     }
 
+    /// Where `self` (older) and `new` differ: `f(old_items, new_items)` for each part of the
+    /// trie the two do not share, with the items of that part of each map, in hash-then-tie
+    /// order (a part either side lacks gives an empty slice). Parts shared between the two
+    /// (the same allocation: untouched since one was cloned from the other) are skipped, so
+    /// the cost follows the changes, not the size of the maps.
+    pub fn diff<'a>(&'a self, new: &'a Self, f: &mut dyn FnMut(&[&'a E], &[&'a E])) {
+        diff_at(&self.root, &new.root, f);
+    }
+
     /// Every item, in hash order.
     pub fn iter(&self) -> Iter<'_, E> {
         let (stack, leaf): (Vec<(&[Child<E>; FAN], usize)>, &[E]) = match &self.root {
@@ -209,6 +218,34 @@ impl<E: Item> PMap<E> {
             stack,
             leaf: leaf.iter(),
         }
+    }
+}
+
+fn diff_at<'a, E>(a: &'a Child<E>, b: &'a Child<E>, f: &mut dyn FnMut(&[&'a E], &[&'a E])) {
+    match (a, b) {
+        (Child::Empty, Child::Empty) => {}
+        (Child::Leaf(x), Child::Leaf(y)) if Arc::ptr_eq(x, y) => {}
+        (Child::Branch(x), Child::Branch(y)) if Arc::ptr_eq(x, y) => {}
+        (Child::Branch(x), Child::Branch(y)) => {
+            for (cx, cy) in x.iter().zip(y.iter()) {
+                diff_at(cx, cy, f);
+            }
+        }
+        _ => {
+            let (mut xs, mut ys) = (Vec::new(), Vec::new());
+            collect(a, &mut xs);
+            collect(b, &mut ys);
+            f(&xs, &ys);
+        }
+    }
+}
+
+/// The items under `c`, in order.
+fn collect<'a, E>(c: &'a Child<E>, out: &mut Vec<&'a E>) {
+    match c {
+        Child::Empty => {}
+        Child::Leaf(items) => out.extend(items.iter()),
+        Child::Branch(b) => b.iter().for_each(|c| collect(c, out)),
     }
 }
 
@@ -474,6 +511,44 @@ mod tests {
                 assert_eq!(found, want);
             }
         }
+    }
+
+    #[test]
+    fn diff_finds_exactly_what_changed_and_skips_what_is_shared() {
+        let mut a: PMap<I> = PMap::default();
+        for k in 0..5000u64 {
+            a.insert(I(k, 0));
+        }
+        let mut b = a.clone();
+        b.remove_where((17 % 1000) << 40, |e| e.0 == 17);
+        b.insert(I(4242, 1));
+        b.insert(I(9001, 0));
+        let mut removed = Vec::new();
+        let mut added = Vec::new();
+        let mut seen = 0;
+        a.diff(&b, &mut |old, new| {
+            seen += old.len() + new.len();
+            for o in old {
+                if !new.contains(o) {
+                    removed.push((*o).clone());
+                }
+            }
+            for n in new {
+                if !old.contains(n) {
+                    added.push((*n).clone());
+                }
+            }
+        });
+        assert_eq!(removed, vec![I(17, 0)]);
+        added.sort_by_key(|e| (e.0, e.1));
+        assert_eq!(added, vec![I(4242, 1), I(9001, 0)]);
+        assert!(
+            seen < 5000,
+            "shared parts are skipped: {seen} items looked at"
+        );
+        let mut none = true;
+        a.diff(&a.clone(), &mut |_, _| none = false);
+        assert!(none, "a clone differs nowhere");
     }
 
     #[test]

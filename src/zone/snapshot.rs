@@ -564,6 +564,44 @@ impl ServiceMap {
     pub fn values(&self) -> impl Iterator<Item = &Arc<ServiceRecords>> {
         self.0.iter().map(|i| &i.svc)
     }
+
+    /// The services that differ between `self` (older) and `new`, as (old, new) (None: absent
+    /// on that side), found without looking at the parts the two maps share.
+    pub fn changed<'a>(
+        &'a self,
+        new: &'a ServiceMap,
+        f: &mut dyn FnMut(Option<&'a Arc<ServiceRecords>>, Option<&'a Arc<ServiceRecords>>),
+    ) {
+        self.0.diff(&new.0, &mut |old, new| {
+            // Both sides are in (hash, key) order: walk them together.
+            let (mut i, mut j) = (0, 0);
+            while i < old.len() || j < new.len() {
+                let ord = match (old.get(i), new.get(j)) {
+                    (Some(a), Some(b)) => (a.hash, a.svc.key()).cmp(&(b.hash, b.svc.key())),
+                    (Some(_), None) => Ordering::Less,
+                    _ => Ordering::Greater,
+                };
+                match ord {
+                    Ordering::Less => {
+                        f(Some(&old[i].svc), None);
+                        i += 1;
+                    }
+                    Ordering::Greater => {
+                        f(None, Some(&new[j].svc));
+                        j += 1;
+                    }
+                    Ordering::Equal => {
+                        let (a, b) = (&old[i].svc, &new[j].svc);
+                        if !Arc::ptr_eq(a, b) && a != b {
+                            f(Some(a), Some(b));
+                        }
+                        i += 1;
+                        j += 1;
+                    }
+                }
+            }
+        });
+    }
 }
 
 #[derive(Clone)]
@@ -751,6 +789,20 @@ impl ReverseMap {
         self.by_id
             .remove_where(hash_u64(id as u64), |s| s.0.id == id);
     }
+
+    /// Every address held, each once, in no particular order.
+    pub fn addresses(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        let mut last4 = None;
+        let v4 = self.v4.iter().filter_map(move |r| {
+            // Entries of one address are next to each other (same hash, ordered by id).
+            (last4.replace(r.ip) != Some(r.ip)).then(|| IpAddr::V4(r.ip.into()))
+        });
+        let mut last6 = None;
+        let v6 = self.v6.iter().filter_map(move |r| {
+            (last6.replace(r.ip) != Some(r.ip)).then(|| IpAddr::V6(r.ip.into()))
+        });
+        v4.chain(v6)
+    }
 }
 
 /// A pod's IPv4 address in a namespace: namespace id << 32 | address.
@@ -889,6 +941,56 @@ impl PodIndex {
                 ns: id,
             }),
         }
+    }
+
+    /// The namespace label of each id, for walking the maps.
+    fn labels(&self) -> std::collections::HashMap<u32, &[u8]> {
+        self.ids.iter().map(|n| (n.id, &*n.name)).collect()
+    }
+
+    /// Every (namespace wire label, address) that has a pod, each once.
+    pub fn for_each(&self, f: &mut dyn FnMut(&[u8], IpAddr)) {
+        let labels = self.labels();
+        let mut last = None;
+        for p in self.v4.iter() {
+            if last.replace(p.0) == Some(p.0) {
+                continue;
+            }
+            if let Some(l) = labels.get(&((p.0 >> 32) as u32)) {
+                f(l, IpAddr::V4(Ipv4Addr::from(p.0 as u32)));
+            }
+        }
+        let mut last = None;
+        for p in self.v6.iter() {
+            if last.replace((p.ip, p.ns)) == Some((p.ip, p.ns)) {
+                continue;
+            }
+            if let Some(l) = labels.get(&p.ns) {
+                f(l, IpAddr::V6(p.ip.into()));
+            }
+        }
+    }
+
+    /// The (namespace label, address) pairs whose pods may differ between `self` (older) and
+    /// `new` (a pair may come more than once; whether it has a pod on each side is for the
+    /// caller to ask with [`PodIndex::contains`]).
+    pub fn changed(&self, new: &PodIndex, f: &mut dyn FnMut(&[u8], IpAddr)) {
+        let (old_labels, new_labels) = (self.labels(), new.labels());
+        let label = |id: u32| new_labels.get(&id).or_else(|| old_labels.get(&id)).copied();
+        self.v4.diff(&new.v4, &mut |a, b| {
+            for p in a.iter().chain(b) {
+                if let Some(l) = label((p.0 >> 32) as u32) {
+                    f(l, IpAddr::V4(Ipv4Addr::from(p.0 as u32)));
+                }
+            }
+        });
+        self.v6.diff(&new.v6, &mut |a, b| {
+            for p in a.iter().chain(b) {
+                if let Some(l) = label(p.ns) {
+                    f(l, IpAddr::V6(p.ip.into()));
+                }
+            }
+        });
     }
 
     /// Remove one pod's `ip` in the namespace.

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use clusterdns::config::{Config, ExternalConfig, HostsConfig, KubernetesSourceConfig};
+use clusterdns::config::{Config, ExternalConfig, HostsConfig, KubernetesSourceConfig, TsigConfig};
 
 use crate::support::repo;
 
@@ -121,6 +121,10 @@ fn config_reference_commented_sections_hold_their_defaults() {
     let mut want = Config::default();
     want.hosts = Some(HostsConfig::default());
     want.source.kubernetes = Some(KubernetesSourceConfig::default());
+    want.transfer.tsig = Some(TsigConfig {
+        secret_file: Some("/etc/clusterdns/tsig/secret".into()),
+        ..TsigConfig::default()
+    });
     want.shape.external = Some(ExternalConfig::default());
     assert_eq!(on, want);
 }

@@ -28,4 +28,6 @@ mod shape;
 mod support;
 mod wire_hostile;
 mod wire_large;
+mod xfr_rules;
+mod xfr_secondaries;
 mod zone_dig;

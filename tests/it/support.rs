@@ -3,13 +3,15 @@
 //! `nslookup`), and in the submodules DNS messages built and decoded with hickory-proto
 //! (`dns`), HTTP for the operator endpoints (`http`), upstreams on loopback (`upstream`: small
 //! fakes and a real Knot), a real Prometheus (`prometheus`), the test Kubernetes API server as a
-//! source (`kubeapi`) and the outside tools (`tools`). Every item is re-exported here: test
+//! source (`kubeapi`), real zone-transfer secondaries (`secondary`: Knot and BIND) and the
+//! outside tools (`tools`). Every item is re-exported here: test
 //! files `use crate::support::*`.
 
 mod dns;
 mod http;
 mod kubeapi;
 mod prometheus;
+pub mod secondary;
 mod tools;
 pub mod upstream;
 
@@ -17,6 +19,7 @@ pub use dns::*;
 pub use http::*;
 pub use kubeapi::*;
 pub use prometheus::*;
+pub use secondary::{Flavor, Follow, Secondary, soa_serial};
 pub use tools::*;
 pub use upstream::start_knot;
 

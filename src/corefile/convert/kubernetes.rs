@@ -189,7 +189,7 @@ impl Converter {
                 "transfer" => {
                     return Err(ctx.unsupported_opt(
                         o,
-                        "zone transfers of the cluster zone are refused by clusterdns".into(),
+                        "the `transfer` option of CoreDNS before 1.7; write it as the `transfer` plugin (`transfer { to ADDRESS... }`), which converts".into(),
                     ));
                 }
                 "apiserver_qps" | "apiserver_burst" | "apiserver_max_inflight" => {

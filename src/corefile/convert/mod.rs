@@ -9,8 +9,8 @@
 //!
 //! One file per plugin family: [`kubernetes`], [`forward`], [`cache`], [`hosts`], [`server`]
 //! (bind, bufsize, health, ready, prometheus, log, errors, loadbalance), the answer-shaping
-//! plugins [`template`], [`rewrite`], [`autopath`] and [`external`] (`k8s_external`), and
-//! [`refused`] (plugins refused or dropped, and why).
+//! plugins [`template`], [`rewrite`], [`autopath`] and [`external`] (`k8s_external`),
+//! [`transfer`], and [`refused`] (plugins refused or dropped, and why).
 
 mod autopath;
 mod cache;
@@ -25,6 +25,7 @@ mod server;
 mod template;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -106,6 +107,7 @@ struct Converter {
     caching: cache::Caching,
     hosts: Option<Set<crate::config::HostsConfig>>,
     ops: server::Ops,
+    transfers: Vec<transfer::TransferLine>,
     /// `template`, `rewrite`, `autopath`, `k8s_external`, in Corefile order.
     shape: crate::config::ShapeConfig,
     /// The CoreDNS ConfigMap's other keys, mounted beside the Corefile ([`Options::mounted`]).
@@ -236,6 +238,7 @@ impl Converter {
                     ips.extend(server::bind_addresses(&ctx)?);
                 }
                 "bufsize" => self.bufsize(&ctx)?,
+                "transfer" => self.transfer(&ctx)?,
                 "template" => self.template(&ctx)?,
                 "rewrite" => self.rewrite(&ctx)?,
                 "autopath" => self.autopath(&ctx)?,
@@ -281,6 +284,7 @@ impl Converter {
         let mut config = Config::default();
         self.write_listen(&mut config);
         self.write_cluster(&mut config);
+        self.write_transfer(&mut config);
         self.write_forward(&mut config);
         self.write_cache(&mut config);
         self.write_hosts(&mut config);

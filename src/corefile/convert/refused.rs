@@ -16,8 +16,9 @@ pub(super) fn unsupported_reason(name: &str) -> Option<&'static str> {
             "it serves zones transferred from a primary (AXFR); clusterdns serves no secondary zones. Forward the zone to the primary instead (a stub domain)"
         }
         "etcd" => "it serves records from etcd (SkyDNS); clusterdns reads only Kubernetes objects",
-        "transfer" => "it allows zone transfers (AXFR/IXFR) out; clusterdns refuses zone transfers",
-        "tsig" => "it checks TSIG signatures on queries; clusterdns does not verify TSIG",
+        "tsig" => {
+            "it checks TSIG signatures on queries; clusterdns checks TSIG on zone transfers only, with the one key of transfer.tsig: set that by hand (its secret from the Secret CoreDNS read) and remove the line to convert"
+        }
         "acl" => {
             "it blocks or filters clients by source address; clusterdns has no per-client policy, and dropping it would open access the Corefile denies. Use a NetworkPolicy for the clusterdns pods instead"
         }

@@ -179,6 +179,65 @@ fn no_root_block_turns_forwarding_off() {
     assert_eq!(c.config.cluster.zone, "cluster.local");
 }
 
+#[test]
+fn transfer_to_becomes_allow_and_notify() {
+    let c = conv(".:53 {\n kubernetes cluster.local 10.in-addr.arpa in-addr.arpa\n transfer {\n  to 192.0.2.7 [2001:db8::5]:5300\n }\n forward . 10.0.0.2\n}\n").unwrap();
+    let t = &c.config.transfer;
+    assert_eq!(t.allow, ["192.0.2.7", "2001:db8::5"]);
+    assert_eq!(t.notify, ["192.0.2.7:53", "[2001:db8::5]:5300"]);
+    // `.` holds the cluster zone; the block's reverse zones are not its keys.
+    assert!(t.zones.is_empty(), "{:?}", t.zones);
+    assert_eq!(c.config.transfer_zones(), ["cluster.local"]);
+
+    // Named zones: a narrow reverse zone is offered, the wide one is not (with a note).
+    let c = conv(".:53 {\n kubernetes cluster.local 10.in-addr.arpa in-addr.arpa\n transfer cluster.local 10.in-addr.arpa in-addr.arpa {\n  to 192.0.2.7\n }\n forward . 10.0.0.2\n}\n").unwrap();
+    assert_eq!(
+        c.config.transfer.zones,
+        ["cluster.local", "10.in-addr.arpa"]
+    );
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n.contains("in-addr.arpa: not offered")),
+        "{:?}",
+        c.notes
+    );
+
+    // `to *`: everyone may transfer, nobody is notified, and the notes say so.
+    let c = conv(".:53 {\n kubernetes cluster.local\n transfer {\n  to *\n }\n}\n").unwrap();
+    assert_eq!(c.config.transfer.allow, ["0.0.0.0/0", "::/0"]);
+    assert!(c.config.transfer.notify.is_empty());
+    assert!(c.notes.iter().any(|n| n.contains("transfer to *")));
+
+    // A zone clusterdns does not serve: nothing offered, transfers stay off.
+    let c =
+        conv(".:53 {\n kubernetes cluster.local\n transfer example.org {\n  to 192.0.2.7\n }\n}\n")
+            .unwrap();
+    assert!(c.config.transfer.allow.is_empty() && c.config.transfer.notify.is_empty());
+
+    for (text, why) in [
+        (
+            ".:53 {\n kubernetes cluster.local\n transfer\n}\n",
+            "`to` is required",
+        ),
+        (
+            ".:53 {\n kubernetes cluster.local\n transfer {\n  to\n }\n}\n",
+            "at least one",
+        ),
+        (
+            ".:53 {\n kubernetes cluster.local\n transfer {\n  to ns1.example\n }\n}\n",
+            "not an address",
+        ),
+        (
+            ".:53 {\n kubernetes cluster.local\n transfer {\n  from 192.0.2.7\n }\n}\n",
+            "no option `from`",
+        ),
+    ] {
+        let e = conv(text).unwrap_err();
+        assert!(e.to_string().contains(why), "{text}: {e}");
+    }
+}
+
 const KUBE: &str = " kubernetes cluster.local in-addr.arpa ip6.arpa\n forward . 10.0.0.2\n";
 
 fn conv_main(body: &str) -> Result<Conversion, CorefileError> {

@@ -211,7 +211,8 @@ impl Shaper {
                     }));
                     return Some(Local::Forward(p));
                 }
-                Local::Drop => break,
+                // Transfers are taken before shaping (`Engine::answer_local`).
+                Local::Drop | Local::Transfer(_) => break,
             }
         }
         match first {
@@ -255,7 +256,7 @@ impl Shaper {
                     upstream: None,
                 },
                 Local::Forward(p) => Box::pin(e.forward_plain(&p, proto)).await,
-                Local::Drop => break,
+                Local::Drop | Local::Transfer(_) => break,
             };
         }
         let reply = first.unwrap_or(r.reply);

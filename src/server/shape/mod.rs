@@ -261,7 +261,7 @@ impl Shaper {
                 chase: Some((out.clone(), target)),
                 after: None,
             })),
-            Local::Drop => done(&q),
+            Local::Drop | Local::Transfer(_) => done(&q),
         }
     }
 }

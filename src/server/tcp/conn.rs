@@ -63,6 +63,9 @@ impl Connection {
         let mut out = Vec::with_capacity(512);
         let mut reading = true;
         let mut deadline = tokio::time::Instant::now() + idle;
+        // Whether the client asked for a zone transfer on this connection: a secondary, not a
+        // resolver. Limits meant for resolvers (#17) must not apply from then on.
+        let mut transfer = false;
         loop {
             if !reading && in_flight.is_empty() {
                 break;
@@ -106,14 +109,66 @@ impl Connection {
                         // Not a query (a response, a runt): no reply, the connection goes on.
                         Local::Drop => {}
                         Local::Forward(p) => in_flight.push(Box::pin(forward(engine, p, start))),
+                        Local::Transfer(req) => {
+                            // From here on this is a transfer connection (`serve_transfer`).
+                            transfer = true;
+                            if !serve_transfer(&engine, *req, peer, &mut wr, &mut out, idle, start).await {
+                                break;
+                            }
+                            deadline = tokio::time::Instant::now() + idle;
+                        }
                     }
                 }
                 _ = tokio::time::sleep_until(deadline), if reading && in_flight.is_empty() => break,
             }
         }
         let _ = wr.shutdown().await;
+        if transfer {
+            tracing::debug!(%peer, "transfer connection closed");
+        }
         drop(admitted);
         drop(drain);
+    }
+}
+
+/// Answer a transfer request: one reply, or every message of a transfer, each written within
+/// the transfer's own write timeout (`transfer.write_timeout`) instead of the resolvers'. Other
+/// queries of the connection wait meanwhile (a secondary sends nothing else during a
+/// transfer). False when the connection must close.
+async fn serve_transfer(
+    engine: &Arc<Engine>,
+    req: crate::xfr::Request,
+    peer: SocketAddr,
+    wr: &mut OwnedWriteHalf,
+    out: &mut Vec<u8>,
+    idle: Duration,
+    start: Instant,
+) -> bool {
+    let Some(x) = engine.xfr().cloned() else {
+        return true;
+    };
+    let size = req.raw.len();
+    let facts_of = |rcode| crate::server::handler::transfer_facts(&req.query, rcode);
+    let f = facts_of(0);
+    match x.answer_tcp(&req, peer.ip(), out) {
+        crate::xfr::TcpAnswer::Reply(rcode) => {
+            let ok = write_frame(wr, out, idle).await;
+            engine.observe(&facts_of(rcode), size, out, Proto::Tcp, peer, start);
+            ok
+        }
+        crate::xfr::TcpAnswer::Stream(mut t) => {
+            let timeout = t.write_timeout();
+            let mut complete = true;
+            while t.next(out) {
+                if !write_frame(wr, out, timeout).await {
+                    complete = false;
+                    break;
+                }
+            }
+            t.finish(complete);
+            engine.observe(&f, size, out, Proto::Tcp, peer, start);
+            complete
+        }
     }
 }
 

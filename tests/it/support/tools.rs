@@ -10,6 +10,7 @@ fn package_of(tool: &str) -> &'static str {
         "dig" | "nslookup" => "dnsutils",
         "kdig" => "knot-dnsutils",
         "knotd" => "knot",
+        "named" => "bind9",
         "unbound" => "unbound",
         "openssl" => "openssl",
         "prometheus" | "promtool" => "prometheus",
