@@ -243,6 +243,16 @@ pub async fn run_dns(
     let mut workers = Vec::new();
     let mut tcp_servers = Vec::new();
     let settings = crate::server::tcp::TcpSettings::new(cfg.server.tcp_idle_timeout);
+    // One gate for every listener: the connection caps are the process's.
+    let fds = crate::server::tcp::fd_budget(cfg.forward.max_in_flight());
+    if fds < cfg.limits.tcp.max_connections {
+        tracing::warn!(
+            fd_budget = fds,
+            max_connections = cfg.limits.tcp.max_connections,
+            "the file-descriptor limit (RLIMIT_NOFILE) leaves room for fewer TCP connections than limits.tcp.max_connections: holding them to the lower number"
+        );
+    }
+    let gate = Arc::new(crate::server::tcp::Gate::new(fds));
     for Listener { addr, udp, tcp } in listeners {
         for (i, s) in udp.into_iter().enumerate() {
             let (engine, stop, drain, rt) = (
@@ -265,6 +275,7 @@ pub async fn run_dns(
             tcp,
             engine.clone(),
             settings.clone(),
+            gate.clone(),
             stop.clone(),
             drain.clone(),
         )));

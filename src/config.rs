@@ -48,6 +48,8 @@ pub struct Config {
     pub transfer: TransferConfig,
     /// Answer shaping: CoreDNS's `rewrite`, `autopath`, `template` and `k8s_external`.
     pub shape: ShapeConfig,
+    /// Per-client limits and bounded work: one noisy client never takes DNS from the rest.
+    pub limits: LimitsConfig,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             nodelocal: NodeLocalConfig::default(),
             transfer: TransferConfig::default(),
             shape: ShapeConfig::default(),
+            limits: LimitsConfig::default(),
         }
     }
 }
@@ -342,6 +345,19 @@ pub struct ForwardRoute {
 }
 
 impl ForwardConfig {
+    /// Forwarded queries that may wait for an upstream at once, over every route (each has its
+    /// own `max_concurrent`): the server's bound on waiting work and on forwarding's sockets.
+    pub fn max_in_flight(&self) -> usize {
+        // At least the section's own: work that reaches the resolver without a route (hosts,
+        // critical names, ExternalName targets) waits too.
+        self.routes()
+            .iter()
+            .map(|r| r.max_concurrent)
+            .sum::<usize>()
+            .max(self.max_concurrent)
+            .max(1)
+    }
+
     /// Where names are forwarded: the default upstreams (when forwarding is on), each stub
     /// domain (the section's options), each of `domains` (its own options over the section's).
     /// The one place a per-domain option falls back to the section's.
@@ -963,6 +979,161 @@ impl Default for ExternalConfig {
     }
 }
 
+/// Per-client limits (reloadable): response rate limiting and TCP connection caps.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Clients neither rate limited nor held to the per-client TCP cap: node addresses, where
+    /// node-local caches (their `force_tcp` connections) and hostNetwork pods send from, and
+    /// zone-transfer secondaries. They still count toward `tcp.max_connections`.
+    pub exempt: Vec<IpPrefix>,
+    pub rate: RateLimitConfig,
+    pub tcp: TcpLimitsConfig,
+}
+
+/// Response rate limiting per client, decided per query before any work (as Knot's `rrl`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitConfig {
+    pub enabled: bool,
+    /// Sustained responses per second per client. 1,000: a pod resolving an outside name
+    /// through the default `ndots:5` search path sends up to ten queries per lookup (four
+    /// search domains and the name itself, A and AAAA), so this is a hundred uncached lookups a
+    /// second per pod, far above what a well-behaved workload asks, and far below what one
+    /// client in a retry loop sends (the 50,000 qps of issue 17).
+    pub responses_per_second: u32,
+    /// Responses a client may send back to back before the rate applies (start-up bursts).
+    pub burst: u32,
+    /// Every `slip`-th limited UDP response goes out empty with TC set, so a real client retries
+    /// over TCP instead of waiting for a timeout; the others are dropped. 0: drop all; 1:
+    /// truncate all. 2 is BIND's default.
+    pub slip: u32,
+    /// Clients are counted per this prefix: 32 per address; 24 puts a node's pods together.
+    pub ipv4_prefix: u8,
+    /// 128 per address; 56 or 64 puts a node's or a site's addresses together.
+    pub ipv6_prefix: u8,
+    /// Clients tracked at once (a fixed table made at start: memory does not grow with the
+    /// number of clients; an idle client's entry is reused first).
+    pub table_size: usize,
+    /// The most limited clients are logged at most once per this interval.
+    #[serde(with = "duration_text")]
+    pub log_interval: Duration,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            responses_per_second: 1000,
+            burst: 2000,
+            slip: 2,
+            ipv4_prefix: 32,
+            ipv6_prefix: 128,
+            table_size: 65536,
+            log_interval: Duration::from_secs(30),
+        }
+    }
+}
+
+/// TCP connection limits. Past a cap the oldest idle connection is closed to make room;
+/// when none is idle, the new connection is closed.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TcpLimitsConfig {
+    /// Open connections in total, also held under the file-descriptor limit (what the limit
+    /// leaves after forwarding's sockets and a reserve).
+    pub max_connections: usize,
+    /// Open connections per client address (RFC 7766 §6.2.1: a client SHOULD need one, plus
+    /// one for a zone transfer; 32 leaves room for pooling forwarders).
+    pub max_connections_per_client: usize,
+    /// A message whose first byte has arrived must be complete within this long, else the
+    /// connection is closed (slowloris). Knot's `tcp-io-timeout` is 500ms, CoreDNS's read
+    /// timeout 3s.
+    #[serde(with = "duration_text")]
+    pub message_timeout: Duration,
+}
+
+impl Default for TcpLimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            max_connections_per_client: 32,
+            message_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// An address prefix, `10.0.0.0/8`, `fd00::/56`, or an address alone (all its bits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpPrefix {
+    addr: std::net::IpAddr,
+    len: u8,
+}
+
+impl IpPrefix {
+    /// Parse `ADDR/LEN` or `ADDR`; bits past the length must be zero.
+    pub fn parse(s: &str) -> Result<IpPrefix, String> {
+        let s = s.trim();
+        let (a, len) = match s.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (s, None),
+        };
+        let addr: std::net::IpAddr = a
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address prefix (e.g. 10.0.0.0/8, fd00::/56)"))?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let len = match len {
+            None => max,
+            Some(l) => match l.parse::<u8>() {
+                Ok(n) if n <= max => n,
+                _ => return Err(format!("{s:?}: prefix length must be 0 to {max}")),
+            },
+        };
+        let p = IpPrefix { addr, len };
+        if p.network_bits(addr) != ip_bits(addr) {
+            return Err(format!("{s:?}: bits set past the prefix length"));
+        }
+        Ok(p)
+    }
+
+    /// Whether `ip` is inside (an address of the other family never is).
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        ip.is_ipv4() == self.addr.is_ipv4() && self.network_bits(ip) == ip_bits(self.addr)
+    }
+
+    fn network_bits(&self, ip: std::net::IpAddr) -> u128 {
+        let width = if ip.is_ipv4() { 32 } else { 128 };
+        let host = width - u32::from(self.len);
+        let bits = ip_bits(ip);
+        if host >= 128 { 0 } else { bits >> host << host }
+    }
+}
+
+fn ip_bits(ip: std::net::IpAddr) -> u128 {
+    match ip {
+        std::net::IpAddr::V4(a) => u128::from(u32::from(a)),
+        std::net::IpAddr::V6(a) => u128::from(a),
+    }
+}
+
+impl std::fmt::Display for IpPrefix {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.addr, self.len)
+    }
+}
+
+impl Serialize for IpPrefix {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for IpPrefix {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        IpPrefix::parse(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+    }
+}
+
 /// Parse a duration as the config writes it: Go's `time.ParseDuration` syntax (`500ms`, `5s`,
 /// `1m30s`, `1.5h`, `0`; units `ns`, `us`/`µs`, `ms`, `s`, `m`, `h`), or a bare number of seconds
 /// (`7`, `0.5`).
@@ -1340,6 +1511,7 @@ impl Config {
                 "must be between 0.0 and 1.0".into(),
             ));
         }
+        self.validate_limits()?;
         if self.server.max_udp_size < 512 {
             return Err(invalid(
                 "server.max_udp_size",
@@ -1388,6 +1560,52 @@ impl Config {
         } else {
             self.listen.clone()
         }
+    }
+
+    fn validate_limits(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| ConfigError::Invalid {
+            key: key.into(),
+            message: message.into(),
+        };
+        let r = &self.limits.rate;
+        if r.responses_per_second == 0 {
+            return Err(invalid(
+                "limits.rate.responses_per_second",
+                "must be at least 1 (turn limiting off with enabled: false)",
+            ));
+        }
+        if r.burst == 0 {
+            return Err(invalid("limits.rate.burst", "must be at least 1"));
+        }
+        if r.slip > 10 {
+            return Err(invalid("limits.rate.slip", "must be 0 to 10"));
+        }
+        if r.ipv4_prefix == 0 || r.ipv4_prefix > 32 {
+            return Err(invalid("limits.rate.ipv4_prefix", "must be 1 to 32"));
+        }
+        if r.ipv6_prefix == 0 || r.ipv6_prefix > 128 {
+            return Err(invalid("limits.rate.ipv6_prefix", "must be 1 to 128"));
+        }
+        if !(64..=1 << 24).contains(&r.table_size) {
+            return Err(invalid("limits.rate.table_size", "must be 64 to 16777216"));
+        }
+        if r.log_interval.is_zero() {
+            return Err(invalid("limits.rate.log_interval", "must be above zero"));
+        }
+        let t = &self.limits.tcp;
+        if t.max_connections == 0 {
+            return Err(invalid("limits.tcp.max_connections", "must be at least 1"));
+        }
+        if t.max_connections_per_client == 0 {
+            return Err(invalid(
+                "limits.tcp.max_connections_per_client",
+                "must be at least 1",
+            ));
+        }
+        if t.message_timeout.is_zero() {
+            return Err(invalid("limits.tcp.message_timeout", "must be above zero"));
+        }
+        Ok(())
     }
 
     /// The zones a transfer may be asked for, normalised: `transfer.zones`, or the cluster zone.
@@ -1964,6 +2182,61 @@ mod tests {
                 })
             },
             "hosts.critical_names[0]",
+        );
+    }
+
+    #[test]
+    fn prefixes() {
+        let p = IpPrefix::parse("10.1.0.0/16").unwrap();
+        assert!(p.contains("10.1.200.3".parse().unwrap()));
+        assert!(!p.contains("10.2.0.1".parse().unwrap()));
+        assert!(!p.contains("::1".parse().unwrap()));
+        let one = IpPrefix::parse("127.0.0.2").unwrap();
+        assert_eq!(one.to_string(), "127.0.0.2/32");
+        assert!(one.contains("127.0.0.2".parse().unwrap()));
+        assert!(!one.contains("127.0.0.3".parse().unwrap()));
+        let v6 = IpPrefix::parse("fd00:1::/56").unwrap();
+        assert!(v6.contains("fd00:1:0:ff::9".parse().unwrap()));
+        assert!(!v6.contains("fd00:1:0:100::9".parse().unwrap()));
+        assert!(
+            IpPrefix::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("1.2.3.4".parse().unwrap())
+        );
+        for bad in ["10.0.0.1/8", "10.0.0.0/33", "x/8", "::/129", "10.0.0.0/"] {
+            assert!(IpPrefix::parse(bad).is_err(), "{bad}");
+        }
+        let e = Config::from_yaml("limits:\n  exempt: [10.0.0.1/8]\n", Path::new("c.yaml"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("past the prefix"), "{e}");
+    }
+
+    #[test]
+    fn limits_are_checked() {
+        let bad = |f: &dyn Fn(&mut Config), key: &str| {
+            let mut c = Config::default();
+            f(&mut c);
+            let e = c.validate().unwrap_err().to_string();
+            assert!(e.contains(key), "{key}: {e}");
+        };
+        bad(
+            &|c| c.limits.rate.responses_per_second = 0,
+            "limits.rate.responses_per_second",
+        );
+        bad(&|c| c.limits.rate.slip = 11, "limits.rate.slip");
+        bad(
+            &|c| c.limits.rate.ipv4_prefix = 33,
+            "limits.rate.ipv4_prefix",
+        );
+        bad(&|c| c.limits.rate.table_size = 1, "limits.rate.table_size");
+        bad(
+            &|c| c.limits.tcp.max_connections = 0,
+            "limits.tcp.max_connections",
+        );
+        bad(
+            &|c| c.limits.tcp.message_timeout = Duration::ZERO,
+            "limits.tcp.message_timeout",
         );
     }
 

@@ -145,7 +145,6 @@ impl Reloader {
             self.resolver.clone()
         };
         let old = self.shared.load_full();
-        // The transfer service and its journal stay (`transfer` needs a restart).
         let engine = Engine::new(
             &new,
             old.zone().clone(),
@@ -153,6 +152,9 @@ impl Reloader {
             shape,
             self.metrics.clone(),
         )
+        // Rate-limit state and the forwarding bound carry over: a reload is no fresh start.
+        .inherit(&old)
+        // The transfer service and its journal stay (`transfer` needs a restart).
         .with_transfers(old.xfr().cloned());
         self.shared.store(Arc::new(engine));
         if new.health != self.current.health

@@ -13,7 +13,7 @@
 //! | `coredns_kubernetes_dns_programming_duration_seconds` | [`Metrics::dns_programming`] |
 //! | `coredns_build_info`, `_panics_total`, `_plugin_enabled`, `_reload_failed_total`, `_hosts_entries`, `coredns_health_*` | startup, [`Metrics::new`], reload, http |
 //! | `process_*`, `go_goroutines` | read from `/proc/self` at each scrape |
-//! | `clusterdns_*` | clusterdns's own: snapshot, watches, upstream health and loops, drops |
+//! | `clusterdns_*` | clusterdns's own: snapshot, watches, upstream health and loops, drops (rate limits, shedding, TCP caps: [`DropReason`]) |
 //! | `clusterdns_transfer*`, `clusterdns_notify_total`, `clusterdns_zone_serial` | zone transfers ([`TransferMetrics`]) |
 //!
 //! Beyond CoreDNS 1.12, the pre-1.11 names `coredns_forward_requests_total{to}`,
@@ -83,8 +83,21 @@ pub enum DropReason {
     Malformed,
     /// Forwarding concurrency bound reached.
     MaxConcurrent,
-    /// TCP connection limit reached.
+    /// TCP connection limit reached (`limits.tcp.max_connections`), nothing idle to close.
     TcpConnLimit,
+    /// A UDP response over its client's rate, dropped (`limits.rate`).
+    RateLimited,
+    /// A UDP response over its client's rate, sent empty with TC set (`limits.rate.slip`).
+    RateLimitedSlip,
+    /// A TCP query over its client's rate, answered REFUSED.
+    RateLimitedTcp,
+    /// A TCP connection refused: its client holds `limits.tcp.max_connections_per_client`,
+    /// none idle.
+    TcpClientLimit,
+    /// An idle TCP connection closed to make room for a new one.
+    TcpEvicted,
+    /// A TCP connection closed because a message stalled part-way (slowloris).
+    TcpStalled,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -123,7 +136,17 @@ const SERVICE_KINDS: [&str; 3] = [
     "headless_with_selector",
     "headless_without_selector",
 ];
-const DROP_REASONS: [&str; 3] = ["malformed", "max_concurrent", "tcp_conn_limit"];
+const DROP_REASONS: [&str; 9] = [
+    "malformed",
+    "max_concurrent",
+    "tcp_conn_limit",
+    "rate_limited",
+    "rate_limited_slip",
+    "rate_limited_tcp",
+    "tcp_client_limit",
+    "tcp_evicted",
+    "tcp_stalled",
+];
 const CONN_PROTOS: [&str; 3] = ["udp", "tcp", "tcp-tls"];
 
 /// The `type` label values CoreDNS monitors (`plugin/metrics/vars/monitor.go`); anything else
@@ -492,7 +515,7 @@ struct Inner {
     watch_staleness: WatchStaleness,
     upstream_healthy: IntGaugeVec,
     forward_loops: IntCounterVec,
-    dropped: [IntCounter; 3],
+    dropped: [IntCounter; DROP_REASONS.len()],
     nodecache_setup_errors: IntCounterVec,
     /// Zone transfers and NOTIFY (`transfer.rs`).
     transfer: transfer::TransferMetrics,

@@ -2,8 +2,9 @@
 //! upstreams), or an error code. Knows no Kubernetes type and no socket: the UDP loop and the
 //! TCP connections both call [`Engine`].
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
@@ -15,6 +16,9 @@ use crate::server::shape;
 use crate::wire::{self, HEADER_LEN, ParseError, Query, Writer, rcode, rtype};
 use crate::zone::answer::{self, Outcome};
 use crate::zone::snapshot::Snapshot;
+
+use super::rrl::{RateLimiter, Verdict};
+use super::tcp::TcpLimits;
 
 /// Largest TCP message (RFC 1035 §4.2.2: two-byte length prefix).
 pub const TCP_MAX: usize = 65535;
@@ -105,6 +109,37 @@ pub struct Engine {
     /// kube-dns's `my.cluster.local`): their names skip the zone and are forwarded, as the
     /// more specific server block wins in CoreDNS.
     delegated: Vec<String>,
+    /// Per-client response rate limiting (`limits.rate`), None when off.
+    rate: Option<RateLimiter>,
+    /// What TCP admission and connections enforce (`limits.tcp`, `limits.exempt`).
+    tcp_limits: TcpLimits,
+    /// Queries waiting for an upstream now, across transports (shared with the engine this one
+    /// replaced, so a reload does not reopen the bound), and the bound (every route's
+    /// `max_concurrent` together).
+    forwards: Arc<AtomicUsize>,
+    max_forwards: usize,
+}
+
+/// Whether a query is served, decided before any work is done for it ([`Engine::admit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Serve it.
+    Serve,
+    /// Over its client's rate: no reply.
+    Drop,
+    /// Over its client's rate: the buffer holds the short reply to send instead (TC over UDP,
+    /// REFUSED over TCP).
+    Reply,
+}
+
+/// A place among the queries waiting for an upstream; dropping it gives the place back.
+#[derive(Debug)]
+pub struct ForwardSlot(Arc<AtomicUsize>);
+
+impl Drop for ForwardSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// The largest reply a client of `proto` takes.
@@ -142,6 +177,108 @@ impl Engine {
             xfr: None,
             shape,
             delegated: delegated_domains(cfg),
+            rate: cfg
+                .limits
+                .rate
+                .enabled
+                .then(|| RateLimiter::new(&cfg.limits.rate, &cfg.limits.exempt, None)),
+            tcp_limits: TcpLimits::new(&cfg.limits),
+            forwards: Arc::new(AtomicUsize::new(0)),
+            max_forwards: cfg.forward.max_in_flight(),
+        }
+    }
+
+    /// This engine, carrying over the state of `old`, the engine it replaces on a reload: the
+    /// clients' rate-limit buckets (when the table keeps its shape) and the count of queries
+    /// waiting for an upstream.
+    pub fn inherit(mut self, old: &Engine) -> Engine {
+        if let (Some(new), Some(prev)) = (&mut self.rate, &old.rate) {
+            *new = RateLimiter::new_like(new, prev);
+        }
+        self.forwards = old.forwards.clone();
+        self
+    }
+
+    /// The TCP limits in force.
+    pub fn tcp_limits(&self) -> &TcpLimits {
+        &self.tcp_limits
+    }
+
+    /// Rate limiting, per query, before it is parsed or answered: within the client's rate it
+    /// is served; over it, UDP gets every `slip`-th reply as an empty TC reply and nothing
+    /// otherwise, TCP (a real client, no reflection possible) gets REFUSED. `overloaded`: the
+    /// transport cannot keep up (a UDP worker whose queue stays full): then a slip is dropped
+    /// too, since sending it costs what the clients within their rate need. Counted in
+    /// `clusterdns_dropped_total{reason}`. Allocates nothing; `now` is the caller's clock read.
+    #[inline]
+    pub fn admit(
+        &self,
+        src: IpAddr,
+        msg: &[u8],
+        proto: Proto,
+        now: Instant,
+        overloaded: bool,
+        out: &mut Vec<u8>,
+    ) -> Admission {
+        let Some(rate) = &self.rate else {
+            return Admission::Serve;
+        };
+        let verdict = match rate.check(src, now) {
+            Verdict::Slip if overloaded => Verdict::Drop,
+            v => v,
+        };
+        let reply = |rc: u16, tc: bool, out: &mut Vec<u8>| match Query::parse(msg) {
+            Ok(q) => {
+                wire::rcode_reply(out, &q, rc, false, self.max_udp);
+                if tc && out.len() > 2 {
+                    out[2] |= wire::F_TC;
+                }
+                Admission::Reply
+            }
+            Err(_) => Admission::Drop,
+        };
+        match (verdict, proto) {
+            (Verdict::Answer, _) => Admission::Serve,
+            (_, Proto::Tcp) => {
+                self.metrics.dropped(DropReason::RateLimitedTcp);
+                reply(rcode::REFUSED, false, out)
+            }
+            (Verdict::Slip, Proto::Udp) => {
+                self.metrics.dropped(DropReason::RateLimitedSlip);
+                reply(rcode::NOERROR, true, out)
+            }
+            (Verdict::Drop, Proto::Udp) => {
+                self.metrics.dropped(DropReason::RateLimited);
+                Admission::Drop
+            }
+        }
+    }
+
+    /// A place for a query that must wait for an upstream, or None when as many queries wait as
+    /// forwarding's routes take together (their `max_concurrent`): the caller then sheds it
+    /// with [`Engine::shed`] instead of queueing work without bound.
+    pub fn forward_slot(&self) -> Option<ForwardSlot> {
+        let n = self.forwards.fetch_add(1, Ordering::AcqRel);
+        if n >= self.max_forwards {
+            self.forwards.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ForwardSlot(self.forwards.clone()))
+    }
+
+    /// Shed a query that found no [`ForwardSlot`]: REFUSED at once (as forwarding's own bound
+    /// does), counted in `clusterdns_dropped_total{reason="max_concurrent"}` and CoreDNS's
+    /// `coredns_forward_max_concurrent_rejects_total`.
+    pub fn shed(&self, p: &Pending, out: &mut Vec<u8>) -> Facts {
+        self.metrics.dropped(DropReason::MaxConcurrent);
+        self.metrics.forward_max_concurrent_reject();
+        wire::rcode_reply(out, &p.query, rcode::REFUSED, true, self.max_udp);
+        Facts {
+            source: AnswerSource::Server,
+            qtype: p.query.qtype,
+            do_bit: p.query.do_bit(),
+            rcode: rcode::REFUSED,
+            upstream: None,
         }
     }
 

@@ -4,7 +4,9 @@
 //! with one `recvmmsg` and sends the batch's replies with one `sendmmsg`. Answers from the
 //! snapshot (and hosts/cache hits) are written into per-slot buffers that live as long as the
 //! worker: no task and no allocation per query. Only queries that wait for an upstream become
-//! tasks on the tokio runtime; their replies are sent from there.
+//! tasks on the tokio runtime, at most every route's `max_concurrent` together (past it, REFUSED);
+//! their replies are sent from there. Each query first passes its client's rate limit
+//! ([`Engine::admit`](super::Engine::admit)), before it is parsed.
 
 use std::io;
 use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
@@ -14,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use super::handler::forwarded_facts;
-use super::{Local, SharedEngine};
+use super::{Admission, Local, SharedEngine};
 use crate::observe::Proto;
 use crate::ops::lifecycle::DrainGuard;
 use crate::ops::metrics::DropReason;
@@ -48,6 +50,8 @@ pub fn worker(
     let sock = Arc::new(sock);
     let mut batch = Batch::new();
     let mut draining = false;
+    // Whether the last batch filled every slot.
+    let mut full = false;
     loop {
         if !draining && stop.load(Ordering::Acquire) {
             // Stopping: answer what the kernel already queued for us, then close. A query that
@@ -84,6 +88,10 @@ pub fn worker(
             }
         };
         let start = Instant::now();
+        // Two full batches in a row: the socket's queue is not draining, so limited clients
+        // get no TC replies until it does (their cost goes to the clients within their rate).
+        let overloaded = n == BATCH && full;
+        full = n == BATCH;
         // One load per batch: a reload takes effect at the next batch.
         let engine = shared.load();
         let mut replies = 0;
@@ -93,6 +101,15 @@ pub fn worker(
                 // A reply to port 0 cannot arrive; such a source is spoofed (reflection).
                 engine.metrics().dropped(DropReason::Malformed);
                 continue;
+            }
+            match engine.admit(src.ip(), msg, Proto::Udp, start, overloaded, out) {
+                Admission::Serve => {}
+                Admission::Drop => continue,
+                Admission::Reply => {
+                    batch.mark_reply(i);
+                    replies += 1;
+                    continue;
+                }
             }
             match engine.answer_from(msg, Proto::Udp, Some(src.ip()), out) {
                 Local::Reply(f) => {
@@ -112,11 +129,21 @@ pub fn worker(
                     }
                 }
                 Local::Forward(p) => {
+                    // Bounded: past the routes' `max_concurrent` waiting queries, REFUSED at once
+                    // instead of another task.
+                    let Some(slot) = engine.forward_slot() else {
+                        let f = engine.shed(&p, out);
+                        engine.observe(&f, msg.len(), out, Proto::Udp, src, start);
+                        batch.mark_reply(i);
+                        replies += 1;
+                        continue;
+                    };
                     let engine = arc_swap::Guard::into_inner(shared.load());
                     let sock = sock.clone();
                     let held = drain.clone();
                     rt.spawn(async move {
                         let r = engine.forward(&p, Proto::Udp).await;
+                        drop(slot);
                         if let Err(e) = sock.send_to(&r.reply, src) {
                             tracing::debug!(error = %e, "udp send");
                         }

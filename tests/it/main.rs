@@ -14,6 +14,7 @@ mod forward_tls;
 mod kube;
 mod kube_dns;
 mod layers;
+mod limits;
 mod manifests;
 mod netns;
 mod nodelocal;

@@ -235,11 +235,13 @@ impl Cluster {
 
     /// The kube-dns stand-in: a clusterdns serving the cluster zone on the kube-dns pod
     /// address, metrics on the node's 127.0.0.1:9153.
+    /// The cluster DNS behind node-local caches, which forward from the node's address: a
+    /// cluster lists its nodes in `limits.exempt` (docs/install.md); here every address is one.
     pub fn start_kube_dns(&self) -> Proc {
         let objects = self.dir.path().join("objects.yaml");
         std::fs::write(&objects, OBJECTS).unwrap();
         let cfg = format!(
-            "listen: [\"{KUBE_DNS_POD}:53\"]\nsource:\n  file: {}\nforward:\n  enabled: false\nmetrics:\n  listen: \"127.0.0.1:9153\"\nhealth:\n  listen: \"127.0.0.1:8080\"\n  lameduck: 0s\nready:\n  listen: \"127.0.0.1:8181\"\nserver:\n  udp_workers: 1\n",
+            "listen: [\"{KUBE_DNS_POD}:53\"]\nsource:\n  file: {}\nforward:\n  enabled: false\nmetrics:\n  listen: \"127.0.0.1:9153\"\nhealth:\n  listen: \"127.0.0.1:8080\"\n  lameduck: 0s\nready:\n  listen: \"127.0.0.1:8181\"\nserver:\n  udp_workers: 1\n{EXEMPT_NODES}",
             objects.display()
         );
         let p = Proc::start(&self.node, &self.dir.path().join("kube-dns"), &cfg);
@@ -311,6 +313,10 @@ impl Cluster {
 pub const OBJECTS: &str = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: default}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: web, namespace: default}\n  spec: {clusterIP: 10.96.7.7}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: db, namespace: default}\n  spec: {clusterIP: 10.96.8.8}\n";
 pub const WEB: &str = "web.default.svc.cluster.local";
 pub const WEB_IP: &str = "10.96.7.7";
+
+/// `limits.exempt` for every address: the kube-dns side of a node-local setup (see
+/// [`Cluster::start_kube_dns`]).
+const EXEMPT_NODES: &str = "limits:\n  exempt: [\"0.0.0.0/0\"]\n";
 
 /// A node-local config: both addresses; as NodeLocal DNSCache's Corefile (and
 /// manifests/node-local), the cluster and reverse zones forwarded to kube-dns over TCP

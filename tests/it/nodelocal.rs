@@ -381,7 +381,12 @@ fn node_local_setup_errors_are_counted_and_keep_readiness_off() {
 fn node_local_memory_with_a_full_cache() {
     let c = Cluster::new(KubeProxy::IptablesNft);
     let _kube_dns = c.start_kube_dns();
-    let mut nl = c.start_node_local("nl-mem", "ifb", "  sync_interval: 1s\n");
+    // One pod fills the cache as fast as it can: past any per-client limit, so limits off.
+    let mut nl = c.start_node_local(
+        "nl-mem",
+        "ifb",
+        "  sync_interval: 1s\nlimits:\n  rate:\n    enabled: false\n",
+    );
     nl.wait_ready();
     let rss_start = rss_kib(nl.pid());
     let anon_start = status_kib(nl.pid(), "RssAnon");

@@ -305,7 +305,14 @@ pub fn config_with_source(source: &str, extra: &str) -> String {
     } else {
         "forward:\n  enabled: false\n"
     };
+    // The tests' own client, 127.0.0.1, asks at machine speed: it is exempt from the per-client
+    // limits unless the test sets `limits:` (the limits' tests send from 127.0.0.2 and .3).
+    let limits = if extra.contains("limits:") {
+        ""
+    } else {
+        "limits:\n  exempt: [\"127.0.0.1/32\"]\n"
+    };
     format!(
-        "listen: [\"127.0.0.1:0\"]\n{source}metrics:\n  listen: \"127.0.0.1:0\"\nhealth:\n  listen: \"127.0.0.1:0\"\n  lameduck: 1s\nready:\n  listen: \"127.0.0.1:0\"\n{forward}{extra}"
+        "listen: [\"127.0.0.1:0\"]\n{source}metrics:\n  listen: \"127.0.0.1:0\"\nhealth:\n  listen: \"127.0.0.1:0\"\n  lameduck: 1s\nready:\n  listen: \"127.0.0.1:0\"\n{forward}{limits}{extra}"
     )
 }

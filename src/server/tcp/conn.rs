@@ -2,7 +2,10 @@
 //! read one after another and answered concurrently — answers from the zone and the cache at
 //! once, forwarded ones when their upstream replies, so replies may leave in another order than
 //! their queries came (§6.2.1.1: "the server MAY process the queries in parallel ... and send
-//! responses as soon as they are available") — and closing after the idle timeout (§6.2.3).
+//! responses as soon as they are available") — and closing after the idle timeout (§6.2.3),
+//! when a message stalls part-way (`limits.tcp.message_timeout`: a slowloris client holds a
+//! connection by sending a message a byte at a time, or never finishing it), or when the gate
+//! asks it to make room (then only once nothing is in flight).
 
 use std::io;
 use std::net::SocketAddr;
@@ -20,8 +23,9 @@ use tokio::sync::watch;
 use super::{Admitted, TcpSettings, stopped};
 use crate::observe::Proto;
 use crate::ops::lifecycle::DrainGuard;
+use crate::ops::metrics::DropReason;
 use crate::server::handler::{TCP_MAX, forwarded_facts};
-use crate::server::{Engine, Local, Pending, Resolved, SharedEngine};
+use crate::server::{Admission, Engine, ForwardSlot, Local, Pending, Resolved, SharedEngine};
 
 /// A connection accepted and admitted, ready to [`run`](Connection::run).
 pub struct Connection {
@@ -56,6 +60,7 @@ impl Connection {
         let _ = stream.set_nodelay(true);
         let (mut rd, mut wr) = stream.into_split();
         let idle = settings.idle_timeout;
+        let tracked = admitted.tracked.clone();
         let mut frames = Frames::default();
         let mut in_flight: FuturesUnordered<
             std::pin::Pin<Box<dyn std::future::Future<Output = Done> + Send>>,
@@ -70,6 +75,10 @@ impl Connection {
             if !reading && in_flight.is_empty() {
                 break;
             }
+            tracked.set_busy(in_flight.len());
+            // A message begun must be whole by `stall_at`; without one, the idle deadline.
+            let stall_at = frames.started.map(|t| t + settings.message_timeout);
+            let wake = stall_at.map_or(deadline, |s| s.min(deadline));
             tokio::select! {
                 biased;
                 Some(done) = in_flight.next(), if !in_flight.is_empty() => {
@@ -80,13 +89,18 @@ impl Connection {
                     let f = forwarded_facts(&p.query, &r);
                     engine.observe(&f, p.query.size, &r.reply, Proto::Tcp, peer, start);
                     deadline = tokio::time::Instant::now() + idle;
+                    tracked.touch();
                 }
                 _ = stopped(&mut stop), if reading => reading = false,
+                // Asked to make room for a new connection: it has nothing in flight now.
+                _ = tracked.evict.notified(), if reading => reading = false,
                 frame = frames.next(&mut rd), if reading && in_flight.len() < settings.max_in_flight => {
                     let msg = match frame {
-                        Ok(Some(msg)) => msg,
+                        Ok(Read::Message(msg)) => msg,
+                        // A message has begun: the stall deadline applies from now.
+                        Ok(Read::Begun) => continue,
                         // The client is done sending: answer what is in flight, then close.
-                        Ok(None) => {
+                        Ok(Read::End) => {
                             reading = false;
                             continue;
                         }
@@ -97,8 +111,19 @@ impl Connection {
                         }
                     };
                     deadline = tokio::time::Instant::now() + idle;
+                    tracked.touch();
                     let start = Instant::now();
                     let engine = shared.load_full();
+                    match engine.admit(peer.ip(), &msg, Proto::Tcp, start, false, &mut out) {
+                        Admission::Serve => {}
+                        Admission::Drop => continue,
+                        Admission::Reply => {
+                            if !write_frame(&mut wr, &out, idle).await {
+                                break;
+                            }
+                            continue;
+                        }
+                    }
                     match engine.answer_from(&msg, Proto::Tcp, Some(peer.ip()), &mut out) {
                         Local::Reply(f) => {
                             if !write_frame(&mut wr, &out, idle).await {
@@ -108,7 +133,16 @@ impl Connection {
                         }
                         // Not a query (a response, a runt): no reply, the connection goes on.
                         Local::Drop => {}
-                        Local::Forward(p) => in_flight.push(Box::pin(forward(engine, p, start))),
+                        Local::Forward(p) => match engine.forward_slot() {
+                            Some(slot) => in_flight.push(Box::pin(forward(engine, p, start, slot))),
+                            None => {
+                                let f = engine.shed(&p, &mut out);
+                                if !write_frame(&mut wr, &out, idle).await {
+                                    break;
+                                }
+                                engine.observe(&f, msg.len(), &out, Proto::Tcp, peer, start);
+                            }
+                        },
                         Local::Transfer(req) => {
                             // From here on this is a transfer connection (`serve_transfer`).
                             transfer = true;
@@ -119,7 +153,17 @@ impl Connection {
                         }
                     }
                 }
-                _ = tokio::time::sleep_until(deadline), if reading && in_flight.is_empty() => break,
+                _ = tokio::time::sleep_until(wake), if reading && (in_flight.is_empty() || stall_at.is_some()) => {
+                    let now = tokio::time::Instant::now();
+                    if stall_at.is_some_and(|s| now >= s) {
+                        // Slowloris: what was read of the message is dropped with the connection.
+                        shared.load().metrics().dropped(DropReason::TcpStalled);
+                        tracing::debug!(%peer, "tcp message stalled");
+                        reading = false;
+                    } else if in_flight.is_empty() && now >= deadline {
+                        break;
+                    }
+                }
             }
         }
         let _ = wr.shutdown().await;
@@ -172,8 +216,9 @@ async fn serve_transfer(
     }
 }
 
-async fn forward(engine: Arc<Engine>, p: Box<Pending>, start: Instant) -> Done {
+async fn forward(engine: Arc<Engine>, p: Box<Pending>, start: Instant, slot: ForwardSlot) -> Done {
     let r = engine.forward(&p, Proto::Tcp).await;
+    drop(slot);
     (r, p, start, engine)
 }
 
@@ -194,24 +239,37 @@ async fn write_frame(wr: &mut OwnedWriteHalf, msg: &[u8], timeout: Duration) -> 
     )
 }
 
+/// What [`Frames::next`] found.
+enum Read {
+    /// A whole message, without its length prefix.
+    Message(BytesMut),
+    /// The first bytes of a message arrived (its stall deadline starts).
+    Begun,
+    /// The end of the stream (a message cut off by it is dropped).
+    End,
+}
+
 /// The messages of a stream: bytes read are kept until a whole message is there, so waiting
 /// for the next one can be given up (in a `select!`) without losing any.
 #[derive(Default)]
 struct Frames {
     buf: BytesMut,
+    /// When the message now in `buf` began arriving; None when `buf` holds no part of one.
+    started: Option<tokio::time::Instant>,
 }
 
 impl Frames {
-    /// The next message, without its length prefix; None at the end of the stream (a message
-    /// cut off by the end is dropped).
-    async fn next(&mut self, rd: &mut OwnedReadHalf) -> io::Result<Option<BytesMut>> {
+    /// The next message, or word that one has begun, or the end of the stream.
+    async fn next(&mut self, rd: &mut OwnedReadHalf) -> io::Result<Read> {
         loop {
             if self.buf.len() >= 2 {
                 let len = u16::from_be_bytes([self.buf[0], self.buf[1]]) as usize;
                 if self.buf.len() >= 2 + len {
                     let mut frame = self.buf.split_to(2 + len);
                     let _ = frame.split_to(2);
-                    return Ok(Some(frame));
+                    // Pipelined bytes behind it are the next message, begun now.
+                    self.started = (!self.buf.is_empty()).then(tokio::time::Instant::now);
+                    return Ok(Read::Message(frame));
                 }
                 self.buf.reserve(2 + len - self.buf.len());
             } else {
@@ -219,8 +277,18 @@ impl Frames {
             }
             // Cancel-safe: what it reads is in `buf` even if the caller stops waiting.
             if rd.read_buf(&mut self.buf).await? == 0 {
-                return Ok(None);
+                return Ok(Read::End);
+            }
+            if self.started.is_none() && !self.buf.is_empty() && !self.whole() {
+                self.started = Some(tokio::time::Instant::now());
+                return Ok(Read::Begun);
             }
         }
+    }
+
+    /// Whether `buf` holds at least one whole message.
+    fn whole(&self) -> bool {
+        self.buf.len() >= 2
+            && self.buf.len() >= 2 + u16::from_be_bytes([self.buf[0], self.buf[1]]) as usize
     }
 }

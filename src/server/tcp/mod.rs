@@ -9,10 +9,12 @@
 //! ones that [`conn::Connection`] applies (idle and write timeouts, queries in flight).
 
 pub mod conn;
+pub mod gate;
+
+pub use gate::{Admitted, Decision, Gate, Refusal, TcpLimits, fd_budget};
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -20,6 +22,7 @@ use tokio::sync::watch;
 
 use super::SharedEngine;
 use crate::ops::lifecycle::DrainGuard;
+use crate::ops::metrics::DropReason;
 
 /// Per-connection limits.
 #[derive(Debug, Clone)]
@@ -30,6 +33,9 @@ pub struct TcpSettings {
     /// Queries of one connection answered at the same time; past it, reading pauses until one
     /// is answered (a client cannot make a connection hold unbounded work).
     pub max_in_flight: usize,
+    /// A message whose first byte has arrived must be whole within this long
+    /// (`limits.tcp.message_timeout`; slowloris).
+    pub message_timeout: Duration,
 }
 
 impl TcpSettings {
@@ -37,39 +43,15 @@ impl TcpSettings {
         TcpSettings {
             idle_timeout,
             max_in_flight: 64,
+            message_timeout: crate::config::TcpLimitsConfig::default().message_timeout,
         }
     }
 }
 
-/// Admission of new connections: the one place that decides whether a connection is served.
-/// It counts the open ones; caps and per-client limits belong here.
-#[derive(Debug, Default)]
-pub struct Gate {
-    open: AtomicUsize,
-}
-
-/// An admitted connection; dropping it gives its place back.
-#[derive(Debug)]
-pub struct Admitted(Arc<Gate>);
-
-impl Drop for Admitted {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Gate {
-    /// Whether a connection from `peer` is served.
-    pub fn admit(self: &Arc<Self>, _peer: SocketAddr) -> Option<Admitted> {
-        self.open.fetch_add(1, Ordering::AcqRel);
-        Some(Admitted(self.clone()))
-    }
-
-    /// Connections open now.
-    pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
-    }
-}
+/// How long the accept loop waits for a connection asked to make room to close, per try.
+const ROOM_WAIT: Duration = Duration::from_millis(500);
+/// Tries before the new connection is closed instead (the one asked is answering a query).
+const ROOM_TRIES: usize = 4;
 
 /// Resolves when `stop` is (or turns) true, or its sender is gone.
 pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
@@ -86,27 +68,33 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
 /// Accept and serve connections until `stop` turns true; then stop accepting and return.
 /// Each connection runs on as its own task, answering what it has read, and holds a clone of
 /// `drain` until it closes: the shutdown's drain (bounded by `health.drain_timeout`) waits for
-/// them.
+/// them. `gate` (shared by every listener) admits each connection under the engine's
+/// [`TcpLimits`]; while it makes room, accepting pauses.
 pub async fn serve(
     listener: TcpListener,
     engine: SharedEngine,
     settings: TcpSettings,
+    gate: Arc<Gate>,
     mut stop: watch::Receiver<bool>,
     drain: DrainGuard,
 ) {
-    let gate = Arc::new(Gate::default());
     loop {
         tokio::select! {
             r = listener.accept() => match r {
                 Ok((stream, peer)) => {
-                    let Some(admitted) = gate.admit(peer) else {
+                    let current = engine.load_full();
+                    let limits = current.tcp_limits();
+                    let Some(admitted) = admit(&gate, peer, limits, &current, &mut stop).await else {
                         continue;
                     };
                     let c = conn::Connection {
                         stream,
                         peer,
                         engine: engine.clone(),
-                        settings: settings.clone(),
+                        settings: TcpSettings {
+                            message_timeout: limits.message_timeout,
+                            ..settings.clone()
+                        },
                         stop: stop.clone(),
                         admitted,
                         drain: drain.clone(),
@@ -122,4 +110,38 @@ pub async fn serve(
             _ = stopped(&mut stop) => break,
         }
     }
+}
+
+/// Ask the gate until it serves the connection or refuses it, waiting (a bounded while) for
+/// connections it asked to make room to close. Evictions and refusals are counted.
+async fn admit(
+    gate: &Arc<Gate>,
+    peer: SocketAddr,
+    limits: &TcpLimits,
+    engine: &super::Engine,
+    stop: &mut watch::Receiver<bool>,
+) -> Option<Admitted> {
+    let metrics = engine.metrics();
+    for _ in 0..ROOM_TRIES {
+        let (decision, asked) = gate.admit(peer.ip(), limits);
+        if asked {
+            metrics.dropped(DropReason::TcpEvicted);
+        }
+        match decision {
+            Decision::Serve(a) => return Some(a),
+            Decision::Refuse(why) => {
+                metrics.dropped(match why {
+                    Refusal::Total => DropReason::TcpConnLimit,
+                    Refusal::PerClient => DropReason::TcpClientLimit,
+                });
+                return None;
+            }
+            Decision::Wait => tokio::select! {
+                _ = gate.wait_closed(ROOM_WAIT) => {}
+                _ = stopped(stop) => return None,
+            },
+        }
+    }
+    metrics.dropped(DropReason::TcpConnLimit);
+    None
 }
