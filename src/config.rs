@@ -203,7 +203,9 @@ pub struct ForwardConfig {
     pub upstreams: Vec<String>,
     /// The resolv.conf whose nameservers are the default upstreams.
     pub resolv_conf: PathBuf,
-    /// Per-domain upstreams (kube-dns `stubDomains`): domain -> upstreams.
+    /// Per-domain upstreams (kube-dns `stubDomains`): domain -> upstreams. A domain inside the
+    /// cluster zone is forwarded, not answered from the cluster (as kube-dns's dnsmasq and a
+    /// CoreDNS server block for that domain do); so is one of `domains`.
     pub stub_domains: std::collections::BTreeMap<String, Vec<String>>,
     /// Per-domain forwarding with options of its own (a CoreDNS server block's `forward` and
     /// `cache`): domain -> upstreams and options; an option left out is this section's.

@@ -102,15 +102,22 @@ struct CheckArgs {
 
 #[derive(Args)]
 struct ConvertArgs {
-    /// The Corefile.
+    /// The Corefile, or a ConfigMap in YAML (`kubectl get cm coredns -o yaml`: its `Corefile`
+    /// and the files beside it, e.g. k3s's `NodeHosts`; or kube-dns's ConfigMap with
+    /// `stubDomains` / `upstreamNameservers`).
     file: PathBuf,
     /// Folder that `import` globs are resolved against (default: the Corefile's folder).
     #[arg(long, value_name = "DIR")]
     base_dir: Option<PathBuf>,
-    /// Folder holding the coredns-custom ConfigMap's files (`*.server`, `*.override`), read for
-    /// `import custom/...`.
-    #[arg(long, value_name = "DIR")]
+    /// The coredns-custom ConfigMap (`*.server`, `*.override`), read for `import custom/...`
+    /// and `import /etc/coredns/custom/...`: a folder of its files, or the ConfigMap's YAML
+    /// (`kubectl get cm coredns-custom -o yaml`).
+    #[arg(long, value_name = "DIR|FILE")]
     custom_dir: Option<PathBuf>,
+    /// A value for a NodeLocal DNSCache placeholder, e.g. `--pillar LOCAL__DNS=169.254.20.10`
+    /// for `__PILLAR__LOCAL__DNS__` (repeatable).
+    #[arg(long, value_name = "NAME=VALUE")]
+    pillar: Vec<String>,
     /// Also write the files the config refers to (e.g. a hosts file from inline `hosts`
     /// entries) into this folder.
     #[arg(long, value_name = "DIR")]
@@ -277,9 +284,34 @@ fn main() -> ExitCode {
                 .base_dir
                 .clone()
                 .unwrap_or_else(|| a.file.parent().map(Path::to_path_buf).unwrap_or_default());
+            let mut pillars = std::collections::BTreeMap::new();
+            for p in &a.pillar {
+                let Some((k, v)) = p.split_once('=') else {
+                    eprintln!("clusterdns: --pillar {p}: expected NAME=VALUE");
+                    return ExitCode::from(2);
+                };
+                pillars.insert(k.to_string(), v.to_string());
+            }
+            let (mut custom_dir, mut custom_files) = (a.custom_dir.clone(), None);
+            if let Some(f) = a.custom_dir.as_deref().filter(|p| p.is_file()) {
+                let data = std::fs::read_to_string(f)
+                    .ok()
+                    .and_then(|t| clusterdns::corefile::configmap_data(&t));
+                let Some(data) = data else {
+                    eprintln!(
+                        "clusterdns: --custom-dir {}: neither a folder nor a ConfigMap in YAML",
+                        f.display()
+                    );
+                    return ExitCode::from(2);
+                };
+                (custom_dir, custom_files) = (None, Some(data));
+            }
             let opts = clusterdns::corefile::Options {
                 base_dir: base,
-                custom_dir: a.custom_dir.clone(),
+                custom_dir,
+                custom_files,
+                mounted: Default::default(),
+                pillars,
                 file_name: a
                     .file
                     .file_name()

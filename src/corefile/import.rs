@@ -16,6 +16,9 @@ pub(super) struct Expander<'a> {
     pub(super) notes: Vec<String>,
 }
 
+/// Where keys of a coredns-custom ConfigMap given as YAML appear in positions (`custom/x.server`).
+const CUSTOM_PREFIX: &str = "custom";
+
 /// Imports nested deeper than this are a cycle, as CoreDNS (Caddy) treats them.
 const MAX_IMPORT_DEPTH: usize = 10;
 
@@ -78,12 +81,16 @@ impl<'a> Expander<'a> {
                     continue;
                 }
                 for path in self.resolve(arg)? {
-                    let text =
-                        std::fs::read_to_string(&path).map_err(|e| CorefileError::Import {
-                            at: t.pos(),
-                            pattern: arg.text.clone(),
-                            message: format!("cannot read {}: {e}", path.display()),
-                        })?;
+                    let text = match self.custom_file(&path) {
+                        Some(text) => text.to_string(),
+                        None => {
+                            std::fs::read_to_string(&path).map_err(|e| CorefileError::Import {
+                                at: t.pos(),
+                                pattern: arg.text.clone(),
+                                message: format!("cannot read {}: {e}", path.display()),
+                            })?
+                        }
+                    };
                     let display = self.display_path(&path);
                     let file: Rc<str> = Rc::from(display.as_str());
                     let imported = lex(&text, &file)?;
@@ -170,6 +177,14 @@ impl<'a> Expander<'a> {
         path.display().to_string()
     }
 
+    /// A file of the coredns-custom ConfigMap given as YAML ([`Options::custom_files`]), by
+    /// the `custom/<key>` path [`Self::resolve`] gave it.
+    fn custom_file(&self, path: &Path) -> Option<&str> {
+        let files = self.opts.custom_files.as_ref()?;
+        let key = path.strip_prefix(CUSTOM_PREFIX).ok()?.to_str()?;
+        files.get(key).map(String::as_str)
+    }
+
     /// The files an import pattern names, sorted; a glob may match none (a note, as CoreDNS
     /// only warns), a plain path must exist.
     fn resolve(&mut self, arg: &Token) -> Result<Vec<PathBuf>, CorefileError> {
@@ -179,6 +194,29 @@ impl<'a> Expander<'a> {
             pattern: pattern.to_string(),
             message,
         };
+        if let Some(files) = &self.opts.custom_files
+            && let Some(rest) = ["custom/", "./custom/", "/etc/coredns/custom/"]
+                .iter()
+                .find_map(|p| pattern.strip_prefix(p))
+        {
+            let found: Vec<PathBuf> = files
+                .keys()
+                .filter(|k| !k.starts_with("..") && glob_match(rest, k))
+                .map(|k| Path::new(CUSTOM_PREFIX).join(k))
+                .collect();
+            if found.is_empty() && !rest.contains(['*', '?']) {
+                return Err(err(format!(
+                    "the coredns-custom ConfigMap has no key {rest}"
+                )));
+            }
+            if found.is_empty() {
+                self.notes.push(format!(
+                    "{}: `import {pattern}` matched no key of the coredns-custom ConfigMap; nothing imported, as CoreDNS does",
+                    arg.pos()
+                ));
+            }
+            return Ok(found);
+        }
         let mut path = PathBuf::from(pattern);
         if let Some(custom) = &self.opts.custom_dir {
             for prefix in ["custom/", "./custom/", "/etc/coredns/custom/"] {

@@ -16,8 +16,8 @@
 //! option) and the reason.
 //!
 //! The rule the converter follows: **what clients get back must not change silently.**
-//! - A directive that changes answers and that clusterdns cannot express (`rewrite`, `template`,
-//!   `autopath`, `file`, `acl`, ...) is a [`CorefileError::Unsupported`] naming the directive,
+//! - A directive that changes answers and that clusterdns cannot express (`file`, `acl`,
+//!   `dnssec`, ...) is a [`CorefileError::Unsupported`] naming the directive,
 //!   its server block and line, and why.
 //! - A directive that only concerns tuning or observability and has no clusterdns equivalent
 //!   (`reload`, `debug`, a cache option, `log` formats) is dropped with a note.
@@ -36,6 +36,13 @@
 //! | a block for another zone with `forward . /etc/resolv.conf`, while `.` forwards there too | nothing: ordinary forwarding (a `forward.domains` entry without upstreams when it has options) |
 //! | `import custom/*.override` in the `.` block | its directives, as if written there |
 //! | `health`, `ready`, `prometheus` in any block | process-wide listeners, as in CoreDNS |
+//! | a stub domain inside the cluster zone (kube-dns's `my.cluster.local`) | forwarded, not answered from the cluster |
+//! | `hosts /etc/coredns/<key>` (k3s's `NodeHosts`) | that ConfigMap key, carried over as a file |
+//!
+//! Inputs (`input`): a Corefile, or a ConfigMap's YAML — CoreDNS's (its `Corefile` and the
+//! files mounted beside it), `coredns-custom` (for imports), kube-dns's (`stubDomains`,
+//! `upstreamNameservers`, converted as CoreDNS's migration does); NodeLocal DNSCache's
+//! `__PILLAR__` placeholders filled from [`Options::pillars`].
 
 // Errors carry the position, block, directive and reason as owned strings; they are built once,
 // on the cold path of a one-shot command, so their size does not matter.
@@ -44,6 +51,7 @@
 mod convert;
 mod error;
 mod import;
+mod input;
 mod lexer;
 mod output;
 mod parser;
@@ -86,6 +94,18 @@ pub struct Options {
     /// If set, `import custom/...` (and `import /etc/coredns/custom/...`) read from this folder
     /// instead: where the coredns-custom ConfigMap was saved (`kubectl get cm coredns-custom`).
     pub custom_dir: Option<PathBuf>,
+    /// The coredns-custom ConfigMap's files by key, when it was given as YAML
+    /// (`kubectl get cm coredns-custom -o yaml`): `import custom/...` (and
+    /// `/etc/coredns/custom/...`) read these instead of a folder.
+    pub custom_files: Option<BTreeMap<String, String>>,
+    /// The other keys of the CoreDNS ConfigMap (mounted beside the Corefile at `/etc/coredns`),
+    /// e.g. k3s's `NodeHosts`: a `hosts /etc/coredns/<key>` carries the file over as a key of
+    /// clusterdns's ConfigMap. Files beside the Corefile in `base_dir` count too.
+    pub mounted: BTreeMap<String, String>,
+    /// Values for NodeLocal DNSCache's `__PILLAR__...__` placeholders, by name (with or without
+    /// the underscores around it): `LOCAL__DNS`, `DNS__SERVER`, `DNS__DOMAIN`, `CLUSTER__DNS`,
+    /// `UPSTREAM__SERVERS`.
+    pub pillars: BTreeMap<String, String>,
     /// The Corefile's name in positions and messages; `Corefile` if empty.
     pub file_name: String,
 }
@@ -111,8 +131,65 @@ pub fn convert(corefile_text: &str, base_dir: &Path) -> Result<Conversion, Coref
 }
 
 /// Convert Corefile text with [`Options`] (e.g. a separate folder for `import custom/...`).
-pub fn convert_with(corefile_text: &str, opts: &Options) -> Result<Conversion, CorefileError> {
-    let corefile = parse(corefile_text, opts)?;
-    let converted = convert::convert(corefile)?;
+///
+/// `text` may also be a ConfigMap as `kubectl get cm -o yaml` prints it: CoreDNS's (its
+/// `Corefile` key is converted, its other keys are the files mounted beside it, e.g. k3s's
+/// `NodeHosts`), or kube-dns's with `stubDomains` / `upstreamNameservers` (converted as the
+/// Corefile CoreDNS's migration makes of it, for the cluster domain `cluster.local`).
+/// NodeLocal DNSCache's `__PILLAR__...__` placeholders are filled from [`Options::pillars`].
+pub fn convert_with(text: &str, opts: &Options) -> Result<Conversion, CorefileError> {
+    let mut opts = opts.clone();
+    let mut notes = Vec::new();
+    let name = if opts.file_name.is_empty() {
+        "Corefile".to_string()
+    } else {
+        opts.file_name.clone()
+    };
+    let mut corefile_text = match input::configmap_data(text) {
+        None => text.to_string(),
+        Some(mut data) => match data.remove("Corefile") {
+            Some(corefile) => {
+                opts.mounted.extend(data);
+                opts.file_name = format!("{name} (data.Corefile)");
+                corefile
+            }
+            None if data.contains_key("stubDomains")
+                || data.contains_key("upstreamNameservers") =>
+            {
+                opts.file_name = format!("{name} (kube-dns as Corefile)");
+                notes.push(format!(
+                    "{name}: kube-dns's ConfigMap, converted as the Corefile CoreDNS's migration makes of it (cluster domain cluster.local, kube-dns's default --domain)"
+                ));
+                input::kube_dns_corefile(&data, "cluster.local", &name)?
+            }
+            None => {
+                return Err(CorefileError::Syntax {
+                    at: Pos {
+                        file: name,
+                        line: 1,
+                    },
+                    message: "a ConfigMap without a `Corefile` key (CoreDNS) or `stubDomains` / `upstreamNameservers` keys (kube-dns)".into(),
+                });
+            }
+        },
+    };
+    if corefile_text.contains("__PILLAR__") {
+        let file = if opts.file_name.is_empty() {
+            "Corefile"
+        } else {
+            opts.file_name.as_str()
+        };
+        corefile_text = input::fill_pillars(&corefile_text, &opts.pillars, file, &mut notes)?;
+    }
+    let mut corefile = parse(&corefile_text, &opts)?;
+    notes.append(&mut corefile.notes);
+    corefile.notes = notes;
+    let converted = convert::convert(corefile, &opts)?;
     output::write(converted)
+}
+
+/// The data of a ConfigMap given as YAML (`kubectl get cm coredns-custom -o yaml`), for
+/// [`Options::custom_files`]; None if `text` is not a ConfigMap.
+pub fn configmap_data(text: &str) -> Option<BTreeMap<String, String>> {
+    input::configmap_data(text)
 }

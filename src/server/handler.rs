@@ -105,6 +105,10 @@ pub struct Engine {
     /// Answer shaping (rewrite, autopath, template, AAAA filter); None: the query goes straight
     /// on.
     shape: Option<Arc<shape::Shaper>>,
+    /// Forwarding domains inside the cluster zone (`forward.stub_domains`/`domains`, e.g.
+    /// kube-dns's `my.cluster.local`): their names skip the zone and are forwarded, as the
+    /// more specific server block wins in CoreDNS.
+    delegated: Vec<String>,
     /// Per-client response rate limiting (`limits.rate`), None when off.
     rate: Option<RateLimiter>,
     /// What TCP admission and connections enforce (`limits.tcp`, `limits.exempt`).
@@ -172,6 +176,7 @@ impl Engine {
             count: cfg.metrics.listen.is_some(),
             xfr: None,
             shape,
+            delegated: delegated_domains(cfg),
             rate: cfg
                 .limits
                 .rate
@@ -393,7 +398,7 @@ impl Engine {
             wire::rcode_reply(out, &q, rcode::REFUSED, false, self.max_udp);
             return Local::Reply(facts(AnswerSource::Server, rcode::REFUSED));
         }
-        if self.cluster_enabled {
+        if self.cluster_enabled && !self.is_delegated(&q) {
             let snap = self.zone.load();
             let mut w = Writer::new(out, &q, max);
             match answer::answer(&snap, &q, &mut w, self.resolver.is_some()) {
@@ -444,6 +449,18 @@ impl Engine {
                 Local::Reply(facts(AnswerSource::Server, rcode::REFUSED))
             }
         }
+    }
+
+    /// Whether `q`'s name is under a forwarding domain inside the cluster zone.
+    fn is_delegated(&self, q: &Query<'_>) -> bool {
+        if self.delegated.is_empty() || self.resolver.is_none() {
+            return false;
+        }
+        let shown = wire::name::display_name(q.qname_lower());
+        let name = shown.trim_end_matches('.');
+        self.delegated
+            .iter()
+            .any(|d| crate::names::in_zone(name, d))
     }
 
     /// The waiting part: ask the resolver, then finish what answer shaping left to do.
@@ -592,4 +609,21 @@ pub fn forwarded_facts(q: &Query<'_>, r: &Resolved) -> Facts {
         rcode: wire::rcode_of(&r.reply),
         upstream: r.upstream,
     }
+}
+
+/// The forwarding domains of `cfg` inside its cluster zone (normalised), when forwarding is on.
+fn delegated_domains(cfg: &Config) -> Vec<String> {
+    if !cfg.forward.enabled || !cfg.cluster.enabled {
+        return Vec::new();
+    }
+    let Ok(zone) = crate::names::parse_domain(&cfg.cluster.zone) else {
+        return Vec::new();
+    };
+    cfg.forward
+        .stub_domains
+        .keys()
+        .chain(cfg.forward.domains.keys())
+        .filter_map(|d| crate::names::parse_domain(d).ok())
+        .filter(|d| crate::names::in_zone(d, &zone))
+        .collect()
 }

@@ -1,5 +1,6 @@
-//! `clusterdns convert-corefile` as a library: the seed Corefiles (kubeadm's stock one, AKS's with
-//! the coredns-custom `*.server` / `*.override` imports, NodeLocal DNSCache's) convert to configs
+//! `clusterdns convert-corefile` as a library: the stock Corefiles (kubeadm, AKS with its
+//! templates and the coredns-custom `*.server` / `*.override` imports, EKS, k3s with NodeHosts,
+//! RKE2, kube-dns's ConfigMap, NodeLocal DNSCache's; tests/fixtures/corefiles/SOURCES.md) convert to configs
 //! that parse and validate, and Corefiles with plugins clusterdns cannot carry over fail with the
 //! directive, its server block, its line and the reason.
 
@@ -118,6 +119,7 @@ fn aks_custom_dir_from_elsewhere() {
         base_dir: empty.path().to_path_buf(),
         custom_dir: Some(fixtures().join("aks/custom")),
         file_name: "aks/Corefile".into(),
+        ..Options::default()
     };
     let c = corefile::convert_with(&read("aks/Corefile"), &opts).unwrap();
     assert_eq!(c.config.forward.stub_domains["corp.example"], ["10.0.0.5"]);
@@ -567,6 +569,10 @@ fn converted_configs_write_only_what_differs_from_the_defaults() {
         "kubeadm/Corefile",
         "aks/Corefile",
         "aks-custom/Corefile",
+        "aks-full/Corefile",
+        "eks/Corefile",
+        "rke2/Corefile",
+        "kube-dns/kube-dns-configmap.yaml",
         "nodelocal/Corefile",
         "aks-full/Corefile",
         "shape/template.Corefile",
@@ -606,41 +612,250 @@ fn converted_configs_write_only_what_differs_from_the_defaults() {
     }
 }
 
-/// Each answer-shaping plugin's Corefile converts to its `shape` section, and the config reads
-/// back the same and validates.
+/// The stock Corefiles of every platform (tests/fixtures/corefiles/SOURCES.md): each converts
+/// with no directive left over, to a config that reads back the same and validates.
 #[test]
-fn shaping_plugins_convert() {
-    use clusterdns::config::{NameMatch, RewriteField};
-    let c = convert_fixture("shape/rewrite.Corefile").unwrap();
+fn eks_stock_corefile_converts() {
+    let c = convert_fixture("eks/Corefile").unwrap();
     assert_round_trip(&c);
-    let r = &c.config.shape.rewrites;
-    assert_eq!(r.len(), 1);
-    assert_eq!(
-        (r[0].field, r[0].match_),
-        (RewriteField::Name, NameMatch::Regex)
+    let cfg = &c.config;
+    assert_eq!(cfg.cluster.zone, "cluster.local");
+    assert_eq!(cfg.cluster.fallthrough, ["in-addr.arpa", "ip6.arpa"]);
+    assert_eq!(cfg.cluster.ttl, 5, "CoreDNS's default TTL without `ttl`");
+    assert!(cfg.cluster.loadbalance && cfg.cache.enabled);
+    assert_eq!(cfg.cache.max_ttl, 30);
+    assert_eq!(cfg.health.lameduck, Duration::from_secs(5));
+    assert!(cfg.forward.upstreams.is_empty() && cfg.forward.stub_domains.is_empty());
+}
+
+#[test]
+fn rke2_stock_corefile_with_the_cluster_domain_twice_converts() {
+    let c = convert_fixture("rke2/Corefile").unwrap();
+    assert_round_trip(&c);
+    let cfg = &c.config;
+    assert_eq!(cfg.cluster.zone, "cluster.local");
+    assert_eq!(cfg.cluster.reverse_zones, ["in-addr.arpa", "ip6.arpa"]);
+    assert_eq!(cfg.cluster.ttl, 30);
+    assert_eq!(cfg.metrics.listen.as_deref(), Some("0.0.0.0:9153"));
+    assert_eq!(cfg.health.lameduck, Duration::from_secs(10));
+    assert!(
+        has_note(&c, &["Corefile:7", "cluster.local is named twice"]),
+        "{:#?}",
+        c.notes
     );
-    assert_eq!(r[0].from, r"(.*)\.corp\.example");
-    assert_eq!(r[0].to, "{1}.default.svc.cluster.local");
-    assert!(r[0].answer_auto && !r[0].continue_);
+}
 
-    let c = convert_fixture("shape/autopath.Corefile").unwrap();
-    assert_round_trip(&c);
-    assert!(c.config.shape.autopath.enabled);
-    assert!(has_note(&c, &["autopath", "node-local"]), "{:#?}", c.notes);
+/// k3s: `hosts /etc/coredns/NodeHosts` (a key of the same ConfigMap) and the coredns-custom
+/// imports at their absolute path, as a Corefile with NodeHosts beside it and as the ConfigMap.
+#[test]
+fn k3s_stock_corefile_with_nodehosts_and_custom_imports_converts() {
+    let opts = Options {
+        base_dir: fixtures().join("k3s"),
+        custom_dir: Some(fixtures().join("k3s/custom")),
+        file_name: "Corefile".into(),
+        ..Options::default()
+    };
+    let from_corefile = corefile::convert_with(&read("k3s/Corefile"), &opts).unwrap();
+    let from_configmap = corefile::convert_with(
+        &read("k3s/coredns-configmap.yaml"),
+        &Options {
+            base_dir: tempfile::tempdir().unwrap().path().to_path_buf(),
+            ..opts.clone()
+        },
+    )
+    .unwrap();
+    for c in [&from_corefile, &from_configmap] {
+        assert_round_trip(c);
+        let cfg = &c.config;
+        let h = cfg.hosts.as_ref().unwrap();
+        assert_eq!(
+            h.file.as_deref(),
+            Some(Path::new("/etc/clusterdns/NodeHosts"))
+        );
+        assert_eq!(
+            (h.ttl, h.reload, h.fallthrough),
+            (60, Duration::from_secs(15), true)
+        );
+        assert_eq!(c.files["NodeHosts"], read("k3s/NodeHosts"));
+        // custom/lab.server: a stub domain with an AAAA template; log.override: the query log.
+        assert_eq!(cfg.forward.stub_domains["lab.example"], ["10.10.0.53"]);
+        assert_eq!(cfg.shape.templates.len(), 1);
+        let t = &cfg.shape.templates[0];
+        assert_eq!(
+            (t.zones.as_slice(), t.qtype.as_str(), t.rcode.as_str()),
+            (&["lab.example".to_string()][..], "AAAA", "NOERROR")
+        );
+        assert!(cfg.querylog.enabled);
+        assert!(
+            has_note(c, &["NodeHosts", "/etc/clusterdns/NodeHosts"]),
+            "{:#?}",
+            c.notes
+        );
+    }
+    assert_eq!(from_corefile.config, from_configmap.config);
+}
 
-    let c = convert_fixture("shape/k8s_external.Corefile").unwrap();
-    assert_round_trip(&c);
-    let e = c.config.shape.external.as_ref().expect("external");
-    assert_eq!(e.zones, ["example.org"]);
-    assert_eq!((e.apex.as_str(), e.ttl, e.headless), ("dns", 5, false));
+/// AKS's stock Corefile, templates included, with the coredns-custom ConfigMap as a folder and
+/// as its YAML.
+#[test]
+fn aks_stock_corefile_with_templates_converts() {
+    let folder = convert_fixture("aks-full/Corefile").unwrap();
+    let data = corefile::configmap_data(&read("aks-full/coredns-custom.yaml")).unwrap();
+    let yaml = corefile::convert_with(
+        &read("aks-full/Corefile"),
+        &Options {
+            base_dir: tempfile::tempdir().unwrap().path().to_path_buf(),
+            custom_files: Some(data),
+            ..Options::default()
+        },
+    )
+    .unwrap();
+    for c in [&folder, &yaml] {
+        assert_round_trip(c);
+        let cfg = &c.config;
+        // The templates themselves: aks_full_stock_corefile_with_templates_converts.
+        assert_eq!(cfg.shape.templates.len(), 2);
+        assert_eq!(
+            cfg.forward.stub_domains["db.private.contoso.com"],
+            ["168.63.129.16"]
+        );
+        assert_eq!(cfg.forward.domains["openai.com"].force_tcp, Some(true));
+        assert!(c.files["hosts"].contains("10.0.0.2 example2.org"));
+        assert!(cfg.querylog.enabled);
+    }
+    assert_eq!(folder.config, yaml.config);
+}
 
-    let c = convert_fixture("shape/template.Corefile").unwrap();
+/// kube-dns's ConfigMap (GKE's kube-dns): converted as CoreDNS's migration converts it.
+#[test]
+fn kube_dns_stub_domains_configmap_converts() {
+    let c = convert_fixture("kube-dns/kube-dns-configmap.yaml").unwrap();
     assert_round_trip(&c);
-    let t = &c.config.shape.templates;
-    assert_eq!(t.len(), 5);
-    assert_eq!(t[0].authority.len(), 1);
-    assert_eq!(t[1].zones, ["example"]);
-    assert_eq!(t[2].qtype, "PTR");
-    assert_eq!(t[3].additional.len(), 1);
-    assert_eq!(t[4].answer, ["foogle.com 60 IN CNAME google.com"]);
+    let cfg = &c.config;
+    assert!(cfg.cluster.enabled);
+    assert_eq!(cfg.cluster.zone, "cluster.local");
+    assert_eq!(cfg.forward.stub_domains["acme.local"], ["1.2.3.4"]);
+    assert_eq!(cfg.forward.upstreams, ["8.8.8.8", "8.8.4.4"]);
+    assert!(cfg.cache.enabled);
+    assert!(has_note(&c, &["kube-dns's ConfigMap"]), "{:#?}", c.notes);
+
+    let c = convert_fixture("kube-dns/gke-stub-domains.yaml").unwrap();
+    assert_round_trip(&c);
+    assert_eq!(
+        c.config.forward.stub_domains["example.com"],
+        ["8.8.8.8", "8.8.4.4", "1.1.1.1", "1.0.0.1"]
+    );
+    assert!(
+        c.config.forward.upstreams.is_empty(),
+        "the node's resolv.conf"
+    );
+
+    // A stub domain inside the cluster zone (the Kubernetes documentation's example): its
+    // names are forwarded, as kube-dns's dnsmasq did.
+    let c = convert_fixture("kube-dns/inside-cluster-zone.yaml").unwrap();
+    assert_round_trip(&c);
+    assert_eq!(
+        c.config.forward.stub_domains["my.cluster.local"],
+        ["2.3.4.5"]
+    );
+    assert_eq!(c.config.forward.stub_domains["abc.com"], ["1.2.3.4"]);
+    assert!(
+        has_note(&c, &["my.cluster.local", "inside the cluster zone"]),
+        "{:#?}",
+        c.notes
+    );
+    // Bad JSON: the key named.
+    let bad = "kind: ConfigMap\ndata:\n  stubDomains: '{\"a.example\": \"1.2.3.4\"}'\n";
+    let e = corefile::convert(bad, Path::new("/nonexistent")).unwrap_err();
+    assert!(e.to_string().contains("data.stubDomains"), "{e}");
+}
+
+/// NodeLocal DNSCache's Corefile as shipped, placeholders filled from `pillars` (the CLI's
+/// `--pillar`): the cluster and reverse zones to kube-dns-upstream over TCP, the cluster zone
+/// with its own cache, the rest over UDP to the node's resolv.conf.
+#[test]
+fn nodelocal_pillar_corefile_converts_with_per_zone_options() {
+    let pillars: std::collections::BTreeMap<String, String> = [
+        ("DNS__DOMAIN", "cluster.local"),
+        ("__PILLAR__LOCAL__DNS__", "169.254.20.10"),
+        ("DNS__SERVER", "10.96.0.10"),
+        ("CLUSTER__DNS", "10.96.0.11"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    let opts = Options {
+        base_dir: "/nonexistent".into(),
+        pillars: pillars.clone(),
+        ..Options::default()
+    };
+    let c = corefile::convert_with(&read("nodelocal/Corefile.pillar"), &opts).unwrap();
+    assert_round_trip(&c);
+    let cfg = &c.config;
+    assert_eq!(
+        cfg.listen,
+        vec![
+            "10.96.0.10:53".parse().unwrap(),
+            "169.254.20.10:53".parse().unwrap()
+        ]
+    );
+    for zone in ["cluster.local", "in-addr.arpa", "ip6.arpa"] {
+        let d = &cfg.forward.domains[zone];
+        assert_eq!(d.upstreams, ["10.96.0.11"], "{zone}");
+        assert_eq!(d.force_tcp, Some(true), "{zone}");
+    }
+    let own = cfg.forward.domains["cluster.local"].cache.as_ref().unwrap();
+    assert_eq!((own.max_ttl, own.max_negative_ttl), (30, 5));
+    assert_eq!(
+        (own.success_capacity, own.denial_capacity),
+        (Some(9984), Some(9984))
+    );
+    assert!(!cfg.forward.force_tcp && cfg.forward.upstreams.is_empty());
+    assert_eq!(cfg.forward.resolv_conf, Path::new("/etc/resolv.conf"));
+    assert!(
+        has_note(&c, &["__PILLAR__UPSTREAM__SERVERS__", "/etc/resolv.conf"]),
+        "{:#?}",
+        c.notes
+    );
+
+    // A placeholder left without a value: its line and the flag to pass.
+    let mut some = pillars;
+    some.remove("CLUSTER__DNS");
+    let e = corefile::convert_with(
+        &read("nodelocal/Corefile.pillar"),
+        &Options {
+            pillars: some,
+            ..opts
+        },
+    )
+    .unwrap_err();
+    assert_eq!(e.pos().unwrap().line, 10, "{e}");
+    assert!(e.to_string().contains("--pillar CLUSTER__DNS="), "{e}");
+
+    // The CLI takes them as --pillar flags.
+    let out = std::process::Command::new(support::bin())
+        .arg("convert-corefile")
+        .arg(fixtures().join("nodelocal/Corefile.pillar"))
+        .args([
+            "--pillar",
+            "DNS__DOMAIN=cluster.local",
+            "--pillar",
+            "LOCAL__DNS=169.254.20.10",
+        ])
+        .args([
+            "--pillar",
+            "DNS__SERVER=10.96.0.10",
+            "--pillar",
+            "CLUSTER__DNS=10.96.0.11",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed =
+        Config::from_yaml(&String::from_utf8(out.stdout).unwrap(), Path::new("stdout")).unwrap();
+    assert_eq!(printed, c.config);
 }

@@ -4,6 +4,7 @@ mod alerts_e2e;
 mod apiserver;
 mod config_reference;
 mod corefile;
+mod corefile_serve;
 mod differential;
 mod dual_stack;
 mod forward;

@@ -1432,8 +1432,12 @@ fn node_local_configmap_does_what_nodelocaldns_corefile_did() {
             "{zone}: force_tcp as NodeLocal DNSCache"
         );
         let ttls = |c: &Option<clusterdns::config::CacheConfig>| {
-            c.as_ref()
-                .map(|c| (c.max_ttl, c.max_negative_ttl, c.prefetch, c.serve_stale))
+            c.as_ref().map(|c| {
+                (
+                    (c.max_ttl, c.max_negative_ttl, c.prefetch, c.serve_stale),
+                    (c.max_entries, c.success_capacity, c.denial_capacity),
+                )
+            })
         };
         assert_eq!(ttls(&s.cache), ttls(&d.cache), "{zone}: its own cache");
     }

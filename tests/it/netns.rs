@@ -291,6 +291,18 @@ impl Cluster {
         last
     }
 
+    /// `coredns_dns_requests_total` at `addr` for one transport (`udp` or `tcp`).
+    pub fn requests_over(&self, addr: &str, proto: &str) -> u64 {
+        let label = format!("proto=\"{proto}\"");
+        let text = self.scrape(addr);
+        let lines: String = text
+            .lines()
+            .filter(|l| l.contains(&label))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        sum_family(&lines, "coredns_dns_requests_total")
+    }
+
     pub fn scrape(&self, addr: &str) -> String {
         let addr: SocketAddr = addr.parse().unwrap();
         self.node.within(move || http_get(addr, "/metrics"))
@@ -302,15 +314,21 @@ pub const OBJECTS: &str = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1
 pub const WEB: &str = "web.default.svc.cluster.local";
 pub const WEB_IP: &str = "10.96.7.7";
 
-/// A node-local config: both addresses, everything forwarded to the kube-dns pod (never this
-/// machine's resolv.conf), probes on unix sockets in `dir`, metrics on the node's shared port.
 /// `limits.exempt` for every address: the kube-dns side of a node-local setup (see
 /// [`Cluster::start_kube_dns`]).
 const EXEMPT_NODES: &str = "limits:\n  exempt: [\"0.0.0.0/0\"]\n";
 
+/// A node-local config: both addresses; as NodeLocal DNSCache's Corefile (and
+/// manifests/node-local), the cluster and reverse zones forwarded to kube-dns over TCP
+/// (`force_tcp` for those domains only; the cluster zone with its own cache, `success 9984 30`,
+/// `denial 9984 5`), everything else over UDP — here to the kube-dns pod too, never this
+/// machine's resolv.conf; probes on unix sockets in `dir`, metrics on the node's shared port.
 pub fn node_local_config(dir: &Path, lock: &Path, link: &str, extra: &str) -> String {
+    let kube_dns_over_tcp = format!(
+        "  domains:\n    cluster.local:\n      upstreams: [\"{KUBE_DNS_POD}:53\"]\n      force_tcp: true\n      cache:\n        max_ttl: 30\n        max_negative_ttl: 5\n        success_capacity: 9984\n        denial_capacity: 9984\n    in-addr.arpa:\n      upstreams: [\"{KUBE_DNS_POD}:53\"]\n      force_tcp: true\n    ip6.arpa:\n      upstreams: [\"{KUBE_DNS_POD}:53\"]\n      force_tcp: true\n"
+    );
     format!(
-        "cluster:\n  enabled: false\nforward:\n  upstreams: [\"{KUBE_DNS_POD}:53\"]\n  timeout: 1s\ncache:\n  enabled: true\nmetrics:\n  listen: \"127.0.0.1:9253\"\nhealth:\n  listen: \"unix:{d}/health.sock\"\n  lameduck: 500ms\n  drain_timeout: 2s\nready:\n  listen: \"unix:{d}/ready.sock\"\nserver:\n  udp_workers: 2\nnodelocal:\n  enabled: true\n  addresses: [\"{LINK_LOCAL}\", \"{SERVICE_IP}\"]\n  link_kind: {link}\n  lock_file: \"{l}\"\n{extra}",
+        "cluster:\n  enabled: false\nforward:\n  upstreams: [\"{KUBE_DNS_POD}:53\"]\n{kube_dns_over_tcp}  timeout: 1s\ncache:\n  enabled: true\nmetrics:\n  listen: \"127.0.0.1:9253\"\nhealth:\n  listen: \"unix:{d}/health.sock\"\n  lameduck: 500ms\n  drain_timeout: 2s\nready:\n  listen: \"unix:{d}/ready.sock\"\nserver:\n  udp_workers: 2\nnodelocal:\n  enabled: true\n  addresses: [\"{LINK_LOCAL}\", \"{SERVICE_IP}\"]\n  link_kind: {link}\n  lock_file: \"{l}\"\n{extra}",
         d = dir.display(),
         l = lock.display(),
     )

@@ -108,12 +108,24 @@ fn intercept_and_fall_back(proxy: KubeProxy, link: &str) {
     assert!(holds_both(&link_addresses(&c, link)));
 
     // The pod's queries to the Service IP and to the link-local address are answered by the
-    // node-local instance; the cluster names come from kube-dns (forwarded once each).
+    // node-local instance; the cluster names come from kube-dns (forwarded once each), over
+    // TCP as NodeLocal DNSCache's `force_tcp` for the cluster zone has it: the kube-dns
+    // instance counts them with proto="tcp", none more over UDP.
     let (nl0, kd0) = (c.requests(NODE_LOCAL_METRICS), c.requests(KUBE_DNS_METRICS));
+    let (kd_tcp0, kd_udp0) = (
+        c.requests_over(KUBE_DNS_METRICS, "tcp"),
+        c.requests_over(KUBE_DNS_METRICS, "udp"),
+    );
     assert_eq!(c.ask(SERVICE_IP, WEB), Some(web.clone()));
     assert_eq!(c.ask(LINK_LOCAL, "db.default.svc.cluster.local"), Some(db));
     assert_eq!(c.requests(NODE_LOCAL_METRICS), nl0 + 2);
     assert_eq!(c.requests(KUBE_DNS_METRICS), kd0 + 2, "forwarded upstream");
+    assert_eq!(
+        c.requests_over(KUBE_DNS_METRICS, "tcp"),
+        kd_tcp0 + 2,
+        "cluster names from kube-dns over TCP"
+    );
+    assert_eq!(c.requests_over(KUBE_DNS_METRICS, "udp"), kd_udp0);
     // Asked again: from node-local's cache; nothing reaches kube-dns, so no DNAT happened.
     assert_eq!(c.ask(SERVICE_IP, WEB), Some(web.clone()));
     assert_eq!(c.requests(NODE_LOCAL_METRICS), nl0 + 3);

@@ -306,11 +306,16 @@ impl Converter {
         if let Some(k) = &self.kube {
             let cluster = &k.cluster;
             for (zone, set) in &self.forwarding.stubs {
-                if in_zone(zone, &cluster.zone) {
+                if zone == &cluster.zone {
                     return Err(set.unsupported("forward", None, format!(
-                        "`{zone}` is inside the cluster zone `{}`, which clusterdns answers itself from the cluster",
-                        cluster.zone
+                        "`{zone}` is the cluster zone, which clusterdns answers itself from the cluster"
                     )));
+                }
+                if in_zone(zone, &cluster.zone) {
+                    self.notes.push(format!(
+                        "{} (`{}`) forward: `{zone}` is inside the cluster zone: its names are forwarded, not answered from the cluster, as in CoreDNS (the more specific server block wins) and kube-dns's stubDomains",
+                        set.at, set.block
+                    ));
                 }
                 if cluster
                     .reverse_zones

@@ -104,6 +104,12 @@ impl Converter {
             ));
         } else if file == COREDNS_HOSTS_FILE {
             self.note(&d.at, ctx.block, "hosts", "reads the pod's own /etc/hosts, which in a pod holds only localhost and the pod's name; clusterdns reads the same path in its own pod");
+        } else if let Some((key, content)) = self.mounted_file(&file) {
+            self.note(&d.at, ctx.block, "hosts", &format!(
+                "{file} is the CoreDNS ConfigMap's key `{key}`: it becomes {CONFIG_DIR}/{key}, a key of the clusterdns ConfigMap (`convert-corefile --files-dir DIR` writes it); keep it up to date there as its owner (k3s's NodeHosts: the k3s server) does in CoreDNS's"
+            ));
+            self.files.insert(key.clone(), content);
+            file = format!("{CONFIG_DIR}/{key}");
         } else {
             self.note(&d.at, ctx.block, "hosts", &format!("{file} is a path in the CoreDNS pod: make the same file available in the clusterdns pod (e.g. as a key of its ConfigMap, then use {CONFIG_DIR}/<key>)"));
         }
@@ -114,6 +120,21 @@ impl Converter {
         h.file = Some(file.into());
         self.hosts = Some(Set::new(h, &d.at, ctx.block));
         Ok(())
+    }
+
+    /// A file of the CoreDNS ConfigMap (mounted at `/etc/coredns`) that the conversion was
+    /// given ([`crate::corefile::Options::mounted`]) or that sits beside the Corefile.
+    fn mounted_file(&self, path: &str) -> Option<(String, String)> {
+        let key = path.strip_prefix("/etc/coredns/")?;
+        if key.is_empty() || key.contains('/') {
+            return None;
+        }
+        if let Some(content) = self.mounted.get(key) {
+            return Some((key.to_string(), content.clone()));
+        }
+        let beside = self.base_dir.as_ref()?.join(key);
+        let content = std::fs::read_to_string(beside).ok()?;
+        Some((key.to_string(), content))
     }
 
     /// `hosts`: only if the Corefile has one.

@@ -44,10 +44,22 @@ impl Converter {
                 }
                 Err(BadZone::Name(e)) => return Err(ctx.invalid(e)),
             };
-            if is_reverse_zone(&z) {
-                reverse.push(z);
+            // RKE2's chart writes the cluster domain twice (`kubernetes  cluster.local
+            // cluster.local in-addr.arpa ip6.arpa`): CoreDNS serves the zone once, so do we.
+            let list = if is_reverse_zone(&z) {
+                &mut reverse
             } else {
-                forward_zones.push(z);
+                &mut forward_zones
+            };
+            if list.contains(&z) {
+                self.note(
+                    &d.at,
+                    ctx.block,
+                    "kubernetes",
+                    &format!("{z} is named twice; it is one zone"),
+                );
+            } else {
+                list.push(z);
             }
         }
         let zone = match forward_zones.as_slice() {

@@ -35,7 +35,7 @@ use ctx::Ctx;
 
 use super::parser::{Corefile, ServerBlock};
 use super::zones::{Key, parse_key};
-use super::{CorefileError, Pos};
+use super::{CorefileError, Options, Pos};
 use crate::config::Config;
 
 /// A converted Corefile, before it is written out.
@@ -48,8 +48,13 @@ pub(super) struct Converted {
 }
 
 /// Convert parsed server blocks into a config.
-pub(super) fn convert(corefile: Corefile) -> Result<Converted, CorefileError> {
-    Converter::default().run(corefile)
+pub(super) fn convert(corefile: Corefile, opts: &Options) -> Result<Converted, CorefileError> {
+    Converter {
+        mounted: opts.mounted.clone(),
+        base_dir: Some(opts.base_dir.clone()),
+        ..Converter::default()
+    }
+    .run(corefile)
 }
 
 /// A value set in one place, remembered with where, so a second, different setting is reported.
@@ -105,6 +110,10 @@ struct Converter {
     transfers: Vec<transfer::TransferLine>,
     /// `template`, `rewrite`, `autopath`, `k8s_external`, in Corefile order.
     shape: crate::config::ShapeConfig,
+    /// The CoreDNS ConfigMap's other keys, mounted beside the Corefile ([`Options::mounted`]).
+    mounted: BTreeMap<String, String>,
+    /// The Corefile's folder, where such files may sit too.
+    base_dir: Option<std::path::PathBuf>,
 }
 
 impl Converter {
@@ -188,7 +197,7 @@ impl Converter {
         let mut block_binds: Option<(Vec<IpAddr>, Pos)> = None;
         for d in &b.directives {
             // CoreDNS takes several `forward` (different FROM), `bind` (addresses add up),
-            // `log` and `errors` lines in one block; every other plugin once.
+            // `log`, `errors` and `template` lines in one block; every other plugin once.
             if let Some(prev) = seen_names.insert(d.name.as_str(), &d.at)
                 && !matches!(
                     d.name.as_str(),

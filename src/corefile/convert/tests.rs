@@ -128,9 +128,19 @@ fn different_ports_rejected() {
 }
 
 #[test]
-fn stub_inside_cluster_zone_rejected() {
-    let e = conv(".:53 {\n kubernetes cluster.local\n forward . 10.0.0.2\n}\nsvc.cluster.local:53 {\n forward . 10.0.0.5\n}\n").unwrap_err();
-    assert!(e.to_string().contains("inside the cluster zone"), "{e}");
+fn stub_inside_cluster_zone_is_forwarded() {
+    let c = conv(".:53 {\n kubernetes cluster.local\n forward . 10.0.0.2\n}\nmy.cluster.local:53 {\n forward . 10.0.0.5\n}\n").unwrap();
+    assert_eq!(
+        c.config.forward.stub_domains["my.cluster.local"],
+        ["10.0.0.5"]
+    );
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n.contains("inside the cluster zone")),
+        "{:#?}",
+        c.notes
+    );
 }
 
 #[test]
