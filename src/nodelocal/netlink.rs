@@ -184,6 +184,7 @@ impl Netlink {
         // SAFETY: sending an owned buffer of the stated length to the kernel (nl_pid 0).
         let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
         sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
+        // SAFETY: `bytes` and `sa` outlive the call and the lengths given are theirs.
         let n = unsafe {
             libc::sendto(
                 self.fd.as_raw_fd(),

@@ -284,7 +284,7 @@ impl RateLimiter {
                 e.window = 0;
             }
         }
-        top.sort_by(|a, b| b.0.cmp(&a.0));
+        top.sort_by_key(|t| std::cmp::Reverse(t.0));
         (top, total)
     }
 }

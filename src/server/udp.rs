@@ -9,7 +9,7 @@
 //! ([`Engine::admit`](super::Engine::admit)), before it is parsed.
 
 use std::io;
-use std::net::{SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -186,8 +186,12 @@ impl Batch {
 
     /// One `recvmmsg`: blocks for the first datagram (up to the socket's read timeout), then
     /// takes whatever else is already queued (MSG_WAITFORONE).
+    #[allow(clippy::needless_range_loop)] // slot i of five parallel arrays
     fn recv(&mut self, sock: &std::net::UdpSocket) -> io::Result<usize> {
+        // SAFETY: all-zero iovec and mmsghdr are valid (null pointers, zero lengths); every
+        // pointer is set below before the kernel reads it.
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         for i in 0..BATCH {
             iovs[i] = libc::iovec {
@@ -223,8 +227,8 @@ impl Batch {
     }
 
     fn slot(&mut self, i: usize) -> (&[u8], SocketAddr, &mut Vec<u8>) {
-        let src =
-            sockaddr_to_std(&self.addrs[i]).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let src = sockaddr_to_std(&self.addrs[i], self.addr_lens[i])
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         (&self.bufs[i][..self.lens[i]], src, &mut self.outs[i])
     }
 
@@ -235,7 +239,10 @@ impl Batch {
     /// One `sendmmsg` for the replies of slots `0..n`; what the kernel does not take at once
     /// is sent one by one.
     fn send(&mut self, sock: &std::net::UdpSocket, n: usize) {
+        // SAFETY: all-zero iovec and mmsghdr are valid (null pointers, zero lengths); the
+        // first `m` are filled below before the kernel reads them.
         let mut iovs: [libc::iovec; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { std::mem::zeroed() };
         let mut m = 0;
         for i in 0..n {
@@ -278,26 +285,15 @@ impl Batch {
     }
 }
 
-fn sockaddr_to_std(ss: &libc::sockaddr_storage) -> Option<SocketAddr> {
-    match ss.ss_family as libc::c_int {
-        libc::AF_INET => {
-            // SAFETY: the family says this storage holds a sockaddr_in.
-            let a: &libc::sockaddr_in = unsafe { &*(ss as *const _ as *const libc::sockaddr_in) };
-            Some(SocketAddr::V4(SocketAddrV4::new(
-                u32::from_be(a.sin_addr.s_addr).into(),
-                u16::from_be(a.sin_port),
-            )))
-        }
-        libc::AF_INET6 => {
-            // SAFETY: the family says this storage holds a sockaddr_in6.
-            let a: &libc::sockaddr_in6 = unsafe { &*(ss as *const _ as *const libc::sockaddr_in6) };
-            Some(SocketAddr::V6(SocketAddrV6::new(
-                a.sin6_addr.s6_addr.into(),
-                u16::from_be(a.sin6_port),
-                a.sin6_flowinfo,
-                a.sin6_scope_id,
-            )))
-        }
-        _ => None,
-    }
+/// The source address the kernel wrote into a slot (`len` bytes, recvmmsg's `msg_namelen`),
+/// read through socket2 (which checks the family and does the byte order).
+fn sockaddr_to_std(ss: &libc::sockaddr_storage, len: libc::socklen_t) -> Option<SocketAddr> {
+    let mut storage = socket2::SockAddrStorage::zeroed();
+    // SAFETY: `sockaddr_storage` is one of this platform's `sockaddr_*` types (view_as's
+    // contract); the storage is socket2's repr(transparent) wrapper of it.
+    unsafe { *storage.view_as::<libc::sockaddr_storage>() = *ss };
+    // SAFETY: the kernel initialised `len` bytes of a socket address in it, at most the
+    // storage's size (it was offered that much as msg_namelen).
+    let addr = unsafe { socket2::SockAddr::new(storage, len) };
+    addr.as_socket()
 }

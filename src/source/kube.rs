@@ -523,7 +523,7 @@ where
         } else {
             request.list(lp)
         };
-        let request = request.map_err(|e| PageFailed::other(e))?;
+        let request = request.map_err(PageFailed::other)?;
         let body = self
             .api
             .clone()

@@ -113,7 +113,7 @@ pub fn rotate_addresses(msg: &mut [u8], by: usize) -> bool {
         .iter()
         .take_while(|r| is_addr(r))
         .count();
-    if n < 2 || by % n == 0 {
+    if n < 2 || by.is_multiple_of(n) {
         return false;
     }
     let run = &lay.records[first..first + n];

@@ -332,7 +332,7 @@ impl ZoneBuilder {
             && (self.state.namespace(ns).is_some()
                 || self.state.services_by_ns.get(ns).is_some_and(|s| {
                     s.iter()
-                        .any(|n| self.snap.services.contains_key(&*encode_labels(&[n, ns])))
+                        .any(|n| self.snap.services.contains_key(&encode_labels(&[n, ns])))
                 }));
         if exists {
             self.snap.namespaces.insert(k);

@@ -795,11 +795,11 @@ impl ReverseMap {
         let mut last4 = None;
         let v4 = self.v4.iter().filter_map(move |r| {
             // Entries of one address are next to each other (same hash, ordered by id).
-            (last4.replace(r.ip) != Some(r.ip)).then(|| IpAddr::V4(r.ip.into()))
+            (last4.replace(r.ip) != Some(r.ip)).then_some(IpAddr::V4(r.ip.into()))
         });
         let mut last6 = None;
         let v6 = self.v6.iter().filter_map(move |r| {
-            (last6.replace(r.ip) != Some(r.ip)).then(|| IpAddr::V6(r.ip.into()))
+            (last6.replace(r.ip) != Some(r.ip)).then_some(IpAddr::V6(r.ip.into()))
         });
         v4.chain(v6)
     }

@@ -126,7 +126,7 @@ impl Converter {
                     add(&cfg.cluster.zone, &mut zones);
                 } else if name == "in-addr.arpa" || name == "ip6.arpa" {
                     self.notes.push(format!("{} (`{}`) transfer {name}: not offered: a secondary holding all of {name} would answer NXDOMAIN for every address outside the cluster; add the service and pod ranges' reverse zones (e.g. 10.in-addr.arpa) to cluster.reverse_zones, before {name}, and to transfer.zones", l.at, l.block));
-                } else if cfg.cluster.reverse_zones.iter().any(|r| *r == name) {
+                } else if cfg.cluster.reverse_zones.contains(&name) {
                     add(&name, &mut zones);
                 } else {
                     self.notes.push(format!("{} (`{}`) transfer {name}: not offered: clusterdns serves no such zone itself", l.at, l.block));

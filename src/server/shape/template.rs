@@ -85,6 +85,8 @@ impl Templates {
                 regexes.push(Regex::new(m).map_err(|e| format!("{}[{j}]: {e}", key("match")))?);
             }
             if regexes.is_empty() {
+                // Once per template, when the config is compiled: not on the query path.
+                #[allow(clippy::regex_creation_in_loops)]
                 regexes.push(Regex::new(".*").expect("static regex"));
             }
             let exps = |k: &str, v: &[String]| -> Result<Vec<Expansion>, String> {
