@@ -14,7 +14,7 @@ use crate::server::Upstream;
 /// prefetch) starts on the current runtime. The one place a running server builds a resolver
 /// (at start and on a reload; then the caches of `previous` whose config is unchanged are
 /// kept).
-pub fn resolver(
+pub(crate) fn resolver(
     cfg: &Config,
     metrics: &Arc<Metrics>,
     previous: Option<&Resolver>,
@@ -28,14 +28,14 @@ pub fn resolver(
 }
 
 /// The resolver as the server sees it.
-pub fn as_upstream(r: &Option<Arc<Resolver>>) -> Option<Arc<dyn Upstream>> {
+pub(crate) fn as_upstream(r: &Option<Arc<Resolver>>) -> Option<Arc<dyn Upstream>> {
     r.clone().map(|r| r as Arc<dyn Upstream>)
 }
 
 /// Work that needs the DNS sockets open: the loop probes (as CoreDNS's `loop` plugin). An
 /// upstream that sends our own probe back to us is taken out of use until the loop is gone;
 /// the server keeps serving (see [`crate::resolve::looping`]).
-pub fn after_listen(r: &Option<Arc<Resolver>>) {
+pub(crate) fn after_listen(r: &Option<Arc<Resolver>>) {
     if let Some(r) = r.clone() {
         tokio::spawn(async move { r.send_loop_probe().await });
     }

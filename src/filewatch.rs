@@ -21,7 +21,7 @@ use std::time::SystemTime;
 
 /// What [`FileWatch::check`] saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub(crate) enum Change {
     /// The file is there, and it is not the version seen last (or none was seen yet): read it.
     Updated,
     /// The file is gone (or cannot be looked at), and it was there, or never looked at, before.
@@ -30,7 +30,7 @@ pub enum Change {
 
 /// One file, and the version of it seen last.
 #[derive(Debug, Clone)]
-pub struct FileWatch {
+pub(crate) struct FileWatch {
     path: PathBuf,
     seen: Seen,
 }
@@ -67,7 +67,7 @@ impl Version {
 
 impl FileWatch {
     /// Watch `path`. The first [`check`](Self::check) reports the file as it is then.
-    pub fn new(path: impl Into<PathBuf>) -> FileWatch {
+    pub(crate) fn new(path: impl Into<PathBuf>) -> FileWatch {
         FileWatch {
             path: path.into(),
             seen: Seen::Never,
@@ -75,12 +75,12 @@ impl FileWatch {
     }
 
     /// The file watched.
-    pub fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 
     /// Look at the file now: `None` when it is the version seen last (or still missing).
-    pub fn check(&mut self) -> Option<Change> {
+    pub(crate) fn check(&mut self) -> Option<Change> {
         let now = match Version::of(&self.path) {
             Some(v) => Seen::Present(v),
             None => Seen::Missing,
@@ -97,7 +97,7 @@ impl FileWatch {
 
     /// Reading the version just reported failed: report the file again at the next
     /// [`check`](Self::check), so the read is retried rather than skipped until it changes.
-    pub fn retry(&mut self) {
+    pub(crate) fn retry(&mut self) {
         self.seen = Seen::Never;
     }
 }

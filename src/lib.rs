@@ -38,18 +38,25 @@
 //!   transfer requests to it.
 //! - [`corefile`]: converting a CoreDNS Corefile into a clusterdns config: lexer, imports,
 //!   parser, a converter per plugin family that builds a [`config::Config`], and its YAML.
+//!
+//! # Public surface
+//!
+//! clusterdns is a binary; the library exists for it, its integration tests (`tests/it/`),
+//! benchmarks (`benches/`) and fuzz targets (`fuzz/`). The modules those use are `pub`; the
+//! rest (`app_ops`, `filewatch`, `memory`, `names`, `nodelocal`) are `pub(crate)`, and every
+//! item reachable from outside is one of them on purpose (`unreachable_pub` is on).
 
 pub mod app;
-pub mod app_ops;
+pub(crate) mod app_ops;
 pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod corefile;
 pub mod error;
-pub mod filewatch;
-pub mod memory;
-pub mod names;
-pub mod nodelocal;
+pub(crate) mod filewatch;
+pub(crate) mod memory;
+pub(crate) mod names;
+pub(crate) mod nodelocal;
 pub mod observe;
 pub mod ops;
 pub mod reload;

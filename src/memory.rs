@@ -5,7 +5,7 @@
 /// freed again) and after each node-local check (queries' transient buffers). A no-op with
 /// other allocators.
 #[cfg(target_env = "gnu")]
-pub fn release_free_memory() {
+pub(crate) fn release_free_memory() {
     // SAFETY: malloc_trim only walks glibc's own free lists.
     unsafe {
         libc::malloc_trim(0);

@@ -38,7 +38,7 @@ pub fn parse_domain(s: &str) -> Result<String, String> {
 }
 
 /// Whether `name` is `zone` or a name below it; both normalised ([`parse_domain`]'s form).
-pub fn in_zone(name: &str, zone: &str) -> bool {
+pub(crate) fn in_zone(name: &str, zone: &str) -> bool {
     name.strip_suffix(zone)
         .is_some_and(|head| head.is_empty() || head.ends_with('.'))
 }

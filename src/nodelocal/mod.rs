@@ -22,7 +22,6 @@ mod netlink;
 mod rules;
 
 use std::io;
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,7 +36,7 @@ use rules::Rule;
 
 /// Every `errortype` of node-cache's counter, shown at 0 from the start as node-cache does
 /// (`configmap` is node-cache's Corefile templating, which clusterdns does not have; it stays 0).
-pub const SETUP_ERROR_TYPES: [&str; 5] = [
+pub(crate) const SETUP_ERROR_TYPES: [&str; 5] = [
     "iptables",
     "iptables_lock",
     "interface_add",
@@ -47,7 +46,7 @@ pub const SETUP_ERROR_TYPES: [&str; 5] = [
 
 /// Why node-local mode cannot start.
 #[derive(Debug, thiserror::Error)]
-pub enum NodeLocalError {
+pub(crate) enum NodeLocalError {
     #[error("node-local lock file {path}: {source}")]
     Lease {
         path: std::path::PathBuf,
@@ -60,7 +59,7 @@ pub enum NodeLocalError {
 
 /// A failed step on the link or its addresses, by node-cache's `errortype`.
 #[derive(Debug, thiserror::Error)]
-pub enum InterfaceError {
+pub(crate) enum InterfaceError {
     #[error("cannot add {what}: {source}")]
     Add {
         what: String,
@@ -85,7 +84,7 @@ impl InterfaceError {
 }
 
 /// The node-local setup of this process.
-pub struct NodeLocal {
+pub(crate) struct NodeLocal {
     cfg: NodeLocalConfig,
     lease: Lease,
     backend: Option<Backend>,
@@ -94,7 +93,7 @@ pub struct NodeLocal {
 
 impl NodeLocal {
     /// Take the lease and put the addresses on the link: the DNS sockets cannot bind before.
-    pub async fn prepare(cfg: &Config) -> Result<NodeLocal, NodeLocalError> {
+    pub(crate) async fn prepare(cfg: &Config) -> Result<NodeLocal, NodeLocalError> {
         let n = cfg.nodelocal.clone();
         let lease = Lease::acquire(&n.lock_file)
             .await
@@ -201,7 +200,7 @@ impl NodeLocal {
 
     /// Link, addresses and rules, each re-created if missing; failures logged and counted.
     /// Returns whether everything is in place. Blocking (netlink and tool runs).
-    pub fn ensure(&self, metrics: &Metrics) -> bool {
+    pub(crate) fn ensure(&self, metrics: &Metrics) -> bool {
         let mut ok = true;
         match self.ensure_interface() {
             Ok(true) => {
@@ -231,7 +230,7 @@ impl NodeLocal {
     /// After the sockets are bound: ensure everything, retrying (1 s, doubling up to
     /// `sync_interval`) until it is all in place, then call `on_ready` and keep checking every
     /// `sync_interval` until the drain starts.
-    pub async fn run(
+    pub(crate) async fn run(
         self: Arc<Self>,
         metrics: Arc<Metrics>,
         on_ready: Box<dyn Fn() + Send + Sync>,
@@ -269,7 +268,7 @@ impl NodeLocal {
     /// On exit, after the DNS sockets are closed: tear down if this is the last instance on
     /// the node (and `teardown` is on); otherwise leave everything to the instance that runs.
     /// Blocking.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         if !self.cfg.teardown {
             tracing::info!("node-local teardown skipped (nodelocal.teardown: false)");
             return;
@@ -308,11 +307,6 @@ impl NodeLocal {
             }
             _ => nl.delete_link(link.index),
         }
-    }
-
-    /// The addresses held (for logs and tests).
-    pub fn addresses(&self) -> &[IpAddr] {
-        &self.cfg.addresses
     }
 }
 

@@ -189,7 +189,7 @@ mod tests {
         let taken = ls[0].addr;
         // Another process's socket (no SO_REUSEPORT on a plain std socket).
         drop(ls);
-        let other = std::net::UdpSocket::bind(taken).unwrap();
+        let other = UdpSocket::bind(taken).unwrap();
         let (a, e) = bind_all(&[taken], 1).unwrap_err();
         assert_eq!(a, taken);
         assert_eq!(e.kind(), io::ErrorKind::AddrInUse);

@@ -823,6 +823,35 @@ impl Retry {
     }
 }
 
+/// An event at an API revision, when there is one.
+fn at_revision(revision: Option<u64>, event: ClusterEvent) -> ClusterEvent {
+    match revision {
+        Some(revision) => ClusterEvent::AtRevision {
+            revision,
+            event: Box::new(event),
+        },
+        None => event,
+    }
+}
+
+/// A resourceVersion as the integer etcd makes it (the API calls it opaque; every etcd-backed
+/// server, and kine, writes the revision in decimal). None when it is not one: the zone's
+/// serial then just counts up (see `zone::serial`), which is logged once.
+fn revision_of(rv: Option<&String>) -> Option<u64> {
+    let rv = rv?;
+    let r = rv.parse().ok();
+    if r.is_none() {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                resource_version = rv.as_str(),
+                "resourceVersions are not integers: zone serials will not agree between replicas"
+            );
+        });
+    }
+    r
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -851,33 +880,4 @@ mod tests {
         r.reset();
         assert!(r.next() <= Duration::from_millis(800), "reset starts over");
     }
-}
-
-/// An event at an API revision, when there is one.
-fn at_revision(revision: Option<u64>, event: ClusterEvent) -> ClusterEvent {
-    match revision {
-        Some(revision) => ClusterEvent::AtRevision {
-            revision,
-            event: Box::new(event),
-        },
-        None => event,
-    }
-}
-
-/// A resourceVersion as the integer etcd makes it (the API calls it opaque; every etcd-backed
-/// server, and kine, writes the revision in decimal). None when it is not one: the zone's
-/// serial then just counts up (see `zone::serial`), which is logged once.
-fn revision_of(rv: Option<&String>) -> Option<u64> {
-    let rv = rv?;
-    let r = rv.parse().ok();
-    if r.is_none() {
-        static WARNED: std::sync::Once = std::sync::Once::new();
-        WARNED.call_once(|| {
-            tracing::warn!(
-                resource_version = rv.as_str(),
-                "resourceVersions are not integers: zone serials will not agree between replicas"
-            );
-        });
-    }
-    r
 }

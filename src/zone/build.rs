@@ -602,8 +602,10 @@ mod tests {
     /// kind is published at once, in the middle of the list.
     #[test]
     fn a_list_is_published_whole_and_other_kinds_do_not_wait() {
-        let mut cfg = ClusterConfig::default();
-        cfg.pods = PodsMode::Verified;
+        let cfg = ClusterConfig {
+            pods: PodsMode::Verified,
+            ..ClusterConfig::default()
+        };
         let mut b = ZoneBuilder::new(&cfg, &required_kinds(&cfg));
         for kind in Kind::ALL {
             b.apply(ClusterEvent::Relist {
@@ -655,8 +657,10 @@ mod tests {
     /// objects and its sweep still wait for its end.
     #[test]
     fn a_reload_during_a_list_keeps_it_whole() {
-        let mut cfg = ClusterConfig::default();
-        cfg.pods = PodsMode::Verified;
+        let cfg = ClusterConfig {
+            pods: PodsMode::Verified,
+            ..ClusterConfig::default()
+        };
         let mut b = ZoneBuilder::new(&cfg, &required_kinds(&cfg));
         for kind in Kind::ALL {
             b.apply(ClusterEvent::Relist {

@@ -17,7 +17,7 @@ use crate::wire::{Query, Writer, rtype};
 
 // ---- builder-style fixtures ------------------------------------------------------------
 
-pub fn svc(ns: &str, name: &str) -> ServiceInfo {
+pub(super) fn svc(ns: &str, name: &str) -> ServiceInfo {
     ServiceInfo {
         namespace: ns.into(),
         name: name.into(),
@@ -92,7 +92,7 @@ fn ns(name: &str) -> Object {
 }
 
 /// The objects of CoreDNS's handler_test.go.
-pub fn coredns_objects() -> Vec<Object> {
+pub(super) fn coredns_objects() -> Vec<Object> {
     use Protocol::Tcp;
     let mut v = vec![ns("testns"), ns("kube-system"), ns("podns")];
     let svcs = vec![
@@ -166,14 +166,14 @@ fn cfg() -> ClusterConfig {
     }
 }
 
-pub fn snapshot_with(cfg: &ClusterConfig, objects: Vec<Object>) -> Arc<Snapshot> {
+pub(super) fn snapshot_with(cfg: &ClusterConfig, objects: Vec<Object>) -> Arc<Snapshot> {
     let mut b = ZoneBuilder::new(cfg, &required_kinds(cfg));
     b.apply(ClusterEvent::ReplaceAll { objects });
     b.publish().0
 }
 
 /// Ask the snapshot one question; the reply decoded by hickory.
-pub fn ask(snap: &Snapshot, name: &str, qtype: u16) -> Message {
+pub(super) fn ask(snap: &Snapshot, name: &str, qtype: u16) -> Message {
     ask_sized(snap, name, qtype, 65535).0
 }
 
@@ -1180,7 +1180,7 @@ fn incremental_changes_touch_only_their_service() {
     let (s1, _) = b.publish();
     let before = s1
         .services
-        .get(&*crate::wire::encode_labels(&["svc6", "testns"]))
+        .get(&crate::wire::encode_labels(&["svc6", "testns"]))
         .unwrap()
         .clone();
     b.apply(ClusterEvent::Apply {
@@ -1191,7 +1191,7 @@ fn incremental_changes_touch_only_their_service() {
     assert!(s2.serial > s1.serial);
     let after = s2
         .services
-        .get(&*crate::wire::encode_labels(&["svc6", "testns"]))
+        .get(&crate::wire::encode_labels(&["svc6", "testns"]))
         .unwrap()
         .clone();
     assert!(

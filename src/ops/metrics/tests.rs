@@ -330,8 +330,9 @@ fn forward_cache_and_other_series() {
 /// This process's user + system CPU time from getrusage(2): a source independent of the
 /// /proc/self/stat the exposition reads, in microseconds rather than clock ticks.
 fn rusage_cpu_seconds() -> f64 {
-    // SAFETY: getrusage writes only the struct it is given.
+    // SAFETY: an all-zero rusage is valid (plain integers).
     let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes only the struct it is given.
     assert_eq!(unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) }, 0);
     let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
     secs(ru.ru_utime) + secs(ru.ru_stime)

@@ -222,7 +222,7 @@ fn zone(snap: &Snapshot, name: &str) -> TransferZone {
 /// Every record of `zone` (SOA included).
 fn all(snap: &Snapshot, z: &TransferZone) -> Vec<Rr> {
     let mut v = vec![records::soa(snap, z, snap.serial)];
-    records::each_batch(snap, z, &mut |b| v.extend(b.drain(..)));
+    records::each_batch(snap, z, &mut |b| v.append(b));
     v
 }
 
