@@ -34,6 +34,8 @@
 #[path = "../tests/it/apiserver/mod.rs"]
 #[allow(dead_code, unused_imports)]
 mod apiserver;
+#[allow(dead_code)] // each bench uses some of the shared helpers
+mod common;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -45,18 +47,8 @@ use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use apiserver::ApiServer;
+use common::{RD, arg, num, question, status_kib};
 use serde_json::{Value, json};
-
-fn arg(name: &str) -> Option<String> {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1).cloned())
-}
-
-fn num(name: &str, default: usize) -> usize {
-    arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
-}
 
 // ---- the cluster ---------------------------------------------------------------------------
 
@@ -400,17 +392,6 @@ impl Server {
     }
 }
 
-fn status_kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with(field))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// CPU seconds (user + system) the process has used.
 fn cpu_secs(pid: u32) -> f64 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -448,19 +429,9 @@ fn steady_rss(pid: u32) -> u64 {
 
 // ---- DNS ------------------------------------------------------------------------------------
 
-fn query(name: &str, id: u16) -> Vec<u8> {
-    let mut m = vec![(id >> 8) as u8, id as u8, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
-    for l in name.split('.') {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.extend_from_slice(&[0, 0, 1, 0, 1]);
-    m
-}
-
 /// The sorted A addresses of the answer, or `None` without a reply.
 fn ask(sock: &UdpSocket, dns: SocketAddr, name: &str, id: u16) -> Option<Vec<Ipv4Addr>> {
-    sock.send_to(&query(name, id), dns).ok()?;
+    sock.send_to(&question(id, RD, name, 1), dns).ok()?;
     let mut buf = [0u8; 4096];
     loop {
         let (n, _) = sock.recv_from(&mut buf).ok()?;
@@ -546,8 +517,9 @@ impl Poller {
     }
 }
 
+/// The `p` quantile of sorted `v`, in milliseconds.
 fn pct(v: &[Duration], p: f64) -> f64 {
-    v[((v.len() as f64 - 1.0) * p).round() as usize].as_secs_f64() * 1e3
+    common::pct(v, p).as_secs_f64() * 1e3
 }
 
 // ---- phases --------------------------------------------------------------------------------
@@ -937,12 +909,10 @@ fn file() {
 }
 
 fn main() {
-    // `cargo bench` passes --bench; `cargo test --all-targets` does not: there this long
-    // measurement is only built, not run.
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!(
-            "relist: run it with `cargo bench --bench relist -- --phase profile|latency|outage|file`"
-        );
+    if !common::bench_requested(
+        "relist",
+        "cargo bench --bench relist -- --phase profile|latency|outage|file",
+    ) {
         return;
     }
     match arg("--phase").as_deref().unwrap_or("latency") {

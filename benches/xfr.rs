@@ -14,84 +14,28 @@
 #[path = "../tests/it/apiserver/mod.rs"]
 #[allow(dead_code)]
 mod apiserver;
+#[path = "common/cluster.rs"]
+mod cluster;
+#[allow(dead_code)] // each bench uses some of the shared helpers
+mod common;
 #[path = "../tests/it/support/secondary.rs"]
 #[allow(dead_code)]
 mod secondary;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use apiserver::*;
 use clusterdns::xfr::tsig;
+use common::{ask, num, pct, question};
 use secondary::{Flavor, Follow, Secondary};
 
 const KEY_NAME: &str = "xfr-key";
 const KEY: &str = "x8Qm0qE6u1pT8v0zq1bq3aQJ1g4xVdJ9cYz7rX2kLmA=";
-
-fn arg(name: &str, default: usize) -> usize {
-    let args: Vec<String> = std::env::args().collect();
-    args.iter()
-        .position(|a| a == name)
-        .and_then(|i| args.get(i + 1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-fn question(name: &str, qtype: u16, id: u16) -> Vec<u8> {
-    let mut m = id.to_be_bytes().to_vec();
-    m.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]);
-    for l in name.split('.') {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&1u16.to_be_bytes());
-    m
-}
-
-/// The A records of a reply whose answers are written with a compressed owner (two bytes), as
-/// clusterdns, Knot and BIND write theirs.
-fn answer_ips(reply: &[u8], qlen: usize) -> Vec<[u8; 4]> {
-    if reply.len() < 12 {
-        return vec![];
-    }
-    let an = u16::from_be_bytes([reply[6], reply[7]]) as usize;
-    let mut p = qlen;
-    let mut v = Vec::new();
-    for _ in 0..an {
-        if p + 12 > reply.len() {
-            break;
-        }
-        let rdlen = u16::from_be_bytes([reply[p + 10], reply[p + 11]]) as usize;
-        if rdlen == 4 && p + 16 <= reply.len() {
-            v.push([reply[p + 12], reply[p + 13], reply[p + 14], reply[p + 15]]);
-        }
-        p += 12 + rdlen;
-    }
-    v
-}
-
-fn ask(sock: &UdpSocket, to: SocketAddr, name: &str, id: u16) -> Option<Vec<[u8; 4]>> {
-    let q = question(name, 1, id);
-    sock.send_to(&q, to).ok()?;
-    let mut buf = [0u8; 1500];
-    loop {
-        let (n, _) = sock.recv_from(&mut buf).ok()?;
-        if n >= 2 && buf[..2] == q[..2] {
-            return Some(answer_ips(&buf[..n], q.len()));
-        }
-    }
-}
-
-fn pct(v: &[Duration], p: f64) -> Duration {
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
@@ -126,7 +70,7 @@ fn summary(v: &mut [Duration]) -> String {
 /// One AXFR of `zone`, TSIG-signed with `key`: (time to the last message, bytes, messages);
 /// None when it is refused (SERVFAIL before the first complete sync).
 fn axfr(server: SocketAddr, zone: &str, key: &tsig::Key) -> Option<(Duration, usize, usize)> {
-    let mut q = question(zone, 252, fastrand::u16(..));
+    let mut q = question(fastrand::u16(..), 0, zone, 252);
     tsig::sign_request(key, &mut q, tsig::now());
     let t = Instant::now();
     let mut s = TcpStream::connect(server).unwrap();
@@ -212,35 +156,15 @@ fn tool(name: &str) -> Option<PathBuf> {
 }
 
 fn main() {
-    if !std::env::args().any(|a| a == "--bench") {
-        eprintln!("xfr: run it with `cargo bench --bench xfr`");
+    if !common::bench_requested("xfr", "cargo bench --bench xfr") {
         return;
     }
-    let services = arg("--services", 10_000);
-    let per = arg("--endpoints-per-service", 10);
-    let changes = arg("--changes", 100);
+    let services = num("--services", 10_000);
+    let per = num("--endpoints-per-service", 10);
+    let changes = num("--changes", 100);
     let namespaces = 100;
     let (api, _) = ApiServer::start_blocking();
-    for n in 0..namespaces {
-        api.create(namespace(&format!("ns-{n}")));
-    }
-    for i in 0..services {
-        let ns = format!("ns-{}", i % namespaces);
-        let name = format!("svc-{i}");
-        let ip = format!("10.96.{}.{}", i / 250, i % 250 + 1);
-        api.create(svc(&ns, &name).cluster_ip(&ip).port("http", 80, "TCP"));
-        let mut sl = slice(&ns, &format!("{name}-x"), &name).port("http", 8080, "TCP");
-        for e in 0..per {
-            let k = i * per + e;
-            sl = sl.endpoint(ep(&[&format!(
-                "10.{}.{}.{}",
-                128 + k / 65536,
-                (k / 256) % 256,
-                k % 256
-            )]));
-        }
-        api.create(sl);
-    }
+    cluster::fill(&api, services, per, namespaces);
     let knot_bin = tool("knotd");
     let bind_bin = tool("named");
     let lo = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
@@ -262,33 +186,15 @@ fn main() {
 
     let dir = std::env::temp_dir().join(format!("clusterdns-xfr-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let kubeconfig = api.write_kubeconfig(&dir);
-    let cfg = dir.join("c.yaml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "listen: [\"127.0.0.1:0\"]\nsource: {{kubernetes: {{kubeconfig: {}, startup_timeout: 60s}}}}\nforward: {{enabled: false}}\nmetrics: {{listen: null}}\nhealth: {{listen: null}}\nready: {{listen: null}}\nserver: {{udp_workers: 1}}\ncluster: {{loadbalance: false}}\ntransfer:\n  allow: [127.0.0.0/8]\n  notify: [{}]\n  tsig: {{name: {KEY_NAME}, secret: \"{KEY}\"}}\n",
-            kubeconfig.display(),
+    let cfg = cluster::write_config(
+        &api,
+        &dir,
+        &format!(
+            "cluster: {{loadbalance: false}}\ntransfer:\n  allow: [127.0.0.0/8]\n  notify: [{}]\n  tsig: {{name: {KEY_NAME}, secret: \"{KEY}\"}}\n",
             notify.join(", ")
         ),
-    )
-    .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_clusterdns"))
-        .args(["serve", "--config"])
-        .arg(&cfg)
-        .env("CLUSTERDNS_LOG", "warn,clusterdns::xfr::notify=debug")
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start clusterdns");
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let dns: SocketAddr = loop {
-        let l = lines.next().expect("server output").unwrap();
-        if let Some(a) = l.strip_prefix("clusterdns: listening dns=") {
-            break a.trim().parse().unwrap();
-        }
-    };
+    );
+    let (mut child, dns, lines) = cluster::serve(&cfg, "warn,clusterdns::xfr::notify=debug");
     // NOTIFY's own reports (not answered, refused) are shown: they explain slow changes.
     std::thread::spawn(move || {
         for l in lines.map_while(Result::ok) {
@@ -300,11 +206,7 @@ fn main() {
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
-    let last = format!(
-        "svc-{}.ns-{}.svc.cluster.local",
-        services - 1,
-        (services - 1) % namespaces
-    );
+    let last = cluster::last_service(services, namespaces);
     let start = Instant::now();
     let mut id = 1u16;
     while !ask(&sock, dns, &last, id).is_some_and(|v| !v.is_empty()) {

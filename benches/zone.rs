@@ -6,6 +6,9 @@
 //! namespace index and the builder's record of each pod); and the queries autopath saves a pod
 //! on an ndots:5 mix, counted by walking a stub resolver's search list against the engine.
 
+#[allow(dead_code)] // each bench uses some of the shared helpers
+mod common;
+
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicIsize, Ordering};
@@ -105,14 +108,7 @@ fn report_memory_of(pods: usize) {
 
 /// Resident memory of this process, KiB.
 fn rss_kib() -> i64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        })
-        .unwrap_or(0)
+    common::status_kib("self", "VmRSS:") as i64
 }
 
 /// What the allocator holds after the cluster arrives the way the API source delivers it (one
@@ -386,15 +382,7 @@ fn bench_with_metrics(cr: &mut Criterion, engine: &Engine, out: &mut Vec<u8>) {
 }
 
 fn query(name: &str, qtype: u16) -> Vec<u8> {
-    let mut m = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for l in name.split('.') {
-        m.push(l.len() as u8);
-        m.extend_from_slice(l.as_bytes());
-    }
-    m.push(0);
-    m.extend_from_slice(&qtype.to_be_bytes());
-    m.extend_from_slice(&1u16.to_be_bytes());
-    m
+    common::question(0x1234, common::RD, name, qtype)
 }
 
 criterion_group!(name = g; config = Criterion::default().sample_size(10).warm_up_time(std::time::Duration::from_millis(500)).measurement_time(std::time::Duration::from_secs(2)); targets = benches);

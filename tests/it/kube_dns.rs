@@ -6,22 +6,9 @@ use std::time::{Duration, Instant};
 use crate::apiserver::*;
 use crate::support::*;
 
-fn short(s: &Server, name: &str) -> String {
-    let mut v: Vec<String> = s
-        .dig(&["+short", name])
-        .lines()
-        .map(str::to_string)
-        .collect();
-    v.sort();
-    v.join(",")
-}
-
-/// Wait until `short(name)` is `want`; returns how long it took.
+/// [`Server::converge`] within the 10 s these tests allow a change.
 fn converge(s: &Server, name: &str, want: &str) -> Duration {
-    let t0 = Instant::now();
-    let done = wait_for(Duration::from_secs(10), || short(s, name) == want);
-    assert!(done, "{name}: still {:?}, want {want:?}", short(s, name));
-    t0.elapsed()
+    s.converge(name, want, Duration::from_secs(10))
 }
 
 /// Wait until `dig name` answers with `status`.
@@ -122,8 +109,8 @@ fn kube_outage_keeps_serving_then_converges() {
         })
     };
     let answering = || {
-        short(&s, "a.demo.svc.cluster.local") == "10.0.0.1"
-            && short(&s, "b.demo.svc.cluster.local") == "10.0.0.2"
+        s.short("a.demo.svc.cluster.local") == "10.0.0.1"
+            && s.short("b.demo.svc.cluster.local") == "10.0.0.2"
     };
     let mut flapped = false;
     let seen = wait_for(Duration::from_secs(10), || {
@@ -139,7 +126,7 @@ fn kube_outage_keeps_serving_then_converges() {
     api.update(svc("demo", "a").cluster_ip("10.0.0.11"));
     api.delete_named("Service", "demo", "b");
     api.create(svc("demo", "c").cluster_ip("10.0.0.3"));
-    assert_eq!(short(&s, "a.demo.svc.cluster.local"), "10.0.0.1");
+    assert_eq!(s.short("a.demo.svc.cluster.local"), "10.0.0.1");
     api.restart_blocking();
     converge(&s, "a.demo.svc.cluster.local", "10.0.0.11");
     converge(&s, "b.demo.svc.cluster.local", "");
@@ -166,7 +153,7 @@ fn kube_relist_after_dropped_watches_and_expired_history() {
     api.expire_history();
     api.create(svc("demo", "late").cluster_ip("10.0.3.1"));
     converge(&s, "late.demo.svc.cluster.local", "10.0.3.1");
-    assert_eq!(short(&s, "s19.demo.svc.cluster.local"), "10.0.1.19");
+    assert_eq!(s.short("s19.demo.svc.cluster.local"), "10.0.1.19");
 }
 
 /// Before the first full list the server is alive but not ready, and names that would be
@@ -516,7 +503,7 @@ fn kube_relist_of_one_kind_holds_back_only_its_own_changes() {
 
     api.update(svc("ns0", "web").cluster_ip("10.0.8.2"));
     converge(&s, "web.ns0.svc.cluster.local", "10.0.8.2");
-    assert_eq!(short(&s, old_pod), "10.1.0.1", "a pod the relist removes");
+    assert_eq!(s.short(old_pod), "10.1.0.1", "a pod the relist removes");
     assert_eq!(s.status(&[new_pod]), "NXDOMAIN", "a pod the relist adds");
     let wrong = wrong_answers(&s, &expect);
     assert!(wrong.is_empty(), "during the relist: {wrong:?}");
@@ -591,7 +578,7 @@ fn kube_api_outage_of_30s_keeps_answers_and_resumes() {
     let mut staleness = Vec::new();
     while t0.elapsed() < Duration::from_secs(30) {
         assert_eq!(ready_status(&s), 200, "/ready during the outage");
-        assert_eq!(short(&s, "moved.ns3.svc.cluster.local"), "10.0.7.1");
+        assert_eq!(s.short("moved.ns3.svc.cluster.local"), "10.0.7.1");
         staleness.push(metric_values(&s, "clusterdns_watch_staleness_seconds")["Service"]);
         std::thread::sleep(Duration::from_secs(1));
     }
@@ -604,7 +591,7 @@ fn kube_api_outage_of_30s_keeps_answers_and_resumes() {
     let back = Instant::now();
     // The watch resumes at its next retry (the backoff reaches 30 s, jittered up to 60 s).
     let deadline = Duration::from_secs(75);
-    while short(&s, "moved.ns3.svc.cluster.local") != "10.0.7.2" {
+    while s.short("moved.ns3.svc.cluster.local") != "10.0.7.2" {
         assert!(
             back.elapsed() < deadline,
             "the watch did not resume within {deadline:?}"

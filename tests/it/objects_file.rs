@@ -73,24 +73,6 @@ fn check(path: &std::path::Path) -> (bool, String) {
     )
 }
 
-/// Waits for `name` to answer `want` (`dig +short`, sorted, comma-joined).
-fn converge(s: &Server, name: &str, want: &str, within: Duration) {
-    let t0 = Instant::now();
-    loop {
-        let mut v: Vec<String> = s
-            .dig(&["+short", name])
-            .lines()
-            .map(str::to_string)
-            .collect();
-        v.sort();
-        if v.join(",") == want {
-            return;
-        }
-        assert!(t0.elapsed() < within, "{name}: {v:?}, want {want:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// A dump with well over the 250,000 YAML nodes that used to stop the reader (700 services and
 /// slices of 20 endpoints: about 320,000) loads, as YAML and as JSON, in `check` and in `serve`.
 #[test]
@@ -121,8 +103,7 @@ fn objects_file_beyond_the_yaml_node_budget_loads_in_yaml_and_json() {
     }
     for path in [&yaml_path, &json_path] {
         let s = Server::start(&base_config(path, ""), &[]);
-        converge(
-            &s,
+        s.converge(
             "s699.ns19.svc.cluster.local",
             "10.96.2.200",
             Duration::from_secs(60),
@@ -148,8 +129,7 @@ fn objects_file_that_breaks_keeps_the_last_good_state() {
     )
     .unwrap();
     let s = Server::start(&base_config(&path, ""), &[]);
-    converge(
-        &s,
+    s.converge(
         "old.ns0.svc.cluster.local",
         "10.0.0.1",
         Duration::from_secs(10),
@@ -185,13 +165,12 @@ fn objects_file_that_breaks_keeps_the_last_good_state() {
 
     std::fs::write(&tmp, &big).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
-    converge(
-        &s,
+    s.converge(
         "s299.ns19.svc.cluster.local",
         "10.96.1.50",
         Duration::from_secs(60),
     );
-    converge(&s, "old.ns0.svc.cluster.local", "", Duration::from_secs(5));
+    s.converge("old.ns0.svc.cluster.local", "", Duration::from_secs(5));
 }
 
 /// The objects file as a ConfigMap volume mounts it (`cluster.yaml -> ..data/cluster.yaml`,
@@ -230,11 +209,11 @@ fn objects_file_follows_a_configmap_swap_and_survives_removal() {
     symlink("..data/cluster.yaml", &path).unwrap();
     let s = Server::start(&base_config(&path, ""), &[]);
     let web = "web.ns0.svc.cluster.local";
-    converge(&s, web, "10.0.0.1", Duration::from_secs(10));
+    s.converge(web, "10.0.0.1", Duration::from_secs(10));
 
     symlink("..v2", d.join("..data_tmp")).unwrap();
     std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
-    converge(&s, web, "10.0.0.2", Duration::from_secs(10));
+    s.converge(web, "10.0.0.2", Duration::from_secs(10));
 
     // Gone: logged, and the last state keeps answering.
     std::fs::remove_file(&path).unwrap();
@@ -251,5 +230,5 @@ fn objects_file_follows_a_configmap_swap_and_survives_removal() {
     // Back, with a new version.
     let v3 = version(3, "10.0.0.3");
     symlink(v3.join("cluster.yaml"), &path).unwrap();
-    converge(&s, web, "10.0.0.3", Duration::from_secs(10));
+    s.converge(web, "10.0.0.3", Duration::from_secs(10));
 }

@@ -219,6 +219,25 @@ impl Server {
             .to_string()
     }
 
+    /// `dig +short name` against this server: the answer's lines, sorted and comma-joined.
+    pub fn short(&self, name: &str) -> String {
+        let mut v: Vec<String> = self
+            .dig(&["+short", name])
+            .lines()
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v.join(",")
+    }
+
+    /// Waits until [`Server::short`] of `name` is `want`, at most `within`; how long it took.
+    pub fn converge(&self, name: &str, want: &str, within: Duration) -> Duration {
+        let t0 = Instant::now();
+        let done = wait_for(within, || self.short(name) == want);
+        assert!(done, "{name}: still {:?}, want {want:?}", self.short(name));
+        t0.elapsed()
+    }
+
     /// Ask over UDP with a raw message; the reply's bytes.
     pub fn ask_raw(&self, msg: &[u8]) -> Vec<u8> {
         udp_exchange(self.dns, msg).expect("reply")
