@@ -6,7 +6,6 @@
 //! `cargo bench --bench propagation` (add `-- --services N --changes N` to resize).
 
 #[path = "../tests/it/apiserver/mod.rs"]
-#[allow(dead_code)]
 mod apiserver;
 
 #[path = "common/cluster.rs"]

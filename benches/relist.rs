@@ -32,7 +32,7 @@
 //!   `clusterdns serve --objects` on each: load time and peak RSS.
 
 #[path = "../tests/it/apiserver/mod.rs"]
-#[allow(dead_code, unused_imports)]
+#[allow(unused_imports)]
 mod apiserver;
 #[allow(dead_code)] // each bench uses some of the shared helpers
 mod common;
@@ -831,6 +831,8 @@ fn write_file(p: &Profile, path: &Path, yaml: bool) -> Expect {
 /// Runs a command to its end: wall time and peak RSS (from `wait4`).
 fn run_measured(cmd: &mut Command) -> (Duration, u64, String) {
     let t0 = Instant::now();
+    // Reaped by the wait4 below (which also gives its peak RSS), not by Child::wait.
+    #[allow(clippy::zombie_processes)]
     let child = cmd
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -843,6 +845,7 @@ fn run_measured(cmd: &mut Command) -> (Duration, u64, String) {
     let mut status = 0;
     // SAFETY: a zeroed rusage is a valid out-parameter; the pid is our child.
     let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `status` and `usage` are live out-parameters; the pid is our child.
     unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
     (t0.elapsed(), usage.ru_maxrss as u64, text)
 }

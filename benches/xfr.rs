@@ -12,7 +12,6 @@
 //! `named` (`scripts/install-test-deps.sh`).
 
 #[path = "../tests/it/apiserver/mod.rs"]
-#[allow(dead_code)]
 mod apiserver;
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -209,7 +208,7 @@ fn main() {
     let last = cluster::last_service(services, namespaces);
     let start = Instant::now();
     let mut id = 1u16;
-    while !ask(&sock, dns, &last, id).is_some_and(|v| !v.is_empty()) {
+    while ask(&sock, dns, &last, id).is_none_or(|v| v.is_empty()) {
         id = id.wrapping_add(1);
         assert!(start.elapsed() < Duration::from_secs(300), "no first sync");
         std::thread::sleep(Duration::from_millis(5));

@@ -24,19 +24,23 @@ struct Counting;
 /// Live bytes and live allocations (each costs the allocator a header and rounding besides).
 static LIVE: AtomicIsize = AtomicIsize::new(0);
 static LIVE_N: AtomicIsize = AtomicIsize::new(0);
+// SAFETY: every call is forwarded to the System allocator unchanged; only counters are added.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
         LIVE_N.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract for alloc, passed on.
         unsafe { System.alloc(l) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
         LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
         LIVE_N.fetch_sub(1, Ordering::Relaxed);
+        // SAFETY: `p` came from System.alloc with layout `l` (every allocation goes there).
         unsafe { System.dealloc(p, l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, new_size: usize) -> *mut u8 {
         LIVE.fetch_add(new_size as isize - l.size() as isize, Ordering::Relaxed);
+        // SAFETY: as dealloc: `p` and `l` are System's.
         unsafe { System.realloc(p, l, new_size) }
     }
 }
@@ -115,8 +119,10 @@ fn rss_kib() -> i64 {
 /// full list per kind, a snapshot after each) and freed memory is handed back.
 fn report_heap() {
     use clusterdns::cluster::Kind;
+    // SAFETY: malloc_trim only walks glibc\'s own free lists.
     unsafe { libc::malloc_trim(0) };
     let rss0 = rss_kib();
+    // SAFETY: mallinfo2 takes no arguments and returns a plain struct.
     let m0 = unsafe { libc::mallinfo2() };
     let c = cfg(PodsMode::Insecure);
     let mut b = ZoneBuilder::new(&c, &required_kinds(&c));
@@ -138,7 +144,9 @@ fn report_heap() {
     .unwrap();
     let mut snap = None;
     let show = |what: &str| {
+        // SAFETY: malloc_trim only walks glibc\'s own free lists.
         unsafe { libc::malloc_trim(0) };
+        // SAFETY: mallinfo2 takes no arguments and returns a plain struct.
         let m = unsafe { libc::mallinfo2() };
         eprintln!(
             "  {what}: in use {:.1} MB, free {:.1} MB, resident +{:.1} MB",
@@ -161,7 +169,9 @@ fn report_heap() {
         snap = Some(b.publish().0);
         show("published");
     }
+    // SAFETY: malloc_trim only walks glibc\'s own free lists.
     unsafe { libc::malloc_trim(0) };
+    // SAFETY: mallinfo2 takes no arguments and returns a plain struct.
     let m1 = unsafe { libc::mallinfo2() };
     eprintln!(
         "heap: after the lists, {:.1} MB in use, {:.1} MB free in the heap, resident +{:.1} MB",
@@ -171,6 +181,7 @@ fn report_heap() {
     );
     if let Ok(path) = std::env::var("MALLOC_INFO_TO") {
         let p = std::ffi::CString::new(path).unwrap();
+        // SAFETY: a NUL-terminated path and mode; the FILE is checked and closed below.
         unsafe {
             let f = libc::fopen(p.as_ptr(), c"w".as_ptr());
             libc::malloc_info(0, f);

@@ -12,7 +12,7 @@ use crate::apiserver::*;
 
 /// Fills `api` with `namespaces` namespaces and `services` services (ClusterIPs 10.96.x.y,
 /// service `i` in namespace `i % namespaces`), each with one slice of `per` endpoints.
-pub fn fill(api: &ApiServer, services: usize, per: usize, namespaces: usize) {
+pub(crate) fn fill(api: &ApiServer, services: usize, per: usize, namespaces: usize) {
     for n in 0..namespaces {
         api.create(namespace(&format!("ns-{n}")));
     }
@@ -36,7 +36,7 @@ pub fn fill(api: &ApiServer, services: usize, per: usize, namespaces: usize) {
 }
 
 /// The name of the last service [`fill`] created.
-pub fn last_service(services: usize, namespaces: usize) -> String {
+pub(crate) fn last_service(services: usize, namespaces: usize) -> String {
     format!(
         "svc-{}.ns-{}.svc.cluster.local",
         services - 1,
@@ -46,7 +46,7 @@ pub fn last_service(services: usize, namespaces: usize) -> String {
 
 /// Writes `dir/c.yaml`: DNS on an ephemeral loopback port, the Kubernetes source reading
 /// `api`, no forwarding, no HTTP endpoints, one UDP worker; `extra` is appended.
-pub fn write_config(api: &ApiServer, dir: &Path, extra: &str) -> std::path::PathBuf {
+pub(crate) fn write_config(api: &ApiServer, dir: &Path, extra: &str) -> std::path::PathBuf {
     let kubeconfig = api.write_kubeconfig(dir);
     let cfg = dir.join("c.yaml");
     std::fs::write(
@@ -62,7 +62,7 @@ pub fn write_config(api: &ApiServer, dir: &Path, extra: &str) -> std::path::Path
 
 /// Starts the release `clusterdns serve --config cfg` with `CLUSTERDNS_LOG=log`; returns it,
 /// its DNS address (from its `listening dns=` line) and the rest of its log lines.
-pub fn serve(cfg: &Path, log: &str) -> (Child, SocketAddr, Lines<BufReader<ChildStderr>>) {
+pub(crate) fn serve(cfg: &Path, log: &str) -> (Child, SocketAddr, Lines<BufReader<ChildStderr>>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_clusterdns"))
         .args(["serve", "--config"])
         .arg(cfg)

@@ -9,7 +9,7 @@ use std::time::Duration;
 /// Whether `cargo bench` started this bench: it passes `--bench`, `cargo test --all-targets`
 /// does not (there a long measurement is only built, not run). When not, says so: `bench`, run
 /// it with `how`.
-pub fn bench_requested(bench: &str, how: &str) -> bool {
+pub(crate) fn bench_requested(bench: &str, how: &str) -> bool {
     if std::env::args().any(|a| a == "--bench") {
         return true;
     }
@@ -18,7 +18,7 @@ pub fn bench_requested(bench: &str, how: &str) -> bool {
 }
 
 /// The value after `name` on the command line (`-- --services 100`).
-pub fn arg(name: &str) -> Option<String> {
+pub(crate) fn arg(name: &str) -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
     args.iter()
         .position(|a| a == name)
@@ -26,15 +26,15 @@ pub fn arg(name: &str) -> Option<String> {
 }
 
 /// The number after `name` on the command line, or `default`.
-pub fn num(name: &str, default: usize) -> usize {
+pub(crate) fn num(name: &str, default: usize) -> usize {
     arg(name).and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
 /// Header flag bits (the second 16-bit word): recursion desired.
-pub const RD: u16 = 0x0100;
+pub(crate) const RD: u16 = 0x0100;
 
 /// A DNS question for `name` (class IN) with header `flags`.
-pub fn question(id: u16, flags: u16, name: &str, qtype: u16) -> Vec<u8> {
+pub(crate) fn question(id: u16, flags: u16, name: &str, qtype: u16) -> Vec<u8> {
     let mut m = id.to_be_bytes().to_vec();
     m.extend_from_slice(&flags.to_be_bytes());
     m.extend_from_slice(&[0, 1, 0, 0, 0, 0, 0, 0]);
@@ -50,7 +50,7 @@ pub fn question(id: u16, flags: u16, name: &str, qtype: u16) -> Vec<u8> {
 
 /// The A records of a reply whose answers are written with a compressed owner (two bytes), as
 /// clusterdns, Knot and BIND write theirs.
-pub fn answer_ips(reply: &[u8], qlen: usize) -> Vec<[u8; 4]> {
+pub(crate) fn answer_ips(reply: &[u8], qlen: usize) -> Vec<[u8; 4]> {
     if reply.len() < 12 {
         return vec![];
     }
@@ -73,7 +73,7 @@ pub fn answer_ips(reply: &[u8], qlen: usize) -> Vec<[u8; 4]> {
 
 /// Asks `to` for the A records of `name`; replies to earlier questions are skipped. None when
 /// no reply came within the socket's read timeout.
-pub fn ask(sock: &UdpSocket, to: SocketAddr, name: &str, id: u16) -> Option<Vec<[u8; 4]>> {
+pub(crate) fn ask(sock: &UdpSocket, to: SocketAddr, name: &str, id: u16) -> Option<Vec<[u8; 4]>> {
     let q = question(id, 0, name, 1);
     sock.send_to(&q, to).ok()?;
     let mut buf = [0u8; 1500];
@@ -86,13 +86,13 @@ pub fn ask(sock: &UdpSocket, to: SocketAddr, name: &str, id: u16) -> Option<Vec<
 }
 
 /// The `p` quantile (0.0 to 1.0) of sorted `v`.
-pub fn pct(v: &[Duration], p: f64) -> Duration {
+pub(crate) fn pct(v: &[Duration], p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
 /// One `/proc/<pid>/status` figure in KiB (`field` with its colon, e.g. `"VmRSS:"`); `pid`
 /// may be `"self"`. 0 when it cannot be read.
-pub fn status_kib(pid: impl Display, field: &str) -> u64 {
+pub(crate) fn status_kib(pid: impl Display, field: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {

@@ -118,8 +118,10 @@ fn config_reference_is_exactly_the_defaults() {
 #[test]
 fn config_reference_commented_sections_hold_their_defaults() {
     let on = parse(&uncommented(&reference()));
-    let mut want = Config::default();
-    want.hosts = Some(HostsConfig::default());
+    let mut want = Config {
+        hosts: Some(HostsConfig::default()),
+        ..Config::default()
+    };
     want.source.kubernetes = Some(KubernetesSourceConfig::default());
     want.transfer.tsig = Some(TsigConfig {
         secret_file: Some("/etc/clusterdns/tsig/secret".into()),

@@ -21,7 +21,7 @@ fn objects(dir: &tempfile::TempDir) -> std::path::PathBuf {
 
 /// `coredns_dns_requests_total` of one client family ("1" IPv4, "2" IPv6).
 fn requests(s: &Server, family: &str) -> f64 {
-    let body = crate::prom::get(s.listen("metrics").unwrap(), "/metrics", &[])
+    let body = get(s.listen("metrics").unwrap(), "/metrics", &[])
         .unwrap()
         .text();
     body.lines()

@@ -204,7 +204,7 @@ fn logged(rx: &mpsc::Receiver<serde_json::Value>, qname: &str) -> serde_json::Va
 }
 
 fn metric(s: &Server, prefix: &str) -> f64 {
-    crate::prom::get(s.listen("metrics").unwrap(), "/metrics", &[])
+    get(s.listen("metrics").unwrap(), "/metrics", &[])
         .unwrap()
         .text()
         .lines()

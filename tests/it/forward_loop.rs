@@ -125,7 +125,7 @@ fn ask(s: &Server, name: &str) -> (String, Vec<String>) {
 }
 
 fn loops_metric(s: &Server, to: SocketAddr) -> f64 {
-    let body = crate::prom::get(s.listen("metrics").unwrap(), "/metrics", &[])
+    let body = get(s.listen("metrics").unwrap(), "/metrics", &[])
         .unwrap()
         .text();
     body.lines()

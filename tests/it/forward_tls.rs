@@ -145,7 +145,7 @@ fn dns_over_tls_upstream_is_real_unbound_with_a_checked_certificate() {
     make_certificates(certs.path());
     let unbound = start_unbound_tls(certs.path());
     // kdig over TLS first: the upstream itself works.
-    let k = std::process::Command::new(require("kdig"))
+    let k = Command::new(require("kdig"))
         .args([
             &format!("@{}", unbound.addr.ip()),
             "-p",

@@ -17,7 +17,7 @@ use crate::support::{decode, query};
 
 /// The binary under test: `CLUSTERDNS_BIN` (the bench scripts point it at a release build),
 /// else the one cargo built for these tests.
-pub fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     std::env::var_os("CLUSTERDNS_BIN")
         .map(PathBuf::from)
         .unwrap_or_else(crate::support::bin)
@@ -26,12 +26,12 @@ pub fn bin() -> PathBuf {
 static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 /// A named network namespace (`ip netns add`), deleted on drop.
-pub struct Netns {
+pub(crate) struct Netns {
     pub name: String,
 }
 
 impl Netns {
-    pub fn new(tag: &str) -> Netns {
+    pub(crate) fn new(tag: &str) -> Netns {
         let name = format!(
             "cdns-{tag}-{}-{}",
             std::process::id(),
@@ -48,7 +48,7 @@ impl Netns {
     }
 
     /// A command inside the namespace; its output, whatever its exit status.
-    pub fn try_run(&self, args: &[&str]) -> Output {
+    pub(crate) fn try_run(&self, args: &[&str]) -> Output {
         self.command(args[0])
             .args(&args[1..])
             .output()
@@ -56,7 +56,7 @@ impl Netns {
     }
 
     /// A command inside the namespace that must succeed; its stdout.
-    pub fn run(&self, args: &[&str]) -> String {
+    pub(crate) fn run(&self, args: &[&str]) -> String {
         let out = self.try_run(args);
         assert!(
             out.status.success(),
@@ -68,7 +68,7 @@ impl Netns {
     }
 
     /// A command with `input` on its stdin, inside the namespace; must succeed.
-    pub fn run_stdin(&self, args: &[&str], input: &str) {
+    pub(crate) fn run_stdin(&self, args: &[&str], input: &str) {
         let mut child = self
             .command(args[0])
             .args(&args[1..])
@@ -93,7 +93,7 @@ impl Netns {
 
     /// A `Command` whose process runs inside the namespace (it enters before exec, so its pid
     /// is the program's own: signals reach it directly).
-    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    pub(crate) fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
         let f = std::fs::File::open(self.path()).unwrap();
         let mut cmd = Command::new(program);
         // SAFETY: setns(2) is async-signal-safe; the file stays open (moved into the closure)
@@ -110,7 +110,7 @@ impl Netns {
     }
 
     /// Run `f` on a thread inside the namespace (sockets it opens belong to the namespace).
-    pub fn spawn<T: Send + 'static>(
+    pub(crate) fn spawn<T: Send + 'static>(
         &self,
         f: impl FnOnce() -> T + Send + 'static,
     ) -> std::thread::JoinHandle<T> {
@@ -124,7 +124,7 @@ impl Netns {
     }
 
     /// `f` inside the namespace, waited for.
-    pub fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+    pub(crate) fn within<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
         self.spawn(f).join().expect("thread in namespace")
     }
 }
@@ -150,23 +150,23 @@ fn sh(args: &[&str]) -> String {
 /// The Service IP of kube-dns in these tests, the link-local address, the cluster instance
 /// (a kube-dns pod) on the node, and the pod's and node's veth addresses. Documentation and
 /// benchmarking ranges: nothing here is reachable outside the test's namespaces.
-pub const SERVICE_IP: &str = "192.0.2.10";
-pub const LINK_LOCAL: &str = "169.254.20.10";
-pub const KUBE_DNS_POD: &str = "198.18.0.53";
-pub const NODE_VETH: &str = "198.51.100.1";
-pub const POD_VETH: &str = "198.51.100.2";
+pub(crate) const SERVICE_IP: &str = "192.0.2.10";
+pub(crate) const LINK_LOCAL: &str = "169.254.20.10";
+pub(crate) const KUBE_DNS_POD: &str = "198.18.0.53";
+pub(crate) const NODE_VETH: &str = "198.51.100.1";
+pub(crate) const POD_VETH: &str = "198.51.100.2";
 
 /// How the test stands in for kube-proxy: the DNAT of the kube-dns Service IP, written with
 /// the tool that node-local mode's `rules: auto` must then pick.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KubeProxy {
+pub(crate) enum KubeProxy {
     IptablesNft,
     IptablesLegacy,
     Nftables,
 }
 
 /// A node and a pod namespace joined by a veth pair; a kube-dns pod address on the node.
-pub struct Cluster {
+pub(crate) struct Cluster {
     // Field order is drop order: processes die before their namespaces go.
     pub pod: Netns,
     pub node: Netns,
@@ -174,7 +174,7 @@ pub struct Cluster {
 }
 
 impl Cluster {
-    pub fn new(proxy: KubeProxy) -> Cluster {
+    pub(crate) fn new(proxy: KubeProxy) -> Cluster {
         let node = Netns::new("node");
         let pod = Netns::new("pod");
         node.run(&[
@@ -237,7 +237,7 @@ impl Cluster {
     /// address, metrics on the node's 127.0.0.1:9153.
     /// The cluster DNS behind node-local caches, which forward from the node's address: a
     /// cluster lists its nodes in `limits.exempt` (docs/install.md); here every address is one.
-    pub fn start_kube_dns(&self) -> Proc {
+    pub(crate) fn start_kube_dns(&self) -> Proc {
         let objects = self.dir.path().join("objects.yaml");
         std::fs::write(&objects, OBJECTS).unwrap();
         let cfg = format!(
@@ -261,14 +261,14 @@ impl Cluster {
 
     /// A node-local instance: its own folder (probe sockets), the node's shared lock file and
     /// metrics port. `extra` is appended to the `nodelocal:` section.
-    pub fn start_node_local(&self, name: &str, link: &str, extra: &str) -> Proc {
+    pub(crate) fn start_node_local(&self, name: &str, link: &str, extra: &str) -> Proc {
         let dir = self.dir.path().join(name);
         let cfg = node_local_config(&dir, &self.dir.path().join("lock"), link, extra);
         Proc::start(&self.node, &dir, &cfg)
     }
 
     /// Ask `server` from inside the pod, over UDP: the A records, or None without a reply.
-    pub fn ask(&self, server: &str, name: &str) -> Option<Vec<IpAddr>> {
+    pub(crate) fn ask(&self, server: &str, name: &str) -> Option<Vec<IpAddr>> {
         let server: SocketAddr = format!("{server}:53").parse().unwrap();
         let name = name.to_string();
         self.pod.within(move || ask_a(server, &name))
@@ -277,11 +277,11 @@ impl Cluster {
     /// Sum of `coredns_dns_requests_total` at `addr` (an endpoint on the node's loopback), once
     /// settled: a request is counted when its reply has been sent, so right after a reply the
     /// count may still be one short. Read until two reads 50 ms apart agree (at most 2 s).
-    pub fn requests(&self, addr: &str) -> u64 {
+    pub(crate) fn requests(&self, addr: &str) -> u64 {
         let read = || sum_family(&self.scrape(addr), "coredns_dns_requests_total");
         let mut last = read();
         for _ in 0..40 {
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::thread::sleep(Duration::from_millis(50));
             let now = read();
             if now == last {
                 break;
@@ -292,7 +292,7 @@ impl Cluster {
     }
 
     /// `coredns_dns_requests_total` at `addr` for one transport (`udp` or `tcp`).
-    pub fn requests_over(&self, addr: &str, proto: &str) -> u64 {
+    pub(crate) fn requests_over(&self, addr: &str, proto: &str) -> u64 {
         let label = format!("proto=\"{proto}\"");
         let text = self.scrape(addr);
         let lines: String = text
@@ -303,16 +303,16 @@ impl Cluster {
         sum_family(&lines, "coredns_dns_requests_total")
     }
 
-    pub fn scrape(&self, addr: &str) -> String {
+    pub(crate) fn scrape(&self, addr: &str) -> String {
         let addr: SocketAddr = addr.parse().unwrap();
         self.node.within(move || http_get(addr, "/metrics"))
     }
 }
 
 /// The cluster objects kube-dns serves.
-pub const OBJECTS: &str = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: default}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: web, namespace: default}\n  spec: {clusterIP: 10.96.7.7}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: db, namespace: default}\n  spec: {clusterIP: 10.96.8.8}\n";
-pub const WEB: &str = "web.default.svc.cluster.local";
-pub const WEB_IP: &str = "10.96.7.7";
+pub(crate) const OBJECTS: &str = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: default}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: web, namespace: default}\n  spec: {clusterIP: 10.96.7.7}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: db, namespace: default}\n  spec: {clusterIP: 10.96.8.8}\n";
+pub(crate) const WEB: &str = "web.default.svc.cluster.local";
+pub(crate) const WEB_IP: &str = "10.96.7.7";
 
 /// `limits.exempt` for every address: the kube-dns side of a node-local setup (see
 /// [`Cluster::start_kube_dns`]).
@@ -323,7 +323,7 @@ const EXEMPT_NODES: &str = "limits:\n  exempt: [\"0.0.0.0/0\"]\n";
 /// (`force_tcp` for those domains only; the cluster zone with its own cache, `success 9984 30`,
 /// `denial 9984 5`), everything else over UDP — here to the kube-dns pod too, never this
 /// machine's resolv.conf; probes on unix sockets in `dir`, metrics on the node's shared port.
-pub fn node_local_config(dir: &Path, lock: &Path, link: &str, extra: &str) -> String {
+pub(crate) fn node_local_config(dir: &Path, lock: &Path, link: &str, extra: &str) -> String {
     let kube_dns_over_tcp = format!(
         "  domains:\n    cluster.local:\n      upstreams: [\"{KUBE_DNS_POD}:53\"]\n      force_tcp: true\n      cache:\n        max_ttl: 30\n        max_negative_ttl: 5\n        success_capacity: 9984\n        denial_capacity: 9984\n    in-addr.arpa:\n      upstreams: [\"{KUBE_DNS_POD}:53\"]\n      force_tcp: true\n    ip6.arpa:\n      upstreams: [\"{KUBE_DNS_POD}:53\"]\n      force_tcp: true\n"
     );
@@ -335,7 +335,7 @@ pub fn node_local_config(dir: &Path, lock: &Path, link: &str, extra: &str) -> St
 }
 
 /// A `clusterdns serve` inside a namespace; killed on drop.
-pub struct Proc {
+pub(crate) struct Proc {
     pub child: Child,
     pub dir: PathBuf,
     lines: mpsc::Receiver<String>,
@@ -350,12 +350,12 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    pub fn start(ns: &Netns, dir: &Path, config: &str) -> Proc {
+    pub(crate) fn start(ns: &Netns, dir: &Path, config: &str) -> Proc {
         Self::start_env(ns, dir, config, &[])
     }
 
     /// As [`Proc::start`], with extra environment variables.
-    pub fn start_env(ns: &Netns, dir: &Path, config: &str, env: &[(&str, &str)]) -> Proc {
+    pub(crate) fn start_env(ns: &Netns, dir: &Path, config: &str, env: &[(&str, &str)]) -> Proc {
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join("clusterdns.yaml");
         std::fs::write(&cfg, config).unwrap();
@@ -395,12 +395,12 @@ impl Proc {
         }
     }
 
-    pub fn pid(&self) -> i32 {
+    pub(crate) fn pid(&self) -> i32 {
         self.child.id() as i32
     }
 
     /// Wait (bounded) for a log line containing `needle`; panics with the log if none comes.
-    pub fn wait_line(&self, needle: &str) -> String {
+    pub(crate) fn wait_line(&self, needle: &str) -> String {
         let deadline = Instant::now() + Duration::from_secs(20);
         if let Some(l) = self.seen.borrow().iter().find(|l| l.contains(needle)) {
             return l.clone();
@@ -420,7 +420,7 @@ impl Proc {
     }
 
     /// Everything logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         while let Ok(l) = self.lines.try_recv() {
             self.seen.borrow_mut().push(l);
         }
@@ -429,7 +429,7 @@ impl Proc {
 
     /// `clusterdns probe` against this instance's readiness socket (the DaemonSet's exec
     /// probe): whether it answered 200.
-    pub fn probe_ready(&self) -> bool {
+    pub(crate) fn probe_ready(&self) -> bool {
         Command::new(bin())
             .args(["probe", "--path", "/ready", "--timeout", "2"])
             .arg(format!("unix:{}", self.dir.join("ready.sock").display()))
@@ -439,7 +439,7 @@ impl Proc {
     }
 
     /// Wait (bounded) until the readiness probe passes.
-    pub fn wait_ready(&mut self) {
+    pub(crate) fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if self.probe_ready() {
@@ -453,7 +453,7 @@ impl Proc {
         panic!("never ready:\n{}", self.log());
     }
 
-    pub fn signal(&self, sig: libc::c_int) {
+    pub(crate) fn signal(&self, sig: libc::c_int) {
         // SAFETY: kill(2) on our own child's pid.
         unsafe {
             libc::kill(self.pid(), sig);
@@ -461,12 +461,12 @@ impl Proc {
     }
 
     /// SIGTERM, then wait (bounded) for the exit; its status.
-    pub fn stop(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn stop(&mut self) -> std::process::ExitStatus {
         self.signal(libc::SIGTERM);
         self.wait_exit()
     }
 
-    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+    pub(crate) fn wait_exit(&mut self) -> std::process::ExitStatus {
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(st) = self.child.try_wait().unwrap() {
@@ -479,7 +479,7 @@ impl Proc {
 }
 
 /// One UDP A query; the addresses of a NOERROR answer, None without a reply (2 s).
-pub fn ask_a(server: SocketAddr, name: &str) -> Option<Vec<IpAddr>> {
+pub(crate) fn ask_a(server: SocketAddr, name: &str) -> Option<Vec<IpAddr>> {
     let s = UdpSocket::bind("0.0.0.0:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     s.send_to(&query(name, 1, 0x4242, None), server).ok()?;
@@ -498,7 +498,7 @@ pub fn ask_a(server: SocketAddr, name: &str) -> Option<Vec<IpAddr>> {
 }
 
 /// A plain HTTP GET; the body (empty when nothing answers).
-pub fn http_get(addr: SocketAddr, path: &str) -> String {
+pub(crate) fn http_get(addr: SocketAddr, path: &str) -> String {
     let Ok(mut s) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
         return String::new();
     };
@@ -515,7 +515,7 @@ pub fn http_get(addr: SocketAddr, path: &str) -> String {
 }
 
 /// Sum of every series of a counter family in a Prometheus exposition.
-pub fn sum_family(text: &str, family: &str) -> u64 {
+pub(crate) fn sum_family(text: &str, family: &str) -> u64 {
     text.lines()
         .filter(|l| {
             l.strip_prefix(family)
@@ -527,7 +527,7 @@ pub fn sum_family(text: &str, family: &str) -> u64 {
 
 /// What a load run saw.
 #[derive(Debug, Default, Clone)]
-pub struct LoadReport {
+pub(crate) struct LoadReport {
     pub sent: usize,
     pub answered: usize,
     /// Answers that were not NOERROR with an address.
@@ -543,7 +543,7 @@ pub struct LoadReport {
 }
 
 impl LoadReport {
-    pub fn lost(&self) -> usize {
+    pub(crate) fn lost(&self) -> usize {
         self.sent - self.answered
     }
 }
@@ -551,7 +551,7 @@ impl LoadReport {
 /// A client in the pod sending `qps` UDP queries a second to `server:53` from 16 sockets
 /// (16 source ports, so the kernel spreads them over every listening socket) until `stop`;
 /// each query is sent once, never retried. Names rotate over `names`.
-pub fn load(
+pub(crate) fn load(
     pod: &Netns,
     server: &str,
     names: &'static [&'static str],

@@ -2,4 +2,4 @@
 //! test files written against this module on other branches (remove once nothing uses them).
 
 #[allow(unused_imports)]
-pub use crate::support::{Prometheus, Resp, get, urlencode};
+pub(crate) use crate::support::{Prometheus, Resp, get, urlencode};

@@ -587,7 +587,7 @@ fn autopath_walks_a_pods_search_path() {
     assert_eq!(names, ["openai.com.corp.internal."], "one query upstream");
     // Counted as CoreDNS counts it: the walks that answered from a later expansion (the
     // first-expansion hit counts too: CoreDNS counts every answer the walk writes).
-    let body = crate::prom::get(s.listen("metrics").unwrap(), "/metrics", &[])
+    let body = get(s.listen("metrics").unwrap(), "/metrics", &[])
         .unwrap()
         .text();
     let n: f64 = body

@@ -11,17 +11,17 @@ mod dns;
 mod http;
 mod kubeapi;
 mod prometheus;
-pub mod secondary;
+pub(crate) mod secondary;
 mod tools;
-pub mod upstream;
+pub(crate) mod upstream;
 
-pub use dns::*;
-pub use http::*;
-pub use kubeapi::*;
-pub use prometheus::*;
-pub use secondary::{Flavor, Follow, Secondary, soa_serial};
-pub use tools::*;
-pub use upstream::start_knot;
+pub(crate) use dns::*;
+pub(crate) use http::*;
+pub(crate) use kubeapi::*;
+pub(crate) use prometheus::*;
+pub(crate) use secondary::{Flavor, Follow, Secondary, soa_serial};
+pub(crate) use tools::*;
+pub(crate) use upstream::start_knot;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -31,7 +31,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// A running `clusterdns serve`; killed on drop.
-pub struct Server {
+pub(crate) struct Server {
     pub child: Child,
     pub dns: SocketAddr,
     /// The server's stderr, line by line.
@@ -50,19 +50,19 @@ impl Drop for Server {
 }
 
 /// The `clusterdns` binary cargo built for these tests.
-pub fn bin() -> PathBuf {
+pub(crate) fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_clusterdns"))
 }
 
 /// The repository's folder (for config/, manifests/ and fixtures).
-pub fn repo() -> &'static Path {
+pub(crate) fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Polls `cond` every 10 ms until it holds or `limit` has passed; whether it held. For
 /// blocking tests; a tokio test whose condition needs the runtime's tasks uses
 /// [`wait_for_async`].
-pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
     while !cond() {
         if Instant::now() > end {
@@ -74,7 +74,7 @@ pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 }
 
 /// [`wait_for`] inside a tokio runtime: sleeps without blocking the runtime's other tasks.
-pub async fn wait_for_async(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+pub(crate) async fn wait_for_async(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let end = Instant::now() + limit;
     while !cond() {
         if Instant::now() > end {
@@ -88,12 +88,12 @@ pub async fn wait_for_async(limit: Duration, mut cond: impl FnMut() -> bool) -> 
 impl Server {
     /// Start with a config text (YAML) written into a temp dir; extra args appended. The
     /// config should listen on 127.0.0.1:0 — the real port is read from the server's output.
-    pub fn start(config_yaml: &str, args: &[&str]) -> Server {
+    pub(crate) fn start(config_yaml: &str, args: &[&str]) -> Server {
         Self::start_in(tempfile::tempdir().unwrap(), config_yaml, args)
     }
 
     /// [`Server::start`] in a folder the caller has already put files in.
-    pub fn start_in(dir: tempfile::TempDir, config_yaml: &str, args: &[&str]) -> Server {
+    pub(crate) fn start_in(dir: tempfile::TempDir, config_yaml: &str, args: &[&str]) -> Server {
         let cfg = dir.path().join("clusterdns.yaml");
         std::fs::write(&cfg, config_yaml).unwrap();
         let mut cmd = Command::new(bin());
@@ -103,7 +103,7 @@ impl Server {
 
     /// Serving `objects_yaml` (Kubernetes objects, kept as `objects.yaml` in the server's
     /// folder, where the test may change it) with [`base_config`] plus `extra`.
-    pub fn with_objects(objects_yaml: &str, extra: &str) -> Server {
+    pub(crate) fn with_objects(objects_yaml: &str, extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let objects = dir.path().join("objects.yaml");
         std::fs::write(&objects, objects_yaml).unwrap();
@@ -115,23 +115,23 @@ impl Server {
 
     /// Wait (at most 20 s) until `/ready` says 200: the sockets open before the first state
     /// is loaded, and on a busy machine a query sent at once may find no zone yet.
-    pub fn wait_ready(&self) {
+    pub(crate) fn wait_ready(&self) {
         let Some(ready) = self.listen("ready") else {
             return;
         };
         let ok = wait_for(Duration::from_secs(20), || {
-            matches!(http::status_body(ready, "/ready"), Some((200, _)))
+            matches!(status_body(ready, "/ready"), Some((200, _)))
         });
         assert!(ok, "server not ready within 20 s");
     }
 
     /// Serving the sample cluster of `config/cluster.yaml`, with [`base_config`] plus `extra`.
-    pub fn sample(extra: &str) -> Server {
+    pub(crate) fn sample(extra: &str) -> Server {
         let objects = std::fs::read_to_string(repo().join("config/cluster.yaml")).unwrap();
         Self::with_objects(&objects, extra)
     }
 
-    pub fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Server {
+    pub(crate) fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Server {
         cmd.stdout(Stdio::null()).stderr(Stdio::piped());
         cmd.env(
             "CLUSTERDNS_LOG",
@@ -193,24 +193,24 @@ impl Server {
         }
     }
 
-    pub fn listen(&self, what: &str) -> Option<SocketAddr> {
+    pub(crate) fn listen(&self, what: &str) -> Option<SocketAddr> {
         self.listens
             .iter()
             .find(|(k, _)| k == what)
             .map(|(_, a)| *a)
     }
 
-    pub fn path(&self, name: &str) -> PathBuf {
+    pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }
 
     /// `dig` against this server; returns stdout.
-    pub fn dig(&self, args: &[&str]) -> String {
+    pub(crate) fn dig(&self, args: &[&str]) -> String {
         dig_at(self.dns, args)
     }
 
     /// The `status:` of a `dig` answer (`NOERROR`, `NXDOMAIN`, ...; `none` without an answer).
-    pub fn status(&self, args: &[&str]) -> String {
+    pub(crate) fn status(&self, args: &[&str]) -> String {
         let out = self.dig(args);
         out.split("status: ")
             .nth(1)
@@ -220,7 +220,7 @@ impl Server {
     }
 
     /// `dig +short name` against this server: the answer's lines, sorted and comma-joined.
-    pub fn short(&self, name: &str) -> String {
+    pub(crate) fn short(&self, name: &str) -> String {
         let mut v: Vec<String> = self
             .dig(&["+short", name])
             .lines()
@@ -231,7 +231,7 @@ impl Server {
     }
 
     /// Waits until [`Server::short`] of `name` is `want`, at most `within`; how long it took.
-    pub fn converge(&self, name: &str, want: &str, within: Duration) -> Duration {
+    pub(crate) fn converge(&self, name: &str, want: &str, within: Duration) -> Duration {
         let t0 = Instant::now();
         let done = wait_for(within, || self.short(name) == want);
         assert!(done, "{name}: still {:?}, want {want:?}", self.short(name));
@@ -239,12 +239,12 @@ impl Server {
     }
 
     /// Ask over UDP with a raw message; the reply's bytes.
-    pub fn ask_raw(&self, msg: &[u8]) -> Vec<u8> {
+    pub(crate) fn ask_raw(&self, msg: &[u8]) -> Vec<u8> {
         udp_exchange(self.dns, msg).expect("reply")
     }
 
     /// Wait until `cond` holds for the output of `dig args` (bounded); the last output.
-    pub fn wait_for(
+    pub(crate) fn wait_for(
         &self,
         args: &[&str],
         cond: impl Fn(&str) -> bool,
@@ -259,7 +259,7 @@ impl Server {
     }
 
     /// Reads the server's log until a line matches `pred` or `limit` passes; every line read.
-    pub fn log_until(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Vec<String> {
+    pub(crate) fn log_until(&self, limit: Duration, pred: impl Fn(&str) -> bool) -> Vec<String> {
         let end = Instant::now() + limit;
         let mut seen = Vec::new();
         while let Ok(line) = self
@@ -277,19 +277,19 @@ impl Server {
 }
 
 /// The Corefile fixtures' folder (`tests/fixtures/corefiles`).
-pub fn corefile_fixtures() -> PathBuf {
+pub(crate) fn corefile_fixtures() -> PathBuf {
     repo().join("tests/fixtures/corefiles")
 }
 
 /// The text of a Corefile fixture.
-pub fn fixture_text(rel: &str) -> String {
+pub(crate) fn fixture_text(rel: &str) -> String {
     std::fs::read_to_string(corefile_fixtures().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
 }
 
 /// A Corefile fixture converted with its imports resolved against its own folder, as the CLI
 /// does.
 #[allow(clippy::result_large_err)]
-pub fn convert_fixture(
+pub(crate) fn convert_fixture(
     rel: &str,
 ) -> Result<clusterdns::corefile::Conversion, clusterdns::corefile::CorefileError> {
     let path = corefile_fixtures().join(rel);
@@ -297,7 +297,7 @@ pub fn convert_fixture(
 }
 
 /// `dig @addr -p port +time=2 +tries=1 args...`; its stdout.
-pub fn dig_at(addr: SocketAddr, args: &[&str]) -> String {
+pub(crate) fn dig_at(addr: SocketAddr, args: &[&str]) -> String {
     let out = Command::new(require("dig"))
         .arg(format!("@{}", addr.ip()))
         .arg("-p")
@@ -311,12 +311,12 @@ pub fn dig_at(addr: SocketAddr, args: &[&str]) -> String {
 
 /// A config for tests: DNS on an ephemeral port, HTTP endpoints on ephemeral ports, the
 /// objects from a file, no forwarding unless the test adds upstreams.
-pub fn base_config(objects: &Path, extra: &str) -> String {
+pub(crate) fn base_config(objects: &Path, extra: &str) -> String {
     config_with_source(&format!("source:\n  file: {}\n", objects.display()), extra)
 }
 
 /// [`base_config`] with any `source:` section.
-pub fn config_with_source(source: &str, extra: &str) -> String {
+pub(crate) fn config_with_source(source: &str, extra: &str) -> String {
     // Never forward to this machine's resolv.conf (not on loopback): forwarding is off unless
     // the test names its own loopback upstreams.
     let forward = if extra.contains("forward:") {

@@ -40,7 +40,7 @@ fn start(extra: &str) -> Server {
 
 /// The sum of the samples of a metric whose line starts with `prefix` (name and labels).
 fn metric(s: &Server, prefix: &str) -> f64 {
-    let body = crate::prom::get(s.listen("metrics").unwrap(), "/metrics", &[])
+    let body = get(s.listen("metrics").unwrap(), "/metrics", &[])
         .unwrap()
         .text();
     body.lines()

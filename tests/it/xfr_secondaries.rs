@@ -23,7 +23,7 @@ const ZONES: [&str; 2] = ["cluster.local", "10.in-addr.arpa"];
 const SERVICES: usize = 500;
 
 /// clusterdns's config for a primary notifying `secondaries`.
-pub fn primary_config(secondaries: &[SocketAddr]) -> String {
+pub(crate) fn primary_config(secondaries: &[SocketAddr]) -> String {
     let notify: Vec<String> = secondaries.iter().map(|a| format!("\"{a}\"")).collect();
     format!(
         "cluster:\n  reverse_zones: [10.in-addr.arpa, in-addr.arpa, ip6.arpa]\n  loadbalance: false\n\

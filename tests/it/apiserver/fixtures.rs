@@ -31,7 +31,7 @@ impl From<&Fixture> for Value {
 }
 
 /// A Namespace.
-pub fn namespace(name: &str) -> Fixture {
+pub(crate) fn namespace(name: &str) -> Fixture {
     Fixture(
         json!({ "apiVersion": "v1", "kind": "Namespace", "metadata": { "name": name }, "status": { "phase": "Active" } }),
     )
@@ -39,7 +39,7 @@ pub fn namespace(name: &str) -> Fixture {
 
 /// A Service of type ClusterIP without an IP yet (give one with [`Fixture::cluster_ip`], or
 /// make it [`Fixture::headless`] or [`Fixture::external_name`]).
-pub fn svc(namespace: &str, name: &str) -> Fixture {
+pub(crate) fn svc(namespace: &str, name: &str) -> Fixture {
     Fixture(json!({
         "apiVersion": "v1",
         "kind": "Service",
@@ -52,7 +52,7 @@ pub fn svc(namespace: &str, name: &str) -> Fixture {
 /// An EndpointSlice of `service` (label `kubernetes.io/service-name`), address type IPv4, managed
 /// by the EndpointSlice controller, with no endpoints yet (`"endpoints": null`, as the API
 /// server writes an empty list).
-pub fn slice(namespace: &str, name: &str, service: &str) -> Fixture {
+pub(crate) fn slice(namespace: &str, name: &str, service: &str) -> Fixture {
     Fixture(json!({
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
@@ -71,7 +71,7 @@ pub fn slice(namespace: &str, name: &str, service: &str) -> Fixture {
 }
 
 /// A running Pod without an IP yet ([`Fixture::ip`]).
-pub fn pod(namespace: &str, name: &str) -> Fixture {
+pub(crate) fn pod(namespace: &str, name: &str) -> Fixture {
     Fixture(json!({
         "apiVersion": "v1",
         "kind": "Pod",
@@ -82,7 +82,7 @@ pub fn pod(namespace: &str, name: &str) -> Fixture {
 }
 
 /// One endpoint of an EndpointSlice: ready, serving, not terminating.
-pub fn ep(addresses: &[&str]) -> EndpointFixture {
+pub(crate) fn ep(addresses: &[&str]) -> EndpointFixture {
     EndpointFixture(json!({
         "addresses": addresses,
         "conditions": { "ready": true, "serving": true, "terminating": false },

@@ -43,9 +43,10 @@
 //! nothing is validated, so a test can store an object no real API server would accept (a
 //! clusterIP of "not-an-ip").
 
+// Shared by the integration tests and three benchmarks, each using part of it.
 #![allow(dead_code)]
 
-pub mod fixtures;
+pub(crate) mod fixtures;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::convert::Infallible;
@@ -66,14 +67,14 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 
-pub use fixtures::*;
+pub(crate) use fixtures::*;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Body = UnsyncBoxBody<Bytes, BoxError>;
 
 /// The resources this server serves.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Res {
+pub(crate) enum Res {
     Namespaces,
     Services,
     Pods,
@@ -81,14 +82,14 @@ pub enum Res {
 }
 
 impl Res {
-    pub const ALL: [Res; 4] = [
+    pub(crate) const ALL: [Res; 4] = [
         Res::Namespaces,
         Res::Services,
         Res::Pods,
         Res::EndpointSlices,
     ];
 
-    pub fn kind(self) -> &'static str {
+    pub(crate) fn kind(self) -> &'static str {
         match self {
             Res::Namespaces => "Namespace",
             Res::Services => "Service",
@@ -96,13 +97,13 @@ impl Res {
             Res::EndpointSlices => "EndpointSlice",
         }
     }
-    pub fn api_version(self) -> &'static str {
+    pub(crate) fn api_version(self) -> &'static str {
         match self {
             Res::EndpointSlices => "discovery.k8s.io/v1",
             _ => "v1",
         }
     }
-    pub fn plural(self) -> &'static str {
+    pub(crate) fn plural(self) -> &'static str {
         match self {
             Res::Namespaces => "namespaces",
             Res::Services => "services",
@@ -110,10 +111,10 @@ impl Res {
             Res::EndpointSlices => "endpointslices",
         }
     }
-    pub fn namespaced(self) -> bool {
+    pub(crate) fn namespaced(self) -> bool {
         self != Res::Namespaces
     }
-    pub fn from_kind(kind: &str) -> Option<Res> {
+    pub(crate) fn from_kind(kind: &str) -> Option<Res> {
         Res::ALL.into_iter().find(|r| r.kind() == kind)
     }
     fn from_plural(group: Group, plural: &str) -> Option<Res> {
@@ -141,7 +142,7 @@ impl Group {
 
 /// One request as the server saw it, for assertions on what a client sent.
 #[derive(Clone, Debug)]
-pub struct RecordedRequest {
+pub(crate) struct RecordedRequest {
     pub method: String,
     pub path: String,
     /// The raw query string (without `?`).
@@ -153,13 +154,13 @@ pub struct RecordedRequest {
 }
 
 impl RecordedRequest {
-    pub fn is_watch(&self) -> bool {
+    pub(crate) fn is_watch(&self) -> bool {
         matches!(
             self.params.get("watch").map(String::as_str),
             Some("true" | "1")
         )
     }
-    pub fn param(&self, k: &str) -> Option<&str> {
+    pub(crate) fn param(&self, k: &str) -> Option<&str> {
         self.params.get(k).map(String::as_str)
     }
 }
@@ -475,7 +476,7 @@ impl Running {
 }
 
 /// A running test API server. Dropping it stops it.
-pub struct ApiServer {
+pub(crate) struct ApiServer {
     inner: Arc<Inner>,
     /// The runtime of a server made by [`ApiServer::start_blocking`].
     own_rt: Option<tokio::runtime::Runtime>,
@@ -494,7 +495,7 @@ impl Drop for ApiServer {
 
 impl ApiServer {
     /// Starts a server on `127.0.0.1` on a free port; returns it and its URL (`http://127.0.0.1:PORT`).
-    pub async fn start() -> (ApiServer, String) {
+    pub(crate) async fn start() -> (ApiServer, String) {
         let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0)))
             .await
             .expect("bind the test API server");
@@ -529,7 +530,7 @@ impl ApiServer {
     /// [`Self::start`] for tests without a tokio runtime (e.g. ones that run the `clusterdns`
     /// binary): the server gets a runtime thread of its own. Use [`Self::stop_blocking`] and
     /// [`Self::restart_blocking`]; everything else is synchronous anyway.
-    pub fn start_blocking() -> (ApiServer, String) {
+    pub(crate) fn start_blocking() -> (ApiServer, String) {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .thread_name("test-apiserver")
@@ -542,20 +543,20 @@ impl ApiServer {
     }
 
     /// [`Self::stop`] from outside a runtime.
-    pub fn stop_blocking(&self) {
+    pub(crate) fn stop_blocking(&self) {
         self.inner.rt.clone().block_on(self.stop())
     }
 
     /// [`Self::restart`] from outside a runtime.
-    pub fn restart_blocking(&self) {
+    pub(crate) fn restart_blocking(&self) {
         self.inner.rt.clone().block_on(self.restart())
     }
 
-    pub fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         format!("http://{}", self.inner.addr)
     }
 
-    pub fn addr(&self) -> SocketAddr {
+    pub(crate) fn addr(&self) -> SocketAddr {
         self.inner.addr
     }
 
@@ -605,7 +606,7 @@ impl ApiServer {
     /// An outage: closes the listener and every connection (watches end mid-stream, pooled
     /// connections die). The cluster state and its history are kept; changes made while stopped
     /// are replayed to watches that resume after [`Self::restart`].
-    pub async fn stop(&self) {
+    pub(crate) async fn stop(&self) {
         let running = self.inner.running.lock().unwrap().take();
         if let Some(r) = running {
             let accept = r.accept;
@@ -619,7 +620,7 @@ impl ApiServer {
     }
 
     /// Serves again on the same port after [`Self::stop`].
-    pub async fn restart(&self) {
+    pub(crate) async fn restart(&self) {
         if self.inner.running.lock().unwrap().is_some() {
             return;
         }
@@ -639,7 +640,7 @@ impl ApiServer {
 
     /// Writes an ordinary kubeconfig (cluster, context, user with a token) for this server's
     /// `http://` URL to `dir/kubeconfig` and returns its path.
-    pub fn write_kubeconfig(&self, dir: &Path) -> PathBuf {
+    pub(crate) fn write_kubeconfig(&self, dir: &Path) -> PathBuf {
         let path = dir.join("kubeconfig");
         let text = format!(
             "apiVersion: v1\nkind: Config\nclusters:\n- name: test\n  cluster:\n    server: {url}\ncontexts:\n- name: test\n  context:\n    cluster: test\n    user: test\n    namespace: default\ncurrent-context: test\nusers:\n- name: test\n  user:\n    token: test-token\npreferences: {{}}\n",
@@ -653,7 +654,7 @@ impl ApiServer {
 
     /// Stores a new object (kind from its `kind` field) and returns it as stored (with
     /// resourceVersion, uid, creationTimestamp). Panics if it exists.
-    pub fn create(&self, obj: impl Into<Value>) -> Value {
+    pub(crate) fn create(&self, obj: impl Into<Value>) -> Value {
         let (r, mut obj, key) = normalized(obj);
         let mut st = self.state();
         assert!(
@@ -685,7 +686,7 @@ impl ApiServer {
 
     /// Replaces an existing object (uid and creationTimestamp kept); returns it as stored.
     /// Panics if it does not exist.
-    pub fn update(&self, obj: impl Into<Value>) -> Value {
+    pub(crate) fn update(&self, obj: impl Into<Value>) -> Value {
         let (r, mut obj, key) = normalized(obj);
         let mut st = self.state();
         let prev = st
@@ -717,7 +718,7 @@ impl ApiServer {
     }
 
     /// Creates or updates.
-    pub fn apply(&self, obj: impl Into<Value>) -> Value {
+    pub(crate) fn apply(&self, obj: impl Into<Value>) -> Value {
         let obj = obj.into();
         let (r, _, key) = normalized(obj.clone());
         let exists = self.state().store(r).objects.contains_key(&key);
@@ -730,13 +731,13 @@ impl ApiServer {
 
     /// Deletes the object named by `obj` (its kind, namespace and name); returns its final state.
     /// Panics if it does not exist.
-    pub fn delete(&self, obj: impl Into<Value>) -> Value {
+    pub(crate) fn delete(&self, obj: impl Into<Value>) -> Value {
         let (r, _, (ns, name)) = normalized(obj);
         self.delete_named(r.kind(), &ns, &name)
     }
 
     /// Deletes by kind (`"Service"`, ...), namespace (ignored for namespaces) and name.
-    pub fn delete_named(&self, kind: &str, namespace: &str, name: &str) -> Value {
+    pub(crate) fn delete_named(&self, kind: &str, namespace: &str, name: &str) -> Value {
         let r = Res::from_kind(kind).unwrap_or_else(|| panic!("unknown kind {kind}"));
         let key = key_in(r, namespace, name);
         let mut st = self.state();
@@ -755,7 +756,7 @@ impl ApiServer {
     }
 
     /// The stored object, if any.
-    pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
+    pub(crate) fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
         let r = Res::from_kind(kind)?;
         let key = key_in(r, namespace, name);
         self.state()
@@ -766,7 +767,7 @@ impl ApiServer {
     }
 
     /// The current (latest) resourceVersion.
-    pub fn resource_version(&self) -> u64 {
+    pub(crate) fn resource_version(&self) -> u64 {
         self.state().rv
     }
 
@@ -775,7 +776,7 @@ impl ApiServer {
     /// Cuts every open watch connection mid-stream (no terminating chunk), as a dropped
     /// connection or a dying API server replica does. Clients reconnect from their last
     /// resourceVersion.
-    pub fn drop_all_watches(&self) {
+    pub(crate) fn drop_all_watches(&self) {
         let mut st = self.state();
         let mut all: Vec<Watcher> = st.watchers.drain(..).collect();
         all.append(&mut st.partitioned);
@@ -785,7 +786,7 @@ impl ApiServer {
     }
 
     /// Ends every open watch cleanly, as the API server does at `timeoutSeconds`.
-    pub fn end_all_watches(&self) {
+    pub(crate) fn end_all_watches(&self) {
         let mut st = self.state();
         st.watchers.clear();
         st.partitioned.clear();
@@ -794,7 +795,7 @@ impl ApiServer {
     /// Open watches stay connected but receive nothing more (no events, no bookmarks), as over a
     /// dead network path; new watches work normally. Follow with changes, [`Self::expire_history`]
     /// and [`Self::drop_all_watches`] to make clients miss changes and relist.
-    pub fn partition_watches(&self) {
+    pub(crate) fn partition_watches(&self) {
         let mut st = self.state();
         let cut: Vec<Watcher> = st.watchers.drain(..).collect();
         st.partitioned.extend(cut);
@@ -802,7 +803,7 @@ impl ApiServer {
 
     /// Compacts the history at the current resourceVersion: a watch (or a continue token) from
     /// an older resourceVersion gets `410 Gone` / `Expired`.
-    pub fn expire_history(&self) {
+    pub(crate) fn expire_history(&self) {
         let mut st = self.state();
         st.compacted = st.rv;
         for s in st.stores.values_mut() {
@@ -814,7 +815,7 @@ impl ApiServer {
     /// (cleanly, as at its timeout) and the history is compacted past every resourceVersion
     /// given out so far, so a client resuming its watch gets `410 Gone` and must list again.
     /// The objects stay as they are.
-    pub fn force_expiry(&self) {
+    pub(crate) fn force_expiry(&self) {
         let mut st = self.state();
         st.rv += 1;
         st.compacted = st.rv;
@@ -828,34 +829,34 @@ impl ApiServer {
     /// From now on, a list of `res` gets its first page, and its next pages wait (the client's
     /// request open, unanswered) until [`Self::release_list_pages`]: a relist that stays in
     /// progress for as long as a test needs, as a list of a huge kind does.
-    pub fn hold_list_pages(&self, res: Res) {
+    pub(crate) fn hold_list_pages(&self, res: Res) {
         self.inner.held_pages.send_modify(|h| h.push(res));
     }
 
     /// Answers the list pages held by [`Self::hold_list_pages`], and holds none from now on.
-    pub fn release_list_pages(&self) {
+    pub(crate) fn release_list_pages(&self) {
         self.inner.held_pages.send_modify(Vec::clear);
     }
 
     /// Sends a BOOKMARK at the current resourceVersion to every watch that allows them.
-    pub fn bookmark_now(&self) {
+    pub(crate) fn bookmark_now(&self) {
         self.state().send_bookmarks();
     }
 
     /// How often BOOKMARK events are sent (default 500 ms); `None`: never by themselves.
-    pub fn set_bookmark_interval(&self, every: Option<Duration>) {
+    pub(crate) fn set_bookmark_interval(&self, every: Option<Duration>) {
         self.state().bookmark_interval = every;
     }
 
     /// Caps every watch's duration (a shorter `timeoutSeconds`): streams end cleanly after it.
-    pub fn set_max_watch_duration(&self, max: Option<Duration>) {
+    pub(crate) fn set_max_watch_duration(&self, max: Option<Duration>) {
         self.state().max_watch = max;
     }
 
     /// Waits until each of `res` has an open (not partitioned) watch; panics after `within`.
     /// A client's watch starts only after its list is consumed, so wait for this before
     /// partitioning or dropping watches.
-    pub async fn wait_watching(&self, res: &[Res], within: Duration) {
+    pub(crate) async fn wait_watching(&self, res: &[Res], within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
         while !res.iter().all(|r| self.open_watches(*r) > 0) {
             assert!(
@@ -868,17 +869,17 @@ impl ApiServer {
 
     /// Refuse a watch from a compacted resourceVersion with an HTTP `410` response instead of the
     /// `200` stream with one ERROR event that the API server's watch cache sends.
-    pub fn set_expired_watch_as_http_410(&self, on: bool) {
+    pub(crate) fn set_expired_watch_as_http_410(&self, on: bool) {
         self.state().expired_watch_as_http_410 = on;
     }
 
     /// Every request served so far.
-    pub fn requests(&self) -> Vec<RecordedRequest> {
+    pub(crate) fn requests(&self) -> Vec<RecordedRequest> {
         self.state().requests.clone()
     }
 
     /// Open watches (not partitioned) on a resource.
-    pub fn open_watches(&self, r: Res) -> usize {
+    pub(crate) fn open_watches(&self, r: Res) -> usize {
         let mut st = self.state();
         st.watchers.retain(|w| !w.tx.is_closed());
         st.watchers.iter().filter(|w| w.res == r).count()
@@ -920,7 +921,7 @@ fn normalize(r: Res, obj: &mut Value) {
     }
 }
 
-pub fn now_rfc3339() -> String {
+pub(crate) fn now_rfc3339() -> String {
     k8s_openapi::jiff::fmt::strtime::format(
         "%Y-%m-%dT%H:%M:%SZ",
         k8s_openapi::jiff::Timestamp::now(),

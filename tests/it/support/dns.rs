@@ -11,27 +11,32 @@ use hickory_proto::serialize::binary::BinEncodable as _;
 
 /// A query as a stub resolver sends it: RD set, the name's case kept, an OPT record with
 /// `edns` as the UDP payload size when given. `qtype` is a `RecordType` or its number.
-pub fn query(name: &str, qtype: impl Into<RecordType>, id: u16, edns: Option<u16>) -> Vec<u8> {
+pub(crate) fn query(
+    name: &str,
+    qtype: impl Into<RecordType>,
+    id: u16,
+    edns: Option<u16>,
+) -> Vec<u8> {
     query_rd(name, qtype, id, true, edns)
 }
 
 /// [`query`] with the RD bit of the caller's choice: `query_rd(name, qtype, id, rd, edns)`.
-pub use clusterdns::testkit::query as query_rd;
+pub(crate) use clusterdns::testkit::query as query_rd;
 
 /// A name in uncompressed wire form.
-pub fn name_wire(name: &str) -> Vec<u8> {
+pub(crate) fn name_wire(name: &str) -> Vec<u8> {
     clusterdns::testkit::name(name)
         .to_bytes()
         .expect("encodable name")
 }
 
 /// Decode a reply; a reply hickory cannot decode fails the test, bytes shown.
-pub fn decode(b: &[u8]) -> Message {
+pub(crate) fn decode(b: &[u8]) -> Message {
     Message::from_vec(b).unwrap_or_else(|e| panic!("undecodable reply ({e}): {b:02x?}"))
 }
 
 /// One query over UDP from a fresh loopback socket; `None` when nothing comes back in 2 s.
-pub fn udp_exchange(addr: SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {
+pub(crate) fn udp_exchange(addr: SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
     s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
     s.send_to(msg, addr).unwrap();
@@ -42,7 +47,7 @@ pub fn udp_exchange(addr: SocketAddr, msg: &[u8]) -> Option<Vec<u8>> {
 }
 
 /// Several queries pipelined on one TCP connection; the replies in the order they came.
-pub fn tcp_exchange(addr: SocketAddr, msgs: &[Vec<u8>]) -> Vec<Vec<u8>> {
+pub(crate) fn tcp_exchange(addr: SocketAddr, msgs: &[Vec<u8>]) -> Vec<Vec<u8>> {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
     for m in msgs {
@@ -62,7 +67,7 @@ pub fn tcp_exchange(addr: SocketAddr, msgs: &[Vec<u8>]) -> Vec<Vec<u8>> {
 }
 
 /// The A addresses in a reply's answer section, in order.
-pub fn a_addrs(m: &Message) -> Vec<Ipv4Addr> {
+pub(crate) fn a_addrs(m: &Message) -> Vec<Ipv4Addr> {
     m.answers
         .iter()
         .filter_map(|r| match &r.data {
@@ -73,7 +78,7 @@ pub fn a_addrs(m: &Message) -> Vec<Ipv4Addr> {
 }
 
 /// The TTLs of the answer and authority sections, in order.
-pub fn ttls(m: &Message) -> Vec<u32> {
+pub(crate) fn ttls(m: &Message) -> Vec<u32> {
     m.answers
         .iter()
         .chain(m.authorities.iter())

@@ -7,26 +7,26 @@ use std::time::Duration;
 
 /// One HTTP response.
 #[derive(Debug)]
-pub struct Resp {
+pub(crate) struct Resp {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 
 impl Resp {
-    pub fn header(&self, name: &str) -> Option<&str> {
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
             .find(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
     }
-    pub fn text(&self) -> String {
+    pub(crate) fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 }
 
 /// `GET path` over HTTP/1.0 (the server closes after the body): no chunked encoding to decode.
-pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Resp> {
+pub(crate) fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::Result<Resp> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut req = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n");
@@ -67,12 +67,12 @@ pub fn get(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::R
 }
 
 /// Status and body of `GET path`; `None` when nothing listens (any more).
-pub fn status_body(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub(crate) fn status_body(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     get(addr, path, &[]).ok().map(|r| (r.status, r.text()))
 }
 
 /// The value of an unlabelled sample (`name value`) in a `/metrics` exposition.
-pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
+pub(crate) fn metric_value(exposition: &str, name: &str) -> Option<f64> {
     exposition
         .lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
@@ -80,7 +80,7 @@ pub fn metric_value(exposition: &str, name: &str) -> Option<f64> {
 }
 
 /// Percent-encode a query-string value.
-pub fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {

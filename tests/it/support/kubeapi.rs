@@ -8,7 +8,7 @@ use super::{Server, config_with_source};
 impl Server {
     /// The real binary watching `api` (kubeconfig in the server's own folder, 1 s startup
     /// timeout), with [`super::base_config`]'s listeners plus `extra`.
-    pub fn start_kube(api: &ApiServer, extra: &str) -> Server {
+    pub(crate) fn start_kube(api: &ApiServer, extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let kubeconfig = api.write_kubeconfig(dir.path());
         let source = format!(
@@ -20,7 +20,7 @@ impl Server {
 }
 
 /// A kube-rs client for `api`, configured from the kubeconfig the server writes.
-pub async fn kube_client(api: &ApiServer) -> kube::Client {
+pub(crate) async fn kube_client(api: &ApiServer) -> kube::Client {
     let dir = tempfile::tempdir().unwrap();
     let kc = kube::config::Kubeconfig::read_from(api.write_kubeconfig(dir.path())).unwrap();
     let cfg = kube::Config::from_custom_kubeconfig(kc, &Default::default())

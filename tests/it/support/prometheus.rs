@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::{free_port, get, require, urlencode, wait_for};
 
 /// A Prometheus server scraping `targets` every second; killed on drop.
-pub struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     pub addr: SocketAddr,
     _dir: tempfile::TempDir,
@@ -17,7 +17,7 @@ pub struct Prometheus {
 }
 
 impl Prometheus {
-    pub fn start(targets: &[SocketAddr]) -> Prometheus {
+    pub(crate) fn start(targets: &[SocketAddr]) -> Prometheus {
         let bin = require("prometheus");
         let dir = tempfile::tempdir().unwrap();
         let targets: Vec<String> = targets.iter().map(|t| format!("'{t}'")).collect();
@@ -66,12 +66,15 @@ impl Prometheus {
         panic!("prometheus did not start:\n{last_log}");
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Evaluate `expr` now (instant query); the vector result as (labels, value) pairs.
-    pub fn query(&self, expr: &str) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
+    pub(crate) fn query(
+        &self,
+        expr: &str,
+    ) -> Vec<(serde_json::Map<String, serde_json::Value>, f64)> {
         let r = get(
             self.addr,
             &format!("/api/v1/query?query={}", urlencode(expr)),
@@ -94,14 +97,14 @@ impl Prometheus {
     }
 
     /// How many scrapes of the targets Prometheus holds from the last five minutes.
-    pub fn scrapes(&self) -> f64 {
+    pub(crate) fn scrapes(&self) -> f64 {
         self.query(r#"sum(count_over_time(up{job="kube-dns"}[5m]))"#)
             .first()
             .map_or(0.0, |(_, v)| *v)
     }
 
     /// Waits until Prometheus has scraped once more than it had (bounded: 10 s).
-    pub fn next_scrape(&self) {
+    pub(crate) fn next_scrape(&self) {
         let before = self.scrapes();
         assert!(
             wait_for(Duration::from_secs(10), || self.scrapes() > before),

@@ -11,13 +11,13 @@ use std::time::{Duration, Instant};
 
 /// Which server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flavor {
+pub(crate) enum Flavor {
     Knot,
     Bind,
 }
 
 impl Flavor {
-    pub fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Flavor::Knot => "knot",
             Flavor::Bind => "bind",
@@ -26,7 +26,7 @@ impl Flavor {
 }
 
 /// What the secondary follows.
-pub struct Follow<'a> {
+pub(crate) struct Follow<'a> {
     pub primary: SocketAddr,
     /// Zones to take from the primary (dotted, no final dot).
     pub zones: &'a [&'a str],
@@ -36,7 +36,7 @@ pub struct Follow<'a> {
 }
 
 /// A running secondary; killed on drop.
-pub struct Secondary {
+pub(crate) struct Secondary {
     child: Child,
     pub flavor: Flavor,
     /// Where it answers (UDP and TCP).
@@ -55,7 +55,7 @@ impl Secondary {
     /// Start `bin` (`knotd` or `named`) on 127.0.0.1:`port`, following `f`; returns once it
     /// answers queries (its zones may still be loading). It allows transfers out to loopback
     /// (so a test can compare its copy whole) and accepts NOTIFY from the primary's address.
-    pub fn start(flavor: Flavor, bin: &Path, port: u16, f: &Follow<'_>) -> Secondary {
+    pub(crate) fn start(flavor: Flavor, bin: &Path, port: u16, f: &Follow<'_>) -> Secondary {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path().display().to_string();
         let conf = match flavor {
@@ -103,12 +103,12 @@ impl Secondary {
     }
 
     /// What it logged so far.
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("log")).unwrap_or_default()
     }
 
     /// The serial of `zone` it serves now, None while it has none (SERVFAIL, REFUSED).
-    pub fn serial(&self, zone: &str) -> Option<u32> {
+    pub(crate) fn serial(&self, zone: &str) -> Option<u32> {
         soa_serial(self.addr, zone)
     }
 }
@@ -260,7 +260,7 @@ fn skip_name(m: &[u8], mut p: usize) -> Option<usize> {
 }
 
 /// The serial a server gives for `zone` (None: no SOA answer).
-pub fn soa_serial(server: SocketAddr, zone: &str) -> Option<u32> {
+pub(crate) fn soa_serial(server: SocketAddr, zone: &str) -> Option<u32> {
     soa_serial_or_rcode(server, zone).and_then(Result::ok)
 }
 
@@ -275,7 +275,7 @@ fn norm(line: &str) -> String {
 /// The records of `zones` by AXFR with one `dig` run (`key`: name and base64 secret,
 /// hmac-sha256), per zone normalised and each once (the SOA comes first and last). Panics when
 /// a transfer fails or is empty.
-pub fn dig_axfr(
+pub(crate) fn dig_axfr(
     dig: &Path,
     server: SocketAddr,
     zones: &[&str],
@@ -322,7 +322,7 @@ pub fn dig_axfr(
 }
 
 /// `(name, type)` of each record.
-pub fn names_and_types(
+pub(crate) fn names_and_types(
     records: &std::collections::BTreeSet<String>,
 ) -> std::collections::BTreeSet<(String, String)> {
     records
@@ -341,7 +341,7 @@ pub fn names_and_types(
 /// sorted. A question whose reply did not come (or was dig's own query: dig picks random
 /// source ports, and one equal to the server's port on loopback sends the query to itself) is
 /// asked again on its own.
-pub fn dig_answers(
+pub(crate) fn dig_answers(
     dig: &Path,
     server: SocketAddr,
     questions: &[(String, String)],
@@ -389,7 +389,7 @@ fn dig_run(
 /// `dig +comments +question +answer` output of several questions: per question its status
 /// and answer records. Replies dig warns about (its own query coming back, another ID) are
 /// left out.
-pub fn parse_dig(
+pub(crate) fn parse_dig(
     text: &str,
 ) -> std::collections::BTreeMap<(String, String), (String, Vec<String>)> {
     let mut out = std::collections::BTreeMap::new();

@@ -22,7 +22,7 @@ fn package_of(tool: &str) -> &'static str {
 
 /// The path of `tool` (on `PATH`, or in an sbin folder where Debian puts daemons such as
 /// `knotd`); a missing tool fails the test with what to install.
-pub fn require(tool: &str) -> PathBuf {
+pub(crate) fn require(tool: &str) -> PathBuf {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let sbin = ["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from);
     std::env::split_paths(&path)
@@ -45,13 +45,13 @@ fn is_executable(p: &Path) -> bool {
 
 /// A loopback port free for both UDP and TCP a moment ago (bound, then released): for servers
 /// that take their port from a config file.
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let (udp, _tcp) = bind_pair();
     udp.local_addr().unwrap().port()
 }
 
 /// A UDP socket and a TCP listener bound to the same free loopback port.
-pub fn bind_pair() -> (std::net::UdpSocket, std::net::TcpListener) {
+pub(crate) fn bind_pair() -> (std::net::UdpSocket, std::net::TcpListener) {
     for _ in 0..50 {
         let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         if let Ok(tcp) = std::net::TcpListener::bind(udp.local_addr().unwrap()) {

@@ -17,22 +17,22 @@ use tokio::task::JoinHandle;
 use super::{bind_pair, free_port, query, require, wait_for};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     Udp,
     Tcp,
 }
 
 /// What the upstream does with one query.
-pub enum Action {
+pub(crate) enum Action {
     Reply(Message),
     /// Answer after a while (the UDP side keeps serving others meanwhile).
     Delay(Duration, Message),
 }
 
-pub type Handler = Arc<dyn Fn(&Message, Transport) -> Action + Send + Sync>;
+pub(crate) type Handler = Arc<dyn Fn(&Message, Transport) -> Action + Send + Sync>;
 
 /// A running fake upstream; stopped (sockets closed) on `stop` or drop.
-pub struct Fake {
+pub(crate) struct Fake {
     pub addr: SocketAddr,
     pub udp: Arc<AtomicUsize>,
     pub tcp: Arc<AtomicUsize>,
@@ -47,7 +47,7 @@ impl Drop for Fake {
 }
 
 impl Fake {
-    pub async fn start(
+    pub(crate) async fn start(
         handler: impl Fn(&Message, Transport) -> Action + Send + Sync + 'static,
     ) -> Fake {
         let (udp, tcp) = bind_pair();
@@ -62,7 +62,7 @@ impl Fake {
     }
 
     /// Start on a given address (e.g. one a stopped fake used).
-    pub async fn start_on(
+    pub(crate) async fn start_on(
         addr: SocketAddr,
         handler: impl Fn(&Message, Transport) -> Action + Send + Sync + 'static,
     ) -> Fake {
@@ -170,26 +170,26 @@ impl Fake {
     }
 
     /// Close the sockets: later queries are refused by the kernel.
-    pub fn stop(&self) {
+    pub(crate) fn stop(&self) {
         for t in self.tasks.lock().unwrap().drain(..) {
             t.abort();
         }
     }
 
-    pub fn queries(&self) -> usize {
+    pub(crate) fn queries(&self) -> usize {
         self.udp.load(Ordering::SeqCst) + self.tcp.load(Ordering::SeqCst)
     }
 }
 
 /// An upstream that holds a port (UDP bound, TCP listening) but never answers.
-pub struct Dead {
+pub(crate) struct Dead {
     pub addr: SocketAddr,
     _udp: std::net::UdpSocket,
     _tcp: std::net::TcpListener,
 }
 
 impl Dead {
-    pub fn new() -> Dead {
+    pub(crate) fn new() -> Dead {
         let (udp, tcp) = bind_pair();
         Dead {
             addr: udp.local_addr().unwrap(),
@@ -201,7 +201,7 @@ impl Dead {
 
 /// A reply skeleton for `q`: same ID and question, RD and CD copied, RA set, OPT if the query
 /// had one.
-pub fn reply(q: &Message) -> Message {
+pub(crate) fn reply(q: &Message) -> Message {
     let mut m = Message::response(q.metadata.id, OpCode::Query);
     m.metadata.recursion_desired = q.metadata.recursion_desired;
     m.metadata.checking_disabled = q.metadata.checking_disabled;
@@ -216,16 +216,16 @@ pub fn reply(q: &Message) -> Message {
     m
 }
 
-pub fn qname(q: &Message) -> Name {
+pub(crate) fn qname(q: &Message) -> Name {
     q.queries[0].name().clone()
 }
 
-pub fn qtype(q: &Message) -> RecordType {
+pub(crate) fn qtype(q: &Message) -> RecordType {
     q.queries[0].query_type()
 }
 
 /// A records for the question name.
-pub fn a_reply(q: &Message, ips: &[Ipv4Addr], ttl: u32) -> Message {
+pub(crate) fn a_reply(q: &Message, ips: &[Ipv4Addr], ttl: u32) -> Message {
     let mut m = reply(q);
     for ip in ips {
         m.add_answer(Record::from_rdata(qname(q), ttl, RData::A(A(*ip))));
@@ -234,7 +234,7 @@ pub fn a_reply(q: &Message, ips: &[Ipv4Addr], ttl: u32) -> Message {
 }
 
 /// An SOA for the negative answers of `zone`.
-pub fn soa(zone: &str, ttl: u32, minimum: u32) -> Record {
+pub(crate) fn soa(zone: &str, ttl: u32, minimum: u32) -> Record {
     let z = Name::from_ascii(zone).unwrap();
     let soa = SOA::new(
         Name::from_ascii(format!("ns.{zone}")).unwrap(),
@@ -249,7 +249,7 @@ pub fn soa(zone: &str, ttl: u32, minimum: u32) -> Record {
 }
 
 /// NXDOMAIN with an SOA (TTL `soa_ttl`, MINIMUM `minimum`).
-pub fn nx_reply(q: &Message, zone: &str, soa_ttl: u32, minimum: u32) -> Message {
+pub(crate) fn nx_reply(q: &Message, zone: &str, soa_ttl: u32, minimum: u32) -> Message {
     let mut m = reply(q);
     m.metadata.response_code = ResponseCode::NXDomain;
     m.add_authority(soa(zone, soa_ttl, minimum));
@@ -257,20 +257,20 @@ pub fn nx_reply(q: &Message, zone: &str, soa_ttl: u32, minimum: u32) -> Message 
 }
 
 /// NOERROR without answers (NODATA) with an SOA.
-pub fn nodata_reply(q: &Message, zone: &str, soa_ttl: u32, minimum: u32) -> Message {
+pub(crate) fn nodata_reply(q: &Message, zone: &str, soa_ttl: u32, minimum: u32) -> Message {
     let mut m = reply(q);
     m.add_authority(soa(zone, soa_ttl, minimum));
     m
 }
 
-pub fn servfail(q: &Message) -> Message {
+pub(crate) fn servfail(q: &Message) -> Message {
     let mut m = reply(q);
     m.metadata.response_code = ResponseCode::ServFail;
     m
 }
 
 /// A reply with authority and additional sections and AA/AD set.
-pub fn rich_reply(q: &Message) -> Message {
+pub(crate) fn rich_reply(q: &Message) -> Message {
     let mut m = a_reply(
         q,
         &[Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2)],
@@ -290,7 +290,7 @@ pub fn rich_reply(q: &Message) -> Message {
 }
 
 /// A real `knotd` serving `example.test` on a free loopback port; killed on drop.
-pub struct Knot {
+pub(crate) struct Knot {
     child: std::process::Child,
     pub addr: SocketAddr,
     _dir: tempfile::TempDir,
@@ -306,7 +306,7 @@ impl Drop for Knot {
 /// Starts [`Knot`] and waits until it answers. `example.test` holds `www` (A and AAAA),
 /// `alias` (CNAME to www), `big` (100 A records: more than a UDP answer holds) and an SOA
 /// whose MINIMUM is 2 s.
-pub fn start_knot() -> Knot {
+pub(crate) fn start_knot() -> Knot {
     let bin = require("knotd");
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
