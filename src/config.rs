@@ -1384,9 +1384,11 @@ impl Config {
         if self.listen.is_empty() {
             return Err(invalid("listen", "at least one address is needed".into()));
         }
-        parse_domain(&self.cluster.zone).map_err(|e| invalid("cluster.zone", e))?;
+        crate::names::parse_served_zone(&self.cluster.zone)
+            .map_err(|e| invalid("cluster.zone", e))?;
         for (i, z) in self.cluster.reverse_zones.iter().enumerate() {
-            parse_domain(z).map_err(|e| invalid(&format!("cluster.reverse_zones[{i}]"), e))?;
+            crate::names::parse_served_zone(z)
+                .map_err(|e| invalid(&format!("cluster.reverse_zones[{i}]"), e))?;
         }
         for (i, z) in self.cluster.fallthrough.iter().enumerate() {
             parse_domain(z).map_err(|e| invalid(&format!("cluster.fallthrough[{i}]"), e))?;
@@ -1975,6 +1977,9 @@ mod tests {
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
         assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
         assert!(parse_duration("5 parsecs").is_err());
+        // Too long for a Duration: an error, not a panic (found by fuzzing).
+        let e = parse_duration("99999999999999999999999h").unwrap_err();
+        assert!(e.contains("longest duration"), "{e}");
     }
 
     #[test]

@@ -38,6 +38,8 @@
 //!   transfer requests to it.
 //! - [`corefile`]: converting a CoreDNS Corefile into a clusterdns config: lexer, imports,
 //!   parser, a converter per plugin family that builds a [`config::Config`], and its YAML.
+//! - `fuzzing` (hidden): one function per parser of untrusted bytes with its invariants, called
+//!   by the cargo-fuzz targets in `fuzz/` and by `cargo test`, which replays the corpora.
 //!
 //! # Public surface
 //!
@@ -54,6 +56,8 @@ pub mod config;
 pub mod corefile;
 pub mod error;
 pub(crate) mod filewatch;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod memory;
 pub(crate) mod names;
 pub(crate) mod nodelocal;

@@ -37,6 +37,26 @@ pub fn parse_domain(s: &str) -> Result<String, String> {
     Ok(t.to_ascii_lowercase())
 }
 
+/// The longest zone served with an SOA record: 242 bytes of text, so that the SOA's
+/// `hostmaster.<zone>` (11 bytes more, plus the first length byte and the root) stays within
+/// the 255 bytes of a wire name (RFC 1035 §3.1). Names the zone builds from cluster objects
+/// that pass 255 bytes are left out one by one instead (see `zone::build`): a limit on the
+/// zone for those would forbid zones that serve every real cluster.
+pub(crate) const MAX_SERVED_ZONE_LEN: usize = 242;
+
+/// [`parse_domain`] for a zone clusterdns serves (the cluster zone, reverse zones): at most
+/// [`MAX_SERVED_ZONE_LEN`] bytes, so that its own SOA can be written.
+pub(crate) fn parse_served_zone(s: &str) -> Result<String, String> {
+    let t = parse_domain(s)?;
+    if t.len() > MAX_SERVED_ZONE_LEN {
+        return Err(format!(
+            "{s:?} is longer than {MAX_SERVED_ZONE_LEN} bytes: its SOA's hostmaster.<zone> would \
+             pass DNS's limit of 255"
+        ));
+    }
+    Ok(t)
+}
+
 /// Whether `name` is `zone` or a name below it; both normalised ([`parse_domain`]'s form).
 pub(crate) fn in_zone(name: &str, zone: &str) -> bool {
     name.strip_suffix(zone)
@@ -74,6 +94,20 @@ mod tests {
         let longest = format!("{}a", "a.".repeat(126));
         assert_eq!(longest.len(), 253);
         assert!(parse_domain(&longest).is_ok());
+    }
+
+    #[test]
+    fn served_zones_leave_room_for_the_soa() {
+        let label = "a".repeat(60);
+        let at_max = format!("{label}.{label}.{label}.{}", "b".repeat(59));
+        assert_eq!(at_max.len(), MAX_SERVED_ZONE_LEN);
+        assert_eq!(parse_served_zone(&at_max).unwrap(), at_max);
+        // hostmaster.<zone> in wire form: 11 + the zone's text + 2.
+        assert_eq!(11 + MAX_SERVED_ZONE_LEN + 2, 255);
+        let e = parse_served_zone(&format!("x{at_max}")).unwrap_err();
+        assert!(e.contains("hostmaster"), "{e}");
+        // Still a domain: a stub domain or fallthrough zone of that length is fine.
+        assert!(parse_domain(&format!("x{at_max}")).is_ok());
     }
 
     #[test]

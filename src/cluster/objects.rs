@@ -212,9 +212,46 @@ fn err(kind: &'static str, ns: &str, name: &str, message: impl Into<String>) -> 
     }
 }
 
+/// Whether `s` is an RFC 1123 label as Kubernetes validates the names that become DNS labels
+/// (namespaces, services, endpoint hostnames): 1 to 63 of `a-z`, `0-9` and `-`, starting and
+/// ending with a letter or digit. Checked after lowercasing. The API server never sends other
+/// names; a hand-written objects file may, and such a name would break the wire form of every
+/// answer that carries it (a label longer than 63 bytes reads as a compression pointer).
+fn is_dns_label(s: &str) -> bool {
+    let b = s.as_bytes();
+    (1..=63).contains(&b.len())
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// `s` if it is a DNS label ([`is_dns_label`]), else an error naming `field`.
+fn dns_label(
+    kind: &'static str,
+    (ns, name): (&str, &str),
+    field: &str,
+    s: &str,
+) -> Result<(), ObjectError> {
+    if is_dns_label(s) {
+        return Ok(());
+    }
+    Err(err(
+        kind,
+        ns,
+        name,
+        format!(
+            "{field}: {s:?} is not a DNS label (1 to 63 letters, digits and '-', starting and ending with a letter or digit)"
+        ),
+    ))
+}
+
+/// Namespace and name, lowercased; the namespace must be a DNS label, and the name too when
+/// `name_is_label` (a Service's, which becomes a DNS label; a slice's or a pod's does not).
 fn meta_names(
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
     kind: &'static str,
+    name_is_label: bool,
 ) -> Result<(Arc<str>, Arc<str>), ObjectError> {
     let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
     let name = meta
@@ -224,10 +261,12 @@ fn meta_names(
     if name.is_empty() {
         return Err(err(kind, &ns, "<unnamed>", "metadata.name is empty"));
     }
-    Ok((
-        ns.to_ascii_lowercase().into(),
-        name.to_ascii_lowercase().into(),
-    ))
+    let (ns, name) = (ns.to_ascii_lowercase(), name.to_ascii_lowercase());
+    dns_label(kind, (&ns, &name), "metadata.namespace", &ns)?;
+    if name_is_label {
+        dns_label(kind, (&ns, &name), "metadata.name", &name)?;
+    }
+    Ok((ns.into(), name.into()))
 }
 
 fn parse_ip(
@@ -270,7 +309,7 @@ impl TryFrom<&Service> for ServiceInfo {
     type Error = ObjectError;
     fn try_from(svc: &Service) -> Result<Self, ObjectError> {
         const K: &str = "Service";
-        let (namespace, name) = meta_names(&svc.metadata, K)?;
+        let (namespace, name) = meta_names(&svc.metadata, K, true)?;
         let spec = svc.spec.clone().unwrap_or_default();
         let mut ports = Vec::new();
         for (i, p) in spec.ports.unwrap_or_default().iter().enumerate() {
@@ -377,7 +416,7 @@ impl TryFrom<&EndpointSlice> for SliceInfo {
     type Error = ObjectError;
     fn try_from(es: &EndpointSlice) -> Result<Self, ObjectError> {
         const K: &str = "EndpointSlice";
-        let (namespace, name) = meta_names(&es.metadata, K)?;
+        let (namespace, name) = meta_names(&es.metadata, K, false)?;
         let service = es
             .metadata
             .labels
@@ -424,20 +463,30 @@ impl TryFrom<&EndpointSlice> for SliceInfo {
                     )?);
                 }
                 let ready = ep.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true);
+                // A pod name is a DNS subdomain (it may hold dots or run past 63 bytes): one
+                // that is not a label cannot name the endpoint (`endpoint_pod_names`), which
+                // then gets its dashed-IP name.
                 let pod_name = ep
                     .target_ref
                     .as_ref()
                     .filter(|t| t.kind.as_deref().is_none_or(|k| k == "Pod"))
                     .and_then(|t| t.name.as_deref())
-                    .map(|n| n.to_ascii_lowercase().into());
+                    .map(str::to_ascii_lowercase)
+                    .filter(|n| is_dns_label(n))
+                    .map(Into::into);
+                let hostname = match ep.hostname.as_deref().filter(|h| !h.is_empty()) {
+                    None => None,
+                    Some(h) => {
+                        let h = h.to_ascii_lowercase();
+                        let field = format!("endpoints[{i}].hostname");
+                        dns_label(K, (&namespace, &name), &field, &h)?;
+                        Some(h.into())
+                    }
+                };
                 endpoints.push(EndpointInfo {
                     addresses,
                     ready,
-                    hostname: ep
-                        .hostname
-                        .as_deref()
-                        .filter(|h| !h.is_empty())
-                        .map(|h| h.to_ascii_lowercase().into()),
+                    hostname,
                     pod_name,
                 });
             }
@@ -456,7 +505,7 @@ impl TryFrom<&Pod> for PodInfo {
     type Error = ObjectError;
     fn try_from(pod: &Pod) -> Result<Self, ObjectError> {
         const K: &str = "Pod";
-        let (namespace, name) = meta_names(&pod.metadata, K)?;
+        let (namespace, name) = meta_names(&pod.metadata, K, false)?;
         let status = pod.status.clone().unwrap_or_default();
         let mut ips = Vec::new();
         for p in status.pod_ips.unwrap_or_default() {
@@ -489,10 +538,67 @@ impl TryFrom<&Namespace> for NamespaceInfo {
             .name
             .clone()
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| err("Namespace", "", "<unnamed>", "metadata.name is missing"))?;
+            .ok_or_else(|| err("Namespace", "", "<unnamed>", "metadata.name is missing"))?
+            .to_ascii_lowercase();
+        dns_label("Namespace", ("", &name), "metadata.name", &name)?;
         Ok(NamespaceInfo {
-            name: name.to_ascii_lowercase().into(),
+            name: name.into(),
             labels: ns.metadata.labels.clone().unwrap_or_default(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(ns: &str, name: &str) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": name, "namespace": ns},
+            "spec": {"clusterIP": "10.0.0.1"}
+        }))
+        .unwrap()
+    }
+
+    fn slice(hostname: &str, pod: &str) -> EndpointSlice {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "s.1", "namespace": "ns",
+                         "labels": {"kubernetes.io/service-name": "svc"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.1.0.1"], "hostname": hostname,
+                           "targetRef": {"kind": "Pod", "name": pod}}]
+        }))
+        .unwrap()
+    }
+
+    /// Names that become DNS labels must be labels: found by fuzzing the objects file, where a
+    /// 70-byte namespace made every answer about it undecodable.
+    #[test]
+    fn names_that_become_labels_are_checked() {
+        let s = ServiceInfo::try_from(&service("Demo", "Web")).unwrap();
+        assert_eq!((&*s.namespace, &*s.name), ("demo", "web"));
+        let long = "k".repeat(64);
+        for (ns, name, field) in [
+            (long.as_str(), "web", "metadata.namespace"),
+            ("demo", long.as_str(), "metadata.name"),
+            ("demo", "a.b", "metadata.name"),
+            ("demo", "-web", "metadata.name"),
+            ("de mo", "web", "metadata.namespace"),
+        ] {
+            let e = ServiceInfo::try_from(&service(ns, name)).unwrap_err();
+            assert!(e.message.starts_with(field), "{ns}/{name}: {e}");
+        }
+        assert!(ServiceInfo::try_from(&service(&"k".repeat(63), "w")).is_ok());
+        let sl = SliceInfo::try_from(&slice("DB-0", "db-0")).unwrap();
+        assert_eq!(sl.endpoints[0].hostname.as_deref(), Some("db-0"));
+        assert_eq!(sl.endpoints[0].pod_name.as_deref(), Some("db-0"));
+        let e = SliceInfo::try_from(&slice("db_0", "db-0")).unwrap_err();
+        assert!(e.message.starts_with("endpoints[0].hostname"), "{e}");
+        // A pod name that is no label does not name the endpoint.
+        let sl = SliceInfo::try_from(&slice("", "web.v1-abc")).unwrap();
+        assert_eq!(sl.endpoints[0].pod_name, None);
+        let ns: Namespace =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": long}})).unwrap();
+        assert!(NamespaceInfo::try_from(&ns).is_err());
     }
 }

@@ -23,6 +23,8 @@ use crate::config::ForwardPolicy;
 use crate::ops::metrics::{ConnProto, Metrics, UpstreamMetrics};
 use crate::wire::{self, F_QR, F_TC, HEADER_LEN, rcode};
 
+/// The opcode bits of header byte 2.
+const F_OPCODE: u8 = 0x78;
 /// Receive buffer of one UDP exchange.
 const UDP_BUF: usize = 4096;
 /// Idle TCP connections kept per upstream.
@@ -101,12 +103,21 @@ pub enum ExchangeError {
     /// The upstream sends our queries back to us.
     #[error("forwarding loop")]
     Loop,
+    /// A reply to our query that is not a well-formed message ([`wire::reply::check`]).
+    #[error("malformed reply: {0}")]
+    Malformed(wire::WireError),
 }
 
-/// Is `r` a reply to `query` (same ID, QR set, the same question ignoring case)? The question
-/// must be written in full, as in the query: the client's question bytes replace it later.
+/// Is `r` a reply to `query` (same ID, QR set, the same opcode, the same question ignoring
+/// case)? The question must be written in full, as in the query: the client's question bytes
+/// replace it later. RFC 1035 §4.1.1: the opcode "is copied into the response"; a reply with
+/// another one answers some other message.
 pub fn is_reply_to(r: &[u8], query: &[u8], question_end: usize) -> bool {
-    if r.len() < HEADER_LEN || r[0..2] != query[0..2] || r[2] & F_QR == 0 {
+    if r.len() < HEADER_LEN
+        || r[0..2] != query[0..2]
+        || r[2] & F_QR == 0
+        || (r[2] ^ query[2]) & F_OPCODE != 0
+    {
         return false;
     }
     let qd = wire::u16_at(r, 4);
@@ -261,11 +272,7 @@ impl Upstream {
         loop {
             let n = sock.recv(&mut buf).await?;
             if is_reply_to(&buf[..n], query, question_end) {
-                let mut r = buf[..n].to_vec();
-                if n == UDP_BUF {
-                    r[2] |= F_TC;
-                }
-                return Ok(r);
+                return udp_reply(&buf[..n], question_end);
             }
         }
     }
@@ -372,9 +379,30 @@ async fn stream_roundtrip<S: AsyncRead + AsyncWrite + Unpin>(
         let mut buf = vec![0u8; len];
         s.read_exact(&mut buf).await?;
         if is_reply_to(&buf, query, question_end) {
+            wire::reply::check(&buf).map_err(ExchangeError::Malformed)?;
             return Ok(buf);
         }
     }
+}
+
+/// A UDP reply as the resolver takes it. A datagram that fills the receive buffer may have
+/// been cut by the kernel, and is treated as truncated (TC), so the answer is fetched again
+/// over TCP. A truncated reply that is not well-formed (cut mid-record) is kept as what it
+/// says, "ask over TCP": header and question with TC set and no records. Any other reply that
+/// is not well-formed is the upstream's failure.
+fn udp_reply(r: &[u8], question_end: usize) -> Result<Vec<u8>, ExchangeError> {
+    let mut r = r.to_vec();
+    if r.len() == UDP_BUF {
+        r[2] |= F_TC;
+    }
+    if let Err(e) = wire::reply::check(&r) {
+        if r[2] & F_TC == 0 {
+            return Err(ExchangeError::Malformed(e));
+        }
+        r.truncate(question_end);
+        r[6..HEADER_LEN].fill(0);
+    }
+    Ok(r)
 }
 
 /// The TLS client settings of a route's `tls://` upstreams: the CAs of `ca_file` (PEM), else
@@ -585,5 +613,40 @@ mod tests {
         assert!(!is_reply_to(&other_name, &q, qe));
         assert!(!is_reply_to(&q, &q, qe), "a query is not a reply");
         assert!(!is_reply_to(&r[..qe - 1], &q, qe), "cut short");
+        let mut other_opcode = r.clone();
+        other_opcode[2] |= 2 << 3;
+        assert!(!is_reply_to(&other_opcode, &q, qe), "opcode not copied");
+    }
+
+    #[test]
+    fn malformed_udp_replies() {
+        let q = wire::query::build(
+            7,
+            &wire::dotted_to_wire("a.example").unwrap(),
+            rtype::A,
+            true,
+            None,
+        );
+        let qe = wire::Query::parse(&q).unwrap().question_end();
+        let mut r = q.clone();
+        r[2] |= F_QR;
+        r[7] = 1;
+        // An A record of 3 bytes.
+        r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 3, 1, 2, 3]);
+        assert!(matches!(
+            udp_reply(&r, qe),
+            Err(ExchangeError::Malformed(wire::WireError::BadRdata))
+        ));
+        // Truncated: kept as "ask over TCP", without the broken record.
+        r[2] |= F_TC;
+        let t = udp_reply(&r, qe).unwrap();
+        assert_eq!(t.len(), qe);
+        assert_eq!(&t[4..12], &[0, 1, 0, 0, 0, 0, 0, 0]);
+        assert!(t[2] & F_TC != 0);
+        // A full receive buffer is truncated, whatever it holds.
+        let mut full = r.clone();
+        full[2] &= !F_TC;
+        full.resize(UDP_BUF, 0);
+        assert!(udp_reply(&full, qe).unwrap()[2] & F_TC != 0);
     }
 }

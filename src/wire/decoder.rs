@@ -20,6 +20,10 @@ pub enum WireError {
     /// up to its RDATA.
     #[error("bad OPT record")]
     BadOpt,
+    /// RDATA that does not hold what its type says (an A record of 3 bytes, a CNAME whose
+    /// name does not end where the RDATA does), or an OPT record outside the additional section.
+    #[error("bad record data")]
+    BadRdata,
 }
 
 /// The cursor: a message and a position in it.

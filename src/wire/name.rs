@@ -16,16 +16,46 @@ pub const MAX_NAME: usize = 255;
 ///
 /// RFC 1035 §4.1.4: a pointer refers to "a prior occurrence of the same name". Each pointer
 /// must point before the start of the run of labels it ends, so every jump goes strictly
-/// backwards and a chain of pointers always ends (no hop counting needed). Labels of the
-/// reserved types 0x40 and 0x80 (RFC 6891 §5 retired the extended ones) are refused.
+/// backwards and a chain of pointers always ends (no hop counting needed); and the run it points
+/// to must end (in the root or another pointer) before that start, so that no byte is read both
+/// as part of the prior name and of the name that points to it (hickory-proto refuses such a
+/// name too, `LabelOverlapsWithOther`; a question read here must be the one every other parser
+/// reads). Labels of the reserved types 0x40 and 0x80 (RFC 6891 §5 retired the extended ones)
+/// are refused.
+///
+/// A pointer into the header is followed: a client's question can only be compressed that way
+/// (it is the first name of the message; the header's zero bytes spell the root), and it is
+/// read once and rebuilt in full. Messages whose header is rewritten afterwards use
+/// [`read_name_past_header`].
 pub fn read_name(
     d: &mut Decoder<'_>,
     out: &mut [u8; MAX_NAME],
+) -> Result<(usize, bool), WireError> {
+    read_name_above(d, out, 0)
+}
+
+/// [`read_name`], refusing pointers into the header: for an upstream's reply, whose ID (and
+/// flags) the resolver rewrites before a client reads it, so a name spelled by header bytes
+/// would change under it (found by fuzzing the resolver with a hostile upstream).
+pub fn read_name_past_header(
+    d: &mut Decoder<'_>,
+    out: &mut [u8; MAX_NAME],
+) -> Result<(usize, bool), WireError> {
+    read_name_above(d, out, super::HEADER_LEN)
+}
+
+/// [`read_name`] with pointers to offsets below `floor` refused.
+fn read_name_above(
+    d: &mut Decoder<'_>,
+    out: &mut [u8; MAX_NAME],
+    floor: usize,
 ) -> Result<(usize, bool), WireError> {
     let msg = d.message();
     let start = d.pos();
     let mut p = start;
     let mut run_start = start;
+    // Where the current run must end: the start of the run that pointed to it.
+    let mut limit = usize::MAX;
     let mut n = 0usize;
     let mut end: Option<usize> = None;
     loop {
@@ -33,6 +63,9 @@ pub fn read_name(
         match len & 0xC0 {
             0x00 => {
                 if len == 0 {
+                    if p >= limit {
+                        return Err(WireError::Pointer);
+                    }
                     if n + 1 > MAX_NAME {
                         return Err(WireError::BadName);
                     }
@@ -46,6 +79,9 @@ pub fn read_name(
                 if n + 1 + len + 1 > MAX_NAME {
                     return Err(WireError::BadName);
                 }
+                if p + 1 + len >= limit {
+                    return Err(WireError::Pointer);
+                }
                 let label = msg.get(p + 1..p + 1 + len).ok_or(WireError::Short)?;
                 out[n] = len as u8;
                 out[n + 1..n + 1 + len].copy_from_slice(label);
@@ -58,9 +94,10 @@ pub fn read_name(
                 if end.is_none() {
                     end = Some(p + 2);
                 }
-                if target >= run_start {
+                if target >= run_start || target < floor || p + 2 > limit {
                     return Err(WireError::Pointer);
                 }
+                limit = run_start;
                 run_start = target;
                 p = target;
             }
@@ -338,20 +375,49 @@ mod tests {
         Ok((display_name(&out[..n]), d.pos(), c))
     }
 
+    /// A message of `body` after a 12-byte header (names start at offset 12).
+    fn msg(body: &[u8]) -> Vec<u8> {
+        let mut m = vec![0u8; 12];
+        m.extend_from_slice(body);
+        m
+    }
+
     #[test]
     fn names_with_pointers() {
-        // "example." at 0, "www" + pointer to 0 at 9.
-        let mut m = b"\x07example\x00".to_vec();
-        m.extend_from_slice(b"\x03WwW\xC0\x00");
-        assert_eq!(read(&m, 0), Ok(("example.".into(), 9, false)));
-        assert_eq!(read(&m, 9), Ok(("WwW.example.".into(), 15, true)));
+        // "example." at 12, "www" + pointer to 12 at 21.
+        let m = msg(b"\x07example\x00\x03WwW\xC0\x0C");
+        assert_eq!(read(&m, 12), Ok(("example.".into(), 21, false)));
+        assert_eq!(read(&m, 21), Ok(("WwW.example.".into(), 27, true)));
         // A pointer to itself, forwards, or into the run it ends.
-        assert_eq!(read(b"\xC0\x00", 0), Err(WireError::Pointer));
-        assert_eq!(read(b"\x01a\xC0\x00", 0), Err(WireError::Pointer));
-        assert_eq!(read(b"\x00\xC0\x03\x01a\x00", 1), Err(WireError::Pointer));
+        assert_eq!(read(&msg(b"\xC0\x0C"), 12), Err(WireError::Pointer));
+        assert_eq!(read(&msg(b"\x01a\xC0\x0C"), 12), Err(WireError::Pointer));
+        assert_eq!(
+            read(&msg(b"\x00\xC0\x0F\x01a\x00"), 13),
+            Err(WireError::Pointer)
+        );
         // Two pointers that would take turns: the second must point before the first target.
-        let m = b"\x01a\xC0\x05\x01b\xC0\x00";
-        assert_eq!(read(m, 4), Err(WireError::Pointer));
+        let m = msg(b"\x01a\xC0\x11\x01b\xC0\x0C");
+        assert_eq!(read(&m, 16), Err(WireError::Pointer));
+        // A prior run that runs into the name pointing to it (found by fuzzing: a question
+        // pointing into the header, whose bytes then ran on into the question itself).
+        assert_eq!(read(&msg(b"\x03ab\xC0\x0C"), 15), Err(WireError::Pointer));
+        assert_eq!(
+            read(&msg(b"\x01a\x01b\xC0\x0C"), 16),
+            Err(WireError::Pointer)
+        );
+        let m = msg(b"\x01a\x00\x01b\xC0\x0C\xC0\x0F");
+        assert_eq!(read(&m, 19), Ok(("b.a.".into(), 21, true)));
+        // Into the header: followed in a query, refused in an upstream's reply (found by
+        // fuzzing: an owner name read from the upstream's ID, which the resolver rewrites).
+        let mut m = b"\x01a\x00".to_vec();
+        m.resize(12, 0);
+        m.extend_from_slice(b"\xC0\x00");
+        assert_eq!(read(&m, 12), Ok(("a.".into(), 14, true)));
+        let mut out = [0u8; MAX_NAME];
+        assert_eq!(
+            read_name_past_header(&mut Decoder::at(&m, 12), &mut out),
+            Err(WireError::Pointer)
+        );
         // Reserved label types, cut-off names.
         assert_eq!(read(b"\x41a\x00", 0), Err(WireError::BadName));
         assert_eq!(read(b"\x05ab", 0), Err(WireError::Short));
@@ -364,10 +430,10 @@ mod tests {
         }
         long.push(0);
         assert_eq!(long.len(), 253);
-        assert!(read(&long, 0).is_ok());
-        let mut longer = long.clone();
-        longer.extend_from_slice(b"\x02ab\xC0\x00");
-        assert_eq!(read(&longer, 253), Err(WireError::BadName));
+        let mut m = msg(&long);
+        assert!(read(&m, 12).is_ok());
+        m.extend_from_slice(b"\x02ab\xC0\x0C");
+        assert_eq!(read(&m, 265), Err(WireError::BadName));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! through the bounds-checked [`Decoder`]; records are found but not decoded.
 
 use super::decoder::{Decoder, WireError};
-use super::name::{skip_name, uncompressed_len};
+use super::name::{MAX_NAME, read_name_past_header, skip_name, uncompressed_len};
 use super::query::Query;
 use super::writer::rcode_reply;
 use super::{F_TC, HEADER_LEN, OPT_LEN, put_u16, rcode_of, rtype, u16_at};
@@ -89,6 +89,82 @@ pub fn layout(m: &[u8]) -> Result<Layout, WireError> {
         records,
         opt,
     })
+}
+
+/// Check that an upstream's reply is a well-formed DNS message before anything of it is
+/// passed on or cached: every name (owners, and the names inside the RDATA of the types RFC
+/// 3597 §4 lets be compressed, and SRV's) reads with the pointer rules of
+/// [`read_name_past_header`] and ends where the RDATA does, addresses have their length, and
+/// there is at most one OPT record, owned by the root, in the additional section (RFC 6891
+/// §6.1.1). RDATA of other types is passed on as it came. Bytes after the last record are
+/// ignored (a receive buffer may be padded).
+///
+/// Why: the reply goes to the client and into the cache with our header on it; a cut record, a
+/// pointer loop or counts larger than the message would reach every client of the cache. A
+/// reply that fails is the upstream's failure (as CoreDNS's `forward`, whose unpack fails).
+pub fn check(m: &[u8]) -> Result<(), WireError> {
+    let mut name = [0u8; MAX_NAME];
+    let mut d = Decoder::new(m);
+    d.skip(4)?;
+    let qd = d.u16()?;
+    let an = usize::from(d.u16()?);
+    let ns = usize::from(d.u16()?);
+    let ar = usize::from(d.u16()?);
+    for _ in 0..qd {
+        read_name_past_header(&mut d, &mut name)?;
+        d.skip(4)?;
+    }
+    let mut opts = 0;
+    for i in 0..an + ns + ar {
+        let (owner_len, _) = read_name_past_header(&mut d, &mut name)?;
+        let typ = d.u16()?;
+        d.skip(6)?;
+        let rdlen = usize::from(d.u16()?);
+        let rdata = d.pos();
+        let end = rdata + rdlen;
+        if end > m.len() {
+            return Err(WireError::Short);
+        }
+        // The names an RDATA holds, after how many fixed bytes, and what may follow.
+        let names: &[(usize, usize)] = match typ {
+            rtype::OPT => {
+                opts += 1;
+                if i < an + ns {
+                    return Err(WireError::BadRdata);
+                }
+                if opts > 1 || owner_len != 1 {
+                    return Err(WireError::BadOpt);
+                }
+                &[]
+            }
+            rtype::A if rdlen != 4 => return Err(WireError::BadRdata),
+            rtype::AAAA if rdlen != 16 => return Err(WireError::BadRdata),
+            // NS, MD, MF, CNAME, MB, MG, MR, PTR: one name.
+            2..=5 | 7..=9 | rtype::PTR => &[(0, 0)],
+            // SOA: two names, then five 32-bit numbers.
+            rtype::SOA => &[(0, 0), (0, 20)],
+            // MINFO: two names.
+            14 => &[(0, 0), (0, 0)],
+            // MX: preference, name.
+            15 => &[(2, 0)],
+            // SRV: priority, weight, port, target (RFC 2782).
+            rtype::SRV => &[(6, 0)],
+            _ => &[],
+        };
+        if !names.is_empty() {
+            let mut rd = Decoder::at(m, rdata);
+            for &(fixed, after) in names {
+                rd.skip(fixed)?;
+                read_name_past_header(&mut rd, &mut name)?;
+                rd.skip(after)?;
+            }
+            if rd.pos() != end {
+                return Err(WireError::BadRdata);
+            }
+        }
+        d.skip(rdlen)?;
+    }
+    Ok(())
 }
 
 /// Rotate the A/AAAA records of the answer section by `by` places: CoreDNS's `loadbalance`
@@ -314,6 +390,111 @@ mod tests {
         assert_eq!(u16_at(&out, 6), 5);
         let m = hickory_proto::op::Message::from_vec(&out).unwrap();
         assert!(m.additionals.len() < 40 && m.edns.is_some());
+    }
+
+    /// A reply of `records` (each: owner pointer to the question, type, RDATA) to
+    /// `a.example. A`, with `ar` of them counted in the additional section.
+    fn reply_of(records: &[(u16, &[u8])], ar: usize) -> Vec<u8> {
+        let mut m = vec![0x12, 0x34, 0x81, 0x80, 0, 1, 0, 0, 0, 0, 0, 0];
+        m.extend_from_slice(b"\x01a\x07example\x00\x00\x01\x00\x01");
+        put_u16(&mut m, 6, (records.len() - ar) as u16);
+        put_u16(&mut m, 10, ar as u16);
+        for (typ, rdata) in records {
+            if *typ == rtype::OPT {
+                m.push(0);
+            } else {
+                m.extend_from_slice(&[0xC0, 12]);
+            }
+            m.extend_from_slice(&typ.to_be_bytes());
+            m.extend_from_slice(&[0, 1, 0, 0, 0, 60]);
+            m.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+            m.extend_from_slice(rdata);
+        }
+        m
+    }
+
+    #[test]
+    fn upstream_replies_are_checked_whole() {
+        // Well formed: addresses, names in RDATA (compressed or not), SOA, MX, SRV, unknown
+        // types passed as they are, an OPT at the end, bytes after the last record.
+        let soa: &[u8] = b"\x02ns\xC0\x0E\x0Ahostmaster\xC0\x0E\0\0\0\x01\0\0\0\x02\0\0\0\x03\0\0\0\x04\0\0\0\x05";
+        let good = reply_of(
+            &[
+                (rtype::A, &[10, 0, 0, 1]),
+                (rtype::AAAA, &[0; 16]),
+                (rtype::CNAME, b"\x01b\xC0\x0E"),
+                (rtype::SOA, soa),
+                (15, b"\0\x0A\x02mx\xC0\x0E"),
+                (rtype::SRV, b"\0\0\0\x01\0\x50\x01t\x07example\0"),
+                (rtype::TXT, b"\x05hello"),
+                (65280, b"anything"),
+                (rtype::OPT, b""),
+            ],
+            1,
+        );
+        assert_eq!(check(&good), Ok(()));
+        let mut padded = good.clone();
+        padded.resize(4096, 0);
+        assert_eq!(check(&padded), Ok(()));
+        // Each found by fuzzing the resolver with a hostile upstream.
+        for (what, bad, err) in [
+            (
+                "A of 3 bytes",
+                reply_of(&[(rtype::A, &[1, 2, 3])], 0),
+                WireError::BadRdata,
+            ),
+            (
+                "AAAA of 4",
+                reply_of(&[(rtype::AAAA, &[1, 2, 3, 4])], 0),
+                WireError::BadRdata,
+            ),
+            (
+                "CNAME with bytes after its name",
+                reply_of(&[(rtype::CNAME, b"\x01b\0x")], 0),
+                WireError::BadRdata,
+            ),
+            (
+                "CNAME running past its RDATA",
+                reply_of(&[(rtype::CNAME, b"\x05b")], 0),
+                WireError::Short,
+            ),
+            (
+                "SOA without its numbers",
+                reply_of(&[(rtype::SOA, b"\0\0")], 0),
+                WireError::Short,
+            ),
+            (
+                "pointer loop in RDATA",
+                reply_of(&[(rtype::PTR, b"\xC0\x27")], 0),
+                WireError::Pointer,
+            ),
+            (
+                "OPT in the answer",
+                reply_of(&[(rtype::OPT, b"")], 0),
+                WireError::BadRdata,
+            ),
+            (
+                "two OPTs",
+                reply_of(&[(rtype::OPT, b""), (rtype::OPT, b"")], 2),
+                WireError::BadOpt,
+            ),
+        ] {
+            assert_eq!(check(&bad), Err(err), "{what}");
+        }
+        let mut cut = good.clone();
+        cut.truncate(good.len() - 3);
+        assert_eq!(check(&cut), Err(WireError::Short), "cut record");
+        let mut counts = good.clone();
+        counts[6..12].copy_from_slice(&[0xFF; 6]);
+        assert!(check(&counts).is_err(), "huge counts");
+        let mut owner = good.clone();
+        owner[27] = 0xC0;
+        owner[28] = 0xFF;
+        assert_eq!(
+            check(&owner),
+            Err(WireError::Pointer),
+            "owner pointing forwards"
+        );
     }
 
     #[test]

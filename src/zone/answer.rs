@@ -563,6 +563,7 @@ fn srv(
             let eps = &r.endpoints;
             let n = eps.len();
             let pairs: usize = (0..n)
+                .filter(|&i| fits(eps.name(i).label().as_bytes(), r, snap))
                 .map(|i| eps.port_set(i).iter().filter(|p| matches(p)).count())
                 .sum();
             if pairs == 0 {
@@ -607,6 +608,10 @@ fn srv(
                         continue;
                     }
                     prev = Some(i);
+                    let host = eps.name(i).label();
+                    if !fits(host.as_bytes(), r, snap) {
+                        continue;
+                    }
                     let mut at_target = 0;
                     let kept = w.record(|w| {
                         w.owner_qname();
@@ -614,7 +619,7 @@ fn srv(
                         // RFC 2782: the target is written in full, never compressed;
                         // the additional section's owners may point at it.
                         at_target = w.pos();
-                        w.bytes(eps.name(i).label().as_bytes());
+                        w.bytes(host.as_bytes());
                         w.name_in_zone_uncompressed(&r.labels);
                         w.end_rdata(at);
                     });
@@ -721,6 +726,9 @@ fn ptr_answer<'a>(
     services: impl Iterator<Item = &'a ServiceRecords> + Clone,
 ) -> Res {
     let ptr = |w: &mut Writer<'_>, host: Option<&[u8]>, svc: &ServiceRecords| {
+        if !fits(host.unwrap_or_default(), svc, snap) {
+            return;
+        }
         w.record(|w| {
             w.owner_qname();
             let at = w.rr_head(rtype::PTR, snap.ttl);
@@ -736,12 +744,27 @@ fn ptr_answer<'a>(
     // with that address, by service name, then in the service's order.
     if let Some(s) = services.clone().find(|s| s.has_cluster_ip(&ip)) {
         ptr(w, None, s);
-        return Res::Answer;
-    }
-    for s in services {
-        for i in s.endpoints.with_ip(ip) {
-            ptr(w, Some(s.endpoints.name(i).label().as_bytes()), s);
+    } else {
+        for s in services {
+            for i in s.endpoints.with_ip(ip) {
+                ptr(w, Some(s.endpoints.name(i).label().as_bytes()), s);
+            }
         }
     }
-    Res::Answer
+    // The address is in the cluster; only names too long to write can leave nothing.
+    if w.count(ANSWER) > 0 || w.truncated() {
+        Res::Answer
+    } else {
+        Res::NoData
+    }
+}
+
+/// Does `<host>.<svc>.<ns>.svc.<zone>` (`host` a wire label, or empty for the service's own
+/// name) fit the 255 bytes of a wire name (RFC 1035 §3.1)? Kubernetes names are up to 63
+/// bytes per label, so under a long cluster zone an endpoint's name can be longer: such a name
+/// cannot be asked for, and a record pointing to it (an SRV target, a PTR) is left out rather
+/// than written as a name no resolver can read.
+#[inline]
+fn fits(host: &[u8], svc: &ServiceRecords, snap: &Snapshot) -> bool {
+    host.len() + svc.labels.len() + snap.zone.len() <= crate::wire::MAX_NAME
 }

@@ -1382,6 +1382,94 @@ fn q_len(b: &[u8]) -> usize {
     p + 1
 }
 
+/// Under a long cluster zone (allowed up to 242 bytes) Kubernetes names of up to 63 bytes per
+/// label can make an endpoint's name pass the 255 bytes of a wire name: such names cannot be
+/// asked for, and the SRV and PTR records that would point to them are left out; everything
+/// else is answered, and every reply decodes.
+#[test]
+fn names_longer_than_255_bytes_are_left_out() {
+    let l63 = |c: char| c.to_string().repeat(63);
+    // 100 bytes of text: <svc63>.<ns63>.svc.<zone> is 234 bytes in wire form, an endpoint name
+    // under it with a 63-byte hostname 298, with a 1-byte one 236.
+    let zone = format!("{}.{}.example", "z".repeat(50), "y".repeat(41));
+    assert_eq!(zone.len(), 100);
+    let c = ClusterConfig {
+        zone: zone.clone(),
+        ..cfg()
+    };
+    let (svc_name, ns_name) = (l63('s'), l63('n'));
+    let long_host = l63('h');
+    let objects = vec![
+        ns(&ns_name),
+        Object::Service(svc(&ns_name, &svc_name).port("http", 80, Protocol::Tcp)),
+        Object::Slice(slice(
+            &ns_name,
+            &svc_name,
+            &[
+                ("10.9.0.1", Some(long_host.as_str()), true),
+                ("10.9.0.2", Some("a"), true),
+            ],
+            &[("http", 80)],
+        )),
+        Object::Service(svc(&ns_name, "c").ips(&["10.9.1.1"])),
+    ];
+    let snap = snapshot_with(&c, objects);
+    let base = format!("{svc_name}.{ns_name}.svc.{zone}.");
+    // A: both endpoints (the service's own name fits).
+    let m = ask(&snap, &base, rtype::A);
+    assert_eq!(m.answers.len(), 2, "{m:?}");
+    // SRV: the short endpoint only, with its address.
+    let m = ask(&snap, &base, rtype::SRV);
+    assert_eq!(
+        strs(&m.answers),
+        norm(&[&format!("{base} 5 IN SRV 0 100 80 a.{base}")]),
+    );
+    assert_eq!(m.additionals.len(), 1);
+    // PTR: the long name is left out (the address is the cluster's: NODATA), the short one
+    // answered.
+    let m = ask(&snap, "1.0.9.10.in-addr.arpa.", rtype::PTR);
+    assert_eq!((m.metadata.response_code, m.answers.len()), (OK, 0));
+    let m = ask(&snap, "2.0.9.10.in-addr.arpa.", rtype::PTR);
+    assert_eq!(
+        strs(&m.answers),
+        norm(&[&format!("2.0.9.10.in-addr.arpa. 5 IN PTR a.{base}")])
+    );
+    let m = ask(&snap, "1.1.9.10.in-addr.arpa.", rtype::PTR);
+    assert_eq!(
+        strs(&m.answers),
+        norm(&[&format!(
+            "1.1.9.10.in-addr.arpa. 5 IN PTR c.{ns_name}.svc.{zone}."
+        )])
+    );
+
+    // The longest zone: the SOA (hostmaster.<zone>, 255 bytes) is written; `s.x.svc.<zone>`
+    // (252 bytes) is answered, `abcde.x.svc.<zone>` (256) is left out of the PTR.
+    let label = "a".repeat(60);
+    let zone = format!("{label}.{label}.{label}.{}", "b".repeat(59));
+    assert_eq!(zone.len(), crate::names::MAX_SERVED_ZONE_LEN);
+    let c = ClusterConfig {
+        zone: zone.clone(),
+        ..cfg()
+    };
+    let snap = snapshot_with(
+        &c,
+        vec![
+            ns("x"),
+            Object::Service(svc("x", "s").ips(&["10.9.2.2"])),
+            Object::Service(svc("x", "abcde").ips(&["10.9.2.1"])),
+        ],
+    );
+    let m = ask(&snap, &format!("{zone}."), rtype::SOA);
+    assert_eq!(m.answers.len(), 1);
+    let m = ask(&snap, "1.2.9.10.in-addr.arpa.", rtype::PTR);
+    assert_eq!((m.metadata.response_code, m.answers.len()), (OK, 0));
+    let m = ask(&snap, "2.2.9.10.in-addr.arpa.", rtype::PTR);
+    assert_eq!(
+        strs(&m.answers),
+        norm(&[&format!("2.2.9.10.in-addr.arpa. 5 IN PTR s.x.svc.{zone}.")])
+    );
+}
+
 /// CoreDNS skips an ExternalName service for any name below it ("External services do not have
 /// endpoints, nor can we accept port/protocol pseudo subdomains in an SRV query"): a port and
 /// protocol name under it, or the protocol alone, is NXDOMAIN, not an SRV to the external name.

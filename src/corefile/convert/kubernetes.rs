@@ -44,6 +44,8 @@ impl Converter {
                 }
                 Err(BadZone::Name(e)) => return Err(ctx.invalid(e)),
             };
+            // Served with an SOA: the config's limit, named here rather than as a converter bug.
+            crate::names::parse_served_zone(&z).map_err(|e| ctx.invalid(e))?;
             // RKE2's chart writes the cluster domain twice (`kubernetes  cluster.local
             // cluster.local in-addr.arpa ip6.arpa`): CoreDNS serves the zone once, so do we.
             let list = if is_reverse_zone(&z) {

@@ -179,6 +179,27 @@ fn no_root_block_turns_forwarding_off() {
     assert_eq!(c.config.cluster.zone, "cluster.local");
 }
 
+/// A cluster zone is served with an SOA, so `hostmaster.<zone>` must fit 255 bytes: a longer
+/// `kubernetes` zone is an error about the directive (found by fuzzing: it used to end in a
+/// converted config that did not load). A long zone that fits converts.
+#[test]
+fn kubernetes_zone_too_long_for_its_soa_is_invalid() {
+    let label = "a".repeat(60);
+    let at_max = format!("{label}.{label}.{label}.{}", "b".repeat(59));
+    let corefile = |zone: &str| format!(".:53 {{\n    kubernetes {zone}\n}}\n");
+    let c = conv(&corefile(&at_max)).unwrap();
+    assert_eq!(c.config.cluster.zone, at_max);
+    match conv(&corefile(&format!("x{at_max}"))) {
+        Err(CorefileError::Invalid {
+            directive, message, ..
+        }) => {
+            assert_eq!(directive, "kubernetes");
+            assert!(message.contains("hostmaster"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn transfer_to_becomes_allow_and_notify() {
     let c = conv(".:53 {\n kubernetes cluster.local 10.in-addr.arpa in-addr.arpa\n transfer {\n  to 192.0.2.7 [2001:db8::5]:5300\n }\n forward . 10.0.0.2\n}\n").unwrap();
