@@ -191,13 +191,22 @@ def shipped_config(manifest):
 
 
 def loopback_stub_domains(text, upstream):
-    """The stub domains' upstreams (the kube-dns Service IP in the node-local ConfigMap) replaced
-    by `upstream`; everything else as shipped."""
-    out, inside = [], False
+    """The forwarding domains' upstreams (the kube-dns-upstream Service IP in the node-local
+    ConfigMap) replaced by `upstream`, and the `nodelocal` section (interception of the node's
+    addresses, which cannot work on one machine) left out; everything else as shipped."""
+    out, inside, skip = [], False, None
     for l in text.splitlines():
-        if re.match(r"\s+stub_domains:\s*$", l):
-            inside, depth = True, len(l) - len(l.lstrip())
-        elif inside and l.strip() and len(l) - len(l.lstrip()) <= depth:
+        ind = len(l) - len(l.lstrip())
+        if skip is not None:
+            if not l.strip() or ind > skip:
+                continue
+            skip = None
+        if re.match(r"\s*nodelocal:\s*$", l):
+            skip = ind
+            continue
+        if re.match(r"\s*(stub_)?domains:\s*$", l):
+            inside, depth = True, ind
+        elif inside and l.strip() and ind <= depth:
             inside = False
         if inside:
             l = re.sub(r'\["[^"\]]*"(, *"[^"\]]*")*\]', f'["{upstream}"]', l)
