@@ -382,10 +382,9 @@ async fn idle_and_slowloris_tcp_keep_descriptors_under_the_cap() {
         dropped(&m, "tcp_evicted") > 1000.0,
         "idle connections evicted"
     );
-    assert!(
-        dropped(&m, "tcp_stalled") > 0.0 || dropped(&m, "tcp_evicted") > 10_000.0,
-        "slowloris connections closed"
-    );
+    // That the slowloris connections themselves are closed is checked without the flood
+    // before them (below): after 10,000 connections at once the kernel's accept queue may have
+    // dropped some, and what it drops never reaches the server.
     drop(idle);
     drop(slow);
 }
@@ -423,4 +422,39 @@ fn limits_reload() {
     assert!(got <= 5, "{got} answered after the reload");
     // Another client has its own bucket.
     assert_eq!(s.status(&["-b", CLIENT, CLUSTER_NAME]), "NOERROR");
+}
+
+/// 1,000 slowloris connections (a length prefix and part of a message, then nothing) are
+/// closed: past the cap by eviction, the rest by the message timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_connections_are_closed() {
+    use tokio::io::AsyncWriteExt;
+    raise_nofile(20_000);
+    const CAP: usize = 300;
+    let s = Server::sample(&format!(
+        "limits:\n  tcp:\n    max_connections: {CAP}\n    max_connections_per_client: 100000\n    message_timeout: 1s\n"
+    ));
+    let dns = s.dns;
+    assert_eq!(s.status(&[CLUSTER_NAME]), "NOERROR");
+    let mut slow = connect_many(FLOODER, dns, 1000).await;
+    for c in slow.iter_mut() {
+        let _ = c.write_all(&[0, 40, 0x12, 0x34]).await;
+    }
+    let mut m = String::new();
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        m = metrics(&s);
+        if dropped(&m, "tcp_stalled") > 0.0 {
+            break;
+        }
+    }
+    assert!(
+        slow.len() > 500,
+        "the slowloris clients connected: {}",
+        slow.len()
+    );
+    assert!(
+        dropped(&m, "tcp_stalled") > 0.0,
+        "stalled connections closed"
+    );
 }
