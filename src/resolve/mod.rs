@@ -34,6 +34,7 @@ pub mod cache;
 pub mod critical;
 pub mod hosts;
 pub mod looping;
+mod pipe;
 pub mod upstream;
 
 use std::collections::HashMap;
