@@ -421,6 +421,44 @@ async fn cache_hit_has_client_id_case_and_counted_down_ttl() {
     assert_eq!(r.cache_entries(), (1, 0));
 }
 
+/// The first (missed) reply carries the TTLs its cached copies will: capped at `max_ttl` and
+/// `max_negative_ttl` (here the node-local cluster zone's 30 s and 5 s), as CoreDNS's cache
+/// caps the reply it writes ("to avoid jarring TTL experience 1799 -> 8").
+#[tokio::test]
+async fn the_missed_reply_has_the_capped_ttls_of_the_cache() {
+    let up = Fake::start(|q, _| {
+        Action::Reply(if qtype(q) == RecordType::AAAA {
+            nodata_reply(q, "example.test.", 3600, 600)
+        } else {
+            a_reply(q, &[ip(192, 0, 2, 7)], 3600)
+        })
+    })
+    .await;
+    let clock = ManualClock::new();
+    let mut c = config(&[up.addr]);
+    c.cache.max_ttl = 30;
+    c.cache.max_negative_ttl = 5;
+    let r = resolver_at(&c, &clock);
+    let q = query("capped.example.test.", RecordType::A, 1, Some(1232));
+    let (m, _, src) = ask_raw(&r, &q, 1232).await;
+    assert_eq!(src, AnswerSource::Forward);
+    assert_eq!(
+        ttls(&m),
+        vec![30],
+        "the upstream's 3600 capped on the first reply"
+    );
+    let (m, _, src) = local(&r, &q, 1232).unwrap();
+    assert_eq!((src, ttls(&m)), (AnswerSource::Cache, vec![30]));
+    let q = query("capped.example.test.", RecordType::AAAA, 2, Some(1232));
+    let (m, _, src) = ask_raw(&r, &q, 1232).await;
+    assert_eq!(src, AnswerSource::Forward);
+    assert_eq!(
+        ttls(&m),
+        vec![5],
+        "the SOA's negative TTL capped on the first reply"
+    );
+}
+
 #[tokio::test]
 async fn negative_answers_cached_for_the_soa_minimum() {
     let up = Fake::start(|q, _| {
