@@ -216,12 +216,11 @@ pub fn bind_dns(cfg: &Config) -> Result<(Vec<Listener>, Bound), Error> {
         cfg.server.udp_workers
     };
     let listeners =
-        crate::server::listen::bind_all(&cfg.dns_listen(), workers).map_err(|(addr, e)| {
-            Error::Listen {
+        crate::server::listen::bind_all(&cfg.dns_listen(), workers, cfg.server.udp_balance)
+            .map_err(|(addr, e)| Error::Listen {
                 addr: addr.to_string(),
                 source: e,
-            }
-        })?;
+            })?;
     let bound = Bound {
         dns: listeners.iter().map(|l| l.addr).collect(),
     };

@@ -609,6 +609,23 @@ pub struct ServerConfig {
     /// TCP connections idle longer than this are closed.
     #[serde(with = "duration_text")]
     pub tcp_idle_timeout: Duration,
+    /// How UDP queries are spread over the workers' sockets.
+    pub udp_balance: UdpBalance,
+}
+
+/// How the kernel spreads UDP queries over the workers' `SO_REUSEPORT` sockets.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UdpBalance {
+    /// By client address (a classic BPF program on the socket group): one client's queries
+    /// all reach one worker, so a client flooding from many source ports fills one socket's
+    /// queue, and the kernel drops only what arrives there; the other clients' workers keep
+    /// their queues. One client is then served by one worker (one core) at the most.
+    #[default]
+    Client,
+    /// By the kernel's flow hash (addresses and ports): one client's queries spread over
+    /// every worker, and so does a flood.
+    Flow,
 }
 
 impl Default for ServerConfig {
@@ -617,6 +634,7 @@ impl Default for ServerConfig {
             udp_workers: 0,
             max_udp_size: 1232,
             tcp_idle_timeout: Duration::from_secs(10),
+            udp_balance: UdpBalance::Client,
         }
     }
 }
