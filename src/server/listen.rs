@@ -113,7 +113,7 @@ fn steer_by_client(sock: &UdpSocket, workers: usize, v6: bool) -> io::Result<()>
             libc::SOL_SOCKET,
             SO_ATTACH_REUSEPORT_CBPF,
             (&raw const fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            size_of::<libc::sock_fprog>() as libc::socklen_t,
         )
     };
     if rc == 0 {
