@@ -47,7 +47,7 @@ use std::io::Write as _;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::{self, MetricFamily, MetricType};
@@ -1344,20 +1344,23 @@ mod tests;
 
 /// When the Kubernetes API last confirmed one kind's state; see [`Metrics::watch_freshness`].
 #[derive(Clone, Debug)]
-pub struct WatchFreshness(Arc<AtomicU64>);
+pub struct WatchFreshness {
+    /// When the registry's staleness clock started (monotonic: a step of the wall clock, NTP
+    /// or a VM resumed, does not make a watch look fresh or stale).
+    base: Instant,
+    /// Microseconds after `base` of the last confirmation.
+    last: Arc<AtomicU64>,
+}
 
 impl WatchFreshness {
     /// The state of the kind was confirmed just now.
     pub fn touch(&self) {
-        self.0.store(unix_micros(), Ordering::Relaxed);
+        self.last.store(micros_since(self.base), Ordering::Relaxed);
     }
 }
 
-fn unix_micros() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_micros() as u64
+fn micros_since(base: Instant) -> u64 {
+    u64::try_from(base.elapsed().as_micros()).unwrap_or(u64::MAX)
 }
 
 /// `clusterdns_watch_staleness_seconds{kind}`, computed at each scrape from the
@@ -1366,6 +1369,7 @@ fn unix_micros() -> u64 {
 #[derive(Clone)]
 struct WatchStaleness {
     gauge: prometheus::GaugeVec,
+    base: Instant,
     kinds: Arc<std::sync::Mutex<Vec<(&'static str, Arc<AtomicU64>)>>>,
 }
 
@@ -1380,6 +1384,7 @@ impl WatchStaleness {
                 &["kind"],
             )
             .expect("valid metric"),
+            base: Instant::now(),
             kinds: Arc::default(),
         }
     }
@@ -1389,12 +1394,15 @@ impl WatchStaleness {
         let t = match kinds.iter().find(|(k, _)| *k == kind) {
             Some((_, t)) => t.clone(),
             None => {
-                let t = Arc::new(AtomicU64::new(unix_micros()));
+                let t = Arc::new(AtomicU64::new(micros_since(self.base)));
                 kinds.push((kind, t.clone()));
                 t
             }
         };
-        WatchFreshness(t)
+        WatchFreshness {
+            base: self.base,
+            last: t,
+        }
     }
 }
 
@@ -1404,7 +1412,7 @@ impl Collector for WatchStaleness {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let now = unix_micros();
+        let now = micros_since(self.base);
         for (kind, t) in self.kinds.lock().unwrap_or_else(|e| e.into_inner()).iter() {
             let age = now.saturating_sub(t.load(Ordering::Relaxed)) as f64 / 1e6;
             self.gauge.with_label_values(&[kind]).set(age);
