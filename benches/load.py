@@ -283,10 +283,15 @@ class Unbound(Local):
     """unbound as the shared harness configures it (1 thread, forwarding to `upstream`), plus
     the cache settings clusterdns ships with: prefetch, expired answers served only when the
     upstream does not answer (RFC 8767) for up to an hour, and answers passed on whole, the
-    additional section included (unbound 1.17 trims it by default: `minimal-responses`)."""
+    additional section included (unbound 1.17 trims it by default: `minimal-responses`). TTLs
+    capped as the node-local ConfigMap caps its cluster.local cache (NodeLocal DNSCache's
+    `success 9984 30`, `denial 9984 5`; clusterdns gives the capped TTLs from the first reply
+    on, as CoreDNS does): unbound caps only server-wide, which is the same here, since every
+    name the cache files ask is under cluster.local or 10.in-addr.arpa, whose TTLs are 30."""
 
     EXTRA = ("    prefetch: yes\n    serve-expired: yes\n    serve-expired-ttl: 3600\n"
-             "    serve-expired-client-timeout: 1800\n    minimal-responses: no\n")
+             "    serve-expired-client-timeout: 1800\n    minimal-responses: no\n"
+             "    cache-max-ttl: 30\n    cache-max-negative-ttl: 5\n")
 
     def __init__(self, work, upstream, label="unbound"):
         super().__init__(work, "unbound", label)

@@ -118,6 +118,10 @@ struct ConvertArgs {
     /// for `__PILLAR__LOCAL__DNS__` (repeatable).
     #[arg(long, value_name = "NAME=VALUE")]
     pillar: Vec<String>,
+    /// The cluster domain for a kube-dns ConfigMap (kube-dns's `--domain`; default
+    /// `cluster.local`).
+    #[arg(long, value_name = "DOMAIN")]
+    cluster_domain: Option<String>,
     /// Also write the files the config refers to (e.g. a hosts file from inline `hosts`
     /// entries) into this folder.
     #[arg(long, value_name = "DIR")]
@@ -312,6 +316,7 @@ fn main() -> ExitCode {
                 custom_files,
                 mounted: Default::default(),
                 pillars,
+                cluster_domain: a.cluster_domain.clone(),
                 file_name: a
                     .file
                     .file_name()

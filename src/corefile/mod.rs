@@ -108,6 +108,9 @@ pub struct Options {
     pub pillars: BTreeMap<String, String>,
     /// The Corefile's name in positions and messages; `Corefile` if empty.
     pub file_name: String,
+    /// The cluster domain of a kube-dns ConfigMap (kube-dns's `--domain`, the kubelets'
+    /// `--cluster-domain`); `cluster.local` if not given. A Corefile names its zone itself.
+    pub cluster_domain: Option<String>,
 }
 
 /// Options for unit tests: imports resolve against a folder that does not exist.
@@ -135,7 +138,7 @@ pub fn convert(corefile_text: &str, base_dir: &Path) -> Result<Conversion, Coref
 /// `text` may also be a ConfigMap as `kubectl get cm -o yaml` prints it: CoreDNS's (its
 /// `Corefile` key is converted, its other keys are the files mounted beside it, e.g. k3s's
 /// `NodeHosts`), or kube-dns's with `stubDomains` / `upstreamNameservers` (converted as the
-/// Corefile CoreDNS's migration makes of it, for the cluster domain `cluster.local`).
+/// Corefile CoreDNS's migration makes of it, for [`Options::cluster_domain`]).
 /// NodeLocal DNSCache's `__PILLAR__...__` placeholders are filled from [`Options::pillars`].
 pub fn convert_with(text: &str, opts: &Options) -> Result<Conversion, CorefileError> {
     let mut opts = opts.clone();
@@ -157,10 +160,27 @@ pub fn convert_with(text: &str, opts: &Options) -> Result<Conversion, CorefileEr
                 || data.contains_key("upstreamNameservers") =>
             {
                 opts.file_name = format!("{name} (kube-dns as Corefile)");
+                let domain = match &opts.cluster_domain {
+                    Some(d) => {
+                        crate::names::parse_served_zone(d).map_err(|e| CorefileError::Syntax {
+                            at: Pos {
+                                file: name.clone(),
+                                line: 1,
+                            },
+                            message: format!("cluster domain: {e}"),
+                        })?
+                    }
+                    None => "cluster.local".to_string(),
+                };
                 notes.push(format!(
-                    "{name}: kube-dns's ConfigMap, converted as the Corefile CoreDNS's migration makes of it (cluster domain cluster.local, kube-dns's default --domain)"
+                    "{name}: kube-dns's ConfigMap, converted as the Corefile CoreDNS's migration makes of it (cluster domain {domain}{})",
+                    if opts.cluster_domain.is_some() {
+                        ""
+                    } else {
+                        ", kube-dns's default --domain; --cluster-domain gives another"
+                    }
                 ));
-                input::kube_dns_corefile(&data, "cluster.local", &name)?
+                input::kube_dns_corefile(&data, &domain, &name)?
             }
             None => {
                 return Err(CorefileError::Syntax {

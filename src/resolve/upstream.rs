@@ -32,12 +32,9 @@ const UDP_BUF: usize = 4096;
 /// Stream connections kept per upstream at the most. RFC 7766 §6.2.2: "DNS clients MUST take
 /// care to minimize the number of concurrent TCP connections made to any individual server."
 const MAX_PIPES: usize = 8;
-/// Queries in flight on one connection before another is opened (while fewer than
-/// [`MAX_PIPES`] are): a peer that answers a connection's queries one at a time (CoreDNS: Go's
-/// miekg/dns serves each connection in order) keeps a query waiting behind at most this many.
-const PIPE_DEPTH: usize = 64;
-/// A connection with queries in flight and no reply for this long gets no new ones while
-/// another can be used or opened (a peer answering in order, stuck behind a slow query).
+/// Once [`MAX_PIPES`] are open and busy, a connection with queries in flight and no reply for
+/// this long gets new ones only if every other one is stalled too (a peer answering in order,
+/// stuck behind a slow query).
 const PIPE_STALL: Duration = Duration::from_millis(100);
 
 /// How a `tls://` upstream is reached: the client config (roots) and the name its certificate
@@ -289,19 +286,24 @@ impl Upstream {
         self.tls.is_some()
     }
 
-    /// A kept connection with room for one more query: the least loaded one that is not
-    /// stalled and not [`PIPE_DEPTH`] deep, or, once [`MAX_PIPES`] are open, the least loaded.
+    /// The kept connection for one more query: one with nothing in flight; else, while fewer
+    /// than [`MAX_PIPES`] are open, none (a new one is opened); else the least loaded of those
+    /// not stalled, or of all. A peer that answers a connection's queries one at a time
+    /// (CoreDNS: Go's miekg/dns serves each connection in order) thus never holds a query
+    /// behind a slow one while it could have a connection of its own.
     fn kept_pipe(&self) -> Option<Arc<Pipe>> {
         let mut pipes = self.pipes.lock().unwrap_or_else(|e| e.into_inner());
         pipes.retain(|p| !p.is_closed());
         let loads: Vec<(usize, bool)> = pipes.iter().map(|p| p.load(PIPE_STALL)).collect();
-        let roomy = (0..pipes.len())
-            .filter(|&i| !loads[i].1 && loads[i].0 < PIPE_DEPTH)
-            .min_by_key(|&i| loads[i].0);
-        let pick = match roomy {
-            Some(i) => Some(i),
-            None if pipes.len() >= MAX_PIPES => (0..pipes.len()).min_by_key(|&i| loads[i].0),
-            None => None,
+        let least = |stalled_too: bool| {
+            (0..pipes.len())
+                .filter(|&i| stalled_too || !loads[i].1)
+                .min_by_key(|&i| loads[i].0)
+        };
+        let pick = match (0..pipes.len()).find(|&i| loads[i].0 == 0) {
+            Some(idle) => Some(idle),
+            None if pipes.len() < MAX_PIPES => None,
+            None => least(false).or_else(|| least(true)),
         };
         pick.map(|i| pipes[i].clone())
     }

@@ -764,6 +764,29 @@ fn kube_dns_stub_domains_configmap_converts() {
         "{:#?}",
         c.notes
     );
+    // Another cluster domain (kube-dns's --domain): the zone and the stub domain inside it
+    // follow it.
+    let text =
+        read("kube-dns/inside-cluster-zone.yaml").replace("my.cluster.local", "my.corp.internal");
+    let opts = Options {
+        base_dir: "/nonexistent".into(),
+        cluster_domain: Some("Corp.Internal.".into()),
+        ..Options::default()
+    };
+    let c = corefile::convert_with(&text, &opts).unwrap();
+    assert_round_trip(&c);
+    assert_eq!(c.config.cluster.zone, "corp.internal");
+    assert!(
+        has_note(&c, &["my.corp.internal", "inside the cluster zone"]),
+        "{:#?}",
+        c.notes
+    );
+    let opts = Options {
+        cluster_domain: Some("bad domain".into()),
+        ..opts
+    };
+    let e = corefile::convert_with(&text, &opts).unwrap_err();
+    assert!(e.to_string().contains("cluster domain"), "{e}");
     // Bad JSON: the key named.
     let bad = "kind: ConfigMap\ndata:\n  stubDomains: '{\"a.example\": \"1.2.3.4\"}'\n";
     let e = corefile::convert(bad, Path::new("/nonexistent")).unwrap_err();
