@@ -341,8 +341,8 @@ fn rusage_cpu_seconds() -> f64 {
 #[test]
 fn process_cpu_seconds_is_the_process_cpu_time() {
     // Spend some CPU first, so that a value stuck at zero cannot pass.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while rusage_cpu_seconds() < 0.05 && std::time::Instant::now() < deadline {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while rusage_cpu_seconds() < 0.05 && Instant::now() < deadline {
         std::hint::black_box((0..10_000u64).sum::<u64>());
     }
     let m = Metrics::new("dns://:53", true, &[]);
