@@ -62,17 +62,8 @@ fn main() {
     // Changes: a service's ClusterIP, then an endpoint added to a slice (the common churn).
     let mut lat = Vec::with_capacity(changes);
     for c in 0..changes {
-        let i = (c * 7919) % services;
-        let ns = format!("ns-{}", i % namespaces);
-        let name = format!("svc-{i}");
-        let qname = format!("{name}.{ns}.svc.cluster.local");
-        let new_ip = [10, 97, (c / 250) as u8, (c % 250 + 1) as u8];
         let t = Instant::now();
-        api.update(
-            svc(&ns, &name)
-                .cluster_ip(&format!("10.97.{}.{}", c / 250, c % 250 + 1))
-                .port("http", 80, "TCP"),
-        );
+        let (qname, new_ip) = cluster::change_cluster_ip(&api, c, services, namespaces);
         loop {
             id = id.wrapping_add(1);
             if ask(&sock, dns, &qname, id).is_some_and(|v| v == vec![new_ip]) {

@@ -305,17 +305,8 @@ fn main() {
     }
     let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); secs.len() + 1];
     for c in 0..changes {
-        let i = (c * 7919) % services;
-        let ns = format!("ns-{}", i % namespaces);
-        let name = format!("svc-{i}");
-        let qname = format!("{name}.{ns}.svc.cluster.local");
-        let new_ip = [10, 97, (c / 250) as u8, (c % 250 + 1) as u8];
         let t = Instant::now();
-        api.update(
-            svc(&ns, &name)
-                .cluster_ip(&format!("10.97.{}.{}", c / 250, c % 250 + 1))
-                .port("http", 80, "TCP"),
-        );
+        let (qname, new_ip) = cluster::change_cluster_ip(&api, c, services, namespaces);
         let servers: Vec<SocketAddr> = std::iter::once(dns)
             .chain(secs.iter().map(|s| s.addr))
             .collect();
