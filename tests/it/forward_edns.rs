@@ -5,8 +5,8 @@
 //! `coredns_cache_drops_total` replies whose question does not match, as CoreDNS counts them.
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::net::Ipv4Addr;
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -135,17 +135,10 @@ fn client_subnet_forwarded_on_request_and_cached_per_subnet() {
 /// Start the binary with the query log on, its JSON lines (stdout) kept.
 fn start_with_querylog(cfg: &str) -> (Server, mpsc::Receiver<serde_json::Value>) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("clusterdns.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    let mut child = Command::new(bin())
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let cmd = Server::command(&dir, cfg, &[]);
+    let mut s = Server::spawn_with(cmd, dir, Stdio::piped());
+    let stdout = s.child.stdout.take().unwrap();
     let (qtx, qrx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for l in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str(&l)
@@ -155,39 +148,7 @@ fn start_with_querylog(cfg: &str) -> (Server, mpsc::Receiver<serde_json::Value>)
             }
         }
     });
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let mut listens: Vec<(String, SocketAddr)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && !listens.iter().any(|(k, _)| k == "ready") {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100))
-            && let Some((k, v)) = l
-                .strip_prefix("clusterdns: listening ")
-                .and_then(|r| r.split_once('='))
-        {
-            listens.push((k.to_string(), v.trim().parse().unwrap()));
-        }
-    }
-    let dns = listens
-        .iter()
-        .find(|(k, _)| k == "dns")
-        .expect("DNS address")
-        .1;
-    (
-        Server {
-            child,
-            dns,
-            lines: rx,
-            dir,
-            listens,
-        },
-        qrx,
-    )
+    (s, qrx)
 }
 
 /// The next query-log entry for `qname` (bounded wait).

@@ -6,11 +6,9 @@
 //! `clusterdns_forward_loops_total`, the cluster zone and the other upstreams keep serving, and
 //! forwarding comes back by itself once the relay answers instead of looping.
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::Message;
@@ -134,58 +132,14 @@ fn loops_metric(s: &Server, to: SocketAddr) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Start the binary as `Server::start` does, keeping every line it logs (the support helper
-/// reads the start-up lines itself; the loop found at start-up is reported among them).
-fn start_logged(cfg: &str) -> (Server, Arc<Mutex<Vec<String>>>) {
+/// Start the binary at info level (the loop lines are what this test reads): its log, every
+/// line from the start (the loop found at start-up is reported among the start-up lines), is
+/// [`Server::log`].
+fn start_logged(cfg: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("clusterdns.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    let mut child = Command::new(bin())
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("CLUSTERDNS_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let all = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    let keep = all.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            keep.lock().unwrap().push(l.clone());
-            let _ = tx.send(l);
-        }
-    });
-    let mut listens = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline
-        && !listens
-            .iter()
-            .any(|(k, _): &(String, SocketAddr)| k == "ready")
-    {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100))
-            && let Some((k, v)) = l
-                .strip_prefix("clusterdns: listening ")
-                .and_then(|r| r.split_once('='))
-        {
-            listens.push((k.to_string(), v.trim().parse().unwrap()));
-        }
-    }
-    let dns = listens
-        .iter()
-        .find(|(k, _)| k == "dns")
-        .expect("DNS address")
-        .1;
-    let s = Server {
-        child,
-        dns,
-        lines: rx,
-        dir,
-        listens,
-    };
-    (s, all)
+    let mut cmd = Server::command(&dir, cfg, &[]);
+    cmd.env("CLUSTERDNS_LOG", "info");
+    Server::spawn(cmd, dir)
 }
 
 /// Log lines reporting a loop through `to`.
@@ -232,7 +186,8 @@ fn loops_through_a_relay_fail_fast_and_heal() {
         relay.addr, good.addr, stub_relay.addr
     );
     let cfg = base_config(&objects, &extra).replace("127.0.0.1:0\"]", &format!("{me}\"]"));
-    let (mut s, log) = start_logged(&cfg);
+    let mut s = start_logged(&cfg);
+    let log = s.log.clone();
     assert_eq!(s.dns, me);
 
     // The loop at start-up: found by the start-up probes.

@@ -27,15 +27,18 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// A running `clusterdns serve`; killed on drop.
 pub(crate) struct Server {
     pub child: Child,
     pub dns: SocketAddr,
-    /// The server's stderr, line by line.
+    /// The server's stderr, line by line (from the first line after the listen lines).
     pub lines: mpsc::Receiver<String>,
+    /// Every line of the server's stderr so far, the start-up lines too (`lines` hands out the
+    /// same lines once each, to a test waiting for one).
+    pub log: Arc<Mutex<Vec<String>>>,
     /// The server's own folder: its config, and any files the test gives it.
     pub dir: tempfile::TempDir,
     /// Every listen line the server printed (`metrics=...`, `health=...`, `ready=...`).
@@ -94,11 +97,20 @@ impl Server {
 
     /// [`Server::start`] in a folder the caller has already put files in.
     pub(crate) fn start_in(dir: tempfile::TempDir, config_yaml: &str, args: &[&str]) -> Server {
+        let cmd = Self::command(&dir, config_yaml, args);
+        Self::spawn(cmd, dir)
+    }
+
+    /// The command [`Server::start_in`] runs: `clusterdns serve` with `config_yaml` written as
+    /// `clusterdns.yaml` into `dir`, `args` appended. For a test that sets more on it (its
+    /// `CLUSTERDNS_LOG`, a network namespace) before [`Server::spawn`] or
+    /// [`Server::spawn_with`].
+    pub(crate) fn command(dir: &tempfile::TempDir, config_yaml: &str, args: &[&str]) -> Command {
         let cfg = dir.path().join("clusterdns.yaml");
         std::fs::write(&cfg, config_yaml).unwrap();
         let mut cmd = Command::new(bin());
         cmd.arg("serve").arg("--config").arg(&cfg).args(args);
-        Self::spawn(cmd, dir)
+        cmd
     }
 
     /// Serving `objects_yaml` (Kubernetes objects, kept as `objects.yaml` in the server's
@@ -131,20 +143,37 @@ impl Server {
         Self::with_objects(&objects, extra)
     }
 
-    pub(crate) fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Server {
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        cmd.env(
-            "CLUSTERDNS_LOG",
-            std::env::var("CLUSTERDNS_LOG").unwrap_or_else(|_| "info,hickory_server=warn".into()),
-        );
+    /// Runs `cmd` (a `clusterdns serve`, see [`Server::command`]) with its stdout discarded;
+    /// see [`Server::spawn_with`].
+    pub(crate) fn spawn(cmd: Command, dir: tempfile::TempDir) -> Server {
+        Self::spawn_with(cmd, dir, Stdio::null())
+    }
+
+    /// Runs `cmd` and reads its stderr until it has printed its listen lines (the one way the
+    /// tests learn the server's addresses); `stdout` says where its stdout goes
+    /// (`Stdio::piped()`: the test reads it from `server.child.stdout`, e.g. the query log).
+    /// The log level is `cmd`'s own `CLUSTERDNS_LOG` if it sets one, else the test's
+    /// environment's, else `info,hickory_server=warn`.
+    pub(crate) fn spawn_with(mut cmd: Command, dir: tempfile::TempDir, stdout: Stdio) -> Server {
+        cmd.stdout(stdout).stderr(Stdio::piped());
+        if !cmd.get_envs().any(|(k, _)| k == "CLUSTERDNS_LOG") {
+            cmd.env(
+                "CLUSTERDNS_LOG",
+                std::env::var("CLUSTERDNS_LOG")
+                    .unwrap_or_else(|_| "info,hickory_server=warn".into()),
+            );
+        }
         let mut child = cmd.spawn().expect("start clusterdns");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let keep = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("CLUSTERDNS_TEST_ECHO").is_some() {
                     eprintln!("[server] {line}");
                 }
+                keep.lock().unwrap().push(line.clone());
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -188,6 +217,7 @@ impl Server {
             child,
             dns,
             lines: rx,
+            log,
             dir,
             listens,
         }
