@@ -3,11 +3,9 @@
 //! never seen as IPv4-mapped IPv6 ones (the metrics' `family` label tells). A node with IPv6
 //! disabled (a network namespace with `disable_ipv6`) serves IPv4 and says so in one line.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -147,15 +145,6 @@ impl Drop for Netns {
     }
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_node_without_ipv6_serves_ipv4_and_says_so_once() {
     let ns = Netns::new();
@@ -176,38 +165,13 @@ fn a_node_without_ipv6_serves_ipv4_and_says_so_once() {
         "--config",
         cfg.to_str().unwrap(),
     ]);
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env("CLUSTERDNS_LOG", "info");
-    let mut child = Killed(cmd.spawn().unwrap());
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let mut dns = None;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while dns.is_none() && Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
-            if let Some(a) = l.strip_prefix("clusterdns: listening dns=") {
-                dns = a.trim().parse::<SocketAddr>().ok();
-            }
-            lines.push(l);
-        }
-        if let Ok(Some(st)) = child.0.try_wait() {
-            panic!("exited {st}: {lines:#?}");
-        }
-    }
-    let dns = dns.unwrap_or_else(|| panic!("no DNS address: {lines:#?}"));
+    cmd.env("CLUSTERDNS_LOG", "info");
+    let s = Server::spawn(cmd, dir);
+    let dns = s.dns;
     assert!(dns.is_ipv4(), "{dns}");
     // Give the other start-up lines a moment, then count the warning.
     std::thread::sleep(Duration::from_millis(300));
-    lines.extend(rx.try_iter());
+    let lines = s.log.lock().unwrap().clone();
     let warnings = lines
         .iter()
         .filter(|l| l.contains("IPv6 is not available"))
