@@ -37,18 +37,17 @@ fn kube_changes_reach_dns() {
     let took = converge(&s, "web.demo.svc.cluster.local", "10.0.0.2");
     eprintln!("service update visible in DNS after {took:?}");
     // a headless service: ready endpoints only; one turning ready appears
-    api.create(svc("demo", "db").headless().port("pg", 5432, "TCP"));
+    let db = svc("demo", "db").headless().port("pg", 5432, "TCP");
+    api.create(&db);
     api.create(
-        slice("demo", "db-abc", "db")
-            .port("pg", 5432, "TCP")
+        db.endpoint_slice("db-abc")
             .endpoint(ep(&["10.1.0.1"]).hostname("db-0"))
             .endpoint(ep(&["10.1.0.2"]).hostname("db-1").ready(false)),
     );
     converge(&s, "db.demo.svc.cluster.local", "10.1.0.1");
     assert_eq!(s.status(&["db-1.db.demo.svc.cluster.local"]), "NXDOMAIN");
     api.update(
-        slice("demo", "db-abc", "db")
-            .port("pg", 5432, "TCP")
+        db.endpoint_slice("db-abc")
             .endpoint(ep(&["10.1.0.1"]).hostname("db-0"))
             .endpoint(ep(&["10.1.0.2"]).hostname("db-1").ready(true)),
     );
@@ -62,8 +61,7 @@ fn kube_changes_reach_dns() {
     );
     // an endpoint going not-ready disappears
     api.update(
-        slice("demo", "db-abc", "db")
-            .port("pg", 5432, "TCP")
+        db.endpoint_slice("db-abc")
             .endpoint(ep(&["10.1.0.1"]).hostname("db-0").ready(false))
             .endpoint(ep(&["10.1.0.2"]).hostname("db-1")),
     );

@@ -143,12 +143,9 @@ fn reload_starts_the_watches_the_cluster_settings_need() {
             .cluster_ip("10.0.0.3")
             .port("http", 80, "TCP"),
     );
-    api.create(svc("demo", "db").headless().port("pg", 5432, "TCP"));
-    api.create(
-        slice("demo", "db-abc", "db")
-            .port("pg", 5432, "TCP")
-            .endpoint(ep(&["10.1.0.9"])),
-    );
+    let db = svc("demo", "db").headless().port("pg", 5432, "TCP");
+    api.create(&db);
+    api.create(db.endpoint_slice("db-abc").endpoint(ep(&["10.1.0.9"])));
     api.create(pod("demo", "p1").ip("10.1.0.7"));
     let s = Server::start_kube(
         &api,
