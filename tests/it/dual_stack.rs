@@ -9,14 +9,6 @@ use std::time::Duration;
 
 use crate::support::*;
 
-const OBJECTS: &str = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.9.0.1}\n";
-
-fn objects(dir: &tempfile::TempDir) -> std::path::PathBuf {
-    let p = dir.path().join("objects.yaml");
-    std::fs::write(&p, OBJECTS).unwrap();
-    p
-}
-
 /// `coredns_dns_requests_total` of one client family ("1" IPv4, "2" IPv6).
 fn requests(s: &Server, family: &str) -> f64 {
     let body = get(s.listen("metrics").unwrap(), "/metrics", &[])
@@ -53,7 +45,7 @@ fn dns_listens(s: &Server) -> Vec<SocketAddr> {
 #[test]
 fn loopback_of_both_families_on_one_port() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = base_config(&objects(&dir), "").replace(
+    let cfg = base_config(&write_objects(dir.path(), ONE_SERVICE), "").replace(
         "listen: [\"127.0.0.1:0\"]",
         "listen: [\"127.0.0.1:0\", \"[::1]:0\"]",
     );
@@ -72,7 +64,7 @@ fn loopback_of_both_families_on_one_port() {
 fn port_alone_serves_both_families_from_config_and_flag() {
     for via_flag in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let base = base_config(&objects(&dir), "");
+        let base = base_config(&write_objects(dir.path(), ONE_SERVICE), "");
         let (cfg, args): (String, Vec<&str>) = if via_flag {
             (base, vec!["--listen", ":0"])
         } else {
@@ -152,7 +144,7 @@ fn a_node_without_ipv6_serves_ipv4_and_says_so_once() {
     let cfg = dir.path().join("c.yaml");
     std::fs::write(
         &cfg,
-        base_config(&objects(&dir), "").replace(
+        base_config(&write_objects(dir.path(), ONE_SERVICE), "").replace(
             "listen: [\"127.0.0.1:0\"]",
             "listen: [\"127.0.0.1:0\", \"[::1]:0\"]",
         ),

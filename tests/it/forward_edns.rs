@@ -17,16 +17,6 @@ use crate::forward::fake_upstream::{Action, Fake, Transport, a_reply};
 use crate::support::*;
 use hickory_proto::rr::RecordType;
 
-fn objects(dir: &tempfile::TempDir) -> std::path::PathBuf {
-    let p = dir.path().join("objects.yaml");
-    std::fs::write(
-        &p,
-        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.9.0.1}\n",
-    )
-    .unwrap();
-    p
-}
-
 /// An upstream answering A 192.0.2.9; for `noq*` names an NXDOMAIN without a question.
 fn upstream(rt: &tokio::runtime::Runtime) -> Fake {
     rt.block_on(Fake::start(|q, _| {
@@ -70,7 +60,10 @@ fn client_subnet_is_stripped_by_default() {
     let up = upstream(&rt);
     let dir = tempfile::tempdir().unwrap();
     let extra = format!("forward:\n  upstreams: [\"{}\"]\n", up.addr);
-    let s = Server::start(&base_config(&objects(&dir), &extra), &[]);
+    let s = Server::start(
+        &base_config(&write_objects(dir.path(), ONE_SERVICE), &extra),
+        &[],
+    );
     assert_eq!(
         s.dig(&["+short", "+subnet=198.51.100.0/24", "e.example"])
             .trim(),
@@ -95,7 +88,10 @@ fn client_subnet_forwarded_on_request_and_cached_per_subnet() {
         "forward:\n  upstreams: [\"{}\"]\n  client_subnet: forward\n",
         up.addr
     );
-    let s = Server::start(&base_config(&objects(&dir), &extra), &[]);
+    let s = Server::start(
+        &base_config(&write_objects(dir.path(), ONE_SERVICE), &extra),
+        &[],
+    );
     let ask = |subnet: &str| s.dig(&["+short", &format!("+subnet={subnet}"), "f.example"]);
     assert_eq!(ask("198.51.100.0/24").trim(), "192.0.2.9");
     assert_eq!(
@@ -183,7 +179,10 @@ fn query_log_names_the_upstream_and_metrics_count_what_they_name() {
         "forward:\n  upstreams: [\"{}\"]\nquerylog:\n  enabled: true\n  sample: 1.0\n",
         up.addr
     );
-    let (s, log) = start_with_querylog(&base_config(&objects(&dir), &extra));
+    let (s, log) = start_with_querylog(&base_config(
+        &write_objects(dir.path(), ONE_SERVICE),
+        &extra,
+    ));
     let to = up.addr.to_string();
 
     assert_eq!(s.dig(&["+short", "log.example"]).trim(), "192.0.2.9");

@@ -175,12 +175,7 @@ fn loops_through_a_relay_fail_fast_and_heal() {
         Action::Reply(a_reply(q, &[Ipv4Addr::new(192, 0, 2, 55)], 60))
     }));
     let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("objects.yaml");
-    std::fs::write(
-        &objects,
-        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.9.0.1}\n",
-    )
-    .unwrap();
+    let objects = write_objects(dir.path(), ONE_SERVICE);
     let extra = format!(
         "forward:\n  upstreams: [\"{}\"]\n  stub_domains:\n    good.example: [\"{}\"]\n    loopy.example: [\"{}\"]\n",
         relay.addr, good.addr, stub_relay.addr

@@ -117,8 +117,7 @@ impl Server {
     /// folder, where the test may change it) with [`base_config`] plus `extra`.
     pub(crate) fn with_objects(objects_yaml: &str, extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let objects = dir.path().join("objects.yaml");
-        std::fs::write(&objects, objects_yaml).unwrap();
+        let objects = write_objects(dir.path(), objects_yaml);
         let cfg = base_config(&objects, extra);
         let server = Self::start_in(dir, &cfg, &[]);
         server.wait_ready();
@@ -337,6 +336,17 @@ pub(crate) fn dig_at(addr: SocketAddr, args: &[&str]) -> String {
         .output()
         .expect("run dig");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One namespace `x` with one ClusterIP service `a` at 10.9.0.1: the cluster of the tests
+/// about something else (forwarding, listening) that want a cluster name to ask.
+pub(crate) const ONE_SERVICE: &str = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.9.0.1}\n";
+
+/// Writes `objects_yaml` as `objects.yaml` into `dir`; its path, for [`base_config`].
+pub(crate) fn write_objects(dir: &Path, objects_yaml: &str) -> PathBuf {
+    let path = dir.join("objects.yaml");
+    std::fs::write(&path, objects_yaml).unwrap();
+    path
 }
 
 /// A config for tests: DNS on an ephemeral port, HTTP endpoints on ephemeral ports, the
