@@ -9,7 +9,7 @@
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hickory_proto::op::Message;
 
@@ -151,18 +151,6 @@ fn loop_lines(log: &Mutex<Vec<String>>, to: SocketAddr) -> usize {
         .count()
 }
 
-/// Poll `f` until it holds or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
-}
-
 #[test]
 fn loops_through_a_relay_fail_fast_and_heal() {
     let port = free_dns_port();
@@ -187,7 +175,7 @@ fn loops_through_a_relay_fail_fast_and_heal() {
 
     // The loop at start-up: found by the start-up probes.
     assert!(
-        eventually(Duration::from_secs(10), || loops_metric(&s, relay.addr)
+        wait_for(Duration::from_secs(10), || loops_metric(&s, relay.addr)
             == 1.0
             && loops_metric(&s, stub_relay.addr) == 1.0),
         "both loops counted"
@@ -217,11 +205,11 @@ fn loops_through_a_relay_fail_fast_and_heal() {
     relay.set(ANSWER);
     stub_relay.set(ANSWER);
     assert!(
-        eventually(Duration::from_secs(10), || ask(&s, "back.example").1
+        wait_for(Duration::from_secs(10), || ask(&s, "back.example").1
             == ["192.0.2.77"]),
         "forwarding recovered"
     );
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(wait_for(Duration::from_secs(10), || {
         ask(&s, "back.loopy.example").1 == ["192.0.2.77"]
     }));
 
@@ -241,7 +229,7 @@ fn loops_through_a_relay_fail_fast_and_heal() {
         ["192.0.2.77"],
         "the other relay is fine"
     );
-    assert!(eventually(Duration::from_secs(5), || loops_metric(
+    assert!(wait_for(Duration::from_secs(5), || loops_metric(
         &s, relay.addr
     ) == 2.0));
     assert_eq!(
@@ -251,19 +239,19 @@ fn loops_through_a_relay_fail_fast_and_heal() {
         log.lock().unwrap()
     );
     relay.set(ANSWER);
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(wait_for(Duration::from_secs(10), || {
         ask(&s, "healed.example").1 == ["192.0.2.77"]
     }));
 
     // A relay that gives our queries IDs of its own: found by the slow try, still within 2 s.
     relay.set(LOOP_NEW_ID);
     assert_eq!(ask(&s, "renamed.example").0, "SERVFAIL", "within 2 s");
-    assert!(eventually(Duration::from_secs(5), || loops_metric(
+    assert!(wait_for(Duration::from_secs(5), || loops_metric(
         &s, relay.addr
     ) == 3.0));
     assert_eq!(ask(&s, "a.x.svc.cluster.local").1, ["10.9.0.1"]);
     relay.set(ANSWER);
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(wait_for(Duration::from_secs(10), || {
         ask(&s, "healed2.example").1 == ["192.0.2.77"]
     }));
     // The server never exited.
