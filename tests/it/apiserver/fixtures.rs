@@ -342,18 +342,18 @@ impl Fixture {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
+    // Paths rather than `use super::*`: the benches include this file too, without the tests,
+    // where the import would be unused.
     /// The slice built from a Service is the one built by hand with the same ports.
     #[test]
     fn a_services_endpoint_slice_carries_its_ports() {
-        let web = svc("prod", "web")
+        let web = super::svc("prod", "web")
             .cluster_ip("10.0.0.10")
             .port("http", 80, "TCP")
             .port("", 53, "UDP");
         assert_eq!(
             web.endpoint_slice("web-1"),
-            slice("prod", "web-1", "web")
+            super::slice("prod", "web-1", "web")
                 .port("http", 80, "TCP")
                 .port("", 53, "UDP")
         );
