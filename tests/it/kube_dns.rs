@@ -17,8 +17,9 @@ fn await_status(s: &Server, name: &str, status: &str) {
     assert!(done, "{name}: {}, want {status}", s.status(&[name]));
 }
 
-#[test]
-fn kube_changes_reach_dns() {
+/// A test API server holding namespace `demo` and its service `web` (ClusterIP 10.0.0.1, port
+/// http 80/TCP).
+fn api_with_demo_web() -> ApiServer {
     let (api, _) = ApiServer::start_blocking();
     api.create(namespace("demo"));
     api.create(
@@ -26,6 +27,12 @@ fn kube_changes_reach_dns() {
             .cluster_ip("10.0.0.1")
             .port("http", 80, "TCP"),
     );
+    api
+}
+
+#[test]
+fn kube_changes_reach_dns() {
+    let api = api_with_demo_web();
     let s = Server::start_kube(&api, "");
     converge(&s, "web.demo.svc.cluster.local", "10.0.0.1");
     // update
@@ -220,13 +227,7 @@ fn kube_namespace_and_label_filters() {
 /// kubeconfig names.
 #[test]
 fn kubeconfig_context_and_endpoint_choose_the_api_server() {
-    let (api, _) = ApiServer::start_blocking();
-    api.create(namespace("demo"));
-    api.create(
-        svc("demo", "web")
-            .cluster_ip("10.0.0.1")
-            .port("http", 80, "TCP"),
-    );
+    let api = api_with_demo_web();
     // Port 9 on loopback: nothing answers there.
     let dead = "http://127.0.0.1:9";
     let start = |kubeconfig: String, extra: &str| {
