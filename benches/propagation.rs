@@ -17,7 +17,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use apiserver::*;
-use common::{ask, num, pct, status_kib};
+use common::{ask, num, percentiles_ms, status_kib};
 
 fn main() {
     if !common::bench_requested("propagation", "cargo bench --bench propagation") {
@@ -76,7 +76,6 @@ fn main() {
         }
         lat.push(t.elapsed());
     }
-    lat.sort();
     let rss_after = status_kib(child.id(), "VmRSS:");
     let _ = child.kill();
     let _ = child.wait();
@@ -95,10 +94,7 @@ fn main() {
         (rss as f64 / 1024.0) / coredns_mb
     );
     println!(
-        "propagation over {changes} changes (API update returned -> new answer): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        pct(&lat, 0.5).as_secs_f64() * 1e3,
-        pct(&lat, 0.9).as_secs_f64() * 1e3,
-        pct(&lat, 0.99).as_secs_f64() * 1e3,
-        lat.last().unwrap().as_secs_f64() * 1e3
+        "propagation over {changes} changes (API update returned -> new answer): {}",
+        percentiles_ms(&mut lat)
     );
 }
