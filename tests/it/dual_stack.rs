@@ -11,16 +11,10 @@ use crate::support::*;
 
 /// `coredns_dns_requests_total` of one client family ("1" IPv4, "2" IPv6).
 fn requests(s: &Server, family: &str) -> f64 {
-    let body = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
-    body.lines()
-        .filter(|l| {
-            l.starts_with("coredns_dns_requests_total{")
-                && l.contains(&format!("family=\"{family}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    s.metric_sum(
+        "coredns_dns_requests_total{",
+        &[&format!("family=\"{family}\"")],
+    )
 }
 
 /// Ask `a.x.svc.cluster.local` at `addr` over UDP and TCP with dig.

@@ -123,13 +123,10 @@ fn ask(s: &Server, name: &str) -> (String, Vec<String>) {
 }
 
 fn loops_metric(s: &Server, to: SocketAddr) -> f64 {
-    let body = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
-    body.lines()
-        .find(|l| l.starts_with(&format!("clusterdns_forward_loops_total{{to=\"{to}\"}}")))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+    s.metric_sum(
+        &format!("clusterdns_forward_loops_total{{to=\"{to}\"}}"),
+        &[],
+    )
 }
 
 /// Start the binary at info level (the loop lines are what this test reads): its log, every

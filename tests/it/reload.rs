@@ -229,16 +229,10 @@ fn reload_starts_the_watches_the_cluster_settings_need() {
 
 /// How many exchanges `/metrics` counts for upstream `to`.
 fn proxy_requests(s: &Server, to: std::net::SocketAddr) -> f64 {
-    let text = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("coredns_proxy_request_duration_seconds_count")
-                && l.contains(&format!("to=\"{to}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    s.metric_sum(
+        "coredns_proxy_request_duration_seconds_count",
+        &[&format!("to=\"{to}\"")],
+    )
 }
 
 /// Forwarding, metrics and shutdown keys reload under load with no failed query: new
@@ -253,11 +247,7 @@ fn forward_cache_metrics_and_lameduck_reload_under_load() {
     let cfg_text = std::fs::read_to_string(&cfg_path).unwrap();
     assert!(cfg_text.contains("lameduck: 1s"), "{cfg_text}");
     assert_eq!(s.dig(&["+short", "www.example.test"]).trim(), "192.0.2.10");
-    let metrics = || {
-        get(s.listen("metrics").unwrap(), "/metrics", &[])
-            .unwrap()
-            .text()
-    };
+    let metrics = || s.metrics();
     assert!(metrics().contains("coredns_forward_requests_total"));
     let load = Load::start(
         s.dns,

@@ -587,14 +587,8 @@ fn autopath_walks_a_pods_search_path() {
     assert_eq!(names, ["openai.com.corp.internal."], "one query upstream");
     // Counted as CoreDNS counts it: the walks that answered from a later expansion (the
     // first-expansion hit counts too: CoreDNS counts every answer the walk writes).
-    let body = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
-    let n: f64 = body
-        .lines()
-        .filter(|l| l.starts_with("coredns_autopath_success_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let body = s.metrics();
+    let n = metric_sum(&body, "coredns_autopath_success_total", &[]);
     assert_eq!(n, 5.0, "{body}");
 }
 

@@ -229,6 +229,18 @@ impl Server {
             .map(|(_, a)| *a)
     }
 
+    /// The server's `/metrics` exposition, scraped now.
+    pub(crate) fn metrics(&self) -> String {
+        get(self.listen("metrics").unwrap(), "/metrics", &[])
+            .unwrap()
+            .text()
+    }
+
+    /// [`metric_sum`] of a fresh scrape of the server's `/metrics`.
+    pub(crate) fn metric_sum(&self, prefix: &str, labels: &[&str]) -> f64 {
+        metric_sum(&self.metrics(), prefix, labels)
+    }
+
     pub(crate) fn path(&self, name: &str) -> PathBuf {
         self.dir.path().join(name)
     }

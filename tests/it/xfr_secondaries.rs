@@ -327,9 +327,7 @@ fn knot_and_bind_follow_fifty_changes_by_notify_and_ixfr() {
     same_answers(s.dns, &secondaries, &all_questions(&zones), "50 changes");
 
     // They followed by IXFR, told by NOTIFY.
-    let metrics = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
+    let metrics = s.metrics();
     let incremental = metric_value(
         &metrics,
         "clusterdns_transfers_total{result=\"incremental\",type=\"ixfr\"}",
