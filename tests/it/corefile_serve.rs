@@ -88,10 +88,7 @@ fn serve(c: &Conversion, routes: &[(&str, SocketAddr)]) -> Server {
 /// `dig` for `name` `qtype`: (status, A addresses).
 fn ask(s: &Server, name: &str, qtype: &str) -> (String, Vec<String>) {
     let out = s.dig(&[name, qtype, "+noall", "+comments", "+answer"]);
-    let status = out
-        .split("status: ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
+    let status = support::dig_status(&out)
         .unwrap_or_else(|| panic!("no status for {name}: {out}"))
         .to_string();
     let addrs = out

@@ -108,10 +108,7 @@ fn free_dns_port() -> u16 {
 /// `dig` waiting at most 2 seconds, one try: the status and the answer addresses.
 fn ask(s: &Server, name: &str) -> (String, Vec<String>) {
     let out = s.dig(&["+time=2", "+tries=1", name, "A"]);
-    let status = out
-        .split("status: ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
+    let status = dig_status(&out)
         .unwrap_or_else(|| panic!("{name}: no answer within 2 s:\n{out}"))
         .to_string();
     let ips = out

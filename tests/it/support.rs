@@ -252,12 +252,7 @@ impl Server {
 
     /// The `status:` of a `dig` answer (`NOERROR`, `NXDOMAIN`, ...; `none` without an answer).
     pub(crate) fn status(&self, args: &[&str]) -> String {
-        let out = self.dig(args);
-        out.split("status: ")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .unwrap_or("none")
-            .to_string()
+        dig_status(&self.dig(args)).unwrap_or("none").to_string()
     }
 
     /// `dig +short name` against this server: the answer's lines, sorted and comma-joined.
@@ -359,6 +354,12 @@ pub(crate) fn write_objects(dir: &Path, objects_yaml: &str) -> PathBuf {
     let path = dir.join("objects.yaml");
     std::fs::write(&path, objects_yaml).unwrap();
     path
+}
+
+/// The `status:` of `dig`'s output (`NOERROR`, `NXDOMAIN`, ...); None when it has none (no
+/// answer came).
+pub(crate) fn dig_status(out: &str) -> Option<&str> {
+    out.split("status: ").nth(1)?.split(',').next()
 }
 
 /// A config for tests: DNS on an ephemeral port, HTTP endpoints on ephemeral ports, the
