@@ -24,7 +24,7 @@ use serde::Deserialize;
 use clusterdns::cluster::Kind;
 use clusterdns::config::{Config, parse_http_listen};
 
-use crate::support::{bin, convert_fixture, repo, require};
+use crate::support::{assert_check_accepts, convert_fixture, repo, require};
 
 const NAMESPACE: &str = "kube-system";
 /// The labels of CoreDNS's pods in a kubeadm cluster: what clusterdns's own selectors must not
@@ -693,19 +693,7 @@ fn check_dns_workload(v: &Variant, w: &Workload<'_>) -> PodConfig {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("clusterdns.yaml");
     std::fs::write(&file, &pc.text).unwrap();
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&file)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .expect("run clusterdns check");
-    assert!(
-        out.status.success(),
-        "clusterdns check of ConfigMap {}: {}\n{}",
-        pc.configmap,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_check_accepts(&file, &format!("ConfigMap {}", pc.configmap));
     pc
 }
 
@@ -1325,16 +1313,7 @@ fn check_node_local_workload(v: &Variant, ds: &DaemonSet, w: &Workload<'_>) -> P
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("clusterdns.yaml");
     std::fs::write(&file, &pc.text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_clusterdns"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_check_accepts(&file, &format!("ConfigMap {}", pc.configmap));
     pc
 }
 

@@ -356,6 +356,25 @@ pub(crate) fn write_objects(dir: &Path, objects_yaml: &str) -> PathBuf {
     path
 }
 
+/// Asserts that `clusterdns check --config config` accepts the config file (run as outside a
+/// pod: no `KUBERNETES_SERVICE_HOST`); a failure names `what` and shows check's output and the
+/// config.
+pub(crate) fn assert_check_accepts(config: &Path, what: &str) {
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(config)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run clusterdns check");
+    assert!(
+        out.status.success(),
+        "clusterdns check of {what}: {}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(config).unwrap_or_default()
+    );
+}
+
 /// The `status:` of `dig`'s output (`NOERROR`, `NXDOMAIN`, ...); None when it has none (no
 /// answer came).
 pub(crate) fn dig_status(out: &str) -> Option<&str> {
