@@ -324,6 +324,22 @@ fn named_port(c: &Container, name_: &str) -> Option<(i32, String)> {
         })
 }
 
+/// The liveness probe keeps kubeadm's CoreDNS timings (60 s initial delay, 5 s timeout, one
+/// success, five failures).
+fn assert_kubeadm_liveness(c: &Container, what: &str) {
+    let live = c.liveness_probe.as_ref().expect("liveness probe");
+    assert_eq!(
+        (
+            live.initial_delay_seconds,
+            live.timeout_seconds,
+            live.success_threshold,
+            live.failure_threshold
+        ),
+        (Some(60), Some(5), Some(1), Some(5)),
+        "{what}: kubeadm's liveness timings"
+    );
+}
+
 /// An HTTP listener of the config against the container port and probe that reach it.
 fn check_http(
     w: &Workload<'_>,
@@ -535,18 +551,7 @@ fn check_dns_workload(v: &Variant, w: &Workload<'_>) -> PodConfig {
         c.readiness_probe.as_ref(),
         "/ready",
     );
-    let live = c.liveness_probe.as_ref().expect("liveness probe");
-    assert_eq!(
-        (
-            live.initial_delay_seconds,
-            live.timeout_seconds,
-            live.success_threshold,
-            live.failure_threshold
-        ),
-        (Some(60), Some(5), Some(1), Some(5)),
-        "{}: kubeadm's liveness timings",
-        w.what
-    );
+    assert_kubeadm_liveness(c, &w.what);
     let ready = c.readiness_probe.as_ref().expect("readiness probe");
     assert_eq!(ready.period_seconds.unwrap_or(10), 10, "{}", w.what);
     // No stray ports.
@@ -1254,17 +1259,7 @@ fn check_node_local_workload(v: &Variant, ds: &DaemonSet, w: &Workload<'_>) -> P
             ]
         );
     }
-    let live = c.liveness_probe.as_ref().unwrap();
-    assert_eq!(
-        (
-            live.initial_delay_seconds,
-            live.timeout_seconds,
-            live.success_threshold,
-            live.failure_threshold
-        ),
-        (Some(60), Some(5), Some(1), Some(5)),
-        "kubeadm's liveness timings"
-    );
+    assert_kubeadm_liveness(c, &w.what);
 
     // Privileges: root in the host network with NET_ADMIN (interface and rules), NET_RAW
     // (iptables-legacy) and NET_BIND_SERVICE; nothing else.
