@@ -45,6 +45,11 @@ pub struct Entry {
 }
 
 impl Entry {
+    /// The reply as stored: TTLs capped and floored, counted from insertion.
+    pub fn wire(&self) -> &[u8] {
+        &self.wire
+    }
+
     pub fn age(&self, now: Instant) -> Duration {
         now.saturating_duration_since(self.inserted)
     }
@@ -423,6 +428,20 @@ impl Cache {
         query: &[u8],
         now: Instant,
     ) -> Option<CacheKind> {
+        self.store(key, reply, query, now).map(|e| e.kind)
+    }
+
+    /// [`Cache::insert`], returning the entry stored: its [`Entry::wire`] is the reply with
+    /// TTLs capped and floored as every cached answer will have them. CoreDNS's cache gives the
+    /// first (missed) reply those TTLs too ("Apply capped TTL to this reply to avoid jarring
+    /// TTL experience 1799 -> 8").
+    pub fn store(
+        &self,
+        key: &[u8],
+        reply: &[u8],
+        query: &[u8],
+        now: Instant,
+    ) -> Option<Arc<Entry>> {
         let mut msg = reply.to_vec();
         // The question of the message we sent (ours: written in full).
         let question = query
@@ -449,6 +468,7 @@ impl Cache {
             prefetching: AtomicBool::new(false),
             query: query.into(),
         });
+        let stored = entry.clone();
         let servfail = entry.is_servfail();
         let mut guard = Self::lock(self.shard(key));
         let s = &mut *guard;
@@ -473,7 +493,7 @@ impl Cache {
                 self.count(old.kind, false);
                 self.count(kind, true);
             }
-            return Some(kind);
+            return Some(stored);
         }
         let mut evicted = None;
         let k = kind_index(kind);
@@ -533,7 +553,7 @@ impl Cache {
             self.count(k, false);
         }
         self.count(kind, true);
-        Some(kind)
+        Some(stored)
     }
 
     /// Entries held now (positive, negative).

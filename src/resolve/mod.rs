@@ -34,6 +34,7 @@ pub mod cache;
 pub mod critical;
 pub mod hosts;
 pub mod looping;
+mod pipe;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -952,11 +953,18 @@ impl Resolver {
             let f = self
                 .forward(route, msg, question_end, client_tcp, Some(key))
                 .await;
+            let mut f = f;
             if let Some(c) = &route.cache {
                 let now = self.clock.now();
                 match &f {
-                    Fetched::Reply { reply, .. } => {
-                        c.insert(key, reply, msg, now);
+                    // The client gets the TTLs the cache will give (capped, floored).
+                    Fetched::Reply { reply, from } => {
+                        if let Some(e) = c.store(key, reply, msg, now) {
+                            f = Fetched::Reply {
+                                reply: Arc::new(e.wire().to_vec()),
+                                from: *from,
+                            };
+                        }
                     }
                     // RFC 9520 section 3.2: "resolvers MUST cache resolution failures", so
                     // that a dead upstream is not asked again for every query meanwhile.

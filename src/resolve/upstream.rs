@@ -2,12 +2,13 @@
 //!
 //! UDP: a new socket on a random port per try, connected to the upstream (so the kernel drops
 //! datagrams from anyone else), and a random message ID; replies must echo the ID and the
-//! question. TCP: connections are kept and reused one exchange at a time (a small idle pool per
-//! upstream, closed once idle longer than `expire`), as CoreDNS's `forward` does;
-//! `coredns_proxy_conn_cache_{hits,misses}_total` count reused and new connections (every UDP
-//! exchange opens a new socket: a miss). A `tls://` upstream is DNS over TLS (RFC 7858): every
-//! exchange goes over TLS on TCP ("DNS over TLS... MUST use TCP"), with the same idle pool;
-//! rustls checks its certificate against the system's roots or the configured CA file.
+//! question. TCP: queries are pipelined (RFC 7766 §6.2.1.1) over a few kept connections per
+//! upstream ([`super::pipe`]), each closed once idle longer than `expire` (CoreDNS's `expire`;
+//! 0: a connection per exchange); `coredns_proxy_conn_cache_{hits,misses}_total` count queries
+//! sent on a kept connection and queries that opened one (every UDP exchange opens a new
+//! socket: a miss). A `tls://` upstream is DNS over TLS (RFC 7858): every exchange goes over TLS
+//! on TCP ("DNS over TLS... MUST use TCP"), pipelined the same way; rustls checks its
+//! certificate against the system's roots or the configured CA file.
 
 use std::io;
 use std::net::SocketAddr;
@@ -15,9 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::Notify;
+
+use super::pipe::Pipe;
 
 use crate::config::ForwardPolicy;
 use crate::ops::metrics::{ConnProto, Metrics, UpstreamMetrics};
@@ -27,8 +29,16 @@ use crate::wire::{self, F_QR, F_TC, HEADER_LEN, rcode};
 const F_OPCODE: u8 = 0x78;
 /// Receive buffer of one UDP exchange.
 const UDP_BUF: usize = 4096;
-/// Idle TCP connections kept per upstream.
-const TCP_IDLE_MAX: usize = 8;
+/// Stream connections kept per upstream at the most. RFC 7766 §6.2.2: "DNS clients MUST take
+/// care to minimize the number of concurrent TCP connections made to any individual server."
+const MAX_PIPES: usize = 8;
+/// Queries in flight on one connection before another is opened (while fewer than
+/// [`MAX_PIPES`] are): a peer that answers a connection's queries one at a time (CoreDNS: Go's
+/// miekg/dns serves each connection in order) keeps a query waiting behind at most this many.
+const PIPE_DEPTH: usize = 64;
+/// A connection with queries in flight and no reply for this long gets no new ones while
+/// another can be used or opened (a peer answering in order, stuck behind a slow query).
+const PIPE_STALL: Duration = Duration::from_millis(100);
 
 /// How a `tls://` upstream is reached: the client config (roots) and the name its certificate
 /// must hold.
@@ -44,13 +54,6 @@ impl std::fmt::Debug for TlsTarget {
             .field("name", &self.name)
             .finish()
     }
-}
-
-/// A kept connection to an upstream.
-#[derive(Debug)]
-enum Conn {
-    Tcp(TcpStream),
-    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 /// One upstream server.
@@ -69,8 +72,11 @@ pub struct Upstream {
     pub(super) last_probe: Mutex<Option<Instant>>,
     pub(super) probing: AtomicBool,
     pub metrics: UpstreamMetrics,
-    idle: Mutex<Vec<(Conn, Instant)>>,
-    /// Idle connections older than this are closed rather than reused (CoreDNS's `expire`).
+    /// Kept stream connections, each carrying many queries at once.
+    pipes: Mutex<Vec<Arc<Pipe>>>,
+    /// Held while a stream connection is opened: a burst of queries opens one, not one each.
+    dialing: tokio::sync::Mutex<()>,
+    /// Connections idle this long are closed (CoreDNS's `expire`; 0: none is kept).
     expire: Duration,
     /// Set for a `tls://` upstream: every exchange goes over TLS.
     tls: Option<TlsTarget>,
@@ -158,7 +164,8 @@ impl Upstream {
             last_probe: Mutex::new(None),
             probing: AtomicBool::new(false),
             metrics: m,
-            idle: Mutex::new(Vec::new()),
+            pipes: Mutex::new(Vec::new()),
+            dialing: tokio::sync::Mutex::new(()),
             expire,
             tls,
         }
@@ -282,40 +289,54 @@ impl Upstream {
         self.tls.is_some()
     }
 
-    fn take_idle(&self) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some((s, at)) = idle.pop() {
-            if at.elapsed() < self.expire {
-                return Some(s);
-            }
-        }
-        None
+    /// A kept connection with room for one more query: the least loaded one that is not
+    /// stalled and not [`PIPE_DEPTH`] deep, or, once [`MAX_PIPES`] are open, the least loaded.
+    fn kept_pipe(&self) -> Option<Arc<Pipe>> {
+        let mut pipes = self.pipes.lock().unwrap_or_else(|e| e.into_inner());
+        pipes.retain(|p| !p.is_closed());
+        let loads: Vec<(usize, bool)> = pipes.iter().map(|p| p.load(PIPE_STALL)).collect();
+        let roomy = (0..pipes.len())
+            .filter(|&i| !loads[i].1 && loads[i].0 < PIPE_DEPTH)
+            .min_by_key(|&i| loads[i].0);
+        let pick = match roomy {
+            Some(i) => Some(i),
+            None if pipes.len() >= MAX_PIPES => (0..pipes.len()).min_by_key(|&i| loads[i].0),
+            None => None,
+        };
+        pick.map(|i| pipes[i].clone())
     }
 
-    fn put_idle(&self, s: Conn) {
-        if self.expire.is_zero() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        if idle.len() < TCP_IDLE_MAX {
-            idle.push((s, Instant::now()));
-        }
-    }
-
-    async fn connect(&self) -> Result<Conn, ExchangeError> {
+    /// A new stream connection (TCP, or TLS on TCP).
+    async fn open_pipe(&self) -> Result<Pipe, ExchangeError> {
         let s = TcpStream::connect(self.addr).await?;
         let _ = s.set_nodelay(true);
-        match &self.tls {
-            None => Ok(Conn::Tcp(s)),
-            Some(t) => {
-                let tls = t.connector.connect(t.name.clone(), s).await?;
-                Ok(Conn::Tls(Box::new(tls)))
-            }
-        }
+        Ok(match &self.tls {
+            None => Pipe::open(s, self.expire),
+            Some(t) => Pipe::open(t.connector.connect(t.name.clone(), s).await?, self.expire),
+        })
     }
 
-    /// One exchange over a stream (TCP, or TLS for a `tls://` upstream), on an idle
-    /// connection if there is one (a fresh one if that fails).
+    /// A connection for one more query, and whether it was kept (else opened for it).
+    async fn pipe(&self) -> Result<(Arc<Pipe>, bool), ExchangeError> {
+        if let Some(p) = self.kept_pipe() {
+            return Ok((p, true));
+        }
+        let _dialing = self.dialing.lock().await;
+        // Opened by another query while this one waited?
+        if let Some(p) = self.kept_pipe() {
+            return Ok((p, true));
+        }
+        let p = Arc::new(self.open_pipe().await?);
+        self.pipes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(p.clone());
+        Ok((p, false))
+    }
+
+    /// One exchange over a stream (TCP, or TLS for a `tls://` upstream), pipelined on a kept
+    /// connection. One closed under it (the upstream closes idle connections too) is retried
+    /// once on another.
     async fn stream(
         &self,
         query: &[u8],
@@ -328,60 +349,24 @@ impl Upstream {
         } else {
             ConnProto::Tcp
         };
-        let mut framed = Vec::with_capacity(query.len() + 2);
-        framed.extend_from_slice(&(query.len() as u16).to_be_bytes());
-        framed.extend_from_slice(query);
-        if let Some(mut s) = self.take_idle() {
-            if counted {
-                self.metrics.conn_cache_hit(proto);
-            }
-            // The server may have closed it; on any error, retry on a fresh connection.
-            if let Ok(r) = roundtrip(&mut s, &framed, query, question_end).await {
-                self.put_idle(s);
-                return Ok(r);
-            }
+        let count = |kept: bool| match (counted, kept) {
+            (false, _) => {}
+            (true, true) => self.metrics.conn_cache_hit(proto),
+            (true, false) => self.metrics.conn_cache_miss(proto),
+        };
+        if self.expire.is_zero() {
+            count(false);
+            return self.open_pipe().await?.ask(query, question_end).await;
         }
-        if counted {
-            self.metrics.conn_cache_miss(proto);
+        let (p, kept) = self.pipe().await?;
+        count(kept);
+        match p.ask(query, question_end).await {
+            Err(ExchangeError::Io(_)) if kept && p.is_closed() => {}
+            r => return r,
         }
-        let mut s = self.connect().await?;
-        let r = roundtrip(&mut s, &framed, query, question_end).await?;
-        self.put_idle(s);
-        Ok(r)
-    }
-}
-
-async fn roundtrip(
-    s: &mut Conn,
-    framed: &[u8],
-    query: &[u8],
-    question_end: usize,
-) -> Result<Vec<u8>, ExchangeError> {
-    match s {
-        Conn::Tcp(s) => stream_roundtrip(s, framed, query, question_end).await,
-        Conn::Tls(s) => stream_roundtrip(&mut **s, framed, query, question_end).await,
-    }
-}
-
-/// RFC 7766 framing: a two-byte length before each message.
-async fn stream_roundtrip<S: AsyncRead + AsyncWrite + Unpin>(
-    s: &mut S,
-    framed: &[u8],
-    query: &[u8],
-    question_end: usize,
-) -> Result<Vec<u8>, ExchangeError> {
-    s.write_all(framed).await?;
-    s.flush().await?;
-    loop {
-        let mut len = [0u8; 2];
-        s.read_exact(&mut len).await?;
-        let len = u16::from_be_bytes(len) as usize;
-        let mut buf = vec![0u8; len];
-        s.read_exact(&mut buf).await?;
-        if is_reply_to(&buf, query, question_end) {
-            wire::reply::check(&buf).map_err(ExchangeError::Malformed)?;
-            return Ok(buf);
-        }
+        let (p, kept) = self.pipe().await?;
+        count(kept);
+        p.ask(query, question_end).await
     }
 }
 
