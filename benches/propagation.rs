@@ -17,7 +17,7 @@ use std::net::UdpSocket;
 use std::time::{Duration, Instant};
 
 use apiserver::*;
-use common::{ask, num, pct, status_kib};
+use common::{ask, num, percentiles_ms, status_kib};
 
 fn main() {
     if !common::bench_requested("propagation", "cargo bench --bench propagation") {
@@ -62,17 +62,8 @@ fn main() {
     // Changes: a service's ClusterIP, then an endpoint added to a slice (the common churn).
     let mut lat = Vec::with_capacity(changes);
     for c in 0..changes {
-        let i = (c * 7919) % services;
-        let ns = format!("ns-{}", i % namespaces);
-        let name = format!("svc-{i}");
-        let qname = format!("{name}.{ns}.svc.cluster.local");
-        let new_ip = [10, 97, (c / 250) as u8, (c % 250 + 1) as u8];
         let t = Instant::now();
-        api.update(
-            svc(&ns, &name)
-                .cluster_ip(&format!("10.97.{}.{}", c / 250, c % 250 + 1))
-                .port("http", 80, "TCP"),
-        );
+        let (qname, new_ip) = cluster::change_cluster_ip(&api, c, services, namespaces);
         loop {
             id = id.wrapping_add(1);
             if ask(&sock, dns, &qname, id).is_some_and(|v| v == vec![new_ip]) {
@@ -85,7 +76,6 @@ fn main() {
         }
         lat.push(t.elapsed());
     }
-    lat.sort();
     let rss_after = status_kib(child.id(), "VmRSS:");
     let _ = child.kill();
     let _ = child.wait();
@@ -104,10 +94,7 @@ fn main() {
         (rss as f64 / 1024.0) / coredns_mb
     );
     println!(
-        "propagation over {changes} changes (API update returned -> new answer): p50 {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
-        pct(&lat, 0.5).as_secs_f64() * 1e3,
-        pct(&lat, 0.9).as_secs_f64() * 1e3,
-        pct(&lat, 0.99).as_secs_f64() * 1e3,
-        lat.last().unwrap().as_secs_f64() * 1e3
+        "propagation over {changes} changes (API update returned -> new answer): {}",
+        percentiles_ms(&mut lat)
     );
 }

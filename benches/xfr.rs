@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use apiserver::*;
 use clusterdns::xfr::tsig;
-use common::{ask, num, pct, question};
+use common::{ask, num, percentiles_ms, percentiles_us, question};
 use secondary::{Flavor, Follow, Secondary};
 
 const KEY_NAME: &str = "xfr-key";
@@ -38,32 +38,6 @@ const KEY: &str = "x8Qm0qE6u1pT8v0zq1bq3aQJ1g4xVdJ9cYz7rX2kLmA=";
 
 fn ms(d: Duration) -> String {
     format!("{:.2}", d.as_secs_f64() * 1e3)
-}
-
-fn us(d: Duration) -> String {
-    format!("{:.1}", d.as_secs_f64() * 1e6)
-}
-
-fn summary_us(v: &mut [Duration]) -> String {
-    v.sort();
-    format!(
-        "p50 {} µs, p90 {} µs, p99 {} µs, max {} µs",
-        us(pct(v, 0.5)),
-        us(pct(v, 0.9)),
-        us(pct(v, 0.99)),
-        us(*v.last().unwrap())
-    )
-}
-
-fn summary(v: &mut [Duration]) -> String {
-    v.sort();
-    format!(
-        "p50 {} ms, p90 {} ms, p99 {} ms, max {} ms",
-        ms(pct(v, 0.5)),
-        ms(pct(v, 0.9)),
-        ms(pct(v, 0.99)),
-        ms(*v.last().unwrap())
-    )
 }
 
 /// One AXFR of `zone`, TSIG-signed with `key`: (time to the last message, bytes, messages);
@@ -262,12 +236,12 @@ fn main() {
     println!(
         "queries one at a time, no transfer: {} queries in 3 s, {}",
         quiet.len(),
-        summary_us(&mut quiet)
+        percentiles_us(&mut quiet)
     );
     println!(
         "queries one at a time, during {n} back-to-back AXFRs: {} queries in 3 s, {}",
         busy.len(),
-        summary_us(&mut busy)
+        percentiles_us(&mut busy)
     );
 
     // 2. From the API to the secondaries.
@@ -305,17 +279,8 @@ fn main() {
     }
     let mut lat: Vec<Vec<Duration>> = vec![Vec::new(); secs.len() + 1];
     for c in 0..changes {
-        let i = (c * 7919) % services;
-        let ns = format!("ns-{}", i % namespaces);
-        let name = format!("svc-{i}");
-        let qname = format!("{name}.{ns}.svc.cluster.local");
-        let new_ip = [10, 97, (c / 250) as u8, (c % 250 + 1) as u8];
         let t = Instant::now();
-        api.update(
-            svc(&ns, &name)
-                .cluster_ip(&format!("10.97.{}.{}", c / 250, c % 250 + 1))
-                .port("http", 80, "TCP"),
-        );
+        let (qname, new_ip) = cluster::change_cluster_ip(&api, c, services, namespaces);
         let servers: Vec<SocketAddr> = std::iter::once(dns)
             .chain(secs.iter().map(|s| s.addr))
             .collect();
@@ -348,12 +313,15 @@ fn main() {
             lat[k].push(d);
         }
     }
-    println!("API change -> clusterdns answers: {}", summary(&mut lat[0]));
+    println!(
+        "API change -> clusterdns answers: {}",
+        percentiles_ms(&mut lat[0])
+    );
     for (k, s) in secs.iter().enumerate() {
         println!(
             "API change -> {} (secondary, NOTIFY + IXFR) answers: {}",
             s.flavor.name(),
-            summary(&mut lat[k + 1])
+            percentiles_ms(&mut lat[k + 1])
         );
     }
     drop(secs);

@@ -44,6 +44,27 @@ pub(crate) fn last_service(services: usize, namespaces: usize) -> String {
     )
 }
 
+/// The `c`-th of the benches' ClusterIP changes, made at `api`: service `(c * 7919) %
+/// services` of [`fill`]'s cluster (a stride spreading the changes over it) gets ClusterIP
+/// 10.97.x.y, a range [`fill`] never hands out. Returns the name to ask and the new address.
+pub(crate) fn change_cluster_ip(
+    api: &ApiServer,
+    c: usize,
+    services: usize,
+    namespaces: usize,
+) -> (String, [u8; 4]) {
+    let i = (c * 7919) % services;
+    let ns = format!("ns-{}", i % namespaces);
+    let name = format!("svc-{i}");
+    let new_ip = [10, 97, (c / 250) as u8, (c % 250 + 1) as u8];
+    api.update(
+        svc(&ns, &name)
+            .cluster_ip(&format!("10.97.{}.{}", c / 250, c % 250 + 1))
+            .port("http", 80, "TCP"),
+    );
+    (format!("{name}.{ns}.svc.cluster.local"), new_ip)
+}
+
 /// Writes `dir/c.yaml`: DNS on an ephemeral loopback port, the Kubernetes source reading
 /// `api`, no forwarding, no HTTP endpoints, one UDP worker; `extra` is appended.
 pub(crate) fn write_config(api: &ApiServer, dir: &Path, extra: &str) -> std::path::PathBuf {

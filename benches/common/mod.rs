@@ -90,6 +90,28 @@ pub(crate) fn pct(v: &[Duration], p: f64) -> Duration {
     v[((v.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// `p50 …, p90 …, p99 …, max …` of the latencies `v` (sorted here) in milliseconds, two
+/// decimals: the latency line the benches print.
+pub(crate) fn percentiles_ms(v: &mut [Duration]) -> String {
+    percentiles(v, "ms", |d| format!("{:.2}", d.as_secs_f64() * 1e3))
+}
+
+/// [`percentiles_ms`] in microseconds, one decimal.
+pub(crate) fn percentiles_us(v: &mut [Duration]) -> String {
+    percentiles(v, "µs", |d| format!("{:.1}", d.as_secs_f64() * 1e6))
+}
+
+fn percentiles(v: &mut [Duration], unit: &str, fmt: impl Fn(Duration) -> String) -> String {
+    v.sort();
+    format!(
+        "p50 {} {unit}, p90 {} {unit}, p99 {} {unit}, max {} {unit}",
+        fmt(pct(v, 0.5)),
+        fmt(pct(v, 0.9)),
+        fmt(pct(v, 0.99)),
+        fmt(*v.last().unwrap())
+    )
+}
+
 /// One `/proc/<pid>/status` figure in KiB (`field` with its colon, e.g. `"VmRSS:"`); `pid`
 /// may be `"self"`. 0 when it cannot be read.
 pub(crate) fn status_kib(pid: impl Display, field: &str) -> u64 {

@@ -236,17 +236,98 @@ fn read_record(
     Ok(r)
 }
 
-/// The TSIG variables (RFC 8945 §4.3.3) of a record with these values.
-fn variables(ctx: &mut hmac::Context, key: &Key, time: u64, error: u16, other: &[u8]) {
-    ctx.update(&key.name);
+/// The TSIG variables (RFC 8945 §4.3.3) a MAC covers, as the record carries them (or will):
+///
+/// ```text
+/// | Source     | Field Name     | Notes                              |
+/// | TSIG RR    | NAME           | Key name, in canonical wire format |
+/// | TSIG RR    | CLASS          | MUST be ANY                        |
+/// | TSIG RR    | TTL            | MUST be 0                          |
+/// | TSIG RDATA | Algorithm Name | in canonical wire format           |
+/// | TSIG RDATA | Time Signed    | in network byte order              |
+/// | TSIG RDATA | Fudge          | in network byte order              |
+/// | TSIG RDATA | Error          | in network byte order              |
+/// | TSIG RDATA | Other Len      | in network byte order              |
+/// | TSIG RDATA | Other Data     | exactly as transmitted             |
+/// ```
+///
+/// Signing takes them from our key; verifying from the record received (its own fudge, not
+/// ours, is what its signer digested).
+struct Variables<'a> {
+    name: &'a [u8],
+    algorithm: &'a [u8],
+    time: u64,
+    fudge: u16,
+    error: u16,
+    other: &'a [u8],
+}
+
+impl<'a> Variables<'a> {
+    /// The variables of a record we sign with `key`.
+    fn ours(key: &'a Key, time: u64, error: u16, other: &'a [u8]) -> Self {
+        Variables {
+            name: &key.name,
+            algorithm: key.alg.wire(),
+            time,
+            fudge: key.fudge,
+            error,
+            other,
+        }
+    }
+
+    /// The variables of a record received.
+    fn of(rec: &'a Record<'a>) -> Self {
+        Variables {
+            name: &rec.name,
+            algorithm: &rec.algorithm,
+            time: rec.time,
+            fudge: rec.fudge,
+            error: rec.error,
+            other: rec.other,
+        }
+    }
+}
+
+/// The message a MAC covers (RFC 8945 §4.3.1: "before the TSIG RR has been added to the
+/// additional data section and before the DNS Message Header's ARCOUNT field has been
+/// incremented"), as we build it or as it arrived with its TSIG record.
+enum Unsigned<'a> {
+    /// A message as built, before its TSIG record is added.
+    Built(&'a [u8]),
+    /// A message received, with the TSIG record read from it: see [`unsigned_part`].
+    Received(&'a [u8], &'a Record<'a>),
+}
+
+/// The MAC of a request, a single reply or a reply's first message, the one digest both
+/// signing and verifying compute (RFC 8945 §4.3): the request's MAC (§4.3.2, for a reply: its
+/// MAC Size and MAC Data), the message (§4.3.1), then the TSIG variables (§4.3.3). The RR's
+/// RDLEN and the MAC Length are not digested (§4.3.3: "not guaranteed to be knowable before
+/// the MAC is generated").
+fn mac(
+    key: &Key,
+    request_mac: Option<&[u8]>,
+    message: Unsigned<'_>,
+    vars: &Variables<'_>,
+) -> hmac::Tag {
+    let mut ctx = hmac::Context::with_key(&key.key);
+    if let Some(m) = request_mac {
+        ctx.update(&(m.len() as u16).to_be_bytes());
+        ctx.update(m);
+    }
+    match message {
+        Unsigned::Built(msg) => ctx.update(msg),
+        Unsigned::Received(msg, rec) => unsigned_part(&mut ctx, msg, rec),
+    }
+    ctx.update(vars.name);
     ctx.update(&CLASS_ANY.to_be_bytes());
     ctx.update(&0u32.to_be_bytes());
-    ctx.update(key.alg.wire());
-    ctx.update(&time48(time));
-    ctx.update(&key.fudge.to_be_bytes());
-    ctx.update(&error.to_be_bytes());
-    ctx.update(&(other.len() as u16).to_be_bytes());
-    ctx.update(other);
+    ctx.update(vars.algorithm);
+    ctx.update(&time48(vars.time));
+    ctx.update(&vars.fudge.to_be_bytes());
+    ctx.update(&vars.error.to_be_bytes());
+    ctx.update(&(vars.other.len() as u16).to_be_bytes());
+    ctx.update(vars.other);
+    ctx.sign()
 }
 
 fn time48(t: u64) -> [u8; 6] {
@@ -262,26 +343,6 @@ fn unsigned_part(ctx: &mut hmac::Context, msg: &[u8], rec: &Record<'_>) {
     ctx.update(&msg[2..10]);
     ctx.update(&ar.to_be_bytes());
     ctx.update(&msg[HEADER_LEN..rec.start]);
-}
-
-/// The MAC of a request, a single reply or a first reply message (`request_mac`: the request's
-/// MAC, for a reply): over `unsigned` (a message as it is before its TSIG record is added).
-fn mac_first(
-    key: &Key,
-    request_mac: Option<&[u8]>,
-    unsigned: &[u8],
-    time: u64,
-    error: u16,
-    other: &[u8],
-) -> hmac::Tag {
-    let mut ctx = hmac::Context::with_key(&key.key);
-    if let Some(m) = request_mac {
-        ctx.update(&(m.len() as u16).to_be_bytes());
-        ctx.update(m);
-    }
-    ctx.update(unsigned);
-    variables(&mut ctx, key, time, error, other);
-    ctx.sign()
 }
 
 /// Append a TSIG record with `mac` (empty: an unsigned error) to `msg`, and count it.
@@ -350,18 +411,7 @@ pub fn verify_request(
     if rec.mac.len() > full || rec.mac.len() < (full / 2).max(10) {
         return Err(Rejected::FormErr);
     }
-    let mut ctx = hmac::Context::with_key(&key.key);
-    unsigned_part(&mut ctx, msg, rec);
-    ctx.update(&rec.name);
-    ctx.update(&CLASS_ANY.to_be_bytes());
-    ctx.update(&0u32.to_be_bytes());
-    ctx.update(&rec.algorithm);
-    ctx.update(&time48(rec.time));
-    ctx.update(&rec.fudge.to_be_bytes());
-    ctx.update(&rec.error.to_be_bytes());
-    ctx.update(&(rec.other.len() as u16).to_be_bytes());
-    ctx.update(rec.other);
-    let tag = ctx.sign();
+    let tag = mac(key, None, Unsigned::Received(msg, rec), &Variables::of(rec));
     if !same(&tag.as_ref()[..rec.mac.len()], rec.mac) {
         return Err(Rejected::NotAuth(error::BADSIG));
     }
@@ -379,7 +429,12 @@ pub fn verify_request(
 /// Sign `msg` (a request, e.g. a NOTIFY) with `key`; returns its MAC, which the reply's MAC
 /// covers.
 pub fn sign_request(key: &Key, msg: &mut Vec<u8>, now: u64) -> Vec<u8> {
-    let tag = mac_first(key, None, msg, now, 0, &[]);
+    let tag = mac(
+        key,
+        None,
+        Unsigned::Built(msg),
+        &Variables::ours(key, now, 0, &[]),
+    );
     append(
         msg,
         &key.name,
@@ -398,21 +453,13 @@ pub fn verify_reply(key: &Key, msg: &[u8], rec: &Record<'_>, request_mac: &[u8],
     if !key.is(rec) || rec.mac.len() != key.alg.mac_len() {
         return false;
     }
-    let mut ctx = hmac::Context::with_key(&key.key);
-    ctx.update(&(request_mac.len() as u16).to_be_bytes());
-    ctx.update(request_mac);
-    unsigned_part(&mut ctx, msg, rec);
-    ctx.update(&rec.name);
-    ctx.update(&CLASS_ANY.to_be_bytes());
-    ctx.update(&0u32.to_be_bytes());
-    ctx.update(&rec.algorithm);
-    ctx.update(&time48(rec.time));
-    ctx.update(&rec.fudge.to_be_bytes());
-    ctx.update(&rec.error.to_be_bytes());
-    ctx.update(&(rec.other.len() as u16).to_be_bytes());
-    ctx.update(rec.other);
-    same(ctx.sign().as_ref(), rec.mac)
-        && now.abs_diff(rec.time) <= u64::from(rec.fudge.min(key.fudge))
+    let tag = mac(
+        key,
+        Some(request_mac),
+        Unsigned::Received(msg, rec),
+        &Variables::of(rec),
+    );
+    same(tag.as_ref(), rec.mac) && now.abs_diff(rec.time) <= u64::from(rec.fudge.min(key.fudge))
 }
 
 /// Append the TSIG record of a NOTAUTH reply to a request that failed with `rejected`
@@ -432,7 +479,12 @@ pub fn append_error(
             } else {
                 Vec::new()
             };
-            let tag = mac_first(k, Some(rec.mac), reply, rec.time, tsig_error, &other);
+            let tag = mac(
+                k,
+                Some(rec.mac),
+                Unsigned::Built(reply),
+                &Variables::ours(k, rec.time, tsig_error, &other),
+            );
             append(
                 reply,
                 &k.name,
@@ -482,7 +534,12 @@ impl Signer {
     /// Sign `msg` (complete but for its TSIG record) and append the record.
     pub fn sign(&mut self, msg: &mut Vec<u8>, now: u64) {
         let tag = if self.first {
-            mac_first(&self.key, Some(&self.prior), msg, now, 0, &[])
+            mac(
+                &self.key,
+                Some(&self.prior),
+                Unsigned::Built(msg),
+                &Variables::ours(&self.key, now, 0, &[]),
+            )
         } else {
             let mut ctx = hmac::Context::with_key(&self.key.key);
             ctx.update(&(self.prior.len() as u16).to_be_bytes());

@@ -61,16 +61,7 @@ fn serve(c: &Conversion, routes: &[(&str, SocketAddr)]) -> Server {
     let yaml = serde_saphyr::to_string(&cfg).unwrap();
     let path = dir.path().join("clusterdns.yaml");
     std::fs::write(&path, &yaml).unwrap();
-    let check = std::process::Command::new(support::bin())
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        check.status.success(),
-        "check: {}\n{yaml}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    support::assert_check_accepts(&path, "the converted Corefile");
     let cluster = cfg.cluster.enabled;
     let s = Server::start_in(dir, &yaml, &[]);
     if cluster {
@@ -88,10 +79,7 @@ fn serve(c: &Conversion, routes: &[(&str, SocketAddr)]) -> Server {
 /// `dig` for `name` `qtype`: (status, A addresses).
 fn ask(s: &Server, name: &str, qtype: &str) -> (String, Vec<String>) {
     let out = s.dig(&[name, qtype, "+noall", "+comments", "+answer"]);
-    let status = out
-        .split("status: ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
+    let status = support::dig_status(&out)
         .unwrap_or_else(|| panic!("no status for {name}: {out}"))
         .to_string();
     let addrs = out

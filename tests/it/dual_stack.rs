@@ -3,34 +3,18 @@
 //! never seen as IPv4-mapped IPv6 ones (the metrics' `family` label tells). A node with IPv6
 //! disabled (a network namespace with `disable_ipv6`) serves IPv4 and says so in one line.
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::support::*;
 
-const OBJECTS: &str = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.9.0.1}\n";
-
-fn objects(dir: &tempfile::TempDir) -> std::path::PathBuf {
-    let p = dir.path().join("objects.yaml");
-    std::fs::write(&p, OBJECTS).unwrap();
-    p
-}
-
 /// `coredns_dns_requests_total` of one client family ("1" IPv4, "2" IPv6).
 fn requests(s: &Server, family: &str) -> f64 {
-    let body = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
-    body.lines()
-        .filter(|l| {
-            l.starts_with("coredns_dns_requests_total{")
-                && l.contains(&format!("family=\"{family}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    s.metric_sum(
+        "coredns_dns_requests_total{",
+        &[&format!("family=\"{family}\"")],
+    )
 }
 
 /// Ask `a.x.svc.cluster.local` at `addr` over UDP and TCP with dig.
@@ -55,7 +39,7 @@ fn dns_listens(s: &Server) -> Vec<SocketAddr> {
 #[test]
 fn loopback_of_both_families_on_one_port() {
     let dir = tempfile::tempdir().unwrap();
-    let cfg = base_config(&objects(&dir), "").replace(
+    let cfg = base_config(&write_objects(dir.path(), ONE_SERVICE), "").replace(
         "listen: [\"127.0.0.1:0\"]",
         "listen: [\"127.0.0.1:0\", \"[::1]:0\"]",
     );
@@ -74,7 +58,7 @@ fn loopback_of_both_families_on_one_port() {
 fn port_alone_serves_both_families_from_config_and_flag() {
     for via_flag in [false, true] {
         let dir = tempfile::tempdir().unwrap();
-        let base = base_config(&objects(&dir), "");
+        let base = base_config(&write_objects(dir.path(), ONE_SERVICE), "");
         let (cfg, args): (String, Vec<&str>) = if via_flag {
             (base, vec!["--listen", ":0"])
         } else {
@@ -147,15 +131,6 @@ impl Drop for Netns {
     }
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn a_node_without_ipv6_serves_ipv4_and_says_so_once() {
     let ns = Netns::new();
@@ -163,7 +138,7 @@ fn a_node_without_ipv6_serves_ipv4_and_says_so_once() {
     let cfg = dir.path().join("c.yaml");
     std::fs::write(
         &cfg,
-        base_config(&objects(&dir), "").replace(
+        base_config(&write_objects(dir.path(), ONE_SERVICE), "").replace(
             "listen: [\"127.0.0.1:0\"]",
             "listen: [\"127.0.0.1:0\", \"[::1]:0\"]",
         ),
@@ -176,38 +151,13 @@ fn a_node_without_ipv6_serves_ipv4_and_says_so_once() {
         "--config",
         cfg.to_str().unwrap(),
     ]);
-    cmd.stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .env("CLUSTERDNS_LOG", "info");
-    let mut child = Killed(cmd.spawn().unwrap());
-    let stderr = child.0.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
-            }
-        }
-    });
-    let mut lines = Vec::new();
-    let mut dns = None;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while dns.is_none() && Instant::now() < deadline {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100)) {
-            if let Some(a) = l.strip_prefix("clusterdns: listening dns=") {
-                dns = a.trim().parse::<SocketAddr>().ok();
-            }
-            lines.push(l);
-        }
-        if let Ok(Some(st)) = child.0.try_wait() {
-            panic!("exited {st}: {lines:#?}");
-        }
-    }
-    let dns = dns.unwrap_or_else(|| panic!("no DNS address: {lines:#?}"));
+    cmd.env("CLUSTERDNS_LOG", "info");
+    let s = Server::spawn(cmd, dir);
+    let dns = s.dns;
     assert!(dns.is_ipv4(), "{dns}");
     // Give the other start-up lines a moment, then count the warning.
     std::thread::sleep(Duration::from_millis(300));
-    lines.extend(rx.try_iter());
+    let lines = s.log.lock().unwrap().clone();
     let warnings = lines
         .iter()
         .filter(|l| l.contains("IPv6 is not available"))

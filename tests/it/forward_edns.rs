@@ -5,8 +5,8 @@
 //! `coredns_cache_drops_total` replies whose question does not match, as CoreDNS counts them.
 
 use std::io::{BufRead, BufReader};
-use std::net::{Ipv4Addr, SocketAddr};
-use std::process::{Command, Stdio};
+use std::net::Ipv4Addr;
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -16,16 +16,6 @@ use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
 use crate::forward::fake_upstream::{Action, Fake, Transport, a_reply};
 use crate::support::*;
 use hickory_proto::rr::RecordType;
-
-fn objects(dir: &tempfile::TempDir) -> std::path::PathBuf {
-    let p = dir.path().join("objects.yaml");
-    std::fs::write(
-        &p,
-        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.9.0.1}\n",
-    )
-    .unwrap();
-    p
-}
 
 /// An upstream answering A 192.0.2.9; for `noq*` names an NXDOMAIN without a question.
 fn upstream(rt: &tokio::runtime::Runtime) -> Fake {
@@ -70,7 +60,10 @@ fn client_subnet_is_stripped_by_default() {
     let up = upstream(&rt);
     let dir = tempfile::tempdir().unwrap();
     let extra = format!("forward:\n  upstreams: [\"{}\"]\n", up.addr);
-    let s = Server::start(&base_config(&objects(&dir), &extra), &[]);
+    let s = Server::start(
+        &base_config(&write_objects(dir.path(), ONE_SERVICE), &extra),
+        &[],
+    );
     assert_eq!(
         s.dig(&["+short", "+subnet=198.51.100.0/24", "e.example"])
             .trim(),
@@ -95,7 +88,10 @@ fn client_subnet_forwarded_on_request_and_cached_per_subnet() {
         "forward:\n  upstreams: [\"{}\"]\n  client_subnet: forward\n",
         up.addr
     );
-    let s = Server::start(&base_config(&objects(&dir), &extra), &[]);
+    let s = Server::start(
+        &base_config(&write_objects(dir.path(), ONE_SERVICE), &extra),
+        &[],
+    );
     let ask = |subnet: &str| s.dig(&["+short", &format!("+subnet={subnet}"), "f.example"]);
     assert_eq!(ask("198.51.100.0/24").trim(), "192.0.2.9");
     assert_eq!(
@@ -135,17 +131,10 @@ fn client_subnet_forwarded_on_request_and_cached_per_subnet() {
 /// Start the binary with the query log on, its JSON lines (stdout) kept.
 fn start_with_querylog(cfg: &str) -> (Server, mpsc::Receiver<serde_json::Value>) {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("clusterdns.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    let mut child = Command::new(bin())
-        .args(["serve", "--config"])
-        .arg(&path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let cmd = Server::command(&dir, cfg, &[]);
+    let mut s = Server::spawn_with(cmd, dir, Stdio::piped());
+    let stdout = s.child.stdout.take().unwrap();
     let (qtx, qrx) = mpsc::channel();
-    let stdout = child.stdout.take().unwrap();
     std::thread::spawn(move || {
         for l in BufReader::new(stdout).lines().map_while(Result::ok) {
             if let Ok(v) = serde_json::from_str(&l)
@@ -155,39 +144,7 @@ fn start_with_querylog(cfg: &str) -> (Server, mpsc::Receiver<serde_json::Value>)
             }
         }
     });
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    let mut listens: Vec<(String, SocketAddr)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline && !listens.iter().any(|(k, _)| k == "ready") {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100))
-            && let Some((k, v)) = l
-                .strip_prefix("clusterdns: listening ")
-                .and_then(|r| r.split_once('='))
-        {
-            listens.push((k.to_string(), v.trim().parse().unwrap()));
-        }
-    }
-    let dns = listens
-        .iter()
-        .find(|(k, _)| k == "dns")
-        .expect("DNS address")
-        .1;
-    (
-        Server {
-            child,
-            dns,
-            lines: rx,
-            dir,
-            listens,
-        },
-        qrx,
-    )
+    (s, qrx)
 }
 
 /// The next query-log entry for `qname` (bounded wait).
@@ -203,16 +160,6 @@ fn logged(rx: &mpsc::Receiver<serde_json::Value>, qname: &str) -> serde_json::Va
     panic!("{qname} not in the query log");
 }
 
-fn metric(s: &Server, prefix: &str) -> f64 {
-    get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text()
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[test]
 fn query_log_names_the_upstream_and_metrics_count_what_they_name() {
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -222,7 +169,10 @@ fn query_log_names_the_upstream_and_metrics_count_what_they_name() {
         "forward:\n  upstreams: [\"{}\"]\nquerylog:\n  enabled: true\n  sample: 1.0\n",
         up.addr
     );
-    let (s, log) = start_with_querylog(&base_config(&objects(&dir), &extra));
+    let (s, log) = start_with_querylog(&base_config(
+        &write_objects(dir.path(), ONE_SERVICE),
+        &extra,
+    ));
     let to = up.addr.to_string();
 
     assert_eq!(s.dig(&["+short", "log.example"]).trim(), "192.0.2.9");
@@ -250,9 +200,9 @@ fn query_log_names_the_upstream_and_metrics_count_what_they_name() {
             "coredns_proxy_conn_cache_{which}_total{{proto=\"{proto}\",proxy_name=\"forward\",to=\"{to}\"}}"
         )
     };
-    let udp_misses = metric(&s, &series("misses", "udp"));
+    let udp_misses = s.metric_sum(&series("misses", "udp"), &[]);
     assert!(udp_misses >= 1.0, "{udp_misses}");
-    assert_eq!(metric(&s, &series("hits", "udp")), 0.0);
+    assert_eq!(s.metric_sum(&series("hits", "udp"), &[]), 0.0);
     // One miss per forwarded UDP exchange; our own loop probes (HINFO) are not counted.
     let forwarded_udp = up
         .seen
@@ -264,15 +214,15 @@ fn query_log_names_the_upstream_and_metrics_count_what_they_name() {
     assert_eq!(udp_misses, forwarded_udp, "one miss per UDP exchange");
     s.dig(&["+tcp", "+short", "tcp1.example"]);
     s.dig(&["+tcp", "+short", "tcp2.example"]);
-    assert_eq!(metric(&s, &series("misses", "tcp")), 1.0);
-    assert_eq!(metric(&s, &series("hits", "tcp")), 1.0);
+    assert_eq!(s.metric_sum(&series("misses", "tcp"), &[]), 1.0);
+    assert_eq!(s.metric_sum(&series("hits", "tcp"), &[]), 1.0);
 
     // A cacheable reply without the question is not cached: a drop.
-    assert_eq!(metric(&s, "coredns_cache_drops_total"), 0.0);
+    assert_eq!(s.metric_sum("coredns_cache_drops_total", &[]), 0.0);
     let out = s.dig(&["noq.example"]);
     assert!(out.contains("status: NXDOMAIN"), "{out}");
-    assert_eq!(metric(&s, "coredns_cache_drops_total"), 1.0);
+    assert_eq!(s.metric_sum("coredns_cache_drops_total", &[]), 1.0);
     s.dig(&["noq.example"]);
     assert_eq!(seen_count(&up, "noq.example"), 2, "not cached");
-    assert_eq!(metric(&s, "coredns_cache_drops_total"), 2.0);
+    assert_eq!(s.metric_sum("coredns_cache_drops_total", &[]), 2.0);
 }

@@ -6,12 +6,10 @@
 //! `clusterdns_forward_loops_total`, the cluster zone and the other upstreams keep serving, and
 //! forwarding comes back by itself once the relay answers instead of looping.
 
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use hickory_proto::op::Message;
 
@@ -110,10 +108,7 @@ fn free_dns_port() -> u16 {
 /// `dig` waiting at most 2 seconds, one try: the status and the answer addresses.
 fn ask(s: &Server, name: &str) -> (String, Vec<String>) {
     let out = s.dig(&["+time=2", "+tries=1", name, "A"]);
-    let status = out
-        .split("status: ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
+    let status = dig_status(&out)
         .unwrap_or_else(|| panic!("{name}: no answer within 2 s:\n{out}"))
         .to_string();
     let ips = out
@@ -125,67 +120,20 @@ fn ask(s: &Server, name: &str) -> (String, Vec<String>) {
 }
 
 fn loops_metric(s: &Server, to: SocketAddr) -> f64 {
-    let body = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
-    body.lines()
-        .find(|l| l.starts_with(&format!("clusterdns_forward_loops_total{{to=\"{to}\"}}")))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-        .unwrap_or(0.0)
+    s.metric_sum(
+        &format!("clusterdns_forward_loops_total{{to=\"{to}\"}}"),
+        &[],
+    )
 }
 
-/// Start the binary as `Server::start` does, keeping every line it logs (the support helper
-/// reads the start-up lines itself; the loop found at start-up is reported among them).
-fn start_logged(cfg: &str) -> (Server, Arc<Mutex<Vec<String>>>) {
+/// Start the binary at info level (the loop lines are what this test reads): its log, every
+/// line from the start (the loop found at start-up is reported among the start-up lines), is
+/// [`Server::log`].
+fn start_logged(cfg: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("clusterdns.yaml");
-    std::fs::write(&path, cfg).unwrap();
-    let mut child = Command::new(bin())
-        .args(["serve", "--config"])
-        .arg(&path)
-        .env("CLUSTERDNS_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let all = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    let keep = all.clone();
-    std::thread::spawn(move || {
-        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
-            keep.lock().unwrap().push(l.clone());
-            let _ = tx.send(l);
-        }
-    });
-    let mut listens = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline
-        && !listens
-            .iter()
-            .any(|(k, _): &(String, SocketAddr)| k == "ready")
-    {
-        if let Ok(l) = rx.recv_timeout(Duration::from_millis(100))
-            && let Some((k, v)) = l
-                .strip_prefix("clusterdns: listening ")
-                .and_then(|r| r.split_once('='))
-        {
-            listens.push((k.to_string(), v.trim().parse().unwrap()));
-        }
-    }
-    let dns = listens
-        .iter()
-        .find(|(k, _)| k == "dns")
-        .expect("DNS address")
-        .1;
-    let s = Server {
-        child,
-        dns,
-        lines: rx,
-        dir,
-        listens,
-    };
-    (s, all)
+    let mut cmd = Server::command(&dir, cfg, &[]);
+    cmd.env("CLUSTERDNS_LOG", "info");
+    Server::spawn(cmd, dir)
 }
 
 /// Log lines reporting a loop through `to`.
@@ -195,18 +143,6 @@ fn loop_lines(log: &Mutex<Vec<String>>, to: SocketAddr) -> usize {
         .iter()
         .filter(|l| l.contains("forwarding loop:") && l.contains(&to.to_string()))
         .count()
-}
-
-/// Poll `f` until it holds or `limit` passes.
-fn eventually(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
 }
 
 #[test]
@@ -221,23 +157,19 @@ fn loops_through_a_relay_fail_fast_and_heal() {
         Action::Reply(a_reply(q, &[Ipv4Addr::new(192, 0, 2, 55)], 60))
     }));
     let dir = tempfile::tempdir().unwrap();
-    let objects = dir.path().join("objects.yaml");
-    std::fs::write(
-        &objects,
-        "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.9.0.1}\n",
-    )
-    .unwrap();
+    let objects = write_objects(dir.path(), ONE_SERVICE);
     let extra = format!(
         "forward:\n  upstreams: [\"{}\"]\n  stub_domains:\n    good.example: [\"{}\"]\n    loopy.example: [\"{}\"]\n",
         relay.addr, good.addr, stub_relay.addr
     );
     let cfg = base_config(&objects, &extra).replace("127.0.0.1:0\"]", &format!("{me}\"]"));
-    let (mut s, log) = start_logged(&cfg);
+    let mut s = start_logged(&cfg);
+    let log = s.log.clone();
     assert_eq!(s.dns, me);
 
     // The loop at start-up: found by the start-up probes.
     assert!(
-        eventually(Duration::from_secs(10), || loops_metric(&s, relay.addr)
+        wait_for(Duration::from_secs(10), || loops_metric(&s, relay.addr)
             == 1.0
             && loops_metric(&s, stub_relay.addr) == 1.0),
         "both loops counted"
@@ -267,11 +199,11 @@ fn loops_through_a_relay_fail_fast_and_heal() {
     relay.set(ANSWER);
     stub_relay.set(ANSWER);
     assert!(
-        eventually(Duration::from_secs(10), || ask(&s, "back.example").1
+        wait_for(Duration::from_secs(10), || ask(&s, "back.example").1
             == ["192.0.2.77"]),
         "forwarding recovered"
     );
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(wait_for(Duration::from_secs(10), || {
         ask(&s, "back.loopy.example").1 == ["192.0.2.77"]
     }));
 
@@ -291,7 +223,7 @@ fn loops_through_a_relay_fail_fast_and_heal() {
         ["192.0.2.77"],
         "the other relay is fine"
     );
-    assert!(eventually(Duration::from_secs(5), || loops_metric(
+    assert!(wait_for(Duration::from_secs(5), || loops_metric(
         &s, relay.addr
     ) == 2.0));
     assert_eq!(
@@ -301,19 +233,19 @@ fn loops_through_a_relay_fail_fast_and_heal() {
         log.lock().unwrap()
     );
     relay.set(ANSWER);
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(wait_for(Duration::from_secs(10), || {
         ask(&s, "healed.example").1 == ["192.0.2.77"]
     }));
 
     // A relay that gives our queries IDs of its own: found by the slow try, still within 2 s.
     relay.set(LOOP_NEW_ID);
     assert_eq!(ask(&s, "renamed.example").0, "SERVFAIL", "within 2 s");
-    assert!(eventually(Duration::from_secs(5), || loops_metric(
+    assert!(wait_for(Duration::from_secs(5), || loops_metric(
         &s, relay.addr
     ) == 3.0));
     assert_eq!(ask(&s, "a.x.svc.cluster.local").1, ["10.9.0.1"]);
     relay.set(ANSWER);
-    assert!(eventually(Duration::from_secs(10), || {
+    assert!(wait_for(Duration::from_secs(10), || {
         ask(&s, "healed2.example").1 == ["192.0.2.77"]
     }));
     // The server never exited.

@@ -173,9 +173,7 @@ fn dns_over_tls_upstream_is_real_unbound_with_a_checked_certificate() {
         "192.0.2.53"
     );
     assert_eq!(s.status(&["nope.dot.test"]), "NXDOMAIN");
-    let m = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
+    let m = s.metrics();
     assert!(
         m.lines()
             .any(|l| l.starts_with("coredns_proxy_conn_cache_hits_total")
@@ -211,17 +209,12 @@ fn every_upstream_down_answers_servfail_within_the_clients_timeout() {
     }
     // Marked down by now (max_fails 2, health checks every 500ms): misses are one short try.
     assert!(wait_for(Duration::from_secs(10), || {
-        get(s.listen("metrics").unwrap(), "/metrics", &[])
-            .unwrap()
-            .text()
-            .lines()
-            .any(|l| {
-                l.starts_with("coredns_forward_healthcheck_broken_total") && !l.ends_with(" 0")
-            })
-            || {
-                let _ = s.status(&["+tries=1", "+time=5", "probe.example"]);
-                false
-            }
+        s.metrics().lines().any(|l| {
+            l.starts_with("coredns_forward_healthcheck_broken_total") && !l.ends_with(" 0")
+        }) || {
+            let _ = s.status(&["+tries=1", "+time=5", "probe.example"]);
+            false
+        }
     }));
     for i in 0..5 {
         assert_eq!(
@@ -248,17 +241,9 @@ fn except_and_a_domains_own_options_with_dig() {
     );
     // The domain has its own (empty) except and reaches Knot over TCP only.
     let conns = |proto: &str| -> f64 {
-        get(s.listen("metrics").unwrap(), "/metrics", &[])
-            .unwrap()
-            .text()
-            .lines()
-            .filter(|l| {
-                (l.starts_with("coredns_proxy_conn_cache_misses_total")
-                    || l.starts_with("coredns_proxy_conn_cache_hits_total"))
-                    && l.contains(&format!("proto=\"{proto}\""))
-            })
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
+        let (m, proto) = (s.metrics(), format!("proto=\"{proto}\""));
+        metric_sum(&m, "coredns_proxy_conn_cache_misses_total", &[&proto])
+            + metric_sum(&m, "coredns_proxy_conn_cache_hits_total", &[&proto])
     };
     let (udp, tcp) = (conns("udp"), conns("tcp"));
     assert!(udp >= 1.0, "the default route asked over UDP");

@@ -17,8 +17,9 @@ fn await_status(s: &Server, name: &str, status: &str) {
     assert!(done, "{name}: {}, want {status}", s.status(&[name]));
 }
 
-#[test]
-fn kube_changes_reach_dns() {
+/// A test API server holding namespace `demo` and its service `web` (ClusterIP 10.0.0.1, port
+/// http 80/TCP).
+fn api_with_demo_web() -> ApiServer {
     let (api, _) = ApiServer::start_blocking();
     api.create(namespace("demo"));
     api.create(
@@ -26,6 +27,12 @@ fn kube_changes_reach_dns() {
             .cluster_ip("10.0.0.1")
             .port("http", 80, "TCP"),
     );
+    api
+}
+
+#[test]
+fn kube_changes_reach_dns() {
+    let api = api_with_demo_web();
     let s = Server::start_kube(&api, "");
     converge(&s, "web.demo.svc.cluster.local", "10.0.0.1");
     // update
@@ -37,18 +44,17 @@ fn kube_changes_reach_dns() {
     let took = converge(&s, "web.demo.svc.cluster.local", "10.0.0.2");
     eprintln!("service update visible in DNS after {took:?}");
     // a headless service: ready endpoints only; one turning ready appears
-    api.create(svc("demo", "db").headless().port("pg", 5432, "TCP"));
+    let db = svc("demo", "db").headless().port("pg", 5432, "TCP");
+    api.create(&db);
     api.create(
-        slice("demo", "db-abc", "db")
-            .port("pg", 5432, "TCP")
+        db.endpoint_slice("db-abc")
             .endpoint(ep(&["10.1.0.1"]).hostname("db-0"))
             .endpoint(ep(&["10.1.0.2"]).hostname("db-1").ready(false)),
     );
     converge(&s, "db.demo.svc.cluster.local", "10.1.0.1");
     assert_eq!(s.status(&["db-1.db.demo.svc.cluster.local"]), "NXDOMAIN");
     api.update(
-        slice("demo", "db-abc", "db")
-            .port("pg", 5432, "TCP")
+        db.endpoint_slice("db-abc")
             .endpoint(ep(&["10.1.0.1"]).hostname("db-0"))
             .endpoint(ep(&["10.1.0.2"]).hostname("db-1").ready(true)),
     );
@@ -62,8 +68,7 @@ fn kube_changes_reach_dns() {
     );
     // an endpoint going not-ready disappears
     api.update(
-        slice("demo", "db-abc", "db")
-            .port("pg", 5432, "TCP")
+        db.endpoint_slice("db-abc")
             .endpoint(ep(&["10.1.0.1"]).hostname("db-0").ready(false))
             .endpoint(ep(&["10.1.0.2"]).hostname("db-1")),
     );
@@ -222,13 +227,7 @@ fn kube_namespace_and_label_filters() {
 /// kubeconfig names.
 #[test]
 fn kubeconfig_context_and_endpoint_choose_the_api_server() {
-    let (api, _) = ApiServer::start_blocking();
-    api.create(namespace("demo"));
-    api.create(
-        svc("demo", "web")
-            .cluster_ip("10.0.0.1")
-            .port("http", 80, "TCP"),
-    );
+    let api = api_with_demo_web();
     // Port 9 on loopback: nothing answers there.
     let dead = "http://127.0.0.1:9";
     let start = |kubeconfig: String, extra: &str| {
@@ -277,7 +276,7 @@ struct Poller {
 }
 
 impl Poller {
-    fn start(dns: SocketAddr, expect: Vec<(String, Vec<Ipv4Addr>)>) -> Poller {
+    fn start(dns: SocketAddr, expect: Expected) -> Poller {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -337,7 +336,7 @@ fn await_all(s: &Server, expect: &[(String, Vec<Ipv4Addr>)]) {
 
 /// A cluster of `services` ClusterIP services (every tenth headless, with five endpoints) in
 /// four namespaces and `pods` pods; returns the names to poll and their answers.
-fn fill(api: &ApiServer, services: usize, pods: usize) -> Vec<(String, Vec<Ipv4Addr>)> {
+fn fill(api: &ApiServer, services: usize, pods: usize) -> Expected {
     let mut expect = Vec::new();
     for n in 0..4 {
         api.create(namespace(&format!("ns{n}")));
@@ -383,6 +382,26 @@ fn fill(api: &ApiServer, services: usize, pods: usize) -> Vec<(String, Vec<Ipv4A
     expect
 }
 
+/// The names of a filled cluster to poll, with their answers.
+type Expected = Vec<(String, Vec<Ipv4Addr>)>;
+
+/// The start the relist and outage tests share: [`fill`]'s cluster of `services` and `pods`,
+/// one more service `name.ns` at `ip` (the one the test changes), and the server watching it
+/// with pod records verified, returned once that service answers. The names of `fill` are
+/// returned, not waited for.
+fn filled_cluster(
+    services: usize,
+    pods: usize,
+    (ns, name, ip): (&str, &str, &str),
+) -> (ApiServer, Server, Expected) {
+    let (api, _) = ApiServer::start_blocking();
+    let expect = fill(&api, services, pods);
+    api.create(svc(ns, name).cluster_ip(ip));
+    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
+    converge(&s, &format!("{name}.{ns}.svc.cluster.local"), ip);
+    (api, s, expect)
+}
+
 /// `clusterdns_relists_total` per kind, from the metrics endpoint.
 fn relists(s: &Server) -> BTreeMap<String, f64> {
     metric_values(s, "clusterdns_relists_total")
@@ -411,12 +430,8 @@ fn ready_status(s: &Server) -> u16 {
 /// watches were cut off is there after the relist.
 #[test]
 fn kube_forced_expiry_relists_every_kind_without_a_wrong_answer() {
-    let (api, _) = ApiServer::start_blocking();
-    let expect = fill(&api, 80, 240);
-    api.create(svc("ns1", "gone").cluster_ip("10.0.9.1"));
-    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
+    let (api, s, expect) = filled_cluster(80, 240, ("ns1", "gone", "10.0.9.1"));
     await_all(&s, &expect);
-    converge(&s, "gone.ns1.svc.cluster.local", "10.0.9.1");
     let poller = Poller::start(s.dns, expect.clone());
     let kinds = Kind::ALL.map(|k| k.as_str().to_string());
     for round in 0..3 {
@@ -470,13 +485,9 @@ fn kube_forced_expiry_relists_every_kind_without_a_wrong_answer() {
 /// state, every name as before); once the list completes, they are.
 #[test]
 fn kube_relist_of_one_kind_holds_back_only_its_own_changes() {
-    let (api, _) = ApiServer::start_blocking();
     // More pods than one page (500): the Pod list has pages after the first.
-    let expect = fill(&api, 20, 1200);
-    api.create(svc("ns0", "web").cluster_ip("10.0.8.1"));
-    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
+    let (api, s, expect) = filled_cluster(20, 1200, ("ns0", "web", "10.0.8.1"));
     await_all(&s, &expect);
-    converge(&s, "web.ns0.svc.cluster.local", "10.0.8.1");
     let (old_pod, new_pod) = (
         "10-1-0-1.ns0.pod.cluster.local",
         "10-1-99-1.ns0.pod.cluster.local",
@@ -519,11 +530,7 @@ fn kube_relist_of_one_kind_holds_back_only_its_own_changes() {
 /// the relist (bounded generously here; the benchmark measures it).
 #[test]
 fn kube_changes_right_after_an_expiry_reach_dns() {
-    let (api, _) = ApiServer::start_blocking();
-    fill(&api, 60, 200);
-    api.create(svc("ns0", "web").cluster_ip("10.0.8.1"));
-    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
-    converge(&s, "web.ns0.svc.cluster.local", "10.0.8.1");
+    let (api, s, _) = filled_cluster(60, 200, ("ns0", "web", "10.0.8.1"));
     let mut took = Vec::new();
     for i in 0..8u8 {
         api.force_expiry();
@@ -561,12 +568,8 @@ fn kube_changes_right_after_an_expiry_reach_dns() {
 /// after are served.
 #[test]
 fn kube_api_outage_of_30s_keeps_answers_and_resumes() {
-    let (api, _) = ApiServer::start_blocking();
-    let expect = fill(&api, 20, 40);
-    api.create(svc("ns3", "moved").cluster_ip("10.0.7.1"));
-    let s = Server::start_kube(&api, "cluster:\n  pods: verified\n");
+    let (api, s, expect) = filled_cluster(20, 40, ("ns3", "moved", "10.0.7.1"));
     await_all(&s, &expect);
-    converge(&s, "moved.ns3.svc.cluster.local", "10.0.7.1");
     let stale_before = metric_values(&s, "clusterdns_watch_staleness_seconds");
     assert_eq!(stale_before.len(), 4, "{stale_before:?}");
     assert!(stale_before.values().all(|v| *v < 5.0), "{stale_before:?}");

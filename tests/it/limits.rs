@@ -256,11 +256,7 @@ async fn water_torture_keeps_cache_and_waiting_queries_bounded() {
     let m = metrics(&s);
     flood.stop();
     let sent = flood.sent.load(Ordering::Relaxed);
-    let entries: f64 = m
-        .lines()
-        .filter(|l| l.starts_with("coredns_cache_entries{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let entries = metric_sum(&m, "coredns_cache_entries{", &[]);
     let shed = dropped(&m, "max_concurrent");
     eprintln!("sent {sent}, cache entries {entries}, shed {shed}, well-behaved {ok}/100");
     assert!(sent > 2000, "{sent}");

@@ -24,7 +24,7 @@ use serde::Deserialize;
 use clusterdns::cluster::Kind;
 use clusterdns::config::{Config, parse_http_listen};
 
-use crate::support::{bin, convert_fixture, repo, require};
+use crate::support::{assert_check_accepts, convert_fixture, repo, require};
 
 const NAMESPACE: &str = "kube-system";
 /// The labels of CoreDNS's pods in a kubeadm cluster: what clusterdns's own selectors must not
@@ -324,6 +324,22 @@ fn named_port(c: &Container, name_: &str) -> Option<(i32, String)> {
         })
 }
 
+/// The liveness probe keeps kubeadm's CoreDNS timings (60 s initial delay, 5 s timeout, one
+/// success, five failures).
+fn assert_kubeadm_liveness(c: &Container, what: &str) {
+    let live = c.liveness_probe.as_ref().expect("liveness probe");
+    assert_eq!(
+        (
+            live.initial_delay_seconds,
+            live.timeout_seconds,
+            live.success_threshold,
+            live.failure_threshold
+        ),
+        (Some(60), Some(5), Some(1), Some(5)),
+        "{what}: kubeadm's liveness timings"
+    );
+}
+
 /// An HTTP listener of the config against the container port and probe that reach it.
 fn check_http(
     w: &Workload<'_>,
@@ -535,18 +551,7 @@ fn check_dns_workload(v: &Variant, w: &Workload<'_>) -> PodConfig {
         c.readiness_probe.as_ref(),
         "/ready",
     );
-    let live = c.liveness_probe.as_ref().expect("liveness probe");
-    assert_eq!(
-        (
-            live.initial_delay_seconds,
-            live.timeout_seconds,
-            live.success_threshold,
-            live.failure_threshold
-        ),
-        (Some(60), Some(5), Some(1), Some(5)),
-        "{}: kubeadm's liveness timings",
-        w.what
-    );
+    assert_kubeadm_liveness(c, &w.what);
     let ready = c.readiness_probe.as_ref().expect("readiness probe");
     assert_eq!(ready.period_seconds.unwrap_or(10), 10, "{}", w.what);
     // No stray ports.
@@ -693,19 +698,7 @@ fn check_dns_workload(v: &Variant, w: &Workload<'_>) -> PodConfig {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("clusterdns.yaml");
     std::fs::write(&file, &pc.text).unwrap();
-    let out = Command::new(bin())
-        .args(["check", "--config"])
-        .arg(&file)
-        .env_remove("KUBERNETES_SERVICE_HOST")
-        .output()
-        .expect("run clusterdns check");
-    assert!(
-        out.status.success(),
-        "clusterdns check of ConfigMap {}: {}\n{}",
-        pc.configmap,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_check_accepts(&file, &format!("ConfigMap {}", pc.configmap));
     pc
 }
 
@@ -1266,17 +1259,7 @@ fn check_node_local_workload(v: &Variant, ds: &DaemonSet, w: &Workload<'_>) -> P
             ]
         );
     }
-    let live = c.liveness_probe.as_ref().unwrap();
-    assert_eq!(
-        (
-            live.initial_delay_seconds,
-            live.timeout_seconds,
-            live.success_threshold,
-            live.failure_threshold
-        ),
-        (Some(60), Some(5), Some(1), Some(5)),
-        "kubeadm's liveness timings"
-    );
+    assert_kubeadm_liveness(c, &w.what);
 
     // Privileges: root in the host network with NET_ADMIN (interface and rules), NET_RAW
     // (iptables-legacy) and NET_BIND_SERVICE; nothing else.
@@ -1325,16 +1308,7 @@ fn check_node_local_workload(v: &Variant, ds: &DaemonSet, w: &Workload<'_>) -> P
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("clusterdns.yaml");
     std::fs::write(&file, &pc.text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_clusterdns"))
-        .args(["check", "--config"])
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_check_accepts(&file, &format!("ConfigMap {}", pc.configmap));
     pc
 }
 

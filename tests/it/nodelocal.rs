@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::netns::*;
+use crate::support::wait_for;
 
 const KUBE_DNS_METRICS: &str = "127.0.0.1:9153";
 const NODE_LOCAL_METRICS: &str = "127.0.0.1:9253";
@@ -72,12 +73,12 @@ fn dig_tcp(c: &Cluster, server: &str, name: &str) -> String {
         .to_string()
 }
 
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting: {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+/// Waits (at most 15 s) until `cond` holds; fails the test naming `what` if it does not.
+fn wait_until(what: &str, cond: impl FnMut() -> bool) {
+    assert!(
+        wait_for(Duration::from_secs(15), cond),
+        "timed out waiting: {what}"
+    );
 }
 
 /// Interception, the periodic re-creation, and the fall-back after a clean stop, with the

@@ -143,12 +143,9 @@ fn reload_starts_the_watches_the_cluster_settings_need() {
             .cluster_ip("10.0.0.3")
             .port("http", 80, "TCP"),
     );
-    api.create(svc("demo", "db").headless().port("pg", 5432, "TCP"));
-    api.create(
-        slice("demo", "db-abc", "db")
-            .port("pg", 5432, "TCP")
-            .endpoint(ep(&["10.1.0.9"])),
-    );
+    let db = svc("demo", "db").headless().port("pg", 5432, "TCP");
+    api.create(&db);
+    api.create(db.endpoint_slice("db-abc").endpoint(ep(&["10.1.0.9"])));
     api.create(pod("demo", "p1").ip("10.1.0.7"));
     let s = Server::start_kube(
         &api,
@@ -232,16 +229,10 @@ fn reload_starts_the_watches_the_cluster_settings_need() {
 
 /// How many exchanges `/metrics` counts for upstream `to`.
 fn proxy_requests(s: &Server, to: std::net::SocketAddr) -> f64 {
-    let text = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
-    text.lines()
-        .filter(|l| {
-            l.starts_with("coredns_proxy_request_duration_seconds_count")
-                && l.contains(&format!("to=\"{to}\""))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    s.metric_sum(
+        "coredns_proxy_request_duration_seconds_count",
+        &[&format!("to=\"{to}\"")],
+    )
 }
 
 /// Forwarding, metrics and shutdown keys reload under load with no failed query: new
@@ -256,11 +247,7 @@ fn forward_cache_metrics_and_lameduck_reload_under_load() {
     let cfg_text = std::fs::read_to_string(&cfg_path).unwrap();
     assert!(cfg_text.contains("lameduck: 1s"), "{cfg_text}");
     assert_eq!(s.dig(&["+short", "www.example.test"]).trim(), "192.0.2.10");
-    let metrics = || {
-        get(s.listen("metrics").unwrap(), "/metrics", &[])
-            .unwrap()
-            .text()
-    };
+    let metrics = || s.metrics();
     assert!(metrics().contains("coredns_forward_requests_total"));
     let load = Load::start(
         s.dns,

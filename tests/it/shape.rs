@@ -222,19 +222,34 @@ fn template_documentation_examples_answer_as_coredns() {
             "ip-10-1-2-3.example."
         );
         // BrokenTemplate (`index .Match 2` out of range) and NonRRTemplate: SERVFAIL.
-        assert_eq!(status_of(&ask(&["a.broken.example", "TXT"])), "SERVFAIL");
-        assert_eq!(status_of(&ask(&["a.nonrr.example", "A"])), "SERVFAIL");
+        assert_eq!(
+            dig_status(&ask(&["a.broken.example", "TXT"])).unwrap_or("none"),
+            "SERVFAIL"
+        );
+        assert_eq!(
+            dig_status(&ask(&["a.nonrr.example", "A"])).unwrap_or("none"),
+            "SERVFAIL"
+        );
         // RcodeServFail.
-        assert_eq!(status_of(&ask(&["x.servfail.example", "A"])), "SERVFAIL");
+        assert_eq!(
+            dig_status(&ask(&["x.servfail.example", "A"])).unwrap_or("none"),
+            "SERVFAIL"
+        );
         // ExampleIPMatch: `.Remote` is the client's address.
         assert_eq!(
             ask(&["+short", "test.remote.example", "A"]).trim(),
             "127.0.0.1"
         );
         // TestMultiSection: `match "$^"` with fallthrough goes on (to forwarding here).
-        assert_eq!(status_of(&ask(&["anything.example", "TXT"])), "NOERROR");
+        assert_eq!(
+            dig_status(&ask(&["anything.example", "TXT"])).unwrap_or("none"),
+            "NOERROR"
+        );
         // No regex matches and no fallthrough: SERVFAIL; a match: .Zone/.Type/.Class.
-        assert_eq!(status_of(&ask(&["other.strict.example", "A"])), "SERVFAIL");
+        assert_eq!(
+            dig_status(&ask(&["other.strict.example", "A"])).unwrap_or("none"),
+            "SERVFAIL"
+        );
         assert_eq!(
             ask(&["+short", "only.strict.example", "TXT"]).trim(),
             "\"strict.example. TXT IN\""
@@ -248,7 +263,7 @@ fn template_documentation_examples_answer_as_coredns() {
         );
         // A type the template does not take falls through: ip-… AAAA goes upstream.
         assert_eq!(
-            status_of(&ask(&["ip-10-95-12-8.example", "AAAA"])),
+            dig_status(&ask(&["ip-10-95-12-8.example", "AAAA"])).unwrap_or("none"),
             "NOERROR"
         );
     }
@@ -257,14 +272,6 @@ fn template_documentation_examples_answer_as_coredns() {
 /// Whitespace runs as one space: dig pads columns with tabs by name length.
 fn ws(out: &str) -> String {
     out.split_whitespace().collect::<Vec<_>>().join(" ")
-}
-
-fn status_of(out: &str) -> String {
-    out.split("status: ")
-        .nth(1)
-        .and_then(|r| r.split(',').next())
-        .unwrap_or("none")
-        .to_string()
 }
 
 /// A template on the cluster zone answers from the UDP worker with no resolver at all (the
@@ -535,11 +542,12 @@ fn autopath_walks_a_pods_search_path() {
     );
     // From a pod in `demo` the same name is not its first expansion: as asked, NXDOMAIN.
     assert_eq!(
-        status_of(&dig_from(
+        dig_status(&dig_from(
             &s,
             "127.0.0.6",
             &["web.demo.default.svc.cluster.local"]
-        )),
+        ))
+        .unwrap_or("none"),
         "NXDOMAIN"
     );
     // ... and its own first expansion of `kubernetes.default` walks to the second.
@@ -555,7 +563,8 @@ fn autopath_walks_a_pods_search_path() {
     // A host-network pod (the node's address) and an address no pod holds: no autopath.
     for from in ["127.0.0.7", "127.0.0.1"] {
         assert_eq!(
-            status_of(&dig_from(&s, from, &["web.demo.default.svc.cluster.local"])),
+            dig_status(&dig_from(&s, from, &["web.demo.default.svc.cluster.local"]))
+                .unwrap_or("none"),
             "NXDOMAIN",
             "{from}"
         );
@@ -587,14 +596,8 @@ fn autopath_walks_a_pods_search_path() {
     assert_eq!(names, ["openai.com.corp.internal."], "one query upstream");
     // Counted as CoreDNS counts it: the walks that answered from a later expansion (the
     // first-expansion hit counts too: CoreDNS counts every answer the walk writes).
-    let body = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
-    let n: f64 = body
-        .lines()
-        .filter(|l| l.starts_with("coredns_autopath_success_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let body = s.metrics();
+    let n = metric_sum(&body, "coredns_autopath_success_total", &[]);
     assert_eq!(n, 5.0, "{body}");
 }
 
@@ -614,9 +617,9 @@ fn autopath_follows_a_reused_pod_address_into_its_new_namespace() {
         |o| o.contains("status: NOERROR"),
         std::time::Duration::from_secs(10),
     );
-    assert_eq!(status_of(&out), "NOERROR", "{out}");
+    assert_eq!(dig_status(&out).unwrap_or("none"), "NOERROR", "{out}");
     assert_eq!(
-        status_of(&dig_from(&s, "127.0.0.8", &[default_first])),
+        dig_status(&dig_from(&s, "127.0.0.8", &[default_first])).unwrap_or("none"),
         "NXDOMAIN"
     );
     // The address reused in `default`, the old pod still there.
@@ -637,7 +640,7 @@ fn autopath_follows_a_reused_pod_address_into_its_new_namespace() {
     );
     assert!(out.contains("status: NOERROR"), "{out}");
     assert_eq!(
-        status_of(&dig_from(&s, "127.0.0.8", &[demo_first])),
+        dig_status(&dig_from(&s, "127.0.0.8", &[demo_first])).unwrap_or("none"),
         "NXDOMAIN"
     );
     // The old pod goes: the new one is still the client. A marker pod added in the same
@@ -658,11 +661,11 @@ fn autopath_follows_a_reused_pod_address_into_its_new_namespace() {
     );
     assert!(out.contains("status: NOERROR"), "{out}");
     assert_eq!(
-        status_of(&dig_from(&s, "127.0.0.8", &[default_first])),
+        dig_status(&dig_from(&s, "127.0.0.8", &[default_first])).unwrap_or("none"),
         "NOERROR"
     );
     assert_eq!(
-        status_of(&dig_from(&s, "127.0.0.8", &[demo_first])),
+        dig_status(&dig_from(&s, "127.0.0.8", &[demo_first])).unwrap_or("none"),
         "NXDOMAIN"
     );
 }
@@ -1003,7 +1006,11 @@ fn k8s_external_answers_as_corednss_test_tables() {
     for proto in ["+notcp", "+tcp"] {
         for (name, qtype, rc, answer, authority, additional) in cases {
             let out = s.dig(&[proto, "+noedns", name, qtype]);
-            assert_eq!(status_of(&out), *rc, "{name} {qtype}: {out}");
+            assert_eq!(
+                dig_status(&out).unwrap_or("none"),
+                *rc,
+                "{name} {qtype}: {out}"
+            );
             assert!(flags(&out).contains(" aa"), "{name} {qtype}: {out}");
             let [a, n, x] = sections(&out);
             assert_eq!(a, owned(answer), "{name} {qtype} answer: {out}");
@@ -1057,7 +1064,11 @@ fn no_port_names_under_an_externalname_service() {
             ("x.search.demo.svc.cluster.local", "A"),
         ] {
             let out = s.dig(&[proto, name, t]);
-            assert_eq!(status_of(&out), "NXDOMAIN", "{name} {t}: {out}");
+            assert_eq!(
+                dig_status(&out).unwrap_or("none"),
+                "NXDOMAIN",
+                "{name} {t}: {out}"
+            );
             assert!(answers(&out).is_empty(), "{out}");
         }
         let out = s.dig(&[proto, "search.demo.svc.cluster.local", "CNAME"]);

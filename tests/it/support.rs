@@ -27,15 +27,18 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 /// A running `clusterdns serve`; killed on drop.
 pub(crate) struct Server {
     pub child: Child,
     pub dns: SocketAddr,
-    /// The server's stderr, line by line.
+    /// The server's stderr, line by line (from the first line after the listen lines).
     pub lines: mpsc::Receiver<String>,
+    /// Every line of the server's stderr so far, the start-up lines too (`lines` hands out the
+    /// same lines once each, to a test waiting for one).
+    pub log: Arc<Mutex<Vec<String>>>,
     /// The server's own folder: its config, and any files the test gives it.
     pub dir: tempfile::TempDir,
     /// Every listen line the server printed (`metrics=...`, `health=...`, `ready=...`).
@@ -94,19 +97,27 @@ impl Server {
 
     /// [`Server::start`] in a folder the caller has already put files in.
     pub(crate) fn start_in(dir: tempfile::TempDir, config_yaml: &str, args: &[&str]) -> Server {
+        let cmd = Self::command(&dir, config_yaml, args);
+        Self::spawn(cmd, dir)
+    }
+
+    /// The command [`Server::start_in`] runs: `clusterdns serve` with `config_yaml` written as
+    /// `clusterdns.yaml` into `dir`, `args` appended. For a test that sets more on it (its
+    /// `CLUSTERDNS_LOG`, a network namespace) before [`Server::spawn`] or
+    /// [`Server::spawn_with`].
+    pub(crate) fn command(dir: &tempfile::TempDir, config_yaml: &str, args: &[&str]) -> Command {
         let cfg = dir.path().join("clusterdns.yaml");
         std::fs::write(&cfg, config_yaml).unwrap();
         let mut cmd = Command::new(bin());
         cmd.arg("serve").arg("--config").arg(&cfg).args(args);
-        Self::spawn(cmd, dir)
+        cmd
     }
 
     /// Serving `objects_yaml` (Kubernetes objects, kept as `objects.yaml` in the server's
     /// folder, where the test may change it) with [`base_config`] plus `extra`.
     pub(crate) fn with_objects(objects_yaml: &str, extra: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        let objects = dir.path().join("objects.yaml");
-        std::fs::write(&objects, objects_yaml).unwrap();
+        let objects = write_objects(dir.path(), objects_yaml);
         let cfg = base_config(&objects, extra);
         let server = Self::start_in(dir, &cfg, &[]);
         server.wait_ready();
@@ -131,20 +142,37 @@ impl Server {
         Self::with_objects(&objects, extra)
     }
 
-    pub(crate) fn spawn(mut cmd: Command, dir: tempfile::TempDir) -> Server {
-        cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-        cmd.env(
-            "CLUSTERDNS_LOG",
-            std::env::var("CLUSTERDNS_LOG").unwrap_or_else(|_| "info,hickory_server=warn".into()),
-        );
+    /// Runs `cmd` (a `clusterdns serve`, see [`Server::command`]) with its stdout discarded;
+    /// see [`Server::spawn_with`].
+    pub(crate) fn spawn(cmd: Command, dir: tempfile::TempDir) -> Server {
+        Self::spawn_with(cmd, dir, Stdio::null())
+    }
+
+    /// Runs `cmd` and reads its stderr until it has printed its listen lines (the one way the
+    /// tests learn the server's addresses); `stdout` says where its stdout goes
+    /// (`Stdio::piped()`: the test reads it from `server.child.stdout`, e.g. the query log).
+    /// The log level is `cmd`'s own `CLUSTERDNS_LOG` if it sets one, else the test's
+    /// environment's, else `info,hickory_server=warn`.
+    pub(crate) fn spawn_with(mut cmd: Command, dir: tempfile::TempDir, stdout: Stdio) -> Server {
+        cmd.stdout(stdout).stderr(Stdio::piped());
+        if !cmd.get_envs().any(|(k, _)| k == "CLUSTERDNS_LOG") {
+            cmd.env(
+                "CLUSTERDNS_LOG",
+                std::env::var("CLUSTERDNS_LOG")
+                    .unwrap_or_else(|_| "info,hickory_server=warn".into()),
+            );
+        }
         let mut child = cmd.spawn().expect("start clusterdns");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let keep = log.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if std::env::var_os("CLUSTERDNS_TEST_ECHO").is_some() {
                     eprintln!("[server] {line}");
                 }
+                keep.lock().unwrap().push(line.clone());
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -188,6 +216,7 @@ impl Server {
             child,
             dns,
             lines: rx,
+            log,
             dir,
             listens,
         }
@@ -198,6 +227,18 @@ impl Server {
             .iter()
             .find(|(k, _)| k == what)
             .map(|(_, a)| *a)
+    }
+
+    /// The server's `/metrics` exposition, scraped now.
+    pub(crate) fn metrics(&self) -> String {
+        get(self.listen("metrics").unwrap(), "/metrics", &[])
+            .unwrap()
+            .text()
+    }
+
+    /// [`metric_sum`] of a fresh scrape of the server's `/metrics`.
+    pub(crate) fn metric_sum(&self, prefix: &str, labels: &[&str]) -> f64 {
+        metric_sum(&self.metrics(), prefix, labels)
     }
 
     pub(crate) fn path(&self, name: &str) -> PathBuf {
@@ -211,12 +252,7 @@ impl Server {
 
     /// The `status:` of a `dig` answer (`NOERROR`, `NXDOMAIN`, ...; `none` without an answer).
     pub(crate) fn status(&self, args: &[&str]) -> String {
-        let out = self.dig(args);
-        out.split("status: ")
-            .nth(1)
-            .and_then(|r| r.split(',').next())
-            .unwrap_or("none")
-            .to_string()
+        dig_status(&self.dig(args)).unwrap_or("none").to_string()
     }
 
     /// `dig +short name` against this server: the answer's lines, sorted and comma-joined.
@@ -307,6 +343,42 @@ pub(crate) fn dig_at(addr: SocketAddr, args: &[&str]) -> String {
         .output()
         .expect("run dig");
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// One namespace `x` with one ClusterIP service `a` at 10.9.0.1: the cluster of the tests
+/// about something else (forwarding, listening) that want a cluster name to ask.
+pub(crate) const ONE_SERVICE: &str = "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Namespace, metadata: {name: x}}\n- apiVersion: v1\n  kind: Service\n  metadata: {name: a, namespace: x}\n  spec: {clusterIP: 10.9.0.1}\n";
+
+/// Writes `objects_yaml` as `objects.yaml` into `dir`; its path, for [`base_config`].
+pub(crate) fn write_objects(dir: &Path, objects_yaml: &str) -> PathBuf {
+    let path = dir.join("objects.yaml");
+    std::fs::write(&path, objects_yaml).unwrap();
+    path
+}
+
+/// Asserts that `clusterdns check --config config` accepts the config file (run as outside a
+/// pod: no `KUBERNETES_SERVICE_HOST`); a failure names `what` and shows check's output and the
+/// config.
+pub(crate) fn assert_check_accepts(config: &Path, what: &str) {
+    let out = Command::new(bin())
+        .args(["check", "--config"])
+        .arg(config)
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .output()
+        .expect("run clusterdns check");
+    assert!(
+        out.status.success(),
+        "clusterdns check of {what}: {}\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(config).unwrap_or_default()
+    );
+}
+
+/// The `status:` of `dig`'s output (`NOERROR`, `NXDOMAIN`, ...); None when it has none (no
+/// answer came).
+pub(crate) fn dig_status(out: &str) -> Option<&str> {
+    out.split("status: ").nth(1)?.split(',').next()
 }
 
 /// A config for tests: DNS on an ephemeral port, HTTP endpoints on ephemeral ports, the

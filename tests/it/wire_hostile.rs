@@ -38,17 +38,6 @@ fn start(extra: &str) -> Server {
     s
 }
 
-/// The sum of the samples of a metric whose line starts with `prefix` (name and labels).
-fn metric(s: &Server, prefix: &str) -> f64 {
-    let body = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
-    body.lines()
-        .filter(|l| l.starts_with(prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 /// Send over UDP and wait at most `wait` for a reply.
 fn udp_try(dns: SocketAddr, msg: &[u8], wait: Duration) -> Option<Vec<u8>> {
     let s = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -355,7 +344,7 @@ fn check_reply(what: &str, msg: &[u8], r: &[u8], want: Want) {
 #[test]
 fn each_broken_packet_gets_the_rfc_answer_over_udp_and_tcp() {
     let s = start("");
-    let dropped_before = metric(&s, "clusterdns_dropped_total{reason=\"malformed\"}");
+    let dropped_before = s.metric_sum("clusterdns_dropped_total{reason=\"malformed\"}", &[]);
     let mut silent = 0;
     for (what, msg, want) in cases() {
         // UDP: silence is waited for briefly; replies come at once.
@@ -399,7 +388,8 @@ fn each_broken_packet_gets_the_rfc_answer_over_udp_and_tcp() {
         }
     }
     // Every message that got silence, over UDP and over TCP, was counted as dropped.
-    let dropped = metric(&s, "clusterdns_dropped_total{reason=\"malformed\"}") - dropped_before;
+    let dropped =
+        s.metric_sum("clusterdns_dropped_total{reason=\"malformed\"}", &[]) - dropped_before;
     assert_eq!(
         dropped,
         silent as f64 * 2.0,
@@ -578,22 +568,22 @@ fn source_port_zero_is_never_answered() {
     p.extend_from_slice(&payload);
     let requests = "coredns_dns_requests_total";
     let dropped = "clusterdns_dropped_total{reason=\"malformed\"}";
-    let (r0, d0) = (metric(&s, requests), metric(&s, dropped));
+    let (r0, d0) = (s.metric_sum(requests, &[]), s.metric_sum(dropped, &[]));
     raw.send_to(&p, &SocketAddr::V4(dns).into()).unwrap();
     // The same query from a real port is answered and counted.
     let r = udp_exchange(s.dns, &payload).expect("answered from a real port");
     assert_eq!(Message::from_vec(&r).unwrap().answers.len(), 1);
     let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while metric(&s, dropped) < d0 + 1.0 && std::time::Instant::now() < deadline {
+    while s.metric_sum(dropped, &[]) < d0 + 1.0 && std::time::Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(
-        metric(&s, dropped),
+        s.metric_sum(dropped, &[]),
         d0 + 1.0,
         "the port-0 datagram was dropped"
     );
     assert_eq!(
-        metric(&s, requests),
+        s.metric_sum(requests, &[]),
         r0 + 1.0,
         "only the real query was answered"
     );

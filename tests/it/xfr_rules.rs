@@ -199,9 +199,7 @@ fn only_allowed_and_signed_clients_transfer_everyone_else_gets_the_rcode_alone()
     // An ordinary query from anyone is still answered.
     assert_eq!(s.status(&["svc-1.prod.svc.cluster.local"]), "NOERROR");
 
-    let metrics = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
+    let metrics = s.metrics();
     let count = |r: &str, t: &str| {
         metric_value(
             &metrics,
@@ -439,18 +437,14 @@ fn notify_is_one_at_a_time_carries_the_newest_serial_and_is_retried() {
     );
     secondary.send_to(&reply, from).unwrap();
 
-    let metrics = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
+    let metrics = s.metrics();
     let label = format!(
         "clusterdns_notify_total{{result=\"ok\",to=\"{}\"}}",
         secondary.local_addr().unwrap()
     );
     assert!(
         wait_for(Duration::from_secs(5), || {
-            let m = get(s.listen("metrics").unwrap(), "/metrics", &[])
-                .unwrap()
-                .text();
+            let m = s.metrics();
             metric_value(&m, &label).is_some_and(|v| v >= 2.0)
         }),
         "{metrics}"

@@ -50,37 +50,43 @@ fn initial_cluster(api: &ApiServer) {
             .external_name("target-start.example.com")
             .port("https", 443, "TCP"),
     );
-    api.create(svc("prod", "db").headless().port("pg", 5432, "TCP"));
+    let db = svc("prod", "db").headless().port("pg", 5432, "TCP");
+    api.create(&db);
     api.create(
-        slice("prod", "db-abcde", "db")
-            .port("pg", 5432, "TCP")
+        db.endpoint_slice("db-abcde")
             .endpoint(ep(&["10.3.0.1"]).hostname("db-0"))
             .endpoint(ep(&["10.3.0.2"]).hostname("db-1")),
     );
+}
+
+/// The service change `i` (a multiple of 4) creates, and later changes its slice of and
+/// deletes: its name and the Service.
+fn new_service(i: usize) -> (String, Fixture) {
+    let name = format!("new-{i}");
+    let service = svc("prod", &name)
+        .cluster_ip(&format!("10.96.250.{i}"))
+        .port("web", 8000, "TCP");
+    (name, service)
 }
 
 /// One change of the 50: what it did, for messages.
 fn change(api: &ApiServer, i: usize) -> String {
     match i % 4 {
         0 => {
-            let name = format!("new-{i}");
+            let (name, service) = new_service(i);
+            api.create(&service);
             api.create(
-                svc("prod", &name)
-                    .cluster_ip(&format!("10.96.250.{i}"))
-                    .port("web", 8000, "TCP"),
-            );
-            api.create(
-                slice("prod", &format!("{name}-abcde"), &name)
-                    .port("web", 8000, "TCP")
+                service
+                    .endpoint_slice(&format!("{name}-abcde"))
                     .endpoint(ep(&[&format!("10.2.{i}.1")])),
             );
             format!("service {name} created")
         }
         1 => {
-            let name = format!("new-{}", i - 1);
+            let (name, service) = new_service(i - 1);
             api.update(
-                slice("prod", &format!("{name}-abcde"), &name)
-                    .port("web", 8000, "TCP")
+                service
+                    .endpoint_slice(&format!("{name}-abcde"))
                     .endpoint(ep(&[&format!("10.2.{}.1", i - 1)]))
                     .endpoint(ep(&[&format!("10.2.{}.2", i - 1)]).hostname(&format!("h{i}"))),
             );
@@ -321,9 +327,7 @@ fn knot_and_bind_follow_fifty_changes_by_notify_and_ixfr() {
     same_answers(s.dns, &secondaries, &all_questions(&zones), "50 changes");
 
     // They followed by IXFR, told by NOTIFY.
-    let metrics = get(s.listen("metrics").unwrap(), "/metrics", &[])
-        .unwrap()
-        .text();
+    let metrics = s.metrics();
     let incremental = metric_value(
         &metrics,
         "clusterdns_transfers_total{result=\"incremental\",type=\"ixfr\"}",

@@ -9,6 +9,9 @@
 //!     .endpoint(ep(&["10.1.0.5"]).hostname("db-0").pod("db-0"))
 //!     .endpoint(ep(&["10.1.0.6"]).ready(false)));
 //! api.create(pod("prod", "db-0").ip("10.1.0.5"));
+//! let web = svc("prod", "web2").cluster_ip("10.0.0.11").port("http", 80, "TCP");
+//! api.create(&web);
+//! api.create(web.endpoint_slice("web2-x1").endpoint(ep(&["10.1.0.7"]))); // port http 80 too
 //! api.create(svc("prod", "bad").cluster_ip("not-an-ip")); // stored as given
 //! ```
 
@@ -242,6 +245,27 @@ impl Fixture {
         self
     }
 
+    /// An EndpointSlice `name` of this Service ([`slice`]: in its namespace, labelled for it)
+    /// with the Service's ports as the EndpointSlice controller copies them (each port's name
+    /// and protocol, its `targetPort` as the port), no endpoints yet: the Service and its slice
+    /// built once, as a selector makes them.
+    pub fn endpoint_slice(&self, name: &str) -> Fixture {
+        let meta = &self.0["metadata"];
+        let mut sl = slice(
+            meta["namespace"].as_str().unwrap_or(""),
+            name,
+            meta["name"].as_str().unwrap_or(""),
+        );
+        for p in self.0["spec"]["ports"].as_array().into_iter().flatten() {
+            sl = sl.port(
+                p["name"].as_str().unwrap_or(""),
+                p["targetPort"].as_i64().unwrap_or(0) as i32,
+                p["protocol"].as_str().unwrap_or("TCP"),
+            );
+        }
+        sl
+    }
+
     /// `type: ExternalName`.
     pub fn external_name(mut self, name: &str) -> Self {
         let spec = self.0["spec"].as_object_mut().unwrap();
@@ -313,5 +337,25 @@ impl Fixture {
     pub fn phase(mut self, p: &str) -> Self {
         self.0["status"]["phase"] = json!(p);
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Paths rather than `use super::*`: the benches include this file too, without the tests,
+    // where the import would be unused.
+    /// The slice built from a Service is the one built by hand with the same ports.
+    #[test]
+    fn a_services_endpoint_slice_carries_its_ports() {
+        let web = super::svc("prod", "web")
+            .cluster_ip("10.0.0.10")
+            .port("http", 80, "TCP")
+            .port("", 53, "UDP");
+        assert_eq!(
+            web.endpoint_slice("web-1"),
+            super::slice("prod", "web-1", "web")
+                .port("http", 80, "TCP")
+                .port("", 53, "UDP")
+        );
     }
 }

@@ -79,6 +79,17 @@ pub(crate) fn metric_value(exposition: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// The sum of the samples in a `/metrics` exposition whose line starts with `prefix` (a
+/// family's name, with as much of its labels as the caller fixes) and holds every one of
+/// `labels` (e.g. `to="127.0.0.1:53"`); 0 when no line does.
+pub(crate) fn metric_sum(exposition: &str, prefix: &str, labels: &[&str]) -> f64 {
+    exposition
+        .lines()
+        .filter(|l| l.starts_with(prefix) && labels.iter().all(|m| l.contains(m)))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Percent-encode a query-string value.
 pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
