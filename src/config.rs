@@ -863,6 +863,10 @@ pub struct TemplateRule {
     pub qtype: String,
     /// Zones it is for (`.`: every name).
     pub zones: Vec<String>,
+    /// Zones inside `zones` it leaves alone: a Corefile's other server blocks, which CoreDNS
+    /// sends those names to (the converter fills it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub except: Vec<String>,
     /// Regular expressions (RE2 syntax) matched against the lowercase question name with its
     /// trailing dot; the first that matches wins. Empty: every name.
     #[serde(rename = "match")]
@@ -885,6 +889,7 @@ impl Default for TemplateRule {
             class: "ANY".into(),
             qtype: "ANY".into(),
             zones: vec![".".into()],
+            except: vec![],
             matches: vec![],
             answer: vec![],
             additional: vec![],

@@ -114,6 +114,8 @@ struct Converter {
     mounted: BTreeMap<String, String>,
     /// The Corefile's folder, where such files may sit too.
     base_dir: Option<std::path::PathBuf>,
+    /// Every server block's zones (`.` for the root), for what one block leaves to another.
+    block_zones: Vec<String>,
 }
 
 impl Converter {
@@ -147,6 +149,10 @@ impl Converter {
             }
             keyed.push((keys, b));
         }
+        self.block_zones = keyed
+            .iter()
+            .flat_map(|(keys, _)| keys.iter().map(|k| k.zone.clone()))
+            .collect();
 
         // One port for everything: clusterdns serves all zones on the same listen addresses.
         for (keys, b) in &keyed {

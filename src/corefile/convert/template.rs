@@ -28,10 +28,33 @@ impl Converter {
                 })
                 .collect::<Result<_, _>>()?
         };
+        // CoreDNS sends a name to the server block with the longest zone that holds it: names
+        // of another block's zone below this block's are never this template's.
+        let under = |z: &str, zone: &str| zone == "." || crate::names::in_zone(z, zone);
+        let own: Vec<&str> = ctx.keys.iter().map(|k| k.zone.as_str()).collect();
+        let except: Vec<String> = self
+            .block_zones
+            .iter()
+            .filter(|z| z.as_str() != "." && !own.contains(&z.as_str()))
+            .filter(|z| own.iter().any(|o| under(z, o)) && zones.iter().any(|t| under(z, t)))
+            .cloned()
+            .collect();
+        if !except.is_empty() {
+            self.note(
+                &d.at,
+                ctx.block,
+                "template",
+                &format!(
+                    "not applied to {} (served by server blocks of their own in the Corefile, as CoreDNS does)",
+                    except.join(", ")
+                ),
+            );
+        }
         let mut t = TemplateRule {
             class: class.to_ascii_uppercase(),
             qtype: qtype.to_ascii_uppercase(),
             zones,
+            except,
             ..TemplateRule::default()
         };
         for o in d.options() {

@@ -290,6 +290,28 @@ fn template_blocks_convert_in_order_with_their_options() {
     assert_eq!(t[1].rcode, "REFUSED");
 }
 
+/// A `.`-block template for every name leaves the names of another server block's zone to
+/// that block (CoreDNS picks the block with the longest zone): `except` holds them, and a note
+/// says so. A template whose zones hold no other block gets none.
+#[test]
+fn a_root_template_leaves_other_blocks_zones_alone() {
+    let c = conv(&format!(
+        ".:53 {{\n{KUBE} template ANY AAAA {{\n  rcode NOERROR\n }}\n template IN A example.org {{\n  rcode NXDOMAIN\n }}\n}}\nconsul.local:53 {{\n forward . 10.0.0.5\n}}\n"
+    ))
+    .unwrap();
+    let t = &c.config.shape.templates;
+    assert_eq!(t[0].zones, ["."]);
+    assert_eq!(t[0].except, ["consul.local"]);
+    assert!(t[1].except.is_empty(), "{:?}", t[1].except);
+    assert!(
+        c.notes
+            .iter()
+            .any(|n| n.contains("not applied to consul.local")),
+        "{:#?}",
+        c.notes
+    );
+}
+
 #[test]
 fn template_options_clusterdns_cannot_run_are_refused_with_the_reason() {
     let e = conv_main(" template IN A example {\n  answer \"{{ .Meta \\\"kubernetes/client-namespace\\\" }}.example. 60 IN A 10.0.0.1\"\n }\n")

@@ -2,8 +2,9 @@
 //!
 //! As CoreDNS decides (plugin/template/template.go):
 //! - A name in none of the templates' zones is not the plugin's business: it goes on.
-//! - Templates are tried in order. One whose zones do not hold the name, or whose class or type
-//!   differ from the question's (ANY on either side matches), is skipped.
+//! - Templates are tried in order. One whose zones do not hold the name (or whose `except` zones
+//!   do: another server block's, in the Corefile it came from), or whose class or type differ
+//!   from the question's (ANY on either side matches), is skipped.
 //! - The first of its regexes that matches the lowercase name (with its trailing dot) makes the
 //!   answer: the `rcode`, the AA bit, and the `answer`, `authority` and `additional` records,
 //!   each a zone-file line with template fields filled in. A template whose rcode is SERVFAIL
@@ -32,6 +33,7 @@ pub(crate) struct Template {
     class: u16,
     qtype: u16,
     zones: Zones,
+    except: Zones,
     regexes: Vec<Regex>,
     answer: Vec<Expansion>,
     additional: Vec<Expansion>,
@@ -101,6 +103,7 @@ impl Templates {
                 class,
                 qtype,
                 zones,
+                except: Zones::parse(&r.except).map_err(|e| format!("{}: {e}", key("except")))?,
                 regexes,
                 answer: exps("answer", &r.answer)?,
                 additional: exps("additional", &r.additional)?,
@@ -132,6 +135,9 @@ impl Templates {
             let Some(zone) = t.zones.matches(qname) else {
                 continue;
             };
+            if t.except.matches(qname).is_some() {
+                continue;
+            }
             if t.class != wire::CLASS_ANY && q.qclass != wire::CLASS_ANY && q.qclass != t.class {
                 continue;
             }
@@ -281,4 +287,36 @@ fn rcode_code(s: &str) -> Option<u16> {
         "NOTZONE" => 10,
         _ => return None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(t: &Templates, name: &str) -> Option<u16> {
+        let wire_name = wire::dotted_to_wire(name).unwrap();
+        let msg = wire::query::build(1, &wire_name, wire::rtype::AAAA, true, None);
+        let q = Query::parse(&msg).unwrap();
+        let mut out = Vec::new();
+        match t.answer(&q, None, 512, 1232, &mut out) {
+            Outcome::Next => None,
+            Outcome::Answered { rcode } | Outcome::Cname { rcode, .. } => Some(rcode),
+        }
+    }
+
+    /// `except` zones (another server block's, in the Corefile) are left alone; the rest of
+    /// the template's zones are answered.
+    #[test]
+    fn except_zones_are_left_to_the_next_step() {
+        let rule = TemplateRule {
+            qtype: "AAAA".into(),
+            except: vec!["consul.local".into()],
+            ..TemplateRule::default()
+        };
+        let t = Templates::new(&[rule]).unwrap();
+        assert_eq!(outcome(&t, "www.example.com"), Some(rcode::NOERROR));
+        assert_eq!(outcome(&t, "consul.local"), None);
+        assert_eq!(outcome(&t, "web.service.CONSUL.local"), None);
+        assert_eq!(outcome(&t, "notconsul.local"), Some(rcode::NOERROR));
+    }
 }
