@@ -536,6 +536,11 @@ where
             })?;
         let mut body = Box::pin(body);
         let mut items = ItemSplitter::default();
+        // The objects of one chunk of the body are decoded first, then sent one after another:
+        // the zone builder, woken by the first, takes the rest in the same round. Sent as each
+        // was decoded, the builder (faster than the decoding) would sleep and be woken again for
+        // every object, and those wake-ups were most of a small relist's time.
+        let mut decoded = Vec::new();
         loop {
             let n = {
                 let chunk = body.fill_buf().await.map_err(PageFailed::other)?;
@@ -558,15 +563,18 @@ where
                             k.insert(&object.key());
                         }
                         *listed += 1;
-                        self.send(ClusterEvent::Listed { object })
-                            .await
-                            .map_err(|_| PageFailed::Closed)?;
+                        decoded.push(object);
                     }
                     Err(e) => {
                         *skipped += 1;
                         tracing::warn!(kind, error = %e, "skipping bad object");
                     }
                 }
+            }
+            for object in decoded.drain(..) {
+                self.send(ClusterEvent::Listed { object })
+                    .await
+                    .map_err(|_| PageFailed::Closed)?;
             }
         }
         let rest = items
