@@ -66,14 +66,15 @@ pub(crate) fn change_cluster_ip(
 }
 
 /// Writes `dir/c.yaml`: DNS on an ephemeral loopback port, the Kubernetes source reading
-/// `api`, no forwarding, no HTTP endpoints, one UDP worker; `extra` is appended.
+/// `api`, no forwarding, no HTTP endpoints, one UDP worker, loopback clients exempt from the
+/// per-client rate limit (the benches ask as fast as the server answers); `extra` is appended.
 pub(crate) fn write_config(api: &ApiServer, dir: &Path, extra: &str) -> std::path::PathBuf {
     let kubeconfig = api.write_kubeconfig(dir);
     let cfg = dir.join("c.yaml");
     std::fs::write(
         &cfg,
         format!(
-            "listen: [\"127.0.0.1:0\"]\nsource: {{kubernetes: {{kubeconfig: {}, startup_timeout: 60s}}}}\nforward: {{enabled: false}}\nmetrics: {{listen: null}}\nhealth: {{listen: null}}\nready: {{listen: null}}\nserver: {{udp_workers: 1}}\n{extra}",
+            "listen: [\"127.0.0.1:0\"]\nsource: {{kubernetes: {{kubeconfig: {}, startup_timeout: 60s}}}}\nforward: {{enabled: false}}\nmetrics: {{listen: null}}\nhealth: {{listen: null}}\nready: {{listen: null}}\nserver: {{udp_workers: 1}}\nlimits: {{exempt: [\"127.0.0.0/8\"]}}\n{extra}",
             kubeconfig.display()
         ),
     )

@@ -447,23 +447,32 @@ mod tests {
         assert_eq!(pipe.load(Duration::ZERO).0, 0, "nothing left in flight");
     }
 
-    #[tokio::test]
-    async fn a_reply_to_another_question_under_the_same_id_is_not_taken() {
+    /// A pipe (idle `expire`) to a server that accepts one connection and runs `serve` on it.
+    async fn pipe_to<F, Fut>(expire: Duration, serve: F) -> Pipe
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            serve(s).await;
+        });
+        Pipe::open(TcpStream::connect(addr).await.unwrap(), expire)
+    }
+
+    #[tokio::test]
+    async fn a_reply_to_another_question_under_the_same_id_is_not_taken() {
+        let pipe = pipe_to(Duration::from_secs(10), |mut s| async move {
             let q = read_frame(&mut s).await.unwrap();
             // First a forged reply: our ID, another question; then the real one.
             let (other, _) = query(u16::from_be_bytes([q[0], q[1]]), "other.example.");
             write_frame(&mut s, &reply_to(&other)).await;
             write_frame(&mut s, &reply_to(&q)).await;
             let _ = read_frame(&mut s).await;
-        });
-        let pipe = Pipe::open(
-            TcpStream::connect(addr).await.unwrap(),
-            Duration::from_secs(10),
-        );
+        })
+        .await;
         let (q, end) = query(9, "asked.example.");
         let r = tokio::time::timeout(Duration::from_secs(10), pipe.ask(&q, end))
             .await
@@ -474,17 +483,11 @@ mod tests {
 
     #[tokio::test]
     async fn a_closed_connection_fails_its_waiters_at_once() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
+        let pipe = pipe_to(Duration::from_secs(10), |mut s| async move {
             // Read one query, answer nothing, close.
             let _ = read_frame(&mut s).await;
-        });
-        let pipe = Pipe::open(
-            TcpStream::connect(addr).await.unwrap(),
-            Duration::from_secs(10),
-        );
+        })
+        .await;
         let (q, end) = query(1, "a.example.");
         let r = tokio::time::timeout(Duration::from_secs(10), pipe.ask(&q, end))
             .await
@@ -499,20 +502,14 @@ mod tests {
 
     #[tokio::test]
     async fn an_idle_connection_closes_after_expire() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
         let (eof_tx, eof_rx) = oneshot::channel();
-        tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
+        let pipe = pipe_to(Duration::from_millis(100), |mut s| async move {
             let q = read_frame(&mut s).await.unwrap();
             write_frame(&mut s, &reply_to(&q)).await;
             // The client closes the idle connection: EOF.
             let _ = eof_tx.send(read_frame(&mut s).await.is_none());
-        });
-        let pipe = Pipe::open(
-            TcpStream::connect(addr).await.unwrap(),
-            Duration::from_millis(100),
-        );
+        })
+        .await;
         let (q, end) = query(1, "a.example.");
         pipe.ask(&q, end).await.unwrap();
         let eof = tokio::time::timeout(Duration::from_secs(10), eof_rx)
@@ -525,22 +522,16 @@ mod tests {
 
     #[tokio::test]
     async fn a_caller_that_gives_up_frees_its_id_and_its_late_reply_is_dropped() {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
         let (go_tx, go_rx) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
+        let pipe = pipe_to(Duration::from_secs(10), |mut s| async move {
             let first = read_frame(&mut s).await.unwrap();
             let _ = go_rx.await;
             // The late reply to the abandoned query, then the next query's.
             write_frame(&mut s, &reply_to(&first)).await;
             let second = read_frame(&mut s).await.unwrap();
             write_frame(&mut s, &reply_to(&second)).await;
-        });
-        let pipe = Pipe::open(
-            TcpStream::connect(addr).await.unwrap(),
-            Duration::from_secs(10),
-        );
+        })
+        .await;
         let (q, end) = query(1, "slow.example.");
         let given_up = tokio::time::timeout(Duration::from_millis(50), pipe.ask(&q, end)).await;
         assert!(given_up.is_err());
