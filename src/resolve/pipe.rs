@@ -451,7 +451,7 @@ mod tests {
     async fn pipe_to<F, Fut>(expire: Duration, serve: F) -> Pipe
     where
         F: FnOnce(TcpStream) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send,
+        Fut: Future<Output = ()> + Send,
     {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
