@@ -1035,8 +1035,9 @@ pub struct RateLimitConfig {
     pub ipv4_prefix: u8,
     /// 128 per address; 56 or 64 puts a node's or a site's addresses together.
     pub ipv6_prefix: u8,
-    /// Clients tracked at once (a fixed table made at start: memory does not grow with the
-    /// number of clients; an idle client's entry is reused first).
+    /// Clients tracked at once (a fixed table, its chunks made as clients come: memory never
+    /// passes 36 bytes per entry, 2.3 MiB for the default; an idle client's entry is reused
+    /// first).
     pub table_size: usize,
     /// The most limited clients are logged at most once per this interval.
     #[serde(with = "duration_text")]

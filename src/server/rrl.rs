@@ -1,6 +1,7 @@
 //! Response rate limiting per client, decided per query before any work is done for it (as
 //! Knot 3.4's `rrl` module): a fixed table of token buckets keyed by the client's address (or
-//! its /24, /56 when aggregation is configured), no allocation per query, memory fixed at start.
+//! its /24, /56 when aggregation is configured), no allocation per query but a chunk's first
+//! (the table's chunks are made as clients first fall into them), memory bounded by its size.
 //!
 //! Each bucket is a GCRA (generic cell rate algorithm) cell: one "theoretical arrival time" per
 //! client. A response is due every `1/rate`; a client may be up to `burst` responses ahead of
@@ -43,10 +44,10 @@ pub enum Verdict {
 
 #[derive(Debug, Clone, Copy, Default)]
 struct Entry {
-    /// The client (see [`key_of`]); meaningful only when `used`.
+    /// The client (see [`key_of`]); meaningful only when [`Entry::used`].
     key: u128,
-    used: bool,
-    /// When the client's next response is due on its schedule (ns since the table's epoch).
+    /// When the client's next response is due on its schedule (ns since the table's epoch;
+    /// never 0 once used, so 0 marks an entry never used).
     tat: u64,
     /// Limited responses, for the slip counter.
     limited: u32,
@@ -54,9 +55,25 @@ struct Entry {
     window: u32,
 }
 
+impl Entry {
+    fn used(&self) -> bool {
+        self.tat != 0
+    }
+}
+
+/// One set of [`WAYS`] entries under one lock.
+type Set = Mutex<[Entry; WAYS]>;
+
+/// Sets per chunk of the table. Chunks are made when a client first falls into one, so a server
+/// with few clients keeps few pages of the table resident (a chunk is 9 KiB).
+const CHUNK: usize = 64;
+
 /// The bucket table: sized once, shared across reloads that keep its shape.
 pub struct Table {
-    sets: Box<[Mutex<[Entry; WAYS]>]>,
+    /// The sets, [`CHUNK`] to a chunk, each chunk made on first use.
+    chunks: Box<[std::sync::OnceLock<Box<[Set]>>]>,
+    /// Sets in a chunk (fewer than [`CHUNK`] in a small table).
+    chunk: usize,
     mask: usize,
     seed: u64,
     epoch: Instant,
@@ -70,7 +87,7 @@ pub struct Table {
 impl std::fmt::Debug for Table {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Table")
-            .field("entries", &(self.sets.len() * WAYS))
+            .field("entries", &self.entries())
             .finish()
     }
 }
@@ -131,16 +148,33 @@ fn show_key(key: u128, v4_len: u8, v6_len: u8) -> String {
 impl Table {
     fn new(c: &RateLimitConfig) -> Table {
         let sets = (c.table_size / WAYS).max(1).next_power_of_two();
+        let chunk = sets.min(CHUNK);
         Table {
-            sets: (0..sets)
-                .map(|_| Mutex::new([Entry::default(); WAYS]))
+            chunks: (0..sets / chunk)
+                .map(|_| std::sync::OnceLock::new())
                 .collect(),
+            chunk,
             mask: sets - 1,
             seed: fastrand::u64(..),
             epoch: Instant::now(),
             last_log: AtomicU64::new(1),
             shape: (c.ipv4_prefix, c.ipv6_prefix, c.table_size),
         }
+    }
+
+    /// Entries the table holds at the most.
+    fn entries(&self) -> usize {
+        self.chunks.len() * self.chunk * WAYS
+    }
+
+    /// Set `i`, its chunk made if it is the first use.
+    fn set(&self, i: usize) -> &Set {
+        let chunk = self.chunks[i / self.chunk].get_or_init(|| {
+            (0..self.chunk)
+                .map(|_| Mutex::new([Entry::default(); WAYS]))
+                .collect()
+        });
+        &chunk[i % self.chunk]
     }
 
     fn set_of(&self, key: u128) -> usize {
@@ -201,19 +235,17 @@ impl RateLimiter {
             .unwrap_or(u64::MAX)
             // Never 0: a schedule at 0 is a bucket that was never used.
             .max(1);
-        let mut set = t.sets[t.set_of(key)]
+        let mut set = t
+            .set(t.set_of(key))
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        let slot = match set.iter().position(|e| e.used && e.key == key) {
+        let slot = match set.iter().position(|e| e.used() && e.key == key) {
             Some(i) => i,
             None => {
                 // The entry furthest behind schedule: unused, or idle (a full bucket).
-                let i = (0..WAYS)
-                    .min_by_key(|&i| if set[i].used { set[i].tat } else { 0 })
-                    .unwrap_or(0);
+                let i = (0..WAYS).min_by_key(|&i| set[i].tat).unwrap_or(0);
                 set[i] = Entry {
                     key,
-                    used: true,
                     tat: now_ns,
                     limited: 0,
                     window: 0,
@@ -272,9 +304,11 @@ impl RateLimiter {
     fn take_top(&self) -> ([(u32, u128); TOP], u64) {
         let mut top = [(0u32, 0u128); TOP];
         let mut total = 0u64;
-        for set in self.table.sets.iter() {
+        // Chunks never made hold no client.
+        let made = self.table.chunks.iter().filter_map(|c| c.get());
+        for set in made.flat_map(|c| c.iter()) {
             let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
-            for e in set.iter_mut().filter(|e| e.used && e.window > 0) {
+            for e in set.iter_mut().filter(|e| e.used() && e.window > 0) {
                 total += u64::from(e.window);
                 if let Some(min) = (0..TOP).min_by_key(|&i| top[i].0)
                     && top[min].0 < e.window
@@ -390,6 +424,25 @@ mod tests {
         assert_eq!(key_of(ip("1.2.3.4"), 1, 1) >> 32, 0xffff);
     }
 
+    /// The default table (65,536 entries) makes its chunks as clients arrive: one client, one
+    /// chunk; every chunk once clients fall into all of them, and never more.
+    #[test]
+    fn table_chunks_are_made_as_clients_arrive() {
+        let c = RateLimitConfig::default();
+        let l = RateLimiter::new(&c, &[], None);
+        let made = |l: &RateLimiter| l.table.chunks.iter().filter(|c| c.get().is_some()).count();
+        assert_eq!(l.table.entries(), 65_536);
+        assert_eq!(made(&l), 0);
+        let t = l.table.epoch + Duration::from_secs(1);
+        l.check(ip("10.0.0.1"), t);
+        assert_eq!(made(&l), 1);
+        for i in 0..100_000u32 {
+            l.check(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i)), t);
+        }
+        assert_eq!(made(&l), l.table.chunks.len());
+        assert_eq!(l.table.chunks.len() * CHUNK * WAYS, 65_536);
+    }
+
     #[test]
     fn table_stays_fixed_and_keeps_busy_clients() {
         let l = limiter(1, 5, 0);
@@ -406,7 +459,7 @@ mod tests {
             l.check(other, t);
             assert_eq!(l.check(flooder, t), Verdict::Drop, "after {i}");
         }
-        assert_eq!(l.table.sets.len() * WAYS, 64);
+        assert_eq!(l.table.entries(), 64);
     }
 
     #[test]
