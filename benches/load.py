@@ -851,7 +851,7 @@ def readme_section(R, source):
 def readme(argv):
     ap = argparse.ArgumentParser(prog="load.py readme",
                                  description="Rewrite README.md's performance table from a results file.")
-    ap.add_argument("results", nargs="?", help="benches/results/*.json (default: the newest)")
+    ap.add_argument("results", nargs="?", help="benches/results/*.json (default: the one measured last)")
     ap.add_argument("--readme", default=os.path.join(REPO, "README.md"))
     ap.add_argument("--check", action="store_true",
                     help="change nothing; exit 1 when the table is not what the file gives")
@@ -859,7 +859,15 @@ def readme(argv):
     path = a.results
     if not path:
         d = os.path.join(HERE, "results")
-        files = sorted(f for f in os.listdir(d) if f.endswith(".json")) if os.path.isdir(d) else []
+        def started(f):
+            # The newest by when it was measured (two runs on one day differ only by commit).
+            try:
+                with open(os.path.join(d, f)) as fh:
+                    return json.load(fh).get("started_utc") or ""
+            except (OSError, ValueError):
+                return ""
+        files = sorted((f for f in os.listdir(d) if f.endswith(".json")),
+                       key=lambda f: (started(f), f)) if os.path.isdir(d) else []
         if not files:
             raise SystemExit(f"no results file in {d}: run python3 benches/load.py first")
         path = os.path.join(d, files[-1])
