@@ -576,10 +576,10 @@ mod tests {
         assert!(p.order().1);
     }
 
-    #[test]
-    fn reply_matching() {
+    /// A query for `a.example` A with `id`, where its question ends, and its bare reply.
+    fn query_and_reply(id: u16) -> (Vec<u8>, usize, Vec<u8>) {
         let q = wire::query::build(
-            0x4242,
+            id,
             &wire::dotted_to_wire("a.example").unwrap(),
             rtype::A,
             true,
@@ -588,6 +588,12 @@ mod tests {
         let qe = wire::Query::parse(&q).unwrap().question_end();
         let mut r = q.clone();
         r[2] |= F_QR;
+        (q, qe, r)
+    }
+
+    #[test]
+    fn reply_matching() {
+        let (q, qe, r) = query_and_reply(0x4242);
         assert!(is_reply_to(&r, &q, qe));
         let mut upper = r.clone();
         upper[13] = b'A';
@@ -607,16 +613,7 @@ mod tests {
 
     #[test]
     fn malformed_udp_replies() {
-        let q = wire::query::build(
-            7,
-            &wire::dotted_to_wire("a.example").unwrap(),
-            rtype::A,
-            true,
-            None,
-        );
-        let qe = wire::Query::parse(&q).unwrap().question_end();
-        let mut r = q.clone();
-        r[2] |= F_QR;
+        let (_, qe, mut r) = query_and_reply(7);
         r[7] = 1;
         // An A record of 3 bytes.
         r.extend_from_slice(&[0xC0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 3, 1, 2, 3]);

@@ -175,6 +175,25 @@ impl Transfers {
         }
     }
 
+    /// [`Self::admit`] for either transport: an SOA query is not held to the address list
+    /// (secondaries poll it), and a refused transfer (not an SOA query) is counted.
+    fn admit_counted(
+        &self,
+        req: &Request,
+        peer: IpAddr,
+        out: &mut Vec<u8>,
+    ) -> Result<Admitted, u16> {
+        let q = &req.query;
+        let soa_query = q.qtype == rtype::SOA;
+        self.admit(req, peer, out, !soa_query).inspect_err(|&code| {
+            if !soa_query {
+                self.metrics
+                    .transfer()
+                    .result(Self::kind(q), rejected(code));
+            }
+        })
+    }
+
     /// Access: the address, then TSIG. Err: the reply is written in `out`, with its rcode.
     fn admit(
         &self,
@@ -277,14 +296,9 @@ impl Transfers {
         let max = wire::udp_limit(q, self.max_udp);
         let soa_query = q.qtype == rtype::SOA;
         let kind = Self::kind(q);
-        let admitted = match self.admit(req, peer, out, !soa_query) {
+        let admitted = match self.admit_counted(req, peer, out) {
             Ok(a) => a,
-            Err(code) => {
-                if !soa_query {
-                    m.result(kind, rejected(code));
-                }
-                return code;
-            }
+            Err(code) => return code,
         };
         if soa_query {
             return self.signed_soa(req, &admitted, max, out);
@@ -349,14 +363,9 @@ impl Transfers {
         let m = self.metrics.transfer();
         let soa_query = q.qtype == rtype::SOA;
         let kind = Self::kind(q);
-        let admitted = match self.admit(req, peer, out, !soa_query) {
+        let admitted = match self.admit_counted(req, peer, out) {
             Ok(a) => a,
-            Err(code) => {
-                if !soa_query {
-                    m.result(kind, rejected(code));
-                }
-                return TcpAnswer::Reply(code);
-            }
+            Err(code) => return TcpAnswer::Reply(code),
         };
         if soa_query {
             return TcpAnswer::Reply(self.signed_soa(req, &admitted, TCP_MAX, out));
