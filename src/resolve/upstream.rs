@@ -294,18 +294,24 @@ impl Upstream {
     fn kept_pipe(&self) -> Option<Arc<Pipe>> {
         let mut pipes = self.pipes.lock().unwrap_or_else(|e| e.into_inner());
         pipes.retain(|p| !p.is_closed());
-        let loads: Vec<(usize, bool)> = pipes.iter().map(|p| p.load(PIPE_STALL)).collect();
-        let least = |stalled_too: bool| {
-            (0..pipes.len())
-                .filter(|&i| stalled_too || !loads[i].1)
-                .min_by_key(|&i| loads[i].0)
-        };
-        let pick = match (0..pipes.len()).find(|&i| loads[i].0 == 0) {
-            Some(idle) => Some(idle),
-            None if pipes.len() < MAX_PIPES => None,
-            None => least(false).or_else(|| least(true)),
-        };
-        pick.map(|i| pipes[i].clone())
+        // One pass: the least loaded not stalled, and the least loaded of all.
+        let (mut fresh, mut any): (Option<(usize, usize)>, Option<(usize, usize)>) = (None, None);
+        for (i, p) in pipes.iter().enumerate() {
+            let (n, stalled) = p.load(PIPE_STALL);
+            if n == 0 {
+                return Some(p.clone());
+            }
+            if !stalled && fresh.is_none_or(|(m, _)| n < m) {
+                fresh = Some((n, i));
+            }
+            if any.is_none_or(|(m, _)| n < m) {
+                any = Some((n, i));
+            }
+        }
+        if pipes.len() < MAX_PIPES {
+            return None;
+        }
+        fresh.or(any).map(|(_, i)| pipes[i].clone())
     }
 
     /// A new stream connection (TCP, or TLS on TCP).
