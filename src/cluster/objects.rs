@@ -4,11 +4,13 @@
 //! holds full API objects. A conversion error names the object; the source logs it and skips
 //! the object, and everything else keeps working.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Pod, Service, ServiceSpec};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::error::ObjectError;
@@ -253,27 +255,37 @@ fn meta_names(
     kind: &'static str,
     name_is_label: bool,
 ) -> Result<(Arc<str>, Arc<str>), ObjectError> {
-    let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let ns = lowercase(meta.namespace.as_deref().unwrap_or("default"));
     let name = meta
         .name
-        .clone()
+        .as_deref()
         .ok_or_else(|| err(kind, &ns, "<unnamed>", "metadata.name is missing"))?;
     if name.is_empty() {
         return Err(err(kind, &ns, "<unnamed>", "metadata.name is empty"));
     }
-    let (ns, name) = (ns.to_ascii_lowercase(), name.to_ascii_lowercase());
+    let name = lowercase(name);
     dns_label(kind, (&ns, &name), "metadata.namespace", &ns)?;
     if name_is_label {
         dns_label(kind, (&ns, &name), "metadata.name", &name)?;
     }
-    Ok((ns.into(), name.into()))
+    Ok((Arc::from(&*ns), Arc::from(&*name)))
+}
+
+/// `s` in lower case, copied only when it has upper-case letters (names in a cluster are
+/// nearly always lower case already: this runs for every object of every list).
+fn lowercase(s: &str) -> Cow<'_, str> {
+    if s.bytes().any(|b| b.is_ascii_uppercase()) {
+        Cow::Owned(s.to_ascii_lowercase())
+    } else {
+        Cow::Borrowed(s)
+    }
 }
 
 fn parse_ip(
     kind: &'static str,
     ns: &str,
     name: &str,
-    field: &str,
+    field: fmt::Arguments<'_>,
     s: &str,
 ) -> Result<IpAddr, ObjectError> {
     s.trim().parse::<IpAddr>().map_err(|_| {
@@ -310,9 +322,10 @@ impl TryFrom<&Service> for ServiceInfo {
     fn try_from(svc: &Service) -> Result<Self, ObjectError> {
         const K: &str = "Service";
         let (namespace, name) = meta_names(&svc.metadata, K, true)?;
-        let spec = svc.spec.clone().unwrap_or_default();
+        let no_spec = ServiceSpec::default();
+        let spec = svc.spec.as_ref().unwrap_or(&no_spec);
         let mut ports = Vec::new();
-        for (i, p) in spec.ports.unwrap_or_default().iter().enumerate() {
+        for (i, p) in spec.ports.iter().flatten().enumerate() {
             let proto = p.protocol.as_deref().unwrap_or("TCP");
             let protocol = Protocol::parse(proto).ok_or_else(|| {
                 err(
@@ -351,18 +364,29 @@ impl TryFrom<&Service> for ServiceInfo {
             })?;
             ServiceKind::ExternalName(external_name(K, &namespace, &name, ext)?)
         } else {
-            let mut ips: Vec<String> = spec.cluster_ips.clone().unwrap_or_default();
+            let mut ips: Vec<&str> = spec
+                .cluster_ips
+                .iter()
+                .flatten()
+                .map(String::as_str)
+                .collect();
             if ips.is_empty()
                 && let Some(ip) = &spec.cluster_ip
             {
-                ips.push(ip.clone());
+                ips.push(ip);
             }
             if ips.is_empty() || ips.iter().any(|ip| ip.eq_ignore_ascii_case("none")) {
                 ServiceKind::Headless
             } else {
                 let mut parsed = Vec::with_capacity(ips.len());
                 for ip in ips.iter().filter(|ip| !ip.is_empty()) {
-                    parsed.push(parse_ip(K, &namespace, &name, "spec.clusterIPs", ip)?);
+                    parsed.push(parse_ip(
+                        K,
+                        &namespace,
+                        &name,
+                        format_args!("spec.clusterIPs"),
+                        ip,
+                    )?);
                 }
                 if parsed.is_empty() {
                     ServiceKind::Headless
@@ -422,10 +446,10 @@ impl TryFrom<&EndpointSlice> for SliceInfo {
             .labels
             .as_ref()
             .and_then(|l| l.get("kubernetes.io/service-name"))
-            .map(|s| Arc::from(s.to_ascii_lowercase()));
+            .map(|s| Arc::from(&*lowercase(s)));
         let fqdn = es.address_type.eq_ignore_ascii_case("FQDN");
         let mut ports = Vec::new();
-        for (i, p) in es.ports.clone().unwrap_or_default().iter().enumerate() {
+        for (i, p) in es.ports.iter().flatten().enumerate() {
             let proto = p.protocol.as_deref().unwrap_or("TCP");
             let protocol = Protocol::parse(proto).ok_or_else(|| {
                 err(
@@ -458,7 +482,7 @@ impl TryFrom<&EndpointSlice> for SliceInfo {
                         K,
                         &namespace,
                         &name,
-                        &format!("endpoints[{i}].addresses"),
+                        format_args!("endpoints[{i}].addresses"),
                         a,
                     )?);
                 }
@@ -471,16 +495,18 @@ impl TryFrom<&EndpointSlice> for SliceInfo {
                     .as_ref()
                     .filter(|t| t.kind.as_deref().is_none_or(|k| k == "Pod"))
                     .and_then(|t| t.name.as_deref())
-                    .map(str::to_ascii_lowercase)
+                    .map(lowercase)
                     .filter(|n| is_dns_label(n))
-                    .map(Into::into);
+                    .map(|n| Box::from(&*n));
                 let hostname = match ep.hostname.as_deref().filter(|h| !h.is_empty()) {
                     None => None,
                     Some(h) => {
-                        let h = h.to_ascii_lowercase();
-                        let field = format!("endpoints[{i}].hostname");
-                        dns_label(K, (&namespace, &name), &field, &h)?;
-                        Some(h.into())
+                        let h = lowercase(h);
+                        if !is_dns_label(&h) {
+                            let field = format!("endpoints[{i}].hostname");
+                            dns_label(K, (&namespace, &name), &field, &h)?;
+                        }
+                        Some(Box::from(&*h))
                     }
                 };
                 endpoints.push(EndpointInfo {
@@ -506,15 +532,32 @@ impl TryFrom<&Pod> for PodInfo {
     fn try_from(pod: &Pod) -> Result<Self, ObjectError> {
         const K: &str = "Pod";
         let (namespace, name) = meta_names(&pod.metadata, K, false)?;
-        let status = pod.status.clone().unwrap_or_default();
+        let status = pod.status.as_ref();
         let mut ips = Vec::new();
-        for p in status.pod_ips.unwrap_or_default() {
-            ips.push(parse_ip(K, &namespace, &name, "status.podIPs", &p.ip)?);
+        for p in status
+            .and_then(|s| s.pod_ips.as_deref())
+            .unwrap_or_default()
+        {
+            ips.push(parse_ip(
+                K,
+                &namespace,
+                &name,
+                format_args!("status.podIPs"),
+                &p.ip,
+            )?);
         }
         if ips.is_empty()
-            && let Some(ip) = status.pod_ip.as_deref().filter(|s| !s.is_empty())
+            && let Some(ip) = status
+                .and_then(|s| s.pod_ip.as_deref())
+                .filter(|s| !s.is_empty())
         {
-            ips.push(parse_ip(K, &namespace, &name, "status.podIP", ip)?);
+            ips.push(parse_ip(
+                K,
+                &namespace,
+                &name,
+                format_args!("status.podIP"),
+                ip,
+            )?);
         }
         let host_network = pod
             .spec

@@ -79,7 +79,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc::Sender;
 use tokio::task::JoinSet;
 
-use super::pages::ItemSplitter;
+use super::pages::ListBody;
 use super::trimmed::{
     Converted, TrimPod, TrimService, TrimSlice, convert_namespace, convert_pod, convert_service,
     convert_slice,
@@ -535,7 +535,7 @@ where
                 error: e.to_string(),
             })?;
         let mut body = Box::pin(body);
-        let mut items = ItemSplitter::default();
+        let mut page = ListBody::default();
         // The objects of one chunk of the body are decoded first, then sent one after another:
         // the zone builder, woken by the first, takes the rest in the same round. Sent as each
         // was decoded, the builder (faster than the decoding) would sleep and be woken again for
@@ -544,19 +544,19 @@ where
         loop {
             let n = {
                 let chunk = body.fill_buf().await.map_err(PageFailed::other)?;
-                items.push(chunk);
+                page.push(chunk);
                 chunk.len()
             };
             if n == 0 {
-                break;
+                page.end();
+            } else {
+                body.as_mut().consume(n);
             }
-            body.as_mut().consume(n);
-            while let Some(bytes) = items.next_item() {
-                let object = match serde_json::from_slice::<K>(&bytes) {
+            while let Some(item) = page.next_item::<K>() {
+                let object = match item {
                     Ok(obj) => (self.convert)(obj).object,
-                    Err(e) => Err(undecodable(self.kind, &bytes, &e)),
+                    Err((bytes, e)) => Err(undecodable(self.kind, bytes, &e)),
                 };
-                items.recycle(bytes);
                 match object {
                     Ok(object) => {
                         if let Some(k) = known.as_mut() {
@@ -576,10 +576,13 @@ where
                     .await
                     .map_err(|_| PageFailed::Closed)?;
             }
+            if n == 0 {
+                break;
+            }
         }
-        let rest = items
+        let rest = page
             .finish()
-            .ok_or_else(|| PageFailed::other("the list response ended early"))?;
+            .ok_or_else(|| PageFailed::other("the list response ended early or is not JSON"))?;
         #[derive(serde::Deserialize)]
         struct Head {
             #[serde(default)]
