@@ -212,7 +212,8 @@ struct Filter {
 
 #[derive(Clone, Debug)]
 struct FieldReq {
-    path: String,
+    /// The field's path, split at its dots (`status.phase`: `["status", "phase"]`).
+    path: Vec<String>,
     value: String,
     negate: bool,
 }
@@ -238,14 +239,15 @@ impl Filter {
                 return false;
             }
         }
+        // Compared in place: this runs for every object of every list of a large store.
         self.fields.iter().all(|f| {
-            let pointer = format!("/{}", f.path.replace('.', "/"));
-            let v = match obj.pointer(&pointer) {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Null) | None => String::new(),
-                Some(other) => other.to_string(),
+            let field = f.path.iter().try_fold(obj, |v, k| v.get(k.as_str()));
+            let equal = match field {
+                Some(Value::String(s)) => *s == f.value,
+                Some(Value::Null) | None => f.value.is_empty(),
+                Some(other) => other.to_string() == f.value,
             };
-            (v == f.value) != f.negate
+            equal != f.negate
         })
     }
 }
@@ -261,7 +263,7 @@ fn parse_fields(s: &str) -> Result<Vec<FieldReq>, String> {
             return Err(format!("invalid field selector requirement {part:?}"));
         };
         out.push(FieldReq {
-            path: path.trim().to_string(),
+            path: path.trim().split('.').map(str::to_string).collect(),
             value: value.trim().to_string(),
             negate,
         });
@@ -1315,10 +1317,13 @@ fn list(read: Read<'_>) -> Response<Body> {
     } else {
         None
     };
+    let store = st.stores.entry(t.res).or_default();
     let objects = match &reconstructed {
         Some(o) => o,
-        None => &st.stores.entry(t.res).or_default().objects,
+        None => &store.objects,
     };
+    // Items as stored, when the store is what the list shows (encoded anew otherwise).
+    let stored = !meta && reconstructed.is_none();
 
     use std::ops::Bound;
     let from = match &after {
@@ -1328,11 +1333,13 @@ fn list(read: Read<'_>) -> Response<Body> {
     let mut matching = objects
         .range((from, Bound::Unbounded))
         .filter(|(_, o)| filter.matches(o));
-    let mut page: Vec<Arc<Value>> = Vec::new();
+    // Each item as stored (`Ok`), or the object to encode.
+    let mut page: Vec<Result<Bytes, Arc<Value>>> = Vec::new();
     let mut last_key = None;
     for (k, o) in matching.by_ref() {
-        page.push(o.clone());
-        last_key = Some(k.clone());
+        let encoded = stored.then(|| store.encoded.get(k).cloned()).flatten();
+        page.push(encoded.ok_or_else(|| o.clone()));
+        last_key = Some(k);
         if limit.is_some_and(|l| page.len() >= l) {
             break;
         }
@@ -1341,24 +1348,15 @@ fn list(read: Read<'_>) -> Response<Body> {
     // As the API server: the count of what is left only for lists without selectors.
     let remaining =
         (more && filter.labels.is_none() && filter.fields.is_empty()).then(|| 1 + matching.count());
-    // Items as stored, when the store is what the list shows (encoded anew otherwise).
-    let encoded: Vec<Option<Bytes>> = if meta || reconstructed.is_some() {
-        vec![None; page.len()]
-    } else {
-        let store = st.stores.entry(t.res).or_default();
-        page.iter()
-            .map(|o| store.encoded.get(&key_of(t.res, o)).cloned())
-            .collect()
-    };
+    let last_key = last_key.cloned();
     drop(st);
     // Assembled without the lock: other requests (and the test) go on meanwhile.
     let items: Vec<Bytes> = page
-        .iter()
-        .zip(encoded)
-        .map(|(o, e)| match e {
-            Some(b) => b,
-            None if meta => Bytes::from(serde_json::to_vec(&partial_metadata(o)).expect("json")),
-            None => list_item(o),
+        .into_iter()
+        .map(|item| match item {
+            Ok(b) => b,
+            Err(o) if meta => Bytes::from(serde_json::to_vec(&partial_metadata(&o)).expect("json")),
+            Err(o) => list_item(&o),
         })
         .collect();
 
