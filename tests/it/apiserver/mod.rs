@@ -245,7 +245,11 @@ impl Filter {
             let equal = match field {
                 Some(Value::String(s)) => *s == f.value,
                 Some(Value::Null) | None => f.value.is_empty(),
-                Some(other) => other.to_string() == f.value,
+                // A number or a boolean, compared as the selector's text.
+                Some(other) => {
+                    let text = other.to_string();
+                    text == f.value
+                }
             };
             equal != f.negate
         })
