@@ -544,40 +544,35 @@ where
         loop {
             let n = {
                 let chunk = body.fill_buf().await.map_err(PageFailed::other)?;
-                page.push(chunk);
+                page.feed::<K>(chunk, |item| {
+                    let object = match item {
+                        Ok(obj) => (self.convert)(obj).object,
+                        Err((bytes, e)) => Err(undecodable(self.kind, bytes, &e)),
+                    };
+                    match object {
+                        Ok(object) => {
+                            if let Some(k) = known.as_mut() {
+                                k.insert(&object.key());
+                            }
+                            *listed += 1;
+                            decoded.push(object);
+                        }
+                        Err(e) => {
+                            *skipped += 1;
+                            tracing::warn!(kind, error = %e, "skipping bad object");
+                        }
+                    }
+                });
                 chunk.len()
             };
             if n == 0 {
-                page.end();
-            } else {
-                body.as_mut().consume(n);
+                break;
             }
-            while let Some(item) = page.next_item::<K>() {
-                let object = match item {
-                    Ok(obj) => (self.convert)(obj).object,
-                    Err((bytes, e)) => Err(undecodable(self.kind, bytes, &e)),
-                };
-                match object {
-                    Ok(object) => {
-                        if let Some(k) = known.as_mut() {
-                            k.insert(&object.key());
-                        }
-                        *listed += 1;
-                        decoded.push(object);
-                    }
-                    Err(e) => {
-                        *skipped += 1;
-                        tracing::warn!(kind, error = %e, "skipping bad object");
-                    }
-                }
-            }
+            body.as_mut().consume(n);
             for object in decoded.drain(..) {
                 self.send(ClusterEvent::Listed { object })
                     .await
                     .map_err(|_| PageFailed::Closed)?;
-            }
-            if n == 0 {
-                break;
             }
         }
         let rest = page

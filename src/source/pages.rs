@@ -3,35 +3,28 @@
 //! kube-client reads a whole list page into memory, copies it into a string and decodes it into
 //! one `Vec` before the first object can be used: with pods of 5-10 KB as a real API server
 //! sends them (managed fields, statuses), a page of 500 costs several copies of 5 MB at once.
-//! [`ListBody`] instead keeps only the bytes not yet used (at most one item that has not fully
-//! arrived, and the chunk that brought it) and decodes each element of the top-level `items`
-//! array straight from them, with serde, as soon as its last byte is in. The list's other fields
-//! (its `metadata`, with the resourceVersion and the continue token) are kept, with `items`
-//! emptied, and decoded at the end.
+//! [`ListBody`] instead decodes each element of the top-level `items` array with serde straight
+//! from the chunk of the body it arrived in, and hands it on. Only an item cut by the end of a
+//! chunk is copied, until the next chunk completes it: at most one item is ever held. The list's
+//! other fields (its `metadata`, with the resourceVersion and the continue token) are kept,
+//! with `items` emptied, and decoded at the end.
 //!
 //! Why serde finds where an item ends, rather than a scan of its own ahead of the decoding: the
 //! decoder reads every byte of the item anyway, and a separate scan (strings, escapes, nesting)
 //! plus a copy of each item cost as much again: a third of a small relist's CPU time, measured
-//! (see `benches/README.md`). The price is an item cut by the end of a chunk: its decoding stops
-//! at the cut and starts again when more has arrived. To keep that linear however small the
-//! chunks, an item that did not fit is tried again only once half as much again has arrived.
+//! (see `benches/README.md`). Only the one item per chunk that the chunk's end cuts is scanned
+//! ([`Cut`]), to find its end in the next chunk.
 
 use serde::de::{DeserializeOwned, IgnoredAny};
 
-/// See the module doc. Feed it the body with [`Self::push`] (and [`Self::end`]); take the items
-/// with [`Self::next_item`]; at the end, [`Self::finish`] gives the list without its items.
+/// See the module doc. Feed it the body chunk by chunk with [`Self::feed`]; at the end,
+/// [`Self::finish`] gives the list without its items.
 #[derive(Debug, Default)]
 pub(crate) struct ListBody {
-    /// Bytes received and not yet used, from `pos` on.
-    buf: Vec<u8>,
-    pos: usize,
-    /// The body has ended: what is in `buf` is all there is.
-    ended: bool,
+    /// The bytes so far of an item that the end of a chunk cut, and where it stands.
+    cut: Option<Cut>,
     /// The body is not JSON (an item that is not a JSON value): nothing more is read.
     broken: bool,
-    /// The item at `pos` did not fit in the bytes there; it is tried again once `buf` holds at
-    /// least this many from `pos` on.
-    need: usize,
     /// Nesting depth of objects and arrays outside the items; inside the list object it is 1,
     /// inside its `items` array 2.
     depth: u32,
@@ -52,88 +45,135 @@ pub(crate) struct ListBody {
 /// An element of `items` that is JSON but not the type asked for: its bytes and the error.
 pub(crate) type Undecodable<'a> = (&'a [u8], serde_json::Error);
 
+/// What decoding an item from the start of some bytes came to.
+enum Decoded {
+    /// An item (or an element that is not one) of this many bytes, handed on.
+    Item(usize),
+    /// The bytes end before the item does.
+    Cut,
+    /// Not JSON.
+    Broken,
+}
+
+/// An item cut by the end of a chunk: its bytes so far, and a scan of them (strings, escapes,
+/// nesting) that tells where in the next chunks it ends.
+#[derive(Debug, Default)]
+struct Cut {
+    bytes: Vec<u8>,
+    depth: u32,
+    in_string: bool,
+    escaped: bool,
+    /// Past the first byte.
+    started: bool,
+    /// The item is a string, a number or a literal: it ends with its closing quote or before
+    /// the first byte that cannot be part of it.
+    scalar: bool,
+    /// The item's last byte has been seen.
+    complete: bool,
+}
+
+impl Cut {
+    /// Reads on; the number of bytes of `more` that belong to the item once it is complete.
+    fn scan(&mut self, more: &[u8]) -> Option<usize> {
+        for (i, &b) in more.iter().enumerate() {
+            if self.complete {
+                return Some(i);
+            }
+            if !self.started {
+                self.started = true;
+                match b {
+                    b'{' | b'[' => self.depth = 1,
+                    b'"' => (self.scalar, self.in_string) = (true, true),
+                    _ => self.scalar = true,
+                }
+                continue;
+            }
+            if self.in_string {
+                if self.escaped {
+                    self.escaped = false;
+                } else if b == b'\\' {
+                    self.escaped = true;
+                } else if b == b'"' {
+                    self.in_string = false;
+                    self.complete = self.scalar;
+                }
+                continue;
+            }
+            if self.scalar {
+                // A number or a literal ends before a delimiter.
+                if matches!(b, b',' | b']' | b'}' | b' ' | b'\t' | b'\n' | b'\r') {
+                    self.complete = true;
+                    return Some(i);
+                }
+                continue;
+            }
+            match b {
+                b'"' => self.in_string = true,
+                b'{' | b'[' => self.depth += 1,
+                b'}' | b']' => {
+                    self.depth = self.depth.saturating_sub(1);
+                    self.complete = self.depth == 0;
+                }
+                _ => {}
+            }
+        }
+        self.complete.then_some(more.len())
+    }
+}
+
 impl ListBody {
-    /// The next bytes of the body.
-    pub(crate) fn push(&mut self, bytes: &[u8]) {
-        if self.pos > 0 {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        self.buf.extend_from_slice(bytes);
-    }
-
-    /// The body has ended.
-    pub(crate) fn end(&mut self) {
-        self.ended = true;
-    }
-
-    /// The next item, decoded as `T`, once all of its bytes are in; `None` until then (or after
-    /// the last item). An item that is JSON but not a `T` comes back as [`Undecodable`] and is
-    /// passed over: the items after it are read as usual.
-    pub(crate) fn next_item<T: DeserializeOwned>(&mut self) -> Option<Result<T, Undecodable<'_>>> {
-        if !self.at_item() {
-            return None;
-        }
-        let avail = &self.buf[self.pos..];
-        if avail.len() < self.need && !self.ended {
-            return None;
-        }
-        let mut items = serde_json::Deserializer::from_slice(avail).into_iter::<T>();
-        let error = match items.next()? {
-            Ok(item) => {
-                let end = items.byte_offset();
-                return self.took(end).then_some(Ok(item));
-            }
-            Err(e) if e.is_eof() => {
-                self.wait();
-                return None;
-            }
-            Err(e) => e,
-        };
-        // Not a `T`: where does it end?
-        let mut skip = serde_json::Deserializer::from_slice(avail).into_iter::<IgnoredAny>();
-        match skip.next()? {
-            Ok(_) => {
-                let (start, end) = (self.pos, skip.byte_offset());
-                self.took(end)
-                    .then(|| Err((&self.buf[start..start + end], error)))
-            }
-            Err(e) if e.is_eof() => {
-                self.wait();
-                None
-            }
-            Err(_) => {
-                self.broken = true;
-                None
-            }
-        }
-    }
-
-    /// An item of `end` bytes was read at `pos`. Unless the body has ended, a byte must follow
-    /// it: a number cut by the end of a chunk reads as a shorter number.
-    fn took(&mut self, end: usize) -> bool {
-        if end >= self.buf.len() - self.pos && !self.ended {
-            self.wait();
-            return false;
-        }
-        self.pos += end;
-        self.need = 0;
-        true
-    }
-
-    /// The item at `pos` needs more bytes than there are.
-    fn wait(&mut self) {
-        let have = self.buf.len() - self.pos;
-        self.need = have + (have / 2).max(1);
-    }
-
-    /// Reads the list's bytes outside its items up to the next item; true if one starts at `pos`.
-    fn at_item(&mut self) -> bool {
+    /// The next chunk of the body (an empty one at its end): every item it completes is decoded
+    /// as `T` and handed to `each`, in order. An element of `items` that is JSON but not a `T` is handed on as
+    /// [`Undecodable`], and the items after it are read as usual.
+    pub(crate) fn feed<T: DeserializeOwned>(
+        &mut self,
+        chunk: &[u8],
+        mut each: impl FnMut(Result<T, Undecodable<'_>>),
+    ) {
         if self.broken {
-            return false;
+            return;
         }
-        while let Some(&b) = self.buf.get(self.pos) {
-            if self.in_items && self.depth == 2 && !self.in_string {
+        let mut at = 0;
+        if let Some(mut cut) = self.cut.take() {
+            let Some(end) = cut.scan(chunk) else {
+                cut.bytes.extend_from_slice(chunk);
+                self.cut = Some(cut);
+                return;
+            };
+            cut.bytes.extend_from_slice(&chunk[..end]);
+            // Complete by the scan: whatever it is, it ends where the bytes do.
+            match decode(&cut.bytes, true, &mut each) {
+                Decoded::Item(_) => {}
+                Decoded::Cut | Decoded::Broken => {
+                    self.broken = true;
+                    return;
+                }
+            }
+            at = end;
+        }
+        while let Some(start) = self.next_item_start(chunk, at) {
+            match decode(&chunk[start..], false, &mut each) {
+                Decoded::Item(len) => at = start + len,
+                Decoded::Cut => {
+                    let mut cut = Cut::default();
+                    let _ = cut.scan(&chunk[start..]);
+                    cut.bytes = chunk[start..].to_vec();
+                    self.cut = Some(cut);
+                    return;
+                }
+                Decoded::Broken => {
+                    self.broken = true;
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Reads the list's bytes outside its items from `at` on; where the next item starts, if
+    /// one does in `chunk`.
+    fn next_item_start(&mut self, chunk: &[u8], mut at: usize) -> Option<usize> {
+        while let Some(&b) = chunk.get(at) {
+            if self.in_items && self.depth == 2 {
                 match b {
                     b']' => {
                         self.in_items = false;
@@ -141,14 +181,14 @@ impl ListBody {
                         self.rest.push(b);
                     }
                     b',' | b' ' | b'\t' | b'\n' | b'\r' => {}
-                    _ => return true,
+                    _ => return Some(at),
                 }
             } else {
                 self.byte(b);
             }
-            self.pos += 1;
+            at += 1;
         }
-        false
+        None
     }
 
     /// One byte of the list outside its items.
@@ -191,13 +231,53 @@ impl ListBody {
 
     /// The list without its items (`"items":[]`), once the body has ended; `None` if the body
     /// ended inside the list or is not JSON.
-    pub(crate) fn finish(mut self) -> Option<Vec<u8>> {
-        // Whatever follows the last item (the list's closing bytes) is read here.
-        if self.at_item() {
-            return None;
+    pub(crate) fn finish(self) -> Option<Vec<u8>> {
+        (self.depth == 0
+            && !self.in_string
+            && !self.broken
+            && self.cut.is_none()
+            && !self.rest.is_empty())
+        .then_some(self.rest)
+    }
+}
+
+/// Decodes the item `bytes` start with and hands it to `each`. Unless `complete` (the bytes are
+/// the whole item), a byte must follow it: a number cut by the end of a chunk reads as a shorter
+/// number.
+fn decode<T: DeserializeOwned>(
+    bytes: &[u8],
+    complete: bool,
+    each: &mut impl FnMut(Result<T, Undecodable<'_>>),
+) -> Decoded {
+    let whole = |end: usize| complete || end < bytes.len();
+    let mut items = serde_json::Deserializer::from_slice(bytes).into_iter::<T>();
+    let error = match items.next() {
+        Some(Ok(item)) => {
+            let end = items.byte_offset();
+            if !whole(end) {
+                return Decoded::Cut;
+            }
+            each(Ok(item));
+            return Decoded::Item(end);
         }
-        (self.depth == 0 && !self.in_string && !self.broken && !self.rest.is_empty())
-            .then_some(self.rest)
+        Some(Err(e)) if e.is_eof() => return Decoded::Cut,
+        Some(Err(e)) => e,
+        None => return Decoded::Cut,
+    };
+    // Not a `T`: where does it end?
+    let mut skip = serde_json::Deserializer::from_slice(bytes).into_iter::<IgnoredAny>();
+    match skip.next() {
+        Some(Ok(_)) => {
+            let end = skip.byte_offset();
+            if !whole(end) {
+                return Decoded::Cut;
+            }
+            each(Err((&bytes[..end], error)));
+            Decoded::Item(end)
+        }
+        Some(Err(e)) if e.is_eof() => Decoded::Cut,
+        None => Decoded::Cut,
+        Some(Err(_)) => Decoded::Broken,
     }
 }
 
@@ -213,21 +293,14 @@ mod tests {
     ) -> (Vec<Result<T, String>>, Option<String>) {
         let mut page = ListBody::default();
         let mut items = Vec::new();
-        let mut take = |page: &mut ListBody| {
-            while let Some(i) = page.next_item::<T>() {
-                items.push(i.map_err(|(b, _)| String::from_utf8(b.to_vec()).unwrap()));
-            }
-        };
-        for c in body.as_bytes().chunks(chunk) {
-            page.push(c);
-            take(&mut page);
-            assert!(
-                page.buf.len() - page.pos <= chunk + 512,
-                "only an item and a chunk are held"
-            );
+        // The end of the body comes as an empty chunk, as from `fill_buf`.
+        for c in body.as_bytes().chunks(chunk).chain([&[][..]]) {
+            page.feed::<T>(c, |i| {
+                items.push(i.map_err(|(b, _)| String::from_utf8(b.to_vec()).unwrap()))
+            });
+            let held = page.cut.as_ref().map_or(0, |c| c.bytes.len());
+            assert!(held <= 512, "only an item is held: {held} bytes");
         }
-        page.end();
-        take(&mut page);
         (items, page.finish().map(|r| String::from_utf8(r).unwrap()))
     }
 
@@ -251,13 +324,13 @@ mod tests {
     }
 
     #[test]
-    fn an_item_of_another_shape_is_passed_over() {
+    fn an_element_of_another_shape_is_passed_over() {
         #[derive(serde::Deserialize, Debug)]
         struct Named {
             #[allow(dead_code)]
             name: String,
         }
-        let body = r#"{"items":[{"name":"a"},{"name":7,"x":[{"y":"}"}]},12345,{"name":"d"}],"metadata":{}}"#;
+        let body = r#"{"items":[{"name":"a"},{"name":7,"x":[{"y":"}"}]},12345,"s\"]",true,{"name":"d"}],"metadata":{}}"#;
         for chunk in [1, 2, 5, 16, body.len()] {
             let (items, rest) = read::<Named>(body, chunk);
             let shapes: Vec<_> = items
@@ -270,6 +343,8 @@ mod tests {
                     Ok("a".to_string()),
                     Err(r#"{"name":7,"x":[{"y":"}"}]}"#.to_string()),
                     Err("12345".to_string()),
+                    Err(r#""s\"]""#.to_string()),
+                    Err("true".to_string()),
                     Ok("d".to_string()),
                 ],
                 "chunk {chunk}"
@@ -286,36 +361,36 @@ mod tests {
         let (items, rest) = read::<Value>(r#"{"items":null,"metadata":{}}"#, 5);
         assert!(items.is_empty());
         serde_json::from_str::<Value>(&rest.unwrap()).unwrap();
-        let (items, rest) = read::<Value>(r#"{"metadata":{},"items":[{"a":1},{"b":"#, 4);
-        assert_eq!(items.len(), 1);
-        assert!(rest.is_none(), "a body cut off inside the list");
-        let (items, rest) = read::<Value>(r#"{"items":[{"a":1},{"b"x}],"metadata":{}}"#, 3);
-        assert_eq!(items.len(), 1);
-        assert!(rest.is_none(), "an item that is not JSON");
+        for chunk in [1, 4, 100] {
+            let (items, rest) = read::<Value>(r#"{"metadata":{},"items":[{"a":1},{"b":"#, chunk);
+            assert_eq!(items.len(), 1);
+            assert!(rest.is_none(), "a body cut off inside an item");
+            let (items, rest) = read::<Value>(r#"{"metadata":{},"items":[{"a":1}"#, chunk);
+            assert_eq!(items.len(), 1);
+            assert!(rest.is_none(), "a body cut off inside the items");
+            let (items, rest) = read::<Value>(r#"{"items":[{"a":1},{"b"x}],"metadata":{}}"#, chunk);
+            assert_eq!(items.len(), 1);
+            assert!(rest.is_none(), "an item that is not JSON");
+        }
     }
 
     #[test]
-    fn an_item_cut_into_tiny_chunks_is_decoded_a_bounded_number_of_times() {
-        // 1-byte chunks of a 20 KB item: tried again only after half as much again has arrived,
-        // so about log1.5(20,000) = 25 tries, not 20,000.
+    fn a_large_item_in_small_chunks_is_decoded_once_and_held_alone() {
         let big = format!(
-            r#"{{"items":[{{"s":"{}"}}],"metadata":{{}}}}"#,
+            r#"{{"items":[{{"s":"{}"}},{{"t":1}}],"metadata":{{}}}}"#,
             "x".repeat(20_000)
         );
-        let mut page = ListBody::default();
-        let (mut tries, mut items) = (0, 0);
-        for b in big.as_bytes().chunks(1) {
-            page.push(b);
-            let before = page.need;
-            if page.next_item::<Value>().is_some() {
-                items += 1;
-            } else if page.need != before {
-                tries += 1;
+        for chunk in [1, 100, 4096] {
+            let mut page = ListBody::default();
+            let mut items = Vec::new();
+            for c in big.as_bytes().chunks(chunk) {
+                page.feed::<Value>(c, |i| items.push(i.unwrap()));
+                assert!(page.cut.as_ref().is_none_or(|c| c.bytes.len() <= 20_010));
             }
+            assert_eq!(items.len(), 2, "chunk {chunk}");
+            assert_eq!(items[0]["s"].as_str().unwrap().len(), 20_000);
+            assert_eq!(items[1]["t"], 1);
+            assert!(page.finish().is_some());
         }
-        page.end();
-        items += usize::from(page.next_item::<Value>().is_some());
-        assert_eq!(items, 1);
-        assert!(tries < 40, "{tries} tries");
     }
 }
