@@ -80,6 +80,7 @@ use tokio::sync::mpsc::Sender;
 use tokio::task::JoinSet;
 
 use super::pages::ListBody;
+use super::precedence::{GIVE_WAY, Precedence};
 use super::trimmed::{
     Converted, TrimPod, TrimService, TrimSlice, convert_namespace, convert_pod, convert_service,
     convert_slice,
@@ -146,6 +147,7 @@ pub async fn run(
         "watching the Kubernetes API"
     );
 
+    let precedence = Arc::new(Precedence::default());
     let mut tasks = JoinSet::new();
     tasks.spawn(
         KindLoop::new(
@@ -154,6 +156,7 @@ pub async fn run(
             convert_namespace,
             tx.clone(),
             &metrics,
+            &precedence,
         )
         .run(),
     );
@@ -163,6 +166,7 @@ pub async fn run(
         convert_service,
         tx.clone(),
         &metrics,
+        &precedence,
     );
     services.labels = opts
         .service_label_selector
@@ -179,6 +183,7 @@ pub async fn run(
                 convert_slice,
                 tx.clone(),
                 &metrics,
+                &precedence,
             )
             .run(),
         );
@@ -190,6 +195,7 @@ pub async fn run(
             convert_pod,
             tx.clone(),
             &metrics,
+            &precedence,
         );
         pods.fields = Some(POD_FIELD_SELECTOR.to_string());
         tasks.spawn(pods.run());
@@ -329,6 +335,9 @@ struct KindLoop<K> {
     /// The API serves only metadata (`PartialObjectMeta`): lists ask for metadata lists.
     metadata_only: bool,
     metrics: Arc<Metrics>,
+    /// Lists of every kind but Pods are urgent: a Pod list gives way to them (see
+    /// [`super::precedence`]).
+    precedence: Arc<Precedence>,
     freshness: WatchFreshness,
     /// Services only: the services seen, to tell a creation from an update (for `changed_at`).
     known: Option<Known>,
@@ -350,6 +359,7 @@ where
         convert: fn(K) -> Converted,
         tx: Sender<ClusterEvent>,
         metrics: &Arc<Metrics>,
+        precedence: &Arc<Precedence>,
     ) -> Self {
         KindLoop {
             api,
@@ -360,6 +370,7 @@ where
             fields: None,
             metadata_only: K::metadata_api(),
             metrics: metrics.clone(),
+            precedence: precedence.clone(),
             freshness: metrics.watch_freshness(kind.as_str()),
             known: (kind == Kind::Service).then(Known::default),
             retry: Retry::default(),
@@ -444,9 +455,14 @@ where
             ..ListParams::default()
         };
         let (mut listed, mut skipped, mut pages) = (0usize, 0usize, 0usize);
+        let (_urgent, mut give_way) = if self.kind == Kind::Pod {
+            (None, GIVE_WAY)
+        } else {
+            (Some(self.precedence.urgent()), Duration::ZERO)
+        };
         let rv = loop {
             let page = match self
-                .list_page(&lp, &mut known, &mut listed, &mut skipped)
+                .list_page(&lp, &mut known, &mut listed, &mut skipped, &mut give_way)
                 .await
             {
                 Ok(page) => page,
@@ -506,14 +522,17 @@ where
     }
 
     /// One page of the list, each object sent on as soon as its last byte has arrived (see
-    /// [`super::pages`]): only one object of the page is ever held, decoded or not. Returns the
-    /// page's list metadata (continue token, resourceVersion).
+    /// [`super::pages`]): only one object of the page is ever held, decoded or not. Before each
+    /// chunk of the body, a list that gives way (Pods) waits while another kind's list is under
+    /// way, out of `give_way` ([`super::precedence`]). Returns the page's list metadata
+    /// (continue token, resourceVersion).
     async fn list_page(
         &mut self,
         lp: &ListParams,
         known: &mut Option<Known>,
         listed: &mut usize,
         skipped: &mut usize,
+        give_way: &mut Duration,
     ) -> Result<ListMeta, PageFailed> {
         use futures::{AsyncBufRead, AsyncBufReadExt};
         let kind = self.kind.as_str();
@@ -542,6 +561,7 @@ where
         // every object, and those wake-ups were most of a small relist's time.
         let mut decoded = Vec::new();
         loop {
+            self.precedence.give_way(give_way).await;
             let n = {
                 let chunk = body.fill_buf().await.map_err(PageFailed::other)?;
                 page.feed::<K>(chunk, |item| {

@@ -4,4 +4,5 @@
 pub mod file;
 pub mod kube;
 mod pages;
+mod precedence;
 pub mod trimmed;
