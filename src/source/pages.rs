@@ -28,8 +28,7 @@ pub(crate) struct ListBody {
     /// Nesting depth of objects and arrays outside the items; inside the list object it is 1,
     /// inside its `items` array 2.
     depth: u32,
-    in_string: bool,
-    escaped: bool,
+    string: JsonString,
     /// The string being read at depth 1 (a key or a value of the list object), while short.
     key: Vec<u8>,
     /// The last string at depth 1 was `"items"`.
@@ -61,8 +60,7 @@ enum Decoded {
 struct Cut {
     bytes: Vec<u8>,
     depth: u32,
-    in_string: bool,
-    escaped: bool,
+    string: JsonString,
     /// Past the first byte.
     started: bool,
     /// The item is a string, a number or a literal: it ends with its closing quote or before
@@ -70,6 +68,30 @@ struct Cut {
     scalar: bool,
     /// The item's last byte has been seen.
     complete: bool,
+}
+
+/// Where the bytes read stand with respect to a JSON string.
+#[derive(Debug, Default, Clone, Copy)]
+struct JsonString {
+    /// Inside a string.
+    open: bool,
+    /// ... right after a backslash.
+    escaped: bool,
+}
+
+impl JsonString {
+    /// Reads a byte inside the string; true if it is the closing quote.
+    fn closes(&mut self, b: u8) -> bool {
+        if self.escaped {
+            self.escaped = false;
+        } else if b == b'\\' {
+            self.escaped = true;
+        } else if b == b'"' {
+            self.open = false;
+            return true;
+        }
+        false
+    }
 }
 
 impl Cut {
@@ -83,18 +105,13 @@ impl Cut {
                 self.started = true;
                 match b {
                     b'{' | b'[' => self.depth = 1,
-                    b'"' => (self.scalar, self.in_string) = (true, true),
+                    b'"' => (self.scalar, self.string.open) = (true, true),
                     _ => self.scalar = true,
                 }
                 continue;
             }
-            if self.in_string {
-                if self.escaped {
-                    self.escaped = false;
-                } else if b == b'\\' {
-                    self.escaped = true;
-                } else if b == b'"' {
-                    self.in_string = false;
+            if self.string.open {
+                if self.string.closes(b) {
                     self.complete = self.scalar;
                 }
                 continue;
@@ -108,7 +125,7 @@ impl Cut {
                 continue;
             }
             match b {
-                b'"' => self.in_string = true,
+                b'"' => self.string.open = true,
                 b'{' | b'[' => self.depth += 1,
                 b'}' | b']' => {
                     self.depth = self.depth.saturating_sub(1);
@@ -194,25 +211,18 @@ impl ListBody {
     /// One byte of the list outside its items.
     fn byte(&mut self, b: u8) {
         self.rest.push(b);
-        if self.in_string {
+        if self.string.open {
             if self.depth == 1 && self.key.len() <= 6 {
                 self.key.push(b);
             }
-            if self.escaped {
-                self.escaped = false;
-            } else if b == b'\\' {
-                self.escaped = true;
-            } else if b == b'"' {
-                self.in_string = false;
-                if self.depth == 1 {
-                    self.last_string_is_items = self.key == b"items\"";
-                }
+            if self.string.closes(b) && self.depth == 1 {
+                self.last_string_is_items = self.key == b"items\"";
             }
             return;
         }
         match b {
             b'"' => {
-                self.in_string = true;
+                self.string.open = true;
                 self.key.clear();
             }
             b'{' | b'[' => {
@@ -233,7 +243,7 @@ impl ListBody {
     /// ended inside the list or is not JSON.
     pub(crate) fn finish(self) -> Option<Vec<u8>> {
         (self.depth == 0
-            && !self.in_string
+            && !self.string.open
             && !self.broken
             && self.cut.is_none()
             && !self.rest.is_empty())
