@@ -526,6 +526,63 @@ fn kube_relist_of_one_kind_holds_back_only_its_own_changes() {
     converge(&s, "web.ns0.svc.cluster.local", "10.0.8.3");
 }
 
+/// When every kind relists at once, the Pod list gives way to the others: while the Service
+/// relist is in progress (its second page held by the API server), the Pod relist does not
+/// finish, though its pages are there; it waits for at most 2 s in all, then goes on without
+/// the Services.
+#[test]
+fn kube_pod_relist_gives_way_to_a_service_relist_for_a_bounded_time() {
+    // More services than one page (500), so that the Service list has a second page to hold.
+    let (api, s, expect) = filled_cluster(600, 1200, ("ns0", "web", "10.0.8.1"));
+    await_all(&s, &expect);
+    let before = relists(&s);
+    let count = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
+    api.hold_list_pages(Res::Services);
+    api.force_expiry();
+    let service_list_held = wait_for(Duration::from_secs(10), || {
+        api.requests().iter().any(|r| {
+            r.path.ends_with("/services")
+                && r.param("watch").is_none()
+                && r.param("continue").is_some_and(|c| !c.is_empty())
+        })
+    });
+    assert!(
+        service_list_held,
+        "the Service relist never asked for its second page"
+    );
+    let held_at = Instant::now();
+    // 1,200 pods relist in tens of milliseconds when nothing holds them back; the Pod list
+    // gives way for 2 s. A slower machine only makes the relist later, never earlier.
+    std::thread::sleep(Duration::from_millis(1000));
+    let now = relists(&s);
+    assert_eq!(
+        count(&now, "Pod"),
+        count(&before, "Pod"),
+        "the Pod relist finished beside the Service relist: {now:?}"
+    );
+    // The give-way is bounded: the Pods are relisted while the Services still wait.
+    let pods_relisted = wait_for(Duration::from_secs(20), || {
+        count(&relists(&s), "Pod") > count(&before, "Pod")
+    });
+    assert!(pods_relisted, "the Pod relist waited without end");
+    eprintln!(
+        "Pod relist done {:?} after the Service list was held",
+        held_at.elapsed()
+    );
+    assert_eq!(
+        count(&relists(&s), "Service"),
+        count(&before, "Service"),
+        "the Service list is still held"
+    );
+    api.release_list_pages();
+    let services_relisted = wait_for(Duration::from_secs(10), || {
+        count(&relists(&s), "Service") > count(&before, "Service")
+    });
+    assert!(services_relisted, "the Service relist never finished");
+    let wrong = wrong_answers(&s, &expect);
+    assert!(wrong.is_empty(), "after the relists: {wrong:?}");
+}
+
 /// A change made right after every watch expired reaches DNS without waiting for anything but
 /// the relist (bounded generously here; the benchmark measures it).
 #[test]
