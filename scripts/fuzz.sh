@@ -4,7 +4,7 @@
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]
 #   scripts/fuzz.sh cmin [TARGET...]
 #
-# Runs each target (default: all five) for SECONDS_PER_TARGET (default 300), one after the
+# Runs each target (default: all six) for SECONDS_PER_TARGET (default 300), one after the
 # other, at the lowest CPU priority, starting from the checked-in corpus; then minimises the
 # corpus: the checked-in inputs and the new ones are merged into a fresh folder, which replaces
 # fuzz/corpus/<target>/ (libFuzzer's -set_cover_merge=1 -use_counters=0: a small set of inputs
@@ -20,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ALL=(query_path upstream_reply config_file corefile objects_file)
+ALL=(query_path upstream_reply config_file corefile objects_file list_page)
 secs=${1:-300}
 shift || true
 minimise_only=false

@@ -8,6 +8,7 @@
 //! | [`config_file`] | a config file | never a panic; a config that passes `validate` builds a zone (of the sample cluster, with its cluster settings) whose answers about its SOA, NS and the sample's names pass the [`query_path`] checks |
 //! | [`corefile`] | a Corefile | never a panic; a conversion never fails with [`crate::corefile::CorefileError::Config`] (the converter's own output must load) |
 //! | [`objects_file`] | a file of Kubernetes objects | never a panic; whatever objects it yields build a zone whose answers to the names and addresses in those objects pass the [`query_path`] checks |
+//! | [`list_page`] | the body of a list response from the API server, in chunks | never a panic; for a body that is a JSON object with one `items` key (as written) and an array there, the items read are that array's elements, in order, and the list without them is that object with `items` empty |
 //!
 //! The targets in `fuzz/fuzz_targets/` (cargo-fuzz, libFuzzer) call these functions, and
 //! `cargo test` replays every file of `fuzz/corpus/<target>/` through them on stable (the
@@ -32,12 +33,13 @@ use check::Sent;
 use glue::{MAX_UDP, Outcome, Server};
 
 /// Every target, by the name of its `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, fn(&[u8])); 6] = [
     ("query_path", query_path),
     ("upstream_reply", upstream_reply),
     ("config_file", config_file),
     ("corefile", corefile),
     ("objects_file", objects_file),
+    ("list_page", list_page),
 ];
 
 /// Largest TCP message (RFC 1035 §4.2.2).
@@ -372,6 +374,60 @@ fn object_queries(objects: &[Object]) -> Vec<(Name, RecordType)> {
     }
     out.truncate(MAX_OBJECT_QUERIES);
     out
+}
+
+/// A list response's body as the Kubernetes source reads it ([`crate::source::pages`]): the
+/// first byte picks the size of the chunks it arrives in (1 to 256 bytes), the rest is the body.
+/// The oracle is serde_json reading the whole body at once.
+pub fn list_page(data: &[u8]) {
+    use serde_json::Value;
+    let Some((&seed, body)) = data.split_first() else {
+        return;
+    };
+    let mut page = crate::source::pages::ListBody::default();
+    let mut items = Vec::new();
+    // The end of the body comes as an empty chunk, as from `fill_buf`.
+    for chunk in body.chunks(usize::from(seed) + 1).chain([&[][..]]) {
+        // An element serde_json skips but cannot read as a Value (a string that is not UTF-8)
+        // comes back as `Err`; in a body that is JSON there is none.
+        page.feed::<Value>(chunk, |item| {
+            items.push(item.map_err(|(_, e)| e.to_string()))
+        });
+    }
+    let rest = page.finish();
+    let Ok(Value::Object(mut list)) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    // The reader finds the key `items` as written: compared only when the body holds the string
+    // "items" once in all, written plainly, and that is the list's key (no escaped spelling of
+    // it, no other key or value of that name anywhere).
+    fn named_items(v: &Value) -> usize {
+        match v {
+            Value::String(s) => usize::from(s == "items"),
+            Value::Array(a) => a.iter().map(named_items).sum(),
+            Value::Object(o) => o
+                .iter()
+                .map(|(k, v)| usize::from(k == "items") + named_items(v))
+                .sum(),
+            _ => 0,
+        }
+    }
+    let written = body.windows(7).filter(|w| w == b"\"items\"").count();
+    let Some(Value::Array(want)) = list.get("items").cloned() else {
+        return;
+    };
+    if written != 1 || named_items(&Value::Object(list.clone())) != 1 {
+        return;
+    }
+    let items: Vec<Value> = items
+        .into_iter()
+        .map(|i| i.expect("every element of a JSON list reads as a Value"))
+        .collect();
+    assert_eq!(items, want, "the items read");
+    let rest = rest.expect("a JSON list reads to its end");
+    let rest: Value = serde_json::from_slice(&rest).expect("the list without its items is JSON");
+    list.insert("items".into(), Value::Array(Vec::new()));
+    assert_eq!(rest, Value::Object(list), "the list without its items");
 }
 
 #[cfg(test)]

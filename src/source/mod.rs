@@ -3,6 +3,6 @@
 
 pub mod file;
 pub mod kube;
-mod pages;
+pub(crate) mod pages;
 mod precedence;
 pub mod trimmed;
