@@ -425,6 +425,19 @@ fn ready_status(s: &Server) -> u16 {
     get(addr, "/ready", &[]).map_or(0, |r| r.status)
 }
 
+/// Waits (10 s at most) until a list of `resource` (`pods`, `services`) has asked for a page
+/// after its first: with [`ApiServer::hold_list_pages`], a list held in progress.
+fn asked_for_a_second_page(api: &ApiServer, resource: &str) -> bool {
+    let path = format!("/{resource}");
+    wait_for(Duration::from_secs(10), || {
+        api.requests().iter().any(|r| {
+            r.path.ends_with(&path)
+                && r.param("watch").is_none()
+                && r.param("continue").is_some_and(|c| !c.is_empty())
+        })
+    })
+}
+
 /// Every watch ends and the history is compacted (an API server restart), three times, while a
 /// client keeps asking: no answer is ever wrong, every kind relists, and what changed while the
 /// watches were cut off is there after the relist.
@@ -500,15 +513,8 @@ fn kube_relist_of_one_kind_holds_back_only_its_own_changes() {
     api.create(pod("ns0", "a-new").ip("10.1.99.1"));
     api.hold_list_pages(Res::Pods);
     api.force_expiry();
-    let pod_list_held = wait_for(Duration::from_secs(10), || {
-        api.requests().iter().any(|r| {
-            r.path.ends_with("/pods")
-                && r.param("watch").is_none()
-                && r.param("continue").is_some_and(|c| !c.is_empty())
-        })
-    });
     assert!(
-        pod_list_held,
+        asked_for_a_second_page(&api, "pods"),
         "the Pod relist never asked for its second page"
     );
 
@@ -539,15 +545,8 @@ fn kube_pod_relist_gives_way_to_a_service_relist_for_a_bounded_time() {
     let count = |m: &BTreeMap<String, f64>, k: &str| m.get(k).copied().unwrap_or(0.0);
     api.hold_list_pages(Res::Services);
     api.force_expiry();
-    let service_list_held = wait_for(Duration::from_secs(10), || {
-        api.requests().iter().any(|r| {
-            r.path.ends_with("/services")
-                && r.param("watch").is_none()
-                && r.param("continue").is_some_and(|c| !c.is_empty())
-        })
-    });
     assert!(
-        service_list_held,
+        asked_for_a_second_page(&api, "services"),
         "the Service relist never asked for its second page"
     );
     let held_at = Instant::now();
