@@ -376,7 +376,7 @@ fn object_queries(objects: &[Object]) -> Vec<(Name, RecordType)> {
     out
 }
 
-/// A list response's body as the Kubernetes source reads it ([`crate::source::pages`]): the
+/// A list response's body as the Kubernetes source reads it (`src/source/pages.rs`): the
 /// first byte picks the size of the chunks it arrives in (1 to 256 bytes), the rest is the body.
 /// The oracle is serde_json reading the whole body at once.
 pub fn list_page(data: &[u8]) {

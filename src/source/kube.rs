@@ -6,7 +6,7 @@
 //! deserialized into the trimmed types of [`super::trimmed`], converted at once into the compact
 //! [`crate::cluster::objects`] types, and dropped: nothing here keeps objects, there is no
 //! reflector store. The zone builder's indexes are the state. The kinds' tasks share one thread;
-//! while another kind lists, a Pod list gives way ([`super::precedence`]), so that after an API
+//! while another kind lists, a Pod list gives way (`precedence.rs`), so that after an API
 //! server restart the Services and EndpointSlices are relisted first.
 //!
 //! What is emitted on the channel, per kind:
