@@ -228,11 +228,12 @@ fn is_dns_label(s: &str) -> bool {
         && b[b.len() - 1] != b'-'
 }
 
-/// `s` if it is a DNS label ([`is_dns_label`]), else an error naming `field`.
+/// `s` if it is a DNS label ([`is_dns_label`]), else an error naming `field` (formatted only
+/// then: this runs for every object of every list).
 fn dns_label(
     kind: &'static str,
     (ns, name): (&str, &str),
-    field: &str,
+    field: fmt::Arguments<'_>,
     s: &str,
 ) -> Result<(), ObjectError> {
     if is_dns_label(s) {
@@ -264,9 +265,9 @@ fn meta_names(
         return Err(err(kind, &ns, "<unnamed>", "metadata.name is empty"));
     }
     let name = lowercase(name);
-    dns_label(kind, (&ns, &name), "metadata.namespace", &ns)?;
+    dns_label(kind, (&ns, &name), format_args!("metadata.namespace"), &ns)?;
     if name_is_label {
-        dns_label(kind, (&ns, &name), "metadata.name", &name)?;
+        dns_label(kind, (&ns, &name), format_args!("metadata.name"), &name)?;
     }
     Ok((Arc::from(&*ns), Arc::from(&*name)))
 }
@@ -502,10 +503,8 @@ impl TryFrom<&EndpointSlice> for SliceInfo {
                     None => None,
                     Some(h) => {
                         let h = lowercase(h);
-                        if !is_dns_label(&h) {
-                            let field = format!("endpoints[{i}].hostname");
-                            dns_label(K, (&namespace, &name), &field, &h)?;
-                        }
+                        let field = format_args!("endpoints[{i}].hostname");
+                        dns_label(K, (&namespace, &name), field, &h)?;
                         Some(Box::from(&*h))
                     }
                 };
@@ -583,7 +582,12 @@ impl TryFrom<&Namespace> for NamespaceInfo {
             .filter(|n| !n.is_empty())
             .ok_or_else(|| err("Namespace", "", "<unnamed>", "metadata.name is missing"))?
             .to_ascii_lowercase();
-        dns_label("Namespace", ("", &name), "metadata.name", &name)?;
+        dns_label(
+            "Namespace",
+            ("", &name),
+            format_args!("metadata.name"),
+            &name,
+        )?;
         Ok(NamespaceInfo {
             name: name.into(),
             labels: ns.metadata.labels.clone().unwrap_or_default(),
